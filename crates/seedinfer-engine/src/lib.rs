@@ -1,1 +1,17 @@
-//! placeholder
+//! seedinfer's inference engine for Llama-family models. Knows nothing of Node: the napi binding wraps it.
+
+pub mod config;
+pub mod dense_f32;
+pub mod error;
+pub mod forward;
+pub mod kv_cache;
+pub mod model;
+pub mod sampler;
+pub mod session;
+pub mod weights;
+
+pub use config::{LlamaConfig, RopeStyle};
+pub use error::{EngineError, Result};
+pub use model::{LoadOptions, Model, ModelInfo};
+pub use sampler::SamplingParams;
+pub use session::{Chunk, GenerateParams, GenerationOutput, Session, StopReason, Timings};

@@ -1,0 +1,145 @@
+//! The Llama forward pass, top to bottom: embed; per layer RMSNorm, Q/K/V, RoPE, causal attention over the
+//! cache, residual, RMSNorm, SwiGLU MLP, residual; final RMSNorm; logits for the last position only.
+
+use crate::config::{LlamaConfig, RopeStyle};
+use crate::dense_f32::{dot, matmul};
+use crate::kv_cache::KvCache;
+use crate::weights::{LlamaWeights, Matrix};
+use rayon::prelude::*;
+
+fn rms_norm(x: &[f32], weight: &[f32], eps: f32, out: &mut [f32]) {
+    let mean_square = x.iter().map(|v| (*v as f64) * (*v as f64)).sum::<f64>() / x.len() as f64;
+    let scale = (1.0 / (mean_square + eps as f64).sqrt()) as f32;
+    for ((o, v), w) in out.iter_mut().zip(x).zip(weight) {
+        *o = v * scale * w;
+    }
+}
+
+fn project(w: &Matrix, input: &[f32], tokens: usize, out: &mut Vec<f32>) {
+    out.resize(tokens * w.rows, 0.0);
+    matmul(&w.data, w.rows, w.cols, input, tokens, out);
+}
+
+/// Rotates each head of `x` (`[tokens, heads * head_dim]`) by its absolute position.
+fn apply_rope(x: &mut [f32], heads: usize, head_dim: usize, first_pos: usize, theta: f32, style: RopeStyle) {
+    let half = head_dim / 2;
+    let inv_freq: Vec<f64> = (0..half).map(|i| 1.0 / (theta as f64).powf(2.0 * i as f64 / head_dim as f64)).collect();
+    for (t, row) in x.chunks_mut(heads * head_dim).enumerate() {
+        let pos = (first_pos + t) as f64;
+        let rotations: Vec<(f32, f32)> = inv_freq
+            .iter()
+            .map(|f| {
+                let angle = pos * f;
+                (angle.cos() as f32, angle.sin() as f32)
+            })
+            .collect();
+        for head in row.chunks_mut(head_dim) {
+            for (i, (cos, sin)) in rotations.iter().enumerate() {
+                let (a, b) = match style {
+                    RopeStyle::Interleaved => (2 * i, 2 * i + 1),
+                    RopeStyle::Half => (i, i + half),
+                };
+                let (x0, x1) = (head[a], head[b]);
+                head[a] = x0 * cos - x1 * sin;
+                head[b] = x0 * sin + x1 * cos;
+            }
+        }
+    }
+}
+
+/// Causal attention of `tokens` new queries (at positions `first_pos..`) over all cached positions.
+fn attention(cfg: &LlamaConfig, q: &[f32], cache: &KvCache, layer: usize, first_pos: usize, tokens: usize, out: &mut [f32]) {
+    let (hd, q_dim, kv_dim) = (cfg.head_dim, cfg.q_dim(), cfg.kv_dim());
+    let group = cfg.heads / cfg.kv_heads;
+    let scale = 1.0 / (hd as f32).sqrt();
+    let total = first_pos + tokens;
+    let keys = cache.keys(layer, total);
+    let values = cache.values(layer, total);
+    out.par_chunks_mut(hd).enumerate().for_each(|(index, head_out)| {
+        let (t, h) = (index / cfg.heads, index % cfg.heads);
+        let kv_head = h / group;
+        let query = &q[t * q_dim + h * hd..t * q_dim + (h + 1) * hd];
+        let visible = first_pos + t + 1;
+        let mut scores: Vec<f32> = (0..visible)
+            .map(|p| dot(query, &keys[p * kv_dim + kv_head * hd..p * kv_dim + (kv_head + 1) * hd]) * scale)
+            .collect();
+        let max = scores.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        let mut sum = 0.0f32;
+        for s in scores.iter_mut() {
+            *s = (*s - max).exp();
+            sum += *s;
+        }
+        head_out.fill(0.0);
+        for (p, s) in scores.iter().enumerate() {
+            let weight = s / sum;
+            let v = &values[p * kv_dim + kv_head * hd..p * kv_dim + (kv_head + 1) * hd];
+            for (o, x) in head_out.iter_mut().zip(v) {
+                *o += weight * x;
+            }
+        }
+    });
+}
+
+/// Reusable activation buffers, so a decode step allocates nothing once warmed up.
+#[derive(Default)]
+pub struct Scratch {
+    x: Vec<f32>,
+    normed: Vec<f32>,
+    q: Vec<f32>,
+    k: Vec<f32>,
+    v: Vec<f32>,
+    attn: Vec<f32>,
+    proj: Vec<f32>,
+    gate: Vec<f32>,
+    up: Vec<f32>,
+}
+
+/// Runs `tokens` through the model at positions `cache.len()..`, appends their keys/values to `cache`, and
+/// writes the logits of the last token into `logits`.
+pub fn forward(cfg: &LlamaConfig, w: &LlamaWeights, tokens: &[u32], cache: &mut KvCache, s: &mut Scratch, logits: &mut Vec<f32>) {
+    let n = tokens.len();
+    let d = cfg.hidden_size;
+    let first_pos = cache.len();
+    s.x.clear();
+    for &t in tokens {
+        let row = t as usize * d;
+        s.x.extend_from_slice(&w.embed.data[row..row + d]);
+    }
+    s.normed.resize(n * d, 0.0);
+    for (l, layer) in w.layers.iter().enumerate() {
+        for (x, o) in s.x.chunks(d).zip(s.normed.chunks_mut(d)) {
+            rms_norm(x, &layer.attn_norm, cfg.rms_norm_eps, o);
+        }
+        project(&layer.wq, &s.normed, n, &mut s.q);
+        project(&layer.wk, &s.normed, n, &mut s.k);
+        project(&layer.wv, &s.normed, n, &mut s.v);
+        apply_rope(&mut s.q, cfg.heads, cfg.head_dim, first_pos, cfg.rope_theta, cfg.rope_style);
+        apply_rope(&mut s.k, cfg.kv_heads, cfg.head_dim, first_pos, cfg.rope_theta, cfg.rope_style);
+        cache.append(l, &s.k, &s.v);
+        s.attn.resize(n * cfg.q_dim(), 0.0);
+        attention(cfg, &s.q, cache, l, first_pos, n, &mut s.attn);
+        project(&layer.wo, &s.attn, n, &mut s.proj);
+        for (x, p) in s.x.iter_mut().zip(&s.proj) {
+            *x += p;
+        }
+        for (x, o) in s.x.chunks(d).zip(s.normed.chunks_mut(d)) {
+            rms_norm(x, &layer.ffn_norm, cfg.rms_norm_eps, o);
+        }
+        project(&layer.w_gate, &s.normed, n, &mut s.gate);
+        project(&layer.w_up, &s.normed, n, &mut s.up);
+        for (g, u) in s.gate.iter_mut().zip(&s.up) {
+            *g = *g / (1.0 + (-*g).exp()) * u;
+        }
+        project(&layer.w_down, &s.gate, n, &mut s.proj);
+        for (x, p) in s.x.iter_mut().zip(&s.proj) {
+            *x += p;
+        }
+    }
+    cache.commit(n);
+    let last = &s.x[(n - 1) * d..n * d];
+    let mut normed_last = vec![0.0f32; d];
+    rms_norm(last, &w.final_norm, cfg.rms_norm_eps, &mut normed_last);
+    let head = w.lm_head();
+    logits.resize(head.rows, 0.0);
+    matmul(&head.data, head.rows, head.cols, &normed_last, 1, logits);
+}

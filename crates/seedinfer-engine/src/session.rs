@@ -1,0 +1,276 @@
+//! A conversation: its KV cache, the tokens it holds, and generation with streaming text, stop strings,
+//! end-of-generation tokens and cancellation.
+
+use crate::error::{EngineError, Result};
+use crate::forward::{forward, Scratch};
+use crate::kv_cache::KvCache;
+use crate::model::Model;
+use crate::sampler::{Sampler, SamplingParams};
+use seedinfer_tokenizer::StreamDecoder;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+/// Prompt tokens are run through the model in chunks of this many, bounding activation memory and letting a
+/// cancellation take effect between chunks.
+const PREFILL_CHUNK: usize = 256;
+
+#[derive(Clone, Debug)]
+pub struct GenerateParams {
+    pub max_tokens: usize,
+    pub sampling: SamplingParams,
+    pub stop: Vec<String>,
+    pub ignore_eos: bool,
+}
+
+impl Default for GenerateParams {
+    fn default() -> Self {
+        Self { max_tokens: 256, sampling: SamplingParams::default(), stop: Vec::new(), ignore_eos: false }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StopReason {
+    Eos,
+    MaxTokens,
+    Stop,
+    ContextFull,
+    Aborted,
+}
+
+impl StopReason {
+    pub fn name(self) -> &'static str {
+        match self {
+            StopReason::Eos => "eos",
+            StopReason::MaxTokens => "maxTokens",
+            StopReason::Stop => "stop",
+            StopReason::ContextFull => "contextFull",
+            StopReason::Aborted => "aborted",
+        }
+    }
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct Timings {
+    pub ttft_ms: f64,
+    pub prefill_tokens_per_second: f64,
+    pub decode_tokens_per_second: f64,
+    pub prompt_tokens: usize,
+    pub generated_tokens: usize,
+    pub total_ms: f64,
+}
+
+#[derive(Clone, Debug)]
+pub struct GenerationOutput {
+    pub text: String,
+    pub token_ids: Vec<u32>,
+    pub stop_reason: StopReason,
+    pub timings: Timings,
+}
+
+/// One streamed step: the token generated and the text it completed (possibly empty while a multi-byte
+/// character or a possible stop string is still pending).
+pub struct Chunk<'a> {
+    pub token_id: u32,
+    pub text: &'a str,
+}
+
+pub struct Session {
+    model: Arc<Model>,
+    cache: KvCache,
+    tokens: Vec<u32>,
+    /// Logits after the last token in the cache, so a generation may start without new prompt tokens.
+    last_logits: Option<Vec<f32>>,
+    /// The last generated token: part of the conversation, fed to the model at the start of the next call.
+    pending: Option<u32>,
+    scratch: Scratch,
+}
+
+impl Session {
+    pub fn new(model: Arc<Model>, context_size: usize) -> Result<Self> {
+        let c = &model.config;
+        if context_size == 0 || context_size > c.context_length {
+            return Err(EngineError::InvalidOption(format!(
+                "contextSize must be in [1, {}] for this model, got {context_size}",
+                c.context_length
+            )));
+        }
+        let cache = KvCache::new(c.layers, c.kv_dim(), context_size);
+        Ok(Self { model, cache, tokens: Vec::new(), last_logits: None, pending: None, scratch: Scratch::default() })
+    }
+
+    /// Tokens of the conversation so far, including the last generated one.
+    pub fn token_count(&self) -> usize {
+        self.tokens.len() + usize::from(self.pending.is_some())
+    }
+
+    pub fn context_size(&self) -> usize {
+        self.cache.capacity()
+    }
+
+    pub fn reset(&mut self) {
+        self.cache.truncate(0);
+        self.tokens.clear();
+        self.last_logits = None;
+        self.pending = None;
+    }
+
+    pub fn kv_resident_bytes(&self) -> usize {
+        self.cache.resident_bytes()
+    }
+
+    /// Feeds `tokens` and returns the logits after the last one.
+    fn feed(&mut self, tokens: &[u32], abort: &AtomicBool) -> Result<Option<&mut Vec<f32>>> {
+        let model = Arc::clone(&self.model);
+        let logits = self.last_logits.get_or_insert_with(Vec::new);
+        for chunk in tokens.chunks(PREFILL_CHUNK) {
+            if abort.load(Ordering::Relaxed) {
+                return Ok(None);
+            }
+            let (cache, scratch) = (&mut self.cache, &mut self.scratch);
+            model.install(|| forward(&model.config, &model.weights, chunk, cache, scratch, logits));
+            self.tokens.extend_from_slice(chunk);
+        }
+        Ok(self.last_logits.as_mut())
+    }
+
+    /// Appends `prompt` to the session and generates, calling `on_chunk` for every token.
+    pub fn generate(
+        &mut self,
+        prompt: &[u32],
+        params: &GenerateParams,
+        abort: &AtomicBool,
+        on_chunk: &mut dyn FnMut(Chunk<'_>),
+    ) -> Result<GenerationOutput> {
+        let started = Instant::now();
+        params.sampling.validate()?;
+        if params.stop.iter().any(|s| s.is_empty()) {
+            return Err(EngineError::InvalidOption("stop strings must not be empty".into()));
+        }
+        let vocab_size = self.model.config.vocab_size;
+        if let Some(&id) = prompt.iter().find(|&&id| id as usize >= vocab_size) {
+            return Err(EngineError::InvalidTokenId { id, vocab_size });
+        }
+        if prompt.is_empty() && self.token_count() == 0 {
+            return Err(EngineError::InvalidOption("the prompt is empty and the session holds no tokens".into()));
+        }
+        // Room for the prompt and at least one generated token.
+        if self.token_count() + prompt.len() >= self.context_size() {
+            return Err(EngineError::ContextOverflow {
+                prompt: prompt.len(),
+                used: self.token_count(),
+                context: self.context_size(),
+            });
+        }
+        let to_feed: Vec<u32> = self.pending.take().into_iter().chain(prompt.iter().copied()).collect();
+        let model = Arc::clone(&self.model);
+        let eos = model.tokenizer.eos_token_ids();
+        let mut sampler = Sampler::new(params.sampling.clone());
+        let mut decoder = StreamDecoder::new(true);
+        let mut out = GenerationOutput {
+            text: String::new(),
+            token_ids: Vec::new(),
+            stop_reason: StopReason::MaxTokens,
+            timings: Timings { prompt_tokens: prompt.len(), ..Default::default() },
+        };
+        let mut emitted = 0usize;
+        let longest_stop = params.stop.iter().map(|s| s.len()).max().unwrap_or(0);
+
+        let prefill_started = Instant::now();
+        if self.feed(&to_feed, abort)?.is_none() {
+            out.stop_reason = StopReason::Aborted;
+            return Ok(out);
+        }
+        let prefill_seconds = prefill_started.elapsed().as_secs_f64();
+        let mut decode_started = Instant::now();
+        while out.token_ids.len() < params.max_tokens {
+            if abort.load(Ordering::Relaxed) {
+                out.stop_reason = StopReason::Aborted;
+                break;
+            }
+            if out.token_ids.is_empty() {
+                decode_started = Instant::now();
+            } else {
+                // The previous token is not yet in the cache: run it to get the next logits.
+                if self.tokens.len() >= self.context_size() {
+                    out.stop_reason = StopReason::ContextFull;
+                    break;
+                }
+                let previous = out.token_ids[out.token_ids.len() - 1];
+                self.feed(&[previous], &AtomicBool::new(false))?;
+            }
+            let logits = self.last_logits.as_mut().ok_or_else(|| EngineError::Internal("no logits".into()))?;
+            let token = sampler.sample(logits, &self.tokens);
+            out.token_ids.push(token);
+            if out.token_ids.len() == 1 {
+                out.timings.ttft_ms = started.elapsed().as_secs_f64() * 1e3;
+            }
+            let is_eos = !params.ignore_eos && eos.contains(&token);
+            out.text.push_str(&decoder.push(&model.tokenizer, token)?);
+            // A stop string ends the text where it begins; text that could still become one is held back.
+            let search_from = floor_char_boundary(&out.text, emitted.saturating_sub(longest_stop));
+            let stop_at = params.stop.iter().filter_map(|s| out.text[search_from..].find(s.as_str()).map(|i| search_from + i)).min();
+            let visible_end = match stop_at {
+                Some(at) => at,
+                None if is_eos => out.text.len(),
+                None => out.text.len() - pending_stop_prefix(&out.text, &params.stop),
+            };
+            let fresh = &out.text[emitted.min(visible_end)..visible_end];
+            on_chunk(Chunk { token_id: token, text: fresh });
+            emitted = emitted.max(visible_end);
+            if let Some(at) = stop_at {
+                out.text.truncate(at);
+                out.stop_reason = StopReason::Stop;
+                break;
+            }
+            if is_eos {
+                out.stop_reason = StopReason::Eos;
+                break;
+            }
+        }
+        self.pending = out.token_ids.last().copied();
+        if out.stop_reason == StopReason::MaxTokens || out.stop_reason == StopReason::ContextFull {
+            let tail = decoder.finish(&model.tokenizer)?;
+            out.text.push_str(&tail);
+            if emitted < out.text.len() {
+                let last = out.token_ids.last().copied().unwrap_or(0);
+                on_chunk(Chunk { token_id: last, text: &out.text[emitted..] });
+            }
+        }
+        let decode_seconds = decode_started.elapsed().as_secs_f64();
+        out.timings.generated_tokens = out.token_ids.len();
+        out.timings.prefill_tokens_per_second = if prefill_seconds > 0.0 { prompt.len() as f64 / prefill_seconds } else { 0.0 };
+        out.timings.decode_tokens_per_second = if out.token_ids.len() > 1 && decode_seconds > 0.0 {
+            (out.token_ids.len() - 1) as f64 / decode_seconds
+        } else {
+            0.0
+        };
+        out.timings.total_ms = started.elapsed().as_secs_f64() * 1e3;
+        Ok(out)
+    }
+}
+
+/// Bytes at the end of `text` that begin some stop string and so must not be shown yet.
+fn pending_stop_prefix(text: &str, stops: &[String]) -> usize {
+    let mut longest = 0;
+    for stop in stops {
+        for len in (1..stop.len()).rev() {
+            if len <= longest || len > text.len() {
+                continue;
+            }
+            let start = text.len() - len;
+            if text.is_char_boundary(start) && stop.as_bytes().starts_with(&text.as_bytes()[start..]) {
+                longest = len;
+                break;
+            }
+        }
+    }
+    longest
+}
+
+fn floor_char_boundary(text: &str, mut index: usize) -> usize {
+    while index > 0 && !text.is_char_boundary(index) {
+        index -= 1;
+    }
+    index
+}

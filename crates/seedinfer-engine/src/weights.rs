@@ -1,0 +1,209 @@
+//! Llama weights, checked against the configuration and converted to f32 for compute.
+
+use crate::config::LlamaConfig;
+use crate::error::{EngineError, Result};
+use seedinfer_formats::{FormatError, GgufFile, SafetensorsDir, TensorView};
+use std::collections::BTreeMap;
+
+/// A row-major f32 matrix `[rows, cols]`.
+pub struct Matrix {
+    pub rows: usize,
+    pub cols: usize,
+    pub data: Vec<f32>,
+}
+
+pub struct LayerWeights {
+    pub attn_norm: Vec<f32>,
+    pub wq: Matrix,
+    pub wk: Matrix,
+    pub wv: Matrix,
+    pub wo: Matrix,
+    pub ffn_norm: Vec<f32>,
+    pub w_gate: Matrix,
+    pub w_up: Matrix,
+    pub w_down: Matrix,
+}
+
+pub struct LlamaWeights {
+    pub embed: Matrix,
+    pub layers: Vec<LayerWeights>,
+    pub final_norm: Vec<f32>,
+    /// `None` when the output projection is tied to the embedding.
+    pub lm_head: Option<Matrix>,
+    /// Tensor count per storage format in the file, e.g. `Q4_1 -> 210`.
+    pub file_tensor_formats: BTreeMap<String, usize>,
+    pub parameter_count: usize,
+}
+
+impl LlamaWeights {
+    pub fn lm_head(&self) -> &Matrix {
+        self.lm_head.as_ref().unwrap_or(&self.embed)
+    }
+
+    pub fn resident_bytes(&self) -> usize {
+        let m = |m: &Matrix| m.data.len() * 4;
+        let mut total = m(&self.embed) + self.final_norm.len() * 4 + self.lm_head.as_ref().map_or(0, m);
+        for l in &self.layers {
+            total += (l.attn_norm.len() + l.ffn_norm.len()) * 4;
+            total += m(&l.wq) + m(&l.wk) + m(&l.wv) + m(&l.wo) + m(&l.w_gate) + m(&l.w_up) + m(&l.w_down);
+        }
+        total
+    }
+}
+
+/// Where tensors come from: names differ between Hugging Face checkpoints and GGUF files.
+pub enum TensorSource<'a> {
+    Safetensors(&'a SafetensorsDir),
+    Gguf(&'a GgufFile),
+}
+
+impl TensorSource<'_> {
+    fn view(&self, name: &str) -> std::result::Result<TensorView<'_>, FormatError> {
+        match self {
+            TensorSource::Safetensors(s) => s.tensor(name),
+            TensorSource::Gguf(g) => g.tensor(name),
+        }
+    }
+
+    fn has(&self, name: &str) -> bool {
+        match self {
+            TensorSource::Safetensors(s) => s.tensor_names().contains(&name),
+            TensorSource::Gguf(g) => g.tensors().iter().any(|t| t.name == name),
+        }
+    }
+
+    fn names(&self, layer: Option<usize>, part: Part) -> String {
+        match (self, layer) {
+            (TensorSource::Safetensors(_), Some(i)) => format!("model.layers.{i}.{}", part.hf_name()),
+            (TensorSource::Safetensors(_), None) => part.hf_name().to_string(),
+            (TensorSource::Gguf(_), Some(i)) => format!("blk.{i}.{}", part.gguf_name()),
+            (TensorSource::Gguf(_), None) => part.gguf_name().to_string(),
+        }
+    }
+}
+
+#[derive(Clone, Copy)]
+enum Part {
+    Embed,
+    FinalNorm,
+    LmHead,
+    AttnNorm,
+    Q,
+    K,
+    V,
+    O,
+    FfnNorm,
+    Gate,
+    Up,
+    Down,
+}
+
+impl Part {
+    fn hf_name(self) -> &'static str {
+        match self {
+            Part::Embed => "model.embed_tokens.weight",
+            Part::FinalNorm => "model.norm.weight",
+            Part::LmHead => "lm_head.weight",
+            Part::AttnNorm => "input_layernorm.weight",
+            Part::Q => "self_attn.q_proj.weight",
+            Part::K => "self_attn.k_proj.weight",
+            Part::V => "self_attn.v_proj.weight",
+            Part::O => "self_attn.o_proj.weight",
+            Part::FfnNorm => "post_attention_layernorm.weight",
+            Part::Gate => "mlp.gate_proj.weight",
+            Part::Up => "mlp.up_proj.weight",
+            Part::Down => "mlp.down_proj.weight",
+        }
+    }
+
+    fn gguf_name(self) -> &'static str {
+        match self {
+            Part::Embed => "token_embd.weight",
+            Part::FinalNorm => "output_norm.weight",
+            Part::LmHead => "output.weight",
+            Part::AttnNorm => "attn_norm.weight",
+            Part::Q => "attn_q.weight",
+            Part::K => "attn_k.weight",
+            Part::V => "attn_v.weight",
+            Part::O => "attn_output.weight",
+            Part::FfnNorm => "ffn_norm.weight",
+            Part::Gate => "ffn_gate.weight",
+            Part::Up => "ffn_up.weight",
+            Part::Down => "ffn_down.weight",
+        }
+    }
+}
+
+struct Loader<'a> {
+    source: TensorSource<'a>,
+    formats: BTreeMap<String, usize>,
+    parameters: usize,
+}
+
+impl Loader<'_> {
+    fn load(&mut self, layer: Option<usize>, part: Part, expected: &[usize]) -> Result<Vec<f32>> {
+        let name = self.source.names(layer, part);
+        let view = self.source.view(&name)?;
+        if view.shape != expected {
+            return Err(FormatError::ShapeMismatch {
+                name,
+                expected: expected.to_vec(),
+                found: view.shape.clone(),
+            }
+            .into());
+        }
+        *self.formats.entry(view.tensor_type.name().to_string()).or_default() += 1;
+        self.parameters += view.element_count();
+        let values = view.to_f32()?;
+        if values.iter().any(|v| !v.is_finite()) {
+            return Err(EngineError::Format(FormatError::Corrupt(format!(
+                "tensor {name} contains NaN or infinite values"
+            ))));
+        }
+        Ok(values)
+    }
+
+    fn matrix(&mut self, layer: Option<usize>, part: Part, rows: usize, cols: usize) -> Result<Matrix> {
+        Ok(Matrix { rows, cols, data: self.load(layer, part, &[rows, cols])? })
+    }
+}
+
+impl LlamaWeights {
+    /// Loads and checks every tensor; `config.tied_embeddings` is updated for GGUF files from the tensor table.
+    pub fn load(source: TensorSource<'_>, config: &mut LlamaConfig) -> Result<Self> {
+        let c = config.clone();
+        let lm_head_present = source.has(&source.names(None, Part::LmHead));
+        let mut loader = Loader { source, formats: BTreeMap::new(), parameters: 0 };
+        let embed = loader.matrix(None, Part::Embed, c.vocab_size, c.hidden_size)?;
+        let mut layers = Vec::with_capacity(c.layers);
+        for i in 0..c.layers {
+            let l = Some(i);
+            layers.push(LayerWeights {
+                attn_norm: loader.load(l, Part::AttnNorm, &[c.hidden_size])?,
+                wq: loader.matrix(l, Part::Q, c.q_dim(), c.hidden_size)?,
+                wk: loader.matrix(l, Part::K, c.kv_dim(), c.hidden_size)?,
+                wv: loader.matrix(l, Part::V, c.kv_dim(), c.hidden_size)?,
+                wo: loader.matrix(l, Part::O, c.hidden_size, c.q_dim())?,
+                ffn_norm: loader.load(l, Part::FfnNorm, &[c.hidden_size])?,
+                w_gate: loader.matrix(l, Part::Gate, c.intermediate_size, c.hidden_size)?,
+                w_up: loader.matrix(l, Part::Up, c.intermediate_size, c.hidden_size)?,
+                w_down: loader.matrix(l, Part::Down, c.hidden_size, c.intermediate_size)?,
+            });
+        }
+        let final_norm = loader.load(None, Part::FinalNorm, &[c.hidden_size])?;
+        let is_gguf = matches!(loader.source, TensorSource::Gguf(_));
+        // GGUF marks tied embeddings by omitting output.weight; HF checkpoints say so in config.json
+        // (and some still ship an lm_head copy, which we then ignore).
+        let tied = if is_gguf { !lm_head_present } else { c.tied_embeddings };
+        let lm_head = if tied { None } else { Some(loader.matrix(None, Part::LmHead, c.vocab_size, c.hidden_size)?) };
+        config.tied_embeddings = tied;
+        Ok(Self {
+            embed,
+            layers,
+            final_norm,
+            lm_head,
+            file_tensor_formats: loader.formats,
+            parameter_count: loader.parameters,
+        })
+    }
+}

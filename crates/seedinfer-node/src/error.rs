@@ -1,0 +1,30 @@
+//! Errors and panics crossing into JavaScript.
+
+use napi::{Error, Status};
+use seedinfer_engine::EngineError;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+
+/// The engine's error as a JS error whose message starts with its stable code.
+pub fn to_js(error: EngineError) -> Error {
+    coded(error.code(), &error.to_string())
+}
+
+pub fn coded(code: &str, message: &str) -> Error {
+    Error::new(Status::GenericFailure, format!("{code}: {message}"))
+}
+
+pub fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    payload
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "unknown panic".to_string())
+}
+
+/// Runs `work`, turning engine errors and panics into JS errors so that no panic crosses into Node.
+pub fn guarded<T>(work: impl FnOnce() -> Result<T, EngineError>) -> napi::Result<T> {
+    match catch_unwind(AssertUnwindSafe(work)) {
+        Ok(result) => result.map_err(to_js),
+        Err(payload) => Err(coded("INTERNAL", &format!("engine panicked: {}", panic_message(payload.as_ref())))),
+    }
+}

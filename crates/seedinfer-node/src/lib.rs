@@ -1,0 +1,9 @@
+//! Node.js binding for the seedinfer engine: one small file per domain. Heavy work runs off the JS thread;
+//! errors reach JavaScript as "CODE: message", which the TypeScript layer turns into typed errors.
+
+mod error;
+mod model;
+mod session;
+
+pub use model::{load_model, NativeModel};
+pub use session::{NativeAbortFlag, NativeSession};

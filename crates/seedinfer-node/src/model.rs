@@ -1,0 +1,132 @@
+//! `NativeModel`: loading (on a worker thread), model facts, tokenizer access, session creation.
+
+use crate::error::{coded, guarded};
+use crate::session::NativeSession;
+use napi::bindgen_prelude::*;
+use napi_derive::napi;
+use seedinfer_engine::{LoadOptions, Model};
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+#[napi(object)]
+pub struct NativeLoadOptions {
+    /// Worker threads; omitted means the machine's available parallelism.
+    pub threads: Option<u32>,
+}
+
+#[napi(object)]
+pub struct NativeModelInfo {
+    pub architecture: String,
+    pub path: String,
+    pub file_format: String,
+    pub parameter_count: f64,
+    pub layers: u32,
+    pub hidden_size: u32,
+    pub intermediate_size: u32,
+    pub attention_heads: u32,
+    pub kv_heads: u32,
+    pub head_dim: u32,
+    pub vocab_size: u32,
+    pub context_length: u32,
+    pub rope_theta: f64,
+    pub rope_style: String,
+    pub tied_embeddings: bool,
+    pub file_tensor_formats: HashMap<String, u32>,
+    pub compute_format: String,
+    pub file_bytes: f64,
+    pub weight_bytes: f64,
+    pub kv_bytes_per_token: f64,
+    pub threads: u32,
+    pub bos_token: Option<String>,
+    pub eos_token: Option<String>,
+    pub chat_template: Option<String>,
+    /// Instruction set of the matrix kernels, e.g. `avx512f`.
+    pub kernel_isa: String,
+}
+
+pub struct LoadModelTask {
+    path: PathBuf,
+    options: LoadOptions,
+}
+
+impl Task for LoadModelTask {
+    type Output = Arc<Model>;
+    type JsValue = NativeModel;
+
+    fn compute(&mut self) -> Result<Self::Output> {
+        guarded(|| Model::load(&self.path, &self.options).map(Arc::new))
+    }
+
+    fn resolve(&mut self, _env: Env, model: Self::Output) -> Result<Self::JsValue> {
+        Ok(NativeModel { inner: model })
+    }
+}
+
+/// Loads a model file or directory on a worker thread.
+#[napi(ts_return_type = "Promise<NativeModel>")]
+pub fn load_model(path: String, options: NativeLoadOptions) -> AsyncTask<LoadModelTask> {
+    AsyncTask::new(LoadModelTask {
+        path: PathBuf::from(path),
+        options: LoadOptions { threads: options.threads.map(|t| t as usize) },
+    })
+}
+
+#[napi]
+pub struct NativeModel {
+    pub(crate) inner: Arc<Model>,
+}
+
+#[napi]
+impl NativeModel {
+    #[napi]
+    pub fn info(&self) -> NativeModelInfo {
+        let (m, c) = (&self.inner, &self.inner.config);
+        let i = &m.info;
+        NativeModelInfo {
+            architecture: i.architecture.clone(),
+            path: i.path.display().to_string(),
+            file_format: i.file_format.to_string(),
+            parameter_count: i.parameter_count as f64,
+            layers: c.layers as u32,
+            hidden_size: c.hidden_size as u32,
+            intermediate_size: c.intermediate_size as u32,
+            attention_heads: c.heads as u32,
+            kv_heads: c.kv_heads as u32,
+            head_dim: c.head_dim as u32,
+            vocab_size: c.vocab_size as u32,
+            context_length: c.context_length as u32,
+            rope_theta: c.rope_theta as f64,
+            rope_style: c.rope_style.name().to_string(),
+            tied_embeddings: c.tied_embeddings,
+            file_tensor_formats: i.file_tensor_formats.iter().map(|(k, v)| (k.clone(), *v as u32)).collect(),
+            compute_format: i.compute_format.clone(),
+            file_bytes: i.file_bytes as f64,
+            weight_bytes: i.weight_bytes as f64,
+            kv_bytes_per_token: i.kv_bytes_per_token as f64,
+            threads: i.threads as u32,
+            bos_token: m.tokenizer.bos_token().map(str::to_string),
+            eos_token: m.tokenizer.eos_token().map(str::to_string),
+            chat_template: m.tokenizer.chat_template().map(str::to_string),
+            kernel_isa: seedinfer_engine::dense_f32::isa_name().to_string(),
+        }
+    }
+
+    #[napi]
+    pub fn tokenize(&self, text: String, add_bos: bool, special: bool) -> Result<Vec<u32>> {
+        guarded(|| Ok(self.inner.tokenizer.encode(&text, add_bos, special)?))
+    }
+
+    #[napi]
+    pub fn detokenize(&self, token_ids: Vec<u32>, skip_special: bool) -> Result<String> {
+        guarded(|| Ok(self.inner.tokenizer.decode(&token_ids, skip_special)?))
+    }
+
+    #[napi]
+    pub fn create_session(&self, context_size: u32) -> Result<NativeSession> {
+        if context_size == 0 {
+            return Err(coded("INVALID_OPTION", "contextSize must be at least 1"));
+        }
+        NativeSession::new(Arc::clone(&self.inner), context_size as usize)
+    }
+}

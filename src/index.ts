@@ -1,0 +1,7 @@
+// seedinfer's public API; its documented typings are in ../index.d.ts.
+export { SeedinferError } from './errors.js';
+export { Model } from './model.js';
+export { Session, Generation } from './session.js';
+export { DEFAULT_MODEL, ensureDefaultModel } from './fetch/default-model.js';
+export { pullModel } from './fetch/hub.js';
+export { defaultCacheDir } from './cache.js';

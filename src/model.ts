@@ -1,0 +1,113 @@
+// The public Model: loading from a path, a Hub id or the default model; tokenizer; chat template; sessions.
+import { compileChatTemplate } from './chat-template.js';
+import { SeedinferError, checkNumberOption, toSeedinferError } from './errors.js';
+import { resolveModelSource } from './fetch/resolve.js';
+import { native } from './native.js';
+import type { NativeModel, NativeModelInfo } from './native.js';
+import { Session } from './session.js';
+import type { ChatMessage, ChatTemplateOptions, LoadOptions, ModelInfo, SessionOptions, TokenizeOptions } from '../index.js';
+
+const DEFAULT_CONTEXT = 4096;
+
+function publicInfo(raw: NativeModelInfo): ModelInfo {
+  return {
+    architecture: raw.architecture,
+    path: raw.path,
+    fileFormat: raw.fileFormat as ModelInfo['fileFormat'],
+    parameterCount: raw.parameterCount,
+    layers: raw.layers,
+    hiddenSize: raw.hiddenSize,
+    intermediateSize: raw.intermediateSize,
+    attentionHeads: raw.attentionHeads,
+    kvHeads: raw.kvHeads,
+    headDim: raw.headDim,
+    vocabSize: raw.vocabSize,
+    contextLength: raw.contextLength,
+    ropeTheta: raw.ropeTheta,
+    ropeStyle: raw.ropeStyle as ModelInfo['ropeStyle'],
+    tiedEmbeddings: raw.tiedEmbeddings,
+    fileTensorFormats: { ...raw.fileTensorFormats },
+    computeFormat: raw.computeFormat,
+    fileBytes: raw.fileBytes,
+    weightBytes: raw.weightBytes,
+    kvBytesPerToken: raw.kvBytesPerToken,
+    threads: raw.threads,
+  };
+}
+
+export class Model {
+  readonly info: ModelInfo;
+  /** Instruction set the matrix kernels use on this machine. */
+  readonly kernelIsa: string;
+  private readonly renderChat: ((messages: ChatMessage[], addGenerationPrompt: boolean) => string) | undefined;
+  private inner: NativeModel | undefined;
+
+  private constructor(inner: NativeModel) {
+    this.inner = inner;
+    const raw = inner.info();
+    this.info = Object.freeze(publicInfo(raw));
+    this.kernelIsa = raw.kernelIsa;
+    this.renderChat = raw.chatTemplate
+      ? compileChatTemplate(raw.chatTemplate, { bosToken: raw.bosToken, eosToken: raw.eosToken })
+      : undefined;
+  }
+
+  static async load(pathOrId?: string, options: LoadOptions = {}): Promise<Model> {
+    try {
+      checkNumberOption('threads', options.threads, 1, 1024, true);
+      const source = await resolveModelSource(pathOrId, { cacheDir: options.cacheDir, onProgress: options.onProgress });
+      const inner = await native().loadModel(source, { threads: options.threads });
+      return new Model(inner);
+    } catch (error) {
+      throw toSeedinferError(error);
+    }
+  }
+
+  private live(): NativeModel {
+    if (!this.inner) throw new SeedinferError('DISPOSED', 'the model was disposed');
+    return this.inner;
+  }
+
+  tokenize(text: string, options: TokenizeOptions = {}): number[] {
+    if (typeof text !== 'string') throw new SeedinferError('INVALID_OPTION', 'text must be a string');
+    try {
+      return this.live().tokenize(text, options.addBos ?? true, options.special ?? true);
+    } catch (error) {
+      throw toSeedinferError(error);
+    }
+  }
+
+  detokenize(tokenIds: ArrayLike<number>, options: { skipSpecial?: boolean } = {}): string {
+    const ids = Array.from(tokenIds);
+    const bad = ids.findIndex((id) => !Number.isInteger(id) || id < 0 || id > 0xffffffff);
+    if (bad >= 0) throw new SeedinferError('INVALID_TOKEN_ID', `token id at index ${bad} is not valid: ${String(ids[bad])}`);
+    try {
+      return this.live().detokenize(ids, options.skipSpecial ?? false);
+    } catch (error) {
+      throw toSeedinferError(error);
+    }
+  }
+
+  applyChatTemplate(messages: ChatMessage[], options: ChatTemplateOptions = {}): string {
+    if (!this.renderChat) throw new SeedinferError('NO_CHAT_TEMPLATE', 'this model has no chat template');
+    return this.renderChat(messages, options.addGenerationPrompt ?? true);
+  }
+
+  createSession(options: SessionOptions = {}): Session {
+    const inner = this.live();
+    const contextSize = options.contextSize ?? Math.min(this.info.contextLength, DEFAULT_CONTEXT);
+    checkNumberOption('contextSize', contextSize, 1, this.info.contextLength, true);
+    try {
+      return new Session(
+        { tokenize: (text, o) => this.tokenize(text, o) },
+        inner.createSession(contextSize),
+      );
+    } catch (error) {
+      throw toSeedinferError(error);
+    }
+  }
+
+  dispose(): void {
+    this.inner = undefined;
+  }
+}

@@ -1,0 +1,128 @@
+// Loads the napi addon built by `npm run build:native` into native/.
+import { createRequire } from 'node:module';
+import { existsSync } from 'node:fs';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { SeedinferError } from './errors.js';
+
+export interface NativeGenerateOptions {
+  maxTokens: number;
+  temperature: number;
+  topK: number;
+  topP: number;
+  minP: number;
+  repetitionPenalty: number;
+  repetitionLastN: number;
+  seed: number;
+  stop: string[];
+  ignoreEos: boolean;
+}
+
+export interface NativeTimings {
+  ttftMs: number;
+  prefillTokensPerSecond: number;
+  decodeTokensPerSecond: number;
+  promptTokens: number;
+  generatedTokens: number;
+  totalMs: number;
+}
+
+export interface NativeGenerationResult {
+  text: string;
+  tokenIds: number[];
+  stopReason: string;
+  timings: NativeTimings;
+}
+
+export interface NativeGenerationEvent {
+  kind: 'token' | 'done' | 'error';
+  tokenId?: number;
+  text?: string;
+  result?: NativeGenerationResult;
+  error?: string;
+}
+
+export interface NativeModelInfo {
+  architecture: string;
+  path: string;
+  fileFormat: string;
+  parameterCount: number;
+  layers: number;
+  hiddenSize: number;
+  intermediateSize: number;
+  attentionHeads: number;
+  kvHeads: number;
+  headDim: number;
+  vocabSize: number;
+  contextLength: number;
+  ropeTheta: number;
+  ropeStyle: string;
+  tiedEmbeddings: boolean;
+  fileTensorFormats: Record<string, number>;
+  computeFormat: string;
+  fileBytes: number;
+  weightBytes: number;
+  kvBytesPerToken: number;
+  threads: number;
+  bosToken?: string;
+  eosToken?: string;
+  chatTemplate?: string;
+  kernelIsa: string;
+}
+
+export interface NativeAbortFlag {
+  abort(): void;
+}
+
+export interface NativeSession {
+  readonly tokenCount: number;
+  readonly contextSize: number;
+  reset(): void;
+  generate(
+    prompt: Uint32Array,
+    options: NativeGenerateOptions,
+    onEvent: (event: NativeGenerationEvent) => void,
+    abort: NativeAbortFlag,
+  ): void;
+}
+
+export interface NativeModel {
+  info(): NativeModelInfo;
+  tokenize(text: string, addBos: boolean, special: boolean): number[];
+  detokenize(tokenIds: number[], skipSpecial: boolean): string;
+  createSession(contextSize: number): NativeSession;
+}
+
+export interface NativeBinding {
+  loadModel(path: string, options: { threads?: number }): Promise<NativeModel>;
+  NativeAbortFlag: new () => NativeAbortFlag;
+}
+
+function addonFileName(): string {
+  const { platform, arch } = process;
+  if (platform === 'linux') {
+    const report = process.report?.getReport() as { header?: { glibcVersionRuntime?: string } } | undefined;
+    const libc = report?.header?.glibcVersionRuntime ? 'gnu' : 'musl';
+    return `seedinfer.linux-${arch}-${libc}.node`;
+  }
+  if (platform === 'win32') return `seedinfer.win32-${arch}-msvc.node`;
+  return `seedinfer.${platform}-${arch}.node`;
+}
+
+let binding: NativeBinding | undefined;
+
+/** The native addon, loaded on first use. */
+export function native(): NativeBinding {
+  if (binding) return binding;
+  const here = path.dirname(fileURLToPath(import.meta.url));
+  const file = path.join(here, '..', 'native', addonFileName());
+  if (!existsSync(file)) {
+    throw new SeedinferError(
+      'NATIVE_ADDON_MISSING',
+      `the native addon ${file} is missing: run \`npm run build:native\` (needs a Rust toolchain)`,
+    );
+  }
+  const require = createRequire(import.meta.url);
+  binding = require(file) as NativeBinding;
+  return binding;
+}

@@ -1,0 +1,204 @@
+// Sessions (a conversation with its own KV cache) and streaming generations.
+import { randomInt } from 'node:crypto';
+import { SeedinferError, checkNumberOption, toSeedinferError } from './errors.js';
+import type { GenerateOptions, GenerationResult } from '../index.js';
+import type { NativeGenerateOptions, NativeGenerationEvent, NativeSession } from './native.js';
+import { native } from './native.js';
+
+/** What a session needs from its model to turn text prompts into tokens. */
+export interface SessionOwner {
+  tokenize(text: string, options: { addBos: boolean; special: boolean }): number[];
+}
+
+function nativeOptions(options: GenerateOptions): NativeGenerateOptions {
+  checkNumberOption('maxTokens', options.maxTokens, 1, 10_000_000, true);
+  checkNumberOption('temperature', options.temperature, 0, 100);
+  checkNumberOption('topK', options.topK, 0, 10_000_000, true);
+  checkNumberOption('topP', options.topP, Number.MIN_VALUE, 1);
+  checkNumberOption('minP', options.minP, 0, 1);
+  checkNumberOption('repetitionPenalty', options.repetitionPenalty, Number.MIN_VALUE, 100);
+  checkNumberOption('repetitionLastN', options.repetitionLastN, 0, 10_000_000, true);
+  checkNumberOption('seed', options.seed, 0, Number.MAX_SAFE_INTEGER, true);
+  const stop = options.stop ?? [];
+  if (!Array.isArray(stop) || stop.some((s) => typeof s !== 'string' || s.length === 0)) {
+    throw new SeedinferError('INVALID_OPTION', 'option stop must be an array of non-empty strings');
+  }
+  return {
+    maxTokens: options.maxTokens ?? 256,
+    temperature: options.temperature ?? 0.8,
+    topK: options.topK ?? 40,
+    topP: options.topP ?? 0.95,
+    minP: options.minP ?? 0.05,
+    repetitionPenalty: options.repetitionPenalty ?? 1.0,
+    repetitionLastN: options.repetitionLastN ?? 64,
+    seed: options.seed ?? randomInt(0, 2 ** 47),
+    stop,
+    ignoreEos: options.ignoreEos ?? false,
+  };
+}
+
+function toTokenIds(ids: ArrayLike<number>): Uint32Array {
+  const out = new Uint32Array(ids.length);
+  for (let i = 0; i < ids.length; i++) {
+    const id = ids[i];
+    if (!Number.isInteger(id) || id < 0 || id > 0xffffffff) {
+      throw new SeedinferError('INVALID_TOKEN_ID', `token id at index ${i} is not a valid id: ${String(id)}`);
+    }
+    out[i] = id;
+  }
+  return out;
+}
+
+/** A running generation: an async iterable of text chunks plus a promise of the final result. */
+export class Generation implements AsyncIterable<string> {
+  readonly result: Promise<GenerationResult>;
+  private readonly chunks: string[] = [];
+  private finished = false;
+  private failure: SeedinferError | undefined;
+  private wake: (() => void) | undefined;
+
+  /** @internal */
+  constructor(start: (onEvent: (event: NativeGenerationEvent) => void) => Promise<GenerationResult>) {
+    this.result = start((event) => {
+      if (event.kind === 'token' && event.text) this.chunks.push(event.text);
+      this.notify();
+    });
+    this.result.then(
+      () => this.finish(undefined),
+      (error: unknown) => this.finish(toSeedinferError(error)),
+    );
+  }
+
+  private finish(failure: SeedinferError | undefined): void {
+    this.finished = true;
+    this.failure = failure;
+    this.notify();
+  }
+
+  private notify(): void {
+    const wake = this.wake;
+    this.wake = undefined;
+    wake?.();
+  }
+
+  async *[Symbol.asyncIterator](): AsyncIterator<string> {
+    for (;;) {
+      while (this.chunks.length > 0) yield this.chunks.shift() as string;
+      if (this.finished) {
+        if (this.failure) throw this.failure;
+        return;
+      }
+      await new Promise<void>((resolve) => (this.wake = resolve));
+    }
+  }
+}
+
+export class Session {
+  private disposed = false;
+  private running = false;
+
+  /** @internal */
+  constructor(
+    private readonly owner: SessionOwner,
+    private readonly inner: NativeSession,
+  ) {}
+
+  private live(): NativeSession {
+    if (this.disposed) throw new SeedinferError('DISPOSED', 'the session was disposed');
+    return this.inner;
+  }
+
+  get tokenCount(): number {
+    return this.live().tokenCount;
+  }
+
+  get contextSize(): number {
+    return this.live().contextSize;
+  }
+
+  generate(prompt: string | ArrayLike<number>, options: GenerateOptions = {}): Generation {
+    return new Generation((onEvent) => this.start(prompt, options, onEvent));
+  }
+
+  async generateText(prompt: string | ArrayLike<number>, options: GenerateOptions = {}): Promise<GenerationResult> {
+    return this.generate(prompt, options).result;
+  }
+
+  private start(
+    prompt: string | ArrayLike<number>,
+    options: GenerateOptions,
+    onEvent: (event: NativeGenerationEvent) => void,
+  ): Promise<GenerationResult> {
+    let promptTokenIds: Uint32Array;
+    let nativeOpts: NativeGenerateOptions;
+    try {
+      const inner = this.live();
+      if (this.running) throw new SeedinferError('SESSION_BUSY', 'the session is already generating');
+      nativeOpts = nativeOptions(options);
+      promptTokenIds =
+        typeof prompt === 'string'
+          ? toTokenIds(
+              this.owner.tokenize(prompt, {
+                addBos: (options.addBos ?? true) && inner.tokenCount === 0,
+                special: options.special ?? true,
+              }),
+            )
+          : toTokenIds(prompt);
+      if (options.signal?.aborted) throw new SeedinferError('ABORTED', 'the generation was aborted before it started');
+    } catch (error) {
+      return Promise.reject(toSeedinferError(error));
+    }
+    const abortFlag = new (native().NativeAbortFlag)();
+    const onAbort = () => abortFlag.abort();
+    options.signal?.addEventListener('abort', onAbort, { once: true });
+    this.running = true;
+    return new Promise<GenerationResult>((resolve, reject) => {
+      const settle = () => {
+        this.running = false;
+        options.signal?.removeEventListener('abort', onAbort);
+      };
+      try {
+        this.inner.generate(
+          promptTokenIds,
+          nativeOpts,
+          (event) => {
+            if (event.kind === 'token') {
+              onEvent(event);
+              return;
+            }
+            settle();
+            if (event.kind === 'done' && event.result) {
+              const r = event.result;
+              resolve({
+                text: r.text,
+                promptTokenIds: Array.from(promptTokenIds),
+                tokenIds: r.tokenIds,
+                stopReason: r.stopReason as GenerationResult['stopReason'],
+                timings: r.timings,
+              });
+            } else {
+              reject(toSeedinferError(new Error(event.error ?? 'INTERNAL: generation failed without a reason')));
+            }
+          },
+          abortFlag,
+        );
+      } catch (error) {
+        settle();
+        reject(toSeedinferError(error));
+      }
+    });
+  }
+
+  reset(): void {
+    this.live().reset();
+  }
+
+  dispose(): void {
+    if (this.disposed || this.running) {
+      if (this.running) throw new SeedinferError('SESSION_BUSY', 'abort the running generation before disposing');
+      return;
+    }
+    this.inner.reset();
+    this.disposed = true;
+  }
+}
