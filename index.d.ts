@@ -165,6 +165,11 @@ export declare class Session {
   generate(prompt: string | ArrayLike<number>, options?: GenerateOptions): Generation;
   /** Like `generate`, resolving with the whole result. */
   generateText(prompt: string | ArrayLike<number>, options?: GenerateOptions): Promise<GenerationResult>;
+  /**
+   * Teacher forcing: appends `tokenIds` to the context and resolves with the most likely next token after each
+   * of them (position i predicts what follows `tokenIds[0..=i]`). For evaluation against a reference.
+   */
+  predictNextTokens(tokenIds: ArrayLike<number>): Promise<number[]>;
   /** Forgets the context. */
   reset(): void;
   /** Frees the KV cache now. */

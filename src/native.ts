@@ -78,6 +78,7 @@ export interface NativeSession {
   readonly tokenCount: number;
   readonly contextSize: number;
   reset(): void;
+  predictNext(tokens: Uint32Array): Promise<number[]>;
   generate(
     prompt: Uint32Array,
     options: NativeGenerateOptions,

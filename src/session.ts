@@ -189,6 +189,21 @@ export class Session {
     });
   }
 
+  async predictNextTokens(tokenIds: ArrayLike<number>): Promise<number[]> {
+    try {
+      const inner = this.live();
+      if (this.running) throw new SeedinferError('SESSION_BUSY', 'the session is already generating');
+      this.running = true;
+      try {
+        return await inner.predictNext(toTokenIds(tokenIds));
+      } finally {
+        this.running = false;
+      }
+    } catch (error) {
+      throw toSeedinferError(error);
+    }
+  }
+
   reset(): void {
     this.live().reset();
   }

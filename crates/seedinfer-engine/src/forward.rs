@@ -94,9 +94,24 @@ pub struct Scratch {
     up: Vec<f32>,
 }
 
+/// Which positions get logits: generation needs only the last; evaluation (teacher forcing) needs all.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum LogitsFor {
+    Last,
+    All,
+}
+
 /// Runs `tokens` through the model at positions `cache.len()..`, appends their keys/values to `cache`, and
-/// writes the logits of the last token into `logits`.
-pub fn forward(cfg: &LlamaConfig, w: &LlamaWeights, tokens: &[u32], cache: &mut KvCache, s: &mut Scratch, logits: &mut Vec<f32>) {
+/// writes logits (`[positions, vocab]`) into `logits`.
+pub fn forward(
+    cfg: &LlamaConfig,
+    w: &LlamaWeights,
+    tokens: &[u32],
+    cache: &mut KvCache,
+    s: &mut Scratch,
+    logits: &mut Vec<f32>,
+    logits_for: LogitsFor,
+) {
     let n = tokens.len();
     let d = cfg.hidden_size;
     let first_pos = cache.len();
@@ -136,10 +151,16 @@ pub fn forward(cfg: &LlamaConfig, w: &LlamaWeights, tokens: &[u32], cache: &mut 
         }
     }
     cache.commit(n);
-    let last = &s.x[(n - 1) * d..n * d];
-    let mut normed_last = vec![0.0f32; d];
-    rms_norm(last, &w.final_norm, cfg.rms_norm_eps, &mut normed_last);
+    let first_row = match logits_for {
+        LogitsFor::Last => n - 1,
+        LogitsFor::All => 0,
+    };
+    let rows = n - first_row;
+    s.normed.resize(rows * d, 0.0);
+    for (x, o) in s.x[first_row * d..].chunks(d).zip(s.normed.chunks_mut(d)) {
+        rms_norm(x, &w.final_norm, cfg.rms_norm_eps, o);
+    }
     let head = w.lm_head();
-    logits.resize(head.rows, 0.0);
-    matmul(&head.data, head.rows, head.cols, &normed_last, 1, logits);
+    logits.resize(rows * head.rows, 0.0);
+    matmul(&head.data, head.rows, head.cols, &s.normed[..rows * d], rows, logits);
 }

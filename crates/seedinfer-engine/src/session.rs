@@ -2,7 +2,7 @@
 //! end-of-generation tokens and cancellation.
 
 use crate::error::{EngineError, Result};
-use crate::forward::{forward, Scratch};
+use crate::forward::{forward, LogitsFor, Scratch};
 use crate::kv_cache::KvCache;
 use crate::model::Model;
 use crate::sampler::{Sampler, SamplingParams};
@@ -128,10 +128,38 @@ impl Session {
                 return Ok(None);
             }
             let (cache, scratch) = (&mut self.cache, &mut self.scratch);
-            model.install(|| forward(&model.config, &model.weights, chunk, cache, scratch, logits));
+            model.install(|| forward(&model.config, &model.weights, chunk, cache, scratch, logits, LogitsFor::Last));
             self.tokens.extend_from_slice(chunk);
         }
         Ok(self.last_logits.as_mut())
+    }
+
+    /// Teacher forcing: appends `tokens` and returns the most likely next token after each of them.
+    pub fn predict_next(&mut self, tokens: &[u32], abort: &AtomicBool) -> Result<Vec<u32>> {
+        let vocab_size = self.model.config.vocab_size;
+        if let Some(&id) = tokens.iter().find(|&&id| id as usize >= vocab_size) {
+            return Err(EngineError::InvalidTokenId { id, vocab_size });
+        }
+        if self.token_count() + tokens.len() > self.context_size() {
+            return Err(EngineError::ContextOverflow { prompt: tokens.len(), used: self.token_count(), context: self.context_size() });
+        }
+        let to_feed: Vec<u32> = self.pending.take().into_iter().chain(tokens.iter().copied()).collect();
+        let skip = to_feed.len() - tokens.len();
+        let model = Arc::clone(&self.model);
+        let mut predictions = Vec::with_capacity(to_feed.len());
+        let mut logits = Vec::new();
+        for chunk in to_feed.chunks(PREFILL_CHUNK) {
+            if abort.load(Ordering::Relaxed) {
+                break;
+            }
+            let (cache, scratch) = (&mut self.cache, &mut self.scratch);
+            model.install(|| forward(&model.config, &model.weights, chunk, cache, scratch, &mut logits, LogitsFor::All));
+            predictions.extend(logits.chunks(vocab_size).map(crate::sampler::argmax));
+            self.tokens.extend_from_slice(chunk);
+            let last = logits.len() - vocab_size;
+            self.last_logits = Some(logits[last..].to_vec());
+        }
+        Ok(predictions.split_off(skip.min(predictions.len())))
     }
 
     /// Appends `prompt` to the session and generates, calling `on_chunk` for every token.

@@ -118,8 +118,47 @@ impl NativeSession {
     }
 }
 
+pub struct PredictNextTask {
+    state: Arc<Mutex<Session>>,
+    busy: Arc<AtomicBool>,
+    tokens: Vec<u32>,
+}
+
+impl Task for PredictNextTask {
+    type Output = Vec<u32>;
+    type JsValue = Vec<u32>;
+
+    fn compute(&mut self) -> Result<Self::Output> {
+        let outcome = catch_unwind(AssertUnwindSafe(|| {
+            let mut session = self.state.lock().map_err(|_| coded("INTERNAL", "session state was poisoned"))?;
+            session.predict_next(&self.tokens, &AtomicBool::new(false)).map_err(to_js)
+        }));
+        self.busy.store(false, Ordering::Release);
+        outcome.unwrap_or_else(|payload| {
+            Err(coded("INTERNAL", &format!("engine panicked: {}", panic_message(payload.as_ref()))))
+        })
+    }
+
+    fn resolve(&mut self, _env: Env, output: Self::Output) -> Result<Self::JsValue> {
+        Ok(output)
+    }
+}
+
 #[napi]
 impl NativeSession {
+    /// Teacher forcing on a worker thread: appends `tokens` and resolves with the argmax next token after each.
+    #[napi(ts_return_type = "Promise<number[]>")]
+    pub fn predict_next(&self, tokens: Uint32Array) -> Result<AsyncTask<PredictNextTask>> {
+        if self.busy.swap(true, Ordering::AcqRel) {
+            return Err(coded("SESSION_BUSY", "the session is already generating; wait for it or abort it first"));
+        }
+        Ok(AsyncTask::new(PredictNextTask {
+            state: Arc::clone(&self.state),
+            busy: Arc::clone(&self.busy),
+            tokens: tokens.to_vec(),
+        }))
+    }
+
     #[napi(getter)]
     pub fn token_count(&self) -> Result<u32> {
         Ok(self.lock()?.token_count() as u32)

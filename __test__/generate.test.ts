@@ -1,0 +1,135 @@
+// The public API on a real float32 checkpoint (stories260K): exact greedy output, streaming, sampling,
+// abort, concurrency and an event loop that stays responsive.
+import test from 'ava';
+import { Model, SeedinferError } from '../src/index.js';
+import { storiesDir, storiesExpected } from './helpers/paths.js';
+
+const modelPromise = Model.load(storiesDir, { threads: 2 });
+
+test('tokenizer encodes "Once upon a time" like llama2.c and round-trips', async (t) => {
+  const model = await modelPromise;
+  const ids = model.tokenize('Once upon a time');
+  t.deepEqual(ids, [1, 403, 407, 261, 378]);
+  t.is(model.detokenize(ids, { skipSpecial: true }), 'Once upon a time');
+  for (const text of ['Lily and Tom went to the park.', 'naïve café 😀 – “quotes”', '  spaced   out\nlines']) {
+    t.is(model.detokenize(model.tokenize(text, { addBos: false })), text);
+  }
+});
+
+test('greedy from [1] reproduces expected_greedy.json (200 tokens) and streams the same text', async (t) => {
+  const model = await modelPromise;
+  const expected = storiesExpected();
+  const session = model.createSession();
+  const generation = session.generate(expected.prompt_token_ids, { maxTokens: 200, temperature: 0, ignoreEos: true });
+  let streamed = '';
+  for await (const chunk of generation) streamed += chunk;
+  const result = await generation.result;
+  t.deepEqual(result.tokenIds, expected.greedy_token_ids);
+  t.deepEqual(result.promptTokenIds, [1]);
+  t.is(result.stopReason, 'maxTokens');
+  t.is(streamed, result.text);
+  t.true(result.text.startsWith('Once upon a time, there was a little girl named Lily.'));
+  t.true(result.timings.ttftMs > 0 && result.timings.decodeTokensPerSecond > 0 && result.timings.prefillTokensPerSecond > 0);
+  t.is(session.tokenCount, 201);
+});
+
+test('a seed reproduces a sample; different seeds differ', async (t) => {
+  const model = await modelPromise;
+  const sample = (seed: number) =>
+    model.createSession().generateText('Once upon a time', { maxTokens: 40, temperature: 1, topK: 0, topP: 1, minP: 0, seed, ignoreEos: true });
+  const [a, b, c] = await Promise.all([sample(42), sample(42), sample(7)]);
+  t.deepEqual(a.tokenIds, b.tokenIds);
+  t.notDeepEqual(a.tokenIds, c.tokenIds);
+});
+
+test('stop strings end the text before them', async (t) => {
+  const model = await modelPromise;
+  const result = await model.createSession().generateText([1], { temperature: 0, stop: ['Lily'], maxTokens: 100 });
+  t.is(result.stopReason, 'stop');
+  t.is(result.text, 'Once upon a time, there was a little girl named ');
+});
+
+test('concurrent sessions generate exactly what they generate alone', async (t) => {
+  const model = await modelPromise;
+  const expected = storiesExpected().greedy_token_ids;
+  const runs = await Promise.all(
+    [0, 1, 2].map(() => model.createSession().generateText([1], { maxTokens: 120, temperature: 0, ignoreEos: true })),
+  );
+  for (const run of runs) t.deepEqual(run.tokenIds, expected.slice(0, 120));
+});
+
+test('a 1 ms timer keeps firing while 200 tokens generate', async (t) => {
+  const model = await modelPromise;
+  let ticks = 0;
+  let longestGap = 0;
+  let last = performance.now();
+  const timer = setInterval(() => {
+    const now = performance.now();
+    longestGap = Math.max(longestGap, now - last);
+    last = now;
+    ticks++;
+  }, 1);
+  const started = performance.now();
+  const result = await model.createSession().generateText([1], { maxTokens: 200, temperature: 0, ignoreEos: true });
+  const elapsed = performance.now() - started;
+  clearInterval(timer);
+  t.is(result.tokenIds.length, 200);
+  // The loop was free: the timer fired throughout, never stalled for the length of the generation.
+  t.true(ticks >= Math.min(20, elapsed / 5), `ticks=${ticks} over ${elapsed.toFixed(0)} ms`);
+  t.true(longestGap < Math.max(50, elapsed / 2), `longest gap ${longestGap.toFixed(1)} ms of ${elapsed.toFixed(0)} ms`);
+});
+
+test('AbortSignal stops a generation within one token with code ABORTED', async (t) => {
+  const model = await modelPromise;
+  const session = model.createSession();
+  const controller = new AbortController();
+  const generation = session.generate([1], { maxTokens: 400, temperature: 0, ignoreEos: true, signal: controller.signal });
+  let chunks = 0;
+  const error = await t.throwsAsync(
+    (async () => {
+      for await (const _ of generation) {
+        if (++chunks === 5) controller.abort();
+      }
+    })(),
+  );
+  t.true(error instanceof SeedinferError);
+  t.is((error as SeedinferError).code, 'ABORTED');
+  t.true(session.tokenCount < 60, `tokenCount ${session.tokenCount}`);
+  // The session is usable again afterwards.
+  const next = await session.generateText([], { maxTokens: 3, temperature: 0 });
+  t.is(next.tokenIds.length, 3);
+  // An already-aborted signal never starts.
+  const aborted = await t.throwsAsync(session.generateText([1], { signal: AbortSignal.abort() }));
+  t.is((aborted as SeedinferError).code, 'ABORTED');
+});
+
+test('one generation at a time per session: SESSION_BUSY', async (t) => {
+  const model = await modelPromise;
+  const session = model.createSession();
+  const first = session.generateText([1], { maxTokens: 50, temperature: 0 });
+  const error = await t.throwsAsync(session.generateText([1], { maxTokens: 5 }));
+  t.is((error as SeedinferError).code, 'SESSION_BUSY');
+  await first;
+});
+
+test('bad input: typed errors, and the process survives', async (t) => {
+  const model = await modelPromise;
+  const session = model.createSession({ contextSize: 32 });
+  const code = async (p: Promise<unknown>) => ((await t.throwsAsync(p)) as SeedinferError).code;
+  t.is(await code(session.generateText(new Array(40).fill(5))), 'CONTEXT_OVERFLOW');
+  t.is(await code(session.generateText([1, 100000])), 'INVALID_TOKEN_ID');
+  t.is(await code(session.generateText([1, -3])), 'INVALID_TOKEN_ID');
+  t.is(await code(session.generateText([1], { temperature: -1 })), 'INVALID_OPTION');
+  t.is(await code(session.generateText([1], { topP: 0 })), 'INVALID_OPTION');
+  t.is(await code(session.generateText([1], { maxTokens: 1.5 })), 'INVALID_OPTION');
+  t.is(await code(session.generateText([1], { stop: [''] })), 'INVALID_OPTION');
+  t.is(await code(session.generateText([])), 'INVALID_OPTION');
+  t.is((t.throws(() => model.createSession({ contextSize: 100000 })) as SeedinferError).code, 'INVALID_OPTION');
+  t.is((t.throws(() => model.detokenize([1e9])) as SeedinferError).code, 'INVALID_TOKEN_ID');
+  t.is((t.throws(() => model.applyChatTemplate([{ role: 'user', content: 'hi' }])) as SeedinferError).code, 'NO_CHAT_TEMPLATE');
+  t.is(((await t.throwsAsync(Model.load('/nonexistent/model.gguf'))) as SeedinferError).code, 'MODEL_NOT_FOUND');
+  t.is(((await t.throwsAsync(Model.load(storiesDir, { threads: 0 }))) as SeedinferError).code, 'INVALID_OPTION');
+  // Still fine afterwards.
+  const ok = await session.generateText([1], { maxTokens: 4, temperature: 0 });
+  t.is(ok.tokenIds.length, 4);
+});
