@@ -1,1 +1,20 @@
-//! placeholder
+//! Readers and writers for model files: GGUF (llama.cpp) and Hugging Face
+//! safetensors checkpoints, plus the ggml block formats (Q4_0, Q4_1, Q8_0) with
+//! bit-exact reference quantizers.
+//!
+//! Nothing read from a file is trusted: every length, count and offset is checked
+//! and failures are reported as [`FormatError`] with a stable [`FormatError::code`].
+
+pub mod blocks;
+pub mod error;
+pub mod gguf;
+pub mod safetensors_dir;
+pub mod tensor_type;
+pub mod tensor_view;
+
+pub use blocks::{dequantize_row, quantize_row, BlockQ4_0, BlockQ4_1, BlockQ8_0};
+pub use error::{FormatError, Result};
+pub use gguf::{GgufFile, GgufTensorInfo, GgufValue, GgufWriter};
+pub use safetensors_dir::SafetensorsDir;
+pub use tensor_type::{ggml_type_name, TensorType, ALL_TENSOR_TYPES};
+pub use tensor_view::TensorView;

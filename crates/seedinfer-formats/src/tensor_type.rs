@@ -1,0 +1,208 @@
+//! Element types of tensors this crate can decode, and the full ggml type-name table
+//! used to produce readable errors for the ones it cannot.
+
+use crate::error::{FormatError, Result};
+
+/// Element type of a tensor. Quantized types are stored as blocks of 32 elements.
+#[allow(non_camel_case_types)] // Q4_0 etc. are the names everyone in the ecosystem uses.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum TensorType {
+    F32,
+    F16,
+    BF16,
+    Q4_0,
+    Q4_1,
+    Q8_0,
+}
+
+/// Every supported type, in ggml id order; handy for tests and iteration.
+pub const ALL_TENSOR_TYPES: [TensorType; 6] = [
+    TensorType::F32,
+    TensorType::F16,
+    TensorType::Q4_0,
+    TensorType::Q4_1,
+    TensorType::Q8_0,
+    TensorType::BF16,
+];
+
+/// Names of all ggml types by id (ggml.h `enum ggml_type`). Ids 4 and 5 (Q4_2, Q4_3)
+/// and the 31..33 interleaved Q4_0 variants were removed upstream but may still
+/// appear in old files, so they are named too.
+const GGML_TYPE_NAMES: [&str; 40] = [
+    "F32",        // 0
+    "F16",        // 1
+    "Q4_0",       // 2
+    "Q4_1",       // 3
+    "Q4_2",       // 4 (removed)
+    "Q4_3",       // 5 (removed)
+    "Q5_0",       // 6
+    "Q5_1",       // 7
+    "Q8_0",       // 8
+    "Q8_1",       // 9
+    "Q2_K",       // 10
+    "Q3_K",       // 11
+    "Q4_K",       // 12
+    "Q5_K",       // 13
+    "Q6_K",       // 14
+    "Q8_K",       // 15
+    "IQ2_XXS",    // 16
+    "IQ2_XS",     // 17
+    "IQ3_XXS",    // 18
+    "IQ1_S",      // 19
+    "IQ4_NL",     // 20
+    "IQ3_S",      // 21
+    "IQ2_S",      // 22
+    "IQ4_XS",     // 23
+    "I8",         // 24
+    "I16",        // 25
+    "I32",        // 26
+    "I64",        // 27
+    "F64",        // 28
+    "IQ1_M",      // 29
+    "BF16",       // 30
+    "Q4_0_4_4",   // 31 (removed)
+    "Q4_0_4_8",   // 32 (removed)
+    "Q4_0_8_8",   // 33 (removed)
+    "TQ1_0",      // 34
+    "TQ2_0",      // 35
+    "IQ4_NL_4_4", // 36 (removed)
+    "IQ4_NL_4_8", // 37 (removed)
+    "IQ4_NL_8_8", // 38 (removed)
+    "MXFP4",      // 39
+];
+
+/// Name of a ggml type id, whether or not this crate supports it.
+pub fn ggml_type_name(type_id: u32) -> Option<&'static str> {
+    GGML_TYPE_NAMES.get(type_id as usize).copied()
+}
+
+impl TensorType {
+    /// The id of this type in ggml's `enum ggml_type` (as stored in GGUF tensor infos).
+    pub fn ggml_type_id(self) -> u32 {
+        match self {
+            TensorType::F32 => 0,
+            TensorType::F16 => 1,
+            TensorType::Q4_0 => 2,
+            TensorType::Q4_1 => 3,
+            TensorType::Q8_0 => 8,
+            TensorType::BF16 => 30,
+        }
+    }
+
+    /// Inverse of [`TensorType::ggml_type_id`]; `None` for ids this crate does not decode.
+    pub fn from_ggml_type_id(id: u32) -> Option<Self> {
+        ALL_TENSOR_TYPES
+            .into_iter()
+            .find(|t| t.ggml_type_id() == id)
+    }
+
+    /// Canonical upper-case name ("F32", "Q4_0", ...), identical to ggml's.
+    pub fn name(self) -> &'static str {
+        match self {
+            TensorType::F32 => "F32",
+            TensorType::F16 => "F16",
+            TensorType::BF16 => "BF16",
+            TensorType::Q4_0 => "Q4_0",
+            TensorType::Q4_1 => "Q4_1",
+            TensorType::Q8_0 => "Q8_0",
+        }
+    }
+
+    /// Number of elements encoded by one block (1 for plain float types).
+    pub fn block_elements(self) -> usize {
+        match self {
+            TensorType::F32 | TensorType::F16 | TensorType::BF16 => 1,
+            TensorType::Q4_0 | TensorType::Q4_1 | TensorType::Q8_0 => 32,
+        }
+    }
+
+    /// Size in bytes of one block.
+    pub fn block_bytes(self) -> usize {
+        match self {
+            TensorType::F32 => 4,
+            TensorType::F16 | TensorType::BF16 => 2,
+            TensorType::Q4_0 => crate::blocks::BLOCK_Q4_0_BYTES,
+            TensorType::Q4_1 => crate::blocks::BLOCK_Q4_1_BYTES,
+            TensorType::Q8_0 => crate::blocks::BLOCK_Q8_0_BYTES,
+        }
+    }
+
+    /// Bytes taken by a row of `cols` elements. Rows must consist of whole blocks.
+    pub fn row_bytes(self, cols: usize) -> Result<usize> {
+        let block_elements = self.block_elements();
+        if !cols.is_multiple_of(block_elements) {
+            return Err(FormatError::invalid_argument(format!(
+                "a {} row of {cols} elements is not a multiple of the block size {block_elements}",
+                self.name()
+            )));
+        }
+        (cols / block_elements)
+            .checked_mul(self.block_bytes())
+            .ok_or_else(|| {
+                FormatError::invalid_argument(format!(
+                    "{} row of {cols} elements overflows",
+                    self.name()
+                ))
+            })
+    }
+
+    /// Bytes taken by a whole tensor of the given shape (outermost first).
+    pub fn tensor_bytes(self, shape: &[usize]) -> Result<usize> {
+        let cols = shape.last().copied().unwrap_or(1);
+        let rows = shape
+            .iter()
+            .rev()
+            .skip(1)
+            .try_fold(1usize, |acc, &d| acc.checked_mul(d));
+        let row_bytes = self.row_bytes(cols)?;
+        rows.and_then(|rows| rows.checked_mul(row_bytes))
+            .ok_or_else(|| {
+                FormatError::invalid_argument(format!("tensor shape {shape:?} overflows"))
+            })
+    }
+}
+
+impl std::fmt::Display for TensorType {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_round_trip_and_match_name_table() {
+        for t in ALL_TENSOR_TYPES {
+            assert_eq!(TensorType::from_ggml_type_id(t.ggml_type_id()), Some(t));
+            assert_eq!(ggml_type_name(t.ggml_type_id()), Some(t.name()));
+        }
+        assert_eq!(ggml_type_name(14), Some("Q6_K"));
+        assert_eq!(TensorType::from_ggml_type_id(14), None);
+        assert_eq!(ggml_type_name(1000), None);
+    }
+
+    #[test]
+    fn sizes() {
+        let sizes: Vec<_> = [
+            TensorType::F32,
+            TensorType::F16,
+            TensorType::BF16,
+            TensorType::Q4_0,
+            TensorType::Q4_1,
+            TensorType::Q8_0,
+        ]
+        .iter()
+        .map(|t| t.block_bytes())
+        .collect();
+        assert_eq!(sizes, [4, 2, 2, 18, 20, 34]);
+        assert_eq!(TensorType::Q4_1.row_bytes(576).ok(), Some(18 * 20));
+        assert_eq!(TensorType::F16.row_bytes(3).ok(), Some(6));
+        assert!(TensorType::Q8_0.row_bytes(33).is_err());
+        assert_eq!(
+            TensorType::Q8_0.tensor_bytes(&[2, 64]).ok(),
+            Some(2 * 2 * 34)
+        );
+    }
+}
