@@ -148,6 +148,8 @@ export interface GenerationResult {
 
 /** A running generation: iterate it for text chunks as they are produced, or await `result`. */
 export declare class Generation implements AsyncIterable<string> {
+  /** Created by `Session.generate`. */
+  private constructor();
   /** Resolves when generation ends; rejects with a SeedinferError (e.g. `ABORTED`). */
   readonly result: Promise<GenerationResult>;
   [Symbol.asyncIterator](): AsyncIterator<string>;
@@ -158,6 +160,8 @@ export declare class Generation implements AsyncIterable<string> {
  * seen so far. One generation at a time per session; several sessions may generate concurrently.
  */
 export declare class Session {
+  /** Created by `Model.createSession`. */
+  private constructor();
   /** Tokens held in this session's context. */
   readonly tokenCount: number;
   readonly contextSize: number;
@@ -177,6 +181,8 @@ export declare class Session {
 }
 
 export declare class Model {
+  /** Created by `Model.load`. */
+  private constructor();
   /**
    * Loads a model: a `.gguf` file, a Hugging Face directory (config.json, *.safetensors, tokenizer.json),
    * a Hugging Face Hub id (`org/name`, downloaded and cached), or the default model when omitted.
