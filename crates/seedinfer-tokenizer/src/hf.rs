@@ -1,0 +1,128 @@
+//! Loading a Hugging Face tokenizer directory.
+
+use std::collections::HashSet;
+use std::path::Path;
+
+use serde_json::Value;
+
+use crate::error::{load_err, Result, TokenizerError};
+use crate::Specials;
+
+/// `bos_token` / `eos_token` in tokenizer_config.json: a string or `{ "content": ... }`.
+fn token_str(v: Option<&Value>) -> Option<String> {
+    match v? {
+        Value::String(s) => Some(s.clone()),
+        Value::Object(o) => o.get("content")?.as_str().map(str::to_string),
+        _ => None,
+    }
+}
+
+/// `chat_template`: a string, or a list of `{name, template}` (the `"default"` one is taken).
+fn chat_template(v: Option<&Value>) -> Option<String> {
+    match v? {
+        Value::String(s) => Some(s.clone()),
+        Value::Array(items) => items
+            .iter()
+            .find(|t| t.get("name").and_then(Value::as_str) == Some("default"))
+            .and_then(|t| t.get("template"))
+            .and_then(Value::as_str)
+            .map(str::to_string),
+        _ => None,
+    }
+}
+
+fn read_json(path: &Path) -> Result<Option<Value>> {
+    if !path.is_file() {
+        return Ok(None);
+    }
+    let text =
+        std::fs::read_to_string(path).map_err(|e| load_err(&path.display().to_string(), e))?;
+    let v = serde_json::from_str(&text).map_err(|e| load_err(&path.display().to_string(), e))?;
+    Ok(Some(v))
+}
+
+fn ids_of(v: Option<&Value>) -> Vec<u32> {
+    match v {
+        Some(Value::Number(n)) => n
+            .as_u64()
+            .and_then(|x| u32::try_from(x).ok())
+            .into_iter()
+            .collect(),
+        Some(Value::Array(a)) => a
+            .iter()
+            .filter_map(|x| x.as_u64().and_then(|x| u32::try_from(x).ok()))
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
+pub(crate) fn load(dir: &Path) -> Result<(tokenizers::Tokenizer, Specials)> {
+    let tok_path = dir.join("tokenizer.json");
+    if !tok_path.is_file() {
+        return Err(TokenizerError::LoadFailed(format!(
+            "{} not found",
+            tok_path.display()
+        )));
+    }
+    let tk = tokenizers::Tokenizer::from_file(&tok_path)
+        .map_err(|e| load_err(&tok_path.display().to_string(), e))?;
+    let config = read_json(&dir.join("tokenizer_config.json"))?.unwrap_or(Value::Null);
+    let gen_config = read_json(&dir.join("generation_config.json"))?.unwrap_or(Value::Null);
+
+    let special_ids: HashSet<u32> = tk
+        .get_added_tokens_decoder()
+        .iter()
+        .filter(|(_, t)| t.special)
+        .map(|(id, _)| *id)
+        .collect();
+
+    let bos = token_str(config.get("bos_token"))
+        .and_then(|t| tk.token_to_id(&t))
+        .or_else(|| ids_of(gen_config.get("bos_token_id")).first().copied());
+    let eos = token_str(config.get("eos_token"))
+        .and_then(|t| tk.token_to_id(&t))
+        .or_else(|| ids_of(gen_config.get("eos_token_id")).first().copied());
+
+    // add_bos_token: explicit in the config; otherwise whether tokenizer.json's post-processor
+    // adds BOS, or the Llama default (true).
+    let add_bos = match config.get("add_bos_token").and_then(Value::as_bool) {
+        Some(b) => b,
+        None => {
+            let post_adds_bos = bos.is_some_and(|b| {
+                tk.encode_fast("a", true)
+                    .is_ok_and(|e| e.get_ids().first() == Some(&b))
+            });
+            let llama_class = config
+                .get("tokenizer_class")
+                .and_then(Value::as_str)
+                .is_some_and(|c| c.contains("Llama"));
+            post_adds_bos || llama_class
+        }
+    };
+    let add_eos = config
+        .get("add_eos_token")
+        .and_then(Value::as_bool)
+        .unwrap_or(false);
+
+    let mut template = chat_template(config.get("chat_template"));
+    if template.is_none() {
+        let jinja = dir.join("chat_template.jinja");
+        if jinja.is_file() {
+            template = Some(
+                std::fs::read_to_string(&jinja)
+                    .map_err(|e| load_err(&jinja.display().to_string(), e))?,
+            );
+        }
+    }
+
+    let specials = Specials {
+        bos,
+        eos,
+        extra_eog: ids_of(gen_config.get("eos_token_id")),
+        special_ids,
+        add_bos,
+        add_eos,
+        chat_template: template,
+    };
+    Ok((tk, specials))
+}
