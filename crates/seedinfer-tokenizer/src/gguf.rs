@@ -253,6 +253,25 @@ fn added_tokens(vocab: &GgufVocab) -> (Vec<AddedToken>, HashSet<u32>) {
     (added, special_ids)
 }
 
+/// llama.cpp applies each regex of the family in turn to the pieces produced by the previous
+/// one, keeping both matches and the text between them: a sequence of `Split(regex, Isolated)`.
+/// The final `ByteLevel` has `use_regex = false`, so it only maps bytes to its printable
+/// alphabet without splitting again.
+fn byte_level_pre_tokenizer(family: PreFamily) -> Result<PreTokenizerSequence> {
+    let mut pre: Vec<PreTokenizerWrapper> = Vec::new();
+    for re in family.regexes() {
+        let split = Split::new(
+            SplitPattern::Regex((*re).to_string()),
+            SplitDelimiterBehavior::Isolated,
+            false,
+        )
+        .map_err(|e| load_err("compiling pre-tokenizer regex", e))?;
+        pre.push(split.into());
+    }
+    pre.push(ByteLevel::new(false, false, false).into());
+    Ok(PreTokenizerSequence::new(pre))
+}
+
 fn build_gpt2(vocab: &GgufVocab) -> Result<BuiltGguf> {
     let family = PreFamily::from_name(vocab.pre.as_deref()).ok_or_else(|| {
         TokenizerError::Unsupported(format!(
@@ -276,21 +295,8 @@ fn build_gpt2(vocab: &GgufVocab) -> Result<BuiltGguf> {
         .build()
         .map_err(|e| load_err("building byte-level BPE", e))?;
 
-    let mut pre: Vec<PreTokenizerWrapper> = Vec::new();
-    for re in family.regexes() {
-        let split = Split::new(
-            SplitPattern::Regex((*re).to_string()),
-            SplitDelimiterBehavior::Isolated,
-            false,
-        )
-        .map_err(|e| load_err("compiling pre-tokenizer regex", e))?;
-        pre.push(split.into());
-    }
-    // use_regex=false: ByteLevel only maps bytes to its printable alphabet, no extra splitting.
-    pre.push(ByteLevel::new(false, false, false).into());
-
     let mut tk = tokenizers::Tokenizer::new(bpe);
-    tk.with_pre_tokenizer(Some(PreTokenizerSequence::new(pre)));
+    tk.with_pre_tokenizer(Some(byte_level_pre_tokenizer(family)?));
     tk.with_decoder(Some(ByteLevel::new(false, false, false)));
     let (added, special_ids) = added_tokens(vocab);
     tk.add_tokens(&added);
@@ -420,6 +426,49 @@ mod tests {
             Some(PreFamily::Llama3)
         );
         assert_eq!(PreFamily::from_name(Some("nonexistent")), None);
+    }
+
+    /// Pre-tokenizes `text` and maps the byte-level pieces back to UTF-8 for readability.
+    fn pieces(family: PreFamily, text: &str) -> Vec<String> {
+        use tokenizers::{
+            Decoder, OffsetReferential, OffsetType, PreTokenizedString, PreTokenizer,
+        };
+        let pre = byte_level_pre_tokenizer(family).unwrap();
+        let mut s = PreTokenizedString::from(text);
+        pre.pre_tokenize(&mut s).unwrap();
+        let dec = ByteLevel::new(false, false, false);
+        s.get_splits(OffsetReferential::Original, OffsetType::Byte)
+            .into_iter()
+            .map(|(p, _, _)| dec.decode(vec![p.to_string()]).unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn starcoder_family_splits_digits_and_whitespace() {
+        assert_eq!(
+            pieces(PreFamily::StarCoder, "a  b\n\n  c 2024!"),
+            vec!["a", " ", " b", "\n\n ", " c", " ", "2", "0", "2", "4", "!"]
+        );
+        assert_eq!(
+            pieces(PreFamily::StarCoder, "don't  stop"),
+            vec!["don", "'t", " ", " stop"]
+        );
+    }
+
+    #[test]
+    fn llama3_family_groups_three_digits() {
+        assert_eq!(
+            pieces(PreFamily::Llama3, "Hello 1234567 WORLD's\n\n  x"),
+            vec!["Hello", " ", "123", "456", "7", " WORLD", "'s", "\n\n", " ", " x"]
+        );
+    }
+
+    #[test]
+    fn gpt2_family() {
+        assert_eq!(
+            pieces(PreFamily::Gpt2, "Hi 123 there!!"),
+            vec!["Hi", " 123", " there", "!!"]
+        );
     }
 
     fn tiny_spm() -> GgufVocab {
