@@ -123,6 +123,7 @@ pub(crate) fn load(dir: &Path) -> Result<(tokenizers::Tokenizer, Specials)> {
         add_bos,
         add_eos,
         chat_template: template,
+        vocab_size: None,
     };
     Ok((tk, specials))
 }

@@ -63,6 +63,8 @@ pub(crate) struct Specials {
     pub add_bos: bool,
     pub add_eos: bool,
     pub chat_template: Option<String>,
+    /// Known vocabulary size (GGUF token count); the library's highest id + 1 otherwise.
+    pub vocab_size: Option<usize>,
 }
 
 impl Tokenizer {
@@ -89,6 +91,7 @@ impl Tokenizer {
             add_bos: built.add_bos,
             add_eos: built.add_eos,
             chat_template: vocab.chat_template.clone(),
+            vocab_size: Some(vocab.tokens.len()),
         };
         Self::assemble(built.tokenizer, specials)
     }
@@ -101,7 +104,8 @@ impl Tokenizer {
             .values()
             .copied()
             .max()
-            .map_or(0, |m| m as usize + 1);
+            .map_or(0, |m| m as usize + 1)
+            .max(sp.vocab_size.unwrap_or(0));
         let in_vocab = |id: &u32| (*id as usize) < vocab_size;
         let bos_id = sp.bos.filter(in_vocab);
         let eos_id = sp.eos.filter(in_vocab);
