@@ -56,10 +56,26 @@ pub(crate) struct GgufHeader {
     pub data_offset: u64,
 }
 
+/// Where the file bytes live: normally a read-only mapping, or an owned buffer
+/// for files built in memory (tests, synthetic models).
+enum Storage {
+    Mapped(Mmap),
+    Owned(Vec<u8>),
+}
+
+impl Storage {
+    fn bytes(&self) -> &[u8] {
+        match self {
+            Storage::Mapped(mmap) => mmap,
+            Storage::Owned(bytes) => bytes,
+        }
+    }
+}
+
 /// A GGUF file mapped into memory. Tensor data is borrowed straight from the mapping.
 pub struct GgufFile {
     path: PathBuf,
-    mmap: Mmap,
+    storage: Storage,
     header: GgufHeader,
     metadata_index: HashMap<String, usize>,
     tensor_index: HashMap<String, usize>,
@@ -97,7 +113,16 @@ impl GgufFile {
         // assume the file is not truncated or rewritten while mapped; all offsets
         // are still bounds-checked against the mapping length.
         let mmap = unsafe { Mmap::map(&file) }.map_err(|e| FormatError::io(path, e))?;
-        let header = parse_header(&mmap, &label)?;
+        Self::from_storage(path.to_path_buf(), Storage::Mapped(mmap))
+    }
+
+    /// Parses a GGUF file held in memory (e.g. straight from [`super::GgufWriter::to_bytes`]).
+    pub fn from_bytes(bytes: Vec<u8>) -> Result<Self> {
+        Self::from_storage(PathBuf::from("<memory>"), Storage::Owned(bytes))
+    }
+
+    fn from_storage(path: PathBuf, storage: Storage) -> Result<Self> {
+        let header = parse_header(storage.bytes(), &path.display().to_string())?;
         let metadata_index = header
             .metadata
             .iter()
@@ -111,8 +136,8 @@ impl GgufFile {
             .map(|(i, t)| (t.name.clone(), i))
             .collect();
         Ok(GgufFile {
-            path: path.to_path_buf(),
-            mmap,
+            path,
+            storage,
             header,
             metadata_index,
             tensor_index,
@@ -202,7 +227,11 @@ impl GgufFile {
         // panic-free even if that validation ever changes.
         let data = usize::try_from(self.header.data_offset + info.offset)
             .ok()
-            .and_then(|start| self.mmap.get(start..start.checked_add(info.byte_len)?))
+            .and_then(|start| {
+                self.storage
+                    .bytes()
+                    .get(start..start.checked_add(info.byte_len)?)
+            })
             .ok_or_else(|| {
                 FormatError::corrupt(
                     &self.path.display().to_string(),
@@ -229,7 +258,7 @@ impl GgufFile {
 
     /// Size of the file in bytes.
     pub fn file_bytes(&self) -> u64 {
-        self.mmap.len() as u64
+        self.storage.bytes().len() as u64
     }
 }
 
