@@ -59,7 +59,7 @@ impl Model {
         if !path.exists() {
             return Err(EngineError::ModelNotFound(path.display().to_string()));
         }
-        let (mut config, weights, tokenizer, file_format, file_bytes) = if path.is_dir() {
+        let (config, weights, tokenizer, file_format, file_bytes) = if path.is_dir() {
             let mut config = LlamaConfig::from_hf_config(&path.join("config.json"))?;
             let tensors = SafetensorsDir::open(path)?;
             let tokenizer = Tokenizer::from_hf_dir(path)?;
@@ -73,7 +73,7 @@ impl Model {
             (config, weights, tokenizer, "gguf", gguf.file_bytes())
         } else {
             return Err(EngineError::Format(seedinfer_formats::FormatError::BadMagic {
-                path: path.display().to_string(),
+                file: path.display().to_string(),
                 found: std::fs::read(path).map(|b| b.iter().take(4).copied().collect()).unwrap_or_default(),
             }));
         };
@@ -84,7 +84,6 @@ impl Model {
                 config.vocab_size
             )));
         }
-        let _ = &mut config;
         let info = ModelInfo {
             architecture: config.architecture.clone(),
             path: path.to_path_buf(),

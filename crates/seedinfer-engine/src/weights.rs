@@ -156,9 +156,10 @@ impl Loader<'_> {
         self.parameters += view.element_count();
         let values = view.to_f32()?;
         if values.iter().any(|v| !v.is_finite()) {
-            return Err(EngineError::Format(FormatError::Corrupt(format!(
-                "tensor {name} contains NaN or infinite values"
-            ))));
+            return Err(EngineError::Format(FormatError::Corrupt {
+                file: String::new(),
+                reason: format!("tensor {name} contains NaN or infinite values"),
+            }));
         }
         Ok(values)
     }
