@@ -1,6 +1,7 @@
 //! The Llama forward pass, top to bottom: embed; per layer RMSNorm, Q/K/V, RoPE, causal attention over the
 //! cache, residual, RMSNorm, SwiGLU MLP, residual; final RMSNorm; logits for the last position only.
 
+use crate::activation_rounding::{round_activations, ActivationRounding};
 use crate::config::{LlamaConfig, RopeStyle};
 use crate::dense_f32::{dot, matmul};
 use crate::kv_cache::KvCache;
@@ -15,9 +16,14 @@ fn rms_norm(x: &[f32], weight: &[f32], eps: f32, out: &mut [f32]) {
     }
 }
 
-fn project(w: &Matrix, input: &[f32], tokens: usize, out: &mut Vec<f32>) {
+fn project(w: &Matrix, input: &[f32], tokens: usize, out: &mut Vec<f32>, rounded: &mut Vec<f32>) {
     out.resize(tokens * w.rows, 0.0);
-    matmul(&w.data, w.rows, w.cols, input, tokens, out);
+    if w.activation_rounding == ActivationRounding::None {
+        matmul(&w.data, w.rows, w.cols, input, tokens, out);
+    } else {
+        round_activations(w.activation_rounding, input, w.cols, rounded);
+        matmul(&w.data, w.rows, w.cols, rounded, tokens, out);
+    }
 }
 
 /// Rotates each head of `x` (`[tokens, heads * head_dim]`) by its absolute position.
@@ -92,6 +98,7 @@ pub struct Scratch {
     proj: Vec<f32>,
     gate: Vec<f32>,
     up: Vec<f32>,
+    rounded: Vec<f32>,
 }
 
 /// Which positions get logits: generation needs only the last; evaluation (teacher forcing) needs all.
@@ -125,27 +132,27 @@ pub fn forward(
         for (x, o) in s.x.chunks(d).zip(s.normed.chunks_mut(d)) {
             rms_norm(x, &layer.attn_norm, cfg.rms_norm_eps, o);
         }
-        project(&layer.wq, &s.normed, n, &mut s.q);
-        project(&layer.wk, &s.normed, n, &mut s.k);
-        project(&layer.wv, &s.normed, n, &mut s.v);
+        project(&layer.wq, &s.normed, n, &mut s.q, &mut s.rounded);
+        project(&layer.wk, &s.normed, n, &mut s.k, &mut s.rounded);
+        project(&layer.wv, &s.normed, n, &mut s.v, &mut s.rounded);
         apply_rope(&mut s.q, cfg.heads, cfg.head_dim, first_pos, cfg.rope_theta, cfg.rope_style);
         apply_rope(&mut s.k, cfg.kv_heads, cfg.head_dim, first_pos, cfg.rope_theta, cfg.rope_style);
         cache.append(l, &s.k, &s.v);
         s.attn.resize(n * cfg.q_dim(), 0.0);
         attention(cfg, &s.q, cache, l, first_pos, n, &mut s.attn);
-        project(&layer.wo, &s.attn, n, &mut s.proj);
+        project(&layer.wo, &s.attn, n, &mut s.proj, &mut s.rounded);
         for (x, p) in s.x.iter_mut().zip(&s.proj) {
             *x += p;
         }
         for (x, o) in s.x.chunks(d).zip(s.normed.chunks_mut(d)) {
             rms_norm(x, &layer.ffn_norm, cfg.rms_norm_eps, o);
         }
-        project(&layer.w_gate, &s.normed, n, &mut s.gate);
-        project(&layer.w_up, &s.normed, n, &mut s.up);
+        project(&layer.w_gate, &s.normed, n, &mut s.gate, &mut s.rounded);
+        project(&layer.w_up, &s.normed, n, &mut s.up, &mut s.rounded);
         for (g, u) in s.gate.iter_mut().zip(&s.up) {
             *g = *g / (1.0 + (-*g).exp()) * u;
         }
-        project(&layer.w_down, &s.gate, n, &mut s.proj);
+        project(&layer.w_down, &s.gate, n, &mut s.proj, &mut s.rounded);
         for (x, p) in s.x.iter_mut().zip(&s.proj) {
             *x += p;
         }
@@ -160,7 +167,6 @@ pub fn forward(
     for (x, o) in s.x[first_row * d..].chunks(d).zip(s.normed.chunks_mut(d)) {
         rms_norm(x, &w.final_norm, cfg.rms_norm_eps, o);
     }
-    let head = w.lm_head();
-    logits.resize(rows * head.rows, 0.0);
-    matmul(&head.data, head.rows, head.cols, &s.normed[..rows * d], rows, logits);
+    s.normed.truncate(rows * d);
+    project(w.lm_head(), &s.normed, rows, logits, &mut s.rounded);
 }

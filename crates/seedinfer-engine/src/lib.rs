@@ -1,5 +1,6 @@
 //! seedinfer's inference engine for Llama-family models. Knows nothing of Node: the napi binding wraps it.
 
+pub mod activation_rounding;
 pub mod config;
 pub mod dense_f32;
 pub mod error;

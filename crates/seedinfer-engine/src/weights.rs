@@ -1,15 +1,17 @@
 //! Llama weights, checked against the configuration and converted to f32 for compute.
 
+use crate::activation_rounding::ActivationRounding;
 use crate::config::LlamaConfig;
 use crate::error::{EngineError, Result};
-use seedinfer_formats::{FormatError, GgufFile, SafetensorsDir, TensorView};
+use seedinfer_formats::{FormatError, GgufFile, SafetensorsDir, TensorType, TensorView};
 use std::collections::BTreeMap;
 
-/// A row-major f32 matrix `[rows, cols]`.
+/// A row-major f32 matrix `[rows, cols]`, remembering how its stored format rounds the activations it meets.
 pub struct Matrix {
     pub rows: usize,
     pub cols: usize,
     pub data: Vec<f32>,
+    pub activation_rounding: ActivationRounding,
 }
 
 pub struct LayerWeights {
@@ -142,6 +144,10 @@ struct Loader<'a> {
 
 impl Loader<'_> {
     fn load(&mut self, layer: Option<usize>, part: Part, expected: &[usize]) -> Result<Vec<f32>> {
+        Ok(self.load_typed(layer, part, expected)?.0)
+    }
+
+    fn load_typed(&mut self, layer: Option<usize>, part: Part, expected: &[usize]) -> Result<(Vec<f32>, TensorType)> {
         let name = self.source.names(layer, part);
         let view = self.source.view(&name)?;
         if view.shape != expected {
@@ -161,11 +167,12 @@ impl Loader<'_> {
                 reason: format!("tensor {name} contains NaN or infinite values"),
             }));
         }
-        Ok(values)
+        Ok((values, view.tensor_type))
     }
 
     fn matrix(&mut self, layer: Option<usize>, part: Part, rows: usize, cols: usize) -> Result<Matrix> {
-        Ok(Matrix { rows, cols, data: self.load(layer, part, &[rows, cols])? })
+        let (data, tensor_type) = self.load_typed(layer, part, &[rows, cols])?;
+        Ok(Matrix { rows, cols, data, activation_rounding: ActivationRounding::for_weights(tensor_type) })
     }
 }
 
