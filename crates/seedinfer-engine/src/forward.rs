@@ -3,9 +3,10 @@
 
 use crate::activation_rounding::{round_activations, ActivationRounding};
 use crate::config::{LlamaConfig, RopeStyle};
-use crate::dense_f32::{dot, matmul};
+use seedinfer_kernels::dense_f32::{dot, matmul};
+use seedinfer_kernels::quantized::{quantize_activations, Q8Block};
 use crate::kv_cache::KvCache;
-use crate::weights::{LlamaWeights, Matrix};
+use crate::weights::{LlamaWeights, Matrix, MatrixData};
 use rayon::prelude::*;
 
 fn rms_norm(x: &[f32], weight: &[f32], eps: f32, out: &mut [f32]) {
@@ -16,14 +17,28 @@ fn rms_norm(x: &[f32], weight: &[f32], eps: f32, out: &mut [f32]) {
     }
 }
 
-fn project(w: &Matrix, input: &[f32], tokens: usize, out: &mut Vec<f32>, rounded: &mut Vec<f32>) {
+/// `out = input · wᵀ` for `tokens` rows of input.
+fn project(w: &Matrix, input: &[f32], tokens: usize, out: &mut Vec<f32>, s: &mut ProjectScratch) {
     out.resize(tokens * w.rows, 0.0);
-    if w.activation_rounding == ActivationRounding::None {
-        matmul(&w.data, w.rows, w.cols, input, tokens, out);
-    } else {
-        round_activations(w.activation_rounding, input, w.cols, rounded);
-        matmul(&w.data, w.rows, w.cols, rounded, tokens, out);
+    match &w.data {
+        MatrixData::Quantized(q) => {
+            quantize_activations(input, &mut s.q8);
+            q.matmul(&s.q8, tokens, out);
+        }
+        MatrixData::F32(data) if w.activation_rounding == ActivationRounding::None => {
+            matmul(data, w.rows, w.cols, input, tokens, out)
+        }
+        MatrixData::F32(data) => {
+            round_activations(w.activation_rounding, input, &mut s.rounded);
+            matmul(data, w.rows, w.cols, &s.rounded, tokens, out);
+        }
     }
+}
+
+#[derive(Default)]
+struct ProjectScratch {
+    rounded: Vec<f32>,
+    q8: Vec<Q8Block>,
 }
 
 /// Rotates each head of `x` (`[tokens, heads * head_dim]`) by its absolute position.
@@ -98,7 +113,7 @@ pub struct Scratch {
     proj: Vec<f32>,
     gate: Vec<f32>,
     up: Vec<f32>,
-    rounded: Vec<f32>,
+    project: ProjectScratch,
 }
 
 /// Which positions get logits: generation needs only the last; evaluation (teacher forcing) needs all.
@@ -122,37 +137,36 @@ pub fn forward(
     let n = tokens.len();
     let d = cfg.hidden_size;
     let first_pos = cache.len();
-    s.x.clear();
-    for &t in tokens {
-        let row = t as usize * d;
-        s.x.extend_from_slice(&w.embed.data[row..row + d]);
+    s.x.resize(n * d, 0.0);
+    for (&t, x) in tokens.iter().zip(s.x.chunks_mut(d)) {
+        w.embed.row_to_f32(t as usize, x);
     }
     s.normed.resize(n * d, 0.0);
     for (l, layer) in w.layers.iter().enumerate() {
         for (x, o) in s.x.chunks(d).zip(s.normed.chunks_mut(d)) {
             rms_norm(x, &layer.attn_norm, cfg.rms_norm_eps, o);
         }
-        project(&layer.wq, &s.normed, n, &mut s.q, &mut s.rounded);
-        project(&layer.wk, &s.normed, n, &mut s.k, &mut s.rounded);
-        project(&layer.wv, &s.normed, n, &mut s.v, &mut s.rounded);
+        project(&layer.wq, &s.normed, n, &mut s.q, &mut s.project);
+        project(&layer.wk, &s.normed, n, &mut s.k, &mut s.project);
+        project(&layer.wv, &s.normed, n, &mut s.v, &mut s.project);
         apply_rope(&mut s.q, cfg.heads, cfg.head_dim, first_pos, cfg.rope_theta, cfg.rope_style);
         apply_rope(&mut s.k, cfg.kv_heads, cfg.head_dim, first_pos, cfg.rope_theta, cfg.rope_style);
         cache.append(l, &s.k, &s.v);
         s.attn.resize(n * cfg.q_dim(), 0.0);
         attention(cfg, &s.q, cache, l, first_pos, n, &mut s.attn);
-        project(&layer.wo, &s.attn, n, &mut s.proj, &mut s.rounded);
+        project(&layer.wo, &s.attn, n, &mut s.proj, &mut s.project);
         for (x, p) in s.x.iter_mut().zip(&s.proj) {
             *x += p;
         }
         for (x, o) in s.x.chunks(d).zip(s.normed.chunks_mut(d)) {
             rms_norm(x, &layer.ffn_norm, cfg.rms_norm_eps, o);
         }
-        project(&layer.w_gate, &s.normed, n, &mut s.gate, &mut s.rounded);
-        project(&layer.w_up, &s.normed, n, &mut s.up, &mut s.rounded);
+        project(&layer.w_gate, &s.normed, n, &mut s.gate, &mut s.project);
+        project(&layer.w_up, &s.normed, n, &mut s.up, &mut s.project);
         for (g, u) in s.gate.iter_mut().zip(&s.up) {
             *g = *g / (1.0 + (-*g).exp()) * u;
         }
-        project(&layer.w_down, &s.gate, n, &mut s.proj, &mut s.rounded);
+        project(&layer.w_down, &s.gate, n, &mut s.proj, &mut s.project);
         for (x, p) in s.x.iter_mut().zip(&s.proj) {
             *x += p;
         }
@@ -168,5 +182,5 @@ pub fn forward(
         rms_norm(x, &w.final_norm, cfg.rms_norm_eps, o);
     }
     s.normed.truncate(rows * d);
-    project(w.lm_head(), &s.normed, rows, logits, &mut s.rounded);
+    project(w.lm_head(), &s.normed, rows, logits, &mut s.project);
 }

@@ -2,7 +2,6 @@
 
 pub mod activation_rounding;
 pub mod config;
-pub mod dense_f32;
 pub mod error;
 pub mod forward;
 pub mod kv_cache;

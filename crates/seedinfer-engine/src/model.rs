@@ -90,7 +90,7 @@ impl Model {
             file_format,
             parameter_count: weights.parameter_count,
             file_tensor_formats: weights.file_tensor_formats.clone(),
-            compute_format: "f32".to_string(),
+            compute_format: weights.compute_formats(),
             file_bytes,
             weight_bytes: weights.resident_bytes(),
             kv_bytes_per_token: 2 * config.layers * config.kv_dim() * std::mem::size_of::<f32>(),

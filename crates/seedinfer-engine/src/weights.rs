@@ -3,15 +3,49 @@
 use crate::activation_rounding::ActivationRounding;
 use crate::config::LlamaConfig;
 use crate::error::{EngineError, Result};
-use seedinfer_formats::{FormatError, GgufFile, SafetensorsDir, TensorType, TensorView};
+use seedinfer_formats::{FormatError, GgufFile, SafetensorsDir, TensorView};
+use seedinfer_kernels::quantized::QuantizedMatrix;
 use std::collections::BTreeMap;
 
-/// A row-major f32 matrix `[rows, cols]`, remembering how its stored format rounds the activations it meets.
+/// A weight matrix `[rows, cols]`: block-quantised GGUF tensors stay as stored; everything else is f32.
 pub struct Matrix {
     pub rows: usize,
     pub cols: usize,
-    pub data: Vec<f32>,
+    pub data: MatrixData,
+    /// For f32 data converted from f16/bf16: how activations are rounded before meeting it.
     pub activation_rounding: ActivationRounding,
+}
+
+pub enum MatrixData {
+    F32(Vec<f32>),
+    Quantized(QuantizedMatrix),
+}
+
+impl Matrix {
+    pub fn resident_bytes(&self) -> usize {
+        match &self.data {
+            MatrixData::F32(v) => v.len() * 4,
+            MatrixData::Quantized(q) => q.resident_bytes(),
+        }
+    }
+
+    /// How the products with this matrix are computed, e.g. `Q4_1 x int8` or `f32`.
+    pub fn compute_format(&self) -> String {
+        match (&self.data, self.activation_rounding) {
+            (MatrixData::Quantized(q), _) => format!("{} x int8", q.tensor_type().name()),
+            (MatrixData::F32(_), ActivationRounding::F16) => "f16 (as f32)".to_string(),
+            (MatrixData::F32(_), ActivationRounding::BF16) => "bf16 (as f32)".to_string(),
+            (MatrixData::F32(_), ActivationRounding::None) => "f32".to_string(),
+        }
+    }
+
+    /// Copies row `row` as f32 into `out` (an embedding lookup).
+    pub fn row_to_f32(&self, row: usize, out: &mut [f32]) {
+        match &self.data {
+            MatrixData::F32(v) => out.copy_from_slice(&v[row * self.cols..(row + 1) * self.cols]),
+            MatrixData::Quantized(q) => q.dequantize_row(row, out),
+        }
+    }
 }
 
 pub struct LayerWeights {
@@ -42,8 +76,21 @@ impl LlamaWeights {
         self.lm_head.as_ref().unwrap_or(&self.embed)
     }
 
+    /// Distinct compute formats of the matrices, e.g. `Q4_1 x int8, Q8_0 x int8`.
+    pub fn compute_formats(&self) -> String {
+        let mut formats = std::collections::BTreeSet::new();
+        formats.insert(self.embed.compute_format());
+        formats.insert(self.lm_head().compute_format());
+        for l in &self.layers {
+            for m in [&l.wq, &l.wk, &l.wv, &l.wo, &l.w_gate, &l.w_up, &l.w_down] {
+                formats.insert(m.compute_format());
+            }
+        }
+        formats.into_iter().collect::<Vec<_>>().join(", ")
+    }
+
     pub fn resident_bytes(&self) -> usize {
-        let m = |m: &Matrix| m.data.len() * 4;
+        let m = |m: &Matrix| m.resident_bytes();
         let mut total = m(&self.embed) + self.final_norm.len() * 4 + self.lm_head.as_ref().map_or(0, m);
         for l in &self.layers {
             total += (l.attn_norm.len() + l.ffn_norm.len()) * 4;
@@ -136,6 +183,16 @@ impl Part {
     }
 }
 
+fn check_finite(name: &str, values: &[f32]) -> Result<()> {
+    if values.iter().any(|v| !v.is_finite()) {
+        return Err(EngineError::Format(FormatError::Corrupt {
+            file: String::new(),
+            reason: format!("tensor {name} contains NaN or infinite values"),
+        }));
+    }
+    Ok(())
+}
+
 struct Loader<'a> {
     source: TensorSource<'a>,
     formats: BTreeMap<String, usize>,
@@ -143,11 +200,7 @@ struct Loader<'a> {
 }
 
 impl Loader<'_> {
-    fn load(&mut self, layer: Option<usize>, part: Part, expected: &[usize]) -> Result<Vec<f32>> {
-        Ok(self.load_typed(layer, part, expected)?.0)
-    }
-
-    fn load_typed(&mut self, layer: Option<usize>, part: Part, expected: &[usize]) -> Result<(Vec<f32>, TensorType)> {
+    fn view(&mut self, layer: Option<usize>, part: Part, expected: &[usize]) -> Result<TensorView<'_>> {
         let name = self.source.names(layer, part);
         let view = self.source.view(&name)?;
         if view.shape != expected {
@@ -160,19 +213,29 @@ impl Loader<'_> {
         }
         *self.formats.entry(view.tensor_type.name().to_string()).or_default() += 1;
         self.parameters += view.element_count();
+        Ok(view)
+    }
+
+    fn load(&mut self, layer: Option<usize>, part: Part, expected: &[usize]) -> Result<Vec<f32>> {
+        let view = self.view(layer, part, expected)?;
+        let name = view.name.to_string();
         let values = view.to_f32()?;
-        if values.iter().any(|v| !v.is_finite()) {
-            return Err(EngineError::Format(FormatError::Corrupt {
-                file: String::new(),
-                reason: format!("tensor {name} contains NaN or infinite values"),
-            }));
-        }
-        Ok((values, view.tensor_type))
+        check_finite(&name, &values)?;
+        Ok(values)
     }
 
     fn matrix(&mut self, layer: Option<usize>, part: Part, rows: usize, cols: usize) -> Result<Matrix> {
-        let (data, tensor_type) = self.load_typed(layer, part, &[rows, cols])?;
-        Ok(Matrix { rows, cols, data, activation_rounding: ActivationRounding::for_weights(tensor_type) })
+        let view = self.view(layer, part, &[rows, cols])?;
+        let tensor_type = view.tensor_type;
+        if let Some(q) = QuantizedMatrix::from_bytes(tensor_type, rows, cols, view.data) {
+            let data = MatrixData::Quantized(q);
+            return Ok(Matrix { rows, cols, data, activation_rounding: ActivationRounding::None });
+        }
+        let name = view.name.to_string();
+        let values = view.to_f32()?;
+        check_finite(&name, &values)?;
+        let activation_rounding = ActivationRounding::for_weights(tensor_type);
+        Ok(Matrix { rows, cols, data: MatrixData::F32(values), activation_rounding })
     }
 }
 

@@ -1,10 +1,10 @@
 //! f32 dot products and matrix products for weights held in f32.
 //!
 //! `dot_scalar` is the reference; the SIMD twins are the same loop compiled for wider vector units and chosen
-//! once at run time, so the binary itself only assumes the x86-64 baseline.
+//! once at run time (see `isa`), so the binary itself only assumes the x86-64 baseline.
 
+use crate::isa::{detected, Isa};
 use rayon::prelude::*;
-use std::sync::OnceLock;
 
 /// Reference dot product: sixteen independent partial sums, summed pairwise at the end.
 pub fn dot_scalar(a: &[f32], b: &[f32]) -> f32 {
@@ -38,45 +38,28 @@ fn dot_body(a: &[f32], b: &[f32]) -> f32 {
 }
 
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
+#[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn dot_avx2(a: &[f32], b: &[f32]) -> f32 {
     dot_body(a, b)
 }
 
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
 unsafe fn dot_avx512(a: &[f32], b: &[f32]) -> f32 {
     dot_body(a, b)
 }
 
-type DotFn = fn(&[f32], &[f32]) -> f32;
-
-/// The instruction set the f32 kernels run with on this machine.
-pub fn isa_name() -> &'static str {
-    selected().1
-}
-
-fn selected() -> &'static (DotFn, &'static str) {
-    static SELECTED: OnceLock<(DotFn, &'static str)> = OnceLock::new();
-    SELECTED.get_or_init(|| {
-        #[cfg(target_arch = "x86_64")]
-        {
-            if std::is_x86_feature_detected!("avx512f") {
-                // SAFETY: the feature was detected at run time.
-                return (|a, b| unsafe { dot_avx512(a, b) }, "avx512f");
-            }
-            if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
-                // SAFETY: the features were detected at run time.
-                return (|a, b| unsafe { dot_avx2(a, b) }, "avx2+fma");
-            }
-        }
-        (dot_scalar, "scalar")
-    })
-}
-
+/// Dot product with the widest instruction set available.
 #[inline]
 pub fn dot(a: &[f32], b: &[f32]) -> f32 {
-    (selected().0)(a, b)
+    match detected() {
+        // SAFETY: `detected` only reports instruction sets this machine has.
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx512 => unsafe { dot_avx512(a, b) },
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2 => unsafe { dot_avx2(a, b) },
+        _ => dot_scalar(a, b),
+    }
 }
 
 /// `out[t][r] = dot(weights[r], input[t])` for `tokens` rows of `input` (`[tokens, cols]`) and

@@ -1,0 +1,9 @@
+//! seedinfer's compute kernels. Every SIMD path has a scalar reference beside it; the instruction set is chosen
+//! at run time.
+
+pub mod dense_f32;
+pub mod isa;
+pub mod quantized;
+mod quantized_avx2;
+
+pub use isa::{detected as detected_isa, Isa};

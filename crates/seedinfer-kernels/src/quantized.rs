@@ -1,0 +1,301 @@
+//! Block-quantised weights (GGUF Q4_0, Q4_1, Q8_0 kept as stored) multiplied with activations quantised to
+//! int8 per 32 values, the way llama.cpp computes them: Q4_0 and Q8_0 weights meet Q8_0 activations, Q4_1
+//! weights meet Q8_1 activations (which also carry their block sum for the Q4_1 minimum).
+//!
+//! The scalar kernels here are the reference; `quantized_avx2` holds the SIMD twins, picked at run time.
+
+use crate::isa::{detected, Isa};
+use half::f16;
+use rayon::prelude::*;
+use seedinfer_formats::{BlockQ4_0, BlockQ4_1, BlockQ8_0, TensorType};
+
+pub const BLOCK: usize = 32;
+
+/// 32 activations as int8 with their scale `d` and `s = d * sum(qs)`, both rounded through f16 as llama.cpp
+/// stores them.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Q8Block {
+    pub d: f32,
+    pub s: f32,
+    pub qs: [i8; BLOCK],
+}
+
+impl Default for Q8Block {
+    fn default() -> Self {
+        Self { d: 0.0, s: 0.0, qs: [0; BLOCK] }
+    }
+}
+
+/// Quantises rows of activations (`input.len()` a multiple of 32) into `out`, llama.cpp's SIMD way:
+/// `d = max|x| / 127`, `q = round_ties_even(x * 127 / max|x|)`.
+pub fn quantize_activations(input: &[f32], out: &mut Vec<Q8Block>) {
+    debug_assert_eq!(input.len() % BLOCK, 0);
+    out.clear();
+    out.extend(input.chunks_exact(BLOCK).map(|x| {
+        let amax = x.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+        let d = amax / 127.0;
+        let inverse = if amax != 0.0 { 127.0 / amax } else { 0.0 };
+        let mut block = Q8Block { d: f16::from_f32(d).to_f32(), s: 0.0, qs: [0; BLOCK] };
+        let mut sum = 0i32;
+        for (q, v) in block.qs.iter_mut().zip(x) {
+            *q = (v * inverse).round_ties_even() as i8;
+            sum += *q as i32;
+        }
+        block.s = f16::from_f32(d * sum as f32).to_f32();
+        block
+    }));
+}
+
+#[inline(always)]
+fn dot_q4_0(w: &[BlockQ4_0], x: &[Q8Block]) -> f32 {
+    let mut acc = 0.0f32;
+    for (b, a) in w.iter().zip(x) {
+        let mut sum = 0i32;
+        for j in 0..BLOCK / 2 {
+            let (lo, hi) = ((b.qs[j] & 0x0f) as i32 - 8, (b.qs[j] >> 4) as i32 - 8);
+            sum += lo * a.qs[j] as i32 + hi * a.qs[j + BLOCK / 2] as i32;
+        }
+        acc += b.d.to_f32() * a.d * sum as f32;
+    }
+    acc
+}
+
+#[inline(always)]
+fn dot_q4_1(w: &[BlockQ4_1], x: &[Q8Block]) -> f32 {
+    let (mut acc, mut mins) = (0.0f32, 0.0f32);
+    for (b, a) in w.iter().zip(x) {
+        let mut sum = 0i32;
+        for j in 0..BLOCK / 2 {
+            let (lo, hi) = ((b.qs[j] & 0x0f) as i32, (b.qs[j] >> 4) as i32);
+            sum += lo * a.qs[j] as i32 + hi * a.qs[j + BLOCK / 2] as i32;
+        }
+        acc += b.d.to_f32() * a.d * sum as f32;
+        mins += b.m.to_f32() * a.s;
+    }
+    acc + mins
+}
+
+#[inline(always)]
+fn dot_q8_0(w: &[BlockQ8_0], x: &[Q8Block]) -> f32 {
+    let mut acc = 0.0f32;
+    for (b, a) in w.iter().zip(x) {
+        let mut sum = 0i32;
+        for j in 0..BLOCK {
+            sum += b.qs[j] as i32 * a.qs[j] as i32;
+        }
+        acc += b.d.to_f32() * a.d * sum as f32;
+    }
+    acc
+}
+
+/// Defines the scalar reference row kernel `$scalar` and the dispatching `$name`:
+/// `out[i] = dot(row i of rows, x)`, dispatching once per call so a task pays for it once.
+macro_rules! rows_kernel {
+    ($name:ident, $scalar:ident, $dot:ident, $block:ty) => {
+        /// Scalar reference of the row kernel.
+        pub fn $scalar(rows: &[$block], blocks_per_row: usize, x: &[Q8Block], out: &mut [f32]) {
+            for (o, row) in out.iter_mut().zip(rows.chunks_exact(blocks_per_row)) {
+                *o = $dot(row, x);
+            }
+        }
+
+        pub fn $name(rows: &[$block], blocks_per_row: usize, x: &[Q8Block], out: &mut [f32]) {
+            #[cfg(target_arch = "x86_64")]
+            if detected() >= Isa::Avx2 {
+                // SAFETY: `detected` only reports instruction sets this machine has.
+                return unsafe { crate::quantized_avx2::$name(rows, blocks_per_row, x, out) };
+            }
+            $scalar(rows, blocks_per_row, x, out)
+        }
+    };
+}
+
+rows_kernel!(rows_q4_0, rows_q4_0_scalar, dot_q4_0, BlockQ4_0);
+rows_kernel!(rows_q4_1, rows_q4_1_scalar, dot_q4_1, BlockQ4_1);
+rows_kernel!(rows_q8_0, rows_q8_0_scalar, dot_q8_0, BlockQ8_0);
+
+/// Weight rows in one of the GGUF block formats, kept as stored.
+pub enum QuantizedBlocks {
+    Q4_0(Vec<BlockQ4_0>),
+    Q4_1(Vec<BlockQ4_1>),
+    Q8_0(Vec<BlockQ8_0>),
+}
+
+pub struct QuantizedMatrix {
+    pub rows: usize,
+    pub cols: usize,
+    blocks: QuantizedBlocks,
+}
+
+impl QuantizedMatrix {
+    /// Takes a GGUF tensor's bytes; `None` when the type is not block-quantised or the sizes disagree.
+    pub fn from_bytes(tensor_type: TensorType, rows: usize, cols: usize, bytes: &[u8]) -> Option<Self> {
+        if cols % BLOCK != 0 || bytes.len() != tensor_type.row_bytes(cols).ok()? * rows {
+            return None;
+        }
+        let blocks = match tensor_type {
+            TensorType::Q4_0 => QuantizedBlocks::Q4_0(bytemuck::pod_collect_to_vec(bytes)),
+            TensorType::Q4_1 => QuantizedBlocks::Q4_1(bytemuck::pod_collect_to_vec(bytes)),
+            TensorType::Q8_0 => QuantizedBlocks::Q8_0(bytemuck::pod_collect_to_vec(bytes)),
+            _ => return None,
+        };
+        Some(Self { rows, cols, blocks })
+    }
+
+    pub fn tensor_type(&self) -> TensorType {
+        match self.blocks {
+            QuantizedBlocks::Q4_0(_) => TensorType::Q4_0,
+            QuantizedBlocks::Q4_1(_) => TensorType::Q4_1,
+            QuantizedBlocks::Q8_0(_) => TensorType::Q8_0,
+        }
+    }
+
+    pub fn resident_bytes(&self) -> usize {
+        match &self.blocks {
+            QuantizedBlocks::Q4_0(b) => std::mem::size_of_val(b.as_slice()),
+            QuantizedBlocks::Q4_1(b) => std::mem::size_of_val(b.as_slice()),
+            QuantizedBlocks::Q8_0(b) => std::mem::size_of_val(b.as_slice()),
+        }
+    }
+
+    fn blocks_per_row(&self) -> usize {
+        self.cols / BLOCK
+    }
+
+    /// Row `row` as f32 (an embedding lookup).
+    pub fn dequantize_row(&self, row: usize, out: &mut [f32]) {
+        let n = self.blocks_per_row();
+        let range = row * n..(row + 1) * n;
+        let bytes: &[u8] = match &self.blocks {
+            QuantizedBlocks::Q4_0(b) => bytemuck::cast_slice(&b[range]),
+            QuantizedBlocks::Q4_1(b) => bytemuck::cast_slice(&b[range]),
+            QuantizedBlocks::Q8_0(b) => bytemuck::cast_slice(&b[range]),
+        };
+        // The slice has exactly one row of blocks, so the formats crate cannot reject it.
+        let _ = seedinfer_formats::dequantize_row(self.tensor_type(), bytes, out);
+    }
+
+    fn rows_dot(&self, first_row: usize, x: &[Q8Block], out: &mut [f32], scalar: bool) {
+        let n = self.blocks_per_row();
+        let range = first_row * n..(first_row + out.len()) * n;
+        match (&self.blocks, scalar) {
+            (QuantizedBlocks::Q4_0(b), false) => rows_q4_0(&b[range], n, x, out),
+            (QuantizedBlocks::Q4_1(b), false) => rows_q4_1(&b[range], n, x, out),
+            (QuantizedBlocks::Q8_0(b), false) => rows_q8_0(&b[range], n, x, out),
+            (QuantizedBlocks::Q4_0(b), true) => rows_q4_0_scalar(&b[range], n, x, out),
+            (QuantizedBlocks::Q4_1(b), true) => rows_q4_1_scalar(&b[range], n, x, out),
+            (QuantizedBlocks::Q8_0(b), true) => rows_q8_0_scalar(&b[range], n, x, out),
+        }
+    }
+
+    /// `out[t][r] = dot(row r, activations of token t)` for `tokens` quantised activation rows.
+    pub fn matmul(&self, x: &[Q8Block], tokens: usize, out: &mut [f32]) {
+        self.matmul_with(x, tokens, out, false)
+    }
+
+    /// The same product with the scalar reference kernels.
+    pub fn matmul_scalar(&self, x: &[Q8Block], tokens: usize, out: &mut [f32]) {
+        self.matmul_with(x, tokens, out, true)
+    }
+
+    fn matmul_with(&self, x: &[Q8Block], tokens: usize, out: &mut [f32], scalar: bool) {
+        let n = self.blocks_per_row();
+        debug_assert_eq!(x.len(), tokens * n);
+        debug_assert_eq!(out.len(), tokens * self.rows);
+        let rows_per_task = (8192 / self.cols.max(1)).clamp(8, 256);
+        if tokens == 1 {
+            out.par_chunks_mut(rows_per_task).enumerate().for_each(|(task, chunk)| {
+                self.rows_dot(task * rows_per_task, x, chunk, scalar);
+            });
+            return;
+        }
+        // Many tokens: a task walks every token for its block of rows (kept hot in cache), writing a transposed
+        // block that is scattered into `out` afterwards.
+        let mut transposed = vec![0.0f32; self.rows * tokens];
+        transposed.par_chunks_mut(rows_per_task * tokens).enumerate().for_each(|(task, block)| {
+            let rows = block.len() / tokens;
+            let mut column = vec![0.0f32; rows];
+            for t in 0..tokens {
+                self.rows_dot(task * rows_per_task, &x[t * n..(t + 1) * n], &mut column, scalar);
+                for (r, v) in column.iter().enumerate() {
+                    block[r * tokens + t] = *v;
+                }
+            }
+        });
+        let rows = self.rows;
+        out.par_chunks_mut(rows).enumerate().for_each(|(t, out_row)| {
+            for (r, o) in out_row.iter_mut().enumerate() {
+                *o = transposed[r * tokens + t];
+            }
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use seedinfer_formats::quantize_row;
+
+    fn values(n: usize, seed: u32) -> Vec<f32> {
+        let mut s = seed.wrapping_mul(2654435761).wrapping_add(12345);
+        (0..n)
+            .map(|_| {
+                s ^= s << 13;
+                s ^= s >> 17;
+                s ^= s << 5;
+                (s as f32 / u32::MAX as f32) * 4.0 - 2.0
+            })
+            .collect()
+    }
+
+    fn matrix(tensor_type: TensorType, rows: usize, cols: usize) -> (QuantizedMatrix, Vec<f32>) {
+        let w = values(rows * cols, rows as u32 * 31 + cols as u32);
+        let mut bytes = Vec::new();
+        quantize_row(tensor_type, &w, &mut bytes).expect("quantizes");
+        let m = QuantizedMatrix::from_bytes(tensor_type, rows, cols, &bytes).expect("matrix");
+        let mut dequantized = vec![0.0; rows * cols];
+        for r in 0..rows {
+            m.dequantize_row(r, &mut dequantized[r * cols..(r + 1) * cols]);
+        }
+        (m, dequantized)
+    }
+
+    #[test]
+    fn activation_quantisation_rounds_like_llama_cpp() {
+        let x = values(64, 3);
+        let mut q = Vec::new();
+        quantize_activations(&x, &mut q);
+        for (block, xs) in q.iter().zip(x.chunks(32)) {
+            let amax = xs.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+            assert_eq!(block.d, f16::from_f32(amax / 127.0).to_f32());
+            assert_eq!(block.qs.iter().map(|v| v.unsigned_abs()).max(), Some(127));
+            for (q, v) in block.qs.iter().zip(xs) {
+                assert!((*q as f32 * block.d - v).abs() <= block.d * 0.51 + 1e-3);
+            }
+        }
+    }
+
+    #[test]
+    fn simd_kernels_equal_the_scalar_reference_and_approximate_f32() {
+        for tensor_type in [TensorType::Q4_0, TensorType::Q4_1, TensorType::Q8_0] {
+            for (rows, cols, tokens) in [(1, 32, 1), (7, 64, 1), (33, 96, 3), (300, 576, 1), (40, 1536, 5)] {
+                let (m, dequantized) = matrix(tensor_type, rows, cols);
+                let x = values(tokens * cols, 99);
+                let mut q = Vec::new();
+                quantize_activations(&x, &mut q);
+                let (mut fast, mut reference) = (vec![0.0; tokens * rows], vec![0.0; tokens * rows]);
+                m.matmul(&q, tokens, &mut fast);
+                m.matmul_scalar(&q, tokens, &mut reference);
+                for t in 0..tokens {
+                    for r in 0..rows {
+                        let (f, s) = (fast[t * rows + r], reference[t * rows + r]);
+                        assert!((f - s).abs() <= 1e-4 * s.abs().max(1.0), "{tensor_type:?} {rows}x{cols}: {f} vs {s}");
+                        let exact: f32 = dequantized[r * cols..(r + 1) * cols].iter().zip(&x[t * cols..(t + 1) * cols]).map(|(a, b)| a * b).sum();
+                        let scale: f32 = x[t * cols..(t + 1) * cols].iter().map(|v| v.abs()).sum::<f32>() * 2.0;
+                        assert!((s - exact).abs() <= 0.02 * scale, "{tensor_type:?}: {s} vs f32 {exact}");
+                    }
+                }
+            }
+        }
+    }
+}
