@@ -213,6 +213,9 @@ async function runGenerate(promptArg: string | undefined, options: GenerateComma
   }
 }
 
+/** The chat command's system message unless --system is given. */
+const DEFAULT_SYSTEM_MESSAGE = 'You are a helpful assistant.';
+
 interface ChatCommandOptions extends SamplingOptions {
   system?: string;
 }
@@ -392,7 +395,11 @@ function buildProgram(setExit: (code: number) => void): Command {
   const chat = program.command('chat').description('chat interactively (lines from stdin; /exit or EOF to quit)');
   addModelOptions(chat);
   addSamplingOptions(chat, '0.7')
-    .option('-s, --system <text>', 'system message')
+    .option(
+      '-s, --system <text>',
+      'system message; "" keeps the chat template\'s own default (SmolLM2\'s long default prompt derails its 135M model)',
+      DEFAULT_SYSTEM_MESSAGE,
+    )
     .action(async (options: ChatCommandOptions) => setExit(await runChat(options)));
 
   program

@@ -117,6 +117,23 @@ function readPassage() {
   };
 }
 
+// A second passage of running prose: the GPL-3 preamble and its definitions (lines 10-92) with the
+// hard line breaks inside paragraphs joined by spaces, paragraphs separated by a blank line.
+const PROSE_LINES = [10, 92];
+
+function readProsePassage() {
+  const raw = readFileSync(PASSAGE_SOURCE, 'utf8');
+  const [from, to] = PROSE_LINES;
+  const paragraphs = raw
+    .split('\n')
+    .slice(from - 1, to)
+    .join('\n')
+    .split(/\n\s*\n/)
+    .map((p) => p.split('\n').map((l) => l.trim()).filter(Boolean).join(' '))
+    .filter(Boolean);
+  return { fileSha256: createHash('sha256').update(raw).digest('hex'), text: paragraphs.join('\n\n') };
+}
+
 // ---------------------------------------------------------------- output formatting
 const round = (x, digits = 6) => Number(x.toFixed(digits));
 
@@ -185,47 +202,48 @@ async function main() {
   }));
 
   // ------------------------------------------------------------ teacher forcing
-  const passage = readPassage();
-  const tfTokens = model.tokenize(passage.text, false);
-  if (tfTokens.length < 300) throw new Error(`passage too short: ${tfTokens.length} tokens`);
-  if (tfTokens.length > CONTEXT_SIZE) throw new Error(`passage too long: ${tfTokens.length} tokens`);
-
-  await sequence.clearHistory();
-  const tfResults = await sequence.controlledEvaluate(
-    tfTokens.map((token) => [
-      token,
-      {
-        generateNext: {
-          token: true,
-          probabilities: true,
-          logits: { filter: { tokens: [], includeTop: 2 } },
-          options: { temperature: 0 },
+  async function teacherForce(text) {
+    const tfTokens = model.tokenize(text, false);
+    if (tfTokens.length < 300) throw new Error(`passage too short: ${tfTokens.length} tokens`);
+    if (tfTokens.length > CONTEXT_SIZE) throw new Error(`passage too long: ${tfTokens.length} tokens`);
+    await sequence.clearHistory();
+    const tfResults = await sequence.controlledEvaluate(
+      tfTokens.map((token) => [
+        token,
+        {
+          generateNext: {
+            token: true,
+            probabilities: true,
+            logits: { filter: { tokens: [], includeTop: 2 } },
+            options: { temperature: 0 },
+          },
         },
-      },
-    ]),
-  );
-  const argmax = [];
-  const top1Prob = [];
-  const top2 = [];
-  const top2Margin = [];
-  const top2LogitMargin = [];
-  for (let i = 0; i < tfTokens.length; i++) {
-    const r = tfResults[i];
-    if (r == null || r.next?.probabilities == null) throw new Error(`no output at position ${i}`);
-    const it = r.next.probabilities.entries();
-    const [t1, p1] = it.next().value;
-    const [t2, p2] = it.next().value;
-    if (r.next.token !== t1) {
-      // greedy sampler and probability ordering disagree only on exact ties
-      throw new Error(`position ${i}: sampled ${r.next.token} but top prob token ${t1}`);
+      ]),
+    );
+    const out = { tokens: tfTokens, argmax: [], top1Prob: [], top2: [], top2Margin: [], top2LogitMargin: [] };
+    for (let i = 0; i < tfTokens.length; i++) {
+      const r = tfResults[i];
+      if (r == null || r.next?.probabilities == null) throw new Error(`no output at position ${i}`);
+      const it = r.next.probabilities.entries();
+      const [t1, p1] = it.next().value;
+      const [t2, p2] = it.next().value;
+      if (r.next.token !== t1) {
+        // greedy sampler and probability ordering disagree only on exact ties
+        throw new Error(`position ${i}: sampled ${r.next.token} but top prob token ${t1}`);
+      }
+      const logitEntries = [...(r.next.logits?.entries() ?? [])];
+      out.argmax.push(t1);
+      out.top1Prob.push(round(p1));
+      out.top2.push(t2);
+      out.top2Margin.push(round(p1 - p2));
+      out.top2LogitMargin.push(logitEntries.length >= 2 ? round(logitEntries[0][1] - logitEntries[1][1], 4) : null);
     }
-    const logitEntries = [...(r.next.logits?.entries() ?? [])];
-    argmax.push(t1);
-    top1Prob.push(round(p1));
-    top2.push(t2);
-    top2Margin.push(round(p1 - p2));
-    top2LogitMargin.push(logitEntries.length >= 2 ? round(logitEntries[0][1] - logitEntries[1][1], 4) : null);
+    return out;
   }
+  const passage = readPassage();
+  const { tokens: tfTokens, argmax, top1Prob, top2, top2Margin, top2LogitMargin } = await teacherForce(passage.text);
+  const prosePassage = readProsePassage();
+  const prose = await teacherForce(prosePassage.text);
 
   // ------------------------------------------------------------ greedy generation
   const greedy = [];
@@ -304,6 +322,17 @@ async function main() {
         special: 'model.tokenize(text, true): add_special=false (no BOS), parse_special=true (special-token text maps to special token ids)',
       },
       cases: tokenizationCases,
+    },
+    teacherForcedProse: {
+      source: {
+        path: PASSAGE_SOURCE,
+        lines: PROSE_LINES,
+        fileSha256: prosePassage.fileSha256,
+        description: 'GPL-3 preamble and terms 0-1 as running prose: lines joined within paragraphs by spaces, paragraphs separated by a blank line',
+      },
+      text: prosePassage.text,
+      tokenizeFlags: { specialTokens: false, bos: false },
+      ...prose,
     },
     teacherForced: {
       source: {
