@@ -215,6 +215,16 @@ test('more malformed GGUF structures → typed format errors', async (t) => {
       }),
       ['CORRUPT_FILE'],
     ],
+    [
+      'NaN scale in a Q8_0 block (kept quantised, so checked separately)',
+      variant((s) => {
+        const i = s.tensors.findIndex((x) => x.name === 'blk.0.attn_q.weight');
+        const data = Buffer.from(s.tensors[i].data);
+        data.writeUInt16LE(0x7e00, 0);
+        s.tensors[i] = { ...s.tensors[i], data };
+      }),
+      ['CORRUPT_FILE'],
+    ],
   ];
   for (const [label, file, codes] of cases) await expectLoadError(t, label, writeTemp('malformed.gguf', file), codes);
   await stillWorks(t);

@@ -114,6 +114,13 @@ impl TensorSource<'_> {
         }
     }
 
+    fn path(&self) -> String {
+        match self {
+            TensorSource::Safetensors(s) => s.dir().display().to_string(),
+            TensorSource::Gguf(g) => g.path().display().to_string(),
+        }
+    }
+
     fn has(&self, name: &str) -> bool {
         match self {
             TensorSource::Safetensors(s) => s.tensor_names().contains(&name),
@@ -183,10 +190,10 @@ impl Part {
     }
 }
 
-fn check_finite(name: &str, values: &[f32]) -> Result<()> {
-    if values.iter().any(|v| !v.is_finite()) {
+fn check_finite(file: &str, name: &str, all_finite: bool) -> Result<()> {
+    if !all_finite {
         return Err(EngineError::Format(FormatError::Corrupt {
-            file: String::new(),
+            file: file.to_string(),
             reason: format!("tensor {name} contains NaN or infinite values"),
         }));
     }
@@ -220,7 +227,7 @@ impl Loader<'_> {
         let view = self.view(layer, part, expected)?;
         let name = view.name.to_string();
         let values = view.to_f32()?;
-        check_finite(&name, &values)?;
+        check_finite(&self.source.path(), &name, values.iter().all(|v| v.is_finite()))?;
         Ok(values)
     }
 
@@ -228,12 +235,13 @@ impl Loader<'_> {
         let view = self.view(layer, part, &[rows, cols])?;
         let tensor_type = view.tensor_type;
         if let Some(q) = QuantizedMatrix::from_bytes(tensor_type, rows, cols, view.data) {
+            check_finite(&self.source.path(), &self.source.names(layer, part), q.scales_are_finite())?;
             let data = MatrixData::Quantized(q);
             return Ok(Matrix { rows, cols, data, activation_rounding: ActivationRounding::None });
         }
         let name = view.name.to_string();
         let values = view.to_f32()?;
-        check_finite(&name, &values)?;
+        check_finite(&self.source.path(), &name, values.iter().all(|v| v.is_finite()))?;
         let activation_rounding = ActivationRounding::for_weights(tensor_type);
         Ok(Matrix { rows, cols, data: MatrixData::F32(values), activation_rounding })
     }

@@ -158,6 +158,15 @@ impl QuantizedMatrix {
         }
     }
 
+    /// Whether every block scale (and Q4_1 minimum) is a finite number; a corrupt file may hold NaN or infinity.
+    pub fn scales_are_finite(&self) -> bool {
+        match &self.blocks {
+            QuantizedBlocks::Q4_0(b) => b.iter().all(|b| b.d.is_finite()),
+            QuantizedBlocks::Q4_1(b) => b.iter().all(|b| b.d.is_finite() && b.m.is_finite()),
+            QuantizedBlocks::Q8_0(b) => b.iter().all(|b| b.d.is_finite()),
+        }
+    }
+
     fn blocks_per_row(&self) -> usize {
         self.cols / BLOCK
     }
