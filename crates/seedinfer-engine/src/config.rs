@@ -63,23 +63,34 @@ impl LlamaConfig {
         ];
         for (name, value) in positive {
             if value == 0 || value > (1 << 24) {
-                return Err(EngineError::InvalidConfig(format!("{name} = {value} is out of range")));
+                return Err(EngineError::InvalidConfig(format!(
+                    "{name} = {value} is out of range"
+                )));
             }
         }
-        if self.heads % self.kv_heads != 0 {
+        if !self.heads.is_multiple_of(self.kv_heads) {
             return Err(EngineError::InvalidConfig(format!(
                 "num_attention_heads ({}) must be a multiple of num_key_value_heads ({})",
                 self.heads, self.kv_heads
             )));
         }
-        if self.head_dim % 2 != 0 {
-            return Err(EngineError::InvalidConfig(format!("head_dim {} must be even for RoPE", self.head_dim)));
+        if !self.head_dim.is_multiple_of(2) {
+            return Err(EngineError::InvalidConfig(format!(
+                "head_dim {} must be even for RoPE",
+                self.head_dim
+            )));
         }
         if !(self.rope_theta.is_finite() && self.rope_theta > 0.0) {
-            return Err(EngineError::InvalidConfig(format!("rope_theta {} must be positive", self.rope_theta)));
+            return Err(EngineError::InvalidConfig(format!(
+                "rope_theta {} must be positive",
+                self.rope_theta
+            )));
         }
         if !(self.rms_norm_eps.is_finite() && self.rms_norm_eps >= 0.0) {
-            return Err(EngineError::InvalidConfig(format!("rms_norm_eps {} is invalid", self.rms_norm_eps)));
+            return Err(EngineError::InvalidConfig(format!(
+                "rms_norm_eps {} is invalid",
+                self.rms_norm_eps
+            )));
         }
         Ok(self)
     }
@@ -120,17 +131,25 @@ impl LlamaConfig {
             .or(raw.model_type.clone())
             .unwrap_or_else(|| "unknown".to_string());
         let is_llama = raw.model_type.as_deref() == Some("llama")
-            || raw.architectures.iter().flatten().any(|a| a == "LlamaForCausalLM");
+            || raw
+                .architectures
+                .iter()
+                .flatten()
+                .any(|a| a == "LlamaForCausalLM");
         if !is_llama {
             return Err(EngineError::UnsupportedArchitecture(architecture));
         }
         if let Some(act) = raw.hidden_act.as_deref() {
             if act != "silu" {
-                return Err(EngineError::InvalidConfig(format!("hidden_act '{act}' is not supported (silu only)")));
+                return Err(EngineError::InvalidConfig(format!(
+                    "hidden_act '{act}' is not supported (silu only)"
+                )));
             }
         }
         if let Some(scaling) = raw.rope_scaling.as_ref().filter(|v| !v.is_null()) {
-            return Err(EngineError::InvalidConfig(format!("rope_scaling {scaling} is not supported yet")));
+            return Err(EngineError::InvalidConfig(format!(
+                "rope_scaling {scaling} is not supported yet"
+            )));
         }
         let heads = raw.num_attention_heads;
         Self {
@@ -140,7 +159,9 @@ impl LlamaConfig {
             layers: raw.num_hidden_layers,
             heads,
             kv_heads: raw.num_key_value_heads.unwrap_or(heads),
-            head_dim: raw.head_dim.unwrap_or(if heads == 0 { 0 } else { raw.hidden_size / heads }),
+            head_dim: raw
+                .head_dim
+                .unwrap_or(raw.hidden_size.checked_div(heads).unwrap_or(0)),
             vocab_size: raw.vocab_size,
             context_length: raw.max_position_embeddings.unwrap_or(2048),
             rope_theta: raw.rope_theta.unwrap_or(10_000.0),
@@ -163,7 +184,9 @@ impl LlamaConfig {
         let int = |key: &str| -> Result<usize> {
             gguf.get_u64(&format!("{arch}.{key}"))
                 .map(|v| v as usize)
-                .ok_or_else(|| EngineError::InvalidConfig(format!("GGUF metadata {arch}.{key} is missing")))
+                .ok_or_else(|| {
+                    EngineError::InvalidConfig(format!("GGUF metadata {arch}.{key} is missing"))
+                })
         };
         let hidden_size = int("embedding_length")?;
         let heads = int("attention.head_count")?;
@@ -174,19 +197,29 @@ impl LlamaConfig {
         };
         let vocab_size = match gguf.get_u64(&format!("{arch}.vocab_size")) {
             Some(v) => v as usize,
-            None => gguf.get_str_array("tokenizer.ggml.tokens").map(|t| t.len()).unwrap_or(0),
+            None => gguf
+                .get_str_array("tokenizer.ggml.tokens")
+                .map(|t| t.len())
+                .unwrap_or(0),
         };
         Self {
             hidden_size,
             intermediate_size: int("feed_forward_length")?,
             layers: int("block_count")?,
             heads,
-            kv_heads: gguf.get_u64(&format!("{arch}.attention.head_count_kv")).map(|v| v as usize).unwrap_or(heads),
+            kv_heads: gguf
+                .get_u64(&format!("{arch}.attention.head_count_kv"))
+                .map(|v| v as usize)
+                .unwrap_or(heads),
             head_dim,
             vocab_size,
             context_length: int("context_length")?,
-            rope_theta: gguf.get_f64(&format!("{arch}.rope.freq_base")).unwrap_or(10_000.0) as f32,
-            rms_norm_eps: gguf.get_f64(&format!("{arch}.attention.layer_norm_rms_epsilon")).unwrap_or(1e-5) as f32,
+            rope_theta: gguf
+                .get_f64(&format!("{arch}.rope.freq_base"))
+                .unwrap_or(10_000.0) as f32,
+            rms_norm_eps: gguf
+                .get_f64(&format!("{arch}.attention.layer_norm_rms_epsilon"))
+                .unwrap_or(1e-5) as f32,
             tied_embeddings: false,
             rope_style: RopeStyle::Interleaved,
             architecture: arch,

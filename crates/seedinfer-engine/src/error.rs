@@ -11,7 +11,9 @@ pub enum EngineError {
     Format(#[from] FormatError),
     #[error(transparent)]
     Tokenizer(#[from] TokenizerError),
-    #[error("unsupported architecture '{0}': seedinfer runs the Llama family (llama, LlamaForCausalLM)")]
+    #[error(
+        "unsupported architecture '{0}': seedinfer runs the Llama family (llama, LlamaForCausalLM)"
+    )]
     UnsupportedArchitecture(String),
     #[error("invalid model configuration: {0}")]
     InvalidConfig(String),

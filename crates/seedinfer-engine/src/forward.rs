@@ -3,11 +3,11 @@
 
 use crate::activation_rounding::{round_activations, ActivationRounding};
 use crate::config::{LlamaConfig, RopeStyle};
-use seedinfer_kernels::dense_f32::{dot, matmul};
-use seedinfer_kernels::quantized::{quantize_activations, Q8Block};
 use crate::kv_cache::KvCache;
 use crate::weights::{LlamaWeights, Matrix, MatrixData};
 use rayon::prelude::*;
+use seedinfer_kernels::dense_f32::{dot, matmul};
+use seedinfer_kernels::quantized::{quantize_activations, Q8Block};
 
 fn rms_norm(x: &[f32], weight: &[f32], eps: f32, out: &mut [f32]) {
     let mean_square = x.iter().map(|v| (*v as f64) * (*v as f64)).sum::<f64>() / x.len() as f64;
@@ -42,9 +42,18 @@ struct ProjectScratch {
 }
 
 /// Rotates each head of `x` (`[tokens, heads * head_dim]`) by its absolute position.
-fn apply_rope(x: &mut [f32], heads: usize, head_dim: usize, first_pos: usize, theta: f32, style: RopeStyle) {
+fn apply_rope(
+    x: &mut [f32],
+    heads: usize,
+    head_dim: usize,
+    first_pos: usize,
+    theta: f32,
+    style: RopeStyle,
+) {
     let half = head_dim / 2;
-    let inv_freq: Vec<f64> = (0..half).map(|i| 1.0 / (theta as f64).powf(2.0 * i as f64 / head_dim as f64)).collect();
+    let inv_freq: Vec<f64> = (0..half)
+        .map(|i| 1.0 / (theta as f64).powf(2.0 * i as f64 / head_dim as f64))
+        .collect();
     for (t, row) in x.chunks_mut(heads * head_dim).enumerate() {
         let pos = (first_pos + t) as f64;
         let rotations: Vec<(f32, f32)> = inv_freq
@@ -69,36 +78,51 @@ fn apply_rope(x: &mut [f32], heads: usize, head_dim: usize, first_pos: usize, th
 }
 
 /// Causal attention of `tokens` new queries (at positions `first_pos..`) over all cached positions.
-fn attention(cfg: &LlamaConfig, q: &[f32], cache: &KvCache, layer: usize, first_pos: usize, tokens: usize, out: &mut [f32]) {
+fn attention(
+    cfg: &LlamaConfig,
+    q: &[f32],
+    cache: &KvCache,
+    layer: usize,
+    first_pos: usize,
+    tokens: usize,
+    out: &mut [f32],
+) {
     let (hd, q_dim, kv_dim) = (cfg.head_dim, cfg.q_dim(), cfg.kv_dim());
     let group = cfg.heads / cfg.kv_heads;
     let scale = 1.0 / (hd as f32).sqrt();
     let total = first_pos + tokens;
     let keys = cache.keys(layer, total);
     let values = cache.values(layer, total);
-    out.par_chunks_mut(hd).enumerate().for_each(|(index, head_out)| {
-        let (t, h) = (index / cfg.heads, index % cfg.heads);
-        let kv_head = h / group;
-        let query = &q[t * q_dim + h * hd..t * q_dim + (h + 1) * hd];
-        let visible = first_pos + t + 1;
-        let mut scores: Vec<f32> = (0..visible)
-            .map(|p| dot(query, &keys[p * kv_dim + kv_head * hd..p * kv_dim + (kv_head + 1) * hd]) * scale)
-            .collect();
-        let max = scores.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-        let mut sum = 0.0f32;
-        for s in scores.iter_mut() {
-            *s = (*s - max).exp();
-            sum += *s;
-        }
-        head_out.fill(0.0);
-        for (p, s) in scores.iter().enumerate() {
-            let weight = s / sum;
-            let v = &values[p * kv_dim + kv_head * hd..p * kv_dim + (kv_head + 1) * hd];
-            for (o, x) in head_out.iter_mut().zip(v) {
-                *o += weight * x;
+    out.par_chunks_mut(hd)
+        .enumerate()
+        .for_each(|(index, head_out)| {
+            let (t, h) = (index / cfg.heads, index % cfg.heads);
+            let kv_head = h / group;
+            let query = &q[t * q_dim + h * hd..t * q_dim + (h + 1) * hd];
+            let visible = first_pos + t + 1;
+            let mut scores: Vec<f32> = (0..visible)
+                .map(|p| {
+                    dot(
+                        query,
+                        &keys[p * kv_dim + kv_head * hd..p * kv_dim + (kv_head + 1) * hd],
+                    ) * scale
+                })
+                .collect();
+            let max = scores.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+            let mut sum = 0.0f32;
+            for s in scores.iter_mut() {
+                *s = (*s - max).exp();
+                sum += *s;
             }
-        }
-    });
+            head_out.fill(0.0);
+            for (p, s) in scores.iter().enumerate() {
+                let weight = s / sum;
+                let v = &values[p * kv_dim + kv_head * hd..p * kv_dim + (kv_head + 1) * hd];
+                for (o, x) in head_out.iter_mut().zip(v) {
+                    *o += weight * x;
+                }
+            }
+        });
 }
 
 /// Reusable activation buffers, so a decode step allocates nothing once warmed up.
@@ -149,8 +173,22 @@ pub fn forward(
         project(&layer.wq, &s.normed, n, &mut s.q, &mut s.project);
         project(&layer.wk, &s.normed, n, &mut s.k, &mut s.project);
         project(&layer.wv, &s.normed, n, &mut s.v, &mut s.project);
-        apply_rope(&mut s.q, cfg.heads, cfg.head_dim, first_pos, cfg.rope_theta, cfg.rope_style);
-        apply_rope(&mut s.k, cfg.kv_heads, cfg.head_dim, first_pos, cfg.rope_theta, cfg.rope_style);
+        apply_rope(
+            &mut s.q,
+            cfg.heads,
+            cfg.head_dim,
+            first_pos,
+            cfg.rope_theta,
+            cfg.rope_style,
+        );
+        apply_rope(
+            &mut s.k,
+            cfg.kv_heads,
+            cfg.head_dim,
+            first_pos,
+            cfg.rope_theta,
+            cfg.rope_style,
+        );
         cache.append(l, &s.k, &s.v);
         s.attn.resize(n * cfg.q_dim(), 0.0);
         attention(cfg, &s.q, cache, l, first_pos, n, &mut s.attn);

@@ -11,7 +11,13 @@ pub struct KvCache {
 
 impl KvCache {
     pub fn new(layers: usize, kv_dim: usize, capacity: usize) -> Self {
-        Self { kv_dim, capacity, len: 0, keys: vec![Vec::new(); layers], values: vec![Vec::new(); layers] }
+        Self {
+            kv_dim,
+            capacity,
+            len: 0,
+            keys: vec![Vec::new(); layers],
+            values: vec![Vec::new(); layers],
+        }
     }
 
     /// Positions held.
@@ -59,6 +65,10 @@ impl KvCache {
     }
 
     pub fn resident_bytes(&self) -> usize {
-        self.keys.iter().chain(self.values.iter()).map(|v| v.capacity() * 4).sum()
+        self.keys
+            .iter()
+            .chain(self.values.iter())
+            .map(|v| v.capacity() * 4)
+            .sum()
     }
 }

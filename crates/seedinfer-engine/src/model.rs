@@ -39,17 +39,30 @@ pub struct Model {
 fn is_gguf_file(path: &Path) -> bool {
     use std::io::Read;
     let mut magic = [0u8; 4];
-    std::fs::File::open(path).and_then(|mut f| f.read_exact(&mut magic)).is_ok() && &magic == b"GGUF"
+    std::fs::File::open(path)
+        .and_then(|mut f| f.read_exact(&mut magic))
+        .is_ok()
+        && &magic == b"GGUF"
 }
 
 impl Model {
     /// Loads a `.gguf` file or a Hugging Face directory (config.json, safetensors, tokenizer.json).
     pub fn load(path: &Path, options: &LoadOptions) -> Result<Self> {
         let threads = match options.threads {
-            Some(0) => return Err(EngineError::InvalidOption("threads must be at least 1".into())),
-            Some(n) if n > 1024 => return Err(EngineError::InvalidOption(format!("threads = {n} is too many"))),
+            Some(0) => {
+                return Err(EngineError::InvalidOption(
+                    "threads must be at least 1".into(),
+                ))
+            }
+            Some(n) if n > 1024 => {
+                return Err(EngineError::InvalidOption(format!(
+                    "threads = {n} is too many"
+                )))
+            }
             Some(n) => n,
-            None => std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+            None => std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1),
         };
         let pool = rayon::ThreadPoolBuilder::new()
             .num_threads(threads)
@@ -63,19 +76,31 @@ impl Model {
             let mut config = LlamaConfig::from_hf_config(&path.join("config.json"))?;
             let tensors = SafetensorsDir::open(path)?;
             let tokenizer = Tokenizer::from_hf_dir(path)?;
-            let weights = pool.install(|| LlamaWeights::load(TensorSource::Safetensors(&tensors), &mut config))?;
-            (config, weights, tokenizer, "safetensors", tensors.file_bytes())
+            let weights = pool
+                .install(|| LlamaWeights::load(TensorSource::Safetensors(&tensors), &mut config))?;
+            (
+                config,
+                weights,
+                tokenizer,
+                "safetensors",
+                tensors.file_bytes(),
+            )
         } else if path.extension().is_some_and(|e| e == "gguf") || is_gguf_file(path) {
             let gguf = GgufFile::open(path)?;
             let mut config = LlamaConfig::from_gguf(&gguf)?;
             let tokenizer = Tokenizer::from_gguf(&gguf)?;
-            let weights = pool.install(|| LlamaWeights::load(TensorSource::Gguf(&gguf), &mut config))?;
+            let weights =
+                pool.install(|| LlamaWeights::load(TensorSource::Gguf(&gguf), &mut config))?;
             (config, weights, tokenizer, "gguf", gguf.file_bytes())
         } else {
-            return Err(EngineError::Format(seedinfer_formats::FormatError::BadMagic {
-                file: path.display().to_string(),
-                found: std::fs::read(path).map(|b| b.iter().take(4).copied().collect()).unwrap_or_default(),
-            }));
+            return Err(EngineError::Format(
+                seedinfer_formats::FormatError::BadMagic {
+                    file: path.display().to_string(),
+                    found: std::fs::read(path)
+                        .map(|b| b.iter().take(4).copied().collect())
+                        .unwrap_or_default(),
+                },
+            ));
         };
         if tokenizer.vocab_size() > config.vocab_size {
             return Err(EngineError::InvalidConfig(format!(
@@ -96,7 +121,13 @@ impl Model {
             kv_bytes_per_token: 2 * config.layers * config.kv_dim() * std::mem::size_of::<f32>(),
             threads,
         };
-        Ok(Self { config, weights, tokenizer, info, pool })
+        Ok(Self {
+            config,
+            weights,
+            tokenizer,
+            info,
+            pool,
+        })
     }
 
     /// Runs `work` on this model's thread pool.

@@ -23,7 +23,15 @@ pub struct SamplingParams {
 
 impl Default for SamplingParams {
     fn default() -> Self {
-        Self { temperature: 0.8, top_k: 40, top_p: 0.95, min_p: 0.05, repetition_penalty: 1.0, repetition_last_n: 64, seed: 0 }
+        Self {
+            temperature: 0.8,
+            top_k: 40,
+            top_p: 0.95,
+            min_p: 0.05,
+            repetition_penalty: 1.0,
+            repetition_last_n: 64,
+            seed: 0,
+        }
     }
 }
 
@@ -31,7 +39,10 @@ impl SamplingParams {
     pub fn validate(&self) -> Result<()> {
         let bad = |what: String| Err(EngineError::InvalidOption(what));
         if !(self.temperature.is_finite() && self.temperature >= 0.0) {
-            return bad(format!("temperature must be >= 0, got {}", self.temperature));
+            return bad(format!(
+                "temperature must be >= 0, got {}",
+                self.temperature
+            ));
         }
         if !(self.top_p > 0.0 && self.top_p <= 1.0) {
             return bad(format!("topP must be in (0, 1], got {}", self.top_p));
@@ -40,7 +51,10 @@ impl SamplingParams {
             return bad(format!("minP must be in [0, 1], got {}", self.min_p));
         }
         if !(self.repetition_penalty.is_finite() && self.repetition_penalty > 0.0) {
-            return bad(format!("repetitionPenalty must be > 0, got {}", self.repetition_penalty));
+            return bad(format!(
+                "repetitionPenalty must be > 0, got {}",
+                self.repetition_penalty
+            ));
         }
         Ok(())
     }
@@ -65,7 +79,11 @@ pub fn argmax(logits: &[f32]) -> u32 {
 impl Sampler {
     pub fn new(params: SamplingParams) -> Self {
         let rng = ChaCha8Rng::seed_from_u64(params.seed);
-        Self { params, rng, candidates: Vec::new() }
+        Self {
+            params,
+            rng,
+            candidates: Vec::new(),
+        }
     }
 
     /// Picks the next token; `history` is every token the session holds (for the repetition penalty).
@@ -78,7 +96,11 @@ impl Sampler {
             seen.dedup();
             for &t in &seen {
                 if let Some(l) = logits.get_mut(t as usize) {
-                    *l = if *l > 0.0 { *l / p.repetition_penalty } else { *l * p.repetition_penalty };
+                    *l = if *l > 0.0 {
+                        *l / p.repetition_penalty
+                    } else {
+                        *l * p.repetition_penalty
+                    };
                 }
             }
         }
@@ -88,7 +110,8 @@ impl Sampler {
         let c = &mut self.candidates;
         c.clear();
         c.extend(logits.iter().enumerate().map(|(i, l)| (i as u32, *l)));
-        let by_logit_desc = |a: &(u32, f32), b: &(u32, f32)| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0));
+        let by_logit_desc =
+            |a: &(u32, f32), b: &(u32, f32)| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0));
         if p.top_k > 0 && p.top_k < c.len() {
             c.select_nth_unstable_by(p.top_k - 1, by_logit_desc);
             c.truncate(p.top_k);
@@ -115,7 +138,10 @@ impl Sampler {
             keep = keep.min(probs.iter().take_while(|q| **q >= threshold).count().max(1));
         }
         c.truncate(keep);
-        let weights: Vec<f32> = c.iter().map(|(_, l)| ((l - max) / p.temperature).exp()).collect();
+        let weights: Vec<f32> = c
+            .iter()
+            .map(|(_, l)| ((l - max) / p.temperature).exp())
+            .collect();
         let total: f32 = weights.iter().sum();
         let mut r = self.rng.random::<f32>() * total;
         for ((id, _), w) in c.iter().zip(&weights) {
@@ -138,7 +164,10 @@ mod tests {
 
     #[test]
     fn temperature_zero_is_argmax() {
-        let mut s = Sampler::new(SamplingParams { temperature: 0.0, ..Default::default() });
+        let mut s = Sampler::new(SamplingParams {
+            temperature: 0.0,
+            ..Default::default()
+        });
         let mut l = logits();
         assert_eq!(s.sample(&mut l, &[]), argmax(&logits()));
     }
@@ -146,18 +175,35 @@ mod tests {
     #[test]
     fn same_seed_same_tokens_and_top_k_one_is_greedy() {
         let run = |seed| {
-            let mut s = Sampler::new(SamplingParams { temperature: 1.5, top_k: 0, top_p: 1.0, min_p: 0.0, seed, ..Default::default() });
-            (0..50).map(|_| s.sample(&mut logits(), &[])).collect::<Vec<_>>()
+            let mut s = Sampler::new(SamplingParams {
+                temperature: 1.5,
+                top_k: 0,
+                top_p: 1.0,
+                min_p: 0.0,
+                seed,
+                ..Default::default()
+            });
+            (0..50)
+                .map(|_| s.sample(&mut logits(), &[]))
+                .collect::<Vec<_>>()
         };
         assert_eq!(run(7), run(7));
         assert_ne!(run(7), run(8));
-        let mut s = Sampler::new(SamplingParams { temperature: 5.0, top_k: 1, ..Default::default() });
+        let mut s = Sampler::new(SamplingParams {
+            temperature: 5.0,
+            top_k: 1,
+            ..Default::default()
+        });
         assert_eq!(s.sample(&mut logits(), &[]), argmax(&logits()));
     }
 
     #[test]
     fn repetition_penalty_demotes_seen_tokens() {
-        let mut s = Sampler::new(SamplingParams { temperature: 0.0, repetition_penalty: 100.0, ..Default::default() });
+        let mut s = Sampler::new(SamplingParams {
+            temperature: 0.0,
+            repetition_penalty: 100.0,
+            ..Default::default()
+        });
         let best = argmax(&logits());
         assert_ne!(s.sample(&mut logits(), &[best]), best);
     }

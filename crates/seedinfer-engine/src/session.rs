@@ -25,7 +25,12 @@ pub struct GenerateParams {
 
 impl Default for GenerateParams {
     fn default() -> Self {
-        Self { max_tokens: 256, sampling: SamplingParams::default(), stop: Vec::new(), ignore_eos: false }
+        Self {
+            max_tokens: 256,
+            sampling: SamplingParams::default(),
+            stop: Vec::new(),
+            ignore_eos: false,
+        }
     }
 }
 
@@ -96,7 +101,14 @@ impl Session {
             )));
         }
         let cache = KvCache::new(c.layers, c.kv_dim(), context_size);
-        Ok(Self { model, cache, tokens: Vec::new(), last_logits: None, pending: None, scratch: Scratch::default() })
+        Ok(Self {
+            model,
+            cache,
+            tokens: Vec::new(),
+            last_logits: None,
+            pending: None,
+            scratch: Scratch::default(),
+        })
     }
 
     /// Tokens of the conversation so far, including the last generated one.
@@ -128,7 +140,17 @@ impl Session {
                 return Ok(None);
             }
             let (cache, scratch) = (&mut self.cache, &mut self.scratch);
-            model.install(|| forward(&model.config, &model.weights, chunk, cache, scratch, logits, LogitsFor::Last));
+            model.install(|| {
+                forward(
+                    &model.config,
+                    &model.weights,
+                    chunk,
+                    cache,
+                    scratch,
+                    logits,
+                    LogitsFor::Last,
+                )
+            });
             self.tokens.extend_from_slice(chunk);
         }
         Ok(self.last_logits.as_mut())
@@ -141,9 +163,18 @@ impl Session {
             return Err(EngineError::InvalidTokenId { id, vocab_size });
         }
         if self.token_count() + tokens.len() > self.context_size() {
-            return Err(EngineError::ContextOverflow { prompt: tokens.len(), used: self.token_count(), context: self.context_size() });
+            return Err(EngineError::ContextOverflow {
+                prompt: tokens.len(),
+                used: self.token_count(),
+                context: self.context_size(),
+            });
         }
-        let to_feed: Vec<u32> = self.pending.take().into_iter().chain(tokens.iter().copied()).collect();
+        let to_feed: Vec<u32> = self
+            .pending
+            .take()
+            .into_iter()
+            .chain(tokens.iter().copied())
+            .collect();
         let skip = to_feed.len() - tokens.len();
         let model = Arc::clone(&self.model);
         let mut predictions = Vec::with_capacity(to_feed.len());
@@ -153,7 +184,17 @@ impl Session {
                 break;
             }
             let (cache, scratch) = (&mut self.cache, &mut self.scratch);
-            model.install(|| forward(&model.config, &model.weights, chunk, cache, scratch, &mut logits, LogitsFor::All));
+            model.install(|| {
+                forward(
+                    &model.config,
+                    &model.weights,
+                    chunk,
+                    cache,
+                    scratch,
+                    &mut logits,
+                    LogitsFor::All,
+                )
+            });
             predictions.extend(logits.chunks(vocab_size).map(crate::sampler::argmax));
             self.tokens.extend_from_slice(chunk);
             let last = logits.len() - vocab_size;
@@ -173,14 +214,18 @@ impl Session {
         let started = Instant::now();
         params.sampling.validate()?;
         if params.stop.iter().any(|s| s.is_empty()) {
-            return Err(EngineError::InvalidOption("stop strings must not be empty".into()));
+            return Err(EngineError::InvalidOption(
+                "stop strings must not be empty".into(),
+            ));
         }
         let vocab_size = self.model.config.vocab_size;
         if let Some(&id) = prompt.iter().find(|&&id| id as usize >= vocab_size) {
             return Err(EngineError::InvalidTokenId { id, vocab_size });
         }
         if prompt.is_empty() && self.token_count() == 0 {
-            return Err(EngineError::InvalidOption("the prompt is empty and the session holds no tokens".into()));
+            return Err(EngineError::InvalidOption(
+                "the prompt is empty and the session holds no tokens".into(),
+            ));
         }
         // Room for the prompt and at least one generated token.
         if self.token_count() + prompt.len() >= self.context_size() {
@@ -190,7 +235,12 @@ impl Session {
                 context: self.context_size(),
             });
         }
-        let to_feed: Vec<u32> = self.pending.take().into_iter().chain(prompt.iter().copied()).collect();
+        let to_feed: Vec<u32> = self
+            .pending
+            .take()
+            .into_iter()
+            .chain(prompt.iter().copied())
+            .collect();
         let model = Arc::clone(&self.model);
         let eos = model.tokenizer.eos_token_ids();
         let mut sampler = Sampler::new(params.sampling.clone());
@@ -199,7 +249,10 @@ impl Session {
             text: String::new(),
             token_ids: Vec::new(),
             stop_reason: StopReason::MaxTokens,
-            timings: Timings { prompt_tokens: prompt.len(), ..Default::default() },
+            timings: Timings {
+                prompt_tokens: prompt.len(),
+                ..Default::default()
+            },
         };
         let mut emitted = 0usize;
         let longest_stop = params.stop.iter().map(|s| s.len()).max().unwrap_or(0);
@@ -227,7 +280,10 @@ impl Session {
                 let previous = out.token_ids[out.token_ids.len() - 1];
                 self.feed(&[previous], &AtomicBool::new(false))?;
             }
-            let logits = self.last_logits.as_mut().ok_or_else(|| EngineError::Internal("no logits".into()))?;
+            let logits = self
+                .last_logits
+                .as_mut()
+                .ok_or_else(|| EngineError::Internal("no logits".into()))?;
             let token = sampler.sample(logits, &self.tokens);
             out.token_ids.push(token);
             if out.token_ids.len() == 1 {
@@ -237,14 +293,25 @@ impl Session {
             out.text.push_str(&decoder.push(&model.tokenizer, token)?);
             // A stop string ends the text where it begins; text that could still become one is held back.
             let search_from = floor_char_boundary(&out.text, emitted.saturating_sub(longest_stop));
-            let stop_at = params.stop.iter().filter_map(|s| out.text[search_from..].find(s.as_str()).map(|i| search_from + i)).min();
+            let stop_at = params
+                .stop
+                .iter()
+                .filter_map(|s| {
+                    out.text[search_from..]
+                        .find(s.as_str())
+                        .map(|i| search_from + i)
+                })
+                .min();
             let visible_end = match stop_at {
                 Some(at) => at,
                 None if is_eos => out.text.len(),
                 None => out.text.len() - pending_stop_prefix(&out.text, &params.stop),
             };
             let fresh = &out.text[emitted.min(visible_end)..visible_end];
-            on_chunk(Chunk { token_id: token, text: fresh });
+            on_chunk(Chunk {
+                token_id: token,
+                text: fresh,
+            });
             emitted = emitted.max(visible_end);
             if let Some(at) = stop_at {
                 out.text.truncate(at);
@@ -262,12 +329,19 @@ impl Session {
             out.text.push_str(&tail);
             if emitted < out.text.len() {
                 let last = out.token_ids.last().copied().unwrap_or(0);
-                on_chunk(Chunk { token_id: last, text: &out.text[emitted..] });
+                on_chunk(Chunk {
+                    token_id: last,
+                    text: &out.text[emitted..],
+                });
             }
         }
         let decode_seconds = decode_started.elapsed().as_secs_f64();
         out.timings.generated_tokens = out.token_ids.len();
-        out.timings.prefill_tokens_per_second = if prefill_seconds > 0.0 { prompt.len() as f64 / prefill_seconds } else { 0.0 };
+        out.timings.prefill_tokens_per_second = if prefill_seconds > 0.0 {
+            prompt.len() as f64 / prefill_seconds
+        } else {
+            0.0
+        };
         out.timings.decode_tokens_per_second = if out.token_ids.len() > 1 && decode_seconds > 0.0 {
             (out.token_ids.len() - 1) as f64 / decode_seconds
         } else {
@@ -287,7 +361,9 @@ fn pending_stop_prefix(text: &str, stops: &[String]) -> usize {
                 continue;
             }
             let start = text.len() - len;
-            if text.is_char_boundary(start) && stop.as_bytes().starts_with(&text.as_bytes()[start..]) {
+            if text.is_char_boundary(start)
+                && stop.as_bytes().starts_with(&text.as_bytes()[start..])
+            {
                 longest = len;
                 break;
             }

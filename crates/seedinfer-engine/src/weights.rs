@@ -91,10 +91,17 @@ impl LlamaWeights {
 
     pub fn resident_bytes(&self) -> usize {
         let m = |m: &Matrix| m.resident_bytes();
-        let mut total = m(&self.embed) + self.final_norm.len() * 4 + self.lm_head.as_ref().map_or(0, m);
+        let mut total =
+            m(&self.embed) + self.final_norm.len() * 4 + self.lm_head.as_ref().map_or(0, m);
         for l in &self.layers {
             total += (l.attn_norm.len() + l.ffn_norm.len()) * 4;
-            total += m(&l.wq) + m(&l.wk) + m(&l.wv) + m(&l.wo) + m(&l.w_gate) + m(&l.w_up) + m(&l.w_down);
+            total += m(&l.wq)
+                + m(&l.wk)
+                + m(&l.wv)
+                + m(&l.wo)
+                + m(&l.w_gate)
+                + m(&l.w_up)
+                + m(&l.w_down);
         }
         total
     }
@@ -130,7 +137,9 @@ impl TensorSource<'_> {
 
     fn names(&self, layer: Option<usize>, part: Part) -> String {
         match (self, layer) {
-            (TensorSource::Safetensors(_), Some(i)) => format!("model.layers.{i}.{}", part.hf_name()),
+            (TensorSource::Safetensors(_), Some(i)) => {
+                format!("model.layers.{i}.{}", part.hf_name())
+            }
             (TensorSource::Safetensors(_), None) => part.hf_name().to_string(),
             (TensorSource::Gguf(_), Some(i)) => format!("blk.{i}.{}", part.gguf_name()),
             (TensorSource::Gguf(_), None) => part.gguf_name().to_string(),
@@ -207,7 +216,12 @@ struct Loader<'a> {
 }
 
 impl Loader<'_> {
-    fn view(&mut self, layer: Option<usize>, part: Part, expected: &[usize]) -> Result<TensorView<'_>> {
+    fn view(
+        &mut self,
+        layer: Option<usize>,
+        part: Part,
+        expected: &[usize],
+    ) -> Result<TensorView<'_>> {
         let name = self.source.names(layer, part);
         let view = self.source.view(&name)?;
         if view.shape != expected {
@@ -218,7 +232,10 @@ impl Loader<'_> {
             }
             .into());
         }
-        *self.formats.entry(view.tensor_type.name().to_string()).or_default() += 1;
+        *self
+            .formats
+            .entry(view.tensor_type.name().to_string())
+            .or_default() += 1;
         self.parameters += view.element_count();
         Ok(view)
     }
@@ -227,23 +244,51 @@ impl Loader<'_> {
         let view = self.view(layer, part, expected)?;
         let name = view.name.to_string();
         let values = view.to_f32()?;
-        check_finite(&self.source.path(), &name, values.iter().all(|v| v.is_finite()))?;
+        check_finite(
+            &self.source.path(),
+            &name,
+            values.iter().all(|v| v.is_finite()),
+        )?;
         Ok(values)
     }
 
-    fn matrix(&mut self, layer: Option<usize>, part: Part, rows: usize, cols: usize) -> Result<Matrix> {
+    fn matrix(
+        &mut self,
+        layer: Option<usize>,
+        part: Part,
+        rows: usize,
+        cols: usize,
+    ) -> Result<Matrix> {
         let view = self.view(layer, part, &[rows, cols])?;
         let tensor_type = view.tensor_type;
         if let Some(q) = QuantizedMatrix::from_bytes(tensor_type, rows, cols, view.data) {
-            check_finite(&self.source.path(), &self.source.names(layer, part), q.scales_are_finite())?;
+            check_finite(
+                &self.source.path(),
+                &self.source.names(layer, part),
+                q.scales_are_finite(),
+            )?;
             let data = MatrixData::Quantized(q);
-            return Ok(Matrix { rows, cols, data, activation_rounding: ActivationRounding::None });
+            return Ok(Matrix {
+                rows,
+                cols,
+                data,
+                activation_rounding: ActivationRounding::None,
+            });
         }
         let name = view.name.to_string();
         let values = view.to_f32()?;
-        check_finite(&self.source.path(), &name, values.iter().all(|v| v.is_finite()))?;
+        check_finite(
+            &self.source.path(),
+            &name,
+            values.iter().all(|v| v.is_finite()),
+        )?;
         let activation_rounding = ActivationRounding::for_weights(tensor_type);
-        Ok(Matrix { rows, cols, data: MatrixData::F32(values), activation_rounding })
+        Ok(Matrix {
+            rows,
+            cols,
+            data: MatrixData::F32(values),
+            activation_rounding,
+        })
     }
 }
 
@@ -252,7 +297,11 @@ impl LlamaWeights {
     pub fn load(source: TensorSource<'_>, config: &mut LlamaConfig) -> Result<Self> {
         let c = config.clone();
         let lm_head_present = source.has(&source.names(None, Part::LmHead));
-        let mut loader = Loader { source, formats: BTreeMap::new(), parameters: 0 };
+        let mut loader = Loader {
+            source,
+            formats: BTreeMap::new(),
+            parameters: 0,
+        };
         let embed = loader.matrix(None, Part::Embed, c.vocab_size, c.hidden_size)?;
         let mut layers = Vec::with_capacity(c.layers);
         for i in 0..c.layers {
@@ -273,8 +322,16 @@ impl LlamaWeights {
         let is_gguf = matches!(loader.source, TensorSource::Gguf(_));
         // GGUF marks tied embeddings by omitting output.weight; HF checkpoints say so in config.json
         // (and some still ship an lm_head copy, which we then ignore).
-        let tied = if is_gguf { !lm_head_present } else { c.tied_embeddings };
-        let lm_head = if tied { None } else { Some(loader.matrix(None, Part::LmHead, c.vocab_size, c.hidden_size)?) };
+        let tied = if is_gguf {
+            !lm_head_present
+        } else {
+            c.tied_embeddings
+        };
+        let lm_head = if tied {
+            None
+        } else {
+            Some(loader.matrix(None, Part::LmHead, c.vocab_size, c.hidden_size)?)
+        };
         config.tied_embeddings = tied;
         Ok(Self {
             embed,

@@ -8,26 +8,42 @@ use std::sync::Arc;
 fn stories_dir() -> PathBuf {
     std::env::var_os("SEEDINFER_STORIES_DIR")
         .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared/models/stories260K")))
+        .unwrap_or_else(|| {
+            PathBuf::from(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/../../../shared/models/stories260K"
+            ))
+        })
 }
 
 fn expected_greedy() -> Vec<u32> {
-    let text = std::fs::read_to_string(stories_dir().join("expected_greedy.json")).expect("expected_greedy.json");
+    let text = std::fs::read_to_string(stories_dir().join("expected_greedy.json"))
+        .expect("expected_greedy.json");
     let json: serde_json::Value = serde_json::from_str(&text).expect("valid json");
-    json["greedy_token_ids"].as_array().expect("ids").iter().map(|v| v.as_u64().expect("id") as u32).collect()
+    json["greedy_token_ids"]
+        .as_array()
+        .expect("ids")
+        .iter()
+        .map(|v| v.as_u64().expect("id") as u32)
+        .collect()
 }
 
 fn greedy(max_tokens: usize) -> GenerateParams {
     GenerateParams {
         max_tokens,
-        sampling: SamplingParams { temperature: 0.0, ..Default::default() },
+        sampling: SamplingParams {
+            temperature: 0.0,
+            ..Default::default()
+        },
         ignore_eos: true,
         ..Default::default()
     }
 }
 
 fn load() -> Arc<Model> {
-    Arc::new(Model::load(&stories_dir(), &LoadOptions { threads: Some(2) }).expect("stories260K loads"))
+    Arc::new(
+        Model::load(&stories_dir(), &LoadOptions { threads: Some(2) }).expect("stories260K loads"),
+    )
 }
 
 #[test]
@@ -36,10 +52,17 @@ fn greedy_from_bos_reproduces_the_reference_200_tokens() {
     let expected = expected_greedy();
     assert_eq!(expected.len(), 200);
     let mut session = Session::new(model, 512).expect("session");
-    let out = session.generate(&[1], &greedy(200), &AtomicBool::new(false), &mut |_| {}).expect("generates");
+    let out = session
+        .generate(&[1], &greedy(200), &AtomicBool::new(false), &mut |_| {})
+        .expect("generates");
     assert_eq!(out.token_ids, expected);
     assert_eq!(out.stop_reason, StopReason::MaxTokens);
-    assert!(out.text.starts_with("Once upon a time, there was a little girl named Lily."), "{}", out.text);
+    assert!(
+        out.text
+            .starts_with("Once upon a time, there was a little girl named Lily."),
+        "{}",
+        out.text
+    );
 }
 
 #[test]
@@ -48,9 +71,17 @@ fn generating_in_pieces_equals_generating_at_once() {
     let expected = expected_greedy();
     let mut session = Session::new(model, 512).expect("session");
     let stop = AtomicBool::new(false);
-    let mut all = session.generate(&[1], &greedy(30), &stop, &mut |_| {}).expect("first part").token_ids;
+    let mut all = session
+        .generate(&[1], &greedy(30), &stop, &mut |_| {})
+        .expect("first part")
+        .token_ids;
     // An empty prompt continues from the last generated token.
-    all.extend(session.generate(&[], &greedy(70), &stop, &mut |_| {}).expect("second part").token_ids);
+    all.extend(
+        session
+            .generate(&[], &greedy(70), &stop, &mut |_| {})
+            .expect("second part")
+            .token_ids,
+    );
     assert_eq!(all, expected[..100]);
     assert_eq!(session.token_count(), 101);
 }
@@ -59,7 +90,17 @@ fn generating_in_pieces_equals_generating_at_once() {
 fn model_info_describes_the_checkpoint() {
     let model = load();
     let c = &model.config;
-    assert_eq!((c.layers, c.hidden_size, c.heads, c.kv_heads, c.head_dim, c.vocab_size), (5, 64, 8, 4, 8, 512));
+    assert_eq!(
+        (
+            c.layers,
+            c.hidden_size,
+            c.heads,
+            c.kv_heads,
+            c.head_dim,
+            c.vocab_size
+        ),
+        (5, 64, 8, 4, 8, 512)
+    );
     assert!(c.tied_embeddings);
     assert_eq!(model.info.parameter_count, 260_032);
     assert_eq!(model.info.file_tensor_formats.get("F32"), Some(&47));
@@ -69,9 +110,13 @@ fn model_info_describes_the_checkpoint() {
 fn prompt_longer_than_the_context_is_a_typed_error() {
     let model = load();
     let mut session = Session::new(model, 16).expect("session");
-    let err = session.generate(&[1; 40], &greedy(4), &AtomicBool::new(false), &mut |_| {}).unwrap_err();
+    let err = session
+        .generate(&[1; 40], &greedy(4), &AtomicBool::new(false), &mut |_| {})
+        .unwrap_err();
     assert_eq!(err.code(), "CONTEXT_OVERFLOW");
-    let err = session.generate(&[9999], &greedy(4), &AtomicBool::new(false), &mut |_| {}).unwrap_err();
+    let err = session
+        .generate(&[9999], &greedy(4), &AtomicBool::new(false), &mut |_| {})
+        .unwrap_err();
     assert_eq!(err.code(), "INVALID_TOKEN_ID");
 }
 
@@ -79,10 +124,15 @@ fn prompt_longer_than_the_context_is_a_typed_error() {
 fn generation_stops_at_a_stop_string_and_hides_it() {
     let model = load();
     let mut session = Session::new(model, 512).expect("session");
-    let params = GenerateParams { stop: vec!["Lily".into()], ..greedy(100) };
+    let params = GenerateParams {
+        stop: vec!["Lily".into()],
+        ..greedy(100)
+    };
     let mut streamed = String::new();
     let out = session
-        .generate(&[1], &params, &AtomicBool::new(false), &mut |c| streamed.push_str(c.text))
+        .generate(&[1], &params, &AtomicBool::new(false), &mut |c| {
+            streamed.push_str(c.text)
+        })
         .expect("generates");
     assert_eq!(out.stop_reason, StopReason::Stop);
     assert_eq!(out.text, "Once upon a time, there was a little girl named ");

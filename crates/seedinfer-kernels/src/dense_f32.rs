@@ -64,39 +64,53 @@ pub fn dot(a: &[f32], b: &[f32]) -> f32 {
 
 /// `out[t][r] = dot(weights[r], input[t])` for `tokens` rows of `input` (`[tokens, cols]`) and
 /// `weights` of shape `[rows, cols]`; `out` is `[tokens, rows]`.
-pub fn matmul(weights: &[f32], rows: usize, cols: usize, input: &[f32], tokens: usize, out: &mut [f32]) {
+pub fn matmul(
+    weights: &[f32],
+    rows: usize,
+    cols: usize,
+    input: &[f32],
+    tokens: usize,
+    out: &mut [f32],
+) {
     debug_assert_eq!(weights.len(), rows * cols);
     debug_assert_eq!(input.len(), tokens * cols);
     debug_assert_eq!(out.len(), tokens * rows);
     // Rows per task: enough work to amortise scheduling, small enough to balance two or more threads.
     let rows_per_task = (16384 / cols.max(1)).clamp(4, 256);
     if tokens == 1 {
-        out.par_chunks_mut(rows_per_task).enumerate().for_each(|(task, chunk)| {
-            let first = task * rows_per_task;
-            for (i, o) in chunk.iter_mut().enumerate() {
-                let r = first + i;
-                *o = dot(&weights[r * cols..(r + 1) * cols], input);
-            }
-        });
+        out.par_chunks_mut(rows_per_task)
+            .enumerate()
+            .for_each(|(task, chunk)| {
+                let first = task * rows_per_task;
+                for (i, o) in chunk.iter_mut().enumerate() {
+                    let r = first + i;
+                    *o = dot(&weights[r * cols..(r + 1) * cols], input);
+                }
+            });
         return;
     }
     // Many tokens: each task keeps a block of weight rows hot in cache while it walks every token,
     // writing a transposed block that is scattered into `out` afterwards.
     let mut transposed = vec![0.0f32; rows * tokens];
-    transposed.par_chunks_mut(rows_per_task * tokens).enumerate().for_each(|(task, block)| {
-        let first = task * rows_per_task;
-        for (i, row_out) in block.chunks_mut(tokens).enumerate() {
-            let w = &weights[(first + i) * cols..(first + i + 1) * cols];
-            for (t, o) in row_out.iter_mut().enumerate() {
-                *o = dot(w, &input[t * cols..(t + 1) * cols]);
+    transposed
+        .par_chunks_mut(rows_per_task * tokens)
+        .enumerate()
+        .for_each(|(task, block)| {
+            let first = task * rows_per_task;
+            for (i, row_out) in block.chunks_mut(tokens).enumerate() {
+                let w = &weights[(first + i) * cols..(first + i + 1) * cols];
+                for (t, o) in row_out.iter_mut().enumerate() {
+                    *o = dot(w, &input[t * cols..(t + 1) * cols]);
+                }
             }
-        }
-    });
-    out.par_chunks_mut(rows).enumerate().for_each(|(t, out_row)| {
-        for (r, o) in out_row.iter_mut().enumerate() {
-            *o = transposed[r * tokens + t];
-        }
-    });
+        });
+    out.par_chunks_mut(rows)
+        .enumerate()
+        .for_each(|(t, out_row)| {
+            for (r, o) in out_row.iter_mut().enumerate() {
+                *o = transposed[r * tokens + t];
+            }
+        });
 }
 
 #[cfg(test)]
@@ -136,7 +150,8 @@ mod tests {
             matmul(&w, rows, cols, &x, tokens, &mut out);
             for t in 0..tokens {
                 for r in 0..rows {
-                    let want = dot_scalar(&w[r * cols..(r + 1) * cols], &x[t * cols..(t + 1) * cols]);
+                    let want =
+                        dot_scalar(&w[r * cols..(r + 1) * cols], &x[t * cols..(t + 1) * cols]);
                     assert!((out[t * rows + r] - want).abs() < 1e-5);
                 }
             }

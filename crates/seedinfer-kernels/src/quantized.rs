@@ -22,7 +22,11 @@ pub struct Q8Block {
 
 impl Default for Q8Block {
     fn default() -> Self {
-        Self { d: 0.0, s: 0.0, qs: [0; BLOCK] }
+        Self {
+            d: 0.0,
+            s: 0.0,
+            qs: [0; BLOCK],
+        }
     }
 }
 
@@ -35,7 +39,11 @@ pub fn quantize_activations(input: &[f32], out: &mut Vec<Q8Block>) {
         let amax = x.iter().fold(0.0f32, |m, v| m.max(v.abs()));
         let d = amax / 127.0;
         let inverse = if amax != 0.0 { 127.0 / amax } else { 0.0 };
-        let mut block = Q8Block { d: f16::from_f32(d).to_f32(), s: 0.0, qs: [0; BLOCK] };
+        let mut block = Q8Block {
+            d: f16::from_f32(d).to_f32(),
+            s: 0.0,
+            qs: [0; BLOCK],
+        };
         let mut sum = 0i32;
         for (q, v) in block.qs.iter_mut().zip(x) {
             *q = (v * inverse).round_ties_even() as i8;
@@ -129,8 +137,13 @@ pub struct QuantizedMatrix {
 
 impl QuantizedMatrix {
     /// Takes a GGUF tensor's bytes; `None` when the type is not block-quantised or the sizes disagree.
-    pub fn from_bytes(tensor_type: TensorType, rows: usize, cols: usize, bytes: &[u8]) -> Option<Self> {
-        if cols % BLOCK != 0 || bytes.len() != tensor_type.row_bytes(cols).ok()? * rows {
+    pub fn from_bytes(
+        tensor_type: TensorType,
+        rows: usize,
+        cols: usize,
+        bytes: &[u8],
+    ) -> Option<Self> {
+        if !cols.is_multiple_of(BLOCK) || bytes.len() != tensor_type.row_bytes(cols).ok()? * rows {
             return None;
         }
         let blocks = match tensor_type {
@@ -213,30 +226,42 @@ impl QuantizedMatrix {
         debug_assert_eq!(out.len(), tokens * self.rows);
         let rows_per_task = (8192 / self.cols.max(1)).clamp(8, 256);
         if tokens == 1 {
-            out.par_chunks_mut(rows_per_task).enumerate().for_each(|(task, chunk)| {
-                self.rows_dot(task * rows_per_task, x, chunk, scalar);
-            });
+            out.par_chunks_mut(rows_per_task)
+                .enumerate()
+                .for_each(|(task, chunk)| {
+                    self.rows_dot(task * rows_per_task, x, chunk, scalar);
+                });
             return;
         }
         // Many tokens: a task walks every token for its block of rows (kept hot in cache), writing a transposed
         // block that is scattered into `out` afterwards.
         let mut transposed = vec![0.0f32; self.rows * tokens];
-        transposed.par_chunks_mut(rows_per_task * tokens).enumerate().for_each(|(task, block)| {
-            let rows = block.len() / tokens;
-            let mut column = vec![0.0f32; rows];
-            for t in 0..tokens {
-                self.rows_dot(task * rows_per_task, &x[t * n..(t + 1) * n], &mut column, scalar);
-                for (r, v) in column.iter().enumerate() {
-                    block[r * tokens + t] = *v;
+        transposed
+            .par_chunks_mut(rows_per_task * tokens)
+            .enumerate()
+            .for_each(|(task, block)| {
+                let rows = block.len() / tokens;
+                let mut column = vec![0.0f32; rows];
+                for t in 0..tokens {
+                    self.rows_dot(
+                        task * rows_per_task,
+                        &x[t * n..(t + 1) * n],
+                        &mut column,
+                        scalar,
+                    );
+                    for (r, v) in column.iter().enumerate() {
+                        block[r * tokens + t] = *v;
+                    }
                 }
-            }
-        });
+            });
         let rows = self.rows;
-        out.par_chunks_mut(rows).enumerate().for_each(|(t, out_row)| {
-            for (r, o) in out_row.iter_mut().enumerate() {
-                *o = transposed[r * tokens + t];
-            }
-        });
+        out.par_chunks_mut(rows)
+            .enumerate()
+            .for_each(|(t, out_row)| {
+                for (r, o) in out_row.iter_mut().enumerate() {
+                    *o = transposed[r * tokens + t];
+                }
+            });
     }
 }
 
@@ -287,21 +312,42 @@ mod tests {
     #[test]
     fn simd_kernels_equal_the_scalar_reference_and_approximate_f32() {
         for tensor_type in [TensorType::Q4_0, TensorType::Q4_1, TensorType::Q8_0] {
-            for (rows, cols, tokens) in [(1, 32, 1), (7, 64, 1), (33, 96, 3), (300, 576, 1), (40, 1536, 5)] {
+            for (rows, cols, tokens) in [
+                (1, 32, 1),
+                (7, 64, 1),
+                (33, 96, 3),
+                (300, 576, 1),
+                (40, 1536, 5),
+            ] {
                 let (m, dequantized) = matrix(tensor_type, rows, cols);
                 let x = values(tokens * cols, 99);
                 let mut q = Vec::new();
                 quantize_activations(&x, &mut q);
-                let (mut fast, mut reference) = (vec![0.0; tokens * rows], vec![0.0; tokens * rows]);
+                let (mut fast, mut reference) =
+                    (vec![0.0; tokens * rows], vec![0.0; tokens * rows]);
                 m.matmul(&q, tokens, &mut fast);
                 m.matmul_scalar(&q, tokens, &mut reference);
                 for t in 0..tokens {
                     for r in 0..rows {
                         let (f, s) = (fast[t * rows + r], reference[t * rows + r]);
-                        assert!((f - s).abs() <= 1e-4 * s.abs().max(1.0), "{tensor_type:?} {rows}x{cols}: {f} vs {s}");
-                        let exact: f32 = dequantized[r * cols..(r + 1) * cols].iter().zip(&x[t * cols..(t + 1) * cols]).map(|(a, b)| a * b).sum();
-                        let scale: f32 = x[t * cols..(t + 1) * cols].iter().map(|v| v.abs()).sum::<f32>() * 2.0;
-                        assert!((s - exact).abs() <= 0.02 * scale, "{tensor_type:?}: {s} vs f32 {exact}");
+                        assert!(
+                            (f - s).abs() <= 1e-4 * s.abs().max(1.0),
+                            "{tensor_type:?} {rows}x{cols}: {f} vs {s}"
+                        );
+                        let exact: f32 = dequantized[r * cols..(r + 1) * cols]
+                            .iter()
+                            .zip(&x[t * cols..(t + 1) * cols])
+                            .map(|(a, b)| a * b)
+                            .sum();
+                        let scale: f32 = x[t * cols..(t + 1) * cols]
+                            .iter()
+                            .map(|v| v.abs())
+                            .sum::<f32>()
+                            * 2.0;
+                        assert!(
+                            (s - exact).abs() <= 0.02 * scale,
+                            "{tensor_type:?}: {s} vs f32 {exact}"
+                        );
                     }
                 }
             }

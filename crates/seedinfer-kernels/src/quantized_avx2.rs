@@ -66,7 +66,11 @@ pub unsafe fn rows_q4_1(rows: &[BlockQ4_1], blocks_per_row: usize, x: &[Q8Block]
         let mut mins = 0.0f32;
         for (b, a) in row.iter().zip(x) {
             let scale = _mm256_set1_ps(f16_to_f32(b.d) * a.d);
-            acc = _mm256_fmadd_ps(scale, mul_sum_u8_i8(unpack_nibbles(&b.qs), load_activations(a)), acc);
+            acc = _mm256_fmadd_ps(
+                scale,
+                mul_sum_u8_i8(unpack_nibbles(&b.qs), load_activations(a)),
+                acc,
+            );
             mins += f16_to_f32(b.m) * a.s;
         }
         *o = horizontal_sum(acc) + mins;

@@ -25,6 +25,9 @@ pub fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
 pub fn guarded<T>(work: impl FnOnce() -> Result<T, EngineError>) -> napi::Result<T> {
     match catch_unwind(AssertUnwindSafe(work)) {
         Ok(result) => result.map_err(to_js),
-        Err(payload) => Err(coded("INTERNAL", &format!("engine panicked: {}", panic_message(payload.as_ref())))),
+        Err(payload) => Err(coded(
+            "INTERNAL",
+            &format!("engine panicked: {}", panic_message(payload.as_ref())),
+        )),
     }
 }

@@ -68,7 +68,9 @@ impl Task for LoadModelTask {
 pub fn load_model(path: String, options: NativeLoadOptions) -> AsyncTask<LoadModelTask> {
     AsyncTask::new(LoadModelTask {
         path: PathBuf::from(path),
-        options: LoadOptions { threads: options.threads.map(|t| t as usize) },
+        options: LoadOptions {
+            threads: options.threads.map(|t| t as usize),
+        },
     })
 }
 
@@ -99,7 +101,11 @@ impl NativeModel {
             rope_theta: c.rope_theta as f64,
             rope_style: c.rope_style.name().to_string(),
             tied_embeddings: c.tied_embeddings,
-            file_tensor_formats: i.file_tensor_formats.iter().map(|(k, v)| (k.clone(), *v as u32)).collect(),
+            file_tensor_formats: i
+                .file_tensor_formats
+                .iter()
+                .map(|(k, v)| (k.clone(), *v as u32))
+                .collect(),
             compute_format: i.compute_format.clone(),
             file_bytes: i.file_bytes as f64,
             weight_bytes: i.weight_bytes as f64,

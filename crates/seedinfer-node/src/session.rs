@@ -55,7 +55,8 @@ pub struct NativeGenerationEvent {
     pub error: Option<String>,
 }
 
-type EventSink = ThreadsafeFunction<NativeGenerationEvent, (), NativeGenerationEvent, Status, false>;
+type EventSink =
+    ThreadsafeFunction<NativeGenerationEvent, (), NativeGenerationEvent, Status, false>;
 
 /// A cancellation flag shared with a running generation; `abort()` stops it within one token.
 #[napi]
@@ -68,7 +69,9 @@ impl NativeAbortFlag {
     #[napi(constructor)]
     #[allow(clippy::new_without_default)]
     pub fn new() -> Self {
-        Self { flag: Arc::new(AtomicBool::new(false)) }
+        Self {
+            flag: Arc::new(AtomicBool::new(false)),
+        }
     }
 
     #[napi]
@@ -101,20 +104,37 @@ fn to_result(out: GenerationOutput) -> NativeGenerationResult {
 }
 
 fn event(kind: &str) -> NativeGenerationEvent {
-    NativeGenerationEvent { kind: kind.to_string(), token_id: None, text: None, result: None, error: None }
+    NativeGenerationEvent {
+        kind: kind.to_string(),
+        token_id: None,
+        text: None,
+        result: None,
+        error: None,
+    }
 }
 
 impl NativeSession {
     pub(crate) fn new(model: Arc<Model>, context_size: usize) -> Result<Self> {
         let session = Session::new(model, context_size).map_err(to_js)?;
-        Ok(Self { state: Arc::new(Mutex::new(session)), busy: Arc::new(AtomicBool::new(false)) })
+        Ok(Self {
+            state: Arc::new(Mutex::new(session)),
+            busy: Arc::new(AtomicBool::new(false)),
+        })
     }
 
     fn lock(&self) -> Result<std::sync::MutexGuard<'_, Session>> {
         if self.busy.load(Ordering::Acquire) {
-            return Err(coded("SESSION_BUSY", "the session is generating; wait for it or abort it first"));
+            return Err(coded(
+                "SESSION_BUSY",
+                "the session is generating; wait for it or abort it first",
+            ));
         }
-        self.state.lock().map_err(|_| coded("INTERNAL", "session state was poisoned by an earlier failure"))
+        self.state.lock().map_err(|_| {
+            coded(
+                "INTERNAL",
+                "session state was poisoned by an earlier failure",
+            )
+        })
     }
 }
 
@@ -130,12 +150,20 @@ impl Task for PredictNextTask {
 
     fn compute(&mut self) -> Result<Self::Output> {
         let outcome = catch_unwind(AssertUnwindSafe(|| {
-            let mut session = self.state.lock().map_err(|_| coded("INTERNAL", "session state was poisoned"))?;
-            session.predict_next(&self.tokens, &AtomicBool::new(false)).map_err(to_js)
+            let mut session = self
+                .state
+                .lock()
+                .map_err(|_| coded("INTERNAL", "session state was poisoned"))?;
+            session
+                .predict_next(&self.tokens, &AtomicBool::new(false))
+                .map_err(to_js)
         }));
         self.busy.store(false, Ordering::Release);
         outcome.unwrap_or_else(|payload| {
-            Err(coded("INTERNAL", &format!("engine panicked: {}", panic_message(payload.as_ref()))))
+            Err(coded(
+                "INTERNAL",
+                &format!("engine panicked: {}", panic_message(payload.as_ref())),
+            ))
         })
     }
 
@@ -150,7 +178,10 @@ impl NativeSession {
     #[napi(ts_return_type = "Promise<number[]>")]
     pub fn predict_next(&self, tokens: Uint32Array) -> Result<AsyncTask<PredictNextTask>> {
         if self.busy.swap(true, Ordering::AcqRel) {
-            return Err(coded("SESSION_BUSY", "the session is already generating; wait for it or abort it first"));
+            return Err(coded(
+                "SESSION_BUSY",
+                "the session is already generating; wait for it or abort it first",
+            ));
         }
         Ok(AsyncTask::new(PredictNextTask {
             state: Arc::clone(&self.state),
@@ -187,10 +218,16 @@ impl NativeSession {
         abort: &NativeAbortFlag,
     ) -> Result<()> {
         if !(options.seed.is_finite() && options.seed >= 0.0) {
-            return Err(coded("INVALID_OPTION", &format!("seed must be a non-negative integer, got {}", options.seed)));
+            return Err(coded(
+                "INVALID_OPTION",
+                &format!("seed must be a non-negative integer, got {}", options.seed),
+            ));
         }
         if self.busy.swap(true, Ordering::AcqRel) {
-            return Err(coded("SESSION_BUSY", "the session is already generating; wait for it or abort it first"));
+            return Err(coded(
+                "SESSION_BUSY",
+                "the session is already generating; wait for it or abort it first",
+            ));
         }
         let params = GenerateParams {
             max_tokens: options.max_tokens as usize,
@@ -207,48 +244,62 @@ impl NativeSession {
             ignore_eos: options.ignore_eos,
         };
         let prompt = prompt.to_vec();
-        let (state, busy, flag) = (Arc::clone(&self.state), Arc::clone(&self.busy), Arc::clone(&abort.flag));
-        let spawned = std::thread::Builder::new().name("seedinfer-generate".into()).spawn(move || {
-            let outcome = catch_unwind(AssertUnwindSafe(|| {
-                let mut session = state.lock().map_err(|_| coded("INTERNAL", "session state was poisoned"))?;
-                session
-                    .generate(&prompt, &params, &flag, &mut |chunk| {
-                        let mut e = event("token");
-                        e.token_id = Some(chunk.token_id);
-                        e.text = Some(chunk.text.to_string());
-                        on_event.call(e, ThreadsafeFunctionCallMode::NonBlocking);
-                    })
-                    .map_err(to_js)
-            }));
-            busy.store(false, Ordering::Release);
-            let last = match outcome {
-                Ok(Ok(out)) if out.stop_reason == seedinfer_engine::StopReason::Aborted => {
-                    let mut e = event("error");
-                    e.error = Some("ABORTED: the generation was aborted".to_string());
-                    e.result = Some(to_result(out));
-                    e
-                }
-                Ok(Ok(out)) => {
-                    let mut e = event("done");
-                    e.result = Some(to_result(out));
-                    e
-                }
-                Ok(Err(err)) => {
-                    let mut e = event("error");
-                    e.error = Some(err.reason.clone());
-                    e
-                }
-                Err(payload) => {
-                    let mut e = event("error");
-                    e.error = Some(format!("INTERNAL: engine panicked: {}", panic_message(payload.as_ref())));
-                    e
-                }
-            };
-            on_event.call(last, ThreadsafeFunctionCallMode::NonBlocking);
-        });
+        let (state, busy, flag) = (
+            Arc::clone(&self.state),
+            Arc::clone(&self.busy),
+            Arc::clone(&abort.flag),
+        );
+        let spawned = std::thread::Builder::new()
+            .name("seedinfer-generate".into())
+            .spawn(move || {
+                let outcome = catch_unwind(AssertUnwindSafe(|| {
+                    let mut session = state
+                        .lock()
+                        .map_err(|_| coded("INTERNAL", "session state was poisoned"))?;
+                    session
+                        .generate(&prompt, &params, &flag, &mut |chunk| {
+                            let mut e = event("token");
+                            e.token_id = Some(chunk.token_id);
+                            e.text = Some(chunk.text.to_string());
+                            on_event.call(e, ThreadsafeFunctionCallMode::NonBlocking);
+                        })
+                        .map_err(to_js)
+                }));
+                busy.store(false, Ordering::Release);
+                let last = match outcome {
+                    Ok(Ok(out)) if out.stop_reason == seedinfer_engine::StopReason::Aborted => {
+                        let mut e = event("error");
+                        e.error = Some("ABORTED: the generation was aborted".to_string());
+                        e.result = Some(to_result(out));
+                        e
+                    }
+                    Ok(Ok(out)) => {
+                        let mut e = event("done");
+                        e.result = Some(to_result(out));
+                        e
+                    }
+                    Ok(Err(err)) => {
+                        let mut e = event("error");
+                        e.error = Some(err.reason.clone());
+                        e
+                    }
+                    Err(payload) => {
+                        let mut e = event("error");
+                        e.error = Some(format!(
+                            "INTERNAL: engine panicked: {}",
+                            panic_message(payload.as_ref())
+                        ));
+                        e
+                    }
+                };
+                on_event.call(last, ThreadsafeFunctionCallMode::NonBlocking);
+            });
         if let Err(e) = spawned {
             self.busy.store(false, Ordering::Release);
-            return Err(coded("INTERNAL", &format!("cannot start a generation thread: {e}")));
+            return Err(coded(
+                "INTERNAL",
+                &format!("cannot start a generation thread: {e}"),
+            ));
         }
         Ok(())
     }
