@@ -64,8 +64,10 @@ export interface ModelInfo {
   tiedEmbeddings: boolean;
   /** Tensor count per storage format in the file, e.g. `{ Q4_1: 210, F32: 61, Q8_0: 1 }`. */
   fileTensorFormats: Record<string, number>;
-  /** Format the weights are computed in. */
+  /** How the matrix products are computed, e.g. `Q4_1 x int8, Q8_0 x int8`. */
   computeFormat: string;
+  /** Instruction set the compute kernels use on this machine, e.g. `avx2+fma+f16c`. */
+  kernelIsa: string;
   /** Bytes of the model file(s). */
   fileBytes: number;
   /** Bytes of weights resident for compute. */

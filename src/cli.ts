@@ -347,6 +347,7 @@ function infoRows(info: ModelInfo): [string, string][] {
     ['tied embeddings', info.tiedEmbeddings ? 'yes' : 'no'],
     ['file tensor formats', formats || '-'],
     ['compute format', info.computeFormat],
+    ['kernels', info.kernelIsa],
     ['file bytes', `${info.fileBytes.toLocaleString('en-US')} (${formatBytes(info.fileBytes)})`],
     ['weight bytes', mib(info.weightBytes)],
     ['KV bytes per token', `${info.kvBytesPerToken.toLocaleString('en-US')} (${formatBytes(info.kvBytesPerToken)})`],

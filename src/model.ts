@@ -28,6 +28,7 @@ function publicInfo(raw: NativeModelInfo): ModelInfo {
     tiedEmbeddings: raw.tiedEmbeddings,
     fileTensorFormats: { ...raw.fileTensorFormats },
     computeFormat: raw.computeFormat,
+    kernelIsa: raw.kernelIsa,
     fileBytes: raw.fileBytes,
     weightBytes: raw.weightBytes,
     kvBytesPerToken: raw.kvBytesPerToken,
@@ -37,8 +38,6 @@ function publicInfo(raw: NativeModelInfo): ModelInfo {
 
 export class Model {
   readonly info: ModelInfo;
-  /** Instruction set the matrix kernels use on this machine. */
-  readonly kernelIsa: string;
   private readonly renderChat: ((messages: ChatMessage[], addGenerationPrompt: boolean) => string) | undefined;
   private inner: NativeModel | undefined;
 
@@ -46,7 +45,6 @@ export class Model {
     this.inner = inner;
     const raw = inner.info();
     this.info = Object.freeze(publicInfo(raw));
-    this.kernelIsa = raw.kernelIsa;
     this.renderChat = raw.chatTemplate
       ? compileChatTemplate(raw.chatTemplate, { bosToken: raw.bosToken, eosToken: raw.eosToken })
       : undefined;
