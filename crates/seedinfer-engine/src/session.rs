@@ -156,25 +156,32 @@ impl Session {
         Ok(self.last_logits.as_mut())
     }
 
-    /// Teacher forcing: appends `tokens` and returns the most likely next token after each of them.
-    pub fn predict_next(&mut self, tokens: &[u32], abort: &AtomicBool) -> Result<Vec<u32>> {
+    /// Checks `tokens` against the vocabulary and the context (keeping `reserve` positions free), then returns
+    /// what must be fed: the pending last generated token, if any, followed by `tokens`.
+    fn take_feed(&mut self, tokens: &[u32], reserve: usize) -> Result<Vec<u32>> {
         let vocab_size = self.model.config.vocab_size;
         if let Some(&id) = tokens.iter().find(|&&id| id as usize >= vocab_size) {
             return Err(EngineError::InvalidTokenId { id, vocab_size });
         }
-        if self.token_count() + tokens.len() > self.context_size() {
+        if self.token_count() + tokens.len() + reserve > self.context_size() {
             return Err(EngineError::ContextOverflow {
                 prompt: tokens.len(),
                 used: self.token_count(),
                 context: self.context_size(),
             });
         }
-        let to_feed: Vec<u32> = self
+        Ok(self
             .pending
             .take()
             .into_iter()
             .chain(tokens.iter().copied())
-            .collect();
+            .collect())
+    }
+
+    /// Teacher forcing: appends `tokens` and returns the most likely next token after each of them.
+    pub fn predict_next(&mut self, tokens: &[u32], abort: &AtomicBool) -> Result<Vec<u32>> {
+        let to_feed = self.take_feed(tokens, 0)?;
+        let vocab_size = self.model.config.vocab_size;
         let skip = to_feed.len() - tokens.len();
         let model = Arc::clone(&self.model);
         let mut predictions = Vec::with_capacity(to_feed.len());
@@ -218,29 +225,13 @@ impl Session {
                 "stop strings must not be empty".into(),
             ));
         }
-        let vocab_size = self.model.config.vocab_size;
-        if let Some(&id) = prompt.iter().find(|&&id| id as usize >= vocab_size) {
-            return Err(EngineError::InvalidTokenId { id, vocab_size });
-        }
         if prompt.is_empty() && self.token_count() == 0 {
             return Err(EngineError::InvalidOption(
                 "the prompt is empty and the session holds no tokens".into(),
             ));
         }
         // Room for the prompt and at least one generated token.
-        if self.token_count() + prompt.len() >= self.context_size() {
-            return Err(EngineError::ContextOverflow {
-                prompt: prompt.len(),
-                used: self.token_count(),
-                context: self.context_size(),
-            });
-        }
-        let to_feed: Vec<u32> = self
-            .pending
-            .take()
-            .into_iter()
-            .chain(prompt.iter().copied())
-            .collect();
+        let to_feed = self.take_feed(prompt, 1)?;
         let model = Arc::clone(&self.model);
         let eos = model.tokenizer.eos_token_ids();
         let mut sampler = Sampler::new(params.sampling.clone());

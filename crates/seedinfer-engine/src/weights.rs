@@ -209,6 +209,13 @@ fn check_finite(file: &str, name: &str, all_finite: bool) -> Result<()> {
     Ok(())
 }
 
+/// The tensor as f32, rejecting NaN and infinity (a corrupt file).
+fn finite_f32(file: &str, view: &TensorView<'_>) -> Result<Vec<f32>> {
+    let values = view.to_f32()?;
+    check_finite(file, view.name, values.iter().all(|v| v.is_finite()))?;
+    Ok(values)
+}
+
 struct Loader<'a> {
     source: TensorSource<'a>,
     formats: BTreeMap<String, usize>,
@@ -241,15 +248,9 @@ impl Loader<'_> {
     }
 
     fn load(&mut self, layer: Option<usize>, part: Part, expected: &[usize]) -> Result<Vec<f32>> {
+        let file = self.source.path();
         let view = self.view(layer, part, expected)?;
-        let name = view.name.to_string();
-        let values = view.to_f32()?;
-        check_finite(
-            &self.source.path(),
-            &name,
-            values.iter().all(|v| v.is_finite()),
-        )?;
-        Ok(values)
+        finite_f32(&file, &view)
     }
 
     fn matrix(
@@ -259,14 +260,11 @@ impl Loader<'_> {
         rows: usize,
         cols: usize,
     ) -> Result<Matrix> {
+        let file = self.source.path();
         let view = self.view(layer, part, &[rows, cols])?;
         let tensor_type = view.tensor_type;
         if let Some(q) = QuantizedMatrix::from_bytes(tensor_type, rows, cols, view.data) {
-            check_finite(
-                &self.source.path(),
-                &self.source.names(layer, part),
-                q.scales_are_finite(),
-            )?;
+            check_finite(&file, view.name, q.scales_are_finite())?;
             let data = MatrixData::Quantized(q);
             return Ok(Matrix {
                 rows,
@@ -275,18 +273,11 @@ impl Loader<'_> {
                 activation_rounding: ActivationRounding::None,
             });
         }
-        let name = view.name.to_string();
-        let values = view.to_f32()?;
-        check_finite(
-            &self.source.path(),
-            &name,
-            values.iter().all(|v| v.is_finite()),
-        )?;
         let activation_rounding = ActivationRounding::for_weights(tensor_type);
         Ok(Matrix {
             rows,
             cols,
-            data: MatrixData::F32(values),
+            data: MatrixData::F32(finite_f32(&file, &view)?),
             activation_rounding,
         })
     }

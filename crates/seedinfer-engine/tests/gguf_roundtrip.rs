@@ -10,31 +10,9 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
-fn stories_dir() -> PathBuf {
-    std::env::var_os("SEEDINFER_STORIES_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(concat!(
-                env!("CARGO_MANIFEST_DIR"),
-                "/../../../shared/models/stories260K"
-            ))
-        })
-}
-
-fn read_json(name: &str) -> serde_json::Value {
-    let path = stories_dir().join(name);
-    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
-}
-
-fn expected_greedy() -> Vec<u32> {
-    read_json("expected_greedy.json")["greedy_token_ids"]
-        .as_array()
-        .expect("greedy_token_ids")
-        .iter()
-        .map(|v| v.as_u64().expect("token id") as u32)
-        .collect()
-}
+mod common;
+use common::read_json;
+use common::{expected_greedy, stories_dir};
 
 /// llama.cpp's `LlamaModel.permute`:
 /// `w.reshape(n_head, 2, rows / n_head / 2, cols).swapaxes(1, 2).reshape(rows, cols)`.

@@ -1,32 +1,11 @@
 //! The engine against a real float32 checkpoint: stories260K reproduces its known greedy continuation.
 
 use seedinfer_engine::{GenerateParams, LoadOptions, Model, SamplingParams, Session, StopReason};
-use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
-fn stories_dir() -> PathBuf {
-    std::env::var_os("SEEDINFER_STORIES_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(concat!(
-                env!("CARGO_MANIFEST_DIR"),
-                "/../../../shared/models/stories260K"
-            ))
-        })
-}
-
-fn expected_greedy() -> Vec<u32> {
-    let text = std::fs::read_to_string(stories_dir().join("expected_greedy.json"))
-        .expect("expected_greedy.json");
-    let json: serde_json::Value = serde_json::from_str(&text).expect("valid json");
-    json["greedy_token_ids"]
-        .as_array()
-        .expect("ids")
-        .iter()
-        .map(|v| v.as_u64().expect("id") as u32)
-        .collect()
-}
+mod common;
+use common::{expected_greedy, stories_dir};
 
 fn greedy(max_tokens: usize) -> GenerateParams {
     GenerateParams {

@@ -4,7 +4,7 @@
 //! once at run time (see `isa`), so the binary itself only assumes the x86-64 baseline.
 
 use crate::isa::{detected, Isa};
-use rayon::prelude::*;
+use crate::row_blocks::for_each_row_block;
 
 /// Reference dot product: sixteen independent partial sums, summed pairwise at the end.
 pub fn dot_scalar(a: &[f32], b: &[f32]) -> f32 {
@@ -77,40 +77,12 @@ pub fn matmul(
     debug_assert_eq!(out.len(), tokens * rows);
     // Rows per task: enough work to amortise scheduling, small enough to balance two or more threads.
     let rows_per_task = (16384 / cols.max(1)).clamp(4, 256);
-    if tokens == 1 {
-        out.par_chunks_mut(rows_per_task)
-            .enumerate()
-            .for_each(|(task, chunk)| {
-                let first = task * rows_per_task;
-                for (i, o) in chunk.iter_mut().enumerate() {
-                    let r = first + i;
-                    *o = dot(&weights[r * cols..(r + 1) * cols], input);
-                }
-            });
-        return;
-    }
-    // Many tokens: each task keeps a block of weight rows hot in cache while it walks every token,
-    // writing a transposed block that is scattered into `out` afterwards.
-    let mut transposed = vec![0.0f32; rows * tokens];
-    transposed
-        .par_chunks_mut(rows_per_task * tokens)
-        .enumerate()
-        .for_each(|(task, block)| {
-            let first = task * rows_per_task;
-            for (i, row_out) in block.chunks_mut(tokens).enumerate() {
-                let w = &weights[(first + i) * cols..(first + i + 1) * cols];
-                for (t, o) in row_out.iter_mut().enumerate() {
-                    *o = dot(w, &input[t * cols..(t + 1) * cols]);
-                }
-            }
-        });
-    out.par_chunks_mut(rows)
-        .enumerate()
-        .for_each(|(t, out_row)| {
-            for (r, o) in out_row.iter_mut().enumerate() {
-                *o = transposed[r * tokens + t];
-            }
-        });
+    for_each_row_block(rows, tokens, rows_per_task, out, |first, t, column| {
+        let x = &input[t * cols..(t + 1) * cols];
+        for (i, o) in column.iter_mut().enumerate() {
+            *o = dot(&weights[(first + i) * cols..(first + i + 1) * cols], x);
+        }
+    });
 }
 
 #[cfg(test)]

@@ -5,5 +5,6 @@ pub mod dense_f32;
 pub mod isa;
 pub mod quantized;
 mod quantized_avx2;
+mod row_blocks;
 
 pub use isa::{detected as detected_isa, Isa};

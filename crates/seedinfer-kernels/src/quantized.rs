@@ -5,8 +5,8 @@
 //! The scalar kernels here are the reference; `quantized_avx2` holds the SIMD twins, picked at run time.
 
 use crate::isa::{detected, Isa};
+use crate::row_blocks::for_each_row_block;
 use half::f16;
-use rayon::prelude::*;
 use seedinfer_formats::{BlockQ4_0, BlockQ4_1, BlockQ8_0, TensorType};
 
 pub const BLOCK: usize = 32;
@@ -225,43 +225,9 @@ impl QuantizedMatrix {
         debug_assert_eq!(x.len(), tokens * n);
         debug_assert_eq!(out.len(), tokens * self.rows);
         let rows_per_task = (8192 / self.cols.max(1)).clamp(8, 256);
-        if tokens == 1 {
-            out.par_chunks_mut(rows_per_task)
-                .enumerate()
-                .for_each(|(task, chunk)| {
-                    self.rows_dot(task * rows_per_task, x, chunk, scalar);
-                });
-            return;
-        }
-        // Many tokens: a task walks every token for its block of rows (kept hot in cache), writing a transposed
-        // block that is scattered into `out` afterwards.
-        let mut transposed = vec![0.0f32; self.rows * tokens];
-        transposed
-            .par_chunks_mut(rows_per_task * tokens)
-            .enumerate()
-            .for_each(|(task, block)| {
-                let rows = block.len() / tokens;
-                let mut column = vec![0.0f32; rows];
-                for t in 0..tokens {
-                    self.rows_dot(
-                        task * rows_per_task,
-                        &x[t * n..(t + 1) * n],
-                        &mut column,
-                        scalar,
-                    );
-                    for (r, v) in column.iter().enumerate() {
-                        block[r * tokens + t] = *v;
-                    }
-                }
-            });
-        let rows = self.rows;
-        out.par_chunks_mut(rows)
-            .enumerate()
-            .for_each(|(t, out_row)| {
-                for (r, o) in out_row.iter_mut().enumerate() {
-                    *o = transposed[r * tokens + t];
-                }
-            });
+        for_each_row_block(self.rows, tokens, rows_per_task, out, |first, t, column| {
+            self.rows_dot(first, &x[t * n..(t + 1) * n], column, scalar)
+        });
     }
 }
 
