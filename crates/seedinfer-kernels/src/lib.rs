@@ -3,6 +3,7 @@
 
 pub mod dense_f32;
 pub mod isa;
+pub mod limits;
 pub mod quantized;
 mod quantized_avx2;
 mod row_blocks;
