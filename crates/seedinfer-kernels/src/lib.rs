@@ -2,6 +2,7 @@
 //! at run time.
 
 pub mod dense_f32;
+pub mod half_weights;
 pub mod isa;
 pub mod limits;
 pub mod quantized;

@@ -1,0 +1,331 @@
+//! f16 and bf16 weights kept as stored (half the memory of f32) multiplied with f32 activations, accumulating
+//! in f32.
+//!
+//! `matmul_scalar` is the reference: every weight is widened to f32 (exactly; both formats are subsets of f32)
+//! and the dot product uses the same sixteen partial sums and pairwise final reduction as
+//! [`crate::dense_f32::dot_scalar`]. The AVX2 + F16C twin keeps those sixteen sums in two 8-lane registers
+//! and reduces them in the same order with separate multiplies and adds (no fused multiply-add), so it
+//! returns the reference's result bit for bit: the choice of instruction set never changes an output.
+//! Columns that do not fill a group of sixteen go through a scalar tail, as in the reference.
+
+use crate::isa::{detected, Isa};
+use crate::row_blocks::for_each_row_block;
+use half::{bf16, f16};
+use seedinfer_formats::TensorType;
+
+/// The stored weights, row-major `[rows, cols]`.
+pub enum HalfData {
+    F16(Vec<f16>),
+    BF16(Vec<bf16>),
+}
+
+/// A weight matrix in f16 or bf16.
+pub struct HalfMatrix {
+    pub rows: usize,
+    pub cols: usize,
+    data: HalfData,
+}
+
+/// A 16-bit float type that widens to f32 exactly.
+trait HalfElement: Copy + Sync {
+    fn widen(self) -> f32;
+
+    /// Widens the eight values at `p` (unaligned) to eight f32 lanes.
+    #[cfg(target_arch = "x86_64")]
+    unsafe fn load8(p: *const Self) -> std::arch::x86_64::__m256;
+}
+
+impl HalfElement for f16 {
+    #[inline(always)]
+    fn widen(self) -> f32 {
+        self.to_f32()
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[inline(always)]
+    unsafe fn load8(p: *const Self) -> std::arch::x86_64::__m256 {
+        use std::arch::x86_64::*;
+        _mm256_cvtph_ps(_mm_loadu_si128(p as *const __m128i))
+    }
+}
+
+impl HalfElement for bf16 {
+    #[inline(always)]
+    fn widen(self) -> f32 {
+        // bf16 is the high half of an f32.
+        f32::from_bits((self.to_bits() as u32) << 16)
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[inline(always)]
+    unsafe fn load8(p: *const Self) -> std::arch::x86_64::__m256 {
+        use std::arch::x86_64::*;
+        let wide = _mm256_cvtepu16_epi32(_mm_loadu_si128(p as *const __m128i));
+        _mm256_castsi256_ps(_mm256_slli_epi32(wide, 16))
+    }
+}
+
+/// Reference dot product of a half-precision row with f32 activations; the loop of `dense_f32::dot_scalar`.
+fn dot_scalar<H: HalfElement>(w: &[H], x: &[f32]) -> f32 {
+    debug_assert_eq!(w.len(), x.len());
+    let mut acc = [0.0f32; 16];
+    let chunks = w.len() / 16;
+    for c in 0..chunks {
+        let (a, b) = (&w[c * 16..c * 16 + 16], &x[c * 16..c * 16 + 16]);
+        for i in 0..16 {
+            acc[i] += a[i].widen() * b[i];
+        }
+    }
+    let mut tail = 0.0f32;
+    for i in chunks * 16..w.len() {
+        tail += w[i].widen() * x[i];
+    }
+    let mut width = 16;
+    while width > 1 {
+        width /= 2;
+        for i in 0..width {
+            acc[i] += acc[i + width];
+        }
+    }
+    acc[0] + tail
+}
+
+fn rows_scalar<H: HalfElement>(rows: &[H], cols: usize, x: &[f32], out: &mut [f32]) {
+    for (i, o) in out.iter_mut().enumerate() {
+        *o = dot_scalar(&rows[i * cols..(i + 1) * cols], x);
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod avx2 {
+    use super::HalfElement;
+    use std::arch::x86_64::*;
+
+    /// `dot_scalar` with lanes 0..8 of the sixteen partial sums in `low` and 8..16 in `high`.
+    #[inline(always)]
+    unsafe fn dot<H: HalfElement>(w: &[H], x: &[f32]) -> f32 {
+        debug_assert_eq!(w.len(), x.len());
+        let chunks = w.len() / 16;
+        let (wp, xp) = (w.as_ptr(), x.as_ptr());
+        let (mut low, mut high) = (_mm256_setzero_ps(), _mm256_setzero_ps());
+        for c in 0..chunks {
+            let (wc, xc) = (wp.add(c * 16), xp.add(c * 16));
+            // Multiply then add, each rounded, as the reference does (a fused multiply-add would round once).
+            low = _mm256_add_ps(low, _mm256_mul_ps(H::load8(wc), _mm256_loadu_ps(xc)));
+            high = _mm256_add_ps(
+                high,
+                _mm256_mul_ps(H::load8(wc.add(8)), _mm256_loadu_ps(xc.add(8))),
+            );
+        }
+        let mut tail = 0.0f32;
+        for i in chunks * 16..w.len() {
+            tail += w.get_unchecked(i).widen() * *x.get_unchecked(i);
+        }
+        // The reference's pairwise reduction: 16 -> 8 -> 4 -> 2 -> 1.
+        let sum8 = _mm256_add_ps(low, high);
+        let sum4 = _mm_add_ps(_mm256_castps256_ps128(sum8), _mm256_extractf128_ps(sum8, 1));
+        let sum2 = _mm_add_ps(sum4, _mm_movehl_ps(sum4, sum4));
+        let sum1 = _mm_add_ss(sum2, _mm_movehdup_ps(sum2));
+        _mm_cvtss_f32(sum1) + tail
+    }
+
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub unsafe fn rows<H: HalfElement>(rows: &[H], cols: usize, x: &[f32], out: &mut [f32]) {
+        assert!(rows.len() >= out.len() * cols && x.len() == cols);
+        for (i, o) in out.iter_mut().enumerate() {
+            *o = dot(&rows[i * cols..(i + 1) * cols], x);
+        }
+    }
+}
+
+/// `out[i] = dot(row i of rows, x)` with the widest instruction set available.
+fn rows_dispatch<H: HalfElement>(rows: &[H], cols: usize, x: &[f32], out: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if detected() >= Isa::Avx2 {
+        // SAFETY: `detected` only reports instruction sets this machine has.
+        return unsafe { avx2::rows(rows, cols, x, out) };
+    }
+    rows_scalar(rows, cols, x, out)
+}
+
+impl HalfMatrix {
+    /// Takes a tensor's bytes (little-endian f16 or bf16, `[rows, cols]`); `None` for any other type or
+    /// when the byte count disagrees with the shape.
+    pub fn from_bytes(
+        tensor_type: TensorType,
+        rows: usize,
+        cols: usize,
+        bytes: &[u8],
+    ) -> Option<Self> {
+        if bytes.len() != rows.checked_mul(cols)?.checked_mul(2)? {
+            return None;
+        }
+        let data = match tensor_type {
+            TensorType::F16 => HalfData::F16(bytemuck::pod_collect_to_vec(bytes)),
+            TensorType::BF16 => HalfData::BF16(bytemuck::pod_collect_to_vec(bytes)),
+            _ => return None,
+        };
+        Some(Self { rows, cols, data })
+    }
+
+    pub fn tensor_type(&self) -> TensorType {
+        match self.data {
+            HalfData::F16(_) => TensorType::F16,
+            HalfData::BF16(_) => TensorType::BF16,
+        }
+    }
+
+    pub fn data(&self) -> &HalfData {
+        &self.data
+    }
+
+    pub fn resident_bytes(&self) -> usize {
+        match &self.data {
+            HalfData::F16(d) => std::mem::size_of_val(d.as_slice()),
+            HalfData::BF16(d) => std::mem::size_of_val(d.as_slice()),
+        }
+    }
+
+    /// Row `row` as f32 (an embedding lookup); `out.len()` must be `cols`.
+    pub fn row_to_f32(&self, row: usize, out: &mut [f32]) {
+        assert_eq!(out.len(), self.cols);
+        let range = row * self.cols..(row + 1) * self.cols;
+        match &self.data {
+            HalfData::F16(d) => widen_into(&d[range], out),
+            HalfData::BF16(d) => widen_into(&d[range], out),
+        }
+    }
+
+    /// `out[t][r] = dot(row r, input[t])` for `input` of shape `[tokens, cols]`; `out` is `[tokens, rows]`.
+    pub fn matmul(&self, input: &[f32], tokens: usize, out: &mut [f32]) {
+        self.matmul_with(input, tokens, out, false)
+    }
+
+    /// The same product with the scalar reference kernel (which `matmul` equals bit for bit).
+    pub fn matmul_scalar(&self, input: &[f32], tokens: usize, out: &mut [f32]) {
+        self.matmul_with(input, tokens, out, true)
+    }
+
+    fn matmul_with(&self, input: &[f32], tokens: usize, out: &mut [f32], scalar: bool) {
+        let (rows, cols) = (self.rows, self.cols);
+        assert_eq!(input.len(), tokens * cols, "input is not [tokens, cols]");
+        assert_eq!(out.len(), tokens * rows, "output is not [tokens, rows]");
+        if rows == 0 || tokens == 0 {
+            return;
+        }
+        // Rows per task as for f32 weights, counted in bytes of weights (half as many per row here).
+        let rows_per_task = (32768 / cols.max(1)).clamp(4, 256);
+        for_each_row_block(rows, tokens, rows_per_task, out, |first, t, column| {
+            let x = &input[t * cols..(t + 1) * cols];
+            let range = first * cols..(first + column.len()) * cols;
+            match (&self.data, scalar) {
+                (HalfData::F16(d), false) => rows_dispatch(&d[range], cols, x, column),
+                (HalfData::BF16(d), false) => rows_dispatch(&d[range], cols, x, column),
+                (HalfData::F16(d), true) => rows_scalar(&d[range], cols, x, column),
+                (HalfData::BF16(d), true) => rows_scalar(&d[range], cols, x, column),
+            }
+        });
+    }
+}
+
+fn widen_into<H: HalfElement>(src: &[H], out: &mut [f32]) {
+    for (o, v) in out.iter_mut().zip(src) {
+        *o = v.widen();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use seedinfer_formats::{dequantize_row, quantize_row};
+
+    fn values(n: usize, seed: u32) -> Vec<f32> {
+        let mut s = seed.wrapping_mul(2654435761).wrapping_add(7);
+        (0..n)
+            .map(|_| {
+                s ^= s << 13;
+                s ^= s >> 17;
+                s ^= s << 5;
+                (s as f32 / u32::MAX as f32) * 4.0 - 2.0
+            })
+            .collect()
+    }
+
+    fn matrix(t: TensorType, rows: usize, cols: usize) -> (HalfMatrix, Vec<f32>) {
+        let w = values(rows * cols, (rows * 1000 + cols) as u32);
+        let mut bytes = Vec::new();
+        quantize_row(t, &w, &mut bytes).unwrap();
+        let mut widened = vec![0.0; rows * cols];
+        dequantize_row(t, &bytes, &mut widened).unwrap();
+        (
+            HalfMatrix::from_bytes(t, rows, cols, &bytes).unwrap(),
+            widened,
+        )
+    }
+
+    #[test]
+    fn from_bytes_checks_type_and_size() {
+        assert!(HalfMatrix::from_bytes(TensorType::F16, 2, 3, &[0; 12]).is_some());
+        assert!(HalfMatrix::from_bytes(TensorType::BF16, 2, 3, &[0; 11]).is_none());
+        assert!(HalfMatrix::from_bytes(TensorType::F32, 2, 3, &[0; 12]).is_none());
+        assert!(HalfMatrix::from_bytes(TensorType::Q8_0, 1, 32, &[0; 64]).is_none());
+        assert!(HalfMatrix::from_bytes(TensorType::F16, usize::MAX, 3, &[]).is_none());
+        let m = HalfMatrix::from_bytes(TensorType::BF16, 2, 3, &[0; 12]).unwrap();
+        assert_eq!(
+            (m.tensor_type(), m.resident_bytes()),
+            (TensorType::BF16, 12)
+        );
+    }
+
+    #[test]
+    fn rows_widen_like_the_formats_crate() {
+        for t in [TensorType::F16, TensorType::BF16] {
+            let (m, widened) = matrix(t, 5, 37);
+            let mut row = vec![0.0; 37];
+            for r in 0..5 {
+                m.row_to_f32(r, &mut row);
+                assert_eq!(row, widened[r * 37..(r + 1) * 37]);
+            }
+        }
+    }
+
+    #[test]
+    fn dispatched_equals_reference_bitwise_and_f32_dot() {
+        for t in [TensorType::F16, TensorType::BF16] {
+            for (rows, cols, tokens) in [
+                (1, 1, 1),
+                (3, 15, 2),
+                (9, 16, 1),
+                (37, 70, 3),
+                (300, 576, 1),
+            ] {
+                let (m, widened) = matrix(t, rows, cols);
+                let x = values(tokens * cols, 5);
+                let (mut fast, mut reference) =
+                    (vec![0.0; tokens * rows], vec![0.0; tokens * rows]);
+                m.matmul(&x, tokens, &mut fast);
+                m.matmul_scalar(&x, tokens, &mut reference);
+                for t in 0..tokens {
+                    for r in 0..rows {
+                        let want = crate::dense_f32::dot_scalar(
+                            &widened[r * cols..(r + 1) * cols],
+                            &x[t * cols..(t + 1) * cols],
+                        );
+                        assert_eq!(reference[t * rows + r].to_bits(), want.to_bits());
+                        assert_eq!(fast[t * rows + r].to_bits(), want.to_bits());
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn empty_shapes_do_nothing() {
+        let m = HalfMatrix::from_bytes(TensorType::F16, 0, 8, &[]).unwrap();
+        m.matmul(&[0.0; 16], 2, &mut []);
+        let m = HalfMatrix::from_bytes(TensorType::F16, 3, 0, &[]).unwrap();
+        let mut out = [1.0; 6];
+        m.matmul(&[], 2, &mut out);
+        assert_eq!(out, [0.0; 6]);
+    }
+}
