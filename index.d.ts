@@ -39,6 +39,12 @@ export interface LoadOptions {
   cacheDir?: string;
   /** Called with download progress when the model has to be fetched. */
   onProgress?: (event: ProgressEvent) => void;
+  /**
+   * Convert every weight matrix to this format at load: `q8_0`, `q4_0`, `q4_1` (blocks of 32, int8 activations)
+   * or `f32`. Omitted: keep the file's formats (GGUF blocks are used as stored). Matrices whose rows are not
+   * whole blocks stay f32 and are listed in `info.weightFallbacks`.
+   */
+  weights?: 'f32' | 'q8_0' | 'q4_0' | 'q4_1';
 }
 
 export interface ModelInfo {
@@ -68,6 +74,8 @@ export interface ModelInfo {
   computeFormat: string;
   /** Instruction set the compute kernels use on this machine, e.g. `avx2+fma+f16c`. */
   kernelIsa: string;
+  /** Matrices that could not take the requested `weights` format, and why. */
+  weightFallbacks: string[];
   /** Bytes of the model file(s). */
   fileBytes: number;
   /** Bytes of weights resident for compute. */

@@ -1,6 +1,6 @@
 #!/usr/bin/env node
 // The seedinfer command line: generate, chat, pull, info.
-import { Command, CommanderError, InvalidArgumentError } from 'commander';
+import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
 import fs from 'node:fs';
 import readline from 'node:readline';
 import { DEFAULT_MODEL, Model, SeedinferError, ensureDefaultModel, pullModel } from './index.js';
@@ -62,6 +62,7 @@ function idsParser(value: string, previous: number[] | undefined): number[] {
 interface ModelOptions {
   model?: string;
   threads?: number;
+  weights?: 'f32' | 'q8_0' | 'q4_0' | 'q4_1';
   cacheDir?: string;
 }
 
@@ -82,6 +83,14 @@ function addModelOptions(command: Command, positionalModel = false): Command {
   if (!positionalModel) command.option('-m, --model <pathOrId>', 'a .gguf file, a Hugging Face model directory, a Hub id (org/name), or "default"');
   return command
     .option('-t, --threads <n>', 'worker threads (default: available parallelism)', intParser(1, 1024))
+    .addOption(
+      new Option('-w, --weights <format>', "convert the weights at load (default: keep the file's formats)").choices([
+        'f32',
+        'q8_0',
+        'q4_0',
+        'q4_1',
+      ]),
+    )
     .option('--cache-dir <dir>', 'download cache (default: $SEEDINFER_CACHE or ~/.cache/seedinfer)');
 }
 
@@ -116,7 +125,12 @@ function generateOptions(options: SamplingOptions, signal: AbortSignal, defaultT
 async function loadModel(pathOrId: string | undefined, options: ModelOptions): Promise<Model> {
   const progress = createProgressReporter('seedinfer');
   try {
-    return await Model.load(pathOrId, { threads: options.threads, cacheDir: options.cacheDir, onProgress: progress });
+    return await Model.load(pathOrId, {
+      threads: options.threads,
+      weights: options.weights,
+      cacheDir: options.cacheDir,
+      onProgress: progress,
+    });
   } finally {
     progress.finish();
   }
@@ -348,6 +362,7 @@ function infoRows(info: ModelInfo): [string, string][] {
     ['file tensor formats', formats || '-'],
     ['compute format', info.computeFormat],
     ['kernels', info.kernelIsa],
+    ...info.weightFallbacks.map((f): [string, string] => ['fallback', f]),
     ['file bytes', `${info.fileBytes.toLocaleString('en-US')} (${formatBytes(info.fileBytes)})`],
     ['weight bytes', mib(info.weightBytes)],
     ['KV bytes per token', `${info.kvBytesPerToken.toLocaleString('en-US')} (${formatBytes(info.kvBytesPerToken)})`],

@@ -8,6 +8,7 @@ import { Session } from './session.js';
 import type { ChatMessage, ChatTemplateOptions, LoadOptions, ModelInfo, SessionOptions, TokenizeOptions } from '../index.js';
 
 const DEFAULT_CONTEXT = 4096;
+const WEIGHT_FORMATS: readonly string[] = ['f32', 'q8_0', 'q4_0', 'q4_1'];
 
 function publicInfo(raw: NativeModelInfo): ModelInfo {
   return {
@@ -29,6 +30,7 @@ function publicInfo(raw: NativeModelInfo): ModelInfo {
     fileTensorFormats: { ...raw.fileTensorFormats },
     computeFormat: raw.computeFormat,
     kernelIsa: raw.kernelIsa,
+    weightFallbacks: [...raw.weightFallbacks],
     fileBytes: raw.fileBytes,
     weightBytes: raw.weightBytes,
     kvBytesPerToken: raw.kvBytesPerToken,
@@ -54,7 +56,11 @@ export class Model {
     try {
       checkNumberOption('threads', options.threads, 1, 1024, true);
       const source = await resolveModelSource(pathOrId, { cacheDir: options.cacheDir, onProgress: options.onProgress });
-      const inner = await native().loadModel(source, { threads: options.threads });
+      const weights = options.weights;
+      if (weights !== undefined && !WEIGHT_FORMATS.includes(weights)) {
+        throw new SeedinferError('INVALID_OPTION', `option weights must be one of ${WEIGHT_FORMATS.join(', ')}, got ${JSON.stringify(weights)}`);
+      }
+      const inner = await native().loadModel(source, { threads: options.threads, weights });
       return new Model(inner);
     } catch (error) {
       throw toSeedinferError(error);

@@ -60,6 +60,7 @@ export interface NativeModelInfo {
   tiedEmbeddings: boolean;
   fileTensorFormats: Record<string, number>;
   computeFormat: string;
+  weightFallbacks: string[];
   fileBytes: number;
   weightBytes: number;
   kvBytesPerToken: number;
@@ -95,7 +96,7 @@ export interface NativeModel {
 }
 
 export interface NativeBinding {
-  loadModel(path: string, options: { threads?: number }): Promise<NativeModel>;
+  loadModel(path: string, options: { threads?: number; weights?: string }): Promise<NativeModel>;
   NativeAbortFlag: new () => NativeAbortFlag;
 }
 

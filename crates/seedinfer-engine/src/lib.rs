@@ -15,3 +15,4 @@ pub use error::{EngineError, Result};
 pub use model::{LoadOptions, Model, ModelInfo};
 pub use sampler::SamplingParams;
 pub use session::{Chunk, GenerateParams, GenerationOutput, Session, StopReason, Timings};
+pub use weights::WeightFormat;

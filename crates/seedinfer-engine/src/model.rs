@@ -2,7 +2,7 @@
 
 use crate::config::LlamaConfig;
 use crate::error::{EngineError, Result};
-use crate::weights::{LlamaWeights, TensorSource};
+use crate::weights::{LlamaWeights, TensorSource, WeightFormat};
 use seedinfer_formats::{GgufFile, SafetensorsDir};
 use seedinfer_tokenizer::Tokenizer;
 use std::collections::BTreeMap;
@@ -12,6 +12,8 @@ use std::path::{Path, PathBuf};
 pub struct LoadOptions {
     /// Worker threads; `None` uses the machine's available parallelism.
     pub threads: Option<usize>,
+    /// Convert every weight matrix to this format at load; `None` keeps the file's formats.
+    pub weights: Option<WeightFormat>,
 }
 
 #[derive(Clone, Debug)]
@@ -22,6 +24,8 @@ pub struct ModelInfo {
     pub parameter_count: usize,
     pub file_tensor_formats: BTreeMap<String, usize>,
     pub compute_format: String,
+    /// Matrices that could not take the requested weight format, and why.
+    pub weight_fallbacks: Vec<String>,
     pub file_bytes: u64,
     pub weight_bytes: usize,
     pub kv_bytes_per_token: usize,
@@ -76,8 +80,13 @@ impl Model {
             let mut config = LlamaConfig::from_hf_config(&path.join("config.json"))?;
             let tensors = SafetensorsDir::open(path)?;
             let tokenizer = Tokenizer::from_hf_dir(path)?;
-            let weights = pool
-                .install(|| LlamaWeights::load(TensorSource::Safetensors(&tensors), &mut config))?;
+            let weights = pool.install(|| {
+                LlamaWeights::load(
+                    TensorSource::Safetensors(&tensors),
+                    &mut config,
+                    options.weights,
+                )
+            })?;
             (
                 config,
                 weights,
@@ -89,8 +98,9 @@ impl Model {
             let gguf = GgufFile::open(path)?;
             let mut config = LlamaConfig::from_gguf(&gguf)?;
             let tokenizer = Tokenizer::from_gguf(&gguf)?;
-            let weights =
-                pool.install(|| LlamaWeights::load(TensorSource::Gguf(&gguf), &mut config))?;
+            let weights = pool.install(|| {
+                LlamaWeights::load(TensorSource::Gguf(&gguf), &mut config, options.weights)
+            })?;
             (config, weights, tokenizer, "gguf", gguf.file_bytes())
         } else {
             return Err(EngineError::Format(
@@ -116,6 +126,7 @@ impl Model {
             parameter_count: weights.parameter_count,
             file_tensor_formats: weights.file_tensor_formats.clone(),
             compute_format: weights.compute_formats(),
+            weight_fallbacks: weights.fallbacks.clone(),
             file_bytes,
             weight_bytes: weights.resident_bytes(),
             kv_bytes_per_token: 2 * config.layers * config.kv_dim() * std::mem::size_of::<f32>(),

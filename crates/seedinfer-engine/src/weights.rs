@@ -1,11 +1,46 @@
-//! Llama weights, checked against the configuration and converted to f32 for compute.
+//! Llama weights, checked against the configuration. Block-quantised tensors stay as stored unless another
+//! storage format is requested at load (`WeightFormat`), in which case they are converted once here.
 
 use crate::activation_rounding::ActivationRounding;
 use crate::config::LlamaConfig;
 use crate::error::{EngineError, Result};
-use seedinfer_formats::{FormatError, GgufFile, SafetensorsDir, TensorView};
+use rayon::prelude::*;
+use seedinfer_formats::{
+    quantize_row, FormatError, GgufFile, SafetensorsDir, TensorType, TensorView,
+};
 use seedinfer_kernels::quantized::QuantizedMatrix;
 use std::collections::BTreeMap;
+
+/// Storage format requested for every weight matrix at load time.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WeightFormat {
+    F32,
+    Q8_0,
+    Q4_0,
+    Q4_1,
+}
+
+impl WeightFormat {
+    /// Parses `f32`, `q8_0`, `q4_0` or `q4_1`.
+    pub fn parse(name: &str) -> Option<Self> {
+        match name {
+            "f32" => Some(Self::F32),
+            "q8_0" => Some(Self::Q8_0),
+            "q4_0" => Some(Self::Q4_0),
+            "q4_1" => Some(Self::Q4_1),
+            _ => None,
+        }
+    }
+
+    fn tensor_type(self) -> TensorType {
+        match self {
+            Self::F32 => TensorType::F32,
+            Self::Q8_0 => TensorType::Q8_0,
+            Self::Q4_0 => TensorType::Q4_0,
+            Self::Q4_1 => TensorType::Q4_1,
+        }
+    }
+}
 
 /// A weight matrix `[rows, cols]`: block-quantised GGUF tensors stay as stored; everything else is f32.
 pub struct Matrix {
@@ -69,6 +104,8 @@ pub struct LlamaWeights {
     /// Tensor count per storage format in the file, e.g. `Q4_1 -> 210`.
     pub file_tensor_formats: BTreeMap<String, usize>,
     pub parameter_count: usize,
+    /// Matrices that could not take the requested format, and why.
+    pub fallbacks: Vec<String>,
 }
 
 impl LlamaWeights {
@@ -76,17 +113,25 @@ impl LlamaWeights {
         self.lm_head.as_ref().unwrap_or(&self.embed)
     }
 
-    /// Distinct compute formats of the matrices, e.g. `Q4_1 x int8, Q8_0 x int8`.
+    /// Compute formats of the matrices with their counts, e.g. `Q4_1 x int8 ×210, Q8_0 x int8 ×1`
+    /// (a tied embedding counts once).
     pub fn compute_formats(&self) -> String {
-        let mut formats = std::collections::BTreeSet::new();
-        formats.insert(self.embed.compute_format());
-        formats.insert(self.lm_head().compute_format());
-        for l in &self.layers {
-            for m in [&l.wq, &l.wk, &l.wv, &l.wo, &l.w_gate, &l.w_up, &l.w_down] {
-                formats.insert(m.compute_format());
-            }
+        let mut formats: BTreeMap<String, usize> = BTreeMap::new();
+        let matrices = self
+            .layers
+            .iter()
+            .flat_map(|l| [&l.wq, &l.wk, &l.wv, &l.wo, &l.w_gate, &l.w_up, &l.w_down]);
+        for m in std::iter::once(&self.embed)
+            .chain(self.lm_head.as_ref())
+            .chain(matrices)
+        {
+            *formats.entry(m.compute_format()).or_default() += 1;
         }
-        formats.into_iter().collect::<Vec<_>>().join(", ")
+        formats
+            .iter()
+            .map(|(f, n)| format!("{f} ×{n}"))
+            .collect::<Vec<_>>()
+            .join(", ")
     }
 
     pub fn resident_bytes(&self) -> usize {
@@ -218,6 +263,8 @@ fn finite_f32(file: &str, view: &TensorView<'_>) -> Result<Vec<f32>> {
 
 struct Loader<'a> {
     source: TensorSource<'a>,
+    requested: Option<WeightFormat>,
+    fallbacks: Vec<String>,
     formats: BTreeMap<String, usize>,
     parameters: usize,
 }
@@ -261,34 +308,83 @@ impl Loader<'_> {
         cols: usize,
     ) -> Result<Matrix> {
         let file = self.source.path();
+        let requested = self.requested;
         let view = self.view(layer, part, &[rows, cols])?;
-        let tensor_type = view.tensor_type;
-        if let Some(q) = QuantizedMatrix::from_bytes(tensor_type, rows, cols, view.data) {
-            check_finite(&file, view.name, q.scales_are_finite())?;
-            let data = MatrixData::Quantized(q);
-            return Ok(Matrix {
-                rows,
-                cols,
-                data,
-                activation_rounding: ActivationRounding::None,
-            });
-        }
-        let activation_rounding = ActivationRounding::for_weights(tensor_type);
+        let name = view.name.to_string();
+        let target = requested.map_or(view.tensor_type, WeightFormat::tensor_type);
+        let block_format = matches!(
+            target,
+            TensorType::Q4_0 | TensorType::Q4_1 | TensorType::Q8_0
+        );
+        let mut fallback = None;
+        let data = if block_format && cols % 32 != 0 {
+            fallback = Some(format!(
+                "{name}: {cols} columns are not a multiple of 32, kept f32 instead of {}",
+                target.name()
+            ));
+            MatrixData::F32(finite_f32(&file, &view)?)
+        } else if block_format && target == view.tensor_type {
+            let q =
+                QuantizedMatrix::from_bytes(target, rows, cols, view.data).ok_or_else(|| {
+                    EngineError::Format(FormatError::Corrupt {
+                        file: file.clone(),
+                        reason: format!("tensor {name} has the wrong byte length"),
+                    })
+                })?;
+            check_finite(&file, &name, q.scales_are_finite())?;
+            MatrixData::Quantized(q)
+        } else if block_format {
+            let values = finite_f32(&file, &view)?;
+            let bytes = quantize_rows(target, &values, cols)?;
+            let q = QuantizedMatrix::from_bytes(target, rows, cols, &bytes).ok_or_else(|| {
+                EngineError::Internal(format!("quantising {name} to {} failed", target.name()))
+            })?;
+            MatrixData::Quantized(q)
+        } else {
+            MatrixData::F32(finite_f32(&file, &view)?)
+        };
+        // Half-precision tensors computed in f32 meet activations rounded the same way, as llama.cpp computes them.
+        let activation_rounding = match data {
+            MatrixData::F32(_) if requested.is_none() => {
+                ActivationRounding::for_weights(view.tensor_type)
+            }
+            _ => ActivationRounding::None,
+        };
+        self.fallbacks.extend(fallback);
         Ok(Matrix {
             rows,
             cols,
-            data: MatrixData::F32(finite_f32(&file, &view)?),
+            data,
             activation_rounding,
         })
     }
 }
 
+/// Quantises a row-major matrix whose rows are whole blocks, rows in parallel.
+fn quantize_rows(target: TensorType, values: &[f32], cols: usize) -> Result<Vec<u8>> {
+    let rows_per_task = 64;
+    let parts: Vec<Vec<u8>> = values
+        .par_chunks(cols * rows_per_task)
+        .map(|chunk| {
+            let mut bytes = Vec::new();
+            quantize_row(target, chunk, &mut bytes).map(|()| bytes)
+        })
+        .collect::<std::result::Result<_, _>>()?;
+    Ok(parts.concat())
+}
+
 impl LlamaWeights {
     /// Loads and checks every tensor; `config.tied_embeddings` is updated for GGUF files from the tensor table.
-    pub fn load(source: TensorSource<'_>, config: &mut LlamaConfig) -> Result<Self> {
+    pub fn load(
+        source: TensorSource<'_>,
+        config: &mut LlamaConfig,
+        requested: Option<WeightFormat>,
+    ) -> Result<Self> {
         let c = config.clone();
         let lm_head_present = source.has(&source.names(None, Part::LmHead));
         let mut loader = Loader {
+            requested,
+            fallbacks: Vec::new(),
             source,
             formats: BTreeMap::new(),
             parameters: 0,
@@ -331,6 +427,7 @@ impl LlamaWeights {
             lm_head,
             file_tensor_formats: loader.formats,
             parameter_count: loader.parameters,
+            fallbacks: loader.fallbacks,
         })
     }
 }

@@ -273,8 +273,14 @@ fn converted(out_type: OutType) -> (tempfile::TempDir, PathBuf) {
 }
 
 fn load(path: &Path) -> Model {
-    Model::load(path, &LoadOptions { threads: Some(2) })
-        .unwrap_or_else(|e| panic!("{}: {} ({e})", path.display(), e.code()))
+    Model::load(
+        path,
+        &LoadOptions {
+            threads: Some(2),
+            weights: None,
+        },
+    )
+    .unwrap_or_else(|e| panic!("{}: {} ({e})", path.display(), e.code()))
 }
 
 #[test]

@@ -21,7 +21,14 @@ fn greedy(max_tokens: usize) -> GenerateParams {
 
 fn load() -> Arc<Model> {
     Arc::new(
-        Model::load(&stories_dir(), &LoadOptions { threads: Some(2) }).expect("stories260K loads"),
+        Model::load(
+            &stories_dir(),
+            &LoadOptions {
+                threads: Some(2),
+                weights: None,
+            },
+        )
+        .expect("stories260K loads"),
     )
 }
 

@@ -4,7 +4,7 @@ use crate::error::{coded, guarded};
 use crate::session::NativeSession;
 use napi::bindgen_prelude::*;
 use napi_derive::napi;
-use seedinfer_engine::{LoadOptions, Model};
+use seedinfer_engine::{LoadOptions, Model, WeightFormat};
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -13,6 +13,8 @@ use std::sync::Arc;
 pub struct NativeLoadOptions {
     /// Worker threads; omitted means the machine's available parallelism.
     pub threads: Option<u32>,
+    /// `f32`, `q8_0`, `q4_0` or `q4_1`: convert every weight matrix at load; omitted keeps the file's formats.
+    pub weights: Option<String>,
 }
 
 #[napi(object)]
@@ -34,6 +36,7 @@ pub struct NativeModelInfo {
     pub tied_embeddings: bool,
     pub file_tensor_formats: HashMap<String, u32>,
     pub compute_format: String,
+    pub weight_fallbacks: Vec<String>,
     pub file_bytes: f64,
     pub weight_bytes: f64,
     pub kv_bytes_per_token: f64,
@@ -65,13 +68,23 @@ impl Task for LoadModelTask {
 
 /// Loads a model file or directory on a worker thread.
 #[napi(ts_return_type = "Promise<NativeModel>")]
-pub fn load_model(path: String, options: NativeLoadOptions) -> AsyncTask<LoadModelTask> {
-    AsyncTask::new(LoadModelTask {
+pub fn load_model(path: String, options: NativeLoadOptions) -> Result<AsyncTask<LoadModelTask>> {
+    let weights = match options.weights.as_deref() {
+        None => None,
+        Some(name) => Some(WeightFormat::parse(name).ok_or_else(|| {
+            coded(
+                "INVALID_OPTION",
+                &format!("weights must be f32, q8_0, q4_0 or q4_1, got '{name}'"),
+            )
+        })?),
+    };
+    Ok(AsyncTask::new(LoadModelTask {
         path: PathBuf::from(path),
         options: LoadOptions {
             threads: options.threads.map(|t| t as usize),
+            weights,
         },
-    })
+    }))
 }
 
 #[napi]
@@ -107,6 +120,7 @@ impl NativeModel {
                 .map(|(k, v)| (k.clone(), *v as u32))
                 .collect(),
             compute_format: i.compute_format.clone(),
+            weight_fallbacks: i.weight_fallbacks.clone(),
             file_bytes: i.file_bytes as f64,
             weight_bytes: i.weight_bytes as f64,
             kv_bytes_per_token: i.kv_bytes_per_token as f64,
