@@ -40,11 +40,11 @@ export interface LoadOptions {
   /** Called with download progress when the model has to be fetched. */
   onProgress?: (event: ProgressEvent) => void;
   /**
-   * Convert every weight matrix to this format at load: `q8_0`, `q4_0`, `q4_1` (blocks of 32, int8 activations)
-   * or `f32`. Omitted: keep the file's formats (GGUF blocks are used as stored). Matrices whose rows are not
+   * Convert every weight matrix to this format at load: `q8_0`, `q4_0`, `q4_1` (blocks of 32, int8 activations),
+   * `f16` (f32 activations and accumulation) or `f32`. Omitted: keep the file's formats (GGUF blocks are used as stored). Matrices whose rows are not
    * whole blocks stay f32 and are listed in `info.weightFallbacks`.
    */
-  weights?: 'f32' | 'q8_0' | 'q4_0' | 'q4_1';
+  weights?: 'f32' | 'f16' | 'q8_0' | 'q4_0' | 'q4_1';
 }
 
 export interface ModelInfo {

@@ -62,7 +62,7 @@ function idsParser(value: string, previous: number[] | undefined): number[] {
 interface ModelOptions {
   model?: string;
   threads?: number;
-  weights?: 'f32' | 'q8_0' | 'q4_0' | 'q4_1';
+  weights?: 'f32' | 'f16' | 'q8_0' | 'q4_0' | 'q4_1';
   cacheDir?: string;
 }
 
@@ -86,6 +86,7 @@ function addModelOptions(command: Command, positionalModel = false): Command {
     .addOption(
       new Option('-w, --weights <format>', "convert the weights at load (default: keep the file's formats)").choices([
         'f32',
+        'f16',
         'q8_0',
         'q4_0',
         'q4_1',

@@ -8,7 +8,7 @@ import { Session } from './session.js';
 import type { ChatMessage, ChatTemplateOptions, LoadOptions, ModelInfo, SessionOptions, TokenizeOptions } from '../index.js';
 
 const DEFAULT_CONTEXT = 4096;
-const WEIGHT_FORMATS: readonly string[] = ['f32', 'q8_0', 'q4_0', 'q4_1'];
+const WEIGHT_FORMATS: readonly string[] = ['f32', 'f16', 'q8_0', 'q4_0', 'q4_1'];
 
 function publicInfo(raw: NativeModelInfo): ModelInfo {
   return {

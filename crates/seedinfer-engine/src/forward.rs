@@ -1,7 +1,6 @@
 //! The Llama forward pass, top to bottom: embed; per layer RMSNorm, Q/K/V, RoPE, causal attention over the
 //! cache, residual, RMSNorm, SwiGLU MLP, residual; final RMSNorm; logits for the last position only.
 
-use crate::activation_rounding::{round_activations, ActivationRounding};
 use crate::config::{LlamaConfig, RopeStyle};
 use crate::kv_cache::KvCache;
 use crate::weights::{LlamaWeights, Matrix, MatrixData};
@@ -25,19 +24,13 @@ fn project(w: &Matrix, input: &[f32], tokens: usize, out: &mut Vec<f32>, s: &mut
             quantize_activations(input, &mut s.q8);
             q.matmul(&s.q8, tokens, out);
         }
-        MatrixData::F32(data) if w.activation_rounding == ActivationRounding::None => {
-            matmul(data, w.rows, w.cols, input, tokens, out)
-        }
-        MatrixData::F32(data) => {
-            round_activations(w.activation_rounding, input, &mut s.rounded);
-            matmul(data, w.rows, w.cols, &s.rounded, tokens, out);
-        }
+        MatrixData::Half(h) => h.matmul(input, tokens, out),
+        MatrixData::F32(data) => matmul(data, w.rows, w.cols, input, tokens, out),
     }
 }
 
 #[derive(Default)]
 struct ProjectScratch {
-    rounded: Vec<f32>,
     q8: Vec<Q8Block>,
 }
 

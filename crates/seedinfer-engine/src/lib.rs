@@ -1,6 +1,5 @@
 //! seedinfer's inference engine for Llama-family models. Knows nothing of Node: the napi binding wraps it.
 
-pub mod activation_rounding;
 pub mod config;
 pub mod error;
 pub mod forward;

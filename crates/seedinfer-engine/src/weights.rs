@@ -1,13 +1,13 @@
 //! Llama weights, checked against the configuration. Block-quantised tensors stay as stored unless another
 //! storage format is requested at load (`WeightFormat`), in which case they are converted once here.
 
-use crate::activation_rounding::ActivationRounding;
 use crate::config::LlamaConfig;
 use crate::error::{EngineError, Result};
 use rayon::prelude::*;
 use seedinfer_formats::{
     quantize_row, FormatError, GgufFile, SafetensorsDir, TensorType, TensorView,
 };
+use seedinfer_kernels::half_weights::HalfMatrix;
 use seedinfer_kernels::quantized::QuantizedMatrix;
 use std::collections::BTreeMap;
 
@@ -15,6 +15,7 @@ use std::collections::BTreeMap;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum WeightFormat {
     F32,
+    F16,
     Q8_0,
     Q4_0,
     Q4_1,
@@ -25,6 +26,7 @@ impl WeightFormat {
     pub fn parse(name: &str) -> Option<Self> {
         match name {
             "f32" => Some(Self::F32),
+            "f16" => Some(Self::F16),
             "q8_0" => Some(Self::Q8_0),
             "q4_0" => Some(Self::Q4_0),
             "q4_1" => Some(Self::Q4_1),
@@ -35,6 +37,7 @@ impl WeightFormat {
     fn tensor_type(self) -> TensorType {
         match self {
             Self::F32 => TensorType::F32,
+            Self::F16 => TensorType::F16,
             Self::Q8_0 => TensorType::Q8_0,
             Self::Q4_0 => TensorType::Q4_0,
             Self::Q4_1 => TensorType::Q4_1,
@@ -42,17 +45,18 @@ impl WeightFormat {
     }
 }
 
-/// A weight matrix `[rows, cols]`: block-quantised GGUF tensors stay as stored; everything else is f32.
+/// A weight matrix `[rows, cols]`: block-quantised and half-precision tensors stay as stored.
 pub struct Matrix {
     pub rows: usize,
     pub cols: usize,
     pub data: MatrixData,
-    /// For f32 data converted from f16/bf16: how activations are rounded before meeting it.
-    pub activation_rounding: ActivationRounding,
 }
 
 pub enum MatrixData {
     F32(Vec<f32>),
+    /// f16 or bf16, multiplied with f32 activations and accumulated in f32.
+    Half(HalfMatrix),
+    /// Q4_0, Q4_1 or Q8_0, multiplied with int8 activations.
     Quantized(QuantizedMatrix),
 }
 
@@ -60,17 +64,17 @@ impl Matrix {
     pub fn resident_bytes(&self) -> usize {
         match &self.data {
             MatrixData::F32(v) => v.len() * 4,
+            MatrixData::Half(h) => h.resident_bytes(),
             MatrixData::Quantized(q) => q.resident_bytes(),
         }
     }
 
     /// How the products with this matrix are computed, e.g. `Q4_1 x int8` or `f32`.
     pub fn compute_format(&self) -> String {
-        match (&self.data, self.activation_rounding) {
-            (MatrixData::Quantized(q), _) => format!("{} x int8", q.tensor_type().name()),
-            (MatrixData::F32(_), ActivationRounding::F16) => "f16 (as f32)".to_string(),
-            (MatrixData::F32(_), ActivationRounding::BF16) => "bf16 (as f32)".to_string(),
-            (MatrixData::F32(_), ActivationRounding::None) => "f32".to_string(),
+        match &self.data {
+            MatrixData::Quantized(q) => format!("{} x int8", q.tensor_type().name()),
+            MatrixData::Half(h) => format!("{} x f32", h.tensor_type().name()),
+            MatrixData::F32(_) => "f32".to_string(),
         }
     }
 
@@ -78,6 +82,7 @@ impl Matrix {
     pub fn row_to_f32(&self, row: usize, out: &mut [f32]) {
         match &self.data {
             MatrixData::F32(v) => out.copy_from_slice(&v[row * self.cols..(row + 1) * self.cols]),
+            MatrixData::Half(h) => h.row_to_f32(row, out),
             MatrixData::Quantized(q) => q.dequantize_row(row, out),
         }
     }
@@ -316,8 +321,9 @@ impl Loader<'_> {
             target,
             TensorType::Q4_0 | TensorType::Q4_1 | TensorType::Q8_0
         );
+        let half_format = matches!(target, TensorType::F16 | TensorType::BF16);
         let mut fallback = None;
-        let data = if block_format && cols % 32 != 0 {
+        let data = if block_format && !cols.is_multiple_of(32) {
             fallback = Some(format!(
                 "{name}: {cols} columns are not a multiple of 32, kept f32 instead of {}",
                 target.name()
@@ -340,23 +346,26 @@ impl Loader<'_> {
                 EngineError::Internal(format!("quantising {name} to {} failed", target.name()))
             })?;
             MatrixData::Quantized(q)
+        } else if half_format {
+            // Converted through f32 also when the file already holds this type, to reject NaN and infinity.
+            let values = finite_f32(&file, &view)?;
+            let bytes: Vec<u8> = if target == view.tensor_type {
+                view.data.to_vec()
+            } else {
+                values
+                    .iter()
+                    .flat_map(|v| half::f16::from_f32(*v).to_le_bytes())
+                    .collect()
+            };
+            let h = HalfMatrix::from_bytes(target, rows, cols, &bytes).ok_or_else(|| {
+                EngineError::Internal(format!("storing {name} as {} failed", target.name()))
+            })?;
+            MatrixData::Half(h)
         } else {
             MatrixData::F32(finite_f32(&file, &view)?)
         };
-        // Half-precision tensors computed in f32 meet activations rounded the same way, as llama.cpp computes them.
-        let activation_rounding = match data {
-            MatrixData::F32(_) if requested.is_none() => {
-                ActivationRounding::for_weights(view.tensor_type)
-            }
-            _ => ActivationRounding::None,
-        };
         self.fallbacks.extend(fallback);
-        Ok(Matrix {
-            rows,
-            cols,
-            data,
-            activation_rounding,
-        })
+        Ok(Matrix { rows, cols, data })
     }
 }
 

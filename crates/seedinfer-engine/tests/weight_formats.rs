@@ -68,6 +68,20 @@ fn four_bit_weights_load_and_stay_close_to_the_reference() {
 }
 
 #[test]
+fn f16_weights_are_kept_half_and_reproduce_the_reference() {
+    let (model, tokens) = greedy_tokens(WeightFormat::F16, 200);
+    let same = matching_prefix(&tokens, &expected_greedy());
+    println!("f16: {same} of 200 reference tokens");
+    assert!(same >= 100, "only {same} tokens match");
+    assert_eq!(model.info.compute_format, "F16 x f32 ×36");
+    assert!(
+        model.info.weight_bytes < 260_032 * 3,
+        "{} bytes",
+        model.info.weight_bytes
+    );
+}
+
+#[test]
 fn f32_weights_reproduce_the_reference_from_a_quantised_request_path() {
     let (model, tokens) = greedy_tokens(WeightFormat::F32, 200);
     assert_eq!(tokens, expected_greedy());

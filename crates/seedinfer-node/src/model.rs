@@ -13,7 +13,7 @@ use std::sync::Arc;
 pub struct NativeLoadOptions {
     /// Worker threads; omitted means the machine's available parallelism.
     pub threads: Option<u32>,
-    /// `f32`, `q8_0`, `q4_0` or `q4_1`: convert every weight matrix at load; omitted keeps the file's formats.
+    /// `f32`, `f16`, `q8_0`, `q4_0` or `q4_1`: convert every weight matrix at load; omitted keeps the file's formats.
     pub weights: Option<String>,
 }
 
@@ -74,7 +74,7 @@ pub fn load_model(path: String, options: NativeLoadOptions) -> Result<AsyncTask<
         Some(name) => Some(WeightFormat::parse(name).ok_or_else(|| {
             coded(
                 "INVALID_OPTION",
-                &format!("weights must be f32, q8_0, q4_0 or q4_1, got '{name}'"),
+                &format!("weights must be f32, f16, q8_0, q4_0 or q4_1, got '{name}'"),
             )
         })?),
     };
