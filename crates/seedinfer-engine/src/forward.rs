@@ -16,16 +16,28 @@ fn rms_norm(x: &[f32], weight: &[f32], eps: f32, out: &mut [f32]) {
     }
 }
 
-/// `out = input · wᵀ` for `tokens` rows of input.
-fn project(w: &Matrix, input: &[f32], tokens: usize, out: &mut Vec<f32>, s: &mut ProjectScratch) {
-    out.resize(tokens * w.rows, 0.0);
-    match &w.data {
-        MatrixData::Quantized(q) => {
-            quantize_activations(input, &mut s.q8);
-            q.matmul(&s.q8, tokens, out);
+/// `outs[i] = input · ws[i]ᵀ` for `tokens` rows of input. The input is quantised to int8 once and reused by every
+/// block-quantised matrix (Q, K and V share one quantisation; so do gate and up).
+fn project<const N: usize>(
+    ws: [&Matrix; N],
+    input: &[f32],
+    tokens: usize,
+    outs: [&mut Vec<f32>; N],
+    s: &mut ProjectScratch,
+) {
+    if ws
+        .iter()
+        .any(|w| matches!(w.data, MatrixData::Quantized(_)))
+    {
+        quantize_activations(input, &mut s.q8);
+    }
+    for (w, out) in ws.into_iter().zip(outs) {
+        out.resize(tokens * w.rows, 0.0);
+        match &w.data {
+            MatrixData::Quantized(q) => q.matmul(&s.q8, tokens, out),
+            MatrixData::Half(h) => h.matmul(input, tokens, out),
+            MatrixData::F32(data) => matmul(data, w.rows, w.cols, input, tokens, out),
         }
-        MatrixData::Half(h) => h.matmul(input, tokens, out),
-        MatrixData::F32(data) => matmul(data, w.rows, w.cols, input, tokens, out),
     }
 }
 
@@ -163,9 +175,13 @@ pub fn forward(
         for (x, o) in s.x.chunks(d).zip(s.normed.chunks_mut(d)) {
             rms_norm(x, &layer.attn_norm, cfg.rms_norm_eps, o);
         }
-        project(&layer.wq, &s.normed, n, &mut s.q, &mut s.project);
-        project(&layer.wk, &s.normed, n, &mut s.k, &mut s.project);
-        project(&layer.wv, &s.normed, n, &mut s.v, &mut s.project);
+        project(
+            [&layer.wq, &layer.wk, &layer.wv],
+            &s.normed,
+            n,
+            [&mut s.q, &mut s.k, &mut s.v],
+            &mut s.project,
+        );
         apply_rope(
             &mut s.q,
             cfg.heads,
@@ -185,19 +201,24 @@ pub fn forward(
         cache.append(l, &s.k, &s.v);
         s.attn.resize(n * cfg.q_dim(), 0.0);
         attention(cfg, &s.q, cache, l, first_pos, n, &mut s.attn);
-        project(&layer.wo, &s.attn, n, &mut s.proj, &mut s.project);
+        project([&layer.wo], &s.attn, n, [&mut s.proj], &mut s.project);
         for (x, p) in s.x.iter_mut().zip(&s.proj) {
             *x += p;
         }
         for (x, o) in s.x.chunks(d).zip(s.normed.chunks_mut(d)) {
             rms_norm(x, &layer.ffn_norm, cfg.rms_norm_eps, o);
         }
-        project(&layer.w_gate, &s.normed, n, &mut s.gate, &mut s.project);
-        project(&layer.w_up, &s.normed, n, &mut s.up, &mut s.project);
+        project(
+            [&layer.w_gate, &layer.w_up],
+            &s.normed,
+            n,
+            [&mut s.gate, &mut s.up],
+            &mut s.project,
+        );
         for (g, u) in s.gate.iter_mut().zip(&s.up) {
             *g = *g / (1.0 + (-*g).exp()) * u;
         }
-        project(&layer.w_down, &s.gate, n, &mut s.proj, &mut s.project);
+        project([&layer.w_down], &s.gate, n, [&mut s.proj], &mut s.project);
         for (x, p) in s.x.iter_mut().zip(&s.proj) {
             *x += p;
         }
@@ -213,5 +234,5 @@ pub fn forward(
         rms_norm(x, &w.final_norm, cfg.rms_norm_eps, o);
     }
     s.normed.truncate(rows * d);
-    project(w.lm_head(), &s.normed, rows, logits, &mut s.project);
+    project([w.lm_head()], &s.normed, rows, [logits], &mut s.project);
 }
