@@ -26,6 +26,8 @@ pub struct ModelInfo {
     pub compute_format: String,
     /// Matrices that could not take the requested weight format, and why.
     pub weight_fallbacks: Vec<String>,
+    /// Each compute format with the instruction set its kernel uses.
+    pub kernel_isa: String,
     pub file_bytes: u64,
     pub weight_bytes: usize,
     pub kv_bytes_per_token: usize,
@@ -127,6 +129,7 @@ impl Model {
             file_tensor_formats: weights.file_tensor_formats.clone(),
             compute_format: weights.compute_formats(),
             weight_fallbacks: weights.fallbacks.clone(),
+            kernel_isa: weights.kernel_isas(),
             file_bytes,
             weight_bytes: weights.resident_bytes(),
             kv_bytes_per_token: 2 * config.layers * config.kv_dim() * std::mem::size_of::<f32>(),

@@ -9,6 +9,7 @@ use seedinfer_formats::{
 };
 use seedinfer_kernels::half_weights::HalfMatrix;
 use seedinfer_kernels::quantized::QuantizedMatrix;
+use seedinfer_kernels::{kernel_isa, KernelFamily};
 use std::collections::BTreeMap;
 
 /// Storage format requested for every weight matrix at load time.
@@ -78,6 +79,15 @@ impl Matrix {
         }
     }
 
+    /// The instruction set this matrix's products run with on this machine.
+    pub fn kernel_isa(&self) -> &'static str {
+        kernel_isa(match self.data {
+            MatrixData::F32(_) => KernelFamily::DenseF32,
+            MatrixData::Half(_) => KernelFamily::Half,
+            MatrixData::Quantized(_) => KernelFamily::Quantized,
+        })
+    }
+
     /// Copies row `row` as f32 into `out` (an embedding lookup).
     pub fn row_to_f32(&self, row: usize, out: &mut [f32]) {
         match &self.data {
@@ -118,18 +128,33 @@ impl LlamaWeights {
         self.lm_head.as_ref().unwrap_or(&self.embed)
     }
 
+    fn matrices(&self) -> impl Iterator<Item = &Matrix> {
+        let layers = self
+            .layers
+            .iter()
+            .flat_map(|l| [&l.wq, &l.wk, &l.wv, &l.wo, &l.w_gate, &l.w_up, &l.w_down]);
+        std::iter::once(&self.embed)
+            .chain(self.lm_head.as_ref())
+            .chain(layers)
+    }
+
+    /// Each compute format with the instruction set its kernel uses, e.g. `Q4_1 x int8: avx2+fma+f16c`.
+    pub fn kernel_isas(&self) -> String {
+        let isas: BTreeMap<String, &str> = self
+            .matrices()
+            .map(|m| (m.compute_format(), m.kernel_isa()))
+            .collect();
+        isas.iter()
+            .map(|(f, isa)| format!("{f}: {isa}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
     /// Compute formats of the matrices with their counts, e.g. `Q4_1 x int8 ×210, Q8_0 x int8 ×1`
     /// (a tied embedding counts once).
     pub fn compute_formats(&self) -> String {
         let mut formats: BTreeMap<String, usize> = BTreeMap::new();
-        let matrices = self
-            .layers
-            .iter()
-            .flat_map(|l| [&l.wq, &l.wk, &l.wv, &l.wo, &l.w_gate, &l.w_up, &l.w_down]);
-        for m in std::iter::once(&self.embed)
-            .chain(self.lm_head.as_ref())
-            .chain(matrices)
-        {
+        for m in self.matrices() {
             *formats.entry(m.compute_format()).or_default() += 1;
         }
         formats

@@ -20,6 +20,28 @@ impl Isa {
     }
 }
 
+/// Families of compute kernels, each with its own set of SIMD implementations.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum KernelFamily {
+    /// f32 weights x f32 activations (`dense_f32`).
+    DenseF32,
+    /// f16/bf16 weights x f32 activations (`half_weights`).
+    Half,
+    /// Q4_0/Q4_1/Q8_0 weights x int8 activations (`quantized`).
+    Quantized,
+}
+
+/// The instruction set a kernel family runs with on this machine.
+pub fn kernel_isa(family: KernelFamily) -> &'static str {
+    match (family, detected()) {
+        (_, Isa::Scalar) => "scalar",
+        (KernelFamily::DenseF32, Isa::Avx512) => "avx512f (vectorised by the compiler)",
+        (KernelFamily::DenseF32, Isa::Avx2) => "avx2+fma (vectorised by the compiler)",
+        // The int8 and half kernels have AVX2 intrinsics; AVX-512 machines run those too.
+        (KernelFamily::Half | KernelFamily::Quantized, _) => "avx2+fma+f16c",
+    }
+}
+
 /// The widest instruction set this machine offers among those the kernels are built for.
 /// `SEEDINFER_ISA=scalar|avx2` caps it (for tests and comparisons).
 pub fn detected() -> Isa {

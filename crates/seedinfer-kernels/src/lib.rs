@@ -9,4 +9,4 @@ pub mod quantized;
 mod quantized_avx2;
 mod row_blocks;
 
-pub use isa::{detected as detected_isa, Isa};
+pub use isa::{detected as detected_isa, kernel_isa, Isa, KernelFamily};

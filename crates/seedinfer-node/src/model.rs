@@ -128,7 +128,7 @@ impl NativeModel {
             bos_token: m.tokenizer.bos_token().map(str::to_string),
             eos_token: m.tokenizer.eos_token().map(str::to_string),
             chat_template: m.tokenizer.chat_template().map(str::to_string),
-            kernel_isa: seedinfer_kernels::detected_isa().name().to_string(),
+            kernel_isa: i.kernel_isa.clone(),
         }
     }
 
