@@ -46,31 +46,38 @@ struct ProjectScratch {
     q8: Vec<Q8Block>,
 }
 
+/// Rotary-embedding tables reused across calls, so a decode step allocates nothing.
+#[derive(Default)]
+struct RopeScratch {
+    inv_freq: Vec<f64>,
+    rotations: Vec<(f32, f32)>,
+}
+
 /// Rotates each head of `x` (`[tokens, heads * head_dim]`) by its absolute position.
 fn apply_rope(
     x: &mut [f32],
+    cfg: &LlamaConfig,
     heads: usize,
-    head_dim: usize,
     first_pos: usize,
-    theta: f32,
-    style: RopeStyle,
+    r: &mut RopeScratch,
 ) {
+    let (head_dim, theta) = (cfg.head_dim, cfg.rope_theta as f64);
     let half = head_dim / 2;
-    let inv_freq: Vec<f64> = (0..half)
-        .map(|i| 1.0 / (theta as f64).powf(2.0 * i as f64 / head_dim as f64))
-        .collect();
+    if r.inv_freq.len() != half {
+        r.inv_freq = (0..half)
+            .map(|i| 1.0 / theta.powf(2.0 * i as f64 / head_dim as f64))
+            .collect();
+    }
     for (t, row) in x.chunks_mut(heads * head_dim).enumerate() {
         let pos = (first_pos + t) as f64;
-        let rotations: Vec<(f32, f32)> = inv_freq
-            .iter()
-            .map(|f| {
-                let angle = pos * f;
-                (angle.cos() as f32, angle.sin() as f32)
-            })
-            .collect();
+        r.rotations.clear();
+        r.rotations.extend(r.inv_freq.iter().map(|f| {
+            let angle = pos * f;
+            (angle.cos() as f32, angle.sin() as f32)
+        }));
         for head in row.chunks_mut(head_dim) {
-            for (i, (cos, sin)) in rotations.iter().enumerate() {
-                let (a, b) = match style {
+            for (i, (cos, sin)) in r.rotations.iter().enumerate() {
+                let (a, b) = match cfg.rope_style {
                     RopeStyle::Interleaved => (2 * i, 2 * i + 1),
                     RopeStyle::Half => (i, i + half),
                 };
@@ -80,6 +87,11 @@ fn apply_rope(
             }
         }
     }
+}
+
+thread_local! {
+    /// Attention scores of one query head; each worker thread keeps its own buffer.
+    static SCORES: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
 /// Causal attention of `tokens` new queries (at positions `first_pos..`) over all cached positions.
@@ -105,28 +117,27 @@ fn attention(
             let kv_head = h / group;
             let query = &q[t * q_dim + h * hd..t * q_dim + (h + 1) * hd];
             let visible = first_pos + t + 1;
-            let mut scores: Vec<f32> = (0..visible)
-                .map(|p| {
-                    dot(
-                        query,
-                        &keys[p * kv_dim + kv_head * hd..p * kv_dim + (kv_head + 1) * hd],
-                    ) * scale
-                })
-                .collect();
-            let max = scores.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-            let mut sum = 0.0f32;
-            for s in scores.iter_mut() {
-                *s = (*s - max).exp();
-                sum += *s;
-            }
-            head_out.fill(0.0);
-            for (p, s) in scores.iter().enumerate() {
-                let weight = s / sum;
-                let v = &values[p * kv_dim + kv_head * hd..p * kv_dim + (kv_head + 1) * hd];
-                for (o, x) in head_out.iter_mut().zip(v) {
-                    *o += weight * x;
+            SCORES.with_borrow_mut(|scores| {
+                scores.clear();
+                scores.extend((0..visible).map(|p| {
+                    let key = &keys[p * kv_dim + kv_head * hd..p * kv_dim + (kv_head + 1) * hd];
+                    dot(query, key) * scale
+                }));
+                let max = scores.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+                let mut sum = 0.0f32;
+                for s in scores.iter_mut() {
+                    *s = (*s - max).exp();
+                    sum += *s;
                 }
-            }
+                head_out.fill(0.0);
+                for (p, s) in scores.iter().enumerate() {
+                    let weight = s / sum;
+                    let v = &values[p * kv_dim + kv_head * hd..p * kv_dim + (kv_head + 1) * hd];
+                    for (o, x) in head_out.iter_mut().zip(v) {
+                        *o += weight * x;
+                    }
+                }
+            });
         });
 }
 
@@ -143,6 +154,7 @@ pub struct Scratch {
     gate: Vec<f32>,
     up: Vec<f32>,
     project: ProjectScratch,
+    rope: RopeScratch,
 }
 
 /// Which positions get logits: generation needs only the last; evaluation (teacher forcing) needs all.
@@ -182,22 +194,8 @@ pub fn forward(
             [&mut s.q, &mut s.k, &mut s.v],
             &mut s.project,
         );
-        apply_rope(
-            &mut s.q,
-            cfg.heads,
-            cfg.head_dim,
-            first_pos,
-            cfg.rope_theta,
-            cfg.rope_style,
-        );
-        apply_rope(
-            &mut s.k,
-            cfg.kv_heads,
-            cfg.head_dim,
-            first_pos,
-            cfg.rope_theta,
-            cfg.rope_style,
-        );
+        apply_rope(&mut s.q, cfg, cfg.heads, first_pos, &mut s.rope);
+        apply_rope(&mut s.k, cfg, cfg.kv_heads, first_pos, &mut s.rope);
         cache.append(l, &s.k, &s.v);
         s.attn.resize(n * cfg.q_dim(), 0.0);
         attention(cfg, &s.q, cache, l, first_pos, n, &mut s.attn);
