@@ -13,11 +13,14 @@ use rayon::prelude::*;
 use std::hint::black_box;
 use std::time::Instant;
 
+/// The pool type of [`thread_pool`], for callers that do not depend on rayon themselves.
+pub type ThreadPool = rayon::ThreadPool;
+
 /// A rayon pool of `threads` workers (at least one).
 ///
 /// # Panics
 /// When the operating system refuses to start the threads.
-pub fn thread_pool(threads: usize) -> rayon::ThreadPool {
+pub fn thread_pool(threads: usize) -> ThreadPool {
     rayon::ThreadPoolBuilder::new()
         .num_threads(threads.max(1))
         .build()

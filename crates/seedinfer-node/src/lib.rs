@@ -2,8 +2,10 @@
 //! errors reach JavaScript as "CODE: message", which the TypeScript layer turns into typed errors.
 
 mod error;
+mod kernel_bench;
 mod model;
 mod session;
 
+pub use kernel_bench::{create_kernel_bench, probe_limits, NativeKernelBench};
 pub use model::{load_model, NativeModel};
 pub use session::{NativeAbortFlag, NativeSession};

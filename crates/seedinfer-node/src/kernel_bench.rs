@@ -1,0 +1,360 @@
+//! Kernel benchmarks from JavaScript: one weight matrix in a chosen format, timed products on a worker thread
+//! inside a rayon pool of a chosen size, and the machine-limit probes of `seedinfer_kernels::limits` measured in
+//! the same process. Used by `bench/kernels.ts`.
+
+use crate::error::{coded, panic_message};
+use napi::bindgen_prelude::*;
+use napi_derive::napi;
+use seedinfer_formats::{quantize_row, TensorType};
+use seedinfer_kernels::quantized::{quantize_activations, QuantizedMatrix, BLOCK};
+use seedinfer_kernels::{dense_f32, limits};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::Arc;
+use std::time::Instant;
+
+/// Largest matrix, activation or output buffer a bench may allocate.
+const MAX_BYTES: usize = (2 << 30) - 1;
+const MAX_THREADS: usize = 256;
+
+fn invalid(message: String) -> Error {
+    coded("INVALID_OPTION", &message)
+}
+
+/// Runs `work` so that a panic reaches JavaScript as an `INTERNAL` error instead of aborting Node.
+fn no_panic<T>(work: impl FnOnce() -> Result<T>) -> Result<T> {
+    catch_unwind(AssertUnwindSafe(work)).unwrap_or_else(|payload| {
+        Err(coded(
+            "INTERNAL",
+            &format!("kernel bench panicked: {}", panic_message(payload.as_ref())),
+        ))
+    })
+}
+
+/// A count from JavaScript: a whole number in `1..=max`.
+fn count(name: &str, value: f64, max: usize) -> Result<usize> {
+    if value.fract() != 0.0 || !(1.0..=max as f64).contains(&value) {
+        return Err(invalid(format!(
+            "{name} must be a whole number from 1 to {max}, got {value}"
+        )));
+    }
+    Ok(value as usize)
+}
+
+/// Bytes of `elements` items of `size` bytes, if under `MAX_BYTES`.
+fn checked_bytes(what: &str, elements: usize, size: usize) -> Result<usize> {
+    elements
+        .checked_mul(size)
+        .filter(|b| *b <= MAX_BYTES)
+        .ok_or_else(|| invalid(format!("{what} would need more than 2 GiB")))
+}
+
+/// Deterministic values in [-1, 1) for row `row` (xorshift32 seeded by `seed` and the row).
+fn fill(values: &mut [f32], seed: u32, row: usize) {
+    let mut s = seed ^ (row as u32).wrapping_mul(2654435761) ^ 0x9e37_79b9;
+    s = s.max(1);
+    for v in values {
+        s ^= s << 13;
+        s ^= s >> 17;
+        s ^= s << 5;
+        *v = (s as f32 / u32::MAX as f32) * 2.0 - 1.0;
+    }
+}
+
+enum Weights {
+    F32(Vec<f32>),
+    Quantized(QuantizedMatrix),
+}
+
+/// A bench's matrix, activations and pool, shared with the runs in flight.
+pub struct Inner {
+    weights: Weights,
+    rows: usize,
+    cols: usize,
+    tokens: usize,
+    activations: Vec<f32>,
+    weight_bytes: usize,
+    pool: limits::ThreadPool,
+}
+
+impl Inner {
+    fn build(format: &str, rows: usize, cols: usize, tokens: usize, threads: usize) -> Self {
+        let weights = if format == "f32" {
+            let mut w = vec![0.0f32; rows * cols];
+            par_row_chunks(&mut w, cols, |chunk, first_row| {
+                for (i, row) in chunk.chunks_exact_mut(cols).enumerate() {
+                    fill(row, 1, first_row + i);
+                }
+            });
+            Weights::F32(w)
+        } else {
+            let tensor_type = match format {
+                "q8_0" => TensorType::Q8_0,
+                "q4_0" => TensorType::Q4_0,
+                _ => TensorType::Q4_1,
+            };
+            // Validated before: cols is a multiple of the block size.
+            let row_bytes = tensor_type.row_bytes(cols).unwrap_or(0);
+            let mut bytes = vec![0u8; rows * row_bytes];
+            let quantize = |chunk: &mut [u8], first_row: usize| {
+                let mut values = vec![0.0f32; cols];
+                let mut row = Vec::with_capacity(row_bytes);
+                for (i, out) in chunk.chunks_exact_mut(row_bytes).enumerate() {
+                    fill(&mut values, 1, first_row + i);
+                    row.clear();
+                    // The type and length were validated, so quantising cannot fail.
+                    let _ = quantize_row(tensor_type, &values, &mut row);
+                    out.copy_from_slice(&row);
+                }
+            };
+            par_row_chunks(&mut bytes, row_bytes, quantize);
+            let matrix = QuantizedMatrix::from_bytes(tensor_type, rows, cols, &bytes)
+                .expect("the bytes were sized for this matrix");
+            Weights::Quantized(matrix)
+        };
+        let weight_bytes = match &weights {
+            Weights::F32(w) => std::mem::size_of_val(w.as_slice()),
+            Weights::Quantized(m) => m.resident_bytes(),
+        };
+        let mut activations = vec![0.0f32; tokens * cols];
+        for (t, x) in activations.chunks_exact_mut(cols).enumerate() {
+            fill(x, 2, t);
+        }
+        Self {
+            weights,
+            rows,
+            cols,
+            tokens,
+            activations,
+            weight_bytes,
+            pool: limits::thread_pool(threads),
+        }
+    }
+
+    /// Seconds taken by `iterations` products, each including the activation quantisation of block formats.
+    fn run(&self, iterations: usize) -> f64 {
+        // Written (not zero-allocated) so that page faults on the output stay out of the timed loop.
+        let mut out = vec![1.0f32; self.tokens * self.rows];
+        let mut quantized = Vec::with_capacity(self.tokens * self.cols / BLOCK);
+        self.pool.install(|| {
+            let start = Instant::now();
+            for _ in 0..iterations {
+                match &self.weights {
+                    Weights::F32(w) => dense_f32::matmul(
+                        w,
+                        self.rows,
+                        self.cols,
+                        &self.activations,
+                        self.tokens,
+                        &mut out,
+                    ),
+                    Weights::Quantized(m) => {
+                        quantize_activations(&self.activations, &mut quantized);
+                        m.matmul(&quantized, self.tokens, &mut out);
+                    }
+                }
+                std::hint::black_box(&mut out);
+            }
+            start.elapsed().as_secs_f64()
+        })
+    }
+}
+
+/// Calls `work(chunk, first_row)` on contiguous chunks of whole rows (`row_len` items each), one chunk per
+/// available core on scoped threads: building the matrix is not what is measured, so it may use every core.
+fn par_row_chunks<T: Send>(data: &mut [T], row_len: usize, work: impl Fn(&mut [T], usize) + Sync) {
+    let rows = data.len() / row_len.max(1);
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let rows_per_chunk = rows.div_ceil(threads).max(1);
+    std::thread::scope(|scope| {
+        for (c, chunk) in data.chunks_mut(rows_per_chunk * row_len).enumerate() {
+            let work = &work;
+            scope.spawn(move || work(chunk, c * rows_per_chunk));
+        }
+    });
+}
+
+pub struct CreateKernelBenchTask {
+    format: String,
+    rows: usize,
+    cols: usize,
+    tokens: usize,
+    threads: usize,
+}
+
+impl Task for CreateKernelBenchTask {
+    type Output = Inner;
+    type JsValue = NativeKernelBench;
+
+    fn compute(&mut self) -> Result<Self::Output> {
+        no_panic(|| {
+            Ok(Inner::build(
+                &self.format,
+                self.rows,
+                self.cols,
+                self.tokens,
+                self.threads,
+            ))
+        })
+    }
+
+    fn resolve(&mut self, _env: Env, inner: Self::Output) -> Result<Self::JsValue> {
+        Ok(NativeKernelBench {
+            inner: Some(Arc::new(inner)),
+        })
+    }
+}
+
+/// Builds (on a worker thread) a deterministic pseudo-random `rows x cols` weight matrix in `format`
+/// (`f32`, `q8_0`, `q4_0` or `q4_1`, quantised with the GGUF block quantisers), `tokens` rows of activations,
+/// and a pool of `threads` threads for the products.
+#[napi(ts_return_type = "Promise<NativeKernelBench>")]
+pub fn create_kernel_bench(
+    format: String,
+    rows: f64,
+    cols: f64,
+    tokens: f64,
+    threads: f64,
+) -> Result<AsyncTask<CreateKernelBenchTask>> {
+    let tensor_type = match format.as_str() {
+        "f32" => TensorType::F32,
+        "q8_0" => TensorType::Q8_0,
+        "q4_0" => TensorType::Q4_0,
+        "q4_1" => TensorType::Q4_1,
+        _ => {
+            return Err(invalid(format!(
+                "format must be f32, q8_0, q4_0 or q4_1, got {format:?}"
+            )))
+        }
+    };
+    let rows = count("rows", rows, MAX_BYTES)?;
+    let cols = count("cols", cols, MAX_BYTES)?;
+    let tokens = count("tokens", tokens, MAX_BYTES)?;
+    let threads = count("threads", threads, MAX_THREADS)?;
+    if tensor_type != TensorType::F32 && !cols.is_multiple_of(BLOCK) {
+        return Err(invalid(format!(
+            "cols must be a multiple of {BLOCK} for {format}, got {cols}"
+        )));
+    }
+    let row_bytes = tensor_type
+        .row_bytes(cols)
+        .map_err(|e| invalid(e.to_string()))?;
+    checked_bytes("the weight matrix", rows, row_bytes)?;
+    checked_bytes("the activations", tokens, cols * 4)?;
+    checked_bytes("the output", tokens, rows * 4)?;
+    Ok(AsyncTask::new(CreateKernelBenchTask {
+        format,
+        rows,
+        cols,
+        tokens,
+        threads,
+    }))
+}
+
+/// One weight matrix and its activations, ready to be multiplied.
+#[napi]
+pub struct NativeKernelBench {
+    inner: Option<Arc<Inner>>,
+}
+
+impl NativeKernelBench {
+    fn inner(&self) -> Result<&Arc<Inner>> {
+        self.inner
+            .as_ref()
+            .ok_or_else(|| coded("DISPOSED", "this kernel bench was disposed"))
+    }
+}
+
+pub struct RunTask {
+    inner: Arc<Inner>,
+    iterations: usize,
+}
+
+impl Task for RunTask {
+    type Output = f64;
+    type JsValue = f64;
+
+    fn compute(&mut self) -> Result<Self::Output> {
+        no_panic(|| Ok(self.inner.run(self.iterations)))
+    }
+
+    fn resolve(&mut self, _env: Env, seconds: Self::Output) -> Result<Self::JsValue> {
+        Ok(seconds)
+    }
+}
+
+#[napi]
+impl NativeKernelBench {
+    /// Runs `iterations` products (for block formats each includes quantising the activations, as the engine
+    /// does) on a worker thread inside the bench's pool; resolves to the elapsed seconds.
+    #[napi(ts_return_type = "Promise<number>")]
+    pub fn run(&self, iterations: f64) -> Result<AsyncTask<RunTask>> {
+        Ok(AsyncTask::new(RunTask {
+            inner: Arc::clone(self.inner()?),
+            iterations: count("iterations", iterations, u32::MAX as usize)?,
+        }))
+    }
+
+    /// Bytes of weights one product reads.
+    #[napi(getter)]
+    pub fn weight_bytes(&self) -> Result<f64> {
+        Ok(self.inner()?.weight_bytes as f64)
+    }
+
+    /// Instruction set of the kernels, e.g. `avx2+fma+f16c`.
+    #[napi(getter)]
+    pub fn isa(&self) -> String {
+        seedinfer_kernels::detected_isa().name().to_string()
+    }
+
+    /// Frees the matrix now (runs already started keep it until they finish).
+    #[napi]
+    pub fn dispose(&mut self) {
+        self.inner = None;
+    }
+}
+
+#[napi(object)]
+pub struct NativeLimits {
+    /// Streaming read bandwidth over 512 MiB, GB/s (10^9 bytes).
+    pub read_gb_per_second: f64,
+    /// f32 FMA peak, GFLOP/s (2 flops per FMA lane).
+    pub f32_gflops: f64,
+    /// int8 multiply-add peak with AVX2 `vpmaddubsw`+`vpmaddwd`, GOP/s (2 ops per int8 multiply-add).
+    pub int8_gops: f64,
+}
+
+pub struct ProbeLimitsTask {
+    threads: usize,
+    seconds: f64,
+}
+
+impl Task for ProbeLimitsTask {
+    type Output = NativeLimits;
+    type JsValue = NativeLimits;
+
+    fn compute(&mut self) -> Result<Self::Output> {
+        no_panic(|| {
+            Ok(NativeLimits {
+                read_gb_per_second: limits::read_bandwidth(512 << 20, self.threads, self.seconds),
+                f32_gflops: limits::f32_fma_throughput(self.threads, self.seconds),
+                int8_gops: limits::int8_dot_throughput(self.threads, self.seconds),
+            })
+        })
+    }
+
+    fn resolve(&mut self, _env: Env, limits: Self::Output) -> Result<Self::JsValue> {
+        Ok(limits)
+    }
+}
+
+/// Probes the machine's read bandwidth, f32 and int8 compute peaks with `threads` threads, about `seconds` each.
+#[napi(ts_return_type = "Promise<NativeLimits>")]
+pub fn probe_limits(threads: f64, seconds: f64) -> Result<AsyncTask<ProbeLimitsTask>> {
+    let threads = count("threads", threads, MAX_THREADS)?;
+    if !(seconds > 0.0 && seconds <= 60.0) {
+        return Err(invalid(format!(
+            "seconds must be more than 0 and at most 60, got {seconds}"
+        )));
+    }
+    Ok(AsyncTask::new(ProbeLimitsTask { threads, seconds }))
+}
