@@ -128,3 +128,38 @@ export function native(): NativeBinding {
   binding = require(file) as NativeBinding;
   return binding;
 }
+
+/** Native kernel benchmarks (`bench/kernels.ts`): one weight matrix, products timed inside a thread pool. */
+export interface NativeKernelBench {
+  /** Bytes of weights one product reads. */
+  readonly weightBytes: number;
+  /** Instruction set of the kernels, e.g. `avx2+fma+f16c`. */
+  readonly isa: string;
+  /** Seconds taken by `iterations` products (block formats include quantising the activations). */
+  run(iterations: number): Promise<number>;
+  /** Frees the matrix now. */
+  dispose(): void;
+}
+
+/** Machine limits measured in the same process as the kernels. */
+export interface NativeLimits {
+  /** Streaming read bandwidth over 512 MiB, GB/s. */
+  readGbPerSecond: number;
+  /** f32 FMA peak, GFLOP/s (2 flops per FMA lane). */
+  f32Gflops: number;
+  /** int8 multiply-add peak (AVX2 vpmaddubsw + vpmaddwd), GOP/s (2 ops per multiply-add). */
+  int8Gops: number;
+}
+
+export type NativeKernelFormat = 'f32' | 'q8_0' | 'q4_0' | 'q4_1';
+
+export interface NativeKernelBinding {
+  createKernelBench(
+    format: NativeKernelFormat,
+    rows: number,
+    cols: number,
+    tokens: number,
+    threads: number,
+  ): Promise<NativeKernelBench>;
+  probeLimits(threads: number, seconds: number): Promise<NativeLimits>;
+}

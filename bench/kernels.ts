@@ -1,0 +1,156 @@
+// Matrix-kernel speed against this machine's own limits: f32, Q8_0, Q4_0 and Q4_1 weights, GEMV (1 token) and
+// GEMM (64 and 512 tokens) on the SmolLM2-135M shapes, plus one matrix over 256 MB per format (GEMV only: it is
+// the memory-bound case), at 1 and 2 threads.
+//
+//   npm run bench:kernels                 # markdown tables
+//   npm run bench:kernels -- --json       # only a JSON array of rows on stdout
+//   npm run bench:kernels -- --quick      # fewer shapes, 64-token GEMM only, short budgets (smoke test)
+//
+// Method:
+// - First `probeLimits` (Rust, same process, same rayon pool sizes) measures streaming read bandwidth over
+//   512 MiB, f32 FMA peak and int8 maddubs peak for 1 and 2 threads.
+// - Each (format, shape, tokens, threads) gets its own native bench object: a deterministic random matrix, its
+//   activations and a rayon pool of `threads`. One `run(1)` warms it up (and faults in the output buffers) and
+//   sizes a batch of products lasting about 20 ms.
+// - tinybench drives the schedule (a time budget per task, at least 3 samples); each sample is one native
+//   `run(batch)` whose duration is the one measured in Rust around the products (returned to tinybench as
+//   `overriddenDuration`), so promise and napi overhead (tens of µs) does not distort the small GEMVs.
+//   A product's time is the median sample divided by the batch size.
+// - Block formats include quantising the activations to int8 on every product, as the engine does.
+// - gbPerSecond = weight bytes / time; gopsPerSecond = 2·rows·cols·tokens / time; fractions are against the
+//   bandwidth and the compute peak (int8 for block formats, f32 FMA for f32) measured with the same threads.
+import { Bench } from 'tinybench';
+import {
+  native,
+  type NativeBinding,
+  type NativeKernelBinding,
+  type NativeKernelFormat,
+  type NativeLimits,
+} from '../src/native.js';
+
+interface Row {
+  kernel: 'gemv' | 'gemm';
+  format: NativeKernelFormat;
+  rows: number;
+  cols: number;
+  tokens: number;
+  threads: number;
+  gbPerSecond: number;
+  gopsPerSecond: number;
+  fractionOfBandwidth: number;
+  fractionOfCompute: number;
+}
+
+const json = process.argv.includes('--json');
+const quick = process.argv.includes('--quick');
+const log = (message: string) => process.stderr.write(`${message}\n`);
+
+const kernels = native() as NativeBinding & NativeKernelBinding;
+const formats: NativeKernelFormat[] = ['f32', 'q8_0', 'q4_0', 'q4_1'];
+const threadCounts = [1, 2];
+// (rows x cols) = output x input: attention q/o, k/v, MLP gate/up, MLP down, tied embedding / LM head.
+const smolShapes: [number, number][] = quick
+  ? [
+      [576, 576],
+      [1536, 576],
+    ]
+  : [
+      [576, 576],
+      [192, 576],
+      [1536, 576],
+      [576, 1536],
+      [49152, 576],
+    ];
+// Over 256 MB in each format: 512 MiB f32, 285 MB Q8_0, 302 MB Q4_0, 336 MB Q4_1.
+const bigShapes: Record<NativeKernelFormat, [number, number]> = {
+  f32: [16384, 8192],
+  q8_0: [32768, 8192],
+  q4_0: [65536, 8192],
+  q4_1: [65536, 8192],
+};
+const gemmTokens = quick ? [64] : [64, 512];
+const budgetMs = quick ? 100 : 300;
+const batchSeconds = 0.02;
+const probeSeconds = quick ? 0.2 : 1;
+
+const limits = new Map<number, NativeLimits>();
+for (const threads of threadCounts) {
+  log(`probing limits, ${threads} thread(s)`);
+  limits.set(threads, await kernels.probeLimits(threads, probeSeconds));
+}
+
+/** Median seconds of one product. */
+async function secondsPerProduct(run: (iterations: number) => Promise<number>): Promise<number> {
+  const first = await run(1);
+  const batch = Math.max(1, Math.round(batchSeconds / Math.max(first, 1e-9)));
+  const bench = new Bench({ time: budgetMs, iterations: 3, warmup: false, throws: true });
+  bench.add('product', async () => ({ overriddenDuration: (await run(batch)) * 1000 }));
+  await bench.run();
+  const latency = bench.tasks[0]?.result?.latency;
+  if (latency?.p50 === undefined) throw new Error('tinybench returned no samples');
+  return latency.p50 / 1000 / batch;
+}
+
+const rows: Row[] = [];
+let isa = '';
+for (const format of formats) {
+  const shapes: [number, number, number[]][] = [
+    ...smolShapes.map(([r, c]): [number, number, number[]] => [r, c, [1, ...gemmTokens]]),
+    ...(quick ? [] : [[...bigShapes[format], [1]] as [number, number, number[]]]),
+  ];
+  for (const [rowCount, cols, tokenCounts] of shapes) {
+    for (const threads of threadCounts) {
+      for (const tokens of tokenCounts) {
+        const bench = await kernels.createKernelBench(format, rowCount, cols, tokens, threads);
+        isa = bench.isa;
+        try {
+          const seconds = await secondsPerProduct((n) => bench.run(n));
+          const limit = limits.get(threads)!;
+          const gbPerSecond = bench.weightBytes / seconds / 1e9;
+          const gopsPerSecond = (2 * rowCount * cols * tokens) / seconds / 1e9;
+          const row: Row = {
+            kernel: tokens === 1 ? 'gemv' : 'gemm',
+            format,
+            rows: rowCount,
+            cols,
+            tokens,
+            threads,
+            gbPerSecond,
+            gopsPerSecond,
+            fractionOfBandwidth: gbPerSecond / limit.readGbPerSecond,
+            fractionOfCompute: gopsPerSecond / (format === 'f32' ? limit.f32Gflops : limit.int8Gops),
+          };
+          rows.push(row);
+          log(
+            `${row.kernel} ${format} ${rowCount}x${cols} t=${tokens} threads=${threads}: ` +
+              `${(seconds * 1e3).toFixed(3)} ms, ${gbPerSecond.toFixed(2)} GB/s, ${gopsPerSecond.toFixed(2)} GOP/s`,
+          );
+        } finally {
+          bench.dispose();
+        }
+      }
+    }
+  }
+}
+
+if (json) {
+  console.log(JSON.stringify(rows, null, 2));
+} else {
+  const pct = (v: number) => `${(v * 100).toFixed(1)}%`;
+  console.log(`Kernel ISA: ${isa}; ${new Date().toISOString().slice(0, 10)}${quick ? ' (quick)' : ''}\n`);
+  console.log('| threads | read GB/s | f32 GFLOP/s | int8 GOP/s |');
+  console.log('|---:|---:|---:|---:|');
+  for (const [threads, l] of limits) {
+    console.log(
+      `| ${threads} | ${l.readGbPerSecond.toFixed(1)} | ${l.f32Gflops.toFixed(1)} | ${l.int8Gops.toFixed(1)} |`,
+    );
+  }
+  console.log('\n| kernel | format | rows x cols | tokens | threads | GB/s | GOP/s | of bandwidth | of compute |');
+  console.log('|---|---|---|---:|---:|---:|---:|---:|---:|');
+  for (const r of rows) {
+    console.log(
+      `| ${r.kernel} | ${r.format} | ${r.rows}x${r.cols} | ${r.tokens} | ${r.threads} | ${r.gbPerSecond.toFixed(2)} | ` +
+        `${r.gopsPerSecond.toFixed(2)} | ${pct(r.fractionOfBandwidth)} | ${pct(r.fractionOfCompute)} |`,
+    );
+  }
+}
