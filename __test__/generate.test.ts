@@ -112,6 +112,18 @@ test('one generation at a time per session: SESSION_BUSY', async (t) => {
   await first;
 });
 
+test('weights: q8_0 at load keeps the greedy reference for 100 tokens; 172-column down_proj stays f32, visibly', async (t) => {
+  const model = await Model.load(storiesDir, { threads: 2, weights: 'q8_0' });
+  t.is(model.info.computeFormat, 'Q8_0 x int8 ×31, f32 ×5');
+  t.is(model.info.weightFallbacks.length, 5);
+  t.regex(model.info.weightFallbacks[0], /down_proj\.weight: 172 columns are not a multiple of 32/);
+  t.regex(model.info.kernelIsa, /Q8_0 x int8: /);
+  const result = await model.createSession().generateText([1], { maxTokens: 100, temperature: 0, ignoreEos: true });
+  t.deepEqual(result.tokenIds, storiesExpected().greedy_token_ids.slice(0, 100));
+  const bad = await t.throwsAsync(Model.load(storiesDir, { weights: 'q3' as 'q8_0' }));
+  t.is((bad as SeedinferError).code, 'INVALID_OPTION');
+});
+
 test('bad input: typed errors, and the process survives', async (t) => {
   const model = await modelPromise;
   const session = model.createSession({ contextSize: 32 });
