@@ -3,7 +3,7 @@
 // the memory-bound case), at 1 and 2 threads.
 //
 //   npm run bench:kernels                 # markdown tables
-//   npm run bench:kernels -- --json       # only a JSON array of rows on stdout
+//   npm run -s bench:kernels -- --json    # only a JSON array of rows on stdout (-s: no npm banner)
 //   npm run bench:kernels -- --quick      # fewer shapes, 64-token GEMM only, short budgets (smoke test)
 //
 // Method:
