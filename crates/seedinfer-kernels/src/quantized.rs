@@ -5,7 +5,7 @@
 //! The scalar kernels here are the reference; `quantized_avx2` holds the SIMD twins, picked at run time.
 
 use crate::isa::{detected, Isa};
-use crate::row_blocks::for_each_row_block;
+use crate::row_blocks::for_each_row_tile;
 use half::f16;
 use seedinfer_formats::{BlockQ4_0, BlockQ4_1, BlockQ8_0, TensorType};
 
@@ -97,23 +97,42 @@ fn dot_q8_0(w: &[BlockQ8_0], x: &[Q8Block]) -> f32 {
 }
 
 /// Defines the scalar reference row kernel `$scalar` and the dispatching `$name`:
-/// `out[i] = dot(row i of rows, x)`, dispatching once per call so a task pays for it once.
+/// `out[r * tokens + t] = dot(row r of rows, token t of x)`, dispatching once per call.
 macro_rules! rows_kernel {
     ($name:ident, $scalar:ident, $dot:ident, $block:ty) => {
         /// Scalar reference of the row kernel.
-        pub fn $scalar(rows: &[$block], blocks_per_row: usize, x: &[Q8Block], out: &mut [f32]) {
-            for (o, row) in out.iter_mut().zip(rows.chunks_exact(blocks_per_row)) {
-                *o = $dot(row, x);
+        pub fn $scalar(
+            rows: &[$block],
+            blocks_per_row: usize,
+            x: &[Q8Block],
+            tokens: usize,
+            out: &mut [f32],
+        ) {
+            for (row, out_row) in rows
+                .chunks_exact(blocks_per_row)
+                .zip(out.chunks_exact_mut(tokens))
+            {
+                for (t, o) in out_row.iter_mut().enumerate() {
+                    *o = $dot(row, &x[t * blocks_per_row..(t + 1) * blocks_per_row]);
+                }
             }
         }
 
-        pub fn $name(rows: &[$block], blocks_per_row: usize, x: &[Q8Block], out: &mut [f32]) {
+        pub fn $name(
+            rows: &[$block],
+            blocks_per_row: usize,
+            x: &[Q8Block],
+            tokens: usize,
+            out: &mut [f32],
+        ) {
             #[cfg(target_arch = "x86_64")]
             if detected() >= Isa::Avx2 {
                 // SAFETY: `detected` only reports instruction sets this machine has.
-                return unsafe { crate::quantized_avx2::$name(rows, blocks_per_row, x, out) };
+                return unsafe {
+                    crate::quantized_avx2::$name(rows, blocks_per_row, x, tokens, out)
+                };
             }
-            $scalar(rows, blocks_per_row, x, out)
+            $scalar(rows, blocks_per_row, x, tokens, out)
         }
     };
 }
@@ -197,16 +216,24 @@ impl QuantizedMatrix {
         let _ = seedinfer_formats::dequantize_row(self.tensor_type(), bytes, out);
     }
 
-    fn rows_dot(&self, first_row: usize, x: &[Q8Block], out: &mut [f32], scalar: bool) {
+    /// `block[r * tokens + t]` for the rows `first_row..first_row + block.len() / tokens` and every token.
+    fn rows_tokens(
+        &self,
+        first_row: usize,
+        x: &[Q8Block],
+        tokens: usize,
+        block: &mut [f32],
+        scalar: bool,
+    ) {
         let n = self.blocks_per_row();
-        let range = first_row * n..(first_row + out.len()) * n;
+        let range = first_row * n..(first_row + block.len() / tokens) * n;
         match (&self.blocks, scalar) {
-            (QuantizedBlocks::Q4_0(b), false) => rows_q4_0(&b[range], n, x, out),
-            (QuantizedBlocks::Q4_1(b), false) => rows_q4_1(&b[range], n, x, out),
-            (QuantizedBlocks::Q8_0(b), false) => rows_q8_0(&b[range], n, x, out),
-            (QuantizedBlocks::Q4_0(b), true) => rows_q4_0_scalar(&b[range], n, x, out),
-            (QuantizedBlocks::Q4_1(b), true) => rows_q4_1_scalar(&b[range], n, x, out),
-            (QuantizedBlocks::Q8_0(b), true) => rows_q8_0_scalar(&b[range], n, x, out),
+            (QuantizedBlocks::Q4_0(b), false) => rows_q4_0(&b[range], n, x, tokens, block),
+            (QuantizedBlocks::Q4_1(b), false) => rows_q4_1(&b[range], n, x, tokens, block),
+            (QuantizedBlocks::Q8_0(b), false) => rows_q8_0(&b[range], n, x, tokens, block),
+            (QuantizedBlocks::Q4_0(b), true) => rows_q4_0_scalar(&b[range], n, x, tokens, block),
+            (QuantizedBlocks::Q4_1(b), true) => rows_q4_1_scalar(&b[range], n, x, tokens, block),
+            (QuantizedBlocks::Q8_0(b), true) => rows_q8_0_scalar(&b[range], n, x, tokens, block),
         }
     }
 
@@ -225,8 +252,8 @@ impl QuantizedMatrix {
         debug_assert_eq!(x.len(), tokens * n);
         debug_assert_eq!(out.len(), tokens * self.rows);
         let rows_per_task = (8192 / self.cols.max(1)).clamp(8, 256);
-        for_each_row_block(self.rows, tokens, rows_per_task, out, |first, t, column| {
-            self.rows_dot(first, &x[t * n..(t + 1) * n], column, scalar)
+        for_each_row_tile(self.rows, tokens, rows_per_task, out, |first, block| {
+            self.rows_tokens(first, x, tokens, block, scalar)
         });
     }
 }
@@ -258,6 +285,29 @@ mod tests {
             m.dequantize_row(r, &mut dequantized[r * cols..(r + 1) * cols]);
         }
         (m, dequantized)
+    }
+
+    #[test]
+    fn a_token_in_a_batch_gets_exactly_its_single_token_result() {
+        for tensor_type in [TensorType::Q4_0, TensorType::Q4_1, TensorType::Q8_0] {
+            let (rows, cols, tokens) = (37, 96, 11);
+            let (m, _) = matrix(tensor_type, rows, cols);
+            let x = values(tokens * cols, 5);
+            let mut q = Vec::new();
+            quantize_activations(&x, &mut q);
+            let mut batch = vec![0.0; tokens * rows];
+            m.matmul(&q, tokens, &mut batch);
+            let n = cols / BLOCK;
+            for t in 0..tokens {
+                let mut single = vec![0.0; rows];
+                m.matmul(&q[t * n..(t + 1) * n], 1, &mut single);
+                assert_eq!(
+                    &batch[t * rows..(t + 1) * rows],
+                    single.as_slice(),
+                    "{tensor_type:?} token {t}"
+                );
+            }
+        }
     }
 
     #[test]

@@ -33,6 +33,35 @@ pub fn for_each_row_block(
                 }
             }
         });
+    scatter_transposed(&transposed, rows, tokens, out);
+}
+
+/// Like [`for_each_row_block`], for kernels that produce every token of a row block at once:
+/// `rows_tokens(first_row, block)` must fill `block[r * tokens + t]` for its rows.
+pub fn for_each_row_tile(
+    rows: usize,
+    tokens: usize,
+    rows_per_task: usize,
+    out: &mut [f32],
+    rows_tokens: impl Fn(usize, &mut [f32]) + Sync,
+) {
+    debug_assert_eq!(out.len(), rows * tokens);
+    if tokens == 1 {
+        out.par_chunks_mut(rows_per_task)
+            .enumerate()
+            .for_each(|(task, block)| rows_tokens(task * rows_per_task, block));
+        return;
+    }
+    let mut transposed = vec![0.0f32; rows * tokens];
+    transposed
+        .par_chunks_mut(rows_per_task * tokens)
+        .enumerate()
+        .for_each(|(task, block)| rows_tokens(task * rows_per_task, block));
+    scatter_transposed(&transposed, rows, tokens, out);
+}
+
+/// `out[t][r] = transposed[r][t]`.
+fn scatter_transposed(transposed: &[f32], rows: usize, tokens: usize, out: &mut [f32]) {
     out.par_chunks_mut(rows)
         .enumerate()
         .for_each(|(t, out_row)| {
