@@ -113,6 +113,9 @@ unsafe fn row_tile<B: WeightBlock, const T: usize>(
     out: &mut [f32],
 ) {
     let n = row.len();
+    // One slice per token, checked once here so the block loop below indexes without bounds checks.
+    let tokens: [&[Q8Block]; T] =
+        std::array::from_fn(|k| &x[(first_token + k) * n..(first_token + k + 1) * n]);
     let mut acc = [_mm256_setzero_ps(); T];
     let mut mins = [0.0f32; T];
     for (i, b) in row.iter().enumerate() {
@@ -122,7 +125,8 @@ unsafe fn row_tile<B: WeightBlock, const T: usize>(
         let d = f16_to_f32(b.scale());
         let m = b.minimum().map(|m| f16_to_f32(m));
         for k in 0..T {
-            let a = &x[(first_token + k) * n + i];
+            // SAFETY: every token slice holds `n` blocks and `i < n`.
+            let a = tokens[k].get_unchecked(i);
             let y = load_activations(a);
             let signed = if B::SIGNED { _mm256_sign_epi8(y, w) } else { y };
             acc[k] = _mm256_fmadd_ps(
