@@ -131,13 +131,24 @@ impl Session {
         self.cache.resident_bytes()
     }
 
-    /// Feeds `tokens` and returns the logits after the last one.
-    fn feed(&mut self, tokens: &[u32], abort: &AtomicBool) -> Result<Option<&mut Vec<f32>>> {
+    /// Runs `tokens` through the model in chunks, calling `after_chunk` with each chunk's logits, and keeps the
+    /// logits after the last token in `last_logits`. Returns false when `abort` stopped it between chunks.
+    fn run_chunks(
+        &mut self,
+        tokens: &[u32],
+        abort: &AtomicBool,
+        logits_for: LogitsFor,
+        after_chunk: &mut dyn FnMut(&[f32]),
+    ) -> bool {
         let model = Arc::clone(&self.model);
-        let logits = self.last_logits.get_or_insert_with(Vec::new);
+        let vocab_size = model.config.vocab_size;
+        // Generation reads the last position's logits straight from this buffer, so no copy is made for it.
+        let mut logits = self.last_logits.take().unwrap_or_default();
+        let mut completed = true;
         for chunk in tokens.chunks(PREFILL_CHUNK) {
             if abort.load(Ordering::Relaxed) {
-                return Ok(None);
+                completed = false;
+                break;
             }
             let (cache, scratch) = (&mut self.cache, &mut self.scratch);
             model.install(|| {
@@ -147,13 +158,18 @@ impl Session {
                     chunk,
                     cache,
                     scratch,
-                    logits,
-                    LogitsFor::Last,
+                    &mut logits,
+                    logits_for,
                 )
             });
             self.tokens.extend_from_slice(chunk);
+            after_chunk(&logits);
+            logits.drain(..logits.len() - vocab_size);
         }
-        Ok(self.last_logits.as_mut())
+        if !logits.is_empty() {
+            self.last_logits = Some(logits);
+        }
+        completed
     }
 
     /// Checks `tokens` against the vocabulary and the context (keeping `reserve` positions free), then returns
@@ -183,30 +199,10 @@ impl Session {
         let to_feed = self.take_feed(tokens, 0)?;
         let vocab_size = self.model.config.vocab_size;
         let skip = to_feed.len() - tokens.len();
-        let model = Arc::clone(&self.model);
         let mut predictions = Vec::with_capacity(to_feed.len());
-        let mut logits = Vec::new();
-        for chunk in to_feed.chunks(PREFILL_CHUNK) {
-            if abort.load(Ordering::Relaxed) {
-                break;
-            }
-            let (cache, scratch) = (&mut self.cache, &mut self.scratch);
-            model.install(|| {
-                forward(
-                    &model.config,
-                    &model.weights,
-                    chunk,
-                    cache,
-                    scratch,
-                    &mut logits,
-                    LogitsFor::All,
-                )
-            });
-            predictions.extend(logits.chunks(vocab_size).map(crate::sampler::argmax));
-            self.tokens.extend_from_slice(chunk);
-            let last = logits.len() - vocab_size;
-            self.last_logits = Some(logits[last..].to_vec());
-        }
+        self.run_chunks(&to_feed, abort, LogitsFor::All, &mut |logits| {
+            predictions.extend(logits.chunks(vocab_size).map(crate::sampler::argmax))
+        });
         Ok(predictions.split_off(skip.min(predictions.len())))
     }
 
@@ -249,7 +245,7 @@ impl Session {
         let longest_stop = params.stop.iter().map(|s| s.len()).max().unwrap_or(0);
 
         let prefill_started = Instant::now();
-        if self.feed(&to_feed, abort)?.is_none() {
+        if !self.run_chunks(&to_feed, abort, LogitsFor::Last, &mut |_| {}) {
             out.stop_reason = StopReason::Aborted;
             return Ok(out);
         }
@@ -269,7 +265,12 @@ impl Session {
                     break;
                 }
                 let previous = out.token_ids[out.token_ids.len() - 1];
-                self.feed(&[previous], &AtomicBool::new(false))?;
+                self.run_chunks(
+                    &[previous],
+                    &AtomicBool::new(false),
+                    LogitsFor::Last,
+                    &mut |_| {},
+                );
             }
             let logits = self
                 .last_logits
