@@ -88,24 +88,13 @@ pub fn matmul(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn pseudo_random(n: usize, seed: u32) -> Vec<f32> {
-        let mut s = seed.wrapping_mul(2654435761).wrapping_add(1);
-        (0..n)
-            .map(|_| {
-                s ^= s << 13;
-                s ^= s >> 17;
-                s ^= s << 5;
-                (s as f32 / u32::MAX as f32) - 0.5
-            })
-            .collect()
-    }
+    use crate::test_values::values;
 
     #[test]
     fn dispatched_dot_matches_scalar_on_ragged_lengths() {
         for n in [0, 1, 7, 15, 16, 17, 63, 64, 100, 172, 576, 1537] {
-            let a = pseudo_random(n, n as u32);
-            let b = pseudo_random(n, n as u32 + 99);
+            let a = values(n, n as u32);
+            let b = values(n, n as u32 + 99);
             let exact: f64 = a.iter().zip(&b).map(|(x, y)| *x as f64 * *y as f64).sum();
             assert!((dot(&a, &b) as f64 - exact).abs() < 1e-4, "n={n}");
             assert!((dot_scalar(&a, &b) - dot(&a, &b)).abs() < 1e-5, "n={n}");
@@ -115,9 +104,9 @@ mod tests {
     #[test]
     fn matmul_matches_naive_for_one_and_many_tokens() {
         let (rows, cols) = (37, 70);
-        let w = pseudo_random(rows * cols, 1);
+        let w = values(rows * cols, 1);
         for tokens in [1, 3, 9] {
-            let x = pseudo_random(tokens * cols, 2);
+            let x = values(tokens * cols, 2);
             let mut out = vec![0.0; tokens * rows];
             matmul(&w, rows, cols, &x, tokens, &mut out);
             for t in 0..tokens {

@@ -237,19 +237,8 @@ fn widen_into<H: HalfElement>(src: &[H], out: &mut [f32]) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::test_values::values;
     use seedinfer_formats::{dequantize_row, quantize_row};
-
-    fn values(n: usize, seed: u32) -> Vec<f32> {
-        let mut s = seed.wrapping_mul(2654435761).wrapping_add(7);
-        (0..n)
-            .map(|_| {
-                s ^= s << 13;
-                s ^= s >> 17;
-                s ^= s << 5;
-                (s as f32 / u32::MAX as f32) * 4.0 - 2.0
-            })
-            .collect()
-    }
 
     fn matrix(t: TensorType, rows: usize, cols: usize) -> (HalfMatrix, Vec<f32>) {
         let w = values(rows * cols, (rows * 1000 + cols) as u32);

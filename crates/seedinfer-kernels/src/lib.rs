@@ -8,5 +8,7 @@ pub mod limits;
 pub mod quantized;
 mod quantized_avx2;
 mod row_blocks;
+#[cfg(test)]
+mod test_values;
 
 pub use isa::{detected as detected_isa, kernel_isa, Isa, KernelFamily};

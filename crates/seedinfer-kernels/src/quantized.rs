@@ -276,19 +276,8 @@ impl QuantizedMatrix {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::test_values::values;
     use seedinfer_formats::quantize_row;
-
-    fn values(n: usize, seed: u32) -> Vec<f32> {
-        let mut s = seed.wrapping_mul(2654435761).wrapping_add(12345);
-        (0..n)
-            .map(|_| {
-                s ^= s << 13;
-                s ^= s >> 17;
-                s ^= s << 5;
-                (s as f32 / u32::MAX as f32) * 4.0 - 2.0
-            })
-            .collect()
-    }
 
     fn matrix(tensor_type: TensorType, rows: usize, cols: usize) -> (QuantizedMatrix, Vec<f32>) {
         let w = values(rows * cols, rows as u32 * 31 + cols as u32);
