@@ -13,7 +13,7 @@ pub fn coded(code: &str, message: &str) -> Error {
     Error::new(Status::GenericFailure, format!("{code}: {message}"))
 }
 
-pub fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
     payload
         .downcast_ref::<&str>()
         .map(|s| s.to_string())
@@ -21,13 +21,17 @@ pub fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
         .unwrap_or_else(|| "unknown panic".to_string())
 }
 
-/// Runs `work`, turning engine errors and panics into JS errors so that no panic crosses into Node.
-pub fn guarded<T>(work: impl FnOnce() -> Result<T, EngineError>) -> napi::Result<T> {
-    match catch_unwind(AssertUnwindSafe(work)) {
-        Ok(result) => result.map_err(to_js),
-        Err(payload) => Err(coded(
+/// Runs `work`, turning a panic into an `INTERNAL` error so that no panic crosses into Node.
+pub fn catch_panics<T>(work: impl FnOnce() -> napi::Result<T>) -> napi::Result<T> {
+    catch_unwind(AssertUnwindSafe(work)).unwrap_or_else(|payload| {
+        Err(coded(
             "INTERNAL",
             &format!("engine panicked: {}", panic_message(payload.as_ref())),
-        )),
-    }
+        ))
+    })
+}
+
+/// Runs `work`, turning engine errors and panics into JS errors.
+pub fn guarded<T>(work: impl FnOnce() -> Result<T, EngineError>) -> napi::Result<T> {
+    catch_panics(|| work().map_err(to_js))
 }

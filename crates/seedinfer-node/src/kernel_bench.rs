@@ -2,13 +2,12 @@
 //! inside a rayon pool of a chosen size, and the machine-limit probes of `seedinfer_kernels::limits` measured in
 //! the same process. Used by `bench/kernels.ts`.
 
-use crate::error::{coded, panic_message};
+use crate::error::{catch_panics, coded};
 use napi::bindgen_prelude::*;
 use napi_derive::napi;
 use seedinfer_formats::{quantize_row, TensorType};
 use seedinfer_kernels::quantized::{quantize_activations, QuantizedMatrix, BLOCK};
 use seedinfer_kernels::{dense_f32, limits};
-use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -18,16 +17,6 @@ const MAX_THREADS: usize = 256;
 
 fn invalid(message: String) -> Error {
     coded("INVALID_OPTION", &message)
-}
-
-/// Runs `work` so that a panic reaches JavaScript as an `INTERNAL` error instead of aborting Node.
-fn no_panic<T>(work: impl FnOnce() -> Result<T>) -> Result<T> {
-    catch_unwind(AssertUnwindSafe(work)).unwrap_or_else(|payload| {
-        Err(coded(
-            "INTERNAL",
-            &format!("kernel bench panicked: {}", panic_message(payload.as_ref())),
-        ))
-    })
 }
 
 /// A count from JavaScript: a whole number in `1..=max`.
@@ -186,7 +175,7 @@ impl Task for CreateKernelBenchTask {
     type JsValue = NativeKernelBench;
 
     fn compute(&mut self) -> Result<Self::Output> {
-        no_panic(|| {
+        catch_panics(|| {
             Ok(Inner::build(
                 &self.format,
                 self.rows,
@@ -274,7 +263,7 @@ impl Task for RunTask {
     type JsValue = f64;
 
     fn compute(&mut self) -> Result<Self::Output> {
-        no_panic(|| Ok(self.inner.run(self.iterations)))
+        catch_panics(|| Ok(self.inner.run(self.iterations)))
     }
 
     fn resolve(&mut self, _env: Env, seconds: Self::Output) -> Result<Self::JsValue> {
@@ -333,7 +322,7 @@ impl Task for ProbeLimitsTask {
     type JsValue = NativeLimits;
 
     fn compute(&mut self) -> Result<Self::Output> {
-        no_panic(|| {
+        catch_panics(|| {
             Ok(NativeLimits {
                 read_gb_per_second: limits::read_bandwidth(512 << 20, self.threads, self.seconds),
                 f32_gflops: limits::f32_fma_throughput(self.threads, self.seconds),

@@ -2,12 +2,11 @@
 //! Every event (each token, then `done` or `error`) travels through the same queue, so JavaScript sees
 //! them in order.
 
-use crate::error::{coded, panic_message, to_js};
+use crate::error::{catch_panics, coded, to_js};
 use napi::bindgen_prelude::*;
 use napi::threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode};
 use napi_derive::napi;
 use seedinfer_engine::{GenerateParams, GenerationOutput, Model, SamplingParams, Session};
-use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -149,7 +148,7 @@ impl Task for PredictNextTask {
     type JsValue = Vec<u32>;
 
     fn compute(&mut self) -> Result<Self::Output> {
-        let outcome = catch_unwind(AssertUnwindSafe(|| {
+        let outcome = catch_panics(|| {
             let mut session = self
                 .state
                 .lock()
@@ -157,14 +156,9 @@ impl Task for PredictNextTask {
             session
                 .predict_next(&self.tokens, &AtomicBool::new(false))
                 .map_err(to_js)
-        }));
+        });
         self.busy.store(false, Ordering::Release);
-        outcome.unwrap_or_else(|payload| {
-            Err(coded(
-                "INTERNAL",
-                &format!("engine panicked: {}", panic_message(payload.as_ref())),
-            ))
-        })
+        outcome
     }
 
     fn resolve(&mut self, _env: Env, output: Self::Output) -> Result<Self::JsValue> {
@@ -252,7 +246,7 @@ impl NativeSession {
         let spawned = std::thread::Builder::new()
             .name("seedinfer-generate".into())
             .spawn(move || {
-                let outcome = catch_unwind(AssertUnwindSafe(|| {
+                let outcome = catch_panics(|| {
                     let mut session = state
                         .lock()
                         .map_err(|_| coded("INTERNAL", "session state was poisoned"))?;
@@ -264,31 +258,23 @@ impl NativeSession {
                             on_event.call(e, ThreadsafeFunctionCallMode::NonBlocking);
                         })
                         .map_err(to_js)
-                }));
+                });
                 busy.store(false, Ordering::Release);
                 let last = match outcome {
-                    Ok(Ok(out)) if out.stop_reason == seedinfer_engine::StopReason::Aborted => {
+                    Ok(out) if out.stop_reason == seedinfer_engine::StopReason::Aborted => {
                         let mut e = event("error");
                         e.error = Some("ABORTED: the generation was aborted".to_string());
                         e.result = Some(to_result(out));
                         e
                     }
-                    Ok(Ok(out)) => {
+                    Ok(out) => {
                         let mut e = event("done");
                         e.result = Some(to_result(out));
                         e
                     }
-                    Ok(Err(err)) => {
+                    Err(err) => {
                         let mut e = event("error");
                         e.error = Some(err.reason.clone());
-                        e
-                    }
-                    Err(payload) => {
-                        let mut e = event("error");
-                        e.error = Some(format!(
-                            "INTERNAL: engine panicked: {}",
-                            panic_message(payload.as_ref())
-                        ));
                         e
                     }
                 };
