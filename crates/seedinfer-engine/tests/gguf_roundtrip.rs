@@ -3,16 +3,15 @@
 //! interleaved-pair layout, SentencePiece tokenizer metadata), and the GGUF file must then reproduce the
 //! reference greedy continuation. An engine that applies the wrong RoPE variant to either layout fails here.
 
-use seedinfer_engine::{GenerateParams, LoadOptions, Model, RopeStyle, SamplingParams, Session};
+use seedinfer_engine::{LoadOptions, Model, RopeStyle};
 use seedinfer_formats::{GgufValue, GgufWriter, SafetensorsDir, TensorType};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
 mod common;
 use common::read_json;
-use common::{expected_greedy, stories_dir};
+use common::{expected_greedy, greedy_from_bos, stories_dir};
 
 /// llama.cpp's `LlamaModel.permute`:
 /// `w.reshape(n_head, 2, rows / n_head / 2, cols).swapaxes(1, 2).reshape(rows, cols)`.
@@ -243,23 +242,6 @@ fn convert(out: &Path, out_type: OutType) {
     w.write_file(out).expect("GGUF written");
 }
 
-fn greedy_tokens(model: Model, n: usize) -> Vec<u32> {
-    let params = GenerateParams {
-        max_tokens: n,
-        sampling: SamplingParams {
-            temperature: 0.0,
-            ..Default::default()
-        },
-        ignore_eos: true,
-        ..Default::default()
-    };
-    let mut session = Session::new(Arc::new(model), 512).expect("session");
-    session
-        .generate(&[1], &params, &AtomicBool::new(false), &mut |_| {})
-        .expect("generates")
-        .token_ids
-}
-
 fn converted(out_type: OutType) -> (tempfile::TempDir, PathBuf) {
     let tmp = tempfile::tempdir().expect("temp dir");
     let name = if out_type == OutType::F32 {
@@ -297,7 +279,7 @@ fn converted_f32_gguf_uses_interleaved_rope_and_reproduces_the_reference() {
     assert_eq!(model.info.parameter_count, 260_032);
     let expected = expected_greedy();
     assert_eq!(expected.len(), 200);
-    let got = greedy_tokens(model, 200);
+    let got = greedy_from_bos(&Arc::new(model), 200);
     let matching = got
         .iter()
         .zip(&expected)
@@ -318,7 +300,7 @@ fn converted_f16_gguf_follows_the_reference() {
     assert_eq!(model.info.file_tensor_formats.get("F16"), Some(&36));
     assert_eq!(model.info.file_tensor_formats.get("F32"), Some(&11));
     let expected = expected_greedy();
-    let got = greedy_tokens(model, 200);
+    let got = greedy_from_bos(&Arc::new(model), 200);
     let matching = got
         .iter()
         .zip(&expected)

@@ -1,23 +1,11 @@
 //! The engine against a real float32 checkpoint: stories260K reproduces its known greedy continuation.
 
-use seedinfer_engine::{GenerateParams, LoadOptions, Model, SamplingParams, Session, StopReason};
+use seedinfer_engine::{GenerateParams, LoadOptions, Model, Session, StopReason};
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
 mod common;
-use common::{expected_greedy, stories_dir};
-
-fn greedy(max_tokens: usize) -> GenerateParams {
-    GenerateParams {
-        max_tokens,
-        sampling: SamplingParams {
-            temperature: 0.0,
-            ..Default::default()
-        },
-        ignore_eos: true,
-        ..Default::default()
-    }
-}
+use common::{expected_greedy, greedy, stories_dir};
 
 fn load() -> Arc<Model> {
     Arc::new(

@@ -1,12 +1,11 @@
 //! Weights converted at load (`LoadOptions::weights`): stories260K stays on its greedy reference in Q8_0, and
 //! matrices whose rows are not whole blocks visibly stay f32.
 
-use seedinfer_engine::{GenerateParams, LoadOptions, Model, SamplingParams, Session, WeightFormat};
-use std::sync::atomic::AtomicBool;
+use seedinfer_engine::{LoadOptions, Model, WeightFormat};
 use std::sync::Arc;
 
 mod common;
-use common::{expected_greedy, stories_dir};
+use common::{expected_greedy, greedy_from_bos, stories_dir};
 
 fn greedy_tokens(weights: WeightFormat, n: usize) -> (Arc<Model>, Vec<u32>) {
     let options = LoadOptions {
@@ -14,20 +13,8 @@ fn greedy_tokens(weights: WeightFormat, n: usize) -> (Arc<Model>, Vec<u32>) {
         weights: Some(weights),
     };
     let model = Arc::new(Model::load(&stories_dir(), &options).expect("stories260K loads"));
-    let params = GenerateParams {
-        max_tokens: n,
-        sampling: SamplingParams {
-            temperature: 0.0,
-            ..Default::default()
-        },
-        ignore_eos: true,
-        ..Default::default()
-    };
-    let mut session = Session::new(Arc::clone(&model), 512).expect("session");
-    let out = session
-        .generate(&[1], &params, &AtomicBool::new(false), &mut |_| {})
-        .expect("generates");
-    (model, out.token_ids)
+    let tokens = greedy_from_bos(&model, n);
+    (model, tokens)
 }
 
 fn matching_prefix(a: &[u32], b: &[u32]) -> usize {
