@@ -163,3 +163,27 @@ export interface NativeKernelBinding {
   ): Promise<NativeKernelBench>;
   probeLimits(threads: number, seconds: number): Promise<NativeLimits>;
 }
+
+/** One tensor of a GGUF file, from its header. */
+export interface NativeGgufTensor {
+  name: string;
+  /** Storage type as ggml names it, e.g. `Q4_0`. */
+  tensorType: string;
+  /** Outermost dimension first. */
+  shape: number[];
+  /** Bytes of the tensor's data in the file. */
+  bytes: number;
+}
+
+export type NativeSyntheticFormat = 'q4_0' | 'q4_1' | 'q8_0' | 'f16' | 'f32';
+
+/** GGUF tools for benchmarks and tests (`bench/peers/side-by-side.ts`). */
+export interface NativeGgufToolsBinding {
+  /**
+   * Writes a copy of `sourceGguf` to `outPath`: all metadata (tokenizer included), every tensor replaced by random
+   * values from `seed` (norms near 1.0 in F32, matrices normal with std 0.02 in `format`). Whole or not at all.
+   */
+  writeSyntheticModel(sourceGguf: string, outPath: string, format: NativeSyntheticFormat, seed: number): Promise<void>;
+  /** The tensor table of a GGUF file, in file order. */
+  ggufTensors(path: string): NativeGgufTensor[];
+}

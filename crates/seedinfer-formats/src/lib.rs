@@ -1,6 +1,6 @@
 //! Readers and writers for model files: GGUF (llama.cpp) and Hugging Face
 //! safetensors checkpoints, plus the ggml block formats (Q4_0, Q4_1, Q8_0) with
-//! bit-exact reference quantizers.
+//! bit-exact reference quantizers, and synthetic random-weight copies of GGUF models for benchmarks.
 //!
 //! Nothing read from a file is trusted: every length, count and offset is checked
 //! and failures are reported as [`FormatError`] with a stable [`FormatError::code`].
@@ -9,6 +9,7 @@ pub mod blocks;
 pub mod error;
 pub mod gguf;
 pub mod safetensors_dir;
+pub mod synthetic;
 pub mod tensor_type;
 pub mod tensor_view;
 

@@ -2,10 +2,12 @@
 //! errors reach JavaScript as "CODE: message", which the TypeScript layer turns into typed errors.
 
 mod error;
+mod gguf_tools;
 mod kernel_bench;
 mod model;
 mod session;
 
+pub use gguf_tools::{gguf_tensors, write_synthetic_model, NativeGgufTensor};
 pub use kernel_bench::{create_kernel_bench, probe_limits, NativeKernelBench};
 pub use model::{load_model, NativeModel};
 pub use session::{NativeAbortFlag, NativeSession};

@@ -1,0 +1,102 @@
+//! GGUF files for benchmarks and tests: synthetic random-weight copies of a model, and a file's tensor table.
+//! Used by `bench/peers/side-by-side.ts`.
+
+use crate::error::{catch_panics, coded};
+use napi::bindgen_prelude::*;
+use napi_derive::napi;
+use seedinfer_formats::synthetic::write_synthetic_model as write_synthetic;
+use seedinfer_formats::{FormatError, GgufFile, TensorType};
+use std::path::PathBuf;
+
+fn to_js(error: FormatError) -> Error {
+    coded(error.code(), &error.to_string())
+}
+
+pub struct WriteSyntheticModelTask {
+    source: PathBuf,
+    out: PathBuf,
+    matrix_type: TensorType,
+    seed: u64,
+}
+
+impl Task for WriteSyntheticModelTask {
+    type Output = ();
+    type JsValue = ();
+
+    fn compute(&mut self) -> Result<Self::Output> {
+        catch_panics(|| {
+            write_synthetic(&self.source, &self.out, self.matrix_type, self.seed).map_err(to_js)
+        })
+    }
+
+    fn resolve(&mut self, _env: Env, _output: Self::Output) -> Result<Self::JsValue> {
+        Ok(())
+    }
+}
+
+/// Writes (on a worker thread) a copy of the GGUF file `sourceGguf` to `outPath` with all its metadata (the
+/// tokenizer included) and every tensor replaced by random values of the same shape, drawn from `seed`: norm
+/// vectors near 1.0 in F32, matrices normal with standard deviation 0.02 in `format` (`q4_0`, `q4_1`, `q8_0`,
+/// `f16` or `f32`). `general.file_type` names the new format. The file appears whole or not at all.
+#[napi(ts_return_type = "Promise<void>")]
+pub fn write_synthetic_model(
+    source_gguf: String,
+    out_path: String,
+    format: String,
+    seed: f64,
+) -> Result<AsyncTask<WriteSyntheticModelTask>> {
+    let matrix_type = match format.as_str() {
+        "q4_0" => TensorType::Q4_0,
+        "q4_1" => TensorType::Q4_1,
+        "q8_0" => TensorType::Q8_0,
+        "f16" => TensorType::F16,
+        "f32" => TensorType::F32,
+        _ => {
+            return Err(coded(
+                "INVALID_OPTION",
+                &format!("format must be q4_0, q4_1, q8_0, f16 or f32, got {format:?}"),
+            ))
+        }
+    };
+    if seed.fract() != 0.0 || !(0.0..=9_007_199_254_740_991.0).contains(&seed) {
+        return Err(coded(
+            "INVALID_OPTION",
+            &format!("seed must be a whole number from 0 to 2^53 - 1, got {seed}"),
+        ));
+    }
+    Ok(AsyncTask::new(WriteSyntheticModelTask {
+        source: source_gguf.into(),
+        out: out_path.into(),
+        matrix_type,
+        seed: seed as u64,
+    }))
+}
+
+#[napi(object)]
+pub struct NativeGgufTensor {
+    pub name: String,
+    /// Storage type as ggml names it, e.g. `Q4_0`.
+    pub tensor_type: String,
+    /// Outermost dimension first.
+    pub shape: Vec<f64>,
+    /// Bytes of the tensor's data in the file.
+    pub bytes: f64,
+}
+
+/// The tensor table of a GGUF file, in file order (reads only the header).
+#[napi]
+pub fn gguf_tensors(path: String) -> Result<Vec<NativeGgufTensor>> {
+    catch_panics(|| {
+        let file = GgufFile::open(path.as_ref()).map_err(to_js)?;
+        Ok(file
+            .tensors()
+            .iter()
+            .map(|t| NativeGgufTensor {
+                name: t.name.clone(),
+                tensor_type: t.tensor_type.name().to_string(),
+                shape: t.shape.iter().map(|&d| d as f64).collect(),
+                bytes: t.byte_len as f64,
+            })
+            .collect())
+    })
+}
