@@ -1,8 +1,10 @@
 // The public API on a real float32 checkpoint (stories260K): exact greedy output, streaming, sampling,
 // abort, concurrency and an event loop that stays responsive.
 import test from 'ava';
+import fs from 'node:fs';
+import path from 'node:path';
 import { Model, SeedinferError } from '../src/index.js';
-import { storiesDir, storiesExpected } from './helpers/paths.js';
+import { storiesDir, storiesExpected, tempDir } from './helpers/paths.js';
 
 const modelPromise = Model.load(storiesDir, { threads: 2 });
 
@@ -31,6 +33,26 @@ test('greedy from [1] reproduces expected_greedy.json (200 tokens) and streams t
   t.true(result.text.startsWith('Once upon a time, there was a little girl named Lily.'));
   t.true(result.timings.ttftMs > 0 && result.timings.decodeTokensPerSecond > 0 && result.timings.prefillTokensPerSecond > 0);
   t.is(session.tokenCount, 201);
+});
+
+test('ignoreEos: generation runs 200 tokens past an end-of-generation token', async (t) => {
+  // stories260K never picks its own EOS greedily from [1], so a copy of the checkpoint declares the 10th greedy
+  // token an end-of-generation id as well (generation_config.json eos_token_id).
+  const expected = storiesExpected().greedy_token_ids;
+  const eog = expected[9];
+  const dir = tempDir();
+  t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
+  fs.cpSync(storiesDir, dir, { recursive: true });
+  fs.writeFileSync(path.join(dir, 'generation_config.json'), JSON.stringify({ eos_token_id: [2, eog] }));
+  const model = await Model.load(dir, { threads: 2 });
+  const stopped = await model.createSession().generateText([1], { maxTokens: 200, temperature: 0 });
+  t.is(stopped.stopReason, 'eos');
+  t.deepEqual(stopped.tokenIds, expected.slice(0, expected.indexOf(eog) + 1));
+  const result = await model.createSession().generateText([1], { maxTokens: 200, temperature: 0, ignoreEos: true });
+  t.is(result.stopReason, 'maxTokens');
+  t.deepEqual(result.tokenIds, expected);
+  t.true(result.tokenIds.filter((id) => id === eog).length > 1);
+  model.dispose();
 });
 
 test('a seed reproduces a sample; different seeds differ', async (t) => {
