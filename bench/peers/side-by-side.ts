@@ -1,0 +1,473 @@
+// seedinfer and llama.cpp (node-llama-cpp 3.22.1) side by side on the same GGUF files and the same token ids:
+// prefill and decode tokens/s, time to first token and peak RSS, plus the decode bound set by read bandwidth.
+//
+//   npm run bench:peers                          # markdown tables with ratios ours/theirs
+//   npm run -s bench:peers -- --json             # only a JSON array of rows on stdout (-s: no npm banner)
+//   npm run bench:peers -- --quick               # one small configuration (smoke test)
+//   options: --models q4_0,q8_0,q4_1 --prompts 128,512,2048 --threads 1,2 --runs 5 --decode 128
+//
+// Needs node-llama-cpp in bench/peers/node_modules (see bench/peers/README.md) and the built addon (npm run build).
+//
+// Method:
+// - Models: q4_0 and q8_0 are synthetic random-weight copies of the default model (SmolLM2-135M-Instruct, same
+//   shape and tokenizer; written once by `writeSyntheticModel` into `<cache>/synthetic/`); q4_1 is the real
+//   default model file. The speed of a forward pass does not depend on the weights' values.
+// - Each (model, threads, prompt length) gets two fresh child processes, one per engine. Each child loads the model
+//   once with that many threads and holds one context of prompt + decode + 16 tokens, cleared before every run.
+//   The parent asks for one warm-up run from each, then `--runs` measured runs alternating seedinfer, llama.cpp,
+//   seedinfer, llama.cpp, ..., with a short pause between runs so the idle engine's threads go to sleep.
+// - A run feeds the same fixed pseudo-random token ids to both (no tokenizer) and decodes greedily until
+//   `--decode` tokens, never stopping at an end-of-generation token (ours: `ignoreEos`; llama.cpp: `yieldEogToken`
+//   on `sequence.evaluate`, taking tokens until enough). Ours runs through the native session (what the public
+//   `Session` wraps) so that every token is seen, including those that complete no text.
+// - Both are timed identically in the child's JS thread: TTFT = request start to first token; prefill tokens/s =
+//   prompt tokens / TTFT; decode tokens/s = (decoded tokens - 1) / (last token time - first token time). Each figure
+//   is the median over the measured runs. Peak RSS is the child's `process.resourceUsage().maxRSS` at the end.
+// - llama.cpp: `getLlama({ gpu: false, build: 'never', maxThreads })`, flash attention off, default batch size
+//   (min(context, 512)), greedy (`temperature: 0`), as bench/peers/make-reference.mjs uses it.
+// - Decode bound: `probeLimits` measures read bandwidth in this process for each thread count, in the same run; a
+//   decoded token reads every weight in the file once (with tied embeddings token_embd is the output matrix; an
+//   untied token_embd is read one row per token, so it is left out); bound = bandwidth / those bytes.
+// - The first measured run's generated ids of both engines are compared ("same tokens"): a check that both ran the
+//   same model, not a pass/fail (greedy near-ties may differ).
+import { fork, type ChildProcess } from 'node:child_process';
+import { existsSync, mkdirSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+type Engine = 'seedinfer' | 'node-llama-cpp';
+type ModelKey = 'q4_0' | 'q8_0' | 'q4_1';
+
+interface Row {
+  engine: Engine;
+  model: string;
+  format: ModelKey;
+  threads: number;
+  promptTokens: number;
+  decodeTokens: number;
+  prefillTokensPerSecond: number;
+  decodeTokensPerSecond: number;
+  ttftMs: number;
+  peakRssBytes: number;
+}
+
+/** parent -> child */
+interface RunRequest {
+  prompt: number[];
+  decodeTokens: number;
+}
+
+/** child -> parent */
+type ChildMessage =
+  | { kind: 'ready'; description: string }
+  | { kind: 'result'; ttftMs: number; decodeMs: number; tokenIds: number[]; peakRssBytes: number }
+  | { kind: 'error'; message: string };
+
+const here = path.dirname(fileURLToPath(import.meta.url));
+const CONTEXT_SLACK = 16;
+const SYNTHETIC_SEED = 1;
+const PAUSE_MS = 200;
+
+// ------------------------------------------------------------------------------------------------ child side
+
+interface ChildEngine {
+  description: string;
+  /** Token ids as they arrive, each with its `performance.now()` time; stops after `decodeTokens`. */
+  run(request: RunRequest, onToken: (tokenId: number) => void): Promise<void>;
+}
+
+async function seedinferChild(modelPath: string, threads: number, contextSize: number): Promise<ChildEngine> {
+  const { native } = await import('../../src/native.js');
+  const binding = native();
+  const model = await binding.loadModel(modelPath, { threads });
+  const session = model.createSession(contextSize);
+  const info = model.info();
+  return {
+    description: `seedinfer ${info.computeFormat}; ${info.kernelIsa}`,
+    run: ({ prompt, decodeTokens }, onToken) => {
+      session.reset();
+      return new Promise<void>((resolve, reject) => {
+        const options = {
+          maxTokens: decodeTokens,
+          temperature: 0,
+          topK: 0,
+          topP: 1,
+          minP: 0,
+          repetitionPenalty: 1,
+          repetitionLastN: 0,
+          seed: 0,
+          stop: [],
+          ignoreEos: true,
+        };
+        session.generate(
+          Uint32Array.from(prompt),
+          options,
+          (event) => {
+            if (event.kind === 'token') onToken(event.tokenId ?? -1);
+            else if (event.kind === 'done') resolve();
+            else reject(new Error(event.error ?? 'generation failed'));
+          },
+          new binding.NativeAbortFlag(),
+        );
+      });
+    },
+  };
+}
+
+// The part of node-llama-cpp's API used here. It lives in bench/peers/node_modules, which may not be installed,
+// so it is imported by a computed specifier and typed locally (tsc never needs the package).
+interface LlamaSequence {
+  clearHistory(): Promise<void>;
+  evaluate(tokens: number[], options: { temperature: number; yieldEogToken: boolean }): AsyncGenerator<number>;
+}
+interface NodeLlamaCpp {
+  getLlama(options: { gpu: false; build: 'never'; maxThreads: number; logLevel: string }): Promise<{
+    systemInfo: string;
+    llamaCppRelease: { release: string };
+    loadModel(options: { modelPath: string; gpuLayers: number }): Promise<{
+      createContext(options: {
+        contextSize: number;
+        sequences: number;
+        threads: number;
+        flashAttention: boolean;
+      }): Promise<{ batchSize: number; getSequence(): LlamaSequence }>;
+    }>;
+  }>;
+  getModuleVersion(): Promise<string>;
+  LlamaLogLevel: { error: string };
+}
+
+async function nodeLlamaCppChild(modelPath: string, threads: number, contextSize: number): Promise<ChildEngine> {
+  const specifier = 'node-llama-cpp';
+  const lib = (await import(specifier)) as NodeLlamaCpp;
+  const llama = await lib.getLlama({ gpu: false, build: 'never', maxThreads: threads, logLevel: lib.LlamaLogLevel.error });
+  const model = await llama.loadModel({ modelPath, gpuLayers: 0 });
+  const context = await model.createContext({ contextSize, sequences: 1, threads, flashAttention: false });
+  const sequence = context.getSequence();
+  const cpu = /CPU : (.*?)\s*\|?\s*$/m.exec(llama.systemInfo)?.[1] ?? llama.systemInfo.trim();
+  return {
+    description:
+      `node-llama-cpp ${await lib.getModuleVersion()}, llama.cpp ${llama.llamaCppRelease.release}, ` +
+      `batch ${context.batchSize}; ${cpu}`,
+    run: async ({ prompt, decodeTokens }, onToken) => {
+      await sequence.clearHistory();
+      let count = 0;
+      for await (const token of sequence.evaluate(prompt, { temperature: 0, yieldEogToken: true })) {
+        onToken(token);
+        if (++count >= decodeTokens) break;
+      }
+    },
+  };
+}
+
+async function childMain(engine: Engine, modelPath: string, threads: number, contextSize: number): Promise<void> {
+  const send = (message: ChildMessage) => process.send?.(message);
+  try {
+    const child = await (engine === 'seedinfer' ? seedinferChild : nodeLlamaCppChild)(modelPath, threads, contextSize);
+    process.on('message', (request: RunRequest | 'exit') => {
+      // Native thread pools may keep the event loop alive: leave explicitly.
+      if (request === 'exit') process.exit(0);
+      const tokenIds: number[] = [];
+      const times: number[] = [];
+      const start = performance.now();
+      child
+        .run(request, (tokenId) => {
+          times.push(performance.now());
+          tokenIds.push(tokenId);
+        })
+        .then(() => {
+          if (tokenIds.length < 2) throw new Error(`only ${tokenIds.length} tokens were generated`);
+          send({
+            kind: 'result',
+            ttftMs: times[0] - start,
+            decodeMs: times[times.length - 1] - times[0],
+            tokenIds,
+            peakRssBytes: process.resourceUsage().maxRSS * 1024,
+          });
+        })
+        .catch((error: unknown) => send({ kind: 'error', message: String((error as Error)?.stack ?? error) }));
+    });
+    send({ kind: 'ready', description: child.description });
+  } catch (error) {
+    process.send?.({ kind: 'error', message: String((error as Error)?.stack ?? error) } satisfies ChildMessage, () => process.exit(1));
+  }
+}
+
+// ------------------------------------------------------------------------------------------------ parent side
+
+const log = (message: string) => process.stderr.write(`${message}\n`);
+const median = (values: number[]) => {
+  const sorted = [...values].sort((a, b) => a - b);
+  const mid = sorted.length >> 1;
+  return sorted.length % 2 ? sorted[mid] : (sorted[mid - 1] + sorted[mid]) / 2;
+};
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+
+/** A child process running one engine on one model; requests are answered one at a time. */
+class EngineProcess {
+  private pending: { resolve: (m: ChildMessage) => void; reject: (e: Error) => void } | undefined;
+  private exited: Error | undefined;
+  private constructor(
+    readonly engine: Engine,
+    private readonly child: ChildProcess,
+  ) {
+    child.on('message', (message: ChildMessage) => {
+      const pending = this.pending;
+      this.pending = undefined;
+      if (message.kind === 'error') pending?.reject(new Error(`${engine}: ${message.message}`));
+      else pending?.resolve(message);
+    });
+    child.on('exit', (code, signal) => {
+      this.exited = new Error(`${engine} child exited (code ${code}, signal ${signal})`);
+      this.pending?.reject(this.exited);
+      this.pending = undefined;
+    });
+  }
+
+  private next(): Promise<ChildMessage> {
+    if (this.exited) return Promise.reject(this.exited);
+    return new Promise((resolve, reject) => (this.pending = { resolve, reject }));
+  }
+
+  static async start(engine: Engine, modelPath: string, threads: number, contextSize: number) {
+    // The child's stdout goes to our stderr: stdout carries only the results.
+    const child = fork(fileURLToPath(import.meta.url), ['--child', engine, modelPath, String(threads), String(contextSize)], {
+      stdio: ['ignore', 2, 'inherit', 'ipc'],
+    });
+    const engineProcess = new EngineProcess(engine, child);
+    const ready = await engineProcess.next();
+    if (ready.kind !== 'ready') throw new Error(`${engine}: unexpected message ${ready.kind}`);
+    return { engineProcess, description: ready.description };
+  }
+
+  async run(request: RunRequest) {
+    const answer = this.next();
+    this.child.send(request);
+    const result = await answer;
+    if (result.kind !== 'result') throw new Error(`${this.engine}: unexpected message ${result.kind}`);
+    return result;
+  }
+
+  async stop(): Promise<void> {
+    if (this.exited) return;
+    const exited = new Promise((resolve) => this.child.once('exit', resolve));
+    this.child.send('exit');
+    await exited;
+  }
+
+  kill(): void {
+    if (!this.exited) this.child.kill();
+  }
+}
+
+function option(name: string): string | undefined {
+  const i = process.argv.indexOf(`--${name}`);
+  if (i < 0) return undefined;
+  const value = process.argv[i + 1];
+  if (value === undefined || value.startsWith('--')) throw new Error(`--${name} needs a value`);
+  return value;
+}
+
+function numbers(name: string, fallback: number[]): number[] {
+  const raw = option(name);
+  if (raw === undefined) return fallback;
+  const values = raw.split(',').map(Number);
+  if (values.some((v) => !Number.isInteger(v) || v < 1)) throw new Error(`--${name} takes positive whole numbers, got ${raw}`);
+  return values;
+}
+
+/** Fixed pseudo-random ids in [1000, vocabSize) (mulberry32 with a fixed seed): clear of special tokens. */
+function promptIds(count: number, vocabSize: number): number[] {
+  let state = 0x5eed;
+  return Array.from({ length: count }, () => {
+    state = (state + 0x6d2b79f5) >>> 0;
+    let t = state;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    const unit = ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+    return 1000 + Math.floor(unit * (vocabSize - 1000));
+  });
+}
+
+function commonPrefix(a: number[], b: number[]): number {
+  let i = 0;
+  while (i < a.length && i < b.length && a[i] === b[i]) i++;
+  return i;
+}
+
+async function parentMain(): Promise<void> {
+  const json = process.argv.includes('--json');
+  const quick = process.argv.includes('--quick');
+  const models = (option('models') ?? (quick ? 'q4_0' : 'q4_0,q8_0,q4_1')).split(',') as ModelKey[];
+  for (const m of models) {
+    if (!['q4_0', 'q8_0', 'q4_1'].includes(m)) throw new Error(`--models takes q4_0, q8_0 and q4_1, got ${m}`);
+  }
+  const prompts = numbers('prompts', quick ? [128] : [128, 512, 2048]);
+  const threadCounts = numbers('threads', quick ? [1] : [1, 2]);
+  const runs = numbers('runs', [quick ? 3 : 5])[0];
+  const decodeTokens = numbers('decode', [quick ? 32 : 128])[0];
+  if (decodeTokens < 2) throw new Error('--decode must be at least 2');
+
+  if (!existsSync(path.join(here, 'node_modules', 'node-llama-cpp', 'package.json'))) {
+    throw new Error('node-llama-cpp is not installed: cd bench/peers && NODE_LLAMA_CPP_SKIP_DOWNLOAD=true npm install');
+  }
+  const { ensureDefaultModel, defaultCacheDir } = await import('../../src/index.js');
+  const { native } = await import('../../src/native.js');
+  type Tools = import('../../src/native.js').NativeGgufToolsBinding & import('../../src/native.js').NativeKernelBinding;
+  const tools = native() as ReturnType<typeof native> & Tools;
+
+  // The model files.
+  const defaultModel = await ensureDefaultModel();
+  const files = new Map<ModelKey, string>();
+  for (const key of models) {
+    if (key === 'q4_1') {
+      files.set(key, defaultModel);
+      continue;
+    }
+    const dir = path.join(defaultCacheDir(), 'synthetic');
+    const file = path.join(dir, `${path.basename(defaultModel, '.Q4_1.gguf')}.synthetic-seed${SYNTHETIC_SEED}.${key.toUpperCase()}.gguf`);
+    if (!existsSync(file)) {
+      log(`writing ${file}`);
+      mkdirSync(dir, { recursive: true });
+      await tools.writeSyntheticModel(defaultModel, file, key, SYNTHETIC_SEED);
+    }
+    files.set(key, file);
+  }
+
+  // Read bandwidth in this run, and the bytes a decoded token reads.
+  const bandwidth = new Map<number, number>();
+  for (const threads of threadCounts) {
+    log(`probing read bandwidth, ${threads} thread(s)`);
+    bandwidth.set(threads, (await tools.probeLimits(threads, quick ? 0.3 : 1)).readGbPerSecond * 1e9);
+  }
+  const bytesPerToken = new Map<ModelKey, number>();
+  const vocabSizes = new Map<ModelKey, number>();
+  for (const [key, file] of files) {
+    const tensors = tools.ggufTensors(file);
+    const tied = !tensors.some((t) => t.name === 'output.weight');
+    const embedding = tensors.find((t) => t.name === 'token_embd.weight');
+    if (!embedding) throw new Error(`${file} has no token_embd.weight`);
+    vocabSizes.set(key, embedding.shape[0]);
+    bytesPerToken.set(key, tensors.reduce((sum, t) => sum + (t === embedding && !tied ? 0 : t.bytes), 0));
+  }
+
+  const rows: Row[] = [];
+  const sameTokens = new Map<string, string>();
+  const descriptions = new Map<Engine, string>();
+  for (const key of models) {
+    const file = files.get(key) as string;
+    for (const threads of threadCounts) {
+      for (const promptTokens of prompts) {
+        const label = `${key} threads=${threads} prompt=${promptTokens}`;
+        const contextSize = promptTokens + decodeTokens + CONTEXT_SLACK;
+        const request: RunRequest = { prompt: promptIds(promptTokens, vocabSizes.get(key) as number), decodeTokens };
+        const engines: EngineProcess[] = [];
+        try {
+          // Loaded one after the other, so that neither load competes with the other.
+          for (const engine of ['seedinfer', 'node-llama-cpp'] as const) {
+            const started = await EngineProcess.start(engine, file, threads, contextSize);
+            engines.push(started.engineProcess);
+            descriptions.set(engine, started.description);
+          }
+          const results = new Map<Engine, Awaited<ReturnType<EngineProcess['run']>>[]>(engines.map((e) => [e.engine, []]));
+          for (let run = -1; run < runs; run++) {
+            for (const engine of engines) {
+              await sleep(PAUSE_MS);
+              const result = await engine.run(request);
+              const decodePerSecond = ((result.tokenIds.length - 1) / result.decodeMs) * 1e3;
+              log(
+                `${label} ${engine.engine} ${run < 0 ? 'warm-up' : `run ${run + 1}/${runs}`}: TTFT ${result.ttftMs.toFixed(0)} ms, ` +
+                  `decode ${decodePerSecond.toFixed(1)} tok/s`,
+              );
+              if (run >= 0) results.get(engine.engine)?.push(result);
+            }
+          }
+          const [ours, theirs] = engines.map((e) => results.get(e.engine) ?? []);
+          sameTokens.set(label, `${commonPrefix(ours[0].tokenIds, theirs[0].tokenIds)}/${decodeTokens}`);
+          for (const engine of engines) {
+            const measured = results.get(engine.engine) ?? [];
+            rows.push({
+              engine: engine.engine,
+              model: path.basename(file),
+              format: key,
+              threads,
+              promptTokens,
+              decodeTokens,
+              prefillTokensPerSecond: median(measured.map((r) => (promptTokens / r.ttftMs) * 1e3)),
+              decodeTokensPerSecond: median(measured.map((r) => ((r.tokenIds.length - 1) / r.decodeMs) * 1e3)),
+              ttftMs: median(measured.map((r) => r.ttftMs)),
+              peakRssBytes: measured[measured.length - 1].peakRssBytes,
+            });
+          }
+          for (const engine of engines) await engine.stop();
+        } finally {
+          for (const engine of engines) engine.kill();
+        }
+      }
+    }
+  }
+
+  if (json) {
+    console.log(JSON.stringify(rows, null, 2));
+    return;
+  }
+  const find = (engine: Engine, key: ModelKey, threads: number, prompt: number) =>
+    rows.find((r) => r.engine === engine && r.format === key && r.threads === threads && r.promptTokens === prompt) as Row;
+  const fixed = (v: number, digits = 1) => v.toFixed(digits);
+  const mb = (bytes: number) => (bytes / 1e6).toFixed(0);
+  const pct = (v: number) => `${(v * 100).toFixed(0)}%`;
+  console.log(
+    `${new Date().toISOString().slice(0, 10)}, ${os.cpus()[0]?.model ?? 'unknown CPU'} (${os.availableParallelism()} CPUs)` +
+      `${quick ? ', quick' : ''}; median of ${runs} runs after a warm-up, ${decodeTokens} decoded tokens.`,
+  );
+  for (const [engine, description] of descriptions) console.log(`- ${engine}: ${description}`);
+  console.log('\n| model | bytes read per token | threads | read GB/s | decode bound tok/s |');
+  console.log('|---|---:|---:|---:|---:|');
+  for (const key of models) {
+    for (const threads of threadCounts) {
+      const bw = bandwidth.get(threads) as number;
+      const bytes = bytesPerToken.get(key) as number;
+      console.log(`| ${key} | ${mb(bytes)} MB | ${threads} | ${fixed(bw / 1e9)} | ${fixed(bw / bytes)} |`);
+    }
+  }
+  console.log(
+    '\n| model | threads | prompt | prefill tok/s ours | llama.cpp | ours/theirs | decode tok/s ours | llama.cpp | ' +
+      'ours/theirs | ours of bound | llama.cpp of bound | TTFT ms ours | llama.cpp | peak RSS MB ours | llama.cpp | same tokens |',
+  );
+  console.log('|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|');
+  for (const key of models) {
+    for (const threads of threadCounts) {
+      const bound = (bandwidth.get(threads) as number) / (bytesPerToken.get(key) as number);
+      for (const prompt of prompts) {
+        const a = find('seedinfer', key, threads, prompt);
+        const b = find('node-llama-cpp', key, threads, prompt);
+        console.log(
+          `| ${key} | ${threads} | ${prompt} | ${fixed(a.prefillTokensPerSecond)} | ${fixed(b.prefillTokensPerSecond)} | ` +
+            `${fixed(a.prefillTokensPerSecond / b.prefillTokensPerSecond, 2)}× | ${fixed(a.decodeTokensPerSecond)} | ` +
+            `${fixed(b.decodeTokensPerSecond)} | ${fixed(a.decodeTokensPerSecond / b.decodeTokensPerSecond, 2)}× | ` +
+            `${pct(a.decodeTokensPerSecond / bound)} | ${pct(b.decodeTokensPerSecond / bound)} | ${fixed(a.ttftMs, 0)} | ` +
+            `${fixed(b.ttftMs, 0)} | ${mb(a.peakRssBytes)} | ${mb(b.peakRssBytes)} | ` +
+            `${sameTokens.get(`${key} threads=${threads} prompt=${prompt}`)} |`,
+        );
+      }
+    }
+  }
+  console.log(
+    '\nq4_0 and q8_0: synthetic random-weight copies of SmolLM2-135M-Instruct (same shape and tokenizer); q4_1: the ' +
+      'real file (Q4_1 layers, Q8_0 token_embd). Decode bound = read bandwidth / bytes read per token.',
+  );
+}
+
+const childAt = process.argv.indexOf('--child');
+if (childAt >= 0) {
+  const [engine, modelPath, threads, contextSize] = process.argv.slice(childAt + 1);
+  await childMain(engine as Engine, modelPath, Number(threads), Number(contextSize));
+} else {
+  try {
+    await parentMain();
+  } catch (error) {
+    log(String((error as Error)?.stack ?? error));
+    process.exitCode = 1;
+  }
+}
