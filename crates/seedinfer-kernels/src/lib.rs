@@ -8,6 +8,7 @@ pub mod limits;
 pub mod quantized;
 mod quantized_avx2;
 mod row_blocks;
+pub mod row_quads;
 #[cfg(test)]
 mod test_values;
 

@@ -5,18 +5,20 @@
 //! The scalar kernels here are the reference; `quantized_avx2` holds the SIMD twins, picked at run time.
 
 use crate::isa::{detected, Isa};
-use crate::row_blocks::for_each_row_tile;
+use crate::row_blocks::{for_each_row_range, ProductOut};
+use crate::row_quads::{interleave, row_blocks, QuadQ4_0, QuadQ4_1, QuadQ8_0, QUAD};
 use half::f16;
 use seedinfer_formats::{BlockQ4_0, BlockQ4_1, BlockQ8_0, TensorType};
 
 pub const BLOCK: usize = 32;
 
 /// 32 activations as int8 with their scale `d` and `s = d * sum(qs)`, both rounded through f16 as llama.cpp
-/// stores them.
+/// stores them, and the exact integer sums of `qs[..16]` and `qs[16..]` (for Q4_0's unsigned-nibble products).
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Q8Block {
     pub d: f32,
     pub s: f32,
+    pub half_sums: [i32; 2],
     pub qs: [i8; BLOCK],
 }
 
@@ -25,6 +27,7 @@ impl Default for Q8Block {
         Self {
             d: 0.0,
             s: 0.0,
+            half_sums: [0; 2],
             qs: [0; BLOCK],
         }
     }
@@ -56,23 +59,22 @@ fn quantize_activations_body(input: &[f32], out: &mut Vec<Q8Block>) {
         let inverse = if amax != 0.0 { 127.0 / amax } else { 0.0 };
         let mut block = Q8Block {
             d: f16::from_f32(d).to_f32(),
-            s: 0.0,
-            qs: [0; BLOCK],
+            ..Q8Block::default()
         };
-        let mut sum = 0i32;
-        for (q, v) in block.qs.iter_mut().zip(x) {
+        for (j, (q, v)) in block.qs.iter_mut().zip(x).enumerate() {
             *q = (v * inverse).round_ties_even() as i8;
-            sum += *q as i32;
+            block.half_sums[j / (BLOCK / 2)] += *q as i32;
         }
+        let sum = block.half_sums[0] + block.half_sums[1];
         block.s = f16::from_f32(d * sum as f32).to_f32();
         block
     }));
 }
 
 #[inline(always)]
-fn dot_q4_0(w: &[BlockQ4_0], x: &[Q8Block]) -> f32 {
+fn dot_q4_0(w: impl Iterator<Item = BlockQ4_0>, x: &[Q8Block]) -> f32 {
     let mut acc = 0.0f32;
-    for (b, a) in w.iter().zip(x) {
+    for (b, a) in w.zip(x) {
         let mut sum = 0i32;
         for j in 0..BLOCK / 2 {
             let (lo, hi) = ((b.qs[j] & 0x0f) as i32 - 8, (b.qs[j] >> 4) as i32 - 8);
@@ -84,9 +86,9 @@ fn dot_q4_0(w: &[BlockQ4_0], x: &[Q8Block]) -> f32 {
 }
 
 #[inline(always)]
-fn dot_q4_1(w: &[BlockQ4_1], x: &[Q8Block]) -> f32 {
+fn dot_q4_1(w: impl Iterator<Item = BlockQ4_1>, x: &[Q8Block]) -> f32 {
     let (mut acc, mut mins) = (0.0f32, 0.0f32);
-    for (b, a) in w.iter().zip(x) {
+    for (b, a) in w.zip(x) {
         let mut sum = 0i32;
         for j in 0..BLOCK / 2 {
             let (lo, hi) = ((b.qs[j] & 0x0f) as i32, (b.qs[j] >> 4) as i32);
@@ -99,9 +101,9 @@ fn dot_q4_1(w: &[BlockQ4_1], x: &[Q8Block]) -> f32 {
 }
 
 #[inline(always)]
-fn dot_q8_0(w: &[BlockQ8_0], x: &[Q8Block]) -> f32 {
+fn dot_q8_0(w: impl Iterator<Item = BlockQ8_0>, x: &[Q8Block]) -> f32 {
     let mut acc = 0.0f32;
-    for (b, a) in w.iter().zip(x) {
+    for (b, a) in w.zip(x) {
         let mut sum = 0i32;
         for j in 0..BLOCK {
             sum += b.qs[j] as i32 * a.qs[j] as i32;
@@ -111,56 +113,61 @@ fn dot_q8_0(w: &[BlockQ8_0], x: &[Q8Block]) -> f32 {
     acc
 }
 
-/// Defines the scalar reference row kernel `$scalar` and the dispatching `$name`:
-/// `out[r * tokens + t] = dot(row r of rows, token t of x)`, dispatching once per call.
-macro_rules! rows_kernel {
-    ($name:ident, $scalar:ident, $dot:ident, $block:ty) => {
-        /// Scalar reference of the row kernel.
-        pub fn $scalar(
-            rows: &[$block],
-            blocks_per_row: usize,
+/// Defines the scalar reference kernel `$scalar` and the dispatching `$name`: for the rows
+/// `first_row..first_row + row_count` (`first_row` a multiple of 4, `quads` starting at its quad, `n` blocks a
+/// row) and every token `t` of `x`, `out[t][row] = dot(row, token t)`. Dispatches once per call.
+macro_rules! quads_kernel {
+    ($name:ident, $scalar:ident, $dot:ident, $quad:ty) => {
+        /// Scalar reference of the kernel.
+        fn $scalar(
+            quads: &[$quad],
+            n: usize,
             x: &[Q8Block],
             tokens: usize,
-            out: &mut [f32],
+            out: &ProductOut,
+            first_row: usize,
+            row_count: usize,
         ) {
-            for (row, out_row) in rows
-                .chunks_exact(blocks_per_row)
-                .zip(out.chunks_exact_mut(tokens))
-            {
-                for (t, o) in out_row.iter_mut().enumerate() {
-                    *o = $dot(row, &x[t * blocks_per_row..(t + 1) * blocks_per_row]);
+            for r in 0..row_count {
+                for t in 0..tokens {
+                    let value = $dot(row_blocks(quads, n, r), &x[t * n..(t + 1) * n]);
+                    // SAFETY: the caller gives this task the rows `first_row..first_row + row_count` of `out`.
+                    unsafe { out.write(first_row + r, t, value) };
                 }
             }
         }
 
-        pub fn $name(
-            rows: &[$block],
-            blocks_per_row: usize,
+        fn $name(
+            quads: &[$quad],
+            n: usize,
             x: &[Q8Block],
             tokens: usize,
-            out: &mut [f32],
+            out: &ProductOut,
+            first_row: usize,
+            row_count: usize,
         ) {
             #[cfg(target_arch = "x86_64")]
             if detected() >= Isa::Avx2 {
-                // SAFETY: `detected` only reports instruction sets this machine has.
+                // SAFETY: `detected` only reports instruction sets this machine has; `matmul_with` checks the
+                // sizes of `quads`, `x` and `out`.
                 return unsafe {
-                    crate::quantized_avx2::$name(rows, blocks_per_row, x, tokens, out)
+                    crate::quantized_avx2::$name(quads, n, x, tokens, out, first_row, row_count)
                 };
             }
-            $scalar(rows, blocks_per_row, x, tokens, out)
+            $scalar(quads, n, x, tokens, out, first_row, row_count)
         }
     };
 }
 
-rows_kernel!(rows_q4_0, rows_q4_0_scalar, dot_q4_0, BlockQ4_0);
-rows_kernel!(rows_q4_1, rows_q4_1_scalar, dot_q4_1, BlockQ4_1);
-rows_kernel!(rows_q8_0, rows_q8_0_scalar, dot_q8_0, BlockQ8_0);
+quads_kernel!(quads_q4_0, quads_q4_0_scalar, dot_q4_0, QuadQ4_0);
+quads_kernel!(quads_q4_1, quads_q4_1_scalar, dot_q4_1, QuadQ4_1);
+quads_kernel!(quads_q8_0, quads_q8_0_scalar, dot_q8_0, QuadQ8_0);
 
-/// Weight rows in one of the GGUF block formats, kept as stored.
-pub enum QuantizedBlocks {
-    Q4_0(Vec<BlockQ4_0>),
-    Q4_1(Vec<BlockQ4_1>),
-    Q8_0(Vec<BlockQ8_0>),
+/// Weight rows in one of the GGUF block formats, interleaved in row quads (`row_quads`).
+enum QuantizedBlocks {
+    Q4_0(Vec<QuadQ4_0>),
+    Q4_1(Vec<QuadQ4_1>),
+    Q8_0(Vec<QuadQ8_0>),
 }
 
 pub struct QuantizedMatrix {
@@ -170,7 +177,8 @@ pub struct QuantizedMatrix {
 }
 
 impl QuantizedMatrix {
-    /// Takes a GGUF tensor's bytes; `None` when the type is not block-quantised or the sizes disagree.
+    /// Takes a GGUF tensor's bytes (rows of blocks) and interleaves them into row quads; `None` when the type is
+    /// not block-quantised or the sizes disagree.
     pub fn from_bytes(
         tensor_type: TensorType,
         rows: usize,
@@ -180,10 +188,11 @@ impl QuantizedMatrix {
         if !cols.is_multiple_of(BLOCK) || bytes.len() != tensor_type.row_bytes(cols).ok()? * rows {
             return None;
         }
+        let n = cols / BLOCK;
         let blocks = match tensor_type {
-            TensorType::Q4_0 => QuantizedBlocks::Q4_0(bytemuck::pod_collect_to_vec(bytes)),
-            TensorType::Q4_1 => QuantizedBlocks::Q4_1(bytemuck::pod_collect_to_vec(bytes)),
-            TensorType::Q8_0 => QuantizedBlocks::Q8_0(bytemuck::pod_collect_to_vec(bytes)),
+            TensorType::Q4_0 => QuantizedBlocks::Q4_0(interleave(bytes, rows, n)),
+            TensorType::Q4_1 => QuantizedBlocks::Q4_1(interleave(bytes, rows, n)),
+            TensorType::Q8_0 => QuantizedBlocks::Q8_0(interleave(bytes, rows, n)),
             _ => return None,
         };
         Some(Self { rows, cols, blocks })
@@ -208,9 +217,12 @@ impl QuantizedMatrix {
     /// Whether every block scale (and Q4_1 minimum) is a finite number; a corrupt file may hold NaN or infinity.
     pub fn scales_are_finite(&self) -> bool {
         match &self.blocks {
-            QuantizedBlocks::Q4_0(b) => b.iter().all(|b| b.d.is_finite()),
-            QuantizedBlocks::Q4_1(b) => b.iter().all(|b| b.d.is_finite() && b.m.is_finite()),
-            QuantizedBlocks::Q8_0(b) => b.iter().all(|b| b.d.is_finite()),
+            QuantizedBlocks::Q4_0(b) => b.iter().flat_map(|b| b.d).all(f16::is_finite),
+            QuantizedBlocks::Q4_1(b) => b
+                .iter()
+                .flat_map(|b| b.d.into_iter().chain(b.m))
+                .all(f16::is_finite),
+            QuantizedBlocks::Q8_0(b) => b.iter().flat_map(|b| b.d).all(f16::is_finite),
         }
     }
 
@@ -221,34 +233,56 @@ impl QuantizedMatrix {
     /// Row `row` as f32 (an embedding lookup).
     pub fn dequantize_row(&self, row: usize, out: &mut [f32]) {
         let n = self.blocks_per_row();
-        let range = row * n..(row + 1) * n;
-        let bytes: &[u8] = match &self.blocks {
-            QuantizedBlocks::Q4_0(b) => bytemuck::cast_slice(&b[range]),
-            QuantizedBlocks::Q4_1(b) => bytemuck::cast_slice(&b[range]),
-            QuantizedBlocks::Q8_0(b) => bytemuck::cast_slice(&b[range]),
+        let dequantize = |bytes: &[u8], out: &mut [f32]| {
+            // One block in, 32 values out: the formats crate cannot reject it.
+            let _ = seedinfer_formats::dequantize_row(self.tensor_type(), bytes, out);
         };
-        // The slice has exactly one row of blocks, so the formats crate cannot reject it.
-        let _ = seedinfer_formats::dequantize_row(self.tensor_type(), bytes, out);
+        let outs = out.chunks_exact_mut(BLOCK);
+        match &self.blocks {
+            QuantizedBlocks::Q4_0(q) => row_blocks(q, n, row)
+                .zip(outs)
+                .for_each(|(b, o)| dequantize(bytemuck::bytes_of(&b), o)),
+            QuantizedBlocks::Q4_1(q) => row_blocks(q, n, row)
+                .zip(outs)
+                .for_each(|(b, o)| dequantize(bytemuck::bytes_of(&b), o)),
+            QuantizedBlocks::Q8_0(q) => row_blocks(q, n, row)
+                .zip(outs)
+                .for_each(|(b, o)| dequantize(bytemuck::bytes_of(&b), o)),
+        }
     }
 
-    /// `block[r * tokens + t]` for the rows `first_row..first_row + block.len() / tokens` and every token.
-    fn rows_tokens(
+    /// Rows `first_row..first_row + row_count` (`first_row` a multiple of 4) times every token, into `out`.
+    fn row_range(
         &self,
-        first_row: usize,
         x: &[Q8Block],
         tokens: usize,
-        block: &mut [f32],
+        out: &ProductOut,
+        first_row: usize,
+        row_count: usize,
         scalar: bool,
     ) {
         let n = self.blocks_per_row();
-        let range = first_row * n..(first_row + block.len() / tokens) * n;
+        let range = first_row / QUAD * n..(first_row + row_count).div_ceil(QUAD) * n;
+        let (first, count) = (first_row, row_count);
         match (&self.blocks, scalar) {
-            (QuantizedBlocks::Q4_0(b), false) => rows_q4_0(&b[range], n, x, tokens, block),
-            (QuantizedBlocks::Q4_1(b), false) => rows_q4_1(&b[range], n, x, tokens, block),
-            (QuantizedBlocks::Q8_0(b), false) => rows_q8_0(&b[range], n, x, tokens, block),
-            (QuantizedBlocks::Q4_0(b), true) => rows_q4_0_scalar(&b[range], n, x, tokens, block),
-            (QuantizedBlocks::Q4_1(b), true) => rows_q4_1_scalar(&b[range], n, x, tokens, block),
-            (QuantizedBlocks::Q8_0(b), true) => rows_q8_0_scalar(&b[range], n, x, tokens, block),
+            (QuantizedBlocks::Q4_0(q), false) => {
+                quads_q4_0(&q[range], n, x, tokens, out, first, count)
+            }
+            (QuantizedBlocks::Q4_1(q), false) => {
+                quads_q4_1(&q[range], n, x, tokens, out, first, count)
+            }
+            (QuantizedBlocks::Q8_0(q), false) => {
+                quads_q8_0(&q[range], n, x, tokens, out, first, count)
+            }
+            (QuantizedBlocks::Q4_0(q), true) => {
+                quads_q4_0_scalar(&q[range], n, x, tokens, out, first, count)
+            }
+            (QuantizedBlocks::Q4_1(q), true) => {
+                quads_q4_1_scalar(&q[range], n, x, tokens, out, first, count)
+            }
+            (QuantizedBlocks::Q8_0(q), true) => {
+                quads_q8_0_scalar(&q[range], n, x, tokens, out, first, count)
+            }
         }
     }
 
@@ -264,8 +298,7 @@ impl QuantizedMatrix {
 
     fn matmul_with(&self, x: &[Q8Block], tokens: usize, out: &mut [f32], scalar: bool) {
         let n = self.blocks_per_row();
-        debug_assert_eq!(x.len(), tokens * n);
-        debug_assert_eq!(out.len(), tokens * self.rows);
+        assert_eq!(x.len(), tokens * n, "activations are [tokens, cols / 32]");
         // Below this much work a second thread costs more than it saves (bench/kernels: a 192x576 Q4_0/Q8_0
         // GEMV took 10 us on one thread and 13 us on two), so small products stay on the calling thread.
         const PARALLEL_MIN_MACS: usize = 128 * 1024;
@@ -273,10 +306,15 @@ impl QuantizedMatrix {
             self.rows.max(1)
         } else {
             (8192 / self.cols.max(1)).clamp(8, 256)
-        };
-        for_each_row_tile(self.rows, tokens, rows_per_task, out, |first, block| {
-            self.rows_tokens(first, x, tokens, block, scalar)
-        });
+        }
+        .next_multiple_of(QUAD);
+        for_each_row_range(
+            self.rows,
+            tokens,
+            rows_per_task,
+            out,
+            |out, first, count| self.row_range(x, tokens, out, first, count, scalar),
+        );
     }
 }
 
@@ -300,8 +338,12 @@ mod tests {
 
     #[test]
     fn a_token_in_a_batch_gets_exactly_its_single_token_result() {
-        for tensor_type in [TensorType::Q4_0, TensorType::Q4_1, TensorType::Q8_0] {
-            let (rows, cols, tokens) = (37, 96, 11);
+        // The second shape's prompt spans several token chunks of the GEMM (its activations exceed one chunk).
+        for (tensor_type, (rows, cols, tokens)) in
+            [TensorType::Q4_0, TensorType::Q4_1, TensorType::Q8_0]
+                .into_iter()
+                .flat_map(|t| [(t, (37, 96, 11)), (t, (13, 1536, 150))])
+        {
             let (m, _) = matrix(tensor_type, rows, cols);
             let x = values(tokens * cols, 5);
             let mut q = Vec::new();

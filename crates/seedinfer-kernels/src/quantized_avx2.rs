@@ -1,18 +1,22 @@
-//! AVX2 + FMA + F16C versions of the block-quantised row kernels (the scalar ones in `quantized` are the
-//! reference). Per block: unpack nibbles to bytes, `maddubs` (u8 x i8 -> i16 pairs, no saturation for these
-//! ranges), `madd` to i32, convert, and one FMA with the product of the two scales. Several tokens share each
-//! unpacked weight block (a token tile), which is what makes a prompt cheaper per token than decoding.
+//! AVX2 + FMA + F16C versions of the block-quantised matrix kernels (the scalar ones in `quantized` are the
+//! reference). They read weights as row quads (`row_quads`): per block position, four rows' blocks and scales.
+//!
+//! Per quad and token, one block position costs: `maddubs` of each row's weights with the activations (u8 x i8 ->
+//! i16 pairs, no saturation for these ranges), horizontal adds that fold the four rows into one vector of integer
+//! half-block sums laid out `[r0 r1 r2 r3 | r0 r1 r2 r3]`, one conversion, and one FMA with the four rows' scales
+//! times the activation scale. So four rows share every convert, multiply and FMA, and several tokens share every
+//! unpacked weight block, which is what makes a prompt cheaper per token than decoding.
+//!
+//! Signs: `maddubs` wants unsigned weights. Q4_1 nibbles are unsigned already; Q4_0 multiplies the raw nibbles
+//! (0..16) and subtracts 8 x the activation half-block sums (exact integers); Q8_0 moves each weight's sign onto the
+//! activation (`sign`), as llama.cpp does.
 
 #![cfg(target_arch = "x86_64")]
 
 use crate::quantized::Q8Block;
-use seedinfer_formats::{BlockQ4_0, BlockQ4_1, BlockQ8_0};
+use crate::row_blocks::ProductOut;
+use crate::row_quads::{QuadQ4_0, QuadQ4_1, QuadQ8_0, QUAD};
 use std::arch::x86_64::*;
-
-#[inline(always)]
-unsafe fn f16_to_f32(value: half::f16) -> f32 {
-    _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(value.to_bits() as i32)))
-}
 
 /// 16 packed bytes of nibbles -> 32 bytes: low nibbles (elements 0..16) then high nibbles (16..32).
 #[inline(always)]
@@ -22,182 +26,244 @@ unsafe fn unpack_nibbles(qs: &[u8; 16]) -> __m256i {
     _mm256_and_si256(_mm256_set_m128i(high, packed), _mm256_set1_epi8(0x0f))
 }
 
-/// Sum of unsigned-by-signed byte products, as 8 f32 lanes.
+/// The four rows' scales (or minimums) as `[d0 d1 d2 d3 | d0 d1 d2 d3]`.
 #[inline(always)]
-unsafe fn mul_sum_u8_i8(unsigned: __m256i, signed: __m256i) -> __m256 {
-    let pairs = _mm256_maddubs_epi16(unsigned, signed);
-    _mm256_cvtepi32_ps(_mm256_madd_epi16(pairs, _mm256_set1_epi16(1)))
-}
-
-#[inline(always)]
-unsafe fn horizontal_sum(v: __m256) -> f32 {
-    let sum4 = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-    let sum2 = _mm_add_ps(sum4, _mm_movehl_ps(sum4, sum4));
-    _mm_cvtss_f32(_mm_add_ss(sum2, _mm_movehdup_ps(sum2)))
+unsafe fn quad_halves(d: &[half::f16; QUAD]) -> __m256 {
+    let four = quad_f32(d);
+    _mm256_set_m128(four, four)
 }
 
 #[inline(always)]
-unsafe fn load_activations(a: &Q8Block) -> __m256i {
-    _mm256_loadu_si256(a.qs.as_ptr() as *const __m256i)
+unsafe fn quad_f32(d: &[half::f16; QUAD]) -> __m128 {
+    _mm_cvtph_ps(_mm_loadl_epi64(d.as_ptr() as *const __m128i))
 }
 
-/// What the tiled kernel needs from a weight block format.
-trait WeightBlock {
-    /// The 32 weights as bytes: unsigned (0..16) for Q4_1, signed for Q4_0 (centred) and Q8_0.
-    unsafe fn weights(&self) -> __m256i;
-    const SIGNED: bool;
-    fn scale(&self) -> half::f16;
-    /// The Q4_1 minimum, multiplied with each activation block's sum.
-    fn minimum(&self) -> Option<half::f16>;
-}
-
-impl WeightBlock for BlockQ4_0 {
-    #[inline(always)]
-    unsafe fn weights(&self) -> __m256i {
-        _mm256_sub_epi8(unpack_nibbles(&self.qs), _mm256_set1_epi8(8))
-    }
-    const SIGNED: bool = true;
-    #[inline(always)]
-    fn scale(&self) -> half::f16 {
-        self.d
-    }
-    #[inline(always)]
-    fn minimum(&self) -> Option<half::f16> {
-        None
-    }
-}
-
-impl WeightBlock for BlockQ4_1 {
-    #[inline(always)]
-    unsafe fn weights(&self) -> __m256i {
-        unpack_nibbles(&self.qs)
-    }
-    const SIGNED: bool = false;
-    #[inline(always)]
-    fn scale(&self) -> half::f16 {
-        self.d
-    }
-    #[inline(always)]
-    fn minimum(&self) -> Option<half::f16> {
-        Some(self.m)
-    }
-}
-
-impl WeightBlock for BlockQ8_0 {
-    #[inline(always)]
-    unsafe fn weights(&self) -> __m256i {
-        _mm256_loadu_si256(self.qs.as_ptr() as *const __m256i)
-    }
-    const SIGNED: bool = true;
-    #[inline(always)]
-    fn scale(&self) -> half::f16 {
-        self.d
-    }
-    #[inline(always)]
-    fn minimum(&self) -> Option<half::f16> {
-        None
-    }
-}
-
-/// Tokens that share one unpacking of each weight block.
-const TOKEN_TILE: usize = 4;
-
-/// Dot products of one weight row with up to `TOKEN_TILE` tokens' activations (`x` holds every token,
-/// `blocks_per_row` blocks each), unpacking each weight block once. Each token's sum is formed in the same
-/// order whatever the tile size, so a prompt token gets exactly the value a decoded token would.
+/// Folds four rows' `maddubs` results (i16 pairs; any four of them sum below 2^15) into
+/// `[r0 r1 r2 r3 | r0 r1 r2 r3]` i32 half-block sums.
 #[inline(always)]
-unsafe fn row_tile<B: WeightBlock, const T: usize>(
-    row: &[B],
-    x: &[Q8Block],
+unsafe fn fold_i16(m: [__m256i; QUAD]) -> __m256i {
+    let folded = _mm256_hadd_epi16(_mm256_hadd_epi16(m[0], m[1]), _mm256_hadd_epi16(m[2], m[3]));
+    _mm256_madd_epi16(folded, _mm256_set1_epi16(1))
+}
+
+/// The same fold for i32 sums (`madd` first: Q8_0 products may use the whole i16 range).
+#[inline(always)]
+unsafe fn fold_i32(p: [__m256i; QUAD]) -> __m256i {
+    _mm256_hadd_epi32(_mm256_hadd_epi32(p[0], p[1]), _mm256_hadd_epi32(p[2], p[3]))
+}
+
+/// What the quad kernel needs from a weight format.
+trait Quad {
+    /// The quad's weights made ready for `maddubs` once, for every token of a tile.
+    type Ready: Copy;
+    const HAS_MINIMUM: bool;
+    /// Tokens sharing each readied weight quad in a GEMM (as many as the registers hold).
+    const GEMM_TOKENS: usize;
+    unsafe fn ready(&self) -> Self::Ready;
+    /// `[r0 r1 r2 r3 | r0 r1 r2 r3]` integer dot products of each row's half blocks with the activations.
+    unsafe fn dot(w: &Self::Ready, y: __m256i, a: &Q8Block) -> __m256i;
+    fn scales(&self) -> &[half::f16; QUAD];
+    /// The Q4_1 minimums, multiplied with each activation block's sum.
+    fn minimums(&self) -> &[half::f16; QUAD];
+}
+
+impl Quad for QuadQ4_0 {
+    type Ready = [__m256i; QUAD];
+    const HAS_MINIMUM: bool = false;
+    const GEMM_TOKENS: usize = 4;
+    #[inline(always)]
+    unsafe fn ready(&self) -> Self::Ready {
+        std::array::from_fn(|r| unpack_nibbles(&self.qs[r]))
+    }
+    #[inline(always)]
+    unsafe fn dot(w: &Self::Ready, y: __m256i, a: &Q8Block) -> __m256i {
+        let raw = fold_i16(std::array::from_fn(|r| _mm256_maddubs_epi16(w[r], y)));
+        // sum((q - 8) * y) = sum(q * y) - 8 * sum(y), per half block.
+        let [low, high] = a.half_sums;
+        let offset = _mm256_set_m128i(_mm_set1_epi32(high << 3), _mm_set1_epi32(low << 3));
+        _mm256_sub_epi32(raw, offset)
+    }
+    #[inline(always)]
+    fn scales(&self) -> &[half::f16; QUAD] {
+        &self.d
+    }
+    #[inline(always)]
+    fn minimums(&self) -> &[half::f16; QUAD] {
+        &self.d
+    }
+}
+
+impl Quad for QuadQ4_1 {
+    type Ready = [__m256i; QUAD];
+    const HAS_MINIMUM: bool = true;
+    const GEMM_TOKENS: usize = 4;
+    #[inline(always)]
+    unsafe fn ready(&self) -> Self::Ready {
+        std::array::from_fn(|r| unpack_nibbles(&self.qs[r]))
+    }
+    #[inline(always)]
+    unsafe fn dot(w: &Self::Ready, y: __m256i, _: &Q8Block) -> __m256i {
+        fold_i16(std::array::from_fn(|r| _mm256_maddubs_epi16(w[r], y)))
+    }
+    #[inline(always)]
+    fn scales(&self) -> &[half::f16; QUAD] {
+        &self.d
+    }
+    #[inline(always)]
+    fn minimums(&self) -> &[half::f16; QUAD] {
+        &self.m
+    }
+}
+
+impl Quad for QuadQ8_0 {
+    /// Each row's weights and their magnitudes.
+    type Ready = ([__m256i; QUAD], [__m256i; QUAD]);
+    const HAS_MINIMUM: bool = false;
+    const GEMM_TOKENS: usize = 2;
+    #[inline(always)]
+    unsafe fn ready(&self) -> Self::Ready {
+        let w: [__m256i; QUAD] =
+            std::array::from_fn(|r| _mm256_loadu_si256(self.qs[r].as_ptr() as *const __m256i));
+        (w, w.map(|w| _mm256_sign_epi8(w, w)))
+    }
+    #[inline(always)]
+    unsafe fn dot((w, magnitude): &Self::Ready, y: __m256i, _: &Q8Block) -> __m256i {
+        fold_i32(std::array::from_fn(|r| {
+            let pairs = _mm256_maddubs_epi16(magnitude[r], _mm256_sign_epi8(y, w[r]));
+            _mm256_madd_epi16(pairs, _mm256_set1_epi16(1))
+        }))
+    }
+    #[inline(always)]
+    fn scales(&self) -> &[half::f16; QUAD] {
+        &self.d
+    }
+    #[inline(always)]
+    fn minimums(&self) -> &[half::f16; QUAD] {
+        &self.d
+    }
+}
+
+/// Dot products of one row quad (`quads` at its first block, `n` blocks) with `T` consecutive tokens (`x` at the
+/// first token's first block), written for the quad's first `valid_rows` rows. Each dot product is formed in the
+/// same order whatever `T` is: a prompt token gets exactly the value it would get decoded alone.
+#[inline(always)]
+unsafe fn quad_tile<Q: Quad, const T: usize>(
+    quads: *const Q,
+    n: usize,
+    x: *const Q8Block,
+    out: &ProductOut,
+    first_row: usize,
+    valid_rows: usize,
     first_token: usize,
-    out: &mut [f32],
 ) {
-    let n = row.len();
-    // One slice per token, checked once here so the block loop below indexes without bounds checks.
-    let tokens: [&[Q8Block]; T] =
-        std::array::from_fn(|k| &x[(first_token + k) * n..(first_token + k + 1) * n]);
     let mut acc = [_mm256_setzero_ps(); T];
-    let mut mins = [0.0f32; T];
-    for (i, b) in row.iter().enumerate() {
-        let w = b.weights();
-        // maddubs wants its first operand unsigned: move signed weights' signs onto the activations.
-        let unsigned = if B::SIGNED { _mm256_sign_epi8(w, w) } else { w };
-        let d = f16_to_f32(b.scale());
-        let m = b.minimum().map(|m| f16_to_f32(m));
-        for k in 0..T {
-            // SAFETY: every token slice holds `n` blocks and `i < n`.
-            let a = tokens[k].get_unchecked(i);
-            let y = load_activations(a);
-            let signed = if B::SIGNED { _mm256_sign_epi8(y, w) } else { y };
-            acc[k] = _mm256_fmadd_ps(
-                _mm256_set1_ps(d * a.d),
-                mul_sum_u8_i8(unsigned, signed),
-                acc[k],
-            );
-            if let Some(m) = m {
-                mins[k] += m * a.s;
+    let mut mins = [_mm_setzero_ps(); T];
+    for i in 0..n {
+        let q = &*quads.add(i);
+        // The weights stream from memory once per product: ask for them ahead of use.
+        _mm_prefetch::<_MM_HINT_T0>((quads.add(i) as *const i8).add(PREFETCH_BYTES));
+        let w = q.ready();
+        let scales = quad_halves(q.scales());
+        let minimums = if Q::HAS_MINIMUM {
+            quad_f32(q.minimums())
+        } else {
+            _mm_setzero_ps()
+        };
+        for t in 0..T {
+            let a = &*x.add(t * n + i);
+            let y = _mm256_loadu_si256(a.qs.as_ptr() as *const __m256i);
+            let sums = _mm256_cvtepi32_ps(Q::dot(&w, y, a));
+            acc[t] = _mm256_fmadd_ps(sums, _mm256_mul_ps(scales, _mm256_set1_ps(a.d)), acc[t]);
+            if Q::HAS_MINIMUM {
+                mins[t] = _mm_fmadd_ps(minimums, _mm_set1_ps(a.s), mins[t]);
             }
         }
     }
-    for k in 0..T {
-        out[k] = horizontal_sum(acc[k]) + mins[k];
+    for t in 0..T {
+        let halves = _mm_add_ps(
+            _mm256_castps256_ps128(acc[t]),
+            _mm256_extractf128_ps(acc[t], 1),
+        );
+        let mut rows = [0.0f32; QUAD];
+        _mm_storeu_ps(rows.as_mut_ptr(), _mm_add_ps(halves, mins[t]));
+        for (r, value) in rows.iter().enumerate().take(valid_rows) {
+            out.write(first_row + r, first_token + t, *value);
+        }
     }
 }
 
-/// `out[r * tokens + t] = dot(row r, token t)` for a block of rows and every token.
+/// How far ahead of the block being multiplied the weights are prefetched.
+const PREFETCH_BYTES: usize = 1024;
+/// Activation bytes of the tokens a GEMM walks per pass over its rows: they stay in the core's L2 cache while
+/// the rows' weights stay in L1.
+const GEMM_ACTIVATION_BYTES: usize = 96 * 1024;
+
+/// Rows `first_row..first_row + row_count` (`first_row` a multiple of 4; `quads` starting at its quad) times
+/// every token.
 #[inline(always)]
-unsafe fn rows_tokens<B: WeightBlock>(
-    rows: &[B],
-    blocks_per_row: usize,
+unsafe fn quads_tokens<Q: Quad>(
+    quads: &[Q],
+    n: usize,
     x: &[Q8Block],
     tokens: usize,
-    out: &mut [f32],
+    out: &ProductOut,
+    first_row: usize,
+    row_count: usize,
 ) {
-    for (row, out_row) in rows
-        .chunks_exact(blocks_per_row)
-        .zip(out.chunks_exact_mut(tokens))
-    {
-        let mut t = 0;
-        while t + TOKEN_TILE <= tokens {
-            row_tile::<B, TOKEN_TILE>(row, x, t, &mut out_row[t..t + TOKEN_TILE]);
-            t += TOKEN_TILE;
+    debug_assert_eq!(first_row % QUAD, 0);
+    debug_assert!(quads.len() >= row_count.div_ceil(QUAD) * n);
+    debug_assert_eq!(x.len(), tokens * n);
+    let quad_count = row_count.div_ceil(QUAD);
+    let (quads, x) = (quads.as_ptr(), x.as_ptr());
+    let tile = Q::GEMM_TOKENS;
+    let chunk = (GEMM_ACTIVATION_BYTES / (n * std::mem::size_of::<Q8Block>()))
+        .max(tile)
+        .next_multiple_of(tile);
+    let mut chunk_start = 0;
+    while chunk_start < tokens {
+        let chunk_end = (chunk_start + chunk).min(tokens);
+        for g in 0..quad_count {
+            let (w, row) = (quads.add(g * n), first_row + g * QUAD);
+            let valid = (row_count - g * QUAD).min(QUAD);
+            let mut t = chunk_start;
+            while t + tile <= chunk_end {
+                let a = x.add(t * n);
+                match tile {
+                    2 => quad_tile::<Q, 2>(w, n, a, out, row, valid, t),
+                    _ => quad_tile::<Q, 4>(w, n, a, out, row, valid, t),
+                }
+                t += tile;
+            }
+            while t < chunk_end {
+                quad_tile::<Q, 1>(w, n, x.add(t * n), out, row, valid, t);
+                t += 1;
+            }
         }
-        while t < tokens {
-            row_tile::<B, 1>(row, x, t, &mut out_row[t..t + 1]);
-            t += 1;
-        }
+        chunk_start = chunk_end;
     }
 }
 
-#[target_feature(enable = "avx2,fma,f16c")]
-pub unsafe fn rows_q4_0(
-    rows: &[BlockQ4_0],
-    blocks_per_row: usize,
-    x: &[Q8Block],
-    tokens: usize,
-    out: &mut [f32],
-) {
-    rows_tokens(rows, blocks_per_row, x, tokens, out)
+macro_rules! avx2_quads_kernel {
+    ($name:ident, $quad:ty) => {
+        /// # Safety
+        /// The CPU must have AVX2, FMA and F16C; `first_row` is a multiple of 4, `quads` holds the quads of rows
+        /// `first_row..first_row + row_count` (`n` blocks each), `x` holds `tokens * n` blocks and `out` is the
+        /// task's product.
+        #[target_feature(enable = "avx2,fma,f16c")]
+        pub unsafe fn $name(
+            quads: &[$quad],
+            n: usize,
+            x: &[Q8Block],
+            tokens: usize,
+            out: &ProductOut,
+            first_row: usize,
+            row_count: usize,
+        ) {
+            quads_tokens(quads, n, x, tokens, out, first_row, row_count)
+        }
+    };
 }
 
-#[target_feature(enable = "avx2,fma,f16c")]
-pub unsafe fn rows_q4_1(
-    rows: &[BlockQ4_1],
-    blocks_per_row: usize,
-    x: &[Q8Block],
-    tokens: usize,
-    out: &mut [f32],
-) {
-    rows_tokens(rows, blocks_per_row, x, tokens, out)
-}
-
-#[target_feature(enable = "avx2,fma,f16c")]
-pub unsafe fn rows_q8_0(
-    rows: &[BlockQ8_0],
-    blocks_per_row: usize,
-    x: &[Q8Block],
-    tokens: usize,
-    out: &mut [f32],
-) {
-    rows_tokens(rows, blocks_per_row, x, tokens, out)
-}
+avx2_quads_kernel!(quads_q4_0, QuadQ4_0);
+avx2_quads_kernel!(quads_q4_1, QuadQ4_1);
+avx2_quads_kernel!(quads_q8_0, QuadQ8_0);

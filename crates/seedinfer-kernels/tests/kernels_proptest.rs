@@ -279,17 +279,17 @@ proptest! {
     #![proptest_config(ProptestConfig { cases: 64, failure_persistence: None, ..ProptestConfig::default() })]
 
     #[test]
-    fn q4_0_dispatched_matches_scalar(rows in 1usize..70, k in 1usize..40, tokens in 1usize..6, seed in any::<u64>()) {
+    fn q4_0_dispatched_matches_scalar(rows in 1usize..70, k in 1usize..40, tokens in 1usize..12, seed in any::<u64>()) {
         check_quantized(TensorType::Q4_0, rows, k, tokens, seed)?;
     }
 
     #[test]
-    fn q4_1_dispatched_matches_scalar(rows in 1usize..70, k in 1usize..40, tokens in 1usize..6, seed in any::<u64>()) {
+    fn q4_1_dispatched_matches_scalar(rows in 1usize..70, k in 1usize..40, tokens in 1usize..12, seed in any::<u64>()) {
         check_quantized(TensorType::Q4_1, rows, k, tokens, seed)?;
     }
 
     #[test]
-    fn q8_0_dispatched_matches_scalar(rows in 1usize..70, k in 1usize..40, tokens in 1usize..6, seed in any::<u64>()) {
+    fn q8_0_dispatched_matches_scalar(rows in 1usize..70, k in 1usize..40, tokens in 1usize..12, seed in any::<u64>()) {
         check_quantized(TensorType::Q8_0, rows, k, tokens, seed)?;
     }
 

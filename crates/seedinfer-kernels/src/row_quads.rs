@@ -1,0 +1,158 @@
+//! The layout the block-quantised kernels read: four consecutive weight rows interleaved block by block (a "row
+//! quad"), so that one sequential stream feeds four dot products at once and the four rows' scales load as one
+//! vector. The bytes of every GGUF block are kept unchanged (the same bits as the file); only their order differs.
+//! A matrix whose row count is not a multiple of four gets zero rows at the end, which no product reports.
+
+use bytemuck::{Pod, Zeroable};
+use half::f16;
+use seedinfer_formats::{BlockQ4_0, BlockQ4_1, BlockQ8_0};
+
+/// Rows per quad.
+pub const QUAD: usize = 4;
+
+/// Block `i` of four consecutive Q4_0 rows.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Pod, Zeroable)]
+pub struct QuadQ4_0 {
+    pub d: [f16; QUAD],
+    pub qs: [[u8; 16]; QUAD],
+}
+
+/// Block `i` of four consecutive Q4_1 rows.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Pod, Zeroable)]
+pub struct QuadQ4_1 {
+    pub d: [f16; QUAD],
+    pub m: [f16; QUAD],
+    pub qs: [[u8; 16]; QUAD],
+}
+
+/// Block `i` of four consecutive Q8_0 rows.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Pod, Zeroable)]
+pub struct QuadQ8_0 {
+    pub d: [f16; QUAD],
+    pub qs: [[i8; 32]; QUAD],
+}
+
+/// A GGUF block format and its quad.
+pub trait RowQuad: Pod + Send + Sync {
+    type Block: Pod;
+    fn from_blocks(blocks: [&Self::Block; QUAD]) -> Self;
+    /// The block of row `lane` of the quad.
+    fn block(&self, lane: usize) -> Self::Block;
+}
+
+impl RowQuad for QuadQ4_0 {
+    type Block = BlockQ4_0;
+    fn from_blocks(b: [&BlockQ4_0; QUAD]) -> Self {
+        Self {
+            d: b.map(|b| b.d),
+            qs: b.map(|b| b.qs),
+        }
+    }
+    fn block(&self, lane: usize) -> BlockQ4_0 {
+        BlockQ4_0 {
+            d: self.d[lane],
+            qs: self.qs[lane],
+        }
+    }
+}
+
+impl RowQuad for QuadQ4_1 {
+    type Block = BlockQ4_1;
+    fn from_blocks(b: [&BlockQ4_1; QUAD]) -> Self {
+        Self {
+            d: b.map(|b| b.d),
+            m: b.map(|b| b.m),
+            qs: b.map(|b| b.qs),
+        }
+    }
+    fn block(&self, lane: usize) -> BlockQ4_1 {
+        BlockQ4_1 {
+            d: self.d[lane],
+            m: self.m[lane],
+            qs: self.qs[lane],
+        }
+    }
+}
+
+impl RowQuad for QuadQ8_0 {
+    type Block = BlockQ8_0;
+    fn from_blocks(b: [&BlockQ8_0; QUAD]) -> Self {
+        Self {
+            d: b.map(|b| b.d),
+            qs: b.map(|b| b.qs),
+        }
+    }
+    fn block(&self, lane: usize) -> BlockQ8_0 {
+        BlockQ8_0 {
+            d: self.d[lane],
+            qs: self.qs[lane],
+        }
+    }
+}
+
+/// Interleaves `rows` rows of `blocks_per_row` blocks (a GGUF tensor's bytes, already checked for size) into
+/// quads: quad `g` holds rows `4g..4g+4`, block by block.
+pub fn interleave<Q: RowQuad>(bytes: &[u8], rows: usize, blocks_per_row: usize) -> Vec<Q> {
+    let blocks: Vec<Q::Block> = bytemuck::pod_collect_to_vec(bytes);
+    debug_assert_eq!(blocks.len(), rows * blocks_per_row);
+    let zero = Q::Block::zeroed();
+    let block = |row: usize, i: usize| {
+        if row < rows {
+            &blocks[row * blocks_per_row + i]
+        } else {
+            &zero
+        }
+    };
+    let quads = rows.div_ceil(QUAD);
+    let mut out = Vec::with_capacity(quads * blocks_per_row);
+    for g in 0..quads {
+        for i in 0..blocks_per_row {
+            out.push(Q::from_blocks(std::array::from_fn(|lane| {
+                block(g * QUAD + lane, i)
+            })));
+        }
+    }
+    out
+}
+
+/// Row `row`'s blocks, in order (for dequantising one row, e.g. an embedding lookup).
+pub fn row_blocks<Q: RowQuad>(
+    quads: &[Q],
+    blocks_per_row: usize,
+    row: usize,
+) -> impl Iterator<Item = Q::Block> + '_ {
+    let (g, lane) = (row / QUAD, row % QUAD);
+    quads[g * blocks_per_row..(g + 1) * blocks_per_row]
+        .iter()
+        .map(move |q| q.block(lane))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn interleaving_keeps_every_block_and_pads_with_zero_rows() {
+        let (rows, n) = (6, 3);
+        let blocks: Vec<BlockQ4_1> = (0..rows * n)
+            .map(|k| BlockQ4_1 {
+                d: f16::from_f32(k as f32),
+                m: f16::from_f32(-(k as f32)),
+                qs: [k as u8; 16],
+            })
+            .collect();
+        let quads: Vec<QuadQ4_1> = interleave(bytemuck::cast_slice(&blocks), rows, n);
+        assert_eq!(quads.len(), 2 * n);
+        for row in 0..8 {
+            let got: Vec<BlockQ4_1> = row_blocks(&quads, n, row).collect();
+            if row < rows {
+                assert_eq!(got, blocks[row * n..(row + 1) * n]);
+            } else {
+                assert!(got.iter().all(|b| *b == BlockQ4_1::zeroed()));
+            }
+        }
+    }
+}
