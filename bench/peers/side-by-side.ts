@@ -84,7 +84,7 @@ async function seedinferChild(modelPath: string, threads: number, contextSize: n
   const session = model.createSession(contextSize);
   const info = model.info();
   return {
-    description: `seedinfer ${info.computeFormat}; ${info.kernelIsa}`,
+    description: `${info.computeFormat}; kernels ${info.kernelIsa}`,
     run: ({ prompt, decodeTokens }, onToken) => {
       session.reset();
       return new Promise<void>((resolve, reject) => {
@@ -354,7 +354,8 @@ async function parentMain(): Promise<void> {
 
   const rows: Row[] = [];
   const sameTokens = new Map<string, string>();
-  const descriptions = new Map<Engine, string>();
+  /** What each engine said it runs, per model (seedinfer: its compute formats and kernels). */
+  const descriptions = new Map<string, string>();
   for (const key of models) {
     const file = files.get(key) as string;
     for (const threads of threadCounts) {
@@ -368,7 +369,7 @@ async function parentMain(): Promise<void> {
           for (const engine of ['seedinfer', 'node-llama-cpp'] as const) {
             const started = await EngineProcess.start(engine, file, threads, contextSize);
             engines.push(started.engineProcess);
-            descriptions.set(engine, started.description);
+            descriptions.set(`${key}, ${engine}`, started.description);
           }
           const results = new Map<Engine, Awaited<ReturnType<EngineProcess['run']>>[]>(engines.map((e) => [e.engine, []]));
           for (let run = -1; run < runs; run++) {
@@ -421,7 +422,7 @@ async function parentMain(): Promise<void> {
     `${new Date().toISOString().slice(0, 10)}, ${os.cpus()[0]?.model ?? 'unknown CPU'} (${os.availableParallelism()} CPUs)` +
       `${quick ? ', quick' : ''}; median of ${runs} runs after a warm-up, ${decodeTokens} decoded tokens.`,
   );
-  for (const [engine, description] of descriptions) console.log(`- ${engine}: ${description}`);
+  for (const [what, description] of descriptions) console.log(`- ${what}: ${description}`);
   console.log('\n| model | bytes read per token | threads | read GB/s | decode bound tok/s |');
   console.log('|---|---:|---:|---:|---:|');
   for (const key of models) {
