@@ -68,6 +68,7 @@ const here = path.dirname(fileURLToPath(import.meta.url));
 const CONTEXT_SLACK = 16;
 const SYNTHETIC_SEED = 1;
 const PAUSE_MS = 200;
+const NOISY = 1.5;
 
 // ------------------------------------------------------------------------------------------------ child side
 
@@ -354,6 +355,8 @@ async function parentMain(): Promise<void> {
 
   const rows: Row[] = [];
   const sameTokens = new Map<string, string>();
+  /** Configurations where an engine's slowest measured decode was more than NOISY× its fastest. */
+  const noisy = new Set<string>();
   /** What each engine said it runs, per model (seedinfer: its compute formats and kernels). */
   const descriptions = new Map<string, string>();
   for (const key of models) {
@@ -386,6 +389,10 @@ async function parentMain(): Promise<void> {
           }
           const [ours, theirs] = engines.map((e) => results.get(e.engine) ?? []);
           sameTokens.set(label, `${commonPrefix(ours[0].tokenIds, theirs[0].tokenIds)}/${decodeTokens}`);
+          for (const measured of [ours, theirs]) {
+            const decodeMs = measured.map((r) => r.decodeMs);
+            if (Math.max(...decodeMs) > NOISY * Math.min(...decodeMs)) noisy.add(label);
+          }
           for (const engine of engines) {
             const measured = results.get(engine.engine) ?? [];
             rows.push({
@@ -449,7 +456,8 @@ async function parentMain(): Promise<void> {
             `${fixed(b.decodeTokensPerSecond)} | ${fixed(a.decodeTokensPerSecond / b.decodeTokensPerSecond, 2)}× | ` +
             `${pct(a.decodeTokensPerSecond / bound)} | ${pct(b.decodeTokensPerSecond / bound)} | ${fixed(a.ttftMs, 0)} | ` +
             `${fixed(b.ttftMs, 0)} | ${mb(a.peakRssBytes)} | ${mb(b.peakRssBytes)} | ` +
-            `${sameTokens.get(`${key} threads=${threads} prompt=${prompt}`)} |`,
+            `${sameTokens.get(`${key} threads=${threads} prompt=${prompt}`)}` +
+            `${noisy.has(`${key} threads=${threads} prompt=${prompt}`) ? ' (noisy)' : ''} |`,
         );
       }
     }
@@ -458,6 +466,12 @@ async function parentMain(): Promise<void> {
     '\nq4_0 and q8_0: synthetic random-weight copies of SmolLM2-135M-Instruct (same shape and tokenizer); q4_1: the ' +
       'real file (Q4_1 layers, Q8_0 token_embd). Decode bound = read bandwidth / bytes read per token.',
   );
+  if (noisy.size > 0) {
+    console.log(
+      `(noisy): an engine's measured runs differed by more than ${NOISY}× in decode time; the machine was probably busy ` +
+        '(llama.cpp with as many threads as cores slows down sharply when anything else runs).',
+    );
+  }
 }
 
 const childAt = process.argv.indexOf('--child');
