@@ -17,7 +17,9 @@ interface Reference {
   tokenization: { cases: { name: string; text: string; noSpecial: number[]; special: number[] }[] };
   teacherForced: TeacherForced;
   teacherForcedProse: TeacherForced;
-  greedy: { cases: { name: string; promptTokens: number[]; tokens: number[]; text: string }[] };
+  greedy: {
+    cases: { name: string; promptTokens: number[]; tokens: number[]; stepTop2Margin: number[]; text: string }[];
+  };
 }
 
 const reference: Reference = JSON.parse(
@@ -69,7 +71,7 @@ for (const key of ['teacherForced', 'teacherForcedProse'] as const) {
   });
 }
 
-test('greedy continuations: llama.cpp\'s next token is ours at >= 90% of its greedy steps, first steps identical', async (t) => {
+test('greedy continuations: llama.cpp\'s next token is ours at >= 90% of its greedy steps and at every decisive one', async (t) => {
   const model = await modelPromise;
   let agreeing = 0;
   let steps = 0;
@@ -78,7 +80,11 @@ test('greedy continuations: llama.cpp\'s next token is ours at >= 90% of its gre
     // Teacher-force llama.cpp's own continuation and ask at every step whether we would have chosen it.
     const predicted = await session.predictNextTokens([...c.promptTokens, ...c.tokens.slice(0, -1)]);
     const ours = predicted.slice(c.promptTokens.length - 1);
-    t.is(ours[0], c.tokens[0], `${c.name}: first generated token`);
+    // Decisive: llama.cpp's top choice leads its second by >= 0.1 in probability (the code prompt's first step
+    // is a 0.06 near-tie between a newline and "def", which the last bits of any implementation can flip).
+    c.stepTop2Margin.forEach((margin, i) => {
+      if (margin >= 0.1) t.is(ours[i], c.tokens[i], `${c.name}: step ${i} (llama.cpp margin ${margin})`);
+    });
     agreeing += ours.filter((p, i) => p === c.tokens[i]).length;
     steps += c.tokens.length;
   }

@@ -206,6 +206,9 @@ async function main() {
     const tfTokens = model.tokenize(text, false);
     if (tfTokens.length < 300) throw new Error(`passage too short: ${tfTokens.length} tokens`);
     if (tfTokens.length > CONTEXT_SIZE) throw new Error(`passage too long: ${tfTokens.length} tokens`);
+    return teacherForceTokens(tfTokens);
+  }
+  async function teacherForceTokens(tfTokens) {
     await sequence.clearHistory();
     const tfResults = await sequence.controlledEvaluate(
       tfTokens.map((token) => [
@@ -264,11 +267,16 @@ async function main() {
       }
       if (generated.length >= GREEDY_TOKENS) break;
     }
+    // llama.cpp's confidence at each greedy step: the top-2 probability margin when its own continuation is
+    // teacher-forced, so a consumer can tell decisive steps from near-ties.
+    const forced = await teacherForceTokens([...promptTokens, ...generated.slice(0, -1)]);
+    const stepTop2Margin = forced.top2Margin.slice(promptTokens.length - 1);
     greedy.push({
       name,
       prompt,
       promptTokens,
       tokens: generated,
+      stepTop2Margin,
       text: model.detokenize(generated, false),
       stoppedAtEog,
     });

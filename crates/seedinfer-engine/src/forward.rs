@@ -5,7 +5,8 @@ use crate::config::{LlamaConfig, RopeStyle};
 use crate::kv_cache::KvCache;
 use crate::weights::{LlamaWeights, Matrix, MatrixData};
 use rayon::prelude::*;
-use seedinfer_kernels::dense_f32::{dot, matmul};
+use seedinfer_kernels::attention::{attend, KvHead, MAX_GROUP};
+use seedinfer_kernels::dense_f32::matmul;
 use seedinfer_kernels::quantized::{quantize_activations, Q8Block};
 
 fn rms_norm(x: &[f32], weight: &[f32], eps: f32, out: &mut [f32]) {
@@ -90,11 +91,13 @@ fn apply_rope(
 }
 
 thread_local! {
-    /// Attention scores of one query head; each worker thread keeps its own buffer.
+    /// Attention scores of one group of query heads; each worker thread keeps its own buffer.
     static SCORES: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
-/// Causal attention of `tokens` new queries (at positions `first_pos..`) over all cached positions.
+/// Causal attention of `tokens` new queries (at positions `first_pos..`) over all cached positions. A task is one
+/// token's group of query heads sharing a KV head, which reads each key and value row once for the group; when
+/// that leaves too few tasks for the threads (decoding one token), a task is one query head instead.
 fn attention(
     cfg: &LlamaConfig,
     q: &[f32],
@@ -108,34 +111,47 @@ fn attention(
     let group = cfg.heads / cfg.kv_heads;
     let scale = 1.0 / (hd as f32).sqrt();
     let total = first_pos + tokens;
-    let keys = cache.keys(layer, total);
-    let values = cache.values(layer, total);
-    out.par_chunks_mut(hd)
+    let (keys, values) = (cache.keys(layer, total), cache.values(layer, total));
+    let heads_per_task = if tokens * cfg.kv_heads >= 4 * rayon::current_num_threads() {
+        group
+    } else {
+        1
+    };
+    out.par_chunks_mut(hd * heads_per_task)
         .enumerate()
-        .for_each(|(index, head_out)| {
-            let (t, h) = (index / cfg.heads, index % cfg.heads);
-            let kv_head = h / group;
-            let query = &q[t * q_dim + h * hd..t * q_dim + (h + 1) * hd];
+        .for_each(|(index, task_out)| {
+            let tasks_per_token = cfg.heads / heads_per_task;
+            let (t, first_head) = (
+                index / tasks_per_token,
+                (index % tasks_per_token) * heads_per_task,
+            );
+            let kv = KvHead {
+                keys,
+                values,
+                stride: kv_dim,
+                offset: first_head / group * hd,
+                head_dim: hd,
+            };
             let visible = first_pos + t + 1;
             SCORES.with_borrow_mut(|scores| {
-                scores.clear();
-                scores.extend((0..visible).map(|p| {
-                    let key = &keys[p * kv_dim + kv_head * hd..p * kv_dim + (kv_head + 1) * hd];
-                    dot(query, key) * scale
-                }));
-                let max = scores.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-                let mut sum = 0.0f32;
-                for s in scores.iter_mut() {
-                    *s = (*s - max).exp();
-                    sum += *s;
-                }
-                head_out.fill(0.0);
-                for (p, s) in scores.iter().enumerate() {
-                    let weight = s / sum;
-                    let v = &values[p * kv_dim + kv_head * hd..p * kv_dim + (kv_head + 1) * hd];
-                    for (o, x) in head_out.iter_mut().zip(v) {
-                        *o += weight * x;
-                    }
+                for (part, part_out) in task_out.chunks_mut(MAX_GROUP * hd).enumerate() {
+                    let heads = part_out.len() / hd;
+                    let head0 = first_head + part * MAX_GROUP;
+                    let queries: [&[f32]; MAX_GROUP] = std::array::from_fn(|i| {
+                        let h = head0 + i.min(heads - 1);
+                        &q[t * q_dim + h * hd..][..hd]
+                    });
+                    let mut chunks = part_out.chunks_mut(hd);
+                    let mut outs: [&mut [f32]; MAX_GROUP] =
+                        std::array::from_fn(|_| chunks.next().unwrap_or_default());
+                    attend(
+                        &kv,
+                        visible,
+                        scale,
+                        &queries[..heads],
+                        &mut outs[..heads],
+                        scores,
+                    );
                 }
             });
         });

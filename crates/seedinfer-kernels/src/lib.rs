@@ -1,6 +1,8 @@
 //! seedinfer's compute kernels. Every SIMD path has a scalar reference beside it; the instruction set is chosen
 //! at run time.
 
+pub mod attention;
+mod attention_avx2;
 pub mod dense_f32;
 pub mod half_weights;
 pub mod isa;

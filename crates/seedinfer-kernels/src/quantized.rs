@@ -36,22 +36,17 @@ impl Default for Q8Block {
 /// Quantises rows of activations (`input.len()` a multiple of 32) into `out`, llama.cpp's SIMD way:
 /// `d = max|x| / 127`, `q = round_ties_even(x * 127 / max|x|)`.
 pub fn quantize_activations(input: &[f32], out: &mut Vec<Q8Block>) {
+    assert!(input.len().is_multiple_of(BLOCK), "whole blocks of 32");
     #[cfg(target_arch = "x86_64")]
     if detected() >= Isa::Avx2 {
-        // The same code compiled with AVX enabled, where rounding is one `vroundps` instead of a libm call.
-        #[target_feature(enable = "avx2,fma,f16c")]
-        unsafe fn quantize_avx2(input: &[f32], out: &mut Vec<Q8Block>) {
-            quantize_activations_body(input, out)
-        }
-        // SAFETY: `detected` only reports instruction sets this machine has.
-        return unsafe { quantize_avx2(input, out) };
+        // SAFETY: `detected` only reports instruction sets this machine has; the length was checked.
+        return unsafe { crate::quantized_avx2::quantize_activations(input, out) };
     }
-    quantize_activations_body(input, out)
+    quantize_activations_scalar(input, out)
 }
 
-#[inline(always)]
-fn quantize_activations_body(input: &[f32], out: &mut Vec<Q8Block>) {
-    debug_assert_eq!(input.len() % BLOCK, 0);
+/// Scalar reference of [`quantize_activations`].
+pub fn quantize_activations_scalar(input: &[f32], out: &mut Vec<Q8Block>) {
     out.clear();
     out.extend(input.chunks_exact(BLOCK).map(|x| {
         let amax = x.iter().fold(0.0f32, |m, v| m.max(v.abs()));
@@ -361,6 +356,21 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn vector_activation_quantisation_is_bit_for_bit_the_scalar_one() {
+        let mut x = values(32 * 40, 11);
+        // Exact halves of a quantisation step, which must round to even, and an all-zero block.
+        x[..32]
+            .iter_mut()
+            .enumerate()
+            .for_each(|(i, v)| *v = (i as f32 - 15.5) * 127.0 / 16.5);
+        x[32..64].fill(0.0);
+        let (mut fast, mut reference) = (Vec::new(), Vec::new());
+        quantize_activations(&x, &mut fast);
+        quantize_activations_scalar(&x, &mut reference);
+        assert_eq!(fast, reference);
     }
 
     #[test]

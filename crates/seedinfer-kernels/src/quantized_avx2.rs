@@ -96,7 +96,7 @@ impl Quad for QuadQ4_0 {
 impl Quad for QuadQ4_1 {
     type Ready = [__m256i; QUAD];
     const HAS_MINIMUM: bool = true;
-    const GEMM_TOKENS: usize = 4;
+    const GEMM_TOKENS: usize = 6;
     #[inline(always)]
     unsafe fn ready(&self) -> Self::Ready {
         std::array::from_fn(|r| unpack_nibbles(&self.qs[r]))
@@ -230,6 +230,9 @@ unsafe fn quads_tokens<Q: Quad>(
                 let a = x.add(t * n);
                 match tile {
                     2 => quad_tile::<Q, 2>(w, n, a, out, row, valid, t),
+                    3 => quad_tile::<Q, 3>(w, n, a, out, row, valid, t),
+                    6 => quad_tile::<Q, 6>(w, n, a, out, row, valid, t),
+                    8 => quad_tile::<Q, 8>(w, n, a, out, row, valid, t),
                     _ => quad_tile::<Q, 4>(w, n, a, out, row, valid, t),
                 }
                 t += tile;
@@ -267,3 +270,53 @@ macro_rules! avx2_quads_kernel {
 avx2_quads_kernel!(quads_q4_0, QuadQ4_0);
 avx2_quads_kernel!(quads_q4_1, QuadQ4_1);
 avx2_quads_kernel!(quads_q8_0, QuadQ8_0);
+
+/// `quantized::quantize_activations` with intrinsics (bit for bit the scalar body: the maximum is exact, the
+/// scale and its inverse are computed the same way, and `vroundps` rounds half to even like `round_ties_even`).
+///
+/// # Safety
+/// The CPU must have AVX2, FMA and F16C; `input.len()` is a multiple of 32.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn quantize_activations(input: &[f32], out: &mut Vec<Q8Block>) {
+    out.clear();
+    out.reserve(input.len() / 32);
+    let magnitude = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fff_ffff));
+    for x in input.chunks_exact(32) {
+        let v: [__m256; 4] = std::array::from_fn(|j| _mm256_loadu_ps(x.as_ptr().add(8 * j)));
+        let a = v.map(|v| _mm256_and_ps(v, magnitude));
+        let m = _mm256_max_ps(_mm256_max_ps(a[0], a[1]), _mm256_max_ps(a[2], a[3]));
+        let m4 = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps(m, 1));
+        let m2 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
+        let amax = _mm_cvtss_f32(_mm_max_ss(m2, _mm_movehdup_ps(m2)));
+        let d = amax / 127.0;
+        let inverse = _mm256_set1_ps(if amax != 0.0 { 127.0 / amax } else { 0.0 });
+        let q = v.map(|v| {
+            _mm256_cvtps_epi32(_mm256_round_ps::<
+                { _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC },
+            >(_mm256_mul_ps(v, inverse)))
+        });
+        let sum_i32 = |v: __m256i| {
+            let s4 = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+            let s2 = _mm_add_epi32(s4, _mm_shuffle_epi32(s4, 0b01_00_11_10));
+            _mm_cvtsi128_si32(_mm_add_epi32(s2, _mm_shuffle_epi32(s2, 0b00_00_00_01)))
+        };
+        let half_sums = [
+            sum_i32(_mm256_add_epi32(q[0], q[1])),
+            sum_i32(_mm256_add_epi32(q[2], q[3])),
+        ];
+        let packed = _mm256_packs_epi16(
+            _mm256_packs_epi32(q[0], q[1]),
+            _mm256_packs_epi32(q[2], q[3]),
+        );
+        let ordered =
+            _mm256_permutevar8x32_epi32(packed, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+        let mut block = Q8Block {
+            d: half::f16::from_f32(d).to_f32(),
+            s: half::f16::from_f32(d * (half_sums[0] + half_sums[1]) as f32).to_f32(),
+            half_sums,
+            qs: [0; 32],
+        };
+        _mm256_storeu_si256(block.qs.as_mut_ptr() as *mut __m256i, ordered);
+        out.push(block);
+    }
+}

@@ -1,0 +1,180 @@
+//! AVX2 + FMA twin of `attention::attend_scalar` for head sizes that are multiples of 32 and groups of up to
+//! `MAX_GROUP` query heads: each key row is loaded once for the group's dot products, each value row once for the
+//! group's weighted sums (kept in registers, 32 columns at a time).
+
+#![cfg(target_arch = "x86_64")]
+
+use crate::attention::KvHead;
+use std::arch::x86_64::*;
+
+/// `e^x` for 8 lanes: Cephes' `expf` (range reduction by ln 2 in two parts, degree-6 polynomial), within 2 ulp of
+/// the correctly rounded result for inputs in [-87, 88]; inputs outside are clamped to it.
+#[inline(always)]
+pub(crate) unsafe fn exp(x: __m256) -> __m256 {
+    let x = _mm256_min_ps(
+        _mm256_max_ps(x, _mm256_set1_ps(-87.0)),
+        _mm256_set1_ps(88.0),
+    );
+    let n = _mm256_round_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(_mm256_mul_ps(
+        x,
+        _mm256_set1_ps(std::f32::consts::LOG2_E),
+    ));
+    let r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693_359_4), x);
+    let r = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.121_944_4e-4), r);
+    let mut p = _mm256_set1_ps(1.987_569_2e-4);
+    for c in [
+        1.398_199_9e-3,
+        8.333_452e-3,
+        4.166_579_6e-2,
+        0.166_666_65,
+        0.5,
+    ] {
+        p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(c));
+    }
+    let y = _mm256_fmadd_ps(
+        p,
+        _mm256_mul_ps(r, r),
+        _mm256_add_ps(r, _mm256_set1_ps(1.0)),
+    );
+    let exponent = _mm256_slli_epi32::<23>(_mm256_add_epi32(
+        _mm256_cvtps_epi32(n),
+        _mm256_set1_epi32(127),
+    ));
+    _mm256_mul_ps(y, _mm256_castsi256_ps(exponent))
+}
+
+#[inline(always)]
+unsafe fn horizontal_sum(v: __m256) -> f32 {
+    let sum4 = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    let sum2 = _mm_add_ps(sum4, _mm_movehl_ps(sum4, sum4));
+    _mm_cvtss_f32(_mm_add_ss(sum2, _mm_movehdup_ps(sum2)))
+}
+
+#[inline(always)]
+unsafe fn horizontal_max(v: __m256) -> f32 {
+    let max4 = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    let max2 = _mm_max_ps(max4, _mm_movehl_ps(max4, max4));
+    _mm_cvtss_f32(_mm_max_ss(max2, _mm_movehdup_ps(max2)))
+}
+
+/// Replaces `scores` by `e^(score - max)` and returns their sum. Every element goes through the vector `exp`
+/// (the tail through a padded copy), so a score's weight does not depend on where it falls.
+#[inline(always)]
+unsafe fn exp_and_sum(scores: &mut [f32]) -> f32 {
+    let (body, tail) = scores.split_at_mut(scores.len() / 8 * 8);
+    let mut max = tail.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    if !body.is_empty() {
+        let mut m = _mm256_set1_ps(f32::NEG_INFINITY);
+        for c in body.chunks_exact(8) {
+            m = _mm256_max_ps(m, _mm256_loadu_ps(c.as_ptr()));
+        }
+        max = max.max(horizontal_max(m));
+    }
+    let max_v = _mm256_set1_ps(max);
+    let mut sum = _mm256_setzero_ps();
+    for c in body.chunks_exact_mut(8) {
+        let e = exp(_mm256_sub_ps(_mm256_loadu_ps(c.as_ptr()), max_v));
+        _mm256_storeu_ps(c.as_mut_ptr(), e);
+        sum = _mm256_add_ps(sum, e);
+    }
+    let mut total = horizontal_sum(sum);
+    if !tail.is_empty() {
+        let mut padded = [max; 8];
+        padded[..tail.len()].copy_from_slice(tail);
+        let mut e = [0.0f32; 8];
+        _mm256_storeu_ps(
+            e.as_mut_ptr(),
+            exp(_mm256_sub_ps(_mm256_loadu_ps(padded.as_ptr()), max_v)),
+        );
+        for (t, e) in tail.iter_mut().zip(e) {
+            *t = e;
+            total += e;
+        }
+    }
+    total
+}
+
+// Index loops over the register tiles read more plainly than zipped iterators here.
+#[allow(clippy::needless_range_loop)]
+#[inline(always)]
+unsafe fn group<const G: usize>(
+    kv: &KvHead,
+    visible: usize,
+    scale: f32,
+    queries: &[&[f32]],
+    outs: &mut [&mut [f32]],
+    scores: &mut [f32],
+) {
+    let (hd, stride) = (kv.head_dim, kv.stride);
+    let q: [*const f32; G] = std::array::from_fn(|g| queries[g].as_ptr());
+    let keys = kv.keys.as_ptr().add(kv.offset);
+    for p in 0..visible {
+        let k = keys.add(p * stride);
+        let mut acc = [[_mm256_setzero_ps(); 2]; G];
+        for c in (0..hd).step_by(16) {
+            let (k0, k1) = (_mm256_loadu_ps(k.add(c)), _mm256_loadu_ps(k.add(c + 8)));
+            for g in 0..G {
+                acc[g][0] = _mm256_fmadd_ps(_mm256_loadu_ps(q[g].add(c)), k0, acc[g][0]);
+                acc[g][1] = _mm256_fmadd_ps(_mm256_loadu_ps(q[g].add(c + 8)), k1, acc[g][1]);
+            }
+        }
+        for g in 0..G {
+            *scores.get_unchecked_mut(g * visible + p) =
+                horizontal_sum(_mm256_add_ps(acc[g][0], acc[g][1])) * scale;
+        }
+    }
+    for row in scores.chunks_exact_mut(visible) {
+        let inverse = _mm256_set1_ps(1.0 / exp_and_sum(row));
+        let mut chunks = row.chunks_exact_mut(8);
+        for c in &mut chunks {
+            _mm256_storeu_ps(
+                c.as_mut_ptr(),
+                _mm256_mul_ps(_mm256_loadu_ps(c.as_ptr()), inverse),
+            );
+        }
+        let inverse = _mm256_cvtss_f32(inverse);
+        chunks
+            .into_remainder()
+            .iter_mut()
+            .for_each(|s| *s *= inverse);
+    }
+    let values = kv.values.as_ptr().add(kv.offset);
+    for c0 in (0..hd).step_by(32) {
+        let mut acc = [[_mm256_setzero_ps(); 4]; G];
+        for p in 0..visible {
+            let v = values.add(p * stride + c0);
+            let rows: [__m256; 4] = std::array::from_fn(|j| _mm256_loadu_ps(v.add(8 * j)));
+            for g in 0..G {
+                let w = _mm256_set1_ps(*scores.get_unchecked(g * visible + p));
+                for j in 0..4 {
+                    acc[g][j] = _mm256_fmadd_ps(w, rows[j], acc[g][j]);
+                }
+            }
+        }
+        for (out, acc) in outs.iter_mut().zip(&acc) {
+            for (j, acc) in acc.iter().enumerate() {
+                _mm256_storeu_ps(out.as_mut_ptr().add(c0 + 8 * j), *acc);
+            }
+        }
+    }
+}
+
+/// # Safety
+/// The CPU must have AVX2 and FMA; `kv.head_dim` is a multiple of 32, `1 <= queries.len() <= MAX_GROUP`,
+/// `scores.len() == queries.len() * visible`, and the slices were checked by `attention::check`.
+#[target_feature(enable = "avx2,fma")]
+pub unsafe fn attend(
+    kv: &KvHead,
+    visible: usize,
+    scale: f32,
+    queries: &[&[f32]],
+    outs: &mut [&mut [f32]],
+    scores: &mut [f32],
+) {
+    match queries.len() {
+        1 => group::<1>(kv, visible, scale, queries, outs, scores),
+        2 => group::<2>(kv, visible, scale, queries, outs, scores),
+        3 => group::<3>(kv, visible, scale, queries, outs, scores),
+        _ => group::<4>(kv, visible, scale, queries, outs, scores),
+    }
+}
