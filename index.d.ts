@@ -33,7 +33,7 @@ export interface ProgressEvent {
 }
 
 export interface LoadOptions {
-  /** Worker threads for matrix products. Default: the machine's available parallelism. */
+  /** Worker threads for matrix products and attention, in one pool per model. Default: the number of physical cores. */
   threads?: number;
   /** Directory for downloaded models. Default: `$SEEDINFER_CACHE` or `~/.cache/seedinfer`. */
   cacheDir?: string;

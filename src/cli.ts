@@ -82,7 +82,7 @@ interface SamplingOptions extends ModelOptions {
 function addModelOptions(command: Command, positionalModel = false): Command {
   if (!positionalModel) command.option('-m, --model <pathOrId>', 'a .gguf file, a Hugging Face model directory, a Hub id (org/name), or "default"');
   return command
-    .option('-t, --threads <n>', 'worker threads (default: available parallelism)', intParser(1, 1024))
+    .option('-t, --threads <n>', 'worker threads (default: physical cores)', intParser(1, 1024))
     .addOption(
       new Option('-w, --weights <format>', "convert the weights at load (default: keep the file's formats)").choices([
         'f32',

@@ -66,9 +66,9 @@ impl Model {
                 )))
             }
             Some(n) => n,
-            None => std::thread::available_parallelism()
-                .map(|n| n.get())
-                .unwrap_or(1),
+            // Physical cores: a second hyper-thread on the same core shares its vector units and memory port, so
+            // it adds synchronisation without adding throughput to these kernels.
+            None => num_cpus::get_physical().max(1),
         };
         let pool = rayon::ThreadPoolBuilder::new()
             .num_threads(threads)

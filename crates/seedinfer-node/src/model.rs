@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 #[napi(object)]
 pub struct NativeLoadOptions {
-    /// Worker threads; omitted means the machine's available parallelism.
+    /// Worker threads; omitted means the number of physical cores.
     pub threads: Option<u32>,
     /// `f32`, `f16`, `q8_0`, `q4_0` or `q4_1`: convert every weight matrix at load; omitted keeps the file's formats.
     pub weights: Option<String>,
