@@ -5,7 +5,7 @@ use crate::config::{LlamaConfig, RopeStyle};
 use crate::kv_cache::KvCache;
 use crate::weights::{LlamaWeights, Matrix, MatrixData};
 use rayon::prelude::*;
-use seedinfer_kernels::attention::{attend, KvHead, MAX_GROUP};
+use seedinfer_kernels::attention::{attend, attend_range, merge, KvHead, Partial, MAX_GROUP};
 use seedinfer_kernels::dense_f32::matmul;
 use seedinfer_kernels::quantized::{quantize_activations, Q8Block};
 
@@ -97,7 +97,9 @@ thread_local! {
 
 /// Causal attention of `tokens` new queries (at positions `first_pos..`) over all cached positions. A task is one
 /// token's group of query heads sharing a KV head, which reads each key and value row once for the group; when
-/// that leaves too few tasks for the threads (decoding one token), a task is one query head instead.
+/// that leaves too few tasks for the threads (decoding one token), a task is one query head instead, and past
+/// `SPLIT_MIN_POSITIONS` cached positions a decoded token's attention is split by position ranges instead.
+#[allow(clippy::too_many_arguments)]
 fn attention(
     cfg: &LlamaConfig,
     q: &[f32],
@@ -106,12 +108,16 @@ fn attention(
     first_pos: usize,
     tokens: usize,
     out: &mut [f32],
+    split: &mut SplitScratch,
 ) {
     let (hd, q_dim, kv_dim) = (cfg.head_dim, cfg.q_dim(), cfg.kv_dim());
     let group = cfg.heads / cfg.kv_heads;
     let scale = 1.0 / (hd as f32).sqrt();
     let total = first_pos + tokens;
     let (keys, values) = (cache.keys(layer, total), cache.values(layer, total));
+    if tokens == 1 && total >= SPLIT_MIN_POSITIONS {
+        return decode_attention_split(cfg, q, keys, values, total, out, split);
+    }
     let heads_per_task = if tokens * cfg.kv_heads >= 4 * rayon::current_num_threads() {
         group
     } else {
@@ -157,6 +163,101 @@ fn attention(
         });
 }
 
+/// Cached positions from which a decoded token's attention is split into position ranges: below it, one task
+/// per query head is cheaper than merging.
+const SPLIT_MIN_POSITIONS: usize = 256;
+/// The shortest position range of a split.
+const SPLIT_MIN_RANGE: usize = 64;
+
+/// Partial results of a split decode attention: per task (KV head x range), the group's unnormalised outputs and
+/// softmax statistics.
+#[derive(Default)]
+struct SplitScratch {
+    out: Vec<f32>,
+    partials: Vec<Partial>,
+}
+
+/// Attention of one decoded token over `visible` cached positions, flash-decoding style: each task takes one KV
+/// head's whole group of query heads (so every key and value row is read once) over one range of positions, and
+/// the ranges are merged per head. There are about two tasks per thread.
+fn decode_attention_split(
+    cfg: &LlamaConfig,
+    q: &[f32],
+    keys: &[f32],
+    values: &[f32],
+    visible: usize,
+    out: &mut [f32],
+    split: &mut SplitScratch,
+) {
+    let (hd, kv_dim, group) = (cfg.head_dim, cfg.kv_dim(), cfg.heads / cfg.kv_heads);
+    let scale = 1.0 / (hd as f32).sqrt();
+    let ranges = (2 * rayon::current_num_threads())
+        .div_ceil(cfg.kv_heads)
+        .min(visible / SPLIT_MIN_RANGE)
+        .max(1);
+    let range_len = visible.div_ceil(ranges);
+    let tasks = cfg.kv_heads * ranges;
+    split.out.resize(tasks * group * hd, 0.0);
+    split.partials.resize(tasks * group, Partial::default());
+    split
+        .out
+        .par_chunks_mut(group * hd)
+        .zip(split.partials.par_chunks_mut(group))
+        .enumerate()
+        .for_each(|(task, (task_out, partials))| {
+            let (kv_head, range) = (task / ranges, task % ranges);
+            let positions = range * range_len..((range + 1) * range_len).min(visible);
+            if positions.is_empty() {
+                task_out.fill(0.0);
+                partials.fill(Partial {
+                    max: f32::NEG_INFINITY,
+                    sum: 0.0,
+                });
+                return;
+            }
+            let kv = KvHead {
+                keys,
+                values,
+                stride: kv_dim,
+                offset: kv_head * hd,
+                head_dim: hd,
+            };
+            SCORES.with_borrow_mut(|scores| {
+                for (part, (part_out, part_partials)) in task_out
+                    .chunks_mut(MAX_GROUP * hd)
+                    .zip(partials.chunks_mut(MAX_GROUP))
+                    .enumerate()
+                {
+                    let heads = part_partials.len();
+                    let head0 = kv_head * group + part * MAX_GROUP;
+                    let queries: [&[f32]; MAX_GROUP] =
+                        std::array::from_fn(|i| &q[(head0 + i.min(heads - 1)) * hd..][..hd]);
+                    let mut chunks = part_out.chunks_mut(hd);
+                    let mut outs: [&mut [f32]; MAX_GROUP] =
+                        std::array::from_fn(|_| chunks.next().unwrap_or_default());
+                    attend_range(
+                        &kv,
+                        positions.clone(),
+                        scale,
+                        &queries[..heads],
+                        &mut outs[..heads],
+                        scores,
+                        part_partials,
+                    );
+                }
+            });
+        });
+    for (h, head_out) in out.chunks_mut(hd).enumerate() {
+        let (kv_head, g) = (h / group, h % group);
+        let parts = (0..ranges).map(|range| {
+            let task = kv_head * ranges + range;
+            let slot = task * group + g;
+            (split.partials[slot], &split.out[slot * hd..(slot + 1) * hd])
+        });
+        merge(parts, head_out);
+    }
+}
+
 /// Reusable activation buffers, so a decode step allocates nothing once warmed up.
 #[derive(Default)]
 pub struct Scratch {
@@ -171,6 +272,7 @@ pub struct Scratch {
     up: Vec<f32>,
     project: ProjectScratch,
     rope: RopeScratch,
+    split: SplitScratch,
 }
 
 /// Which positions get logits: generation needs only the last; evaluation (teacher forcing) needs all.
@@ -214,7 +316,7 @@ pub fn forward(
         apply_rope(&mut s.k, cfg, cfg.kv_heads, first_pos, &mut s.rope);
         cache.append(l, &s.k, &s.v);
         s.attn.resize(n * cfg.q_dim(), 0.0);
-        attention(cfg, &s.q, cache, l, first_pos, n, &mut s.attn);
+        attention(cfg, &s.q, cache, l, first_pos, n, &mut s.attn, &mut s.split);
         project([&layer.wo], &s.attn, n, [&mut s.proj], &mut s.project);
         for (x, p) in s.x.iter_mut().zip(&s.proj) {
             *x += p;

@@ -8,11 +8,15 @@ mod common;
 use common::{expected_greedy, greedy, stories_dir};
 
 fn load() -> Arc<Model> {
+    load_with_threads(2)
+}
+
+fn load_with_threads(threads: usize) -> Arc<Model> {
     Arc::new(
         Model::load(
             &stories_dir(),
             &LoadOptions {
-                threads: Some(2),
+                threads: Some(threads),
                 weights: None,
             },
         )
@@ -58,6 +62,26 @@ fn generating_in_pieces_equals_generating_at_once() {
     );
     assert_eq!(all, expected[..100]);
     assert_eq!(session.token_count(), 101);
+}
+
+#[test]
+fn decoding_past_the_split_attention_threshold_predicts_what_a_prefill_predicts() {
+    // Decoding 400 tokens one at a time runs attention split into position ranges and merged once the cache
+    // holds 256 positions; teacher forcing the same sequence runs it whole. Both must choose the same tokens.
+    // Eight threads make four ranges per KV head (about two tasks per thread over stories260K's 4 KV heads).
+    let model = load_with_threads(8);
+    let stop = AtomicBool::new(false);
+    let decoded = Session::new(model.clone(), 512)
+        .expect("session")
+        .generate(&[1], &greedy(400), &stop, &mut |_| {})
+        .expect("generates")
+        .token_ids;
+    let sequence: Vec<u32> = std::iter::once(1).chain(decoded.iter().copied()).collect();
+    let predicted = Session::new(model, 512)
+        .expect("session")
+        .predict_next(&sequence[..400], &stop)
+        .expect("predicts");
+    assert_eq!(predicted, decoded);
 }
 
 #[test]

@@ -1,11 +1,13 @@
 //! Causal attention of query heads over one KV head's cached keys and values (f32), the grouped-query way: the
 //! query heads that share a KV head (a GQA group) read each key and value row together, once.
 //!
-//! [`attend`] dispatches to the AVX2 kernel (`attention_avx2`: vector dot products, a vector `exp`, value rows
-//! accumulated for the whole group in registers) when the head size is a multiple of 32; [`attend_scalar`] is the
-//! reference. Softmax is exact (max subtracted) and normalised before it weights the values, as llama.cpp does.
+//! [`attend_range`] dispatches to the AVX2 kernel (`attention_avx2`: vector dot products, a vector `exp`, value
+//! rows accumulated for the whole group in registers) when the head size is a multiple of 32;
+//! [`attend_range_scalar`] is the reference. Softmax is exact (max subtracted); outputs are divided by the weight
+//! sum at the end, which lets ranges of positions be computed apart and [`merge`]d (flash-decoding).
 
 use crate::isa::{detected, Isa};
+use std::ops::Range;
 
 /// One KV head's keys and values: position `p`'s key is `keys[p * stride + offset..][..head_dim]`.
 #[derive(Clone, Copy)]
@@ -32,6 +34,14 @@ impl KvHead<'_> {
 /// The largest group the vector kernel takes in one pass (larger groups are done in parts).
 pub const MAX_GROUP: usize = 4;
 
+/// Softmax statistics of one query over a range of positions: the largest score and the sum of
+/// `e^(score - max)` over the range.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Partial {
+    pub max: f32,
+    pub sum: f32,
+}
+
 /// `outs[g] = softmax(queries[g] · keys[..visible] * scale) · values[..visible]` for each query head `g` of one
 /// group. `scores` is scratch (resized as needed). Panics if `visible` exceeds the cached positions or the
 /// slices disagree with `kv.head_dim`.
@@ -43,32 +53,73 @@ pub fn attend(
     outs: &mut [&mut [f32]],
     scores: &mut Vec<f32>,
 ) {
-    check(kv, visible, queries, outs);
-    #[cfg(target_arch = "x86_64")]
-    if detected() >= Isa::Avx2 && kv.head_dim.is_multiple_of(32) && visible > 0 {
-        for (queries, outs) in queries.chunks(MAX_GROUP).zip(outs.chunks_mut(MAX_GROUP)) {
-            scores.resize(queries.len() * visible, 0.0);
-            // SAFETY: `detected` reports AVX2/FMA/F16C; `check` verified every slice length.
-            unsafe { crate::attention_avx2::attend(kv, visible, scale, queries, outs, scores) };
+    for (queries, outs) in queries.chunks(MAX_GROUP).zip(outs.chunks_mut(MAX_GROUP)) {
+        let mut partials = [Partial::default(); MAX_GROUP];
+        let partials = &mut partials[..queries.len()];
+        attend_range(kv, 0..visible, scale, queries, outs, scores, partials);
+        for (out, partial) in outs.iter_mut().zip(partials.iter()) {
+            let inverse = 1.0 / partial.sum;
+            out.iter_mut().for_each(|o| *o *= inverse);
         }
-        return;
     }
-    attend_scalar(kv, visible, scale, queries, outs, scores)
 }
 
-/// Scalar reference of [`attend`].
-pub fn attend_scalar(
+/// Attention of each query over the cached `positions` only, not normalised: `outs[g] = sum over p of
+/// e^(score_p - max) * value_p`, with `partials[g]` holding that `max` and the sum of the weights. Ranges that
+/// together cover `0..visible` combine into the full result with [`merge`], which is how a long cache is split
+/// across threads while decoding.
+pub fn attend_range(
     kv: &KvHead,
-    visible: usize,
+    positions: Range<usize>,
     scale: f32,
     queries: &[&[f32]],
     outs: &mut [&mut [f32]],
     scores: &mut Vec<f32>,
+    partials: &mut [Partial],
 ) {
-    check(kv, visible, queries, outs);
-    for (query, out) in queries.iter().zip(outs.iter_mut()) {
+    check(kv, positions.end, queries, outs);
+    assert!(!positions.is_empty(), "at least one position");
+    assert_eq!(partials.len(), queries.len(), "one partial per query");
+    #[cfg(target_arch = "x86_64")]
+    if detected() >= Isa::Avx2 && kv.head_dim.is_multiple_of(32) {
+        for ((queries, outs), partials) in queries
+            .chunks(MAX_GROUP)
+            .zip(outs.chunks_mut(MAX_GROUP))
+            .zip(partials.chunks_mut(MAX_GROUP))
+        {
+            scores.resize(queries.len() * positions.len(), 0.0);
+            // SAFETY: `detected` reports AVX2/FMA/F16C; `check` verified every slice length.
+            unsafe {
+                crate::attention_avx2::attend_range(
+                    kv,
+                    positions.clone(),
+                    scale,
+                    queries,
+                    outs,
+                    scores,
+                    partials,
+                )
+            };
+        }
+        return;
+    }
+    attend_range_scalar(kv, positions, scale, queries, outs, scores, partials)
+}
+
+/// Scalar reference of [`attend_range`].
+pub fn attend_range_scalar(
+    kv: &KvHead,
+    positions: Range<usize>,
+    scale: f32,
+    queries: &[&[f32]],
+    outs: &mut [&mut [f32]],
+    scores: &mut Vec<f32>,
+    partials: &mut [Partial],
+) {
+    check(kv, positions.end, queries, outs);
+    for ((query, out), partial) in queries.iter().zip(outs.iter_mut()).zip(partials) {
         scores.clear();
-        scores.extend((0..visible).map(|p| {
+        scores.extend(positions.clone().map(|p| {
             let dot: f32 = query.iter().zip(kv.key(p)).map(|(a, b)| a * b).sum();
             dot * scale
         }));
@@ -78,15 +129,34 @@ pub fn attend_scalar(
             *s = (*s - max).exp();
             sum += *s;
         }
-        let inverse = 1.0 / sum;
         out.fill(0.0);
-        for (p, s) in scores.iter().enumerate() {
-            let weight = s * inverse;
+        for (p, s) in positions.clone().zip(scores.iter()) {
             for (o, v) in out.iter_mut().zip(kv.value(p)) {
-                *o += weight * v;
+                *o += s * v;
             }
         }
+        *partial = Partial { max, sum };
     }
+}
+
+/// Combines the [`attend_range`] results of ranges that together cover the visible positions into the
+/// normalised attention output.
+pub fn merge<'a>(parts: impl Iterator<Item = (Partial, &'a [f32])> + Clone, out: &mut [f32]) {
+    let max = parts
+        .clone()
+        .map(|(p, _)| p.max)
+        .fold(f32::NEG_INFINITY, f32::max);
+    out.fill(0.0);
+    let mut sum = 0.0f32;
+    for (partial, part) in parts {
+        let weight = (partial.max - max).exp();
+        sum += partial.sum * weight;
+        for (o, v) in out.iter_mut().zip(part) {
+            *o += weight * v;
+        }
+    }
+    let inverse = 1.0 / sum;
+    out.iter_mut().for_each(|o| *o *= inverse);
 }
 
 fn check(kv: &KvHead, visible: usize, queries: &[&[f32]], outs: &[&mut [f32]]) {
@@ -134,13 +204,70 @@ mod tests {
                 let mut outs: Vec<&mut [f32]> = fast.chunks_mut(head_dim).collect();
                 attend(&kv, visible, 0.125, &queries, &mut outs, &mut scores);
                 let mut outs: Vec<&mut [f32]> = reference.chunks_mut(head_dim).collect();
-                attend_scalar(&kv, visible, 0.125, &queries, &mut outs, &mut scores);
+                let mut partials = vec![Partial::default(); group];
+                attend_range_scalar(
+                    &kv,
+                    0..visible,
+                    0.125,
+                    &queries,
+                    &mut outs,
+                    &mut scores,
+                    &mut partials,
+                );
+                for (out, partial) in reference.chunks_mut(head_dim).zip(&partials) {
+                    out.iter_mut().for_each(|o| *o /= partial.sum);
+                }
                 for (f, r) in fast.iter().zip(&reference) {
                     assert!(
                         (f - r).abs() <= 1e-5 * r.abs().max(1.0),
                         "hd={head_dim} group={group} visible={visible}: {f} vs {r}"
                     );
                 }
+            }
+        }
+    }
+
+    #[test]
+    fn ranges_merged_equal_attention_over_all_positions() {
+        let (head_dim, stride, visible, group) = (64, 192, 301, 3);
+        let keys = values(visible * stride, 8);
+        let vals = values(visible * stride, 9);
+        let kv = KvHead {
+            keys: &keys,
+            values: &vals,
+            stride,
+            offset: 64,
+            head_dim,
+        };
+        let queries = values(group * head_dim, 10);
+        let queries: Vec<&[f32]> = queries.chunks(head_dim).collect();
+        let mut whole = vec![0.0; group * head_dim];
+        let mut outs: Vec<&mut [f32]> = whole.chunks_mut(head_dim).collect();
+        attend(&kv, visible, 0.125, &queries, &mut outs, &mut Vec::new());
+        let ranges = [0..100, 100..101, 101..301];
+        let mut parts = vec![vec![0.0f32; group * head_dim]; ranges.len()];
+        let mut partials = vec![[Partial::default(); 3]; ranges.len()];
+        for ((range, part), partial) in ranges.iter().zip(&mut parts).zip(&mut partials) {
+            let mut outs: Vec<&mut [f32]> = part.chunks_mut(head_dim).collect();
+            attend_range(
+                &kv,
+                range.clone(),
+                0.125,
+                &queries,
+                &mut outs,
+                &mut Vec::new(),
+                partial,
+            );
+        }
+        for g in 0..group {
+            let mut merged = vec![0.0; head_dim];
+            let pieces = parts
+                .iter()
+                .zip(&partials)
+                .map(|(part, partial)| (partial[g], &part[g * head_dim..(g + 1) * head_dim]));
+            merge(pieces, &mut merged);
+            for (m, w) in merged.iter().zip(&whole[g * head_dim..(g + 1) * head_dim]) {
+                assert!((m - w).abs() <= 1e-5 * w.abs().max(1.0), "{m} vs {w}");
             }
         }
     }

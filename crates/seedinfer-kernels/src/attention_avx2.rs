@@ -1,11 +1,12 @@
-//! AVX2 + FMA twin of `attention::attend_scalar` for head sizes that are multiples of 32 and groups of up to
+//! AVX2 + FMA twin of `attention::attend_range_scalar` for head sizes that are multiples of 32 and groups of up to
 //! `MAX_GROUP` query heads: each key row is loaded once for the group's dot products, each value row once for the
 //! group's weighted sums (kept in registers, 32 columns at a time).
 
 #![cfg(target_arch = "x86_64")]
 
-use crate::attention::KvHead;
+use crate::attention::{KvHead, Partial};
 use std::arch::x86_64::*;
+use std::ops::Range;
 
 /// `e^x` for 8 lanes: Cephes' `expf` (range reduction by ln 2 in two parts, degree-6 polynomial), within 2 ulp of
 /// the correctly rounded result for inputs in [-87, 88]; inputs outside are clamped to it.
@@ -57,10 +58,10 @@ unsafe fn horizontal_max(v: __m256) -> f32 {
     _mm_cvtss_f32(_mm_max_ss(max2, _mm_movehdup_ps(max2)))
 }
 
-/// Replaces `scores` by `e^(score - max)` and returns their sum. Every element goes through the vector `exp`
+/// Replaces `scores` by `e^(score - max)` and returns `(max, sum)`. Every element goes through the vector `exp`
 /// (the tail through a padded copy), so a score's weight does not depend on where it falls.
 #[inline(always)]
-unsafe fn exp_and_sum(scores: &mut [f32]) -> f32 {
+unsafe fn exp_and_sum(scores: &mut [f32]) -> (f32, f32) {
     let (body, tail) = scores.split_at_mut(scores.len() / 8 * 8);
     let mut max = tail.iter().copied().fold(f32::NEG_INFINITY, f32::max);
     if !body.is_empty() {
@@ -91,7 +92,7 @@ unsafe fn exp_and_sum(scores: &mut [f32]) -> f32 {
             total += e;
         }
     }
-    total
+    (max, total)
 }
 
 // Index loops over the register tiles read more plainly than zipped iterators here.
@@ -99,16 +100,16 @@ unsafe fn exp_and_sum(scores: &mut [f32]) -> f32 {
 #[inline(always)]
 unsafe fn group<const G: usize>(
     kv: &KvHead,
-    visible: usize,
+    positions: Range<usize>,
     scale: f32,
     queries: &[&[f32]],
     outs: &mut [&mut [f32]],
     scores: &mut [f32],
-) {
-    let (hd, stride) = (kv.head_dim, kv.stride);
+) -> [Partial; G] {
+    let (hd, stride, count) = (kv.head_dim, kv.stride, positions.len());
     let q: [*const f32; G] = std::array::from_fn(|g| queries[g].as_ptr());
-    let keys = kv.keys.as_ptr().add(kv.offset);
-    for p in 0..visible {
+    let keys = kv.keys.as_ptr().add(kv.offset + positions.start * stride);
+    for p in 0..count {
         let k = keys.add(p * stride);
         let mut acc = [[_mm256_setzero_ps(); 2]; G];
         for c in (0..hd).step_by(16) {
@@ -119,33 +120,23 @@ unsafe fn group<const G: usize>(
             }
         }
         for g in 0..G {
-            *scores.get_unchecked_mut(g * visible + p) =
+            *scores.get_unchecked_mut(g * count + p) =
                 horizontal_sum(_mm256_add_ps(acc[g][0], acc[g][1])) * scale;
         }
     }
-    for row in scores.chunks_exact_mut(visible) {
-        let inverse = _mm256_set1_ps(1.0 / exp_and_sum(row));
-        let mut chunks = row.chunks_exact_mut(8);
-        for c in &mut chunks {
-            _mm256_storeu_ps(
-                c.as_mut_ptr(),
-                _mm256_mul_ps(_mm256_loadu_ps(c.as_ptr()), inverse),
-            );
-        }
-        let inverse = _mm256_cvtss_f32(inverse);
-        chunks
-            .into_remainder()
-            .iter_mut()
-            .for_each(|s| *s *= inverse);
+    let mut partials = [Partial::default(); G];
+    for g in 0..G {
+        let (max, sum) = exp_and_sum(&mut scores[g * count..(g + 1) * count]);
+        partials[g] = Partial { max, sum };
     }
-    let values = kv.values.as_ptr().add(kv.offset);
+    let values = kv.values.as_ptr().add(kv.offset + positions.start * stride);
     for c0 in (0..hd).step_by(32) {
         let mut acc = [[_mm256_setzero_ps(); 4]; G];
-        for p in 0..visible {
+        for p in 0..count {
             let v = values.add(p * stride + c0);
             let rows: [__m256; 4] = std::array::from_fn(|j| _mm256_loadu_ps(v.add(8 * j)));
             for g in 0..G {
-                let w = _mm256_set1_ps(*scores.get_unchecked(g * visible + p));
+                let w = _mm256_set1_ps(*scores.get_unchecked(g * count + p));
                 for j in 0..4 {
                     acc[g][j] = _mm256_fmadd_ps(w, rows[j], acc[g][j]);
                 }
@@ -157,24 +148,28 @@ unsafe fn group<const G: usize>(
             }
         }
     }
+    partials
 }
 
 /// # Safety
 /// The CPU must have AVX2 and FMA; `kv.head_dim` is a multiple of 32, `1 <= queries.len() <= MAX_GROUP`,
-/// `scores.len() == queries.len() * visible`, and the slices were checked by `attention::check`.
+/// `scores.len() == queries.len() * positions.len()`, `partials.len() == queries.len()`, and the slices were
+/// checked by `attention::check`.
 #[target_feature(enable = "avx2,fma")]
-pub unsafe fn attend(
+pub unsafe fn attend_range(
     kv: &KvHead,
-    visible: usize,
+    positions: Range<usize>,
     scale: f32,
     queries: &[&[f32]],
     outs: &mut [&mut [f32]],
     scores: &mut [f32],
+    partials: &mut [Partial],
 ) {
+    let p = positions;
     match queries.len() {
-        1 => group::<1>(kv, visible, scale, queries, outs, scores),
-        2 => group::<2>(kv, visible, scale, queries, outs, scores),
-        3 => group::<3>(kv, visible, scale, queries, outs, scores),
-        _ => group::<4>(kv, visible, scale, queries, outs, scores),
+        1 => partials.copy_from_slice(&group::<1>(kv, p, scale, queries, outs, scores)),
+        2 => partials.copy_from_slice(&group::<2>(kv, p, scale, queries, outs, scores)),
+        3 => partials.copy_from_slice(&group::<3>(kv, p, scale, queries, outs, scores)),
+        _ => partials.copy_from_slice(&group::<4>(kv, p, scale, queries, outs, scores)),
     }
 }
