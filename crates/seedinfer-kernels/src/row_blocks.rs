@@ -1,14 +1,15 @@
 //! The parallel shape shared by every matrix product: weight rows are split into ranges, one task per range, and
 //! each task computes its rows for every token (its weights stay hot in cache).
 //!
-//! - [`for_each_row_block`] (f32 and half weights): a task fills a column per token and writes a transposed
-//!   block that is scattered into the `[tokens, rows]` output afterwards.
-//! - [`for_each_row_range`] (block-quantised weights): a task writes its elements of the output in place.
+//! Tasks write their own elements of the `[tokens, rows]` output in place: no buffer, no copy, no allocation.
+//! - [`for_each_row_block`] (f32 and half weights): a task fills its part of each token's output row in turn.
+//! - [`for_each_row_range`] (block-quantised weights): a task's kernel writes its elements itself.
 
 use rayon::prelude::*;
 
 /// Fills `out` (`[tokens, rows]`). `rows_dot(first_row, token, column)` must set `column[i]` to the product of
-/// weight row `first_row + i` with token `token`'s activations.
+/// weight row `first_row + i` with token `token`'s activations; `column` is the task's part of that token's output
+/// row, written in place.
 pub fn for_each_row_block(
     rows: usize,
     tokens: usize,
@@ -16,38 +17,12 @@ pub fn for_each_row_block(
     out: &mut [f32],
     rows_dot: impl Fn(usize, usize, &mut [f32]) + Sync,
 ) {
-    debug_assert_eq!(out.len(), rows * tokens);
-    if tokens == 1 {
-        out.par_chunks_mut(rows_per_task)
-            .enumerate()
-            .for_each(|(task, column)| rows_dot(task * rows_per_task, 0, column));
-        return;
-    }
-    let mut transposed = vec![0.0f32; rows * tokens];
-    transposed
-        .par_chunks_mut(rows_per_task * tokens)
-        .enumerate()
-        .for_each(|(task, block)| {
-            let mut column = vec![0.0f32; block.len() / tokens];
-            for t in 0..tokens {
-                rows_dot(task * rows_per_task, t, &mut column);
-                for (r, v) in column.iter().enumerate() {
-                    block[r * tokens + t] = *v;
-                }
-            }
-        });
-    scatter_transposed(&transposed, rows, tokens, out);
-}
-
-/// `out[t][r] = transposed[r][t]`.
-fn scatter_transposed(transposed: &[f32], rows: usize, tokens: usize, out: &mut [f32]) {
-    out.par_chunks_mut(rows)
-        .enumerate()
-        .for_each(|(t, out_row)| {
-            for (r, o) in out_row.iter_mut().enumerate() {
-                *o = transposed[r * tokens + t];
-            }
-        });
+    for_each_row_range(rows, tokens, rows_per_task, out, |product, first, count| {
+        for t in 0..tokens {
+            // SAFETY: the task owns rows `first..first + count` of every token's output row.
+            rows_dot(first, t, unsafe { product.token_rows(t, first, count) });
+        }
+    });
 }
 
 /// The `[tokens, rows]` result of one matrix product, written by tasks that each own a disjoint range of rows
@@ -69,6 +44,17 @@ impl ProductOut {
     pub unsafe fn write(&self, row: usize, token: usize, value: f32) {
         debug_assert!(row < self.rows && token < self.tokens);
         *self.ptr.add(token * self.rows + row) = value;
+    }
+
+    /// Elements `first..first + count` of token `token`'s output row.
+    ///
+    /// # Safety
+    /// In bounds, and no other task touches these elements while the slice lives.
+    #[allow(clippy::mut_from_ref)] // disjoint parts of one `&mut [f32]`, handed out one task each
+    #[inline(always)]
+    pub unsafe fn token_rows(&self, token: usize, first: usize, count: usize) -> &mut [f32] {
+        debug_assert!(token < self.tokens && first + count <= self.rows);
+        std::slice::from_raw_parts_mut(self.ptr.add(token * self.rows + first), count)
     }
 }
 
