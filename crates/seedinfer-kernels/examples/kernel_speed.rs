@@ -3,6 +3,7 @@
 use seedinfer_formats::{quantize_row, TensorType};
 use seedinfer_kernels::limits::thread_pool;
 use seedinfer_kernels::quantized::{quantize_activations, QuantizedMatrix};
+use seedinfer_kernels::test_values::values;
 use std::time::Instant;
 
 fn main() {
@@ -39,16 +40,4 @@ fn main() {
         let gops = 2.0 * (rows * cols * tokens) as f64 / best / 1e9;
         println!("{format:?} {rows}x{cols} tokens={tokens} threads={threads}: {:.1} us, {gb:.2} GB/s ({:.0}% of {bandwidth:.1}), {gops:.1} GOP/s", best * 1e6, 100.0 * gb / bandwidth);
     });
-}
-
-fn values(n: usize, seed: u32) -> Vec<f32> {
-    let mut state = seed.wrapping_mul(2_654_435_761).wrapping_add(1);
-    (0..n)
-        .map(|_| {
-            state ^= state << 13;
-            state ^= state >> 17;
-            state ^= state << 5;
-            (state as f32 / u32::MAX as f32) * 2.0 - 1.0
-        })
-        .collect()
 }

@@ -11,7 +11,8 @@ pub mod quantized;
 mod quantized_avx2;
 mod row_blocks;
 pub mod row_quads;
-#[cfg(test)]
-mod test_values;
+/// Deterministic inputs for tests, examples and benchmarks (not part of the kernels' API).
+#[doc(hidden)]
+pub mod test_values;
 
 pub use isa::{detected as detected_isa, kernel_isa, Isa, KernelFamily};

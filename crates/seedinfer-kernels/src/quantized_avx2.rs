@@ -79,9 +79,13 @@ impl Quad for QuadQ4_0 {
     unsafe fn dot(w: &Self::Ready, y: __m256i, a: &Q8Block) -> __m256i {
         let raw = fold_i16(std::array::from_fn(|r| _mm256_maddubs_epi16(w[r], y)));
         // sum((q - 8) * y) = sum(q * y) - 8 * sum(y), per half block.
-        let [low, high] = a.half_sums;
-        let offset = _mm256_set_m128i(_mm_set1_epi32(high << 3), _mm_set1_epi32(low << 3));
-        _mm256_sub_epi32(raw, offset)
+        // [low x4 | high x4] from one 8-byte load, times 8.
+        let sums = _mm_loadl_epi64(a.half_sums.as_ptr() as *const __m128i);
+        let spread = _mm256_permutevar8x32_epi32(
+            _mm256_castsi128_si256(sums),
+            _mm256_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1),
+        );
+        _mm256_sub_epi32(raw, _mm256_slli_epi32::<3>(spread))
     }
     #[inline(always)]
     fn scales(&self) -> &[half::f16; QUAD] {
