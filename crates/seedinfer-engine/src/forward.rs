@@ -5,7 +5,9 @@ use crate::config::{LlamaConfig, RopeStyle};
 use crate::kv_cache::KvCache;
 use crate::weights::{LlamaWeights, Matrix, MatrixData};
 use rayon::prelude::*;
-use seedinfer_kernels::attention::{attend, attend_range, merge, KvHead, Partial, MAX_GROUP};
+use seedinfer_kernels::attention::{
+    attend, attend_range, merge, merge_into, KvHead, Partial, MAX_GROUP,
+};
 use seedinfer_kernels::dense_f32::matmul;
 use seedinfer_kernels::quantized::{quantize_activations, Q8Block};
 
@@ -118,6 +120,9 @@ fn attention(
     if tokens == 1 && total >= SPLIT_MIN_POSITIONS {
         return decode_attention_split(cfg, q, keys, values, total, out, split);
     }
+    if tokens >= 2 * tile_tokens(group) {
+        return prefill_attention_tiled(cfg, q, keys, values, first_pos, tokens, out);
+    }
     let heads_per_task = if tokens * cfg.kv_heads >= 4 * rayon::current_num_threads() {
         group
     } else {
@@ -161,6 +166,146 @@ fn attention(
                 }
             });
         });
+}
+
+/// Query vectors (tokens x heads of one KV head's group) that share each key/value block in a prefill tile.
+const TILE_QUERIES: usize = 48;
+/// Positions per key/value block of a prefill tile.
+const TILE_KEYS: usize = 128;
+
+/// Prompt tokens per prefill attention tile for a GQA group of `group` query heads.
+fn tile_tokens(group: usize) -> usize {
+    (TILE_QUERIES / group.max(1)).max(1)
+}
+
+/// Where tiles of the prefill attention write their rows (disjoint per task).
+struct AttentionOut(*mut f32);
+// SAFETY: each task writes only its own tokens' heads of its own KV head group.
+unsafe impl Send for AttentionOut {}
+unsafe impl Sync for AttentionOut {}
+
+impl AttentionOut {
+    /// # Safety
+    /// `index` is inside the output and written by this task alone.
+    unsafe fn write(&self, index: usize, value: f32) {
+        *self.0.add(index) = value;
+    }
+}
+
+/// Scratch of one prefill tile: the running (online-softmax) outputs and one block's outputs.
+#[derive(Default)]
+struct TileScratch {
+    running: Vec<f32>,
+    block: Vec<f32>,
+    scores: Vec<f32>,
+}
+
+thread_local! {
+    static TILE: std::cell::RefCell<TileScratch> = std::cell::RefCell::new(TileScratch::default());
+}
+
+/// Prefill attention tiled flash-style: a task is a tile of prompt tokens times one KV head's group of query
+/// heads. The keys and values every query of the tile can see are read in blocks of `TILE_KEYS` positions, once
+/// for all the tile's queries, and folded into running outputs with the online softmax (`merge_into`); the
+/// triangle of positions between the tile's first and last token is attended per token.
+fn prefill_attention_tiled(
+    cfg: &LlamaConfig,
+    q: &[f32],
+    keys: &[f32],
+    values: &[f32],
+    first_pos: usize,
+    tokens: usize,
+    out: &mut [f32],
+) {
+    let (hd, q_dim, kv_dim, group) = (
+        cfg.head_dim,
+        cfg.q_dim(),
+        cfg.kv_dim(),
+        cfg.heads / cfg.kv_heads,
+    );
+    let scale = 1.0 / (hd as f32).sqrt();
+    let tile = tile_tokens(group);
+    let tiles = tokens.div_ceil(tile);
+    assert_eq!(out.len(), tokens * q_dim);
+    let target = AttentionOut(out.as_mut_ptr());
+    (0..tiles * cfg.kv_heads).into_par_iter().for_each(|task| {
+        let (tile_index, kv_head) = (task / cfg.kv_heads, task % cfg.kv_heads);
+        let t0 = tile_index * tile;
+        let t1 = (t0 + tile).min(tokens);
+        let nq = (t1 - t0) * group;
+        let kv = KvHead {
+            keys,
+            values,
+            stride: kv_dim,
+            offset: kv_head * hd,
+            head_dim: hd,
+        };
+        // Query i of the tile is token t0 + i / group, head kv_head * group + i % group.
+        let query = |i: usize| {
+            let (t, h) = (t0 + i / group, kv_head * group + i % group);
+            &q[t * q_dim + h * hd..][..hd]
+        };
+        TILE.with_borrow_mut(|tile_scratch| {
+            let TileScratch {
+                running,
+                block,
+                scores,
+            } = tile_scratch;
+            running.resize(nq * hd, 0.0);
+            block.resize(nq * hd, 0.0);
+            let mut running_partials = [Partial {
+                max: f32::NEG_INFINITY,
+                sum: 0.0,
+            }; TILE_QUERIES];
+            running.fill(0.0);
+            let mut block_partials = [Partial::default(); MAX_GROUP];
+            // Positions every query of the tile sees, then each token's own triangle.
+            let common = first_pos + t0 + 1;
+            let mut fold = |first_query: usize, count: usize, positions: std::ops::Range<usize>| {
+                for part in (first_query..first_query + count).step_by(MAX_GROUP) {
+                    let n = MAX_GROUP.min(first_query + count - part);
+                    let queries: [&[f32]; MAX_GROUP] =
+                        std::array::from_fn(|i| query(part + i.min(n - 1)));
+                    let mut chunks = block[part * hd..(part + n) * hd].chunks_mut(hd);
+                    let mut outs: [&mut [f32]; MAX_GROUP] =
+                        std::array::from_fn(|_| chunks.next().unwrap_or_default());
+                    let partials = &mut block_partials[..n];
+                    attend_range(
+                        &kv,
+                        positions.clone(),
+                        scale,
+                        &queries[..n],
+                        &mut outs[..n],
+                        scores,
+                        partials,
+                    );
+                    for (i, partial) in partials.iter().enumerate() {
+                        let slot = part + i;
+                        merge_into(
+                            &mut running_partials[slot],
+                            &mut running[slot * hd..(slot + 1) * hd],
+                            *partial,
+                            &block[slot * hd..(slot + 1) * hd],
+                        );
+                    }
+                }
+            };
+            for start in (0..common).step_by(TILE_KEYS) {
+                fold(0, nq, start..(start + TILE_KEYS).min(common));
+            }
+            for t in t0 + 1..t1 {
+                fold((t - t0) * group, group, common..first_pos + t + 1);
+            }
+            for i in 0..nq {
+                let (t, h) = (t0 + i / group, kv_head * group + i % group);
+                let inverse = 1.0 / running_partials[i].sum;
+                for (c, v) in running[i * hd..(i + 1) * hd].iter().enumerate() {
+                    // SAFETY: element (t, h, c) of `out` belongs to this task alone, and `out` outlives the tasks.
+                    unsafe { target.write(t * q_dim + h * hd + c, v * inverse) };
+                }
+            }
+        });
+    });
 }
 
 /// Cached positions from which a decoded token's attention is split into position ranges: below it, one task

@@ -65,9 +65,10 @@ fn generating_in_pieces_equals_generating_at_once() {
 }
 
 #[test]
-fn decoding_past_the_split_attention_threshold_predicts_what_a_prefill_predicts() {
+fn split_decode_attention_and_tiled_prefill_attention_choose_the_same_tokens() {
     // Decoding 400 tokens one at a time runs attention split into position ranges and merged once the cache
-    // holds 256 positions; teacher forcing the same sequence runs it whole. Both must choose the same tokens.
+    // holds 256 positions; teacher forcing the same sequence runs the prompt's attention in tiles folded with the
+    // online softmax. Both must choose the same tokens (the test fails if either merge is broken).
     // Eight threads make four ranges per KV head (about two tasks per thread over stories260K's 4 KV heads).
     let model = load_with_threads(8);
     let stop = AtomicBool::new(false);

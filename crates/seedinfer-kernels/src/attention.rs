@@ -139,6 +139,20 @@ pub fn attend_range_scalar(
     }
 }
 
+/// Folds one more range's [`attend_range`] result (`partial`, `part`) into a running one (`running`, `out`),
+/// both unnormalised: the online softmax of flash attention. Divide `out` by `running.sum` at the end.
+pub fn merge_into(running: &mut Partial, out: &mut [f32], partial: Partial, part: &[f32]) {
+    let max = running.max.max(partial.max);
+    let (keep, add) = ((running.max - max).exp(), (partial.max - max).exp());
+    for (o, p) in out.iter_mut().zip(part) {
+        *o = *o * keep + p * add;
+    }
+    *running = Partial {
+        max,
+        sum: running.sum * keep + partial.sum * add,
+    };
+}
+
 /// Combines the [`attend_range`] results of ranges that together cover the visible positions into the
 /// normalised attention output.
 pub fn merge<'a>(parts: impl Iterator<Item = (Partial, &'a [f32])> + Clone, out: &mut [f32]) {
@@ -260,6 +274,24 @@ mod tests {
             );
         }
         for g in 0..group {
+            // Online: fold the ranges one by one into a running result.
+            let mut running = partials[0][g];
+            let mut online = parts[0][g * head_dim..(g + 1) * head_dim].to_vec();
+            for (part, partial) in parts.iter().zip(&partials).skip(1) {
+                merge_into(
+                    &mut running,
+                    &mut online,
+                    partial[g],
+                    &part[g * head_dim..(g + 1) * head_dim],
+                );
+            }
+            for (o, w) in online.iter().zip(&whole[g * head_dim..(g + 1) * head_dim]) {
+                let o = o / running.sum;
+                assert!(
+                    (o - w).abs() <= 1e-5 * w.abs().max(1.0),
+                    "online {o} vs {w}"
+                );
+            }
             let mut merged = vec![0.0; head_dim];
             let pieces = parts
                 .iter()
