@@ -168,6 +168,33 @@ fn attention(
         });
 }
 
+/// [`attend_range`] for `partials.len()` (at most `MAX_GROUP`) queries, `query(i)` each, whose unnormalised
+/// outputs go to the consecutive head-sized slices of `out`.
+fn attend_queries<'q>(
+    kv: &KvHead,
+    positions: std::ops::Range<usize>,
+    scale: f32,
+    query: impl Fn(usize) -> &'q [f32],
+    out: &mut [f32],
+    scores: &mut Vec<f32>,
+    partials: &mut [Partial],
+) {
+    let n = partials.len();
+    let queries: [&[f32]; MAX_GROUP] = std::array::from_fn(|i| query(i.min(n - 1)));
+    let mut chunks = out.chunks_mut(kv.head_dim);
+    let mut outs: [&mut [f32]; MAX_GROUP] =
+        std::array::from_fn(|_| chunks.next().unwrap_or_default());
+    attend_range(
+        kv,
+        positions,
+        scale,
+        &queries[..n],
+        &mut outs[..n],
+        scores,
+        partials,
+    );
+}
+
 /// Query vectors (tokens x heads of one KV head's group) that share each key/value block in a prefill tile.
 const TILE_QUERIES: usize = 48;
 /// Positions per key/value block of a prefill tile.
@@ -264,18 +291,13 @@ fn prefill_attention_tiled(
             let mut fold = |first_query: usize, count: usize, positions: std::ops::Range<usize>| {
                 for part in (first_query..first_query + count).step_by(MAX_GROUP) {
                     let n = MAX_GROUP.min(first_query + count - part);
-                    let queries: [&[f32]; MAX_GROUP] =
-                        std::array::from_fn(|i| query(part + i.min(n - 1)));
-                    let mut chunks = block[part * hd..(part + n) * hd].chunks_mut(hd);
-                    let mut outs: [&mut [f32]; MAX_GROUP] =
-                        std::array::from_fn(|_| chunks.next().unwrap_or_default());
                     let partials = &mut block_partials[..n];
-                    attend_range(
+                    attend_queries(
                         &kv,
                         positions.clone(),
                         scale,
-                        &queries[..n],
-                        &mut outs[..n],
+                        |i| query(part + i),
+                        &mut block[part * hd..(part + n) * hd],
                         scores,
                         partials,
                     );
@@ -373,19 +395,13 @@ fn decode_attention_split(
                     .zip(partials.chunks_mut(MAX_GROUP))
                     .enumerate()
                 {
-                    let heads = part_partials.len();
                     let head0 = kv_head * group + part * MAX_GROUP;
-                    let queries: [&[f32]; MAX_GROUP] =
-                        std::array::from_fn(|i| &q[(head0 + i.min(heads - 1)) * hd..][..hd]);
-                    let mut chunks = part_out.chunks_mut(hd);
-                    let mut outs: [&mut [f32]; MAX_GROUP] =
-                        std::array::from_fn(|_| chunks.next().unwrap_or_default());
-                    attend_range(
+                    attend_queries(
                         &kv,
                         positions.clone(),
                         scale,
-                        &queries[..heads],
-                        &mut outs[..heads],
+                        |i| &q[(head0 + i) * hd..][..hd],
+                        part_out,
                         scores,
                         part_partials,
                     );
