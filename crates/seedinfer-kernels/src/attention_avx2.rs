@@ -5,6 +5,7 @@
 #![cfg(target_arch = "x86_64")]
 
 use crate::attention::{KvHead, Partial};
+use crate::avx2_reduce::{horizontal_max, horizontal_sum};
 use std::arch::x86_64::*;
 use std::ops::Range;
 
@@ -44,13 +45,6 @@ pub(crate) unsafe fn exp(x: __m256) -> __m256 {
     _mm256_mul_ps(y, _mm256_castsi256_ps(exponent))
 }
 
-#[inline(always)]
-unsafe fn horizontal_sum(v: __m256) -> f32 {
-    let sum4 = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-    let sum2 = _mm_add_ps(sum4, _mm_movehl_ps(sum4, sum4));
-    _mm_cvtss_f32(_mm_add_ss(sum2, _mm_movehdup_ps(sum2)))
-}
-
 /// Lane `j` of the result is the sum of the lanes of `v[j]`.
 #[inline(always)]
 unsafe fn sums_of_eight(v: [__m256; 8]) -> __m256 {
@@ -60,13 +54,6 @@ unsafe fn sums_of_eight(v: [__m256; 8]) -> __m256 {
         _mm256_permute2f128_ps::<0x20>(h0123, h4567),
         _mm256_permute2f128_ps::<0x31>(h0123, h4567),
     )
-}
-
-#[inline(always)]
-unsafe fn horizontal_max(v: __m256) -> f32 {
-    let max4 = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-    let max2 = _mm_max_ps(max4, _mm_movehl_ps(max4, max4));
-    _mm_cvtss_f32(_mm_max_ss(max2, _mm_movehdup_ps(max2)))
 }
 
 /// Replaces `scores` by `e^(score - max)` and returns `(max, sum)`. Every element goes through the vector `exp`

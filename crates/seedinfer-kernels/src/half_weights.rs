@@ -122,11 +122,7 @@ mod avx2 {
             tail += w.get_unchecked(i).widen() * *x.get_unchecked(i);
         }
         // The reference's pairwise reduction: 16 -> 8 -> 4 -> 2 -> 1.
-        let sum8 = _mm256_add_ps(low, high);
-        let sum4 = _mm_add_ps(_mm256_castps256_ps128(sum8), _mm256_extractf128_ps(sum8, 1));
-        let sum2 = _mm_add_ps(sum4, _mm_movehl_ps(sum4, sum4));
-        let sum1 = _mm_add_ss(sum2, _mm_movehdup_ps(sum2));
-        _mm_cvtss_f32(sum1) + tail
+        crate::avx2_reduce::horizontal_sum(_mm256_add_ps(low, high)) + tail
     }
 
     #[target_feature(enable = "avx2,fma,f16c")]

@@ -3,6 +3,7 @@
 
 pub mod attention;
 mod attention_avx2;
+mod avx2_reduce;
 pub mod dense_f32;
 pub mod half_weights;
 pub mod isa;

@@ -13,6 +13,7 @@
 
 #![cfg(target_arch = "x86_64")]
 
+use crate::avx2_reduce::horizontal_max;
 use crate::quantized::Q8Block;
 use crate::row_blocks::ProductOut;
 use crate::row_quads::{QuadQ4_0, QuadQ4_1, QuadQ8_0, QUAD};
@@ -289,9 +290,7 @@ pub unsafe fn quantize_activations(input: &[f32], out: &mut Vec<Q8Block>) {
         let v: [__m256; 4] = std::array::from_fn(|j| _mm256_loadu_ps(x.as_ptr().add(8 * j)));
         let a = v.map(|v| _mm256_and_ps(v, magnitude));
         let m = _mm256_max_ps(_mm256_max_ps(a[0], a[1]), _mm256_max_ps(a[2], a[3]));
-        let m4 = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps(m, 1));
-        let m2 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
-        let amax = _mm_cvtss_f32(_mm_max_ss(m2, _mm_movehdup_ps(m2)));
+        let amax = horizontal_max(m);
         let d = amax / 127.0;
         let inverse = _mm256_set1_ps(if amax != 0.0 { 127.0 / amax } else { 0.0 });
         let q = v.map(|v| {
