@@ -29,6 +29,16 @@ pub enum EngineError {
     InvalidTokenId { id: u32, vocab_size: usize },
     #[error("the model path {0} does not exist")]
     ModelNotFound(String),
+    #[error("the KV cache needs {needed} more bytes but only {available} of its {budget}-byte budget are free and nothing cached can be evicted; dispose of sessions or raise kvCache.budgetBytes")]
+    KvBudgetExceeded {
+        needed: usize,
+        available: usize,
+        budget: usize,
+    },
+    #[error("saved session {path}: {reason}")]
+    SessionFile { path: String, reason: String },
+    #[error("saved session {path} belongs to another model or cache configuration: {reason}")]
+    SessionMismatch { path: String, reason: String },
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -45,6 +55,9 @@ impl EngineError {
             EngineError::InvalidOption(_) => "INVALID_OPTION",
             EngineError::InvalidTokenId { .. } => "INVALID_TOKEN_ID",
             EngineError::ModelNotFound(_) => "MODEL_NOT_FOUND",
+            EngineError::KvBudgetExceeded { .. } => "KV_BUDGET_EXCEEDED",
+            EngineError::SessionFile { .. } => "SESSION_FILE_INVALID",
+            EngineError::SessionMismatch { .. } => "SESSION_FILE_MISMATCH",
             EngineError::Internal(_) => "INTERNAL",
         }
     }

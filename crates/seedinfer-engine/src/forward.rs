@@ -2,12 +2,10 @@
 //! cache, residual, RMSNorm, SwiGLU MLP, residual; final RMSNorm; logits for the last position only.
 
 use crate::config::{LlamaConfig, RopeStyle};
-use crate::kv_cache::KvCache;
+use crate::kv_cache::KvStore;
 use crate::weights::{LlamaWeights, Matrix, MatrixData};
 use rayon::prelude::*;
-use seedinfer_kernels::attention::{
-    attend, attend_range, merge, merge_into, KvHead, Partial, MAX_GROUP,
-};
+use seedinfer_kernels::attention::{attend_range, merge_into, KvHead, Partial, MAX_GROUP};
 use seedinfer_kernels::dense_f32::matmul;
 use seedinfer_kernels::quantized::{quantize_activations, Q8Block};
 
@@ -92,87 +90,25 @@ fn apply_rope(
     }
 }
 
-thread_local! {
-    /// Attention scores of one group of query heads; each worker thread keeps its own buffer.
-    static SCORES: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+/// Where attention tasks write their output rows (each task its own tokens' heads).
+struct AttentionOut(*mut f32);
+// SAFETY: tasks write disjoint elements (their own tokens x heads), and the output outlives them.
+unsafe impl Send for AttentionOut {}
+unsafe impl Sync for AttentionOut {}
+
+impl AttentionOut {
+    /// # Safety
+    /// `index` is inside the output and written by this task alone.
+    unsafe fn write(&self, index: usize, value: f32) {
+        *self.0.add(index) = value;
+    }
 }
 
-/// Causal attention of `tokens` new queries (at positions `first_pos..`) over all cached positions. A task is one
-/// token's group of query heads sharing a KV head, which reads each key and value row once for the group; when
-/// that leaves too few tasks for the threads (decoding one token), a task is one query head instead, and past
-/// `SPLIT_MIN_POSITIONS` cached positions a decoded token's attention is split by position ranges instead.
-#[allow(clippy::too_many_arguments)]
-fn attention(
-    cfg: &LlamaConfig,
-    q: &[f32],
-    cache: &KvCache,
-    layer: usize,
-    first_pos: usize,
-    tokens: usize,
-    out: &mut [f32],
-    split: &mut SplitScratch,
-) {
-    let (hd, q_dim, kv_dim) = (cfg.head_dim, cfg.q_dim(), cfg.kv_dim());
-    let group = cfg.heads / cfg.kv_heads;
-    let scale = 1.0 / (hd as f32).sqrt();
-    let total = first_pos + tokens;
-    let (keys, values) = (cache.keys(layer, total), cache.values(layer, total));
-    if tokens == 1 && total >= SPLIT_MIN_POSITIONS {
-        return decode_attention_split(cfg, q, keys, values, total, out, split);
-    }
-    if tokens >= 2 * tile_tokens(group) {
-        return prefill_attention_tiled(cfg, q, keys, values, first_pos, tokens, out);
-    }
-    let heads_per_task = if tokens * cfg.kv_heads >= 4 * rayon::current_num_threads() {
-        group
-    } else {
-        1
-    };
-    out.par_chunks_mut(hd * heads_per_task)
-        .enumerate()
-        .for_each(|(index, task_out)| {
-            let tasks_per_token = cfg.heads / heads_per_task;
-            let (t, first_head) = (
-                index / tasks_per_token,
-                (index % tasks_per_token) * heads_per_task,
-            );
-            let kv = KvHead {
-                keys,
-                values,
-                stride: kv_dim,
-                offset: first_head / group * hd,
-                head_dim: hd,
-            };
-            let visible = first_pos + t + 1;
-            SCORES.with_borrow_mut(|scores| {
-                for (part, part_out) in task_out.chunks_mut(MAX_GROUP * hd).enumerate() {
-                    let heads = part_out.len() / hd;
-                    let head0 = first_head + part * MAX_GROUP;
-                    let queries: [&[f32]; MAX_GROUP] = std::array::from_fn(|i| {
-                        let h = head0 + i.min(heads - 1);
-                        &q[t * q_dim + h * hd..][..hd]
-                    });
-                    let mut chunks = part_out.chunks_mut(hd);
-                    let mut outs: [&mut [f32]; MAX_GROUP] =
-                        std::array::from_fn(|_| chunks.next().unwrap_or_default());
-                    attend(
-                        &kv,
-                        visible,
-                        scale,
-                        &queries[..heads],
-                        &mut outs[..heads],
-                        scores,
-                    );
-                }
-            });
-        });
-}
-
-/// [`attend_range`] for `partials.len()` (at most `MAX_GROUP`) queries, `query(i)` each, whose unnormalised
-/// outputs go to the consecutive head-sized slices of `out`.
+/// [`attend_range`] over positions `0..count` of one cached block for `partials.len()` (at most `MAX_GROUP`)
+/// queries, `query(i)` each, whose unnormalised outputs go to the consecutive head-sized slices of `out`.
 fn attend_queries<'q>(
     kv: &KvHead,
-    positions: std::ops::Range<usize>,
+    count: usize,
     scale: f32,
     query: impl Fn(usize) -> &'q [f32],
     out: &mut [f32],
@@ -186,7 +122,7 @@ fn attend_queries<'q>(
         std::array::from_fn(|_| chunks.next().unwrap_or_default());
     attend_range(
         kv,
-        positions,
+        0..count,
         scale,
         &queries[..n],
         &mut outs[..n],
@@ -195,149 +131,187 @@ fn attend_queries<'q>(
     );
 }
 
-/// Query vectors (tokens x heads of one KV head's group) that share each key/value block in a prefill tile.
+/// The softmax state before any position: folding a block into it gives that block's result exactly.
+const EMPTY: Partial = Partial {
+    max: f32::NEG_INFINITY,
+    sum: 0.0,
+};
+
+/// Query vectors (tokens x heads of one KV head's group) of a prefill tile, which share each key/value block.
 const TILE_QUERIES: usize = 48;
-/// Positions per key/value block of a prefill tile.
-const TILE_KEYS: usize = 128;
 
 /// Prompt tokens per prefill attention tile for a GQA group of `group` query heads.
 fn tile_tokens(group: usize) -> usize {
     (TILE_QUERIES / group.max(1)).max(1)
 }
 
-/// Where tiles of the prefill attention write their rows (disjoint per task).
-struct AttentionOut(*mut f32);
-// SAFETY: each task writes only its own tokens' heads of its own KV head group.
-unsafe impl Send for AttentionOut {}
-unsafe impl Sync for AttentionOut {}
-
-impl AttentionOut {
-    /// # Safety
-    /// `index` is inside the output and written by this task alone.
-    unsafe fn write(&self, index: usize, value: f32) {
-        *self.0.add(index) = value;
-    }
-}
-
-/// Scratch of one prefill tile: the running (online-softmax) outputs and one block's outputs.
+/// Scratch of one attention task: the running (online-softmax) outputs, one block's outputs, their statistics.
 #[derive(Default)]
-struct TileScratch {
+struct TaskScratch {
     running: Vec<f32>,
     block: Vec<f32>,
+    running_partials: Vec<Partial>,
+    block_partials: Vec<Partial>,
     scores: Vec<f32>,
 }
 
 thread_local! {
-    static TILE: std::cell::RefCell<TileScratch> = std::cell::RefCell::new(TileScratch::default());
+    static TASK: std::cell::RefCell<TaskScratch> = std::cell::RefCell::new(TaskScratch::default());
 }
 
-/// Prefill attention tiled flash-style: a task is a tile of prompt tokens times one KV head's group of query
-/// heads. The keys and values every query of the tile can see are read in blocks of `TILE_KEYS` positions, once
-/// for all the tile's queries, and folded into running outputs with the online softmax (`merge_into`); the
-/// triangle of positions between the tile's first and last token is attended per token.
-fn prefill_attention_tiled(
+/// One attention task: the queries of tokens `tokens` (at positions `first_pos + t`) and query heads `heads` of
+/// KV head `kv_head`'s group. Every query's softmax is folded block by block in position order (`merge_into`,
+/// starting from [`EMPTY`]), each block attended over the positions the query sees. Queries that see the same
+/// positions of a block share one kernel call, which reads each key and value row once for all of them.
+///
+/// A query's arithmetic depends only on its position, the cached values and the block size: not on how many
+/// tokens are computed together, on the task split or on the thread count. So a prompt gives bit for bit the
+/// logits it gives token by token, and reused, forked, rewound or restored caches continue exactly.
+#[allow(clippy::too_many_arguments)]
+fn attend_task<C: KvStore>(
     cfg: &LlamaConfig,
     q: &[f32],
-    keys: &[f32],
-    values: &[f32],
+    cache: &C,
+    layer: usize,
+    kv_head: usize,
     first_pos: usize,
-    tokens: usize,
-    out: &mut [f32],
+    tokens: std::ops::Range<usize>,
+    heads: std::ops::Range<usize>,
+    target: &AttentionOut,
 ) {
-    let (hd, q_dim, kv_dim, group) = (
-        cfg.head_dim,
-        cfg.q_dim(),
-        cfg.kv_dim(),
-        cfg.heads / cfg.kv_heads,
-    );
+    let (hd, q_dim, bs) = (cfg.head_dim, cfg.q_dim(), cache.block_size());
     let scale = 1.0 / (hd as f32).sqrt();
-    let tile = tile_tokens(group);
-    let tiles = tokens.div_ceil(tile);
-    assert_eq!(out.len(), tokens * q_dim);
-    let target = AttentionOut(out.as_mut_ptr());
-    (0..tiles * cfg.kv_heads).into_par_iter().for_each(|task| {
-        let (tile_index, kv_head) = (task / cfg.kv_heads, task % cfg.kv_heads);
-        let t0 = tile_index * tile;
-        let t1 = (t0 + tile).min(tokens);
-        let nq = (t1 - t0) * group;
-        let kv = KvHead {
-            keys,
-            values,
-            stride: kv_dim,
-            offset: kv_head * hd,
-            head_dim: hd,
-        };
-        // Query i of the tile is token t0 + i / group, head kv_head * group + i % group.
-        let query = |i: usize| {
-            let (t, h) = (t0 + i / group, kv_head * group + i % group);
-            &q[t * q_dim + h * hd..][..hd]
-        };
-        TILE.with_borrow_mut(|tile_scratch| {
-            let TileScratch {
-                running,
-                block,
-                scores,
-            } = tile_scratch;
-            running.resize(nq * hd, 0.0);
-            block.resize(nq * hd, 0.0);
-            let mut running_partials = [Partial {
-                max: f32::NEG_INFINITY,
-                sum: 0.0,
-            }; TILE_QUERIES];
-            running.fill(0.0);
-            let mut block_partials = [Partial::default(); MAX_GROUP];
-            // Positions every query of the tile sees, then each token's own triangle.
-            let common = first_pos + t0 + 1;
-            let mut fold = |first_query: usize, count: usize, positions: std::ops::Range<usize>| {
-                for part in (first_query..first_query + count).step_by(MAX_GROUP) {
-                    let n = MAX_GROUP.min(first_query + count - part);
-                    let partials = &mut block_partials[..n];
-                    attend_queries(
-                        &kv,
-                        positions.clone(),
-                        scale,
-                        |i| query(part + i),
-                        &mut block[part * hd..(part + n) * hd],
-                        scores,
-                        partials,
-                    );
-                    for (i, partial) in partials.iter().enumerate() {
-                        let slot = part + i;
-                        merge_into(
-                            &mut running_partials[slot],
-                            &mut running[slot * hd..(slot + 1) * hd],
-                            *partial,
-                            &block[slot * hd..(slot + 1) * hd],
+    let per_token = heads.len();
+    let nq = tokens.len() * per_token;
+    // Query i is token tokens.start + i / per_token, head heads.start + i % per_token.
+    let query = |i: usize| {
+        let (t, h) = (tokens.start + i / per_token, heads.start + i % per_token);
+        &q[t * q_dim + h * hd..][..hd]
+    };
+    let visible = |t: usize| first_pos + t + 1;
+    TASK.with_borrow_mut(|s| {
+        s.running.clear();
+        s.running.resize(nq * hd, 0.0);
+        s.block.resize(nq * hd, 0.0);
+        s.running_partials.clear();
+        s.running_partials.resize(nq, EMPTY);
+        s.block_partials.resize(MAX_GROUP, Partial::default());
+        let last_visible = visible(tokens.end - 1);
+        for b in 0..last_visible.div_ceil(bs) {
+            let block_start = b * bs;
+            // Tokens see a prefix of the block that grows with their position: runs of tokens seeing the same
+            // count share kernel calls.
+            let mut t = tokens.start;
+            while t < tokens.end {
+                let count = |t: usize| visible(t).min(block_start + bs).saturating_sub(block_start);
+                let n = count(t);
+                let mut run_end = t + 1;
+                while run_end < tokens.end && count(run_end) == n {
+                    run_end += 1;
+                }
+                if n > 0 {
+                    let kv = cache.head(layer, kv_head, b, n);
+                    let first_query = (t - tokens.start) * per_token;
+                    let last_query = (run_end - tokens.start) * per_token;
+                    for part in (first_query..last_query).step_by(MAX_GROUP) {
+                        let m = MAX_GROUP.min(last_query - part);
+                        let partials = &mut s.block_partials[..m];
+                        attend_queries(
+                            &kv,
+                            n,
+                            scale,
+                            |i| query(part + i),
+                            &mut s.block[part * hd..(part + m) * hd],
+                            &mut s.scores,
+                            partials,
                         );
+                        for (i, partial) in partials.iter().enumerate() {
+                            let slot = part + i;
+                            merge_into(
+                                &mut s.running_partials[slot],
+                                &mut s.running[slot * hd..(slot + 1) * hd],
+                                *partial,
+                                &s.block[slot * hd..(slot + 1) * hd],
+                            );
+                        }
                     }
                 }
-            };
-            for start in (0..common).step_by(TILE_KEYS) {
-                fold(0, nq, start..(start + TILE_KEYS).min(common));
+                t = run_end;
             }
-            for t in t0 + 1..t1 {
-                fold((t - t0) * group, group, common..first_pos + t + 1);
+        }
+        for i in 0..nq {
+            let (t, h) = (tokens.start + i / per_token, heads.start + i % per_token);
+            let inverse = 1.0 / s.running_partials[i].sum;
+            for (c, v) in s.running[i * hd..(i + 1) * hd].iter().enumerate() {
+                // SAFETY: element (t, h, c) of the output belongs to this task alone.
+                unsafe { target.write(t * q_dim + h * hd + c, v * inverse) };
             }
-            for i in 0..nq {
-                let (t, h) = (t0 + i / group, kv_head * group + i % group);
-                let inverse = 1.0 / running_partials[i].sum;
-                for (c, v) in running[i * hd..(i + 1) * hd].iter().enumerate() {
-                    // SAFETY: element (t, h, c) of `out` belongs to this task alone, and `out` outlives the tasks.
-                    unsafe { target.write(t * q_dim + h * hd + c, v * inverse) };
-                }
-            }
-        });
+        }
     });
 }
 
-/// Cached positions from which a decoded token's attention is split into position ranges: below it, one task
-/// per query head is cheaper than merging.
+/// Causal attention of `tokens` new queries (at positions `first_pos..`) over all cached positions of `layer`.
+/// Prompts are split into tiles of tokens x one KV head's group; when that leaves too few tasks for the threads
+/// (a few tokens, or one decoded token), a task is one query head. Past `SPLIT_MIN_POSITIONS` cached positions a
+/// decoded token's attention is split over ranges of blocks instead ([`decode_attention_split`]). All paths give
+/// the same bits (see [`attend_task`]).
+#[allow(clippy::too_many_arguments)]
+fn attention<C: KvStore>(
+    cfg: &LlamaConfig,
+    q: &[f32],
+    cache: &C,
+    layer: usize,
+    first_pos: usize,
+    tokens: usize,
+    out: &mut [f32],
+    split: &mut SplitScratch,
+) {
+    let group = cfg.heads / cfg.kv_heads;
+    assert_eq!(out.len(), tokens * cfg.q_dim());
+    if tokens == 1 && first_pos + 1 >= SPLIT_MIN_POSITIONS {
+        return decode_attention_split(cfg, q, cache, layer, first_pos + 1, out, split);
+    }
+    let tile = if tokens >= 2 * tile_tokens(group) {
+        tile_tokens(group)
+    } else {
+        1
+    };
+    let tiles = tokens.div_ceil(tile);
+    let heads_per_task = if tiles * cfg.kv_heads >= 4 * rayon::current_num_threads() {
+        group
+    } else {
+        1
+    };
+    let tasks_per_tile = cfg.heads / heads_per_task;
+    let target = AttentionOut(out.as_mut_ptr());
+    (0..tiles * tasks_per_tile)
+        .into_par_iter()
+        .for_each(|task| {
+            let (tile_index, head_task) = (task / tasks_per_tile, task % tasks_per_tile);
+            let first_head = head_task * heads_per_task;
+            let t0 = tile_index * tile;
+            attend_task(
+                cfg,
+                q,
+                cache,
+                layer,
+                first_head / group,
+                first_pos,
+                t0..(t0 + tile).min(tokens),
+                first_head..first_head + heads_per_task,
+                &target,
+            );
+        });
+}
+
+/// Cached positions from which a decoded token's attention is split into ranges of blocks: below it, one task
+/// per query head is cheaper.
 const SPLIT_MIN_POSITIONS: usize = 256;
-/// The shortest position range of a split.
+/// The fewest positions a range of a split covers.
 const SPLIT_MIN_RANGE: usize = 64;
 
-/// Partial results of a split decode attention: per task (KV head x range), the group's unnormalised outputs and
-/// softmax statistics.
+/// Per-block results of a split decode attention: `[kv_head][block][head of group]` unnormalised outputs and
+/// their softmax statistics.
 #[derive(Default)]
 struct SplitScratch {
     out: Vec<f32>,
@@ -345,77 +319,84 @@ struct SplitScratch {
 }
 
 /// Attention of one decoded token over `visible` cached positions, flash-decoding style: each task takes one KV
-/// head's whole group of query heads (so every key and value row is read once) over one range of positions, and
-/// the ranges are merged per head. There are about two tasks per thread.
-fn decode_attention_split(
+/// head's whole group of query heads (so every key and value row is read once) over one range of blocks, keeping
+/// every block's result; then each head folds its blocks in order, exactly as [`attend_task`] does.
+fn decode_attention_split<C: KvStore>(
     cfg: &LlamaConfig,
     q: &[f32],
-    keys: &[f32],
-    values: &[f32],
+    cache: &C,
+    layer: usize,
     visible: usize,
     out: &mut [f32],
     split: &mut SplitScratch,
 ) {
-    let (hd, kv_dim, group) = (cfg.head_dim, cfg.kv_dim(), cfg.heads / cfg.kv_heads);
+    let (hd, group, bs) = (cfg.head_dim, cfg.heads / cfg.kv_heads, cache.block_size());
     let scale = 1.0 / (hd as f32).sqrt();
+    let blocks = visible.div_ceil(bs);
     let ranges = (2 * rayon::current_num_threads())
         .div_ceil(cfg.kv_heads)
         .min(visible / SPLIT_MIN_RANGE)
-        .max(1);
-    let range_len = visible.div_ceil(ranges);
-    let tasks = cfg.kv_heads * ranges;
-    split.out.resize(tasks * group * hd, 0.0);
-    split.partials.resize(tasks * group, Partial::default());
+        .clamp(1, blocks);
+    let blocks_per_range = blocks.div_ceil(ranges);
+    split.out.resize(cfg.kv_heads * blocks * group * hd, 0.0);
+    split
+        .partials
+        .resize(cfg.kv_heads * blocks * group, Partial::default());
     split
         .out
-        .par_chunks_mut(group * hd)
-        .zip(split.partials.par_chunks_mut(group))
+        .par_chunks_mut(blocks * group * hd)
+        .zip(split.partials.par_chunks_mut(blocks * group))
         .enumerate()
-        .for_each(|(task, (task_out, partials))| {
-            let (kv_head, range) = (task / ranges, task % ranges);
-            let positions = range * range_len..((range + 1) * range_len).min(visible);
-            if positions.is_empty() {
-                task_out.fill(0.0);
-                partials.fill(Partial {
-                    max: f32::NEG_INFINITY,
-                    sum: 0.0,
+        .for_each(|(kv_head, (head_out, head_partials))| {
+            head_out
+                .par_chunks_mut(blocks_per_range * group * hd)
+                .zip(head_partials.par_chunks_mut(blocks_per_range * group))
+                .enumerate()
+                .for_each(|(range, (range_out, range_partials))| {
+                    TASK.with_borrow_mut(|s| {
+                        for (i, (block_out, block_partials)) in range_out
+                            .chunks_mut(group * hd)
+                            .zip(range_partials.chunks_mut(group))
+                            .enumerate()
+                        {
+                            let b = range * blocks_per_range + i;
+                            let n = bs.min(visible - b * bs);
+                            let kv = cache.head(layer, kv_head, b, n);
+                            for (part, (part_out, part_partials)) in block_out
+                                .chunks_mut(MAX_GROUP * hd)
+                                .zip(block_partials.chunks_mut(MAX_GROUP))
+                                .enumerate()
+                            {
+                                let head0 = kv_head * group + part * MAX_GROUP;
+                                attend_queries(
+                                    &kv,
+                                    n,
+                                    scale,
+                                    |i| &q[(head0 + i) * hd..][..hd],
+                                    part_out,
+                                    &mut s.scores,
+                                    part_partials,
+                                );
+                            }
+                        }
+                    });
                 });
-                return;
-            }
-            let kv = KvHead {
-                keys,
-                values,
-                stride: kv_dim,
-                offset: kv_head * hd,
-                head_dim: hd,
-            };
-            SCORES.with_borrow_mut(|scores| {
-                for (part, (part_out, part_partials)) in task_out
-                    .chunks_mut(MAX_GROUP * hd)
-                    .zip(partials.chunks_mut(MAX_GROUP))
-                    .enumerate()
-                {
-                    let head0 = kv_head * group + part * MAX_GROUP;
-                    attend_queries(
-                        &kv,
-                        positions.clone(),
-                        scale,
-                        |i| &q[(head0 + i) * hd..][..hd],
-                        part_out,
-                        scores,
-                        part_partials,
-                    );
-                }
-            });
         });
     for (h, head_out) in out.chunks_mut(hd).enumerate() {
         let (kv_head, g) = (h / group, h % group);
-        let parts = (0..ranges).map(|range| {
-            let task = kv_head * ranges + range;
-            let slot = task * group + g;
-            (split.partials[slot], &split.out[slot * hd..(slot + 1) * hd])
-        });
-        merge(parts, head_out);
+        head_out.fill(0.0);
+        let mut running = EMPTY;
+        for b in 0..blocks {
+            let slot = (kv_head * blocks + b) * group + g;
+            merge_into(
+                &mut running,
+                head_out,
+                split.partials[slot],
+                &split.out[slot * hd..(slot + 1) * hd],
+            );
+        }
+        let inverse = 1.0 / running.sum;
+        head_out.iter_mut().for_each(|v| *v *= inverse);
     }
 }
 
@@ -445,11 +426,11 @@ pub enum LogitsFor {
 
 /// Runs `tokens` through the model at positions `cache.len()..`, appends their keys/values to `cache`, and
 /// writes logits (`[positions, vocab]`) into `logits`.
-pub fn forward(
+pub fn forward<C: KvStore>(
     cfg: &LlamaConfig,
     w: &LlamaWeights,
     tokens: &[u32],
-    cache: &mut KvCache,
+    cache: &mut C,
     s: &mut Scratch,
     logits: &mut Vec<f32>,
     logits_for: LogitsFor,
@@ -477,7 +458,16 @@ pub fn forward(
         apply_rope(&mut s.k, cfg, cfg.kv_heads, first_pos, &mut s.rope);
         cache.append(l, &s.k, &s.v);
         s.attn.resize(n * cfg.q_dim(), 0.0);
-        attention(cfg, &s.q, cache, l, first_pos, n, &mut s.attn, &mut s.split);
+        attention(
+            cfg,
+            &s.q,
+            &*cache,
+            l,
+            first_pos,
+            n,
+            &mut s.attn,
+            &mut s.split,
+        );
         project([&layer.wo], &s.attn, n, [&mut s.proj], &mut s.project);
         for (x, p) in s.x.iter_mut().zip(&s.proj) {
             *x += p;

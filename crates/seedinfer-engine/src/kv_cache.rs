@@ -1,32 +1,61 @@
-//! A session's key/value cache: per layer, contiguous f32 rows of `kv_dim` values, one per position.
-//! It grows with use, so memory follows the tokens actually held rather than the context size.
+//! A session's KV cache. [`PagedKv`] is the real one: a block table over the model's [`KvPool`], with prefix
+//! reuse, copy-on-write forks and truncation. [`ContiguousKv`] is the straightforward reference (one f32 array
+//! per layer) that tests hold the paged cache to.
+//!
+//! Both present the cache to attention the same way, block by block ([`KvStore::head`]), and attention computes a
+//! query's softmax block by block in position order whatever the storage, so the two give identical logits.
 
-pub struct KvCache {
-    kv_dim: usize,
-    capacity: usize,
-    len: usize,
-    keys: Vec<Vec<f32>>,
-    values: Vec<Vec<f32>>,
+use crate::error::Result;
+use crate::kv_pool::{chain_hash, KvBlock, KvPool, ROOT_HASH};
+use seedinfer_kernels::attention::{KvHead, KvRows};
+use std::sync::Arc;
+
+/// What the forward pass needs of a KV cache.
+pub trait KvStore: Sync {
+    /// Positions held.
+    fn len(&self) -> usize;
+
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Positions per block. Attention folds a query's softmax over blocks of this many positions.
+    fn block_size(&self) -> usize;
+
+    /// Stores one layer's keys and values (`[tokens, kv_dim]`) at positions `len()..`; [`KvStore::commit`]
+    /// advances the length once every layer is written.
+    fn append(&mut self, layer: usize, keys: &[f32], values: &[f32]);
+
+    fn commit(&mut self, tokens: usize);
+
+    /// Positions `block * block_size()..` (`count` of them) of one layer's KV head.
+    fn head(&self, layer: usize, kv_head: usize, block: usize, count: usize) -> KvHead<'_>;
 }
 
-impl KvCache {
-    pub fn new(layers: usize, kv_dim: usize, capacity: usize) -> Self {
+/// The paged cache of one session: a table of reference-counted blocks from the model's pool.
+#[derive(Clone)]
+pub struct PagedKv {
+    pool: KvPool,
+    blocks: Vec<Arc<KvBlock>>,
+    /// Chain hash of each full block, for the prefix cache.
+    hashes: Vec<u64>,
+    len: usize,
+    capacity: usize,
+}
+
+impl PagedKv {
+    pub fn new(pool: KvPool, capacity: usize) -> Self {
         Self {
-            kv_dim,
-            capacity,
+            pool,
+            blocks: Vec::new(),
+            hashes: Vec::new(),
             len: 0,
-            keys: vec![Vec::new(); layers],
-            values: vec![Vec::new(); layers],
+            capacity,
         }
     }
 
-    /// Positions held.
-    pub fn len(&self) -> usize {
-        self.len
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len == 0
+    pub fn pool(&self) -> &KvPool {
+        &self.pool
     }
 
     /// Most positions this cache may hold (the session's context size).
@@ -34,41 +63,208 @@ impl KvCache {
         self.capacity
     }
 
-    /// Appends keys and values (`[tokens, kv_dim]`) for one layer; `commit` advances the length once all layers
-    /// have been written.
-    pub fn append(&mut self, layer: usize, keys: &[f32], values: &[f32]) {
+    fn bs(&self) -> usize {
+        self.pool.layout().block_size
+    }
+
+    /// Makes positions `len()..total` writable: allocates the missing blocks and gives this cache its own copy of
+    /// any block it will write that another holder shares (copy-on-write). Fails with `KV_BUDGET_EXCEEDED`.
+    pub fn reserve(&mut self, total: usize) -> Result<()> {
+        let bs = self.bs();
+        let needed = total.div_ceil(bs);
+        let shared: Vec<usize> = (self.len / bs..self.blocks.len().min(needed))
+            .filter(|&i| Arc::strong_count(&self.blocks[i]) > 1)
+            .collect();
+        let missing = needed.saturating_sub(self.blocks.len());
+        let mut fresh = self.pool.allocate(missing + shared.len())?;
+        for i in shared {
+            if let Some(mut copy) = fresh.pop() {
+                copy.copy_from(&self.blocks[i]);
+                self.blocks[i] = Arc::new(copy);
+            }
+        }
+        self.blocks.extend(fresh.into_iter().map(Arc::new));
+        Ok(())
+    }
+
+    /// Forgets every position from `len` on, and the blocks that held only those.
+    pub fn truncate(&mut self, len: usize) {
+        let bs = self.bs();
+        self.len = self.len.min(len);
+        self.blocks.truncate(self.len.div_ceil(bs));
+        self.hashes.truncate(self.len / bs);
+    }
+
+    /// Offers the blocks filled since the last call to the prefix cache; `tokens` are the cached positions' tokens.
+    pub fn offer_full_blocks(&mut self, tokens: &[u32]) {
+        let bs = self.bs();
+        while self.hashes.len() < self.len / bs {
+            let i = self.hashes.len();
+            let parent = self.hashes.last().copied().unwrap_or(ROOT_HASH);
+            let block_tokens = &tokens[i * bs..(i + 1) * bs];
+            let hash = chain_hash(parent, block_tokens);
+            self.pool.offer(hash, parent, block_tokens, &self.blocks[i]);
+            self.hashes.push(hash);
+        }
+    }
+
+    /// Adopts cached blocks that continue this cache with the leading tokens of `upcoming`, always leaving at least
+    /// one token of it to compute. Returns how many tokens of `upcoming` are now cached.
+    pub fn adopt_prefix(&mut self, upcoming: &[u32]) -> usize {
+        let bs = self.bs();
+        if !self.len.is_multiple_of(bs) || self.hashes.len() != self.len / bs {
+            return 0;
+        }
+        let mut adopted = 0;
+        while adopted + bs < upcoming.len() && self.len + bs <= self.capacity {
+            let parent = self.hashes.last().copied().unwrap_or(ROOT_HASH);
+            let Some((hash, block)) = self.pool.lookup(parent, &upcoming[adopted..adopted + bs])
+            else {
+                break;
+            };
+            self.blocks.truncate(self.len / bs);
+            self.blocks.push(block);
+            self.hashes.push(hash);
+            self.len += bs;
+            adopted += bs;
+        }
+        adopted
+    }
+
+    /// Bytes of the blocks this cache holds (shared blocks included).
+    pub fn held_bytes(&self) -> usize {
+        self.blocks.len() * self.pool.layout().block_bytes()
+    }
+
+    /// Appends the stored bytes of every cached position, block by block (see `KvBlock::save`).
+    pub(crate) fn save(&self, out: &mut Vec<u8>) {
+        let bs = self.bs();
+        for (i, block) in self.blocks.iter().enumerate() {
+            let count = bs.min(self.len.saturating_sub(i * bs));
+            if count > 0 {
+                block.save(count, out);
+            }
+        }
+    }
+
+    /// Bytes [`PagedKv::save`] writes for `len` positions.
+    pub(crate) fn saved_bytes(&self, len: usize) -> usize {
+        let (layout, bs) = (self.pool.layout(), self.bs());
+        (0..len.div_ceil(bs))
+            .map(|i| KvBlock::saved_bytes(layout, bs.min(len - i * bs)))
+            .sum()
+    }
+
+    /// Fills an empty cache with `len` positions saved by [`PagedKv::save`].
+    pub(crate) fn restore(&mut self, len: usize, mut bytes: &[u8]) -> Result<()> {
+        self.truncate(0);
+        self.reserve(len)?;
+        let bs = self.bs();
+        for (i, block) in self.blocks.iter_mut().enumerate() {
+            let count = bs.min(len.saturating_sub(i * bs));
+            if count == 0 {
+                break;
+            }
+            let size = KvBlock::saved_bytes(self.pool.layout(), count);
+            let (this, rest) = bytes.split_at(size.min(bytes.len()));
+            if let Some(block) = Arc::get_mut(block) {
+                block.restore(count, this);
+            }
+            bytes = rest;
+        }
+        self.len = len;
+        Ok(())
+    }
+}
+
+impl KvStore for PagedKv {
+    fn len(&self) -> usize {
+        self.len
+    }
+
+    fn block_size(&self) -> usize {
+        self.bs()
+    }
+
+    fn append(&mut self, layer: usize, keys: &[f32], values: &[f32]) {
+        let (bs, kv_dim) = (self.bs(), {
+            let l = self.pool.layout();
+            l.kv_heads * l.head_dim
+        });
+        for (t, (k, v)) in keys
+            .chunks_exact(kv_dim)
+            .zip(values.chunks_exact(kv_dim))
+            .enumerate()
+        {
+            let pos = self.len + t;
+            let block = Arc::get_mut(&mut self.blocks[pos / bs])
+                .expect("positions are reserved (and made private) before a forward pass");
+            block.write(layer, pos % bs, k, v);
+        }
+    }
+
+    fn commit(&mut self, tokens: usize) {
+        self.len += tokens;
+    }
+
+    fn head(&self, layer: usize, kv_head: usize, block: usize, count: usize) -> KvHead<'_> {
+        self.blocks[block].head(layer, kv_head, count)
+    }
+}
+
+/// The straightforward cache: per layer, one growing f32 array of `[positions, kv_dim]`. The reference the paged
+/// cache is tested against.
+pub struct ContiguousKv {
+    kv_dim: usize,
+    head_dim: usize,
+    block_size: usize,
+    len: usize,
+    keys: Vec<Vec<f32>>,
+    values: Vec<Vec<f32>>,
+}
+
+impl ContiguousKv {
+    pub fn new(layers: usize, kv_dim: usize, head_dim: usize, block_size: usize) -> Self {
+        Self {
+            kv_dim,
+            head_dim,
+            block_size,
+            len: 0,
+            keys: vec![Vec::new(); layers],
+            values: vec![Vec::new(); layers],
+        }
+    }
+}
+
+impl KvStore for ContiguousKv {
+    fn len(&self) -> usize {
+        self.len
+    }
+
+    fn block_size(&self) -> usize {
+        self.block_size
+    }
+
+    fn append(&mut self, layer: usize, keys: &[f32], values: &[f32]) {
         self.keys[layer].truncate(self.len * self.kv_dim);
         self.values[layer].truncate(self.len * self.kv_dim);
         self.keys[layer].extend_from_slice(keys);
         self.values[layer].extend_from_slice(values);
     }
 
-    pub fn commit(&mut self, tokens: usize) {
+    fn commit(&mut self, tokens: usize) {
         self.len += tokens;
     }
 
-    /// Keys of `layer` for positions `0..positions`, `[positions, kv_dim]`.
-    pub fn keys(&self, layer: usize, positions: usize) -> &[f32] {
-        &self.keys[layer][..positions * self.kv_dim]
-    }
-
-    pub fn values(&self, layer: usize, positions: usize) -> &[f32] {
-        &self.values[layer][..positions * self.kv_dim]
-    }
-
-    /// Forgets everything after the first `len` positions.
-    pub fn truncate(&mut self, len: usize) {
-        self.len = self.len.min(len);
-        for layer in self.keys.iter_mut().chain(self.values.iter_mut()) {
-            layer.truncate(self.len * self.kv_dim);
+    fn head(&self, layer: usize, kv_head: usize, block: usize, count: usize) -> KvHead<'_> {
+        let span =
+            block * self.block_size * self.kv_dim..(block * self.block_size + count) * self.kv_dim;
+        KvHead {
+            keys: KvRows::F32(&self.keys[layer][span.clone()]),
+            values: KvRows::F32(&self.values[layer][span]),
+            stride: self.kv_dim,
+            offset: kv_head * self.head_dim,
+            head_dim: self.head_dim,
         }
-    }
-
-    pub fn resident_bytes(&self) -> usize {
-        self.keys
-            .iter()
-            .chain(self.values.iter())
-            .map(|v| v.capacity() * 4)
-            .sum()
     }
 }

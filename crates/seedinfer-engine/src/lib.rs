@@ -4,13 +4,16 @@ pub mod config;
 pub mod error;
 pub mod forward;
 pub mod kv_cache;
+pub mod kv_pool;
 pub mod model;
 pub mod sampler;
 pub mod session;
+mod session_file;
 pub mod weights;
 
 pub use config::{LlamaConfig, RopeStyle};
 pub use error::{EngineError, Result};
+pub use kv_pool::{CacheStats, KvCacheOptions, KvDtype, KvPool};
 pub use model::{LoadOptions, Model, ModelInfo};
 pub use sampler::SamplingParams;
 pub use session::{Chunk, GenerateParams, GenerationOutput, Session, StopReason, Timings};

@@ -2,6 +2,7 @@
 
 use crate::config::LlamaConfig;
 use crate::error::{EngineError, Result};
+use crate::kv_pool::{BlockLayout, KvCacheOptions, KvPool};
 use crate::weights::{LlamaWeights, TensorSource, WeightFormat};
 use seedinfer_formats::{GgufFile, SafetensorsDir};
 use seedinfer_tokenizer::Tokenizer;
@@ -14,6 +15,8 @@ pub struct LoadOptions {
     pub threads: Option<usize>,
     /// Convert every weight matrix to this format at load; `None` keeps the file's formats.
     pub weights: Option<WeightFormat>,
+    /// The KV-cache pool: dtype, block size, byte budget.
+    pub kv_cache: KvCacheOptions,
 }
 
 #[derive(Clone, Debug)]
@@ -39,6 +42,9 @@ pub struct Model {
     pub weights: LlamaWeights,
     pub tokenizer: Tokenizer,
     pub info: ModelInfo,
+    /// Identifies the model a saved session belongs to: architecture, shapes and a sample of the weights.
+    pub fingerprint: [u8; 32],
+    pub kv_pool: KvPool,
     pool: rayon::ThreadPool,
 }
 
@@ -49,6 +55,66 @@ fn is_gguf_file(path: &Path) -> bool {
         .and_then(|mut f| f.read_exact(&mut magic))
         .is_ok()
         && &magic == b"GGUF"
+}
+
+/// Checks the `kvCache` options and builds the pool.
+fn kv_pool(config: &LlamaConfig, options: &KvCacheOptions) -> Result<KvPool> {
+    let block_size = options.block_size;
+    if !(8..=1024).contains(&block_size) || !block_size.is_multiple_of(8) {
+        return Err(EngineError::InvalidOption(format!(
+            "kvCache.blockSize must be a multiple of 8 in [8, 1024], got {block_size}"
+        )));
+    }
+    let layout = BlockLayout {
+        layers: config.layers,
+        kv_heads: config.kv_heads,
+        head_dim: config.head_dim,
+        block_size,
+        dtype: options.dtype,
+    };
+    const GIB: usize = 1 << 30;
+    let budget = options
+        .budget_bytes
+        .unwrap_or_else(|| GIB.max(2 * config.context_length * layout.bytes_per_token()));
+    if budget < layout.block_bytes() {
+        return Err(EngineError::InvalidOption(format!(
+            "kvCache.budgetBytes = {budget} is smaller than one block ({} bytes)",
+            layout.block_bytes()
+        )));
+    }
+    Ok(KvPool::new(layout, budget, options.prefix_caching))
+}
+
+/// See [`Model::fingerprint`].
+fn fingerprint(config: &LlamaConfig, weights: &LlamaWeights) -> [u8; 32] {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    let c = config;
+    h.update(c.architecture.as_bytes());
+    for n in [
+        c.hidden_size,
+        c.intermediate_size,
+        c.layers,
+        c.heads,
+        c.kv_heads,
+        c.head_dim,
+        c.vocab_size,
+    ] {
+        h.update((n as u64).to_le_bytes());
+    }
+    h.update(c.rope_theta.to_le_bytes());
+    h.update(c.rope_style.name().as_bytes());
+    h.update(weights.compute_formats().as_bytes());
+    let mut row = vec![0.0f32; c.hidden_size];
+    for r in (0..c.vocab_size).step_by((c.vocab_size / 64).max(1)) {
+        weights.embed.row_to_f32(r, &mut row);
+        h.update(bytemuck::cast_slice(&row));
+    }
+    h.update(bytemuck::cast_slice(&weights.final_norm));
+    for layer in &weights.layers {
+        h.update(bytemuck::cast_slice(&layer.attn_norm));
+    }
+    h.finalize().into()
 }
 
 impl Model {
@@ -121,6 +187,7 @@ impl Model {
                 config.vocab_size
             )));
         }
+        let kv_pool = kv_pool(&config, &options.kv_cache)?;
         let info = ModelInfo {
             architecture: config.architecture.clone(),
             path: path.to_path_buf(),
@@ -132,14 +199,16 @@ impl Model {
             kernel_isa: weights.kernel_isas(),
             file_bytes,
             weight_bytes: weights.resident_bytes(),
-            kv_bytes_per_token: 2 * config.layers * config.kv_dim() * std::mem::size_of::<f32>(),
+            kv_bytes_per_token: kv_pool.layout().bytes_per_token(),
             threads,
         };
         Ok(Self {
+            fingerprint: fingerprint(&config, &weights),
             config,
             weights,
             tokenizer,
             info,
+            kv_pool,
             pool,
         })
     }

@@ -3,7 +3,7 @@
 
 use crate::error::{EngineError, Result};
 use crate::forward::{forward, LogitsFor, Scratch};
-use crate::kv_cache::KvCache;
+use crate::kv_cache::{KvStore, PagedKv};
 use crate::model::Model;
 use crate::sampler::{Sampler, SamplingParams};
 use seedinfer_tokenizer::StreamDecoder;
@@ -61,6 +61,8 @@ pub struct Timings {
     pub prefill_tokens_per_second: f64,
     pub decode_tokens_per_second: f64,
     pub prompt_tokens: usize,
+    /// Prompt tokens whose keys and values came from the prefix cache instead of being computed.
+    pub reused_prompt_tokens: usize,
     pub generated_tokens: usize,
     pub total_ms: f64,
 }
@@ -82,12 +84,13 @@ pub struct Chunk<'a> {
 
 pub struct Session {
     model: Arc<Model>,
-    cache: KvCache,
-    tokens: Vec<u32>,
+    pub(crate) cache: PagedKv,
+    /// Tokens whose keys and values are in the cache, in order.
+    pub(crate) tokens: Vec<u32>,
     /// Logits after the last token in the cache, so a generation may start without new prompt tokens.
-    last_logits: Option<Vec<f32>>,
+    pub(crate) last_logits: Option<Vec<f32>>,
     /// The last generated token: part of the conversation, fed to the model at the start of the next call.
-    pending: Option<u32>,
+    pub(crate) pending: Option<u32>,
     scratch: Scratch,
 }
 
@@ -100,7 +103,7 @@ impl Session {
                 c.context_length
             )));
         }
-        let cache = KvCache::new(c.layers, c.kv_dim(), context_size);
+        let cache = PagedKv::new(model.kv_pool.clone(), context_size);
         Ok(Self {
             model,
             cache,
@@ -127,21 +130,86 @@ impl Session {
         self.pending = None;
     }
 
-    pub fn kv_resident_bytes(&self) -> usize {
-        self.cache.resident_bytes()
+    /// Bytes of the KV blocks this session holds (blocks shared with other sessions included).
+    pub fn kv_held_bytes(&self) -> usize {
+        self.cache.held_bytes()
+    }
+
+    pub fn model(&self) -> &Arc<Model> {
+        &self.model
+    }
+
+    /// All tokens of the conversation: the cached ones and the pending last generated one.
+    pub fn all_tokens(&self) -> Vec<u32> {
+        self.tokens.iter().copied().chain(self.pending).collect()
+    }
+
+    /// A second session continuing from this one's state. The KV blocks are shared, not copied; a block is copied
+    /// only when one of the two writes into it (the last, partly filled block).
+    pub fn fork(&self) -> Session {
+        Session {
+            model: Arc::clone(&self.model),
+            cache: self.cache.clone(),
+            tokens: self.tokens.clone(),
+            last_logits: self.last_logits.clone(),
+            pending: self.pending,
+            scratch: Scratch::default(),
+        }
+    }
+
+    /// Drops the last `n` tokens of the conversation, as if they had never been fed or generated.
+    pub fn rewind(&mut self, n: usize) -> Result<()> {
+        let count = self.token_count();
+        if n > count {
+            return Err(EngineError::InvalidOption(format!(
+                "cannot rewind {n} tokens: the session holds {count}"
+            )));
+        }
+        if n == 0 {
+            return Ok(());
+        }
+        let mut all = self.all_tokens();
+        all.truncate(count - n);
+        match all.pop() {
+            None => self.reset(),
+            Some(last) => {
+                // The new last token is fed again on the next call, which recomputes its logits exactly.
+                self.cache.truncate(all.len());
+                self.tokens = all;
+                self.pending = Some(last);
+                self.last_logits = None;
+            }
+        }
+        Ok(())
     }
 
     /// Runs `tokens` through the model in chunks, calling `after_chunk` with each chunk's logits, and keeps the
-    /// logits after the last token in `last_logits`. Returns false when `abort` stopped it between chunks.
+    /// logits after the last token in `last_logits`. With `reuse`, leading tokens whose blocks the prefix cache
+    /// holds are adopted instead of computed. Returns whether it completed (false when `abort` stopped it between
+    /// chunks) and how many tokens were reused.
     fn run_chunks(
         &mut self,
         tokens: &[u32],
         abort: &AtomicBool,
         logits_for: LogitsFor,
+        reuse: bool,
         after_chunk: &mut dyn FnMut(&[f32]),
-    ) -> bool {
+    ) -> Result<(bool, usize)> {
         let model = Arc::clone(&self.model);
         let vocab_size = model.config.vocab_size;
+        let start = self.tokens.len();
+        let reused = if reuse && self.cache.len() == start {
+            self.cache.adopt_prefix(tokens)
+        } else {
+            0
+        };
+        self.tokens.extend_from_slice(&tokens[..reused]);
+        let tokens = &tokens[reused..];
+        if let Err(e) = self.cache.reserve(self.cache.len() + tokens.len()) {
+            self.cache.truncate(start);
+            self.tokens.truncate(start);
+            return Err(e);
+        }
         // Generation reads the last position's logits straight from this buffer, so no copy is made for it.
         let mut logits = self.last_logits.take().unwrap_or_default();
         let mut completed = true;
@@ -163,13 +231,16 @@ impl Session {
                 )
             });
             self.tokens.extend_from_slice(chunk);
+            self.cache.offer_full_blocks(&self.tokens);
             after_chunk(&logits);
             logits.drain(..logits.len() - vocab_size);
         }
+        // Blocks reserved for tokens an abort left unfed go back to the pool.
+        self.cache.truncate(self.cache.len());
         if !logits.is_empty() {
             self.last_logits = Some(logits);
         }
-        completed
+        Ok((completed, reused))
     }
 
     /// Checks `tokens` against the vocabulary and the context (keeping `reserve` positions free), then returns
@@ -200,9 +271,9 @@ impl Session {
         let vocab_size = self.model.config.vocab_size;
         let skip = to_feed.len() - tokens.len();
         let mut predictions = Vec::with_capacity(to_feed.len());
-        self.run_chunks(&to_feed, abort, LogitsFor::All, &mut |logits| {
+        self.run_chunks(&to_feed, abort, LogitsFor::All, false, &mut |logits| {
             predictions.extend(logits.chunks(vocab_size).map(crate::sampler::argmax))
-        });
+        })?;
         Ok(predictions.split_off(skip.min(predictions.len())))
     }
 
@@ -227,6 +298,7 @@ impl Session {
             ));
         }
         // Room for the prompt and at least one generated token.
+        let had_pending = self.pending.is_some();
         let to_feed = self.take_feed(prompt, 1)?;
         let model = Arc::clone(&self.model);
         let eos = model.tokenizer.eos_token_ids();
@@ -245,7 +317,17 @@ impl Session {
         let longest_stop = params.stop.iter().map(|s| s.len()).max().unwrap_or(0);
 
         let prefill_started = Instant::now();
-        if !self.run_chunks(&to_feed, abort, LogitsFor::Last, &mut |_| {}) {
+        let (completed, reused) =
+            match self.run_chunks(&to_feed, abort, LogitsFor::Last, true, &mut |_| {}) {
+                Ok(outcome) => outcome,
+                Err(e) => {
+                    // Nothing was fed: the session is as it was.
+                    self.pending = to_feed.first().copied().filter(|_| had_pending);
+                    return Err(e);
+                }
+            };
+        out.timings.reused_prompt_tokens = reused;
+        if !completed {
             out.stop_reason = StopReason::Aborted;
             return Ok(out);
         }
@@ -265,12 +347,17 @@ impl Session {
                     break;
                 }
                 let previous = out.token_ids[out.token_ids.len() - 1];
-                self.run_chunks(
+                if let Err(e) = self.run_chunks(
                     &[previous],
                     &AtomicBool::new(false),
                     LogitsFor::Last,
+                    false,
                     &mut |_| {},
-                );
+                ) {
+                    // The session keeps what was generated; the unfed last token stays pending.
+                    self.pending = Some(previous);
+                    return Err(e);
+                }
             }
             let logits = self
                 .last_logits

@@ -260,6 +260,7 @@ fn load(path: &Path) -> Model {
         &LoadOptions {
             threads: Some(2),
             weights: None,
+            ..Default::default()
         },
     )
     .unwrap_or_else(|e| panic!("{}: {} ({e})", path.display(), e.code()))

@@ -18,6 +18,7 @@ fn load_with_threads(threads: usize) -> Arc<Model> {
             &LoadOptions {
                 threads: Some(threads),
                 weights: None,
+                ..Default::default()
             },
         )
         .expect("stories260K loads"),

@@ -11,6 +11,7 @@ fn greedy_tokens(weights: WeightFormat, n: usize) -> (Arc<Model>, Vec<u32>) {
     let options = LoadOptions {
         threads: Some(2),
         weights: Some(weights),
+        ..Default::default()
     };
     let model = Arc::new(Model::load(&stories_dir(), &options).expect("stories260K loads"));
     let tokens = greedy_from_bos(&model, n);

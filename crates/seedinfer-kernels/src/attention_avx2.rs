@@ -1,10 +1,12 @@
 //! AVX2 + FMA twin of `attention::attend_range_scalar` for head sizes that are multiples of 32 and groups of up to
 //! `MAX_GROUP` query heads: each key row is loaded once for the group's dot products, each value row once for the
-//! group's weighted sums (kept in registers, 32 columns at a time).
+//! group's weighted sums (kept in registers, 32 columns at a time). One body serves f32, f16 (F16C) and int8 rows;
+//! int8 row scales multiply the dot products and the value weights. A query's arithmetic does not depend on how
+//! many queries share the call.
 
 #![cfg(target_arch = "x86_64")]
 
-use crate::attention::{KvHead, Partial};
+use crate::attention::{with_rows, KvElement, KvHead, Partial, Rows};
 use crate::avx2_reduce::{horizontal_max, horizontal_sum};
 use std::arch::x86_64::*;
 use std::ops::Range;
@@ -94,35 +96,48 @@ unsafe fn exp_and_sum(scores: &mut [f32]) -> (f32, f32) {
 }
 
 // Index loops over the register tiles read more plainly than zipped iterators here.
-#[allow(clippy::needless_range_loop)]
+#[allow(clippy::needless_range_loop, clippy::too_many_arguments)]
 #[inline(always)]
-unsafe fn group<const G: usize>(
+unsafe fn group<const G: usize, T: KvElement>(
     kv: &KvHead,
+    key_rows: Rows<T>,
+    value_rows: Rows<T>,
     positions: Range<usize>,
     scale: f32,
     queries: &[&[f32]],
     outs: &mut [&mut [f32]],
     scores: &mut [f32],
 ) -> [Partial; G] {
-    let (hd, stride, count) = (kv.head_dim, kv.stride, positions.len());
+    let (hd, stride, count, start) = (kv.head_dim, kv.stride, positions.len(), positions.start);
     let q: [*const f32; G] = std::array::from_fn(|g| queries[g].as_ptr());
-    let keys = kv.keys.as_ptr().add(kv.offset + positions.start * stride);
+    let keys = key_rows.data.as_ptr().add(kv.offset + start * stride);
+    let scale_v = _mm256_set1_ps(scale);
     // Eight positions at a time: eight independent FMA chains per head, and one transposing reduction for all
     // eight sums instead of eight horizontal sums.
     let mut p = 0;
     while p + 8 <= count {
+        let key_scales = if T::SCALED {
+            let s: [f32; 8] = std::array::from_fn(|j| key_rows.scale(start + p + j));
+            _mm256_loadu_ps(s.as_ptr())
+        } else {
+            _mm256_setzero_ps()
+        };
         for g in 0..G {
             let mut acc = [_mm256_setzero_ps(); 8];
             for c in (0..hd).step_by(8) {
                 let query = _mm256_loadu_ps(q[g].add(c));
                 for j in 0..8 {
-                    let key = _mm256_loadu_ps(keys.add((p + j) * stride + c));
+                    let key = T::load8(keys.add((p + j) * stride + c));
                     acc[j] = _mm256_fmadd_ps(query, key, acc[j]);
                 }
             }
+            let mut dots = sums_of_eight(acc);
+            if T::SCALED {
+                dots = _mm256_mul_ps(dots, key_scales);
+            }
             _mm256_storeu_ps(
                 scores.as_mut_ptr().add(g * count + p),
-                _mm256_mul_ps(sums_of_eight(acc), _mm256_set1_ps(scale)),
+                _mm256_mul_ps(dots, scale_v),
             );
         }
         p += 8;
@@ -131,15 +146,23 @@ unsafe fn group<const G: usize>(
         let k = keys.add(p * stride);
         let mut acc = [[_mm256_setzero_ps(); 2]; G];
         for c in (0..hd).step_by(16) {
-            let (k0, k1) = (_mm256_loadu_ps(k.add(c)), _mm256_loadu_ps(k.add(c + 8)));
+            let (k0, k1) = (T::load8(k.add(c)), T::load8(k.add(c + 8)));
             for g in 0..G {
                 acc[g][0] = _mm256_fmadd_ps(_mm256_loadu_ps(q[g].add(c)), k0, acc[g][0]);
                 acc[g][1] = _mm256_fmadd_ps(_mm256_loadu_ps(q[g].add(c + 8)), k1, acc[g][1]);
             }
         }
+        let key_scale = if T::SCALED {
+            key_rows.scale(start + p)
+        } else {
+            1.0
+        };
         for g in 0..G {
-            *scores.get_unchecked_mut(g * count + p) =
-                horizontal_sum(_mm256_add_ps(acc[g][0], acc[g][1])) * scale;
+            let mut dot = horizontal_sum(_mm256_add_ps(acc[g][0], acc[g][1]));
+            if T::SCALED {
+                dot *= key_scale;
+            }
+            *scores.get_unchecked_mut(g * count + p) = dot * scale;
         }
     }
     let mut partials = [Partial::default(); G];
@@ -147,14 +170,23 @@ unsafe fn group<const G: usize>(
         let (max, sum) = exp_and_sum(&mut scores[g * count..(g + 1) * count]);
         partials[g] = Partial { max, sum };
     }
-    let values = kv.values.as_ptr().add(kv.offset + positions.start * stride);
+    let values = value_rows.data.as_ptr().add(kv.offset + start * stride);
     for c0 in (0..hd).step_by(32) {
         let mut acc = [[_mm256_setzero_ps(); 4]; G];
         for p in 0..count {
             let v = values.add(p * stride + c0);
-            let rows: [__m256; 4] = std::array::from_fn(|j| _mm256_loadu_ps(v.add(8 * j)));
+            let rows: [__m256; 4] = std::array::from_fn(|j| T::load8(v.add(8 * j)));
+            let value_scale = if T::SCALED {
+                value_rows.scale(start + p)
+            } else {
+                1.0
+            };
             for g in 0..G {
-                let w = _mm256_set1_ps(*scores.get_unchecked(g * count + p));
+                let mut w = *scores.get_unchecked(g * count + p);
+                if T::SCALED {
+                    w *= value_scale;
+                }
+                let w = _mm256_set1_ps(w);
                 for j in 0..4 {
                     acc[g][j] = _mm256_fmadd_ps(w, rows[j], acc[g][j]);
                 }
@@ -170,10 +202,10 @@ unsafe fn group<const G: usize>(
 }
 
 /// # Safety
-/// The CPU must have AVX2 and FMA; `kv.head_dim` is a multiple of 32, `1 <= queries.len() <= MAX_GROUP`,
+/// The CPU must have AVX2, FMA and F16C; `kv.head_dim` is a multiple of 32, `1 <= queries.len() <= MAX_GROUP`,
 /// `scores.len() == queries.len() * positions.len()`, `partials.len() == queries.len()`, and the slices were
 /// checked by `attention::check`.
-#[target_feature(enable = "avx2,fma")]
+#[target_feature(enable = "avx2,fma,f16c")]
 pub unsafe fn attend_range(
     kv: &KvHead,
     positions: Range<usize>,
@@ -183,11 +215,29 @@ pub unsafe fn attend_range(
     scores: &mut [f32],
     partials: &mut [Partial],
 ) {
-    let p = positions;
+    with_rows!(kv, |keys, values| groups(
+        kv, keys, values, positions, scale, queries, outs, scores, partials
+    ))
+}
+
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+unsafe fn groups<T: KvElement>(
+    kv: &KvHead,
+    keys: Rows<T>,
+    values: Rows<T>,
+    p: Range<usize>,
+    scale: f32,
+    queries: &[&[f32]],
+    outs: &mut [&mut [f32]],
+    scores: &mut [f32],
+    partials: &mut [Partial],
+) {
+    let (k, v) = (keys, values);
     match queries.len() {
-        1 => partials.copy_from_slice(&group::<1>(kv, p, scale, queries, outs, scores)),
-        2 => partials.copy_from_slice(&group::<2>(kv, p, scale, queries, outs, scores)),
-        3 => partials.copy_from_slice(&group::<3>(kv, p, scale, queries, outs, scores)),
-        _ => partials.copy_from_slice(&group::<4>(kv, p, scale, queries, outs, scores)),
+        1 => partials.copy_from_slice(&group::<1, T>(kv, k, v, p, scale, queries, outs, scores)),
+        2 => partials.copy_from_slice(&group::<2, T>(kv, k, v, p, scale, queries, outs, scores)),
+        3 => partials.copy_from_slice(&group::<3, T>(kv, k, v, p, scale, queries, outs, scores)),
+        _ => partials.copy_from_slice(&group::<4, T>(kv, k, v, p, scale, queries, outs, scores)),
     }
 }

@@ -4,7 +4,7 @@ use crate::error::{coded, guarded};
 use crate::session::NativeSession;
 use napi::bindgen_prelude::*;
 use napi_derive::napi;
-use seedinfer_engine::{LoadOptions, Model, WeightFormat};
+use seedinfer_engine::{KvCacheOptions, KvDtype, LoadOptions, Model, Session, WeightFormat};
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -15,6 +15,65 @@ pub struct NativeLoadOptions {
     pub threads: Option<u32>,
     /// `f32`, `f16`, `q8_0`, `q4_0` or `q4_1`: convert every weight matrix at load; omitted keeps the file's formats.
     pub weights: Option<String>,
+    pub kv_cache: Option<NativeKvCacheOptions>,
+}
+
+/// The model's KV-cache pool.
+#[napi(object)]
+pub struct NativeKvCacheOptions {
+    /// `f32`, `f16` (default) or `int8`.
+    pub dtype: Option<String>,
+    /// Positions per block, a multiple of 8 in [8, 1024]; default 32.
+    pub block_size: Option<u32>,
+    /// Byte budget of the pool; default the larger of 1 GiB and two full contexts.
+    pub budget_bytes: Option<f64>,
+    /// Keep full blocks for reuse by sessions that start with the same tokens; default true.
+    pub prefix_caching: Option<bool>,
+}
+
+#[napi(object)]
+pub struct NativeCacheStats {
+    pub dtype: String,
+    pub block_size: u32,
+    pub block_bytes: f64,
+    pub budget_bytes: f64,
+    pub used_bytes: f64,
+    pub blocks_used: u32,
+    pub blocks_free: u32,
+    pub blocks_shared: u32,
+    pub blocks_cached: u32,
+    pub prefix_hit_blocks: f64,
+    pub prefix_hit_tokens: f64,
+    pub evicted_blocks: f64,
+}
+
+fn kv_cache_options(options: Option<NativeKvCacheOptions>) -> Result<KvCacheOptions> {
+    let mut out = KvCacheOptions::default();
+    let Some(o) = options else { return Ok(out) };
+    if let Some(name) = o.dtype.as_deref() {
+        out.dtype = KvDtype::parse(name).ok_or_else(|| {
+            coded(
+                "INVALID_OPTION",
+                &format!("kvCache.dtype must be f32, f16 or int8, got '{name}'"),
+            )
+        })?;
+    }
+    if let Some(b) = o.block_size {
+        out.block_size = b as usize;
+    }
+    if let Some(b) = o.budget_bytes {
+        if !(b.is_finite() && b >= 1.0) {
+            return Err(coded(
+                "INVALID_OPTION",
+                &format!("kvCache.budgetBytes must be a positive number of bytes, got {b}"),
+            ));
+        }
+        out.budget_bytes = Some(b as usize);
+    }
+    if let Some(p) = o.prefix_caching {
+        out.prefix_caching = p;
+    }
+    Ok(out)
 }
 
 #[napi(object)]
@@ -66,6 +125,24 @@ impl Task for LoadModelTask {
     }
 }
 
+pub struct LoadSessionTask {
+    model: Arc<Model>,
+    path: PathBuf,
+}
+
+impl Task for LoadSessionTask {
+    type Output = Session;
+    type JsValue = NativeSession;
+
+    fn compute(&mut self) -> Result<Self::Output> {
+        guarded(|| Session::load(Arc::clone(&self.model), &self.path))
+    }
+
+    fn resolve(&mut self, _env: Env, session: Self::Output) -> Result<Self::JsValue> {
+        Ok(NativeSession::from_session(session))
+    }
+}
+
 /// Loads a model file or directory on a worker thread.
 #[napi(ts_return_type = "Promise<NativeModel>")]
 pub fn load_model(path: String, options: NativeLoadOptions) -> Result<AsyncTask<LoadModelTask>> {
@@ -83,6 +160,7 @@ pub fn load_model(path: String, options: NativeLoadOptions) -> Result<AsyncTask<
         options: LoadOptions {
             threads: options.threads.map(|t| t as usize),
             weights,
+            kv_cache: kv_cache_options(options.kv_cache)?,
         },
     }))
 }
@@ -148,5 +226,40 @@ impl NativeModel {
             return Err(coded("INVALID_OPTION", "contextSize must be at least 1"));
         }
         NativeSession::new(Arc::clone(&self.inner), context_size as usize)
+    }
+
+    /// The KV-cache pool's counts.
+    #[napi]
+    pub fn cache_stats(&self) -> NativeCacheStats {
+        let s = self.inner.kv_pool.stats();
+        NativeCacheStats {
+            dtype: s.dtype.to_string(),
+            block_size: s.block_size as u32,
+            block_bytes: s.block_bytes as f64,
+            budget_bytes: s.budget_bytes as f64,
+            used_bytes: s.used_bytes as f64,
+            blocks_used: s.blocks_used as u32,
+            blocks_free: s.blocks_free as u32,
+            blocks_shared: s.blocks_shared as u32,
+            blocks_cached: s.blocks_cached as u32,
+            prefix_hit_blocks: s.prefix_hit_blocks as f64,
+            prefix_hit_tokens: s.prefix_hit_tokens as f64,
+            evicted_blocks: s.evicted_blocks as f64,
+        }
+    }
+
+    /// Drops the cached prefix blocks no session uses.
+    #[napi]
+    pub fn clear_prefix_cache(&self) {
+        self.inner.kv_pool.clear_prefix_cache();
+    }
+
+    /// Reads a session saved with `session.save` on a worker thread.
+    #[napi(ts_return_type = "Promise<NativeSession>")]
+    pub fn load_session(&self, path: String) -> AsyncTask<LoadSessionTask> {
+        AsyncTask::new(LoadSessionTask {
+            model: Arc::clone(&self.inner),
+            path: PathBuf::from(path),
+        })
     }
 }

@@ -30,6 +30,8 @@ pub struct NativeTimings {
     pub prefill_tokens_per_second: f64,
     pub decode_tokens_per_second: f64,
     pub prompt_tokens: u32,
+    /// Prompt tokens whose keys and values were reused from the prefix cache.
+    pub reused_prompt_tokens: u32,
     pub generated_tokens: u32,
     pub total_ms: f64,
 }
@@ -79,10 +81,31 @@ impl NativeAbortFlag {
     }
 }
 
+/// A session's state; `None` once disposed.
+type SessionState = Arc<Mutex<Option<Session>>>;
+
 #[napi]
 pub struct NativeSession {
-    state: Arc<Mutex<Session>>,
+    state: SessionState,
     busy: Arc<AtomicBool>,
+}
+
+fn disposed() -> napi::Error {
+    coded(
+        "SESSION_DISPOSED",
+        "the session was disposed; create a new one",
+    )
+}
+
+/// Runs `work` on the session behind `state` (on the calling thread).
+fn with_session<T>(
+    state: &SessionState,
+    work: impl FnOnce(&mut Session) -> Result<T>,
+) -> Result<T> {
+    let mut guard = state
+        .lock()
+        .map_err(|_| coded("INTERNAL", "session state was poisoned"))?;
+    work(guard.as_mut().ok_or_else(disposed)?)
 }
 
 fn to_result(out: GenerationOutput) -> NativeGenerationResult {
@@ -96,6 +119,7 @@ fn to_result(out: GenerationOutput) -> NativeGenerationResult {
             prefill_tokens_per_second: t.prefill_tokens_per_second,
             decode_tokens_per_second: t.decode_tokens_per_second,
             prompt_tokens: t.prompt_tokens as u32,
+            reused_prompt_tokens: t.reused_prompt_tokens as u32,
             generated_tokens: t.generated_tokens as u32,
             total_ms: t.total_ms,
         },
@@ -115,30 +139,46 @@ fn event(kind: &str) -> NativeGenerationEvent {
 impl NativeSession {
     pub(crate) fn new(model: Arc<Model>, context_size: usize) -> Result<Self> {
         let session = Session::new(model, context_size).map_err(to_js)?;
-        Ok(Self {
-            state: Arc::new(Mutex::new(session)),
-            busy: Arc::new(AtomicBool::new(false)),
-        })
+        Ok(Self::from_session(session))
     }
 
-    fn lock(&self) -> Result<std::sync::MutexGuard<'_, Session>> {
+    pub(crate) fn from_session(session: Session) -> Self {
+        Self {
+            state: Arc::new(Mutex::new(Some(session))),
+            busy: Arc::new(AtomicBool::new(false)),
+        }
+    }
+
+    /// Runs `work` on the session unless it is generating or disposed.
+    fn idle<T>(&self, work: impl FnOnce(&mut Session) -> Result<T>) -> Result<T> {
         if self.busy.load(Ordering::Acquire) {
             return Err(coded(
                 "SESSION_BUSY",
                 "the session is generating; wait for it or abort it first",
             ));
         }
-        self.state.lock().map_err(|_| {
-            coded(
-                "INTERNAL",
-                "session state was poisoned by an earlier failure",
-            )
-        })
+        catch_panics(|| with_session(&self.state, work))
+    }
+
+    /// Marks the session busy for a worker, or fails if it already is (or is disposed).
+    fn claim(&self) -> Result<()> {
+        if self.busy.swap(true, Ordering::AcqRel) {
+            return Err(coded(
+                "SESSION_BUSY",
+                "the session is already generating; wait for it or abort it first",
+            ));
+        }
+        let alive = self.state.lock().map(|s| s.is_some()).unwrap_or(false);
+        if !alive {
+            self.busy.store(false, Ordering::Release);
+            return Err(disposed());
+        }
+        Ok(())
     }
 }
 
 pub struct PredictNextTask {
-    state: Arc<Mutex<Session>>,
+    state: SessionState,
     busy: Arc<AtomicBool>,
     tokens: Vec<u32>,
 }
@@ -149,13 +189,11 @@ impl Task for PredictNextTask {
 
     fn compute(&mut self) -> Result<Self::Output> {
         let outcome = catch_panics(|| {
-            let mut session = self
-                .state
-                .lock()
-                .map_err(|_| coded("INTERNAL", "session state was poisoned"))?;
-            session
-                .predict_next(&self.tokens, &AtomicBool::new(false))
-                .map_err(to_js)
+            with_session(&self.state, |session| {
+                session
+                    .predict_next(&self.tokens, &AtomicBool::new(false))
+                    .map_err(to_js)
+            })
         });
         self.busy.store(false, Ordering::Release);
         outcome
@@ -166,17 +204,37 @@ impl Task for PredictNextTask {
     }
 }
 
+pub struct SaveSessionTask {
+    state: SessionState,
+    busy: Arc<AtomicBool>,
+    path: std::path::PathBuf,
+}
+
+impl Task for SaveSessionTask {
+    type Output = ();
+    type JsValue = ();
+
+    fn compute(&mut self) -> Result<Self::Output> {
+        let outcome = catch_panics(|| {
+            with_session(&self.state, |session| {
+                session.save(&self.path).map_err(to_js)
+            })
+        });
+        self.busy.store(false, Ordering::Release);
+        outcome
+    }
+
+    fn resolve(&mut self, _env: Env, _output: Self::Output) -> Result<Self::JsValue> {
+        Ok(())
+    }
+}
+
 #[napi]
 impl NativeSession {
     /// Teacher forcing on a worker thread: appends `tokens` and resolves with the argmax next token after each.
     #[napi(ts_return_type = "Promise<number[]>")]
     pub fn predict_next(&self, tokens: Uint32Array) -> Result<AsyncTask<PredictNextTask>> {
-        if self.busy.swap(true, Ordering::AcqRel) {
-            return Err(coded(
-                "SESSION_BUSY",
-                "the session is already generating; wait for it or abort it first",
-            ));
-        }
+        self.claim()?;
         Ok(AsyncTask::new(PredictNextTask {
             state: Arc::clone(&self.state),
             busy: Arc::clone(&self.busy),
@@ -186,18 +244,73 @@ impl NativeSession {
 
     #[napi(getter)]
     pub fn token_count(&self) -> Result<u32> {
-        Ok(self.lock()?.token_count() as u32)
+        self.idle(|s| Ok(s.token_count() as u32))
     }
 
     #[napi(getter)]
     pub fn context_size(&self) -> Result<u32> {
-        Ok(self.lock()?.context_size() as u32)
+        self.idle(|s| Ok(s.context_size() as u32))
+    }
+
+    /// Bytes of the KV blocks the session holds (blocks shared with other sessions included).
+    #[napi(getter)]
+    pub fn kv_bytes(&self) -> Result<f64> {
+        self.idle(|s| Ok(s.kv_held_bytes() as f64))
+    }
+
+    /// All tokens of the conversation so far.
+    #[napi]
+    pub fn token_ids(&self) -> Result<Vec<u32>> {
+        self.idle(|s| Ok(s.all_tokens()))
     }
 
     #[napi]
     pub fn reset(&self) -> Result<()> {
-        self.lock()?.reset();
+        self.idle(|s| {
+            s.reset();
+            Ok(())
+        })
+    }
+
+    /// A new session continuing from this one; KV blocks are shared copy-on-write.
+    #[napi]
+    pub fn fork(&self) -> Result<NativeSession> {
+        self.idle(|s| Ok(NativeSession::from_session(s.fork())))
+    }
+
+    /// Drops the last `n` tokens.
+    #[napi]
+    pub fn rewind(&self, n: u32) -> Result<()> {
+        self.idle(|s| s.rewind(n as usize).map_err(to_js))
+    }
+
+    /// Frees the session's KV blocks now; later calls fail with `SESSION_DISPOSED`.
+    #[napi]
+    pub fn dispose(&self) -> Result<()> {
+        if self.busy.load(Ordering::Acquire) {
+            return Err(coded(
+                "SESSION_BUSY",
+                "the session is generating; abort it before disposing",
+            ));
+        }
+        let taken = self
+            .state
+            .lock()
+            .map_err(|_| coded("INTERNAL", "session state was poisoned"))?
+            .take();
+        drop(taken);
         Ok(())
+    }
+
+    /// Writes the session to `path` on a worker thread.
+    #[napi(ts_return_type = "Promise<void>")]
+    pub fn save(&self, path: String) -> Result<AsyncTask<SaveSessionTask>> {
+        self.claim()?;
+        Ok(AsyncTask::new(SaveSessionTask {
+            state: Arc::clone(&self.state),
+            busy: Arc::clone(&self.busy),
+            path: std::path::PathBuf::from(path),
+        }))
     }
 
     /// Starts generating on a new thread; events arrive through `on_event`.
@@ -217,12 +330,7 @@ impl NativeSession {
                 &format!("seed must be a non-negative integer, got {}", options.seed),
             ));
         }
-        if self.busy.swap(true, Ordering::AcqRel) {
-            return Err(coded(
-                "SESSION_BUSY",
-                "the session is already generating; wait for it or abort it first",
-            ));
-        }
+        self.claim()?;
         let params = GenerateParams {
             max_tokens: options.max_tokens as usize,
             sampling: SamplingParams {
@@ -247,17 +355,16 @@ impl NativeSession {
             .name("seedinfer-generate".into())
             .spawn(move || {
                 let outcome = catch_panics(|| {
-                    let mut session = state
-                        .lock()
-                        .map_err(|_| coded("INTERNAL", "session state was poisoned"))?;
-                    session
-                        .generate(&prompt, &params, &flag, &mut |chunk| {
-                            let mut e = event("token");
-                            e.token_id = Some(chunk.token_id);
-                            e.text = Some(chunk.text.to_string());
-                            on_event.call(e, ThreadsafeFunctionCallMode::NonBlocking);
-                        })
-                        .map_err(to_js)
+                    with_session(&state, |session| {
+                        session
+                            .generate(&prompt, &params, &flag, &mut |chunk| {
+                                let mut e = event("token");
+                                e.token_id = Some(chunk.token_id);
+                                e.text = Some(chunk.text.to_string());
+                                on_event.call(e, ThreadsafeFunctionCallMode::NonBlocking);
+                            })
+                            .map_err(to_js)
+                    })
                 });
                 busy.store(false, Ordering::Release);
                 let last = match outcome {

@@ -1,0 +1,520 @@
+//! A model's pool of KV-cache blocks: fixed-size blocks of `block_size` positions (every layer's keys and values
+//! for those positions), allocated on demand under one byte budget and shared between sessions by reference count
+//! (`Arc`). Full blocks are also kept in a prefix cache keyed by a hash chained over the tokens of every block up
+//! to and including them, so a session whose tokens begin the same way adopts them instead of recomputing; blocks
+//! only the cache still holds are evicted least recently used first when the budget needs room.
+
+use crate::error::{EngineError, Result};
+use half::f16;
+use seedinfer_kernels::attention::{quantize_row_i8, KvHead, KvRows};
+use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+/// How cached keys and values are stored.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum KvDtype {
+    F32,
+    F16,
+    /// int8 with one f32 scale per token and KV head.
+    Int8,
+}
+
+impl KvDtype {
+    pub fn parse(name: &str) -> Option<Self> {
+        match name {
+            "f32" => Some(Self::F32),
+            "f16" => Some(Self::F16),
+            "int8" | "i8" | "q8" => Some(Self::Int8),
+            _ => None,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::F32 => "f32",
+            Self::F16 => "f16",
+            Self::Int8 => "int8",
+        }
+    }
+
+    pub(crate) fn code(self) -> u8 {
+        match self {
+            Self::F32 => 0,
+            Self::F16 => 1,
+            Self::Int8 => 2,
+        }
+    }
+
+    pub(crate) fn from_code(code: u8) -> Option<Self> {
+        [Self::F32, Self::F16, Self::Int8]
+            .into_iter()
+            .find(|d| d.code() == code)
+    }
+
+    /// Bytes of one stored value.
+    fn element_bytes(self) -> usize {
+        match self {
+            Self::F32 => 4,
+            Self::F16 => 2,
+            Self::Int8 => 1,
+        }
+    }
+}
+
+/// `kvCache` load option.
+#[derive(Clone, Copy, Debug)]
+pub struct KvCacheOptions {
+    pub dtype: KvDtype,
+    /// Positions per block: a multiple of 8 in `[8, 1024]`.
+    pub block_size: usize,
+    /// Byte budget of the pool; `None` picks the larger of 1 GiB and two full contexts.
+    pub budget_bytes: Option<usize>,
+    /// Keep full blocks for reuse by later sessions with the same token prefix.
+    pub prefix_caching: bool,
+}
+
+impl Default for KvCacheOptions {
+    fn default() -> Self {
+        Self {
+            dtype: KvDtype::F16,
+            block_size: 32,
+            budget_bytes: None,
+            prefix_caching: true,
+        }
+    }
+}
+
+/// Shape of a block: every layer's keys and values for `block_size` positions, stored per (layer, KV head) as
+/// `[block_size, head_dim]` rows so one head's keys of a block are contiguous.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BlockLayout {
+    pub layers: usize,
+    pub kv_heads: usize,
+    pub head_dim: usize,
+    pub block_size: usize,
+    pub dtype: KvDtype,
+}
+
+impl BlockLayout {
+    /// Values of the keys (or of the values) of one block.
+    fn elements(&self) -> usize {
+        self.layers * self.kv_heads * self.block_size * self.head_dim
+    }
+
+    /// Row scales of the keys (or values) of one int8 block.
+    fn scales(&self) -> usize {
+        match self.dtype {
+            KvDtype::Int8 => self.layers * self.kv_heads * self.block_size,
+            _ => 0,
+        }
+    }
+
+    pub fn block_bytes(&self) -> usize {
+        2 * (self.elements() * self.dtype.element_bytes() + self.scales() * 4)
+    }
+
+    /// Bytes a token's keys and values take in this dtype.
+    pub fn bytes_per_token(&self) -> usize {
+        self.block_bytes() / self.block_size
+    }
+
+    /// Index of the first row of (`layer`, `kv_head`) in a block, in rows.
+    fn head_rows(&self, layer: usize, kv_head: usize) -> usize {
+        (layer * self.kv_heads + kv_head) * self.block_size
+    }
+}
+
+/// Stored rows of a block's keys or values.
+#[derive(Clone)]
+enum Rows {
+    F32(Vec<f32>),
+    F16(Vec<f16>),
+    Int8 { rows: Vec<i8>, scales: Vec<f32> },
+}
+
+impl Rows {
+    fn new(layout: &BlockLayout) -> Self {
+        let n = layout.elements();
+        match layout.dtype {
+            KvDtype::F32 => Rows::F32(vec![0.0; n]),
+            KvDtype::F16 => Rows::F16(vec![f16::ZERO; n]),
+            KvDtype::Int8 => Rows::Int8 {
+                rows: vec![0; n],
+                scales: vec![0.0; layout.scales()],
+            },
+        }
+    }
+
+    /// Stores row `row` (of `x.len()` values) from f32.
+    fn write(&mut self, row: usize, x: &[f32]) {
+        let at = row * x.len();
+        match self {
+            Rows::F32(v) => v[at..at + x.len()].copy_from_slice(x),
+            Rows::F16(v) => {
+                for (o, &x) in v[at..at + x.len()].iter_mut().zip(x) {
+                    *o = f16::from_f32(x);
+                }
+            }
+            Rows::Int8 { rows, scales } => {
+                scales[row] = quantize_row_i8(x, &mut rows[at..at + x.len()]);
+            }
+        }
+    }
+
+    /// The rows `first..first + count` of `head_dim` values, for attention.
+    fn view(&self, first: usize, count: usize, head_dim: usize) -> KvRows<'_> {
+        let span = first * head_dim..(first + count) * head_dim;
+        match self {
+            Rows::F32(v) => KvRows::F32(&v[span]),
+            Rows::F16(v) => KvRows::F16(&v[span]),
+            Rows::Int8 { rows, scales } => KvRows::I8 {
+                rows: &rows[span],
+                scales: &scales[first..first + count],
+                scale_stride: 1,
+            },
+        }
+    }
+
+    /// Raw bytes of rows `first..first + count` (values, then int8 scales), for saving.
+    pub(crate) fn bytes(&self, first: usize, count: usize, head_dim: usize, out: &mut Vec<u8>) {
+        let span = first * head_dim..(first + count) * head_dim;
+        match self {
+            Rows::F32(v) => out.extend_from_slice(bytemuck::cast_slice(&v[span])),
+            Rows::F16(v) => out.extend_from_slice(bytemuck::cast_slice(&v[span])),
+            Rows::Int8 { rows, scales } => {
+                out.extend_from_slice(bytemuck::cast_slice(&rows[span]));
+                out.extend_from_slice(bytemuck::cast_slice(&scales[first..first + count]));
+            }
+        }
+    }
+
+    /// Inverse of [`Rows::bytes`]; `bytes` has exactly the length `bytes` writes.
+    pub(crate) fn set_bytes(&mut self, first: usize, count: usize, head_dim: usize, bytes: &[u8]) {
+        let span = first * head_dim..(first + count) * head_dim;
+        match self {
+            Rows::F32(v) => bytemuck::cast_slice_mut(&mut v[span]).copy_from_slice(bytes),
+            Rows::F16(v) => bytemuck::cast_slice_mut(&mut v[span]).copy_from_slice(bytes),
+            Rows::Int8 { rows, scales } => {
+                let n = span.len();
+                bytemuck::cast_slice_mut(&mut rows[span]).copy_from_slice(&bytes[..n]);
+                bytemuck::cast_slice_mut(&mut scales[first..first + count])
+                    .copy_from_slice(&bytes[n..]);
+            }
+        }
+    }
+}
+
+/// One block of the pool. Its bytes count against the budget until it is dropped.
+pub struct KvBlock {
+    keys: Rows,
+    values: Rows,
+    pool: Arc<PoolShared>,
+}
+
+impl Drop for KvBlock {
+    fn drop(&mut self) {
+        self.pool
+            .used_bytes
+            .fetch_sub(self.pool.layout.block_bytes(), Ordering::AcqRel);
+        self.pool.live_blocks.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+impl KvBlock {
+    /// Stores the keys and values of one position (`[kv_heads * head_dim]` each) at `slot` of this block.
+    pub(crate) fn write(&mut self, layer: usize, slot: usize, keys: &[f32], values: &[f32]) {
+        let layout = self.pool.layout;
+        let hd = layout.head_dim;
+        for h in 0..layout.kv_heads {
+            let row = layout.head_rows(layer, h) + slot;
+            self.keys.write(row, &keys[h * hd..(h + 1) * hd]);
+            self.values.write(row, &values[h * hd..(h + 1) * hd]);
+        }
+    }
+
+    /// Makes this block a copy of `other` (copy-on-write of a shared block).
+    pub(crate) fn copy_from(&mut self, other: &KvBlock) {
+        self.keys.clone_from(&other.keys);
+        self.values.clone_from(&other.values);
+    }
+
+    /// Positions `0..count` of this block for one layer and KV head, as the attention kernel reads them.
+    pub fn head(&self, layer: usize, kv_head: usize, count: usize) -> KvHead<'_> {
+        let layout = &self.pool.layout;
+        let first = layout.head_rows(layer, kv_head);
+        KvHead {
+            keys: self.keys.view(first, count, layout.head_dim),
+            values: self.values.view(first, count, layout.head_dim),
+            stride: layout.head_dim,
+            offset: 0,
+            head_dim: layout.head_dim,
+        }
+    }
+
+    /// Appends the stored bytes of positions `0..count` of every layer and head (keys, then values).
+    pub(crate) fn save(&self, count: usize, out: &mut Vec<u8>) {
+        let layout = &self.pool.layout;
+        for layer in 0..layout.layers {
+            for h in 0..layout.kv_heads {
+                let first = layout.head_rows(layer, h);
+                self.keys.bytes(first, count, layout.head_dim, out);
+                self.values.bytes(first, count, layout.head_dim, out);
+            }
+        }
+    }
+
+    /// Bytes [`KvBlock::save`] writes for `count` positions.
+    pub(crate) fn saved_bytes(layout: &BlockLayout, count: usize) -> usize {
+        let per_row = layout.head_dim * layout.dtype.element_bytes()
+            + if layout.dtype == KvDtype::Int8 { 4 } else { 0 };
+        2 * layout.layers * layout.kv_heads * count * per_row
+    }
+
+    /// Inverse of [`KvBlock::save`].
+    pub(crate) fn restore(&mut self, count: usize, bytes: &[u8]) {
+        let layout = self.pool.layout;
+        let part = Self::saved_bytes(&layout, count) / (2 * layout.layers * layout.kv_heads);
+        let mut chunks = bytes.chunks_exact(part);
+        for layer in 0..layout.layers {
+            for h in 0..layout.kv_heads {
+                let first = layout.head_rows(layer, h);
+                if let (Some(k), Some(v)) = (chunks.next(), chunks.next()) {
+                    self.keys.set_bytes(first, count, layout.head_dim, k);
+                    self.values.set_bytes(first, count, layout.head_dim, v);
+                }
+            }
+        }
+    }
+}
+
+/// A full block kept for prefix reuse.
+struct CachedBlock {
+    block: Arc<KvBlock>,
+    parent: u64,
+    tokens: Box<[u32]>,
+    last_used: u64,
+}
+
+#[derive(Default)]
+struct PrefixCache {
+    entries: HashMap<u64, CachedBlock>,
+    clock: u64,
+}
+
+struct PoolShared {
+    layout: BlockLayout,
+    budget_bytes: usize,
+    prefix_caching: bool,
+    used_bytes: AtomicUsize,
+    live_blocks: AtomicUsize,
+    prefix_hit_blocks: AtomicU64,
+    evicted_blocks: AtomicU64,
+    cache: Mutex<PrefixCache>,
+}
+
+/// Counts reported by `model.cacheStats()`.
+#[derive(Clone, Debug, Default)]
+pub struct CacheStats {
+    pub dtype: &'static str,
+    pub block_size: usize,
+    pub block_bytes: usize,
+    pub budget_bytes: usize,
+    pub used_bytes: usize,
+    /// Blocks allocated (held by sessions or by the prefix cache).
+    pub blocks_used: usize,
+    /// Blocks that still fit in the budget.
+    pub blocks_free: usize,
+    /// Cached blocks held by two or more sessions at once.
+    pub blocks_shared: usize,
+    /// Blocks held by the prefix cache alone: reusable, and evicted first when room is needed.
+    pub blocks_cached: usize,
+    pub prefix_hit_blocks: u64,
+    pub prefix_hit_tokens: u64,
+    pub evicted_blocks: u64,
+}
+
+/// The pool; cheap to clone (all clones are the same pool).
+#[derive(Clone)]
+pub struct KvPool {
+    shared: Arc<PoolShared>,
+}
+
+/// The hash chaining block `tokens` onto the prefix hashed as `parent`.
+pub(crate) fn chain_hash(parent: u64, tokens: &[u32]) -> u64 {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    parent.hash(&mut h);
+    tokens.hash(&mut h);
+    h.finish()
+}
+
+/// The chain hash of the empty prefix.
+pub(crate) const ROOT_HASH: u64 = 0x5eed_5eed;
+
+impl KvPool {
+    pub fn new(layout: BlockLayout, budget_bytes: usize, prefix_caching: bool) -> Self {
+        Self {
+            shared: Arc::new(PoolShared {
+                layout,
+                budget_bytes,
+                prefix_caching,
+                used_bytes: AtomicUsize::new(0),
+                live_blocks: AtomicUsize::new(0),
+                prefix_hit_blocks: AtomicU64::new(0),
+                evicted_blocks: AtomicU64::new(0),
+                cache: Mutex::new(PrefixCache::default()),
+            }),
+        }
+    }
+
+    pub fn layout(&self) -> &BlockLayout {
+        &self.shared.layout
+    }
+
+    pub fn budget_bytes(&self) -> usize {
+        self.shared.budget_bytes
+    }
+
+    fn lock(&self) -> MutexGuard<'_, PrefixCache> {
+        // A panic while holding the lock leaves the map consistent (every operation completes or does nothing).
+        self.shared
+            .cache
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Allocates `count` fresh blocks, evicting cached blocks no session uses (least recently used first) when the
+    /// budget needs room. Fails with `KV_BUDGET_EXCEEDED` if even then they do not fit; nothing is allocated then.
+    pub fn allocate(&self, count: usize) -> Result<Vec<KvBlock>> {
+        if count == 0 {
+            return Ok(Vec::new());
+        }
+        let shared = &self.shared;
+        let block_bytes = shared.layout.block_bytes();
+        let needed = count * block_bytes;
+        let mut cache = self.lock();
+        loop {
+            let used = shared.used_bytes.load(Ordering::Acquire);
+            if used + needed <= shared.budget_bytes {
+                shared.used_bytes.fetch_add(needed, Ordering::AcqRel);
+                shared.live_blocks.fetch_add(count, Ordering::AcqRel);
+                break;
+            }
+            // Only the cache holds a block whose count is 1, and only this locked map hands out new references.
+            let victim = cache
+                .entries
+                .iter()
+                .filter(|(_, e)| Arc::strong_count(&e.block) == 1)
+                .min_by_key(|(_, e)| e.last_used)
+                .map(|(&hash, _)| hash);
+            match victim.and_then(|hash| cache.entries.remove(&hash)) {
+                Some(entry) => {
+                    shared.evicted_blocks.fetch_add(1, Ordering::Relaxed);
+                    // Dropping returns its bytes to the budget (`KvBlock::drop` takes no lock).
+                    drop(entry);
+                }
+                None => {
+                    return Err(EngineError::KvBudgetExceeded {
+                        needed,
+                        available: shared.budget_bytes.saturating_sub(used),
+                        budget: shared.budget_bytes,
+                    })
+                }
+            }
+        }
+        drop(cache);
+        Ok((0..count)
+            .map(|_| KvBlock {
+                keys: Rows::new(&shared.layout),
+                values: Rows::new(&shared.layout),
+                pool: Arc::clone(shared),
+            })
+            .collect())
+    }
+
+    /// Offers a full block to the prefix cache under `hash` (its prefix chained with `tokens`).
+    pub fn offer(&self, hash: u64, parent: u64, tokens: &[u32], block: &Arc<KvBlock>) {
+        if !self.shared.prefix_caching {
+            return;
+        }
+        let mut cache = self.lock();
+        cache.clock += 1;
+        let clock = cache.clock;
+        cache
+            .entries
+            .entry(hash)
+            .and_modify(|e| e.last_used = clock)
+            .or_insert_with(|| CachedBlock {
+                block: Arc::clone(block),
+                parent,
+                tokens: tokens.into(),
+                last_used: clock,
+            });
+    }
+
+    /// The cached block for `tokens` after the prefix hashed as `parent`, if any.
+    pub fn lookup(&self, parent: u64, tokens: &[u32]) -> Option<(u64, Arc<KvBlock>)> {
+        if !self.shared.prefix_caching {
+            return None;
+        }
+        let hash = chain_hash(parent, tokens);
+        let mut cache = self.lock();
+        cache.clock += 1;
+        let clock = cache.clock;
+        let entry = cache.entries.get_mut(&hash)?;
+        if entry.parent != parent || *entry.tokens != *tokens {
+            return None;
+        }
+        entry.last_used = clock;
+        self.shared
+            .prefix_hit_blocks
+            .fetch_add(1, Ordering::Relaxed);
+        Some((hash, Arc::clone(&entry.block)))
+    }
+
+    /// Drops every cached block no session uses.
+    pub fn clear_prefix_cache(&self) {
+        let removed: Vec<CachedBlock> = {
+            let mut cache = self.lock();
+            let keys: Vec<u64> = cache
+                .entries
+                .iter()
+                .filter(|(_, e)| Arc::strong_count(&e.block) == 1)
+                .map(|(&k, _)| k)
+                .collect();
+            keys.iter()
+                .filter_map(|k| cache.entries.remove(k))
+                .collect()
+        };
+        drop(removed);
+    }
+
+    pub fn stats(&self) -> CacheStats {
+        let shared = &self.shared;
+        let layout = &shared.layout;
+        let (cached, sharing) = {
+            let cache = self.lock();
+            let counts = cache.entries.values().map(|e| Arc::strong_count(&e.block));
+            counts.fold((0, 0), |(alone, shared), n| {
+                (alone + usize::from(n == 1), shared + usize::from(n >= 3))
+            })
+        };
+        let used = shared.used_bytes.load(Ordering::Acquire);
+        let hits = shared.prefix_hit_blocks.load(Ordering::Relaxed);
+        CacheStats {
+            dtype: layout.dtype.name(),
+            block_size: layout.block_size,
+            block_bytes: layout.block_bytes(),
+            budget_bytes: shared.budget_bytes,
+            used_bytes: used,
+            blocks_used: shared.live_blocks.load(Ordering::Acquire),
+            blocks_free: shared.budget_bytes.saturating_sub(used) / layout.block_bytes(),
+            blocks_shared: sharing,
+            blocks_cached: cached,
+            prefix_hit_blocks: hits,
+            prefix_hit_tokens: hits * layout.block_size as u64,
+            evicted_blocks: shared.evicted_blocks.load(Ordering::Relaxed),
+        }
+    }
+}

@@ -1,0 +1,224 @@
+//! Saved sessions: `session.save(path)` writes, `Session::load` reads and validates.
+//!
+//! Layout (little-endian): magic `SEEDSESS`, format version (u32), the model fingerprint (32 bytes), the cache
+//! configuration (dtype u8, block size, layers, KV heads, head size, vocabulary, context size: u32 each), the
+//! cached tokens (count u32, then u32 each), the pending generated token (u32, `u32::MAX` for none), the logits
+//! after the last cached token (count u32: 0 or the vocabulary size, then f32 each), the KV bytes (length u64,
+//! then each block's positions as stored), and a SHA-256 of everything before it.
+
+use crate::error::{EngineError, Result};
+use crate::kv_cache::{KvStore, PagedKv};
+use crate::kv_pool::KvDtype;
+use crate::model::Model;
+use crate::session::Session;
+use sha2::{Digest, Sha256};
+use std::path::Path;
+use std::sync::Arc;
+
+const MAGIC: &[u8; 8] = b"SEEDSESS";
+const VERSION: u32 = 1;
+const NO_TOKEN: u32 = u32::MAX;
+
+fn put_u32(out: &mut Vec<u8>, v: usize) {
+    out.extend_from_slice(&(v as u32).to_le_bytes());
+}
+
+/// The cache configuration a saved session must match, in file order.
+fn configuration(model: &Model, context_size: usize) -> [usize; 7] {
+    let (c, layout) = (&model.config, model.kv_pool.layout());
+    [
+        layout.dtype.code() as usize,
+        layout.block_size,
+        c.layers,
+        c.kv_heads,
+        c.head_dim,
+        c.vocab_size,
+        context_size,
+    ]
+}
+
+const CONFIGURATION_NAMES: [&str; 7] = [
+    "KV dtype",
+    "block size",
+    "layers",
+    "KV heads",
+    "head size",
+    "vocabulary",
+    "context size",
+];
+
+impl Session {
+    /// Writes this session (tokens, cached keys and values, last logits) to `path`, replacing it atomically.
+    pub fn save(&self, path: &Path) -> Result<()> {
+        let model = self.model();
+        let mut out = Vec::with_capacity(64 + self.cache.saved_bytes(self.cache.len()));
+        out.extend_from_slice(MAGIC);
+        put_u32(&mut out, VERSION as usize);
+        out.extend_from_slice(&model.fingerprint);
+        for v in configuration(model, self.context_size()) {
+            put_u32(&mut out, v);
+        }
+        put_u32(&mut out, self.tokens.len());
+        for &t in &self.tokens {
+            put_u32(&mut out, t as usize);
+        }
+        put_u32(&mut out, self.pending.unwrap_or(NO_TOKEN) as usize);
+        let logits = self.last_logits.as_deref().unwrap_or_default();
+        put_u32(&mut out, logits.len());
+        out.extend_from_slice(bytemuck::cast_slice(logits));
+        let kv_bytes = self.cache.saved_bytes(self.cache.len());
+        out.extend_from_slice(&(kv_bytes as u64).to_le_bytes());
+        self.cache.save(&mut out);
+        let digest: [u8; 32] = Sha256::digest(&out).into();
+        out.extend_from_slice(&digest);
+        let write_error = |e: std::io::Error| EngineError::SessionFile {
+            path: path.display().to_string(),
+            reason: format!("cannot write: {e}"),
+        };
+        let partial = path.with_extension(format!(
+            "{}.partial",
+            path.extension().and_then(|e| e.to_str()).unwrap_or("")
+        ));
+        std::fs::write(&partial, &out).map_err(write_error)?;
+        std::fs::rename(&partial, path).map_err(write_error)
+    }
+
+    /// Reads a session saved by [`Session::save`] for `model`. A damaged file is `SESSION_FILE_INVALID`; a file
+    /// of another model or cache configuration is `SESSION_FILE_MISMATCH`.
+    pub fn load(model: Arc<Model>, path: &Path) -> Result<Session> {
+        let name = path.display().to_string();
+        let invalid = |reason: String| EngineError::SessionFile {
+            path: name.clone(),
+            reason,
+        };
+        let mismatch = |reason: String| EngineError::SessionMismatch {
+            path: name.clone(),
+            reason,
+        };
+        let bytes = std::fs::read(path).map_err(|e| invalid(format!("cannot read: {e}")))?;
+        if bytes.len() < MAGIC.len() + 4 + 32 || &bytes[..8] != MAGIC {
+            return Err(invalid("not a seedinfer session file (bad magic)".into()));
+        }
+        let (body, digest) = bytes.split_at(bytes.len() - 32);
+        let version = u32::from_le_bytes([body[8], body[9], body[10], body[11]]);
+        if version != VERSION {
+            return Err(invalid(format!(
+                "format version {version}, this seedinfer reads version {VERSION}"
+            )));
+        }
+        if Sha256::digest(body).as_slice() != digest {
+            return Err(invalid(
+                "checksum mismatch: the file is truncated or corrupted".into(),
+            ));
+        }
+        let mut reader = Reader { bytes: &body[12..] };
+        let short = || invalid("the file ends early".into());
+        let fingerprint = reader.take(32).ok_or_else(short)?;
+        if fingerprint != model.fingerprint {
+            return Err(mismatch(
+                "it was saved from a different model (fingerprint differs)".into(),
+            ));
+        }
+        let mut saved = [0usize; 7];
+        for v in saved.iter_mut() {
+            *v = reader.u32().ok_or_else(short)? as usize;
+        }
+        let context_size = saved[6];
+        let expected = configuration(&model, context_size);
+        for ((name, s), e) in CONFIGURATION_NAMES.iter().zip(saved).zip(expected) {
+            if s != e {
+                let show = |v: usize| {
+                    if *name == "KV dtype" {
+                        KvDtype::from_code(v as u8)
+                            .map_or(format!("code {v}"), |d| d.name().to_string())
+                    } else {
+                        v.to_string()
+                    }
+                };
+                return Err(mismatch(format!(
+                    "{name} is {} in the file and {} in this model",
+                    show(s),
+                    show(e)
+                )));
+            }
+        }
+        let vocab = model.config.vocab_size;
+        let mut session =
+            Session::new(Arc::clone(&model), context_size).map_err(|e| mismatch(e.to_string()))?;
+        let cached = reader.u32().ok_or_else(short)? as usize;
+        if cached + 1 > context_size {
+            return Err(invalid(format!(
+                "{cached} cached tokens do not fit its context of {context_size}"
+            )));
+        }
+        let mut tokens = Vec::with_capacity(cached);
+        for _ in 0..cached {
+            let t = reader.u32().ok_or_else(short)?;
+            if t as usize >= vocab {
+                return Err(invalid(format!("token id {t} is outside the vocabulary")));
+            }
+            tokens.push(t);
+        }
+        let pending = match reader.u32().ok_or_else(short)? {
+            NO_TOKEN => None,
+            t if (t as usize) < vocab => Some(t),
+            t => return Err(invalid(format!("token id {t} is outside the vocabulary"))),
+        };
+        let logits_len = reader.u32().ok_or_else(short)? as usize;
+        if logits_len != 0 && logits_len != vocab {
+            return Err(invalid(format!(
+                "{logits_len} logits for a vocabulary of {vocab}"
+            )));
+        }
+        let logits: Vec<f32> = reader
+            .take(logits_len * 4)
+            .ok_or_else(short)?
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect();
+        let kv_len = reader.u64().ok_or_else(short)? as usize;
+        let expected_kv = session.cache.saved_bytes(cached);
+        if kv_len != expected_kv || reader.bytes.len() != kv_len {
+            return Err(invalid(format!(
+                "{kv_len} bytes of keys and values ({} present) where {cached} tokens need {expected_kv}",
+                reader.bytes.len()
+            )));
+        }
+        let mut cache = PagedKv::new(model.kv_pool.clone(), context_size);
+        cache.restore(cached, reader.bytes)?;
+        cache.offer_full_blocks(&tokens);
+        session.cache = cache;
+        session.tokens = tokens;
+        session.pending = pending;
+        session.last_logits = (!logits.is_empty()).then_some(logits);
+        Ok(session)
+    }
+}
+
+struct Reader<'a> {
+    bytes: &'a [u8],
+}
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
+        if self.bytes.len() < n {
+            return None;
+        }
+        let (head, rest) = self.bytes.split_at(n);
+        self.bytes = rest;
+        Some(head)
+    }
+
+    fn u32(&mut self) -> Option<u32> {
+        self.take(4)
+            .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+    }
+
+    fn u64(&mut self) -> Option<u64> {
+        self.take(8).map(|b| {
+            let mut a = [0u8; 8];
+            a.copy_from_slice(b);
+            u64::from_le_bytes(a)
+        })
+    }
+}
