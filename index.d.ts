@@ -15,7 +15,8 @@ export declare class SeedinferError extends Error {
    * Stable machine-readable code, for example `MODEL_NOT_FOUND`, `BAD_MAGIC`, `TRUNCATED_FILE`, `CORRUPT_FILE`,
    * `UNSUPPORTED_GGUF_VERSION`, `UNSUPPORTED_TENSOR_TYPE`, `UNSUPPORTED_ARCHITECTURE`, `MISSING_TENSOR`,
    * `TENSOR_SHAPE_MISMATCH`, `INVALID_CONFIG`, `UNSUPPORTED_TOKENIZER`, `INVALID_TOKEN_ID`, `CONTEXT_OVERFLOW`,
-   * `INVALID_OPTION`, `SESSION_BUSY`, `DISPOSED`, `ABORTED`, `DOWNLOAD_FAILED`, `HUB_UNREACHABLE`, `PIP_UNAVAILABLE`,
+   * `INVALID_OPTION`, `SESSION_BUSY`, `DISPOSED`, `KV_BUDGET_EXCEEDED`, `SESSION_FILE_INVALID`,
+   * `SESSION_FILE_MISMATCH`, `ABORTED`, `DOWNLOAD_FAILED`, `HUB_UNREACHABLE`, `PIP_UNAVAILABLE`,
    * `CHECKSUM_MISMATCH`, `NO_CHAT_TEMPLATE`, `INTERNAL`.
    */
   readonly code: string;
@@ -45,6 +46,55 @@ export interface LoadOptions {
    * whole blocks stay f32 and are listed in `info.weightFallbacks`.
    */
   weights?: 'f32' | 'f16' | 'q8_0' | 'q4_0' | 'q4_1';
+  /** The model's KV-cache pool, shared by all its sessions. */
+  kvCache?: KvCacheOptions;
+}
+
+/**
+ * The KV-cache pool: keys and values live in fixed-size blocks from one pool per model with a byte budget. Each
+ * session holds a table of reference-counted blocks, so sessions that start with the same tokens share them and
+ * forks copy only the last, partly filled block when they write to it.
+ */
+export interface KvCacheOptions {
+  /**
+   * How keys and values are stored: `f16` (default; half the memory of f32), `f32`, or `int8` (one scale per
+   * token and KV head; a quarter of f32 plus the scales).
+   */
+  dtype?: 'f32' | 'f16' | 'int8';
+  /** Positions per block: a multiple of 8 in [8, 1024]. Default 32. */
+  blockSize?: number;
+  /**
+   * Most bytes the pool may hold. Blocks are allocated as tokens arrive, so this is a cap, not a reservation.
+   * Default: the larger of 1 GiB and two full contexts. When it is reached, cached prefixes no session uses are
+   * evicted, least recently used first; if that is not enough the call fails with `KV_BUDGET_EXCEEDED`.
+   */
+  budgetBytes?: number;
+  /**
+   * Keep full blocks after use so that a later prompt starting with the same tokens reuses them instead of
+   * recomputing (a shared system prompt costs its tokens once). Default true.
+   */
+  prefixCaching?: boolean;
+}
+
+/** `model.cacheStats()`. */
+export interface CacheStats {
+  dtype: 'f32' | 'f16' | 'int8';
+  blockSize: number;
+  blockBytes: number;
+  budgetBytes: number;
+  usedBytes: number;
+  /** Blocks allocated: held by sessions or kept by the prefix cache. */
+  blocksUsed: number;
+  /** Blocks that still fit in the budget. */
+  blocksFree: number;
+  /** Cached blocks held by two or more sessions at once. */
+  blocksShared: number;
+  /** Blocks only the prefix cache holds: reusable, and the first evicted when room is needed. */
+  blocksCached: number;
+  /** Blocks (and their tokens) adopted from the prefix cache instead of computed, since load. */
+  prefixHitBlocks: number;
+  prefixHitTokens: number;
+  evictedBlocks: number;
 }
 
 export interface ModelInfo {
@@ -80,7 +130,7 @@ export interface ModelInfo {
   fileBytes: number;
   /** Bytes of weights resident for compute. */
   weightBytes: number;
-  /** KV-cache bytes per token of context (all layers, K and V). */
+  /** KV-cache bytes per token of context in the chosen `kvCache.dtype` (all layers, K and V, int8 scales included). */
   kvBytesPerToken: number;
   threads: number;
 }
@@ -142,6 +192,8 @@ export interface GenerationTimings {
   prefillTokensPerSecond: number;
   decodeTokensPerSecond: number;
   promptTokens: number;
+  /** Prompt tokens whose keys and values came from the prefix cache (not computed). */
+  reusedPromptTokens: number;
   generatedTokens: number;
   totalMs: number;
 }
@@ -184,9 +236,25 @@ export declare class Session {
    * of them (position i predicts what follows `tokenIds[0..=i]`). For evaluation against a reference.
    */
   predictNextTokens(tokenIds: ArrayLike<number>): Promise<number[]>;
+  /** Bytes of the KV blocks this session holds (blocks shared with other sessions included). */
+  readonly kvBytes: number;
+  /** Every token of the conversation so far (prompts and generated tokens). */
+  readonly tokenIds: number[];
+  /**
+   * A new session continuing from this one's state, cheaply: the KV blocks are shared, and only the last, partly
+   * filled block is copied when one of the two writes to it. Both continue exactly as fresh sessions would.
+   */
+  fork(): Session;
+  /** Drops the last `tokens` tokens, as if they had never been fed or generated. */
+  rewind(tokens: number): void;
+  /**
+   * Writes the session (tokens, KV blocks, last logits, model fingerprint) to a versioned file, atomically.
+   * `model.loadSession(path)` continues it exactly.
+   */
+  save(path: string): Promise<void>;
   /** Forgets the context. */
   reset(): void;
-  /** Frees the KV cache now. */
+  /** Returns the session's KV blocks to the pool now (no waiting for GC). Later calls fail with `DISPOSED`. */
   dispose(): void;
 }
 
@@ -204,6 +272,15 @@ export declare class Model {
   /** Renders messages with the model's chat template (from tokenizer_config.json or GGUF metadata). */
   applyChatTemplate(messages: ChatMessage[], options?: ChatTemplateOptions): string;
   createSession(options?: SessionOptions): Session;
+  /** Counts of the KV-cache pool. */
+  cacheStats(): CacheStats;
+  /** Drops cached prefix blocks that no session uses, returning their bytes to the budget. */
+  clearPrefixCache(): void;
+  /**
+   * Reads a session written by `session.save`. A damaged file fails with `SESSION_FILE_INVALID`, a file from
+   * another model or KV-cache configuration with `SESSION_FILE_MISMATCH`.
+   */
+  loadSession(path: string): Promise<Session>;
   /** Releases the weights once no session uses them. */
   dispose(): void;
 }

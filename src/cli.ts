@@ -5,7 +5,7 @@ import fs from 'node:fs';
 import readline from 'node:readline';
 import { DEFAULT_MODEL, Model, SeedinferError, ensureDefaultModel, pullModel } from './index.js';
 import { createProgressReporter, formatBytes } from './progress.js';
-import type { ChatMessage, GenerateOptions, Generation, GenerationResult, ModelInfo, Session } from '../index.js';
+import type { CacheStats, ChatMessage, GenerateOptions, Generation, GenerationResult, ModelInfo, Session } from '../index.js';
 
 /** Bad command-line input: reported like commander's own errors, exit code 2. */
 class UsageError extends Error {}
@@ -64,6 +64,9 @@ interface ModelOptions {
   threads?: number;
   weights?: 'f32' | 'f16' | 'q8_0' | 'q4_0' | 'q4_1';
   cacheDir?: string;
+  kvDtype?: 'f32' | 'f16' | 'int8';
+  kvBlockSize?: number;
+  kvBudgetMib?: number;
 }
 
 interface SamplingOptions extends ModelOptions {
@@ -92,6 +95,9 @@ function addModelOptions(command: Command, positionalModel = false): Command {
         'q4_1',
       ]),
     )
+    .addOption(new Option('--kv-dtype <dtype>', 'KV-cache storage (default: f16)').choices(['f32', 'f16', 'int8']))
+    .option('--kv-block-size <n>', 'positions per KV-cache block, a multiple of 8 (default: 32)', intParser(8, 1024))
+    .option('--kv-budget-mib <n>', 'KV-cache byte budget in MiB (default: the larger of 1 GiB and two full contexts)', intParser(1))
     .option('--cache-dir <dir>', 'download cache (default: $SEEDINFER_CACHE or ~/.cache/seedinfer)');
 }
 
@@ -129,6 +135,11 @@ async function loadModel(pathOrId: string | undefined, options: ModelOptions): P
     return await Model.load(pathOrId, {
       threads: options.threads,
       weights: options.weights,
+      kvCache: {
+        dtype: options.kvDtype,
+        blockSize: options.kvBlockSize,
+        budgetBytes: options.kvBudgetMib === undefined ? undefined : options.kvBudgetMib * 2 ** 20,
+      },
       cacheDir: options.cacheDir,
       onProgress: progress,
     });
@@ -341,7 +352,7 @@ function mib(bytes: number): string {
 }
 
 /** The rows `seedinfer info` prints. */
-function infoRows(info: ModelInfo): [string, string][] {
+function infoRows(info: ModelInfo, kv: CacheStats): [string, string][] {
   const formats = Object.entries(info.fileTensorFormats)
     .sort((a, b) => b[1] - a[1])
     .map(([format, count]) => `${format} ×${count}`)
@@ -366,6 +377,7 @@ function infoRows(info: ModelInfo): [string, string][] {
     ...info.weightFallbacks.map((f): [string, string] => ['fallback', f]),
     ['file bytes', `${info.fileBytes.toLocaleString('en-US')} (${formatBytes(info.fileBytes)})`],
     ['weight bytes', mib(info.weightBytes)],
+    ['KV cache', `${kv.dtype}, blocks of ${kv.blockSize} positions (${formatBytes(kv.blockBytes)}), budget ${formatBytes(kv.budgetBytes)}`],
     ['KV bytes per token', `${info.kvBytesPerToken.toLocaleString('en-US')} (${formatBytes(info.kvBytesPerToken)})`],
     ['threads', String(info.threads)],
   ];
@@ -377,7 +389,7 @@ async function runInfo(modelArg: string | undefined, options: ModelOptions & { j
     if (options.json) {
       process.stdout.write(`${JSON.stringify(model.info, null, 2)}\n`);
     } else {
-      const rows = infoRows(model.info);
+      const rows = infoRows(model.info, model.cacheStats());
       const width = Math.max(...rows.map(([key]) => key.length));
       process.stdout.write(rows.map(([key, value]) => `${key.padEnd(width)}  ${value}`).join('\n') + '\n');
     }

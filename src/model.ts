@@ -5,10 +5,26 @@ import { resolveModelSource } from './fetch/resolve.js';
 import { native } from './native.js';
 import type { NativeModel, NativeModelInfo } from './native.js';
 import { Session } from './session.js';
-import type { ChatMessage, ChatTemplateOptions, LoadOptions, ModelInfo, SessionOptions, TokenizeOptions } from '../index.js';
+import type { CacheStats, ChatMessage, ChatTemplateOptions, KvCacheOptions, LoadOptions, ModelInfo, SessionOptions, TokenizeOptions } from '../index.js';
+import type { NativeKvCacheOptions } from './native.js';
 
 const DEFAULT_CONTEXT = 4096;
 const WEIGHT_FORMATS: readonly string[] = ['f32', 'f16', 'q8_0', 'q4_0', 'q4_1'];
+const KV_DTYPES: readonly string[] = ['f32', 'f16', 'int8'];
+
+function kvCacheOptions(options: KvCacheOptions | undefined): NativeKvCacheOptions | undefined {
+  if (options === undefined) return undefined;
+  if (typeof options !== 'object' || options === null) throw new SeedinferError('INVALID_OPTION', 'option kvCache must be an object');
+  if (options.dtype !== undefined && !KV_DTYPES.includes(options.dtype)) {
+    throw new SeedinferError('INVALID_OPTION', `option kvCache.dtype must be one of ${KV_DTYPES.join(', ')}, got ${JSON.stringify(options.dtype)}`);
+  }
+  checkNumberOption('kvCache.blockSize', options.blockSize, 8, 1024, true);
+  checkNumberOption('kvCache.budgetBytes', options.budgetBytes, 1, Number.MAX_SAFE_INTEGER, true);
+  if (options.prefixCaching !== undefined && typeof options.prefixCaching !== 'boolean') {
+    throw new SeedinferError('INVALID_OPTION', 'option kvCache.prefixCaching must be a boolean');
+  }
+  return { dtype: options.dtype, blockSize: options.blockSize, budgetBytes: options.budgetBytes, prefixCaching: options.prefixCaching };
+}
 
 function publicInfo(raw: NativeModelInfo): ModelInfo {
   return {
@@ -60,7 +76,8 @@ export class Model {
       if (weights !== undefined && !WEIGHT_FORMATS.includes(weights)) {
         throw new SeedinferError('INVALID_OPTION', `option weights must be one of ${WEIGHT_FORMATS.join(', ')}, got ${JSON.stringify(weights)}`);
       }
-      const inner = await native().loadModel(source, { threads: options.threads, weights });
+      const kvCache = kvCacheOptions(options.kvCache);
+      const inner = await native().loadModel(source, { threads: options.threads, weights, kvCache });
       return new Model(inner);
     } catch (error) {
       throw toSeedinferError(error);
@@ -106,6 +123,27 @@ export class Model {
         { tokenize: (text, o) => this.tokenize(text, o) },
         inner.createSession(contextSize),
       );
+    } catch (error) {
+      throw toSeedinferError(error);
+    }
+  }
+
+  /** Counts of the KV-cache pool: blocks used, free, shared, cached for prefix reuse; prefix hits. */
+  cacheStats(): CacheStats {
+    return { ...this.live().cacheStats() } as CacheStats;
+  }
+
+  /** Drops cached prefix blocks that no session uses. */
+  clearPrefixCache(): void {
+    this.live().clearPrefixCache();
+  }
+
+  /** Reads a session written by `session.save`, validating that it belongs to this model and cache configuration. */
+  async loadSession(path: string): Promise<Session> {
+    try {
+      if (typeof path !== 'string' || path.length === 0) throw new SeedinferError('INVALID_OPTION', 'loadSession needs a file path');
+      const inner = await this.live().loadSession(path);
+      return new Session({ tokenize: (text, o) => this.tokenize(text, o) }, inner);
     } catch (error) {
       throw toSeedinferError(error);
     }

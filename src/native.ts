@@ -23,6 +23,7 @@ export interface NativeTimings {
   prefillTokensPerSecond: number;
   decodeTokensPerSecond: number;
   promptTokens: number;
+  reusedPromptTokens: number;
   generatedTokens: number;
   totalMs: number;
 }
@@ -78,7 +79,13 @@ export interface NativeAbortFlag {
 export interface NativeSession {
   readonly tokenCount: number;
   readonly contextSize: number;
+  readonly kvBytes: number;
+  tokenIds(): number[];
   reset(): void;
+  fork(): NativeSession;
+  rewind(n: number): void;
+  dispose(): void;
+  save(path: string): Promise<void>;
   predictNext(tokens: Uint32Array): Promise<number[]>;
   generate(
     prompt: Uint32Array,
@@ -93,10 +100,35 @@ export interface NativeModel {
   tokenize(text: string, addBos: boolean, special: boolean): number[];
   detokenize(tokenIds: number[], skipSpecial: boolean): string;
   createSession(contextSize: number): NativeSession;
+  cacheStats(): NativeCacheStats;
+  clearPrefixCache(): void;
+  loadSession(path: string): Promise<NativeSession>;
+}
+
+export interface NativeKvCacheOptions {
+  dtype?: string;
+  blockSize?: number;
+  budgetBytes?: number;
+  prefixCaching?: boolean;
+}
+
+export interface NativeCacheStats {
+  dtype: string;
+  blockSize: number;
+  blockBytes: number;
+  budgetBytes: number;
+  usedBytes: number;
+  blocksUsed: number;
+  blocksFree: number;
+  blocksShared: number;
+  blocksCached: number;
+  prefixHitBlocks: number;
+  prefixHitTokens: number;
+  evictedBlocks: number;
 }
 
 export interface NativeBinding {
-  loadModel(path: string, options: { threads?: number; weights?: string }): Promise<NativeModel>;
+  loadModel(path: string, options: { threads?: number; weights?: string; kvCache?: NativeKvCacheOptions }): Promise<NativeModel>;
   NativeAbortFlag: new () => NativeAbortFlag;
 }
 

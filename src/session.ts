@@ -116,6 +116,50 @@ export class Session {
     return this.live().contextSize;
   }
 
+  get kvBytes(): number {
+    return this.guard(() => this.live().kvBytes);
+  }
+
+  get tokenIds(): number[] {
+    return this.guard(() => this.live().tokenIds());
+  }
+
+  /** Runs a synchronous native call, turning its failures into SeedinferErrors. */
+  private guard<T>(work: () => T): T {
+    try {
+      if (this.running) throw new SeedinferError('SESSION_BUSY', 'the session is generating; wait for it or abort it first');
+      return work();
+    } catch (error) {
+      throw toSeedinferError(error);
+    }
+  }
+
+  fork(): Session {
+    return this.guard(() => new Session(this.owner, this.live().fork()));
+  }
+
+  rewind(tokens: number): void {
+    checkNumberOption('tokens', tokens, 0, 0xffffffff, true);
+    if (tokens === undefined) throw new SeedinferError('INVALID_OPTION', 'rewind needs a number of tokens');
+    this.guard(() => this.live().rewind(tokens));
+  }
+
+  async save(path: string): Promise<void> {
+    try {
+      if (typeof path !== 'string' || path.length === 0) throw new SeedinferError('INVALID_OPTION', 'save needs a file path');
+      const inner = this.live();
+      if (this.running) throw new SeedinferError('SESSION_BUSY', 'the session is generating; wait for it or abort it first');
+      this.running = true;
+      try {
+        await inner.save(path);
+      } finally {
+        this.running = false;
+      }
+    } catch (error) {
+      throw toSeedinferError(error);
+    }
+  }
+
   generate(prompt: string | ArrayLike<number>, options: GenerateOptions = {}): Generation {
     return new Generation((onEvent) => this.start(prompt, options, onEvent));
   }
@@ -213,7 +257,7 @@ export class Session {
       if (this.running) throw new SeedinferError('SESSION_BUSY', 'abort the running generation before disposing');
       return;
     }
-    this.inner.reset();
+    this.guard(() => this.inner.dispose());
     this.disposed = true;
   }
 }

@@ -271,9 +271,13 @@ impl Session {
         let vocab_size = self.model.config.vocab_size;
         let skip = to_feed.len() - tokens.len();
         let mut predictions = Vec::with_capacity(to_feed.len());
-        self.run_chunks(&to_feed, abort, LogitsFor::All, false, &mut |logits| {
+        if let Err(e) = self.run_chunks(&to_feed, abort, LogitsFor::All, false, &mut |logits| {
             predictions.extend(logits.chunks(vocab_size).map(crate::sampler::argmax))
-        })?;
+        }) {
+            // Nothing was fed: the pending generated token stays pending.
+            self.pending = to_feed.first().copied().filter(|_| skip == 1);
+            return Err(e);
+        }
         Ok(predictions.split_off(skip.min(predictions.len())))
     }
 

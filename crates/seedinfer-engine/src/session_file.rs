@@ -146,7 +146,8 @@ impl Session {
         let mut session =
             Session::new(Arc::clone(&model), context_size).map_err(|e| mismatch(e.to_string()))?;
         let cached = reader.u32().ok_or_else(short)? as usize;
-        if cached + 1 > context_size {
+        // A session whose generation stopped at contextFull holds a full context (and a pending token).
+        if cached > context_size {
             return Err(invalid(format!(
                 "{cached} cached tokens do not fit its context of {context_size}"
             )));

@@ -91,10 +91,7 @@ pub struct NativeSession {
 }
 
 fn disposed() -> napi::Error {
-    coded(
-        "SESSION_DISPOSED",
-        "the session was disposed; create a new one",
-    )
+    coded("DISPOSED", "the session was disposed; create a new one")
 }
 
 /// Runs `work` on the session behind `state` (on the calling thread).
