@@ -290,7 +290,10 @@ fn forks_continue_exactly_as_fresh_sessions() {
     assert_eq!(got_p, expected_p);
     assert_eq!(got_c, expected_c);
     // Bit for bit the same keys, values and logits as the fresh sessions.
-    assert!(state(&parent) == state(&fresh_p), "the parent's state differs");
+    assert!(
+        state(&parent) == state(&fresh_p),
+        "the parent's state differs"
+    );
     assert!(state(&child) == state(&fresh_c), "the fork's state differs");
     // The partly filled block was copied, not shared, once both wrote.
     assert!(model.kv_pool.stats().used_bytes > used_before);
@@ -371,7 +374,10 @@ fn save_load_continue_equals_continuing() {
             "{dtype:?}: the loaded session continues differently"
         );
         assert_eq!(loaded.token_count(), session.token_count());
-        assert!(state(&loaded) == state(&session), "{dtype:?}: states differ");
+        assert!(
+            state(&loaded) == state(&session),
+            "{dtype:?}: states differ"
+        );
         if dtype == KvDtype::F32 {
             f32_file = Some((model, path));
         }

@@ -25,6 +25,7 @@ pub fn read_json(name: &str) -> serde_json::Value {
 }
 
 /// The reference greedy continuation of `[1]` (200 token ids).
+#[allow(dead_code)]
 pub fn expected_greedy() -> Vec<u32> {
     read_json("expected_greedy.json")["greedy_token_ids"]
         .as_array()
