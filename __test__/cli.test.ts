@@ -137,6 +137,23 @@ storiesTest('info --json describes stories260K', async (t) => {
   t.regex(table.stdout, /^parameters\s+260\.0K/m);
 });
 
+storiesTest('info shows the KV cache; --kv-dtype int8 shrinks KV bytes per token and generation still runs', async (t) => {
+  const table = await cli(['info', storiesDir]);
+  t.regex(table.stdout, /^KV cache\s+f16, blocks of 32 positions/m);
+  const f16 = JSON.parse((await cli(['info', '--json', storiesDir])).stdout).kvBytesPerToken;
+  const int8 = await cli(['info', '--json', '--kv-dtype', 'int8', '--kv-block-size', '16', storiesDir]);
+  t.is(int8.code, 0, int8.stderr);
+  // stories260K: 5 layers x 4 KV heads x head size 8, keys and values: 640 bytes per token in f16; int8 stores 8
+  // bytes and one f32 scale per row.
+  t.is(f16, 640);
+  t.is(JSON.parse(int8.stdout).kvBytesPerToken, 480);
+  const run = await cli(['generate', '--model', storiesDir, '--kv-dtype', 'int8', '--max-tokens', '20', '--temperature', '0', '--json', '--prompt-ids', '1']);
+  t.is(run.code, 0, run.stderr);
+  t.is(JSON.parse(run.stdout).tokenIds.length, 20);
+  const bad = await cli(['info', '--kv-dtype', 'q4', storiesDir]);
+  t.is(bad.code, 2);
+});
+
 test('chat with the default model answers "Paris" (downloads the default model on first use)', async (t) => {
   const run = await cli(['chat', '--temperature', '0', '--max-tokens', '40'], { input: 'What is the capital of France?\n' });
   t.is(run.code, 0, run.stderr);
