@@ -29,7 +29,8 @@ const decodeTokens = Number(argument('decode') ?? 64);
 const modelPath = argument('model') ?? (await ensureDefaultModel());
 const rows: Row[] = [];
 for (const threads of [1, 2]) {
-  const model = await Model.load(modelPath, { threads });
+  // Every run computes its whole prompt: no prefix reuse between runs (bench:kv measures that).
+  const model = await Model.load(modelPath, { threads, kvCache: { prefixCaching: false } });
   // Ids spread over the vocabulary, skipping the low special tokens.
   const prompt = Array.from({ length: promptTokens }, (_, i) => 100 + ((i * 7919) % (model.info.vocabSize - 100)));
   const once = () =>

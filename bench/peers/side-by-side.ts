@@ -81,7 +81,8 @@ interface ChildEngine {
 async function seedinferChild(modelPath: string, threads: number, contextSize: number): Promise<ChildEngine> {
   const { native } = await import('../../src/native.js');
   const binding = native();
-  const model = await binding.loadModel(modelPath, { threads });
+  // f16 KV like llama.cpp's default; no prefix reuse between runs of the same prompt, so every run computes it.
+  const model = await binding.loadModel(modelPath, { threads, kvCache: { dtype: 'f16', prefixCaching: false } });
   const session = model.createSession(contextSize);
   const info = model.info();
   return {

@@ -29,7 +29,7 @@ pub enum EngineError {
     InvalidTokenId { id: u32, vocab_size: usize },
     #[error("the model path {0} does not exist")]
     ModelNotFound(String),
-    #[error("the KV cache needs {needed} more bytes but only {available} of its {budget}-byte budget are free and nothing cached can be evicted; dispose of sessions or raise kvCache.budgetBytes")]
+    #[error("the KV cache needs {needed} more bytes but only {available} of its {budget}-byte budget are free or held by cached prefixes it may evict; dispose of sessions or raise kvCache.budgetBytes")]
     KvBudgetExceeded {
         needed: usize,
         available: usize,

@@ -295,12 +295,27 @@ struct CachedBlock {
     parent: u64,
     tokens: Box<[u32]>,
     last_used: u64,
+    /// Cached blocks that continue this one: a block is evicted only after them, since without it they could
+    /// never be looked up again.
+    children: usize,
 }
 
 #[derive(Default)]
 struct PrefixCache {
     entries: HashMap<u64, CachedBlock>,
     clock: u64,
+}
+
+impl PrefixCache {
+    /// Removes an entry, keeping its parent's child count. Dropping the entry returns the block's bytes to the
+    /// budget if no session holds it (`KvBlock::drop` takes no lock, so this may run under the lock).
+    fn remove(&mut self, hash: u64) -> Option<CachedBlock> {
+        let entry = self.entries.remove(&hash)?;
+        if let Some(parent) = self.entries.get_mut(&entry.parent) {
+            parent.children = parent.children.saturating_sub(1);
+        }
+        Some(entry)
+    }
 }
 
 struct PoolShared {
@@ -394,6 +409,21 @@ impl KvPool {
         let block_bytes = shared.layout.block_bytes();
         let needed = count * block_bytes;
         let mut cache = self.lock();
+        // Refuse before evicting anything if even evicting every block only the cache holds would not make room.
+        let evictable = cache
+            .entries
+            .values()
+            .filter(|e| Arc::strong_count(&e.block) == 1)
+            .count();
+        let used = shared.used_bytes.load(Ordering::Acquire);
+        let available = (shared.budget_bytes + evictable * block_bytes).saturating_sub(used);
+        if needed > available {
+            return Err(EngineError::KvBudgetExceeded {
+                needed,
+                available,
+                budget: shared.budget_bytes,
+            });
+        }
         loop {
             let used = shared.used_bytes.load(Ordering::Acquire);
             if used + needed <= shared.budget_bytes {
@@ -402,13 +432,15 @@ impl KvPool {
                 break;
             }
             // Only the cache holds a block whose count is 1, and only this locked map hands out new references.
+            // Sessions hold whole chains from the first block, so leaves (blocks no cached block continues) go
+            // first.
             let victim = cache
                 .entries
                 .iter()
-                .filter(|(_, e)| Arc::strong_count(&e.block) == 1)
+                .filter(|(_, e)| Arc::strong_count(&e.block) == 1 && e.children == 0)
                 .min_by_key(|(_, e)| e.last_used)
                 .map(|(&hash, _)| hash);
-            match victim.and_then(|hash| cache.entries.remove(&hash)) {
+            match victim.and_then(|hash| cache.remove(hash)) {
                 Some(entry) => {
                     shared.evicted_blocks.fetch_add(1, Ordering::Relaxed);
                     // Dropping returns its bytes to the budget (`KvBlock::drop` takes no lock).
@@ -441,16 +473,23 @@ impl KvPool {
         let mut cache = self.lock();
         cache.clock += 1;
         let clock = cache.clock;
-        cache
-            .entries
-            .entry(hash)
-            .and_modify(|e| e.last_used = clock)
-            .or_insert_with(|| CachedBlock {
+        if let Some(entry) = cache.entries.get_mut(&hash) {
+            entry.last_used = clock;
+            return;
+        }
+        if let Some(p) = cache.entries.get_mut(&parent) {
+            p.children += 1;
+        }
+        cache.entries.insert(
+            hash,
+            CachedBlock {
                 block: Arc::clone(block),
                 parent,
                 tokens: tokens.into(),
                 last_used: clock,
-            });
+                children: 0,
+            },
+        );
     }
 
     /// The cached block for `tokens` after the prefix hashed as `parent`, if any.
@@ -475,19 +514,16 @@ impl KvPool {
 
     /// Drops every cached block no session uses.
     pub fn clear_prefix_cache(&self) {
-        let removed: Vec<CachedBlock> = {
-            let mut cache = self.lock();
-            let keys: Vec<u64> = cache
-                .entries
-                .iter()
-                .filter(|(_, e)| Arc::strong_count(&e.block) == 1)
-                .map(|(&k, _)| k)
-                .collect();
-            keys.iter()
-                .filter_map(|k| cache.entries.remove(k))
-                .collect()
-        };
-        drop(removed);
+        let mut cache = self.lock();
+        let keys: Vec<u64> = cache
+            .entries
+            .iter()
+            .filter(|(_, e)| Arc::strong_count(&e.block) == 1)
+            .map(|(&k, _)| k)
+            .collect();
+        for k in keys {
+            cache.remove(k);
+        }
     }
 
     pub fn stats(&self) -> CacheStats {
@@ -516,5 +552,49 @@ impl KvPool {
             prefix_hit_tokens: hits * layout.block_size as u64,
             evicted_blocks: shared.evicted_blocks.load(Ordering::Relaxed),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pool(blocks: usize) -> KvPool {
+        let layout = BlockLayout {
+            layers: 2,
+            kv_heads: 1,
+            head_dim: 8,
+            block_size: 8,
+            dtype: KvDtype::F32,
+        };
+        KvPool::new(layout, blocks * layout.block_bytes(), true)
+    }
+
+    #[test]
+    fn eviction_takes_the_last_block_of_a_cached_chain_first() {
+        let pool = pool(3);
+        let chain: Vec<[u32; 8]> = (0..3u32).map(|b| [b; 8]).collect();
+        let mut parent = ROOT_HASH;
+        for (block, tokens) in pool.allocate(3).expect("fits").into_iter().zip(&chain) {
+            let hash = chain_hash(parent, tokens);
+            pool.offer(hash, parent, tokens, &Arc::new(block));
+            parent = hash;
+        }
+        assert_eq!(pool.stats().blocks_cached, 3);
+        // The first block is the least recently used, but evicting it would strand the other two.
+        drop(pool.allocate(1).expect("evicts one"));
+        assert_eq!(pool.stats().evicted_blocks, 1);
+        let first = pool.lookup(ROOT_HASH, &chain[0]).expect("first block kept");
+        assert!(
+            pool.lookup(first.0, &chain[1]).is_some(),
+            "second block kept"
+        );
+        drop(first);
+        assert!(matches!(
+            pool.allocate(4),
+            Err(EngineError::KvBudgetExceeded { .. })
+        ));
+        // Nothing was evicted by the refused request.
+        assert_eq!(pool.stats().blocks_cached, 2);
     }
 }

@@ -303,6 +303,7 @@ impl Session {
         }
         // Room for the prompt and at least one generated token.
         let had_pending = self.pending.is_some();
+        let fed_before = self.tokens.len();
         let to_feed = self.take_feed(prompt, 1)?;
         let model = Arc::clone(&self.model);
         let eos = model.tokenizer.eos_token_ids();
@@ -331,6 +332,10 @@ impl Session {
                 }
             };
         out.timings.reused_prompt_tokens = reused;
+        if !completed && had_pending && self.tokens.len() == fed_before {
+            // Aborted before anything was fed: the last generated token is still the one to feed next.
+            self.pending = to_feed.first().copied();
+        }
         if !completed {
             out.stop_reason = StopReason::Aborted;
             return Ok(out);
