@@ -130,7 +130,7 @@ export class Model {
 
   /** Counts of the KV-cache pool: blocks used, free, shared, cached for prefix reuse; prefix hits. */
   cacheStats(): CacheStats {
-    return { ...this.live().cacheStats() } as CacheStats;
+    return { ...this.live().cacheStats() };
   }
 
   /** Drops cached prefix blocks that no session uses. */

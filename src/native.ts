@@ -4,6 +4,7 @@ import { existsSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { SeedinferError } from './errors.js';
+import type { CacheStats } from '../index.js';
 
 export interface NativeGenerateOptions {
   maxTokens: number;
@@ -112,20 +113,8 @@ export interface NativeKvCacheOptions {
   prefixCaching?: boolean;
 }
 
-export interface NativeCacheStats {
-  dtype: string;
-  blockSize: number;
-  blockBytes: number;
-  budgetBytes: number;
-  usedBytes: number;
-  blocksUsed: number;
-  blocksFree: number;
-  blocksShared: number;
-  blocksCached: number;
-  prefixHitBlocks: number;
-  prefixHitTokens: number;
-  evictedBlocks: number;
-}
+/** The binding returns exactly the public `CacheStats` (crates/seedinfer-node/src/model.rs). */
+export type NativeCacheStats = CacheStats;
 
 export interface NativeBinding {
   loadModel(path: string, options: { threads?: number; weights?: string; kvCache?: NativeKvCacheOptions }): Promise<NativeModel>;

@@ -10,6 +10,7 @@
 //! sum at the end, which lets ranges of positions be computed apart and [`merge`]d (flash-decoding).
 
 use crate::isa::{detected, Isa};
+use crate::widen::Widen;
 use half::f16;
 use std::ops::Range;
 
@@ -66,62 +67,21 @@ pub fn quantize_row_i8(x: &[f32], out: &mut [i8]) -> f32 {
 }
 
 /// A stored element type of keys and values.
-pub(crate) trait KvElement: Copy {
+pub(crate) trait KvElement: Widen {
     /// Rows carry one f32 scale each (int8).
     const SCALED: bool;
-
-    fn widen(self) -> f32;
-
-    /// Widens the eight values at `p` (unaligned) to eight f32 lanes.
-    #[cfg(target_arch = "x86_64")]
-    unsafe fn load8(p: *const Self) -> std::arch::x86_64::__m256;
 }
 
 impl KvElement for f32 {
     const SCALED: bool = false;
-
-    #[inline(always)]
-    fn widen(self) -> f32 {
-        self
-    }
-
-    #[cfg(target_arch = "x86_64")]
-    #[inline(always)]
-    unsafe fn load8(p: *const Self) -> std::arch::x86_64::__m256 {
-        std::arch::x86_64::_mm256_loadu_ps(p)
-    }
 }
 
 impl KvElement for f16 {
     const SCALED: bool = false;
-
-    #[inline(always)]
-    fn widen(self) -> f32 {
-        self.to_f32()
-    }
-
-    #[cfg(target_arch = "x86_64")]
-    #[inline(always)]
-    unsafe fn load8(p: *const Self) -> std::arch::x86_64::__m256 {
-        use std::arch::x86_64::*;
-        _mm256_cvtph_ps(_mm_loadu_si128(p as *const __m128i))
-    }
 }
 
 impl KvElement for i8 {
     const SCALED: bool = true;
-
-    #[inline(always)]
-    fn widen(self) -> f32 {
-        self as f32
-    }
-
-    #[cfg(target_arch = "x86_64")]
-    #[inline(always)]
-    unsafe fn load8(p: *const Self) -> std::arch::x86_64::__m256 {
-        use std::arch::x86_64::*;
-        _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64(p as *const __m128i)))
-    }
 }
 
 /// Keys or values of one KV head in their element type; `scales` is empty unless `T::SCALED`.

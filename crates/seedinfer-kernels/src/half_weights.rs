@@ -10,6 +10,7 @@
 
 use crate::isa::{detected, Isa};
 use crate::row_blocks::for_each_row_block;
+use crate::widen::Widen;
 use half::{bf16, f16};
 use seedinfer_formats::TensorType;
 
@@ -26,47 +27,8 @@ pub struct HalfMatrix {
     data: HalfData,
 }
 
-/// A 16-bit float type that widens to f32 exactly.
-trait HalfElement: Copy + Sync {
-    fn widen(self) -> f32;
-
-    /// Widens the eight values at `p` (unaligned) to eight f32 lanes.
-    #[cfg(target_arch = "x86_64")]
-    unsafe fn load8(p: *const Self) -> std::arch::x86_64::__m256;
-}
-
-impl HalfElement for f16 {
-    #[inline(always)]
-    fn widen(self) -> f32 {
-        self.to_f32()
-    }
-
-    #[cfg(target_arch = "x86_64")]
-    #[inline(always)]
-    unsafe fn load8(p: *const Self) -> std::arch::x86_64::__m256 {
-        use std::arch::x86_64::*;
-        _mm256_cvtph_ps(_mm_loadu_si128(p as *const __m128i))
-    }
-}
-
-impl HalfElement for bf16 {
-    #[inline(always)]
-    fn widen(self) -> f32 {
-        // bf16 is the high half of an f32.
-        f32::from_bits((self.to_bits() as u32) << 16)
-    }
-
-    #[cfg(target_arch = "x86_64")]
-    #[inline(always)]
-    unsafe fn load8(p: *const Self) -> std::arch::x86_64::__m256 {
-        use std::arch::x86_64::*;
-        let wide = _mm256_cvtepu16_epi32(_mm_loadu_si128(p as *const __m128i));
-        _mm256_castsi256_ps(_mm256_slli_epi32(wide, 16))
-    }
-}
-
 /// Reference dot product of a half-precision row with f32 activations; the loop of `dense_f32::dot_scalar`.
-fn dot_scalar<H: HalfElement>(w: &[H], x: &[f32]) -> f32 {
+fn dot_scalar<H: Widen>(w: &[H], x: &[f32]) -> f32 {
     debug_assert_eq!(w.len(), x.len());
     let mut acc = [0.0f32; 16];
     let chunks = w.len() / 16;
@@ -90,7 +52,7 @@ fn dot_scalar<H: HalfElement>(w: &[H], x: &[f32]) -> f32 {
     acc[0] + tail
 }
 
-fn rows_scalar<H: HalfElement>(rows: &[H], cols: usize, x: &[f32], out: &mut [f32]) {
+fn rows_scalar<H: Widen>(rows: &[H], cols: usize, x: &[f32], out: &mut [f32]) {
     for (i, o) in out.iter_mut().enumerate() {
         *o = dot_scalar(&rows[i * cols..(i + 1) * cols], x);
     }
@@ -98,12 +60,12 @@ fn rows_scalar<H: HalfElement>(rows: &[H], cols: usize, x: &[f32], out: &mut [f3
 
 #[cfg(target_arch = "x86_64")]
 mod avx2 {
-    use super::HalfElement;
+    use crate::widen::Widen;
     use std::arch::x86_64::*;
 
     /// `dot_scalar` with lanes 0..8 of the sixteen partial sums in `low` and 8..16 in `high`.
     #[inline(always)]
-    unsafe fn dot<H: HalfElement>(w: &[H], x: &[f32]) -> f32 {
+    unsafe fn dot<H: Widen>(w: &[H], x: &[f32]) -> f32 {
         debug_assert_eq!(w.len(), x.len());
         let chunks = w.len() / 16;
         let (wp, xp) = (w.as_ptr(), x.as_ptr());
@@ -126,7 +88,7 @@ mod avx2 {
     }
 
     #[target_feature(enable = "avx2,fma,f16c")]
-    pub unsafe fn rows<H: HalfElement>(rows: &[H], cols: usize, x: &[f32], out: &mut [f32]) {
+    pub unsafe fn rows<H: Widen>(rows: &[H], cols: usize, x: &[f32], out: &mut [f32]) {
         assert!(rows.len() >= out.len() * cols && x.len() == cols);
         for (i, o) in out.iter_mut().enumerate() {
             *o = dot(&rows[i * cols..(i + 1) * cols], x);
@@ -135,7 +97,7 @@ mod avx2 {
 }
 
 /// `out[i] = dot(row i of rows, x)` with the widest instruction set available.
-fn rows_dispatch<H: HalfElement>(rows: &[H], cols: usize, x: &[f32], out: &mut [f32]) {
+fn rows_dispatch<H: Widen>(rows: &[H], cols: usize, x: &[f32], out: &mut [f32]) {
     #[cfg(target_arch = "x86_64")]
     if detected() >= Isa::Avx2 {
         // SAFETY: `detected` only reports instruction sets this machine has.
@@ -224,7 +186,7 @@ impl HalfMatrix {
     }
 }
 
-fn widen_into<H: HalfElement>(src: &[H], out: &mut [f32]) {
+fn widen_into<H: Widen>(src: &[H], out: &mut [f32]) {
     for (o, v) in out.iter_mut().zip(src) {
         *o = v.widen();
     }

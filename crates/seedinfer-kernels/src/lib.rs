@@ -15,5 +15,6 @@ pub mod row_quads;
 /// Deterministic inputs for tests, examples and benchmarks (not part of the kernels' API).
 #[doc(hidden)]
 pub mod test_values;
+mod widen;
 
 pub use isa::{detected as detected_isa, kernel_isa, Isa, KernelFamily};
