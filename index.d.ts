@@ -58,7 +58,8 @@ export interface LoadOptions {
 export interface KvCacheOptions {
   /**
    * How keys and values are stored: `f16` (default; half the memory of f32), `f32`, or `int8` (one scale per
-   * token and KV head; a quarter of f32 plus the scales).
+   * token and KV head; a quarter of f32 plus the scales). In an int8 cache a session's first block stays f16, and
+   * its keys set per-channel scales that even out the later blocks' key channels before they are rounded.
    */
   dtype?: 'f32' | 'f16' | 'int8';
   /** Positions per block: a multiple of 8 in [8, 1024]. Default 32. */

@@ -152,29 +152,33 @@ test('invalid kvCache options are typed errors', async (t) => {
   }
 });
 
-// The issue asks int8 KV to agree with f32 KV on >= 99% of teacher-forced tokens; that is not reached yet (see
-// README, "KV cache"). With the file's Q4_1 weights every perturbation flips ~4-5% of this passage's near-ties (f16
-// KV included) because activations are rounded to int8 per 32 values; with f32 weights that noise is gone and f16
-// KV agrees on 100%, while int8 keys (one scale per token and head) lose to key outlier channels.
-test('SmolLM2: f16 KV matches f32 KV and int8 KV stays close, teacher-forced over a 468-token passage', async (t) => {
+// KV precision against f32 KV, teacher-forced, on SmolLM2. With the file's Q4_1 weights activations are rounded to
+// int8 per 32 values, and any change in the last bits flips ~4-5% of these passages' near-ties (f16 KV included:
+// that is the floor, see README "Correctness"), so int8 KV is held to f16's level there. With the weights expanded
+// to f32 that noise is gone and the KV dtype's own effect shows: f16 must agree on >= 99.5%, int8 on >= 99% of the
+// 875-token passage (and >= 98% of the 468-token one).
+test('SmolLM2: int8 and f16 KV agree with f32 KV on teacher-forced next tokens', async (t) => {
   const file = await ensureDefaultModel();
   const reference = JSON.parse(fs.readFileSync(path.join(repoRoot, '__test__', 'fixtures', 'llamacpp-smollm2.json'), 'utf8'));
-  const tokens: number[] = reference.teacherForced.tokens;
-  t.true(tokens.length >= 256);
-  for (const weights of [undefined, 'f32'] as const) {
-    const predictions: Record<string, number[]> = {};
-    for (const dtype of ['f32', 'f16', 'int8'] as const) {
-      const model = await Model.load(file, { weights, kvCache: { dtype } });
-      predictions[dtype] = await model.createSession({ contextSize: 1024 }).predictNextTokens(tokens);
-    }
-    const agreement = (dtype: string) => predictions[dtype].filter((id, i) => id === predictions.f32[i]).length / tokens.length;
-    const [f16, int8] = [agreement('f16'), agreement('int8')];
-    t.log(`weights ${weights ?? 'Q4_1 (file)'}: agreement with f32 KV: f16 ${(100 * f16).toFixed(1)}%, int8 ${(100 * int8).toFixed(1)}%`);
-    if (weights === 'f32') {
-      t.true(f16 >= 0.995, `f16 ${f16}`);
-      t.true(int8 >= 0.97, `int8 ${int8}`);
-    } else {
-      t.true(f16 >= 0.94 && int8 >= 0.92, `f16 ${f16}, int8 ${int8}`);
+  for (const passage of ['teacherForced', 'teacherForcedProse'] as const) {
+    const tokens: number[] = reference[passage].tokens;
+    t.true(tokens.length >= 256);
+    for (const weights of [undefined, 'f32'] as const) {
+      const predictions: Record<string, number[]> = {};
+      for (const dtype of ['f32', 'f16', 'int8'] as const) {
+        const model = await Model.load(file, { weights, kvCache: { dtype } });
+        predictions[dtype] = await model.createSession({ contextSize: 1024 }).predictNextTokens(tokens);
+      }
+      const agreement = (dtype: string) => predictions[dtype].filter((id, i) => id === predictions.f32[i]).length / tokens.length;
+      const [f16, int8] = [agreement('f16'), agreement('int8')];
+      const label = `${passage} (${tokens.length} tokens), weights ${weights ?? 'Q4_1 (file)'}`;
+      t.log(`${label}: agreement with f32 KV: f16 ${(100 * f16).toFixed(1)}%, int8 ${(100 * int8).toFixed(1)}%`);
+      if (weights === 'f32') {
+        t.true(f16 >= 0.995, `${label}: f16 ${f16}`);
+        t.true(int8 >= (passage === 'teacherForcedProse' ? 0.99 : 0.98), `${label}: int8 ${int8}`);
+      } else {
+        t.true(int8 >= f16 - 0.015 && f16 >= 0.94, `${label}: f16 ${f16}, int8 ${int8}`);
+      }
     }
   }
 });

@@ -153,6 +153,8 @@ struct TaskScratch {
     running_partials: Vec<Partial>,
     block_partials: Vec<Partial>,
     scores: Vec<f32>,
+    /// The task's queries multiplied by the cache's key channel scales (see `KvStore::key_channels`).
+    scaled: Vec<f32>,
 }
 
 thread_local! {
@@ -189,7 +191,17 @@ fn attend_task<C: KvStore>(
         &q[t * q_dim + h * hd..][..hd]
     };
     let visible = |t: usize| first_pos + t + 1;
+    let channels = cache
+        .key_channels(layer)
+        .map(|c| &c[kv_head * hd..(kv_head + 1) * hd]);
     TASK.with_borrow_mut(|s| {
+        if let Some(channels) = channels {
+            s.scaled.clear();
+            for i in 0..nq {
+                s.scaled
+                    .extend(query(i).iter().zip(channels).map(|(q, c)| q * c));
+            }
+        }
         s.running.clear();
         s.running.resize(nq * hd, 0.0);
         s.block.resize(nq * hd, 0.0);
@@ -211,6 +223,11 @@ fn attend_task<C: KvStore>(
                 }
                 if n > 0 {
                     let kv = cache.head(layer, kv_head, b, n);
+                    let scaled = (b > 0 && channels.is_some()).then_some(s.scaled.as_slice());
+                    let query = |i: usize| match scaled {
+                        Some(scaled) => &scaled[i * hd..(i + 1) * hd],
+                        None => query(i),
+                    };
                     let first_query = (t - tokens.start) * per_token;
                     let last_query = (run_end - tokens.start) * per_token;
                     for part in (first_query..last_query).step_by(MAX_GROUP) {
@@ -353,7 +370,21 @@ fn decode_attention_split<C: KvStore>(
                 .zip(head_partials.par_chunks_mut(blocks_per_range * group))
                 .enumerate()
                 .for_each(|(range, (range_out, range_partials))| {
+                    let channels = cache
+                        .key_channels(layer)
+                        .map(|c| &c[kv_head * hd..(kv_head + 1) * hd]);
                     TASK.with_borrow_mut(|s| {
+                        if let Some(channels) = channels {
+                            s.scaled.clear();
+                            for h in kv_head * group..(kv_head + 1) * group {
+                                s.scaled.extend(
+                                    q[h * hd..(h + 1) * hd]
+                                        .iter()
+                                        .zip(channels)
+                                        .map(|(q, c)| q * c),
+                                );
+                            }
+                        }
                         for (i, (block_out, block_partials)) in range_out
                             .chunks_mut(group * hd)
                             .zip(range_partials.chunks_mut(group))
@@ -368,11 +399,19 @@ fn decode_attention_split<C: KvStore>(
                                 .enumerate()
                             {
                                 let head0 = kv_head * group + part * MAX_GROUP;
+                                let scaled =
+                                    (b > 0 && channels.is_some()).then_some(s.scaled.as_slice());
                                 attend_queries(
                                     &kv,
                                     n,
                                     scale,
-                                    |i| &q[(head0 + i) * hd..][..hd],
+                                    |i| match scaled {
+                                        Some(scaled) => {
+                                            let g = head0 + i - kv_head * group;
+                                            &scaled[g * hd..(g + 1) * hd]
+                                        }
+                                        None => &q[(head0 + i) * hd..][..hd],
+                                    },
                                     part_out,
                                     &mut s.scores,
                                     part_partials,

@@ -6,7 +6,7 @@
 //! query's softmax block by block in position order whatever the storage, so the two give identical logits.
 
 use crate::error::Result;
-use crate::kv_pool::{chain_hash, KvBlock, KvPool, ROOT_HASH};
+use crate::kv_pool::{chain_hash, KvBlock, KvDtype, KvPool, ROOT_HASH};
 use seedinfer_kernels::attention::{KvHead, KvRows};
 use std::sync::Arc;
 
@@ -30,6 +30,13 @@ pub trait KvStore: Sync {
 
     /// Positions `block * block_size()..` (`count` of them) of one layer's KV head.
     fn head(&self, layer: usize, kv_head: usize, block: usize, count: usize) -> KvHead<'_>;
+
+    /// Per-channel key scales (`[kv_heads * head_dim]`) of one layer, if keys of every block but the first are
+    /// stored divided by them (int8 caches, once the first block is full). A query multiplied by them channel
+    /// by channel gives those blocks the scores of the original keys.
+    fn key_channels(&self, _layer: usize) -> Option<&[f32]> {
+        None
+    }
 }
 
 /// The paged cache of one session: a table of reference-counted blocks from the model's pool.
@@ -37,6 +44,8 @@ pub trait KvStore: Sync {
 pub struct PagedKv {
     pool: KvPool,
     blocks: Vec<Arc<KvBlock>>,
+    /// int8 caches: per layer, the key channel scales taken from the first block (empty until it is full).
+    key_channels: Vec<Vec<f32>>,
     /// Chain hash of each full block, for the prefix cache.
     hashes: Vec<u64>,
     len: usize,
@@ -45,9 +54,11 @@ pub struct PagedKv {
 
 impl PagedKv {
     pub fn new(pool: KvPool, capacity: usize) -> Self {
+        let layers = pool.layout().layers;
         Self {
             pool,
             blocks: Vec::new(),
+            key_channels: vec![Vec::new(); layers],
             hashes: Vec::new(),
             len: 0,
             capacity,
@@ -75,15 +86,19 @@ impl PagedKv {
         let shared: Vec<usize> = (self.len / bs..self.blocks.len().min(needed))
             .filter(|&i| Arc::strong_count(&self.blocks[i]) > 1)
             .collect();
-        let missing = needed.saturating_sub(self.blocks.len());
-        let mut fresh = self.pool.allocate(missing + shared.len())?;
-        for i in shared {
-            if let Some(mut copy) = fresh.pop() {
+        let indices: Vec<usize> = shared
+            .iter()
+            .copied()
+            .chain(self.blocks.len()..needed)
+            .collect();
+        let mut fresh = self.pool.allocate(&indices)?.into_iter();
+        for &i in &shared {
+            if let Some(mut copy) = fresh.next() {
                 copy.copy_from(&self.blocks[i]);
                 self.blocks[i] = Arc::new(copy);
             }
         }
-        self.blocks.extend(fresh.into_iter().map(Arc::new));
+        self.blocks.extend(fresh.map(Arc::new));
         Ok(())
     }
 
@@ -93,6 +108,9 @@ impl PagedKv {
         self.len = self.len.min(len);
         self.blocks.truncate(self.len.div_ceil(bs));
         self.hashes.truncate(self.len / bs);
+        if self.len < bs {
+            self.key_channels.iter_mut().for_each(Vec::clear);
+        }
     }
 
     /// Offers the blocks filled since the last call to the prefix cache; `tokens` are the cached positions' tokens.
@@ -133,7 +151,7 @@ impl PagedKv {
 
     /// Bytes of the blocks this cache holds (shared blocks included).
     pub fn held_bytes(&self) -> usize {
-        self.blocks.len() * self.pool.layout().block_bytes()
+        self.blocks.iter().map(|b| b.bytes()).sum()
     }
 
     /// Appends the stored bytes of every cached position, block by block (see `KvBlock::save`).
@@ -151,7 +169,7 @@ impl PagedKv {
     pub(crate) fn saved_bytes(&self, len: usize) -> usize {
         let (layout, bs) = (self.pool.layout(), self.bs());
         (0..len.div_ceil(bs))
-            .map(|i| KvBlock::saved_bytes(layout, bs.min(len - i * bs)))
+            .map(|i| KvBlock::saved_bytes(layout, layout.block_dtype(i), bs.min(len - i * bs)))
             .sum()
     }
 
@@ -165,7 +183,7 @@ impl PagedKv {
             if count == 0 {
                 break;
             }
-            let size = KvBlock::saved_bytes(self.pool.layout(), count);
+            let size = KvBlock::saved_bytes(self.pool.layout(), block.dtype(), count);
             let (this, rest) = bytes.split_at(size.min(bytes.len()));
             if let Some(block) = Arc::get_mut(block) {
                 block.restore(count, this);
@@ -191,15 +209,21 @@ impl KvStore for PagedKv {
             let l = self.pool.layout();
             l.kv_heads * l.head_dim
         });
+        let int8 = self.pool.layout().dtype == KvDtype::Int8;
         for (t, (k, v)) in keys
             .chunks_exact(kv_dim)
             .zip(values.chunks_exact(kv_dim))
             .enumerate()
         {
             let pos = self.len + t;
+            if int8 && pos >= bs && self.key_channels[layer].is_empty() {
+                // Positions are written in order, so the first block is complete for this layer.
+                self.key_channels[layer] = self.blocks[0].key_channels(layer, bs);
+            }
+            let channels = (int8 && pos >= bs).then_some(self.key_channels[layer].as_slice());
             let block = Arc::get_mut(&mut self.blocks[pos / bs])
                 .expect("positions are reserved (and made private) before a forward pass");
-            block.write(layer, pos % bs, k, v);
+            block.write(layer, pos % bs, k, v, channels);
         }
     }
 
@@ -209,6 +233,11 @@ impl KvStore for PagedKv {
 
     fn head(&self, layer: usize, kv_head: usize, block: usize, count: usize) -> KvHead<'_> {
         self.blocks[block].head(layer, kv_head, count)
+    }
+
+    fn key_channels(&self, layer: usize) -> Option<&[f32]> {
+        let channels = &self.key_channels[layer];
+        (!channels.is_empty()).then_some(channels.as_slice())
     }
 }
 

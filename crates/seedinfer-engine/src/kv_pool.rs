@@ -103,16 +103,35 @@ impl BlockLayout {
         self.layers * self.kv_heads * self.block_size * self.head_dim
     }
 
-    /// Row scales of the keys (or values) of one int8 block.
-    fn scales(&self) -> usize {
-        match self.dtype {
+    /// Row scales of the keys (or values) of one block stored as `dtype`.
+    fn scales(&self, dtype: KvDtype) -> usize {
+        match dtype {
             KvDtype::Int8 => self.layers * self.kv_heads * self.block_size,
             _ => 0,
         }
     }
 
+    /// How block `index` of a session is stored: in an int8 cache the first block stays f16. It holds the
+    /// attention-sink tokens, and its keys set the channel scales of all later blocks (see `KeyChannels`).
+    pub fn block_dtype(&self, index: usize) -> KvDtype {
+        match self.dtype {
+            KvDtype::Int8 if index == 0 => KvDtype::F16,
+            dtype => dtype,
+        }
+    }
+
+    fn bytes_of(&self, dtype: KvDtype) -> usize {
+        2 * (self.elements() * dtype.element_bytes() + self.scales(dtype) * 4)
+    }
+
+    /// Bytes of a block in the cache's dtype (every block but an int8 cache's first).
     pub fn block_bytes(&self) -> usize {
-        2 * (self.elements() * self.dtype.element_bytes() + self.scales() * 4)
+        self.bytes_of(self.dtype)
+    }
+
+    /// Bytes of block `index` of a session.
+    pub fn block_bytes_at(&self, index: usize) -> usize {
+        self.bytes_of(self.block_dtype(index))
     }
 
     /// Bytes a token's keys and values take in this dtype.
@@ -135,14 +154,14 @@ enum Rows {
 }
 
 impl Rows {
-    fn new(layout: &BlockLayout) -> Self {
+    fn new(layout: &BlockLayout, dtype: KvDtype) -> Self {
         let n = layout.elements();
-        match layout.dtype {
+        match dtype {
             KvDtype::F32 => Rows::F32(vec![0.0; n]),
             KvDtype::F16 => Rows::F16(vec![f16::ZERO; n]),
             KvDtype::Int8 => Rows::Int8 {
                 rows: vec![0; n],
-                scales: vec![0.0; layout.scales()],
+                scales: vec![0.0; layout.scales(dtype)],
             },
         }
     }
@@ -160,6 +179,16 @@ impl Rows {
             Rows::Int8 { rows, scales } => {
                 scales[row] = quantize_row_i8(x, &mut rows[at..at + x.len()]);
             }
+        }
+    }
+
+    /// Element `c` of row `row` (rows of `head_dim` values), widened to f32 with its row scale.
+    fn get(&self, row: usize, c: usize, head_dim: usize) -> f32 {
+        let at = row * head_dim + c;
+        match self {
+            Rows::F32(v) => v[at],
+            Rows::F16(v) => v[at].to_f32(),
+            Rows::Int8 { rows, scales } => scales[row] * rows[at] as f32,
         }
     }
 
@@ -210,28 +239,78 @@ impl Rows {
 pub struct KvBlock {
     keys: Rows,
     values: Rows,
+    dtype: KvDtype,
+    bytes: usize,
     pool: Arc<PoolShared>,
 }
 
 impl Drop for KvBlock {
     fn drop(&mut self) {
-        self.pool
-            .used_bytes
-            .fetch_sub(self.pool.layout.block_bytes(), Ordering::AcqRel);
+        self.pool.used_bytes.fetch_sub(self.bytes, Ordering::AcqRel);
         self.pool.live_blocks.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
 impl KvBlock {
-    /// Stores the keys and values of one position (`[kv_heads * head_dim]` each) at `slot` of this block.
-    pub(crate) fn write(&mut self, layer: usize, slot: usize, keys: &[f32], values: &[f32]) {
+    /// Stores the keys and values of one position (`[kv_heads * head_dim]` each) at `slot` of this block. With
+    /// `key_channels` (`[kv_heads * head_dim]`), int8 keys are stored divided by them channel by channel.
+    pub(crate) fn write(
+        &mut self,
+        layer: usize,
+        slot: usize,
+        keys: &[f32],
+        values: &[f32],
+        key_channels: Option<&[f32]>,
+    ) {
         let layout = self.pool.layout;
         let hd = layout.head_dim;
+        let mut scaled = [0.0f32; 512];
         for h in 0..layout.kv_heads {
             let row = layout.head_rows(layer, h) + slot;
-            self.keys.write(row, &keys[h * hd..(h + 1) * hd]);
+            let key = &keys[h * hd..(h + 1) * hd];
+            match key_channels {
+                Some(channels) if self.dtype == KvDtype::Int8 && hd <= scaled.len() => {
+                    for ((o, k), c) in scaled.iter_mut().zip(key).zip(&channels[h * hd..]) {
+                        *o = k / c;
+                    }
+                    self.keys.write(row, &scaled[..hd]);
+                }
+                _ => self.keys.write(row, key),
+            }
             self.values.write(row, &values[h * hd..(h + 1) * hd]);
         }
+    }
+
+    pub fn dtype(&self) -> KvDtype {
+        self.dtype
+    }
+
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+
+    /// Key channel scales of one layer from this block's first `count` keys (see `KvStore::key_channels`):
+    /// per KV head and channel, the square root of the largest magnitude over the block's positions after the
+    /// first (the first is the attention sink, whose key is unlike the others), floored at a thousandth of the
+    /// head's largest. Keys divided by them have channels of more even size, so one int8 scale per token and head
+    /// no longer spends its range on a few large channels; queries multiplied by them give the same scores (the
+    /// SmoothQuant balance, with exponent 1/2).
+    pub(crate) fn key_channels(&self, layer: usize, count: usize) -> Vec<f32> {
+        let layout = self.pool.layout;
+        let hd = layout.head_dim;
+        let mut out = vec![0.0f32; layout.kv_heads * hd];
+        for (h, head) in out.chunks_mut(hd).enumerate() {
+            let first = layout.head_rows(layer, h);
+            for p in 1.min(count - 1)..count {
+                for (c, m) in head.iter_mut().enumerate() {
+                    *m = m.max(self.keys.get(first + p, c, hd).abs());
+                }
+            }
+            let floor = head.iter().copied().fold(0.0f32, f32::max) * 1e-3;
+            head.iter_mut()
+                .for_each(|m| *m = m.max(floor).max(f32::MIN_POSITIVE).sqrt());
+        }
+        out
     }
 
     /// Makes this block a copy of `other` (copy-on-write of a shared block).
@@ -265,17 +344,18 @@ impl KvBlock {
         }
     }
 
-    /// Bytes [`KvBlock::save`] writes for `count` positions.
-    pub(crate) fn saved_bytes(layout: &BlockLayout, count: usize) -> usize {
-        let per_row = layout.head_dim * layout.dtype.element_bytes()
-            + if layout.dtype == KvDtype::Int8 { 4 } else { 0 };
+    /// Bytes [`KvBlock::save`] writes for `count` positions of a block stored as `dtype`.
+    pub(crate) fn saved_bytes(layout: &BlockLayout, dtype: KvDtype, count: usize) -> usize {
+        let per_row =
+            layout.head_dim * dtype.element_bytes() + if dtype == KvDtype::Int8 { 4 } else { 0 };
         2 * layout.layers * layout.kv_heads * count * per_row
     }
 
     /// Inverse of [`KvBlock::save`].
     pub(crate) fn restore(&mut self, count: usize, bytes: &[u8]) {
         let layout = self.pool.layout;
-        let part = Self::saved_bytes(&layout, count) / (2 * layout.layers * layout.kv_heads);
+        let part =
+            Self::saved_bytes(&layout, self.dtype, count) / (2 * layout.layers * layout.kv_heads);
         let mut chunks = bytes.chunks_exact(part);
         for layer in 0..layout.layers {
             for h in 0..layout.kv_heads {
@@ -399,24 +479,26 @@ impl KvPool {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// Allocates `count` fresh blocks, evicting cached blocks no session uses (least recently used first) when the
+    /// Allocates fresh blocks for the block-table positions `indices` (which decide their storage), evicting cached blocks no session uses (least recently used first) when the
     /// budget needs room. Fails with `KV_BUDGET_EXCEEDED` if even then they do not fit; nothing is allocated then.
-    pub fn allocate(&self, count: usize) -> Result<Vec<KvBlock>> {
+    pub fn allocate(&self, indices: &[usize]) -> Result<Vec<KvBlock>> {
+        let count = indices.len();
         if count == 0 {
             return Ok(Vec::new());
         }
         let shared = &self.shared;
-        let block_bytes = shared.layout.block_bytes();
-        let needed = count * block_bytes;
+        let layout = shared.layout;
+        let needed: usize = indices.iter().map(|&i| layout.block_bytes_at(i)).sum();
         let mut cache = self.lock();
         // Refuse before evicting anything if even evicting every block only the cache holds would not make room.
-        let evictable = cache
+        let evictable: usize = cache
             .entries
             .values()
             .filter(|e| Arc::strong_count(&e.block) == 1)
-            .count();
+            .map(|e| e.block.bytes)
+            .sum();
         let used = shared.used_bytes.load(Ordering::Acquire);
-        let available = (shared.budget_bytes + evictable * block_bytes).saturating_sub(used);
+        let available = (shared.budget_bytes + evictable).saturating_sub(used);
         if needed > available {
             return Err(EngineError::KvBudgetExceeded {
                 needed,
@@ -456,11 +538,17 @@ impl KvPool {
             }
         }
         drop(cache);
-        Ok((0..count)
-            .map(|_| KvBlock {
-                keys: Rows::new(&shared.layout),
-                values: Rows::new(&shared.layout),
-                pool: Arc::clone(shared),
+        Ok(indices
+            .iter()
+            .map(|&i| {
+                let dtype = layout.block_dtype(i);
+                KvBlock {
+                    keys: Rows::new(&layout, dtype),
+                    values: Rows::new(&layout, dtype),
+                    dtype,
+                    bytes: layout.bytes_of(dtype),
+                    pool: Arc::clone(shared),
+                }
             })
             .collect())
     }
@@ -575,14 +663,19 @@ mod tests {
         let pool = pool(3);
         let chain: Vec<[u32; 8]> = (0..3u32).map(|b| [b; 8]).collect();
         let mut parent = ROOT_HASH;
-        for (block, tokens) in pool.allocate(3).expect("fits").into_iter().zip(&chain) {
+        for (block, tokens) in pool
+            .allocate(&[0, 1, 2])
+            .expect("fits")
+            .into_iter()
+            .zip(&chain)
+        {
             let hash = chain_hash(parent, tokens);
             pool.offer(hash, parent, tokens, &Arc::new(block));
             parent = hash;
         }
         assert_eq!(pool.stats().blocks_cached, 3);
         // The first block is the least recently used, but evicting it would strand the other two.
-        drop(pool.allocate(1).expect("evicts one"));
+        drop(pool.allocate(&[3]).expect("evicts one"));
         assert_eq!(pool.stats().evicted_blocks, 1);
         let first = pool.lookup(ROOT_HASH, &chain[0]).expect("first block kept");
         assert!(
@@ -591,7 +684,7 @@ mod tests {
         );
         drop(first);
         assert!(matches!(
-            pool.allocate(4),
+            pool.allocate(&[0, 1, 2, 3]),
             Err(EngineError::KvBudgetExceeded { .. })
         ));
         // Nothing was evicted by the refused request.
