@@ -131,6 +131,26 @@ fn attend_queries<'q>(
     );
 }
 
+/// One KV head's key channel scales, if the cache stores keys divided by them (see `KvStore::key_channels`).
+fn key_channels<C: KvStore>(cache: &C, layer: usize, kv_head: usize, hd: usize) -> Option<&[f32]> {
+    cache
+        .key_channels(layer)
+        .map(|c| &c[kv_head * hd..(kv_head + 1) * hd])
+}
+
+/// `out` = the queries, one after the other, each multiplied channel by channel by `channels`: with keys stored
+/// divided by `channels`, they give the original scores.
+fn scale_queries<'q>(
+    out: &mut Vec<f32>,
+    queries: impl Iterator<Item = &'q [f32]>,
+    channels: &[f32],
+) {
+    out.clear();
+    for query in queries {
+        out.extend(query.iter().zip(channels).map(|(q, c)| q * c));
+    }
+}
+
 /// The softmax state before any position: folding a block into it gives that block's result exactly.
 const EMPTY: Partial = Partial {
     max: f32::NEG_INFINITY,
@@ -191,16 +211,10 @@ fn attend_task<C: KvStore>(
         &q[t * q_dim + h * hd..][..hd]
     };
     let visible = |t: usize| first_pos + t + 1;
-    let channels = cache
-        .key_channels(layer)
-        .map(|c| &c[kv_head * hd..(kv_head + 1) * hd]);
+    let channels = key_channels(cache, layer, kv_head, hd);
     TASK.with_borrow_mut(|s| {
         if let Some(channels) = channels {
-            s.scaled.clear();
-            for i in 0..nq {
-                s.scaled
-                    .extend(query(i).iter().zip(channels).map(|(q, c)| q * c));
-            }
+            scale_queries(&mut s.scaled, (0..nq).map(query), channels);
         }
         s.running.clear();
         s.running.resize(nq * hd, 0.0);
@@ -370,20 +384,12 @@ fn decode_attention_split<C: KvStore>(
                 .zip(head_partials.par_chunks_mut(blocks_per_range * group))
                 .enumerate()
                 .for_each(|(range, (range_out, range_partials))| {
-                    let channels = cache
-                        .key_channels(layer)
-                        .map(|c| &c[kv_head * hd..(kv_head + 1) * hd]);
+                    let channels = key_channels(cache, layer, kv_head, hd);
                     TASK.with_borrow_mut(|s| {
                         if let Some(channels) = channels {
-                            s.scaled.clear();
-                            for h in kv_head * group..(kv_head + 1) * group {
-                                s.scaled.extend(
-                                    q[h * hd..(h + 1) * hd]
-                                        .iter()
-                                        .zip(channels)
-                                        .map(|(q, c)| q * c),
-                                );
-                            }
+                            let heads = kv_head * group..(kv_head + 1) * group;
+                            let group_queries = heads.map(|h| &q[h * hd..(h + 1) * hd]);
+                            scale_queries(&mut s.scaled, group_queries, channels);
                         }
                         for (i, (block_out, block_partials)) in range_out
                             .chunks_mut(group * hd)

@@ -143,17 +143,20 @@ fn a_prompt_in_one_chunk_equals_the_same_prompt_token_by_token() {
     let one_chunk = [300];
     let by_token = chunk_plan(300, &[]);
     let mixed = chunk_plan(300, &[7, 120, 64]);
-    let mut reference = None;
-    for threads in [1, 4] {
-        let model = load_with(threads, kv(KvDtype::F32, 32), None);
-        for plan in [&one_chunk[..], &by_token, &mixed] {
-            let logits = paged_logits(&model, &tokens, plan);
-            let reference = reference.get_or_insert_with(|| logits.clone());
-            assert!(
-                logits == *reference,
-                "threads {threads}, {} chunks: logits differ from one chunk on one thread",
-                plan.len()
-            );
+    // Every dtype: int8 also scales keys and queries by channel past the first block.
+    for dtype in [KvDtype::F32, KvDtype::F16, KvDtype::Int8] {
+        let mut reference = None;
+        for threads in [1, 4] {
+            let model = load_with(threads, kv(dtype, 32), None);
+            for plan in [&one_chunk[..], &by_token, &mixed] {
+                let logits = paged_logits(&model, &tokens, plan);
+                let reference = reference.get_or_insert_with(|| logits.clone());
+                assert!(
+                    logits == *reference,
+                    "{dtype:?}, threads {threads}, {} chunks: logits differ from one chunk on one thread",
+                    plan.len()
+                );
+            }
         }
     }
 }
