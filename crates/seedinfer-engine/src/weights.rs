@@ -203,6 +203,13 @@ impl TensorSource<'_> {
         }
     }
 
+    /// The tensor has been copied out: its file pages need not stay resident (GGUF mappings).
+    fn release(&self, name: &str) {
+        if let TensorSource::Gguf(g) = self {
+            g.release_tensor(name);
+        }
+    }
+
     fn has(&self, name: &str) -> bool {
         match self {
             TensorSource::Safetensors(s) => s.tensor_names().contains(&name),
@@ -327,7 +334,9 @@ impl Loader<'_> {
     fn load(&mut self, layer: Option<usize>, part: Part, expected: &[usize]) -> Result<Vec<f32>> {
         let file = self.source.path();
         let view = self.view(layer, part, expected)?;
-        finite_f32(&file, &view)
+        let (values, name) = (finite_f32(&file, &view)?, view.name.to_string());
+        self.source.release(&name);
+        Ok(values)
     }
 
     fn matrix(
@@ -389,6 +398,7 @@ impl Loader<'_> {
         } else {
             MatrixData::F32(finite_f32(&file, &view)?)
         };
+        self.source.release(&name);
         self.fallbacks.extend(fallback);
         Ok(Matrix { rows, cols, data })
     }

@@ -189,6 +189,24 @@ mod tests {
     }
 
     #[test]
+    fn a_released_tensor_reads_the_same_bytes_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = GgufFile::open(&source_file(dir.path())).unwrap();
+        let before: Vec<Vec<u8>> = file
+            .tensors()
+            .iter()
+            .map(|t| file.tensor(&t.name).unwrap().data.to_vec())
+            .collect();
+        for t in file.tensors() {
+            file.release_tensor(&t.name);
+        }
+        file.release_tensor("no such tensor");
+        for (t, bytes) in file.tensors().iter().zip(&before) {
+            assert_eq!(file.tensor(&t.name).unwrap().data, &bytes[..], "{}", t.name);
+        }
+    }
+
+    #[test]
     fn copy_keeps_names_shapes_and_metadata_and_takes_the_requested_formats() {
         let dir = tempfile::tempdir().unwrap();
         let source_path = source_file(dir.path());

@@ -246,6 +246,29 @@ impl GgufFile {
         })
     }
 
+    /// Lets the OS drop this process's mapped pages of tensor `name` (they stay in the page cache and are read
+    /// again if touched). A loader that copies tensors out calls it after each one, so the file's pages and the
+    /// copies are not resident at the same time: peak memory is the copies, not the copies plus the file.
+    pub fn release_tensor(&self, name: &str) {
+        let (Storage::Mapped(mmap), Some(info)) = (&self.storage, self.tensor_info(name)) else {
+            return;
+        };
+        let Ok(start) = usize::try_from(self.header.data_offset + info.offset) else {
+            return;
+        };
+        if start
+            .checked_add(info.byte_len)
+            .is_none_or(|end| end > mmap.len())
+        {
+            return;
+        }
+        // SAFETY: the mapping is read-only and private to this reader, so dropping its pages loses nothing: the
+        // next access reads the same bytes from the file again. Failure only means the pages stay resident.
+        let _ = unsafe {
+            mmap.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, start, info.byte_len)
+        };
+    }
+
     /// Alignment of tensor data (from `general.alignment`, default 32).
     pub fn alignment(&self) -> usize {
         self.header.alignment
