@@ -65,10 +65,6 @@ impl PagedKv {
         }
     }
 
-    pub fn pool(&self) -> &KvPool {
-        &self.pool
-    }
-
     /// Most positions this cache may hold (the session's context size).
     pub fn capacity(&self) -> usize {
         self.capacity

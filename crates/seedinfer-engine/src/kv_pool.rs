@@ -239,14 +239,13 @@ impl Rows {
 pub struct KvBlock {
     keys: Rows,
     values: Rows,
-    dtype: KvDtype,
-    bytes: usize,
     pool: Arc<PoolShared>,
 }
 
 impl Drop for KvBlock {
     fn drop(&mut self) {
-        self.pool.used_bytes.fetch_sub(self.bytes, Ordering::AcqRel);
+        let bytes = self.bytes();
+        self.pool.used_bytes.fetch_sub(bytes, Ordering::AcqRel);
         self.pool.live_blocks.fetch_sub(1, Ordering::AcqRel);
     }
 }
@@ -264,29 +263,45 @@ impl KvBlock {
     ) {
         let layout = self.pool.layout;
         let hd = layout.head_dim;
-        let mut scaled = [0.0f32; 512];
+        let channels = key_channels.filter(|_| self.dtype() == KvDtype::Int8);
+        // Room for one scaled key row on the stack for usual head sizes, on the heap beyond.
+        let (mut stack, mut heap) = ([0.0f32; 256], Vec::new());
+        let scaled: &mut [f32] = if channels.is_none() {
+            &mut []
+        } else if hd <= stack.len() {
+            &mut stack[..hd]
+        } else {
+            heap.resize(hd, 0.0);
+            &mut heap
+        };
         for h in 0..layout.kv_heads {
             let row = layout.head_rows(layer, h) + slot;
             let key = &keys[h * hd..(h + 1) * hd];
-            match key_channels {
-                Some(channels) if self.dtype == KvDtype::Int8 && hd <= scaled.len() => {
+            match channels {
+                Some(channels) => {
                     for ((o, k), c) in scaled.iter_mut().zip(key).zip(&channels[h * hd..]) {
                         *o = k / c;
                     }
-                    self.keys.write(row, &scaled[..hd]);
+                    self.keys.write(row, scaled);
                 }
-                _ => self.keys.write(row, key),
+                None => self.keys.write(row, key),
             }
             self.values.write(row, &values[h * hd..(h + 1) * hd]);
         }
     }
 
+    /// How this block is stored (see [`BlockLayout::block_dtype`]).
     pub fn dtype(&self) -> KvDtype {
-        self.dtype
+        match self.keys {
+            Rows::F32(_) => KvDtype::F32,
+            Rows::F16(_) => KvDtype::F16,
+            Rows::Int8 { .. } => KvDtype::Int8,
+        }
     }
 
+    /// Bytes this block counts against the budget.
     pub fn bytes(&self) -> usize {
-        self.bytes
+        self.pool.layout.bytes_of(self.dtype())
     }
 
     /// Key channel scales of one layer from this block's first `count` keys (see `KvStore::key_channels`):
@@ -344,18 +359,17 @@ impl KvBlock {
         }
     }
 
-    /// Bytes [`KvBlock::save`] writes for `count` positions of a block stored as `dtype`.
+    /// Bytes [`KvBlock::save`] writes for `count` positions of a block stored as `dtype`: every stored byte of
+    /// those positions.
     pub(crate) fn saved_bytes(layout: &BlockLayout, dtype: KvDtype, count: usize) -> usize {
-        let per_row =
-            layout.head_dim * dtype.element_bytes() + if dtype == KvDtype::Int8 { 4 } else { 0 };
-        2 * layout.layers * layout.kv_heads * count * per_row
+        layout.bytes_of(dtype) / layout.block_size * count
     }
 
     /// Inverse of [`KvBlock::save`].
     pub(crate) fn restore(&mut self, count: usize, bytes: &[u8]) {
         let layout = self.pool.layout;
         let part =
-            Self::saved_bytes(&layout, self.dtype, count) / (2 * layout.layers * layout.kv_heads);
+            Self::saved_bytes(&layout, self.dtype(), count) / (2 * layout.layers * layout.kv_heads);
         let mut chunks = bytes.chunks_exact(part);
         for layer in 0..layout.layers {
             for h in 0..layout.kv_heads {
@@ -378,6 +392,14 @@ struct CachedBlock {
     /// Cached blocks that continue this one: a block is evicted only after them, since without it they could
     /// never be looked up again.
     children: usize,
+}
+
+impl CachedBlock {
+    /// Only the cache holds the block. (Only the locked cache hands out new references to a cached block, so
+    /// under the lock this cannot change.)
+    fn evictable(&self) -> bool {
+        Arc::strong_count(&self.block) == 1
+    }
 }
 
 #[derive(Default)]
@@ -467,10 +489,6 @@ impl KvPool {
         &self.shared.layout
     }
 
-    pub fn budget_bytes(&self) -> usize {
-        self.shared.budget_bytes
-    }
-
     fn lock(&self) -> MutexGuard<'_, PrefixCache> {
         // A panic while holding the lock leaves the map consistent (every operation completes or does nothing).
         self.shared
@@ -479,8 +497,9 @@ impl KvPool {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// Allocates fresh blocks for the block-table positions `indices` (which decide their storage), evicting cached blocks no session uses (least recently used first) when the
-    /// budget needs room. Fails with `KV_BUDGET_EXCEEDED` if even then they do not fit; nothing is allocated then.
+    /// Allocates fresh blocks for the block-table positions `indices` (which decide their storage), evicting cached
+    /// blocks no session uses (least recently used first) when the budget needs room. Fails with
+    /// `KV_BUDGET_EXCEEDED` if even then they do not fit; nothing is allocated or evicted then.
     pub fn allocate(&self, indices: &[usize]) -> Result<Vec<KvBlock>> {
         let count = indices.len();
         if count == 0 {
@@ -494,8 +513,8 @@ impl KvPool {
         let evictable: usize = cache
             .entries
             .values()
-            .filter(|e| Arc::strong_count(&e.block) == 1)
-            .map(|e| e.block.bytes)
+            .filter(|e| e.evictable())
+            .map(|e| e.block.bytes())
             .sum();
         let used = shared.used_bytes.load(Ordering::Acquire);
         let available = (shared.budget_bytes + evictable).saturating_sub(used);
@@ -513,13 +532,12 @@ impl KvPool {
                 shared.live_blocks.fetch_add(count, Ordering::AcqRel);
                 break;
             }
-            // Only the cache holds a block whose count is 1, and only this locked map hands out new references.
             // Sessions hold whole chains from the first block, so leaves (blocks no cached block continues) go
             // first.
             let victim = cache
                 .entries
                 .iter()
-                .filter(|(_, e)| Arc::strong_count(&e.block) == 1 && e.children == 0)
+                .filter(|(_, e)| e.evictable() && e.children == 0)
                 .min_by_key(|(_, e)| e.last_used)
                 .map(|(&hash, _)| hash);
             match victim.and_then(|hash| cache.remove(hash)) {
@@ -545,8 +563,6 @@ impl KvPool {
                 KvBlock {
                     keys: Rows::new(&layout, dtype),
                     values: Rows::new(&layout, dtype),
-                    dtype,
-                    bytes: layout.bytes_of(dtype),
                     pool: Arc::clone(shared),
                 }
             })
@@ -606,7 +622,7 @@ impl KvPool {
         let keys: Vec<u64> = cache
             .entries
             .iter()
-            .filter(|(_, e)| Arc::strong_count(&e.block) == 1)
+            .filter(|(_, e)| e.evictable())
             .map(|(&k, _)| k)
             .collect();
         for k in keys {

@@ -281,7 +281,7 @@ impl NativeSession {
         self.idle(|s| s.rewind(n as usize).map_err(to_js))
     }
 
-    /// Frees the session's KV blocks now; later calls fail with `SESSION_DISPOSED`.
+    /// Frees the session's KV blocks now; later calls fail with `DISPOSED`.
     #[napi]
     pub fn dispose(&self) -> Result<()> {
         if self.busy.load(Ordering::Acquire) {
