@@ -186,7 +186,8 @@ impl Session {
     /// Runs `tokens` through the model in chunks, calling `after_chunk` with each chunk's logits, and keeps the
     /// logits after the last token in `last_logits`. With `reuse`, leading tokens whose blocks the prefix cache
     /// holds are adopted instead of computed. Returns whether it completed (false when `abort` stopped it between
-    /// chunks) and how many tokens were reused.
+    /// chunks) and how many tokens were reused. `tokens` begin with the pending token, if any, which stops being
+    /// pending once anything is fed.
     fn run_chunks(
         &mut self,
         tokens: &[u32],
@@ -204,6 +205,9 @@ impl Session {
             0
         };
         self.tokens.extend_from_slice(&tokens[..reused]);
+        if reused > 0 {
+            self.pending = None;
+        }
         let tokens = &tokens[reused..];
         if let Err(e) = self.cache.reserve(self.cache.len() + tokens.len()) {
             self.cache.truncate(start);
@@ -231,6 +235,7 @@ impl Session {
                 )
             });
             self.tokens.extend_from_slice(chunk);
+            self.pending = None;
             self.cache.offer_full_blocks(&self.tokens);
             after_chunk(&logits);
             logits.drain(..logits.len() - vocab_size);
@@ -244,8 +249,9 @@ impl Session {
     }
 
     /// Checks `tokens` against the vocabulary and the context (keeping `reserve` positions free), then returns
-    /// what must be fed: the pending last generated token, if any, followed by `tokens`.
-    fn take_feed(&mut self, tokens: &[u32], reserve: usize) -> Result<Vec<u32>> {
+    /// what must be fed: the pending last generated token, if any, followed by `tokens`. The token stays pending
+    /// until [`Session::run_chunks`] feeds it, so a call that fails or is aborted first leaves it in place.
+    fn feed(&self, tokens: &[u32], reserve: usize) -> Result<Vec<u32>> {
         let vocab_size = self.model.config.vocab_size;
         if let Some(&id) = tokens.iter().find(|&&id| id as usize >= vocab_size) {
             return Err(EngineError::InvalidTokenId { id, vocab_size });
@@ -259,7 +265,6 @@ impl Session {
         }
         Ok(self
             .pending
-            .take()
             .into_iter()
             .chain(tokens.iter().copied())
             .collect())
@@ -267,17 +272,13 @@ impl Session {
 
     /// Teacher forcing: appends `tokens` and returns the most likely next token after each of them.
     pub fn predict_next(&mut self, tokens: &[u32], abort: &AtomicBool) -> Result<Vec<u32>> {
-        let to_feed = self.take_feed(tokens, 0)?;
+        let to_feed = self.feed(tokens, 0)?;
         let vocab_size = self.model.config.vocab_size;
         let skip = to_feed.len() - tokens.len();
         let mut predictions = Vec::with_capacity(to_feed.len());
-        if let Err(e) = self.run_chunks(&to_feed, abort, LogitsFor::All, false, &mut |logits| {
+        self.run_chunks(&to_feed, abort, LogitsFor::All, false, &mut |logits| {
             predictions.extend(logits.chunks(vocab_size).map(crate::sampler::argmax))
-        }) {
-            // Nothing was fed: the pending generated token stays pending.
-            self.pending = to_feed.first().copied().filter(|_| skip == 1);
-            return Err(e);
-        }
+        })?;
         Ok(predictions.split_off(skip.min(predictions.len())))
     }
 
@@ -302,9 +303,7 @@ impl Session {
             ));
         }
         // Room for the prompt and at least one generated token.
-        let had_pending = self.pending.is_some();
-        let fed_before = self.tokens.len();
-        let to_feed = self.take_feed(prompt, 1)?;
+        let to_feed = self.feed(prompt, 1)?;
         let model = Arc::clone(&self.model);
         let eos = model.tokenizer.eos_token_ids();
         let mut sampler = Sampler::new(params.sampling.clone());
@@ -323,19 +322,8 @@ impl Session {
 
         let prefill_started = Instant::now();
         let (completed, reused) =
-            match self.run_chunks(&to_feed, abort, LogitsFor::Last, true, &mut |_| {}) {
-                Ok(outcome) => outcome,
-                Err(e) => {
-                    // Nothing was fed: the session is as it was.
-                    self.pending = to_feed.first().copied().filter(|_| had_pending);
-                    return Err(e);
-                }
-            };
+            self.run_chunks(&to_feed, abort, LogitsFor::Last, true, &mut |_| {})?;
         out.timings.reused_prompt_tokens = reused;
-        if !completed && had_pending && self.tokens.len() == fed_before {
-            // Aborted before anything was fed: the last generated token is still the one to feed next.
-            self.pending = to_feed.first().copied();
-        }
         if !completed {
             out.stop_reason = StopReason::Aborted;
             return Ok(out);
