@@ -4,6 +4,7 @@
 //   npm run bench:generate                      # default model, markdown table
 //   npm run bench:generate -- --json --runs 5 --model <path>
 import { Model, ensureDefaultModel } from '../src/index.js';
+import { argument, median } from './cli-args.js';
 
 interface Row {
   engine: string;
@@ -15,13 +16,6 @@ interface Row {
   decodeTokensPerSecond: number;
   ttftMs: number;
 }
-
-function argument(name: string): string | undefined {
-  const i = process.argv.indexOf(`--${name}`);
-  return i >= 0 ? process.argv[i + 1] : undefined;
-}
-
-const median = (values: number[]) => [...values].sort((a, b) => a - b)[Math.floor(values.length / 2)];
 
 const runs = Number(argument('runs') ?? 5);
 const promptTokens = Number(argument('prompt') ?? 128);

@@ -9,16 +9,10 @@
 //   npm run bench:kv                                     # default model, markdown tables
 //   npm run bench:kv -- --json --runs 3 --threads 2 --model <path> --budget-mib 64 --context 2048
 import { Model, SeedinferError, ensureDefaultModel } from '../src/index.js';
+import { argument, median } from './cli-args.js';
 
 const DTYPES = ['f32', 'f16', 'int8'] as const;
 type Dtype = (typeof DTYPES)[number];
-
-function argument(name: string): string | undefined {
-  const i = process.argv.indexOf(`--${name}`);
-  return i >= 0 ? process.argv[i + 1] : undefined;
-}
-
-const median = (values: number[]) => [...values].sort((a, b) => a - b)[Math.floor(values.length / 2)];
 
 const runs = Number(argument('runs') ?? 3);
 const threads = Number(argument('threads') ?? 2);

@@ -145,13 +145,18 @@ export class Session {
   }
 
   async save(path: string): Promise<void> {
+    if (typeof path !== 'string' || path.length === 0) throw new SeedinferError('INVALID_OPTION', 'save needs a file path');
+    return this.exclusive((inner) => inner.save(path));
+  }
+
+  /** Runs one native job on a worker thread while no generation runs, holding the session busy until it ends. */
+  private async exclusive<T>(work: (inner: NativeSession) => Promise<T>): Promise<T> {
     try {
-      if (typeof path !== 'string' || path.length === 0) throw new SeedinferError('INVALID_OPTION', 'save needs a file path');
       const inner = this.live();
-      if (this.running) throw new SeedinferError('SESSION_BUSY', 'the session is generating; wait for it or abort it first');
+      if (this.running) throw new SeedinferError('SESSION_BUSY', 'the session is already generating');
       this.running = true;
       try {
-        await inner.save(path);
+        return await work(inner);
       } finally {
         this.running = false;
       }
@@ -159,6 +164,7 @@ export class Session {
       throw toSeedinferError(error);
     }
   }
+
 
   generate(prompt: string | ArrayLike<number>, options: GenerateOptions = {}): Generation {
     return new Generation((onEvent) => this.start(prompt, options, onEvent));
@@ -234,19 +240,9 @@ export class Session {
   }
 
   async predictNextTokens(tokenIds: ArrayLike<number>): Promise<number[]> {
-    try {
-      const inner = this.live();
-      if (this.running) throw new SeedinferError('SESSION_BUSY', 'the session is already generating');
-      this.running = true;
-      try {
-        return await inner.predictNext(toTokenIds(tokenIds));
-      } finally {
-        this.running = false;
-      }
-    } catch (error) {
-      throw toSeedinferError(error);
-    }
+    return this.exclusive((inner) => inner.predictNext(toTokenIds(tokenIds)));
   }
+
 
   reset(): void {
     this.live().reset();
