@@ -185,6 +185,80 @@ export interface GenerateOptions {
   special?: boolean;
   /** Stops generation within one token; the generation then rejects with code `ABORTED`. */
   signal?: AbortSignal;
+  /**
+   * How the prompt is prefilled: every token at every layer (`dense`, the default) or with token pruning, which
+   * computes only the tokens that matter for the next one at deeper layers and so cuts time to first token on
+   * long prompts. See {@link PrefillOptions}.
+   */
+  prefill?: PrefillOptions;
+}
+
+/** One pruning stage: after layer `layer` (0-based), keep the fraction `keep` (in (0, 1]) of all positions. */
+export interface PrefillStage {
+  layer: number;
+  keep: number;
+}
+
+/**
+ * Token pruning for the prefill (METHODS.md, LazyLLM and PromptDistill / FEATHER). Tokens keep their original
+ * positions. Keeping every token (`keep: 1` at every stage, or `keepTokens` >= the prompt) gives exactly the
+ * dense output. A pruned session cannot be saved (`session.save` rejects with `INVALID_OPTION`) until rewound
+ * to before the pruned prompt.
+ */
+export type PrefillOptions =
+  | { strategy: 'dense' }
+  | {
+      /**
+       * LazyLLM: at each stage keep the tokens the last token attends to most (probabilities averaged over all
+       * query heads). Dropped tokens' hidden states go to an aux cache; every decode step of this call selects
+       * again, and a dropped token selected later is computed from the layer after the one it was dropped at.
+       */
+      strategy: 'lazyllm';
+      /** Default: stages at 35%, 60% and 85% of the depth keeping 70%, 50% and 30% (SmolLM2-135M: layers 10, 18, 25). */
+      schedule?: PrefillStage[];
+    }
+  | {
+      /**
+       * PromptDistill: once, at `layer`, keep the `keepTokens` context tokens with the highest pre-softmax q·k
+       * logits from the last token (averaged over heads, average-pooled over `pooling` neighbours) plus the last
+       * `questionTokens` prompt tokens; the rest leave every layer's cache.
+       */
+      strategy: 'promptdistill';
+      /** Default: the middle layer. */
+      layer?: number;
+      /** Default 1024. */
+      keepTokens?: number;
+      /** Default 64. */
+      questionTokens?: number;
+      /** Odd window width, 1 for none. Default 5. */
+      pooling?: number;
+    }
+  | {
+      /**
+       * FEATHER: score by attention computed without RoPE (no positional bias) and keep the top tokens plus a
+       * uniform stride sample (`uniformShare` of the kept) for coverage, in two stages. Dropped tokens keep the
+       * keys and values of the layers they were computed at.
+       */
+      strategy: 'feather';
+      /** Default: 25% and 50% of the depth keeping 60% and 30%. */
+      schedule?: PrefillStage[];
+      /** Default 0.25. */
+      uniformShare?: number;
+    };
+
+/** What a generation's prefill computed. */
+export interface PrefillReport {
+  strategy: 'dense' | 'lazyllm' | 'promptdistill' | 'feather';
+  /** Tokens computed at each layer during the prefill (new prompt tokens plus earlier tokens revived). */
+  layerTokens: number[];
+  /** `layerTokens` divided by the prompt's token count: the fraction of the prompt computed at each layer. */
+  layerFractions: number[];
+  /** Prompt tokens that left the computation at a pruning stage. */
+  droppedTokens: number;
+  /** Earlier tokens computed from the aux cache during the prefill (LazyLLM). */
+  revivedTokens: number;
+  /** Earlier tokens computed from the aux cache during this call's decode steps (LazyLLM). */
+  decodeRevivedTokens: number;
 }
 
 export interface GenerationTimings {
@@ -207,6 +281,8 @@ export interface GenerationResult {
   tokenIds: number[];
   stopReason: 'eos' | 'maxTokens' | 'stop' | 'contextFull';
   timings: GenerationTimings;
+  /** What the prefill computed, layer by layer. */
+  prefill: PrefillReport;
 }
 
 /** A running generation: iterate it for text chunks as they are produced, or await `result`. */
@@ -241,6 +317,11 @@ export declare class Session {
   readonly kvBytes: number;
   /** Every token of the conversation so far (prompts and generated tokens). */
   readonly tokenIds: number[];
+  /**
+   * Logits (one per vocabulary entry) after the last token in the cache, or null when there are none. After a
+   * generation they are those its last token was chosen from, e.g. the first token's after `maxTokens: 1`.
+   */
+  lastLogits(): Float32Array | null;
   /**
    * A new session continuing from this one's state, cheaply: the KV blocks are shared, and only the last, partly
    * filled block is copied when one of the two writes to it. Both continue exactly as fresh sessions would.

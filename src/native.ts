@@ -17,6 +17,25 @@ export interface NativeGenerateOptions {
   seed: number;
   stop: string[];
   ignoreEos: boolean;
+  prefill?: NativePrefillOptions;
+}
+
+export interface NativePrefillOptions {
+  strategy: string;
+  schedule?: { layer: number; keep: number }[];
+  layer?: number;
+  keepTokens?: number;
+  questionTokens?: number;
+  pooling?: number;
+  uniformShare?: number;
+}
+
+export interface NativePrefillReport {
+  strategy: string;
+  layerTokens: number[];
+  droppedTokens: number;
+  revivedTokens: number;
+  decodeRevivedTokens: number;
 }
 
 export interface NativeTimings {
@@ -34,6 +53,7 @@ export interface NativeGenerationResult {
   tokenIds: number[];
   stopReason: string;
   timings: NativeTimings;
+  prefill: NativePrefillReport;
 }
 
 export interface NativeGenerationEvent {
@@ -82,6 +102,7 @@ export interface NativeSession {
   readonly contextSize: number;
   readonly kvBytes: number;
   tokenIds(): number[];
+  lastLogits(): Float32Array | null;
   reset(): void;
   fork(): NativeSession;
   rewind(n: number): void;

@@ -1,13 +1,64 @@
 // Sessions (a conversation with its own KV cache) and streaming generations.
 import { randomInt } from 'node:crypto';
 import { SeedinferError, checkNumberOption, toSeedinferError } from './errors.js';
-import type { GenerateOptions, GenerationResult } from '../index.js';
-import type { NativeGenerateOptions, NativeGenerationEvent, NativeSession } from './native.js';
+import type { GenerateOptions, GenerationResult, PrefillOptions, PrefillReport } from '../index.js';
+import type {
+  NativeGenerateOptions,
+  NativeGenerationEvent,
+  NativePrefillOptions,
+  NativePrefillReport,
+  NativeSession,
+} from './native.js';
 import { native } from './native.js';
 
 /** What a session needs from its model to turn text prompts into tokens. */
 export interface SessionOwner {
   tokenize(text: string, options: { addBos: boolean; special: boolean }): number[];
+}
+
+const PREFILL_STRATEGIES = ['dense', 'lazyllm', 'promptdistill', 'feather'];
+
+/** Checks the shape of `prefill` options; the engine checks them against the model's depth. */
+function nativePrefill(prefill: PrefillOptions | undefined): NativePrefillOptions | undefined {
+  if (prefill === undefined) return undefined;
+  if (typeof prefill !== 'object' || prefill === null || !PREFILL_STRATEGIES.includes(prefill.strategy)) {
+    throw new SeedinferError(
+      'INVALID_OPTION',
+      `option prefill.strategy must be one of ${PREFILL_STRATEGIES.join(', ')}, got ${String((prefill as { strategy?: unknown } | null)?.strategy)}`,
+    );
+  }
+  const p = prefill as Partial<Record<string, unknown>>;
+  const out: NativePrefillOptions = { strategy: prefill.strategy };
+  if (p.schedule !== undefined) {
+    if (!Array.isArray(p.schedule)) throw new SeedinferError('INVALID_OPTION', 'option prefill.schedule must be an array of { layer, keep }');
+    out.schedule = p.schedule.map((stage: unknown, i: number) => {
+      const s = stage as { layer?: number; keep?: number } | null;
+      checkNumberOption(`prefill.schedule[${i}].layer`, s?.layer, 0, 10_000, true);
+      checkNumberOption(`prefill.schedule[${i}].keep`, s?.keep, Number.MIN_VALUE, 1);
+      if (s?.layer === undefined || s.keep === undefined) {
+        throw new SeedinferError('INVALID_OPTION', `option prefill.schedule[${i}] needs layer and keep`);
+      }
+      return { layer: s.layer, keep: s.keep };
+    });
+  }
+  for (const name of ['layer', 'keepTokens', 'questionTokens', 'pooling'] as const) {
+    checkNumberOption(`prefill.${name}`, p[name] as number | undefined, 0, 0xffffffff, true);
+    if (p[name] !== undefined) out[name] = p[name] as number;
+  }
+  checkNumberOption('prefill.uniformShare', p.uniformShare as number | undefined, 0, 1);
+  if (p.uniformShare !== undefined) out.uniformShare = p.uniformShare as number;
+  return out;
+}
+
+function prefillReport(r: NativePrefillReport, promptTokens: number): PrefillReport {
+  return {
+    strategy: r.strategy as PrefillReport['strategy'],
+    layerTokens: r.layerTokens,
+    layerFractions: r.layerTokens.map((n) => (promptTokens > 0 ? n / promptTokens : 0)),
+    droppedTokens: r.droppedTokens,
+    revivedTokens: r.revivedTokens,
+    decodeRevivedTokens: r.decodeRevivedTokens,
+  };
 }
 
 function nativeOptions(options: GenerateOptions): NativeGenerateOptions {
@@ -34,6 +85,7 @@ function nativeOptions(options: GenerateOptions): NativeGenerateOptions {
     seed: options.seed ?? randomInt(0, 2 ** 47),
     stop,
     ignoreEos: options.ignoreEos ?? false,
+    prefill: nativePrefill(options.prefill),
   };
 }
 
@@ -122,6 +174,10 @@ export class Session {
 
   get tokenIds(): number[] {
     return this.guard(() => this.live().tokenIds());
+  }
+
+  lastLogits(): Float32Array | null {
+    return this.guard(() => this.live().lastLogits());
   }
 
   /** Runs a synchronous native call, turning its failures into SeedinferErrors. */
@@ -225,6 +281,7 @@ export class Session {
                 tokenIds: r.tokenIds,
                 stopReason: r.stopReason as GenerationResult['stopReason'],
                 timings: r.timings,
+                prefill: prefillReport(r.prefill, r.timings.promptTokens),
               });
             } else {
               reject(toSeedinferError(new Error(event.error ?? 'INTERNAL: generation failed without a reason')));

@@ -2,8 +2,8 @@
 //! cache, residual, RMSNorm, SwiGLU MLP, residual; final RMSNorm; logits for the last position only.
 
 use crate::config::{LlamaConfig, RopeStyle};
-use crate::kv_cache::KvStore;
-use crate::weights::{LlamaWeights, Matrix, MatrixData};
+use crate::kv_cache::{KvStore, Positions};
+use crate::weights::{LayerWeights, LlamaWeights, Matrix, MatrixData};
 use rayon::prelude::*;
 use seedinfer_kernels::attention::{attend_range, merge_into, KvHead, Partial, MAX_GROUP};
 use seedinfer_kernels::dense_f32::matmul;
@@ -49,17 +49,18 @@ struct ProjectScratch {
 
 /// Rotary-embedding tables reused across calls, so a decode step allocates nothing.
 #[derive(Default)]
-struct RopeScratch {
+pub(crate) struct RopeScratch {
     inv_freq: Vec<f64>,
     rotations: Vec<(f32, f32)>,
 }
 
-/// Rotates each head of `x` (`[tokens, heads * head_dim]`) by its absolute position.
-fn apply_rope(
+/// Rotates each head of `x` (`[tokens, heads * head_dim]`) by its absolute position; `sign` -1 undoes it.
+pub(crate) fn apply_rope(
     x: &mut [f32],
     cfg: &LlamaConfig,
     heads: usize,
-    first_pos: usize,
+    positions: Positions,
+    sign: f64,
     r: &mut RopeScratch,
 ) {
     let (head_dim, theta) = (cfg.head_dim, cfg.rope_theta as f64);
@@ -70,7 +71,7 @@ fn apply_rope(
             .collect();
     }
     for (t, row) in x.chunks_mut(heads * head_dim).enumerate() {
-        let pos = (first_pos + t) as f64;
+        let pos = sign * positions.at(t) as f64;
         r.rotations.clear();
         r.rotations.extend(r.inv_freq.iter().map(|f| {
             let angle = pos * f;
@@ -104,11 +105,11 @@ impl AttentionOut {
     }
 }
 
-/// [`attend_range`] over positions `0..count` of one cached block for `partials.len()` (at most `MAX_GROUP`)
+/// [`attend_range`] over positions `range` of one cached block for `partials.len()` (at most `MAX_GROUP`)
 /// queries, `query(i)` each, whose unnormalised outputs go to the consecutive head-sized slices of `out`.
 fn attend_queries<'q>(
     kv: &KvHead,
-    count: usize,
+    range: std::ops::Range<usize>,
     scale: f32,
     query: impl Fn(usize) -> &'q [f32],
     out: &mut [f32],
@@ -122,7 +123,7 @@ fn attend_queries<'q>(
         std::array::from_fn(|_| chunks.next().unwrap_or_default());
     attend_range(
         kv,
-        0..count,
+        range,
         scale,
         &queries[..n],
         &mut outs[..n],
@@ -189,6 +190,9 @@ thread_local! {
 /// A query's arithmetic depends only on its position, the cached values and the block size: not on how many
 /// tokens are computed together, on the task split or on the thread count. So a prompt gives bit for bit the
 /// logits it gives token by token, and reused, forked, rewound or restored caches continue exactly.
+///
+/// With a `mask` (token pruning: positions whose keys and values this layer lacks, or that the current selection
+/// leaves out), each block is attended over its runs of visible positions instead, folded in the same order.
 #[allow(clippy::too_many_arguments)]
 fn attend_task<C: KvStore>(
     cfg: &LlamaConfig,
@@ -196,7 +200,8 @@ fn attend_task<C: KvStore>(
     cache: &C,
     layer: usize,
     kv_head: usize,
-    first_pos: usize,
+    positions: Positions,
+    mask: Option<&[bool]>,
     tokens: std::ops::Range<usize>,
     heads: std::ops::Range<usize>,
     target: &AttentionOut,
@@ -210,7 +215,7 @@ fn attend_task<C: KvStore>(
         let (t, h) = (tokens.start + i / per_token, heads.start + i % per_token);
         &q[t * q_dim + h * hd..][..hd]
     };
-    let visible = |t: usize| first_pos + t + 1;
+    let visible = |t: usize| positions.at(t) + 1;
     let channels = key_channels(cache, layer, kv_head, hd);
     TASK.with_borrow_mut(|s| {
         if let Some(channels) = channels {
@@ -244,27 +249,40 @@ fn attend_task<C: KvStore>(
                     };
                     let first_query = (t - tokens.start) * per_token;
                     let last_query = (run_end - tokens.start) * per_token;
-                    for part in (first_query..last_query).step_by(MAX_GROUP) {
-                        let m = MAX_GROUP.min(last_query - part);
-                        let partials = &mut s.block_partials[..m];
-                        attend_queries(
-                            &kv,
-                            n,
-                            scale,
-                            |i| query(part + i),
-                            &mut s.block[part * hd..(part + m) * hd],
-                            &mut s.scores,
-                            partials,
-                        );
-                        for (i, partial) in partials.iter().enumerate() {
-                            let slot = part + i;
-                            merge_into(
-                                &mut s.running_partials[slot],
-                                &mut s.running[slot * hd..(slot + 1) * hd],
-                                *partial,
-                                &s.block[slot * hd..(slot + 1) * hd],
-                            );
+                    let shown = |i: usize| mask.is_none_or(|m| m[block_start + i]);
+                    let mut start = 0;
+                    while start < n {
+                        if !shown(start) {
+                            start += 1;
+                            continue;
                         }
+                        let mut end = start + 1;
+                        while end < n && shown(end) {
+                            end += 1;
+                        }
+                        for part in (first_query..last_query).step_by(MAX_GROUP) {
+                            let m = MAX_GROUP.min(last_query - part);
+                            let partials = &mut s.block_partials[..m];
+                            attend_queries(
+                                &kv,
+                                start..end,
+                                scale,
+                                |i| query(part + i),
+                                &mut s.block[part * hd..(part + m) * hd],
+                                &mut s.scores,
+                                partials,
+                            );
+                            for (i, partial) in partials.iter().enumerate() {
+                                let slot = part + i;
+                                merge_into(
+                                    &mut s.running_partials[slot],
+                                    &mut s.running[slot * hd..(slot + 1) * hd],
+                                    *partial,
+                                    &s.block[slot * hd..(slot + 1) * hd],
+                                );
+                            }
+                        }
+                        start = end;
                     }
                 }
                 t = run_end;
@@ -281,7 +299,8 @@ fn attend_task<C: KvStore>(
     });
 }
 
-/// Causal attention of `tokens` new queries (at positions `first_pos..`) over all cached positions of `layer`.
+/// Causal attention of `tokens` new queries (at `positions`, ascending) over the cached positions of `layer` that
+/// `mask` shows (all when `None`).
 /// Prompts are split into tiles of tokens x one KV head's group; when that leaves too few tasks for the threads
 /// (a few tokens, or one decoded token), a task is one query head. Past `SPLIT_MIN_POSITIONS` cached positions a
 /// decoded token's attention is split over ranges of blocks instead ([`decode_attention_split`]). All paths give
@@ -292,15 +311,16 @@ fn attention<C: KvStore>(
     q: &[f32],
     cache: &C,
     layer: usize,
-    first_pos: usize,
+    positions: Positions,
+    mask: Option<&[bool]>,
     tokens: usize,
     out: &mut [f32],
     split: &mut SplitScratch,
 ) {
     let group = cfg.heads / cfg.kv_heads;
     assert_eq!(out.len(), tokens * cfg.q_dim());
-    if tokens == 1 && first_pos + 1 >= SPLIT_MIN_POSITIONS {
-        return decode_attention_split(cfg, q, cache, layer, first_pos + 1, out, split);
+    if tokens == 1 && mask.is_none() && positions.at(0) + 1 >= SPLIT_MIN_POSITIONS {
+        return decode_attention_split(cfg, q, cache, layer, positions.at(0) + 1, out, split);
     }
     let tile = if tokens >= 2 * tile_tokens(group) {
         tile_tokens(group)
@@ -327,7 +347,8 @@ fn attention<C: KvStore>(
                 cache,
                 layer,
                 first_head / group,
-                first_pos,
+                positions,
+                mask,
                 t0..(t0 + tile).min(tokens),
                 first_head..first_head + heads_per_task,
                 &target,
@@ -409,7 +430,7 @@ fn decode_attention_split<C: KvStore>(
                                     (b > 0 && channels.is_some()).then_some(s.scaled.as_slice());
                                 attend_queries(
                                     &kv,
-                                    n,
+                                    0..n,
                                     scale,
                                     |i| match scaled {
                                         Some(scaled) => {
@@ -448,9 +469,11 @@ fn decode_attention_split<C: KvStore>(
 /// Reusable activation buffers, so a decode step allocates nothing once warmed up.
 #[derive(Default)]
 pub struct Scratch {
-    x: Vec<f32>,
+    /// Hidden states of the tokens being computed, `[tokens, hidden_size]`.
+    pub(crate) x: Vec<f32>,
     normed: Vec<f32>,
-    q: Vec<f32>,
+    /// Rotated queries of the last layer step, `[tokens, q_dim]`.
+    pub(crate) q: Vec<f32>,
     k: Vec<f32>,
     v: Vec<f32>,
     attn: Vec<f32>,
@@ -458,7 +481,7 @@ pub struct Scratch {
     gate: Vec<f32>,
     up: Vec<f32>,
     project: ProjectScratch,
-    rope: RopeScratch,
+    pub(crate) rope: RopeScratch,
     split: SplitScratch,
 }
 
@@ -467,6 +490,90 @@ pub struct Scratch {
 pub enum LogitsFor {
     Last,
     All,
+}
+
+/// Runs decoder layer `l` on the hidden states `x` (`[tokens, hidden_size]`, rows at `positions`, ascending):
+/// stores the tokens' keys and values at their positions in `cache`, attends over the positions `mask` shows
+/// (all when `None`) and adds the attention and MLP outputs to `x`. Leaves the rotated queries in `s.q`.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn layer_step<C: KvStore>(
+    cfg: &LlamaConfig,
+    layer: &LayerWeights,
+    l: usize,
+    x: &mut [f32],
+    positions: Positions,
+    mask: Option<&[bool]>,
+    cache: &mut C,
+    s: &mut Scratch,
+) {
+    let d = cfg.hidden_size;
+    let n = x.len() / d;
+    s.normed.resize(n * d, 0.0);
+    for (x, o) in x.chunks(d).zip(s.normed.chunks_mut(d)) {
+        rms_norm(x, &layer.attn_norm, cfg.rms_norm_eps, o);
+    }
+    s.normed.truncate(n * d);
+    project(
+        [&layer.wq, &layer.wk, &layer.wv],
+        &s.normed,
+        n,
+        [&mut s.q, &mut s.k, &mut s.v],
+        &mut s.project,
+    );
+    apply_rope(&mut s.q, cfg, cfg.heads, positions, 1.0, &mut s.rope);
+    apply_rope(&mut s.k, cfg, cfg.kv_heads, positions, 1.0, &mut s.rope);
+    cache.write(l, positions, &s.k, &s.v);
+    s.attn.resize(n * cfg.q_dim(), 0.0);
+    attention(
+        cfg,
+        &s.q,
+        &*cache,
+        l,
+        positions,
+        mask,
+        n,
+        &mut s.attn,
+        &mut s.split,
+    );
+    project([&layer.wo], &s.attn, n, [&mut s.proj], &mut s.project);
+    for (x, p) in x.iter_mut().zip(&s.proj) {
+        *x += p;
+    }
+    for (x, o) in x.chunks(d).zip(s.normed.chunks_mut(d)) {
+        rms_norm(x, &layer.ffn_norm, cfg.rms_norm_eps, o);
+    }
+    project(
+        [&layer.w_gate, &layer.w_up],
+        &s.normed,
+        n,
+        [&mut s.gate, &mut s.up],
+        &mut s.project,
+    );
+    for (g, u) in s.gate.iter_mut().zip(&s.up) {
+        *g = *g / (1.0 + (-*g).exp()) * u;
+    }
+    project([&layer.w_down], &s.gate, n, [&mut s.proj], &mut s.project);
+    for (x, p) in x.iter_mut().zip(&s.proj) {
+        *x += p;
+    }
+}
+
+/// Final RMSNorm and the output projection of the hidden states `x` (`[rows, hidden_size]`) into `logits`.
+pub(crate) fn output_logits(
+    cfg: &LlamaConfig,
+    w: &LlamaWeights,
+    x: &[f32],
+    s: &mut Scratch,
+    logits: &mut Vec<f32>,
+) {
+    let d = cfg.hidden_size;
+    let rows = x.len() / d;
+    s.normed.resize(rows * d, 0.0);
+    for (x, o) in x.chunks(d).zip(s.normed.chunks_mut(d)) {
+        rms_norm(x, &w.final_norm, cfg.rms_norm_eps, o);
+    }
+    s.normed.truncate(rows * d);
+    project([w.lm_head()], &s.normed, rows, [logits], &mut s.project);
 }
 
 /// Runs `tokens` through the model at positions `cache.len()..`, appends their keys/values to `cache`, and
@@ -482,69 +589,20 @@ pub fn forward<C: KvStore>(
 ) {
     let n = tokens.len();
     let d = cfg.hidden_size;
-    let first_pos = cache.len();
-    s.x.resize(n * d, 0.0);
-    for (&t, x) in tokens.iter().zip(s.x.chunks_mut(d)) {
+    let positions = Positions::From(cache.len());
+    let mut x = std::mem::take(&mut s.x);
+    x.resize(n * d, 0.0);
+    for (&t, x) in tokens.iter().zip(x.chunks_mut(d)) {
         w.embed.row_to_f32(t as usize, x);
     }
-    s.normed.resize(n * d, 0.0);
     for (l, layer) in w.layers.iter().enumerate() {
-        for (x, o) in s.x.chunks(d).zip(s.normed.chunks_mut(d)) {
-            rms_norm(x, &layer.attn_norm, cfg.rms_norm_eps, o);
-        }
-        project(
-            [&layer.wq, &layer.wk, &layer.wv],
-            &s.normed,
-            n,
-            [&mut s.q, &mut s.k, &mut s.v],
-            &mut s.project,
-        );
-        apply_rope(&mut s.q, cfg, cfg.heads, first_pos, &mut s.rope);
-        apply_rope(&mut s.k, cfg, cfg.kv_heads, first_pos, &mut s.rope);
-        cache.append(l, &s.k, &s.v);
-        s.attn.resize(n * cfg.q_dim(), 0.0);
-        attention(
-            cfg,
-            &s.q,
-            &*cache,
-            l,
-            first_pos,
-            n,
-            &mut s.attn,
-            &mut s.split,
-        );
-        project([&layer.wo], &s.attn, n, [&mut s.proj], &mut s.project);
-        for (x, p) in s.x.iter_mut().zip(&s.proj) {
-            *x += p;
-        }
-        for (x, o) in s.x.chunks(d).zip(s.normed.chunks_mut(d)) {
-            rms_norm(x, &layer.ffn_norm, cfg.rms_norm_eps, o);
-        }
-        project(
-            [&layer.w_gate, &layer.w_up],
-            &s.normed,
-            n,
-            [&mut s.gate, &mut s.up],
-            &mut s.project,
-        );
-        for (g, u) in s.gate.iter_mut().zip(&s.up) {
-            *g = *g / (1.0 + (-*g).exp()) * u;
-        }
-        project([&layer.w_down], &s.gate, n, [&mut s.proj], &mut s.project);
-        for (x, p) in s.x.iter_mut().zip(&s.proj) {
-            *x += p;
-        }
+        layer_step(cfg, layer, l, &mut x, positions, None, cache, s);
     }
     cache.commit(n);
     let first_row = match logits_for {
         LogitsFor::Last => n - 1,
         LogitsFor::All => 0,
     };
-    let rows = n - first_row;
-    s.normed.resize(rows * d, 0.0);
-    for (x, o) in s.x[first_row * d..].chunks(d).zip(s.normed.chunks_mut(d)) {
-        rms_norm(x, &w.final_norm, cfg.rms_norm_eps, o);
-    }
-    s.normed.truncate(rows * d);
-    project([w.lm_head()], &s.normed, rows, [logits], &mut s.project);
+    output_logits(cfg, w, &x[first_row * d..], s, logits);
+    s.x = x;
 }

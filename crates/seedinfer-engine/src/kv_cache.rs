@@ -10,6 +10,25 @@ use crate::kv_pool::{chain_hash, KvBlock, KvDtype, KvPool, ROOT_HASH};
 use seedinfer_kernels::attention::{KvHead, KvRows};
 use std::sync::Arc;
 
+/// Positions of the tokens a forward step computes, ascending: consecutive from a first one (a prompt or a decoded
+/// token), or any list (token pruning computes some positions at some layers only).
+#[derive(Clone, Copy, Debug)]
+pub enum Positions<'a> {
+    From(usize),
+    List(&'a [usize]),
+}
+
+impl Positions<'_> {
+    /// Position of the `t`-th token.
+    #[inline]
+    pub fn at(&self, t: usize) -> usize {
+        match self {
+            Positions::From(first) => first + t,
+            Positions::List(list) => list[t],
+        }
+    }
+}
+
 /// What the forward pass needs of a KV cache.
 pub trait KvStore: Sync {
     /// Positions held.
@@ -22,9 +41,9 @@ pub trait KvStore: Sync {
     /// Positions per block. Attention folds a query's softmax over blocks of this many positions.
     fn block_size(&self) -> usize;
 
-    /// Stores one layer's keys and values (`[tokens, kv_dim]`) at positions `len()..`; [`KvStore::commit`]
-    /// advances the length once every layer is written.
-    fn append(&mut self, layer: usize, keys: &[f32], values: &[f32]);
+    /// Stores one layer's keys and values (`[tokens, kv_dim]`) at `positions` (reserved beforehand);
+    /// [`KvStore::commit`] advances the length once every layer of new positions is written.
+    fn write(&mut self, layer: usize, positions: Positions, keys: &[f32], values: &[f32]);
 
     fn commit(&mut self, tokens: usize);
 
@@ -70,6 +89,11 @@ impl PagedKv {
         self.capacity
     }
 
+    /// The storage type of the pool's blocks.
+    pub fn pool_dtype(&self) -> KvDtype {
+        self.pool.layout().dtype
+    }
+
     fn bs(&self) -> usize {
         self.pool.layout().block_size
     }
@@ -95,6 +119,24 @@ impl PagedKv {
             }
         }
         self.blocks.extend(fresh.map(Arc::new));
+        Ok(())
+    }
+
+    /// Gives this cache its own copy of every shared block holding one of `positions` (below `len()`), so they may
+    /// be written (token pruning computes deeper layers of earlier positions). Fails with `KV_BUDGET_EXCEEDED`.
+    pub fn make_writable(&mut self, positions: &[usize]) -> Result<()> {
+        let bs = self.bs();
+        let mut shared: Vec<usize> = positions
+            .iter()
+            .map(|p| p / bs)
+            .filter(|&i| i < self.blocks.len() && Arc::strong_count(&self.blocks[i]) > 1)
+            .collect();
+        shared.dedup();
+        let fresh = self.pool.allocate(&shared)?;
+        for (i, mut copy) in shared.into_iter().zip(fresh) {
+            copy.copy_from(&self.blocks[i]);
+            self.blocks[i] = Arc::new(copy);
+        }
         Ok(())
     }
 
@@ -200,7 +242,7 @@ impl KvStore for PagedKv {
         self.bs()
     }
 
-    fn append(&mut self, layer: usize, keys: &[f32], values: &[f32]) {
+    fn write(&mut self, layer: usize, positions: Positions, keys: &[f32], values: &[f32]) {
         let (bs, kv_dim) = (self.bs(), {
             let l = self.pool.layout();
             l.kv_heads * l.head_dim
@@ -211,9 +253,10 @@ impl KvStore for PagedKv {
             .zip(values.chunks_exact(kv_dim))
             .enumerate()
         {
-            let pos = self.len + t;
+            let pos = positions.at(t);
             if int8 && pos >= bs && self.key_channels[layer].is_empty() {
-                // Positions are written in order, so the first block is complete for this layer.
+                // Positions are written in order, and token pruning never drops a first-block position of an int8
+                // cache, so the first block is complete for this layer.
                 self.key_channels[layer] = self.blocks[0].key_channels(layer, bs);
             }
             let channels = (int8 && pos >= bs).then_some(self.key_channels[layer].as_slice());
@@ -270,11 +313,21 @@ impl KvStore for ContiguousKv {
         self.block_size
     }
 
-    fn append(&mut self, layer: usize, keys: &[f32], values: &[f32]) {
-        self.keys[layer].truncate(self.len * self.kv_dim);
-        self.values[layer].truncate(self.len * self.kv_dim);
-        self.keys[layer].extend_from_slice(keys);
-        self.values[layer].extend_from_slice(values);
+    fn write(&mut self, layer: usize, positions: Positions, keys: &[f32], values: &[f32]) {
+        let kv_dim = self.kv_dim;
+        for (t, (k, v)) in keys
+            .chunks_exact(kv_dim)
+            .zip(values.chunks_exact(kv_dim))
+            .enumerate()
+        {
+            let at = positions.at(t) * kv_dim;
+            for (rows, row) in [(&mut self.keys[layer], k), (&mut self.values[layer], v)] {
+                if rows.len() < at + kv_dim {
+                    rows.resize(at + kv_dim, 0.0);
+                }
+                rows[at..at + kv_dim].copy_from_slice(row);
+            }
+        }
     }
 
     fn commit(&mut self, tokens: usize) {

@@ -9,6 +9,7 @@ pub mod model;
 pub mod sampler;
 pub mod session;
 mod session_file;
+pub mod token_pruning;
 pub mod weights;
 
 pub use config::{LlamaConfig, RopeStyle};
@@ -17,4 +18,5 @@ pub use kv_pool::{CacheStats, KvCacheOptions, KvDtype, KvPool};
 pub use model::{LoadOptions, Model, ModelInfo};
 pub use sampler::SamplingParams;
 pub use session::{Chunk, GenerateParams, GenerationOutput, Session, StopReason, Timings};
+pub use token_pruning::{PassReport, PrefillStrategy, Stage};
 pub use weights::WeightFormat;

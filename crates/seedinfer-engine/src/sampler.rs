@@ -64,6 +64,8 @@ pub struct Sampler {
     params: SamplingParams,
     rng: ChaCha8Rng,
     candidates: Vec<(u32, f32)>,
+    /// The logits after the repetition penalty (the caller's stay as the model produced them).
+    penalized: Vec<f32>,
 }
 
 pub fn argmax(logits: &[f32]) -> u32 {
@@ -83,13 +85,19 @@ impl Sampler {
             params,
             rng,
             candidates: Vec::new(),
+            penalized: Vec::new(),
         }
     }
 
     /// Picks the next token; `history` is every token the session holds (for the repetition penalty).
-    pub fn sample(&mut self, logits: &mut [f32], history: &[u32]) -> u32 {
+    pub fn sample(&mut self, logits: &[f32], history: &[u32]) -> u32 {
         let p = &self.params;
-        if p.repetition_penalty != 1.0 {
+        let logits: &[f32] = if p.repetition_penalty == 1.0 {
+            logits
+        } else {
+            self.penalized.clear();
+            self.penalized.extend_from_slice(logits);
+            let logits = &mut self.penalized;
             let recent = &history[history.len().saturating_sub(p.repetition_last_n)..];
             let mut seen = recent.to_vec();
             seen.sort_unstable();
@@ -103,7 +111,8 @@ impl Sampler {
                     };
                 }
             }
-        }
+            logits
+        };
         if p.temperature == 0.0 {
             return argmax(logits);
         }
@@ -168,8 +177,8 @@ mod tests {
             temperature: 0.0,
             ..Default::default()
         });
-        let mut l = logits();
-        assert_eq!(s.sample(&mut l, &[]), argmax(&logits()));
+        let l = logits();
+        assert_eq!(s.sample(&l, &[]), argmax(&logits()));
     }
 
     #[test]
@@ -184,7 +193,7 @@ mod tests {
                 ..Default::default()
             });
             (0..50)
-                .map(|_| s.sample(&mut logits(), &[]))
+                .map(|_| s.sample(&logits(), &[]))
                 .collect::<Vec<_>>()
         };
         assert_eq!(run(7), run(7));
@@ -194,7 +203,7 @@ mod tests {
             top_k: 1,
             ..Default::default()
         });
-        assert_eq!(s.sample(&mut logits(), &[]), argmax(&logits()));
+        assert_eq!(s.sample(&logits(), &[]), argmax(&logits()));
     }
 
     #[test]
@@ -205,6 +214,6 @@ mod tests {
             ..Default::default()
         });
         let best = argmax(&logits());
-        assert_ne!(s.sample(&mut logits(), &[best]), best);
+        assert_ne!(s.sample(&logits(), &[best]), best);
     }
 }

@@ -6,6 +6,7 @@ use crate::forward::{forward, LogitsFor, Scratch};
 use crate::kv_cache::{KvStore, PagedKv};
 use crate::model::Model;
 use crate::sampler::{Sampler, SamplingParams};
+use crate::token_pruning::{forward_pruned, PassReport, PrefillStrategy, PrunedPositions};
 use seedinfer_tokenizer::StreamDecoder;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -21,6 +22,8 @@ pub struct GenerateParams {
     pub sampling: SamplingParams,
     pub stop: Vec<String>,
     pub ignore_eos: bool,
+    /// How the prompt is prefilled (and, for LazyLLM, how decode steps select tokens).
+    pub prefill: PrefillStrategy,
 }
 
 impl Default for GenerateParams {
@@ -30,6 +33,7 @@ impl Default for GenerateParams {
             sampling: SamplingParams::default(),
             stop: Vec::new(),
             ignore_eos: false,
+            prefill: PrefillStrategy::Dense,
         }
     }
 }
@@ -73,6 +77,10 @@ pub struct GenerationOutput {
     pub token_ids: Vec<u32>,
     pub stop_reason: StopReason,
     pub timings: Timings,
+    /// What the prompt's prefill computed: tokens per layer, drops and revivals.
+    pub prefill: PassReport,
+    /// Earlier positions that decode steps computed from the aux cache (LazyLLM).
+    pub decode_revived: usize,
 }
 
 /// One streamed step: the token generated and the text it completed (possibly empty while a multi-byte
@@ -91,6 +99,8 @@ pub struct Session {
     pub(crate) last_logits: Option<Vec<f32>>,
     /// The last generated token: part of the conversation, fed to the model at the start of the next call.
     pub(crate) pending: Option<u32>,
+    /// Set once token pruning left some position without some layer's keys and values.
+    pub(crate) pruned: Option<PrunedPositions>,
     scratch: Scratch,
 }
 
@@ -110,6 +120,7 @@ impl Session {
             tokens: Vec::new(),
             last_logits: None,
             pending: None,
+            pruned: None,
             scratch: Scratch::default(),
         })
     }
@@ -124,7 +135,7 @@ impl Session {
     }
 
     pub fn reset(&mut self) {
-        self.cache.truncate(0);
+        self.truncate_cache(0);
         self.tokens.clear();
         self.last_logits = None;
         self.pending = None;
@@ -153,6 +164,7 @@ impl Session {
             tokens: self.tokens.clone(),
             last_logits: self.last_logits.clone(),
             pending: self.pending,
+            pruned: self.pruned.clone(),
             scratch: Scratch::default(),
         }
     }
@@ -174,7 +186,7 @@ impl Session {
             None => self.reset(),
             Some(last) => {
                 // The new last token is fed again on the next call, which recomputes its logits exactly.
-                self.cache.truncate(all.len());
+                self.truncate_cache(all.len());
                 self.tokens = all;
                 self.pending = Some(last);
                 self.last_logits = None;
@@ -183,19 +195,46 @@ impl Session {
         Ok(())
     }
 
+    /// Logits after the last cached token (after a generation, those the last generated token was chosen from).
+    pub fn last_logits(&self) -> Option<&[f32]> {
+        self.last_logits.as_deref()
+    }
+
+    /// Token pruning's view of the cache, if it left holes in it.
+    pub fn pruned_positions(&self) -> Option<&PrunedPositions> {
+        self.pruned.as_ref()
+    }
+
+    /// Forgets cached positions from `len` on (and token pruning's record of them).
+    fn truncate_cache(&mut self, len: usize) {
+        self.cache.truncate(len);
+        if let Some(pruned) = &mut self.pruned {
+            pruned.truncate(len);
+            if !pruned.has_holes() {
+                self.pruned = None;
+            }
+        }
+    }
+
     /// Runs `tokens` through the model in chunks, calling `after_chunk` with each chunk's logits, and keeps the
     /// logits after the last token in `last_logits`. With `reuse`, leading tokens whose blocks the prefix cache
     /// holds are adopted instead of computed. Returns whether it completed (false when `abort` stopped it between
-    /// chunks) and how many tokens were reused. `tokens` begin with the pending token, if any, which stops being
-    /// pending once anything is fed.
+    /// chunks), how many tokens were reused and what was computed. `tokens` begin with the pending token, if any,
+    /// which stops being pending once anything is fed.
+    ///
+    /// A pruning `strategy`, or a cache that pruning already left holes in, runs all tokens in one layer-by-layer
+    /// pass instead ([`forward_pruned`]); `decode` says whether it is a decode step.
+    #[allow(clippy::too_many_arguments)]
     fn run_chunks(
         &mut self,
         tokens: &[u32],
         abort: &AtomicBool,
         logits_for: LogitsFor,
         reuse: bool,
+        strategy: &PrefillStrategy,
+        decode: bool,
         after_chunk: &mut dyn FnMut(&[f32]),
-    ) -> Result<(bool, usize)> {
+    ) -> Result<(bool, usize, PassReport)> {
         let model = Arc::clone(&self.model);
         let vocab_size = model.config.vocab_size;
         let start = self.tokens.len();
@@ -216,7 +255,53 @@ impl Session {
         }
         // Generation reads the last position's logits straight from this buffer, so no copy is made for it.
         let mut logits = self.last_logits.take().unwrap_or_default();
+        let layers = model.config.layers;
+        if (self.pruned.is_some() || *strategy != PrefillStrategy::Dense) && !tokens.is_empty() {
+            let len = self.cache.len();
+            let pruned = self
+                .pruned
+                .get_or_insert_with(|| PrunedPositions::new(len, layers));
+            let (cache, scratch) = (&mut self.cache, &mut self.scratch);
+            let outcome = model.install(|| {
+                forward_pruned(
+                    &model.config,
+                    &model.weights,
+                    tokens,
+                    cache,
+                    pruned,
+                    strategy,
+                    decode,
+                    scratch,
+                    &mut logits,
+                    logits_for,
+                    abort,
+                )
+            });
+            if !pruned.has_holes() {
+                self.pruned = None;
+            }
+            let report = match outcome {
+                Ok(Some(report)) => report,
+                failed => {
+                    // The pass forgot the new positions: the cache again ends where `self.tokens` does.
+                    if !logits.is_empty() {
+                        self.last_logits = Some(logits);
+                    }
+                    return failed.map(|_| (false, reused, PassReport::default()));
+                }
+            };
+            self.tokens.extend_from_slice(tokens);
+            self.pending = None;
+            after_chunk(&logits);
+            logits.drain(..logits.len() - vocab_size);
+            self.last_logits = Some(logits);
+            return Ok((true, reused, report));
+        }
         let mut completed = true;
+        let mut report = PassReport {
+            layer_tokens: vec![0; layers],
+            ..Default::default()
+        };
         for chunk in tokens.chunks(PREFILL_CHUNK) {
             if abort.load(Ordering::Relaxed) {
                 completed = false;
@@ -236,6 +321,10 @@ impl Session {
             });
             self.tokens.extend_from_slice(chunk);
             self.pending = None;
+            report
+                .layer_tokens
+                .iter_mut()
+                .for_each(|t| *t += chunk.len());
             self.cache.offer_full_blocks(&self.tokens);
             after_chunk(&logits);
             logits.drain(..logits.len() - vocab_size);
@@ -245,7 +334,7 @@ impl Session {
         if !logits.is_empty() {
             self.last_logits = Some(logits);
         }
-        Ok((completed, reused))
+        Ok((completed, reused, report))
     }
 
     /// Checks `tokens` against the vocabulary and the context (keeping `reserve` positions free), then returns
@@ -276,9 +365,17 @@ impl Session {
         let vocab_size = self.model.config.vocab_size;
         let skip = to_feed.len() - tokens.len();
         let mut predictions = Vec::with_capacity(to_feed.len());
-        self.run_chunks(&to_feed, abort, LogitsFor::All, false, &mut |logits| {
-            predictions.extend(logits.chunks(vocab_size).map(crate::sampler::argmax))
-        })?;
+        self.run_chunks(
+            &to_feed,
+            abort,
+            LogitsFor::All,
+            false,
+            &PrefillStrategy::Dense,
+            false,
+            &mut |logits: &[f32]| {
+                predictions.extend(logits.chunks(vocab_size).map(crate::sampler::argmax))
+            },
+        )?;
         Ok(predictions.split_off(skip.min(predictions.len())))
     }
 
@@ -292,6 +389,7 @@ impl Session {
     ) -> Result<GenerationOutput> {
         let started = Instant::now();
         params.sampling.validate()?;
+        params.prefill.validate(self.model.config.layers)?;
         if params.stop.iter().any(|s| s.is_empty()) {
             return Err(EngineError::InvalidOption(
                 "stop strings must not be empty".into(),
@@ -316,14 +414,29 @@ impl Session {
                 prompt_tokens: prompt.len(),
                 ..Default::default()
             },
+            prefill: PassReport::default(),
+            decode_revived: 0,
         };
         let mut emitted = 0usize;
         let longest_stop = params.stop.iter().map(|s| s.len()).max().unwrap_or(0);
 
         let prefill_started = Instant::now();
-        let (completed, reused) =
-            self.run_chunks(&to_feed, abort, LogitsFor::Last, true, &mut |_| {})?;
+        let (completed, reused, prefill) = self.run_chunks(
+            &to_feed,
+            abort,
+            LogitsFor::Last,
+            true,
+            &params.prefill,
+            false,
+            &mut |_| {},
+        )?;
         out.timings.reused_prompt_tokens = reused;
+        out.prefill = prefill;
+        // Decode steps select tokens again only under LazyLLM; otherwise they attend over what the prompt left.
+        let decode_strategy = match &params.prefill {
+            PrefillStrategy::LazyLlm { .. } => params.prefill.clone(),
+            _ => PrefillStrategy::Dense,
+        };
         if !completed {
             out.stop_reason = StopReason::Aborted;
             return Ok(out);
@@ -344,21 +457,26 @@ impl Session {
                     break;
                 }
                 let previous = out.token_ids[out.token_ids.len() - 1];
-                if let Err(e) = self.run_chunks(
+                match self.run_chunks(
                     &[previous],
                     &AtomicBool::new(false),
                     LogitsFor::Last,
                     false,
+                    &decode_strategy,
+                    true,
                     &mut |_| {},
                 ) {
-                    // The session keeps what was generated; the unfed last token stays pending.
-                    self.pending = Some(previous);
-                    return Err(e);
+                    Ok((_, _, step)) => out.decode_revived += step.revived,
+                    Err(e) => {
+                        // The session keeps what was generated; the unfed last token stays pending.
+                        self.pending = Some(previous);
+                        return Err(e);
+                    }
                 }
             }
             let logits = self
                 .last_logits
-                .as_mut()
+                .as_ref()
                 .ok_or_else(|| EngineError::Internal("no logits".into()))?;
             let token = sampler.sample(logits, &self.tokens);
             out.token_ids.push(token);

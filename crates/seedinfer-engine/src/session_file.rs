@@ -50,6 +50,11 @@ const CONFIGURATION_NAMES: [&str; 7] = [
 impl Session {
     /// Writes this session (tokens, cached keys and values, last logits) to `path`, replacing it atomically.
     pub fn save(&self, path: &Path) -> Result<()> {
+        if self.pruned.is_some() {
+            return Err(EngineError::InvalidOption(
+                "a session whose prompt was pruned (prefill strategy other than dense) cannot be saved: its cache lacks some layers' keys and values".into(),
+            ));
+        }
         let model = self.model();
         let mut out = Vec::with_capacity(64 + self.cache.saved_bytes(self.cache.len()));
         out.extend_from_slice(MAGIC);

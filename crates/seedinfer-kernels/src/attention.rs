@@ -66,6 +66,22 @@ pub fn quantize_row_i8(x: &[f32], out: &mut [i8]) -> f32 {
     scale
 }
 
+/// Position `p`'s key of one KV head, widened to f32 (int8 rows times their scale) into `out` (`head_dim` long).
+/// For scoring outside the fused kernel, e.g. a token-pruning criterion.
+pub fn key_row(kv: &KvHead, p: usize, out: &mut [f32]) {
+    with_rows!(kv, |keys, _values| {
+        let row = keys.row(kv, p);
+        let scale = if keys.scales.is_empty() {
+            1.0
+        } else {
+            keys.scale(p)
+        };
+        for (o, k) in out.iter_mut().zip(row) {
+            *o = k.widen() * scale;
+        }
+    })
+}
+
 /// A stored element type of keys and values.
 pub(crate) trait KvElement: Widen {
     /// Rows carry one f32 scale each (int8).

@@ -6,7 +6,9 @@ use crate::error::{catch_panics, coded, to_js};
 use napi::bindgen_prelude::*;
 use napi::threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode};
 use napi_derive::napi;
-use seedinfer_engine::{GenerateParams, GenerationOutput, Model, SamplingParams, Session};
+use seedinfer_engine::{
+    GenerateParams, GenerationOutput, Model, PrefillStrategy, SamplingParams, Session, Stage,
+};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -22,6 +24,101 @@ pub struct NativeGenerateOptions {
     pub seed: f64,
     pub stop: Vec<String>,
     pub ignore_eos: bool,
+    pub prefill: Option<NativePrefillOptions>,
+}
+
+#[napi(object)]
+pub struct NativePrefillStage {
+    pub layer: u32,
+    pub keep: f64,
+}
+
+/// How the prompt is prefilled; unset fields take the strategy's defaults for the model's depth.
+#[napi(object)]
+pub struct NativePrefillOptions {
+    /// `dense`, `lazyllm`, `promptdistill` or `feather`.
+    pub strategy: String,
+    pub schedule: Option<Vec<NativePrefillStage>>,
+    pub layer: Option<u32>,
+    pub keep_tokens: Option<u32>,
+    pub question_tokens: Option<u32>,
+    pub pooling: Option<u32>,
+    pub uniform_share: Option<f64>,
+}
+
+/// What the prompt's prefill computed.
+#[napi(object)]
+pub struct NativePrefillReport {
+    pub strategy: String,
+    /// Tokens computed at each layer during the prefill (new prompt tokens and revived earlier ones).
+    pub layer_tokens: Vec<u32>,
+    /// Tokens that left the computation at a selection.
+    pub dropped_tokens: u32,
+    /// Earlier tokens computed from the aux cache during the prefill.
+    pub revived_tokens: u32,
+    /// Earlier tokens computed from the aux cache during decode steps.
+    pub decode_revived_tokens: u32,
+}
+
+/// PromptDistill's default context budget (METHODS.md).
+const PROMPTDISTILL_KEEP_TOKENS: usize = 1024;
+/// Prompt tokens at the end PromptDistill treats as the question and always keeps, unless told.
+const PROMPTDISTILL_QUESTION_TOKENS: usize = 64;
+/// PromptDistill's average-pooling width.
+const PROMPTDISTILL_POOLING: usize = 5;
+/// FEATHER's share of the kept tokens sampled uniformly for coverage.
+const FEATHER_UNIFORM_SHARE: f64 = 0.25;
+
+/// The engine's strategy for `options` on a model of `layers` layers.
+fn prefill_strategy(
+    options: Option<NativePrefillOptions>,
+    layers: usize,
+) -> Result<PrefillStrategy> {
+    let Some(o) = options else {
+        return Ok(PrefillStrategy::Dense);
+    };
+    let schedule = |default: Vec<Stage>| {
+        o.schedule.as_ref().map_or(default, |stages| {
+            stages
+                .iter()
+                .map(|s| Stage {
+                    layer: s.layer as usize,
+                    keep: s.keep,
+                })
+                .collect()
+        })
+    };
+    Ok(match o.strategy.as_str() {
+        "dense" => PrefillStrategy::Dense,
+        "lazyllm" => PrefillStrategy::LazyLlm {
+            schedule: schedule(PrefillStrategy::lazyllm_default_schedule(layers)),
+        },
+        "feather" => PrefillStrategy::Feather {
+            schedule: schedule(PrefillStrategy::feather_default_schedule(layers)),
+            uniform_share: o.uniform_share.unwrap_or(FEATHER_UNIFORM_SHARE),
+        },
+        "promptdistill" => PrefillStrategy::PromptDistill {
+            layer: o.layer.map_or(
+                PrefillStrategy::promptdistill_default_layer(layers),
+                |l| l as usize,
+            ),
+            keep_tokens: o
+                .keep_tokens
+                .map_or(PROMPTDISTILL_KEEP_TOKENS, |k| k as usize),
+            question_tokens: o
+                .question_tokens
+                .map_or(PROMPTDISTILL_QUESTION_TOKENS, |q| q as usize),
+            pooling: o.pooling.map_or(PROMPTDISTILL_POOLING, |p| p as usize),
+        },
+        other => {
+            return Err(coded(
+                "INVALID_OPTION",
+                &format!(
+                    "prefill.strategy must be 'dense', 'lazyllm', 'promptdistill' or 'feather', got '{other}'"
+                ),
+            ))
+        }
+    })
 }
 
 #[napi(object)]
@@ -43,6 +140,7 @@ pub struct NativeGenerationResult {
     /// `eos`, `maxTokens`, `stop`, `contextFull` or `aborted`.
     pub stop_reason: String,
     pub timings: NativeTimings,
+    pub prefill: NativePrefillReport,
 }
 
 /// One streamed event: `token` (with `tokenId` and the text it completed), then `done` (with `result`) or
@@ -105,8 +203,15 @@ fn with_session<T>(
     work(guard.as_mut().ok_or_else(disposed)?)
 }
 
-fn to_result(out: GenerationOutput) -> NativeGenerationResult {
+fn to_result(out: GenerationOutput, strategy: &str) -> NativeGenerationResult {
     let t = out.timings;
+    let prefill = NativePrefillReport {
+        strategy: strategy.to_string(),
+        layer_tokens: out.prefill.layer_tokens.iter().map(|&n| n as u32).collect(),
+        dropped_tokens: out.prefill.dropped as u32,
+        revived_tokens: out.prefill.revived as u32,
+        decode_revived_tokens: out.decode_revived as u32,
+    };
     NativeGenerationResult {
         text: out.text,
         token_ids: out.token_ids,
@@ -120,6 +225,7 @@ fn to_result(out: GenerationOutput) -> NativeGenerationResult {
             generated_tokens: t.generated_tokens as u32,
             total_ms: t.total_ms,
         },
+        prefill,
     }
 }
 
@@ -255,6 +361,12 @@ impl NativeSession {
         self.idle(|s| Ok(s.kv_held_bytes() as f64))
     }
 
+    /// Logits after the last cached token, if any: after a generation, those its last token was chosen from.
+    #[napi]
+    pub fn last_logits(&self) -> Result<Option<Float32Array>> {
+        self.idle(|s| Ok(s.last_logits().map(|l| Float32Array::new(l.to_vec()))))
+    }
+
     /// All tokens of the conversation so far.
     #[napi]
     pub fn token_ids(&self) -> Result<Vec<u32>> {
@@ -327,6 +439,9 @@ impl NativeSession {
                 &format!("seed must be a non-negative integer, got {}", options.seed),
             ));
         }
+        let layers = self.idle(|s| Ok(s.model().config.layers))?;
+        let prefill = prefill_strategy(options.prefill, layers)?;
+        prefill.validate(layers).map_err(to_js)?;
         self.claim()?;
         let params = GenerateParams {
             max_tokens: options.max_tokens as usize,
@@ -341,6 +456,7 @@ impl NativeSession {
             },
             stop: options.stop,
             ignore_eos: options.ignore_eos,
+            prefill,
         };
         let prompt = prompt.to_vec();
         let (state, busy, flag) = (
@@ -368,12 +484,12 @@ impl NativeSession {
                     Ok(out) if out.stop_reason == seedinfer_engine::StopReason::Aborted => {
                         let mut e = event("error");
                         e.error = Some("ABORTED: the generation was aborted".to_string());
-                        e.result = Some(to_result(out));
+                        e.result = Some(to_result(out, params.prefill.name()));
                         e
                     }
                     Ok(out) => {
                         let mut e = event("done");
-                        e.result = Some(to_result(out));
+                        e.result = Some(to_result(out, params.prefill.name()));
                         e
                     }
                     Err(err) => {
