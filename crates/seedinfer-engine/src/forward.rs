@@ -215,7 +215,7 @@ fn attend_task<C: KvStore>(
         let (t, h) = (tokens.start + i / per_token, heads.start + i % per_token);
         &q[t * q_dim + h * hd..][..hd]
     };
-    let visible = |t: usize| positions.at(t) + 1;
+    let visible = |t: usize| cache.visible(positions.at(t));
     let channels = key_channels(cache, layer, kv_head, hd);
     TASK.with_borrow_mut(|s| {
         if let Some(channels) = channels {
@@ -319,8 +319,9 @@ fn attention<C: KvStore>(
 ) {
     let group = cfg.heads / cfg.kv_heads;
     assert_eq!(out.len(), tokens * cfg.q_dim());
-    if tokens == 1 && mask.is_none() && positions.at(0) + 1 >= SPLIT_MIN_POSITIONS {
-        return decode_attention_split(cfg, q, cache, layer, positions.at(0) + 1, out, split);
+    let visible = cache.visible(positions.at(0));
+    if tokens == 1 && mask.is_none() && visible >= SPLIT_MIN_POSITIONS {
+        return decode_attention_split(cfg, q, cache, layer, visible, out, split);
     }
     let tile = if tokens >= 2 * tile_tokens(group) {
         tile_tokens(group)

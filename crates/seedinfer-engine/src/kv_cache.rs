@@ -41,6 +41,12 @@ pub trait KvStore: Sync {
     /// Positions per block. Attention folds a query's softmax over blocks of this many positions.
     fn block_size(&self) -> usize;
 
+    /// How many of the stored rows a query at `position` attends over: they are the first ones. A cache stores
+    /// rows by position, so `position + 1`; a store of some positions only (token pruning) counts those.
+    fn visible(&self, position: usize) -> usize {
+        position + 1
+    }
+
     /// Stores one layer's keys and values (`[tokens, kv_dim]`) at `positions` (reserved beforehand);
     /// [`KvStore::commit`] advances the length once every layer of new positions is written.
     fn write(&mut self, layer: usize, positions: Positions, keys: &[f32], values: &[f32]);

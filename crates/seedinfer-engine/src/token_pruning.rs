@@ -25,7 +25,7 @@ use crate::forward::{apply_rope, layer_step, output_logits, LogitsFor, Scratch};
 use crate::kv_cache::{KvStore, PagedKv, Positions};
 use crate::kv_pool::KvDtype;
 use crate::weights::LlamaWeights;
-use seedinfer_kernels::attention::key_row;
+use seedinfer_kernels::attention::{kv_rows, KvHead, KvRows};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -480,21 +480,25 @@ impl Pass<'_> {
             }
             let last = batch[batch.len() - 1];
             all_shown &= mask[..=last].iter().all(|&m| m);
-            let pass_mask = (!all_shown).then_some(mask.as_slice());
-            for (positions, rows) in batch.chunks(LAYER_CHUNK).zip(x.chunks_mut(LAYER_CHUNK * d)) {
-                layer_step(
-                    cfg,
-                    &self.w.layers[l],
-                    l,
-                    rows,
-                    Positions::List(positions),
-                    pass_mask,
-                    cache,
-                    s,
-                );
-                for &p in positions {
-                    state.depth[p] = l as i32;
+            // A layer with hidden positions: several tokens attend over a gathered copy of the shown ones (which
+            // skips the hidden ones' work entirely); a single decoded token reads the cache in place, run by run.
+            let chunks = batch.chunks(LAYER_CHUNK).zip(x.chunks_mut(LAYER_CHUNK * d));
+            let layer = &self.w.layers[l];
+            if !all_shown && batch.len() > 1 {
+                let mut gathered = GatheredLayer::new(cfg, cache, l, &mask[..=last], batch);
+                for (positions, rows) in chunks {
+                    let positions = Positions::List(positions);
+                    layer_step(cfg, layer, l, rows, positions, None, &mut gathered, s);
                 }
+            } else {
+                let in_place_mask = (!all_shown).then_some(mask.as_slice());
+                for (positions, rows) in chunks {
+                    let positions = Positions::List(positions);
+                    layer_step(cfg, layer, l, rows, positions, in_place_mask, cache, s);
+                }
+            }
+            for &p in batch.iter() {
+                state.depth[p] = l as i32;
             }
             report.layer_tokens[l] += batch.len();
             let Some(selection) = self.selections.iter().find(|sel| sel.layer == l) else {
@@ -603,7 +607,7 @@ fn score(
     selection: &Selection,
     s: &mut Scratch,
 ) -> Vec<f32> {
-    let (hd, group, bs) = (cfg.head_dim, cfg.heads / cfg.kv_heads, cache.block_size());
+    let (hd, group) = (cfg.head_dim, cfg.heads / cfg.kv_heads);
     let scale = 1.0 / (hd as f32).sqrt();
     let unrotated = matches!(selection.criterion, Criterion::UnrotatedAttention { .. });
     let mut query = query.to_vec();
@@ -621,18 +625,9 @@ fn score(
     let channels = cache.key_channels(layer);
     // logits[h * n + c]: head h's scaled q·k for candidate c.
     let mut logits = vec![0.0f32; cfg.heads * n];
-    let mut key = vec![0.0f32; cfg.kv_dim()];
+    let (mut key, mut value) = (vec![0.0f32; cfg.kv_dim()], vec![0.0f32; cfg.kv_dim()]);
     for (c, &p) in candidates.iter().enumerate() {
-        for kv_head in 0..cfg.kv_heads {
-            let kv = cache.head(layer, kv_head, p / bs, p % bs + 1);
-            let row = &mut key[kv_head * hd..(kv_head + 1) * hd];
-            key_row(&kv, p % bs, row);
-            if let (Some(channels), true) = (channels, p >= bs) {
-                for (k, c) in row.iter_mut().zip(&channels[kv_head * hd..]) {
-                    *k *= c;
-                }
-            }
-        }
+        read_position(cfg, cache, channels, layer, p, &mut key, &mut value);
         if unrotated {
             apply_rope(
                 &mut key,
@@ -675,4 +670,131 @@ fn score(
         }
     }
     out
+}
+
+/// Position `p`'s keys and values at `layer` (`[kv_dim]` each) as f32, int8 keys times their channel scales.
+fn read_position(
+    cfg: &LlamaConfig,
+    cache: &PagedKv,
+    channels: Option<&[f32]>,
+    layer: usize,
+    p: usize,
+    key: &mut [f32],
+    value: &mut [f32],
+) {
+    let (hd, bs) = (cfg.head_dim, cache.block_size());
+    for kv_head in 0..cfg.kv_heads {
+        let kv = cache.head(layer, kv_head, p / bs, p % bs + 1);
+        let heads = kv_head * hd..(kv_head + 1) * hd;
+        let key = &mut key[heads.clone()];
+        kv_rows(&kv, p % bs, key, &mut value[heads.clone()]);
+        if let (Some(channels), true) = (channels, p >= bs) {
+            for (k, c) in key.iter_mut().zip(&channels[heads]) {
+                *k *= c;
+            }
+        }
+    }
+}
+
+/// One layer's shown positions, in position order, copied out of the paged cache as f32 rows: attention over a
+/// pruned layer then reads only what it attends to. The batch's own rows are written to both.
+struct GatheredLayer<'a> {
+    cache: &'a mut PagedKv,
+    /// Row of each position in `keys` / `values` (`u32::MAX`: not shown).
+    row_of: Vec<u32>,
+    rows: usize,
+    keys: Vec<f32>,
+    values: Vec<f32>,
+    kv_dim: usize,
+    head_dim: usize,
+}
+
+impl<'a> GatheredLayer<'a> {
+    /// Gathers layer `layer`'s rows of the positions `shown` marks; those of `batch` are left for `write`.
+    fn new(
+        cfg: &LlamaConfig,
+        cache: &'a mut PagedKv,
+        layer: usize,
+        shown: &[bool],
+        batch: &[usize],
+    ) -> Self {
+        let kv_dim = cfg.kv_dim();
+        let mut row_of = vec![u32::MAX; shown.len()];
+        let mut rows = 0;
+        for (p, &s) in shown.iter().enumerate() {
+            if s {
+                row_of[p] = rows as u32;
+                rows += 1;
+            }
+        }
+        let (mut keys, mut values) = (vec![0.0; rows * kv_dim], vec![0.0; rows * kv_dim]);
+        let channels = cache.key_channels(layer);
+        let mut next_in_batch = batch.iter().peekable();
+        for (p, &row) in row_of.iter().enumerate() {
+            if next_in_batch.next_if_eq(&&p).is_some() || row == u32::MAX {
+                continue;
+            }
+            let span = row as usize * kv_dim..(row as usize + 1) * kv_dim;
+            read_position(
+                cfg,
+                cache,
+                channels,
+                layer,
+                p,
+                &mut keys[span.clone()],
+                &mut values[span],
+            );
+        }
+        Self {
+            cache,
+            row_of,
+            rows,
+            keys,
+            values,
+            kv_dim,
+            head_dim: cfg.head_dim,
+        }
+    }
+}
+
+impl KvStore for GatheredLayer<'_> {
+    fn len(&self) -> usize {
+        self.rows
+    }
+
+    fn block_size(&self) -> usize {
+        self.cache.block_size()
+    }
+
+    fn visible(&self, position: usize) -> usize {
+        self.row_of[position] as usize + 1
+    }
+
+    fn write(&mut self, layer: usize, positions: Positions, keys: &[f32], values: &[f32]) {
+        self.cache.write(layer, positions, keys, values);
+        let kv_dim = self.kv_dim;
+        for (t, (k, v)) in keys
+            .chunks_exact(kv_dim)
+            .zip(values.chunks_exact(kv_dim))
+            .enumerate()
+        {
+            let at = self.row_of[positions.at(t)] as usize * kv_dim;
+            self.keys[at..at + kv_dim].copy_from_slice(k);
+            self.values[at..at + kv_dim].copy_from_slice(v);
+        }
+    }
+
+    fn commit(&mut self, _tokens: usize) {}
+
+    fn head(&self, _layer: usize, kv_head: usize, block: usize, count: usize) -> KvHead<'_> {
+        let first = block * self.block_size();
+        let span = first * self.kv_dim..(first + count) * self.kv_dim;
+        KvHead {
+            keys: KvRows::F32(&self.keys[span.clone()]),
+            values: KvRows::F32(&self.values[span]),
+            stride: self.kv_dim,
+            offset: kv_head * self.head_dim,
+            head_dim: self.head_dim,
+        }
+    }
 }

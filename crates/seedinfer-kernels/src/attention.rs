@@ -66,18 +66,19 @@ pub fn quantize_row_i8(x: &[f32], out: &mut [i8]) -> f32 {
     scale
 }
 
-/// Position `p`'s key of one KV head, widened to f32 (int8 rows times their scale) into `out` (`head_dim` long).
-/// For scoring outside the fused kernel, e.g. a token-pruning criterion.
-pub fn key_row(kv: &KvHead, p: usize, out: &mut [f32]) {
-    with_rows!(kv, |keys, _values| {
-        let row = keys.row(kv, p);
-        let scale = if keys.scales.is_empty() {
-            1.0
-        } else {
-            keys.scale(p)
-        };
-        for (o, k) in out.iter_mut().zip(row) {
-            *o = k.widen() * scale;
+/// Position `p`'s key and value of one KV head, widened to f32 (int8 rows times their scale) into `key` and
+/// `value` (`head_dim` long each). For reading the cache outside the fused kernel (token pruning).
+pub fn kv_rows(kv: &KvHead, p: usize, key: &mut [f32], value: &mut [f32]) {
+    with_rows!(kv, |keys, values| {
+        for (rows, out) in [(keys, key), (values, value)] {
+            let scale = if rows.scales.is_empty() {
+                1.0
+            } else {
+                rows.scale(p)
+            };
+            for (o, x) in out.iter_mut().zip(rows.row(kv, p)) {
+                *o = x.widen() * scale;
+            }
         }
     })
 }
