@@ -154,6 +154,18 @@ storiesTest('info shows the KV cache; --kv-dtype int8 shrinks KV bytes per token
   t.is(bad.code, 2);
 });
 
+storiesTest('generate --prefill lazyllm prunes the prompt and reports it in --json', async (t) => {
+  const ids = [1, ...storiesExpected().greedy_token_ids.slice(0, 99)].join(',');
+  const run = await cli(['generate', '--model', storiesDir, '--prefill', 'lazyllm', '--max-tokens', '5', '--temperature', '0', '--json', '--prompt-ids', ids]);
+  t.is(run.code, 0, run.stderr);
+  const out = JSON.parse(run.stdout);
+  t.is(out.prefill.strategy, 'lazyllm');
+  // stories260K's 5 layers: the default stages fall at layers 1 and 3 (35% and 60%, the 85% one clamped onto 3).
+  t.deepEqual(out.prefill.layerTokens, [100, 100, 70, 70, 50]);
+  const bad = await cli(['generate', '--model', storiesDir, '--prefill', 'sparse', '--prompt-ids', '1']);
+  t.is(bad.code, 2);
+});
+
 test('chat with the default model answers "Paris" (downloads the default model on first use)', async (t) => {
   const run = await cli(['chat', '--temperature', '0', '--max-tokens', '40'], { input: 'What is the capital of France?\n' });
   t.is(run.code, 0, run.stderr);

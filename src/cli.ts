@@ -5,7 +5,7 @@ import fs from 'node:fs';
 import readline from 'node:readline';
 import { DEFAULT_MODEL, Model, SeedinferError, ensureDefaultModel, pullModel } from './index.js';
 import { createProgressReporter, formatBytes } from './progress.js';
-import type { CacheStats, ChatMessage, GenerateOptions, Generation, GenerationResult, ModelInfo, Session } from '../index.js';
+import type { CacheStats, ChatMessage, GenerateOptions, Generation, GenerationResult, ModelInfo, PrefillOptions, Session } from '../index.js';
 
 /** Bad command-line input: reported like commander's own errors, exit code 2. */
 class UsageError extends Error {}
@@ -190,6 +190,7 @@ function timingSummary(result: GenerationResult): string {
 
 interface GenerateCommandOptions extends SamplingOptions {
   promptIds?: number[];
+  prefill?: PrefillOptions['strategy'];
   json?: boolean;
   chat?: boolean;
 }
@@ -215,7 +216,10 @@ async function runGenerate(promptArg: string | undefined, options: GenerateComma
   try {
     if (options.chat) prompt = model.applyChatTemplate([{ role: 'user', content: prompt as string }], { addGenerationPrompt: true });
     session = model.createSession(options.contextSize !== undefined ? { contextSize: options.contextSize } : {});
-    const generation = session.generate(prompt, generateOptions(options, controller.signal));
+    const generation = session.generate(prompt, {
+      ...generateOptions(options, controller.signal),
+      prefill: { strategy: options.prefill ?? 'dense' },
+    });
     const result = await stream(generation, Boolean(options.json));
     if (options.json) {
       process.stdout.write(
@@ -225,6 +229,7 @@ async function runGenerate(promptArg: string | undefined, options: GenerateComma
           tokenIds: result.tokenIds,
           stopReason: result.stopReason,
           timings: result.timings,
+          prefill: result.prefill,
         })}\n`,
       );
     } else {
@@ -419,6 +424,14 @@ function buildProgram(setExit: (code: number) => void): Command {
     .option('--prompt-ids <ids>', 'raw prompt token ids, comma-separated (instead of a text prompt)', idsParser)
     .option('--json', 'print nothing while generating, then one JSON object with text, token ids, stop reason and timings')
     .option('--chat', "wrap the prompt as a user message in the model's chat template")
+    .addOption(
+      new Option('--prefill <strategy>', 'prompt token pruning for long prompts, with its default settings (default: dense)').choices([
+        'dense',
+        'lazyllm',
+        'promptdistill',
+        'feather',
+      ]),
+    )
     .action(async (prompt: string | undefined, options: GenerateCommandOptions) => setExit(await runGenerate(prompt, options)));
 
   const chat = program.command('chat').description('chat interactively (lines from stdin; /exit or EOF to quit)');
