@@ -216,6 +216,12 @@ export type PrefillOptions =
       strategy: 'lazyllm';
       /** Default: stages at 35%, 60% and 85% of the depth keeping 70%, 50% and 30% (SmolLM2-135M: layers 10, 18, 25). */
       schedule?: PrefillStage[];
+      /**
+       * Decode steps select again at every stage and revive the dropped tokens they pick, as published (default
+       * true). Revival is real work: on a 4K prompt the first few dozen decode steps revive ~100 tokens each and
+       * run several times slower than dense decode. `false` keeps the prefill's selection for the whole call.
+       */
+      reselectInDecode?: boolean;
     }
   | {
       /**

@@ -90,6 +90,13 @@ test('LazyLLM decode steps select again and revive tokens', async (t) => {
     .generateText(storyPrompt(), greedy(24, { strategy: 'lazyllm', schedule: [{ layer: 1, keep: 0.5 }, { layer: 3, keep: 0.25 }] }));
   t.is(out.tokenIds.length, 24);
   t.true(out.prefill.decodeRevivedTokens > 0);
+  // reselectInDecode: false keeps the prefill's selection: no revival, a dropped token stays dropped.
+  const fixed = await model.createSession().generateText(
+    storyPrompt(),
+    greedy(24, { strategy: 'lazyllm', schedule: [{ layer: 1, keep: 0.5 }, { layer: 3, keep: 0.25 }], reselectInDecode: false }),
+  );
+  t.is(fixed.prefill.decodeRevivedTokens, 0);
+  t.deepEqual(fixed.prefill.layerTokens, out.prefill.layerTokens);
 });
 
 test('bad prefill options are typed errors and leave the session usable', async (t) => {

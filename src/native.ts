@@ -28,6 +28,7 @@ export interface NativePrefillOptions {
   questionTokens?: number;
   pooling?: number;
   uniformShare?: number;
+  reselectInDecode?: boolean;
 }
 
 export interface NativePrefillReport {

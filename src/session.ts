@@ -46,6 +46,10 @@ function nativePrefill(prefill: PrefillOptions | undefined): NativePrefillOption
     if (p[name] !== undefined) out[name] = p[name] as number;
   }
   checkNumberOption('prefill.uniformShare', p.uniformShare as number | undefined, 0, 1);
+  if (p.reselectInDecode !== undefined) {
+    if (typeof p.reselectInDecode !== 'boolean') throw new SeedinferError('INVALID_OPTION', 'option prefill.reselectInDecode must be a boolean');
+    out.reselectInDecode = p.reselectInDecode;
+  }
   if (p.uniformShare !== undefined) out.uniformShare = p.uniformShare as number;
   return out;
 }

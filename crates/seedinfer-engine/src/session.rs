@@ -434,7 +434,10 @@ impl Session {
         out.prefill = prefill;
         // Decode steps select tokens again only under LazyLLM; otherwise they attend over what the prompt left.
         let decode_strategy = match &params.prefill {
-            PrefillStrategy::LazyLlm { .. } => params.prefill.clone(),
+            PrefillStrategy::LazyLlm {
+                reselect_in_decode: true,
+                ..
+            } => params.prefill.clone(),
             _ => PrefillStrategy::Dense,
         };
         if !completed {

@@ -48,6 +48,9 @@ pub enum PrefillStrategy {
     Dense,
     LazyLlm {
         schedule: Vec<Stage>,
+        /// Decode steps select again at every stage, reviving dropped tokens they pick (the method as
+        /// published); `false` keeps the prefill's selection for the whole generation.
+        reselect_in_decode: bool,
     },
     PromptDistill {
         layer: usize,
@@ -127,7 +130,7 @@ impl PrefillStrategy {
         };
         match self {
             PrefillStrategy::Dense => Ok(()),
-            PrefillStrategy::LazyLlm { schedule } => check_schedule(schedule),
+            PrefillStrategy::LazyLlm { schedule, .. } => check_schedule(schedule),
             PrefillStrategy::Feather {
                 schedule,
                 uniform_share,
@@ -164,7 +167,7 @@ impl PrefillStrategy {
     fn selections(&self, decode: bool) -> Vec<Selection> {
         match self {
             PrefillStrategy::Dense => Vec::new(),
-            PrefillStrategy::LazyLlm { schedule } => schedule
+            PrefillStrategy::LazyLlm { schedule, .. } => schedule
                 .iter()
                 .map(|s| Selection {
                     layer: s.layer,

@@ -57,6 +57,7 @@ fn lazy(stages: &[(usize, f64)]) -> PrefillStrategy {
             .iter()
             .map(|&(layer, keep)| Stage { layer, keep })
             .collect(),
+        reselect_in_decode: true,
     }
 }
 

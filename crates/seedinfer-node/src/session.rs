@@ -44,6 +44,7 @@ pub struct NativePrefillOptions {
     pub question_tokens: Option<u32>,
     pub pooling: Option<u32>,
     pub uniform_share: Option<f64>,
+    pub reselect_in_decode: Option<bool>,
 }
 
 /// What the prompt's prefill computed.
@@ -92,6 +93,7 @@ fn prefill_strategy(
         "dense" => PrefillStrategy::Dense,
         "lazyllm" => PrefillStrategy::LazyLlm {
             schedule: schedule(PrefillStrategy::lazyllm_default_schedule(layers)),
+            reselect_in_decode: o.reselect_in_decode.unwrap_or(true),
         },
         "feather" => PrefillStrategy::Feather {
             schedule: schedule(PrefillStrategy::feather_default_schedule(layers)),
