@@ -17,6 +17,14 @@ fn rms_norm(x: &[f32], weight: &[f32], eps: f32, out: &mut [f32]) {
     }
 }
 
+/// RMSNorm of every row of `x` (`[rows, weight.len()]`) into `out`, resized to match.
+fn rms_norm_rows(x: &[f32], weight: &[f32], eps: f32, out: &mut Vec<f32>) {
+    out.resize(x.len(), 0.0);
+    for (x, o) in x.chunks(weight.len()).zip(out.chunks_mut(weight.len())) {
+        rms_norm(x, weight, eps, o);
+    }
+}
+
 /// `outs[i] = input · ws[i]ᵀ` for `tokens` rows of input. The input is quantised to int8 once and reused by every
 /// block-quantised matrix (Q, K and V share one quantisation; so do gate and up).
 fn project<const N: usize>(
@@ -507,13 +515,8 @@ pub(crate) fn layer_step<C: KvStore>(
     cache: &mut C,
     s: &mut Scratch,
 ) {
-    let d = cfg.hidden_size;
-    let n = x.len() / d;
-    s.normed.resize(n * d, 0.0);
-    for (x, o) in x.chunks(d).zip(s.normed.chunks_mut(d)) {
-        rms_norm(x, &layer.attn_norm, cfg.rms_norm_eps, o);
-    }
-    s.normed.truncate(n * d);
+    let n = x.len() / cfg.hidden_size;
+    rms_norm_rows(x, &layer.attn_norm, cfg.rms_norm_eps, &mut s.normed);
     project(
         [&layer.wq, &layer.wk, &layer.wv],
         &s.normed,
@@ -540,9 +543,7 @@ pub(crate) fn layer_step<C: KvStore>(
     for (x, p) in x.iter_mut().zip(&s.proj) {
         *x += p;
     }
-    for (x, o) in x.chunks(d).zip(s.normed.chunks_mut(d)) {
-        rms_norm(x, &layer.ffn_norm, cfg.rms_norm_eps, o);
-    }
+    rms_norm_rows(x, &layer.ffn_norm, cfg.rms_norm_eps, &mut s.normed);
     project(
         [&layer.w_gate, &layer.w_up],
         &s.normed,
@@ -567,13 +568,8 @@ pub(crate) fn output_logits(
     s: &mut Scratch,
     logits: &mut Vec<f32>,
 ) {
-    let d = cfg.hidden_size;
-    let rows = x.len() / d;
-    s.normed.resize(rows * d, 0.0);
-    for (x, o) in x.chunks(d).zip(s.normed.chunks_mut(d)) {
-        rms_norm(x, &w.final_norm, cfg.rms_norm_eps, o);
-    }
-    s.normed.truncate(rows * d);
+    let rows = x.len() / cfg.hidden_size;
+    rms_norm_rows(x, &w.final_norm, cfg.rms_norm_eps, &mut s.normed);
     project([w.lm_head()], &s.normed, rows, [logits], &mut s.project);
 }
 
