@@ -93,6 +93,8 @@ interface SampleRow {
   revivedTokens?: number;
   /** Tokens revived during the 64-token generation's decode steps (LazyLLM). */
   decodeRevivedTokens?: number;
+  /** Decode speed of the 64-token generation (LazyLLM's revivals show here). */
+  decodeTokensPerSecond?: number;
   error?: string;
 }
 
@@ -175,6 +177,7 @@ async function runTask(task: Task, strategy: string, reference: Reference | unde
     describe(first);
     const full = await generate(OVERLAP_TOKENS);
     row.decodeRevivedTokens = full.prefill.decodeRevivedTokens;
+    row.decodeTokensPerSecond = full.timings.decodeTokensPerSecond;
     const output: Reference = { logits, tokens: full.tokenIds };
     if (reference) {
       row.firstTokenKl = reference.logits && output.logits ? klDivergence(reference.logits, output.logits) : null;
@@ -234,7 +237,12 @@ interface SummaryRow {
   meanOverlapLeading: number | null;
   meanOverlapFraction: number | null;
   meanComputedFraction: number | null;
+  meanDecodeTokensPerSecond: number | null;
 }
+
+/** Mean decode speed over the 64-token generations of agreement rows (dense's included). */
+const agreementDecode = (rows: SampleRow[]) =>
+  meanOrNull(rows.filter((r) => r.task === 'agreement').map((r) => r.decodeTokensPerSecond));
 
 const meanOrNull = (values: (number | null | undefined)[]) => {
   const present = values.filter((v): v is number => typeof v === 'number');
@@ -269,6 +277,7 @@ for (const length of lengths) {
       meanOverlapLeading: agreement.length ? mean(agreement.map((r) => r.overlapLeading as number)) : null,
       meanOverlapFraction: agreement.length ? mean(agreement.map((r) => r.overlapFraction as number)) : null,
       meanComputedFraction: ok.length ? meanOrNull(ok.map((r) => r.computedFraction)) : null,
+      meanDecodeTokensPerSecond: agreementDecode(ok),
     });
   }
 }
@@ -308,14 +317,14 @@ if (json) {
     const at = summary.filter((s) => s.length === length);
     console.log(`\n### ${length} tokens (prompts of ${at[0]?.promptTokens} tokens)\n`);
     console.log(
-      `| strategy | passkey % | mean TTFT ms | TTFT speedup vs dense | mean first-token KL | top-1 agree % | 64-token overlap: leading / fraction | computed token fraction | errors |`,
+      `| strategy | passkey % | mean TTFT ms | TTFT speedup vs dense | mean first-token KL | top-1 agree % | 64-token overlap: leading / fraction | computed token fraction | decode tok/s | errors |`,
     );
-    console.log(`|---|---:|---:|---:|---:|---:|---:|---:|---:|`);
+    console.log(`|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|`);
     for (const s of at) {
       const agree = (text: string) => (s.strategy === 'dense' ? 'ref' : text);
       const computed = s.meanComputedFraction === null ? 'n/a' : s.meanComputedFraction.toFixed(3);
       console.log(
-        `| ${s.strategy} | ${fixed(s.passkeyAccuracy, 0, 100)} | ${fixed(s.meanTtftMs, 0)} | ${s.ttftSpeedup === null ? 'n/a' : `${s.ttftSpeedup.toFixed(2)}×`} | ${agree(s.meanFirstTokenKl === null ? 'n/a' : s.meanFirstTokenKl.toExponential(2))} | ${agree(fixed(s.top1Agreement, 0, 100))} | ${agree(`${fixed(s.meanOverlapLeading, 1)} / ${fixed(s.meanOverlapFraction, 2)}`)} | ${computed} | ${s.errors}/${s.runs} |`,
+        `| ${s.strategy} | ${fixed(s.passkeyAccuracy, 0, 100)} | ${fixed(s.meanTtftMs, 0)} | ${s.ttftSpeedup === null ? 'n/a' : `${s.ttftSpeedup.toFixed(2)}×`} | ${agree(s.meanFirstTokenKl === null ? 'n/a' : s.meanFirstTokenKl.toExponential(2))} | ${agree(fixed(s.top1Agreement, 0, 100))} | ${agree(`${fixed(s.meanOverlapLeading, 1)} / ${fixed(s.meanOverlapFraction, 2)}`)} | ${computed} | ${fixed(s.meanDecodeTokensPerSecond, 1)} | ${s.errors}/${s.runs} |`,
       );
     }
     for (const strategy of strategies) {
