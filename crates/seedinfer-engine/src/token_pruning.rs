@@ -343,6 +343,12 @@ pub(crate) fn forward_pruned(
             "token pruning: cache and pruning state disagree".into(),
         ));
     }
+    let selections = strategy.selections(decode);
+    if logits_for == LogitsFor::All && !selections.is_empty() {
+        return Err(EngineError::InvalidOption(
+            "logits for every token need every token computed (a dense pass)".into(),
+        ));
+    }
     state.depth.resize(total, NO_LAYER);
     let mut batch: Vec<usize> = (start..total).collect();
     let mut x = std::mem::take(&mut s.x);
@@ -355,7 +361,7 @@ pub(crate) fn forward_pruned(
         w,
         start,
         total,
-        selections: strategy.selections(decode),
+        selections,
         revive: strategy.revives(),
         // An int8 cache takes its key channel scales from the complete first block (see `KvStore::write`).
         protected: if cache.pool_dtype() == KvDtype::Int8 {
@@ -381,18 +387,10 @@ pub(crate) fn forward_pruned(
         }
     };
     cache.commit(tokens.len());
+    // Without selections every new token reaches the last layer.
     let rows: Vec<usize> = match logits_for {
         LogitsFor::Last => vec![batch.len() - 1],
-        LogitsFor::All => {
-            let new: Vec<usize> = (0..batch.len()).filter(|&i| batch[i] >= start).collect();
-            if new.len() != tokens.len() {
-                s.x = x;
-                return Err(EngineError::InvalidOption(
-                    "logits for every token need every token computed (a dense pass)".into(),
-                ));
-            }
-            new
-        }
+        LogitsFor::All => (0..batch.len()).filter(|&i| batch[i] >= start).collect(),
     };
     let mut out_x = Vec::with_capacity(rows.len() * d);
     for i in rows {
