@@ -51,12 +51,17 @@ fn run(
         .expect("generates")
 }
 
-fn lazy(stages: &[(usize, f64)]) -> PrefillStrategy {
+/// A schedule from `(layer, keep)` pairs.
+fn stages(pairs: &[(usize, f64)]) -> Vec<Stage> {
+    pairs
+        .iter()
+        .map(|&(layer, keep)| Stage { layer, keep })
+        .collect()
+}
+
+fn lazy(pairs: &[(usize, f64)]) -> PrefillStrategy {
     PrefillStrategy::LazyLlm {
-        schedule: stages
-            .iter()
-            .map(|&(layer, keep)| Stage { layer, keep })
-            .collect(),
+        schedule: stages(pairs),
         reselect_in_decode: true,
     }
 }
@@ -88,16 +93,7 @@ fn keeping_every_token_gives_the_dense_output() {
                 pooling: 5,
             },
             PrefillStrategy::Feather {
-                schedule: vec![
-                    Stage {
-                        layer: 1,
-                        keep: 1.0,
-                    },
-                    Stage {
-                        layer: 2,
-                        keep: 1.0,
-                    },
-                ],
+                schedule: stages(&[(1, 1.0), (2, 1.0)]),
                 uniform_share: 0.25,
             },
         ];
@@ -216,16 +212,7 @@ fn promptdistill_trims_every_layer_and_feather_keeps_early_layers() {
 
     let mut session = Session::new(Arc::clone(&model), 512).unwrap();
     let feather = PrefillStrategy::Feather {
-        schedule: vec![
-            Stage {
-                layer: 1,
-                keep: 0.5,
-            },
-            Stage {
-                layer: 2,
-                keep: 0.25,
-            },
-        ],
+        schedule: stages(&[(1, 0.5), (2, 0.25)]),
         uniform_share: 0.25,
     };
     let out = run(&mut session, &prompt, &with(feather, 8));
