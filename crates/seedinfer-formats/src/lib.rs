@@ -9,6 +9,7 @@ pub mod blocks;
 pub mod error;
 pub mod gguf;
 pub mod safetensors_dir;
+pub mod seedlm;
 pub mod synthetic;
 pub mod tensor_type;
 pub mod tensor_view;

@@ -1,0 +1,502 @@
+//! SeedLM (METHODS.md, "SeedLM"): each block of `C` weights of a row is stored as the seed `s` of a `K`-bit LFSR,
+//! `P` 4-bit two's-complement coefficients `t` and one shared 4-bit exponent `e`; the block is `U(s) · t · 2^e`,
+//! where `U(s)` (`C x P`, row-major) holds the LFSR's next `C * P` states after `s`, normalised to [-1, 1].
+//! Data-free: encoding needs only the weights.
+//!
+//! One convention serves both sides: [`LfsrCycle`] lists the normalised states in the order the LFSR visits them,
+//! and `U(s)` is the `C * P` values after `s`'s place in it (the encoder's pseudo-inverses and the decoder's
+//! reconstruction read the same numbers).
+
+use nalgebra::DMatrix;
+use rayon::prelude::*;
+
+/// Seed bits of both published configurations.
+pub const SEED_BITS: u32 = 16;
+/// Feedback taps of the 16-bit LFSR (a maximal-length sequence: 65,535 states).
+pub const TAPS_16: [u32; 4] = [0, 1, 3, 12];
+/// Coefficient codes: 4-bit two's complement.
+const CODE_MIN: i32 = -8;
+const CODE_MAX: i32 = 7;
+/// Exponent codes: 4 bits above a per-tensor base.
+pub const EXPONENT_CODES: i32 = 16;
+
+/// A SeedLM configuration: `block` weights (C) per seed, `coefficients` (P) per block, `seed_bits` (K).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SeedLmConfig {
+    pub block: usize,
+    pub coefficients: usize,
+    pub seed_bits: u32,
+}
+
+/// `seedlm4`: C = 8, P = 3, K = 16: (16 + 4 + 3 * 4) / 8 = 4 bits per weight.
+pub const SEEDLM4: SeedLmConfig = SeedLmConfig {
+    block: 8,
+    coefficients: 3,
+    seed_bits: 16,
+};
+
+/// `seedlm3`: C = 12, P = 4, K = 16: (16 + 4 + 4 * 4) / 12 = 3 bits per weight.
+pub const SEEDLM3: SeedLmConfig = SeedLmConfig {
+    block: 12,
+    coefficients: 4,
+    seed_bits: 16,
+};
+
+impl SeedLmConfig {
+    /// Bits one block takes: seed, exponent, coefficients.
+    pub fn block_bits(&self) -> usize {
+        self.seed_bits as usize + 4 + 4 * self.coefficients
+    }
+
+    pub fn bits_per_weight(&self) -> f64 {
+        self.block_bits() as f64 / self.block as f64
+    }
+
+    /// Values of `U(s)`: `C * P`.
+    fn basis_len(&self) -> usize {
+        self.block * self.coefficients
+    }
+}
+
+/// One step of a `bits`-bit Fibonacci LFSR: the feedback (XOR of the `taps` bits) shifts in at the top as the state
+/// shifts right.
+pub fn lfsr_step(state: u32, bits: u32, taps: &[u32]) -> u32 {
+    let feedback = taps.iter().fold(0, |f, &t| f ^ ((state >> t) & 1));
+    (state >> 1) | (feedback << (bits - 1))
+}
+
+/// The states after each of `count` steps from `seed`.
+pub fn lfsr_states(seed: u32, bits: u32, taps: &[u32], count: usize) -> Vec<u32> {
+    let mut state = seed;
+    (0..count)
+        .map(|_| {
+            state = lfsr_step(state, bits, taps);
+            state
+        })
+        .collect()
+}
+
+/// `(v - 2^(K-1)) / (2^(K-1) - 1)`: a state as a value in [-1, 1].
+pub fn normalise(state: u32, bits: u32) -> f64 {
+    let half = (1u64 << (bits - 1)) as f64;
+    (state as f64 - half) / (half - 1.0)
+}
+
+/// The 16-bit LFSR's cycle, normalised, in visiting order, and where each state sits in it: `U(s)` is a slice,
+/// so the decoder regenerates a block's basis by reading `C * P` consecutive floats.
+pub struct LfsrCycle {
+    /// Normalised states in visiting order, followed by a wrap-around copy of the first `extra` of them.
+    values: Vec<f32>,
+    /// `place[s]`: index in the cycle of the state after `s` (the first value of `U(s)`).
+    place: Vec<u32>,
+}
+
+impl LfsrCycle {
+    /// The cycle of the 16-bit LFSR with [`TAPS_16`], with room for bases of `extra` values.
+    pub fn new(extra: usize) -> Self {
+        let period = (1usize << SEED_BITS) - 1;
+        let states = lfsr_states(1, SEED_BITS, &TAPS_16, period);
+        let mut place = vec![0u32; 1 << SEED_BITS];
+        // states[i] is the state after i + 1 steps from 1; the state after s = states[i] is states[i + 1].
+        for (i, &s) in states.iter().enumerate() {
+            place[s as usize] = ((i + 1) % period) as u32;
+        }
+        let mut values: Vec<f32> = states
+            .iter()
+            .map(|&s| normalise(s, SEED_BITS) as f32)
+            .collect();
+        let wrap: Vec<f32> = values[..extra.min(period)].to_vec();
+        values.extend(wrap);
+        Self { values, place }
+    }
+
+    /// `U(s)` as `len` consecutive values, row-major `C x P`.
+    pub fn basis(&self, seed: u16, len: usize) -> &[f32] {
+        let at = self.place[seed as usize] as usize;
+        &self.values[at..at + len]
+    }
+}
+
+/// One encoded block: seed, exponent (absolute, before the per-tensor base) and coefficient codes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SeedLmBlock {
+    pub seed: u16,
+    pub exponent: i32,
+    pub codes: [i8; 4],
+}
+
+/// Per seed: `U(s)` in float64 and its pseudo-inverse (`P x C`), for the encoder's least squares.
+pub struct SeedTable {
+    config: SeedLmConfig,
+    /// `[seed - 1][C * P]` row-major bases, exactly the decoder's values widened to f64.
+    bases: Vec<f64>,
+    /// `[seed - 1][P * C]` row-major pseudo-inverses, from an SVD in float64.
+    pinvs: Vec<f64>,
+}
+
+impl SeedTable {
+    pub fn new(config: SeedLmConfig, cycle: &LfsrCycle) -> Self {
+        let (c, p) = (config.block, config.coefficients);
+        let seeds = (1u32 << config.seed_bits) - 1;
+        let per_seed: Vec<(Vec<f64>, Vec<f64>)> = (1..=seeds)
+            .into_par_iter()
+            .map(|s| {
+                let basis: Vec<f64> = cycle
+                    .basis(s as u16, c * p)
+                    .iter()
+                    .map(|&v| v as f64)
+                    .collect();
+                let u = DMatrix::from_row_slice(c, p, &basis);
+                let pinv = u
+                    .pseudo_inverse(1e-12)
+                    .unwrap_or_else(|_| DMatrix::zeros(p, c));
+                let pinv: Vec<f64> = (0..p)
+                    .flat_map(|i| (0..c).map(move |j| (i, j)))
+                    .map(|(i, j)| pinv[(i, j)])
+                    .collect();
+                (basis, pinv)
+            })
+            .collect();
+        let mut bases = Vec::with_capacity(seeds as usize * c * p);
+        let mut pinvs = Vec::with_capacity(seeds as usize * c * p);
+        for (b, pi) in per_seed {
+            bases.extend(b);
+            pinvs.extend(pi);
+        }
+        Self {
+            config,
+            bases,
+            pinvs,
+        }
+    }
+
+    fn basis(&self, seed: u16) -> &[f64] {
+        let n = self.config.basis_len();
+        &self.bases[(seed as usize - 1) * n..seed as usize * n]
+    }
+
+    fn pinv(&self, seed: u16) -> &[f64] {
+        let n = self.config.basis_len();
+        &self.pinvs[(seed as usize - 1) * n..seed as usize * n]
+    }
+
+    /// Least-squares coefficients of `w` on `U(seed)`.
+    fn solve(&self, seed: u16, w: &[f64], t: &mut [f64]) {
+        let c = self.config.block;
+        for (i, ti) in t.iter_mut().enumerate() {
+            *ti = self.pinv(seed)[i * c..(i + 1) * c]
+                .iter()
+                .zip(w)
+                .map(|(a, b)| a * b)
+                .sum();
+        }
+    }
+
+    /// `|| w - U(seed) · t ||²`.
+    fn residual(&self, seed: u16, w: &[f64], t: &[f64]) -> f64 {
+        let p = self.config.coefficients;
+        self.basis(seed)
+            .chunks(p)
+            .zip(w)
+            .map(|(row, &wi)| {
+                let r = wi - row.iter().zip(t).map(|(u, t)| u * t).sum::<f64>();
+                r * r
+            })
+            .sum()
+    }
+
+    /// Encodes one block of `C` weights: every seed is tried, skipping those whose unquantised least-squares
+    /// residual (a lower bound on the quantised one) is already no better than the best so far. Returns the block
+    /// and its squared error.
+    pub fn encode_block(&self, w: &[f32]) -> (SeedLmBlock, f64) {
+        let (c, p) = (self.config.block, self.config.coefficients);
+        assert_eq!(w.len(), c, "a block has C weights");
+        let w: Vec<f64> = w.iter().map(|&v| v as f64).collect();
+        let (mut t, mut q) = ([0.0f64; 4], [0.0f64; 4]);
+        let mut best = (
+            SeedLmBlock {
+                seed: 1,
+                exponent: 0,
+                codes: [0; 4],
+            },
+            w.iter().map(|v| v * v).sum::<f64>(),
+        );
+        let seeds = (1u32 << self.config.seed_bits) - 1;
+        for seed in 1..=seeds as u16 {
+            self.solve(seed, &w, &mut t[..p]);
+            if self.residual(seed, &w, &t[..p]) >= best.1 {
+                continue;
+            }
+            let (exponent, codes) = quantise(&t[..p], None);
+            for (qi, &code) in q.iter_mut().zip(&codes[..p]) {
+                *qi = code as f64 * (exponent as f64).exp2();
+            }
+            let error = self.residual(seed, &w, &q[..p]);
+            if error < best.1 {
+                best = (
+                    SeedLmBlock {
+                        seed,
+                        exponent,
+                        codes,
+                    },
+                    error,
+                );
+            }
+        }
+        best
+    }
+
+    /// Requantises `block` (of weights `w`) with its exponent raised to at least `floor` (the tensor's exponent
+    /// codes start there), keeping its seed.
+    pub fn clamp_exponent(&self, block: &mut SeedLmBlock, w: &[f32], floor: i32) {
+        if block.exponent >= floor {
+            return;
+        }
+        let p = self.config.coefficients;
+        let w: Vec<f64> = w.iter().map(|&v| v as f64).collect();
+        let mut t = [0.0f64; 4];
+        self.solve(block.seed, &w, &mut t[..p]);
+        let (exponent, codes) = quantise(&t[..p], Some(floor));
+        block.exponent = exponent;
+        block.codes = codes;
+    }
+}
+
+/// The shared exponent `e = ceil(log2(max|t| / 7.5))` (raised to `floor` if given) and the codes
+/// `clamp(round(t / 2^e), -8, 7)`.
+fn quantise(t: &[f64], floor: Option<i32>) -> (i32, [i8; 4]) {
+    let max = t.iter().fold(0.0f64, |m, v| m.max(v.abs()));
+    let mut exponent = if max > 0.0 {
+        (max / 7.5).log2().ceil() as i32
+    } else {
+        i32::MIN / 2
+    };
+    if let Some(floor) = floor {
+        exponent = exponent.max(floor);
+    }
+    let scale = (-(exponent as f64)).exp2();
+    let mut codes = [0i8; 4];
+    for (code, &v) in codes.iter_mut().zip(t) {
+        *code = ((v * scale).round() as i32).clamp(CODE_MIN, CODE_MAX) as i8;
+    }
+    (exponent, codes)
+}
+
+/// Encodes a row-major `[rows, cols]` matrix (`cols` a multiple of C): blocks in row order, and the per-tensor
+/// exponent base (every block's exponent is in `base..base + 16`; blocks that would sit below are requantised at
+/// `base`). `on_rows` is called with the count of rows finished, for progress.
+pub fn encode_matrix(
+    table: &SeedTable,
+    weights: &[f32],
+    cols: usize,
+    on_rows: &(dyn Fn(usize) + Sync),
+) -> (Vec<SeedLmBlock>, i32) {
+    let c = table.config.block;
+    assert!(cols.is_multiple_of(c), "columns must be a multiple of C");
+    let mut blocks: Vec<SeedLmBlock> = weights
+        .par_chunks(cols)
+        .flat_map_iter(|row| {
+            let encoded: Vec<SeedLmBlock> =
+                row.chunks(c).map(|w| table.encode_block(w).0).collect();
+            on_rows(1);
+            encoded
+        })
+        .collect();
+    let top = blocks.iter().map(|b| b.exponent).max().unwrap_or(0);
+    let base = top - (EXPONENT_CODES - 1);
+    for (block, w) in blocks.iter_mut().zip(weights.chunks(c)) {
+        table.clamp_exponent(block, w, base);
+    }
+    (blocks, base)
+}
+
+/// Reconstructs one block into `out` (`C` values): `U(s) · codes · 2^e`.
+pub fn decode_block(config: SeedLmConfig, cycle: &LfsrCycle, block: &SeedLmBlock, out: &mut [f32]) {
+    let p = config.coefficients;
+    let scale = (block.exponent as f32).exp2();
+    let basis = cycle.basis(block.seed, config.basis_len());
+    for (o, row) in out.iter_mut().zip(basis.chunks(p)) {
+        *o = row
+            .iter()
+            .zip(&block.codes[..p])
+            .map(|(u, &q)| u * q as f32)
+            .sum::<f32>()
+            * scale;
+    }
+}
+
+/// Packs blocks into `block_bits` bits each, little-endian bit order: seed (16), exponent code (4, `e - base`),
+/// then each coefficient's 4-bit two's complement.
+pub fn pack_blocks(config: SeedLmConfig, blocks: &[SeedLmBlock], base: i32) -> Vec<u8> {
+    let bits = config.block_bits();
+    let mut out = vec![0u8; (blocks.len() * bits).div_ceil(8)];
+    let mut at = 0usize;
+    let mut put = |value: u32, width: usize, out: &mut [u8]| {
+        for i in 0..width {
+            if (value >> i) & 1 == 1 {
+                out[(at + i) / 8] |= 1 << ((at + i) % 8);
+            }
+        }
+        at += width;
+    };
+    for b in blocks {
+        put(b.seed as u32, config.seed_bits as usize, &mut out);
+        put(
+            (b.exponent - base).clamp(0, EXPONENT_CODES - 1) as u32,
+            4,
+            &mut out,
+        );
+        for &code in &b.codes[..config.coefficients] {
+            put((code as u8 & 0xF) as u32, 4, &mut out);
+        }
+    }
+    out
+}
+
+/// Unpacks `count` blocks packed by [`pack_blocks`].
+pub fn unpack_blocks(
+    config: SeedLmConfig,
+    bytes: &[u8],
+    count: usize,
+    base: i32,
+) -> Vec<SeedLmBlock> {
+    let mut at = 0usize;
+    let mut get = |width: usize| {
+        let mut v = 0u32;
+        for i in 0..width {
+            let bit = bytes
+                .get((at + i) / 8)
+                .map_or(0, |b| (b >> ((at + i) % 8)) & 1);
+            v |= (bit as u32) << i;
+        }
+        at += width;
+        v
+    };
+    (0..count)
+        .map(|_| {
+            let seed = get(config.seed_bits as usize) as u16;
+            let exponent = base + get(4) as i32;
+            let mut codes = [0i8; 4];
+            for code in codes.iter_mut().take(config.coefficients) {
+                // Sign-extend the 4-bit two's complement.
+                *code = ((get(4) as i8) << 4) >> 4;
+            }
+            SeedLmBlock {
+                seed,
+                exponent,
+                codes,
+            }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_k3_test_vector() {
+        let v = lfsr_states(4, 3, &[0, 1], 8);
+        let u: Vec<Vec<u32>> = v.chunks(2).map(|r| r.to_vec()).collect();
+        assert_eq!(u, vec![vec![2, 5], vec![6, 7], vec![3, 1], vec![4, 2]]);
+    }
+
+    #[test]
+    fn sixteen_bit_taps_give_a_maximal_cycle() {
+        let mut state = 1u32;
+        let mut steps = 0;
+        loop {
+            state = lfsr_step(state, 16, &TAPS_16);
+            steps += 1;
+            if state == 1 {
+                break;
+            }
+            assert_ne!(state, 0);
+        }
+        assert_eq!(steps, 65_535);
+        // The cycle's slices are the LFSR's own states from each seed.
+        let cycle = LfsrCycle::new(48);
+        for seed in [1u16, 2, 77, 65_535] {
+            let direct: Vec<f32> = lfsr_states(seed as u32, 16, &TAPS_16, 24)
+                .iter()
+                .map(|&s| normalise(s, 16) as f32)
+                .collect();
+            assert_eq!(cycle.basis(seed, 24), direct.as_slice());
+        }
+    }
+
+    #[test]
+    fn packed_sizes_are_exactly_the_stated_bits_per_weight() {
+        assert_eq!(SEEDLM4.bits_per_weight(), 4.0);
+        assert_eq!(SEEDLM3.bits_per_weight(), 3.0);
+        let blocks = vec![
+            SeedLmBlock {
+                seed: 65_535,
+                exponent: -3,
+                codes: [-8, 7, -1, 3],
+            };
+            64
+        ];
+        for config in [SEEDLM4, SEEDLM3] {
+            let bytes = pack_blocks(config, &blocks, -10);
+            assert_eq!(
+                bytes.len() * 8,
+                64 * config.block * config.bits_per_weight() as usize
+            );
+            let back = unpack_blocks(config, &bytes, 64, -10);
+            for b in back {
+                assert_eq!((b.seed, b.exponent), (65_535, -3));
+                assert_eq!(
+                    &b.codes[..config.coefficients],
+                    &[-8, 7, -1, 3][..config.coefficients]
+                );
+            }
+        }
+    }
+
+    /// Gaussian weights from a fixed xorshift stream (Box-Muller).
+    fn gaussian(n: usize) -> Vec<f32> {
+        let mut state = 0x9E37_79B9_7F4A_7C15u64;
+        let mut uniform = || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            ((state >> 11) as f64 + 0.5) / (1u64 << 53) as f64
+        };
+        (0..n)
+            .map(|_| {
+                let (a, b) = (uniform(), uniform());
+                ((-2.0 * a.ln()).sqrt() * (std::f64::consts::TAU * b).cos() * 0.02) as f32
+            })
+            .collect()
+    }
+
+    #[test]
+    fn gaussian_weights_reconstruct_with_the_published_error() {
+        for (config, expected) in [(SEEDLM4, 0.12), (SEEDLM3, 0.23)] {
+            let cycle = LfsrCycle::new(config.block * config.coefficients);
+            let table = SeedTable::new(config, &cycle);
+            let cols = config.block * 32;
+            let w = gaussian(cols * 8);
+            let (blocks, base) = encode_matrix(&table, &w, cols, &|_| {});
+            let bytes = pack_blocks(config, &blocks, base);
+            let blocks = unpack_blocks(config, &bytes, blocks.len(), base);
+            let mut r = vec![0.0f32; w.len()];
+            for (b, out) in blocks.iter().zip(r.chunks_mut(config.block)) {
+                decode_block(config, &cycle, b, out);
+            }
+            let err: f64 = w
+                .iter()
+                .zip(&r)
+                .map(|(a, b)| ((a - b) as f64).powi(2))
+                .sum();
+            let norm: f64 = w.iter().map(|a| (*a as f64).powi(2)).sum();
+            let relative = (err / norm).sqrt();
+            eprintln!("{config:?}: relative Frobenius error {relative:.4}");
+            assert!(
+                (relative - expected).abs() < 0.03,
+                "{config:?}: relative Frobenius error {relative:.4}, expected about {expected}"
+            );
+        }
+    }
+}
