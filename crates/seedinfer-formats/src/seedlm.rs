@@ -272,24 +272,63 @@ impl SeedTable {
                             bound[l] -= b[j][l] * t[j][l];
                         }
                     }
+                    let best_k = best[k].1 as f32;
+                    if bound.iter().all(|&b| b >= best_k) {
+                        continue;
+                    }
+                    // Quantise all eight candidates and measure their errors, lane by lane.
+                    let mut top = [0.0f32; LANES];
+                    for tj in t.iter().take(p) {
+                        for l in 0..LANES {
+                            top[l] = top[l].max(tj[l].abs());
+                        }
+                    }
+                    let mut exponent = [0i32; LANES];
+                    let (mut scale, mut inverse) = ([0.0f32; LANES], [0.0f32; LANES]);
+                    for l in 0..LANES {
+                        exponent[l] = ceil_log2(top[l] * (1.0 / 7.5));
+                        scale[l] = f32::from_bits(((127 + exponent[l]) as u32) << 23);
+                        inverse[l] = f32::from_bits(((127 - exponent[l]) as u32) << 23);
+                    }
+                    let mut q = [[0.0f32; LANES]; 4];
+                    for (qj, tj) in q.iter_mut().zip(&t).take(p) {
+                        for l in 0..LANES {
+                            qj[l] = (tj[l] * inverse[l])
+                                .round_ties_even()
+                                .clamp(CODE_MIN as f32, CODE_MAX as f32);
+                        }
+                    }
+                    let mut error = [0.0f32; LANES];
+                    for (i, &wi) in w.iter().enumerate() {
+                        let mut r = [wi; LANES];
+                        for (j, qj) in q.iter().enumerate().take(p) {
+                            let row = &u[i * p + j];
+                            for l in 0..LANES {
+                                r[l] -= row[l] * qj[l] * scale[l];
+                            }
+                        }
+                        for l in 0..LANES {
+                            error[l] += r[l] * r[l];
+                        }
+                    }
                     for l in 0..LANES {
                         let seed = group * LANES + l + 1;
-                        if seed > seeds || (bound[l] as f64) >= best[k].1 {
+                        if seed > seeds || error[l] >= best_k {
                             continue;
                         }
-                        let coefficients: [f64; 4] = std::array::from_fn(|j| t[j][l] as f64);
-                        let (exponent, codes) = quantise(&coefficients[..p], None);
-                        let scale = (exponent as f64).exp2();
-                        let q: [f64; 4] = std::array::from_fn(|j| codes[j] as f64 * scale);
+                        // An improvement in f32: confirm it in f64 on the decoder's values.
+                        let codes: [i8; 4] = std::array::from_fn(|j| q[j][l] as i8);
+                        let exact: [f64; 4] =
+                            std::array::from_fn(|j| codes[j] as f64 * (exponent[l] as f64).exp2());
                         for (x, &v) in wide.iter_mut().zip(w.iter()) {
                             *x = v as f64;
                         }
-                        let error = self.residual(seed as u16, &wide, &q[..p]);
+                        let error = self.residual(seed as u16, &wide, &exact[..p]);
                         if error < best[k].1 {
                             best[k] = (
                                 SeedLmBlock {
                                     seed: seed as u16,
-                                    exponent,
+                                    exponent: exponent[l],
                                     codes,
                                 },
                                 error,
@@ -392,6 +431,14 @@ impl SeedTable {
         block.exponent = exponent;
         block.codes = codes;
     }
+}
+
+/// `ceil(log2(y))` from the bits of `y`, clamped to the exponents an f32 scale can hold (0 maps to the lowest).
+#[inline(always)]
+fn ceil_log2(y: f32) -> i32 {
+    let bits = y.to_bits();
+    let floor = ((bits >> 23) & 0xff) as i32 - 127;
+    (floor + i32::from(bits & 0x7f_ffff != 0)).clamp(-126, 126)
 }
 
 /// The shared exponent `e = ceil(log2(max|t| / 7.5))` (raised to `floor` if given) and the codes
