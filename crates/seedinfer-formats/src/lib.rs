@@ -8,6 +8,7 @@
 pub mod blocks;
 pub mod error;
 pub mod gguf;
+pub mod q3_rtn;
 pub mod safetensors_dir;
 pub mod seedlm;
 pub mod synthetic;
