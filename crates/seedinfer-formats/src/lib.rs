@@ -14,6 +14,8 @@ pub mod seedlm;
 pub mod synthetic;
 pub mod tensor_type;
 pub mod tensor_view;
+#[cfg(test)]
+mod test_weights;
 
 pub use blocks::{dequantize_row, quantize_row, BlockQ4_0, BlockQ4_1, BlockQ8_0};
 pub use error::{FormatError, Result};

@@ -50,6 +50,7 @@ pub fn dequantize(bytes: &[u8], out: &mut [f32]) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::test_weights::{gaussian, relative_error};
 
     #[test]
     fn groups_take_three_and_a_half_bits_per_weight_and_round_trip() {
@@ -75,32 +76,13 @@ mod tests {
 
     #[test]
     fn gaussian_weights_lose_about_a_fifth() {
-        // A fixed pseudo-Gaussian stream (sum of 12 uniforms).
-        let mut state = 0x2545_F491_4F6C_DD1Du64;
-        let x: Vec<f32> = (0..32 * 256)
-            .map(|_| {
-                let s: f64 = (0..12)
-                    .map(|_| {
-                        state ^= state << 13;
-                        state ^= state >> 7;
-                        state ^= state << 17;
-                        (state >> 11) as f64 / (1u64 << 53) as f64
-                    })
-                    .sum();
-                ((s - 6.0) * 0.02) as f32
-            })
-            .collect();
+        // The same Gaussian stream seedlm's tests encode, so the errors compare.
+        let x = gaussian(32 * 256);
         let mut bytes = Vec::new();
         quantize(&x, &mut bytes);
         let mut back = vec![0.0; x.len()];
         dequantize(&bytes, &mut back);
-        let err: f64 = x
-            .iter()
-            .zip(&back)
-            .map(|(a, b)| ((a - b) as f64).powi(2))
-            .sum();
-        let norm: f64 = x.iter().map(|a| (*a as f64).powi(2)).sum();
-        let relative = (err / norm).sqrt();
+        let relative = relative_error(&x, &back);
         eprintln!("q3_rtn: relative Frobenius error {relative:.4}");
         assert!((0.1..0.3).contains(&relative), "{relative}");
     }

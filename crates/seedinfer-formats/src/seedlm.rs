@@ -576,6 +576,7 @@ pub fn unpack_blocks(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::test_weights::{gaussian, relative_error};
 
     #[test]
     fn the_k3_test_vector() {
@@ -656,23 +657,6 @@ mod tests {
         }
     }
 
-    /// Gaussian weights from a fixed xorshift stream (Box-Muller).
-    fn gaussian(n: usize) -> Vec<f32> {
-        let mut state = 0x9E37_79B9_7F4A_7C15u64;
-        let mut uniform = || {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            ((state >> 11) as f64 + 0.5) / (1u64 << 53) as f64
-        };
-        (0..n)
-            .map(|_| {
-                let (a, b) = (uniform(), uniform());
-                ((-2.0 * a.ln()).sqrt() * (std::f64::consts::TAU * b).cos() * 0.02) as f32
-            })
-            .collect()
-    }
-
     #[test]
     fn gaussian_weights_reconstruct_with_the_published_error() {
         for (config, expected) in [(SEEDLM4, 0.12), (SEEDLM3, 0.23)] {
@@ -687,13 +671,7 @@ mod tests {
             for (b, out) in blocks.iter().zip(r.chunks_mut(config.block)) {
                 decode_block(config, &cycle, b, out);
             }
-            let err: f64 = w
-                .iter()
-                .zip(&r)
-                .map(|(a, b)| ((a - b) as f64).powi(2))
-                .sum();
-            let norm: f64 = w.iter().map(|a| (*a as f64).powi(2)).sum();
-            let relative = (err / norm).sqrt();
+            let relative = relative_error(&w, &r);
             eprintln!("{config:?}: relative Frobenius error {relative:.4}");
             assert!(
                 (relative - expected).abs() < 0.03,
