@@ -77,6 +77,15 @@ fn schedule_at(layers: usize, stages: &[(f64, f64)]) -> Vec<Stage> {
 }
 
 impl PrefillStrategy {
+    /// PromptDistill's default context budget (METHODS.md).
+    pub const PROMPTDISTILL_KEEP_TOKENS: usize = 1024;
+    /// Prompt tokens at the end PromptDistill treats as the question and always keeps, unless told.
+    pub const PROMPTDISTILL_QUESTION_TOKENS: usize = 64;
+    /// PromptDistill's average-pooling width.
+    pub const PROMPTDISTILL_POOLING: usize = 5;
+    /// FEATHER's share of the kept tokens sampled uniformly for coverage.
+    pub const FEATHER_UNIFORM_SHARE: f64 = 0.25;
+
     pub fn name(&self) -> &'static str {
         match self {
             PrefillStrategy::Dense => "dense",
@@ -467,7 +476,6 @@ impl Pass<'_> {
                     }
                 }
             }
-            let mut all_shown = true;
             for (p, shown) in mask.iter_mut().enumerate() {
                 *shown = state.depth[p] >= l as i32 && selected.as_ref().is_none_or(|m| m[p]);
             }
@@ -480,7 +488,7 @@ impl Pass<'_> {
                 mask[p] = true;
             }
             let last = batch[batch.len() - 1];
-            all_shown &= mask[..=last].iter().all(|&m| m);
+            let all_shown = mask[..=last].iter().all(|&m| m);
             // A layer with hidden positions: several tokens attend over a gathered copy of the shown ones (which
             // skips the hidden ones' work entirely); a single decoded token reads the cache in place, run by run.
             let chunks = batch.chunks(LAYER_CHUNK).zip(x.chunks_mut(LAYER_CHUNK * d));
@@ -650,9 +658,10 @@ fn score(
         Criterion::Attention | Criterion::UnrotatedAttention { .. } => {
             for head in logits.chunks(n.max(1)) {
                 let max = head.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
-                let sum: f64 = head.iter().map(|&v| ((v - max) as f64).exp()).sum();
-                for (o, &v) in out.iter_mut().zip(head) {
-                    *o += (((v - max) as f64).exp() / sum) as f32 / cfg.heads as f32;
+                let weights: Vec<f64> = head.iter().map(|&v| ((v - max) as f64).exp()).collect();
+                let sum: f64 = weights.iter().sum();
+                for (o, w) in out.iter_mut().zip(&weights) {
+                    *o += (w / sum) as f32 / cfg.heads as f32;
                 }
             }
         }

@@ -61,15 +61,6 @@ pub struct NativePrefillReport {
     pub decode_revived_tokens: u32,
 }
 
-/// PromptDistill's default context budget (METHODS.md).
-const PROMPTDISTILL_KEEP_TOKENS: usize = 1024;
-/// Prompt tokens at the end PromptDistill treats as the question and always keeps, unless told.
-const PROMPTDISTILL_QUESTION_TOKENS: usize = 64;
-/// PromptDistill's average-pooling width.
-const PROMPTDISTILL_POOLING: usize = 5;
-/// FEATHER's share of the kept tokens sampled uniformly for coverage.
-const FEATHER_UNIFORM_SHARE: f64 = 0.25;
-
 /// The engine's strategy for `options` on a model of `layers` layers.
 fn prefill_strategy(
     options: Option<NativePrefillOptions>,
@@ -97,7 +88,9 @@ fn prefill_strategy(
         },
         "feather" => PrefillStrategy::Feather {
             schedule: schedule(PrefillStrategy::feather_default_schedule(layers)),
-            uniform_share: o.uniform_share.unwrap_or(FEATHER_UNIFORM_SHARE),
+            uniform_share: o
+                .uniform_share
+                .unwrap_or(PrefillStrategy::FEATHER_UNIFORM_SHARE),
         },
         "promptdistill" => PrefillStrategy::PromptDistill {
             layer: o.layer.map_or(
@@ -106,11 +99,15 @@ fn prefill_strategy(
             ),
             keep_tokens: o
                 .keep_tokens
-                .map_or(PROMPTDISTILL_KEEP_TOKENS, |k| k as usize),
+                .map_or(PrefillStrategy::PROMPTDISTILL_KEEP_TOKENS, |k| k as usize),
             question_tokens: o
                 .question_tokens
-                .map_or(PROMPTDISTILL_QUESTION_TOKENS, |q| q as usize),
-            pooling: o.pooling.map_or(PROMPTDISTILL_POOLING, |p| p as usize),
+                .map_or(PrefillStrategy::PROMPTDISTILL_QUESTION_TOKENS, |q| {
+                    q as usize
+                }),
+            pooling: o
+                .pooling
+                .map_or(PrefillStrategy::PROMPTDISTILL_POOLING, |p| p as usize),
         },
         other => {
             return Err(coded(
