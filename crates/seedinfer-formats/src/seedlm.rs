@@ -125,22 +125,28 @@ pub struct SeedLmBlock {
     pub codes: [i8; 4],
 }
 
-/// Seeds the search scores together, one per SIMD lane.
+/// Cycle positions the search scores together, one per SIMD lane.
 const LANES: usize = 8;
-/// Seed groups scored against a batch of blocks before moving on (their data stays in L2 meanwhile).
+/// Lane groups scored against a batch of blocks before moving on (their data stays in L1/L2 meanwhile).
 const GROUPS_PER_TILE: usize = 128;
+/// Cycle positions in a tile.
+const TILE: usize = GROUPS_PER_TILE * LANES;
 
 /// Per seed: `U(s)` in float64 and its pseudo-inverse (`P x C`), for the encoder's least squares; and the search's
-/// f32 copies, eight seeds interleaved per group: `U(s)` and the Gram inverse `(UᵀU)⁻¹ = pinv · pinvᵀ`.
+/// f32 data, ordered by place in the cycle (the seed whose `U` starts at cycle index `i` is `seed_at[i]`): the
+/// cycle itself and the Gram inverses `(UᵀU)⁻¹ = pinv · pinvᵀ`, eight places interleaved per group.
 pub struct SeedTable {
     config: SeedLmConfig,
     /// `[seed - 1][C * P]` row-major bases, exactly the decoder's values widened to f64.
     bases: Vec<f64>,
     /// `[seed - 1][P * C]` row-major pseudo-inverses, from an SVD in float64.
     pinvs: Vec<f64>,
-    /// `[group][C * P]`: lane `l` is seed `group * 8 + l + 1` (zero past the last seed).
-    lane_bases: Vec<[f32; LANES]>,
-    /// `[group][P * P]`: the seeds' Gram inverses, same lanes.
+    /// The normalised cycle with a wrap-around copy long enough for a whole tile's bases.
+    cycle: Vec<f32>,
+    /// `seed_at[i]`: the seed whose `U(s)` starts at cycle index `i`.
+    seed_at: Vec<u16>,
+    /// `[group][P * P]`: lane `l` holds the Gram inverse of the seed at cycle index `group * 8 + l` (zero past the
+    /// cycle's end).
     lane_grams: Vec<[f32; LANES]>,
 }
 
@@ -173,15 +179,24 @@ impl SeedTable {
             bases.extend(b);
             pinvs.extend(pi);
         }
-        let groups = (seeds as usize).div_ceil(LANES);
-        let mut lane_bases = vec![[0.0f32; LANES]; groups * c * p];
+        let period = seeds as usize;
+        let groups = period.div_ceil(LANES);
+        let mut seed_at = vec![0u16; groups * LANES];
+        for seed in 1..=seeds {
+            seed_at[cycle.place[seed as usize] as usize] = seed as u16;
+        }
+        let values = &cycle.values[..period];
+        let wrap = groups * LANES - period + TILE + c * p + LANES;
+        let cycle_values: Vec<f32> = values
+            .iter()
+            .chain(values.iter().cycle().take(wrap))
+            .copied()
+            .collect();
         let mut lane_grams = vec![[0.0f32; LANES]; groups * p * p];
-        for seed in 0..seeds as usize {
-            let (group, lane) = (seed / LANES, seed % LANES);
-            for (i, &u) in bases[seed * c * p..(seed + 1) * c * p].iter().enumerate() {
-                lane_bases[group * c * p + i][lane] = u as f32;
-            }
-            let pinv = &pinvs[seed * c * p..(seed + 1) * c * p];
+        for (place, &seed) in seed_at.iter().enumerate().take(period) {
+            let (group, lane) = (place / LANES, place % LANES);
+            let seed = seed as usize;
+            let pinv = &pinvs[(seed - 1) * c * p..seed * c * p];
             for j in 0..p {
                 for k in 0..p {
                     let g: f64 = (0..c).map(|i| pinv[j * c + i] * pinv[k * c + i]).sum();
@@ -193,7 +208,8 @@ impl SeedTable {
             config,
             bases,
             pinvs,
-            lane_bases,
+            cycle: cycle_values,
+            seed_at,
             lane_grams,
         }
     }
@@ -201,7 +217,10 @@ impl SeedTable {
     /// Encodes blocks of `C` weights each, as [`SeedTable::encode_block`] does one, faster: seeds are scored
     /// eight at a time by the projection residual `||w||² - bᵀ(UᵀU)⁻¹b` (`b = Uᵀw`, a lower bound on the
     /// quantised error), tile by tile of seeds over all the blocks; only seeds that beat a block's best so far
-    /// are quantised and measured exactly. Uses AVX2 when the CPU has it (the same arithmetic, lane for lane).
+    /// are quantised and measured exactly. Seeds go in cycle order, where `U` of the next seed is `U` shifted by
+    /// one value, so `b_j` at place `i` is `R(i + j)` with `R(m) = Σ_k w_k · cycle[m + k·P]`: one correlation
+    /// value (C multiply-adds) per seed instead of C·P. Uses AVX2 when the CPU has it (the same arithmetic, lane
+    /// for lane).
     pub fn encode_blocks(&self, blocks: &[&[f32]]) -> Vec<(SeedLmBlock, f64)> {
         #[cfg(target_arch = "x86_64")]
         if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
@@ -227,7 +246,7 @@ impl SeedTable {
     fn search(&self, blocks: &[&[f32]]) -> Vec<(SeedLmBlock, f64)> {
         let (c, p) = (self.config.block, self.config.coefficients);
         let groups = self.lane_grams.len() / (p * p);
-        let seeds = (1usize << self.config.seed_bits) - 1;
+        let period = (1usize << self.config.seed_bits) - 1;
         let mut best: Vec<(SeedLmBlock, f64)> = blocks
             .iter()
             .map(|w| {
@@ -245,25 +264,33 @@ impl SeedTable {
             .map(|w| w.iter().map(|v| v * v).sum())
             .collect();
         let mut wide = vec![0.0f64; c];
+        let mut r = vec![0.0f32; TILE + LANES];
         for tile in (0..groups).step_by(GROUPS_PER_TILE) {
+            let first = tile * LANES;
+            let tile_groups = GROUPS_PER_TILE.min(groups - tile);
             for (k, w) in blocks.iter().enumerate() {
-                for group in tile..(tile + GROUPS_PER_TILE).min(groups) {
-                    let u = &self.lane_bases[group * c * p..(group + 1) * c * p];
-                    let g = &self.lane_grams[group * p * p..(group + 1) * p * p];
+                // R(m) for the tile's places and the P - 1 after them.
+                let span = tile_groups * LANES + LANES;
+                let r = &mut r[..span];
+                r.fill(0.0);
+                for (i, &wi) in w.iter().enumerate() {
+                    let at = first + i * p;
+                    for (rm, &u) in r.iter_mut().zip(&self.cycle[at..at + span]) {
+                        *rm += u * wi;
+                    }
+                }
+                for g in 0..tile_groups {
+                    let group = tile + g;
+                    let grams = &self.lane_grams[group * p * p..(group + 1) * p * p];
                     let mut b = [[0.0f32; LANES]; 4];
-                    for (i, &wi) in w.iter().enumerate() {
-                        for (j, bj) in b.iter_mut().enumerate().take(p) {
-                            let row = &u[i * p + j];
-                            for l in 0..LANES {
-                                bj[l] += row[l] * wi;
-                            }
-                        }
+                    for (j, bj) in b.iter_mut().enumerate().take(p) {
+                        bj.copy_from_slice(&r[g * LANES + j..g * LANES + j + LANES]);
                     }
                     let mut t = [[0.0f32; LANES]; 4];
                     let mut bound = [norms[k]; LANES];
                     for j in 0..p {
                         for m in 0..p {
-                            let gj = &g[j * p + m];
+                            let gj = &grams[j * p + m];
                             for l in 0..LANES {
                                 t[j][l] += gj[l] * b[m][l];
                             }
@@ -298,24 +325,26 @@ impl SeedTable {
                                 .clamp(CODE_MIN as f32, CODE_MAX as f32);
                         }
                     }
+                    let place = first + g * LANES;
                     let mut error = [0.0f32; LANES];
                     for (i, &wi) in w.iter().enumerate() {
-                        let mut r = [wi; LANES];
+                        let mut res = [wi; LANES];
                         for (j, qj) in q.iter().enumerate().take(p) {
-                            let row = &u[i * p + j];
+                            let at = place + i * p + j;
+                            let row = &self.cycle[at..at + LANES];
                             for l in 0..LANES {
-                                r[l] -= row[l] * qj[l] * scale[l];
+                                res[l] -= row[l] * qj[l] * scale[l];
                             }
                         }
                         for l in 0..LANES {
-                            error[l] += r[l] * r[l];
+                            error[l] += res[l] * res[l];
                         }
                     }
                     for l in 0..LANES {
-                        let seed = group * LANES + l + 1;
-                        if seed > seeds || error[l] >= best_k {
+                        if place + l >= period || error[l] >= best_k {
                             continue;
                         }
+                        let seed = self.seed_at[place + l];
                         // An improvement in f32: confirm it in f64 on the decoder's values.
                         let codes: [i8; 4] = std::array::from_fn(|j| q[j][l] as i8);
                         let exact: [f64; 4] =
@@ -323,11 +352,11 @@ impl SeedTable {
                         for (x, &v) in wide.iter_mut().zip(w.iter()) {
                             *x = v as f64;
                         }
-                        let error = self.residual(seed as u16, &wide, &exact[..p]);
+                        let error = self.residual(seed, &wide, &exact[..p]);
                         if error < best[k].1 {
                             best[k] = (
                                 SeedLmBlock {
-                                    seed: seed as u16,
+                                    seed,
                                     exponent: exponent[l],
                                     codes,
                                 },
