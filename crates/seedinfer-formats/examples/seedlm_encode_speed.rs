@@ -27,7 +27,7 @@ fn main() {
         let cycle = LfsrCycle::new(config.block * config.coefficients);
         let table = SeedTable::new(config, &cycle);
         let start = Instant::now();
-        encode_matrix(&table, &w, cols, &|_| {});
+        encode_matrix(&table, &w, cols, &|_| {}, &|| false);
         let seconds = start.elapsed().as_secs_f64();
         println!(
             "{name}: {:.1} s per million weights ({} weights, {} threads)",

@@ -142,6 +142,12 @@ pub fn dequantize_row(tensor_type: TensorType, bytes: &[u8], out: &mut [f32]) ->
                 }
             }
         }
+        TensorType::Q3Rtn => crate::q3_rtn::dequantize(bytes, out),
+        TensorType::SeedLm4 | TensorType::SeedLm3 => {
+            return Err(FormatError::invalid_argument(format!(
+                "{tensor_type} rows need their tensor's exponent base: decode them with seedlm::decode_row"
+            )))
+        }
     }
     Ok(())
 }
@@ -184,6 +190,12 @@ pub fn quantize_row(tensor_type: TensorType, values: &[f32], out: &mut Vec<u8>) 
             for chunk in values.chunks_exact(QK) {
                 out.extend_from_slice(bytemuck::bytes_of(&quantize_block_q8_0(chunk)));
             }
+        }
+        TensorType::Q3Rtn => crate::q3_rtn::quantize(values, out),
+        TensorType::SeedLm4 | TensorType::SeedLm3 => {
+            return Err(FormatError::invalid_argument(format!(
+                "{tensor_type} is encoded a tensor at a time: use seedlm::encode_matrix"
+            )))
         }
     }
     Ok(())

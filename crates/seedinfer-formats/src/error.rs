@@ -31,6 +31,13 @@ pub enum FormatError {
     UnsupportedVersion { file: String, version: u32 },
 
     /// The file ends before a structure that it declares.
+    #[error("{file} is a seedinfer container of version {version}; this build reads versions 1 to {supported}")]
+    UnsupportedContainerVersion {
+        file: String,
+        version: u64,
+        supported: u32,
+    },
+
     #[error("truncated file {file}: while reading {what} needed {needed} bytes but only {available} are available")]
     Truncated {
         file: String,
@@ -81,6 +88,7 @@ impl FormatError {
             FormatError::Io { .. } => "IO_ERROR",
             FormatError::BadMagic { .. } => "BAD_MAGIC",
             FormatError::UnsupportedVersion { .. } => "UNSUPPORTED_GGUF_VERSION",
+            FormatError::UnsupportedContainerVersion { .. } => "UNSUPPORTED_CONTAINER_VERSION",
             FormatError::Truncated { .. } => "TRUNCATED_FILE",
             FormatError::Corrupt { .. } => "CORRUPT_FILE",
             FormatError::UnsupportedTensorType { .. } => "UNSUPPORTED_TENSOR_TYPE",

@@ -6,6 +6,7 @@
 //! and failures are reported as [`FormatError`] with a stable [`FormatError::code`].
 
 pub mod blocks;
+pub mod container;
 pub mod error;
 pub mod gguf;
 pub mod q3_rtn;
@@ -21,5 +22,5 @@ pub use blocks::{dequantize_row, quantize_row, BlockQ4_0, BlockQ4_1, BlockQ8_0};
 pub use error::{FormatError, Result};
 pub use gguf::{GgufFile, GgufTensorInfo, GgufValue, GgufWriter};
 pub use safetensors_dir::SafetensorsDir;
-pub use tensor_type::{ggml_type_name, TensorType, ALL_TENSOR_TYPES};
+pub use tensor_type::{ggml_type_name, TensorType, ALL_TENSOR_TYPES, SEEDINFER_TENSOR_TYPES};
 pub use tensor_view::TensorView;

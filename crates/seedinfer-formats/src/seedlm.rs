@@ -110,6 +110,16 @@ impl LfsrCycle {
         Self { values, place }
     }
 
+    /// Index in the cycle of the first value of `U(seed)`.
+    pub fn place(&self, seed: u16) -> u16 {
+        self.place[seed as usize] as u16
+    }
+
+    /// The normalised states in visiting order, then the wrap-around copy.
+    pub fn values(&self) -> &[f32] {
+        &self.values
+    }
+
     /// `U(s)` as `len` consecutive values, row-major `C x P`.
     pub fn basis(&self, seed: u16, len: usize) -> &[f32] {
         let at = self.place[seed as usize] as usize;
@@ -490,36 +500,92 @@ fn quantise(t: &[f64], floor: Option<i32>) -> (i32, [i8; 4]) {
     (exponent, codes)
 }
 
-/// Encodes a row-major `[rows, cols]` matrix (`cols` a multiple of C): blocks in row order, and the per-tensor
-/// exponent base (every block's exponent is in `base..base + 16`; blocks that would sit below are requantised at
-/// `base`). `on_rows` is called with the count of rows finished, for progress.
+/// Blocks in a row of `cols` weights: the last is zero-padded when `cols` is not a multiple of C.
+pub fn row_blocks(config: SeedLmConfig, cols: usize) -> usize {
+    cols.div_ceil(config.block)
+}
+
+/// Bytes of a packed row of `cols` weights: its blocks' bits, rounded up to a whole byte.
+pub fn row_bytes(config: SeedLmConfig, cols: usize) -> usize {
+    (row_blocks(config, cols) * config.block_bits()).div_ceil(8)
+}
+
+/// Row `row`'s `C`-weight blocks: the row cut into blocks, the last zero-padded.
+fn padded_blocks(row: &[f32], c: usize) -> Vec<[f32; 12]> {
+    row.chunks(c)
+        .map(|chunk| {
+            let mut block = [0.0f32; 12];
+            block[..chunk.len()].copy_from_slice(chunk);
+            block
+        })
+        .collect()
+}
+
+/// Encodes a row-major `[rows, cols]` matrix on the current rayon pool: blocks in row order (`row_blocks` per row)
+/// and the per-tensor exponent base (every block's exponent is in `base..base + 16`; blocks that would sit below
+/// are requantised at `base`). `on_rows` is called with the count of rows finished, for progress; once `stop()`
+/// returns true the remaining rows are skipped and the result is `None`.
 pub fn encode_matrix(
     table: &SeedTable,
     weights: &[f32],
     cols: usize,
     on_rows: &(dyn Fn(usize) + Sync),
-) -> (Vec<SeedLmBlock>, i32) {
+    stop: &(dyn Fn() -> bool + Sync),
+) -> Option<(Vec<SeedLmBlock>, i32)> {
     let c = table.config.block;
-    assert!(cols.is_multiple_of(c), "columns must be a multiple of C");
-    let mut blocks: Vec<SeedLmBlock> = weights
+    let rows: Vec<Option<Vec<SeedLmBlock>>> = weights
         .par_chunks(cols)
-        .flat_map_iter(|row| {
-            let row_blocks: Vec<&[f32]> = row.chunks(c).collect();
+        .map(|row| {
+            if stop() {
+                return None;
+            }
+            let padded = padded_blocks(row, c);
+            let row_blocks: Vec<&[f32]> = padded.iter().map(|b| &b[..c]).collect();
             let encoded: Vec<SeedLmBlock> = table
                 .encode_blocks(&row_blocks)
                 .into_iter()
                 .map(|(b, _)| b)
                 .collect();
             on_rows(1);
-            encoded
+            Some(encoded)
         })
         .collect();
+    let mut blocks = Vec::with_capacity(weights.len().div_ceil(c));
+    for row in rows {
+        blocks.extend(row?);
+    }
     let top = blocks.iter().map(|b| b.exponent).max().unwrap_or(0);
     let base = top - (EXPONENT_CODES - 1);
-    for (block, w) in blocks.iter_mut().zip(weights.chunks(c)) {
-        table.clamp_exponent(block, w, base);
+    let per_row = row_blocks(table.config, cols);
+    for (row_out, row) in blocks.chunks_mut(per_row.max(1)).zip(weights.chunks(cols)) {
+        for (block, w) in row_out.iter_mut().zip(padded_blocks(row, c)) {
+            table.clamp_exponent(block, &w[..c], base);
+        }
     }
-    (blocks, base)
+    Some((blocks, base))
+}
+
+/// Packs a matrix's blocks (as [`encode_matrix`] returns them) row by row, each row [`row_bytes`] long.
+pub fn pack_matrix(
+    config: SeedLmConfig,
+    blocks: &[SeedLmBlock],
+    cols: usize,
+    base: i32,
+) -> Vec<u8> {
+    blocks
+        .chunks(row_blocks(config, cols).max(1))
+        .flat_map(|row| pack_blocks(config, row, base))
+        .collect()
+}
+
+/// Decodes one packed row of `out.len()` weights.
+pub fn decode_row(config: SeedLmConfig, cycle: &LfsrCycle, row: &[u8], base: i32, out: &mut [f32]) {
+    let blocks = unpack_blocks(config, row, row_blocks(config, out.len()), base);
+    let mut block_out = [0.0f32; 12];
+    for (block, out) in blocks.iter().zip(out.chunks_mut(config.block)) {
+        decode_block(config, cycle, block, &mut block_out[..config.block]);
+        out.copy_from_slice(&block_out[..out.len()]);
+    }
 }
 
 /// Reconstructs one block into `out` (`C` values): `U(s) · codes · 2^e`.
@@ -687,18 +753,41 @@ mod tests {
     }
 
     #[test]
+    fn rows_that_are_not_whole_blocks_are_padded_and_can_be_stopped() {
+        let config = SEEDLM3;
+        let cycle = LfsrCycle::new(config.block * config.coefficients);
+        let table = SeedTable::new(config, &cycle);
+        let cols = 20; // one whole block and one of 8 weights
+        let w = gaussian(cols * 3);
+        let (blocks, base) = encode_matrix(&table, &w, cols, &|_| {}, &|| false).unwrap();
+        assert_eq!(blocks.len(), 3 * 2);
+        let bytes = pack_matrix(config, &blocks, cols, base);
+        assert_eq!(row_bytes(config, cols), 9);
+        assert_eq!(bytes.len(), 3 * 9);
+        let mut r = vec![0.0f32; w.len()];
+        for (row, out) in bytes.chunks(9).zip(r.chunks_mut(cols)) {
+            decode_row(config, &cycle, row, base, out);
+        }
+        let relative = relative_error(&w, &r);
+        assert!(relative < 0.35, "relative error {relative}");
+        assert!(encode_matrix(&table, &w, cols, &|_| {}, &|| true).is_none());
+    }
+
+    #[test]
     fn gaussian_weights_reconstruct_with_the_published_error() {
         for (config, expected) in [(SEEDLM4, 0.12), (SEEDLM3, 0.23)] {
             let cycle = LfsrCycle::new(config.block * config.coefficients);
             let table = SeedTable::new(config, &cycle);
             let cols = config.block * 32;
             let w = gaussian(cols * 8);
-            let (blocks, base) = encode_matrix(&table, &w, cols, &|_| {});
-            let bytes = pack_blocks(config, &blocks, base);
-            let blocks = unpack_blocks(config, &bytes, blocks.len(), base);
+            let (blocks, base) = encode_matrix(&table, &w, cols, &|_| {}, &|| false).unwrap();
+            let bytes = pack_matrix(config, &blocks, cols, base);
             let mut r = vec![0.0f32; w.len()];
-            for (b, out) in blocks.iter().zip(r.chunks_mut(config.block)) {
-                decode_block(config, &cycle, b, out);
+            for (row, out) in bytes
+                .chunks(row_bytes(config, cols))
+                .zip(r.chunks_mut(cols))
+            {
+                decode_row(config, &cycle, row, base, out);
             }
             let relative = relative_error(&w, &r);
             eprintln!("{config:?}: relative Frobenius error {relative:.4}");

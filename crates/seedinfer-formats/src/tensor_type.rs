@@ -13,7 +13,18 @@ pub enum TensorType {
     Q4_0,
     Q4_1,
     Q8_0,
+    /// seedinfer's own (ids from [`SEEDINFER_TYPE_IDS`]): SeedLM with C = 8, P = 3 (4 bits per weight).
+    SeedLm4,
+    /// SeedLM with C = 12, P = 4 (3 bits per weight).
+    SeedLm3,
+    /// Round-to-nearest 3-bit groups of 32 with an f16 scale (3.5 bits per weight), SeedLM's baseline.
+    Q3Rtn,
 }
+
+/// seedinfer's own tensor types. Their GGUF type ids start at 1001, far above ggml's, and a file using them must
+/// say which container version it is (see `container`).
+pub const SEEDINFER_TENSOR_TYPES: [TensorType; 3] =
+    [TensorType::SeedLm4, TensorType::SeedLm3, TensorType::Q3Rtn];
 
 /// Every supported type, in ggml id order; handy for tests and iteration.
 pub const ALL_TENSOR_TYPES: [TensorType; 6] = [
@@ -86,6 +97,9 @@ impl TensorType {
             TensorType::Q4_1 => 3,
             TensorType::Q8_0 => 8,
             TensorType::BF16 => 30,
+            TensorType::SeedLm4 => 1001,
+            TensorType::SeedLm3 => 1002,
+            TensorType::Q3Rtn => 1003,
         }
     }
 
@@ -93,6 +107,7 @@ impl TensorType {
     pub fn from_ggml_type_id(id: u32) -> Option<Self> {
         ALL_TENSOR_TYPES
             .into_iter()
+            .chain(SEEDINFER_TENSOR_TYPES)
             .find(|t| t.ggml_type_id() == id)
     }
 
@@ -105,6 +120,9 @@ impl TensorType {
             TensorType::Q4_0 => "Q4_0",
             TensorType::Q4_1 => "Q4_1",
             TensorType::Q8_0 => "Q8_0",
+            TensorType::SeedLm4 => "SEEDLM4",
+            TensorType::SeedLm3 => "SEEDLM3",
+            TensorType::Q3Rtn => "Q3_RTN",
         }
     }
 
@@ -112,13 +130,29 @@ impl TensorType {
     pub fn block_elements(self) -> usize {
         match self {
             TensorType::F32 | TensorType::F16 | TensorType::BF16 => 1,
-            TensorType::Q4_0 | TensorType::Q4_1 | TensorType::Q8_0 => 32,
+            TensorType::Q4_0 | TensorType::Q4_1 | TensorType::Q8_0 | TensorType::Q3Rtn => 32,
+            TensorType::SeedLm4 | TensorType::SeedLm3 => {
+                self.seedlm_config().map_or(1, |c| c.block)
+            }
         }
     }
 
-    /// Size in bytes of one block.
+    /// The SeedLM configuration of a SeedLM type.
+    pub fn seedlm_config(self) -> Option<crate::seedlm::SeedLmConfig> {
+        match self {
+            TensorType::SeedLm4 => Some(crate::seedlm::SEEDLM4),
+            TensorType::SeedLm3 => Some(crate::seedlm::SEEDLM3),
+            _ => None,
+        }
+    }
+
+    /// Size in bytes of one block (SeedLM types: of two blocks, rounded up; their rows are bit streams).
     pub fn block_bytes(self) -> usize {
         match self {
+            TensorType::SeedLm4 | TensorType::SeedLm3 => self
+                .seedlm_config()
+                .map_or(1, |c| (2 * c.block_bits()).div_ceil(8)),
+            TensorType::Q3Rtn => crate::q3_rtn::GROUP_BYTES,
             TensorType::F32 => 4,
             TensorType::F16 | TensorType::BF16 => 2,
             TensorType::Q4_0 => crate::blocks::BLOCK_Q4_0_BYTES,
@@ -127,8 +161,12 @@ impl TensorType {
         }
     }
 
-    /// Bytes taken by a row of `cols` elements. Rows must consist of whole blocks.
+    /// Bytes taken by a row of `cols` elements. Rows must consist of whole blocks, except in SeedLM types, whose
+    /// rows are `ceil(cols / C)` packed blocks (the last zero-padded) rounded up to whole bytes.
     pub fn row_bytes(self, cols: usize) -> Result<usize> {
+        if let Some(config) = self.seedlm_config() {
+            return Ok(crate::seedlm::row_bytes(config, cols));
+        }
         let block_elements = self.block_elements();
         if !cols.is_multiple_of(block_elements) {
             return Err(FormatError::invalid_argument(format!(

@@ -12,6 +12,7 @@ pub mod quantized;
 mod quantized_avx2;
 mod row_blocks;
 pub mod row_quads;
+pub mod seedlm_weights;
 /// Deterministic inputs for tests, examples and benchmarks (not part of the kernels' API).
 #[doc(hidden)]
 pub mod test_values;

@@ -135,13 +135,15 @@ impl GgufFile {
             .enumerate()
             .map(|(i, t)| (t.name.clone(), i))
             .collect();
-        Ok(GgufFile {
+        let file = GgufFile {
             path,
             storage,
             header,
             metadata_index,
             tensor_index,
-        })
+        };
+        crate::container::validate(&file)?;
+        Ok(file)
     }
 
     pub fn path(&self) -> &Path {
