@@ -221,7 +221,16 @@ impl LlamaConfig {
                 .get_f64(&format!("{arch}.attention.layer_norm_rms_epsilon"))
                 .unwrap_or(1e-5) as f32,
             tied_embeddings: false,
-            rope_style: RopeStyle::Interleaved,
+            rope_style: match gguf.get_str(seedinfer_formats::container::ROPE_STYLE_KEY) {
+                None | Some("interleaved") => RopeStyle::Interleaved,
+                Some("half") => RopeStyle::Half,
+                Some(other) => {
+                    return Err(EngineError::InvalidConfig(format!(
+                        "{} = {other:?} is neither interleaved nor half",
+                        seedinfer_formats::container::ROPE_STYLE_KEY
+                    )))
+                }
+            },
             architecture: arch,
         }
         .validate()

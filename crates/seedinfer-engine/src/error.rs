@@ -39,6 +39,8 @@ pub enum EngineError {
     SessionFile { path: String, reason: String },
     #[error("saved session {path} belongs to another model or cache configuration: {reason}")]
     SessionMismatch { path: String, reason: String },
+    #[error("{0} was aborted")]
+    Aborted(String),
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -58,6 +60,7 @@ impl EngineError {
             EngineError::KvBudgetExceeded { .. } => "KV_BUDGET_EXCEEDED",
             EngineError::SessionFile { .. } => "SESSION_FILE_INVALID",
             EngineError::SessionMismatch { .. } => "SESSION_FILE_MISMATCH",
+            EngineError::Aborted(_) => "ABORTED",
             EngineError::Internal(_) => "INTERNAL",
         }
     }

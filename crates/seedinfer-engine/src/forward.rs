@@ -46,6 +46,8 @@ fn project<const N: usize>(
             MatrixData::Quantized(q) => q.matmul(&s.q8, tokens, out),
             MatrixData::Half(h) => h.matmul(input, tokens, out),
             MatrixData::F32(data) => matmul(data, w.rows, w.cols, input, tokens, out),
+            MatrixData::SeedLm(m) => m.matmul(input, tokens, out),
+            MatrixData::Q3Rtn(m) => m.matmul(input, tokens, out),
         }
     }
 }

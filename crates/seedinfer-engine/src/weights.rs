@@ -5,10 +5,13 @@ use crate::config::LlamaConfig;
 use crate::error::{EngineError, Result};
 use rayon::prelude::*;
 use seedinfer_formats::{
-    quantize_row, FormatError, GgufFile, SafetensorsDir, TensorType, TensorView,
+    container, quantize_row, FormatError, GgufFile, SafetensorsDir, TensorType, TensorView,
+    SEEDINFER_TENSOR_TYPES,
 };
 use seedinfer_kernels::half_weights::HalfMatrix;
+use seedinfer_kernels::q3_rtn_weights::Q3RtnMatrix;
 use seedinfer_kernels::quantized::QuantizedMatrix;
+use seedinfer_kernels::seedlm_weights::SeedLmMatrix;
 use seedinfer_kernels::{kernel_isa, KernelFamily};
 use std::collections::BTreeMap;
 
@@ -59,6 +62,10 @@ pub enum MatrixData {
     Half(HalfMatrix),
     /// Q4_0, Q4_1 or Q8_0, multiplied with int8 activations.
     Quantized(QuantizedMatrix),
+    /// SeedLM (seedinfer containers), reconstructed inside the product with f32 activations.
+    SeedLm(SeedLmMatrix),
+    /// q3_rtn (seedinfer containers), multiplied with f32 activations.
+    Q3Rtn(Q3RtnMatrix),
 }
 
 impl Matrix {
@@ -67,6 +74,8 @@ impl Matrix {
             MatrixData::F32(v) => v.len() * 4,
             MatrixData::Half(h) => h.resident_bytes(),
             MatrixData::Quantized(q) => q.resident_bytes(),
+            MatrixData::SeedLm(m) => m.resident_bytes(),
+            MatrixData::Q3Rtn(m) => m.resident_bytes(),
         }
     }
 
@@ -76,6 +85,8 @@ impl Matrix {
             MatrixData::Quantized(q) => format!("{} x int8", q.tensor_type().name()),
             MatrixData::Half(h) => format!("{} x f32", h.tensor_type().name()),
             MatrixData::F32(_) => "f32".to_string(),
+            MatrixData::SeedLm(m) => format!("{} x f32", m.tensor_type().name()),
+            MatrixData::Q3Rtn(_) => "Q3_RTN x f32".to_string(),
         }
     }
 
@@ -85,6 +96,7 @@ impl Matrix {
             MatrixData::F32(_) => KernelFamily::DenseF32,
             MatrixData::Half(_) => KernelFamily::Half,
             MatrixData::Quantized(_) => KernelFamily::Quantized,
+            MatrixData::SeedLm(_) | MatrixData::Q3Rtn(_) => KernelFamily::SeedLm,
         })
     }
 
@@ -94,6 +106,8 @@ impl Matrix {
             MatrixData::F32(v) => out.copy_from_slice(&v[row * self.cols..(row + 1) * self.cols]),
             MatrixData::Half(h) => h.row_to_f32(row, out),
             MatrixData::Quantized(q) => q.dequantize_row(row, out),
+            MatrixData::SeedLm(m) => m.row_to_f32(row, out),
+            MatrixData::Q3Rtn(m) => m.row_to_f32(row, out),
         }
     }
 }
@@ -229,8 +243,8 @@ impl TensorSource<'_> {
     }
 }
 
-#[derive(Clone, Copy)]
-enum Part {
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Part {
     Embed,
     FinalNorm,
     LmHead,
@@ -246,7 +260,7 @@ enum Part {
 }
 
 impl Part {
-    fn hf_name(self) -> &'static str {
+    pub(crate) fn hf_name(self) -> &'static str {
         match self {
             Part::Embed => "model.embed_tokens.weight",
             Part::FinalNorm => "model.norm.weight",
@@ -263,7 +277,7 @@ impl Part {
         }
     }
 
-    fn gguf_name(self) -> &'static str {
+    pub(crate) fn gguf_name(self) -> &'static str {
         match self {
             Part::Embed => "token_embd.weight",
             Part::FinalNorm => "output_norm.weight",
@@ -348,8 +362,31 @@ impl Loader<'_> {
     ) -> Result<Matrix> {
         let file = self.source.path();
         let requested = self.requested;
+        let base = match &self.source {
+            TensorSource::Gguf(g) => {
+                let name = self.source.names(layer, part);
+                match g.tensor_info(&name) {
+                    Some(t) if t.tensor_type.seedlm_config().is_some() => {
+                        Some(container::exponent_base(g, &name)?)
+                    }
+                    _ => None,
+                }
+            }
+            TensorSource::Safetensors(_) => None,
+        };
         let view = self.view(layer, part, &[rows, cols])?;
         let name = view.name.to_string();
+        if SEEDINFER_TENSOR_TYPES.contains(&view.tensor_type) {
+            let data = own_format_matrix(&file, &view, rows, cols, base)?;
+            let kept = view.tensor_type.name();
+            if let Some(r) = requested {
+                self.fallbacks.push(format!(
+                    "{name}: kept {kept} (seedinfer's own formats are not converted at load, asked for {r:?})"
+                ));
+            }
+            self.source.release(&name);
+            return Ok(Matrix { rows, cols, data });
+        }
         let target = requested.map_or(view.tensor_type, WeightFormat::tensor_type);
         let block_format = matches!(
             target,
@@ -401,6 +438,39 @@ impl Loader<'_> {
         self.source.release(&name);
         self.fallbacks.extend(fallback);
         Ok(Matrix { rows, cols, data })
+    }
+}
+
+/// A matrix in one of seedinfer's own tensor types, as stored (`base`: a SeedLM tensor's exponent base).
+fn own_format_matrix(
+    file: &str,
+    view: &TensorView<'_>,
+    rows: usize,
+    cols: usize,
+    base: Option<i32>,
+) -> Result<MatrixData> {
+    let corrupt = |reason: String| {
+        EngineError::Format(FormatError::Corrupt {
+            file: file.to_string(),
+            reason,
+        })
+    };
+    match view.tensor_type {
+        TensorType::Q3Rtn => Q3RtnMatrix::from_bytes(rows, cols, view.data)
+            .map(MatrixData::Q3Rtn)
+            .ok_or_else(|| corrupt(format!("tensor {} has the wrong byte length", view.name))),
+        t => {
+            let base = base
+                .ok_or_else(|| corrupt(format!("{t} tensor {} has no exponent base", view.name)))?;
+            SeedLmMatrix::from_bytes(t, rows, cols, view.data, base)
+                .map(MatrixData::SeedLm)
+                .ok_or_else(|| {
+                    corrupt(format!(
+                        "tensor {} has the wrong byte length or exponent base",
+                        view.name
+                    ))
+                })
+        }
     }
 }
 

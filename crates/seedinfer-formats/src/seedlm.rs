@@ -135,6 +135,13 @@ pub struct SeedLmBlock {
     pub codes: [i8; 4],
 }
 
+/// No limit on a block's exponent but what an f32 scale holds.
+const ANY_EXPONENT: (i32, i32) = (-126, 126);
+/// Share of a tensor's blocks whose free exponent may sit below the tensor's 16 codes (they are requantised at the
+/// lowest); set so that a rare block with a huge exponent (a near-collinear basis with large coefficients) cannot
+/// push every other block's exponent up, as "base = the largest exponent - 15" let it.
+const BELOW_BASE_SHARE: f64 = 0.001;
+
 /// Cycle positions the search scores together, one per SIMD lane.
 const LANES: usize = 8;
 /// Lane groups scored against a batch of blocks before moving on (their data stays in L1/L2 meanwhile).
@@ -232,28 +239,42 @@ impl SeedTable {
     /// value (C multiply-adds) per seed instead of C·P. Uses AVX2 when the CPU has it (the same arithmetic, lane
     /// for lane).
     pub fn encode_blocks(&self, blocks: &[&[f32]]) -> Vec<(SeedLmBlock, f64)> {
+        self.encode_blocks_within(blocks, ANY_EXPONENT)
+    }
+
+    /// As [`SeedTable::encode_blocks`], with every exponent held in `exponents` (a tensor's 16 codes): a seed whose
+    /// coefficients need more is quantised at the top exponent (its codes saturate), less at the bottom.
+    pub fn encode_blocks_within(
+        &self,
+        blocks: &[&[f32]],
+        exponents: (i32, i32),
+    ) -> Vec<(SeedLmBlock, f64)> {
         #[cfg(target_arch = "x86_64")]
         if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
         {
             // SAFETY: the CPU has AVX2 and FMA.
-            return unsafe { self.encode_blocks_avx2(blocks) };
+            return unsafe { self.encode_blocks_avx2(blocks, exponents) };
         }
-        self.encode_blocks_portable(blocks)
+        self.search(blocks, exponents)
     }
 
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx2,fma")]
-    unsafe fn encode_blocks_avx2(&self, blocks: &[&[f32]]) -> Vec<(SeedLmBlock, f64)> {
-        self.search(blocks)
+    unsafe fn encode_blocks_avx2(
+        &self,
+        blocks: &[&[f32]],
+        exponents: (i32, i32),
+    ) -> Vec<(SeedLmBlock, f64)> {
+        self.search(blocks, exponents)
     }
 
     /// The baseline-ISA build of the same search (the reference the AVX2 build is tested against).
     pub fn encode_blocks_portable(&self, blocks: &[&[f32]]) -> Vec<(SeedLmBlock, f64)> {
-        self.search(blocks)
+        self.search(blocks, ANY_EXPONENT)
     }
 
     #[inline(always)]
-    fn search(&self, blocks: &[&[f32]]) -> Vec<(SeedLmBlock, f64)> {
+    fn search(&self, blocks: &[&[f32]], exponents: (i32, i32)) -> Vec<(SeedLmBlock, f64)> {
         let (c, p) = (self.config.block, self.config.coefficients);
         let groups = self.lane_grams.len() / (p * p);
         let period = (1usize << self.config.seed_bits) - 1;
@@ -323,7 +344,8 @@ impl SeedTable {
                     let mut exponent = [0i32; LANES];
                     let (mut scale, mut inverse) = ([0.0f32; LANES], [0.0f32; LANES]);
                     for l in 0..LANES {
-                        exponent[l] = ceil_log2(top[l] * (1.0 / 7.5));
+                        exponent[l] =
+                            ceil_log2(top[l] * (1.0 / 7.5)).clamp(exponents.0, exponents.1);
                         scale[l] = f32::from_bits(((127 + exponent[l]) as u32) << 23);
                         inverse[l] = f32::from_bits(((127 - exponent[l]) as u32) << 23);
                     }
@@ -554,10 +576,54 @@ pub fn encode_matrix(
     for row in rows {
         blocks.extend(row?);
     }
-    let top = blocks.iter().map(|b| b.exponent).max().unwrap_or(0);
-    let base = top - (EXPONENT_CODES - 1);
-    let per_row = row_blocks(table.config, cols);
-    for (row_out, row) in blocks.chunks_mut(per_row.max(1)).zip(weights.chunks(cols)) {
+    // The tensor's 16 exponent codes: from the exponent that at most BELOW_BASE_SHARE of the blocks fall under,
+    // unless the largest exponent fits with a lower base. All-zero blocks (any exponent fits them) do not count.
+    let mut exponents: Vec<i32> = blocks
+        .iter()
+        .filter(|b| b.codes.iter().any(|&q| q != 0))
+        .map(|b| b.exponent)
+        .collect();
+    exponents.sort_unstable();
+    let top = exponents.last().copied().unwrap_or(0);
+    let quantile = exponents
+        .get((exponents.len() as f64 * BELOW_BASE_SHARE) as usize)
+        .copied()
+        .unwrap_or(0);
+    let base = quantile.min(top - (EXPONENT_CODES - 1));
+    let range = (base, base + EXPONENT_CODES - 1);
+    // Blocks above the range search again within it (another seed may need smaller coefficients); blocks below
+    // keep their seed, requantised at the base.
+    let per_row = row_blocks(table.config, cols).max(1);
+    let above: Vec<usize> = (0..blocks.len())
+        .filter(|&i| blocks[i].exponent > range.1)
+        .collect();
+    let redone: Vec<(usize, SeedLmBlock)> = above
+        .par_chunks(64)
+        .flat_map_iter(|chunk| {
+            let padded: Vec<[f32; 12]> = chunk
+                .iter()
+                .map(|&i| {
+                    let (row, k) = (i / per_row, i % per_row);
+                    let w = &weights[row * cols..(row + 1) * cols];
+                    let mut block = [0.0f32; 12];
+                    let part = &w[k * c..((k + 1) * c).min(cols)];
+                    block[..part.len()].copy_from_slice(part);
+                    block
+                })
+                .collect();
+            let refs: Vec<&[f32]> = padded.iter().map(|b| &b[..c]).collect();
+            let found = table.encode_blocks_within(&refs, range);
+            chunk
+                .iter()
+                .copied()
+                .zip(found.into_iter().map(|(b, _)| b))
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    for (i, block) in redone {
+        blocks[i] = block;
+    }
+    for (row_out, row) in blocks.chunks_mut(per_row).zip(weights.chunks(cols)) {
         for (block, w) in row_out.iter_mut().zip(padded_blocks(row, c)) {
             table.clamp_exponent(block, &w[..c], base);
         }

@@ -29,6 +29,8 @@ pub enum KernelFamily {
     Half,
     /// Q4_0/Q4_1/Q8_0 weights x int8 activations (`quantized`).
     Quantized,
+    /// SeedLM and q3_rtn weights x f32 activations (`seedlm_weights`, `q3_rtn_weights`).
+    SeedLm,
 }
 
 /// The instruction set a kernel family runs with on this machine.
@@ -39,6 +41,7 @@ pub fn kernel_isa(family: KernelFamily) -> &'static str {
         (KernelFamily::DenseF32, Isa::Avx2) => "avx2+fma (vectorised by the compiler)",
         // The int8 and half kernels have AVX2 intrinsics; AVX-512 machines run those too.
         (KernelFamily::Half | KernelFamily::Quantized, _) => "avx2+fma+f16c",
+        (KernelFamily::SeedLm, _) => "avx2+fma",
     }
 }
 

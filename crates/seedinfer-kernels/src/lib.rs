@@ -8,6 +8,7 @@ pub mod dense_f32;
 pub mod half_weights;
 pub mod isa;
 pub mod limits;
+pub mod q3_rtn_weights;
 pub mod quantized;
 mod quantized_avx2;
 mod row_blocks;

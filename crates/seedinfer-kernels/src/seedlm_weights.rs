@@ -443,6 +443,6 @@ mod tests {
         assert!(
             SeedLmMatrix::from_bytes(TensorType::SeedLm4, 2, 16, &vec![0; 2 * row], 120).is_none()
         );
-        assert!(SeedLmMatrix::from_bytes(TensorType::Q4_0, 2, 32, &vec![0; 36], 0).is_none());
+        assert!(SeedLmMatrix::from_bytes(TensorType::Q4_0, 2, 32, &[0; 36], 0).is_none());
     }
 }

@@ -31,13 +31,35 @@ fn chat_template(v: Option<&Value>) -> Option<String> {
     }
 }
 
-fn read_json(path: &Path) -> Result<Option<Value>> {
-    if !path.is_file() {
-        return Ok(None);
+/// Where the tokenizer files come from: a model directory, or their copies inside a seedinfer container.
+pub(crate) trait TokenizerFiles {
+    /// The file's text, `None` when absent.
+    fn read(&self, name: &str) -> Result<Option<String>>;
+    /// How to name the file in errors.
+    fn label(&self, name: &str) -> String;
+}
+
+impl TokenizerFiles for &Path {
+    fn read(&self, name: &str) -> Result<Option<String>> {
+        let path = self.join(name);
+        if !path.is_file() {
+            return Ok(None);
+        }
+        std::fs::read_to_string(&path)
+            .map(Some)
+            .map_err(|e| load_err(&path.display().to_string(), e))
     }
-    let text =
-        std::fs::read_to_string(path).map_err(|e| load_err(&path.display().to_string(), e))?;
-    let v = serde_json::from_str(&text).map_err(|e| load_err(&path.display().to_string(), e))?;
+
+    fn label(&self, name: &str) -> String {
+        self.join(name).display().to_string()
+    }
+}
+
+fn read_json(files: &impl TokenizerFiles, name: &str) -> Result<Option<Value>> {
+    let Some(text) = files.read(name)? else {
+        return Ok(None);
+    };
+    let v = serde_json::from_str(&text).map_err(|e| load_err(&files.label(name), e))?;
     Ok(Some(v))
 }
 
@@ -56,18 +78,17 @@ fn ids_of(v: Option<&Value>) -> Vec<u32> {
     }
 }
 
-pub(crate) fn load(dir: &Path) -> Result<(tokenizers::Tokenizer, Specials)> {
-    let tok_path = dir.join("tokenizer.json");
-    if !tok_path.is_file() {
+pub(crate) fn load(files: impl TokenizerFiles) -> Result<(tokenizers::Tokenizer, Specials)> {
+    let Some(text) = files.read("tokenizer.json")? else {
         return Err(TokenizerError::LoadFailed(format!(
             "{} not found",
-            tok_path.display()
+            files.label("tokenizer.json")
         )));
-    }
-    let tk = tokenizers::Tokenizer::from_file(&tok_path)
-        .map_err(|e| load_err(&tok_path.display().to_string(), e))?;
-    let config = read_json(&dir.join("tokenizer_config.json"))?.unwrap_or(Value::Null);
-    let gen_config = read_json(&dir.join("generation_config.json"))?.unwrap_or(Value::Null);
+    };
+    let tk = tokenizers::Tokenizer::from_bytes(text.as_bytes())
+        .map_err(|e| load_err(&files.label("tokenizer.json"), e))?;
+    let config = read_json(&files, "tokenizer_config.json")?.unwrap_or(Value::Null);
+    let gen_config = read_json(&files, "generation_config.json")?.unwrap_or(Value::Null);
 
     let special_ids: HashSet<u32> = tk
         .get_added_tokens_decoder()
@@ -106,13 +127,7 @@ pub(crate) fn load(dir: &Path) -> Result<(tokenizers::Tokenizer, Specials)> {
 
     let mut template = chat_template(config.get("chat_template"));
     if template.is_none() {
-        let jinja = dir.join("chat_template.jinja");
-        if jinja.is_file() {
-            template = Some(
-                std::fs::read_to_string(&jinja)
-                    .map_err(|e| load_err(&jinja.display().to_string(), e))?,
-            );
-        }
+        template = files.read("chat_template.jinja")?;
     }
 
     let specials = Specials {

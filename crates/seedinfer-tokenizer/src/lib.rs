@@ -67,6 +67,20 @@ pub(crate) struct Specials {
     pub vocab_size: Option<usize>,
 }
 
+/// A Hugging Face directory's tokenizer files copied into a seedinfer container.
+struct EmbeddedFiles<'a>(&'a seedinfer_formats::GgufFile);
+
+impl hf::TokenizerFiles for EmbeddedFiles<'_> {
+    fn read(&self, name: &str) -> Result<Option<String>> {
+        let key = format!("{}{name}", seedinfer_formats::container::HF_FILE_PREFIX);
+        Ok(self.0.get_str(&key).map(str::to_string))
+    }
+
+    fn label(&self, name: &str) -> String {
+        format!("{} ({name})", self.0.path().display())
+    }
+}
+
 impl Tokenizer {
     /// Loads `tokenizer.json` (+ optional `tokenizer_config.json`, `generation_config.json`,
     /// `chat_template.jinja`) from a Hugging Face model directory.
@@ -75,8 +89,17 @@ impl Tokenizer {
         Self::assemble(tk, specials)
     }
 
-    /// Builds the tokenizer embedded in a GGUF file.
+    /// Builds the tokenizer embedded in a GGUF file: its `tokenizer.*` vocabulary, or, in a seedinfer container
+    /// made from a Hugging Face directory, the copies of that directory's tokenizer files.
     pub fn from_gguf(gguf: &seedinfer_formats::GgufFile) -> Result<Self> {
+        use seedinfer_formats::container::HF_FILE_PREFIX;
+        if gguf
+            .get_str(&format!("{HF_FILE_PREFIX}tokenizer.json"))
+            .is_some()
+        {
+            let (tk, specials) = hf::load(EmbeddedFiles(gguf))?;
+            return Self::assemble(tk, specials);
+        }
         Self::from_gguf_vocab(&GgufVocab::from_gguf(gguf)?)
     }
 

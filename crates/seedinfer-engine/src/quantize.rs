@@ -1,0 +1,367 @@
+//! `seedinfer quantize`: rewrites a model's layer matrices in one of seedinfer's own formats (`seedlm4`,
+//! `seedlm3`, `q3_rtn`) into a seedinfer container (a GGUF v3 file, see `seedinfer_formats::container` and
+//! docs/container.md) that [`crate::Model::load`] reads.
+//!
+//! The seven matrices of every layer (q, k, v, o, gate, up, down) are quantised from their values as stored
+//! (block-quantised GGUF tensors are dequantised first); the embedding, the output head and the norms are copied
+//! as stored. The source's metadata comes along: a GGUF source's keys verbatim, a Hugging Face directory's config
+//! as `llama.*` keys and its tokenizer files verbatim.
+
+use crate::config::{LlamaConfig, RopeStyle};
+use crate::error::{EngineError, Result};
+use crate::weights::Part;
+use rayon::prelude::*;
+use seedinfer_formats::container::{self, CONTAINER_VERSION};
+use seedinfer_formats::seedlm::{encode_matrix, pack_matrix, LfsrCycle, SeedTable};
+use seedinfer_formats::{
+    q3_rtn, FormatError, GgufFile, GgufValue, GgufWriter, SafetensorsDir, TensorType, TensorView,
+};
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Instant;
+
+/// A format `quantize` writes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum QuantFormat {
+    SeedLm4,
+    SeedLm3,
+    Q3Rtn,
+}
+
+impl QuantFormat {
+    /// Parses `seedlm4`, `seedlm3` or `q3_rtn`.
+    pub fn parse(name: &str) -> Option<Self> {
+        match name {
+            "seedlm4" => Some(Self::SeedLm4),
+            "seedlm3" => Some(Self::SeedLm3),
+            "q3_rtn" => Some(Self::Q3Rtn),
+            _ => None,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::SeedLm4 => "seedlm4",
+            Self::SeedLm3 => "seedlm3",
+            Self::Q3Rtn => "q3_rtn",
+        }
+    }
+
+    fn tensor_type(self) -> TensorType {
+        match self {
+            Self::SeedLm4 => TensorType::SeedLm4,
+            Self::SeedLm3 => TensorType::SeedLm3,
+            Self::Q3Rtn => TensorType::Q3Rtn,
+        }
+    }
+}
+
+/// Progress of a quantisation: weights of the layer matrices encoded so far, of all of them.
+#[derive(Clone, Debug)]
+pub struct QuantizeProgress {
+    pub tensor: String,
+    pub done_weights: u64,
+    pub total_weights: u64,
+}
+
+/// What a quantisation did.
+#[derive(Clone, Debug)]
+pub struct QuantizeReport {
+    pub format: QuantFormat,
+    pub out_bytes: u64,
+    /// Layer matrices written in the format, and their weights.
+    pub quantized_tensors: usize,
+    pub quantized_weights: u64,
+    /// Bytes of the quantised matrices, and bits per weight they take.
+    pub quantized_bytes: u64,
+    /// Matrices kept as stored, with the reason (q3_rtn needs rows of whole groups of 32).
+    pub kept: Vec<String>,
+    pub seconds: f64,
+}
+
+const LAYER_MATRICES: [Part; 7] = [
+    Part::Q,
+    Part::K,
+    Part::V,
+    Part::O,
+    Part::Gate,
+    Part::Up,
+    Part::Down,
+];
+
+const LAYER_VECTORS: [Part; 2] = [Part::AttnNorm, Part::FfnNorm];
+
+/// The tokenizer files of a Hugging Face directory that a container carries.
+const HF_TOKENIZER_FILES: [&str; 4] = [
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "generation_config.json",
+    "chat_template.jinja",
+];
+
+enum Source {
+    Gguf(GgufFile),
+    Hf(SafetensorsDir),
+}
+
+impl Source {
+    fn view(
+        &self,
+        gguf_name: &str,
+        hf_name: &str,
+    ) -> std::result::Result<TensorView<'_>, FormatError> {
+        match self {
+            Source::Gguf(g) => g.tensor(gguf_name),
+            Source::Hf(s) => s.tensor(hf_name),
+        }
+    }
+}
+
+/// The container's tensors in file order: `(gguf name, hf name, layer matrix?)`.
+fn tensor_plan(config: &LlamaConfig, has_lm_head: bool) -> Vec<(String, String, bool)> {
+    let mut plan = vec![(
+        Part::Embed.gguf_name().to_string(),
+        Part::Embed.hf_name().to_string(),
+        false,
+    )];
+    for i in 0..config.layers {
+        for part in LAYER_VECTORS.iter().chain(&LAYER_MATRICES) {
+            plan.push((
+                format!("blk.{i}.{}", part.gguf_name()),
+                format!("model.layers.{i}.{}", part.hf_name()),
+                LAYER_MATRICES.contains(part),
+            ));
+        }
+    }
+    plan.push((
+        Part::FinalNorm.gguf_name().to_string(),
+        Part::FinalNorm.hf_name().to_string(),
+        false,
+    ));
+    if has_lm_head {
+        plan.push((
+            Part::LmHead.gguf_name().to_string(),
+            Part::LmHead.hf_name().to_string(),
+            false,
+        ));
+    }
+    plan
+}
+
+/// Writes `source` (a GGUF file or a Hugging Face directory) with its layer matrices in `format` to `out`, on the
+/// current rayon pool. `progress` is called as rows finish; once `stop` is set the work ends with
+/// [`EngineError::Aborted`] and nothing is written. The output appears whole or not at all.
+pub fn quantize_model(
+    source_path: &Path,
+    format: QuantFormat,
+    out: &Path,
+    progress: &(dyn Fn(&QuantizeProgress) + Sync),
+    stop: &AtomicBool,
+) -> Result<QuantizeReport> {
+    let started = Instant::now();
+    if !source_path.exists() {
+        return Err(EngineError::ModelNotFound(
+            source_path.display().to_string(),
+        ));
+    }
+    let mut writer = GgufWriter::new();
+    let (source, config, has_lm_head) = if source_path.is_dir() {
+        let mut config = LlamaConfig::from_hf_config(&source_path.join("config.json"))?;
+        let tensors = SafetensorsDir::open(source_path)?;
+        let has_lm_head =
+            !config.tied_embeddings && tensors.tensor_names().contains(&Part::LmHead.hf_name());
+        config.tied_embeddings = !has_lm_head;
+        write_hf_metadata(&mut writer, &config, source_path)?;
+        (Source::Hf(tensors), config, has_lm_head)
+    } else {
+        let gguf = GgufFile::open(source_path)?;
+        if gguf.get(container::VERSION_KEY).is_some() {
+            return Err(EngineError::InvalidOption(format!(
+                "{} is already a seedinfer container; quantise the original model",
+                source_path.display()
+            )));
+        }
+        let config = LlamaConfig::from_gguf(&gguf)?;
+        for (key, value) in gguf.metadata() {
+            if key != "general.alignment" {
+                writer.add_metadata(key, value.clone());
+            }
+        }
+        let has_lm_head = gguf.tensor_info(Part::LmHead.gguf_name()).is_some();
+        (Source::Gguf(gguf), config, has_lm_head)
+    };
+    writer.add_metadata(
+        "general.file_type",
+        GgufValue::U32(seedinfer_formats::synthetic::llama_file_type(
+            format.tensor_type(),
+        )),
+    );
+    writer.add_metadata(container::VERSION_KEY, GgufValue::U32(CONTAINER_VERSION));
+    writer.add_metadata(
+        container::FORMAT_KEY,
+        GgufValue::String(format.name().to_string()),
+    );
+    writer.add_metadata(
+        container::SOURCE_KEY,
+        GgufValue::String(source_path.display().to_string()),
+    );
+    writer.add_metadata(
+        container::ROPE_STYLE_KEY,
+        GgufValue::String(config.rope_style.name().to_string()),
+    );
+
+    let plan = tensor_plan(&config, has_lm_head);
+    let mut total_weights = 0u64;
+    for (gguf_name, hf_name, matrix) in &plan {
+        if *matrix {
+            total_weights += source.view(gguf_name, hf_name)?.element_count() as u64;
+        }
+    }
+    let table = format.tensor_type().seedlm_config().map(|config| {
+        let cycle = LfsrCycle::new(config.block * config.coefficients);
+        SeedTable::new(config, &cycle)
+    });
+    let done = AtomicU64::new(0);
+    let mut report = QuantizeReport {
+        format,
+        out_bytes: 0,
+        quantized_tensors: 0,
+        quantized_weights: 0,
+        quantized_bytes: 0,
+        kept: Vec::new(),
+        seconds: 0.0,
+    };
+    for (gguf_name, hf_name, matrix) in &plan {
+        let view = source.view(gguf_name, hf_name)?;
+        let shape = view.shape.clone();
+        let cols = view.row_len();
+        let fits = match format {
+            QuantFormat::Q3Rtn => cols.is_multiple_of(q3_rtn::GROUP),
+            _ => true,
+        };
+        if !*matrix || !fits {
+            if *matrix {
+                report.kept.push(format!(
+                    "{gguf_name}: {cols} columns are not a multiple of {}, kept {}",
+                    q3_rtn::GROUP,
+                    view.tensor_type.name()
+                ));
+                done.fetch_add(view.element_count() as u64, Ordering::Relaxed);
+            }
+            writer.add_tensor(gguf_name, view.tensor_type, &shape, view.data.to_vec())?;
+            continue;
+        }
+        let values = view.to_f32()?;
+        if !values.iter().all(|v| v.is_finite()) {
+            return Err(EngineError::Format(FormatError::Corrupt {
+                file: source_path.display().to_string(),
+                reason: format!("tensor {gguf_name} contains NaN or infinite values"),
+            }));
+        }
+        let on_rows = |rows: usize| {
+            let now =
+                done.fetch_add((rows * cols) as u64, Ordering::Relaxed) + (rows * cols) as u64;
+            progress(&QuantizeProgress {
+                tensor: gguf_name.clone(),
+                done_weights: now,
+                total_weights,
+            });
+        };
+        let should_stop = || stop.load(Ordering::Relaxed);
+        let bytes = match (&table, format.tensor_type().seedlm_config()) {
+            (Some(table), Some(config)) => {
+                let (blocks, base) = encode_matrix(table, &values, cols, &on_rows, &should_stop)
+                    .ok_or_else(|| EngineError::Aborted("quantisation".into()))?;
+                writer.add_metadata(
+                    &container::exponent_base_key(gguf_name),
+                    GgufValue::I32(base),
+                );
+                pack_matrix(config, &blocks, cols, base)
+            }
+            _ => {
+                let rows: Vec<Option<Vec<u8>>> = values
+                    .par_chunks(cols)
+                    .map(|row| {
+                        if should_stop() {
+                            return None;
+                        }
+                        let mut bytes = Vec::new();
+                        q3_rtn::quantize(row, &mut bytes);
+                        on_rows(1);
+                        Some(bytes)
+                    })
+                    .collect();
+                let rows: Option<Vec<Vec<u8>>> = rows.into_iter().collect();
+                rows.ok_or_else(|| EngineError::Aborted("quantisation".into()))?
+                    .concat()
+            }
+        };
+        if stop.load(Ordering::Relaxed) {
+            return Err(EngineError::Aborted("quantisation".into()));
+        }
+        report.quantized_tensors += 1;
+        report.quantized_weights += values.len() as u64;
+        report.quantized_bytes += bytes.len() as u64;
+        writer.add_tensor(gguf_name, format.tensor_type(), &shape, bytes)?;
+    }
+    let bytes = writer.to_bytes()?;
+    let partial = out.with_extension(format!("partial-{}", std::process::id()));
+    std::fs::write(&partial, &bytes)
+        .and_then(|()| std::fs::rename(&partial, out))
+        .map_err(|e| {
+            let _ = std::fs::remove_file(&partial);
+            EngineError::Format(FormatError::Io {
+                path: out.to_path_buf(),
+                source: e,
+            })
+        })?;
+    report.out_bytes = bytes.len() as u64;
+    report.seconds = started.elapsed().as_secs_f64();
+    Ok(report)
+}
+
+/// `llama.*` keys from a Hugging Face config, and the directory's tokenizer files verbatim.
+fn write_hf_metadata(writer: &mut GgufWriter, config: &LlamaConfig, dir: &Path) -> Result<()> {
+    let u = |v: usize| GgufValue::U32(v as u32);
+    writer.add_metadata("general.architecture", GgufValue::String("llama".into()));
+    if let Some(name) = dir.file_name() {
+        writer.add_metadata(
+            "general.name",
+            GgufValue::String(name.to_string_lossy().into_owned()),
+        );
+    }
+    for (key, value) in [
+        ("llama.context_length", u(config.context_length)),
+        ("llama.embedding_length", u(config.hidden_size)),
+        ("llama.block_count", u(config.layers)),
+        ("llama.feed_forward_length", u(config.intermediate_size)),
+        ("llama.attention.head_count", u(config.heads)),
+        ("llama.attention.head_count_kv", u(config.kv_heads)),
+        ("llama.rope.dimension_count", u(config.head_dim)),
+        ("llama.vocab_size", u(config.vocab_size)),
+        ("llama.rope.freq_base", GgufValue::F32(config.rope_theta)),
+        (
+            "llama.attention.layer_norm_rms_epsilon",
+            GgufValue::F32(config.rms_norm_eps),
+        ),
+    ] {
+        writer.add_metadata(key, value);
+    }
+    debug_assert_eq!(config.rope_style, RopeStyle::Half);
+    for name in HF_TOKENIZER_FILES {
+        let path = dir.join(name);
+        if path.is_file() {
+            let text = std::fs::read_to_string(&path).map_err(|e| {
+                EngineError::Format(FormatError::Io {
+                    path: path.clone(),
+                    source: e,
+                })
+            })?;
+            writer.add_metadata(
+                &format!("{}{name}", container::HF_FILE_PREFIX),
+                GgufValue::String(text),
+            );
+        }
+    }
+    Ok(())
+}
