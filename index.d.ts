@@ -16,7 +16,7 @@ export declare class SeedinferError extends Error {
    * `UNSUPPORTED_GGUF_VERSION`, `UNSUPPORTED_TENSOR_TYPE`, `UNSUPPORTED_ARCHITECTURE`, `MISSING_TENSOR`,
    * `TENSOR_SHAPE_MISMATCH`, `INVALID_CONFIG`, `UNSUPPORTED_TOKENIZER`, `INVALID_TOKEN_ID`, `CONTEXT_OVERFLOW`,
    * `INVALID_OPTION`, `SESSION_BUSY`, `DISPOSED`, `KV_BUDGET_EXCEEDED`, `SESSION_FILE_INVALID`,
-   * `SESSION_FILE_MISMATCH`, `ABORTED`, `DOWNLOAD_FAILED`, `HUB_UNREACHABLE`, `PIP_UNAVAILABLE`,
+   * `SESSION_FILE_MISMATCH`, `UNSUPPORTED_CONTAINER_VERSION`, `ABORTED`, `DOWNLOAD_FAILED`, `HUB_UNREACHABLE`, `PIP_UNAVAILABLE`,
    * `CHECKSUM_MISMATCH`, `NO_CHAT_TEMPLATE`, `INTERNAL`.
    */
   readonly code: string;
@@ -397,3 +397,56 @@ export declare function pullModel(hubId: string, options?: FetchOptions & { revi
 
 /** The cache directory in use: `$SEEDINFER_CACHE` or `~/.cache/seedinfer`. */
 export declare function defaultCacheDir(): string;
+
+/** The formats {@link quantizeModel} writes. */
+export declare const QUANTIZE_FORMATS: readonly ['seedlm4', 'seedlm3', 'q3_rtn'];
+
+export interface QuantizeOptions {
+  /**
+   * - `seedlm4`: SeedLM (METHODS.md): each block of 8 weights is an LFSR seed (16 bits), a shared exponent (4 bits)
+   *   and 3 coefficients (4 bits each): exactly 4 bits per weight. Data-free; the encoder tries all 65,535 seeds.
+   * - `seedlm3`: SeedLM with blocks of 12 weights and 4 coefficients: exactly 3 bits per weight.
+   * - `q3_rtn`: round-to-nearest 3-bit codes in groups of 32 with an f16 scale (3.5 bits per weight), the baseline
+   *   SeedLM is compared with. Matrices whose rows are not whole groups are kept as stored.
+   */
+  format: 'seedlm4' | 'seedlm3' | 'q3_rtn';
+  /** The seedinfer container to write (a `.gguf` file, see docs/container.md); written whole or not at all. */
+  out: string;
+  /** Encoder threads. Default: every logical CPU. */
+  threads?: number;
+  /** Progress in weights: `phase` is `quantize`, `name` the tensor being encoded (also download progress). */
+  onProgress?: (event: ProgressEvent) => void;
+  /** Stops the encoding: the promise rejects with `ABORTED` and no file is written. */
+  signal?: AbortSignal;
+  /** Download cache when the source is a Hub id or "default". */
+  cacheDir?: string;
+}
+
+export interface QuantizeReport {
+  format: 'seedlm4' | 'seedlm3' | 'q3_rtn';
+  /** Absolute path of the container written. */
+  out: string;
+  outBytes: number;
+  /** Layer matrices (q, k, v, o, gate, up, down of every layer) written in `format`, their weights and bytes. */
+  quantizedTensors: number;
+  quantizedWeights: number;
+  quantizedBytes: number;
+  /** `8 * quantizedBytes / quantizedWeights`: 4 or 3 for SeedLM when rows are whole blocks (padded blocks add a little). */
+  bitsPerWeight: number;
+  /** Matrices kept as stored, with the reason. */
+  kept: string[];
+  seconds: number;
+  secondsPerMillionWeights: number;
+}
+
+/**
+ * Writes a copy of a model (a `.gguf` file, a Hugging Face directory, a Hub id or "default") whose layer matrices are
+ * in `options.format`; the embedding, output head and norms stay as stored. `Model.load(options.out)` reads it.
+ * The encoding runs on native threads (the event loop stays responsive).
+ *
+ * ```ts
+ * const report = await quantizeModel('default', { format: 'seedlm4', out: 'smollm2.seedlm4.gguf' });
+ * const model = await Model.load(report.out);
+ * ```
+ */
+export declare function quantizeModel(source: string | undefined, options: QuantizeOptions): Promise<QuantizeReport>;

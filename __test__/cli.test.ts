@@ -166,6 +166,22 @@ storiesTest('generate --prefill lazyllm prunes the prompt and reports it in --js
   t.is(bad.code, 2);
 });
 
+storiesTest('quantize writes a seedlm4 container that generate then runs; a missing --format is a usage error', async (t) => {
+  const out = path.join(tempDir(), 'stories.seedlm4.gguf');
+  const run = await cli(['quantize', storiesDir, '--format', 'seedlm4', '--out', out, '--json']);
+  t.is(run.code, 0, run.stderr);
+  const report = JSON.parse(run.stdout);
+  t.is(report.format, 'seedlm4');
+  t.is(report.quantizedTensors, 35);
+  t.regex(run.stderr, /quantize seedlm4 .*100%/);
+  const gen = await cli(['generate', '--model', out, '--max-tokens', '8', '--temperature', '0', '--json', 'Once upon a time']);
+  t.is(gen.code, 0, gen.stderr);
+  t.is(JSON.parse(gen.stdout).tokenIds.length, 8);
+  const bad = await cli(['quantize', storiesDir, '--out', out]);
+  t.is(bad.code, 2);
+  t.regex(bad.stderr, /--format/);
+});
+
 test('chat with the default model answers "Paris" (downloads the default model on first use)', async (t) => {
   const run = await cli(['chat', '--temperature', '0', '--max-tokens', '40'], { input: 'What is the capital of France?\n' });
   t.is(run.code, 0, run.stderr);

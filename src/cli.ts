@@ -1,9 +1,9 @@
 #!/usr/bin/env node
-// The seedinfer command line: generate, chat, pull, info.
+// The seedinfer command line: generate, chat, pull, quantize, info.
 import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
 import fs from 'node:fs';
 import readline from 'node:readline';
-import { DEFAULT_MODEL, Model, SeedinferError, ensureDefaultModel, pullModel } from './index.js';
+import { DEFAULT_MODEL, Model, SeedinferError, ensureDefaultModel, pullModel, quantizeModel } from './index.js';
 import { createProgressReporter, formatBytes } from './progress.js';
 import type { CacheStats, ChatMessage, GenerateOptions, Generation, GenerationResult, ModelInfo, PrefillOptions, Session } from '../index.js';
 
@@ -319,6 +319,48 @@ async function runChat(options: ChatCommandOptions): Promise<number> {
   return interrupted ? EXIT_INTERRUPTED : 0;
 }
 
+interface QuantizeCommandOptions {
+  format: 'seedlm4' | 'seedlm3' | 'q3_rtn';
+  out: string;
+  threads?: number;
+  cacheDir?: string;
+  json?: boolean;
+}
+
+async function runQuantize(modelArg: string | undefined, options: QuantizeCommandOptions): Promise<number> {
+  const progress = createProgressReporter('seedinfer', { unit: 'weights' });
+  const download = createProgressReporter('seedinfer');
+  const controller = new AbortController();
+  const uninstall = abortOnInterrupt(controller);
+  try {
+    const report = await quantizeModel(modelArg, {
+      format: options.format,
+      out: options.out,
+      threads: options.threads,
+      cacheDir: options.cacheDir,
+      signal: controller.signal,
+      // One bar for the whole model (its ETA spans every tensor), not one per tensor.
+      onProgress: (event) => (event.phase === 'quantize' ? progress({ ...event, name: options.format }) : download(event)),
+    });
+    progress.finish();
+    if (options.json) {
+      process.stdout.write(`${JSON.stringify(report, null, 2)}\n`);
+    } else {
+      process.stderr.write(
+        `${report.quantizedTensors} matrices, ${formatCount(report.quantizedWeights)} weights at ${report.bitsPerWeight.toFixed(3)} bits/weight ` +
+          `in ${report.seconds.toFixed(1)} s (${report.secondsPerMillionWeights.toFixed(2)} s per million weights)` +
+          `${report.kept.length ? `; kept as stored: ${report.kept.length} (${report.kept[0]}${report.kept.length > 1 ? ', ...' : ''})` : ''}\n`,
+      );
+      process.stdout.write(`${report.out}\n`);
+    }
+    return 0;
+  } finally {
+    progress.finish();
+    download.finish();
+    uninstall();
+  }
+}
+
 interface PullCommandOptions {
   revision?: string;
   cacheDir?: string;
@@ -451,6 +493,17 @@ function buildProgram(setExit: (code: number) => void): Command {
     .option('-r, --revision <rev>', 'Hub branch, tag or commit', 'main')
     .option('--cache-dir <dir>', 'download cache (default: $SEEDINFER_CACHE or ~/.cache/seedinfer)')
     .action(async (hubId: string | undefined, options: PullCommandOptions) => setExit(await runPull(hubId, options)));
+
+  program
+    .command('quantize')
+    .description("rewrite a model's layer matrices as SeedLM (seedlm4: 4 bits/weight, seedlm3: 3) or q3_rtn into a container Model.load reads")
+    .argument('[model]', 'a .gguf file, a Hugging Face model directory, a Hub id, or "default"')
+    .addOption(new Option('-f, --format <format>', 'the weight format').choices(['seedlm4', 'seedlm3', 'q3_rtn']).makeOptionMandatory())
+    .requiredOption('-o, --out <file>', 'the container to write (.gguf)')
+    .option('-t, --threads <n>', 'encoder threads (default: every logical CPU)', intParser(1, 1024))
+    .option('--cache-dir <dir>', 'download cache (default: $SEEDINFER_CACHE or ~/.cache/seedinfer)')
+    .option('--json', 'print the report as JSON')
+    .action(async (modelArg: string | undefined, options: QuantizeCommandOptions) => setExit(await runQuantize(modelArg, options)));
 
   const info = program
     .command('info')

@@ -5,3 +5,4 @@ export { Session, Generation } from './session.js';
 export { DEFAULT_MODEL, ensureDefaultModel } from './fetch/default-model.js';
 export { pullModel } from './fetch/hub.js';
 export { defaultCacheDir } from './cache.js';
+export { quantizeModel, QUANTIZE_FORMATS } from './quantize.js';

@@ -98,6 +98,25 @@ export interface NativeAbortFlag {
   abort(): void;
 }
 
+export interface NativeQuantizeReport {
+  format: string;
+  outBytes: number;
+  quantizedTensors: number;
+  quantizedWeights: number;
+  quantizedBytes: number;
+  kept: string[];
+  seconds: number;
+}
+
+export interface NativeQuantizeEvent {
+  kind: string;
+  tensor?: string;
+  doneWeights?: number;
+  totalWeights?: number;
+  report?: NativeQuantizeReport;
+  error?: string;
+}
+
 export interface NativeSession {
   readonly tokenCount: number;
   readonly contextSize: number;
@@ -141,6 +160,14 @@ export type NativeCacheStats = CacheStats;
 export interface NativeBinding {
   loadModel(path: string, options: { threads?: number; weights?: string; kvCache?: NativeKvCacheOptions }): Promise<NativeModel>;
   NativeAbortFlag: new () => NativeAbortFlag;
+  quantizeModel(
+    source: string,
+    format: string,
+    out: string,
+    threads: number | null,
+    onEvent: (event: NativeQuantizeEvent) => void,
+    abort: NativeAbortFlag,
+  ): void;
 }
 
 function addonFileName(): string {

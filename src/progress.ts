@@ -13,6 +13,17 @@ export interface ProgressReporterOptions {
   tty?: boolean;
   /** Minimum milliseconds between redraws on a TTY. Default 100. */
   intervalMs?: number;
+  /** What `completed` and `total` count: `bytes` (default) or `weights` (printed as 12.3M). */
+  unit?: 'bytes' | 'weights';
+}
+
+/** Formats a count of weights: `950`, `12.3K`, `106.2M`. */
+export function formatWeights(n: number): string {
+  if (!Number.isFinite(n)) return '?';
+  if (n >= 1e9) return `${(n / 1e9).toFixed(2)}G`;
+  if (n >= 1e6) return `${(n / 1e6).toFixed(1)}M`;
+  if (n >= 1e3) return `${(n / 1e3).toFixed(1)}K`;
+  return String(Math.round(n));
 }
 
 /** Formats a byte count: `512 B`, `12.3 KiB`, `93.8 MiB`, `1.20 GiB`. */
@@ -51,6 +62,7 @@ export function createProgressReporter(label: string, options: ProgressReporterO
   const stream = options.stream ?? process.stderr;
   const tty = options.tty ?? Boolean(stream.isTTY);
   const intervalMs = options.intervalMs ?? 100;
+  const amount = options.unit === 'weights' ? (n: number) => `${formatWeights(n)} weights` : formatBytes;
   let track: Track | undefined;
   let lineOpen = false;
   let lastDraw = 0;
@@ -69,12 +81,12 @@ export function createProgressReporter(label: string, options: ProgressReporterO
     if (event.total !== undefined && event.total > 0) {
       const fraction = Math.min(1, event.completed / event.total);
       parts.push(`${(fraction * 100).toFixed(fraction >= 1 ? 0 : 1).padStart(5)}%`);
-      parts.push(`${formatBytes(event.completed)} / ${formatBytes(event.total)}`);
+      parts.push(`${amount(event.completed)} / ${amount(event.total)}`);
     } else if (event.completed > 0) {
-      parts.push(formatBytes(event.completed));
+      parts.push(amount(event.completed));
     }
     if (Number.isFinite(rate) && rate > 0) {
-      parts.push(`${formatBytes(rate)}/s`);
+      parts.push(`${amount(rate)}/s`);
       if (event.total !== undefined && event.completed < event.total) {
         parts.push(`ETA ${formatDuration((event.total - event.completed) / rate)}`);
       }

@@ -304,6 +304,11 @@ pub fn quantize_model(
         report.quantized_bytes += bytes.len() as u64;
         writer.add_tensor(gguf_name, format.tensor_type(), &shape, bytes)?;
     }
+    progress(&QuantizeProgress {
+        tensor: String::new(),
+        done_weights: total_weights,
+        total_weights,
+    });
     let bytes = writer.to_bytes()?;
     let partial = out.with_extension(format!("partial-{}", std::process::id()));
     std::fs::write(&partial, &bytes)

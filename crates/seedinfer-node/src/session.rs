@@ -178,6 +178,13 @@ impl NativeAbortFlag {
     }
 }
 
+impl NativeAbortFlag {
+    /// The flag, for work running elsewhere.
+    pub(crate) fn flag(&self) -> Arc<AtomicBool> {
+        Arc::clone(&self.flag)
+    }
+}
+
 /// A session's state; `None` once disposed.
 type SessionState = Arc<Mutex<Option<Session>>>;
 

@@ -1,0 +1,92 @@
+// quantizeModel(): rewrites a model's layer matrices in one of seedinfer's own formats (SeedLM 4/3-bit, q3_rtn) into
+// a seedinfer container that Model.load reads. The encoding runs on native threads; the event loop stays free.
+import path from 'node:path';
+import { mkdirSync } from 'node:fs';
+import { SeedinferError, toSeedinferError } from './errors.js';
+import { resolveModelSource } from './fetch/resolve.js';
+import { native } from './native.js';
+import type { NativeQuantizeEvent } from './native.js';
+import type { ProgressEvent } from './fetch/types.js';
+
+export const QUANTIZE_FORMATS = ['seedlm4', 'seedlm3', 'q3_rtn'] as const;
+export type QuantizeFormat = (typeof QUANTIZE_FORMATS)[number];
+
+export interface QuantizeOptions {
+  /** `seedlm4` (4 bits/weight), `seedlm3` (3 bits/weight) or `q3_rtn` (3.5 bits/weight). */
+  format: QuantizeFormat;
+  /** The container to write (`.gguf`). Written whole or not at all. */
+  out: string;
+  /** Encoder threads. Default: every logical CPU. */
+  threads?: number;
+  /** Progress in weights of the layer matrices (`phase: 'quantize'`, `name`: the tensor being encoded). */
+  onProgress?: (event: ProgressEvent) => void;
+  /** Stops the encoding; the promise rejects with code `ABORTED` and nothing is written. */
+  signal?: AbortSignal;
+  /** Download cache when `source` is a Hub id or "default". */
+  cacheDir?: string;
+}
+
+export interface QuantizeReport {
+  format: QuantizeFormat;
+  out: string;
+  outBytes: number;
+  /** Layer matrices written in `format`, their weights and bytes. */
+  quantizedTensors: number;
+  quantizedWeights: number;
+  quantizedBytes: number;
+  /** Bits per weight of the quantised matrices (8 * quantizedBytes / quantizedWeights). */
+  bitsPerWeight: number;
+  /** Matrices kept as stored, with the reason. */
+  kept: string[];
+  seconds: number;
+  /** Encoding seconds per million weights. */
+  secondsPerMillionWeights: number;
+}
+
+/** Quantises `source` (a .gguf file, a Hugging Face directory, a Hub id or "default") into `options.out`. */
+export async function quantizeModel(source: string | undefined, options: QuantizeOptions): Promise<QuantizeReport> {
+  try {
+    if (typeof options !== 'object' || options === null) throw new SeedinferError('INVALID_OPTION', 'options are required: { format, out }');
+    if (!QUANTIZE_FORMATS.includes(options.format)) {
+      throw new SeedinferError('INVALID_OPTION', `format must be one of ${QUANTIZE_FORMATS.join(', ')}, got ${JSON.stringify(options.format)}`);
+    }
+    if (typeof options.out !== 'string' || options.out === '') throw new SeedinferError('INVALID_OPTION', 'out must be a file path');
+    if (options.threads !== undefined && !(Number.isInteger(options.threads) && options.threads >= 1 && options.threads <= 1024)) {
+      throw new SeedinferError('INVALID_OPTION', `threads must be an integer from 1 to 1024, got ${String(options.threads)}`);
+    }
+    if (options.signal?.aborted) throw new SeedinferError('ABORTED', 'the quantisation was aborted before it started');
+    const from = await resolveModelSource(source, { cacheDir: options.cacheDir, onProgress: options.onProgress, signal: options.signal });
+    const out = path.resolve(options.out);
+    mkdirSync(path.dirname(out), { recursive: true });
+    const binding = native();
+    const flag = new binding.NativeAbortFlag();
+    const onAbort = () => flag.abort();
+    options.signal?.addEventListener('abort', onAbort, { once: true });
+    try {
+      const report = await new Promise<NonNullable<NativeQuantizeEvent['report']>>((resolve, reject) => {
+        binding.quantizeModel(from, options.format, out, options.threads ?? null, (event: NativeQuantizeEvent) => {
+          if (event.kind === 'progress') {
+            options.onProgress?.({ phase: 'quantize', name: event.tensor ?? '', completed: event.doneWeights ?? 0, total: event.totalWeights });
+          } else if (event.kind === 'done' && event.report) resolve(event.report);
+          else reject(toSeedinferError(new Error(event.error ?? 'INTERNAL: the quantisation ended without a result')));
+        }, flag);
+      });
+      return {
+        format: options.format,
+        out,
+        outBytes: report.outBytes,
+        quantizedTensors: report.quantizedTensors,
+        quantizedWeights: report.quantizedWeights,
+        quantizedBytes: report.quantizedBytes,
+        bitsPerWeight: report.quantizedWeights > 0 ? (8 * report.quantizedBytes) / report.quantizedWeights : 0,
+        kept: report.kept,
+        seconds: report.seconds,
+        secondsPerMillionWeights: report.quantizedWeights > 0 ? report.seconds / (report.quantizedWeights / 1e6) : 0,
+      };
+    } finally {
+      options.signal?.removeEventListener('abort', onAbort);
+    }
+  } catch (error) {
+    throw toSeedinferError(error);
+  }
+}
