@@ -399,7 +399,7 @@ export declare function pullModel(hubId: string, options?: FetchOptions & { revi
 export declare function defaultCacheDir(): string;
 
 /** The formats {@link quantizeModel} writes. */
-export declare const QUANTIZE_FORMATS: readonly ['seedlm4', 'seedlm3', 'q3_rtn'];
+export declare const QUANTIZE_FORMATS: readonly ['seedlm4', 'seedlm3', 'q3_rtn', 'q8_0', 'q4_0', 'q4_1'];
 
 export interface QuantizeOptions {
   /**
@@ -408,8 +408,10 @@ export interface QuantizeOptions {
    * - `seedlm3`: SeedLM with blocks of 12 weights and 4 coefficients: exactly 3 bits per weight.
    * - `q3_rtn`: round-to-nearest 3-bit codes in groups of 32 with an f16 scale (3.5 bits per weight), the baseline
    *   SeedLM is compared with. Matrices whose rows are not whole groups are kept as stored.
+   * - `q8_0`, `q4_0`, `q4_1`: ggml's block formats (llama.cpp's reference quantisers), for comparisons that change the
+   *   layer matrices only (`LoadOptions.weights` converts the embedding and output head too).
    */
-  format: 'seedlm4' | 'seedlm3' | 'q3_rtn';
+  format: (typeof QUANTIZE_FORMATS)[number];
   /** The seedinfer container to write (a `.gguf` file, see docs/container.md); written whole or not at all. */
   out: string;
   /** Encoder threads. Default: every logical CPU. */
@@ -423,7 +425,7 @@ export interface QuantizeOptions {
 }
 
 export interface QuantizeReport {
-  format: 'seedlm4' | 'seedlm3' | 'q3_rtn';
+  format: (typeof QUANTIZE_FORMATS)[number];
   /** Absolute path of the container written. */
   out: string;
   outBytes: number;

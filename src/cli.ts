@@ -3,7 +3,7 @@
 import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
 import fs from 'node:fs';
 import readline from 'node:readline';
-import { DEFAULT_MODEL, Model, SeedinferError, ensureDefaultModel, pullModel, quantizeModel } from './index.js';
+import { DEFAULT_MODEL, Model, SeedinferError, ensureDefaultModel, pullModel, quantizeModel, QUANTIZE_FORMATS } from './index.js';
 import { createProgressReporter, formatBytes } from './progress.js';
 import type { CacheStats, ChatMessage, GenerateOptions, Generation, GenerationResult, ModelInfo, PrefillOptions, Session } from '../index.js';
 
@@ -320,7 +320,7 @@ async function runChat(options: ChatCommandOptions): Promise<number> {
 }
 
 interface QuantizeCommandOptions {
-  format: 'seedlm4' | 'seedlm3' | 'q3_rtn';
+  format: (typeof QUANTIZE_FORMATS)[number];
   out: string;
   threads?: number;
   cacheDir?: string;
@@ -496,9 +496,11 @@ function buildProgram(setExit: (code: number) => void): Command {
 
   program
     .command('quantize')
-    .description("rewrite a model's layer matrices as SeedLM (seedlm4: 4 bits/weight, seedlm3: 3) or q3_rtn into a container Model.load reads")
+    .description(
+      "rewrite a model's layer matrices as SeedLM (seedlm4: 4 bits/weight, seedlm3: 3), q3_rtn, or q8_0/q4_0/q4_1 into a container Model.load reads",
+    )
     .argument('[model]', 'a .gguf file, a Hugging Face model directory, a Hub id, or "default"')
-    .addOption(new Option('-f, --format <format>', 'the weight format').choices(['seedlm4', 'seedlm3', 'q3_rtn']).makeOptionMandatory())
+    .addOption(new Option('-f, --format <format>', 'the weight format').choices([...QUANTIZE_FORMATS]).makeOptionMandatory())
     .requiredOption('-o, --out <file>', 'the container to write (.gguf)')
     .option('-t, --threads <n>', 'encoder threads (default: every logical CPU)', intParser(1, 1024))
     .option('--cache-dir <dir>', 'download cache (default: $SEEDINFER_CACHE or ~/.cache/seedinfer)')

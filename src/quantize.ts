@@ -8,11 +8,11 @@ import { native } from './native.js';
 import type { NativeQuantizeEvent } from './native.js';
 import type { ProgressEvent } from './fetch/types.js';
 
-export const QUANTIZE_FORMATS = ['seedlm4', 'seedlm3', 'q3_rtn'] as const;
+export const QUANTIZE_FORMATS = ['seedlm4', 'seedlm3', 'q3_rtn', 'q8_0', 'q4_0', 'q4_1'] as const;
 export type QuantizeFormat = (typeof QUANTIZE_FORMATS)[number];
 
 export interface QuantizeOptions {
-  /** `seedlm4` (4 bits/weight), `seedlm3` (3 bits/weight) or `q3_rtn` (3.5 bits/weight). */
+  /** `seedlm4` (4 bits/weight), `seedlm3` (3 bits/weight), `q3_rtn` (3.5 bits/weight), or ggml's `q8_0`, `q4_0`, `q4_1`. */
   format: QuantizeFormat;
   /** The container to write (`.gguf`). Written whole or not at all. */
   out: string;

@@ -1,5 +1,5 @@
 //! `seedinfer quantize`: rewrites a model's layer matrices in one of seedinfer's own formats (`seedlm4`,
-//! `seedlm3`, `q3_rtn`) into a seedinfer container (a GGUF v3 file, see `seedinfer_formats::container` and
+//! `seedlm3`, `q3_rtn`), or in ggml's `q8_0`/`q4_0`/`q4_1` for comparisons, into a seedinfer container (a GGUF v3 file, see `seedinfer_formats::container` and
 //! docs/container.md) that [`crate::Model::load`] reads.
 //!
 //! The seven matrices of every layer (q, k, v, o, gate, up, down) are quantised from their values as stored
@@ -14,7 +14,8 @@ use rayon::prelude::*;
 use seedinfer_formats::container::{self, CONTAINER_VERSION};
 use seedinfer_formats::seedlm::{encode_matrix, pack_matrix, LfsrCycle, SeedTable};
 use seedinfer_formats::{
-    q3_rtn, FormatError, GgufFile, GgufValue, GgufWriter, SafetensorsDir, TensorType, TensorView,
+    quantize_row, FormatError, GgufFile, GgufValue, GgufWriter, SafetensorsDir, TensorType,
+    TensorView,
 };
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -26,6 +27,10 @@ pub enum QuantFormat {
     SeedLm4,
     SeedLm3,
     Q3Rtn,
+    /// ggml's formats, for comparisons that change the layer matrices only (as the formats above do).
+    Q8_0,
+    Q4_0,
+    Q4_1,
 }
 
 impl QuantFormat {
@@ -35,6 +40,9 @@ impl QuantFormat {
             "seedlm4" => Some(Self::SeedLm4),
             "seedlm3" => Some(Self::SeedLm3),
             "q3_rtn" => Some(Self::Q3Rtn),
+            "q8_0" => Some(Self::Q8_0),
+            "q4_0" => Some(Self::Q4_0),
+            "q4_1" => Some(Self::Q4_1),
             _ => None,
         }
     }
@@ -44,6 +52,9 @@ impl QuantFormat {
             Self::SeedLm4 => "seedlm4",
             Self::SeedLm3 => "seedlm3",
             Self::Q3Rtn => "q3_rtn",
+            Self::Q8_0 => "q8_0",
+            Self::Q4_0 => "q4_0",
+            Self::Q4_1 => "q4_1",
         }
     }
 
@@ -52,6 +63,9 @@ impl QuantFormat {
             Self::SeedLm4 => TensorType::SeedLm4,
             Self::SeedLm3 => TensorType::SeedLm3,
             Self::Q3Rtn => TensorType::Q3Rtn,
+            Self::Q8_0 => TensorType::Q8_0,
+            Self::Q4_0 => TensorType::Q4_0,
+            Self::Q4_1 => TensorType::Q4_1,
         }
     }
 }
@@ -235,15 +249,12 @@ pub fn quantize_model(
         let view = source.view(gguf_name, hf_name)?;
         let shape = view.shape.clone();
         let cols = view.row_len();
-        let fits = match format {
-            QuantFormat::Q3Rtn => cols.is_multiple_of(q3_rtn::GROUP),
-            _ => true,
-        };
+        // Group formats need rows of whole groups of 32; SeedLM pads a row's last block.
+        let fits = format.tensor_type().seedlm_config().is_some() || cols.is_multiple_of(32);
         if !*matrix || !fits {
             if *matrix {
                 report.kept.push(format!(
-                    "{gguf_name}: {cols} columns are not a multiple of {}, kept {}",
-                    q3_rtn::GROUP,
+                    "{gguf_name}: {cols} columns are not a multiple of 32, kept {}",
                     view.tensor_type.name()
                 ));
                 done.fetch_add(view.element_count() as u64, Ordering::Relaxed);
@@ -286,7 +297,7 @@ pub fn quantize_model(
                             return None;
                         }
                         let mut bytes = Vec::new();
-                        q3_rtn::quantize(row, &mut bytes);
+                        quantize_row(format.tensor_type(), row, &mut bytes).ok()?;
                         on_rows(1);
                         Some(bytes)
                     })

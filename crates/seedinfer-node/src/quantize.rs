@@ -58,8 +58,8 @@ fn to_report(r: QuantizeReport) -> NativeQuantizeReport {
     }
 }
 
-/// Starts quantising `source` (a GGUF file or Hugging Face directory) to `format` (`seedlm4`, `seedlm3` or
-/// `q3_rtn`) into `out`; events arrive through `on_event`, at most every 100 ms for progress.
+/// Starts quantising `source` (a GGUF file or Hugging Face directory) to `format` (`seedlm4`, `seedlm3`,
+/// `q3_rtn`, `q8_0`, `q4_0` or `q4_1`) into `out`; events arrive through `on_event`, at most every 100 ms for progress.
 #[napi(
     ts_args_type = "source: string, format: string, out: string, threads: number | undefined | null, onEvent: (event: NativeQuantizeEvent) => void, abort: NativeAbortFlag"
 )]
@@ -74,7 +74,7 @@ pub fn quantize_model(
     let format = QuantFormat::parse(&format).ok_or_else(|| {
         coded(
             "INVALID_OPTION",
-            &format!("format must be seedlm4, seedlm3 or q3_rtn, got {format:?}"),
+            &format!("format must be seedlm4, seedlm3, q3_rtn, q8_0, q4_0 or q4_1, got {format:?}"),
         )
     })?;
     let threads = match threads {
