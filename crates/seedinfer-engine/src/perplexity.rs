@@ -129,8 +129,8 @@ impl Model {
                 out.token_nll.extend(scored);
             }
             let scored = &out.token_nll[first_scored..];
-            // Summed in order, so the result does not depend on the thread count.
-            let nll: f64 = scored.iter().sum();
+            // Summed in order, so the result does not depend on the thread count; from +0 (`Sum` starts at -0).
+            let nll = scored.iter().fold(0.0, |sum, n| sum + n);
             out.windows.push(WindowScore {
                 len: span.len(),
                 tokens: scored.len(),

@@ -117,6 +117,10 @@ fn windows_score_all_tokens_but_each_windows_first() {
         assert_eq!(scored.token_nll.len(), n - windows);
         let per_window: usize = scored.windows.iter().map(|w| w.tokens).sum();
         assert_eq!(per_window, scored.tokens);
+        // A window of one token scores nothing: +0, not -0.
+        for w in scored.windows.iter().filter(|w| w.tokens == 0) {
+            assert!(w.nll == 0.0 && w.nll.is_sign_positive(), "{}", w.nll);
+        }
     }
 }
 
