@@ -346,6 +346,38 @@ export declare class Session {
   dispose(): void;
 }
 
+export interface PerplexityOptions {
+  /**
+   * Tokens per window, in [2, `info.contextLength`]. The sequence is cut into non-overlapping windows of this
+   * many tokens, each scored from an empty cache, so each window's first token is not scored. Default:
+   * min(512, `info.contextLength`).
+   */
+  window?: number;
+  /** Stops the evaluation between chunks of positions; the promise then rejects with code `ABORTED`. */
+  signal?: AbortSignal;
+}
+
+/** One window of a perplexity evaluation. */
+export interface PerplexityWindow {
+  /** Tokens scored: every token of the window but its first. */
+  tokens: number;
+  /** Negative log-likelihood of those tokens, summed, in nats. */
+  nll: number;
+}
+
+/** `model.perplexity()`. */
+export interface PerplexityResult {
+  /** `exp(nll / tokens)`. */
+  perplexity: number;
+  /** Tokens scored: all tokens minus one per window. */
+  tokens: number;
+  /** Negative log-likelihood of every scored token given the tokens before it in its window, summed, in nats. */
+  nll: number;
+  /** Window length used. */
+  window: number;
+  windows: PerplexityWindow[];
+}
+
 export declare class Model {
   /** Created by `Model.load`. */
   private constructor();
@@ -369,6 +401,13 @@ export declare class Model {
    * another model or KV-cache configuration with `SESSION_FILE_MISMATCH`.
    */
   loadSession(path: string): Promise<Session>;
+  /**
+   * Perplexity of a text or token sequence, teacher-forced, off the JS main thread: each token is scored by the
+   * model's probability for it given the tokens before it in its window (see {@link PerplexityOptions.window}).
+   * Text is tokenized with BOS if the tokenizer asks for it, special-token text read as plain text. Fewer than
+   * 2 tokens or a bad window fail with `INVALID_OPTION`, token ids outside the vocabulary with `INVALID_TOKEN_ID`.
+   */
+  perplexity(textOrTokens: string | ArrayLike<number>, options?: PerplexityOptions): Promise<PerplexityResult>;
   /** Releases the weights once no session uses them. */
   dispose(): void;
 }

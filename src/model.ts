@@ -4,8 +4,19 @@ import { SeedinferError, checkNumberOption, toSeedinferError } from './errors.js
 import { resolveModelSource } from './fetch/resolve.js';
 import { native } from './native.js';
 import type { NativeModel, NativeModelInfo } from './native.js';
-import { Session } from './session.js';
-import type { CacheStats, ChatMessage, ChatTemplateOptions, KvCacheOptions, LoadOptions, ModelInfo, SessionOptions, TokenizeOptions } from '../index.js';
+import { Session, toTokenIds } from './session.js';
+import type {
+  CacheStats,
+  ChatMessage,
+  ChatTemplateOptions,
+  KvCacheOptions,
+  LoadOptions,
+  ModelInfo,
+  PerplexityOptions,
+  PerplexityResult,
+  SessionOptions,
+  TokenizeOptions,
+} from '../index.js';
 import type { NativeKvCacheOptions } from './native.js';
 
 const DEFAULT_CONTEXT = 4096;
@@ -146,6 +157,36 @@ export class Model {
       return new Session({ tokenize: (text, o) => this.tokenize(text, o) }, inner);
     } catch (error) {
       throw toSeedinferError(error);
+    }
+  }
+
+  /**
+   * Perplexity of `textOrTokens` (text is tokenized with BOS as the tokenizer asks, special-token text read as
+   * plain text) in non-overlapping windows, each scored from an empty cache. Runs off the JS main thread.
+   */
+  async perplexity(textOrTokens: string | ArrayLike<number>, options: PerplexityOptions = {}): Promise<PerplexityResult> {
+    const abortFlag = new (native().NativeAbortFlag)();
+    const onAbort = () => abortFlag.abort();
+    try {
+      const inner = this.live();
+      if (typeof options !== 'object' || options === null) throw new SeedinferError('INVALID_OPTION', 'perplexity options must be an object');
+      checkNumberOption('window', options.window, 2, this.info.contextLength, true);
+      const tokens =
+        typeof textOrTokens === 'string' ? toTokenIds(this.tokenize(textOrTokens, { addBos: true, special: false })) : toTokenIds(textOrTokens);
+      if (options.signal?.aborted) throw new SeedinferError('ABORTED', 'the perplexity evaluation was aborted before it started');
+      options.signal?.addEventListener('abort', onAbort, { once: true });
+      const r = await inner.evaluatePerplexity(tokens, { window: options.window }, abortFlag);
+      return {
+        perplexity: r.perplexity,
+        tokens: r.tokens,
+        nll: r.nll,
+        window: r.window,
+        windows: r.windows.map((w) => ({ tokens: w.tokens, nll: w.nll })),
+      };
+    } catch (error) {
+      throw toSeedinferError(error);
+    } finally {
+      options?.signal?.removeEventListener('abort', onAbort);
     }
   }
 

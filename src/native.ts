@@ -145,6 +145,16 @@ export interface NativeModel {
   cacheStats(): NativeCacheStats;
   clearPrefixCache(): void;
   loadSession(path: string): Promise<NativeSession>;
+  evaluatePerplexity(tokens: Uint32Array, options: { window?: number }, abort: NativeAbortFlag): Promise<NativePerplexity>;
+}
+
+/** `evaluatePerplexity`'s result (crates/seedinfer-node/src/perplexity.rs). */
+export interface NativePerplexity {
+  perplexity: number;
+  tokens: number;
+  nll: number;
+  window: number;
+  windows: { tokens: number; nll: number }[];
 }
 
 export interface NativeKvCacheOptions {

@@ -93,7 +93,8 @@ function nativeOptions(options: GenerateOptions): NativeGenerateOptions {
   };
 }
 
-function toTokenIds(ids: ArrayLike<number>): Uint32Array {
+/** Token ids as the binding takes them, each checked (`INVALID_TOKEN_ID`). */
+export function toTokenIds(ids: ArrayLike<number>): Uint32Array {
   const out = new Uint32Array(ids.length);
   for (let i = 0; i < ids.length; i++) {
     const id = ids[i];

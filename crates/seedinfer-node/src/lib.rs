@@ -5,11 +5,13 @@ mod error;
 mod gguf_tools;
 mod kernel_bench;
 mod model;
+mod perplexity;
 mod quantize;
 mod session;
 
 pub use gguf_tools::{gguf_tensors, write_synthetic_model, NativeGgufTensor};
 pub use kernel_bench::{create_kernel_bench, probe_limits, NativeKernelBench};
 pub use model::{load_model, NativeModel};
+pub use perplexity::{NativePerplexity, NativePerplexityOptions, NativePerplexityWindow};
 pub use quantize::{quantize_model, NativeQuantizeEvent, NativeQuantizeReport};
 pub use session::{NativeAbortFlag, NativeSession};

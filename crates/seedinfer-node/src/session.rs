@@ -156,10 +156,11 @@ pub struct NativeGenerationEvent {
 type EventSink =
     ThreadsafeFunction<NativeGenerationEvent, (), NativeGenerationEvent, Status, false>;
 
-/// A cancellation flag shared with a running generation; `abort()` stops it within one token.
+/// A cancellation flag shared with a running generation (`abort()` stops it within one token) or perplexity
+/// evaluation (within one chunk of positions).
 #[napi]
 pub struct NativeAbortFlag {
-    flag: Arc<AtomicBool>,
+    pub(crate) flag: Arc<AtomicBool>,
 }
 
 #[napi]
