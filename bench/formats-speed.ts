@@ -8,7 +8,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { Model, defaultCacheDir, ensureDefaultModel, quantizeModel } from '../src/index.js';
-import type { QuantizeReport } from '../src/quantize.js';
+import type { QuantizeReport } from '../index.js';
 import { argument, median } from './cli-args.js';
 
 type Format = 'q8_0' | 'q4_0' | 'q4_1' | 'seedlm4' | 'seedlm3' | 'q3_rtn';

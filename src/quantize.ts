@@ -6,42 +6,9 @@ import { SeedinferError, toSeedinferError } from './errors.js';
 import { resolveModelSource } from './fetch/resolve.js';
 import { native } from './native.js';
 import type { NativeQuantizeEvent } from './native.js';
-import type { ProgressEvent } from './fetch/types.js';
+import type { QuantizeOptions, QuantizeReport } from '../index.js';
 
 export const QUANTIZE_FORMATS = ['seedlm4', 'seedlm3', 'q3_rtn', 'q8_0', 'q4_0', 'q4_1'] as const;
-export type QuantizeFormat = (typeof QUANTIZE_FORMATS)[number];
-
-export interface QuantizeOptions {
-  /** `seedlm4` (4 bits/weight), `seedlm3` (3 bits/weight), `q3_rtn` (3.5 bits/weight), or ggml's `q8_0`, `q4_0`, `q4_1`. */
-  format: QuantizeFormat;
-  /** The container to write (`.gguf`). Written whole or not at all. */
-  out: string;
-  /** Encoder threads. Default: every logical CPU. */
-  threads?: number;
-  /** Progress in weights of the layer matrices (`phase: 'quantize'`, `name`: the tensor being encoded). */
-  onProgress?: (event: ProgressEvent) => void;
-  /** Stops the encoding; the promise rejects with code `ABORTED` and nothing is written. */
-  signal?: AbortSignal;
-  /** Download cache when `source` is a Hub id or "default". */
-  cacheDir?: string;
-}
-
-export interface QuantizeReport {
-  format: QuantizeFormat;
-  out: string;
-  outBytes: number;
-  /** Layer matrices written in `format`, their weights and bytes. */
-  quantizedTensors: number;
-  quantizedWeights: number;
-  quantizedBytes: number;
-  /** Bits per weight of the quantised matrices (8 * quantizedBytes / quantizedWeights). */
-  bitsPerWeight: number;
-  /** Matrices kept as stored, with the reason. */
-  kept: string[];
-  seconds: number;
-  /** Encoding seconds per million weights. */
-  secondsPerMillionWeights: number;
-}
 
 /** Quantises `source` (a .gguf file, a Hugging Face directory, a Hub id or "default") into `options.out`. */
 export async function quantizeModel(source: string | undefined, options: QuantizeOptions): Promise<QuantizeReport> {
