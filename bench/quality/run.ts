@@ -80,10 +80,14 @@ const json = process.argv.includes('--json');
 const requested = list(argument('formats'), DEFAULT_FORMATS.join(','));
 // The reference is what Δ% is measured against, so it always runs, first.
 const formats = ['reference', ...requested.filter((f) => f !== 'reference')];
+/** `--reference-perplexity X`: the reference row's perplexity from an earlier run of the same slice (one model only),
+ * so that added rows need not pay for the f32 reference again. */
+const givenReference = argument('reference-perplexity') === undefined ? undefined : Number(argument('reference-perplexity'));
 const known = new Set<string>(['reference', 'stored', ...LOAD_FORMATS, ...FILE_FORMATS]);
 if (
   !['smollm2', 'stories', 'all'].includes(modelChoice) ||
   ![tokenCount, window, threads].every((n) => Number.isInteger(n) && n >= 2) ||
+  (givenReference !== undefined && (!(givenReference > 1) || modelChoice === 'all')) ||
   formats.some((f) => !known.has(f))
 ) {
   console.error('usage: bench/quality/run.ts [--model smollm2|stories|all] [--formats reference,stored,q8_0,q4_0,q4_1,seedlm4,q3_rtn,seedlm3,load:q8_0,load:q4_0,load:q4_1,load:f16]');
@@ -283,7 +287,13 @@ for (const spec of models) {
   tokenizer.dispose();
   progress(`${spec.key}: ${tokens.length} tokens (${characters} characters from "${SLICE_START}"), window ${modelWindow}`);
   const rows: Row[] = [];
-  for (const format of formats) rows.push(await runRow(spec, format, tokens, modelWindow));
+  for (const format of formats) {
+    if (format === 'reference' && givenReference !== undefined) {
+      rows.push({ format, status: 'ok', perplexity: givenReference, note: 'given with --reference-perplexity (an earlier run)' });
+    } else {
+      rows.push(await runRow(spec, format, tokens, modelWindow));
+    }
+  }
   const reference = rows[0].perplexity;
   for (const row of rows) {
     if (row.perplexity !== undefined && reference !== undefined) row.deltaPercent = (row.perplexity / reference - 1) * 100;
