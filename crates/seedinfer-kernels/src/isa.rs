@@ -41,7 +41,7 @@ pub fn kernel_isa(family: KernelFamily) -> &'static str {
         (KernelFamily::DenseF32, Isa::Avx2) => "avx2+fma (vectorised by the compiler)",
         // The int8 and half kernels have AVX2 intrinsics; AVX-512 machines run those too.
         (KernelFamily::Half | KernelFamily::Quantized, _) => "avx2+fma+f16c",
-        (KernelFamily::SeedLm, _) => "avx2+fma",
+        (KernelFamily::SeedLm, _) => "avx2+fma+f16c",
     }
 }
 

@@ -1,6 +1,7 @@
 //! `q3_rtn` weights (round-to-nearest 3-bit groups of 32, SeedLM's equal-bits baseline) multiplied with f32
 //! activations: each group is expanded into registers and dotted with the activations, never stored expanded.
-//! One body, built for the baseline and for AVX2+FMA (chosen at run time); the baseline build is the reference.
+//! `rows` is the scalar reference; the AVX2 kernel unpacks 8 codes per vector (variable shifts of the group's
+//! 24-bit slices) and shares each unpacked group among up to 4 tokens.
 
 use crate::isa::{detected, Isa};
 use crate::row_blocks::{for_each_row_range, ProductOut};
@@ -10,6 +11,7 @@ use seedinfer_formats::TensorType;
 pub struct Q3RtnMatrix {
     rows: usize,
     cols: usize,
+    /// The rows as stored, then 4 zero bytes so each 8-code slice can be read as one unaligned `u32`.
     data: Vec<u8>,
 }
 
@@ -17,15 +19,16 @@ impl Q3RtnMatrix {
     /// `None` unless `bytes` holds exactly `rows` rows of `cols` (a multiple of 32) weights.
     pub fn from_bytes(rows: usize, cols: usize, bytes: &[u8]) -> Option<Self> {
         let row_bytes = TensorType::Q3Rtn.row_bytes(cols).ok()?;
-        (bytes.len() == rows.checked_mul(row_bytes)?).then(|| Self {
-            rows,
-            cols,
-            data: bytes.to_vec(),
+        (bytes.len() == rows.checked_mul(row_bytes)?).then(|| {
+            let mut data = Vec::with_capacity(bytes.len() + 4);
+            data.extend_from_slice(bytes);
+            data.extend_from_slice(&[0; 4]);
+            Self { rows, cols, data }
         })
     }
 
     pub fn resident_bytes(&self) -> usize {
-        self.data.len()
+        self.data.len() - 4
     }
 
     fn row_bytes(&self) -> usize {
@@ -70,7 +73,7 @@ impl Q3RtnMatrix {
             |out, first, count| {
                 #[cfg(target_arch = "x86_64")]
                 if !scalar && detected() >= Isa::Avx2 {
-                    // SAFETY: the CPU has AVX2 and FMA.
+                    // SAFETY: the CPU has AVX2, FMA and F16C.
                     unsafe { self.rows_avx2(input, tokens, out, first, count) };
                     return;
                 }
@@ -81,7 +84,7 @@ impl Q3RtnMatrix {
     }
 
     #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "avx2,fma")]
+    #[target_feature(enable = "avx2,fma,f16c")]
     unsafe fn rows_avx2(
         &self,
         input: &[f32],
@@ -90,7 +93,24 @@ impl Q3RtnMatrix {
         first: usize,
         count: usize,
     ) {
-        self.rows(input, tokens, out, first, count)
+        const TILE: usize = 4;
+        for first_token in (0..tokens).step_by(TILE) {
+            let n = TILE.min(tokens - first_token);
+            let x = &input[first_token * self.cols..];
+            for row in first..first + count {
+                let mut sums = [0.0f32; TILE];
+                match n {
+                    1 => avx2::row::<1>(self, row, x, &mut sums),
+                    2 => avx2::row::<2>(self, row, x, &mut sums),
+                    3 => avx2::row::<3>(self, row, x, &mut sums),
+                    _ => avx2::row::<TILE>(self, row, x, &mut sums),
+                }
+                for (t, &s) in sums.iter().enumerate().take(n) {
+                    // SAFETY: this task owns `row`; `first_token + t < tokens`.
+                    out.write(row, first_token + t, s);
+                }
+            }
+        }
     }
 
     #[inline(always)]
@@ -121,6 +141,50 @@ impl Q3RtnMatrix {
     }
 }
 
+#[cfg(target_arch = "x86_64")]
+mod avx2 {
+    use super::{Q3RtnMatrix, GROUP, GROUP_BYTES};
+    use crate::avx2_reduce::horizontal_sum as hsum;
+    use std::arch::x86_64::*;
+
+    /// `sums[t] = row · x_t` for `N` tokens of `x` (`cols` apart). Each group: its f16 scale, then four slices of
+    /// 8 codes (3 bytes each), each read as a `u32` (the data's padding keeps the last read in bounds).
+    #[inline(always)]
+    pub unsafe fn row<const N: usize>(m: &Q3RtnMatrix, row: usize, x: &[f32], sums: &mut [f32; 4]) {
+        debug_assert!(x.len() >= N * m.cols);
+        let groups = m.cols / GROUP;
+        let base = m.data.as_ptr().add(row * m.row_bytes());
+        let shifts = _mm256_setr_epi32(0, 3, 6, 9, 12, 15, 18, 21);
+        let (seven, four) = (_mm256_set1_epi32(7), _mm256_set1_epi32(4));
+        let mut acc = [_mm256_setzero_ps(); N];
+        for g in 0..groups {
+            let group = base.add(g * GROUP_BYTES);
+            let scale_bits = (group as *const u16).read_unaligned() as i32;
+            let d = _mm256_broadcastss_ps(_mm_cvtph_ps(_mm_cvtsi32_si128(scale_bits)));
+            let mut w = [_mm256_setzero_ps(); 4];
+            for (j, w) in w.iter_mut().enumerate() {
+                let slice = (group.add(2 + 3 * j) as *const u32).read_unaligned();
+                let codes = _mm256_and_si256(
+                    _mm256_srlv_epi32(_mm256_set1_epi32(slice as i32), shifts),
+                    seven,
+                );
+                *w = _mm256_cvtepi32_ps(_mm256_sub_epi32(codes, four));
+            }
+            for (t, acc) in acc.iter_mut().enumerate() {
+                let x = x.as_ptr().add(t * m.cols + g * GROUP);
+                let mut dot = _mm256_mul_ps(w[0], _mm256_loadu_ps(x));
+                dot = _mm256_fmadd_ps(w[1], _mm256_loadu_ps(x.add(8)), dot);
+                dot = _mm256_fmadd_ps(w[2], _mm256_loadu_ps(x.add(16)), dot);
+                dot = _mm256_fmadd_ps(w[3], _mm256_loadu_ps(x.add(24)), dot);
+                *acc = _mm256_fmadd_ps(dot, d, *acc);
+            }
+        }
+        for (sum, acc) in sums.iter_mut().zip(acc) {
+            *sum = hsum(acc);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -139,7 +203,7 @@ mod tests {
         for r in 0..rows {
             m.row_to_f32(r, &mut deq[r * cols..(r + 1) * cols]);
         }
-        for tokens in [1, 3] {
+        for tokens in [1, 3, 4, 6] {
             let x = values(tokens * cols, 17);
             for scalar in [true, false] {
                 let mut out = vec![0.0f32; tokens * rows];

@@ -15,21 +15,10 @@ use seedinfer_formats::seedlm::{row_blocks, LfsrCycle, SeedLmConfig, SEEDLM3};
 use seedinfer_formats::TensorType;
 use std::sync::OnceLock;
 
-/// The cycle (with a wrap-around copy for the longest basis) and each seed's place in it.
-struct Cycle {
-    values: Vec<f32>,
-    place: Vec<u16>,
-}
-
-fn cycle() -> &'static Cycle {
-    static CYCLE: OnceLock<Cycle> = OnceLock::new();
-    CYCLE.get_or_init(|| {
-        let longest = SEEDLM3.block * SEEDLM3.coefficients;
-        let lfsr = LfsrCycle::new(longest);
-        let place: Vec<u16> = (0..=u16::MAX).map(|s| lfsr.place(s)).collect();
-        let values = lfsr.values().to_vec();
-        Cycle { values, place }
-    })
+/// The LFSR cycle, with a wrap-around copy for the longest basis.
+fn cycle() -> &'static LfsrCycle {
+    static CYCLE: OnceLock<LfsrCycle> = OnceLock::new();
+    CYCLE.get_or_init(|| LfsrCycle::new(SEEDLM3.block * SEEDLM3.coefficients))
 }
 
 /// A SeedLM matrix `[rows, cols]` as stored: rows of packed blocks (the last of a row zero-padded).
@@ -39,7 +28,8 @@ pub struct SeedLmMatrix {
     rows: usize,
     cols: usize,
     row_bytes: usize,
-    /// The packed rows, then 8 zero bytes so a block's fields can be read as one unaligned `u64`.
+    /// The packed rows, then 8 zero bytes so a block's fields can be read as one unaligned `u64`. Each block's
+    /// seed field holds the seed's place in the cycle instead (set at load), so `U(s)` is one indexed read.
     data: Vec<u8>,
     /// The tensor's exponent base: block exponent = base + 4-bit code.
     base: i32,
@@ -48,7 +38,8 @@ pub struct SeedLmMatrix {
 /// One block's fields.
 #[derive(Clone, Copy)]
 struct Fields {
-    seed: u16,
+    /// Where the seed's states start in the cycle.
+    place: u16,
     exponent_code: u32,
     /// The coefficient nibbles: bits `4j..4j + 4` hold `t_j`.
     codes: u32,
@@ -71,6 +62,20 @@ impl SeedLmMatrix {
         let mut data = Vec::with_capacity(bytes.len() + 8);
         data.extend_from_slice(bytes);
         data.extend_from_slice(&[0; 8]);
+        let cycle = cycle();
+        let (block_bits, blocks) = (config.block_bits(), row_blocks(config, cols));
+        for row in 0..rows {
+            for k in 0..blocks {
+                let bit = k * block_bits;
+                let at = row * row_bytes + bit / 8;
+                let raw: [u8; 8] = data[at..at + 8].try_into().ok()?;
+                let v = u64::from_le_bytes(raw);
+                let shift = bit % 8;
+                let place = cycle.place((v >> shift) as u16) as u64;
+                let v = (v & !(0xffff << shift)) | (place << shift);
+                data[at..at + 8].copy_from_slice(&v.to_le_bytes());
+            }
+        }
         Some(Self {
             tensor_type,
             config,
@@ -103,7 +108,7 @@ impl SeedLmMatrix {
         raw.copy_from_slice(&self.data[at..at + 8]);
         let v = u64::from_le_bytes(raw) >> (bit % 8);
         Fields {
-            seed: v as u16,
+            place: v as u16,
             exponent_code: ((v >> 16) & 0xf) as u32,
             codes: (v >> 20) as u32,
         }
@@ -121,8 +126,8 @@ impl SeedLmMatrix {
         for k in 0..self.blocks_per_row() {
             let f = self.fields(row, k);
             let scale = self.scale(f);
-            let at = cycle.place[f.seed as usize] as usize;
-            let u = &cycle.values[at..at + c * p];
+            let at = f.place as usize;
+            let u = &cycle.values()[at..at + c * p];
             for i in 0..c.min(self.cols - k * c) {
                 let w: f32 = (0..p)
                     .map(|j| u[i * p + j] * nibble(f.codes, j) as f32)
@@ -199,8 +204,8 @@ impl SeedLmMatrix {
                 let mut acc = 0.0f32;
                 for k in 0..n {
                     let f = self.fields(row, k);
-                    let at = cycle.place[f.seed as usize] as usize;
-                    let u = &cycle.values[at..at + c * p];
+                    let at = f.place as usize;
+                    let u = &cycle.values()[at..at + c * p];
                     let mut block = 0.0f32;
                     for i in 0..c {
                         let w: f32 = (0..p)
@@ -279,7 +284,7 @@ mod avx2 {
     ) {
         let n = N.min(xr.len() / span);
         let cycle = cycle();
-        let values = cycle.values.as_ptr();
+        let values = cycle.values().as_ptr();
         // Lane m of vector v has j = (8v + m) mod 3; its nibble sits at bits 4j.
         let shifts = [
             _mm256_setr_epi32(28, 24, 20, 28, 24, 20, 28, 24),
@@ -289,7 +294,7 @@ mod avx2 {
         let mut acc = [_mm256_setzero_ps(); 4];
         for k in 0..m.blocks_per_row() {
             let f = m.fields(row, k);
-            let u = values.add(cycle.place[f.seed as usize] as usize);
+            let u = values.add(f.place as usize);
             let codes = _mm256_set1_epi32(f.codes as i32);
             let scale = _mm256_set1_ps(m.scale(f));
             let ut = [
@@ -322,12 +327,12 @@ mod avx2 {
     ) {
         let n = N.min(xr.len() / span);
         let cycle = cycle();
-        let values = cycle.values.as_ptr();
+        let values = cycle.values().as_ptr();
         let shifts = _mm256_setr_epi32(28, 24, 20, 16, 28, 24, 20, 16);
         let mut acc = [_mm256_setzero_ps(); 4];
         for k in 0..m.blocks_per_row() {
             let f = m.fields(row, k);
-            let u = values.add(cycle.place[f.seed as usize] as usize);
+            let u = values.add(f.place as usize);
             let t_scaled = _mm256_mul_ps(
                 pattern(_mm256_set1_epi32(f.codes as i32), shifts),
                 _mm256_set1_ps(m.scale(f)),
