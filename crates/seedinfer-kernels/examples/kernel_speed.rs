@@ -1,7 +1,8 @@
 //! Quick speed check of one block-quantised product while developing kernels (the published numbers come from
 //! `npm run bench:kernels`): `cargo run --release --example kernel_speed -- q4_1 576 1536 512 1`.
 //! Formats: q4_0, q4_1, q8_0 (int8 activations) and seedlm4, seedlm3, q3_rtn (f32 activations; their bytes are
-//! random fields, as the speed does not depend on how well the seeds fit).
+//! random fields, as the speed does not depend on how well the seeds fit). `SEEDLM_ONE_SEED=1` gives every seedlm4
+//! block the same seed, so its cycle reads hit L1: the difference is what the table reads cost.
 use seedinfer_formats::{quantize_row, TensorType};
 use seedinfer_kernels::limits::thread_pool;
 use seedinfer_kernels::q3_rtn_weights::Q3RtnMatrix;
@@ -55,6 +56,9 @@ fn main() {
     });
 }
 
+/// One product `out = W x` of the matrix under test.
+type Product = dyn Fn(&[f32], &mut [f32]) + Sync;
+
 /// Times a product whose weights take f32 activations (SeedLM, q3_rtn) against the same shape in f32 FLOPs.
 fn f32_activations(format: TensorType, rows: usize, cols: usize, tokens: usize, threads: usize) {
     let row_bytes = format.row_bytes(cols).expect("cols fit the format");
@@ -73,7 +77,7 @@ fn f32_activations(format: TensorType, rows: usize, cols: usize, tokens: usize, 
             block[1] = 0;
         }
     }
-    let run: Box<dyn Fn(&[f32], &mut [f32]) + Sync> = if format == TensorType::Q3Rtn {
+    let run: Box<Product> = if format == TensorType::Q3Rtn {
         // Keep the f16 scales finite: the high bytes of each group's scale are cleared.
         for group in bytes.chunks_mut(seedinfer_formats::q3_rtn::GROUP_BYTES) {
             group[1] &= 0x3b;

@@ -31,8 +31,8 @@ pub struct SeedLmMatrix {
     /// The packed rows, then 8 zero bytes so a block's fields can be read as one unaligned `u64`. Each block's
     /// seed field holds the seed's place in the cycle instead (set at load), so `U(s)` is one indexed read.
     data: Vec<u8>,
-    /// The tensor's exponent base: block exponent = base + 4-bit code.
-    base: i32,
+    /// `2^(base + code)` for each exponent code (block exponent = the tensor's base + the block's 4-bit code).
+    scales: [f32; 16],
 }
 
 /// One block's fields.
@@ -76,6 +76,8 @@ impl SeedLmMatrix {
                 data[at..at + 8].copy_from_slice(&v.to_le_bytes());
             }
         }
+        let scales =
+            std::array::from_fn(|code| f32::from_bits(((127 + base + code as i32) as u32) << 23));
         Some(Self {
             tensor_type,
             config,
@@ -83,7 +85,7 @@ impl SeedLmMatrix {
             cols,
             row_bytes,
             data,
-            base,
+            scales,
         })
     }
 
@@ -114,9 +116,28 @@ impl SeedLmMatrix {
         }
     }
 
+    /// [`Self::fields`] without bounds checks, for the SIMD kernels.
+    ///
+    /// # Safety
+    /// `row < rows` and `k < blocks_per_row()`.
+    #[inline(always)]
+    unsafe fn fields_unchecked(&self, row: usize, k: usize) -> Fields {
+        let bit = k * self.config.block_bits();
+        let at = row * self.row_bytes + bit / 8;
+        let v = (self.data.as_ptr().add(at) as *const u64)
+            .read_unaligned()
+            .to_le()
+            >> (bit % 8);
+        Fields {
+            place: v as u16,
+            exponent_code: ((v >> 16) & 0xf) as u32,
+            codes: (v >> 20) as u32,
+        }
+    }
+
     #[inline(always)]
     fn scale(&self, f: Fields) -> f32 {
-        f32::from_bits(((127 + self.base + f.exponent_code as i32) as u32) << 23)
+        self.scales[f.exponent_code as usize]
     }
 
     /// Reconstructs row `row` as f32 (an embedding lookup, and the tests' reference).
@@ -237,8 +258,7 @@ impl SeedLmMatrix {
             for row in rows.clone() {
                 let mut sums = [0.0f32; TILE];
                 match (self.config.coefficients, n) {
-                    (3, 4) => avx2::row_p3::<4>(self, row, &xr[first * span..], span, &mut sums),
-                    (3, 1) => avx2::row_p3::<1>(self, row, &xr[first * span..], span, &mut sums),
+                    (3, 1) => avx2::row_p3_one(self, row, &xr[first * span..], &mut sums),
                     (3, _) => avx2::row_p3::<TILE>(self, row, &xr[first * span..], span, &mut sums),
                     (_, 4) => avx2::row_p4::<4>(self, row, &xr[first * span..], span, &mut sums),
                     (_, 1) => avx2::row_p4::<1>(self, row, &xr[first * span..], span, &mut sums),
@@ -272,8 +292,54 @@ mod avx2 {
         _mm256_cvtepi32_ps(_mm256_srai_epi32::<28>(_mm256_sllv_epi32(codes, shifts)))
     }
 
+    /// A P = 3 block's scaled coefficient pattern for its three vectors of cycle values: lane `m` of vector `v`
+    /// holds `2^e · t_{(8v + m) mod 3}`. One conversion, then two lane permutations of the first pattern.
+    #[inline(always)]
+    unsafe fn patterns_p3(m: &SeedLmMatrix, field: u32) -> [__m256; 3] {
+        // The nibble of t_j sits at bits 20 + 4j of a seedlm4 block (after the 16-bit place and 4-bit exponent).
+        let shifts = _mm256_setr_epi32(8, 4, 0, 8, 4, 0, 8, 4);
+        let scale = _mm256_broadcast_ss(m.scales.get_unchecked(((field >> 16) & 0xf) as usize));
+        let p0 = _mm256_mul_ps(pattern(_mm256_set1_epi32(field as i32), shifts), scale);
+        [
+            p0,
+            _mm256_permutevar8x32_ps(p0, _mm256_setr_epi32(2, 0, 1, 2, 0, 1, 2, 0)),
+            _mm256_permutevar8x32_ps(p0, _mm256_setr_epi32(1, 2, 0, 1, 2, 0, 1, 2)),
+        ]
+    }
+
+    /// The block fields of a seedlm4 row: whole `u32`s (32 bits per block).
+    #[inline(always)]
+    unsafe fn p3_fields(m: &SeedLmMatrix, row: usize) -> *const u32 {
+        debug_assert_eq!(m.config.block_bits(), 32);
+        m.data.as_ptr().add(row * m.row_bytes) as *const u32
+    }
+
+    /// `sums[0] = row · x` for one token (decode): three accumulators, one per vector of a block, so consecutive
+    /// blocks do not wait on each other's multiply-adds.
+    #[inline(always)]
+    pub unsafe fn row_p3_one(m: &SeedLmMatrix, row: usize, xr: &[f32], sums: &mut [f32; 4]) {
+        let blocks = m.blocks_per_row();
+        debug_assert!(xr.len() >= blocks * 24);
+        let values = cycle().values().as_ptr();
+        let fields = p3_fields(m, row);
+        let x = xr.as_ptr();
+        let mut acc = [_mm256_setzero_ps(); 3];
+        for k in 0..blocks {
+            let field = fields.add(k).read_unaligned();
+            let u = values.add((field & 0xffff) as usize);
+            let p = patterns_p3(m, field);
+            let x = x.add(k * 24);
+            for v in 0..3 {
+                let w = _mm256_mul_ps(_mm256_loadu_ps(u.add(8 * v)), p[v]);
+                acc[v] = _mm256_fmadd_ps(w, _mm256_loadu_ps(x.add(8 * v)), acc[v]);
+            }
+        }
+        sums[0] = hsum(_mm256_add_ps(_mm256_add_ps(acc[0], acc[1]), acc[2]));
+    }
+
     /// `sums[t] = row · x_t` for `N` tokens (`xr` holds them `span` apart; lanes past `tokens` are ignored by the
-    /// caller but must be readable, so `N` is clamped to what `xr` holds). P = 3, C = 8: a block is 24 cycle values.
+    /// caller but must be readable, so `N` is clamped to what `xr` holds). P = 3, C = 8: a block is 24 cycle values,
+    /// reconstructed once and shared by the tokens.
     #[inline(always)]
     pub unsafe fn row_p3<const N: usize>(
         m: &SeedLmMatrix,
@@ -283,31 +349,25 @@ mod avx2 {
         sums: &mut [f32; 4],
     ) {
         let n = N.min(xr.len() / span);
-        let cycle = cycle();
-        let values = cycle.values().as_ptr();
-        // Lane m of vector v has j = (8v + m) mod 3; its nibble sits at bits 4j.
-        let shifts = [
-            _mm256_setr_epi32(28, 24, 20, 28, 24, 20, 28, 24),
-            _mm256_setr_epi32(20, 28, 24, 20, 28, 24, 20, 28),
-            _mm256_setr_epi32(24, 20, 28, 24, 20, 28, 24, 20),
-        ];
+        let values = cycle().values().as_ptr();
+        let fields = p3_fields(m, row);
         let mut acc = [_mm256_setzero_ps(); 4];
         for k in 0..m.blocks_per_row() {
-            let f = m.fields(row, k);
-            let u = values.add(f.place as usize);
-            let codes = _mm256_set1_epi32(f.codes as i32);
-            let scale = _mm256_set1_ps(m.scale(f));
-            let ut = [
-                _mm256_mul_ps(_mm256_loadu_ps(u), pattern(codes, shifts[0])),
-                _mm256_mul_ps(_mm256_loadu_ps(u.add(8)), pattern(codes, shifts[1])),
-                _mm256_mul_ps(_mm256_loadu_ps(u.add(16)), pattern(codes, shifts[2])),
+            let field = fields.add(k).read_unaligned();
+            let u = values.add((field & 0xffff) as usize);
+            let p = patterns_p3(m, field);
+            let w = [
+                _mm256_mul_ps(_mm256_loadu_ps(u), p[0]),
+                _mm256_mul_ps(_mm256_loadu_ps(u.add(8)), p[1]),
+                _mm256_mul_ps(_mm256_loadu_ps(u.add(16)), p[2]),
             ];
             for (t, a) in acc.iter_mut().enumerate().take(n) {
+                // The block's sum first: only its addition chains one block to the next.
                 let x = xr.as_ptr().add(t * span + k * 24);
-                let mut block = _mm256_mul_ps(ut[0], _mm256_loadu_ps(x));
-                block = _mm256_fmadd_ps(ut[1], _mm256_loadu_ps(x.add(8)), block);
-                block = _mm256_fmadd_ps(ut[2], _mm256_loadu_ps(x.add(16)), block);
-                *a = _mm256_fmadd_ps(block, scale, *a);
+                let mut block = _mm256_mul_ps(w[0], _mm256_loadu_ps(x));
+                block = _mm256_fmadd_ps(w[1], _mm256_loadu_ps(x.add(8)), block);
+                block = _mm256_fmadd_ps(w[2], _mm256_loadu_ps(x.add(16)), block);
+                *a = _mm256_add_ps(*a, block);
             }
         }
         for t in 0..n {
@@ -331,11 +391,11 @@ mod avx2 {
         let shifts = _mm256_setr_epi32(28, 24, 20, 16, 28, 24, 20, 16);
         let mut acc = [_mm256_setzero_ps(); 4];
         for k in 0..m.blocks_per_row() {
-            let f = m.fields(row, k);
+            let f = m.fields_unchecked(row, k);
             let u = values.add(f.place as usize);
             let t_scaled = _mm256_mul_ps(
                 pattern(_mm256_set1_epi32(f.codes as i32), shifts),
-                _mm256_set1_ps(m.scale(f)),
+                _mm256_broadcast_ss(m.scales.get_unchecked(f.exponent_code as usize)),
             );
             let uv = [
                 _mm256_loadu_ps(u),
