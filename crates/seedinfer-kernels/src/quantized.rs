@@ -13,12 +13,13 @@ use seedinfer_formats::{BlockQ4_0, BlockQ4_1, BlockQ8_0, TensorType};
 pub const BLOCK: usize = 32;
 
 /// 32 activations as int8 with their scale `d` and `s = d * sum(qs)`, both rounded through f16 as llama.cpp
-/// stores them, and the exact integer sums of `qs[..16]` and `qs[16..]` (for Q4_0's unsigned-nibble products).
+/// stores them, and the exact integer sums of `qs` over the even and the odd groups of four elements
+/// (`qs[8c..8c + 4]` and `qs[8c + 4..8c + 8]`: the lanes of Q4_0's unsigned-nibble products).
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Q8Block {
     pub d: f32,
     pub s: f32,
-    pub half_sums: [i32; 2],
+    pub group_sums: [i32; 2],
     pub qs: [i8; BLOCK],
 }
 
@@ -27,7 +28,7 @@ impl Default for Q8Block {
         Self {
             d: 0.0,
             s: 0.0,
-            half_sums: [0; 2],
+            group_sums: [0; 2],
             qs: [0; BLOCK],
         }
     }
@@ -58,9 +59,9 @@ pub fn quantize_activations_scalar(input: &[f32], out: &mut Vec<Q8Block>) {
         };
         for (j, (q, v)) in block.qs.iter_mut().zip(x).enumerate() {
             *q = (v * inverse).round_ties_even() as i8;
-            block.half_sums[j / (BLOCK / 2)] += *q as i32;
+            block.group_sums[(j / 4) % 2] += *q as i32;
         }
-        let sum = block.half_sums[0] + block.half_sums[1];
+        let sum = block.group_sums[0] + block.group_sums[1];
         block.s = f16::from_f32(d * sum as f32).to_f32();
         block
     }));

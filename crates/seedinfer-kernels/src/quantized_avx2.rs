@@ -1,15 +1,21 @@
 //! AVX2 + FMA + F16C versions of the block-quantised matrix kernels (the scalar ones in `quantized` are the
 //! reference). They read weights as row quads (`row_quads`): per block position, four rows' blocks and scales.
 //!
-//! Per quad and token, one block position costs: `maddubs` of each row's weights with the activations (u8 x i8 ->
-//! i16 pairs, no saturation for these ranges), horizontal adds that fold the four rows into one vector of integer
-//! half-block sums laid out `[r0 r1 r2 r3 | r0 r1 r2 r3]`, one conversion, and one FMA with the four rows' scales
-//! times the activation scale. So four rows share every convert, multiply and FMA, and several tokens share every
-//! unpacked weight block, which is what makes a prompt cheaper per token than decoding.
+//! Q4_0 and Q4_1: the quad's four unpacked blocks are regrouped once into four vectors by 8-byte chunk (vector `c`
+//! holds bytes `8c..8c + 8` of rows 0 to 3), so per token one `maddubs` with the activations' chunk `c` broadcast
+//! to every quarter serves all four rows; the four products add in i16, one `madd` widens them to
+//! `[r0 r0 r1 r1 r2 r2 r3 r3]` (each row's even and odd groups of four elements), and one conversion and one FMA
+//! apply the rows' scales times the activation scale. No horizontal adds per block.
+//!
+//! Q8_0: `maddubs` of each row's weights with the activations, then horizontal adds fold the four rows into one
+//! vector `[r0 r1 r2 r3 | r0 r1 r2 r3]` of half-block sums, one conversion and one FMA.
+//!
+//! So four rows share every convert, multiply and FMA, and several tokens share every unpacked weight block,
+//! which is what makes a prompt cheaper per token than decoding.
 //!
 //! Signs: `maddubs` wants unsigned weights. Q4_1 nibbles are unsigned already; Q4_0 multiplies the raw nibbles
-//! (0..16) and subtracts 8 x the activation half-block sums (exact integers); Q8_0 moves each weight's sign onto the
-//! activation (`sign`), as llama.cpp does.
+//! (0..16) and subtracts 8 x the activations' sums over the same elements (exact integers); Q8_0 moves each
+//! weight's sign onto the activation (`sign`), as llama.cpp does.
 
 #![cfg(target_arch = "x86_64")]
 
@@ -27,24 +33,9 @@ unsafe fn unpack_nibbles(qs: &[u8; 16]) -> __m256i {
     _mm256_and_si256(_mm256_set_m128i(high, packed), _mm256_set1_epi8(0x0f))
 }
 
-/// The four rows' scales (or minimums) as `[d0 d1 d2 d3 | d0 d1 d2 d3]`.
-#[inline(always)]
-unsafe fn quad_halves(d: &[half::f16; QUAD]) -> __m256 {
-    let four = quad_f32(d);
-    _mm256_set_m128(four, four)
-}
-
 #[inline(always)]
 unsafe fn quad_f32(d: &[half::f16; QUAD]) -> __m128 {
     _mm_cvtph_ps(_mm_loadl_epi64(d.as_ptr() as *const __m128i))
-}
-
-/// Folds four rows' `maddubs` results (i16 pairs; any four of them sum below 2^15) into
-/// `[r0 r1 r2 r3 | r0 r1 r2 r3]` i32 half-block sums.
-#[inline(always)]
-unsafe fn fold_i16(m: [__m256i; QUAD]) -> __m256i {
-    let folded = _mm256_hadd_epi16(_mm256_hadd_epi16(m[0], m[1]), _mm256_hadd_epi16(m[2], m[3]));
-    _mm256_madd_epi16(folded, _mm256_set1_epi16(1))
 }
 
 /// The same fold for i32 sums (`madd` first: Q8_0 products may use the whole i16 range).
@@ -61,32 +52,92 @@ trait Quad {
     /// Tokens sharing each readied weight quad in a GEMM (as many as the registers hold).
     const GEMM_TOKENS: usize;
     unsafe fn ready(&self) -> Self::Ready;
-    /// `[r0 r1 r2 r3 | r0 r1 r2 r3]` integer dot products of each row's half blocks with the activations.
-    unsafe fn dot(w: &Self::Ready, y: __m256i, a: &Q8Block) -> __m256i;
+    /// Eight i32 partial dot products of the four rows' blocks with activation block `a`, laid out as
+    /// [`Self::spread`] lays out the rows' scales.
+    unsafe fn dot(w: &Self::Ready, a: &Q8Block) -> __m256i;
+    /// The four rows' scales `[d0 d1 d2 d3]` spread over the eight lanes of [`Self::dot`].
+    unsafe fn spread(four: __m128) -> __m256;
+    /// Each row's sum of the eight lanes.
+    unsafe fn rows(acc: __m256) -> __m128;
     fn scales(&self) -> &[half::f16; QUAD];
     /// The Q4_1 minimums, multiplied with each activation block's sum.
     fn minimums(&self) -> &[half::f16; QUAD];
 }
 
+/// The four rows' unpacked nibbles regrouped by 8-byte chunks: vector `c` holds bytes `8c..8c + 8` of rows 0, 1,
+/// 2 and 3 (a 4 x 4 transpose of 64-bit lanes), so one `maddubs` with the activations' chunk `c` broadcast to
+/// every quarter serves all four rows.
+#[inline(always)]
+unsafe fn nibble_chunks(qs: &[[u8; 16]; QUAD]) -> [__m256i; QUAD] {
+    let [r0, r1, r2, r3] = [0, 1, 2, 3].map(|r| unpack_nibbles(&qs[r]));
+    // [r0c0 r1c0 | r0c2 r1c2], [r0c1 r1c1 | r0c3 r1c3], and the same for rows 2 and 3.
+    let (a02, a13) = (_mm256_unpacklo_epi64(r0, r1), _mm256_unpackhi_epi64(r0, r1));
+    let (b02, b13) = (_mm256_unpacklo_epi64(r2, r3), _mm256_unpackhi_epi64(r2, r3));
+    [
+        _mm256_permute2x128_si256::<0x20>(a02, b02),
+        _mm256_permute2x128_si256::<0x20>(a13, b13),
+        _mm256_permute2x128_si256::<0x31>(a02, b02),
+        _mm256_permute2x128_si256::<0x31>(a13, b13),
+    ]
+}
+
+/// `[r0 r0 r1 r1 r2 r2 r3 r3]` i32 sums of unsigned nibble chunks times the activation chunks. Each `maddubs`
+/// pair is at most 2 x 15 x 128, so the four chunks add up in i16 before one `madd` widens them.
+#[inline(always)]
+unsafe fn chunk_dots(w: &[__m256i; QUAD], a: &Q8Block) -> __m256i {
+    let y = a.qs.as_ptr() as *const i64;
+    let products: [__m256i; QUAD] = std::array::from_fn(|c| {
+        _mm256_maddubs_epi16(w[c], _mm256_set1_epi64x(y.add(c).read_unaligned()))
+    });
+    let sum = _mm256_add_epi16(
+        _mm256_add_epi16(products[0], products[1]),
+        _mm256_add_epi16(products[2], products[3]),
+    );
+    _mm256_madd_epi16(sum, _mm256_set1_epi16(1))
+}
+
+/// Scales for the chunk layout: `[d0 d0 d1 d1 d2 d2 d3 d3]`.
+#[inline(always)]
+unsafe fn spread_pairs(four: __m128) -> __m256 {
+    _mm256_permutevar8x32_ps(
+        _mm256_castps128_ps256(four),
+        _mm256_setr_epi32(0, 0, 1, 1, 2, 2, 3, 3),
+    )
+}
+
+/// Row sums of the chunk layout: adjacent lanes added.
+#[inline(always)]
+unsafe fn rows_of_pairs(acc: __m256) -> __m128 {
+    // [p0 p1 p0 p1 | p2 p3 p2 p3] with p_r the row sums.
+    let pairs = _mm256_hadd_ps(acc, acc);
+    _mm_castpd_ps(_mm_unpacklo_pd(
+        _mm_castps_pd(_mm256_castps256_ps128(pairs)),
+        _mm_castps_pd(_mm256_extractf128_ps(pairs, 1)),
+    ))
+}
+
 impl Quad for QuadQ4_0 {
     type Ready = [__m256i; QUAD];
     const HAS_MINIMUM: bool = false;
-    const GEMM_TOKENS: usize = 4;
+    const GEMM_TOKENS: usize = 6;
     #[inline(always)]
     unsafe fn ready(&self) -> Self::Ready {
-        std::array::from_fn(|r| unpack_nibbles(&self.qs[r]))
+        nibble_chunks(&self.qs)
     }
     #[inline(always)]
-    unsafe fn dot(w: &Self::Ready, y: __m256i, a: &Q8Block) -> __m256i {
-        let raw = fold_i16(std::array::from_fn(|r| _mm256_maddubs_epi16(w[r], y)));
-        // sum((q - 8) * y) = sum(q * y) - 8 * sum(y), per half block.
-        // [low x4 | high x4] from one 8-byte load, times 8.
-        let sums = _mm_loadl_epi64(a.half_sums.as_ptr() as *const __m128i);
-        let spread = _mm256_permutevar8x32_epi32(
-            _mm256_castsi128_si256(sums),
-            _mm256_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1),
-        );
-        _mm256_sub_epi32(raw, _mm256_slli_epi32::<3>(spread))
+    unsafe fn dot(w: &Self::Ready, a: &Q8Block) -> __m256i {
+        // sum((q - 8) * y) = sum(q * y) - 8 * sum(y), per lane: a row's even lane holds the even groups of four
+        // elements and its odd lane the odd ones, so each lane is an exact partial dot product of its own terms.
+        let groups = _mm256_set1_epi64x((a.group_sums.as_ptr() as *const i64).read_unaligned());
+        _mm256_sub_epi32(chunk_dots(w, a), _mm256_slli_epi32::<3>(groups))
+    }
+    #[inline(always)]
+    unsafe fn spread(four: __m128) -> __m256 {
+        spread_pairs(four)
+    }
+    #[inline(always)]
+    unsafe fn rows(acc: __m256) -> __m128 {
+        rows_of_pairs(acc)
     }
     #[inline(always)]
     fn scales(&self) -> &[half::f16; QUAD] {
@@ -104,11 +155,19 @@ impl Quad for QuadQ4_1 {
     const GEMM_TOKENS: usize = 6;
     #[inline(always)]
     unsafe fn ready(&self) -> Self::Ready {
-        std::array::from_fn(|r| unpack_nibbles(&self.qs[r]))
+        nibble_chunks(&self.qs)
     }
     #[inline(always)]
-    unsafe fn dot(w: &Self::Ready, y: __m256i, _: &Q8Block) -> __m256i {
-        fold_i16(std::array::from_fn(|r| _mm256_maddubs_epi16(w[r], y)))
+    unsafe fn dot(w: &Self::Ready, a: &Q8Block) -> __m256i {
+        chunk_dots(w, a)
+    }
+    #[inline(always)]
+    unsafe fn spread(four: __m128) -> __m256 {
+        spread_pairs(four)
+    }
+    #[inline(always)]
+    unsafe fn rows(acc: __m256) -> __m128 {
+        rows_of_pairs(acc)
     }
     #[inline(always)]
     fn scales(&self) -> &[half::f16; QUAD] {
@@ -132,11 +191,20 @@ impl Quad for QuadQ8_0 {
         (w, w.map(|w| _mm256_sign_epi8(w, w)))
     }
     #[inline(always)]
-    unsafe fn dot((w, magnitude): &Self::Ready, y: __m256i, _: &Q8Block) -> __m256i {
+    unsafe fn dot((w, magnitude): &Self::Ready, a: &Q8Block) -> __m256i {
+        let y = _mm256_loadu_si256(a.qs.as_ptr() as *const __m256i);
         fold_i32(std::array::from_fn(|r| {
             let pairs = _mm256_maddubs_epi16(magnitude[r], _mm256_sign_epi8(y, w[r]));
             _mm256_madd_epi16(pairs, _mm256_set1_epi16(1))
         }))
+    }
+    #[inline(always)]
+    unsafe fn spread(four: __m128) -> __m256 {
+        _mm256_set_m128(four, four)
+    }
+    #[inline(always)]
+    unsafe fn rows(acc: __m256) -> __m128 {
+        _mm_add_ps(_mm256_castps256_ps128(acc), _mm256_extractf128_ps(acc, 1))
     }
     #[inline(always)]
     fn scales(&self) -> &[half::f16; QUAD] {
@@ -168,7 +236,7 @@ unsafe fn quad_tile<Q: Quad, const T: usize>(
         // The weights stream from memory once per product: ask for them ahead of use.
         _mm_prefetch::<_MM_HINT_T0>((quads.add(i) as *const i8).add(PREFETCH_BYTES));
         let w = q.ready();
-        let scales = quad_halves(q.scales());
+        let scales = Q::spread(quad_f32(q.scales()));
         let minimums = if Q::HAS_MINIMUM {
             quad_f32(q.minimums())
         } else {
@@ -176,8 +244,7 @@ unsafe fn quad_tile<Q: Quad, const T: usize>(
         };
         for t in 0..T {
             let a = &*x.add(t * n + i);
-            let y = _mm256_loadu_si256(a.qs.as_ptr() as *const __m256i);
-            let sums = _mm256_cvtepi32_ps(Q::dot(&w, y, a));
+            let sums = _mm256_cvtepi32_ps(Q::dot(&w, a));
             acc[t] = _mm256_fmadd_ps(sums, _mm256_mul_ps(scales, _mm256_set1_ps(a.d)), acc[t]);
             if Q::HAS_MINIMUM {
                 mins[t] = _mm_fmadd_ps(minimums, _mm_set1_ps(a.s), mins[t]);
@@ -185,12 +252,8 @@ unsafe fn quad_tile<Q: Quad, const T: usize>(
         }
     }
     for t in 0..T {
-        let halves = _mm_add_ps(
-            _mm256_castps256_ps128(acc[t]),
-            _mm256_extractf128_ps(acc[t], 1),
-        );
         let mut rows = [0.0f32; QUAD];
-        _mm_storeu_ps(rows.as_mut_ptr(), _mm_add_ps(halves, mins[t]));
+        _mm_storeu_ps(rows.as_mut_ptr(), _mm_add_ps(Q::rows(acc[t]), mins[t]));
         for (r, value) in rows.iter().enumerate().take(valid_rows) {
             out.write(first_row + r, first_token + t, *value);
         }
@@ -298,14 +361,15 @@ pub unsafe fn quantize_activations(input: &[f32], out: &mut Vec<Q8Block>) {
                 { _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC },
             >(_mm256_mul_ps(v, inverse)))
         });
-        let sum_i32 = |v: __m256i| {
-            let s4 = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+        let sum_i32 = |s4: __m128i| {
             let s2 = _mm_add_epi32(s4, _mm_shuffle_epi32(s4, 0b01_00_11_10));
             _mm_cvtsi128_si32(_mm_add_epi32(s2, _mm_shuffle_epi32(s2, 0b00_00_00_01)))
         };
-        let half_sums = [
-            sum_i32(_mm256_add_epi32(q[0], q[1])),
-            sum_i32(_mm256_add_epi32(q[2], q[3])),
+        // q[j] holds elements 8j..8j + 8: its low half is an even group of four, its high half an odd one.
+        let all = _mm256_add_epi32(_mm256_add_epi32(q[0], q[1]), _mm256_add_epi32(q[2], q[3]));
+        let group_sums = [
+            sum_i32(_mm256_castsi256_si128(all)),
+            sum_i32(_mm256_extracti128_si256(all, 1)),
         ];
         let packed = _mm256_packs_epi16(
             _mm256_packs_epi32(q[0], q[1]),
@@ -315,8 +379,8 @@ pub unsafe fn quantize_activations(input: &[f32], out: &mut Vec<Q8Block>) {
             _mm256_permutevar8x32_epi32(packed, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
         let mut block = Q8Block {
             d: half::f16::from_f32(d).to_f32(),
-            s: half::f16::from_f32(d * (half_sums[0] + half_sums[1]) as f32).to_f32(),
-            half_sums,
+            s: half::f16::from_f32(d * (group_sums[0] + group_sums[1]) as f32).to_f32(),
+            group_sums,
             qs: [0; 32],
         };
         _mm256_storeu_si256(block.qs.as_mut_ptr() as *mut __m256i, ordered);
