@@ -1,14 +1,13 @@
 //! AVX2 + FMA + F16C versions of the block-quantised matrix kernels (the scalar ones in `quantized` are the
 //! reference). They read weights as row quads (`row_quads`): per block position, four rows' blocks and scales.
 //!
-//! Q4_0 and Q4_1: the quad's four unpacked blocks are regrouped once into four vectors by 8-byte chunk (vector `c`
-//! holds bytes `8c..8c + 8` of rows 0 to 3), so per token one `maddubs` with the activations' chunk `c` broadcast
+//! The quad stores its four blocks interleaved by 8-byte chunk (`row_quads`), so its (unpacked) weights load as
+//! four vectors by chunk (vector `c` holds elements `8c..8c + 8` of rows 0 to 3), and per token one `maddubs` with the activations' chunk `c` broadcast
 //! to every quarter serves all four rows; the four products add in i16, one `madd` widens them to
 //! `[r0 r0 r1 r1 r2 r2 r3 r3]` (each row's even and odd groups of four elements), and one conversion and one FMA
 //! apply the rows' scales times the activation scale. No horizontal adds per block.
 //!
-//! Q8_0: `maddubs` of each row's weights with the activations, then horizontal adds fold the four rows into one
-//! vector `[r0 r1 r2 r3 | r0 r1 r2 r3]` of half-block sums, one conversion and one FMA.
+//! Q8_0 is laid out the same way; its products widen to i32 per chunk (a pair of them can reach 2 x 127 x 127).
 //!
 //! So four rows share every convert, multiply and FMA, and several tokens share every unpacked weight block,
 //! which is what makes a prompt cheaper per token than decoding.
@@ -25,23 +24,9 @@ use crate::row_blocks::ProductOut;
 use crate::row_quads::{QuadQ4_0, QuadQ4_1, QuadQ8_0, QUAD};
 use std::arch::x86_64::*;
 
-/// 16 packed bytes of nibbles -> 32 bytes: low nibbles (elements 0..16) then high nibbles (16..32).
-#[inline(always)]
-unsafe fn unpack_nibbles(qs: &[u8; 16]) -> __m256i {
-    let packed = _mm_loadu_si128(qs.as_ptr() as *const __m128i);
-    let high = _mm_srli_epi16(packed, 4);
-    _mm256_and_si256(_mm256_set_m128i(high, packed), _mm256_set1_epi8(0x0f))
-}
-
 #[inline(always)]
 unsafe fn quad_f32(d: &[half::f16; QUAD]) -> __m128 {
     _mm_cvtph_ps(_mm_loadl_epi64(d.as_ptr() as *const __m128i))
-}
-
-/// The same fold for i32 sums (`madd` first: Q8_0 products may use the whole i16 range).
-#[inline(always)]
-unsafe fn fold_i32(p: [__m256i; QUAD]) -> __m256i {
-    _mm256_hadd_epi32(_mm256_hadd_epi32(p[0], p[1]), _mm256_hadd_epi32(p[2], p[3]))
 }
 
 /// What the quad kernel needs from a weight format.
@@ -52,32 +37,28 @@ trait Quad {
     /// Tokens sharing each readied weight quad in a GEMM (as many as the registers hold).
     const GEMM_TOKENS: usize;
     unsafe fn ready(&self) -> Self::Ready;
-    /// Eight i32 partial dot products of the four rows' blocks with activation block `a`, laid out as
-    /// [`Self::spread`] lays out the rows' scales.
+    /// `[r0 r0 r1 r1 r2 r2 r3 r3]` i32 partial dot products of the four rows' blocks with activation block `a`
+    /// (each row's even and odd groups of four elements).
     unsafe fn dot(w: &Self::Ready, a: &Q8Block) -> __m256i;
-    /// The four rows' scales `[d0 d1 d2 d3]` spread over the eight lanes of [`Self::dot`].
-    unsafe fn spread(four: __m128) -> __m256;
-    /// Each row's sum of the eight lanes.
-    unsafe fn rows(acc: __m256) -> __m128;
     fn scales(&self) -> &[half::f16; QUAD];
     /// The Q4_1 minimums, multiplied with each activation block's sum.
     fn minimums(&self) -> &[half::f16; QUAD];
 }
 
-/// The four rows' unpacked nibbles regrouped by 8-byte chunks: vector `c` holds bytes `8c..8c + 8` of rows 0, 1,
-/// 2 and 3 (a 4 x 4 transpose of 64-bit lanes), so one `maddubs` with the activations' chunk `c` broadcast to
-/// every quarter serves all four rows.
+/// The four rows' nibbles unpacked by 8-element chunk: vector `c` holds elements `8c..8c + 8` of rows 0, 1, 2
+/// and 3, so one `maddubs` with the activations' chunk `c` broadcast to every quarter serves all four rows. The
+/// quad stores bytes 0..8 of the four rows, then bytes 8..16: their low nibbles are chunks 0 and 1 (elements
+/// 0..16), their high nibbles chunks 2 and 3 (elements 16..32).
 #[inline(always)]
-unsafe fn nibble_chunks(qs: &[[u8; 16]; QUAD]) -> [__m256i; QUAD] {
-    let [r0, r1, r2, r3] = [0, 1, 2, 3].map(|r| unpack_nibbles(&qs[r]));
-    // [r0c0 r1c0 | r0c2 r1c2], [r0c1 r1c1 | r0c3 r1c3], and the same for rows 2 and 3.
-    let (a02, a13) = (_mm256_unpacklo_epi64(r0, r1), _mm256_unpackhi_epi64(r0, r1));
-    let (b02, b13) = (_mm256_unpacklo_epi64(r2, r3), _mm256_unpackhi_epi64(r2, r3));
+unsafe fn nibble_chunks(qs: &[[u8; 8]; 2 * QUAD]) -> [__m256i; QUAD] {
+    let low_bytes = _mm256_loadu_si256(qs.as_ptr() as *const __m256i);
+    let high_bytes = _mm256_loadu_si256(qs[QUAD..].as_ptr() as *const __m256i);
+    let mask = _mm256_set1_epi8(0x0f);
     [
-        _mm256_permute2x128_si256::<0x20>(a02, b02),
-        _mm256_permute2x128_si256::<0x20>(a13, b13),
-        _mm256_permute2x128_si256::<0x31>(a02, b02),
-        _mm256_permute2x128_si256::<0x31>(a13, b13),
+        _mm256_and_si256(low_bytes, mask),
+        _mm256_and_si256(high_bytes, mask),
+        _mm256_and_si256(_mm256_srli_epi16::<4>(low_bytes), mask),
+        _mm256_and_si256(_mm256_srli_epi16::<4>(high_bytes), mask),
     ]
 }
 
@@ -132,14 +113,6 @@ impl Quad for QuadQ4_0 {
         _mm256_sub_epi32(chunk_dots(w, a), _mm256_slli_epi32::<3>(groups))
     }
     #[inline(always)]
-    unsafe fn spread(four: __m128) -> __m256 {
-        spread_pairs(four)
-    }
-    #[inline(always)]
-    unsafe fn rows(acc: __m256) -> __m128 {
-        rows_of_pairs(acc)
-    }
-    #[inline(always)]
     fn scales(&self) -> &[half::f16; QUAD] {
         &self.d
     }
@@ -162,14 +135,6 @@ impl Quad for QuadQ4_1 {
         chunk_dots(w, a)
     }
     #[inline(always)]
-    unsafe fn spread(four: __m128) -> __m256 {
-        spread_pairs(four)
-    }
-    #[inline(always)]
-    unsafe fn rows(acc: __m256) -> __m128 {
-        rows_of_pairs(acc)
-    }
-    #[inline(always)]
     fn scales(&self) -> &[half::f16; QUAD] {
         &self.d
     }
@@ -180,31 +145,31 @@ impl Quad for QuadQ4_1 {
 }
 
 impl Quad for QuadQ8_0 {
-    /// Each row's weights and their magnitudes.
+    /// The rows' weights by 8-byte chunk (as the quad stores them) and their magnitudes.
     type Ready = ([__m256i; QUAD], [__m256i; QUAD]);
     const HAS_MINIMUM: bool = false;
-    const GEMM_TOKENS: usize = 2;
+    const GEMM_TOKENS: usize = 4;
     #[inline(always)]
     unsafe fn ready(&self) -> Self::Ready {
-        let w: [__m256i; QUAD] =
-            std::array::from_fn(|r| _mm256_loadu_si256(self.qs[r].as_ptr() as *const __m256i));
+        let w: [__m256i; QUAD] = std::array::from_fn(|c| {
+            _mm256_loadu_si256(self.qs[QUAD * c..].as_ptr() as *const __m256i)
+        });
         (w, w.map(|w| _mm256_sign_epi8(w, w)))
     }
     #[inline(always)]
     unsafe fn dot((w, magnitude): &Self::Ready, a: &Q8Block) -> __m256i {
-        let y = _mm256_loadu_si256(a.qs.as_ptr() as *const __m256i);
-        fold_i32(std::array::from_fn(|r| {
-            let pairs = _mm256_maddubs_epi16(magnitude[r], _mm256_sign_epi8(y, w[r]));
+        // Signed x signed: the weight's sign moves onto the activation. A pair of products reaches 2 x 127 x 127,
+        // so each chunk widens to i32 on its own before the chunks add.
+        let y = a.qs.as_ptr() as *const i64;
+        let chunk = |c: usize| {
+            let yc = _mm256_set1_epi64x(y.add(c).read_unaligned());
+            let pairs = _mm256_maddubs_epi16(magnitude[c], _mm256_sign_epi8(yc, w[c]));
             _mm256_madd_epi16(pairs, _mm256_set1_epi16(1))
-        }))
-    }
-    #[inline(always)]
-    unsafe fn spread(four: __m128) -> __m256 {
-        _mm256_set_m128(four, four)
-    }
-    #[inline(always)]
-    unsafe fn rows(acc: __m256) -> __m128 {
-        _mm_add_ps(_mm256_castps256_ps128(acc), _mm256_extractf128_ps(acc, 1))
+        };
+        _mm256_add_epi32(
+            _mm256_add_epi32(chunk(0), chunk(1)),
+            _mm256_add_epi32(chunk(2), chunk(3)),
+        )
     }
     #[inline(always)]
     fn scales(&self) -> &[half::f16; QUAD] {
@@ -236,7 +201,7 @@ unsafe fn quad_tile<Q: Quad, const T: usize>(
         // The weights stream from memory once per product: ask for them ahead of use.
         _mm_prefetch::<_MM_HINT_T0>((quads.add(i) as *const i8).add(PREFETCH_BYTES));
         let w = q.ready();
-        let scales = Q::spread(quad_f32(q.scales()));
+        let scales = spread_pairs(quad_f32(q.scales()));
         let minimums = if Q::HAS_MINIMUM {
             quad_f32(q.minimums())
         } else {
@@ -253,7 +218,10 @@ unsafe fn quad_tile<Q: Quad, const T: usize>(
     }
     for t in 0..T {
         let mut rows = [0.0f32; QUAD];
-        _mm_storeu_ps(rows.as_mut_ptr(), _mm_add_ps(Q::rows(acc[t]), mins[t]));
+        _mm_storeu_ps(
+            rows.as_mut_ptr(),
+            _mm_add_ps(rows_of_pairs(acc[t]), mins[t]),
+        );
         for (r, value) in rows.iter().enumerate().take(valid_rows) {
             out.write(first_row + r, first_token + t, *value);
         }

@@ -1,7 +1,9 @@
 //! The layout the block-quantised kernels read: four consecutive weight rows interleaved block by block (a "row
 //! quad"), so that one sequential stream feeds four dot products at once and the four rows' scales load as one
-//! vector. The bytes of every GGUF block are kept unchanged (the same bits as the file); only their order differs.
-//! A matrix whose row count is not a multiple of four gets zero rows at the end, which no product reports.
+//! vector. Within a quad the four blocks' weight bytes are interleaved by 8-byte chunk (chunk 0 of rows 0, 1, 2, 3,
+//! then chunk 1 of each, ...), so one 32-byte load gives the same chunk of all four rows. The bytes of every GGUF
+//! block are kept unchanged (the same bits as the file); only their order differs. A matrix whose row count is not
+//! a multiple of four gets zero rows at the end, which no product reports.
 
 use bytemuck::{Pod, Zeroable};
 use half::f16;
@@ -15,7 +17,8 @@ pub const QUAD: usize = 4;
 #[derive(Clone, Copy, Debug, PartialEq, Pod, Zeroable)]
 pub struct QuadQ4_0 {
     pub d: [f16; QUAD],
-    pub qs: [[u8; 16]; QUAD],
+    /// `qs[4h + r]`: bytes `8h..8h + 8` of row `r`'s packed nibbles.
+    pub qs: [[u8; 8]; 2 * QUAD],
 }
 
 /// Block `i` of four consecutive Q4_1 rows.
@@ -24,7 +27,8 @@ pub struct QuadQ4_0 {
 pub struct QuadQ4_1 {
     pub d: [f16; QUAD],
     pub m: [f16; QUAD],
-    pub qs: [[u8; 16]; QUAD],
+    /// `qs[4h + r]`: bytes `8h..8h + 8` of row `r`'s packed nibbles.
+    pub qs: [[u8; 8]; 2 * QUAD],
 }
 
 /// Block `i` of four consecutive Q8_0 rows.
@@ -32,7 +36,27 @@ pub struct QuadQ4_1 {
 #[derive(Clone, Copy, Debug, PartialEq, Pod, Zeroable)]
 pub struct QuadQ8_0 {
     pub d: [f16; QUAD],
-    pub qs: [[i8; 32]; QUAD],
+    /// `qs[4c + r]`: weights `8c..8c + 8` of row `r`.
+    pub qs: [[i8; 8]; 4 * QUAD],
+}
+
+/// Interleaves four rows' `N`-byte arrays by 8-byte chunk: chunk `c` of row `r` goes to `out[4c + r]`.
+fn interleave_chunks<T: Copy + Default, const N: usize, const K: usize>(
+    rows: [&[T; N]; QUAD],
+) -> [[T; 8]; K] {
+    debug_assert_eq!(N / 8 * QUAD, K);
+    std::array::from_fn(|k| {
+        let (c, r) = (k / QUAD, k % QUAD);
+        std::array::from_fn(|i| rows[r][8 * c + i])
+    })
+}
+
+/// Row `lane`'s `N`-byte array back from [`interleave_chunks`].
+fn row_of_chunks<T: Copy + Default, const N: usize, const K: usize>(
+    chunks: &[[T; 8]; K],
+    lane: usize,
+) -> [T; N] {
+    std::array::from_fn(|i| chunks[QUAD * (i / 8) + lane][i % 8])
 }
 
 /// A GGUF block format and its quad.
@@ -48,13 +72,13 @@ impl RowQuad for QuadQ4_0 {
     fn from_blocks(b: [&BlockQ4_0; QUAD]) -> Self {
         Self {
             d: b.map(|b| b.d),
-            qs: b.map(|b| b.qs),
+            qs: interleave_chunks(b.map(|b| &b.qs)),
         }
     }
     fn block(&self, lane: usize) -> BlockQ4_0 {
         BlockQ4_0 {
             d: self.d[lane],
-            qs: self.qs[lane],
+            qs: row_of_chunks(&self.qs, lane),
         }
     }
 }
@@ -65,14 +89,14 @@ impl RowQuad for QuadQ4_1 {
         Self {
             d: b.map(|b| b.d),
             m: b.map(|b| b.m),
-            qs: b.map(|b| b.qs),
+            qs: interleave_chunks(b.map(|b| &b.qs)),
         }
     }
     fn block(&self, lane: usize) -> BlockQ4_1 {
         BlockQ4_1 {
             d: self.d[lane],
             m: self.m[lane],
-            qs: self.qs[lane],
+            qs: row_of_chunks(&self.qs, lane),
         }
     }
 }
@@ -82,13 +106,13 @@ impl RowQuad for QuadQ8_0 {
     fn from_blocks(b: [&BlockQ8_0; QUAD]) -> Self {
         Self {
             d: b.map(|b| b.d),
-            qs: b.map(|b| b.qs),
+            qs: interleave_chunks(b.map(|b| &b.qs)),
         }
     }
     fn block(&self, lane: usize) -> BlockQ8_0 {
         BlockQ8_0 {
             d: self.d[lane],
-            qs: self.qs[lane],
+            qs: row_of_chunks(&self.qs, lane),
         }
     }
 }
