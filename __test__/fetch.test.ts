@@ -273,7 +273,10 @@ test('pullModel: a dropped connection is resumed with a Range request', async (t
   const requests = hub.requests.filter((request) => request.file === 'model.safetensors');
   t.is(requests.length, 2);
   t.is(requests[0].range, undefined);
-  t.is(requests[1].range, 'bytes=100000-');
+  // The server sent 100,000 bytes before dropping; under load the client may have taken fewer
+  // of them before the reset, but it resumes from what it kept, never from zero.
+  const resumedFrom = Number(/^bytes=(\d+)-$/.exec(requests[1].range ?? '')?.[1]);
+  t.true(resumedFrom > 0 && resumedFrom <= 100_000, `resume range ${requests[1].range}`);
 });
 
 test('pullModel: a failed pull keeps the .partial file and the next call resumes it', async (t) => {
@@ -284,14 +287,15 @@ test('pullModel: a failed pull keeps the .partial file and the next call resumes
   t.is(error?.code, 'DOWNLOAD_FAILED');
   t.regex(error!.message, /run again to resume/);
   const dir = hubModelDir('org/resume2', 'main', cacheDir);
-  t.is(fs.statSync(path.join(dir, 'model.safetensors.partial')).size, 100_000);
+  const kept = fs.statSync(path.join(dir, 'model.safetensors.partial')).size;
+  t.true(kept > 0 && kept <= 100_000, `kept ${kept} bytes`);
   t.false(fs.existsSync(path.join(dir, '.complete')));
 
   await pullModel('org/resume2', { cacheDir, endpoint: hub.endpoint, retries: 0 });
   t.true(fs.readFileSync(path.join(dir, 'model.safetensors')).equals(tinyModel['model.safetensors']));
   t.true(fs.existsSync(path.join(dir, '.complete')));
   const ranges = hub.requests.filter((request) => request.file === 'model.safetensors').map((request) => request.range);
-  t.deepEqual(ranges, [undefined, 'bytes=100000-']);
+  t.deepEqual(ranges, [undefined, `bytes=${kept}-`]);
 });
 
 test('pullModel: a server that ignores Range gets a clean restart', async (t) => {

@@ -1,8 +1,6 @@
 // Downloads Hugging Face Hub models (config, tokenizer, safetensors) into the cache, resumably.
 import fs from 'node:fs';
 import path from 'node:path';
-import { Readable, Transform } from 'node:stream';
-import { pipeline } from 'node:stream/promises';
 import { defaultCacheDir } from '../cache.js';
 import { SeedinferError } from '../errors.js';
 import type { FetchOptions, ProgressEvent } from './types.js';
@@ -263,27 +261,34 @@ async function downloadAttempt(
       ctx.onProgress({ phase: 'download', name: file, completed, total });
     };
     report(true);
-    const tap = new Transform({
-      transform(chunk: Buffer, _encoding, callback) {
-        completed += chunk.length;
-        clearTimeout(timer);
-        timer = setTimeout(() => timeout.abort(new Error(`stalled for ${ctx.timeoutMs} ms`)), ctx.timeoutMs);
-        report(false);
-        callback(null, chunk);
-      },
-    });
     clearTimeout(timer);
-    timer = setTimeout(() => timeout.abort(new Error(`stalled for ${ctx.timeoutMs} ms`)), ctx.timeoutMs);
+    const restartStallTimer = () => {
+      clearTimeout(timer);
+      timer = setTimeout(() => timeout.abort(new Error(`stalled for ${ctx.timeoutMs} ms`)), ctx.timeoutMs);
+    };
+    restartStallTimer();
     await fs.promises.mkdir(path.dirname(partial), { recursive: true });
-    const out = fs.createWriteStream(partial, { flags: offset > 0 ? 'a' : 'w' });
+    // Each chunk is written (awaited) before the next is read, so when the connection drops the
+    // partial file holds exactly the bytes received and the next attempt resumes from its size.
+    const out = await fs.promises.open(partial, offset > 0 ? 'a' : 'w');
     try {
-      await pipeline(Readable.fromWeb(response.body as import('node:stream/web').ReadableStream), tap, out);
+      const reader = response.body.getReader();
+      for (;;) {
+        const { done, value } = await reader.read();
+        if (done) break;
+        await out.write(value);
+        completed += value.length;
+        restartStallTimer();
+        report(false);
+      }
     } catch (error) {
       if (ctx.signal?.aborted) throw abortedError(what, error);
       const received = completed - offset;
       const message = `connection to ${url} was lost after ${completed}${total !== undefined ? ` of ${total}` : ''} bytes (${describeNetworkError(error)})`;
       if (received > 0 || timeout.signal.aborted) throw new Interrupted(message, { cause: error });
       throw new SeedinferError('DOWNLOAD_FAILED', message, { cause: error });
+    } finally {
+      await out.close();
     }
     if (total !== undefined && completed !== total) {
       throw new Interrupted(`${url} ended after ${completed} of ${total} bytes`);
