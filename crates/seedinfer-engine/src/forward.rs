@@ -7,26 +7,97 @@ use crate::weights::{LayerWeights, LlamaWeights, Matrix, MatrixData};
 use rayon::prelude::*;
 use seedinfer_kernels::attention::{attend_range, merge_into, KvHead, Partial, MAX_GROUP};
 use seedinfer_kernels::dense_f32::matmul;
-use seedinfer_kernels::quantized::{quantize_activations, Q8Block};
+use seedinfer_kernels::quantized::{quantize_activations, Q8Block, QuantizedMatrix};
+use seedinfer_kernels::rms_norm::{rms_norm, rms_norm_quantized};
 
-fn rms_norm(x: &[f32], weight: &[f32], eps: f32, out: &mut [f32]) {
-    let mean_square = x.iter().map(|v| (*v as f64) * (*v as f64)).sum::<f64>() / x.len() as f64;
-    let scale = (1.0 / (mean_square + eps as f64).sqrt()) as f32;
-    for ((o, v), w) in out.iter_mut().zip(x).zip(weight) {
-        *o = v * scale * w;
+/// The block-quantised data of every matrix in `ws`, or `None` if any is stored otherwise.
+fn all_quantized<const N: usize>(ws: [&Matrix; N]) -> Option<[&QuantizedMatrix; N]> {
+    let mut quantized = [None; N];
+    for (q, w) in quantized.iter_mut().zip(ws) {
+        match &w.data {
+            MatrixData::Quantized(m) => *q = Some(m),
+            _ => return None,
+        }
+    }
+    Some(quantized.map(|q| q.expect("every slot was filled")))
+}
+
+/// `outs[i] = rms_norm(x) · ws[i]ᵀ` for the `tokens` rows of `x`. When every matrix is block-quantised the
+/// normalised rows go straight to int8 (never written as f32) and all products run in one parallel pass;
+/// otherwise the normalised rows are kept in `s.normed` for [`project`].
+fn project_normed<const N: usize>(
+    ws: [&Matrix; N],
+    x: &[f32],
+    norm: &[f32],
+    eps: f32,
+    tokens: usize,
+    outs: [&mut Vec<f32>; N],
+    s: &mut ProjectScratch,
+) {
+    match all_quantized(ws) {
+        Some(quantized) => {
+            rms_norm_quantized(x, norm, eps, &mut s.q8);
+            let outs = resized(outs, ws.map(|w| tokens * w.rows));
+            QuantizedMatrix::matmul_each(quantized, &s.q8, tokens, outs);
+        }
+        None => {
+            let mut normed = std::mem::take(&mut s.normed);
+            rms_norm(x, norm, eps, &mut normed);
+            project(ws, &normed, tokens, outs, s);
+            s.normed = normed;
+        }
     }
 }
 
-/// RMSNorm of every row of `x` (`[rows, weight.len()]`) into `out`, resized to match.
-fn rms_norm_rows(x: &[f32], weight: &[f32], eps: f32, out: &mut Vec<f32>) {
-    out.resize(x.len(), 0.0);
-    for (x, o) in x.chunks(weight.len()).zip(out.chunks_mut(weight.len())) {
-        rms_norm(x, weight, eps, o);
+/// The SwiGLU input of the down projection, `silu(rms_norm(x) · gateᵀ) * (rms_norm(x) · upᵀ)`, into `gate`
+/// (`up` is scratch): one fused pass when both matrices are block-quantised.
+#[allow(clippy::too_many_arguments)]
+fn swiglu(
+    w_gate: &Matrix,
+    w_up: &Matrix,
+    x: &[f32],
+    norm: &[f32],
+    eps: f32,
+    tokens: usize,
+    gate: &mut Vec<f32>,
+    up: &mut Vec<f32>,
+    s: &mut ProjectScratch,
+) {
+    match all_quantized([w_gate, w_up]) {
+        Some([qg, qu]) if qg.rows == qu.rows => {
+            rms_norm_quantized(x, norm, eps, &mut s.q8);
+            let [g, u] = resized([gate, up], [tokens * qg.rows; 2]);
+            QuantizedMatrix::matmul_swiglu(qg, qu, &s.q8, tokens, g, u);
+        }
+        _ => {
+            project_normed(
+                [w_gate, w_up],
+                x,
+                norm,
+                eps,
+                tokens,
+                [&mut *gate, &mut *up],
+                s,
+            );
+            for (g, u) in gate.iter_mut().zip(up.iter()) {
+                *g = *g / (1.0 + (-*g).exp()) * u;
+            }
+        }
     }
+}
+
+/// Each buffer resized to its length, as slices.
+fn resized<const N: usize>(outs: [&mut Vec<f32>; N], lens: [usize; N]) -> [&mut [f32]; N] {
+    let mut i = 0;
+    outs.map(|out| {
+        out.resize(lens[i], 0.0);
+        i += 1;
+        out.as_mut_slice()
+    })
 }
 
 /// `outs[i] = input · ws[i]ᵀ` for `tokens` rows of input. The input is quantised to int8 once and reused by every
-/// block-quantised matrix (Q, K and V share one quantisation; so do gate and up).
+/// block-quantised matrix.
 fn project<const N: usize>(
     ws: [&Matrix; N],
     input: &[f32],
@@ -55,6 +126,8 @@ fn project<const N: usize>(
 #[derive(Default)]
 struct ProjectScratch {
     q8: Vec<Q8Block>,
+    /// Normalised rows, for matrices that take f32 activations.
+    normed: Vec<f32>,
 }
 
 /// Rotary-embedding tables reused across calls, so a decode step allocates nothing.
@@ -482,7 +555,6 @@ fn decode_attention_split<C: KvStore>(
 pub struct Scratch {
     /// Hidden states of the tokens being computed, `[tokens, hidden_size]`.
     pub(crate) x: Vec<f32>,
-    normed: Vec<f32>,
     /// Rotated queries of the last layer step, `[tokens, q_dim]`.
     pub(crate) q: Vec<f32>,
     k: Vec<f32>,
@@ -517,11 +589,12 @@ pub(crate) fn layer_step<C: KvStore>(
     cache: &mut C,
     s: &mut Scratch,
 ) {
-    let n = x.len() / cfg.hidden_size;
-    rms_norm_rows(x, &layer.attn_norm, cfg.rms_norm_eps, &mut s.normed);
-    project(
+    let (n, eps) = (x.len() / cfg.hidden_size, cfg.rms_norm_eps);
+    project_normed(
         [&layer.wq, &layer.wk, &layer.wv],
-        &s.normed,
+        x,
+        &layer.attn_norm,
+        eps,
         n,
         [&mut s.q, &mut s.k, &mut s.v],
         &mut s.project,
@@ -545,17 +618,17 @@ pub(crate) fn layer_step<C: KvStore>(
     for (x, p) in x.iter_mut().zip(&s.proj) {
         *x += p;
     }
-    rms_norm_rows(x, &layer.ffn_norm, cfg.rms_norm_eps, &mut s.normed);
-    project(
-        [&layer.w_gate, &layer.w_up],
-        &s.normed,
+    swiglu(
+        &layer.w_gate,
+        &layer.w_up,
+        x,
+        &layer.ffn_norm,
+        eps,
         n,
-        [&mut s.gate, &mut s.up],
+        &mut s.gate,
+        &mut s.up,
         &mut s.project,
     );
-    for (g, u) in s.gate.iter_mut().zip(&s.up) {
-        *g = *g / (1.0 + (-*g).exp()) * u;
-    }
     project([&layer.w_down], &s.gate, n, [&mut s.proj], &mut s.project);
     for (x, p) in x.iter_mut().zip(&s.proj) {
         *x += p;
@@ -571,8 +644,15 @@ pub(crate) fn output_logits(
     logits: &mut Vec<f32>,
 ) {
     let rows = x.len() / cfg.hidden_size;
-    rms_norm_rows(x, &w.final_norm, cfg.rms_norm_eps, &mut s.normed);
-    project([w.lm_head()], &s.normed, rows, [logits], &mut s.project);
+    project_normed(
+        [w.lm_head()],
+        x,
+        &w.final_norm,
+        cfg.rms_norm_eps,
+        rows,
+        [logits],
+        &mut s.project,
+    );
 }
 
 /// Runs `tokens` through the model at positions `cache.len()..`, appends their keys/values to `cache`, and

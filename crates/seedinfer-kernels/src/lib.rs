@@ -11,6 +11,7 @@ pub mod limits;
 pub mod q3_rtn_weights;
 pub mod quantized;
 mod quantized_avx2;
+pub mod rms_norm;
 mod row_blocks;
 pub mod row_quads;
 pub mod seedlm_weights;

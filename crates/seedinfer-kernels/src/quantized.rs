@@ -5,9 +5,10 @@
 //! The scalar kernels here are the reference; `quantized_avx2` holds the SIMD twins, picked at run time.
 
 use crate::isa::{detected, Isa};
-use crate::row_blocks::{for_each_row_range, ProductOut};
+use crate::row_blocks::ProductOut;
 use crate::row_quads::{interleave, row_blocks, QuadQ4_0, QuadQ4_1, QuadQ8_0, QUAD};
 use half::f16;
+use rayon::prelude::*;
 use seedinfer_formats::{BlockQ4_0, BlockQ4_1, BlockQ8_0, TensorType};
 
 pub const BLOCK: usize = 32;
@@ -49,22 +50,25 @@ pub fn quantize_activations(input: &[f32], out: &mut Vec<Q8Block>) {
 /// Scalar reference of [`quantize_activations`].
 pub fn quantize_activations_scalar(input: &[f32], out: &mut Vec<Q8Block>) {
     out.clear();
-    out.extend(input.chunks_exact(BLOCK).map(|x| {
-        let amax = x.iter().fold(0.0f32, |m, v| m.max(v.abs()));
-        let d = amax / 127.0;
-        let inverse = if amax != 0.0 { 127.0 / amax } else { 0.0 };
-        let mut block = Q8Block {
-            d: f16::from_f32(d).to_f32(),
-            ..Q8Block::default()
-        };
-        for (j, (q, v)) in block.qs.iter_mut().zip(x).enumerate() {
-            *q = (v * inverse).round_ties_even() as i8;
-            block.group_sums[(j / 4) % 2] += *q as i32;
-        }
-        let sum = block.group_sums[0] + block.group_sums[1];
-        block.s = f16::from_f32(d * sum as f32).to_f32();
-        block
-    }));
+    out.extend(input.chunks_exact(BLOCK).map(quantize_block_scalar));
+}
+
+/// One block of 32 activations quantised: `d = max|x| / 127`, `q = round_ties_even(x * 127 / max|x|)`.
+pub(crate) fn quantize_block_scalar(x: &[f32]) -> Q8Block {
+    let amax = x.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+    let d = amax / 127.0;
+    let inverse = if amax != 0.0 { 127.0 / amax } else { 0.0 };
+    let mut block = Q8Block {
+        d: f16::from_f32(d).to_f32(),
+        ..Q8Block::default()
+    };
+    for (j, (q, v)) in block.qs.iter_mut().zip(x).enumerate() {
+        *q = (v * inverse).round_ties_even() as i8;
+        block.group_sums[(j / 4) % 2] += *q as i32;
+    }
+    let sum = block.group_sums[0] + block.group_sums[1];
+    block.s = f16::from_f32(d * sum as f32).to_f32();
+    block
 }
 
 #[inline(always)]
@@ -293,24 +297,135 @@ impl QuantizedMatrix {
     }
 
     fn matmul_with(&self, x: &[Q8Block], tokens: usize, out: &mut [f32], scalar: bool) {
-        let n = self.blocks_per_row();
-        assert_eq!(x.len(), tokens * n, "activations are [tokens, cols / 32]");
-        // Below this much work a second thread costs more than it saves (bench/kernels: a 192x576 Q4_0/Q8_0
-        // GEMV took 10 us on one thread and 13 us on two), so small products stay on the calling thread.
-        const PARALLEL_MIN_MACS: usize = 128 * 1024;
-        let rows_per_task = if self.rows * self.cols * tokens < PARALLEL_MIN_MACS {
+        Self::products_with([self], x, tokens, [out], scalar, None)
+    }
+
+    /// Rows per parallel task of this matrix for `tokens` tokens; all rows when the product is too small to split.
+    fn rows_per_task(&self, serial: bool) -> usize {
+        if serial {
             self.rows.max(1)
         } else {
             (8192 / self.cols.max(1)).clamp(8, 256)
         }
-        .next_multiple_of(QUAD);
-        for_each_row_range(
-            self.rows,
-            tokens,
-            rows_per_task,
-            out,
-            |out, first, count| self.row_range(x, tokens, out, first, count, scalar),
+        .next_multiple_of(QUAD)
+    }
+
+    /// `outs[i] = x · ws[i]ᵀ` for matrices of the same width sharing one quantised activation, in one parallel
+    /// pass over all their rows (one fork-join instead of one per matrix). Each element is the one
+    /// [`QuantizedMatrix::matmul`] computes.
+    pub fn matmul_each<const N: usize>(
+        ws: [&QuantizedMatrix; N],
+        x: &[Q8Block],
+        tokens: usize,
+        outs: [&mut [f32]; N],
+    ) {
+        Self::products_with(ws, x, tokens, outs, false, None)
+    }
+
+    /// SwiGLU in one parallel pass: `gate_out = silu(x · gateᵀ) * (x · upᵀ)`, each task computing its rows of
+    /// both products and combining them while they are in cache. `up_out` (same size) holds the up product.
+    /// Each element is `silu(g) * u` of what [`QuantizedMatrix::matmul`] computes for `g` and `u`.
+    pub fn matmul_swiglu(
+        gate: &QuantizedMatrix,
+        up: &QuantizedMatrix,
+        x: &[Q8Block],
+        tokens: usize,
+        gate_out: &mut [f32],
+        up_out: &mut [f32],
+    ) {
+        assert_eq!(
+            (gate.rows, gate.cols),
+            (up.rows, up.cols),
+            "gate and up have one shape"
         );
+        Self::products_with(
+            [gate, up],
+            x,
+            tokens,
+            [gate_out, up_out],
+            false,
+            Some(silu_product),
+        )
+    }
+
+    /// The products of [`QuantizedMatrix::matmul_each`]; with `combine`, the matrices have one shape and tasks
+    /// take the same rows of all of them, then call `combine(outs, first_row, row_count)` for those rows.
+    fn products_with<const N: usize>(
+        ws: [&QuantizedMatrix; N],
+        x: &[Q8Block],
+        tokens: usize,
+        outs: [&mut [f32]; N],
+        scalar: bool,
+        combine: Option<Combine<N>>,
+    ) {
+        let n = ws.first().map_or(0, |w| w.blocks_per_row());
+        assert!(
+            ws.iter().all(|w| w.blocks_per_row() == n),
+            "the matrices share the activations' width"
+        );
+        assert_eq!(x.len(), tokens * n, "activations are [tokens, cols / 32]");
+        // Below this much work a second thread costs more than it saves (bench/kernels: a 192x576 Q4_0/Q8_0
+        // GEMV took 10 us on one thread and 13 us on two), so small products stay on the calling thread.
+        const PARALLEL_MIN_MACS: usize = 128 * 1024;
+        let total_macs: usize = ws.iter().map(|w| w.rows * w.cols * tokens).sum();
+        let serial = total_macs < PARALLEL_MIN_MACS;
+        let mut i = 0;
+        let outs: [ProductOut; N] = outs.map(|out| {
+            let product = ProductOut::new(out, ws[i].rows, tokens);
+            i += 1;
+            product
+        });
+        let rows_per_task = ws.map(|w| w.rows_per_task(serial));
+        let (tasks, task_matrices) = match combine {
+            // Every task covers the same rows of all matrices.
+            Some(_) => (ws[0].rows.div_ceil(rows_per_task[0]), 1),
+            None => (
+                (0..N).map(|m| ws[m].rows.div_ceil(rows_per_task[m])).sum(),
+                N,
+            ),
+        };
+        let run = |mut task: usize| {
+            let mut m = 0;
+            while m + 1 < task_matrices && task >= ws[m].rows.div_ceil(rows_per_task[m]) {
+                task -= ws[m].rows.div_ceil(rows_per_task[m]);
+                m += 1;
+            }
+            let first = task * rows_per_task[m];
+            let count = rows_per_task[m].min(ws[m].rows - first);
+            match combine {
+                Some(combine) => {
+                    for (w, out) in ws.iter().zip(&outs) {
+                        w.row_range(x, tokens, out, first, count, scalar);
+                    }
+                    combine(&outs, tokens, first, count);
+                }
+                None => ws[m].row_range(x, tokens, &outs[m], first, count, scalar),
+            }
+        };
+        if serial || tasks <= 1 {
+            (0..tasks).for_each(run);
+        } else {
+            (0..tasks).into_par_iter().for_each(run);
+        }
+    }
+}
+
+/// Combines rows `first..first + count` of every token (`tokens`) of several products.
+type Combine<const N: usize> = fn(&[ProductOut; N], usize, usize, usize);
+
+/// `outs[0] = silu(outs[0]) * outs[1]` on rows `first..first + count` of every token.
+fn silu_product<const N: usize>(outs: &[ProductOut; N], tokens: usize, first: usize, count: usize) {
+    for t in 0..tokens {
+        // SAFETY: the calling task owns these rows of both outputs.
+        let (gate, up) = unsafe {
+            (
+                outs[0].token_rows(t, first, count),
+                outs[1].token_rows(t, first, count),
+            )
+        };
+        for (g, u) in gate.iter_mut().zip(up.iter()) {
+            *g = *g / (1.0 + (-*g).exp()) * u;
+        }
     }
 }
 
@@ -355,6 +470,57 @@ mod tests {
                     single.as_slice(),
                     "{tensor_type:?} token {t}"
                 );
+            }
+        }
+    }
+
+    #[test]
+    fn one_pass_products_equal_separate_products_bit_for_bit() {
+        // Small (one serial pass) and large (parallel tasks across matrices) shapes, one and several tokens.
+        for tensor_type in [TensorType::Q4_0, TensorType::Q4_1, TensorType::Q8_0] {
+            for (rows, cols, tokens) in [(8, 64, 1), (576, 576, 1), (100, 576, 7), (1536, 576, 3)] {
+                let (q, _) = matrix(tensor_type, rows, cols);
+                let (k, _) = matrix(tensor_type, rows / 4 + 4, cols);
+                let (v, _) = matrix(tensor_type, rows / 4 + 4, cols);
+                let (up, _) = matrix(tensor_type, rows + 1, cols);
+                let (gate, _) = {
+                    let (m, d) = matrix(tensor_type, rows + 1, cols);
+                    // A different matrix of the same shape: shift the values.
+                    let mut bytes = Vec::new();
+                    let shifted: Vec<f32> = d.iter().map(|v| v * -1.5 + 0.01).collect();
+                    quantize_row(tensor_type, &shifted, &mut bytes).expect("quantizes");
+                    (
+                        QuantizedMatrix::from_bytes(tensor_type, m.rows, m.cols, &bytes)
+                            .expect("matrix"),
+                        d,
+                    )
+                };
+                let x = values(tokens * cols, 7);
+                let mut a = Vec::new();
+                quantize_activations(&x, &mut a);
+                let separate = |m: &QuantizedMatrix| {
+                    let mut out = vec![0.0; tokens * m.rows];
+                    m.matmul(&a, tokens, &mut out);
+                    out
+                };
+                let (mut oq, mut ok, mut ov) = (
+                    vec![0.0; tokens * q.rows],
+                    vec![0.0; tokens * k.rows],
+                    vec![0.0; tokens * v.rows],
+                );
+                QuantizedMatrix::matmul_each([&q, &k, &v], &a, tokens, [&mut oq, &mut ok, &mut ov]);
+                assert_eq!(oq, separate(&q), "{tensor_type:?} {rows}x{cols}x{tokens} q");
+                assert_eq!(ok, separate(&k), "{tensor_type:?} {rows}x{cols}x{tokens} k");
+                assert_eq!(ov, separate(&v), "{tensor_type:?} {rows}x{cols}x{tokens} v");
+
+                let (mut g, mut u) = (vec![0.0; tokens * gate.rows], vec![0.0; tokens * up.rows]);
+                QuantizedMatrix::matmul_swiglu(&gate, &up, &a, tokens, &mut g, &mut u);
+                let expected: Vec<f32> = separate(&gate)
+                    .iter()
+                    .zip(separate(&up))
+                    .map(|(g, u)| g / (1.0 + (-g).exp()) * u)
+                    .collect();
+                assert_eq!(g, expected, "{tensor_type:?} {rows}x{cols}x{tokens} swiglu");
             }
         }
     }

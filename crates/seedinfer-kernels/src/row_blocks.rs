@@ -38,6 +38,16 @@ unsafe impl Send for ProductOut {}
 unsafe impl Sync for ProductOut {}
 
 impl ProductOut {
+    /// The product `[tokens, rows]` to be written into `out`.
+    pub(crate) fn new(out: &mut [f32], rows: usize, tokens: usize) -> Self {
+        assert_eq!(out.len(), rows * tokens, "output is [tokens, rows]");
+        Self {
+            ptr: out.as_mut_ptr(),
+            rows,
+            tokens,
+        }
+    }
+
     /// # Safety
     /// `row < rows`, `token < tokens`, and no other task writes this element.
     #[inline(always)]
@@ -68,12 +78,7 @@ pub fn for_each_row_range(
     out: &mut [f32],
     range: impl Fn(&ProductOut, usize, usize) + Sync,
 ) {
-    assert_eq!(out.len(), rows * tokens, "output is [tokens, rows]");
-    let product = ProductOut {
-        ptr: out.as_mut_ptr(),
-        rows,
-        tokens,
-    };
+    let product = ProductOut::new(out, rows, tokens);
     let rows_per_task = rows_per_task.max(1);
     let tasks = rows.div_ceil(rows_per_task);
     let run = |task: usize| {
