@@ -199,7 +199,14 @@ unsafe fn quad_tile<Q: Quad, const T: usize>(
     for i in 0..n {
         let q = &*quads.add(i);
         // The weights stream from memory once per product: ask for them ahead of use.
-        _mm_prefetch::<_MM_HINT_T0>((quads.add(i) as *const i8).add(PREFETCH_BYTES));
+        let ahead = (quads.add(i) as *const i8).add(PREFETCH_BYTES);
+        _mm_prefetch::<_MM_HINT_T0>(ahead);
+        if std::mem::size_of::<Q>() > 64 {
+            _mm_prefetch::<_MM_HINT_T0>(ahead.add(64));
+        }
+        if std::mem::size_of::<Q>() > 128 {
+            _mm_prefetch::<_MM_HINT_T0>(ahead.add(128));
+        }
         let w = q.ready();
         let scales = spread_pairs(quad_f32(q.scales()));
         let minimums = if Q::HAS_MINIMUM {
