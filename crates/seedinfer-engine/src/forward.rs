@@ -5,7 +5,9 @@ use crate::config::{LlamaConfig, RopeStyle};
 use crate::kv_cache::{KvStore, Positions};
 use crate::weights::{LayerWeights, LlamaWeights, Matrix, MatrixData};
 use rayon::prelude::*;
-use seedinfer_kernels::attention::{attend_range, merge_into, KvHead, Partial, MAX_GROUP};
+use seedinfer_kernels::attention::{
+    attend_range, attend_range_streaming, merge_into, prefetch_keys, KvHead, Partial, MAX_GROUP,
+};
 use seedinfer_kernels::dense_f32::matmul;
 use seedinfer_kernels::quantized::{quantize_activations, Q8Block, QuantizedMatrix};
 use seedinfer_kernels::rms_norm::{rms_norm, rms_norm_quantized};
@@ -190,6 +192,8 @@ impl AttentionOut {
 
 /// [`attend_range`] over positions `range` of one cached block for `partials.len()` (at most `MAX_GROUP`)
 /// queries, `query(i)` each, whose unnormalised outputs go to the consecutive head-sized slices of `out`.
+/// `streaming`: the block is read once, from memory (decode), so the kernel prefetches its rows.
+#[allow(clippy::too_many_arguments)]
 fn attend_queries<'q>(
     kv: &KvHead,
     range: std::ops::Range<usize>,
@@ -198,13 +202,19 @@ fn attend_queries<'q>(
     out: &mut [f32],
     scores: &mut Vec<f32>,
     partials: &mut [Partial],
+    streaming: bool,
 ) {
     let n = partials.len();
     let queries: [&[f32]; MAX_GROUP] = std::array::from_fn(|i| query(i.min(n - 1)));
     let mut chunks = out.chunks_mut(kv.head_dim);
     let mut outs: [&mut [f32]; MAX_GROUP] =
         std::array::from_fn(|_| chunks.next().unwrap_or_default());
-    attend_range(
+    let attend = if streaming {
+        attend_range_streaming
+    } else {
+        attend_range
+    };
+    attend(
         kv,
         range,
         scale,
@@ -293,6 +303,8 @@ fn attend_task<C: KvStore>(
     let scale = 1.0 / (hd as f32).sqrt();
     let per_token = heads.len();
     let nq = tokens.len() * per_token;
+    // One token (decode) reads every block once, from memory; a prompt tile reuses each block from cache.
+    let streaming = tokens.len() == 1;
     // Query i is token tokens.start + i / per_token, head heads.start + i % per_token.
     let query = |i: usize| {
         let (t, h) = (tokens.start + i / per_token, heads.start + i % per_token);
@@ -354,6 +366,7 @@ fn attend_task<C: KvStore>(
                                 &mut s.block[part * hd..(part + m) * hd],
                                 &mut s.scores,
                                 partials,
+                                streaming,
                             );
                             for (i, partial) in partials.iter().enumerate() {
                                 let slot = part + i;
@@ -490,6 +503,7 @@ fn decode_attention_split<C: KvStore>(
                 .enumerate()
                 .for_each(|(range, (range_out, range_partials))| {
                     let channels = key_channels(cache, layer, kv_head, hd);
+                    let range_blocks = range_partials.len() / group;
                     TASK.with_borrow_mut(|s| {
                         if let Some(channels) = channels {
                             let heads = kv_head * group..(kv_head + 1) * group;
@@ -504,6 +518,12 @@ fn decode_attention_split<C: KvStore>(
                             let b = range * blocks_per_range + i;
                             let n = bs.min(visible - b * bs);
                             let kv = cache.head(layer, kv_head, b, n);
+                            if i + 1 < range_blocks {
+                                // The next block lives elsewhere in the pool: start loading its first keys.
+                                let next = bs.min(visible - (b + 1) * bs);
+                                let next_kv = cache.head(layer, kv_head, b + 1, next);
+                                prefetch_keys(&next_kv, 0..next.min(8));
+                            }
                             for (part, (part_out, part_partials)) in block_out
                                 .chunks_mut(MAX_GROUP * hd)
                                 .zip(block_partials.chunks_mut(MAX_GROUP))
@@ -526,6 +546,7 @@ fn decode_attention_split<C: KvStore>(
                                     part_out,
                                     &mut s.scores,
                                     part_partials,
+                                    true,
                                 );
                             }
                         }

@@ -83,6 +83,24 @@ pub fn kv_rows(kv: &KvHead, p: usize, key: &mut [f32], value: &mut [f32]) {
     })
 }
 
+/// Asks the CPU to start loading the key rows of positions `positions` (a hint for the block attended next:
+/// no effect on any result; a no-op without SSE).
+pub fn prefetch_keys(kv: &KvHead, positions: Range<usize>) {
+    #[cfg(target_arch = "x86_64")]
+    with_rows!(kv, |keys, _values| {
+        let base = keys.data.as_ptr().wrapping_add(kv.offset);
+        let end = positions
+            .end
+            .min(keys.data.len().saturating_sub(kv.offset) / kv.stride.max(1));
+        // SAFETY: prefetching is only a hint and never faults; the rows are inside `keys` anyway.
+        unsafe {
+            crate::attention_avx2::prefetch_rows(base, positions.start..end, kv.stride, kv.head_dim)
+        }
+    });
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = (kv, positions);
+}
+
 /// A stored element type of keys and values.
 pub(crate) trait KvElement: Widen {
     /// Rows carry one f32 scale each (int8).
@@ -223,6 +241,34 @@ pub fn attend_range(
     scores: &mut Vec<f32>,
     partials: &mut [Partial],
 ) {
+    attend_range_with(kv, positions, scale, queries, outs, scores, partials, false)
+}
+
+/// [`attend_range`] for rows read once, straight from memory (a decoded token's pass over the cache): the
+/// kernel also asks for the rows ahead of use. The results are the same bit for bit.
+pub fn attend_range_streaming(
+    kv: &KvHead,
+    positions: Range<usize>,
+    scale: f32,
+    queries: &[&[f32]],
+    outs: &mut [&mut [f32]],
+    scores: &mut Vec<f32>,
+    partials: &mut [Partial],
+) {
+    attend_range_with(kv, positions, scale, queries, outs, scores, partials, true)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn attend_range_with(
+    kv: &KvHead,
+    positions: Range<usize>,
+    scale: f32,
+    queries: &[&[f32]],
+    outs: &mut [&mut [f32]],
+    scores: &mut Vec<f32>,
+    partials: &mut [Partial],
+    streaming: bool,
+) {
     check(kv, positions.end, queries, outs);
     assert!(!positions.is_empty(), "at least one position");
     assert_eq!(partials.len(), queries.len(), "one partial per query");
@@ -244,11 +290,13 @@ pub fn attend_range(
                     outs,
                     scores,
                     partials,
+                    streaming,
                 )
             };
         }
         return;
     }
+    let _ = streaming;
     attend_range_scalar(kv, positions, scale, queries, outs, scores, partials)
 }
 
@@ -568,6 +616,41 @@ mod tests {
         let mut q = vec![5i8; 8];
         assert_eq!(quantize_row_i8(&[0.0; 8], &mut q), 0.0);
         assert_eq!(q, [0; 8]);
+    }
+
+    #[test]
+    fn streaming_and_prefetching_give_the_same_bits() {
+        for dtype in DTYPES {
+            for (head_dim, positions) in [(64, 3..40), (128, 0..17), (32, 5..6), (8, 0..11)] {
+                let heads = 2;
+                let stored = cache(dtype, head_dim, heads, positions.end, 4);
+                let kv = kv_head(&stored, 1, head_dim, heads);
+                prefetch_keys(&kv, 0..positions.end + 100);
+                let queries = values(3 * head_dim, 9);
+                let queries: Vec<&[f32]> = queries.chunks(head_dim).collect();
+                let results = [attend_range, attend_range_streaming].map(|attend| {
+                    let mut out = vec![0.0f32; queries.len() * head_dim];
+                    let mut outs: Vec<&mut [f32]> = out.chunks_mut(head_dim).collect();
+                    let mut partials = vec![Partial::default(); queries.len()];
+                    attend(
+                        &kv,
+                        positions.clone(),
+                        0.125,
+                        &queries,
+                        &mut outs,
+                        &mut Vec::new(),
+                        &mut partials,
+                    );
+                    let bits: Vec<u32> = out.iter().map(|v| v.to_bits()).collect();
+                    let stats: Vec<(u32, u32)> = partials
+                        .iter()
+                        .map(|p| (p.max.to_bits(), p.sum.to_bits()))
+                        .collect();
+                    (bits, stats)
+                });
+                assert_eq!(results[0], results[1], "{dtype:?} hd={head_dim}");
+            }
+        }
     }
 
     #[test]

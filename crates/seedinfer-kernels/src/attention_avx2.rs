@@ -98,7 +98,7 @@ unsafe fn exp_and_sum(scores: &mut [f32]) -> (f32, f32) {
 // Index loops over the register tiles read more plainly than zipped iterators here.
 #[allow(clippy::needless_range_loop, clippy::too_many_arguments)]
 #[inline(always)]
-unsafe fn group<const G: usize, T: KvElement>(
+unsafe fn group<const G: usize, const PREFETCH: bool, T: KvElement>(
     kv: &KvHead,
     key_rows: Rows<T>,
     value_rows: Rows<T>,
@@ -114,8 +114,15 @@ unsafe fn group<const G: usize, T: KvElement>(
     let scale_v = _mm256_set1_ps(scale);
     // Eight positions at a time: eight independent FMA chains per head, and one transposing reduction for all
     // eight sums instead of eight horizontal sums.
+    let values = value_rows.data.as_ptr().add(kv.offset + start * stride);
     let mut p = 0;
     while p + 8 <= count {
+        // Streaming: the rows come from memory (a cached block is only a few KB, too short for the hardware prefetcher
+        // to ramp up): ask for the next eight keys, and for these eight positions' values, ahead of use.
+        if PREFETCH {
+            prefetch_rows(keys, p + 8..(p + 16).min(count), stride, hd);
+            prefetch_rows(values, p..p + 8, stride, hd);
+        }
         let key_scales = if T::SCALED {
             let s: [f32; 8] = std::array::from_fn(|j| key_rows.scale(start + p + j));
             _mm256_loadu_ps(s.as_ptr())
@@ -170,7 +177,6 @@ unsafe fn group<const G: usize, T: KvElement>(
         let (max, sum) = exp_and_sum(&mut scores[g * count..(g + 1) * count]);
         partials[g] = Partial { max, sum };
     }
-    let values = value_rows.data.as_ptr().add(kv.offset + start * stride);
     for c0 in (0..hd).step_by(32) {
         let mut acc = [[_mm256_setzero_ps(); 4]; G];
         for p in 0..count {
@@ -201,10 +207,28 @@ unsafe fn group<const G: usize, T: KvElement>(
     partials
 }
 
+/// Prefetches (a hint: no effect on results) the `head_dim` elements of rows `rows` of `base`, `stride` apart.
+#[inline(always)]
+pub(crate) unsafe fn prefetch_rows<T>(
+    base: *const T,
+    rows: Range<usize>,
+    stride: usize,
+    head_dim: usize,
+) {
+    let bytes = head_dim * std::mem::size_of::<T>();
+    for row in rows {
+        let first = base.wrapping_add(row * stride) as *const i8;
+        for line in (0..bytes).step_by(64) {
+            _mm_prefetch::<_MM_HINT_T0>(first.wrapping_add(line));
+        }
+    }
+}
+
 /// # Safety
 /// The CPU must have AVX2, FMA and F16C; `kv.head_dim` is a multiple of 32, `1 <= queries.len() <= MAX_GROUP`,
 /// `scores.len() == queries.len() * positions.len()`, `partials.len() == queries.len()`, and the slices were
 /// checked by `attention::check`.
+#[allow(clippy::too_many_arguments)]
 #[target_feature(enable = "avx2,fma,f16c")]
 pub unsafe fn attend_range(
     kv: &KvHead,
@@ -214,15 +238,22 @@ pub unsafe fn attend_range(
     outs: &mut [&mut [f32]],
     scores: &mut [f32],
     partials: &mut [Partial],
+    streaming: bool,
 ) {
-    with_rows!(kv, |keys, values| groups(
-        kv, keys, values, positions, scale, queries, outs, scores, partials
-    ))
+    with_rows!(kv, |keys, values| if streaming {
+        groups::<true, _>(
+            kv, keys, values, positions, scale, queries, outs, scores, partials,
+        )
+    } else {
+        groups::<false, _>(
+            kv, keys, values, positions, scale, queries, outs, scores, partials,
+        )
+    })
 }
 
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
-unsafe fn groups<T: KvElement>(
+unsafe fn groups<const PREFETCH: bool, T: KvElement>(
     kv: &KvHead,
     keys: Rows<T>,
     values: Rows<T>,
@@ -235,9 +266,17 @@ unsafe fn groups<T: KvElement>(
 ) {
     let (k, v) = (keys, values);
     match queries.len() {
-        1 => partials.copy_from_slice(&group::<1, T>(kv, k, v, p, scale, queries, outs, scores)),
-        2 => partials.copy_from_slice(&group::<2, T>(kv, k, v, p, scale, queries, outs, scores)),
-        3 => partials.copy_from_slice(&group::<3, T>(kv, k, v, p, scale, queries, outs, scores)),
-        _ => partials.copy_from_slice(&group::<4, T>(kv, k, v, p, scale, queries, outs, scores)),
+        1 => partials.copy_from_slice(&group::<1, PREFETCH, T>(
+            kv, k, v, p, scale, queries, outs, scores,
+        )),
+        2 => partials.copy_from_slice(&group::<2, PREFETCH, T>(
+            kv, k, v, p, scale, queries, outs, scores,
+        )),
+        3 => partials.copy_from_slice(&group::<3, PREFETCH, T>(
+            kv, k, v, p, scale, queries, outs, scores,
+        )),
+        _ => partials.copy_from_slice(&group::<4, PREFETCH, T>(
+            kv, k, v, p, scale, queries, outs, scores,
+        )),
     }
 }
