@@ -129,16 +129,27 @@ unsafe fn group<const G: usize, const PREFETCH: bool, T: KvElement>(
         } else {
             _mm256_setzero_ps()
         };
-        for g in 0..G {
-            let mut acc = [_mm256_setzero_ps(); 8];
+        // Each key chunk is widened once and serves the whole group. The eight positions are taken `PASS` at a
+        // time so that the group's accumulators of a pass stay in registers; every accumulator still sums its
+        // chunks in column order, whatever `G` is.
+        let pass = match G {
+            1 => 8,
+            2 | 3 => 4,
+            _ => 2,
+        };
+        let mut acc = [[_mm256_setzero_ps(); 8]; G];
+        for first in (0..8).step_by(pass) {
             for c in (0..hd).step_by(8) {
-                let query = _mm256_loadu_ps(q[g].add(c));
-                for j in 0..8 {
+                for j in first..first + pass {
                     let key = T::load8(keys.add((p + j) * stride + c));
-                    acc[j] = _mm256_fmadd_ps(query, key, acc[j]);
+                    for g in 0..G {
+                        acc[g][j] = _mm256_fmadd_ps(_mm256_loadu_ps(q[g].add(c)), key, acc[g][j]);
+                    }
                 }
             }
-            let mut dots = sums_of_eight(acc);
+        }
+        for g in 0..G {
+            let mut dots = sums_of_eight(acc[g]);
             if T::SCALED {
                 dots = _mm256_mul_ps(dots, key_scales);
             }
