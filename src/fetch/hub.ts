@@ -261,7 +261,6 @@ async function downloadAttempt(
       ctx.onProgress({ phase: 'download', name: file, completed, total });
     };
     report(true);
-    clearTimeout(timer);
     const restartStallTimer = () => {
       clearTimeout(timer);
       timer = setTimeout(() => timeout.abort(new Error(`stalled for ${ctx.timeoutMs} ms`)), ctx.timeoutMs);

@@ -5,6 +5,7 @@ use crate::config::{LlamaConfig, RopeStyle};
 use crate::kv_cache::{KvStore, Positions};
 use crate::weights::{LayerWeights, LlamaWeights, Matrix, MatrixData};
 use rayon::prelude::*;
+use seedinfer_kernels::activation::silu_times;
 use seedinfer_kernels::attention::{
     attend_range, attend_range_streaming, merge_into, prefetch_keys, KvHead, Partial, MAX_GROUP,
 };
@@ -81,9 +82,7 @@ fn swiglu(
                 [&mut *gate, &mut *up],
                 s,
             );
-            for (g, u) in gate.iter_mut().zip(up.iter()) {
-                *g = *g / (1.0 + (-*g).exp()) * u;
-            }
+            silu_times(gate, up);
         }
     }
 }

@@ -112,9 +112,9 @@ unsafe fn group<const G: usize, const PREFETCH: bool, T: KvElement>(
     let q: [*const f32; G] = std::array::from_fn(|g| queries[g].as_ptr());
     let keys = key_rows.data.as_ptr().add(kv.offset + start * stride);
     let scale_v = _mm256_set1_ps(scale);
+    let values = value_rows.data.as_ptr().add(kv.offset + start * stride);
     // Eight positions at a time: eight independent FMA chains per head, and one transposing reduction for all
     // eight sums instead of eight horizontal sums.
-    let values = value_rows.data.as_ptr().add(kv.offset + start * stride);
     let mut p = 0;
     while p + 8 <= count {
         // Streaming: the rows come from memory (a cached block is only a few KB, too short for the hardware prefetcher

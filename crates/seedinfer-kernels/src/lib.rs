@@ -1,6 +1,7 @@
 //! seedinfer's compute kernels. Every SIMD path has a scalar reference beside it; the instruction set is chosen
 //! at run time.
 
+pub mod activation;
 pub mod attention;
 mod attention_avx2;
 mod avx2_reduce;

@@ -4,6 +4,7 @@
 //!
 //! The scalar kernels here are the reference; `quantized_avx2` holds the SIMD twins, picked at run time.
 
+use crate::activation::silu_times;
 use crate::isa::{detected, Isa};
 use crate::row_blocks::ProductOut;
 use crate::row_quads::{interleave, row_blocks, QuadQ4_0, QuadQ4_1, QuadQ8_0, QUAD};
@@ -376,18 +377,21 @@ impl QuantizedMatrix {
             product
         });
         let rows_per_task = ws.map(|w| w.rows_per_task(serial));
+        let mut m = 0;
+        let task_counts = ws.map(|w| {
+            let count = w.rows.div_ceil(rows_per_task[m]);
+            m += 1;
+            count
+        });
         let (tasks, task_matrices) = match combine {
             // Every task covers the same rows of all matrices.
-            Some(_) => (ws[0].rows.div_ceil(rows_per_task[0]), 1),
-            None => (
-                (0..N).map(|m| ws[m].rows.div_ceil(rows_per_task[m])).sum(),
-                N,
-            ),
+            Some(_) => (task_counts[0], 1),
+            None => (task_counts.iter().sum(), N),
         };
         let run = |mut task: usize| {
             let mut m = 0;
-            while m + 1 < task_matrices && task >= ws[m].rows.div_ceil(rows_per_task[m]) {
-                task -= ws[m].rows.div_ceil(rows_per_task[m]);
+            while m + 1 < task_matrices && task >= task_counts[m] {
+                task -= task_counts[m];
                 m += 1;
             }
             let first = task * rows_per_task[m];
@@ -423,9 +427,7 @@ fn silu_product<const N: usize>(outs: &[ProductOut; N], tokens: usize, first: us
                 outs[1].token_rows(t, first, count),
             )
         };
-        for (g, u) in gate.iter_mut().zip(up.iter()) {
-            *g = *g / (1.0 + (-*g).exp()) * u;
-        }
+        silu_times(gate, up);
     }
 }
 
@@ -483,17 +485,14 @@ mod tests {
                 let (k, _) = matrix(tensor_type, rows / 4 + 4, cols);
                 let (v, _) = matrix(tensor_type, rows / 4 + 4, cols);
                 let (up, _) = matrix(tensor_type, rows + 1, cols);
-                let (gate, _) = {
+                let gate = {
                     let (m, d) = matrix(tensor_type, rows + 1, cols);
                     // A different matrix of the same shape: shift the values.
                     let mut bytes = Vec::new();
                     let shifted: Vec<f32> = d.iter().map(|v| v * -1.5 + 0.01).collect();
                     quantize_row(tensor_type, &shifted, &mut bytes).expect("quantizes");
-                    (
-                        QuantizedMatrix::from_bytes(tensor_type, m.rows, m.cols, &bytes)
-                            .expect("matrix"),
-                        d,
-                    )
+                    QuantizedMatrix::from_bytes(tensor_type, m.rows, m.cols, &bytes)
+                        .expect("matrix")
                 };
                 let x = values(tokens * cols, 7);
                 let mut a = Vec::new();
