@@ -48,6 +48,18 @@ export interface LoadOptions {
   weights?: 'f32' | 'f16' | 'q8_0' | 'q4_0' | 'q4_1';
   /** The model's KV-cache pool, shared by all its sessions. */
   kvCache?: KvCacheOptions;
+  /**
+   * Whose order of arithmetic the forward pass follows. `seedinfer` (default): seedinfer's kernels, the fastest.
+   * `llamacpp`: llama.cpp's CPU arithmetic (ggml's AVX2 build, flash attention off) operation by operation, so
+   * that logits and greedy choices equal llama.cpp's bit for bit: for checking results against llama.cpp, several
+   * times slower. It needs a GGUF model with Q4_1 layer matrices (such as the default model) and an f16 KV cache,
+   * else loading fails with `INVALID_OPTION`; token pruning and sparse prefill are not available with it.
+   *
+   * Why it matters: activations are rounded to int8 per 32 values before each product, so two correct engines
+   * whose sums differ in the last bit round some activations differently and disagree at near-ties (on the default
+   * model, about 4% of teacher-forced positions).
+   */
+  numerics?: 'seedinfer' | 'llamacpp';
 }
 
 /**

@@ -21,6 +21,7 @@ import type { NativeKvCacheOptions } from './native.js';
 
 const DEFAULT_CONTEXT = 4096;
 const WEIGHT_FORMATS: readonly string[] = ['f32', 'f16', 'q8_0', 'q4_0', 'q4_1'];
+const NUMERICS: readonly string[] = ['seedinfer', 'llamacpp'];
 const KV_DTYPES: readonly string[] = ['f32', 'f16', 'int8'];
 
 function kvCacheOptions(options: KvCacheOptions | undefined): NativeKvCacheOptions | undefined {
@@ -87,8 +88,12 @@ export class Model {
       if (weights !== undefined && !WEIGHT_FORMATS.includes(weights)) {
         throw new SeedinferError('INVALID_OPTION', `option weights must be one of ${WEIGHT_FORMATS.join(', ')}, got ${JSON.stringify(weights)}`);
       }
+      const numerics = options.numerics;
+      if (numerics !== undefined && !NUMERICS.includes(numerics)) {
+        throw new SeedinferError('INVALID_OPTION', `option numerics must be one of ${NUMERICS.join(', ')}, got ${JSON.stringify(numerics)}`);
+      }
       const kvCache = kvCacheOptions(options.kvCache);
-      const inner = await native().loadModel(source, { threads: options.threads, weights, kvCache });
+      const inner = await native().loadModel(source, { threads: options.threads, weights, kvCache, numerics });
       return new Model(inner);
     } catch (error) {
       throw toSeedinferError(error);

@@ -168,7 +168,7 @@ export interface NativeKvCacheOptions {
 export type NativeCacheStats = CacheStats;
 
 export interface NativeBinding {
-  loadModel(path: string, options: { threads?: number; weights?: string; kvCache?: NativeKvCacheOptions }): Promise<NativeModel>;
+  loadModel(path: string, options: { threads?: number; weights?: string; kvCache?: NativeKvCacheOptions; numerics?: string }): Promise<NativeModel>;
   NativeAbortFlag: new () => NativeAbortFlag;
   quantizeModel(
     source: string,

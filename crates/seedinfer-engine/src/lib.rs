@@ -3,6 +3,7 @@
 pub mod config;
 pub mod error;
 pub mod forward;
+pub mod forward_llamacpp;
 pub mod kv_cache;
 pub mod kv_pool;
 pub mod model;
@@ -17,7 +18,7 @@ pub mod weights;
 pub use config::{LlamaConfig, RopeStyle};
 pub use error::{EngineError, Result};
 pub use kv_pool::{CacheStats, KvCacheOptions, KvDtype, KvPool};
-pub use model::{LoadOptions, Model, ModelInfo};
+pub use model::{LoadOptions, Model, ModelInfo, Numerics};
 pub use perplexity::{Perplexity, WindowScore};
 pub use quantize::{quantize_model, QuantFormat, QuantizeProgress, QuantizeReport};
 pub use sampler::SamplingParams;

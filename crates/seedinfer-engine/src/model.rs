@@ -17,6 +17,29 @@ pub struct LoadOptions {
     pub weights: Option<WeightFormat>,
     /// The KV-cache pool: dtype, block size, byte budget.
     pub kv_cache: KvCacheOptions,
+    /// Whose arithmetic the forward pass follows.
+    pub numerics: Numerics,
+}
+
+/// Whose arithmetic the forward pass follows.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Numerics {
+    /// seedinfer's kernels: the fastest order of operations.
+    #[default]
+    Seedinfer,
+    /// llama.cpp's order of operations (`crate::forward_llamacpp`), for checking against llama.cpp: the same
+    /// logits bit for bit on Q4_1 GGUF models, several times slower.
+    LlamaCpp,
+}
+
+impl Numerics {
+    pub fn parse(name: &str) -> Option<Self> {
+        match name {
+            "seedinfer" => Some(Self::Seedinfer),
+            "llamacpp" => Some(Self::LlamaCpp),
+            _ => None,
+        }
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -45,6 +68,7 @@ pub struct Model {
     /// Identifies the model a saved session belongs to: architecture, shapes and a sample of the weights.
     pub fingerprint: [u8; 32],
     pub kv_pool: KvPool,
+    pub numerics: Numerics,
     pool: rayon::ThreadPool,
 }
 
@@ -188,6 +212,9 @@ impl Model {
             )));
         }
         let kv_pool = kv_pool(&config, &options.kv_cache)?;
+        if options.numerics == Numerics::LlamaCpp {
+            crate::forward_llamacpp::check_supported(&weights, options.kv_cache.dtype)?;
+        }
         let info = ModelInfo {
             architecture: config.architecture.clone(),
             path: path.to_path_buf(),
@@ -209,8 +236,49 @@ impl Model {
             tokenizer,
             info,
             kv_pool,
+            numerics: options.numerics,
             pool,
         })
+    }
+
+    /// Runs `tokens` through the model at positions `cache.len()..` with this model's [`Numerics`] (on the
+    /// caller's thread: wrap it in [`Model::install`]). With llama.cpp's, at most `LLAMACPP_BATCH` tokens.
+    pub(crate) fn forward<C: crate::kv_cache::KvStore>(
+        &self,
+        tokens: &[u32],
+        cache: &mut C,
+        scratch: &mut crate::forward::Scratch,
+        logits: &mut Vec<f32>,
+        logits_for: crate::forward::LogitsFor,
+    ) {
+        match self.numerics {
+            Numerics::Seedinfer => crate::forward::forward(
+                &self.config,
+                &self.weights,
+                tokens,
+                cache,
+                scratch,
+                logits,
+                logits_for,
+            ),
+            Numerics::LlamaCpp => crate::forward_llamacpp::forward_llamacpp(
+                &self.config,
+                &self.weights,
+                tokens,
+                cache,
+                logits,
+                logits_for,
+            ),
+        }
+    }
+
+    /// Tokens per forward pass of a prompt: llama.cpp's micro-batch with its arithmetic (a pass of one token takes
+    /// other dot products there), else `default`.
+    pub(crate) fn prefill_chunk(&self, default: usize) -> usize {
+        match self.numerics {
+            Numerics::Seedinfer => default,
+            Numerics::LlamaCpp => crate::forward_llamacpp::LLAMACPP_BATCH,
+        }
     }
 
     /// Runs `work` on this model's thread pool.

@@ -7,7 +7,7 @@
 //! position, so memory stays bounded by one chunk's logits and one window's keys and values.
 
 use crate::error::{EngineError, Result};
-use crate::forward::{forward, LogitsFor, Scratch};
+use crate::forward::{LogitsFor, Scratch};
 use crate::kv_cache::PagedKv;
 use crate::model::Model;
 use rayon::prelude::*;
@@ -104,22 +104,16 @@ impl Model {
             let mut cache = PagedKv::new(self.kv_pool.clone(), window);
             cache.reserve(span.len())?;
             let first_scored = out.token_nll.len();
-            for (c, chunk) in span.chunks(CHUNK).enumerate() {
+            let chunk_len = self.prefill_chunk(CHUNK);
+            for (c, chunk) in span.chunks(chunk_len).enumerate() {
                 if abort.load(Ordering::Relaxed) {
                     return Ok(None);
                 }
-                // Row r of this chunk predicts span[c * CHUNK + r + 1]; the window's last row predicts nothing.
-                let targets = &span[c * CHUNK + 1..(c * CHUNK + 1 + chunk.len()).min(span.len())];
+                // Row r of this chunk predicts span[c * chunk_len + r + 1]; the window's last row predicts nothing.
+                let targets =
+                    &span[c * chunk_len + 1..(c * chunk_len + 1 + chunk.len()).min(span.len())];
                 let scored: Vec<f64> = self.install(|| {
-                    forward(
-                        &self.config,
-                        &self.weights,
-                        chunk,
-                        &mut cache,
-                        &mut scratch,
-                        &mut logits,
-                        LogitsFor::All,
-                    );
+                    self.forward(chunk, &mut cache, &mut scratch, &mut logits, LogitsFor::All);
                     logits
                         .par_chunks(vocab_size)
                         .zip(targets)

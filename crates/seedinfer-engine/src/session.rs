@@ -2,9 +2,9 @@
 //! end-of-generation tokens and cancellation.
 
 use crate::error::{EngineError, Result};
-use crate::forward::{forward, LogitsFor, Scratch};
+use crate::forward::{LogitsFor, Scratch};
 use crate::kv_cache::{KvStore, PagedKv};
-use crate::model::Model;
+use crate::model::{Model, Numerics};
 use crate::sampler::{Sampler, SamplingParams};
 use crate::token_pruning::{forward_pruned, PassReport, PrefillStrategy, PrunedPositions};
 use seedinfer_tokenizer::StreamDecoder;
@@ -256,6 +256,12 @@ impl Session {
         // Generation reads the last position's logits straight from this buffer, so no copy is made for it.
         let mut logits = self.last_logits.take().unwrap_or_default();
         let layers = model.config.layers;
+        if *strategy != PrefillStrategy::Dense && model.numerics != Numerics::Seedinfer {
+            return Err(EngineError::InvalidOption(
+                "token pruning and sparse prefill are not available with numerics 'llamacpp'"
+                    .into(),
+            ));
+        }
         if (self.pruned.is_some() || *strategy != PrefillStrategy::Dense) && !tokens.is_empty() {
             let len = self.cache.len();
             let pruned = self
@@ -302,23 +308,13 @@ impl Session {
             layer_tokens: vec![0; layers],
             ..Default::default()
         };
-        for chunk in tokens.chunks(PREFILL_CHUNK) {
+        for chunk in tokens.chunks(model.prefill_chunk(PREFILL_CHUNK)) {
             if abort.load(Ordering::Relaxed) {
                 completed = false;
                 break;
             }
             let (cache, scratch) = (&mut self.cache, &mut self.scratch);
-            model.install(|| {
-                forward(
-                    &model.config,
-                    &model.weights,
-                    chunk,
-                    cache,
-                    scratch,
-                    &mut logits,
-                    logits_for,
-                )
-            });
+            model.install(|| model.forward(chunk, cache, scratch, &mut logits, logits_for));
             self.tokens.extend_from_slice(chunk);
             self.pending = None;
             report

@@ -6,6 +6,7 @@ pub mod attention;
 mod attention_avx2;
 mod avx2_reduce;
 pub mod dense_f32;
+pub mod ggml_arithmetic;
 pub mod half_weights;
 pub mod isa;
 pub mod limits;

@@ -297,6 +297,59 @@ impl QuantizedMatrix {
         self.matmul_with(x, tokens, out, true)
     }
 
+    /// The product llama.cpp computes for these weights (`ggml_vec_dot_q4_1_q8_1` or `ggml_vec_dot_q8_0_q8_0` for
+    /// every row and token, see [`crate::ggml_arithmetic`]): `out[t][r]`. Slower than [`QuantizedMatrix::matmul`],
+    /// and the same bits as llama.cpp's rather than ours. `false` (and nothing written) for Q4_0, which llama.cpp
+    /// repacks and multiplies in another order.
+    pub fn matmul_ggml(&self, x: &[Q8Block], tokens: usize, out: &mut [f32]) -> bool {
+        if matches!(self.blocks, QuantizedBlocks::Q4_0(_)) {
+            return false;
+        }
+        let n = self.blocks_per_row();
+        assert!(x.len() >= tokens * n && out.len() >= tokens * self.rows);
+        let rows = |x: &[Q8Block], out: &mut [f32], first: usize| {
+            #[cfg(target_arch = "x86_64")]
+            if detected() >= Isa::Avx2 {
+                // SAFETY: `detected` only reports instruction sets this machine has.
+                return unsafe { self.ggml_rows_avx2(x, out, first) };
+            }
+            self.ggml_rows(x, out, first)
+        };
+        if tokens == 1 {
+            out[..self.rows]
+                .par_chunks_mut(64)
+                .enumerate()
+                .for_each(|(i, out)| rows(&x[..n], out, 64 * i));
+        } else {
+            out[..tokens * self.rows]
+                .par_chunks_mut(self.rows)
+                .zip(x.par_chunks(n))
+                .for_each(|(out, x)| rows(x, out, 0));
+        }
+        true
+    }
+
+    /// [`QuantizedMatrix::ggml_rows`] compiled for AVX2 + FMA: the same operations, so the same bits.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn ggml_rows_avx2(&self, x: &[Q8Block], out: &mut [f32], first: usize) {
+        self.ggml_rows(x, out, first)
+    }
+
+    /// `out[i] = dot(row first + i, x)` in llama.cpp's order (the scalar reference of the AVX2 build).
+    #[inline(always)]
+    fn ggml_rows(&self, x: &[Q8Block], out: &mut [f32], first: usize) {
+        use crate::ggml_arithmetic::{dot_q4_1, dot_q8_0};
+        let n = self.blocks_per_row();
+        for (i, o) in out.iter_mut().enumerate() {
+            *o = match &self.blocks {
+                QuantizedBlocks::Q4_1(q) => dot_q4_1(row_blocks(q, n, first + i), x),
+                QuantizedBlocks::Q8_0(q) => dot_q8_0(row_blocks(q, n, first + i), x),
+                QuantizedBlocks::Q4_0(_) => unreachable!("matmul_ggml turns Q4_0 away"),
+            };
+        }
+    }
+
     fn matmul_with(&self, x: &[Q8Block], tokens: usize, out: &mut [f32], scalar: bool) {
         Self::products_with([self], x, tokens, [out], scalar, None)
     }

@@ -4,7 +4,9 @@ use crate::error::{coded, guarded};
 use crate::session::NativeSession;
 use napi::bindgen_prelude::*;
 use napi_derive::napi;
-use seedinfer_engine::{KvCacheOptions, KvDtype, LoadOptions, Model, Session, WeightFormat};
+use seedinfer_engine::{
+    KvCacheOptions, KvDtype, LoadOptions, Model, Numerics, Session, WeightFormat,
+};
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -16,6 +18,8 @@ pub struct NativeLoadOptions {
     /// `f32`, `f16`, `q8_0`, `q4_0` or `q4_1`: convert every weight matrix at load; omitted keeps the file's formats.
     pub weights: Option<String>,
     pub kv_cache: Option<NativeKvCacheOptions>,
+    /// `seedinfer` (default) or `llamacpp`: whose order of arithmetic the forward pass follows.
+    pub numerics: Option<String>,
 }
 
 /// The model's KV-cache pool.
@@ -155,12 +159,22 @@ pub fn load_model(path: String, options: NativeLoadOptions) -> Result<AsyncTask<
             )
         })?),
     };
+    let numerics = match options.numerics.as_deref() {
+        None => Numerics::default(),
+        Some(name) => Numerics::parse(name).ok_or_else(|| {
+            coded(
+                "INVALID_OPTION",
+                &format!("numerics must be 'seedinfer' or 'llamacpp', got '{name}'"),
+            )
+        })?,
+    };
     Ok(AsyncTask::new(LoadModelTask {
         path: PathBuf::from(path),
         options: LoadOptions {
             threads: options.threads.map(|t| t as usize),
             weights,
             kv_cache: kv_cache_options(options.kv_cache)?,
+            numerics,
         },
     }))
 }
