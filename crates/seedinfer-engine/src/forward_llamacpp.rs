@@ -158,12 +158,18 @@ pub fn forward_llamacpp<C: KvStore>(
                 RopeStyle::Interleaved => (2 * i, 2 * i + 1),
                 RopeStyle::Half => (i, i + hd / 2),
             };
-            for head in q[t * heads * hd..(t + 1) * heads * hd].chunks_mut(hd) {
-                ggml::rotate(head, &angles, pairs);
-            }
-            for head in k[t * kv_heads * hd..(t + 1) * kv_heads * hd].chunks_mut(hd) {
-                ggml::rotate(head, &angles, pairs);
-            }
+            ggml::rotate_heads(
+                &mut q[t * heads * hd..(t + 1) * heads * hd],
+                hd,
+                &angles,
+                &pairs,
+            );
+            ggml::rotate_heads(
+                &mut k[t * kv_heads * hd..(t + 1) * kv_heads * hd],
+                hd,
+                &angles,
+                &pairs,
+            );
         }
         cache.write(l, Positions::From(start), &k, &v);
         let positions = start + n;

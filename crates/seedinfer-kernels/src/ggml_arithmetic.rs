@@ -64,6 +64,24 @@ pub fn expf(x: f32) -> f32 {
 
 /// `ggml_vec_swiglu_f32`: `gate[i] = silu(gate[i]) · up[i]` with `ggml_v_silu(x) = x / (1 + expf(0 - x))`.
 pub fn silu_times(gate: &mut [f32], up: &[f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if crate::isa::detected() >= crate::Isa::Avx2 {
+        // SAFETY: `detected` only reports instruction sets this machine has.
+        return unsafe { silu_times_avx2(gate, up) };
+    }
+    silu_times_scalar(gate, up)
+}
+
+/// [`silu_times`] compiled for AVX2 + FMA: the same operations, so the same bits.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn silu_times_avx2(gate: &mut [f32], up: &[f32]) {
+    silu_times_scalar(gate, up)
+}
+
+/// The scalar reference of [`silu_times`].
+#[inline(always)]
+pub fn silu_times_scalar(gate: &mut [f32], up: &[f32]) {
     for (g, u) in gate.iter_mut().zip(up) {
         *g = *g / (1.0 + expf(0.0 - *g)) * u;
     }
@@ -97,13 +115,45 @@ pub fn rope_angles(position: usize, base: f32, dims: usize, out: &mut Vec<(f32, 
 }
 
 /// `rotate_pairs` as the haswell build compiles it: `x0·cos − x1·sin` and `x0·sin + x1·cos`, each with its first
-/// product fused into the addition. Pair `i` is elements `(a, b) = pairs(i)` of every head of `row`.
+/// product fused into the addition. Pair `i` is elements `(a, b) = pairs(i)` of `head`.
+#[inline(always)]
 pub fn rotate(head: &mut [f32], angles: &[(f32, f32)], pairs: impl Fn(usize) -> (usize, usize)) {
     for (i, &(cos, sin)) in angles.iter().enumerate() {
         let (a, b) = pairs(i);
         let (x0, x1) = (head[a], head[b]);
         head[a] = x0.mul_add(cos, -(x1 * sin));
         head[b] = x0.mul_add(sin, x1 * cos);
+    }
+}
+
+/// [`rotate`] for every head (`head_dim` elements each) of `row`, compiled for AVX2 + FMA when the CPU has them.
+pub fn rotate_heads(
+    row: &mut [f32],
+    head_dim: usize,
+    angles: &[(f32, f32)],
+    pairs: &dyn Fn(usize) -> (usize, usize),
+) {
+    #[cfg(target_arch = "x86_64")]
+    if crate::isa::detected() >= crate::Isa::Avx2 {
+        // SAFETY: `detected` only reports instruction sets this machine has.
+        return unsafe { rotate_heads_avx2(row, head_dim, angles, pairs) };
+    }
+    for head in row.chunks_mut(head_dim) {
+        rotate(head, angles, pairs);
+    }
+}
+
+/// [`rotate_heads`] compiled for AVX2 + FMA: the same operations, so the same bits.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn rotate_heads_avx2(
+    row: &mut [f32],
+    head_dim: usize,
+    angles: &[(f32, f32)],
+    pairs: &dyn Fn(usize) -> (usize, usize),
+) {
+    for head in row.chunks_mut(head_dim) {
+        rotate(head, angles, pairs);
     }
 }
 
@@ -154,6 +204,7 @@ pub fn dot_f16_single(a: &[f32], b: &[f32], len: usize) -> f32 {
 /// scale`, `max`, then `ggml_vec_soft_max_f32`: `e = expf(w − max)` eight at a time, each group's
 /// [`hsum_lanes`] added to an f64 sum, and `p = e · (f32)(1 / sum)`. Masked positions give `expf(-inf) = 0` in
 /// ggml: they add nothing to the sum and are not computed here.
+#[inline(always)]
 pub fn soft_max(scores: &mut [f32], visible: usize, scale: f32) {
     let row = &mut scores[..visible];
     for s in row.iter_mut() {
@@ -175,27 +226,66 @@ pub fn soft_max(scores: &mut [f32], visible: usize, scale: f32) {
     }
 }
 
+/// One weight row's blocks as the dot products read them, scales widened to f32 once (exactly).
+#[derive(Default)]
+pub struct WeightRow {
+    /// Per block: the scale `d`.
+    pub d: Vec<f32>,
+    /// Per block: Q4_1's minimum `m` (empty for Q8_0).
+    pub m: Vec<f32>,
+    /// Per block: the 32 weights as ggml's AVX2 code unpacks them: Q4_1 nibbles `0..16` then `16..32` (each
+    /// `0..=15`), or Q8_0's int8 values as `u8` bit patterns.
+    pub qs: Vec<[u8; 32]>,
+}
+
+impl WeightRow {
+    pub fn set_q4_1(&mut self, blocks: impl Iterator<Item = BlockQ4_1>) {
+        self.clear();
+        for b in blocks {
+            self.d.push(b.d.to_f32());
+            self.m.push(b.m.to_f32());
+            self.qs.push(std::array::from_fn(|e| {
+                let byte = b.qs[e % 16];
+                if e < 16 {
+                    byte & 0x0f
+                } else {
+                    byte >> 4
+                }
+            }));
+        }
+    }
+
+    pub fn set_q8_0(&mut self, blocks: impl Iterator<Item = BlockQ8_0>) {
+        self.clear();
+        for b in blocks {
+            self.d.push(b.d.to_f32());
+            self.qs.push(b.qs.map(|q| q as u8));
+        }
+    }
+
+    fn clear(&mut self) {
+        self.d.clear();
+        self.m.clear();
+        self.qs.clear();
+    }
+}
+
 /// The eight lane sums of one block: lane `l` holds the products of elements `4l..4l + 4` (ggml's
 /// `maddubs` + `madd`), exactly, as integers.
 #[inline(always)]
-fn lane_sums(w: &[i32; 32], x: &[i8; 32]) -> [f32; LANES] {
-    std::array::from_fn(|l| (4 * l..4 * l + 4).map(|e| w[e] * x[e] as i32).sum::<i32>() as f32)
+fn lane_sums(w: impl Fn(usize) -> i32, x: &[i8; 32]) -> [f32; LANES] {
+    std::array::from_fn(|l| (4 * l..4 * l + 4).map(|e| w(e) * x[e] as i32).sum::<i32>() as f32)
 }
 
-/// `ggml_vec_dot_q4_1_q8_1` (AVX2): per block `acc[l] = fma(d_w · d_x, lane_l, acc[l])` and `summs += m · s`
-/// (fused), then `hsum_lanes(acc) + summs`.
-#[inline(always)]
-pub fn dot_q4_1(w: impl Iterator<Item = BlockQ4_1>, x: &[Q8Block]) -> f32 {
+/// `ggml_vec_dot_q4_1_q8_1` (AVX2): per block `acc[l] = fma(d_w · d_x, lane_l, acc[l])` and `summs = fma(m, s,
+/// summs)`, then `hsum_lanes(acc) + summs`. The scalar reference of [`dot_q4_1_avx2`].
+pub fn dot_q4_1(w: &WeightRow, x: &[Q8Block]) -> f32 {
     let mut acc = [0.0f32; LANES];
     let mut summs = 0.0f32;
-    for (b, y) in w.zip(x) {
-        summs = b.m.to_f32().mul_add(y.s, summs);
-        let d = b.d.to_f32() * y.d;
-        let q: [i32; 32] = std::array::from_fn(|e| {
-            let byte = b.qs[e % 16];
-            (if e < 16 { byte & 0x0f } else { byte >> 4 }) as i32
-        });
-        let lanes = lane_sums(&q, &y.qs);
+    for (((d, m), q), y) in w.d.iter().zip(&w.m).zip(&w.qs).zip(x) {
+        summs = m.mul_add(y.s, summs);
+        let d = d * y.d;
+        let lanes = lane_sums(|e| q[e] as i32, &y.qs);
         for l in 0..LANES {
             acc[l] = d.mul_add(lanes[l], acc[l]);
         }
@@ -203,19 +293,63 @@ pub fn dot_q4_1(w: impl Iterator<Item = BlockQ4_1>, x: &[Q8Block]) -> f32 {
     hsum_lanes(acc) + summs
 }
 
-/// `ggml_vec_dot_q8_0_q8_0` (AVX2): per block `acc[l] = fma(d_w · d_x, lane_l, acc[l])`, then `hsum_lanes`.
-#[inline(always)]
-pub fn dot_q8_0(w: impl Iterator<Item = BlockQ8_0>, x: &[Q8Block]) -> f32 {
+/// `ggml_vec_dot_q8_0_q8_0` (AVX2): per block `acc[l] = fma(d_w · d_x, lane_l, acc[l])`, then `hsum_lanes`. The
+/// scalar reference of [`dot_q8_0_avx2`].
+pub fn dot_q8_0(w: &WeightRow, x: &[Q8Block]) -> f32 {
     let mut acc = [0.0f32; LANES];
-    for (b, y) in w.zip(x) {
-        let d = b.d.to_f32() * y.d;
-        let q: [i32; 32] = std::array::from_fn(|e| b.qs[e] as i32);
-        let lanes = lane_sums(&q, &y.qs);
+    for ((d, q), y) in w.d.iter().zip(&w.qs).zip(x) {
+        let d = d * y.d;
+        let lanes = lane_sums(|e| q[e] as i8 as i32, &y.qs);
         for l in 0..LANES {
             acc[l] = d.mul_add(lanes[l], acc[l]);
         }
     }
     hsum_lanes(acc)
+}
+
+/// [`dot_q4_1`] with ggml's instructions: `maddubs` (unsigned nibbles × signed activations), `madd` with ones,
+/// convert, `fmadd`.
+///
+/// # Safety
+/// The CPU must have AVX2 and FMA.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+pub unsafe fn dot_q4_1_avx2(w: &WeightRow, x: &[Q8Block]) -> f32 {
+    use std::arch::x86_64::*;
+    let ones = _mm256_set1_epi16(1);
+    let mut acc = _mm256_setzero_ps();
+    let mut summs = 0.0f32;
+    for (((d, m), q), y) in w.d.iter().zip(&w.m).zip(&w.qs).zip(x) {
+        summs = m.mul_add(y.s, summs);
+        let d = _mm256_set1_ps(d * y.d);
+        let qx = _mm256_loadu_si256(q.as_ptr().cast());
+        let qy = _mm256_loadu_si256(y.qs.as_ptr().cast());
+        let xy = _mm256_cvtepi32_ps(_mm256_madd_epi16(_mm256_maddubs_epi16(qx, qy), ones));
+        acc = _mm256_fmadd_ps(d, xy, acc);
+    }
+    crate::avx2_reduce::horizontal_sum(acc) + summs
+}
+
+/// [`dot_q8_0`] with ggml's instructions: `maddubs` of `|w|` and `y` with `w`'s sign, `madd` with ones,
+/// convert, `fmadd`.
+///
+/// # Safety
+/// The CPU must have AVX2 and FMA.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+pub unsafe fn dot_q8_0_avx2(w: &WeightRow, x: &[Q8Block]) -> f32 {
+    use std::arch::x86_64::*;
+    let ones = _mm256_set1_epi16(1);
+    let mut acc = _mm256_setzero_ps();
+    for ((d, q), y) in w.d.iter().zip(&w.qs).zip(x) {
+        let d = _mm256_set1_ps(d * y.d);
+        let qx = _mm256_loadu_si256(q.as_ptr().cast());
+        let qy = _mm256_loadu_si256(y.qs.as_ptr().cast());
+        let products = _mm256_maddubs_epi16(_mm256_sign_epi8(qx, qx), _mm256_sign_epi8(qy, qx));
+        let xy = _mm256_cvtepi32_ps(_mm256_madd_epi16(products, ones));
+        acc = _mm256_fmadd_ps(d, xy, acc);
+    }
+    crate::avx2_reduce::horizontal_sum(acc)
 }
 
 /// Which of ggml's f16 dot products attention uses: tinyBLAS when the batch has two or more tokens,
@@ -316,14 +450,14 @@ pub fn attend_scalar(
 ) {
     let head_dim = q.len();
     scores.clear();
-    scores.extend(
-        keys[..visible * head_dim]
-            .chunks_exact(head_dim)
-            .map(|k| match dots {
-                AttentionDots::Batched => dot_f16_batched(k, q),
-                AttentionDots::Single { .. } => dot_f16_single(k, q, head_dim),
-            }),
-    );
+    scores.resize(visible, 0.0);
+    for (j, score) in scores.iter_mut().enumerate() {
+        let k = &keys[j * head_dim..(j + 1) * head_dim];
+        *score = match dots {
+            AttentionDots::Batched => dot_f16_batched(k, q),
+            AttentionDots::Single { .. } => dot_f16_single(k, q, head_dim),
+        };
+    }
     soft_max(scores, visible, scale);
     for p in scores.iter_mut() {
         *p = round_to_f16(*p);

@@ -5,6 +5,7 @@
 //! The scalar kernels here are the reference; `quantized_avx2` holds the SIMD twins, picked at run time.
 
 use crate::activation::silu_times;
+use crate::ggml_arithmetic::{self, WeightRow};
 use crate::isa::{detected, Isa};
 use crate::row_blocks::ProductOut;
 use crate::row_quads::{interleave, row_blocks, QuadQ4_0, QuadQ4_1, QuadQ8_0, QUAD};
@@ -302,52 +303,74 @@ impl QuantizedMatrix {
     /// and the same bits as llama.cpp's rather than ours. `false` (and nothing written) for Q4_0, which llama.cpp
     /// repacks and multiplies in another order.
     pub fn matmul_ggml(&self, x: &[Q8Block], tokens: usize, out: &mut [f32]) -> bool {
+        self.matmul_ggml_with(x, tokens, out, detected() < Isa::Avx2)
+    }
+
+    /// [`QuantizedMatrix::matmul_ggml`] with the scalar reference dot products.
+    pub fn matmul_ggml_scalar(&self, x: &[Q8Block], tokens: usize, out: &mut [f32]) -> bool {
+        self.matmul_ggml_with(x, tokens, out, true)
+    }
+
+    fn matmul_ggml_with(
+        &self,
+        x: &[Q8Block],
+        tokens: usize,
+        out: &mut [f32],
+        scalar: bool,
+    ) -> bool {
         if matches!(self.blocks, QuantizedBlocks::Q4_0(_)) {
             return false;
         }
         let n = self.blocks_per_row();
         assert!(x.len() >= tokens * n && out.len() >= tokens * self.rows);
-        let rows = |x: &[Q8Block], out: &mut [f32], first: usize| {
-            #[cfg(target_arch = "x86_64")]
-            if detected() >= Isa::Avx2 {
-                // SAFETY: `detected` only reports instruction sets this machine has.
-                return unsafe { self.ggml_rows_avx2(x, out, first) };
+        let task_rows = if tokens == 1 { 64 } else { 8 };
+        // Each task: its rows times every token, `[row][token]`; scattered into `out` below.
+        let parts: Vec<Vec<f32>> = (0..self.rows.div_ceil(task_rows))
+            .into_par_iter()
+            .map_init(WeightRow::default, |row, task| {
+                let first = task * task_rows;
+                let count = task_rows.min(self.rows - first);
+                let mut part = Vec::with_capacity(count * tokens);
+                for r in first..first + count {
+                    let dot: fn(&WeightRow, &[Q8Block]) -> f32 = match &self.blocks {
+                        QuantizedBlocks::Q4_1(q) => {
+                            row.set_q4_1(row_blocks(q, n, r));
+                            ggml_arithmetic::dot_q4_1
+                        }
+                        QuantizedBlocks::Q8_0(q) => {
+                            row.set_q8_0(row_blocks(q, n, r));
+                            ggml_arithmetic::dot_q8_0
+                        }
+                        QuantizedBlocks::Q4_0(_) => return part,
+                    };
+                    part.extend(x[..tokens * n].chunks_exact(n).map(|x| {
+                        #[cfg(target_arch = "x86_64")]
+                        if !scalar {
+                            // SAFETY: `matmul_ggml` passes `scalar = false` only when the CPU has AVX2 and FMA.
+                            return unsafe {
+                                match self.blocks {
+                                    QuantizedBlocks::Q8_0(_) => {
+                                        ggml_arithmetic::dot_q8_0_avx2(row, x)
+                                    }
+                                    _ => ggml_arithmetic::dot_q4_1_avx2(row, x),
+                                }
+                            };
+                        }
+                        dot(row, x)
+                    }));
+                }
+                part
+            })
+            .collect();
+        for (task, part) in parts.iter().enumerate() {
+            for (i, row) in part.chunks_exact(tokens).enumerate() {
+                let r = task * task_rows + i;
+                for (t, &v) in row.iter().enumerate() {
+                    out[t * self.rows + r] = v;
+                }
             }
-            self.ggml_rows(x, out, first)
-        };
-        if tokens == 1 {
-            out[..self.rows]
-                .par_chunks_mut(64)
-                .enumerate()
-                .for_each(|(i, out)| rows(&x[..n], out, 64 * i));
-        } else {
-            out[..tokens * self.rows]
-                .par_chunks_mut(self.rows)
-                .zip(x.par_chunks(n))
-                .for_each(|(out, x)| rows(x, out, 0));
         }
         true
-    }
-
-    /// [`QuantizedMatrix::ggml_rows`] compiled for AVX2 + FMA: the same operations, so the same bits.
-    #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "avx2,fma")]
-    unsafe fn ggml_rows_avx2(&self, x: &[Q8Block], out: &mut [f32], first: usize) {
-        self.ggml_rows(x, out, first)
-    }
-
-    /// `out[i] = dot(row first + i, x)` in llama.cpp's order (the scalar reference of the AVX2 build).
-    #[inline(always)]
-    fn ggml_rows(&self, x: &[Q8Block], out: &mut [f32], first: usize) {
-        use crate::ggml_arithmetic::{dot_q4_1, dot_q8_0};
-        let n = self.blocks_per_row();
-        for (i, o) in out.iter_mut().enumerate() {
-            *o = match &self.blocks {
-                QuantizedBlocks::Q4_1(q) => dot_q4_1(row_blocks(q, n, first + i), x),
-                QuantizedBlocks::Q8_0(q) => dot_q8_0(row_blocks(q, n, first + i), x),
-                QuantizedBlocks::Q4_0(_) => unreachable!("matmul_ggml turns Q4_0 away"),
-            };
-        }
     }
 
     fn matmul_with(&self, x: &[Q8Block], tokens: usize, out: &mut [f32], scalar: bool) {
@@ -500,6 +523,43 @@ mod tests {
             m.dequantize_row(r, &mut dequantized[r * cols..(r + 1) * cols]);
         }
         (m, dequantized)
+    }
+
+    #[test]
+    fn ggml_product_is_the_same_with_avx2_and_scalar_and_close_to_ours() {
+        for (tensor_type, (rows, cols, tokens)) in [TensorType::Q4_1, TensorType::Q8_0]
+            .into_iter()
+            .flat_map(|t| [(t, (37, 96, 1)), (t, (13, 1536, 7))])
+        {
+            let (m, _) = matrix(tensor_type, rows, cols);
+            let x = values(tokens * cols, 9);
+            let mut q = Vec::new();
+            quantize_activations(&x, &mut q);
+            let (mut ggml, mut scalar, mut ours) = (
+                vec![0.0; tokens * rows],
+                vec![0.0; tokens * rows],
+                vec![0.0; tokens * rows],
+            );
+            assert!(m.matmul_ggml(&q, tokens, &mut ggml));
+            assert!(m.matmul_ggml_scalar(&q, tokens, &mut scalar));
+            m.matmul(&q, tokens, &mut ours);
+            assert_eq!(
+                ggml.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+                scalar.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+                "{tensor_type:?}"
+            );
+            for (a, b) in ggml.iter().zip(&ours) {
+                assert!(
+                    (a - b).abs() <= 1e-4 * (1.0 + b.abs()),
+                    "{tensor_type:?}: {a} vs {b}"
+                );
+            }
+        }
+        let (m, _) = matrix(TensorType::Q4_0, 4, 32);
+        assert!(
+            !m.matmul_ggml(&[Q8Block::default()], 1, &mut [0.0; 4]),
+            "llama.cpp repacks Q4_0"
+        );
     }
 
     #[test]
