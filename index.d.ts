@@ -146,6 +146,8 @@ export interface ModelInfo {
   /** KV-cache bytes per token of context in the chosen `kvCache.dtype` (all layers, K and V, int8 scales included). */
   kvBytesPerToken: number;
   threads: number;
+  /** Whose order of arithmetic the forward pass follows: the `numerics` load option. */
+  numerics: 'seedinfer' | 'llamacpp';
 }
 
 export interface ChatMessage {

@@ -379,6 +379,16 @@ test('tokenizer.json missing → a typed tokenizer/not-found code', async (t) =>
   await stillWorks(t);
 });
 
+test("numerics: an unknown value, or 'llamacpp' on a model whose layers are not Q4_1 → INVALID_OPTION", async (t) => {
+  const unknown = await t.throwsAsync(Model.load(validPath, { numerics: 'fast' as never }));
+  t.is((unknown as SeedinferError).code, 'INVALID_OPTION');
+  t.regex(unknown!.message, /seedinfer, llamacpp/);
+  const q8 = await t.throwsAsync(Model.load(validPath, { numerics: 'llamacpp' }));
+  t.is((q8 as SeedinferError).code, 'INVALID_OPTION');
+  t.regex(q8!.message, /Q4_1 GGUF layers/);
+  await stillWorks(t);
+});
+
 test('nonexistent paths → MODEL_NOT_FOUND', async (t) => {
   await expectLoadError(t, 'missing .gguf', path.join(work, 'does-not-exist.gguf'), ['MODEL_NOT_FOUND']);
   await expectLoadError(t, 'missing directory', path.join(work, 'no-such-dir', 'model'), ['MODEL_NOT_FOUND']);

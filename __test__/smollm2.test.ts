@@ -4,7 +4,7 @@
 import test from 'ava';
 import fs from 'node:fs';
 import path from 'node:path';
-import { Model, ensureDefaultModel } from '../src/index.js';
+import { Model, SeedinferError, ensureDefaultModel } from '../src/index.js';
 import { repoRoot } from './helpers/paths.js';
 
 interface TeacherForced {
@@ -49,12 +49,28 @@ test('tokenizer matches llama.cpp on every reference string, with and without sp
   }
 });
 
-// Why not an exact match: llama.cpp and seedinfer both multiply Q4_1 weights with activations rounded to int8 per
-// 32 values, and that rounding turns float differences of the last bit into whole quantisation steps. On this
-// 135M model three correct implementations (llama.cpp, seedinfer, a float64 numpy reference with the same int8
-// rounding) agree pairwise on 95-97% of positions; the disagreements are near-ties. So the test asks for >= 94%
-// overall and >= 99% wherever llama.cpp's top choice leads the second by at least 0.1 in probability.
+// With numerics 'llamacpp' the forward pass follows llama.cpp's CPU arithmetic operation by operation, so its
+// greedy choices are llama.cpp's: the issue asks for >= 98% teacher-forced agreement, and this gives all positions
+// (the logits are bit-identical to llama.cpp's; checked with the prebuilt libraries, see bench/peers/README.md).
+// seedinfer's own arithmetic (the default) rounds activations to int8 like llama.cpp but sums in another order;
+// last-bit differences then move some values across an int8 rounding step, and the two engines part at near-ties
+// on ~4% of positions. Its tests below ask for >= 94% overall and >= 99% where llama.cpp's top choice leads the
+// second by at least 0.1 in probability.
+const llamaCppModelPromise = ensureDefaultModel().then((file) => Model.load(file, { numerics: 'llamacpp' }));
+
 for (const key of ['teacherForced', 'teacherForcedProse'] as const) {
+  test(`numerics 'llamacpp': teacher-forced next-token argmax equals llama.cpp's (${key})`, async (t) => {
+    const model = await llamaCppModelPromise;
+    t.is(model.info.numerics, 'llamacpp');
+    const { tokens, argmax } = reference[key];
+    t.true(tokens.length >= 256);
+    const predicted = await model.createSession({ contextSize: 1024 }).predictNextTokens(tokens);
+    const agreeing = predicted.filter((p, i) => p === argmax[i]).length;
+    t.log(`numerics 'llamacpp': agreement with llama.cpp on ${agreeing} of ${tokens.length} positions`);
+    t.true(agreeing / tokens.length >= 0.98, `${agreeing}/${tokens.length}`);
+    t.deepEqual(predicted, argmax);
+  });
+
   test(`teacher-forced next-token argmax agrees with llama.cpp (${key})`, async (t) => {
     const model = await modelPromise;
     const { tokens, argmax, top2Margin } = reference[key];
@@ -97,6 +113,30 @@ test('greedy continuations: llama.cpp\'s next token is ours at >= 90% of its gre
   if (!chat) return t.fail('fixture lacks the chat_template case');
   const result = await model.createSession().generateText(chat.promptTokens, { temperature: 0, maxTokens: 32 });
   t.deepEqual(result.tokenIds, chat.tokens);
+});
+
+test("numerics 'llamacpp': greedy generation (prompt batch, then one token per step) is llama.cpp's for all 5 prompts", async (t) => {
+  const model = await llamaCppModelPromise;
+  for (const c of reference.greedy.cases) {
+    const result = await model.createSession({ contextSize: 512 }).generateText(c.promptTokens, { temperature: 0, maxTokens: c.tokens.length });
+    t.deepEqual(result.tokenIds, c.tokens, c.name);
+  }
+});
+
+test("numerics 'llamacpp': unsupported settings are typed errors and the model keeps working", async (t) => {
+  const file = await ensureDefaultModel();
+  const int8 = await t.throwsAsync(Model.load(file, { numerics: 'llamacpp', kvCache: { dtype: 'int8' } }));
+  t.is((int8 as SeedinferError).code, 'INVALID_OPTION');
+  t.regex(int8!.message, /f16 KV cache/);
+  const converted = await t.throwsAsync(Model.load(file, { numerics: 'llamacpp', weights: 'q8_0' }));
+  t.is((converted as SeedinferError).code, 'INVALID_OPTION');
+  t.regex(converted!.message, /layer 0 has a Q8_0 matrix/);
+  const model = await llamaCppModelPromise;
+  const session = model.createSession();
+  const pruned = await t.throwsAsync(session.generateText('Once upon a time', { maxTokens: 2, prefill: { strategy: 'lazyllm' } }));
+  t.is((pruned as SeedinferError).code, 'INVALID_OPTION');
+  const result = await session.generateText('Once upon a time', { maxTokens: 2, temperature: 0 });
+  t.is(result.tokenIds.length, 2);
 });
 
 test('chat: "What is the capital of France?" is answered with Paris', async (t) => {

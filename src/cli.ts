@@ -67,6 +67,7 @@ interface ModelOptions {
   kvDtype?: 'f32' | 'f16' | 'int8';
   kvBlockSize?: number;
   kvBudgetMib?: number;
+  numerics?: 'seedinfer' | 'llamacpp';
 }
 
 interface SamplingOptions extends ModelOptions {
@@ -98,7 +99,12 @@ function addModelOptions(command: Command, positionalModel = false): Command {
     .addOption(new Option('--kv-dtype <dtype>', 'KV-cache storage (default: f16)').choices(['f32', 'f16', 'int8']))
     .option('--kv-block-size <n>', 'positions per KV-cache block, a multiple of 8 (default: 32)', intParser(8, 1024))
     .option('--kv-budget-mib <n>', 'KV-cache byte budget in MiB (default: the larger of 1 GiB and two full contexts)', intParser(1))
-    .option('--cache-dir <dir>', 'download cache (default: $SEEDINFER_CACHE or ~/.cache/seedinfer)');
+    .option('--cache-dir <dir>', 'download cache (default: $SEEDINFER_CACHE or ~/.cache/seedinfer)')
+    .addOption(
+      new Option('--numerics <whose>', "whose order of arithmetic: seedinfer's kernels or llama.cpp's, bit for bit (Q4_1 GGUF, slower)")
+        .choices(['seedinfer', 'llamacpp'])
+        .default('seedinfer'),
+    );
 }
 
 function addSamplingOptions(command: Command, defaultTemperature: string): Command {
@@ -142,6 +148,7 @@ async function loadModel(pathOrId: string | undefined, options: ModelOptions): P
       },
       cacheDir: options.cacheDir,
       onProgress: progress,
+      numerics: options.numerics,
     });
   } finally {
     progress.finish();
@@ -427,6 +434,7 @@ function infoRows(info: ModelInfo, kv: CacheStats): [string, string][] {
     ['KV cache', `${kv.dtype}, blocks of ${kv.blockSize} positions (${formatBytes(kv.blockBytes)}), budget ${formatBytes(kv.budgetBytes)}`],
     ['KV bytes per token', `${info.kvBytesPerToken.toLocaleString('en-US')} (${formatBytes(info.kvBytesPerToken)})`],
     ['threads', String(info.threads)],
+    ['numerics', info.numerics],
   ];
 }
 

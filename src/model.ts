@@ -63,6 +63,7 @@ function publicInfo(raw: NativeModelInfo): ModelInfo {
     weightBytes: raw.weightBytes,
     kvBytesPerToken: raw.kvBytesPerToken,
     threads: raw.threads,
+    numerics: raw.numerics as ModelInfo['numerics'],
   };
 }
 

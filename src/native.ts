@@ -88,6 +88,7 @@ export interface NativeModelInfo {
   weightBytes: number;
   kvBytesPerToken: number;
   threads: number;
+  numerics: string;
   bosToken?: string;
   eosToken?: string;
   chatTemplate?: string;

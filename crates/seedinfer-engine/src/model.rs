@@ -33,6 +33,13 @@ pub enum Numerics {
 }
 
 impl Numerics {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Seedinfer => "seedinfer",
+            Self::LlamaCpp => "llamacpp",
+        }
+    }
+
     pub fn parse(name: &str) -> Option<Self> {
         match name {
             "seedinfer" => Some(Self::Seedinfer),

@@ -104,6 +104,8 @@ pub struct NativeModelInfo {
     pub weight_bytes: f64,
     pub kv_bytes_per_token: f64,
     pub threads: u32,
+    /// `seedinfer` or `llamacpp`: whose order of arithmetic the forward pass follows.
+    pub numerics: String,
     pub bos_token: Option<String>,
     pub eos_token: Option<String>,
     pub chat_template: Option<String>,
@@ -217,6 +219,7 @@ impl NativeModel {
             weight_bytes: i.weight_bytes as f64,
             kv_bytes_per_token: i.kv_bytes_per_token as f64,
             threads: i.threads as u32,
+            numerics: m.numerics.name().to_string(),
             bos_token: m.tokenizer.bos_token().map(str::to_string),
             eos_token: m.tokenizer.eos_token().map(str::to_string),
             chat_template: m.tokenizer.chat_template().map(str::to_string),
