@@ -203,7 +203,7 @@ pub fn forward_llamacpp<C: KvStore>(
         quantize_activations(&attn, &mut q8);
         product(&layer.wo, &q8, n, &mut proj);
         for (x, p) in x.iter_mut().zip(&proj) {
-            *x = p + *x;
+            *x += p;
         }
         ggml::rms_norm(&x, &layer.ffn_norm, cfg.rms_norm_eps, &mut normed);
         quantize_activations(&normed, &mut q8);
@@ -213,7 +213,7 @@ pub fn forward_llamacpp<C: KvStore>(
         quantize_activations(&gate, &mut q8);
         product(&layer.w_down, &q8, n, &mut proj);
         for (x, p) in x.iter_mut().zip(&proj) {
-            *x = p + *x;
+            *x += p;
         }
     }
     cache.commit(n);

@@ -29,6 +29,7 @@ fn load_with(
         threads: Some(threads),
         weights,
         kv_cache,
+        ..Default::default()
     };
     Arc::new(Model::load(&stories_dir(), &options).expect("stories260K loads"))
 }

@@ -506,6 +506,82 @@ mod tests {
     }
 
     #[test]
+    fn dispatched_paths_give_the_scalar_bits() {
+        use crate::test_values::values;
+        let (hd, positions) = (64, 300);
+        let keys: Vec<f32> = values(positions * hd, 1)
+            .iter()
+            .map(|&v| round_to_f16(v))
+            .collect();
+        let values_t: Vec<f32> = values(positions * hd, 2)
+            .iter()
+            .map(|&v| round_to_f16(v))
+            .collect();
+        let q: Vec<f32> = values(hd, 3)
+            .iter()
+            .map(|&v| round_to_f16(4.0 * v))
+            .collect();
+        for dots in [
+            AttentionDots::Batched,
+            AttentionDots::Single { padded_len: 512 },
+        ] {
+            for visible in [1, 7, 257, 300] {
+                let (mut a, mut b) = (vec![0.0; hd], vec![0.0; hd]);
+                attend(
+                    &q,
+                    &keys,
+                    &values_t,
+                    positions,
+                    visible,
+                    0.125,
+                    dots,
+                    &mut Vec::new(),
+                    &mut a,
+                );
+                attend_scalar(
+                    &q,
+                    &keys,
+                    &values_t,
+                    positions,
+                    visible,
+                    0.125,
+                    dots,
+                    &mut Vec::new(),
+                    &mut b,
+                );
+                assert_eq!(a.map_bits(), b.map_bits(), "{dots:?} {visible}");
+                assert!(a.iter().all(|v| v.is_finite()));
+            }
+        }
+        let (gate, up) = (values(1536, 4), values(1536, 5));
+        let (mut a, mut b) = (gate.clone(), gate);
+        silu_times(&mut a, &up);
+        silu_times_scalar(&mut b, &up);
+        assert_eq!(a.map_bits(), b.map_bits());
+        let angles = {
+            let mut v = Vec::new();
+            rope_angles(300, 100_000.0, hd, &mut v);
+            v
+        };
+        let (mut a, mut b) = (values(9 * hd, 6), values(9 * hd, 6));
+        rotate_heads(&mut a, hd, &angles, &|i| (2 * i, 2 * i + 1));
+        for head in b.chunks_mut(hd) {
+            rotate(head, &angles, |i| (2 * i, 2 * i + 1));
+        }
+        assert_eq!(a.map_bits(), b.map_bits());
+    }
+
+    trait Bits {
+        fn map_bits(&self) -> Vec<u32>;
+    }
+
+    impl Bits for Vec<f32> {
+        fn map_bits(&self) -> Vec<u32> {
+            self.iter().map(|v| v.to_bits()).collect()
+        }
+    }
+
+    #[test]
     fn soft_max_sums_to_one_and_ignores_masked_positions() {
         let mut row = vec![1.0f32, 2.0, 3.0, 0.5, -1.0, 7.0, 7.0, 99.0, 99.0];
         soft_max(&mut row, 7, 0.5);
