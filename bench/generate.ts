@@ -3,11 +3,13 @@
 //
 //   npm run bench:generate                      # default model, markdown table
 //   npm run bench:generate -- --json --runs 5 --model <path>
+//   npm run bench:generate -- --numerics seedinfer,llamacpp   # also time llama.cpp's arithmetic (numerics option)
 import { Model, ensureDefaultModel } from '../src/index.js';
 import { argument, median } from './cli-args.js';
 
 interface Row {
   engine: string;
+  numerics: 'seedinfer' | 'llamacpp';
   model: string;
   threads: number;
   promptTokens: number;
@@ -20,11 +22,12 @@ interface Row {
 const runs = Number(argument('runs') ?? 5);
 const promptTokens = Number(argument('prompt') ?? 128);
 const decodeTokens = Number(argument('decode') ?? 64);
+const numericsList = (argument('numerics') ?? 'seedinfer').split(',') as Row['numerics'][];
 const modelPath = argument('model') ?? (await ensureDefaultModel());
 const rows: Row[] = [];
-for (const threads of [1, 2]) {
+for (const [numerics, threads] of numericsList.flatMap((n) => [1, 2].map((t) => [n, t] as const))) {
   // Every run computes its whole prompt: no prefix reuse between runs (bench:kv measures that).
-  const model = await Model.load(modelPath, { threads, kvCache: { prefixCaching: false } });
+  const model = await Model.load(modelPath, { threads, kvCache: { prefixCaching: false }, numerics });
   // Ids spread over the vocabulary, skipping the low special tokens.
   const prompt = Array.from({ length: promptTokens }, (_, i) => 100 + ((i * 7919) % (model.info.vocabSize - 100)));
   const once = () =>
@@ -38,6 +41,7 @@ for (const threads of [1, 2]) {
   for (let r = 0; r < runs; r++) timings.push((await once()).timings);
   rows.push({
     engine: 'seedinfer',
+    numerics,
     model: model.info.path.split('/').pop() ?? model.info.path,
     threads,
     promptTokens,
@@ -52,11 +56,11 @@ for (const threads of [1, 2]) {
 if (process.argv.includes('--json')) {
   console.log(JSON.stringify(rows, null, 2));
 } else {
-  console.log(`| threads | prompt | decoded | prefill tok/s | decode tok/s | TTFT ms |`);
-  console.log(`|---:|---:|---:|---:|---:|---:|`);
+  console.log(`| numerics | threads | prompt | decoded | prefill tok/s | decode tok/s | TTFT ms |`);
+  console.log(`|---|---:|---:|---:|---:|---:|---:|`);
   for (const r of rows) {
     console.log(
-      `| ${r.threads} | ${r.promptTokens} | ${r.decodeTokens} | ${r.prefillTokensPerSecond.toFixed(1)} | ${r.decodeTokensPerSecond.toFixed(1)} | ${r.ttftMs.toFixed(0)} |`,
+      `| ${r.numerics} | ${r.threads} | ${r.promptTokens} | ${r.decodeTokens} | ${r.prefillTokensPerSecond.toFixed(1)} | ${r.decodeTokensPerSecond.toFixed(1)} | ${r.ttftMs.toFixed(0)} |`,
     );
   }
   console.log(`\n${rows[0]?.model}, median of ${runs} runs after a warm-up, ${new Date().toISOString().slice(0, 10)}`);

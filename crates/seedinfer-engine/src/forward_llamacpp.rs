@@ -14,6 +14,7 @@ use crate::forward::LogitsFor;
 use crate::kv_cache::{KvStore, Positions};
 use crate::kv_pool::KvDtype;
 use crate::weights::{LlamaWeights, Matrix, MatrixData};
+use half::slice::HalfFloatSliceExt;
 use rayon::prelude::*;
 use seedinfer_formats::TensorType;
 use seedinfer_kernels::attention::KvRows;
@@ -89,22 +90,26 @@ fn gather_head<C: KvStore>(
     values_t.clear();
     values_t.resize(head_dim * positions, 0.0);
     let block_size = cache.block_size();
+    let mut row = vec![0.0f32; head_dim];
     for block in 0..positions.div_ceil(block_size) {
         let first = block * block_size;
         let count = block_size.min(positions - first);
         let head = cache.head(layer, kv_head, block, count);
-        let row = |rows: &KvRows, p: usize, c: usize| {
-            let i = p * head.stride + head.offset + c;
+        let widen = |rows: &KvRows, p: usize, out: &mut [f32]| {
+            let at = p * head.stride + head.offset;
             match rows {
-                KvRows::F16(r) => r[i].to_f32(),
-                KvRows::F32(r) => r[i],
+                KvRows::F16(r) => r[at..at + head_dim].convert_to_f32_slice(out),
+                KvRows::F32(r) => out.copy_from_slice(&r[at..at + head_dim]),
                 KvRows::I8 { .. } => unreachable!("check_supported admits only f16 caches"),
             }
         };
         for p in 0..count {
-            keys.extend((0..head_dim).map(|c| row(&head.keys, p, c)));
-            for c in 0..head_dim {
-                values_t[c * positions + first + p] = row(&head.values, p, c);
+            let at = keys.len();
+            keys.resize(at + head_dim, 0.0);
+            widen(&head.keys, p, &mut keys[at..]);
+            widen(&head.values, p, &mut row);
+            for (c, v) in row.iter().enumerate() {
+                values_t[c * positions + first + p] = *v;
             }
         }
     }

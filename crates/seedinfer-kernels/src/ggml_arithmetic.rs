@@ -168,11 +168,17 @@ pub fn round_to_f16(x: f32) -> f32 {
 /// is a multiple of 8 in ggml; a shorter tail here counts as zeros, which change no lane.
 #[inline(always)]
 pub fn dot_f16_batched(a: &[f32], b: &[f32]) -> f32 {
+    let n = a.len().min(b.len());
     let mut acc = [0.0f32; LANES];
-    for (a, b) in a.chunks(LANES).zip(b.chunks(LANES)) {
-        for l in 0..a.len().min(b.len()) {
+    let (a_chunks, b_chunks) = (a[..n].chunks_exact(LANES), b[..n].chunks_exact(LANES));
+    let (a_tail, b_tail) = (a_chunks.remainder(), b_chunks.remainder());
+    for (a, b) in a_chunks.zip(b_chunks) {
+        for l in 0..LANES {
             acc[l] = a[l].mul_add(b[l], acc[l]);
         }
+    }
+    for l in 0..a_tail.len() {
+        acc[l] = a_tail[l].mul_add(b_tail[l], acc[l]);
     }
     hsum_lanes(acc)
 }
@@ -184,17 +190,36 @@ pub fn dot_f16_batched(a: &[f32], b: &[f32]) -> f32 {
 #[inline(always)]
 pub fn dot_f16_single(a: &[f32], b: &[f32], len: usize) -> f32 {
     const STEP: usize = 4 * LANES;
-    let whole = len / STEP * STEP;
-    let mut acc = [[0.0f32; LANES]; 4];
     let n = a.len().min(b.len());
-    for i in 0..n.min(whole) {
-        let (j, l) = ((i % STEP) / LANES, i % LANES);
-        acc[j][l] = a[i].mul_add(b[i], acc[j][l]);
+    let whole = len / STEP * STEP;
+    let stepped = n.min(whole);
+    let mut acc = [[0.0f32; LANES]; 4];
+    let step = |acc: &mut [[f32; LANES]; 4], a: &[f32], b: &[f32]| {
+        for j in 0..4 {
+            for l in 0..LANES {
+                acc[j][l] = a[j * LANES + l].mul_add(b[j * LANES + l], acc[j][l]);
+            }
+        }
+    };
+    let (a_steps, b_steps) = (
+        a[..stepped].chunks_exact(STEP),
+        b[..stepped].chunks_exact(STEP),
+    );
+    let (a_tail, b_tail) = (a_steps.remainder(), b_steps.remainder());
+    for (a, b) in a_steps.zip(b_steps) {
+        step(&mut acc, a, b);
+    }
+    if !a_tail.is_empty() {
+        // The step ggml takes over the padding: zeros there add nothing to any lane.
+        let (mut a_step, mut b_step) = ([0.0f32; STEP], [0.0f32; STEP]);
+        a_step[..a_tail.len()].copy_from_slice(a_tail);
+        b_step[..b_tail.len()].copy_from_slice(b_tail);
+        step(&mut acc, &a_step, &b_step);
     }
     let add = |x: [f32; LANES], y: [f32; LANES]| std::array::from_fn(|l| x[l] + y[l]);
     let (s0, s1) = (add(acc[0], acc[2]), add(acc[1], acc[3]));
     let mut sum = hadd_lanes(add(s0, s1)) as f64;
-    for i in whole..n {
+    for i in stepped..n {
         sum += (a[i] * b[i]) as f64;
     }
     sum as f32
