@@ -11,6 +11,8 @@
 //! same bits with or without FMA instructions; the `avx2` functions are that source compiled for AVX2 + FMA.
 
 use crate::quantized::Q8Block;
+#[cfg(target_arch = "x86_64")]
+use crate::row_quads::{QuadQ4_1, QuadQ8_0, QUAD};
 use half::f16;
 use seedinfer_formats::{BlockQ4_1, BlockQ8_0};
 
@@ -369,6 +371,63 @@ pub unsafe fn dot_q8_0_avx2(w: &WeightRow, x: &[Q8Block]) -> f32 {
     for ((d, q), y) in w.d.iter().zip(&w.qs).zip(x) {
         let d = _mm256_set1_ps(d * y.d);
         let qx = _mm256_loadu_si256(q.as_ptr().cast());
+        let qy = _mm256_loadu_si256(y.qs.as_ptr().cast());
+        let products = _mm256_maddubs_epi16(_mm256_sign_epi8(qx, qx), _mm256_sign_epi8(qy, qx));
+        let xy = _mm256_cvtepi32_ps(_mm256_madd_epi16(products, ones));
+        acc = _mm256_fmadd_ps(d, xy, acc);
+    }
+    crate::avx2_reduce::horizontal_sum(acc)
+}
+
+/// `f16 → f32` with F16C, for the AVX2 dot products (exact, as every conversion of an f16).
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn widen_f16(h: f16) -> f32 {
+    use std::arch::x86_64::*;
+    _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(h.to_bits() as i32)))
+}
+
+/// [`dot_q4_1_avx2`] on row `lane` of row quads, read in place: for single-token products, where unpacking the
+/// row first would cost more than the dot product itself. The same operations, so the same bits.
+///
+/// # Safety
+/// The CPU must have AVX2, FMA and F16C.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn dot_q4_1_quads_avx2(quads: &[QuadQ4_1], lane: usize, x: &[Q8Block]) -> f32 {
+    use std::arch::x86_64::*;
+    let (ones, low) = (_mm256_set1_epi16(1), _mm256_set1_epi8(0x0f));
+    let mut acc = _mm256_setzero_ps();
+    let mut summs = 0.0f32;
+    for (q, y) in quads.iter().zip(x) {
+        summs = widen_f16(q.m[lane]).mul_add(y.s, summs);
+        let d = _mm256_set1_ps(widen_f16(q.d[lane]) * y.d);
+        let bytes = _mm_set_epi64x(
+            i64::from_le_bytes(q.qs[QUAD + lane]),
+            i64::from_le_bytes(q.qs[lane]),
+        );
+        let qx = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(bytes, 4), bytes), low);
+        let qy = _mm256_loadu_si256(y.qs.as_ptr().cast());
+        let xy = _mm256_cvtepi32_ps(_mm256_madd_epi16(_mm256_maddubs_epi16(qx, qy), ones));
+        acc = _mm256_fmadd_ps(d, xy, acc);
+    }
+    crate::avx2_reduce::horizontal_sum(acc) + summs
+}
+
+/// [`dot_q8_0_avx2`] on row `lane` of row quads, read in place (see [`dot_q4_1_quads_avx2`]).
+///
+/// # Safety
+/// The CPU must have AVX2, FMA and F16C.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn dot_q8_0_quads_avx2(quads: &[QuadQ8_0], lane: usize, x: &[Q8Block]) -> f32 {
+    use std::arch::x86_64::*;
+    let ones = _mm256_set1_epi16(1);
+    let mut acc = _mm256_setzero_ps();
+    for (q, y) in quads.iter().zip(x) {
+        let d = _mm256_set1_ps(widen_f16(q.d[lane]) * y.d);
+        let chunk = |c: usize| i64::from_le_bytes(q.qs[QUAD * c + lane].map(|v| v as u8));
+        let qx = _mm256_set_epi64x(chunk(3), chunk(2), chunk(1), chunk(0));
         let qy = _mm256_loadu_si256(y.qs.as_ptr().cast());
         let products = _mm256_maddubs_epi16(_mm256_sign_epi8(qx, qx), _mm256_sign_epi8(qy, qx));
         let xy = _mm256_cvtepi32_ps(_mm256_madd_epi16(products, ones));

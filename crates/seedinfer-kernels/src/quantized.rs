@@ -323,6 +323,32 @@ impl QuantizedMatrix {
         }
         let n = self.blocks_per_row();
         assert!(x.len() >= tokens * n && out.len() >= tokens * self.rows);
+        #[cfg(target_arch = "x86_64")]
+        if tokens == 1 && !scalar {
+            // One token: each row is read once, so it is read in place rather than unpacked first.
+            out[..self.rows]
+                .par_chunks_mut(64)
+                .enumerate()
+                .for_each(|(task, out)| {
+                    for (i, o) in out.iter_mut().enumerate() {
+                        let r = 64 * task + i;
+                        let (quad, lane) = (r / QUAD * n..(r / QUAD + 1) * n, r % QUAD);
+                        // SAFETY: `matmul_ggml` passes `scalar = false` only when the CPU has AVX2, FMA and F16C.
+                        *o = unsafe {
+                            match &self.blocks {
+                                QuantizedBlocks::Q4_1(q) => {
+                                    ggml_arithmetic::dot_q4_1_quads_avx2(&q[quad], lane, &x[..n])
+                                }
+                                QuantizedBlocks::Q8_0(q) => {
+                                    ggml_arithmetic::dot_q8_0_quads_avx2(&q[quad], lane, &x[..n])
+                                }
+                                QuantizedBlocks::Q4_0(_) => return,
+                            }
+                        };
+                    }
+                });
+            return true;
+        }
         let task_rows = if tokens == 1 { 64 } else { 8 };
         // Each task: its rows times every token, `[row][token]`; scattered into `out` below.
         let parts: Vec<Vec<f32>> = (0..self.rows.div_ceil(task_rows))
