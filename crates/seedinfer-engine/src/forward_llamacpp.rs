@@ -14,11 +14,14 @@ use crate::forward::LogitsFor;
 use crate::kv_cache::{KvStore, Positions};
 use crate::kv_pool::KvDtype;
 use crate::weights::{LlamaWeights, Matrix, MatrixData};
+use half::f16;
 use half::slice::HalfFloatSliceExt;
 use rayon::prelude::*;
 use seedinfer_formats::TensorType;
 use seedinfer_kernels::attention::KvRows;
-use seedinfer_kernels::ggml_arithmetic::{self as ggml, AttentionDots};
+use seedinfer_kernels::ggml_arithmetic::{
+    self as ggml, AttendScratch, AttentionDots, KvSource, WidenedKv,
+};
 use seedinfer_kernels::quantized::{quantize_activations, Q8Block};
 
 /// Tokens per pass: llama.cpp's default micro-batch. A pass of one token takes the single-token dot products, as
@@ -75,44 +78,96 @@ fn product(m: &Matrix, q8: &[Q8Block], tokens: usize, out: &mut Vec<f32>) {
     assert!(done, "check_supported admits only Q4_1 and Q8_0 matrices");
 }
 
-/// One KV head's cached keys (`[positions, head_dim]`) and values transposed (`[head_dim, positions]`), as f32
-/// (the f16 values exactly).
-fn gather_head<C: KvStore>(
+/// One KV head's cached rows in place (f16), position by position.
+struct CachedRows<'a> {
+    keys: Vec<&'a [f16]>,
+    values: Vec<&'a [f16]>,
+}
+
+impl KvSource for CachedRows<'_> {
+    fn key<'a>(&'a self, j: usize, buf: &'a mut [f32]) -> &'a [f32] {
+        self.keys[j].convert_to_f32_slice(buf);
+        buf
+    }
+    fn value<'a>(&'a self, j: usize, buf: &'a mut [f32]) -> &'a [f32] {
+        self.values[j].convert_to_f32_slice(buf);
+        buf
+    }
+}
+
+/// The rows of positions `0..positions` of one layer's KV head `kv_head` (an f16 cache: `check_supported`).
+fn cached_rows<C: KvStore>(
     cache: &C,
     layer: usize,
     kv_head: usize,
     positions: usize,
     head_dim: usize,
-    keys: &mut Vec<f32>,
-    values_t: &mut Vec<f32>,
-) {
-    keys.clear();
-    values_t.clear();
-    values_t.resize(head_dim * positions, 0.0);
+) -> CachedRows<'_> {
     let block_size = cache.block_size();
-    let mut row = vec![0.0f32; head_dim];
+    let mut rows = CachedRows {
+        keys: Vec::with_capacity(positions),
+        values: Vec::with_capacity(positions),
+    };
     for block in 0..positions.div_ceil(block_size) {
-        let first = block * block_size;
-        let count = block_size.min(positions - first);
+        let count = block_size.min(positions - block * block_size);
         let head = cache.head(layer, kv_head, block, count);
-        let widen = |rows: &KvRows, p: usize, out: &mut [f32]| {
-            let at = p * head.stride + head.offset;
-            match rows {
-                KvRows::F16(r) => r[at..at + head_dim].convert_to_f32_slice(out),
-                KvRows::F32(r) => out.copy_from_slice(&r[at..at + head_dim]),
-                KvRows::I8 { .. } => unreachable!("check_supported admits only f16 caches"),
-            }
+        let (KvRows::F16(keys), KvRows::F16(values)) = (head.keys, head.values) else {
+            unreachable!("check_supported admits only f16 caches");
         };
         for p in 0..count {
-            let at = keys.len();
-            keys.resize(at + head_dim, 0.0);
-            widen(&head.keys, p, &mut keys[at..]);
-            widen(&head.values, p, &mut row);
-            for (c, v) in row.iter().enumerate() {
-                values_t[c * positions + first + p] = *v;
-            }
+            let at = p * head.stride + head.offset;
+            rows.keys.push(&keys[at..at + head_dim]);
+            rows.values.push(&values[at..at + head_dim]);
         }
     }
+    rows
+}
+
+/// `rows` widened to f32 once, for a batch: every query of the batch reads every row.
+fn widened(rows: &CachedRows, head_dim: usize, keys: &mut Vec<f32>, values: &mut Vec<f32>) {
+    for (rows, out) in [(&rows.keys, keys), (&rows.values, values)] {
+        out.resize(rows.len() * head_dim, 0.0);
+        for (row, out) in rows.iter().zip(out.chunks_exact_mut(head_dim)) {
+            row.convert_to_f32_slice(out);
+        }
+    }
+}
+
+/// Attention of every query head of the `n` tokens (rows of `q`, already rotated) over the cached rows, into
+/// `attn`: one task per token and head.
+#[allow(clippy::too_many_arguments)]
+fn attend_all<S: KvSource>(
+    q: &[f32],
+    kv: &[S],
+    heads: usize,
+    head_dim: usize,
+    start: usize,
+    scale: f32,
+    dots: AttentionDots,
+    attn: &mut [f32],
+) {
+    let group = heads / kv.len();
+    attn.par_chunks_mut(head_dim).enumerate().for_each_init(
+        || (AttendScratch::default(), Vec::new()),
+        |(scratch, query), (i, out)| {
+            let (t, h) = (i / heads, i % heads);
+            query.clear();
+            query.extend(
+                q[i * head_dim..(i + 1) * head_dim]
+                    .iter()
+                    .map(|&v| ggml::round_to_f16(v)),
+            );
+            ggml::attend(
+                query,
+                &kv[h / group],
+                start + t + 1,
+                scale,
+                dots,
+                scratch,
+                out,
+            );
+        },
+    );
 }
 
 /// Runs `tokens` (at most [`LLAMACPP_BATCH`]) through the model at positions `cache.len()..` with llama.cpp's
@@ -128,7 +183,6 @@ pub fn forward_llamacpp<C: KvStore>(
     let (n, d, hd) = (tokens.len(), cfg.hidden_size, cfg.head_dim);
     let start = cache.len();
     let (heads, kv_heads) = (cfg.heads, cfg.kv_heads);
-    let group = heads / kv_heads;
     let scale = 1.0 / (hd as f32).sqrt();
     let dots = if n == 1 {
         AttentionDots::Single {
@@ -150,7 +204,7 @@ pub fn forward_llamacpp<C: KvStore>(
     );
     let (mut proj, mut gate, mut up) = (Vec::new(), Vec::new(), Vec::new());
     let mut angles = Vec::new();
-    let mut kv: Vec<(Vec<f32>, Vec<f32>)> = vec![Default::default(); kv_heads];
+    let mut widened_kv: Vec<(Vec<f32>, Vec<f32>)> = vec![Default::default(); kv_heads];
     for (l, layer) in w.layers.iter().enumerate() {
         ggml::rms_norm(&x, &layer.attn_norm, cfg.rms_norm_eps, &mut normed);
         quantize_activations(&normed, &mut q8);
@@ -177,34 +231,26 @@ pub fn forward_llamacpp<C: KvStore>(
             );
         }
         cache.write(l, Positions::From(start), &k, &v);
-        let positions = start + n;
-        for (g, (keys, values_t)) in kv.iter_mut().enumerate() {
-            gather_head(&*cache, l, g, positions, hd, keys, values_t);
-        }
-        attn.par_chunks_mut(hd).enumerate().for_each_init(
-            || (Vec::new(), Vec::new()),
-            |(scores, query), (i, out)| {
-                let (t, h) = (i / heads, i % heads);
-                query.clear();
-                query.extend(
-                    q[i * hd..(i + 1) * hd]
-                        .iter()
-                        .map(|&v| ggml::round_to_f16(v)),
-                );
-                let (keys, values_t) = &kv[h / group];
-                ggml::attend(
-                    query,
+        let rows: Vec<CachedRows> = (0..kv_heads)
+            .map(|g| cached_rows(&*cache, l, g, start + n, hd))
+            .collect();
+        if n == 1 {
+            // One query per head: each row is read once, so in place.
+            attend_all(&q, &rows, heads, hd, start, scale, dots, &mut attn);
+        } else {
+            for (rows, (keys, values)) in rows.iter().zip(widened_kv.iter_mut()) {
+                widened(rows, hd, keys, values);
+            }
+            let kv: Vec<WidenedKv> = widened_kv
+                .iter()
+                .map(|(keys, values)| WidenedKv {
                     keys,
-                    values_t,
-                    positions,
-                    start + t + 1,
-                    scale,
-                    dots,
-                    scores,
-                    out,
-                );
-            },
-        );
+                    values,
+                    head_dim: hd,
+                })
+                .collect();
+            attend_all(&q, &kv, heads, hd, start, scale, dots, &mut attn);
+        }
         quantize_activations(&attn, &mut q8);
         product(&layer.wo, &q8, n, &mut proj);
         for (x, p) in x.iter_mut().zip(&proj) {

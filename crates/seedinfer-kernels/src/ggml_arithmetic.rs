@@ -185,6 +185,16 @@ pub fn dot_f16_batched(a: &[f32], b: &[f32]) -> f32 {
     hsum_lanes(acc)
 }
 
+/// One step of [`dot_f16_single`]: 32 elements into its four accumulators of 8 lanes.
+#[inline(always)]
+fn step(acc: &mut [[f32; LANES]; 4], a: &[f32], b: &[f32]) {
+    for j in 0..4 {
+        for l in 0..LANES {
+            acc[j][l] = a[j * LANES + l].mul_add(b[j * LANES + l], acc[j][l]);
+        }
+    }
+}
+
 /// A dot product of two f16 vectors (as exact f32 values) as `ggml_vec_dot_f16` computes it for a single
 /// token: four accumulators of 8 lanes take 32 elements per step, then reduce (0+2, 1+3, then 0+1, then
 /// [`hadd_lanes`]) into an f64; elements past the last whole step are added to it one by one in f64.
@@ -196,13 +206,6 @@ pub fn dot_f16_single(a: &[f32], b: &[f32], len: usize) -> f32 {
     let whole = len / STEP * STEP;
     let stepped = n.min(whole);
     let mut acc = [[0.0f32; LANES]; 4];
-    let step = |acc: &mut [[f32; LANES]; 4], a: &[f32], b: &[f32]| {
-        for j in 0..4 {
-            for l in 0..LANES {
-                acc[j][l] = a[j * LANES + l].mul_add(b[j * LANES + l], acc[j][l]);
-            }
-        }
-    };
     let (a_steps, b_steps) = (
         a[..stepped].chunks_exact(STEP),
         b[..stepped].chunks_exact(STEP),
@@ -444,114 +447,145 @@ pub enum AttentionDots {
     Single { padded_len: usize },
 }
 
+/// Where [`attend`] reads one KV head's cached keys and values: position `j`'s row, widened to f32 (exactly).
+pub trait KvSource: Sync {
+    /// Position `j`'s key, in `buf` (of the head's width) if it has to be widened there.
+    fn key<'a>(&'a self, j: usize, buf: &'a mut [f32]) -> &'a [f32];
+    /// Position `j`'s value, likewise.
+    fn value<'a>(&'a self, j: usize, buf: &'a mut [f32]) -> &'a [f32];
+}
+
+/// Scratch of one [`attend`] caller, reused across calls.
+#[derive(Default)]
+pub struct AttendScratch {
+    scores: Vec<f32>,
+    row: Vec<f32>,
+    /// The value product's partial sums: one row of `head_dim` per lane (8 for a batch, 4 × 8 for one token).
+    lanes: Vec<f32>,
+}
+
 /// One query head's attention as ggml computes it without flash attention: `kq = K·q` (f16 operands), the soft
-/// max of `kq · scale` over the `visible` positions, the probabilities rounded to f16, and `out[c] = Σ p·v[c]`.
-/// `q` is already rounded to f16; `keys` holds `visible` rows of `q.len()` and `values_t` the values transposed,
-/// channel `c` at `c * values_stride`.
+/// max of `kq · scale` over the `visible` positions, the probabilities rounded to f16, and `out[c] = Σ p·v[c]`
+/// summed per lane as [`dot_f16_batched`] or [`dot_f16_single`] would sum each channel. `q` is already rounded
+/// to f16.
 #[allow(clippy::too_many_arguments)]
-pub fn attend(
+pub fn attend<S: KvSource>(
     q: &[f32],
-    keys: &[f32],
-    values_t: &[f32],
-    values_stride: usize,
+    kv: &S,
     visible: usize,
     scale: f32,
     dots: AttentionDots,
-    scores: &mut Vec<f32>,
+    s: &mut AttendScratch,
     out: &mut [f32],
 ) {
     #[cfg(target_arch = "x86_64")]
     if crate::isa::detected() >= crate::Isa::Avx2 {
         // SAFETY: `detected` only reports instruction sets this machine has.
-        return unsafe {
-            attend_avx2(
-                q,
-                keys,
-                values_t,
-                values_stride,
-                visible,
-                scale,
-                dots,
-                scores,
-                out,
-            )
-        };
+        return unsafe { attend_avx2(q, kv, visible, scale, dots, s, out) };
     }
-    attend_scalar(
-        q,
-        keys,
-        values_t,
-        values_stride,
-        visible,
-        scale,
-        dots,
-        scores,
-        out,
-    )
+    attend_scalar(q, kv, visible, scale, dots, s, out)
 }
 
 /// [`attend`] compiled for AVX2 + FMA: the same operations, so the same bits.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-#[allow(clippy::too_many_arguments)]
-unsafe fn attend_avx2(
+unsafe fn attend_avx2<S: KvSource>(
     q: &[f32],
-    keys: &[f32],
-    values_t: &[f32],
-    values_stride: usize,
+    kv: &S,
     visible: usize,
     scale: f32,
     dots: AttentionDots,
-    scores: &mut Vec<f32>,
+    s: &mut AttendScratch,
     out: &mut [f32],
 ) {
-    attend_scalar(
-        q,
-        keys,
-        values_t,
-        values_stride,
-        visible,
-        scale,
-        dots,
-        scores,
-        out,
-    )
+    attend_scalar(q, kv, visible, scale, dots, s, out)
 }
 
 /// The scalar reference of [`attend`].
 #[inline(always)]
-#[allow(clippy::too_many_arguments)]
-pub fn attend_scalar(
+pub fn attend_scalar<S: KvSource>(
     q: &[f32],
-    keys: &[f32],
-    values_t: &[f32],
-    values_stride: usize,
+    kv: &S,
     visible: usize,
     scale: f32,
     dots: AttentionDots,
-    scores: &mut Vec<f32>,
+    s: &mut AttendScratch,
     out: &mut [f32],
 ) {
     let head_dim = q.len();
-    scores.clear();
-    scores.resize(visible, 0.0);
-    for (j, score) in scores.iter_mut().enumerate() {
-        let k = &keys[j * head_dim..(j + 1) * head_dim];
+    s.row.resize(head_dim, 0.0);
+    s.scores.clear();
+    s.scores.resize(visible, 0.0);
+    for (j, score) in s.scores.iter_mut().enumerate() {
+        let k = kv.key(j, &mut s.row);
         *score = match dots {
             AttentionDots::Batched => dot_f16_batched(k, q),
             AttentionDots::Single { .. } => dot_f16_single(k, q, head_dim),
         };
     }
-    soft_max(scores, visible, scale);
-    for p in scores.iter_mut() {
+    soft_max(&mut s.scores, visible, scale);
+    for p in s.scores.iter_mut() {
         *p = round_to_f16(*p);
     }
+    // Channel c's sum over positions, lane by lane: position j goes to lane j % 8 (a batch) or j % 32 (one token,
+    // four accumulators of 8), in order, as the dot products above would take column c.
+    let (lanes, stepped) = match dots {
+        AttentionDots::Batched => (LANES, visible),
+        AttentionDots::Single { padded_len } => {
+            (4 * LANES, visible.min(padded_len / (4 * LANES) * 4 * LANES))
+        }
+    };
+    s.lanes.clear();
+    s.lanes.resize(lanes * head_dim, 0.0);
+    for j in 0..stepped {
+        let (p, v) = (s.scores[j], kv.value(j, &mut s.row));
+        let acc = &mut s.lanes[(j % lanes) * head_dim..][..head_dim];
+        for (a, v) in acc.iter_mut().zip(v) {
+            *a = v.mul_add(p, *a);
+        }
+    }
+    let lane = |c: usize, l: usize| s.lanes[l * head_dim + c];
     for (c, o) in out.iter_mut().enumerate() {
-        let v = &values_t[c * values_stride..][..visible];
         *o = match dots {
-            AttentionDots::Batched => dot_f16_batched(v, scores),
-            AttentionDots::Single { padded_len } => dot_f16_single(v, scores, padded_len),
+            AttentionDots::Batched => hsum_lanes(std::array::from_fn(|l| lane(c, l))),
+            AttentionDots::Single { .. } => {
+                // dot_f16_single's reduction: accumulators 0+2 and 1+3, then those two, then hadd_lanes.
+                let reduced = std::array::from_fn(|l| {
+                    (lane(c, l) + lane(c, 2 * LANES + l))
+                        + (lane(c, LANES + l) + lane(c, 3 * LANES + l))
+                });
+                hadd_lanes(reduced) as f64 as f32
+            }
         };
+    }
+    if stepped < visible {
+        // One token, positions past ggml's last whole step: added one by one in f64.
+        let mut tail: Vec<f64> = out.iter().map(|&o| o as f64).collect();
+        for j in stepped..visible {
+            let (p, v) = (s.scores[j], kv.value(j, &mut s.row));
+            for (t, v) in tail.iter_mut().zip(v) {
+                *t += (v * p) as f64;
+            }
+        }
+        for (o, t) in out.iter_mut().zip(tail) {
+            *o = t as f32;
+        }
+    }
+}
+
+/// Keys and values already widened to f32, `[positions, head_dim]` each.
+pub struct WidenedKv<'a> {
+    pub keys: &'a [f32],
+    pub values: &'a [f32],
+    pub head_dim: usize,
+}
+
+impl KvSource for WidenedKv<'_> {
+    fn key<'a>(&'a self, j: usize, _: &'a mut [f32]) -> &'a [f32] {
+        &self.keys[j * self.head_dim..(j + 1) * self.head_dim]
+    }
+    fn value<'a>(&'a self, j: usize, _: &'a mut [f32]) -> &'a [f32] {
+        &self.values[j * self.head_dim..(j + 1) * self.head_dim]
     }
 }
 
@@ -597,10 +631,18 @@ mod tests {
             .iter()
             .map(|&v| round_to_f16(v))
             .collect();
-        let values_t: Vec<f32> = values(positions * hd, 2)
+        let vals: Vec<f32> = values(positions * hd, 2)
             .iter()
             .map(|&v| round_to_f16(v))
             .collect();
+        let values_t: Vec<f32> = (0..hd * positions)
+            .map(|i| vals[(i % positions) * hd + i / positions])
+            .collect();
+        let kv = WidenedKv {
+            keys: &keys,
+            values: &vals,
+            head_dim: hd,
+        };
         let q: Vec<f32> = values(hd, 3)
             .iter()
             .map(|&v| round_to_f16(4.0 * v))
@@ -608,33 +650,53 @@ mod tests {
         for dots in [
             AttentionDots::Batched,
             AttentionDots::Single { padded_len: 512 },
+            AttentionDots::Single { padded_len: 40 },
         ] {
             for visible in [1, 7, 257, 300] {
                 let (mut a, mut b) = (vec![0.0; hd], vec![0.0; hd]);
                 attend(
                     &q,
-                    &keys,
-                    &values_t,
-                    positions,
+                    &kv,
                     visible,
                     0.125,
                     dots,
-                    &mut Vec::new(),
+                    &mut AttendScratch::default(),
                     &mut a,
                 );
                 attend_scalar(
                     &q,
-                    &keys,
-                    &values_t,
-                    positions,
+                    &kv,
                     visible,
                     0.125,
                     dots,
-                    &mut Vec::new(),
+                    &mut AttendScratch::default(),
                     &mut b,
                 );
                 assert_eq!(a.map_bits(), b.map_bits(), "{dots:?} {visible}");
                 assert!(a.iter().all(|v| v.is_finite()));
+                // The value product equals the column-wise dot products it reorganises.
+                let mut scores: Vec<f32> = (0..visible)
+                    .map(|j| match dots {
+                        AttentionDots::Batched => dot_f16_batched(&keys[j * hd..(j + 1) * hd], &q),
+                        AttentionDots::Single { .. } => {
+                            dot_f16_single(&keys[j * hd..(j + 1) * hd], &q, hd)
+                        }
+                    })
+                    .collect();
+                soft_max(&mut scores, visible, 0.125);
+                scores.iter_mut().for_each(|p| *p = round_to_f16(*p));
+                let columns: Vec<f32> = (0..hd)
+                    .map(|c| {
+                        let v = &values_t[c * positions..][..visible];
+                        match dots {
+                            AttentionDots::Batched => dot_f16_batched(v, &scores),
+                            AttentionDots::Single { padded_len } => {
+                                dot_f16_single(v, &scores, padded_len)
+                            }
+                        }
+                    })
+                    .collect();
+                assert_eq!(b.map_bits(), columns.map_bits(), "{dots:?} {visible}");
             }
         }
         let (gate, up) = (values(1536, 4), values(1536, 5));
