@@ -337,6 +337,34 @@ pub fn dot_q8_0(w: &WeightRow, x: &[Q8Block]) -> f32 {
     hsum_lanes(acc)
 }
 
+/// One block's eight lane sums as floats, Q4_1: `maddubs` of the unsigned nibbles `qx` and the activations `qy`,
+/// `madd` with ones, convert (ggml's `mul_sum_us8_pairs_float`).
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn q4_1_lanes(
+    qx: std::arch::x86_64::__m256i,
+    qy: std::arch::x86_64::__m256i,
+) -> std::arch::x86_64::__m256 {
+    use std::arch::x86_64::*;
+    _mm256_cvtepi32_ps(_mm256_madd_epi16(
+        _mm256_maddubs_epi16(qx, qy),
+        _mm256_set1_epi16(1),
+    ))
+}
+
+/// One block's eight lane sums as floats, Q8_0: `maddubs` of `|qx|` and `qy` with `qx`'s sign, `madd` with ones,
+/// convert (ggml's `mul_sum_i8_pairs_float`).
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn q8_0_lanes(
+    qx: std::arch::x86_64::__m256i,
+    qy: std::arch::x86_64::__m256i,
+) -> std::arch::x86_64::__m256 {
+    use std::arch::x86_64::*;
+    let products = _mm256_maddubs_epi16(_mm256_sign_epi8(qx, qx), _mm256_sign_epi8(qy, qx));
+    _mm256_cvtepi32_ps(_mm256_madd_epi16(products, _mm256_set1_epi16(1)))
+}
+
 /// [`dot_q4_1`] with ggml's instructions: `maddubs` (unsigned nibbles × signed activations), `madd` with ones,
 /// convert, `fmadd`.
 ///
@@ -346,16 +374,13 @@ pub fn dot_q8_0(w: &WeightRow, x: &[Q8Block]) -> f32 {
 #[target_feature(enable = "avx2,fma")]
 pub unsafe fn dot_q4_1_avx2(w: &WeightRow, x: &[Q8Block]) -> f32 {
     use std::arch::x86_64::*;
-    let ones = _mm256_set1_epi16(1);
     let mut acc = _mm256_setzero_ps();
     let mut summs = 0.0f32;
     for (((d, m), q), y) in w.d.iter().zip(&w.m).zip(&w.qs).zip(x) {
         summs = m.mul_add(y.s, summs);
-        let d = _mm256_set1_ps(d * y.d);
         let qx = _mm256_loadu_si256(q.as_ptr().cast());
         let qy = _mm256_loadu_si256(y.qs.as_ptr().cast());
-        let xy = _mm256_cvtepi32_ps(_mm256_madd_epi16(_mm256_maddubs_epi16(qx, qy), ones));
-        acc = _mm256_fmadd_ps(d, xy, acc);
+        acc = _mm256_fmadd_ps(_mm256_set1_ps(d * y.d), q4_1_lanes(qx, qy), acc);
     }
     crate::avx2_reduce::horizontal_sum(acc) + summs
 }
@@ -369,15 +394,11 @@ pub unsafe fn dot_q4_1_avx2(w: &WeightRow, x: &[Q8Block]) -> f32 {
 #[target_feature(enable = "avx2,fma")]
 pub unsafe fn dot_q8_0_avx2(w: &WeightRow, x: &[Q8Block]) -> f32 {
     use std::arch::x86_64::*;
-    let ones = _mm256_set1_epi16(1);
     let mut acc = _mm256_setzero_ps();
     for ((d, q), y) in w.d.iter().zip(&w.qs).zip(x) {
-        let d = _mm256_set1_ps(d * y.d);
         let qx = _mm256_loadu_si256(q.as_ptr().cast());
         let qy = _mm256_loadu_si256(y.qs.as_ptr().cast());
-        let products = _mm256_maddubs_epi16(_mm256_sign_epi8(qx, qx), _mm256_sign_epi8(qy, qx));
-        let xy = _mm256_cvtepi32_ps(_mm256_madd_epi16(products, ones));
-        acc = _mm256_fmadd_ps(d, xy, acc);
+        acc = _mm256_fmadd_ps(_mm256_set1_ps(d * y.d), q8_0_lanes(qx, qy), acc);
     }
     crate::avx2_reduce::horizontal_sum(acc)
 }
@@ -399,20 +420,19 @@ unsafe fn widen_f16(h: f16) -> f32 {
 #[target_feature(enable = "avx2,fma,f16c")]
 pub unsafe fn dot_q4_1_quads_avx2(quads: &[QuadQ4_1], lane: usize, x: &[Q8Block]) -> f32 {
     use std::arch::x86_64::*;
-    let (ones, low) = (_mm256_set1_epi16(1), _mm256_set1_epi8(0x0f));
+    let low = _mm256_set1_epi8(0x0f);
     let mut acc = _mm256_setzero_ps();
     let mut summs = 0.0f32;
     for (q, y) in quads.iter().zip(x) {
         summs = widen_f16(q.m[lane]).mul_add(y.s, summs);
-        let d = _mm256_set1_ps(widen_f16(q.d[lane]) * y.d);
         let bytes = _mm_set_epi64x(
             i64::from_le_bytes(q.qs[QUAD + lane]),
             i64::from_le_bytes(q.qs[lane]),
         );
         let qx = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(bytes, 4), bytes), low);
         let qy = _mm256_loadu_si256(y.qs.as_ptr().cast());
-        let xy = _mm256_cvtepi32_ps(_mm256_madd_epi16(_mm256_maddubs_epi16(qx, qy), ones));
-        acc = _mm256_fmadd_ps(d, xy, acc);
+        let d = _mm256_set1_ps(widen_f16(q.d[lane]) * y.d);
+        acc = _mm256_fmadd_ps(d, q4_1_lanes(qx, qy), acc);
     }
     crate::avx2_reduce::horizontal_sum(acc) + summs
 }
@@ -425,16 +445,13 @@ pub unsafe fn dot_q4_1_quads_avx2(quads: &[QuadQ4_1], lane: usize, x: &[Q8Block]
 #[target_feature(enable = "avx2,fma,f16c")]
 pub unsafe fn dot_q8_0_quads_avx2(quads: &[QuadQ8_0], lane: usize, x: &[Q8Block]) -> f32 {
     use std::arch::x86_64::*;
-    let ones = _mm256_set1_epi16(1);
     let mut acc = _mm256_setzero_ps();
     for (q, y) in quads.iter().zip(x) {
-        let d = _mm256_set1_ps(widen_f16(q.d[lane]) * y.d);
         let chunk = |c: usize| i64::from_le_bytes(q.qs[QUAD * c + lane].map(|v| v as u8));
         let qx = _mm256_set_epi64x(chunk(3), chunk(2), chunk(1), chunk(0));
         let qy = _mm256_loadu_si256(y.qs.as_ptr().cast());
-        let products = _mm256_maddubs_epi16(_mm256_sign_epi8(qx, qx), _mm256_sign_epi8(qy, qx));
-        let xy = _mm256_cvtepi32_ps(_mm256_madd_epi16(products, ones));
-        acc = _mm256_fmadd_ps(d, xy, acc);
+        let d = _mm256_set1_ps(widen_f16(q.d[lane]) * y.d);
+        acc = _mm256_fmadd_ps(d, q8_0_lanes(qx, qy), acc);
     }
     crate::avx2_reduce::horizontal_sum(acc)
 }
