@@ -256,12 +256,6 @@ impl Session {
         // Generation reads the last position's logits straight from this buffer, so no copy is made for it.
         let mut logits = self.last_logits.take().unwrap_or_default();
         let layers = model.config.layers;
-        if *strategy != PrefillStrategy::Dense && model.numerics != Numerics::Seedinfer {
-            return Err(EngineError::InvalidOption(
-                "token pruning and sparse prefill are not available with numerics 'llamacpp'"
-                    .into(),
-            ));
-        }
         if (self.pruned.is_some() || *strategy != PrefillStrategy::Dense) && !tokens.is_empty() {
             let len = self.cache.len();
             let pruned = self
@@ -386,6 +380,12 @@ impl Session {
         let started = Instant::now();
         params.sampling.validate()?;
         params.prefill.validate(self.model.config.layers)?;
+        if params.prefill != PrefillStrategy::Dense && self.model.numerics != Numerics::Seedinfer {
+            return Err(EngineError::InvalidOption(
+                "token pruning and sparse prefill are not available with numerics 'llamacpp'"
+                    .into(),
+            ));
+        }
         if params.stop.iter().any(|s| s.is_empty()) {
             return Err(EngineError::InvalidOption(
                 "stop strings must not be empty".into(),
