@@ -3,7 +3,7 @@
 package (gguf-py, llama.cpp's Python port of ggml's reference quantizers) for a few rows of 64 deterministic
 values, checked by crates/seedinfer-formats/tests/reference_vectors.rs.
 
-For each row and each of Q4_0, Q4_1, Q8_0, F16 and BF16 the file holds the bytes of
+For each row and each of Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, F16 and BF16 the file holds the bytes of
 `gguf.quants.quantize(row, type)` and the f32 values of `gguf.quants.dequantize` of those bytes, both as
 little-endian hex so that every bit is kept. Inputs are stored the same way (plus a readable copy).
 
@@ -23,7 +23,7 @@ from gguf import quants
 
 COLS = 64
 SEED = 20250117
-TYPES = ["Q4_0", "Q4_1", "Q8_0", "F16", "BF16"]
+TYPES = ["Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0", "F16", "BF16"]
 DEFAULT_OUTPUT = Path(__file__).resolve().parent.parent / "crates/seedinfer-formats/tests/data/quant-vectors.json"
 
 
@@ -53,6 +53,8 @@ def rows() -> list[tuple[str, np.ndarray]]:
         ("tiny", normal() * np.float32(1e-6)),  # f16 block scales are subnormal or zero
         ("huge", huge.astype(np.float32)),
         ("ties", ties),
+        ("uniform", rng.uniform(-3.0, 3.0, COLS).astype(np.float32)),
+        ("positive_skewed", (rng.exponential(1.0, COLS) + 0.05).astype(np.float32)),
     ]
 
 

@@ -1,5 +1,5 @@
 //! Readers and writers for model files: GGUF (llama.cpp) and Hugging Face
-//! safetensors checkpoints, plus the ggml block formats (Q4_0, Q4_1, Q8_0) with
+//! safetensors checkpoints, plus the ggml block formats (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0) with
 //! bit-exact reference quantizers, and synthetic random-weight copies of GGUF models for benchmarks.
 //!
 //! Nothing read from a file is trusted: every length, count and offset is checked
@@ -18,7 +18,9 @@ pub mod tensor_view;
 #[cfg(test)]
 mod test_weights;
 
-pub use blocks::{dequantize_row, quantize_row, BlockQ4_0, BlockQ4_1, BlockQ8_0};
+pub use blocks::{
+    dequantize_row, quantize_row, BlockCodec, BlockQ4_0, BlockQ4_1, BlockQ5_0, BlockQ5_1, BlockQ8_0,
+};
 pub use error::{FormatError, Result};
 pub use gguf::{GgufFile, GgufTensorInfo, GgufValue, GgufWriter};
 pub use safetensors_dir::SafetensorsDir;

@@ -24,6 +24,8 @@ pub fn llama_file_type(matrix_type: TensorType) -> u32 {
         TensorType::Q4_0 => 2,
         TensorType::Q4_1 => 3,
         TensorType::Q8_0 => 7,
+        TensorType::Q5_0 => 8,
+        TensorType::Q5_1 => 9,
         TensorType::BF16 => 32,
         // llama.cpp has no file type for seedinfer's own formats: LLAMA_FTYPE_GUESSED.
         TensorType::SeedLm4 | TensorType::SeedLm3 | TensorType::Q3Rtn => 1024,

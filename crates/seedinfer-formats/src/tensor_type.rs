@@ -12,6 +12,8 @@ pub enum TensorType {
     BF16,
     Q4_0,
     Q4_1,
+    Q5_0,
+    Q5_1,
     Q8_0,
     /// seedinfer's own (ids from [`SEEDINFER_TYPE_IDS`]): SeedLM with C = 8, P = 3 (4 bits per weight).
     SeedLm4,
@@ -27,11 +29,13 @@ pub const SEEDINFER_TENSOR_TYPES: [TensorType; 3] =
     [TensorType::SeedLm4, TensorType::SeedLm3, TensorType::Q3Rtn];
 
 /// Every supported type, in ggml id order; handy for tests and iteration.
-pub const ALL_TENSOR_TYPES: [TensorType; 6] = [
+pub const ALL_TENSOR_TYPES: [TensorType; 8] = [
     TensorType::F32,
     TensorType::F16,
     TensorType::Q4_0,
     TensorType::Q4_1,
+    TensorType::Q5_0,
+    TensorType::Q5_1,
     TensorType::Q8_0,
     TensorType::BF16,
 ];
@@ -95,6 +99,8 @@ impl TensorType {
             TensorType::F16 => 1,
             TensorType::Q4_0 => 2,
             TensorType::Q4_1 => 3,
+            TensorType::Q5_0 => 6,
+            TensorType::Q5_1 => 7,
             TensorType::Q8_0 => 8,
             TensorType::BF16 => 30,
             TensorType::SeedLm4 => 1001,
@@ -119,6 +125,8 @@ impl TensorType {
             TensorType::BF16 => "BF16",
             TensorType::Q4_0 => "Q4_0",
             TensorType::Q4_1 => "Q4_1",
+            TensorType::Q5_0 => "Q5_0",
+            TensorType::Q5_1 => "Q5_1",
             TensorType::Q8_0 => "Q8_0",
             TensorType::SeedLm4 => "SEEDLM4",
             TensorType::SeedLm3 => "SEEDLM3",
@@ -130,7 +138,12 @@ impl TensorType {
     pub fn block_elements(self) -> usize {
         match self {
             TensorType::F32 | TensorType::F16 | TensorType::BF16 => 1,
-            TensorType::Q4_0 | TensorType::Q4_1 | TensorType::Q8_0 | TensorType::Q3Rtn => 32,
+            TensorType::Q4_0
+            | TensorType::Q4_1
+            | TensorType::Q5_0
+            | TensorType::Q5_1
+            | TensorType::Q8_0
+            | TensorType::Q3Rtn => 32,
             TensorType::SeedLm4 | TensorType::SeedLm3 => {
                 self.seedlm_config().map_or(1, |c| c.block)
             }
@@ -157,6 +170,8 @@ impl TensorType {
             TensorType::F16 | TensorType::BF16 => 2,
             TensorType::Q4_0 => crate::blocks::BLOCK_Q4_0_BYTES,
             TensorType::Q4_1 => crate::blocks::BLOCK_Q4_1_BYTES,
+            TensorType::Q5_0 => crate::blocks::BLOCK_Q5_0_BYTES,
+            TensorType::Q5_1 => crate::blocks::BLOCK_Q5_1_BYTES,
             TensorType::Q8_0 => crate::blocks::BLOCK_Q8_0_BYTES,
         }
     }
@@ -229,12 +244,14 @@ mod tests {
             TensorType::BF16,
             TensorType::Q4_0,
             TensorType::Q4_1,
+            TensorType::Q5_0,
+            TensorType::Q5_1,
             TensorType::Q8_0,
         ]
         .iter()
         .map(|t| t.block_bytes())
         .collect();
-        assert_eq!(sizes, [4, 2, 2, 18, 20, 34]);
+        assert_eq!(sizes, [4, 2, 2, 18, 20, 22, 24, 34]);
         assert_eq!(TensorType::Q4_1.row_bytes(576).ok(), Some(18 * 20));
         assert_eq!(TensorType::F16.row_bytes(3).ok(), Some(6));
         assert!(TensorType::Q8_0.row_bytes(33).is_err());

@@ -27,6 +27,8 @@ fn tensor_type(name: &str) -> TensorType {
     match name {
         "Q4_0" => TensorType::Q4_0,
         "Q4_1" => TensorType::Q4_1,
+        "Q5_0" => TensorType::Q5_0,
+        "Q5_1" => TensorType::Q5_1,
         "Q8_0" => TensorType::Q8_0,
         "F16" => TensorType::F16,
         "BF16" => TensorType::BF16,
@@ -85,6 +87,8 @@ fn vectors_cover_every_type_and_the_edge_rows() {
     for t in [
         TensorType::Q4_0,
         TensorType::Q4_1,
+        TensorType::Q5_0,
+        TensorType::Q5_1,
         TensorType::Q8_0,
         TensorType::F16,
         TensorType::BF16,
