@@ -3,13 +3,12 @@
 
 use crate::config::{LlamaConfig, RopeStyle};
 use crate::kv_cache::{KvStore, Positions};
-use crate::weights::{LayerWeights, LlamaWeights, Matrix, MatrixData};
+use crate::weights::{LayerWeights, LlamaWeights, Matrix};
 use rayon::prelude::*;
 use seedinfer_kernels::activation::silu_times;
 use seedinfer_kernels::attention::{
     attend_range, attend_range_streaming, merge_into, prefetch_keys, KvHead, Partial, MAX_GROUP,
 };
-use seedinfer_kernels::dense_f32::matmul;
 use seedinfer_kernels::quantized::{quantize_activations, Q8Block, QuantizedMatrix};
 use seedinfer_kernels::rms_norm::{rms_norm, rms_norm_quantized};
 
@@ -17,10 +16,7 @@ use seedinfer_kernels::rms_norm::{rms_norm, rms_norm_quantized};
 fn all_quantized<const N: usize>(ws: [&Matrix; N]) -> Option<[&QuantizedMatrix; N]> {
     let mut quantized = [None; N];
     for (q, w) in quantized.iter_mut().zip(ws) {
-        match &w.data {
-            MatrixData::Quantized(m) => *q = Some(m),
-            _ => return None,
-        }
+        *q = Some(w.quantized()?);
     }
     Some(quantized.map(|q| q.expect("every slot was filled")))
 }
@@ -106,20 +102,14 @@ fn project<const N: usize>(
     outs: [&mut Vec<f32>; N],
     s: &mut ProjectScratch,
 ) {
-    if ws
-        .iter()
-        .any(|w| matches!(w.data, MatrixData::Quantized(_)))
-    {
+    if ws.iter().any(|w| w.quantized().is_some()) {
         quantize_activations(input, &mut s.q8);
     }
     for (w, out) in ws.into_iter().zip(outs) {
         out.resize(tokens * w.rows, 0.0);
-        match &w.data {
-            MatrixData::Quantized(q) => q.matmul(&s.q8, tokens, out),
-            MatrixData::Half(h) => h.matmul(input, tokens, out),
-            MatrixData::F32(data) => matmul(data, w.rows, w.cols, input, tokens, out),
-            MatrixData::SeedLm(m) => m.matmul(input, tokens, out),
-            MatrixData::Q3Rtn(m) => m.matmul(input, tokens, out),
+        match w.quantized() {
+            Some(q) => q.matmul(&s.q8, tokens, out),
+            None => w.data.matmul_f32(input, tokens, out),
         }
     }
 }

@@ -13,7 +13,7 @@ use crate::error::{EngineError, Result};
 use crate::forward::LogitsFor;
 use crate::kv_cache::{KvStore, Positions};
 use crate::kv_pool::KvDtype;
-use crate::weights::{LlamaWeights, Matrix, MatrixData};
+use crate::weights::{LlamaWeights, Matrix};
 use half::f16;
 use half::slice::HalfFloatSliceExt;
 use rayon::prelude::*;
@@ -39,10 +39,7 @@ pub fn check_supported(w: &LlamaWeights, kv: KvDtype) -> Result<()> {
     if kv != KvDtype::F16 {
         return unsupported(format!("this model's kvCache.dtype is {}", kv.name()));
     }
-    let quantized = |m: &Matrix| match &m.data {
-        MatrixData::Quantized(q) => Some(q.tensor_type()),
-        _ => None,
-    };
+    let quantized = |m: &Matrix| m.quantized().map(|q| q.tensor_type());
     for (l, layer) in w.layers.iter().enumerate() {
         let matrices = [
             &layer.wq,
@@ -71,10 +68,9 @@ pub fn check_supported(w: &LlamaWeights, kv: KvDtype) -> Result<()> {
 /// `out = x · mᵀ` for `tokens` rows of activations already rounded to int8 (`q8`), with llama.cpp's product.
 fn product(m: &Matrix, q8: &[Q8Block], tokens: usize, out: &mut Vec<f32>) {
     out.resize(tokens * m.rows, 0.0);
-    let done = match &m.data {
-        MatrixData::Quantized(q) => q.matmul_ggml(q8, tokens, out),
-        _ => false,
-    };
+    let done = m
+        .quantized()
+        .is_some_and(|q| q.matmul_ggml(q8, tokens, out));
     assert!(done, "check_supported admits only Q4_1 and Q8_0 matrices");
 }
 

@@ -5,14 +5,15 @@ use crate::config::LlamaConfig;
 use crate::error::{EngineError, Result};
 use rayon::prelude::*;
 use seedinfer_formats::{
-    container, quantize_row, FormatError, GgufFile, SafetensorsDir, TensorType, TensorView,
-    SEEDINFER_TENSOR_TYPES,
+    blocks::BLOCK_TYPES, container, quantize_row, FormatError, GgufFile, SafetensorsDir,
+    TensorType, TensorView, SEEDINFER_TENSOR_TYPES,
 };
+use seedinfer_kernels::dense_f32::DenseMatrix;
 use seedinfer_kernels::half_weights::HalfMatrix;
 use seedinfer_kernels::q3_rtn_weights::Q3RtnMatrix;
 use seedinfer_kernels::quantized::QuantizedMatrix;
 use seedinfer_kernels::seedlm_weights::SeedLmMatrix;
-use seedinfer_kernels::{kernel_isa, KernelFamily};
+use seedinfer_kernels::WeightMatrix;
 use std::collections::BTreeMap;
 
 /// Storage format requested for every weight matrix at load time.
@@ -23,10 +24,12 @@ pub enum WeightFormat {
     Q8_0,
     Q4_0,
     Q4_1,
+    Q5_0,
+    Q5_1,
 }
 
 impl WeightFormat {
-    /// Parses `f32`, `q8_0`, `q4_0` or `q4_1`.
+    /// Parses `f32`, `f16`, `q8_0`, `q4_0`, `q4_1`, `q5_0` or `q5_1`.
     pub fn parse(name: &str) -> Option<Self> {
         match name {
             "f32" => Some(Self::F32),
@@ -34,6 +37,8 @@ impl WeightFormat {
             "q8_0" => Some(Self::Q8_0),
             "q4_0" => Some(Self::Q4_0),
             "q4_1" => Some(Self::Q4_1),
+            "q5_0" => Some(Self::Q5_0),
+            "q5_1" => Some(Self::Q5_1),
             _ => None,
         }
     }
@@ -45,70 +50,51 @@ impl WeightFormat {
             Self::Q8_0 => TensorType::Q8_0,
             Self::Q4_0 => TensorType::Q4_0,
             Self::Q4_1 => TensorType::Q4_1,
+            Self::Q5_0 => TensorType::Q5_0,
+            Self::Q5_1 => TensorType::Q5_1,
         }
     }
 }
 
-/// A weight matrix `[rows, cols]`: block-quantised and half-precision tensors stay as stored.
+/// A weight matrix `[rows, cols]`: block-quantised and half-precision tensors stay as stored, behind one trait
+/// object (`WeightMatrix`) whatever the storage.
 pub struct Matrix {
     pub rows: usize,
     pub cols: usize,
-    pub data: MatrixData,
-}
-
-pub enum MatrixData {
-    F32(Vec<f32>),
-    /// f16 or bf16, multiplied with f32 activations and accumulated in f32.
-    Half(HalfMatrix),
-    /// Q4_0, Q4_1 or Q8_0, multiplied with int8 activations.
-    Quantized(QuantizedMatrix),
-    /// SeedLM (seedinfer containers), reconstructed inside the product with f32 activations.
-    SeedLm(SeedLmMatrix),
-    /// q3_rtn (seedinfer containers), multiplied with f32 activations.
-    Q3Rtn(Q3RtnMatrix),
+    pub data: Box<dyn WeightMatrix>,
 }
 
 impl Matrix {
-    pub fn resident_bytes(&self) -> usize {
-        match &self.data {
-            MatrixData::F32(v) => v.len() * 4,
-            MatrixData::Half(h) => h.resident_bytes(),
-            MatrixData::Quantized(q) => q.resident_bytes(),
-            MatrixData::SeedLm(m) => m.resident_bytes(),
-            MatrixData::Q3Rtn(m) => m.resident_bytes(),
+    fn new(rows: usize, cols: usize, data: impl WeightMatrix + 'static) -> Self {
+        Self {
+            rows,
+            cols,
+            data: Box::new(data),
         }
+    }
+
+    pub fn resident_bytes(&self) -> usize {
+        self.data.resident_bytes()
     }
 
     /// How the products with this matrix are computed, e.g. `Q4_1 x int8` or `f32`.
     pub fn compute_format(&self) -> String {
-        match &self.data {
-            MatrixData::Quantized(q) => format!("{} x int8", q.tensor_type().name()),
-            MatrixData::Half(h) => format!("{} x f32", h.tensor_type().name()),
-            MatrixData::F32(_) => "f32".to_string(),
-            MatrixData::SeedLm(m) => format!("{} x f32", m.tensor_type().name()),
-            MatrixData::Q3Rtn(_) => "Q3_RTN x f32".to_string(),
-        }
+        self.data.compute_format()
     }
 
     /// The instruction set this matrix's products run with on this machine.
     pub fn kernel_isa(&self) -> &'static str {
-        kernel_isa(match self.data {
-            MatrixData::F32(_) => KernelFamily::DenseF32,
-            MatrixData::Half(_) => KernelFamily::Half,
-            MatrixData::Quantized(_) => KernelFamily::Quantized,
-            MatrixData::SeedLm(_) | MatrixData::Q3Rtn(_) => KernelFamily::SeedLm,
-        })
+        self.data.kernel_isa()
     }
 
     /// Copies row `row` as f32 into `out` (an embedding lookup).
     pub fn row_to_f32(&self, row: usize, out: &mut [f32]) {
-        match &self.data {
-            MatrixData::F32(v) => out.copy_from_slice(&v[row * self.cols..(row + 1) * self.cols]),
-            MatrixData::Half(h) => h.row_to_f32(row, out),
-            MatrixData::Quantized(q) => q.dequantize_row(row, out),
-            MatrixData::SeedLm(m) => m.row_to_f32(row, out),
-            MatrixData::Q3Rtn(m) => m.row_to_f32(row, out),
-        }
+        self.data.row_to_f32(row, out)
+    }
+
+    /// The block-quantised matrix, if the products read int8 activations.
+    pub fn quantized(&self) -> Option<&QuantizedMatrix> {
+        self.data.quantized()
     }
 }
 
@@ -377,7 +363,7 @@ impl Loader<'_> {
         let view = self.view(layer, part, &[rows, cols])?;
         let name = view.name.to_string();
         if SEEDINFER_TENSOR_TYPES.contains(&view.tensor_type) {
-            let data = own_format_matrix(&file, &view, rows, cols, base)?;
+            let matrix = own_format_matrix(&file, &view, rows, cols, base)?;
             let kept = view.tensor_type.name();
             if let Some(r) = requested {
                 self.fallbacks.push(format!(
@@ -385,21 +371,23 @@ impl Loader<'_> {
                 ));
             }
             self.source.release(&name);
-            return Ok(Matrix { rows, cols, data });
+            return Ok(matrix);
         }
         let target = requested.map_or(view.tensor_type, WeightFormat::tensor_type);
-        let block_format = matches!(
-            target,
-            TensorType::Q4_0 | TensorType::Q4_1 | TensorType::Q8_0
-        );
+        let block_format = BLOCK_TYPES.contains(&target);
         let half_format = matches!(target, TensorType::F16 | TensorType::BF16);
         let mut fallback = None;
-        let data = if block_format && !cols.is_multiple_of(32) {
+        let dense = |values: Vec<f32>| {
+            DenseMatrix::new(rows, cols, values)
+                .map(|d| Matrix::new(rows, cols, d))
+                .ok_or_else(|| EngineError::Internal(format!("{name} has the wrong size")))
+        };
+        let matrix = if block_format && !cols.is_multiple_of(32) {
             fallback = Some(format!(
                 "{name}: {cols} columns are not a multiple of 32, kept f32 instead of {}",
                 target.name()
             ));
-            MatrixData::F32(finite_f32(&file, &view)?)
+            dense(finite_f32(&file, &view)?)?
         } else if block_format && target == view.tensor_type {
             let q =
                 QuantizedMatrix::from_bytes(target, rows, cols, view.data).ok_or_else(|| {
@@ -409,14 +397,14 @@ impl Loader<'_> {
                     })
                 })?;
             check_finite(&file, &name, q.scales_are_finite())?;
-            MatrixData::Quantized(q)
+            Matrix::new(rows, cols, q)
         } else if block_format {
             let values = finite_f32(&file, &view)?;
             let bytes = quantize_rows(target, &values, cols)?;
             let q = QuantizedMatrix::from_bytes(target, rows, cols, &bytes).ok_or_else(|| {
                 EngineError::Internal(format!("quantising {name} to {} failed", target.name()))
             })?;
-            MatrixData::Quantized(q)
+            Matrix::new(rows, cols, q)
         } else if half_format {
             // Converted through f32 also when the file already holds this type, to reject NaN and infinity.
             let values = finite_f32(&file, &view)?;
@@ -431,13 +419,13 @@ impl Loader<'_> {
             let h = HalfMatrix::from_bytes(target, rows, cols, &bytes).ok_or_else(|| {
                 EngineError::Internal(format!("storing {name} as {} failed", target.name()))
             })?;
-            MatrixData::Half(h)
+            Matrix::new(rows, cols, h)
         } else {
-            MatrixData::F32(finite_f32(&file, &view)?)
+            dense(finite_f32(&file, &view)?)?
         };
         self.source.release(&name);
         self.fallbacks.extend(fallback);
-        Ok(Matrix { rows, cols, data })
+        Ok(matrix)
     }
 }
 
@@ -448,7 +436,7 @@ fn own_format_matrix(
     rows: usize,
     cols: usize,
     base: Option<i32>,
-) -> Result<MatrixData> {
+) -> Result<Matrix> {
     let corrupt = |reason: String| {
         EngineError::Format(FormatError::Corrupt {
             file: file.to_string(),
@@ -457,13 +445,13 @@ fn own_format_matrix(
     };
     match view.tensor_type {
         TensorType::Q3Rtn => Q3RtnMatrix::from_bytes(rows, cols, view.data)
-            .map(MatrixData::Q3Rtn)
+            .map(|m| Matrix::new(rows, cols, m))
             .ok_or_else(|| corrupt(format!("tensor {} has the wrong byte length", view.name))),
         t => {
             let base = base
                 .ok_or_else(|| corrupt(format!("{t} tensor {} has no exponent base", view.name)))?;
             SeedLmMatrix::from_bytes(t, rows, cols, view.data, base)
-                .map(MatrixData::SeedLm)
+                .map(|m| Matrix::new(rows, cols, m))
                 .ok_or_else(|| {
                     corrupt(format!(
                         "tensor {} has the wrong byte length or exponent base",

@@ -9,7 +9,7 @@
 //! [`attend_range_scalar`] is the reference. Softmax is exact (max subtracted); outputs are divided by the weight
 //! sum at the end, which lets ranges of positions be computed apart and [`merge`]d (flash-decoding).
 
-use crate::isa::{detected, Isa};
+use crate::isa::detected;
 use crate::widen::Widen;
 use half::f16;
 use std::ops::Range;
@@ -94,7 +94,12 @@ pub fn prefetch_keys(kv: &KvHead, positions: Range<usize>) {
             .min(keys.data.len().saturating_sub(kv.offset) / kv.stride.max(1));
         // SAFETY: prefetching is only a hint and never faults; the rows are inside `keys` anyway.
         unsafe {
-            crate::attention_avx2::prefetch_rows(base, positions.start..end, kv.stride, kv.head_dim)
+            crate::x86_avx2::attention::prefetch_rows(
+                base,
+                positions.start..end,
+                kv.stride,
+                kv.head_dim,
+            )
         }
     });
     #[cfg(not(target_arch = "x86_64"))]
@@ -273,7 +278,7 @@ fn attend_range_with(
     assert!(!positions.is_empty(), "at least one position");
     assert_eq!(partials.len(), queries.len(), "one partial per query");
     #[cfg(target_arch = "x86_64")]
-    if detected() >= Isa::Avx2 && kv.head_dim.is_multiple_of(32) {
+    if detected().has_avx2() && kv.head_dim.is_multiple_of(32) {
         for ((queries, outs), partials) in queries
             .chunks(MAX_GROUP)
             .zip(outs.chunks_mut(MAX_GROUP))
@@ -282,7 +287,7 @@ fn attend_range_with(
             scores.resize(queries.len() * positions.len(), 0.0);
             // SAFETY: `detected` reports AVX2/FMA/F16C; `check` verified every slice length.
             unsafe {
-                crate::attention_avx2::attend_range(
+                crate::x86_avx2::attention::attend_range(
                     kv,
                     positions.clone(),
                     scale,

@@ -85,6 +85,37 @@ pub fn matmul(
     });
 }
 
+/// An f32 weight matrix `[rows, cols]`, row-major.
+pub struct DenseMatrix {
+    pub rows: usize,
+    pub cols: usize,
+    data: Vec<f32>,
+}
+
+impl DenseMatrix {
+    /// `None` unless `data` holds `rows * cols` values.
+    pub fn new(rows: usize, cols: usize, data: Vec<f32>) -> Option<Self> {
+        (rows.checked_mul(cols) == Some(data.len())).then_some(Self { rows, cols, data })
+    }
+
+    pub fn tensor_type(&self) -> seedinfer_formats::TensorType {
+        seedinfer_formats::TensorType::F32
+    }
+
+    pub fn resident_bytes(&self) -> usize {
+        std::mem::size_of_val(self.data.as_slice())
+    }
+
+    pub fn row_to_f32(&self, row: usize, out: &mut [f32]) {
+        out.copy_from_slice(&self.data[row * self.cols..(row + 1) * self.cols]);
+    }
+
+    /// `out[t][r] = dot(row r, input[t])`, see [`matmul`].
+    pub fn matmul(&self, input: &[f32], tokens: usize, out: &mut [f32]) {
+        matmul(&self.data, self.rows, self.cols, input, tokens, out)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -10,9 +10,8 @@
 //! Everything here is plain Rust with [`f32::mul_add`] for ggml's fused multiply-adds, so the same source gives the
 //! same bits with or without FMA instructions; the `avx2` functions are that source compiled for AVX2 + FMA.
 
-use crate::quantized::Q8Block;
+use crate::q8_block::Q8Block;
 #[cfg(target_arch = "x86_64")]
-use crate::row_quads::{QuadQ4_1, QuadQ8_0, QUAD};
 use half::f16;
 use seedinfer_formats::{BlockQ4_1, BlockQ8_0};
 
@@ -67,7 +66,7 @@ pub fn expf(x: f32) -> f32 {
 /// `ggml_vec_swiglu_f32`: `gate[i] = silu(gate[i]) · up[i]` with `ggml_v_silu(x) = x / (1 + expf(0 - x))`.
 pub fn silu_times(gate: &mut [f32], up: &[f32]) {
     #[cfg(target_arch = "x86_64")]
-    if crate::isa::detected() >= crate::Isa::Avx2 {
+    if crate::isa::detected().has_avx2() {
         // SAFETY: `detected` only reports instruction sets this machine has.
         return unsafe { silu_times_avx2(gate, up) };
     }
@@ -136,7 +135,7 @@ pub fn rotate_heads(
     pairs: &dyn Fn(usize) -> (usize, usize),
 ) {
     #[cfg(target_arch = "x86_64")]
-    if crate::isa::detected() >= crate::Isa::Avx2 {
+    if crate::isa::detected().has_avx2() {
         // SAFETY: `detected` only reports instruction sets this machine has.
         return unsafe { rotate_heads_avx2(row, head_dim, angles, pairs) };
     }
@@ -341,7 +340,7 @@ pub fn dot_q8_0(w: &WeightRow, x: &[Q8Block]) -> f32 {
 /// `madd` with ones, convert (ggml's `mul_sum_us8_pairs_float`).
 #[cfg(target_arch = "x86_64")]
 #[inline(always)]
-unsafe fn q4_1_lanes(
+pub(crate) unsafe fn q4_1_lanes(
     qx: std::arch::x86_64::__m256i,
     qy: std::arch::x86_64::__m256i,
 ) -> std::arch::x86_64::__m256 {
@@ -356,7 +355,7 @@ unsafe fn q4_1_lanes(
 /// convert (ggml's `mul_sum_i8_pairs_float`).
 #[cfg(target_arch = "x86_64")]
 #[inline(always)]
-unsafe fn q8_0_lanes(
+pub(crate) unsafe fn q8_0_lanes(
     qx: std::arch::x86_64::__m256i,
     qy: std::arch::x86_64::__m256i,
 ) -> std::arch::x86_64::__m256 {
@@ -382,7 +381,7 @@ pub unsafe fn dot_q4_1_avx2(w: &WeightRow, x: &[Q8Block]) -> f32 {
         let qy = _mm256_loadu_si256(y.qs.as_ptr().cast());
         acc = _mm256_fmadd_ps(_mm256_set1_ps(d * y.d), q4_1_lanes(qx, qy), acc);
     }
-    crate::avx2_reduce::horizontal_sum(acc) + summs
+    crate::x86_avx2::horizontal_sum(acc) + summs
 }
 
 /// [`dot_q8_0`] with ggml's instructions: `maddubs` of `|w|` and `y` with `w`'s sign, `madd` with ones,
@@ -400,60 +399,7 @@ pub unsafe fn dot_q8_0_avx2(w: &WeightRow, x: &[Q8Block]) -> f32 {
         let qy = _mm256_loadu_si256(y.qs.as_ptr().cast());
         acc = _mm256_fmadd_ps(_mm256_set1_ps(d * y.d), q8_0_lanes(qx, qy), acc);
     }
-    crate::avx2_reduce::horizontal_sum(acc)
-}
-
-/// `f16 → f32` with F16C, for the AVX2 dot products (exact, as every conversion of an f16).
-#[cfg(target_arch = "x86_64")]
-#[inline(always)]
-unsafe fn widen_f16(h: f16) -> f32 {
-    use std::arch::x86_64::*;
-    _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(h.to_bits() as i32)))
-}
-
-/// [`dot_q4_1_avx2`] on row `lane` of row quads, read in place: for single-token products, where unpacking the
-/// row first would cost more than the dot product itself. The same operations, so the same bits.
-///
-/// # Safety
-/// The CPU must have AVX2, FMA and F16C.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma,f16c")]
-pub unsafe fn dot_q4_1_quads_avx2(quads: &[QuadQ4_1], lane: usize, x: &[Q8Block]) -> f32 {
-    use std::arch::x86_64::*;
-    let low = _mm256_set1_epi8(0x0f);
-    let mut acc = _mm256_setzero_ps();
-    let mut summs = 0.0f32;
-    for (q, y) in quads.iter().zip(x) {
-        summs = widen_f16(q.m[lane]).mul_add(y.s, summs);
-        let bytes = _mm_set_epi64x(
-            i64::from_le_bytes(q.qs[QUAD + lane]),
-            i64::from_le_bytes(q.qs[lane]),
-        );
-        let qx = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(bytes, 4), bytes), low);
-        let qy = _mm256_loadu_si256(y.qs.as_ptr().cast());
-        let d = _mm256_set1_ps(widen_f16(q.d[lane]) * y.d);
-        acc = _mm256_fmadd_ps(d, q4_1_lanes(qx, qy), acc);
-    }
-    crate::avx2_reduce::horizontal_sum(acc) + summs
-}
-
-/// [`dot_q8_0_avx2`] on row `lane` of row quads, read in place (see [`dot_q4_1_quads_avx2`]).
-///
-/// # Safety
-/// The CPU must have AVX2, FMA and F16C.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma,f16c")]
-pub unsafe fn dot_q8_0_quads_avx2(quads: &[QuadQ8_0], lane: usize, x: &[Q8Block]) -> f32 {
-    use std::arch::x86_64::*;
-    let mut acc = _mm256_setzero_ps();
-    for (q, y) in quads.iter().zip(x) {
-        let chunk = |c: usize| i64::from_le_bytes(q.qs[QUAD * c + lane].map(|v| v as u8));
-        let qx = _mm256_set_epi64x(chunk(3), chunk(2), chunk(1), chunk(0));
-        let qy = _mm256_loadu_si256(y.qs.as_ptr().cast());
-        let d = _mm256_set1_ps(widen_f16(q.d[lane]) * y.d);
-        acc = _mm256_fmadd_ps(d, q8_0_lanes(qx, qy), acc);
-    }
-    crate::avx2_reduce::horizontal_sum(acc)
+    crate::x86_avx2::horizontal_sum(acc)
 }
 
 /// Which of ggml's f16 dot products attention uses: tinyBLAS when the batch has two or more tokens,
@@ -496,7 +442,7 @@ pub fn attend<S: KvSource>(
     out: &mut [f32],
 ) {
     #[cfg(target_arch = "x86_64")]
-    if crate::isa::detected() >= crate::Isa::Avx2 {
+    if crate::isa::detected().has_avx2() {
         // SAFETY: `detected` only reports instruction sets this machine has.
         return unsafe { attend_avx2(q, kv, visible, scale, dots, s, out) };
     }

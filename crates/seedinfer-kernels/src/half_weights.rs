@@ -1,7 +1,7 @@
 //! f16 and bf16 weights kept as stored (half the memory of f32) multiplied with f32 activations, accumulating
 //! in f32.
 //!
-//! `matmul_scalar` is the reference: every weight is widened to f32 (exactly; both formats are subsets of f32)
+//! `matmul_with(Isa::Scalar, ..)` is the reference: every weight is widened to f32 (exactly; both formats are subsets of f32)
 //! and the dot product uses the same sixteen partial sums and pairwise final reduction as
 //! [`crate::dense_f32::dot_scalar`]. The AVX2 + F16C twin keeps those sixteen sums in two 8-lane registers
 //! and reduces them in the same order with separate multiplies and adds (no fused multiply-add), so it
@@ -84,7 +84,7 @@ mod avx2 {
             tail += w.get_unchecked(i).widen() * *x.get_unchecked(i);
         }
         // The reference's pairwise reduction: 16 -> 8 -> 4 -> 2 -> 1.
-        crate::avx2_reduce::horizontal_sum(_mm256_add_ps(low, high)) + tail
+        crate::x86_avx2::horizontal_sum(_mm256_add_ps(low, high)) + tail
     }
 
     #[target_feature(enable = "avx2,fma,f16c")]
@@ -96,13 +96,14 @@ mod avx2 {
     }
 }
 
-/// `out[i] = dot(row i of rows, x)` with the widest instruction set available.
-fn rows_dispatch<H: Widen>(rows: &[H], cols: usize, x: &[f32], out: &mut [f32]) {
+/// `out[i] = dot(row i of rows, x)` with the kernel of `isa` (from `Isa::usable`).
+fn rows_with<H: Widen>(isa: Isa, rows: &[H], cols: usize, x: &[f32], out: &mut [f32]) {
     #[cfg(target_arch = "x86_64")]
-    if detected() >= Isa::Avx2 {
-        // SAFETY: `detected` only reports instruction sets this machine has.
+    if isa.has_avx2() {
+        // SAFETY: `isa` comes from `Isa::usable`, so this machine has AVX2, FMA and F16C.
         return unsafe { avx2::rows(rows, cols, x, out) };
     }
+    let _ = isa;
     rows_scalar(rows, cols, x, out)
 }
 
@@ -156,15 +157,13 @@ impl HalfMatrix {
 
     /// `out[t][r] = dot(row r, input[t])` for `input` of shape `[tokens, cols]`; `out` is `[tokens, rows]`.
     pub fn matmul(&self, input: &[f32], tokens: usize, out: &mut [f32]) {
-        self.matmul_with(input, tokens, out, false)
+        self.matmul_with(detected(), input, tokens, out)
     }
 
-    /// The same product with the scalar reference kernel (which `matmul` equals bit for bit).
-    pub fn matmul_scalar(&self, input: &[f32], tokens: usize, out: &mut [f32]) {
-        self.matmul_with(input, tokens, out, true)
-    }
-
-    fn matmul_with(&self, input: &[f32], tokens: usize, out: &mut [f32], scalar: bool) {
+    /// [`Self::matmul`] with the kernels of `isa` (or the widest this machine has below it); `Isa::Scalar`
+    /// is the scalar reference kernel (which `matmul` equals bit for bit).
+    pub fn matmul_with(&self, isa: Isa, input: &[f32], tokens: usize, out: &mut [f32]) {
+        let isa = isa.usable();
         let (rows, cols) = (self.rows, self.cols);
         assert_eq!(input.len(), tokens * cols, "input is not [tokens, cols]");
         assert_eq!(out.len(), tokens * rows, "output is not [tokens, rows]");
@@ -176,11 +175,9 @@ impl HalfMatrix {
         for_each_row_block(rows, tokens, rows_per_task, out, |first, t, column| {
             let x = &input[t * cols..(t + 1) * cols];
             let range = first * cols..(first + column.len()) * cols;
-            match (&self.data, scalar) {
-                (HalfData::F16(d), false) => rows_dispatch(&d[range], cols, x, column),
-                (HalfData::BF16(d), false) => rows_dispatch(&d[range], cols, x, column),
-                (HalfData::F16(d), true) => rows_scalar(&d[range], cols, x, column),
-                (HalfData::BF16(d), true) => rows_scalar(&d[range], cols, x, column),
+            match &self.data {
+                HalfData::F16(d) => rows_with(isa, &d[range], cols, x, column),
+                HalfData::BF16(d) => rows_with(isa, &d[range], cols, x, column),
             }
         });
     }
@@ -251,7 +248,7 @@ mod tests {
                 let (mut fast, mut reference) =
                     (vec![0.0; tokens * rows], vec![0.0; tokens * rows]);
                 m.matmul(&x, tokens, &mut fast);
-                m.matmul_scalar(&x, tokens, &mut reference);
+                m.matmul_with(Isa::Scalar, &x, tokens, &mut reference);
                 for t in 0..tokens {
                     for r in 0..rows {
                         let want = crate::dense_f32::dot_scalar(

@@ -1,13 +1,20 @@
-//! Run-time choice of instruction set. Kernels are compiled once per level from one `#[inline(always)]` body,
-//! so the binary assumes only the x86-64 baseline and the scalar build stays the reference.
+//! Run-time choice of instruction set. Kernels are compiled once per instruction set (one folder each:
+//! `x86_avx2/`, and in time `x86_avx512/` and `aarch64_neon/`) from `#[target_feature]` functions, so the binary
+//! assumes only the target's baseline and the scalar code stays the reference. Every kernel call is given one
+//! explicit [`Isa`]; [`detected`] is the widest this machine offers, capped by `SEEDINFER_ISA`.
 
 use std::sync::OnceLock;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Isa {
+    /// Plain Rust: the oracle every SIMD kernel is tested against.
     Scalar,
+    /// x86-64 AVX2 + FMA + F16C.
     Avx2,
+    /// x86-64 AVX-512 F/BW/VL + VNNI (on top of AVX2). Kernels without an AVX-512 version run their AVX2 one.
     Avx512,
+    /// aarch64 NEON (Advanced SIMD). Kernels without a NEON version run their scalar one.
+    Neon,
 }
 
 impl Isa {
@@ -16,6 +23,35 @@ impl Isa {
             Isa::Scalar => "scalar",
             Isa::Avx2 => "avx2+fma+f16c",
             Isa::Avx512 => "avx512f+bw+vnni",
+            Isa::Neon => "neon",
+        }
+    }
+
+    /// Parses a `SEEDINFER_ISA` value: `scalar`, `avx2`, `avx512` or `neon`.
+    pub fn parse(name: &str) -> Option<Self> {
+        match name {
+            "scalar" => Some(Isa::Scalar),
+            "avx2" => Some(Isa::Avx2),
+            "avx512" => Some(Isa::Avx512),
+            "neon" => Some(Isa::Neon),
+            _ => None,
+        }
+    }
+
+    /// Whether code compiled for AVX2 + FMA + F16C may run under this instruction set.
+    #[inline(always)]
+    pub fn has_avx2(self) -> bool {
+        matches!(self, Isa::Avx2 | Isa::Avx512)
+    }
+
+    /// This instruction set if the machine has it (and the cap allows it), else the widest one it does have: what
+    /// a kernel asked to run with `self` may use.
+    pub fn usable(self) -> Isa {
+        let best = detected();
+        match (self, best) {
+            (Isa::Scalar, _) => Isa::Scalar,
+            (Isa::Avx2, Isa::Avx512) => Isa::Avx2,
+            _ => best,
         }
     }
 }
@@ -27,51 +63,86 @@ pub enum KernelFamily {
     DenseF32,
     /// f16/bf16 weights x f32 activations (`half_weights`).
     Half,
-    /// Q4_0/Q4_1/Q8_0 weights x int8 activations (`quantized`).
-    Quantized,
     /// SeedLM and q3_rtn weights x f32 activations (`seedlm_weights`, `q3_rtn_weights`).
     SeedLm,
 }
 
-/// The instruction set a kernel family runs with on this machine.
+/// The instruction set a kernel family runs with on this machine. (Block-quantised formats say it per format:
+/// `QuantizedMatrix::kernel_isa`.)
 pub fn kernel_isa(family: KernelFamily) -> &'static str {
     match (family, detected()) {
-        (_, Isa::Scalar) => "scalar",
+        (_, Isa::Scalar | Isa::Neon) => "scalar",
         (KernelFamily::DenseF32, Isa::Avx512) => "avx512f (vectorised by the compiler)",
         (KernelFamily::DenseF32, Isa::Avx2) => "avx2+fma (vectorised by the compiler)",
-        // The int8 and half kernels have AVX2 intrinsics; AVX-512 machines run those too.
-        (KernelFamily::Half | KernelFamily::Quantized, _) => "avx2+fma+f16c",
-        (KernelFamily::SeedLm, _) => "avx2+fma+f16c",
+        // The half and SeedLM kernels have AVX2 intrinsics; AVX-512 machines run those too.
+        (KernelFamily::Half | KernelFamily::SeedLm, _) => "avx2+fma+f16c",
     }
 }
 
 /// The widest instruction set this machine offers among those the kernels are built for.
-/// `SEEDINFER_ISA=scalar|avx2` caps it (for tests and comparisons).
+/// `SEEDINFER_ISA=scalar|avx2|avx512|neon` caps it (for tests and comparisons); a cap the machine does not reach
+/// changes nothing.
 pub fn detected() -> Isa {
     static DETECTED: OnceLock<Isa> = OnceLock::new();
     *DETECTED.get_or_init(|| {
-        let cap = match std::env::var("SEEDINFER_ISA").as_deref() {
-            Ok("scalar") => Isa::Scalar,
-            Ok("avx2") => Isa::Avx2,
-            _ => Isa::Avx512,
-        };
-        let mut best = Isa::Scalar;
-        #[cfg(target_arch = "x86_64")]
+        let best = widest();
+        match std::env::var("SEEDINFER_ISA")
+            .ok()
+            .as_deref()
+            .and_then(Isa::parse)
         {
-            if std::is_x86_feature_detected!("avx2")
-                && std::is_x86_feature_detected!("fma")
-                && std::is_x86_feature_detected!("f16c")
-            {
-                best = Isa::Avx2;
-            }
-            if best == Isa::Avx2
-                && std::is_x86_feature_detected!("avx512f")
-                && std::is_x86_feature_detected!("avx512bw")
-                && std::is_x86_feature_detected!("avx512vnni")
-            {
-                best = Isa::Avx512;
-            }
+            Some(Isa::Scalar) => Isa::Scalar,
+            Some(Isa::Avx2) if best == Isa::Avx512 => Isa::Avx2,
+            _ => best,
         }
-        best.min(cap)
     })
+}
+
+fn widest() -> Isa {
+    #[cfg(target_arch = "x86_64")]
+    {
+        let avx2 = std::is_x86_feature_detected!("avx2")
+            && std::is_x86_feature_detected!("fma")
+            && std::is_x86_feature_detected!("f16c");
+        let avx512 = std::is_x86_feature_detected!("avx512f")
+            && std::is_x86_feature_detected!("avx512bw")
+            && std::is_x86_feature_detected!("avx512vl")
+            && std::is_x86_feature_detected!("avx512vnni");
+        match (avx2, avx512) {
+            (true, true) => Isa::Avx512,
+            (true, false) => Isa::Avx2,
+            _ => Isa::Scalar,
+        }
+    }
+    #[cfg(target_arch = "aarch64")]
+    {
+        if std::arch::is_aarch64_feature_detected!("neon") {
+            Isa::Neon
+        } else {
+            Isa::Scalar
+        }
+    }
+    #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+    {
+        Isa::Scalar
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_parse_back_and_scalar_is_always_usable() {
+        for isa in [Isa::Scalar, Isa::Avx2, Isa::Avx512, Isa::Neon] {
+            let name = format!("{isa:?}").to_lowercase();
+            assert_eq!(Isa::parse(&name), Some(isa));
+        }
+        assert_eq!(Isa::parse("sse2"), None);
+        assert_eq!(Isa::Scalar.usable(), Isa::Scalar);
+        // Whatever is asked for, what comes back is something this machine runs.
+        for isa in [Isa::Avx2, Isa::Avx512, Isa::Neon] {
+            assert!(matches!(isa.usable(), Isa::Scalar | Isa::Avx2) || isa.usable() == detected());
+        }
+    }
 }

@@ -1,25 +1,32 @@
 //! seedinfer's compute kernels. Every SIMD path has a scalar reference beside it; the instruction set is chosen
-//! at run time.
+//! at run time (`isa`), and each instruction set's code lives in its own folder (`x86_avx2/`).
+//!
+//! - `q8_block`: int8 activation blocks (a leaf: everything block-quantised builds on it).
+//! - `quantized/`: block-quantised weights, one file per format, one shared product driver.
+//! - `dense_f32`, `half_weights`, `seedlm_weights`, `q3_rtn_weights`: the other weight storages.
+//! - `attention`, `rms_norm`, `activation`: the other operations of a layer step; `ggml_arithmetic`: llama.cpp's
+//!   bit-exact versions of them.
 
 pub mod activation;
 pub mod attention;
-mod attention_avx2;
-mod avx2_reduce;
 pub mod dense_f32;
 pub mod ggml_arithmetic;
 pub mod half_weights;
 pub mod isa;
 pub mod limits;
 pub mod q3_rtn_weights;
+pub mod q8_block;
 pub mod quantized;
-mod quantized_avx2;
 pub mod rms_norm;
-mod row_blocks;
-pub mod row_quads;
+pub mod row_blocks;
 pub mod seedlm_weights;
 /// Deterministic inputs for tests, examples and benchmarks (not part of the kernels' API).
 #[doc(hidden)]
 pub mod test_values;
+pub mod weight_matrix;
 mod widen;
+#[cfg(target_arch = "x86_64")]
+mod x86_avx2;
 
 pub use isa::{detected as detected_isa, kernel_isa, Isa, KernelFamily};
+pub use weight_matrix::WeightMatrix;

@@ -8,7 +8,7 @@
 //!
 //! Each probe runs its loop on every thread of a rayon pool of the requested size until `seconds` have passed.
 
-use crate::isa::{detected, Isa};
+use crate::isa::detected;
 use rayon::prelude::*;
 use std::hint::black_box;
 use std::time::Instant;
@@ -117,7 +117,7 @@ unsafe fn sum_words_avx2(words: &[u64]) -> u64 {
 
 fn sum_words(words: &[u64]) -> u64 {
     #[cfg(target_arch = "x86_64")]
-    if detected() >= Isa::Avx2 {
+    if detected().has_avx2() {
         // SAFETY: `detected` only reports instruction sets this machine has.
         return unsafe { sum_words_avx2(words) };
     }
@@ -135,7 +135,7 @@ const BATCH: usize = 1 << 14;
 pub fn f32_fma_throughput(threads: usize, seconds: f64) -> f64 {
     per_second_on_all_threads(threads, seconds, || {
         #[cfg(target_arch = "x86_64")]
-        if detected() >= Isa::Avx2 {
+        if detected().has_avx2() {
             // SAFETY: `detected` only reports instruction sets this machine has.
             return unsafe { fma_batch_avx2() };
         }
@@ -189,7 +189,7 @@ fn fma_batch_scalar() -> f64 {
 pub fn int8_dot_throughput(threads: usize, seconds: f64) -> f64 {
     per_second_on_all_threads(threads, seconds, || {
         #[cfg(target_arch = "x86_64")]
-        if detected() >= Isa::Avx2 {
+        if detected().has_avx2() {
             // SAFETY: `detected` only reports instruction sets this machine has.
             return unsafe { int8_batch_avx2() };
         }

@@ -27,6 +27,10 @@ impl Q3RtnMatrix {
         })
     }
 
+    pub fn tensor_type(&self) -> TensorType {
+        TensorType::Q3Rtn
+    }
+
     pub fn resident_bytes(&self) -> usize {
         self.data.len() - 4
     }
@@ -42,15 +46,13 @@ impl Q3RtnMatrix {
 
     /// `out[t][r] = dot(row r, input[t])` for `input` of shape `[tokens, cols]`; `out` is `[tokens, rows]`.
     pub fn matmul(&self, input: &[f32], tokens: usize, out: &mut [f32]) {
-        self.matmul_with(input, tokens, out, false)
+        self.matmul_with(detected(), input, tokens, out)
     }
 
-    /// The same product with the baseline build.
-    pub fn matmul_scalar(&self, input: &[f32], tokens: usize, out: &mut [f32]) {
-        self.matmul_with(input, tokens, out, true)
-    }
-
-    fn matmul_with(&self, input: &[f32], tokens: usize, out: &mut [f32], scalar: bool) {
+    /// [`Self::matmul`] with the kernels of `isa` (or the widest this machine has below it); `Isa::Scalar`
+    /// is the baseline build.
+    pub fn matmul_with(&self, isa: Isa, input: &[f32], tokens: usize, out: &mut [f32]) {
+        let isa = isa.usable();
         assert_eq!(
             input.len(),
             tokens * self.cols,
@@ -72,12 +74,11 @@ impl Q3RtnMatrix {
             out,
             |out, first, count| {
                 #[cfg(target_arch = "x86_64")]
-                if !scalar && detected() >= Isa::Avx2 {
+                if isa.has_avx2() {
                     // SAFETY: the CPU has AVX2, FMA and F16C.
                     unsafe { self.rows_avx2(input, tokens, out, first, count) };
                     return;
                 }
-                let _ = scalar;
                 self.rows(input, tokens, out, first, count);
             },
         );
@@ -144,7 +145,7 @@ impl Q3RtnMatrix {
 #[cfg(target_arch = "x86_64")]
 mod avx2 {
     use super::{Q3RtnMatrix, GROUP, GROUP_BYTES};
-    use crate::avx2_reduce::horizontal_sum as hsum;
+    use crate::x86_avx2::horizontal_sum as hsum;
     use std::arch::x86_64::*;
 
     /// `sums[t] = row · x_t` for `N` tokens of `x` (`cols` apart). Each group: its f16 scale, then four slices of
@@ -207,7 +208,12 @@ mod tests {
             let x = values(tokens * cols, 17);
             for scalar in [true, false] {
                 let mut out = vec![0.0f32; tokens * rows];
-                m.matmul_with(&x, tokens, &mut out, scalar);
+                m.matmul_with(
+                    if scalar { Isa::Scalar } else { detected() },
+                    &x,
+                    tokens,
+                    &mut out,
+                );
                 for t in 0..tokens {
                     for r in 0..rows {
                         let e: f32 = deq[r * cols..(r + 1) * cols]

@@ -1,13 +1,8 @@
 //! RMSNorm, `x * weight / sqrt(mean(x²) + eps)` per row, into f32 or straight into int8 activation blocks.
 
-use crate::isa::{detected, Isa};
-use crate::quantized::{quantize_block_scalar, Q8Block, BLOCK};
-
-/// `1 / sqrt(mean(x²) + eps)`, the mean accumulated in f64.
-pub fn inverse_rms(x: &[f32], eps: f32) -> f32 {
-    let mean_square = x.iter().map(|v| (*v as f64) * (*v as f64)).sum::<f64>() / x.len() as f64;
-    (1.0 / (mean_square + eps as f64).sqrt()) as f32
-}
+use crate::isa::detected;
+pub use crate::q8_block::inverse_rms;
+use crate::q8_block::{quantize_block_scalar, Q8Block, BLOCK};
 
 /// RMSNorm of every row of `x` (`[rows, weight.len()]`) into `out`, resized to match: `x * scale * weight`.
 pub fn rms_norm(x: &[f32], weight: &[f32], eps: f32, out: &mut Vec<f32>) {
@@ -25,7 +20,7 @@ pub fn rms_norm(x: &[f32], weight: &[f32], eps: f32, out: &mut Vec<f32>) {
 }
 
 /// RMSNorm of every row of `x` quantised to int8 activation blocks in one pass, without writing the normalised
-/// rows: bit for bit [`rms_norm`] followed by [`crate::quantized::quantize_activations`]. `weight.len()` must be
+/// rows: bit for bit [`rms_norm`] followed by [`crate::q8_block::quantize_activations`]. `weight.len()` must be
 /// a multiple of 32.
 pub fn rms_norm_quantized(x: &[f32], weight: &[f32], eps: f32, out: &mut Vec<Q8Block>) {
     assert!(
@@ -35,9 +30,9 @@ pub fn rms_norm_quantized(x: &[f32], weight: &[f32], eps: f32, out: &mut Vec<Q8B
         "rows of weight.len(), a multiple of 32"
     );
     #[cfg(target_arch = "x86_64")]
-    if detected() >= Isa::Avx2 {
+    if detected().has_avx2() {
         // SAFETY: `detected` only reports instruction sets this machine has; the lengths were checked.
-        return unsafe { crate::quantized_avx2::rms_norm_quantized(x, weight, eps, out) };
+        return unsafe { crate::x86_avx2::q8_block::rms_norm_quantized(x, weight, eps, out) };
     }
     rms_norm_quantized_scalar(x, weight, eps, out)
 }
@@ -60,7 +55,7 @@ pub fn rms_norm_quantized_scalar(x: &[f32], weight: &[f32], eps: f32, out: &mut 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::quantized::{quantize_activations, quantize_activations_scalar};
+    use crate::q8_block::{quantize_activations, quantize_activations_scalar};
     use crate::test_values::values;
 
     #[test]

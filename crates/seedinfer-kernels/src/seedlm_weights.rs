@@ -160,15 +160,13 @@ impl SeedLmMatrix {
 
     /// `out[t][r] = dot(row r, input[t])` for `input` of shape `[tokens, cols]`; `out` is `[tokens, rows]`.
     pub fn matmul(&self, input: &[f32], tokens: usize, out: &mut [f32]) {
-        self.matmul_with(input, tokens, out, false)
+        self.matmul_with(detected(), input, tokens, out)
     }
 
-    /// The same product with the scalar reference kernel.
-    pub fn matmul_scalar(&self, input: &[f32], tokens: usize, out: &mut [f32]) {
-        self.matmul_with(input, tokens, out, true)
-    }
-
-    fn matmul_with(&self, input: &[f32], tokens: usize, out: &mut [f32], scalar: bool) {
+    /// [`Self::matmul`] with the kernels of `isa` (or the widest this machine has below it); `Isa::Scalar`
+    /// is the scalar reference kernel.
+    pub fn matmul_with(&self, isa: Isa, input: &[f32], tokens: usize, out: &mut [f32]) {
+        let isa = isa.usable();
         let (c, p, cols) = (self.config.block, self.config.coefficients, self.cols);
         assert_eq!(input.len(), tokens * cols, "input is not [tokens, cols]");
         assert_eq!(
@@ -196,12 +194,11 @@ impl SeedLmMatrix {
             |out, first, count| {
                 let rows = first..first + count;
                 #[cfg(target_arch = "x86_64")]
-                if !scalar && detected() >= Isa::Avx2 {
+                if isa.has_avx2() {
                     // SAFETY: the CPU has AVX2 and FMA; buffers are sized above.
                     unsafe { self.rows_avx2(&xr, span, tokens, out, rows) };
                     return;
                 }
-                let _ = scalar;
                 self.rows_scalar(&xr, span, tokens, out, rows);
             },
         );
@@ -282,7 +279,7 @@ fn nibble(codes: u32, j: usize) -> i32 {
 #[cfg(target_arch = "x86_64")]
 mod avx2 {
     use super::{cycle, SeedLmMatrix};
-    use crate::avx2_reduce::horizontal_sum as hsum;
+    use crate::x86_avx2::horizontal_sum as hsum;
     use std::arch::x86_64::*;
 
     /// Coefficients `t_{m mod P}` for lanes `m = 8v..8v + 8` as floats, from the block's nibbles: `shifts` moves
@@ -483,7 +480,12 @@ mod tests {
                     .max(1e-3);
                 for scalar in [true, false] {
                     let mut out = vec![0.0f32; tokens * rows];
-                    m.matmul_with(&x, tokens, &mut out, scalar);
+                    m.matmul_with(
+                        if scalar { Isa::Scalar } else { detected() },
+                        &x,
+                        tokens,
+                        &mut out,
+                    );
                     for (i, (a, b)) in out.iter().zip(&expected).enumerate() {
                         assert!(
                             (a - b).abs() <= 1e-5 * scale * cols as f32,

@@ -8,7 +8,7 @@
 //! How equal "equal" is:
 //! - f32 (`dense_f32`) and f16/bf16 (`half_weights`): bit for bit. The SIMD twins keep the reference's sixteen
 //!   partial sums in the same lanes, reduce them in the same order and do not fuse multiply and add.
-//! - Q4_0, Q4_1, Q8_0 (`quantized`): within a small multiple of f32 epsilon of the sum of the terms'
+//! - Q4_0, Q4_1, Q5_0, Q5_1, Q8_0 (`quantized`): within a small multiple of f32 epsilon of the sum of the terms'
 //!   magnitudes, not bitwise. Each block's integer dot product is exact on both paths, but the scalar
 //!   reference adds `d_w * d_x * sum` to one accumulator per row while the AVX2 kernel splits `sum` over eight
 //!   lanes, adds each lane with a fused multiply-add into its own accumulator and sums the lanes at the end:
@@ -17,12 +17,13 @@
 
 use half::{bf16, f16};
 use proptest::prelude::*;
+use seedinfer_formats::blocks::five_bits;
 use seedinfer_formats::{
-    dequantize_row, quantize_row, BlockQ4_0, BlockQ4_1, BlockQ8_0, TensorType,
+    dequantize_row, quantize_row, BlockQ4_0, BlockQ4_1, BlockQ5_0, BlockQ5_1, BlockQ8_0, TensorType,
 };
-use seedinfer_kernels::dense_f32;
 use seedinfer_kernels::half_weights::HalfMatrix;
 use seedinfer_kernels::quantized::{quantize_activations, Q8Block, QuantizedMatrix, BLOCK};
+use seedinfer_kernels::{dense_f32, Isa};
 
 /// xorshift64*: deterministic values from a proptest-chosen seed.
 struct Rng(u64);
@@ -123,6 +124,22 @@ fn term_magnitudes(
                 (b.d.to_f32(), b.m.to_f32(), q)
             })
             .collect(),
+        TensorType::Q5_0 => bytemuck::pod_collect_to_vec::<u8, BlockQ5_0>(bytes)
+            .iter()
+            .map(|b| {
+                let qh = u32::from_le_bytes(b.qh);
+                let q = std::array::from_fn(|j| five_bits(&b.qs, qh, j) as i32 - 16);
+                (b.d.to_f32(), 0.0, q)
+            })
+            .collect(),
+        TensorType::Q5_1 => bytemuck::pod_collect_to_vec::<u8, BlockQ5_1>(bytes)
+            .iter()
+            .map(|b| {
+                let qh = u32::from_le_bytes(b.qh);
+                let q = std::array::from_fn(|j| five_bits(&b.qs, qh, j) as i32);
+                (b.d.to_f32(), b.m.to_f32(), q)
+            })
+            .collect(),
         TensorType::Q8_0 => bytemuck::pod_collect_to_vec::<u8, BlockQ8_0>(bytes)
             .iter()
             .map(|b| (b.d.to_f32(), 0.0, b.qs.map(|q| q as i32)))
@@ -140,7 +157,7 @@ fn term_magnitudes(
                     .map(|(w, x)| (*w as i64 * *x as i64).abs())
                     .sum();
                 sum += (*d as f64 * a.d as f64).abs() * ints as f64;
-                if tensor_type == TensorType::Q4_1 {
+                if matches!(tensor_type, TensorType::Q4_1 | TensorType::Q5_1) {
                     sum += (*m as f64 * a.s as f64).abs();
                 }
             }
@@ -163,7 +180,7 @@ fn check_quantized(
     let mut bytes = Vec::new();
     quantize_row(tensor_type, &w, &mut bytes).unwrap();
     let m = QuantizedMatrix::from_bytes(tensor_type, rows, cols, &bytes).unwrap();
-    let max_activation = if tensor_type == TensorType::Q4_1 {
+    let max_activation = if matches!(tensor_type, TensorType::Q4_1 | TensorType::Q5_1) {
         Q8_1_SAFE_SCALE
     } else {
         f32::MAX
@@ -174,7 +191,7 @@ fn check_quantized(
 
     let (mut fast, mut reference) = (vec![0.0; tokens * rows], vec![0.0; tokens * rows]);
     m.matmul(&q, tokens, &mut fast);
-    m.matmul_scalar(&q, tokens, &mut reference);
+    m.matmul_with(Isa::Scalar, &q, tokens, &mut reference);
     let magnitudes = term_magnitudes(tensor_type, &bytes, rows, cols, &q, tokens);
     // Rounding steps along one accumulation path: a few per block, a few for the lane reduction.
     let steps = (4 * blocks_per_row + 16) as f32;
@@ -232,7 +249,7 @@ fn check_half(
 
     let (mut fast, mut reference) = (vec![0.0; tokens * rows], vec![0.0; tokens * rows]);
     m.matmul(&x, tokens, &mut fast);
-    m.matmul_scalar(&x, tokens, &mut reference);
+    m.matmul_with(Isa::Scalar, &x, tokens, &mut reference);
     for t in 0..tokens {
         let xt = &x[t * cols..(t + 1) * cols];
         for r in 0..rows {
@@ -286,6 +303,16 @@ proptest! {
     #[test]
     fn q4_1_dispatched_matches_scalar(rows in 1usize..70, k in 1usize..40, tokens in 1usize..12, seed in any::<u64>()) {
         check_quantized(TensorType::Q4_1, rows, k, tokens, seed)?;
+    }
+
+    #[test]
+    fn q5_0_dispatched_matches_scalar(rows in 1usize..70, k in 1usize..40, tokens in 1usize..12, seed in any::<u64>()) {
+        check_quantized(TensorType::Q5_0, rows, k, tokens, seed)?;
+    }
+
+    #[test]
+    fn q5_1_dispatched_matches_scalar(rows in 1usize..70, k in 1usize..40, tokens in 1usize..12, seed in any::<u64>()) {
+        check_quantized(TensorType::Q5_1, rows, k, tokens, seed)?;
     }
 
     #[test]

@@ -6,8 +6,8 @@
 
 #![cfg(target_arch = "x86_64")]
 
+use super::{horizontal_max, horizontal_sum};
 use crate::attention::{with_rows, KvElement, KvHead, Partial, Rows};
-use crate::avx2_reduce::{horizontal_max, horizontal_sum};
 use std::arch::x86_64::*;
 use std::ops::Range;
 

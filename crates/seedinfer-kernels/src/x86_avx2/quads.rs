@@ -1,5 +1,5 @@
-//! AVX2 + FMA + F16C versions of the block-quantised matrix kernels (the scalar ones in `quantized` are the
-//! reference). They read weights as row quads (`row_quads`): per block position, four rows' blocks and scales.
+//! AVX2 + FMA + F16C versions of the block-quantised matrix kernels (each format's scalar `dot_scalar` in
+//! `quantized/` is the reference). They read weights as row quads (`row_quads`): per block position, four rows' blocks and scales.
 //!
 //! The quad stores its four blocks interleaved by 8-byte chunk (`row_quads`), so its (unpacked) weights load as
 //! four vectors by chunk (vector `c` holds elements `8c..8c + 8` of rows 0 to 3), and per token one `maddubs` with the activations' chunk `c` broadcast
@@ -12,16 +12,20 @@
 //! So four rows share every convert, multiply and FMA, and several tokens share every unpacked weight block,
 //! which is what makes a prompt cheaper per token than decoding.
 //!
-//! Signs: `maddubs` wants unsigned weights. Q4_1 nibbles are unsigned already; Q4_0 multiplies the raw nibbles
-//! (0..16) and subtracts 8 x the activations' sums over the same elements (exact integers); Q8_0 moves each
-//! weight's sign onto the activation (`sign`), as llama.cpp does.
+//! Signs: `maddubs` wants unsigned weights. Q4_1 and Q5_1 weights are unsigned already; Q4_0 (Q5_0) multiplies
+//! the raw values (0..16, 0..32) and subtracts 8 (16) x the activations' sums over the same elements (exact
+//! integers); Q8_0 moves each weight's sign onto the activation (`sign`), as llama.cpp does.
+//!
+//! Adding a format here: implement [`Quad`] for its quad (how its weights are made ready for `maddubs`, and their
+//! scales); [`quads`] is then its kernel.
 
 #![cfg(target_arch = "x86_64")]
 
-use crate::avx2_reduce::horizontal_max;
-use crate::quantized::Q8Block;
+use super::horizontal_sum;
+use crate::ggml_arithmetic::{q4_1_lanes, q8_0_lanes};
+use crate::quantized::row_quads::QUAD;
+use crate::quantized::{Q8Block, QuadQ4_0, QuadQ4_1, QuadQ5_0, QuadQ5_1, QuadQ8_0};
 use crate::row_blocks::ProductOut;
-use crate::row_quads::{QuadQ4_0, QuadQ4_1, QuadQ8_0, QUAD};
 use std::arch::x86_64::*;
 
 #[inline(always)]
@@ -30,7 +34,7 @@ unsafe fn quad_f32(d: &[half::f16; QUAD]) -> __m128 {
 }
 
 /// What the quad kernel needs from a weight format.
-trait Quad {
+pub(crate) trait Quad {
     /// The quad's weights made ready for `maddubs` once, for every token of a tile.
     type Ready: Copy;
     const HAS_MINIMUM: bool;
@@ -181,6 +185,83 @@ impl Quad for QuadQ8_0 {
     }
 }
 
+/// The fifth bits of the four rows by 8-element chunk, as `0x10` or `0` per element, to be ORed into the
+/// [`nibble_chunks`] of the same chunk: element `8c + i` of row `r` is bit `8c + i` of `qh[r]`, i.e. bit `i` of its
+/// byte `c`, which is spread over the row's quarter of the vector and tested bit by bit.
+#[inline(always)]
+unsafe fn fifth_bits(qh: &[u32; QUAD]) -> [__m256i; QUAD] {
+    let words = _mm256_broadcastsi128_si256(_mm_loadu_si128(qh.as_ptr() as *const __m128i));
+    // Byte 0 of row r's word is at 4r: rows 0 and 1 in the low lane, 2 and 3 in the high one.
+    let rows = _mm256_setr_epi64x(
+        0,
+        0x0404_0404_0404_0404,
+        0x0808_0808_0808_0808,
+        0x0c0c_0c0c_0c0c_0c0c,
+    );
+    let bits = _mm256_set1_epi64x(0x8040_2010_0804_0201_u64 as i64);
+    let fifth = _mm256_set1_epi8(0x10);
+    std::array::from_fn(|c| {
+        let spread = _mm256_shuffle_epi8(words, _mm256_add_epi8(rows, _mm256_set1_epi8(c as i8)));
+        let set = _mm256_cmpeq_epi8(_mm256_and_si256(spread, bits), bits);
+        _mm256_and_si256(set, fifth)
+    })
+}
+
+/// The four rows' five-bit weights by 8-element chunk (0..32 each, unsigned).
+#[inline(always)]
+unsafe fn five_bit_chunks(qs: &[[u8; 8]; 2 * QUAD], qh: &[u32; QUAD]) -> [__m256i; QUAD] {
+    let low = nibble_chunks(qs);
+    let high = fifth_bits(qh);
+    std::array::from_fn(|c| _mm256_or_si256(low[c], high[c]))
+}
+
+impl Quad for QuadQ5_0 {
+    type Ready = [__m256i; QUAD];
+    const HAS_MINIMUM: bool = false;
+    const GEMM_TOKENS: usize = 6;
+    #[inline(always)]
+    unsafe fn ready(&self) -> Self::Ready {
+        five_bit_chunks(&self.qs, &self.qh)
+    }
+    #[inline(always)]
+    unsafe fn dot(w: &Self::Ready, a: &Q8Block) -> __m256i {
+        // sum((q - 16) * y) = sum(q * y) - 16 * sum(y), lane by lane as for Q4_0. A `maddubs` pair is at most
+        // 2 x 31 x 127, so the four chunks still add up in i16.
+        let groups = _mm256_set1_epi64x((a.group_sums.as_ptr() as *const i64).read_unaligned());
+        _mm256_sub_epi32(chunk_dots(w, a), _mm256_slli_epi32::<4>(groups))
+    }
+    #[inline(always)]
+    fn scales(&self) -> &[half::f16; QUAD] {
+        &self.d
+    }
+    #[inline(always)]
+    fn minimums(&self) -> &[half::f16; QUAD] {
+        &self.d
+    }
+}
+
+impl Quad for QuadQ5_1 {
+    type Ready = [__m256i; QUAD];
+    const HAS_MINIMUM: bool = true;
+    const GEMM_TOKENS: usize = 6;
+    #[inline(always)]
+    unsafe fn ready(&self) -> Self::Ready {
+        five_bit_chunks(&self.qs, &self.qh)
+    }
+    #[inline(always)]
+    unsafe fn dot(w: &Self::Ready, a: &Q8Block) -> __m256i {
+        chunk_dots(w, a)
+    }
+    #[inline(always)]
+    fn scales(&self) -> &[half::f16; QUAD] {
+        &self.d
+    }
+    #[inline(always)]
+    fn minimums(&self) -> &[half::f16; QUAD] {
+        &self.m
+    }
+}
+
 /// Dot products of one row quad (`quads` at its first block, `n` blocks) with `T` consecutive tokens (`x` at the
 /// first token's first block), written for the quad's first `valid_rows` rows. Each dot product is formed in the
 /// same order whatever `T` is: a prompt token gets exactly the value it would get decoded alone.
@@ -289,103 +370,68 @@ unsafe fn quads_tokens<Q: Quad>(
     }
 }
 
-macro_rules! avx2_quads_kernel {
-    ($name:ident, $quad:ty) => {
-        /// # Safety
-        /// The CPU must have AVX2, FMA and F16C; `first_row` is a multiple of 4, `quads` holds the quads of rows
-        /// `first_row..first_row + row_count` (`n` blocks each), `x` holds `tokens * n` blocks and `out` is the
-        /// task's product.
-        #[target_feature(enable = "avx2,fma,f16c")]
-        pub unsafe fn $name(
-            quads: &[$quad],
-            n: usize,
-            x: &[Q8Block],
-            tokens: usize,
-            out: &ProductOut,
-            first_row: usize,
-            row_count: usize,
-        ) {
-            quads_tokens(quads, n, x, tokens, out, first_row, row_count)
-        }
-    };
-}
-
-avx2_quads_kernel!(quads_q4_0, QuadQ4_0);
-avx2_quads_kernel!(quads_q4_1, QuadQ4_1);
-avx2_quads_kernel!(quads_q8_0, QuadQ8_0);
-
-/// `quantized::quantize_activations` with intrinsics (bit for bit the scalar body: the maximum is exact, the
-/// scale and its inverse are computed the same way, and `vroundps` rounds half to even like `round_ties_even`).
+/// The quad kernel of any format with a [`Quad`] implementation (`quantized::QuadKernel`).
 ///
 /// # Safety
-/// The CPU must have AVX2, FMA and F16C; `input.len()` is a multiple of 32.
+/// The CPU must have AVX2, FMA and F16C; `first_row` is a multiple of 4, `quads` holds the quads of rows
+/// `first_row..first_row + row_count` (`n` blocks each), `x` holds `tokens * n` blocks and `out` is the task's
+/// product.
 #[target_feature(enable = "avx2,fma,f16c")]
-pub unsafe fn quantize_activations(input: &[f32], out: &mut Vec<Q8Block>) {
-    out.clear();
-    out.reserve(input.len() / 32);
-    for x in input.chunks_exact(32) {
-        let v: [__m256; 4] = std::array::from_fn(|j| _mm256_loadu_ps(x.as_ptr().add(8 * j)));
-        out.push(quantize_block(v));
-    }
+pub unsafe fn quads<Q: Quad>(
+    quads: &[Q],
+    n: usize,
+    x: &[Q8Block],
+    tokens: usize,
+    out: &ProductOut,
+    first_row: usize,
+    row_count: usize,
+) {
+    quads_tokens(quads, n, x, tokens, out, first_row, row_count)
 }
 
-/// `rms_norm::rms_norm_quantized` with intrinsics: each block of the normalised row is computed in registers
-/// (`x * scale * weight`, rounded like the scalar expression) and quantised there.
-///
-/// # Safety
-/// The CPU must have AVX2, FMA and F16C; `x.len()` is a multiple of `weight.len()`, itself a multiple of 32.
-#[target_feature(enable = "avx2,fma,f16c")]
-pub unsafe fn rms_norm_quantized(x: &[f32], weight: &[f32], eps: f32, out: &mut Vec<Q8Block>) {
-    out.clear();
-    out.reserve(x.len() / 32);
-    for row in x.chunks_exact(weight.len()) {
-        let scale = _mm256_set1_ps(crate::rms_norm::inverse_rms(row, eps));
-        for (x, w) in row.chunks_exact(32).zip(weight.chunks_exact(32)) {
-            let v: [__m256; 4] = std::array::from_fn(|j| {
-                let scaled = _mm256_mul_ps(_mm256_loadu_ps(x.as_ptr().add(8 * j)), scale);
-                _mm256_mul_ps(scaled, _mm256_loadu_ps(w.as_ptr().add(8 * j)))
-            });
-            out.push(quantize_block(v));
-        }
-    }
-}
-
-/// One block of 32 activations (four registers of eight, in order) quantised like
-/// `quantized::quantize_activations_scalar`.
+/// `f16 → f32` with F16C, for the AVX2 dot products (exact, as every conversion of an f16).
 #[inline(always)]
-unsafe fn quantize_block(v: [__m256; 4]) -> Q8Block {
-    let magnitude = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fff_ffff));
-    let a = v.map(|v| _mm256_and_ps(v, magnitude));
-    let m = _mm256_max_ps(_mm256_max_ps(a[0], a[1]), _mm256_max_ps(a[2], a[3]));
-    let amax = horizontal_max(m);
-    let d = amax / 127.0;
-    let inverse = _mm256_set1_ps(if amax != 0.0 { 127.0 / amax } else { 0.0 });
-    let q = v.map(|v| {
-        _mm256_cvtps_epi32(_mm256_round_ps::<
-            { _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC },
-        >(_mm256_mul_ps(v, inverse)))
-    });
-    let sum_i32 = |s4: __m128i| {
-        let s2 = _mm_add_epi32(s4, _mm_shuffle_epi32(s4, 0b01_00_11_10));
-        _mm_cvtsi128_si32(_mm_add_epi32(s2, _mm_shuffle_epi32(s2, 0b00_00_00_01)))
-    };
-    // q[j] holds elements 8j..8j + 8: its low half is an even group of four, its high half an odd one.
-    let all = _mm256_add_epi32(_mm256_add_epi32(q[0], q[1]), _mm256_add_epi32(q[2], q[3]));
-    let group_sums = [
-        sum_i32(_mm256_castsi256_si128(all)),
-        sum_i32(_mm256_extracti128_si256(all, 1)),
-    ];
-    let packed = _mm256_packs_epi16(
-        _mm256_packs_epi32(q[0], q[1]),
-        _mm256_packs_epi32(q[2], q[3]),
-    );
-    let ordered = _mm256_permutevar8x32_epi32(packed, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
-    let mut block = Q8Block {
-        d: half::f16::from_f32(d).to_f32(),
-        s: half::f16::from_f32(d * (group_sums[0] + group_sums[1]) as f32).to_f32(),
-        group_sums,
-        qs: [0; 32],
-    };
-    _mm256_storeu_si256(block.qs.as_mut_ptr() as *mut __m256i, ordered);
-    block
+unsafe fn widen_f16(h: half::f16) -> f32 {
+    _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(h.to_bits() as i32)))
+}
+
+/// `ggml_arithmetic::dot_q4_1_avx2` on row `lane` of row quads, read in place: for single-token products, where
+/// unpacking the row first would cost more than the dot product itself. The same operations, so the same bits.
+///
+/// # Safety
+/// The CPU must have AVX2, FMA and F16C.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn ggml_dot_q4_1_in_place(quads: &[QuadQ4_1], lane: usize, x: &[Q8Block]) -> f32 {
+    let low = _mm256_set1_epi8(0x0f);
+    let mut acc = _mm256_setzero_ps();
+    let mut summs = 0.0f32;
+    for (q, y) in quads.iter().zip(x) {
+        summs = widen_f16(q.m[lane]).mul_add(y.s, summs);
+        let bytes = _mm_set_epi64x(
+            i64::from_le_bytes(q.qs[QUAD + lane]),
+            i64::from_le_bytes(q.qs[lane]),
+        );
+        let qx = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(bytes, 4), bytes), low);
+        let qy = _mm256_loadu_si256(y.qs.as_ptr().cast());
+        let d = _mm256_set1_ps(widen_f16(q.d[lane]) * y.d);
+        acc = _mm256_fmadd_ps(d, q4_1_lanes(qx, qy), acc);
+    }
+    horizontal_sum(acc) + summs
+}
+
+/// `ggml_arithmetic::dot_q8_0_avx2` on row `lane` of row quads, read in place (see [`ggml_dot_q4_1_in_place`]).
+///
+/// # Safety
+/// The CPU must have AVX2, FMA and F16C.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn ggml_dot_q8_0_in_place(quads: &[QuadQ8_0], lane: usize, x: &[Q8Block]) -> f32 {
+    let mut acc = _mm256_setzero_ps();
+    for (q, y) in quads.iter().zip(x) {
+        let chunk = |c: usize| i64::from_le_bytes(q.qs[QUAD * c + lane].map(|v| v as u8));
+        let qx = _mm256_set_epi64x(chunk(3), chunk(2), chunk(1), chunk(0));
+        let qy = _mm256_loadu_si256(y.qs.as_ptr().cast());
+        let d = _mm256_set1_ps(widen_f16(q.d[lane]) * y.d);
+        acc = _mm256_fmadd_ps(d, q8_0_lanes(qx, qy), acc);
+    }
+    horizontal_sum(acc)
 }

@@ -1,7 +1,15 @@
-//! Horizontal reductions of one AVX register, shared by the AVX2 kernels. Both reduce pairwise in the same
-//! order (8 -> 4 -> 2 -> 1), which the scalar references mirror where results must match bit for bit.
+//! The x86-64 AVX2 + FMA + F16C instruction set: one file per kernel family, each the SIMD twin of a scalar
+//! reference that lives with its format or operation. Chosen at run time (`Isa::Avx2`, see `isa`); nothing here
+//! may be called unless `isa::detected()` reports it.
+//!
+//! This file holds the intrinsic helpers they share: horizontal reductions of one register. Both reduce pairwise
+//! in the same order (8 -> 4 -> 2 -> 1), which the scalar references mirror where results must match bit for bit.
 
 #![cfg(target_arch = "x86_64")]
+
+pub(crate) mod attention;
+pub(crate) mod q8_block;
+pub(crate) mod quads;
 
 use std::arch::x86_64::*;
 

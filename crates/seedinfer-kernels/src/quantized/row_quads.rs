@@ -6,42 +6,12 @@
 //! a multiple of four gets zero rows at the end, which no product reports.
 
 use bytemuck::{Pod, Zeroable};
-use half::f16;
-use seedinfer_formats::{BlockQ4_0, BlockQ4_1, BlockQ8_0};
 
 /// Rows per quad.
 pub const QUAD: usize = 4;
 
-/// Block `i` of four consecutive Q4_0 rows.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, PartialEq, Pod, Zeroable)]
-pub struct QuadQ4_0 {
-    pub d: [f16; QUAD],
-    /// `qs[4h + r]`: bytes `8h..8h + 8` of row `r`'s packed nibbles.
-    pub qs: [[u8; 8]; 2 * QUAD],
-}
-
-/// Block `i` of four consecutive Q4_1 rows.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, PartialEq, Pod, Zeroable)]
-pub struct QuadQ4_1 {
-    pub d: [f16; QUAD],
-    pub m: [f16; QUAD],
-    /// `qs[4h + r]`: bytes `8h..8h + 8` of row `r`'s packed nibbles.
-    pub qs: [[u8; 8]; 2 * QUAD],
-}
-
-/// Block `i` of four consecutive Q8_0 rows.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, PartialEq, Pod, Zeroable)]
-pub struct QuadQ8_0 {
-    pub d: [f16; QUAD],
-    /// `qs[4c + r]`: weights `8c..8c + 8` of row `r`.
-    pub qs: [[i8; 8]; 4 * QUAD],
-}
-
 /// Interleaves four rows' `N`-byte arrays by 8-byte chunk: chunk `c` of row `r` goes to `out[4c + r]`.
-fn interleave_chunks<T: Copy + Default, const N: usize, const K: usize>(
+pub(super) fn interleave_chunks<T: Copy + Default, const N: usize, const K: usize>(
     rows: [&[T; N]; QUAD],
 ) -> [[T; 8]; K] {
     debug_assert_eq!(N / 8 * QUAD, K);
@@ -52,69 +22,19 @@ fn interleave_chunks<T: Copy + Default, const N: usize, const K: usize>(
 }
 
 /// Row `lane`'s `N`-byte array back from [`interleave_chunks`].
-fn row_of_chunks<T: Copy + Default, const N: usize, const K: usize>(
+pub(super) fn row_of_chunks<T: Copy + Default, const N: usize, const K: usize>(
     chunks: &[[T; 8]; K],
     lane: usize,
 ) -> [T; N] {
     std::array::from_fn(|i| chunks[QUAD * (i / 8) + lane][i % 8])
 }
 
-/// A GGUF block format and its quad.
+/// A GGUF block format's quad: block `i` of four consecutive rows.
 pub trait RowQuad: Pod + Send + Sync {
     type Block: Pod;
     fn from_blocks(blocks: [&Self::Block; QUAD]) -> Self;
     /// The block of row `lane` of the quad.
     fn block(&self, lane: usize) -> Self::Block;
-}
-
-impl RowQuad for QuadQ4_0 {
-    type Block = BlockQ4_0;
-    fn from_blocks(b: [&BlockQ4_0; QUAD]) -> Self {
-        Self {
-            d: b.map(|b| b.d),
-            qs: interleave_chunks(b.map(|b| &b.qs)),
-        }
-    }
-    fn block(&self, lane: usize) -> BlockQ4_0 {
-        BlockQ4_0 {
-            d: self.d[lane],
-            qs: row_of_chunks(&self.qs, lane),
-        }
-    }
-}
-
-impl RowQuad for QuadQ4_1 {
-    type Block = BlockQ4_1;
-    fn from_blocks(b: [&BlockQ4_1; QUAD]) -> Self {
-        Self {
-            d: b.map(|b| b.d),
-            m: b.map(|b| b.m),
-            qs: interleave_chunks(b.map(|b| &b.qs)),
-        }
-    }
-    fn block(&self, lane: usize) -> BlockQ4_1 {
-        BlockQ4_1 {
-            d: self.d[lane],
-            m: self.m[lane],
-            qs: row_of_chunks(&self.qs, lane),
-        }
-    }
-}
-
-impl RowQuad for QuadQ8_0 {
-    type Block = BlockQ8_0;
-    fn from_blocks(b: [&BlockQ8_0; QUAD]) -> Self {
-        Self {
-            d: b.map(|b| b.d),
-            qs: interleave_chunks(b.map(|b| &b.qs)),
-        }
-    }
-    fn block(&self, lane: usize) -> BlockQ8_0 {
-        BlockQ8_0 {
-            d: self.d[lane],
-            qs: row_of_chunks(&self.qs, lane),
-        }
-    }
 }
 
 /// Interleaves `rows` rows of `blocks_per_row` blocks (a GGUF tensor's bytes, already checked for size) into
@@ -157,6 +77,9 @@ pub fn row_blocks<Q: RowQuad>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::quantized::QuadQ4_1;
+    use half::f16;
+    use seedinfer_formats::BlockQ4_1;
 
     #[test]
     fn interleaving_keeps_every_block_and_pads_with_zero_rows() {

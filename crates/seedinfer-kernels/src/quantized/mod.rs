@@ -1,0 +1,676 @@
+//! Block-quantised weights (GGUF Q4_0, Q4_1, Q5_0, Q5_1, Q8_0 kept as stored, their blocks reordered into row
+//! quads) multiplied with activations quantised to int8 per 32 values, the way llama.cpp computes them.
+//!
+//! One file per weight format (`q4_0.rs`, ...) implements [`QuadFormat`]: its row quad, its scalar reference dot
+//! product and its kernel per instruction set (the SIMD bodies live in the instruction set's folder,
+//! `x86_avx2/quads.rs`). Everything else is shared, here, by every format: the one table from tensor type to
+//! format ([`QuantizedMatrix::from_bytes`]), the row split into parallel tasks, the fused multi-matrix and SwiGLU
+//! passes, and llama.cpp's bit-exact products where a format has them.
+
+mod q4_0;
+mod q4_1;
+mod q5_0;
+mod q5_1;
+mod q8_0;
+pub mod row_quads;
+
+pub use crate::q8_block::{quantize_activations, quantize_activations_scalar, Q8Block, BLOCK};
+pub use q4_0::QuadQ4_0;
+pub use q4_1::QuadQ4_1;
+pub use q5_0::QuadQ5_0;
+pub use q5_1::QuadQ5_1;
+pub use q8_0::QuadQ8_0;
+
+use crate::activation::silu_times;
+use crate::ggml_arithmetic::WeightRow;
+use crate::isa::{detected, Isa};
+use crate::row_blocks::ProductOut;
+use rayon::prelude::*;
+use row_quads::{interleave, row_blocks, RowQuad, QUAD};
+use seedinfer_formats::{BlockCodec, TensorType};
+
+/// The int8 activations a format's dot product reads. Both are [`Q8Block`]s: the `s` (scale × sum) they carry is
+/// what the formats with a minimum multiply it with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Activations {
+    /// ggml's Q8_0: scale and int8 values (Q4_0, Q5_0, Q8_0).
+    Q8_0,
+    /// ggml's Q8_1: Q8_0 plus the block's scaled sum (Q4_1, Q5_1).
+    Q8_1,
+}
+
+/// Rows `first_row..first_row + row_count` (`first_row` a multiple of 4, `quads` starting at its quad, `n` blocks a
+/// row) times every token of `x` (`tokens * n` blocks) into `out`.
+///
+/// # Safety
+/// The kernel's instruction set must be one this machine has; the sizes must be as described.
+pub type QuadKernel<Q> = unsafe fn(
+    quads: &[Q],
+    n: usize,
+    x: &[Q8Block],
+    tokens: usize,
+    out: &ProductOut,
+    first_row: usize,
+    row_count: usize,
+);
+
+/// llama.cpp's own dot product for a format (`ggml_vec_dot_*` of its AVX2 build), for `numerics: 'llamacpp'`.
+pub struct GgmlDots<Q> {
+    /// Unpacks row `lane` of a row of quads (`n` of them) into the form the dot products read.
+    pub unpack: fn(&mut WeightRow, &[Q], usize),
+    /// The scalar reference of `dot_avx2`.
+    pub dot: fn(&WeightRow, &[Q8Block]) -> f32,
+    /// # Safety
+    /// The CPU must have AVX2, FMA and F16C.
+    #[cfg(target_arch = "x86_64")]
+    pub dot_avx2: unsafe fn(&WeightRow, &[Q8Block]) -> f32,
+    /// `dot_avx2` reading row `lane` of the quads in place (single tokens: no unpacking).
+    ///
+    /// # Safety
+    /// The CPU must have AVX2, FMA and F16C.
+    #[cfg(target_arch = "x86_64")]
+    pub dot_in_place_avx2: unsafe fn(&[Q], usize, &[Q8Block]) -> f32,
+}
+
+/// A block-quantised weight format as the products read it. Implemented once per format, in its own file.
+pub trait QuadFormat: RowQuad<Block: BlockCodec> + 'static {
+    /// The activations its dot product pairs with.
+    const ACTIVATIONS: Activations;
+    /// The scalar reference: one row's blocks times one token's activation blocks (the oracle of every kernel).
+    fn dot_scalar(row: impl Iterator<Item = Self::Block>, x: &[Q8Block]) -> f32;
+    /// Whether every scale (and minimum) of the quad is a finite number; a corrupt file may hold NaN or infinity.
+    fn scales_are_finite(&self) -> bool;
+    /// The SIMD kernel for `isa`, or `None` where it has none (the scalar reference runs).
+    fn kernel(isa: Isa) -> Option<QuadKernel<Self>>;
+    /// llama.cpp's arithmetic, for the formats `numerics: 'llamacpp'` reproduces.
+    fn ggml() -> Option<GgmlDots<Self>> {
+        None
+    }
+}
+
+/// The scalar reference kernel of any format (same contract as [`QuadKernel`]).
+fn quads_scalar<Q: QuadFormat>(
+    quads: &[Q],
+    n: usize,
+    x: &[Q8Block],
+    tokens: usize,
+    out: &ProductOut,
+    first_row: usize,
+    row_count: usize,
+) {
+    for r in 0..row_count {
+        for t in 0..tokens {
+            let value = Q::dot_scalar(row_blocks(quads, n, r), &x[t * n..(t + 1) * n]);
+            // SAFETY: the caller gives this task the rows `first_row..first_row + row_count` of `out`.
+            unsafe { out.write(first_row + r, t, value) };
+        }
+    }
+}
+
+/// What the shared product code needs of a matrix, whatever its format (one trait object per matrix: the
+/// dispatch is per matrix and task, never per block).
+trait QuadRows: Send + Sync {
+    fn tensor_type(&self) -> TensorType;
+    fn activations(&self) -> Activations;
+    fn resident_bytes(&self) -> usize;
+    fn scales_are_finite(&self) -> bool;
+    fn dequantize_row(&self, n: usize, row: usize, out: &mut [f32]);
+    /// [`QuadKernel`]'s product for rows `first..first + count` with the kernel of `isa` (one the machine has).
+    #[allow(clippy::too_many_arguments)]
+    fn row_range(
+        &self,
+        n: usize,
+        x: &[Q8Block],
+        tokens: usize,
+        out: &ProductOut,
+        first: usize,
+        count: usize,
+        isa: Isa,
+    );
+    /// The instruction set [`QuadRows::row_range`] runs with when asked for `isa`.
+    fn kernel_isa(&self, isa: Isa) -> Isa;
+    /// llama.cpp's product (see [`QuantizedMatrix::matmul_ggml`]); `false` if the format has none.
+    fn ggml_product(
+        &self,
+        rows: usize,
+        n: usize,
+        x: &[Q8Block],
+        tokens: usize,
+        out: &mut [f32],
+        isa: Isa,
+    ) -> bool;
+}
+
+/// A matrix of one format: its rows interleaved in quads.
+struct Quads<Q>(Vec<Q>);
+
+impl<Q: QuadFormat> QuadRows for Quads<Q> {
+    fn tensor_type(&self) -> TensorType {
+        Q::Block::TENSOR_TYPE
+    }
+
+    fn activations(&self) -> Activations {
+        Q::ACTIVATIONS
+    }
+
+    fn resident_bytes(&self) -> usize {
+        std::mem::size_of_val(self.0.as_slice())
+    }
+
+    fn scales_are_finite(&self) -> bool {
+        self.0.iter().all(Q::scales_are_finite)
+    }
+
+    fn dequantize_row(&self, n: usize, row: usize, out: &mut [f32]) {
+        for (block, out) in row_blocks(&self.0, n, row).zip(out.chunks_exact_mut(BLOCK)) {
+            block.dequantize(out);
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn row_range(
+        &self,
+        n: usize,
+        x: &[Q8Block],
+        tokens: usize,
+        out: &ProductOut,
+        first: usize,
+        count: usize,
+        isa: Isa,
+    ) {
+        let quads = &self.0[first / QUAD * n..(first + count).div_ceil(QUAD) * n];
+        match Q::kernel(isa) {
+            // SAFETY: callers pass an `isa` from `Isa::usable`, which this machine has; the product set-up
+            // (`QuantizedMatrix::products_with`) checked the sizes of `x` and `out`.
+            Some(kernel) => unsafe { kernel(quads, n, x, tokens, out, first, count) },
+            None => quads_scalar(quads, n, x, tokens, out, first, count),
+        }
+    }
+
+    fn kernel_isa(&self, isa: Isa) -> Isa {
+        match Q::kernel(isa) {
+            Some(_) if isa == Isa::Avx512 => Isa::Avx2, // no AVX-512 quad kernels yet: they run the AVX2 ones
+            Some(_) => isa,
+            None => Isa::Scalar,
+        }
+    }
+
+    fn ggml_product(
+        &self,
+        rows: usize,
+        n: usize,
+        x: &[Q8Block],
+        tokens: usize,
+        out: &mut [f32],
+        isa: Isa,
+    ) -> bool {
+        let Some(dots) = Q::ggml() else {
+            return false;
+        };
+        assert!(x.len() >= tokens * n && out.len() >= tokens * rows);
+        let quads_of = |r: usize| &self.0[r / QUAD * n..(r / QUAD + 1) * n];
+        #[cfg(target_arch = "x86_64")]
+        if tokens == 1 && isa.has_avx2() {
+            // One token: each row is read once, so it is read in place rather than unpacked first.
+            out[..rows]
+                .par_chunks_mut(64)
+                .enumerate()
+                .for_each(|(task, out)| {
+                    for (i, o) in out.iter_mut().enumerate() {
+                        let r = 64 * task + i;
+                        // SAFETY: `isa` comes from `Isa::usable`, so the CPU has AVX2, FMA and F16C.
+                        *o = unsafe { (dots.dot_in_place_avx2)(quads_of(r), r % QUAD, &x[..n]) };
+                    }
+                });
+            return true;
+        }
+        let task_rows = if tokens == 1 { 64 } else { 8 };
+        // Each task: its rows times every token, `[row][token]`; scattered into `out` below.
+        let parts: Vec<Vec<f32>> = (0..rows.div_ceil(task_rows))
+            .into_par_iter()
+            .map_init(WeightRow::default, |row, task| {
+                let first = task * task_rows;
+                let count = task_rows.min(rows - first);
+                let mut part = Vec::with_capacity(count * tokens);
+                for r in first..first + count {
+                    (dots.unpack)(row, quads_of(r), r % QUAD);
+                    part.extend(x[..tokens * n].chunks_exact(n).map(|x| {
+                        #[cfg(target_arch = "x86_64")]
+                        if isa.has_avx2() {
+                            // SAFETY: `isa` comes from `Isa::usable`, so the CPU has AVX2, FMA and F16C.
+                            return unsafe { (dots.dot_avx2)(row, x) };
+                        }
+                        (dots.dot)(row, x)
+                    }));
+                }
+                part
+            })
+            .collect();
+        for (task, part) in parts.iter().enumerate() {
+            for (i, row) in part.chunks_exact(tokens).enumerate() {
+                let r = task * task_rows + i;
+                for (t, &v) in row.iter().enumerate() {
+                    out[t * rows + r] = v;
+                }
+            }
+        }
+        true
+    }
+}
+
+impl<Q: QuadFormat> Quads<Q> {
+    fn boxed(bytes: &[u8], rows: usize, n: usize) -> Box<dyn QuadRows> {
+        Box::new(Quads::<Q>(interleave(bytes, rows, n)))
+    }
+}
+
+pub struct QuantizedMatrix {
+    pub rows: usize,
+    pub cols: usize,
+    quads: Box<dyn QuadRows>,
+}
+
+impl QuantizedMatrix {
+    /// Takes a GGUF tensor's bytes (rows of blocks) and interleaves them into row quads; `None` when the type is
+    /// not one of the block formats here or the sizes disagree. The one table from tensor type to format.
+    pub fn from_bytes(
+        tensor_type: TensorType,
+        rows: usize,
+        cols: usize,
+        bytes: &[u8],
+    ) -> Option<Self> {
+        if !cols.is_multiple_of(BLOCK) || bytes.len() != tensor_type.row_bytes(cols).ok()? * rows {
+            return None;
+        }
+        let n = cols / BLOCK;
+        let quads = match tensor_type {
+            TensorType::Q4_0 => Quads::<QuadQ4_0>::boxed(bytes, rows, n),
+            TensorType::Q4_1 => Quads::<QuadQ4_1>::boxed(bytes, rows, n),
+            TensorType::Q5_0 => Quads::<QuadQ5_0>::boxed(bytes, rows, n),
+            TensorType::Q5_1 => Quads::<QuadQ5_1>::boxed(bytes, rows, n),
+            TensorType::Q8_0 => Quads::<QuadQ8_0>::boxed(bytes, rows, n),
+            _ => return None,
+        };
+        Some(Self { rows, cols, quads })
+    }
+
+    pub fn tensor_type(&self) -> TensorType {
+        self.quads.tensor_type()
+    }
+
+    /// The int8 activations this matrix's products read.
+    pub fn activations(&self) -> Activations {
+        self.quads.activations()
+    }
+
+    /// The instruction set this matrix's products run with on this machine.
+    pub fn kernel_isa(&self) -> Isa {
+        self.quads.kernel_isa(detected())
+    }
+
+    pub fn resident_bytes(&self) -> usize {
+        self.quads.resident_bytes()
+    }
+
+    /// Whether every block scale (and minimum) is a finite number; a corrupt file may hold NaN or infinity.
+    pub fn scales_are_finite(&self) -> bool {
+        self.quads.scales_are_finite()
+    }
+
+    fn blocks_per_row(&self) -> usize {
+        self.cols / BLOCK
+    }
+
+    /// Row `row` as f32 (an embedding lookup).
+    pub fn dequantize_row(&self, row: usize, out: &mut [f32]) {
+        self.quads.dequantize_row(self.blocks_per_row(), row, out)
+    }
+
+    /// `out[t][r] = dot(row r, activations of token t)` for `tokens` quantised activation rows.
+    pub fn matmul(&self, x: &[Q8Block], tokens: usize, out: &mut [f32]) {
+        self.matmul_with(detected(), x, tokens, out)
+    }
+
+    /// [`QuantizedMatrix::matmul`] with the kernels of `isa` (or the widest this machine has below it; the scalar
+    /// reference with `Isa::Scalar`).
+    pub fn matmul_with(&self, isa: Isa, x: &[Q8Block], tokens: usize, out: &mut [f32]) {
+        Self::products_with([self], x, tokens, [out], isa.usable(), None)
+    }
+
+    /// The product llama.cpp computes for these weights (`ggml_vec_dot_q4_1_q8_1` or `ggml_vec_dot_q8_0_q8_0` for
+    /// every row and token, see [`crate::ggml_arithmetic`]): `out[t][r]`. Slower than [`QuantizedMatrix::matmul`],
+    /// and the same bits as llama.cpp's rather than ours. `false` (and nothing written) for the formats whose
+    /// llama.cpp arithmetic is not reproduced (Q4_0, which llama.cpp repacks; Q5_0, Q5_1).
+    pub fn matmul_ggml(&self, x: &[Q8Block], tokens: usize, out: &mut [f32]) -> bool {
+        self.matmul_ggml_with(detected(), x, tokens, out)
+    }
+
+    /// [`QuantizedMatrix::matmul_ggml`] with the dot products of `isa` (the scalar reference with `Isa::Scalar`).
+    pub fn matmul_ggml_with(
+        &self,
+        isa: Isa,
+        x: &[Q8Block],
+        tokens: usize,
+        out: &mut [f32],
+    ) -> bool {
+        let n = self.blocks_per_row();
+        self.quads
+            .ggml_product(self.rows, n, x, tokens, out, isa.usable())
+    }
+
+    /// Rows per parallel task of this matrix for `tokens` tokens; all rows when the product is too small to split.
+    fn rows_per_task(&self, serial: bool) -> usize {
+        if serial {
+            self.rows.max(1)
+        } else {
+            (8192 / self.cols.max(1)).clamp(8, 256)
+        }
+        .next_multiple_of(QUAD)
+    }
+
+    /// `outs[i] = x · ws[i]ᵀ` for matrices of the same width sharing one quantised activation, in one parallel
+    /// pass over all their rows (one fork-join instead of one per matrix). Each element is the one
+    /// [`QuantizedMatrix::matmul`] computes.
+    pub fn matmul_each<const N: usize>(
+        ws: [&QuantizedMatrix; N],
+        x: &[Q8Block],
+        tokens: usize,
+        outs: [&mut [f32]; N],
+    ) {
+        Self::products_with(ws, x, tokens, outs, detected(), None)
+    }
+
+    /// SwiGLU in one parallel pass: `gate_out = silu(x · gateᵀ) * (x · upᵀ)`, each task computing its rows of
+    /// both products and combining them while they are in cache. `up_out` (same size) holds the up product.
+    /// Each element is `silu(g) * u` of what [`QuantizedMatrix::matmul`] computes for `g` and `u`.
+    pub fn matmul_swiglu(
+        gate: &QuantizedMatrix,
+        up: &QuantizedMatrix,
+        x: &[Q8Block],
+        tokens: usize,
+        gate_out: &mut [f32],
+        up_out: &mut [f32],
+    ) {
+        assert_eq!(
+            (gate.rows, gate.cols),
+            (up.rows, up.cols),
+            "gate and up have one shape"
+        );
+        Self::products_with(
+            [gate, up],
+            x,
+            tokens,
+            [gate_out, up_out],
+            detected(),
+            Some(silu_product),
+        )
+    }
+
+    /// The products of [`QuantizedMatrix::matmul_each`]; with `combine`, the matrices have one shape and tasks
+    /// take the same rows of all of them, then call `combine(outs, first_row, row_count)` for those rows.
+    fn products_with<const N: usize>(
+        ws: [&QuantizedMatrix; N],
+        x: &[Q8Block],
+        tokens: usize,
+        outs: [&mut [f32]; N],
+        isa: Isa,
+        combine: Option<Combine<N>>,
+    ) {
+        let n = ws.first().map_or(0, |w| w.blocks_per_row());
+        assert!(
+            ws.iter().all(|w| w.blocks_per_row() == n),
+            "the matrices share the activations' width"
+        );
+        assert_eq!(x.len(), tokens * n, "activations are [tokens, cols / 32]");
+        // Below this much work a second thread costs more than it saves (bench/kernels: a 192x576 Q4_0/Q8_0
+        // GEMV took 10 us on one thread and 13 us on two), so small products stay on the calling thread.
+        const PARALLEL_MIN_MACS: usize = 128 * 1024;
+        let total_macs: usize = ws.iter().map(|w| w.rows * w.cols * tokens).sum();
+        let serial = total_macs < PARALLEL_MIN_MACS;
+        let mut i = 0;
+        let outs: [ProductOut; N] = outs.map(|out| {
+            let product = ProductOut::new(out, ws[i].rows, tokens);
+            i += 1;
+            product
+        });
+        let rows_per_task = ws.map(|w| w.rows_per_task(serial));
+        let mut m = 0;
+        let task_counts = ws.map(|w| {
+            let count = w.rows.div_ceil(rows_per_task[m]);
+            m += 1;
+            count
+        });
+        let (tasks, task_matrices) = match combine {
+            // Every task covers the same rows of all matrices.
+            Some(_) => (task_counts[0], 1),
+            None => (task_counts.iter().sum(), N),
+        };
+        let run = |mut task: usize| {
+            let mut m = 0;
+            while m + 1 < task_matrices && task >= task_counts[m] {
+                task -= task_counts[m];
+                m += 1;
+            }
+            let first = task * rows_per_task[m];
+            let count = rows_per_task[m].min(ws[m].rows - first);
+            match combine {
+                Some(combine) => {
+                    for (w, out) in ws.iter().zip(&outs) {
+                        w.quads.row_range(n, x, tokens, out, first, count, isa);
+                    }
+                    combine(&outs, tokens, first, count);
+                }
+                None => ws[m]
+                    .quads
+                    .row_range(n, x, tokens, &outs[m], first, count, isa),
+            }
+        };
+        if serial || tasks <= 1 {
+            (0..tasks).for_each(run);
+        } else {
+            (0..tasks).into_par_iter().for_each(run);
+        }
+    }
+}
+
+/// Combines rows `first..first + count` of every token (`tokens`) of several products.
+type Combine<const N: usize> = fn(&[ProductOut; N], usize, usize, usize);
+
+/// `outs[0] = silu(outs[0]) * outs[1]` on rows `first..first + count` of every token.
+fn silu_product<const N: usize>(outs: &[ProductOut; N], tokens: usize, first: usize, count: usize) {
+    for t in 0..tokens {
+        // SAFETY: the calling task owns these rows of both outputs.
+        let (gate, up) = unsafe {
+            (
+                outs[0].token_rows(t, first, count),
+                outs[1].token_rows(t, first, count),
+            )
+        };
+        silu_times(gate, up);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::test_values::values;
+    use seedinfer_formats::quantize_row;
+
+    const ALL_FORMATS: [TensorType; 5] = [
+        TensorType::Q4_0,
+        TensorType::Q4_1,
+        TensorType::Q5_0,
+        TensorType::Q5_1,
+        TensorType::Q8_0,
+    ];
+
+    fn matrix(tensor_type: TensorType, rows: usize, cols: usize) -> (QuantizedMatrix, Vec<f32>) {
+        let w = values(rows * cols, rows as u32 * 31 + cols as u32);
+        let mut bytes = Vec::new();
+        quantize_row(tensor_type, &w, &mut bytes).expect("quantizes");
+        let m = QuantizedMatrix::from_bytes(tensor_type, rows, cols, &bytes).expect("matrix");
+        let mut dequantized = vec![0.0; rows * cols];
+        for r in 0..rows {
+            m.dequantize_row(r, &mut dequantized[r * cols..(r + 1) * cols]);
+        }
+        (m, dequantized)
+    }
+
+    #[test]
+    fn ggml_product_is_the_same_with_avx2_and_scalar_and_close_to_ours() {
+        for (tensor_type, (rows, cols, tokens)) in [TensorType::Q4_1, TensorType::Q8_0]
+            .into_iter()
+            .flat_map(|t| [(t, (37, 96, 1)), (t, (13, 1536, 7))])
+        {
+            let (m, _) = matrix(tensor_type, rows, cols);
+            let x = values(tokens * cols, 9);
+            let mut q = Vec::new();
+            quantize_activations(&x, &mut q);
+            let (mut ggml, mut scalar, mut ours) = (
+                vec![0.0; tokens * rows],
+                vec![0.0; tokens * rows],
+                vec![0.0; tokens * rows],
+            );
+            assert!(m.matmul_ggml(&q, tokens, &mut ggml));
+            assert!(m.matmul_ggml_with(Isa::Scalar, &q, tokens, &mut scalar));
+            m.matmul(&q, tokens, &mut ours);
+            assert_eq!(
+                ggml.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+                scalar.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+                "{tensor_type:?}"
+            );
+            for (a, b) in ggml.iter().zip(&ours) {
+                assert!(
+                    (a - b).abs() <= 1e-4 * (1.0 + b.abs()),
+                    "{tensor_type:?}: {a} vs {b}"
+                );
+            }
+        }
+        for unreproduced in [TensorType::Q4_0, TensorType::Q5_0, TensorType::Q5_1] {
+            let (m, _) = matrix(unreproduced, 4, 32);
+            assert!(
+                !m.matmul_ggml(&[Q8Block::default()], 1, &mut [0.0; 4]),
+                "{unreproduced:?}: llama.cpp's arithmetic is not reproduced"
+            );
+        }
+    }
+
+    #[test]
+    fn a_token_in_a_batch_gets_exactly_its_single_token_result() {
+        // The second shape's prompt spans several token chunks of the GEMM (its activations exceed one chunk).
+        for (tensor_type, (rows, cols, tokens)) in ALL_FORMATS
+            .into_iter()
+            .flat_map(|t| [(t, (37, 96, 11)), (t, (13, 1536, 150))])
+        {
+            let (m, _) = matrix(tensor_type, rows, cols);
+            let x = values(tokens * cols, 5);
+            let mut q = Vec::new();
+            quantize_activations(&x, &mut q);
+            let mut batch = vec![0.0; tokens * rows];
+            m.matmul(&q, tokens, &mut batch);
+            let n = cols / BLOCK;
+            for t in 0..tokens {
+                let mut single = vec![0.0; rows];
+                m.matmul(&q[t * n..(t + 1) * n], 1, &mut single);
+                assert_eq!(
+                    &batch[t * rows..(t + 1) * rows],
+                    single.as_slice(),
+                    "{tensor_type:?} token {t}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn one_pass_products_equal_separate_products_bit_for_bit() {
+        // Small (one serial pass) and large (parallel tasks across matrices) shapes, one and several tokens.
+        for tensor_type in ALL_FORMATS {
+            for (rows, cols, tokens) in [(8, 64, 1), (576, 576, 1), (100, 576, 7), (1536, 576, 3)] {
+                let (q, _) = matrix(tensor_type, rows, cols);
+                let (k, _) = matrix(tensor_type, rows / 4 + 4, cols);
+                let (v, _) = matrix(tensor_type, rows / 4 + 4, cols);
+                let (up, _) = matrix(tensor_type, rows + 1, cols);
+                let gate = {
+                    let (m, d) = matrix(tensor_type, rows + 1, cols);
+                    // A different matrix of the same shape: shift the values.
+                    let mut bytes = Vec::new();
+                    let shifted: Vec<f32> = d.iter().map(|v| v * -1.5 + 0.01).collect();
+                    quantize_row(tensor_type, &shifted, &mut bytes).expect("quantizes");
+                    QuantizedMatrix::from_bytes(tensor_type, m.rows, m.cols, &bytes)
+                        .expect("matrix")
+                };
+                let x = values(tokens * cols, 7);
+                let mut a = Vec::new();
+                quantize_activations(&x, &mut a);
+                let separate = |m: &QuantizedMatrix| {
+                    let mut out = vec![0.0; tokens * m.rows];
+                    m.matmul(&a, tokens, &mut out);
+                    out
+                };
+                let (mut oq, mut ok, mut ov) = (
+                    vec![0.0; tokens * q.rows],
+                    vec![0.0; tokens * k.rows],
+                    vec![0.0; tokens * v.rows],
+                );
+                QuantizedMatrix::matmul_each([&q, &k, &v], &a, tokens, [&mut oq, &mut ok, &mut ov]);
+                assert_eq!(oq, separate(&q), "{tensor_type:?} {rows}x{cols}x{tokens} q");
+                assert_eq!(ok, separate(&k), "{tensor_type:?} {rows}x{cols}x{tokens} k");
+                assert_eq!(ov, separate(&v), "{tensor_type:?} {rows}x{cols}x{tokens} v");
+
+                let (mut g, mut u) = (vec![0.0; tokens * gate.rows], vec![0.0; tokens * up.rows]);
+                QuantizedMatrix::matmul_swiglu(&gate, &up, &a, tokens, &mut g, &mut u);
+                let expected: Vec<f32> = separate(&gate)
+                    .iter()
+                    .zip(separate(&up))
+                    .map(|(g, u)| g / (1.0 + (-g).exp()) * u)
+                    .collect();
+                assert_eq!(g, expected, "{tensor_type:?} {rows}x{cols}x{tokens} swiglu");
+            }
+        }
+    }
+
+    #[test]
+    fn simd_kernels_equal_the_scalar_reference_and_approximate_f32() {
+        for tensor_type in ALL_FORMATS {
+            for (rows, cols, tokens) in [
+                (1, 32, 1),
+                (7, 64, 1),
+                (33, 96, 3),
+                (300, 576, 1),
+                (40, 1536, 5),
+            ] {
+                let (m, dequantized) = matrix(tensor_type, rows, cols);
+                let x = values(tokens * cols, 99);
+                let mut q = Vec::new();
+                quantize_activations(&x, &mut q);
+                let (mut fast, mut reference) =
+                    (vec![0.0; tokens * rows], vec![0.0; tokens * rows]);
+                m.matmul(&q, tokens, &mut fast);
+                m.matmul_with(Isa::Scalar, &q, tokens, &mut reference);
+                for t in 0..tokens {
+                    for r in 0..rows {
+                        let (f, s) = (fast[t * rows + r], reference[t * rows + r]);
+                        assert!(
+                            (f - s).abs() <= 1e-4 * s.abs().max(1.0),
+                            "{tensor_type:?} {rows}x{cols}: {f} vs {s}"
+                        );
+                        let exact: f32 = dequantized[r * cols..(r + 1) * cols]
+                            .iter()
+                            .zip(&x[t * cols..(t + 1) * cols])
+                            .map(|(a, b)| a * b)
+                            .sum();
+                        let scale: f32 = x[t * cols..(t + 1) * cols]
+                            .iter()
+                            .map(|v| v.abs())
+                            .sum::<f32>()
+                            * 2.0;
+                        assert!(
+                            (s - exact).abs() <= 0.02 * scale,
+                            "{tensor_type:?}: {s} vs f32 {exact}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,83 @@
+//! Q4_1 weights (`x = q * d + m`, 4-bit) times Q8_1 activations (whose scaled sums meet the minimums).
+
+use super::row_quads::{interleave_chunks, row_of_chunks, RowQuad, QUAD};
+use super::{Activations, GgmlDots, Q8Block, QuadFormat, QuadKernel, BLOCK};
+use crate::ggml_arithmetic::{self, WeightRow};
+use crate::isa::Isa;
+use bytemuck::{Pod, Zeroable};
+use half::f16;
+use seedinfer_formats::BlockQ4_1;
+
+/// Block `i` of four consecutive Q4_1 rows.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Pod, Zeroable)]
+pub struct QuadQ4_1 {
+    pub d: [f16; QUAD],
+    pub m: [f16; QUAD],
+    /// `qs[4h + r]`: bytes `8h..8h + 8` of row `r`'s packed nibbles.
+    pub qs: [[u8; 8]; 2 * QUAD],
+}
+
+const _: () = assert!(std::mem::size_of::<QuadQ4_1>() == QUAD * std::mem::size_of::<BlockQ4_1>());
+
+impl RowQuad for QuadQ4_1 {
+    type Block = BlockQ4_1;
+    fn from_blocks(b: [&BlockQ4_1; QUAD]) -> Self {
+        Self {
+            d: b.map(|b| b.d),
+            m: b.map(|b| b.m),
+            qs: interleave_chunks(b.map(|b| &b.qs)),
+        }
+    }
+    fn block(&self, lane: usize) -> BlockQ4_1 {
+        BlockQ4_1 {
+            d: self.d[lane],
+            m: self.m[lane],
+            qs: row_of_chunks(&self.qs, lane),
+        }
+    }
+}
+
+impl QuadFormat for QuadQ4_1 {
+    const ACTIVATIONS: Activations = Activations::Q8_1;
+
+    #[inline(always)]
+    fn dot_scalar(w: impl Iterator<Item = BlockQ4_1>, x: &[Q8Block]) -> f32 {
+        let (mut acc, mut mins) = (0.0f32, 0.0f32);
+        for (b, a) in w.zip(x) {
+            let mut sum = 0i32;
+            for j in 0..BLOCK / 2 {
+                let (lo, hi) = ((b.qs[j] & 0x0f) as i32, (b.qs[j] >> 4) as i32);
+                sum += lo * a.qs[j] as i32 + hi * a.qs[j + BLOCK / 2] as i32;
+            }
+            acc += b.d.to_f32() * a.d * sum as f32;
+            mins += b.m.to_f32() * a.s;
+        }
+        acc + mins
+    }
+
+    fn scales_are_finite(&self) -> bool {
+        self.d.iter().chain(&self.m).all(|d| d.is_finite())
+    }
+
+    fn kernel(isa: Isa) -> Option<QuadKernel<Self>> {
+        match isa {
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx2 | Isa::Avx512 => Some(crate::x86_avx2::quads::quads::<Self>),
+            _ => None,
+        }
+    }
+
+    fn ggml() -> Option<GgmlDots<Self>> {
+        Some(GgmlDots {
+            unpack: |row: &mut WeightRow, quads: &[Self], lane| {
+                row.set_q4_1(quads.iter().map(|q| q.block(lane)))
+            },
+            dot: ggml_arithmetic::dot_q4_1,
+            #[cfg(target_arch = "x86_64")]
+            dot_avx2: ggml_arithmetic::dot_q4_1_avx2,
+            #[cfg(target_arch = "x86_64")]
+            dot_in_place_avx2: crate::x86_avx2::quads::ggml_dot_q4_1_in_place,
+        })
+    }
+}

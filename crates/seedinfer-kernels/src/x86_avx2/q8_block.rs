@@ -1,0 +1,82 @@
+//! AVX2 + FMA + F16C int8 activation quantisation (`q8_block`'s scalar code is the reference), plain and fused
+//! with RMSNorm.
+
+use super::horizontal_max;
+use crate::q8_block::{inverse_rms, Q8Block};
+use std::arch::x86_64::*;
+
+/// `q8_block::quantize_activations` with intrinsics (bit for bit the scalar body: the maximum is exact, the
+/// scale and its inverse are computed the same way, and `vroundps` rounds half to even like `round_ties_even`).
+///
+/// # Safety
+/// The CPU must have AVX2, FMA and F16C; `input.len()` is a multiple of 32.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn quantize_activations(input: &[f32], out: &mut Vec<Q8Block>) {
+    out.clear();
+    out.reserve(input.len() / 32);
+    for x in input.chunks_exact(32) {
+        let v: [__m256; 4] = std::array::from_fn(|j| _mm256_loadu_ps(x.as_ptr().add(8 * j)));
+        out.push(quantize_block(v));
+    }
+}
+
+/// `rms_norm::rms_norm_quantized` with intrinsics: each block of the normalised row is computed in registers
+/// (`x * scale * weight`, rounded like the scalar expression) and quantised there.
+///
+/// # Safety
+/// The CPU must have AVX2, FMA and F16C; `x.len()` is a multiple of `weight.len()`, itself a multiple of 32.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn rms_norm_quantized(x: &[f32], weight: &[f32], eps: f32, out: &mut Vec<Q8Block>) {
+    out.clear();
+    out.reserve(x.len() / 32);
+    for row in x.chunks_exact(weight.len()) {
+        let scale = _mm256_set1_ps(inverse_rms(row, eps));
+        for (x, w) in row.chunks_exact(32).zip(weight.chunks_exact(32)) {
+            let v: [__m256; 4] = std::array::from_fn(|j| {
+                let scaled = _mm256_mul_ps(_mm256_loadu_ps(x.as_ptr().add(8 * j)), scale);
+                _mm256_mul_ps(scaled, _mm256_loadu_ps(w.as_ptr().add(8 * j)))
+            });
+            out.push(quantize_block(v));
+        }
+    }
+}
+
+/// One block of 32 activations (four registers of eight, in order) quantised like
+/// `q8_block::quantize_activations_scalar`.
+#[inline(always)]
+unsafe fn quantize_block(v: [__m256; 4]) -> Q8Block {
+    let magnitude = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fff_ffff));
+    let a = v.map(|v| _mm256_and_ps(v, magnitude));
+    let m = _mm256_max_ps(_mm256_max_ps(a[0], a[1]), _mm256_max_ps(a[2], a[3]));
+    let amax = horizontal_max(m);
+    let d = amax / 127.0;
+    let inverse = _mm256_set1_ps(if amax != 0.0 { 127.0 / amax } else { 0.0 });
+    let q = v.map(|v| {
+        _mm256_cvtps_epi32(_mm256_round_ps::<
+            { _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC },
+        >(_mm256_mul_ps(v, inverse)))
+    });
+    let sum_i32 = |s4: __m128i| {
+        let s2 = _mm_add_epi32(s4, _mm_shuffle_epi32(s4, 0b01_00_11_10));
+        _mm_cvtsi128_si32(_mm_add_epi32(s2, _mm_shuffle_epi32(s2, 0b00_00_00_01)))
+    };
+    // q[j] holds elements 8j..8j + 8: its low half is an even group of four, its high half an odd one.
+    let all = _mm256_add_epi32(_mm256_add_epi32(q[0], q[1]), _mm256_add_epi32(q[2], q[3]));
+    let group_sums = [
+        sum_i32(_mm256_castsi256_si128(all)),
+        sum_i32(_mm256_extracti128_si256(all, 1)),
+    ];
+    let packed = _mm256_packs_epi16(
+        _mm256_packs_epi32(q[0], q[1]),
+        _mm256_packs_epi32(q[2], q[3]),
+    );
+    let ordered = _mm256_permutevar8x32_epi32(packed, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+    let mut block = Q8Block {
+        d: half::f16::from_f32(d).to_f32(),
+        s: half::f16::from_f32(d * (group_sums[0] + group_sums[1]) as f32).to_f32(),
+        group_sums,
+        qs: [0; 32],
+    };
+    _mm256_storeu_si256(block.qs.as_mut_ptr() as *mut __m256i, ordered);
+    block
+}
