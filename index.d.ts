@@ -41,11 +41,12 @@ export interface LoadOptions {
   /** Called with download progress when the model has to be fetched. */
   onProgress?: (event: ProgressEvent) => void;
   /**
-   * Convert every weight matrix to this format at load: `q8_0`, `q4_0`, `q4_1` (blocks of 32, int8 activations),
+   * Convert every weight matrix to this format at load: `q8_0`, `q4_0`, `q4_1`, `q5_0`, `q5_1` (blocks of 32, int8
+   * activations),
    * `f16` (f32 activations and accumulation) or `f32`. Omitted: keep the file's formats (GGUF blocks are used as stored). Matrices whose rows are not
    * whole blocks stay f32 and are listed in `info.weightFallbacks`.
    */
-  weights?: 'f32' | 'f16' | 'q8_0' | 'q4_0' | 'q4_1';
+  weights?: (typeof WEIGHT_FORMATS)[number];
   /** The model's KV-cache pool, shared by all its sessions. */
   kvCache?: KvCacheOptions;
   /**
@@ -452,7 +453,9 @@ export declare function pullModel(hubId: string, options?: FetchOptions & { revi
 export declare function defaultCacheDir(): string;
 
 /** The formats {@link quantizeModel} writes. */
-export declare const QUANTIZE_FORMATS: readonly ['seedlm4', 'seedlm3', 'q3_rtn', 'q8_0', 'q4_0', 'q4_1'];
+export declare const QUANTIZE_FORMATS: readonly ['seedlm4', 'seedlm3', 'q3_rtn', 'q8_0', 'q4_0', 'q4_1', 'q5_0', 'q5_1'];
+/** The storage formats `LoadOptions.weights` converts every weight matrix to at load. */
+export declare const WEIGHT_FORMATS: readonly ['f32', 'f16', 'q8_0', 'q4_0', 'q4_1', 'q5_0', 'q5_1'];
 
 export interface QuantizeOptions {
   /**

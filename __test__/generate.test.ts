@@ -167,3 +167,30 @@ test('bad input: typed errors, and the process survives', async (t) => {
   const ok = await session.generateText([1], { maxTokens: 4, temperature: 0 });
   t.is(ok.tokenIds.length, 4);
 });
+
+test('weights: q5_0 and q5_1 at load run the model in place, and their perplexity sits between q4 and q8', async (t) => {
+  // Perplexity of the model's own greedy continuation, so every format is scored on the same 200 tokens.
+  const tokens = storiesExpected().greedy_token_ids;
+  const reference = await (await modelPromise).perplexity([1, ...tokens]);
+  const scores: Record<string, number> = {};
+  for (const weights of ['q4_0', 'q5_0', 'q5_1', 'q8_0'] as const) {
+    const model = await Model.load(storiesDir, { threads: 2, weights });
+    if (weights.startsWith('q5')) {
+      t.regex(model.info.computeFormat, new RegExp(`^${weights.toUpperCase()} x int8 ×31, f32 ×5$`));
+      t.regex(model.info.kernelIsa, new RegExp(`${weights.toUpperCase()} x int8: `));
+    }
+    scores[weights] = (await model.perplexity([1, ...tokens])).perplexity;
+    model.dispose();
+  }
+  t.log(`perplexity of the greedy text: f32 ${reference.perplexity.toFixed(4)}`, scores);
+  t.true(scores.q5_0 < scores.q4_0 && scores.q5_1 < scores.q4_0, 'five bits beat four');
+  t.true(scores.q5_0 > scores.q8_0 * 0.99 && scores.q5_1 > scores.q8_0 * 0.99, 'eight bits are not beaten by much');
+  t.true(Math.abs(scores.q5_1 / reference.perplexity - 1) < 0.05, 'q5_1 within 5% of f32');
+});
+
+test('WEIGHT_FORMATS and QUANTIZE_FORMATS are the binding\'s (Rust\'s) lists', async (t) => {
+  const { native } = await import('../src/native.js');
+  const { WEIGHT_FORMATS, QUANTIZE_FORMATS } = await import('../src/index.js');
+  t.deepEqual([...WEIGHT_FORMATS], native().weightFormats());
+  t.deepEqual([...QUANTIZE_FORMATS], native().quantizeFormats());
+});

@@ -3,7 +3,7 @@
 import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
 import fs from 'node:fs';
 import readline from 'node:readline';
-import { DEFAULT_MODEL, Model, SeedinferError, ensureDefaultModel, pullModel, quantizeModel, QUANTIZE_FORMATS } from './index.js';
+import { DEFAULT_MODEL, Model, SeedinferError, ensureDefaultModel, pullModel, quantizeModel, QUANTIZE_FORMATS, WEIGHT_FORMATS } from './index.js';
 import { createProgressReporter, formatBytes } from './progress.js';
 import type { CacheStats, ChatMessage, GenerateOptions, Generation, GenerationResult, ModelInfo, PrefillOptions, Session } from '../index.js';
 
@@ -62,7 +62,7 @@ function idsParser(value: string, previous: number[] | undefined): number[] {
 interface ModelOptions {
   model?: string;
   threads?: number;
-  weights?: 'f32' | 'f16' | 'q8_0' | 'q4_0' | 'q4_1';
+  weights?: (typeof WEIGHT_FORMATS)[number];
   cacheDir?: string;
   kvDtype?: 'f32' | 'f16' | 'int8';
   kvBlockSize?: number;
@@ -88,13 +88,7 @@ function addModelOptions(command: Command, positionalModel = false): Command {
   return command
     .option('-t, --threads <n>', 'worker threads (default: physical cores)', intParser(1, 1024))
     .addOption(
-      new Option('-w, --weights <format>', "convert the weights at load (default: keep the file's formats)").choices([
-        'f32',
-        'f16',
-        'q8_0',
-        'q4_0',
-        'q4_1',
-      ]),
+      new Option('-w, --weights <format>', "convert the weights at load (default: keep the file's formats)").choices(WEIGHT_FORMATS),
     )
     .addOption(new Option('--kv-dtype <dtype>', 'KV-cache storage (default: f16)').choices(['f32', 'f16', 'int8']))
     .option('--kv-block-size <n>', 'positions per KV-cache block, a multiple of 8 (default: 32)', intParser(8, 1024))

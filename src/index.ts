@@ -1,6 +1,6 @@
 // seedinfer's public API; its documented typings are in ../index.d.ts.
 export { SeedinferError } from './errors.js';
-export { Model } from './model.js';
+export { Model, WEIGHT_FORMATS } from './model.js';
 export { Session, Generation } from './session.js';
 export { DEFAULT_MODEL, ensureDefaultModel } from './fetch/default-model.js';
 export { pullModel } from './fetch/hub.js';

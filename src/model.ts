@@ -20,7 +20,8 @@ import type {
 import type { NativeKvCacheOptions } from './native.js';
 
 const DEFAULT_CONTEXT = 4096;
-const WEIGHT_FORMATS: readonly string[] = ['f32', 'f16', 'q8_0', 'q4_0', 'q4_1'];
+/** The `weights` option's values, for types; the binding's list (Rust's) is what is checked against. */
+export const WEIGHT_FORMATS = ['f32', 'f16', 'q8_0', 'q4_0', 'q4_1', 'q5_0', 'q5_1'] as const;
 const NUMERICS: readonly string[] = ['seedinfer', 'llamacpp'];
 const KV_DTYPES: readonly string[] = ['f32', 'f16', 'int8'];
 
@@ -86,8 +87,9 @@ export class Model {
       checkNumberOption('threads', options.threads, 1, 1024, true);
       const source = await resolveModelSource(pathOrId, { cacheDir: options.cacheDir, onProgress: options.onProgress });
       const weights = options.weights;
-      if (weights !== undefined && !WEIGHT_FORMATS.includes(weights)) {
-        throw new SeedinferError('INVALID_OPTION', `option weights must be one of ${WEIGHT_FORMATS.join(', ')}, got ${JSON.stringify(weights)}`);
+      const weightFormats = native().weightFormats();
+      if (weights !== undefined && !weightFormats.includes(weights)) {
+        throw new SeedinferError('INVALID_OPTION', `option weights must be one of ${weightFormats.join(', ')}, got ${JSON.stringify(weights)}`);
       }
       const numerics = options.numerics;
       if (numerics !== undefined && !NUMERICS.includes(numerics)) {

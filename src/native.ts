@@ -169,6 +169,10 @@ export interface NativeKvCacheOptions {
 export type NativeCacheStats = CacheStats;
 
 export interface NativeBinding {
+  /** The `weights` option names (Rust's `WeightFormat::ALL`). */
+  weightFormats(): string[];
+  /** The `quantizeModel` format names (Rust's `QuantFormat::ALL`). */
+  quantizeFormats(): string[];
   loadModel(path: string, options: { threads?: number; weights?: string; kvCache?: NativeKvCacheOptions; numerics?: string }): Promise<NativeModel>;
   NativeAbortFlag: new () => NativeAbortFlag;
   quantizeModel(

@@ -8,14 +8,16 @@ import { native } from './native.js';
 import type { NativeQuantizeEvent } from './native.js';
 import type { QuantizeOptions, QuantizeReport } from '../index.js';
 
-export const QUANTIZE_FORMATS = ['seedlm4', 'seedlm3', 'q3_rtn', 'q8_0', 'q4_0', 'q4_1'] as const;
+/** The formats' names, for types; the binding's list (Rust's) is what is checked against. */
+export const QUANTIZE_FORMATS = ['seedlm4', 'seedlm3', 'q3_rtn', 'q8_0', 'q4_0', 'q4_1', 'q5_0', 'q5_1'] as const;
 
 /** Quantises `source` (a .gguf file, a Hugging Face directory, a Hub id or "default") into `options.out`. */
 export async function quantizeModel(source: string | undefined, options: QuantizeOptions): Promise<QuantizeReport> {
   try {
     if (typeof options !== 'object' || options === null) throw new SeedinferError('INVALID_OPTION', 'options are required: { format, out }');
-    if (!QUANTIZE_FORMATS.includes(options.format)) {
-      throw new SeedinferError('INVALID_OPTION', `format must be one of ${QUANTIZE_FORMATS.join(', ')}, got ${JSON.stringify(options.format)}`);
+    const formats = native().quantizeFormats();
+    if (!formats.includes(options.format)) {
+      throw new SeedinferError('INVALID_OPTION', `format must be one of ${formats.join(', ')}, got ${JSON.stringify(options.format)}`);
     }
     if (typeof options.out !== 'string' || options.out === '') throw new SeedinferError('INVALID_OPTION', 'out must be a file path');
     if (options.threads !== undefined && !(Number.isInteger(options.threads) && options.threads >= 1 && options.threads <= 1024)) {

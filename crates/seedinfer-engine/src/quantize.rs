@@ -1,5 +1,5 @@
 //! `seedinfer quantize`: rewrites a model's layer matrices in one of seedinfer's own formats (`seedlm4`,
-//! `seedlm3`, `q3_rtn`), or in ggml's `q8_0`/`q4_0`/`q4_1` for comparisons, into a seedinfer container (a GGUF v3 file, see `seedinfer_formats::container` and
+//! `seedlm3`, `q3_rtn`), or in ggml's `q8_0`/`q4_0`/`q4_1`/`q5_0`/`q5_1` for comparisons, into a seedinfer container (a GGUF v3 file, see `seedinfer_formats::container` and
 //! docs/container.md) that [`crate::Model::load`] reads.
 //!
 //! The seven matrices of every layer (q, k, v, o, gate, up, down) are quantised from their values as stored
@@ -31,42 +31,42 @@ pub enum QuantFormat {
     Q8_0,
     Q4_0,
     Q4_1,
+    Q5_0,
+    Q5_1,
 }
 
 impl QuantFormat {
-    /// Parses `seedlm4`, `seedlm3` or `q3_rtn`.
+    /// Every format with its option name and tensor type: the one list the API, the CLI and their errors use.
+    pub const ALL: [(Self, &'static str, TensorType); 8] = [
+        (Self::SeedLm4, "seedlm4", TensorType::SeedLm4),
+        (Self::SeedLm3, "seedlm3", TensorType::SeedLm3),
+        (Self::Q3Rtn, "q3_rtn", TensorType::Q3Rtn),
+        (Self::Q8_0, "q8_0", TensorType::Q8_0),
+        (Self::Q4_0, "q4_0", TensorType::Q4_0),
+        (Self::Q4_1, "q4_1", TensorType::Q4_1),
+        (Self::Q5_0, "q5_0", TensorType::Q5_0),
+        (Self::Q5_1, "q5_1", TensorType::Q5_1),
+    ];
+
+    /// Parses an option name of [`QuantFormat::ALL`].
     pub fn parse(name: &str) -> Option<Self> {
-        match name {
-            "seedlm4" => Some(Self::SeedLm4),
-            "seedlm3" => Some(Self::SeedLm3),
-            "q3_rtn" => Some(Self::Q3Rtn),
-            "q8_0" => Some(Self::Q8_0),
-            "q4_0" => Some(Self::Q4_0),
-            "q4_1" => Some(Self::Q4_1),
-            _ => None,
-        }
+        Self::ALL.iter().find(|f| f.1 == name).map(|f| f.0)
+    }
+
+    /// The option names, in order.
+    pub fn names() -> Vec<&'static str> {
+        Self::ALL.iter().map(|f| f.1).collect()
     }
 
     pub fn name(self) -> &'static str {
-        match self {
-            Self::SeedLm4 => "seedlm4",
-            Self::SeedLm3 => "seedlm3",
-            Self::Q3Rtn => "q3_rtn",
-            Self::Q8_0 => "q8_0",
-            Self::Q4_0 => "q4_0",
-            Self::Q4_1 => "q4_1",
-        }
+        Self::ALL.iter().find(|f| f.0 == self).map_or("", |f| f.1)
     }
 
     fn tensor_type(self) -> TensorType {
-        match self {
-            Self::SeedLm4 => TensorType::SeedLm4,
-            Self::SeedLm3 => TensorType::SeedLm3,
-            Self::Q3Rtn => TensorType::Q3Rtn,
-            Self::Q8_0 => TensorType::Q8_0,
-            Self::Q4_0 => TensorType::Q4_0,
-            Self::Q4_1 => TensorType::Q4_1,
-        }
+        Self::ALL
+            .iter()
+            .find(|f| f.0 == self)
+            .map_or(TensorType::F32, |f| f.2)
     }
 }
 

@@ -29,18 +29,25 @@ pub enum WeightFormat {
 }
 
 impl WeightFormat {
-    /// Parses `f32`, `f16`, `q8_0`, `q4_0`, `q4_1`, `q5_0` or `q5_1`.
+    /// Every format with its option name: the one list the API, the CLI and their error messages use.
+    pub const ALL: [(Self, &'static str); 7] = [
+        (Self::F32, "f32"),
+        (Self::F16, "f16"),
+        (Self::Q8_0, "q8_0"),
+        (Self::Q4_0, "q4_0"),
+        (Self::Q4_1, "q4_1"),
+        (Self::Q5_0, "q5_0"),
+        (Self::Q5_1, "q5_1"),
+    ];
+
+    /// Parses an option name of [`WeightFormat::ALL`].
     pub fn parse(name: &str) -> Option<Self> {
-        match name {
-            "f32" => Some(Self::F32),
-            "f16" => Some(Self::F16),
-            "q8_0" => Some(Self::Q8_0),
-            "q4_0" => Some(Self::Q4_0),
-            "q4_1" => Some(Self::Q4_1),
-            "q5_0" => Some(Self::Q5_0),
-            "q5_1" => Some(Self::Q5_1),
-            _ => None,
-        }
+        Self::ALL.iter().find(|(_, n)| *n == name).map(|(f, _)| *f)
+    }
+
+    /// The option names, in order.
+    pub fn names() -> Vec<&'static str> {
+        Self::ALL.iter().map(|(_, n)| *n).collect()
     }
 
     fn tensor_type(self) -> TensorType {

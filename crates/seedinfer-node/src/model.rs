@@ -15,7 +15,7 @@ use std::sync::Arc;
 pub struct NativeLoadOptions {
     /// Worker threads; omitted means the number of physical cores.
     pub threads: Option<u32>,
-    /// `f32`, `f16`, `q8_0`, `q4_0` or `q4_1`: convert every weight matrix at load; omitted keeps the file's formats.
+    /// One of `weight_formats()`: convert every weight matrix at load; omitted keeps the file's formats.
     pub weights: Option<String>,
     pub kv_cache: Option<NativeKvCacheOptions>,
     /// `seedinfer` (default) or `llamacpp`: whose order of arithmetic the forward pass follows.
@@ -149,6 +149,15 @@ impl Task for LoadSessionTask {
     }
 }
 
+/// The storage formats `weights` converts to at load, by option name.
+#[napi]
+pub fn weight_formats() -> Vec<String> {
+    WeightFormat::names()
+        .into_iter()
+        .map(String::from)
+        .collect()
+}
+
 /// Loads a model file or directory on a worker thread.
 #[napi(ts_return_type = "Promise<NativeModel>")]
 pub fn load_model(path: String, options: NativeLoadOptions) -> Result<AsyncTask<LoadModelTask>> {
@@ -157,7 +166,10 @@ pub fn load_model(path: String, options: NativeLoadOptions) -> Result<AsyncTask<
         Some(name) => Some(WeightFormat::parse(name).ok_or_else(|| {
             coded(
                 "INVALID_OPTION",
-                &format!("weights must be f32, f16, q8_0, q4_0 or q4_1, got '{name}'"),
+                &format!(
+                    "option weights must be one of {}, got {name:?}",
+                    WeightFormat::names().join(", ")
+                ),
             )
         })?),
     };

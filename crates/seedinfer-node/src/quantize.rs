@@ -58,8 +58,13 @@ fn to_report(r: QuantizeReport) -> NativeQuantizeReport {
     }
 }
 
-/// Starts quantising `source` (a GGUF file or Hugging Face directory) to `format` (`seedlm4`, `seedlm3`,
-/// `q3_rtn`, `q8_0`, `q4_0` or `q4_1`) into `out`; events arrive through `on_event`, at most every 100 ms for progress.
+/// Starts quantising `source` (a GGUF file or Hugging Face directory) to `format` (one of [`quantize_formats`]) into `out`; events arrive through `on_event`, at most every 100 ms for progress.
+/// The formats `quantize_model` writes, by option name.
+#[napi]
+pub fn quantize_formats() -> Vec<String> {
+    QuantFormat::names().into_iter().map(String::from).collect()
+}
+
 #[napi(
     ts_args_type = "source: string, format: string, out: string, threads: number | undefined | null, onEvent: (event: NativeQuantizeEvent) => void, abort: NativeAbortFlag"
 )]
@@ -74,7 +79,10 @@ pub fn quantize_model(
     let format = QuantFormat::parse(&format).ok_or_else(|| {
         coded(
             "INVALID_OPTION",
-            &format!("format must be seedlm4, seedlm3, q3_rtn, q8_0, q4_0 or q4_1, got {format:?}"),
+            &format!(
+                "format must be one of {}, got {format:?}",
+                QuantFormat::names().join(", ")
+            ),
         )
     })?;
     let threads = match threads {
