@@ -1,6 +1,6 @@
 //! Quick speed check of one block-quantised product while developing kernels (the published numbers come from
 //! `npm run bench:kernels`): `cargo run --release --example kernel_speed -- q4_1 576 1536 512 1`.
-//! Formats: q4_0, q4_1, q8_0 (int8 activations) and seedlm4, seedlm3, q3_rtn (f32 activations; their bytes are
+//! Formats: q4_0, q4_1, q5_0, q5_1, q8_0 (int8 activations) and seedlm4, seedlm3, q3_rtn (f32 activations; their bytes are
 //! random fields, as the speed does not depend on how well the seeds fit). `SEEDLM_ONE_SEED=1` gives every seedlm4
 //! block the same seed, so its cycle reads hit L1: the difference is what the table reads cost.
 use seedinfer_formats::{quantize_row, TensorType};
@@ -16,6 +16,8 @@ fn main() {
     let format = match args.first().map(String::as_str).unwrap_or("q4_1") {
         "q4_0" => TensorType::Q4_0,
         "q8_0" => TensorType::Q8_0,
+        "q5_0" => TensorType::Q5_0,
+        "q5_1" => TensorType::Q5_1,
         "seedlm4" => TensorType::SeedLm4,
         "seedlm3" => TensorType::SeedLm3,
         "q3_rtn" => TensorType::Q3Rtn,

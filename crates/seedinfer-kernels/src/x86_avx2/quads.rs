@@ -200,11 +200,12 @@ unsafe fn fifth_bits(qh: &[u32; QUAD]) -> [__m256i; QUAD] {
     );
     let bits = _mm256_set1_epi64x(0x8040_2010_0804_0201_u64 as i64);
     let fifth = _mm256_set1_epi8(0x10);
-    std::array::from_fn(|c| {
-        let spread = _mm256_shuffle_epi8(words, _mm256_add_epi8(rows, _mm256_set1_epi8(c as i8)));
+    let chunk = |c: i8| {
+        let spread = _mm256_shuffle_epi8(words, _mm256_add_epi8(rows, _mm256_set1_epi8(c)));
         let set = _mm256_cmpeq_epi8(_mm256_and_si256(spread, bits), bits);
         _mm256_and_si256(set, fifth)
-    })
+    };
+    [chunk(0), chunk(1), chunk(2), chunk(3)]
 }
 
 /// The four rows' five-bit weights by 8-element chunk (0..32 each, unsigned).
@@ -212,7 +213,12 @@ unsafe fn fifth_bits(qh: &[u32; QUAD]) -> [__m256i; QUAD] {
 unsafe fn five_bit_chunks(qs: &[[u8; 8]; 2 * QUAD], qh: &[u32; QUAD]) -> [__m256i; QUAD] {
     let low = nibble_chunks(qs);
     let high = fifth_bits(qh);
-    std::array::from_fn(|c| _mm256_or_si256(low[c], high[c]))
+    [
+        _mm256_or_si256(low[0], high[0]),
+        _mm256_or_si256(low[1], high[1]),
+        _mm256_or_si256(low[2], high[2]),
+        _mm256_or_si256(low[3], high[3]),
+    ]
 }
 
 impl Quad for QuadQ5_0 {
