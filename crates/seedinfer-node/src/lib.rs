@@ -11,7 +11,7 @@ mod session;
 
 pub use gguf_tools::{gguf_tensors, write_synthetic_model, NativeGgufTensor};
 pub use kernel_bench::{create_kernel_bench, probe_limits, NativeKernelBench};
-pub use model::{load_model, NativeModel};
+pub use model::{load_model, weight_formats, NativeModel};
 pub use perplexity::{NativePerplexity, NativePerplexityOptions, NativePerplexityWindow};
-pub use quantize::{quantize_model, NativeQuantizeEvent, NativeQuantizeReport};
+pub use quantize::{quantize_formats, quantize_model, NativeQuantizeEvent, NativeQuantizeReport};
 pub use session::{NativeAbortFlag, NativeSession};
