@@ -1,10 +1,11 @@
-// Matrix-kernel speed against this machine's own limits: f32, Q8_0, Q4_0 and Q4_1 weights, GEMV (1 token) and
+// Matrix-kernel speed against this machine's own limits: f32, f16, bf16, Q8_0, Q4_0, Q4_1, Q5_0 and Q5_1 weights, GEMV (1 token) and
 // GEMM (64 and 512 tokens) on the SmolLM2-135M shapes, plus one matrix over 256 MB per format (GEMV only: it is
 // the memory-bound case), at 1 and 2 threads.
 //
 //   npm run bench:kernels                 # markdown tables
 //   npm run -s bench:kernels -- --json    # only a JSON array of rows on stdout (-s: no npm banner)
 //   npm run bench:kernels -- --quick      # fewer shapes, 64-token GEMM only, short budgets (smoke test)
+//   npm run bench:kernels -- --formats f32,f16   # only these formats
 //
 // Method:
 // - First `probeLimits` (Rust, same process, same rayon pool sizes) measures streaming read bandwidth over
@@ -18,7 +19,8 @@
 //   A product's time is the median sample divided by the batch size.
 // - Block formats include quantising the activations to int8 on every product, as the engine does.
 // - gbPerSecond = weight bytes / time; gopsPerSecond = 2·rows·cols·tokens / time; fractions are against the
-//   bandwidth and the compute peak (int8 for block formats, f32 FMA for f32) measured with the same threads.
+//   bandwidth and the compute peak (int8 for block formats, f32 FMA for f32/f16/bf16) measured with the same
+//   threads.
 import { Bench } from 'tinybench';
 import {
   native,
@@ -46,7 +48,13 @@ const quick = process.argv.includes('--quick');
 const log = (message: string) => process.stderr.write(`${message}\n`);
 
 const kernels = native() as NativeBinding & NativeKernelBinding;
-const formats: NativeKernelFormat[] = ['f32', 'q8_0', 'q4_0', 'q4_1'];
+const formatArg = process.argv.indexOf('--formats');
+const formats: NativeKernelFormat[] =
+  formatArg >= 0
+    ? (process.argv[formatArg + 1].split(',') as NativeKernelFormat[])
+    : ['f32', 'f16', 'bf16', 'q8_0', 'q4_0', 'q4_1', 'q5_0', 'q5_1'];
+/** Float formats are judged against the f32 FMA peak, block formats against the int8 peak. */
+const isFloat = (format: NativeKernelFormat) => format === 'f32' || format === 'f16' || format === 'bf16';
 const threadCounts = [1, 2];
 // (rows x cols) = output x input: attention q/o, k/v, MLP gate/up, MLP down, tied embedding / LM head.
 const smolShapes: [number, number][] = quick
@@ -61,12 +69,17 @@ const smolShapes: [number, number][] = quick
       [576, 1536],
       [49152, 576],
     ];
-// Over 256 MB in each format: 512 MiB f32, 285 MB Q8_0, 302 MB Q4_0, 336 MB Q4_1.
+// Over 256 MB in each format: 512 MiB f32, 268 MB f16/bf16, 285 MB Q8_0, 302 MB Q4_0, 336 MB Q4_1, 369 MB Q5_0,
+// 403 MB Q5_1.
 const bigShapes: Record<NativeKernelFormat, [number, number]> = {
   f32: [16384, 8192],
+  f16: [16384, 8192],
+  bf16: [16384, 8192],
   q8_0: [32768, 8192],
   q4_0: [65536, 8192],
   q4_1: [65536, 8192],
+  q5_0: [65536, 8192],
+  q5_1: [65536, 8192],
 };
 const gemmTokens = quick ? [64] : [64, 512];
 const budgetMs = quick ? 100 : 300;
@@ -118,7 +131,7 @@ for (const format of formats) {
             gbPerSecond,
             gopsPerSecond,
             fractionOfBandwidth: gbPerSecond / limit.readGbPerSecond,
-            fractionOfCompute: gopsPerSecond / (format === 'f32' ? limit.f32Gflops : limit.int8Gops),
+            fractionOfCompute: gopsPerSecond / (isFloat(format) ? limit.f32Gflops : limit.int8Gops),
           };
           rows.push(row);
           log(

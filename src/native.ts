@@ -236,7 +236,7 @@ export interface NativeLimits {
   int8Gops: number;
 }
 
-export type NativeKernelFormat = 'f32' | 'q8_0' | 'q4_0' | 'q4_1';
+export type NativeKernelFormat = 'f32' | 'f16' | 'bf16' | 'q8_0' | 'q4_0' | 'q4_1' | 'q5_0' | 'q5_1';
 
 export interface NativeKernelBinding {
   createKernelBench(

@@ -4,7 +4,8 @@
 //! once at run time (see `isa`), so the binary itself only assumes the x86-64 baseline.
 
 use crate::isa::{detected, Isa};
-use crate::row_blocks::for_each_row_block;
+use crate::row_blocks::for_each_row_range;
+use crate::widen::Widen;
 
 /// Reference dot product: sixteen independent partial sums, summed pairwise at the end.
 pub fn dot_scalar(a: &[f32], b: &[f32]) -> f32 {
@@ -72,15 +73,69 @@ pub fn matmul(
     tokens: usize,
     out: &mut [f32],
 ) {
-    debug_assert_eq!(weights.len(), rows * cols);
-    debug_assert_eq!(input.len(), tokens * cols);
-    debug_assert_eq!(out.len(), tokens * rows);
+    float_matmul(detected(), weights, rows, cols, input, tokens, out)
+}
+
+/// [`dot_scalar`]'s loop for weights of any float element type, widened exactly to f32.
+pub(crate) fn float_dot_scalar<H: Widen>(w: &[H], x: &[f32]) -> f32 {
+    debug_assert_eq!(w.len(), x.len());
+    let mut acc = [0.0f32; 16];
+    let chunks = w.len() / 16;
+    for c in 0..chunks {
+        let (a, b) = (&w[c * 16..c * 16 + 16], &x[c * 16..c * 16 + 16]);
+        for i in 0..16 {
+            acc[i] += a[i].widen() * b[i];
+        }
+    }
+    let mut tail = 0.0f32;
+    for i in chunks * 16..w.len() {
+        tail += w[i].widen() * x[i];
+    }
+    let mut width = 16;
+    while width > 1 {
+        width /= 2;
+        for i in 0..width {
+            acc[i] += acc[i + width];
+        }
+    }
+    acc[0] + tail
+}
+
+/// The product of float weights (`[rows, cols]`, f32, f16 or bf16) with f32 activations, with the kernel of `isa`:
+/// every element bit for bit [`float_dot_scalar`], whatever `isa` and however many tokens.
+pub(crate) fn float_matmul<H: Widen>(
+    isa: Isa,
+    weights: &[H],
+    rows: usize,
+    cols: usize,
+    input: &[f32],
+    tokens: usize,
+    out: &mut [f32],
+) {
+    assert_eq!(weights.len(), rows * cols, "weights are [rows, cols]");
+    assert_eq!(input.len(), tokens * cols, "input is not [tokens, cols]");
+    assert_eq!(out.len(), tokens * rows, "output is not [tokens, rows]");
+    if rows == 0 || tokens == 0 {
+        return;
+    }
     // Rows per task: enough work to amortise scheduling, small enough to balance two or more threads.
-    let rows_per_task = (16384 / cols.max(1)).clamp(4, 256);
-    for_each_row_block(rows, tokens, rows_per_task, out, |first, t, column| {
-        let x = &input[t * cols..(t + 1) * cols];
-        for (i, o) in column.iter_mut().enumerate() {
-            *o = dot(&weights[(first + i) * cols..(first + i + 1) * cols], x);
+    let rows_per_task = ((16384 / cols.max(1)).clamp(4, 256)).next_multiple_of(2);
+    for_each_row_range(rows, tokens, rows_per_task, out, |out, first, count| {
+        #[cfg(target_arch = "x86_64")]
+        if isa.has_avx2() {
+            // SAFETY: `isa` comes from `Isa::usable` or `detected`, so the CPU has AVX2, FMA and F16C; the sizes
+            // were checked above.
+            return unsafe {
+                crate::x86_avx2::float_rows::rows(weights, cols, input, tokens, out, first, count)
+            };
+        }
+        for r in first..first + count {
+            let row = &weights[r * cols..(r + 1) * cols];
+            for t in 0..tokens {
+                let value = float_dot_scalar(row, &input[t * cols..(t + 1) * cols]);
+                // SAFETY: this task owns rows `first..first + count`.
+                unsafe { out.write(r, t, value) };
+            }
         }
     });
 }
@@ -112,7 +167,20 @@ impl DenseMatrix {
 
     /// `out[t][r] = dot(row r, input[t])`, see [`matmul`].
     pub fn matmul(&self, input: &[f32], tokens: usize, out: &mut [f32]) {
-        matmul(&self.data, self.rows, self.cols, input, tokens, out)
+        self.matmul_with(detected(), input, tokens, out)
+    }
+
+    /// [`Self::matmul`] with the kernels of `isa` (or the widest this machine has below it); the same bits.
+    pub fn matmul_with(&self, isa: Isa, input: &[f32], tokens: usize, out: &mut [f32]) {
+        float_matmul(
+            isa.usable(),
+            &self.data,
+            self.rows,
+            self.cols,
+            input,
+            tokens,
+            out,
+        )
     }
 }
 
@@ -129,6 +197,46 @@ mod tests {
             let exact: f64 = a.iter().zip(&b).map(|(x, y)| *x as f64 * *y as f64).sum();
             assert!((dot(&a, &b) as f64 - exact).abs() < 1e-4, "n={n}");
             assert!((dot_scalar(&a, &b) - dot(&a, &b)).abs() < 1e-5, "n={n}");
+        }
+    }
+
+    #[test]
+    fn a_token_in_a_batch_gets_exactly_its_single_token_result_for_every_float_type() {
+        // 200 tokens of 1536 columns span several activation chunks; 37 rows end in a lone row; 1541 columns end
+        // in a tail shorter than sixteen.
+        for (rows, cols, tokens) in [(37, 1536, 200), (6, 1541, 7)] {
+            let w = values(rows * cols, 3);
+            let x = values(tokens * cols, 4);
+            let halves: Vec<half::f16> = w.iter().map(|v| half::f16::from_f32(*v)).collect();
+            let brains: Vec<half::bf16> = w.iter().map(|v| half::bf16::from_f32(*v)).collect();
+            let mut batch = vec![0.0; tokens * rows];
+            matmul(&w, rows, cols, &x, tokens, &mut batch);
+            for t in 0..tokens {
+                let mut single = vec![0.0; rows];
+                matmul(&w, rows, cols, &x[t * cols..(t + 1) * cols], 1, &mut single);
+                assert_eq!(
+                    &batch[t * rows..(t + 1) * rows],
+                    single.as_slice(),
+                    "token {t}"
+                );
+                for (r, v) in single.iter().enumerate() {
+                    let row = &w[r * cols..(r + 1) * cols];
+                    assert_eq!(
+                        v.to_bits(),
+                        dot_scalar(row, &x[t * cols..(t + 1) * cols]).to_bits()
+                    );
+                }
+            }
+            for isa in [detected(), Isa::Scalar] {
+                let mut a = vec![0.0; tokens * rows];
+                let mut b = vec![0.0; tokens * rows];
+                float_matmul(isa, &halves, rows, cols, &x, tokens, &mut a);
+                float_matmul(Isa::Scalar, &halves, rows, cols, &x, tokens, &mut b);
+                assert_eq!(a, b, "f16 {isa:?}");
+                float_matmul(isa, &brains, rows, cols, &x, tokens, &mut a);
+                float_matmul(Isa::Scalar, &brains, rows, cols, &x, tokens, &mut b);
+                assert_eq!(a, b, "bf16 {isa:?}");
+            }
         }
     }
 

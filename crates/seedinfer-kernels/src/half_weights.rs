@@ -1,15 +1,12 @@
 //! f16 and bf16 weights kept as stored (half the memory of f32) multiplied with f32 activations, accumulating
 //! in f32.
 //!
-//! `matmul_with(Isa::Scalar, ..)` is the reference: every weight is widened to f32 (exactly; both formats are subsets of f32)
-//! and the dot product uses the same sixteen partial sums and pairwise final reduction as
-//! [`crate::dense_f32::dot_scalar`]. The AVX2 + F16C twin keeps those sixteen sums in two 8-lane registers
-//! and reduces them in the same order with separate multiplies and adds (no fused multiply-add), so it
-//! returns the reference's result bit for bit: the choice of instruction set never changes an output.
-//! Columns that do not fill a group of sixteen go through a scalar tail, as in the reference.
+//! The product is f32 weights' (`dense_f32::float_matmul`) with each weight widened to f32 as it is read
+//! (exactly; both formats are subsets of f32): bit for bit `matmul_with(Isa::Scalar, ..)`, the reference, whatever
+//! the instruction set or the number of tokens (see `x86_avx2/float_rows.rs`).
 
+use crate::dense_f32::float_matmul;
 use crate::isa::{detected, Isa};
-use crate::row_blocks::for_each_row_block;
 use crate::widen::Widen;
 use half::{bf16, f16};
 use seedinfer_formats::TensorType;
@@ -25,86 +22,6 @@ pub struct HalfMatrix {
     pub rows: usize,
     pub cols: usize,
     data: HalfData,
-}
-
-/// Reference dot product of a half-precision row with f32 activations; the loop of `dense_f32::dot_scalar`.
-fn dot_scalar<H: Widen>(w: &[H], x: &[f32]) -> f32 {
-    debug_assert_eq!(w.len(), x.len());
-    let mut acc = [0.0f32; 16];
-    let chunks = w.len() / 16;
-    for c in 0..chunks {
-        let (a, b) = (&w[c * 16..c * 16 + 16], &x[c * 16..c * 16 + 16]);
-        for i in 0..16 {
-            acc[i] += a[i].widen() * b[i];
-        }
-    }
-    let mut tail = 0.0f32;
-    for i in chunks * 16..w.len() {
-        tail += w[i].widen() * x[i];
-    }
-    let mut width = 16;
-    while width > 1 {
-        width /= 2;
-        for i in 0..width {
-            acc[i] += acc[i + width];
-        }
-    }
-    acc[0] + tail
-}
-
-fn rows_scalar<H: Widen>(rows: &[H], cols: usize, x: &[f32], out: &mut [f32]) {
-    for (i, o) in out.iter_mut().enumerate() {
-        *o = dot_scalar(&rows[i * cols..(i + 1) * cols], x);
-    }
-}
-
-#[cfg(target_arch = "x86_64")]
-mod avx2 {
-    use crate::widen::Widen;
-    use std::arch::x86_64::*;
-
-    /// `dot_scalar` with lanes 0..8 of the sixteen partial sums in `low` and 8..16 in `high`.
-    #[inline(always)]
-    unsafe fn dot<H: Widen>(w: &[H], x: &[f32]) -> f32 {
-        debug_assert_eq!(w.len(), x.len());
-        let chunks = w.len() / 16;
-        let (wp, xp) = (w.as_ptr(), x.as_ptr());
-        let (mut low, mut high) = (_mm256_setzero_ps(), _mm256_setzero_ps());
-        for c in 0..chunks {
-            let (wc, xc) = (wp.add(c * 16), xp.add(c * 16));
-            // Multiply then add, each rounded, as the reference does (a fused multiply-add would round once).
-            low = _mm256_add_ps(low, _mm256_mul_ps(H::load8(wc), _mm256_loadu_ps(xc)));
-            high = _mm256_add_ps(
-                high,
-                _mm256_mul_ps(H::load8(wc.add(8)), _mm256_loadu_ps(xc.add(8))),
-            );
-        }
-        let mut tail = 0.0f32;
-        for i in chunks * 16..w.len() {
-            tail += w.get_unchecked(i).widen() * *x.get_unchecked(i);
-        }
-        // The reference's pairwise reduction: 16 -> 8 -> 4 -> 2 -> 1.
-        crate::x86_avx2::horizontal_sum(_mm256_add_ps(low, high)) + tail
-    }
-
-    #[target_feature(enable = "avx2,fma,f16c")]
-    pub unsafe fn rows<H: Widen>(rows: &[H], cols: usize, x: &[f32], out: &mut [f32]) {
-        assert!(rows.len() >= out.len() * cols && x.len() == cols);
-        for (i, o) in out.iter_mut().enumerate() {
-            *o = dot(&rows[i * cols..(i + 1) * cols], x);
-        }
-    }
-}
-
-/// `out[i] = dot(row i of rows, x)` with the kernel of `isa` (from `Isa::usable`).
-fn rows_with<H: Widen>(isa: Isa, rows: &[H], cols: usize, x: &[f32], out: &mut [f32]) {
-    #[cfg(target_arch = "x86_64")]
-    if isa.has_avx2() {
-        // SAFETY: `isa` comes from `Isa::usable`, so this machine has AVX2, FMA and F16C.
-        return unsafe { avx2::rows(rows, cols, x, out) };
-    }
-    let _ = isa;
-    rows_scalar(rows, cols, x, out)
 }
 
 impl HalfMatrix {
@@ -170,16 +87,10 @@ impl HalfMatrix {
         if rows == 0 || tokens == 0 {
             return;
         }
-        // Rows per task as for f32 weights, counted in bytes of weights (half as many per row here).
-        let rows_per_task = (32768 / cols.max(1)).clamp(4, 256);
-        for_each_row_block(rows, tokens, rows_per_task, out, |first, t, column| {
-            let x = &input[t * cols..(t + 1) * cols];
-            let range = first * cols..(first + column.len()) * cols;
-            match &self.data {
-                HalfData::F16(d) => rows_with(isa, &d[range], cols, x, column),
-                HalfData::BF16(d) => rows_with(isa, &d[range], cols, x, column),
-            }
-        });
+        match &self.data {
+            HalfData::F16(d) => float_matmul(isa, d, rows, cols, input, tokens, out),
+            HalfData::BF16(d) => float_matmul(isa, d, rows, cols, input, tokens, out),
+        }
     }
 }
 

@@ -6,8 +6,11 @@ use crate::error::{catch_panics, coded};
 use napi::bindgen_prelude::*;
 use napi_derive::napi;
 use seedinfer_formats::{quantize_row, TensorType};
+use seedinfer_kernels::dense_f32::DenseMatrix;
+use seedinfer_kernels::half_weights::HalfMatrix;
+use seedinfer_kernels::limits;
 use seedinfer_kernels::quantized::{quantize_activations, QuantizedMatrix, BLOCK};
-use seedinfer_kernels::{dense_f32, limits};
+use seedinfer_kernels::WeightMatrix;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -49,14 +52,29 @@ fn fill(values: &mut [f32], seed: u32, row: usize) {
     }
 }
 
-enum Weights {
-    F32(Vec<f32>),
-    Quantized(QuantizedMatrix),
+/// The formats a bench's matrix may take, by name.
+const FORMATS: [(&str, TensorType); 8] = [
+    ("f32", TensorType::F32),
+    ("f16", TensorType::F16),
+    ("bf16", TensorType::BF16),
+    ("q8_0", TensorType::Q8_0),
+    ("q4_0", TensorType::Q4_0),
+    ("q4_1", TensorType::Q4_1),
+    ("q5_0", TensorType::Q5_0),
+    ("q5_1", TensorType::Q5_1),
+];
+
+/// Little-endian f32 bytes as values.
+fn f32_values(bytes: &[u8]) -> Vec<f32> {
+    bytes
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        .collect()
 }
 
 /// A bench's matrix, activations and pool, shared with the runs in flight.
 pub struct Inner {
-    weights: Weights,
+    weights: Box<dyn WeightMatrix>,
     rows: usize,
     cols: usize,
     tokens: usize,
@@ -66,44 +84,43 @@ pub struct Inner {
 }
 
 impl Inner {
-    fn build(format: &str, rows: usize, cols: usize, tokens: usize, threads: usize) -> Self {
-        let weights = if format == "f32" {
-            let mut w = vec![0.0f32; rows * cols];
-            par_row_chunks(&mut w, cols, |chunk, first_row| {
-                for (i, row) in chunk.chunks_exact_mut(cols).enumerate() {
-                    fill(row, 1, first_row + i);
-                }
-            });
-            Weights::F32(w)
-        } else {
-            let tensor_type = match format {
-                "q8_0" => TensorType::Q8_0,
-                "q4_0" => TensorType::Q4_0,
-                _ => TensorType::Q4_1,
-            };
-            // Validated before: cols is a multiple of the block size.
-            let row_bytes = tensor_type.row_bytes(cols).unwrap_or(0);
-            let mut bytes = vec![0u8; rows * row_bytes];
-            let quantize = |chunk: &mut [u8], first_row: usize| {
-                let mut values = vec![0.0f32; cols];
-                let mut row = Vec::with_capacity(row_bytes);
-                for (i, out) in chunk.chunks_exact_mut(row_bytes).enumerate() {
-                    fill(&mut values, 1, first_row + i);
-                    row.clear();
-                    // The type and length were validated, so quantising cannot fail.
-                    let _ = quantize_row(tensor_type, &values, &mut row);
-                    out.copy_from_slice(&row);
-                }
-            };
-            par_row_chunks(&mut bytes, row_bytes, quantize);
-            let matrix = QuantizedMatrix::from_bytes(tensor_type, rows, cols, &bytes)
-                .expect("the bytes were sized for this matrix");
-            Weights::Quantized(matrix)
+    fn build(
+        tensor_type: TensorType,
+        rows: usize,
+        cols: usize,
+        tokens: usize,
+        threads: usize,
+    ) -> Self {
+        // Validated before: cols is a whole number of blocks.
+        let row_bytes = tensor_type.row_bytes(cols).unwrap_or(0);
+        let mut bytes = vec![0u8; rows * row_bytes];
+        let encode = |chunk: &mut [u8], first_row: usize| {
+            let mut values = vec![0.0f32; cols];
+            let mut row = Vec::with_capacity(row_bytes);
+            for (i, out) in chunk.chunks_exact_mut(row_bytes).enumerate() {
+                fill(&mut values, 1, first_row + i);
+                row.clear();
+                // The type and length were validated, so encoding cannot fail.
+                let _ = quantize_row(tensor_type, &values, &mut row);
+                out.copy_from_slice(&row);
+            }
         };
-        let weight_bytes = match &weights {
-            Weights::F32(w) => std::mem::size_of_val(w.as_slice()),
-            Weights::Quantized(m) => m.resident_bytes(),
+        par_row_chunks(&mut bytes, row_bytes, encode);
+        let weights: Box<dyn WeightMatrix> = match tensor_type {
+            TensorType::F32 => Box::new(
+                DenseMatrix::new(rows, cols, f32_values(&bytes))
+                    .expect("the bytes were sized for this matrix"),
+            ),
+            TensorType::F16 | TensorType::BF16 => Box::new(
+                HalfMatrix::from_bytes(tensor_type, rows, cols, &bytes)
+                    .expect("the bytes were sized for this matrix"),
+            ),
+            _ => Box::new(
+                QuantizedMatrix::from_bytes(tensor_type, rows, cols, &bytes)
+                    .expect("the bytes were sized for this matrix"),
+            ),
         };
+        let weight_bytes = weights.resident_bytes();
         let mut activations = vec![0.0f32; tokens * cols];
         for (t, x) in activations.chunks_exact_mut(cols).enumerate() {
             fill(x, 2, t);
@@ -127,19 +144,14 @@ impl Inner {
         self.pool.install(|| {
             let start = Instant::now();
             for _ in 0..iterations {
-                match &self.weights {
-                    Weights::F32(w) => dense_f32::matmul(
-                        w,
-                        self.rows,
-                        self.cols,
-                        &self.activations,
-                        self.tokens,
-                        &mut out,
-                    ),
-                    Weights::Quantized(m) => {
+                match self.weights.quantized() {
+                    Some(m) => {
                         quantize_activations(&self.activations, &mut quantized);
                         m.matmul(&quantized, self.tokens, &mut out);
                     }
+                    None => self
+                        .weights
+                        .matmul_f32(&self.activations, self.tokens, &mut out),
                 }
                 std::hint::black_box(&mut out);
             }
@@ -163,7 +175,7 @@ fn par_row_chunks<T: Send>(data: &mut [T], row_len: usize, work: impl Fn(&mut [T
 }
 
 pub struct CreateKernelBenchTask {
-    format: String,
+    tensor_type: TensorType,
     rows: usize,
     cols: usize,
     tokens: usize,
@@ -177,7 +189,7 @@ impl Task for CreateKernelBenchTask {
     fn compute(&mut self) -> Result<Self::Output> {
         catch_panics(|| {
             Ok(Inner::build(
-                &self.format,
+                self.tensor_type,
                 self.rows,
                 self.cols,
                 self.tokens,
@@ -194,7 +206,7 @@ impl Task for CreateKernelBenchTask {
 }
 
 /// Builds (on a worker thread) a deterministic pseudo-random `rows x cols` weight matrix in `format`
-/// (`f32`, `q8_0`, `q4_0` or `q4_1`, quantised with the GGUF block quantisers), `tokens` rows of activations,
+/// (`f32`, `f16`, `bf16`, `q8_0`, `q4_0`, `q4_1`, `q5_0` or `q5_1`, encoded with the GGUF quantisers), `tokens` rows of activations,
 /// and a pool of `threads` threads for the products.
 #[napi(ts_return_type = "Promise<NativeKernelBench>")]
 pub fn create_kernel_bench(
@@ -204,24 +216,21 @@ pub fn create_kernel_bench(
     tokens: f64,
     threads: f64,
 ) -> Result<AsyncTask<CreateKernelBenchTask>> {
-    let tensor_type = match format.as_str() {
-        "f32" => TensorType::F32,
-        "q8_0" => TensorType::Q8_0,
-        "q4_0" => TensorType::Q4_0,
-        "q4_1" => TensorType::Q4_1,
-        _ => {
-            return Err(invalid(format!(
-                "format must be f32, q8_0, q4_0 or q4_1, got {format:?}"
-            )))
-        }
+    let Some(&(_, tensor_type)) = FORMATS.iter().find(|(name, _)| *name == format) else {
+        let names: Vec<&str> = FORMATS.iter().map(|(name, _)| *name).collect();
+        return Err(invalid(format!(
+            "format must be one of {}, got {format:?}",
+            names.join(", ")
+        )));
     };
     let rows = count("rows", rows, MAX_BYTES)?;
     let cols = count("cols", cols, MAX_BYTES)?;
     let tokens = count("tokens", tokens, MAX_BYTES)?;
     let threads = count("threads", threads, MAX_THREADS)?;
-    if tensor_type != TensorType::F32 && !cols.is_multiple_of(BLOCK) {
+    if !cols.is_multiple_of(tensor_type.block_elements()) {
         return Err(invalid(format!(
-            "cols must be a multiple of {BLOCK} for {format}, got {cols}"
+            "cols must be a multiple of {} for {format}, got {cols}",
+            tensor_type.block_elements()
         )));
     }
     let row_bytes = tensor_type
@@ -231,7 +240,7 @@ pub fn create_kernel_bench(
     checked_bytes("the activations", tokens, cols * 4)?;
     checked_bytes("the output", tokens, rows * 4)?;
     Ok(AsyncTask::new(CreateKernelBenchTask {
-        format,
+        tensor_type,
         rows,
         cols,
         tokens,

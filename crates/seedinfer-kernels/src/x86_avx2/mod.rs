@@ -8,6 +8,7 @@
 #![cfg(target_arch = "x86_64")]
 
 pub(crate) mod attention;
+pub(crate) mod float_rows;
 pub(crate) mod q8_block;
 pub(crate) mod quads;
 
