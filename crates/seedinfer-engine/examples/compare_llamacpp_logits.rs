@@ -2,9 +2,9 @@
 //! model with `Numerics::LlamaCpp` on the tokens of a `bench/peers/llamacpp-logits` dump and compares the logits
 //! with llama.cpp's, bit by bit: first the batch of `P` tokens (every position), then `M` single-token steps.
 //! Exits 1 if any logit differs.
-use seedinfer_engine::forward::LogitsFor;
-use seedinfer_engine::forward_llamacpp::forward_llamacpp;
+use seedinfer_engine::forward::{forward, LogitsFor, Scratch};
 use seedinfer_engine::kv_cache::PagedKv;
+use seedinfer_engine::ops_llamacpp::GgmlOps;
 use seedinfer_engine::{LoadOptions, Model, Numerics};
 use std::path::Path;
 
@@ -61,14 +61,15 @@ fn main() {
 
     let mut cache = PagedKv::new(model.kv_pool.clone(), p + m);
     cache.reserve(p + m).expect("the cache has room");
-    let mut logits = Vec::new();
+    let (mut logits, mut scratch) = (Vec::new(), Scratch::default());
     let mut run = |tokens: &[u32], logits_for| {
         model.install(|| {
-            forward_llamacpp(
+            forward::<GgmlOps, _>(
                 &model.config,
                 &model.weights,
                 tokens,
                 &mut cache,
+                &mut scratch,
                 &mut logits,
                 logits_for,
             )

@@ -1,563 +1,65 @@
 //! The Llama forward pass, top to bottom: embed; per layer RMSNorm, Q/K/V, RoPE, causal attention over the
-//! cache, residual, RMSNorm, SwiGLU MLP, residual; final RMSNorm; logits for the last position only.
+//! cache, residual, RMSNorm, SwiGLU MLP, residual; final RMSNorm; logits.
+//!
+//! One model, two sets of operations ([`Operations`]): seedinfer's own (`ops_seedinfer`: fused, tiled, the
+//! default) and llama.cpp's bit-exact ones (`ops_llamacpp`, `Numerics::LlamaCpp`). The layer step below is the
+//! only definition of the model; token pruning reuses it.
 
-use crate::config::{LlamaConfig, RopeStyle};
+use crate::config::LlamaConfig;
 use crate::kv_cache::{KvStore, Positions};
+use crate::ops_llamacpp::GgmlScratch;
+use crate::ops_seedinfer::{ProjectScratch, RopeScratch};
 use crate::weights::{LayerWeights, LlamaWeights, Matrix};
-use rayon::prelude::*;
-use seedinfer_kernels::activation::silu_times;
-use seedinfer_kernels::attention::{
-    attend_range, attend_range_streaming, merge_into, prefetch_keys, KvHead, Partial, MAX_GROUP,
-};
-use seedinfer_kernels::quantized::{quantize_activations, Q8Block, QuantizedMatrix};
-use seedinfer_kernels::rms_norm::{rms_norm, rms_norm_quantized};
 
-/// The block-quantised data of every matrix in `ws`, or `None` if any is stored otherwise.
-fn all_quantized<const N: usize>(ws: [&Matrix; N]) -> Option<[&QuantizedMatrix; N]> {
-    let mut quantized = [None; N];
-    for (q, w) in quantized.iter_mut().zip(ws) {
-        *q = Some(w.quantized()?);
-    }
-    Some(quantized.map(|q| q.expect("every slot was filled")))
-}
-
-/// `outs[i] = rms_norm(x) · ws[i]ᵀ` for the `tokens` rows of `x`. When every matrix is block-quantised the
-/// normalised rows go straight to int8 (never written as f32) and all products run in one parallel pass;
-/// otherwise the normalised rows are kept in `s.normed` for [`project`].
-fn project_normed<const N: usize>(
-    ws: [&Matrix; N],
-    x: &[f32],
-    norm: &[f32],
-    eps: f32,
-    tokens: usize,
-    outs: [&mut Vec<f32>; N],
-    s: &mut ProjectScratch,
-) {
-    match all_quantized(ws) {
-        Some(quantized) => {
-            rms_norm_quantized(x, norm, eps, &mut s.q8);
-            let outs = resized(outs, ws.map(|w| tokens * w.rows));
-            QuantizedMatrix::matmul_each(quantized, &s.q8, tokens, outs);
-        }
-        None => {
-            let mut normed = std::mem::take(&mut s.normed);
-            rms_norm(x, norm, eps, &mut normed);
-            project(ws, &normed, tokens, outs, s);
-            s.normed = normed;
-        }
-    }
-}
-
-/// The SwiGLU input of the down projection, `silu(rms_norm(x) · gateᵀ) * (rms_norm(x) · upᵀ)`, into `gate`
-/// (`up` is scratch): one fused pass when both matrices are block-quantised.
-#[allow(clippy::too_many_arguments)]
-fn swiglu(
-    w_gate: &Matrix,
-    w_up: &Matrix,
-    x: &[f32],
-    norm: &[f32],
-    eps: f32,
-    tokens: usize,
-    gate: &mut Vec<f32>,
-    up: &mut Vec<f32>,
-    s: &mut ProjectScratch,
-) {
-    match all_quantized([w_gate, w_up]) {
-        Some([qg, qu]) if qg.rows == qu.rows => {
-            rms_norm_quantized(x, norm, eps, &mut s.q8);
-            let [g, u] = resized([gate, up], [tokens * qg.rows; 2]);
-            QuantizedMatrix::matmul_swiglu(qg, qu, &s.q8, tokens, g, u);
-        }
-        _ => {
-            project_normed(
-                [w_gate, w_up],
-                x,
-                norm,
-                eps,
-                tokens,
-                [&mut *gate, &mut *up],
-                s,
-            );
-            silu_times(gate, up);
-        }
-    }
-}
-
-/// Each buffer resized to its length, as slices.
-fn resized<const N: usize>(outs: [&mut Vec<f32>; N], lens: [usize; N]) -> [&mut [f32]; N] {
-    let mut i = 0;
-    outs.map(|out| {
-        out.resize(lens[i], 0.0);
-        i += 1;
-        out.as_mut_slice()
-    })
-}
-
-/// `outs[i] = input · ws[i]ᵀ` for `tokens` rows of input. The input is quantised to int8 once and reused by every
-/// block-quantised matrix.
-fn project<const N: usize>(
-    ws: [&Matrix; N],
-    input: &[f32],
-    tokens: usize,
-    outs: [&mut Vec<f32>; N],
-    s: &mut ProjectScratch,
-) {
-    if ws.iter().any(|w| w.quantized().is_some()) {
-        quantize_activations(input, &mut s.q8);
-    }
-    for (w, out) in ws.into_iter().zip(outs) {
-        out.resize(tokens * w.rows, 0.0);
-        match w.quantized() {
-            Some(q) => q.matmul(&s.q8, tokens, out),
-            None => w.data.matmul_f32(input, tokens, out),
-        }
-    }
-}
-
-#[derive(Default)]
-struct ProjectScratch {
-    q8: Vec<Q8Block>,
-    /// Normalised rows, for matrices that take f32 activations.
-    normed: Vec<f32>,
-}
-
-/// Rotary-embedding tables reused across calls, so a decode step allocates nothing.
-#[derive(Default)]
-pub(crate) struct RopeScratch {
-    inv_freq: Vec<f64>,
-    rotations: Vec<(f32, f32)>,
-}
-
-/// Rotates each head of `x` (`[tokens, heads * head_dim]`) by its absolute position; `sign` -1 undoes it.
-pub(crate) fn apply_rope(
-    x: &mut [f32],
-    cfg: &LlamaConfig,
-    heads: usize,
-    positions: Positions,
-    sign: f64,
-    r: &mut RopeScratch,
-) {
-    let (head_dim, theta) = (cfg.head_dim, cfg.rope_theta as f64);
-    let half = head_dim / 2;
-    if r.inv_freq.len() != half {
-        r.inv_freq = (0..half)
-            .map(|i| 1.0 / theta.powf(2.0 * i as f64 / head_dim as f64))
-            .collect();
-    }
-    for (t, row) in x.chunks_mut(heads * head_dim).enumerate() {
-        let pos = sign * positions.at(t) as f64;
-        r.rotations.clear();
-        r.rotations.extend(r.inv_freq.iter().map(|f| {
-            let angle = pos * f;
-            (angle.cos() as f32, angle.sin() as f32)
-        }));
-        for head in row.chunks_mut(head_dim) {
-            for (i, (cos, sin)) in r.rotations.iter().enumerate() {
-                let (a, b) = match cfg.rope_style {
-                    RopeStyle::Interleaved => (2 * i, 2 * i + 1),
-                    RopeStyle::Half => (i, i + half),
-                };
-                let (x0, x1) = (head[a], head[b]);
-                head[a] = x0 * cos - x1 * sin;
-                head[b] = x0 * sin + x1 * cos;
-            }
-        }
-    }
-}
-
-/// Where attention tasks write their output rows (each task its own tokens' heads).
-struct AttentionOut(*mut f32);
-// SAFETY: tasks write disjoint elements (their own tokens x heads), and the output outlives them.
-unsafe impl Send for AttentionOut {}
-unsafe impl Sync for AttentionOut {}
-
-impl AttentionOut {
-    /// # Safety
-    /// `index` is inside the output and written by this task alone.
-    unsafe fn write(&self, index: usize, value: f32) {
-        *self.0.add(index) = value;
-    }
-}
-
-/// [`attend_range`] over positions `range` of one cached block for `partials.len()` (at most `MAX_GROUP`)
-/// queries, `query(i)` each, whose unnormalised outputs go to the consecutive head-sized slices of `out`.
-/// `streaming`: the block is read once, from memory (decode), so the kernel prefetches its rows.
-#[allow(clippy::too_many_arguments)]
-fn attend_queries<'q>(
-    kv: &KvHead,
-    range: std::ops::Range<usize>,
-    scale: f32,
-    query: impl Fn(usize) -> &'q [f32],
-    out: &mut [f32],
-    scores: &mut Vec<f32>,
-    partials: &mut [Partial],
-    streaming: bool,
-) {
-    let n = partials.len();
-    let queries: [&[f32]; MAX_GROUP] = std::array::from_fn(|i| query(i.min(n - 1)));
-    let mut chunks = out.chunks_mut(kv.head_dim);
-    let mut outs: [&mut [f32]; MAX_GROUP] =
-        std::array::from_fn(|_| chunks.next().unwrap_or_default());
-    let attend = if streaming {
-        attend_range_streaming
-    } else {
-        attend_range
-    };
-    attend(
-        kv,
-        range,
-        scale,
-        &queries[..n],
-        &mut outs[..n],
-        scores,
-        partials,
+/// The operations of a layer step, each computed in one arithmetic. Implementations decide how (fused or not,
+/// which dot products, which rounding); the model decides what and in which order.
+pub trait Operations {
+    /// `outs[i] = rms_norm(x) · ws[i]ᵀ` for the `tokens` rows of `x` (matrices of one input width).
+    fn norm_project<const N: usize>(
+        ws: [&Matrix; N],
+        x: &[f32],
+        norm: &[f32],
+        eps: f32,
+        tokens: usize,
+        outs: [&mut Vec<f32>; N],
+        s: &mut Scratch,
     );
-}
 
-/// One KV head's key channel scales, if the cache stores keys divided by them (see `KvStore::key_channels`).
-fn key_channels<C: KvStore>(cache: &C, layer: usize, kv_head: usize, hd: usize) -> Option<&[f32]> {
-    cache
-        .key_channels(layer)
-        .map(|c| &c[kv_head * hd..(kv_head + 1) * hd])
-}
+    /// `out = input · wᵀ` for `tokens` rows of `input`.
+    fn project(w: &Matrix, input: &[f32], tokens: usize, out: &mut Vec<f32>, s: &mut Scratch);
 
-/// `out` = the queries, one after the other, each multiplied channel by channel by `channels`: with keys stored
-/// divided by `channels`, they give the original scores.
-fn scale_queries<'q>(
-    out: &mut Vec<f32>,
-    queries: impl Iterator<Item = &'q [f32]>,
-    channels: &[f32],
-) {
-    out.clear();
-    for query in queries {
-        out.extend(query.iter().zip(channels).map(|(q, c)| q * c));
-    }
-}
+    /// Rotates each of the `heads` heads of `x` (`[tokens, heads * head_dim]`) by its token's position.
+    fn rope(cfg: &LlamaConfig, x: &mut [f32], heads: usize, positions: Positions, s: &mut Scratch);
 
-/// The softmax state before any position: folding a block into it gives that block's result exactly.
-const EMPTY: Partial = Partial {
-    max: f32::NEG_INFINITY,
-    sum: 0.0,
-};
+    /// Causal attention of the `tokens` queries `q` (at `positions`) over the positions of `layer` in `cache` that
+    /// `mask` shows (all when `None`), into `out` (`[tokens, q_dim]`).
+    #[allow(clippy::too_many_arguments)]
+    fn attention<C: KvStore>(
+        cfg: &LlamaConfig,
+        q: &[f32],
+        cache: &C,
+        layer: usize,
+        positions: Positions,
+        mask: Option<&[bool]>,
+        tokens: usize,
+        out: &mut [f32],
+        s: &mut Scratch,
+    );
 
-/// Query vectors (tokens x heads of one KV head's group) of a prefill tile, which share each key/value block.
-const TILE_QUERIES: usize = 48;
-
-/// Prompt tokens per prefill attention tile for a GQA group of `group` query heads.
-fn tile_tokens(group: usize) -> usize {
-    (TILE_QUERIES / group.max(1)).max(1)
-}
-
-/// Scratch of one attention task: the running (online-softmax) outputs, one block's outputs, their statistics.
-#[derive(Default)]
-struct TaskScratch {
-    running: Vec<f32>,
-    block: Vec<f32>,
-    running_partials: Vec<Partial>,
-    block_partials: Vec<Partial>,
-    scores: Vec<f32>,
-    /// The task's queries multiplied by the cache's key channel scales (see `KvStore::key_channels`).
-    scaled: Vec<f32>,
-}
-
-thread_local! {
-    static TASK: std::cell::RefCell<TaskScratch> = std::cell::RefCell::new(TaskScratch::default());
-}
-
-/// One attention task: the queries of tokens `tokens` (at positions `first_pos + t`) and query heads `heads` of
-/// KV head `kv_head`'s group. Every query's softmax is folded block by block in position order (`merge_into`,
-/// starting from [`EMPTY`]), each block attended over the positions the query sees. Queries that see the same
-/// positions of a block share one kernel call, which reads each key and value row once for all of them.
-///
-/// A query's arithmetic depends only on its position, the cached values and the block size: not on how many
-/// tokens are computed together, on the task split or on the thread count. So a prompt gives bit for bit the
-/// logits it gives token by token, and reused, forked, rewound or restored caches continue exactly.
-///
-/// With a `mask` (token pruning: positions whose keys and values this layer lacks, or that the current selection
-/// leaves out), each block is attended over its runs of visible positions instead, folded in the same order.
-#[allow(clippy::too_many_arguments)]
-fn attend_task<C: KvStore>(
-    cfg: &LlamaConfig,
-    q: &[f32],
-    cache: &C,
-    layer: usize,
-    kv_head: usize,
-    positions: Positions,
-    mask: Option<&[bool]>,
-    tokens: std::ops::Range<usize>,
-    heads: std::ops::Range<usize>,
-    target: &AttentionOut,
-) {
-    let (hd, q_dim, bs) = (cfg.head_dim, cfg.q_dim(), cache.block_size());
-    let scale = 1.0 / (hd as f32).sqrt();
-    let per_token = heads.len();
-    let nq = tokens.len() * per_token;
-    // One token (decode) reads every block once, from memory; a prompt tile reuses each block from cache.
-    let streaming = tokens.len() == 1;
-    // Query i is token tokens.start + i / per_token, head heads.start + i % per_token.
-    let query = |i: usize| {
-        let (t, h) = (tokens.start + i / per_token, heads.start + i % per_token);
-        &q[t * q_dim + h * hd..][..hd]
-    };
-    let visible = |t: usize| cache.visible(positions.at(t));
-    let channels = key_channels(cache, layer, kv_head, hd);
-    TASK.with_borrow_mut(|s| {
-        if let Some(channels) = channels {
-            scale_queries(&mut s.scaled, (0..nq).map(query), channels);
-        }
-        s.running.clear();
-        s.running.resize(nq * hd, 0.0);
-        s.block.resize(nq * hd, 0.0);
-        s.running_partials.clear();
-        s.running_partials.resize(nq, EMPTY);
-        s.block_partials.resize(MAX_GROUP, Partial::default());
-        let last_visible = visible(tokens.end - 1);
-        for b in 0..last_visible.div_ceil(bs) {
-            let block_start = b * bs;
-            // Tokens see a prefix of the block that grows with their position: runs of tokens seeing the same
-            // count share kernel calls.
-            let mut t = tokens.start;
-            while t < tokens.end {
-                let count = |t: usize| visible(t).min(block_start + bs).saturating_sub(block_start);
-                let n = count(t);
-                let mut run_end = t + 1;
-                while run_end < tokens.end && count(run_end) == n {
-                    run_end += 1;
-                }
-                if n > 0 {
-                    let kv = cache.head(layer, kv_head, b, n);
-                    let scaled = (b > 0 && channels.is_some()).then_some(s.scaled.as_slice());
-                    let query = |i: usize| match scaled {
-                        Some(scaled) => &scaled[i * hd..(i + 1) * hd],
-                        None => query(i),
-                    };
-                    let first_query = (t - tokens.start) * per_token;
-                    let last_query = (run_end - tokens.start) * per_token;
-                    let shown = |i: usize| mask.is_none_or(|m| m[block_start + i]);
-                    let mut start = 0;
-                    while start < n {
-                        if !shown(start) {
-                            start += 1;
-                            continue;
-                        }
-                        let mut end = start + 1;
-                        while end < n && shown(end) {
-                            end += 1;
-                        }
-                        for part in (first_query..last_query).step_by(MAX_GROUP) {
-                            let m = MAX_GROUP.min(last_query - part);
-                            let partials = &mut s.block_partials[..m];
-                            attend_queries(
-                                &kv,
-                                start..end,
-                                scale,
-                                |i| query(part + i),
-                                &mut s.block[part * hd..(part + m) * hd],
-                                &mut s.scores,
-                                partials,
-                                streaming,
-                            );
-                            for (i, partial) in partials.iter().enumerate() {
-                                let slot = part + i;
-                                merge_into(
-                                    &mut s.running_partials[slot],
-                                    &mut s.running[slot * hd..(slot + 1) * hd],
-                                    *partial,
-                                    &s.block[slot * hd..(slot + 1) * hd],
-                                );
-                            }
-                        }
-                        start = end;
-                    }
-                }
-                t = run_end;
-            }
-        }
-        for i in 0..nq {
-            let (t, h) = (tokens.start + i / per_token, heads.start + i % per_token);
-            let inverse = 1.0 / s.running_partials[i].sum;
-            for (c, v) in s.running[i * hd..(i + 1) * hd].iter().enumerate() {
-                // SAFETY: element (t, h, c) of the output belongs to this task alone.
-                unsafe { target.write(t * q_dim + h * hd + c, v * inverse) };
-            }
-        }
-    });
-}
-
-/// Causal attention of `tokens` new queries (at `positions`, ascending) over the cached positions of `layer` that
-/// `mask` shows (all when `None`).
-/// Prompts are split into tiles of tokens x one KV head's group; when that leaves too few tasks for the threads
-/// (a few tokens, or one decoded token), a task is one query head. Past `SPLIT_MIN_POSITIONS` cached positions a
-/// decoded token's attention is split over ranges of blocks instead ([`decode_attention_split`]). All paths give
-/// the same bits (see [`attend_task`]).
-#[allow(clippy::too_many_arguments)]
-fn attention<C: KvStore>(
-    cfg: &LlamaConfig,
-    q: &[f32],
-    cache: &C,
-    layer: usize,
-    positions: Positions,
-    mask: Option<&[bool]>,
-    tokens: usize,
-    out: &mut [f32],
-    split: &mut SplitScratch,
-) {
-    let group = cfg.heads / cfg.kv_heads;
-    assert_eq!(out.len(), tokens * cfg.q_dim());
-    let visible = cache.visible(positions.at(0));
-    if tokens == 1 && mask.is_none() && visible >= SPLIT_MIN_POSITIONS {
-        return decode_attention_split(cfg, q, cache, layer, visible, out, split);
-    }
-    let tile = if tokens >= 2 * tile_tokens(group) {
-        tile_tokens(group)
-    } else {
-        1
-    };
-    let tiles = tokens.div_ceil(tile);
-    let heads_per_task = if tiles * cfg.kv_heads >= 4 * rayon::current_num_threads() {
-        group
-    } else {
-        1
-    };
-    let tasks_per_tile = cfg.heads / heads_per_task;
-    let target = AttentionOut(out.as_mut_ptr());
-    (0..tiles * tasks_per_tile)
-        .into_par_iter()
-        .for_each(|task| {
-            let (tile_index, head_task) = (task / tasks_per_tile, task % tasks_per_tile);
-            let first_head = head_task * heads_per_task;
-            let t0 = tile_index * tile;
-            attend_task(
-                cfg,
-                q,
-                cache,
-                layer,
-                first_head / group,
-                positions,
-                mask,
-                t0..(t0 + tile).min(tokens),
-                first_head..first_head + heads_per_task,
-                &target,
-            );
-        });
-}
-
-/// Cached positions from which a decoded token's attention is split into ranges of blocks: below it, one task
-/// per query head is cheaper.
-const SPLIT_MIN_POSITIONS: usize = 256;
-/// The fewest positions a range of a split covers.
-const SPLIT_MIN_RANGE: usize = 64;
-
-/// Per-block results of a split decode attention: `[kv_head][block][head of group]` unnormalised outputs and
-/// their softmax statistics.
-#[derive(Default)]
-struct SplitScratch {
-    out: Vec<f32>,
-    partials: Vec<Partial>,
-}
-
-/// Attention of one decoded token over `visible` cached positions, flash-decoding style: each task takes one KV
-/// head's whole group of query heads (so every key and value row is read once) over one range of blocks, keeping
-/// every block's result; then each head folds its blocks in order, exactly as [`attend_task`] does.
-fn decode_attention_split<C: KvStore>(
-    cfg: &LlamaConfig,
-    q: &[f32],
-    cache: &C,
-    layer: usize,
-    visible: usize,
-    out: &mut [f32],
-    split: &mut SplitScratch,
-) {
-    let (hd, group, bs) = (cfg.head_dim, cfg.heads / cfg.kv_heads, cache.block_size());
-    let scale = 1.0 / (hd as f32).sqrt();
-    let blocks = visible.div_ceil(bs);
-    let ranges = (2 * rayon::current_num_threads())
-        .div_ceil(cfg.kv_heads)
-        .min(visible / SPLIT_MIN_RANGE)
-        .clamp(1, blocks);
-    let blocks_per_range = blocks.div_ceil(ranges);
-    split.out.resize(cfg.kv_heads * blocks * group * hd, 0.0);
-    split
-        .partials
-        .resize(cfg.kv_heads * blocks * group, Partial::default());
-    split
-        .out
-        .par_chunks_mut(blocks * group * hd)
-        .zip(split.partials.par_chunks_mut(blocks * group))
-        .enumerate()
-        .for_each(|(kv_head, (head_out, head_partials))| {
-            head_out
-                .par_chunks_mut(blocks_per_range * group * hd)
-                .zip(head_partials.par_chunks_mut(blocks_per_range * group))
-                .enumerate()
-                .for_each(|(range, (range_out, range_partials))| {
-                    let channels = key_channels(cache, layer, kv_head, hd);
-                    let range_blocks = range_partials.len() / group;
-                    TASK.with_borrow_mut(|s| {
-                        if let Some(channels) = channels {
-                            let heads = kv_head * group..(kv_head + 1) * group;
-                            let group_queries = heads.map(|h| &q[h * hd..(h + 1) * hd]);
-                            scale_queries(&mut s.scaled, group_queries, channels);
-                        }
-                        for (i, (block_out, block_partials)) in range_out
-                            .chunks_mut(group * hd)
-                            .zip(range_partials.chunks_mut(group))
-                            .enumerate()
-                        {
-                            let b = range * blocks_per_range + i;
-                            let n = bs.min(visible - b * bs);
-                            let kv = cache.head(layer, kv_head, b, n);
-                            if i + 1 < range_blocks {
-                                // The next block lives elsewhere in the pool: start loading its first keys.
-                                let next = bs.min(visible - (b + 1) * bs);
-                                let next_kv = cache.head(layer, kv_head, b + 1, next);
-                                prefetch_keys(&next_kv, 0..next.min(8));
-                            }
-                            for (part, (part_out, part_partials)) in block_out
-                                .chunks_mut(MAX_GROUP * hd)
-                                .zip(block_partials.chunks_mut(MAX_GROUP))
-                                .enumerate()
-                            {
-                                let head0 = kv_head * group + part * MAX_GROUP;
-                                let scaled =
-                                    (b > 0 && channels.is_some()).then_some(s.scaled.as_slice());
-                                attend_queries(
-                                    &kv,
-                                    0..n,
-                                    scale,
-                                    |i| match scaled {
-                                        Some(scaled) => {
-                                            let g = head0 + i - kv_head * group;
-                                            &scaled[g * hd..(g + 1) * hd]
-                                        }
-                                        None => &q[(head0 + i) * hd..][..hd],
-                                    },
-                                    part_out,
-                                    &mut s.scores,
-                                    part_partials,
-                                    true,
-                                );
-                            }
-                        }
-                    });
-                });
-        });
-    for (h, head_out) in out.chunks_mut(hd).enumerate() {
-        let (kv_head, g) = (h / group, h % group);
-        head_out.fill(0.0);
-        let mut running = EMPTY;
-        for b in 0..blocks {
-            let slot = (kv_head * blocks + b) * group + g;
-            merge_into(
-                &mut running,
-                head_out,
-                split.partials[slot],
-                &split.out[slot * hd..(slot + 1) * hd],
-            );
-        }
-        let inverse = 1.0 / running.sum;
-        head_out.iter_mut().for_each(|v| *v *= inverse);
-    }
+    /// The SwiGLU input of the down projection, `silu(rms_norm(x) · gateᵀ) * (rms_norm(x) · upᵀ)`, into `gate`
+    /// (`up` is scratch).
+    #[allow(clippy::too_many_arguments)]
+    fn swiglu(
+        w_gate: &Matrix,
+        w_up: &Matrix,
+        x: &[f32],
+        norm: &[f32],
+        eps: f32,
+        tokens: usize,
+        gate: &mut Vec<f32>,
+        up: &mut Vec<f32>,
+        s: &mut Scratch,
+    );
 }
 
 /// Reusable activation buffers, so a decode step allocates nothing once warmed up.
@@ -573,9 +75,10 @@ pub struct Scratch {
     proj: Vec<f32>,
     gate: Vec<f32>,
     up: Vec<f32>,
-    project: ProjectScratch,
+    pub(crate) project: ProjectScratch,
     pub(crate) rope: RopeScratch,
-    split: SplitScratch,
+    pub(crate) split: crate::attention::SplitScratch,
+    pub(crate) ggml: GgmlScratch,
 }
 
 /// Which positions get logits: generation needs only the last; evaluation (teacher forcing) needs all.
@@ -585,11 +88,18 @@ pub enum LogitsFor {
     All,
 }
 
+/// `x += p`, element by element.
+fn add_residual(x: &mut [f32], p: &[f32]) {
+    for (x, p) in x.iter_mut().zip(p) {
+        *x += p;
+    }
+}
+
 /// Runs decoder layer `l` on the hidden states `x` (`[tokens, hidden_size]`, rows at `positions`, ascending):
 /// stores the tokens' keys and values at their positions in `cache`, attends over the positions `mask` shows
 /// (all when `None`) and adds the attention and MLP outputs to `x`. Leaves the rotated queries in `s.q`.
 #[allow(clippy::too_many_arguments)]
-pub(crate) fn layer_step<C: KvStore>(
+pub(crate) fn layer_step<O: Operations, C: KvStore>(
     cfg: &LlamaConfig,
     layer: &LayerWeights,
     l: usize,
@@ -600,53 +110,38 @@ pub(crate) fn layer_step<C: KvStore>(
     s: &mut Scratch,
 ) {
     let (n, eps) = (x.len() / cfg.hidden_size, cfg.rms_norm_eps);
-    project_normed(
-        [&layer.wq, &layer.wk, &layer.wv],
-        x,
-        &layer.attn_norm,
-        eps,
-        n,
-        [&mut s.q, &mut s.k, &mut s.v],
-        &mut s.project,
-    );
-    apply_rope(&mut s.q, cfg, cfg.heads, positions, 1.0, &mut s.rope);
-    apply_rope(&mut s.k, cfg, cfg.kv_heads, positions, 1.0, &mut s.rope);
-    cache.write(l, positions, &s.k, &s.v);
-    s.attn.resize(n * cfg.q_dim(), 0.0);
-    attention(
-        cfg,
-        &s.q,
-        &*cache,
-        l,
-        positions,
-        mask,
-        n,
-        &mut s.attn,
-        &mut s.split,
-    );
-    project([&layer.wo], &s.attn, n, [&mut s.proj], &mut s.project);
-    for (x, p) in x.iter_mut().zip(&s.proj) {
-        *x += p;
-    }
-    swiglu(
-        &layer.w_gate,
-        &layer.w_up,
+    let [mut q, mut k, mut v] = [&mut s.q, &mut s.k, &mut s.v].map(std::mem::take);
+    let ws = [&layer.wq, &layer.wk, &layer.wv];
+    O::norm_project(ws, x, &layer.attn_norm, eps, n, [&mut q, &mut k, &mut v], s);
+    O::rope(cfg, &mut q, cfg.heads, positions, s);
+    O::rope(cfg, &mut k, cfg.kv_heads, positions, s);
+    cache.write(l, positions, &k, &v);
+    let mut attn = std::mem::take(&mut s.attn);
+    attn.resize(n * cfg.q_dim(), 0.0);
+    O::attention(cfg, &q, &*cache, l, positions, mask, n, &mut attn, s);
+    let mut proj = std::mem::take(&mut s.proj);
+    O::project(&layer.wo, &attn, n, &mut proj, s);
+    add_residual(x, &proj);
+    let [mut gate, mut up] = [&mut s.gate, &mut s.up].map(std::mem::take);
+    let (w_gate, w_up) = (&layer.w_gate, &layer.w_up);
+    O::swiglu(
+        w_gate,
+        w_up,
         x,
         &layer.ffn_norm,
         eps,
         n,
-        &mut s.gate,
-        &mut s.up,
-        &mut s.project,
+        &mut gate,
+        &mut up,
+        s,
     );
-    project([&layer.w_down], &s.gate, n, [&mut s.proj], &mut s.project);
-    for (x, p) in x.iter_mut().zip(&s.proj) {
-        *x += p;
-    }
+    O::project(&layer.w_down, &gate, n, &mut proj, s);
+    add_residual(x, &proj);
+    (s.q, s.k, s.v, s.attn, s.proj, s.gate, s.up) = (q, k, v, attn, proj, gate, up);
 }
 
 /// Final RMSNorm and the output projection of the hidden states `x` (`[rows, hidden_size]`) into `logits`.
-pub(crate) fn output_logits(
+pub(crate) fn output_logits<O: Operations>(
     cfg: &LlamaConfig,
     w: &LlamaWeights,
     x: &[f32],
@@ -654,20 +149,13 @@ pub(crate) fn output_logits(
     logits: &mut Vec<f32>,
 ) {
     let rows = x.len() / cfg.hidden_size;
-    project_normed(
-        [w.lm_head()],
-        x,
-        &w.final_norm,
-        cfg.rms_norm_eps,
-        rows,
-        [logits],
-        &mut s.project,
-    );
+    let norm = &w.final_norm;
+    O::norm_project([w.lm_head()], x, norm, cfg.rms_norm_eps, rows, [logits], s);
 }
 
 /// Runs `tokens` through the model at positions `cache.len()..`, appends their keys/values to `cache`, and
 /// writes logits (`[positions, vocab]`) into `logits`.
-pub fn forward<C: KvStore>(
+pub fn forward<O: Operations, C: KvStore>(
     cfg: &LlamaConfig,
     w: &LlamaWeights,
     tokens: &[u32],
@@ -685,13 +173,13 @@ pub fn forward<C: KvStore>(
         w.embed.row_to_f32(t as usize, x);
     }
     for (l, layer) in w.layers.iter().enumerate() {
-        layer_step(cfg, layer, l, &mut x, positions, None, cache, s);
+        layer_step::<O, C>(cfg, layer, l, &mut x, positions, None, cache, s);
     }
     cache.commit(n);
     let first_row = match logits_for {
         LogitsFor::Last => n - 1,
         LogitsFor::All => 0,
     };
-    output_logits(cfg, w, &x[first_row * d..], s, logits);
+    output_logits::<O>(cfg, w, &x[first_row * d..], s, logits);
     s.x = x;
 }

@@ -1,12 +1,14 @@
 //! seedinfer's inference engine for Llama-family models. Knows nothing of Node: the napi binding wraps it.
 
+mod attention;
 pub mod config;
 pub mod error;
 pub mod forward;
-pub mod forward_llamacpp;
 pub mod kv_cache;
 pub mod kv_pool;
 pub mod model;
+pub mod ops_llamacpp;
+pub mod ops_seedinfer;
 pub mod perplexity;
 pub mod quantize;
 pub mod sampler;

@@ -3,6 +3,8 @@
 use crate::config::LlamaConfig;
 use crate::error::{EngineError, Result};
 use crate::kv_pool::{BlockLayout, KvCacheOptions, KvPool};
+use crate::ops_llamacpp::GgmlOps;
+use crate::ops_seedinfer::SeedinferOps;
 use crate::weights::{LlamaWeights, TensorSource, WeightFormat};
 use seedinfer_formats::{GgufFile, SafetensorsDir};
 use seedinfer_tokenizer::Tokenizer;
@@ -27,7 +29,7 @@ pub enum Numerics {
     /// seedinfer's kernels: the fastest order of operations.
     #[default]
     Seedinfer,
-    /// llama.cpp's order of operations (`crate::forward_llamacpp`), for checking against llama.cpp: the same
+    /// llama.cpp's order of operations (`crate::ops_llamacpp`), for checking against llama.cpp: the same
     /// logits bit for bit on Q4_1 GGUF models, several times slower.
     LlamaCpp,
 }
@@ -220,7 +222,7 @@ impl Model {
         }
         let kv_pool = kv_pool(&config, &options.kv_cache)?;
         if options.numerics == Numerics::LlamaCpp {
-            crate::forward_llamacpp::check_supported(&weights, options.kv_cache.dtype)?;
+            crate::ops_llamacpp::check_supported(&weights, options.kv_cache.dtype)?;
         }
         let info = ModelInfo {
             architecture: config.architecture.clone(),
@@ -258,25 +260,19 @@ impl Model {
         logits: &mut Vec<f32>,
         logits_for: crate::forward::LogitsFor,
     ) {
-        match self.numerics {
-            Numerics::Seedinfer => crate::forward::forward(
-                &self.config,
-                &self.weights,
-                tokens,
-                cache,
-                scratch,
-                logits,
-                logits_for,
-            ),
-            Numerics::LlamaCpp => crate::forward_llamacpp::forward_llamacpp(
-                &self.config,
-                &self.weights,
-                tokens,
-                cache,
-                logits,
-                logits_for,
-            ),
-        }
+        let forward = match self.numerics {
+            Numerics::Seedinfer => crate::forward::forward::<SeedinferOps, C>,
+            Numerics::LlamaCpp => crate::forward::forward::<GgmlOps, C>,
+        };
+        forward(
+            &self.config,
+            &self.weights,
+            tokens,
+            cache,
+            scratch,
+            logits,
+            logits_for,
+        )
     }
 
     /// Tokens per forward pass of a prompt: llama.cpp's micro-batch with its arithmetic (a pass of one token takes
@@ -284,7 +280,7 @@ impl Model {
     pub(crate) fn prefill_chunk(&self, default: usize) -> usize {
         match self.numerics {
             Numerics::Seedinfer => default,
-            Numerics::LlamaCpp => crate::forward_llamacpp::LLAMACPP_BATCH,
+            Numerics::LlamaCpp => crate::ops_llamacpp::LLAMACPP_BATCH,
         }
     }
 

@@ -21,9 +21,10 @@
 
 use crate::config::LlamaConfig;
 use crate::error::{EngineError, Result};
-use crate::forward::{apply_rope, layer_step, output_logits, LogitsFor, Scratch};
+use crate::forward::{layer_step, output_logits, LogitsFor, Scratch};
 use crate::kv_cache::{KvStore, PagedKv, Positions};
 use crate::kv_pool::KvDtype;
+use crate::ops_seedinfer::{apply_rope, SeedinferOps};
 use crate::weights::LlamaWeights;
 use seedinfer_kernels::attention::{kv_rows, KvHead, KvRows};
 use std::collections::HashMap;
@@ -405,7 +406,7 @@ pub(crate) fn forward_pruned(
     for i in rows {
         out_x.extend_from_slice(&x[i * d..(i + 1) * d]);
     }
-    output_logits(cfg, w, &out_x, s, logits);
+    output_logits::<SeedinferOps>(cfg, w, &out_x, s, logits);
     s.x = x;
     Ok(Some(report))
 }
@@ -497,13 +498,31 @@ impl Pass<'_> {
                 let mut gathered = GatheredLayer::new(cfg, cache, l, &mask[..=last], batch);
                 for (positions, rows) in chunks {
                     let positions = Positions::List(positions);
-                    layer_step(cfg, layer, l, rows, positions, None, &mut gathered, s);
+                    layer_step::<SeedinferOps, _>(
+                        cfg,
+                        layer,
+                        l,
+                        rows,
+                        positions,
+                        None,
+                        &mut gathered,
+                        s,
+                    );
                 }
             } else {
                 let in_place_mask = (!all_shown).then_some(mask.as_slice());
                 for (positions, rows) in chunks {
                     let positions = Positions::List(positions);
-                    layer_step(cfg, layer, l, rows, positions, in_place_mask, cache, s);
+                    layer_step::<SeedinferOps, _>(
+                        cfg,
+                        layer,
+                        l,
+                        rows,
+                        positions,
+                        in_place_mask,
+                        cache,
+                        s,
+                    );
                 }
             }
             for &p in batch.iter() {

@@ -3,6 +3,7 @@
 
 use seedinfer_engine::forward::{forward, LogitsFor, Scratch};
 use seedinfer_engine::kv_cache::{ContiguousKv, KvStore, PagedKv};
+use seedinfer_engine::ops_seedinfer::SeedinferOps;
 use seedinfer_engine::{
     GenerateParams, KvCacheOptions, KvDtype, LoadOptions, Model, Session, WeightFormat,
 };
@@ -95,7 +96,7 @@ fn logits_in_chunks<C: KvStore + Send>(
         reserve(cache, cache.len() + n);
         let chunk = &tokens[at..at + n];
         model.install(|| {
-            forward(
+            forward::<SeedinferOps, _>(
                 &model.config,
                 &model.weights,
                 chunk,

@@ -1,5 +1,5 @@
-//! The forward pass with llama.cpp's arithmetic (`Numerics::LlamaCpp`): the model of [`crate::forward`], with each
-//! operation computed as ggml computes it (`seedinfer_kernels::ggml_arithmetic`), so that a Q4_1 GGUF gives
+//! llama.cpp's arithmetic (`Numerics::LlamaCpp`) as a set of operations for the one model of [`crate::forward`]:
+//! each operation computed as ggml computes it (`seedinfer_kernels::ggml_arithmetic`), so that a Q4_1 GGUF gives
 //! llama.cpp's logits bit for bit. It exists to check seedinfer against llama.cpp, and is several times slower
 //! than the default arithmetic: one row of blocks at a time, attention with the whole score row in memory.
 //!
@@ -10,7 +10,7 @@
 
 use crate::config::{LlamaConfig, RopeStyle};
 use crate::error::{EngineError, Result};
-use crate::forward::LogitsFor;
+use crate::forward::{Operations, Scratch};
 use crate::kv_cache::{KvStore, Positions};
 use crate::kv_pool::KvDtype;
 use crate::weights::{LlamaWeights, Matrix};
@@ -166,115 +166,117 @@ fn attend_all<S: KvSource>(
     );
 }
 
-/// Runs `tokens` (at most [`LLAMACPP_BATCH`]) through the model at positions `cache.len()..` with llama.cpp's
-/// arithmetic, appends their keys and values to `cache` and writes logits (`[positions, vocab]`) into `logits`.
-pub fn forward_llamacpp<C: KvStore>(
-    cfg: &LlamaConfig,
-    w: &LlamaWeights,
-    tokens: &[u32],
-    cache: &mut C,
-    logits: &mut Vec<f32>,
-    logits_for: LogitsFor,
-) {
-    let (n, d, hd) = (tokens.len(), cfg.hidden_size, cfg.head_dim);
-    let start = cache.len();
-    let (heads, kv_heads) = (cfg.heads, cfg.kv_heads);
-    let scale = 1.0 / (hd as f32).sqrt();
-    let dots = if n == 1 {
-        AttentionDots::Single {
-            padded_len: (start + 1).next_multiple_of(256),
+/// What llama.cpp's operations keep between calls.
+#[derive(Default)]
+pub(crate) struct GgmlScratch {
+    normed: Vec<f32>,
+    q8: Vec<Q8Block>,
+    angles: Vec<(f32, f32)>,
+    /// Per KV head, the cached keys and values widened to f32 for a batch.
+    widened_kv: Vec<(Vec<f32>, Vec<f32>)>,
+}
+
+/// llama.cpp's arithmetic (`Numerics::LlamaCpp`), operation by operation.
+pub struct GgmlOps;
+
+impl Operations for GgmlOps {
+    fn norm_project<const N: usize>(
+        ws: [&Matrix; N],
+        x: &[f32],
+        norm: &[f32],
+        eps: f32,
+        tokens: usize,
+        outs: [&mut Vec<f32>; N],
+        s: &mut Scratch,
+    ) {
+        let g = &mut s.ggml;
+        g.normed.resize(x.len(), 0.0);
+        ggml::rms_norm(x, norm, eps, &mut g.normed);
+        quantize_activations(&g.normed, &mut g.q8);
+        for (w, out) in ws.into_iter().zip(outs) {
+            product(w, &g.q8, tokens, out);
         }
-    } else {
-        AttentionDots::Batched
-    };
-    let mut x = vec![0.0f32; n * d];
-    for (&t, x) in tokens.iter().zip(x.chunks_mut(d)) {
-        w.embed.row_to_f32(t as usize, x);
     }
-    let (mut normed, mut q8) = (vec![0.0f32; n * d], Vec::new());
-    let (mut q, mut k, mut v, mut attn) = (
-        Vec::new(),
-        Vec::new(),
-        Vec::new(),
-        vec![0.0; n * cfg.q_dim()],
-    );
-    let (mut proj, mut gate, mut up) = (Vec::new(), Vec::new(), Vec::new());
-    let mut angles = Vec::new();
-    let mut widened_kv: Vec<(Vec<f32>, Vec<f32>)> = vec![Default::default(); kv_heads];
-    for (l, layer) in w.layers.iter().enumerate() {
-        ggml::rms_norm(&x, &layer.attn_norm, cfg.rms_norm_eps, &mut normed);
-        quantize_activations(&normed, &mut q8);
-        product(&layer.wq, &q8, n, &mut q);
-        product(&layer.wk, &q8, n, &mut k);
-        product(&layer.wv, &q8, n, &mut v);
-        for t in 0..n {
-            ggml::rope_angles(start + t, cfg.rope_theta, hd, &mut angles);
-            let pairs = |i: usize| match cfg.rope_style {
-                RopeStyle::Interleaved => (2 * i, 2 * i + 1),
-                RopeStyle::Half => (i, i + hd / 2),
-            };
-            ggml::rotate_heads(
-                &mut q[t * heads * hd..(t + 1) * heads * hd],
-                hd,
-                &angles,
-                &pairs,
-            );
-            ggml::rotate_heads(
-                &mut k[t * kv_heads * hd..(t + 1) * kv_heads * hd],
-                hd,
-                &angles,
-                &pairs,
-            );
+
+    fn project(w: &Matrix, input: &[f32], tokens: usize, out: &mut Vec<f32>, s: &mut Scratch) {
+        quantize_activations(input, &mut s.ggml.q8);
+        product(w, &s.ggml.q8, tokens, out);
+    }
+
+    fn rope(cfg: &LlamaConfig, x: &mut [f32], heads: usize, positions: Positions, s: &mut Scratch) {
+        let hd = cfg.head_dim;
+        let pairs = |i: usize| match cfg.rope_style {
+            RopeStyle::Interleaved => (2 * i, 2 * i + 1),
+            RopeStyle::Half => (i, i + hd / 2),
+        };
+        for (t, row) in x.chunks_mut(heads * hd).enumerate() {
+            ggml::rope_angles(positions.at(t), cfg.rope_theta, hd, &mut s.ggml.angles);
+            ggml::rotate_heads(row, hd, &s.ggml.angles, &pairs);
         }
-        cache.write(l, Positions::From(start), &k, &v);
-        let rows: Vec<CachedRows> = (0..kv_heads)
-            .map(|g| cached_rows(&*cache, l, g, start + n, hd))
-            .collect();
-        if n == 1 {
-            // One query per head: each row is read once, so in place.
-            attend_all(&q, &rows, heads, hd, start, scale, dots, &mut attn);
-        } else {
-            for (rows, (keys, values)) in rows.iter().zip(widened_kv.iter_mut()) {
-                widened(rows, hd, keys, values);
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn attention<C: KvStore>(
+        cfg: &LlamaConfig,
+        q: &[f32],
+        cache: &C,
+        layer: usize,
+        positions: Positions,
+        mask: Option<&[bool]>,
+        tokens: usize,
+        out: &mut [f32],
+        s: &mut Scratch,
+    ) {
+        debug_assert!(
+            mask.is_none(),
+            "generate refuses token pruning with these numerics"
+        );
+        let (hd, heads, kv_heads) = (cfg.head_dim, cfg.heads, cfg.kv_heads);
+        let start = positions.at(0);
+        let scale = 1.0 / (hd as f32).sqrt();
+        let dots = if tokens == 1 {
+            AttentionDots::Single {
+                padded_len: (start + 1).next_multiple_of(256),
             }
-            let kv: Vec<WidenedKv> = widened_kv
-                .iter()
-                .map(|(keys, values)| WidenedKv {
-                    keys,
-                    values,
-                    head_dim: hd,
-                })
-                .collect();
-            attend_all(&q, &kv, heads, hd, start, scale, dots, &mut attn);
+        } else {
+            AttentionDots::Batched
+        };
+        let rows: Vec<CachedRows> = (0..kv_heads)
+            .map(|g| cached_rows(cache, layer, g, start + tokens, hd))
+            .collect();
+        if tokens == 1 {
+            // One query per head: each row is read once, so in place.
+            return attend_all(q, &rows, heads, hd, start, scale, dots, out);
         }
-        quantize_activations(&attn, &mut q8);
-        product(&layer.wo, &q8, n, &mut proj);
-        for (x, p) in x.iter_mut().zip(&proj) {
-            *x += p;
+        let widened_kv = &mut s.ggml.widened_kv;
+        widened_kv.resize(kv_heads, Default::default());
+        for (rows, (keys, values)) in rows.iter().zip(widened_kv.iter_mut()) {
+            widened(rows, hd, keys, values);
         }
-        ggml::rms_norm(&x, &layer.ffn_norm, cfg.rms_norm_eps, &mut normed);
-        quantize_activations(&normed, &mut q8);
-        product(&layer.w_gate, &q8, n, &mut gate);
-        product(&layer.w_up, &q8, n, &mut up);
-        ggml::silu_times(&mut gate, &up);
-        quantize_activations(&gate, &mut q8);
-        product(&layer.w_down, &q8, n, &mut proj);
-        for (x, p) in x.iter_mut().zip(&proj) {
-            *x += p;
-        }
+        let kv: Vec<WidenedKv> = widened_kv
+            .iter()
+            .map(|(keys, values)| WidenedKv {
+                keys,
+                values,
+                head_dim: hd,
+            })
+            .collect();
+        attend_all(q, &kv, heads, hd, start, scale, dots, out);
     }
-    cache.commit(n);
-    let first_row = match logits_for {
-        LogitsFor::Last => n - 1,
-        LogitsFor::All => 0,
-    };
-    let rows = n - first_row;
-    ggml::rms_norm(
-        &x[first_row * d..],
-        &w.final_norm,
-        cfg.rms_norm_eps,
-        &mut normed[..rows * d],
-    );
-    quantize_activations(&normed[..rows * d], &mut q8);
-    product(w.lm_head(), &q8, rows, logits);
+
+    #[allow(clippy::too_many_arguments)]
+    fn swiglu(
+        w_gate: &Matrix,
+        w_up: &Matrix,
+        x: &[f32],
+        norm: &[f32],
+        eps: f32,
+        tokens: usize,
+        gate: &mut Vec<f32>,
+        up: &mut Vec<f32>,
+        s: &mut Scratch,
+    ) {
+        Self::norm_project([w_gate, w_up], x, norm, eps, tokens, [gate, up], s);
+        ggml::silu_times(gate, up);
+    }
 }

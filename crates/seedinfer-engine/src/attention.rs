@@ -1,0 +1,406 @@
+//! Attention scheduling over the KV cache: how a layer's causal attention is split into parallel tasks (prompt
+//! tiles of tokens x one KV head's group, one task per query head for a few tokens, flash-decoding ranges of
+//! blocks for one decoded token at long contexts), each task folding its blocks with the kernels of
+//! `seedinfer_kernels::attention`. Every split gives the same bits (see [`attend_task`]).
+
+use crate::config::LlamaConfig;
+use crate::kv_cache::{KvStore, Positions};
+use rayon::prelude::*;
+use seedinfer_kernels::attention::{
+    attend_range, attend_range_streaming, merge_into, prefetch_keys, KvHead, Partial, MAX_GROUP,
+};
+
+/// Where attention tasks write their output rows (each task its own tokens' heads).
+struct AttentionOut(*mut f32);
+// SAFETY: tasks write disjoint elements (their own tokens x heads), and the output outlives them.
+unsafe impl Send for AttentionOut {}
+unsafe impl Sync for AttentionOut {}
+
+impl AttentionOut {
+    /// # Safety
+    /// `index` is inside the output and written by this task alone.
+    unsafe fn write(&self, index: usize, value: f32) {
+        *self.0.add(index) = value;
+    }
+}
+
+/// [`attend_range`] over positions `range` of one cached block for `partials.len()` (at most `MAX_GROUP`)
+/// queries, `query(i)` each, whose unnormalised outputs go to the consecutive head-sized slices of `out`.
+/// `streaming`: the block is read once, from memory (decode), so the kernel prefetches its rows.
+#[allow(clippy::too_many_arguments)]
+fn attend_queries<'q>(
+    kv: &KvHead,
+    range: std::ops::Range<usize>,
+    scale: f32,
+    query: impl Fn(usize) -> &'q [f32],
+    out: &mut [f32],
+    scores: &mut Vec<f32>,
+    partials: &mut [Partial],
+    streaming: bool,
+) {
+    let n = partials.len();
+    let queries: [&[f32]; MAX_GROUP] = std::array::from_fn(|i| query(i.min(n - 1)));
+    let mut chunks = out.chunks_mut(kv.head_dim);
+    let mut outs: [&mut [f32]; MAX_GROUP] =
+        std::array::from_fn(|_| chunks.next().unwrap_or_default());
+    let attend = if streaming {
+        attend_range_streaming
+    } else {
+        attend_range
+    };
+    attend(
+        kv,
+        range,
+        scale,
+        &queries[..n],
+        &mut outs[..n],
+        scores,
+        partials,
+    );
+}
+
+/// One KV head's key channel scales, if the cache stores keys divided by them (see `KvStore::key_channels`).
+fn key_channels<C: KvStore>(cache: &C, layer: usize, kv_head: usize, hd: usize) -> Option<&[f32]> {
+    cache
+        .key_channels(layer)
+        .map(|c| &c[kv_head * hd..(kv_head + 1) * hd])
+}
+
+/// `out` = the queries, one after the other, each multiplied channel by channel by `channels`: with keys stored
+/// divided by `channels`, they give the original scores.
+fn scale_queries<'q>(
+    out: &mut Vec<f32>,
+    queries: impl Iterator<Item = &'q [f32]>,
+    channels: &[f32],
+) {
+    out.clear();
+    for query in queries {
+        out.extend(query.iter().zip(channels).map(|(q, c)| q * c));
+    }
+}
+
+/// The softmax state before any position: folding a block into it gives that block's result exactly.
+const EMPTY: Partial = Partial {
+    max: f32::NEG_INFINITY,
+    sum: 0.0,
+};
+
+/// Query vectors (tokens x heads of one KV head's group) of a prefill tile, which share each key/value block.
+const TILE_QUERIES: usize = 48;
+
+/// Prompt tokens per prefill attention tile for a GQA group of `group` query heads.
+fn tile_tokens(group: usize) -> usize {
+    (TILE_QUERIES / group.max(1)).max(1)
+}
+
+/// Scratch of one attention task: the running (online-softmax) outputs, one block's outputs, their statistics.
+#[derive(Default)]
+struct TaskScratch {
+    running: Vec<f32>,
+    block: Vec<f32>,
+    running_partials: Vec<Partial>,
+    block_partials: Vec<Partial>,
+    scores: Vec<f32>,
+    /// The task's queries multiplied by the cache's key channel scales (see `KvStore::key_channels`).
+    scaled: Vec<f32>,
+}
+
+thread_local! {
+    static TASK: std::cell::RefCell<TaskScratch> = std::cell::RefCell::new(TaskScratch::default());
+}
+
+/// One attention task: the queries of tokens `tokens` (at positions `first_pos + t`) and query heads `heads` of
+/// KV head `kv_head`'s group. Every query's softmax is folded block by block in position order (`merge_into`,
+/// starting from [`EMPTY`]), each block attended over the positions the query sees. Queries that see the same
+/// positions of a block share one kernel call, which reads each key and value row once for all of them.
+///
+/// A query's arithmetic depends only on its position, the cached values and the block size: not on how many
+/// tokens are computed together, on the task split or on the thread count. So a prompt gives bit for bit the
+/// logits it gives token by token, and reused, forked, rewound or restored caches continue exactly.
+///
+/// With a `mask` (token pruning: positions whose keys and values this layer lacks, or that the current selection
+/// leaves out), each block is attended over its runs of visible positions instead, folded in the same order.
+#[allow(clippy::too_many_arguments)]
+fn attend_task<C: KvStore>(
+    cfg: &LlamaConfig,
+    q: &[f32],
+    cache: &C,
+    layer: usize,
+    kv_head: usize,
+    positions: Positions,
+    mask: Option<&[bool]>,
+    tokens: std::ops::Range<usize>,
+    heads: std::ops::Range<usize>,
+    target: &AttentionOut,
+) {
+    let (hd, q_dim, bs) = (cfg.head_dim, cfg.q_dim(), cache.block_size());
+    let scale = 1.0 / (hd as f32).sqrt();
+    let per_token = heads.len();
+    let nq = tokens.len() * per_token;
+    // One token (decode) reads every block once, from memory; a prompt tile reuses each block from cache.
+    let streaming = tokens.len() == 1;
+    // Query i is token tokens.start + i / per_token, head heads.start + i % per_token.
+    let query = |i: usize| {
+        let (t, h) = (tokens.start + i / per_token, heads.start + i % per_token);
+        &q[t * q_dim + h * hd..][..hd]
+    };
+    let visible = |t: usize| cache.visible(positions.at(t));
+    let channels = key_channels(cache, layer, kv_head, hd);
+    TASK.with_borrow_mut(|s| {
+        if let Some(channels) = channels {
+            scale_queries(&mut s.scaled, (0..nq).map(query), channels);
+        }
+        s.running.clear();
+        s.running.resize(nq * hd, 0.0);
+        s.block.resize(nq * hd, 0.0);
+        s.running_partials.clear();
+        s.running_partials.resize(nq, EMPTY);
+        s.block_partials.resize(MAX_GROUP, Partial::default());
+        let last_visible = visible(tokens.end - 1);
+        for b in 0..last_visible.div_ceil(bs) {
+            let block_start = b * bs;
+            // Tokens see a prefix of the block that grows with their position: runs of tokens seeing the same
+            // count share kernel calls.
+            let mut t = tokens.start;
+            while t < tokens.end {
+                let count = |t: usize| visible(t).min(block_start + bs).saturating_sub(block_start);
+                let n = count(t);
+                let mut run_end = t + 1;
+                while run_end < tokens.end && count(run_end) == n {
+                    run_end += 1;
+                }
+                if n > 0 {
+                    let kv = cache.head(layer, kv_head, b, n);
+                    let scaled = (b > 0 && channels.is_some()).then_some(s.scaled.as_slice());
+                    let query = |i: usize| match scaled {
+                        Some(scaled) => &scaled[i * hd..(i + 1) * hd],
+                        None => query(i),
+                    };
+                    let first_query = (t - tokens.start) * per_token;
+                    let last_query = (run_end - tokens.start) * per_token;
+                    let shown = |i: usize| mask.is_none_or(|m| m[block_start + i]);
+                    let mut start = 0;
+                    while start < n {
+                        if !shown(start) {
+                            start += 1;
+                            continue;
+                        }
+                        let mut end = start + 1;
+                        while end < n && shown(end) {
+                            end += 1;
+                        }
+                        for part in (first_query..last_query).step_by(MAX_GROUP) {
+                            let m = MAX_GROUP.min(last_query - part);
+                            let partials = &mut s.block_partials[..m];
+                            attend_queries(
+                                &kv,
+                                start..end,
+                                scale,
+                                |i| query(part + i),
+                                &mut s.block[part * hd..(part + m) * hd],
+                                &mut s.scores,
+                                partials,
+                                streaming,
+                            );
+                            for (i, partial) in partials.iter().enumerate() {
+                                let slot = part + i;
+                                merge_into(
+                                    &mut s.running_partials[slot],
+                                    &mut s.running[slot * hd..(slot + 1) * hd],
+                                    *partial,
+                                    &s.block[slot * hd..(slot + 1) * hd],
+                                );
+                            }
+                        }
+                        start = end;
+                    }
+                }
+                t = run_end;
+            }
+        }
+        for i in 0..nq {
+            let (t, h) = (tokens.start + i / per_token, heads.start + i % per_token);
+            let inverse = 1.0 / s.running_partials[i].sum;
+            for (c, v) in s.running[i * hd..(i + 1) * hd].iter().enumerate() {
+                // SAFETY: element (t, h, c) of the output belongs to this task alone.
+                unsafe { target.write(t * q_dim + h * hd + c, v * inverse) };
+            }
+        }
+    });
+}
+
+/// Causal attention of `tokens` new queries (at `positions`, ascending) over the cached positions of `layer` that
+/// `mask` shows (all when `None`).
+/// Prompts are split into tiles of tokens x one KV head's group; when that leaves too few tasks for the threads
+/// (a few tokens, or one decoded token), a task is one query head. Past `SPLIT_MIN_POSITIONS` cached positions a
+/// decoded token's attention is split over ranges of blocks instead ([`decode_attention_split`]). All paths give
+/// the same bits (see [`attend_task`]).
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn attention<C: KvStore>(
+    cfg: &LlamaConfig,
+    q: &[f32],
+    cache: &C,
+    layer: usize,
+    positions: Positions,
+    mask: Option<&[bool]>,
+    tokens: usize,
+    out: &mut [f32],
+    split: &mut SplitScratch,
+) {
+    let group = cfg.heads / cfg.kv_heads;
+    assert_eq!(out.len(), tokens * cfg.q_dim());
+    let visible = cache.visible(positions.at(0));
+    if tokens == 1 && mask.is_none() && visible >= SPLIT_MIN_POSITIONS {
+        return decode_attention_split(cfg, q, cache, layer, visible, out, split);
+    }
+    let tile = if tokens >= 2 * tile_tokens(group) {
+        tile_tokens(group)
+    } else {
+        1
+    };
+    let tiles = tokens.div_ceil(tile);
+    let heads_per_task = if tiles * cfg.kv_heads >= 4 * rayon::current_num_threads() {
+        group
+    } else {
+        1
+    };
+    let tasks_per_tile = cfg.heads / heads_per_task;
+    let target = AttentionOut(out.as_mut_ptr());
+    (0..tiles * tasks_per_tile)
+        .into_par_iter()
+        .for_each(|task| {
+            let (tile_index, head_task) = (task / tasks_per_tile, task % tasks_per_tile);
+            let first_head = head_task * heads_per_task;
+            let t0 = tile_index * tile;
+            attend_task(
+                cfg,
+                q,
+                cache,
+                layer,
+                first_head / group,
+                positions,
+                mask,
+                t0..(t0 + tile).min(tokens),
+                first_head..first_head + heads_per_task,
+                &target,
+            );
+        });
+}
+
+/// Cached positions from which a decoded token's attention is split into ranges of blocks: below it, one task
+/// per query head is cheaper.
+const SPLIT_MIN_POSITIONS: usize = 256;
+/// The fewest positions a range of a split covers.
+const SPLIT_MIN_RANGE: usize = 64;
+
+/// Per-block results of a split decode attention: `[kv_head][block][head of group]` unnormalised outputs and
+/// their softmax statistics.
+#[derive(Default)]
+pub(crate) struct SplitScratch {
+    out: Vec<f32>,
+    partials: Vec<Partial>,
+}
+
+/// Attention of one decoded token over `visible` cached positions, flash-decoding style: each task takes one KV
+/// head's whole group of query heads (so every key and value row is read once) over one range of blocks, keeping
+/// every block's result; then each head folds its blocks in order, exactly as [`attend_task`] does.
+fn decode_attention_split<C: KvStore>(
+    cfg: &LlamaConfig,
+    q: &[f32],
+    cache: &C,
+    layer: usize,
+    visible: usize,
+    out: &mut [f32],
+    split: &mut SplitScratch,
+) {
+    let (hd, group, bs) = (cfg.head_dim, cfg.heads / cfg.kv_heads, cache.block_size());
+    let scale = 1.0 / (hd as f32).sqrt();
+    let blocks = visible.div_ceil(bs);
+    let ranges = (2 * rayon::current_num_threads())
+        .div_ceil(cfg.kv_heads)
+        .min(visible / SPLIT_MIN_RANGE)
+        .clamp(1, blocks);
+    let blocks_per_range = blocks.div_ceil(ranges);
+    split.out.resize(cfg.kv_heads * blocks * group * hd, 0.0);
+    split
+        .partials
+        .resize(cfg.kv_heads * blocks * group, Partial::default());
+    split
+        .out
+        .par_chunks_mut(blocks * group * hd)
+        .zip(split.partials.par_chunks_mut(blocks * group))
+        .enumerate()
+        .for_each(|(kv_head, (head_out, head_partials))| {
+            head_out
+                .par_chunks_mut(blocks_per_range * group * hd)
+                .zip(head_partials.par_chunks_mut(blocks_per_range * group))
+                .enumerate()
+                .for_each(|(range, (range_out, range_partials))| {
+                    let channels = key_channels(cache, layer, kv_head, hd);
+                    let range_blocks = range_partials.len() / group;
+                    TASK.with_borrow_mut(|s| {
+                        if let Some(channels) = channels {
+                            let heads = kv_head * group..(kv_head + 1) * group;
+                            let group_queries = heads.map(|h| &q[h * hd..(h + 1) * hd]);
+                            scale_queries(&mut s.scaled, group_queries, channels);
+                        }
+                        for (i, (block_out, block_partials)) in range_out
+                            .chunks_mut(group * hd)
+                            .zip(range_partials.chunks_mut(group))
+                            .enumerate()
+                        {
+                            let b = range * blocks_per_range + i;
+                            let n = bs.min(visible - b * bs);
+                            let kv = cache.head(layer, kv_head, b, n);
+                            if i + 1 < range_blocks {
+                                // The next block lives elsewhere in the pool: start loading its first keys.
+                                let next = bs.min(visible - (b + 1) * bs);
+                                let next_kv = cache.head(layer, kv_head, b + 1, next);
+                                prefetch_keys(&next_kv, 0..next.min(8));
+                            }
+                            for (part, (part_out, part_partials)) in block_out
+                                .chunks_mut(MAX_GROUP * hd)
+                                .zip(block_partials.chunks_mut(MAX_GROUP))
+                                .enumerate()
+                            {
+                                let head0 = kv_head * group + part * MAX_GROUP;
+                                let scaled =
+                                    (b > 0 && channels.is_some()).then_some(s.scaled.as_slice());
+                                attend_queries(
+                                    &kv,
+                                    0..n,
+                                    scale,
+                                    |i| match scaled {
+                                        Some(scaled) => {
+                                            let g = head0 + i - kv_head * group;
+                                            &scaled[g * hd..(g + 1) * hd]
+                                        }
+                                        None => &q[(head0 + i) * hd..][..hd],
+                                    },
+                                    part_out,
+                                    &mut s.scores,
+                                    part_partials,
+                                    true,
+                                );
+                            }
+                        }
+                    });
+                });
+        });
+    for (h, head_out) in out.chunks_mut(hd).enumerate() {
+        let (kv_head, g) = (h / group, h % group);
+        head_out.fill(0.0);
+        let mut running = EMPTY;
+        for b in 0..blocks {
+            let slot = (kv_head * blocks + b) * group + g;
+            merge_into(
+                &mut running,
+                head_out,
+                split.partials[slot],
+                &split.out[slot * hd..(slot + 1) * hd],
+            );
+        }
+        let inverse = 1.0 / running.sum;
+        head_out.iter_mut().for_each(|v| *v *= inverse);
+    }
+}

@@ -1,0 +1,230 @@
+//! seedinfer's own operations for the layer step (`forward::Operations`): RMSNorm fused into int8 quantisation,
+//! the products of several matrices in one parallel pass, SwiGLU applied per task, f64 RoPE angles, and the
+//! tiled, split attention of `crate::attention`. Faster than llama.cpp's, and a batch gives the bits of one
+//! token at a time.
+
+use crate::attention::attention;
+use crate::config::{LlamaConfig, RopeStyle};
+use crate::forward::{Operations, Scratch};
+use crate::kv_cache::{KvStore, Positions};
+use crate::weights::Matrix;
+use seedinfer_kernels::activation::silu_times;
+use seedinfer_kernels::quantized::{quantize_activations, Q8Block, QuantizedMatrix};
+use seedinfer_kernels::rms_norm::{rms_norm, rms_norm_quantized};
+
+/// seedinfer's arithmetic (`Numerics::Seedinfer`).
+pub struct SeedinferOps;
+
+impl Operations for SeedinferOps {
+    fn norm_project<const N: usize>(
+        ws: [&Matrix; N],
+        x: &[f32],
+        norm: &[f32],
+        eps: f32,
+        tokens: usize,
+        outs: [&mut Vec<f32>; N],
+        s: &mut Scratch,
+    ) {
+        project_normed(ws, x, norm, eps, tokens, outs, &mut s.project)
+    }
+
+    fn project(w: &Matrix, input: &[f32], tokens: usize, out: &mut Vec<f32>, s: &mut Scratch) {
+        project([w], input, tokens, [out], &mut s.project)
+    }
+
+    fn rope(cfg: &LlamaConfig, x: &mut [f32], heads: usize, positions: Positions, s: &mut Scratch) {
+        apply_rope(x, cfg, heads, positions, 1.0, &mut s.rope)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn attention<C: KvStore>(
+        cfg: &LlamaConfig,
+        q: &[f32],
+        cache: &C,
+        layer: usize,
+        positions: Positions,
+        mask: Option<&[bool]>,
+        tokens: usize,
+        out: &mut [f32],
+        s: &mut Scratch,
+    ) {
+        attention(
+            cfg,
+            q,
+            cache,
+            layer,
+            positions,
+            mask,
+            tokens,
+            out,
+            &mut s.split,
+        )
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn swiglu(
+        w_gate: &Matrix,
+        w_up: &Matrix,
+        x: &[f32],
+        norm: &[f32],
+        eps: f32,
+        tokens: usize,
+        gate: &mut Vec<f32>,
+        up: &mut Vec<f32>,
+        s: &mut Scratch,
+    ) {
+        swiglu(w_gate, w_up, x, norm, eps, tokens, gate, up, &mut s.project)
+    }
+}
+
+fn all_quantized<const N: usize>(ws: [&Matrix; N]) -> Option<[&QuantizedMatrix; N]> {
+    let mut quantized = [None; N];
+    for (q, w) in quantized.iter_mut().zip(ws) {
+        *q = Some(w.quantized()?);
+    }
+    Some(quantized.map(|q| q.expect("every slot was filled")))
+}
+
+/// `outs[i] = rms_norm(x) · ws[i]ᵀ` for the `tokens` rows of `x`. When every matrix is block-quantised the
+/// normalised rows go straight to int8 (never written as f32) and all products run in one parallel pass;
+/// otherwise the normalised rows are kept in `s.normed` for [`project`].
+fn project_normed<const N: usize>(
+    ws: [&Matrix; N],
+    x: &[f32],
+    norm: &[f32],
+    eps: f32,
+    tokens: usize,
+    outs: [&mut Vec<f32>; N],
+    s: &mut ProjectScratch,
+) {
+    match all_quantized(ws) {
+        Some(quantized) => {
+            rms_norm_quantized(x, norm, eps, &mut s.q8);
+            let outs = resized(outs, ws.map(|w| tokens * w.rows));
+            QuantizedMatrix::matmul_each(quantized, &s.q8, tokens, outs);
+        }
+        None => {
+            let mut normed = std::mem::take(&mut s.normed);
+            rms_norm(x, norm, eps, &mut normed);
+            project(ws, &normed, tokens, outs, s);
+            s.normed = normed;
+        }
+    }
+}
+
+/// The SwiGLU input of the down projection, `silu(rms_norm(x) · gateᵀ) * (rms_norm(x) · upᵀ)`, into `gate`
+/// (`up` is scratch): one fused pass when both matrices are block-quantised.
+#[allow(clippy::too_many_arguments)]
+fn swiglu(
+    w_gate: &Matrix,
+    w_up: &Matrix,
+    x: &[f32],
+    norm: &[f32],
+    eps: f32,
+    tokens: usize,
+    gate: &mut Vec<f32>,
+    up: &mut Vec<f32>,
+    s: &mut ProjectScratch,
+) {
+    match all_quantized([w_gate, w_up]) {
+        Some([qg, qu]) if qg.rows == qu.rows => {
+            rms_norm_quantized(x, norm, eps, &mut s.q8);
+            let [g, u] = resized([gate, up], [tokens * qg.rows; 2]);
+            QuantizedMatrix::matmul_swiglu(qg, qu, &s.q8, tokens, g, u);
+        }
+        _ => {
+            project_normed(
+                [w_gate, w_up],
+                x,
+                norm,
+                eps,
+                tokens,
+                [&mut *gate, &mut *up],
+                s,
+            );
+            silu_times(gate, up);
+        }
+    }
+}
+
+/// Each buffer resized to its length, as slices.
+fn resized<const N: usize>(outs: [&mut Vec<f32>; N], lens: [usize; N]) -> [&mut [f32]; N] {
+    let mut i = 0;
+    outs.map(|out| {
+        out.resize(lens[i], 0.0);
+        i += 1;
+        out.as_mut_slice()
+    })
+}
+
+/// `outs[i] = input · ws[i]ᵀ` for `tokens` rows of input. The input is quantised to int8 once and reused by every
+/// block-quantised matrix.
+fn project<const N: usize>(
+    ws: [&Matrix; N],
+    input: &[f32],
+    tokens: usize,
+    outs: [&mut Vec<f32>; N],
+    s: &mut ProjectScratch,
+) {
+    if ws.iter().any(|w| w.quantized().is_some()) {
+        quantize_activations(input, &mut s.q8);
+    }
+    for (w, out) in ws.into_iter().zip(outs) {
+        out.resize(tokens * w.rows, 0.0);
+        match w.quantized() {
+            Some(q) => q.matmul(&s.q8, tokens, out),
+            None => w.data.matmul_f32(input, tokens, out),
+        }
+    }
+}
+
+#[derive(Default)]
+pub(crate) struct ProjectScratch {
+    q8: Vec<Q8Block>,
+    /// Normalised rows, for matrices that take f32 activations.
+    normed: Vec<f32>,
+}
+
+/// Rotary-embedding tables reused across calls, so a decode step allocates nothing.
+#[derive(Default)]
+pub(crate) struct RopeScratch {
+    inv_freq: Vec<f64>,
+    rotations: Vec<(f32, f32)>,
+}
+
+/// Rotates each head of `x` (`[tokens, heads * head_dim]`) by its absolute position; `sign` -1 undoes it.
+pub(crate) fn apply_rope(
+    x: &mut [f32],
+    cfg: &LlamaConfig,
+    heads: usize,
+    positions: Positions,
+    sign: f64,
+    r: &mut RopeScratch,
+) {
+    let (head_dim, theta) = (cfg.head_dim, cfg.rope_theta as f64);
+    let half = head_dim / 2;
+    if r.inv_freq.len() != half {
+        r.inv_freq = (0..half)
+            .map(|i| 1.0 / theta.powf(2.0 * i as f64 / head_dim as f64))
+            .collect();
+    }
+    for (t, row) in x.chunks_mut(heads * head_dim).enumerate() {
+        let pos = sign * positions.at(t) as f64;
+        r.rotations.clear();
+        r.rotations.extend(r.inv_freq.iter().map(|f| {
+            let angle = pos * f;
+            (angle.cos() as f32, angle.sin() as f32)
+        }));
+        for head in row.chunks_mut(head_dim) {
+            for (i, (cos, sin)) in r.rotations.iter().enumerate() {
+                let (a, b) = match cfg.rope_style {
+                    RopeStyle::Interleaved => (2 * i, 2 * i + 1),
+                    RopeStyle::Half => (i, i + half),
+                };
+                let (x0, x1) = (head[a], head[b]);
+                head[a] = x0 * cos - x1 * sin;
+                head[b] = x0 * sin + x1 * cos;
+            }
+        }
+    }
+}
