@@ -333,7 +333,7 @@ export declare class Session {
    * Teacher forcing: appends `tokenIds` to the context and resolves with the most likely next token after each
    * of them (position i predicts what follows `tokenIds[0..=i]`). For evaluation against a reference.
    */
-  predictNextTokens(tokenIds: ArrayLike<number>): Promise<number[]>;
+  predictNextTokens(tokenIds: ArrayLike<number>, options?: AbortOptions): Promise<number[]>;
   /** Bytes of the KV blocks this session holds (blocks shared with other sessions included). */
   readonly kvBytes: number;
   /** Every token of the conversation so far (prompts and generated tokens). */
@@ -354,11 +354,20 @@ export declare class Session {
    * Writes the session (tokens, KV blocks, last logits, model fingerprint) to a versioned file, atomically.
    * `model.loadSession(path)` continues it exactly.
    */
-  save(path: string): Promise<void>;
+  save(path: string, options?: AbortOptions): Promise<void>;
   /** Forgets the context. */
   reset(): void;
   /** Returns the session's KV blocks to the pool now (no waiting for GC). Later calls fail with `DISPOSED`. */
   dispose(): void;
+}
+
+/** Options of the calls that take only an AbortSignal (`predictNextTokens`, `save`, `loadSession`). */
+export interface AbortOptions {
+  /**
+   * Aborting rejects the promise with code `ABORTED`: `predictNextTokens` stops between chunks of positions (the
+   * session keeps the positions computed so far); `save` and `loadSession` stop if they have not started yet.
+   */
+  signal?: AbortSignal;
 }
 
 export interface PerplexityOptions {
@@ -415,7 +424,7 @@ export declare class Model {
    * Reads a session written by `session.save`. A damaged file fails with `SESSION_FILE_INVALID`, a file from
    * another model or KV-cache configuration with `SESSION_FILE_MISMATCH`.
    */
-  loadSession(path: string): Promise<Session>;
+  loadSession(path: string, options?: AbortOptions): Promise<Session>;
   /**
    * Perplexity of a text or token sequence, teacher-forced, off the JS main thread: each token is scored by the
    * model's probability for it given the tokens before it in its window (see {@link PerplexityOptions.window}).

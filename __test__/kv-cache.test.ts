@@ -182,3 +182,25 @@ test('SmolLM2: int8 and f16 KV agree with f32 KV on teacher-forced next tokens',
     }
   }
 });
+
+test('predictNextTokens, save and loadSession take an AbortSignal: an aborted one rejects with ABORTED and changes nothing', async (t) => {
+  const model = await f32Model;
+  const session = model.createSession();
+  await session.generateText([1], greedy(5));
+  const file = path.join(tempDir(), `abort-${process.pid}.session`);
+  const code = async (p: Promise<unknown>) => ((await t.throwsAsync(p)) as SeedinferError).code;
+  t.is(await code(session.predictNextTokens([5, 6, 7], { signal: AbortSignal.abort() })), 'ABORTED');
+  t.is(session.tokenCount, 6);
+  t.is(await code(session.save(file, { signal: AbortSignal.abort() })), 'ABORTED');
+  t.false(fs.existsSync(file));
+  t.is(await code(session.predictNextTokens([5], { signal: 'stop' as unknown as AbortSignal })), 'INVALID_OPTION');
+  // A live signal that never fires changes nothing.
+  const live = new AbortController();
+  const predicted = await session.predictNextTokens([5, 6], { signal: live.signal });
+  t.is(predicted.length, 2);
+  await session.save(file, { signal: live.signal });
+  t.is(await code(model.loadSession(file, { signal: AbortSignal.abort() })), 'ABORTED');
+  const loaded = await model.loadSession(file, { signal: live.signal });
+  t.is(loaded.tokenCount, session.tokenCount);
+  fs.rmSync(file, { force: true });
+});

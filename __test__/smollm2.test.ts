@@ -155,3 +155,19 @@ test('chat: "What is the capital of France?" is answered with Paris', async (t) 
   t.regex(result.text, /Paris/);
   t.is(result.stopReason, 'eos');
 });
+
+test('predictNextTokens stops between chunks when its signal aborts mid-run (ABORTED), and the session stays usable', async (t) => {
+  const model = await modelPromise;
+  const session = model.createSession({ contextSize: 4096 });
+  const tokens = Array.from({ length: 3000 }, (_, i) => 100 + ((i * 7919) % 40000));
+  const controller = new AbortController();
+  const started = Date.now();
+  const pending = session.predictNextTokens(tokens, { signal: controller.signal });
+  setTimeout(() => controller.abort(), 20);
+  const error = (await t.throwsAsync(pending)) as SeedinferError;
+  t.is(error.code, 'ABORTED');
+  t.log(`aborted after ${Date.now() - started} ms, ${session.tokenCount} of 3000 positions kept`);
+  t.true(session.tokenCount < 3000);
+  const next = await session.predictNextTokens([200, 201]);
+  t.is(next.length, 2);
+});

@@ -3,9 +3,11 @@ import { compileChatTemplate } from './chat-template.js';
 import { SeedinferError, checkNumberOption, toSeedinferError } from './errors.js';
 import { resolveModelSource } from './fetch/resolve.js';
 import { native } from './native.js';
+import { withAbortFlag } from './abort.js';
 import type { NativeModel, NativeModelInfo } from './native.js';
 import { Session, toTokenIds } from './session.js';
 import type {
+  AbortOptions,
   CacheStats,
   ChatMessage,
   ChatTemplateOptions,
@@ -158,10 +160,11 @@ export class Model {
   }
 
   /** Reads a session written by `session.save`, validating that it belongs to this model and cache configuration. */
-  async loadSession(path: string): Promise<Session> {
+  async loadSession(path: string, options: AbortOptions = {}): Promise<Session> {
     try {
       if (typeof path !== 'string' || path.length === 0) throw new SeedinferError('INVALID_OPTION', 'loadSession needs a file path');
-      const inner = await this.live().loadSession(path);
+      const model = this.live();
+      const inner = await withAbortFlag(options?.signal, 'loading the session', (flag) => model.loadSession(path, flag));
       return new Session({ tokenize: (text, o) => this.tokenize(text, o) }, inner);
     } catch (error) {
       throw toSeedinferError(error);
@@ -173,17 +176,15 @@ export class Model {
    * plain text) in non-overlapping windows, each scored from an empty cache. Runs off the JS main thread.
    */
   async perplexity(textOrTokens: string | ArrayLike<number>, options: PerplexityOptions = {}): Promise<PerplexityResult> {
-    const abortFlag = new (native().NativeAbortFlag)();
-    const onAbort = () => abortFlag.abort();
     try {
       const inner = this.live();
       if (typeof options !== 'object' || options === null) throw new SeedinferError('INVALID_OPTION', 'perplexity options must be an object');
       checkNumberOption('window', options.window, 2, this.info.contextLength, true);
       const tokens =
         typeof textOrTokens === 'string' ? toTokenIds(this.tokenize(textOrTokens, { addBos: true, special: false })) : toTokenIds(textOrTokens);
-      if (options.signal?.aborted) throw new SeedinferError('ABORTED', 'the perplexity evaluation was aborted before it started');
-      options.signal?.addEventListener('abort', onAbort, { once: true });
-      const r = await inner.evaluatePerplexity(tokens, { window: options.window }, abortFlag);
+      const r = await withAbortFlag(options.signal, 'the perplexity evaluation', (flag) =>
+        inner.evaluatePerplexity(tokens, { window: options.window }, flag),
+      );
       return {
         perplexity: r.perplexity,
         tokens: r.tokens,
@@ -193,8 +194,6 @@ export class Model {
       };
     } catch (error) {
       throw toSeedinferError(error);
-    } finally {
-      options?.signal?.removeEventListener('abort', onAbort);
     }
   }
 

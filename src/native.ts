@@ -128,8 +128,8 @@ export interface NativeSession {
   fork(): NativeSession;
   rewind(n: number): void;
   dispose(): void;
-  save(path: string): Promise<void>;
-  predictNext(tokens: Uint32Array): Promise<number[]>;
+  save(path: string, abort: NativeAbortFlag): Promise<void>;
+  predictNext(tokens: Uint32Array, abort: NativeAbortFlag): Promise<number[]>;
   generate(
     prompt: Uint32Array,
     options: NativeGenerateOptions,
@@ -145,7 +145,7 @@ export interface NativeModel {
   createSession(contextSize: number): NativeSession;
   cacheStats(): NativeCacheStats;
   clearPrefixCache(): void;
-  loadSession(path: string): Promise<NativeSession>;
+  loadSession(path: string, abort: NativeAbortFlag): Promise<NativeSession>;
   evaluatePerplexity(tokens: Uint32Array, options: { window?: number }, abort: NativeAbortFlag): Promise<NativePerplexity>;
 }
 

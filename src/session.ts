@@ -1,7 +1,8 @@
 // Sessions (a conversation with its own KV cache) and streaming generations.
+import { withAbortFlag } from './abort.js';
 import { randomInt } from 'node:crypto';
 import { SeedinferError, checkNumberOption, toSeedinferError } from './errors.js';
-import type { GenerateOptions, GenerationResult, PrefillOptions, PrefillReport } from '../index.js';
+import type { AbortOptions, GenerateOptions, GenerationResult, PrefillOptions, PrefillReport } from '../index.js';
 import type {
   NativeGenerateOptions,
   NativeGenerationEvent,
@@ -205,9 +206,9 @@ export class Session {
     this.guard(() => this.live().rewind(tokens));
   }
 
-  async save(path: string): Promise<void> {
+  async save(path: string, options: AbortOptions = {}): Promise<void> {
     if (typeof path !== 'string' || path.length === 0) throw new SeedinferError('INVALID_OPTION', 'save needs a file path');
-    return this.exclusive((inner) => inner.save(path));
+    return this.exclusive((inner) => withAbortFlag(options?.signal, 'the save', (flag) => inner.save(path, flag)));
   }
 
   /** Runs one native job on a worker thread while no generation runs, holding the session busy until it ends. */
@@ -301,8 +302,11 @@ export class Session {
     });
   }
 
-  async predictNextTokens(tokenIds: ArrayLike<number>): Promise<number[]> {
-    return this.exclusive((inner) => inner.predictNext(toTokenIds(tokenIds)));
+  async predictNextTokens(tokenIds: ArrayLike<number>, options: AbortOptions = {}): Promise<number[]> {
+    return this.exclusive((inner) => {
+      const tokens = toTokenIds(tokenIds);
+      return withAbortFlag(options?.signal, 'the prediction', (flag) => inner.predictNext(tokens, flag));
+    });
   }
 
 

@@ -349,13 +349,14 @@ impl Session {
             .collect())
     }
 
-    /// Teacher forcing: appends `tokens` and returns the most likely next token after each of them.
+    /// Teacher forcing: appends `tokens` and returns the most likely next token after each of them. `abort`
+    /// stops it between chunks with `Aborted`; the positions computed until then stay in the session.
     pub fn predict_next(&mut self, tokens: &[u32], abort: &AtomicBool) -> Result<Vec<u32>> {
         let to_feed = self.feed(tokens, 0)?;
         let vocab_size = self.model.config.vocab_size;
         let skip = to_feed.len() - tokens.len();
         let mut predictions = Vec::with_capacity(to_feed.len());
-        self.run_chunks(
+        let (completed, _, _) = self.run_chunks(
             &to_feed,
             abort,
             LogitsFor::All,
@@ -366,6 +367,14 @@ impl Session {
                 predictions.extend(logits.chunks(vocab_size).map(crate::sampler::argmax))
             },
         )?;
+        if !completed {
+            // The positions computed before the abort stay in the session, as after an aborted generation.
+            return Err(EngineError::Aborted(format!(
+                "the prediction was aborted after {} of {} positions",
+                predictions.len().saturating_sub(skip),
+                tokens.len()
+            )));
+        }
         Ok(predictions.split_off(skip.min(predictions.len())))
     }
 

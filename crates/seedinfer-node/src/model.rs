@@ -1,7 +1,7 @@
 //! `NativeModel`: loading (on a worker thread), model facts, tokenizer access, session creation.
 
 use crate::error::{coded, guarded};
-use crate::session::NativeSession;
+use crate::session::{NativeAbortFlag, NativeSession};
 use napi::bindgen_prelude::*;
 use napi_derive::napi;
 use seedinfer_engine::{
@@ -134,6 +134,7 @@ impl Task for LoadModelTask {
 pub struct LoadSessionTask {
     model: Arc<Model>,
     path: PathBuf,
+    abort: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Task for LoadSessionTask {
@@ -141,6 +142,12 @@ impl Task for LoadSessionTask {
     type JsValue = NativeSession;
 
     fn compute(&mut self) -> Result<Self::Output> {
+        if self.abort.load(std::sync::atomic::Ordering::Relaxed) {
+            return Err(coded(
+                "ABORTED",
+                "loading the session was aborted before it started",
+            ));
+        }
         guarded(|| Session::load(Arc::clone(&self.model), &self.path))
     }
 
@@ -283,12 +290,18 @@ impl NativeModel {
         self.inner.kv_pool.clear_prefix_cache();
     }
 
-    /// Reads a session saved with `session.save` on a worker thread.
+    /// Reads a session saved with `session.save` on a worker thread; `abort` set before the read starts
+    /// rejects it with `ABORTED`.
     #[napi(ts_return_type = "Promise<NativeSession>")]
-    pub fn load_session(&self, path: String) -> AsyncTask<LoadSessionTask> {
+    pub fn load_session(
+        &self,
+        path: String,
+        abort: &NativeAbortFlag,
+    ) -> AsyncTask<LoadSessionTask> {
         AsyncTask::new(LoadSessionTask {
             model: Arc::clone(&self.inner),
             path: PathBuf::from(path),
+            abort: abort.flag(),
         })
     }
 }

@@ -291,6 +291,7 @@ pub struct PredictNextTask {
     state: SessionState,
     busy: Arc<AtomicBool>,
     tokens: Vec<u32>,
+    abort: Arc<AtomicBool>,
 }
 
 impl Task for PredictNextTask {
@@ -301,7 +302,7 @@ impl Task for PredictNextTask {
         let outcome = catch_panics(|| {
             with_session(&self.state, |session| {
                 session
-                    .predict_next(&self.tokens, &AtomicBool::new(false))
+                    .predict_next(&self.tokens, &self.abort)
                     .map_err(to_js)
             })
         });
@@ -318,6 +319,7 @@ pub struct SaveSessionTask {
     state: SessionState,
     busy: Arc<AtomicBool>,
     path: std::path::PathBuf,
+    abort: Arc<AtomicBool>,
 }
 
 impl Task for SaveSessionTask {
@@ -326,6 +328,9 @@ impl Task for SaveSessionTask {
 
     fn compute(&mut self) -> Result<Self::Output> {
         let outcome = catch_panics(|| {
+            if self.abort.load(Ordering::Relaxed) {
+                return Err(coded("ABORTED", "the save was aborted before it started"));
+            }
             with_session(&self.state, |session| {
                 session.save(&self.path).map_err(to_js)
             })
@@ -342,13 +347,19 @@ impl Task for SaveSessionTask {
 #[napi]
 impl NativeSession {
     /// Teacher forcing on a worker thread: appends `tokens` and resolves with the argmax next token after each.
+    /// `abort` stops it within one chunk of positions (`ABORTED`; the session keeps what was computed).
     #[napi(ts_return_type = "Promise<number[]>")]
-    pub fn predict_next(&self, tokens: Uint32Array) -> Result<AsyncTask<PredictNextTask>> {
+    pub fn predict_next(
+        &self,
+        tokens: Uint32Array,
+        abort: &NativeAbortFlag,
+    ) -> Result<AsyncTask<PredictNextTask>> {
         self.claim()?;
         Ok(AsyncTask::new(PredictNextTask {
             state: Arc::clone(&self.state),
             busy: Arc::clone(&self.busy),
             tokens: tokens.to_vec(),
+            abort: abort.flag(),
         }))
     }
 
@@ -418,14 +429,20 @@ impl NativeSession {
         Ok(())
     }
 
-    /// Writes the session to `path` on a worker thread.
+    /// Writes the session to `path` on a worker thread; `abort` set before the write starts rejects it with
+    /// `ABORTED` (a write, once started, completes: the file is replaced atomically either way).
     #[napi(ts_return_type = "Promise<void>")]
-    pub fn save(&self, path: String) -> Result<AsyncTask<SaveSessionTask>> {
+    pub fn save(
+        &self,
+        path: String,
+        abort: &NativeAbortFlag,
+    ) -> Result<AsyncTask<SaveSessionTask>> {
         self.claim()?;
         Ok(AsyncTask::new(SaveSessionTask {
             state: Arc::clone(&self.state),
             busy: Arc::clone(&self.busy),
             path: std::path::PathBuf::from(path),
+            abort: abort.flag(),
         }))
     }
 
