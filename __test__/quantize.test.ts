@@ -20,7 +20,7 @@ async function greedy(model: Model, n: number): Promise<number[]> {
 storiesTest('every format writes a container that Model.load reads, with progress and the event loop free', async (t) => {
   const dir = tempDir();
   const reference = storiesExpected().greedy_token_ids.slice(0, 30);
-  t.deepEqual([...QUANTIZE_FORMATS], ['seedlm4', 'seedlm3', 'q3_rtn', 'q8_0', 'q4_0', 'q4_1']);
+  t.deepEqual([...QUANTIZE_FORMATS], ['seedlm4', 'seedlm3', 'q3_rtn', 'q8_0', 'q4_0', 'q4_1', 'q5_0', 'q5_1']);
   for (const format of ['seedlm4', 'seedlm3', 'q3_rtn'] as const) {
     const out = path.join(dir, `stories.${format}.gguf`);
     const progress: number[] = [];
@@ -58,6 +58,29 @@ storiesTest('every format writes a container that Model.load reads, with progres
       const same = tokens.findIndex((id, i) => id !== reference[i]);
       t.log(`${format}: ${report.bitsPerWeight.toFixed(3)} bits/weight, greedy agrees with f32 for ${same < 0 ? 30 : same} of 30 tokens`);
       if (format === 'seedlm4') t.true(same < 0 || same >= 5, `seedlm4 diverged at token ${same}`);
+    } finally {
+      model.dispose();
+    }
+  }
+});
+
+storiesTest('q5_0 and q5_1 write standard GGUF blocks that load as stored and stay close to f32', async (t) => {
+  const dir = tempDir();
+  const reference = storiesExpected().greedy_token_ids.slice(0, 30);
+  for (const format of ['q5_0', 'q5_1'] as const) {
+    const out = path.join(dir, `stories.${format}.gguf`);
+    const report = await quantizeModel(storiesDir, { format, out, threads: 2 });
+    // 30 layer matrices of 64 columns; the 5 down projections (172 columns, not whole blocks) stay as they were.
+    t.is(report.quantizedTensors, 30);
+    t.is(report.kept.length, 5);
+    t.true(Math.abs(report.bitsPerWeight - (format === 'q5_0' ? 5.5 : 6.0)) < 1e-9, `${format}: ${report.bitsPerWeight}`);
+    const model = await Model.load(out, { threads: 2 });
+    try {
+      t.regex(model.info.computeFormat, new RegExp(`${format.toUpperCase()} x int8 ×30`));
+      const tokens = await greedy(model, 30);
+      const same = tokens.findIndex((id, i) => id !== reference[i]);
+      t.log(`${format}: greedy agrees with f32 for ${same < 0 ? 30 : same} of 30 tokens`);
+      t.true(same < 0 || same >= 10, `${format} diverged at token ${same}`);
     } finally {
       model.dispose();
     }
