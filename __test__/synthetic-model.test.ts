@@ -4,10 +4,10 @@ import test from 'ava';
 import fs from 'node:fs';
 import path from 'node:path';
 import { Model, ensureDefaultModel } from '../src/index.js';
-import { native, type NativeBinding, type NativeGgufToolsBinding } from '../src/native.js';
+import { native } from '../src/native.js';
 import { tempDir } from './helpers/paths.js';
 
-const tools = native() as NativeBinding & NativeGgufToolsBinding;
+const tools = native();
 
 test('writeSyntheticModel: a Q8_0 copy of SmolLM2 with its shape and tokenizer loads and generates', async (t) => {
   const source = await ensureDefaultModel();

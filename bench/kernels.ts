@@ -25,7 +25,6 @@ import { Bench } from 'tinybench';
 import {
   native,
   type NativeBinding,
-  type NativeKernelBinding,
   type NativeKernelFormat,
   type NativeLimits,
 } from '../src/native.js';
@@ -47,7 +46,7 @@ const json = process.argv.includes('--json');
 const quick = process.argv.includes('--quick');
 const log = (message: string) => process.stderr.write(`${message}\n`);
 
-const kernels = native() as NativeBinding & NativeKernelBinding;
+const kernels: NativeBinding = native();
 const formatArg = process.argv.indexOf('--formats');
 const formats: NativeKernelFormat[] =
   formatArg >= 0

@@ -151,7 +151,8 @@ export class Model {
 
   /** Counts of the KV-cache pool: blocks used, free, shared, cached for prefix reuse; prefix hits. */
   cacheStats(): CacheStats {
-    return { ...this.live().cacheStats() };
+    const stats = this.live().cacheStats();
+    return { ...stats, dtype: stats.dtype as CacheStats['dtype'] };
   }
 
   /** Drops cached prefix blocks that no session uses. */

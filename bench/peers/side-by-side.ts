@@ -316,7 +316,7 @@ async function parentMain(): Promise<void> {
   }
   const { ensureDefaultModel, defaultCacheDir } = await import('../../src/index.js');
   const { native } = await import('../../src/native.js');
-  type Tools = import('../../src/native.js').NativeGgufToolsBinding & import('../../src/native.js').NativeKernelBinding;
+  type Tools = import('../../src/native.js').NativeBinding;
   const tools = native() as ReturnType<typeof native> & Tools;
 
   // The model files.

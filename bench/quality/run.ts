@@ -12,7 +12,6 @@ import { fileURLToPath } from 'node:url';
 import { Model, defaultCacheDir, ensureDefaultModel, quantizeModel } from '../../src/index.js';
 import type { LoadOptions, ModelInfo } from '../../index.js';
 import { native } from '../../src/native.js';
-import type { NativeGgufToolsBinding } from '../../src/native.js';
 import { argument } from '../cli-args.js';
 import { loadCorpus } from '../longctx/corpus.js';
 
@@ -102,7 +101,7 @@ const seconds = (since: number) => (performance.now() - since) / 1000;
 const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
 const storiesDir = path.resolve(argument('stories') ?? process.env.SEEDINFER_STORIES_DIR ?? path.join(repoRoot, '..', 'shared', 'models', 'stories260K'));
 const quantizedDir = path.join(defaultCacheDir(), 'quantized');
-const ggufTools = native() as ReturnType<typeof native> & NativeGgufToolsBinding;
+const ggufTools = native();
 
 const models: ModelSpec[] = [];
 if (modelChoice !== 'stories') {
