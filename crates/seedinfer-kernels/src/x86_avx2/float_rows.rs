@@ -3,12 +3,12 @@
 //!
 //! Every output element is formed exactly as `dense_f32::dot_scalar` forms it, whatever the tile: sixteen partial
 //! sums (here two 8-lane registers, `low` and `high`) over whole groups of sixteen columns in column order, each
-//! step a multiply then an add (no fused multiply-add), the pairwise reduction 16 -> 8 -> 4 -> 2 -> 1, then the
+//! step one fused multiply-add, the pairwise reduction 16 -> 8 -> 4 -> 2 -> 1, then the
 //! scalar tail of the last `cols % 16` columns. So a prompt token gets the bits it gets decoded alone, and the
 //! scalar reference's bits.
 //!
 //! The tile is what makes a batch cheaper per token: each weight vector is widened once for three tokens and
-//! each activation vector loaded once for two rows, 12 multiply-adds per 5 loads. A task takes its tokens three at
+//! each activation vector loaded once for two rows, 12 FMAs per 5 loads. A task takes its tokens three at
 //! a time (their activations stay in L1) and walks all its rows for them (from L2, where the task's rows stay):
 //! L2 then delivers 4 weight vectors per 12 multiply-adds, where rows kept in L1 would need 6 activation vectors.
 
@@ -54,14 +54,14 @@ unsafe fn tile<H: Widen, const R: usize, const T: usize>(
         for t in 0..T {
             let xl = _mm256_loadu_ps(x.add(t * cols + at));
             for r in 0..R {
-                low[r][t] = _mm256_add_ps(low[r][t], _mm256_mul_ps(wl[r], xl));
+                low[r][t] = _mm256_fmadd_ps(wl[r], xl, low[r][t]);
             }
         }
         let wh: [__m256; R] = load_rows(w, cols, at + 8);
         for t in 0..T {
             let xh = _mm256_loadu_ps(x.add(t * cols + at + 8));
             for r in 0..R {
-                high[r][t] = _mm256_add_ps(high[r][t], _mm256_mul_ps(wh[r], xh));
+                high[r][t] = _mm256_fmadd_ps(wh[r], xh, high[r][t]);
             }
         }
     }
@@ -69,7 +69,9 @@ unsafe fn tile<H: Widen, const R: usize, const T: usize>(
         for t in 0..T {
             let mut tail = 0.0f32;
             for i in groups * 16..cols {
-                tail += (*w.add(r * cols + i)).widen() * *x.add(t * cols + i);
+                tail = (*w.add(r * cols + i))
+                    .widen()
+                    .mul_add(*x.add(t * cols + i), tail);
             }
             let value = horizontal_sum(_mm256_add_ps(low[r][t], high[r][t])) + tail;
             out.write(row + r, token + t, value);
