@@ -79,7 +79,8 @@ pub(crate) fn float_matmul<H: Widen>(
             // SAFETY: `isa` comes from `Isa::usable` or `detected`, so the CPU has AVX2, FMA and F16C; the sizes
             // were checked above.
             return unsafe {
-                crate::x86_avx2::float_rows::rows(weights, cols, input, tokens, out, first, count)
+                let rows = &weights[first * cols..(first + count) * cols];
+                crate::x86_avx2::float_rows::rows(rows, cols, input, tokens, out, first, count)
             };
         }
         for r in first..first + count {

@@ -4,6 +4,8 @@
 use half::{bf16, f16};
 
 pub(crate) trait Widen: Copy + Sync {
+    /// Whether widening takes work (false for f32 itself).
+    const WIDENS: bool = true;
     fn widen(self) -> f32;
 
     /// Widens the eight values at `p` (unaligned) to eight f32 lanes.
@@ -15,6 +17,7 @@ pub(crate) trait Widen: Copy + Sync {
 }
 
 impl Widen for f32 {
+    const WIDENS: bool = false;
     #[inline(always)]
     fn widen(self) -> f32 {
         self
