@@ -4,7 +4,7 @@
 //! give its bits for every element, however many tokens a product has.
 
 use crate::isa::{detected, Isa};
-use crate::row_blocks::for_each_row_range;
+use crate::row_blocks::for_each_product_task;
 use crate::widen::Widen;
 
 /// Reference dot product: sixteen independent partial sums, each a chain of fused multiply-adds, summed pairwise
@@ -66,32 +66,36 @@ pub(crate) fn float_matmul<H: Widen>(
     out: &mut [f32],
 ) {
     assert_eq!(weights.len(), rows * cols, "weights are [rows, cols]");
-    assert_eq!(input.len(), tokens * cols, "input is not [tokens, cols]");
-    assert_eq!(out.len(), tokens * rows, "output is not [tokens, rows]");
-    if rows == 0 || tokens == 0 {
-        return;
-    }
-    // Rows per task: enough work to amortise scheduling, small enough to balance two or more threads.
-    let rows_per_task = ((16384 / cols.max(1)).clamp(4, 256)).next_multiple_of(2);
-    for_each_row_range(rows, tokens, rows_per_task, out, |out, first, count| {
-        #[cfg(target_arch = "x86_64")]
-        if isa.has_avx2() {
-            // SAFETY: `isa` comes from `Isa::usable` or `detected`, so the CPU has AVX2, FMA and F16C; the sizes
-            // were checked above.
-            return unsafe {
-                let rows = &weights[first * cols..(first + count) * cols];
-                crate::x86_avx2::float_rows::rows(rows, cols, input, tokens, out, first, count)
-            };
-        }
-        for r in first..first + count {
-            let row = &weights[r * cols..(r + 1) * cols];
-            for t in 0..tokens {
-                let value = float_dot_scalar(row, &input[t * cols..(t + 1) * cols]);
-                // SAFETY: this task owns rows `first..first + count`.
-                unsafe { out.write(r, t, value) };
+    // Tasks of about 64 KB of weights: enough work to amortise scheduling, small enough to balance the threads.
+    let row_bytes = cols * std::mem::size_of::<H>();
+    for_each_product_task(
+        rows,
+        cols,
+        tokens,
+        input.len(),
+        out,
+        row_bytes,
+        65536,
+        |out, first, count| {
+            #[cfg(target_arch = "x86_64")]
+            if isa.has_avx2() {
+                // SAFETY: `isa` comes from `Isa::usable` or `detected`, so the CPU has AVX2, FMA and F16C; the sizes
+                // were checked above.
+                return unsafe {
+                    let rows = &weights[first * cols..(first + count) * cols];
+                    crate::x86_avx2::float_rows::rows(rows, cols, input, tokens, out, first, count)
+                };
             }
-        }
-    });
+            for r in first..first + count {
+                let row = &weights[r * cols..(r + 1) * cols];
+                for t in 0..tokens {
+                    let value = float_dot_scalar(row, &input[t * cols..(t + 1) * cols]);
+                    // SAFETY: this task owns rows `first..first + count`.
+                    unsafe { out.write(r, t, value) };
+                }
+            }
+        },
+    );
 }
 
 /// An f32 weight matrix `[rows, cols]`, row-major.

@@ -4,7 +4,7 @@
 //! 24-bit slices) and shares each unpacked group among up to 4 tokens.
 
 use crate::isa::{detected, Isa};
-use crate::row_blocks::{for_each_row_range, ProductOut};
+use crate::row_blocks::{for_each_product_task, ProductOut};
 use seedinfer_formats::q3_rtn::{dequantize, GROUP, GROUP_BYTES};
 use seedinfer_formats::TensorType;
 
@@ -53,25 +53,14 @@ impl Q3RtnMatrix {
     /// is the baseline build.
     pub fn matmul_with(&self, isa: Isa, input: &[f32], tokens: usize, out: &mut [f32]) {
         let isa = isa.usable();
-        assert_eq!(
-            input.len(),
-            tokens * self.cols,
-            "input is not [tokens, cols]"
-        );
-        assert_eq!(
-            out.len(),
-            tokens * self.rows,
-            "output is not [tokens, rows]"
-        );
-        if self.rows == 0 || tokens == 0 {
-            return;
-        }
-        let rows_per_task = (16384 / self.row_bytes().max(1)).clamp(4, 256);
-        for_each_row_range(
+        for_each_product_task(
             self.rows,
+            self.cols,
             tokens,
-            rows_per_task,
+            input.len(),
             out,
+            self.row_bytes(),
+            16384,
             |out, first, count| {
                 #[cfg(target_arch = "x86_64")]
                 if isa.has_avx2() {

@@ -2,28 +2,11 @@
 //! each task computes its rows for every token (its weights stay hot in cache).
 //!
 //! Tasks write their own elements of the `[tokens, rows]` output in place: no buffer, no copy, no allocation.
-//! - [`for_each_row_block`] (f32 and half weights): a task fills its part of each token's output row in turn.
-//! - [`for_each_row_range`] (block-quantised weights): a task's kernel writes its elements itself.
+//! - [`for_each_row_range`]: a task's kernel writes its elements itself.
+//! - [`for_each_product_task`]: the same, with the shape checks and task sizing every f32-activation product
+//!   (float, SeedLM, q3_rtn weights) shares.
 
 use rayon::prelude::*;
-
-/// Fills `out` (`[tokens, rows]`). `rows_dot(first_row, token, column)` must set `column[i]` to the product of
-/// weight row `first_row + i` with token `token`'s activations; `column` is the task's part of that token's output
-/// row, written in place.
-pub fn for_each_row_block(
-    rows: usize,
-    tokens: usize,
-    rows_per_task: usize,
-    out: &mut [f32],
-    rows_dot: impl Fn(usize, usize, &mut [f32]) + Sync,
-) {
-    for_each_row_range(rows, tokens, rows_per_task, out, |product, first, count| {
-        for t in 0..tokens {
-            // SAFETY: the task owns rows `first..first + count` of every token's output row.
-            rows_dot(first, t, unsafe { product.token_rows(t, first, count) });
-        }
-    });
-}
 
 /// The `[tokens, rows]` result of one matrix product, written by tasks that each own a disjoint range of rows
 /// (so no task needs a buffer of its own or a transposing copy afterwards).
@@ -66,6 +49,29 @@ impl ProductOut {
         debug_assert!(token < self.tokens && first + count <= self.rows);
         std::slice::from_raw_parts_mut(self.ptr.add(token * self.rows + first), count)
     }
+}
+
+/// The set-up every product with f32 activations shares: checks that `input` is `[tokens, cols]` (its length
+/// `input_len`) and `out` `[tokens, rows]`, then runs `range(out, first_row, row_count)` over tasks of rows holding
+/// about `task_bytes` of weights each (`row_bytes` a row, 4 to 256 rows a task).
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn for_each_product_task(
+    rows: usize,
+    cols: usize,
+    tokens: usize,
+    input_len: usize,
+    out: &mut [f32],
+    row_bytes: usize,
+    task_bytes: usize,
+    range: impl Fn(&ProductOut, usize, usize) + Sync,
+) {
+    assert_eq!(input_len, tokens * cols, "input is not [tokens, cols]");
+    assert_eq!(out.len(), tokens * rows, "output is not [tokens, rows]");
+    if rows == 0 || tokens == 0 {
+        return;
+    }
+    let rows_per_task = (task_bytes / row_bytes.max(1)).clamp(4, 256);
+    for_each_row_range(rows, tokens, rows_per_task, out, range)
 }
 
 /// Splits `rows` into ranges of `rows_per_task` and runs `range(out, first_row, row_count)` for each on the

@@ -10,7 +10,7 @@
 //! `rows_scalar` is the reference; the AVX2 kernels compute the same sums in another order (float tolerance).
 
 use crate::isa::{detected, Isa};
-use crate::row_blocks::{for_each_row_range, ProductOut};
+use crate::row_blocks::{for_each_product_task, ProductOut};
 use seedinfer_formats::seedlm::{row_blocks, LfsrCycle, SeedLmConfig, SEEDLM3};
 use seedinfer_formats::TensorType;
 use std::sync::OnceLock;
@@ -169,14 +169,6 @@ impl SeedLmMatrix {
         let isa = isa.usable();
         let (c, p, cols) = (self.config.block, self.config.coefficients, self.cols);
         assert_eq!(input.len(), tokens * cols, "input is not [tokens, cols]");
-        assert_eq!(
-            out.len(),
-            tokens * self.rows,
-            "output is not [tokens, rows]"
-        );
-        if self.rows == 0 || tokens == 0 {
-            return;
-        }
         // Each token's activations repeated P times per value, zero-padded to whole blocks.
         let span = self.blocks_per_row() * c * p;
         let mut xr = vec![0.0f32; tokens * span];
@@ -185,12 +177,14 @@ impl SeedLmMatrix {
                 r[i * p..(i + 1) * p].fill(v);
             }
         }
-        let rows_per_task = (16384 / self.row_bytes.max(1)).clamp(4, 256);
-        for_each_row_range(
+        for_each_product_task(
             self.rows,
+            cols,
             tokens,
-            rows_per_task,
+            input.len(),
             out,
+            self.row_bytes,
+            16384,
             |out, first, count| {
                 let rows = first..first + count;
                 #[cfg(target_arch = "x86_64")]

@@ -7,7 +7,8 @@
 //!
 //! How equal "equal" is:
 //! - f32 (`dense_f32`) and f16/bf16 (`half_weights`): bit for bit. The SIMD twins keep the reference's sixteen
-//!   partial sums in the same lanes, reduce them in the same order and do not fuse multiply and add.
+//!   partial sums in the same lanes, fuse each multiply-add as the reference does (`f32::mul_add`) and reduce in the
+//!   same order.
 //! - Q4_0, Q4_1, Q5_0, Q5_1, Q8_0 (`quantized`): within a small multiple of f32 epsilon of the sum of the terms'
 //!   magnitudes, not bitwise. Each block's integer dot product is exact on both paths, but the scalar
 //!   reference adds `d_w * d_x * sum` to one accumulator per row while the AVX2 kernel splits `sum` over eight

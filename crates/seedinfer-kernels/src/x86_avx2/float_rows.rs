@@ -122,10 +122,26 @@ pub unsafe fn rows<H: Widen>(
         return WIDENED.with_borrow_mut(|wide| {
             wide.resize(weights.len(), 0.0);
             widen_rows(weights, wide);
-            tiles(wide.as_ptr(), cols, x.as_ptr(), tokens, out, first_row, row_count)
+            tiles(
+                wide.as_ptr(),
+                cols,
+                x.as_ptr(),
+                tokens,
+                out,
+                first_row,
+                row_count,
+            )
         });
     }
-    tiles(weights.as_ptr(), cols, x.as_ptr(), tokens, out, first_row, row_count)
+    tiles(
+        weights.as_ptr(),
+        cols,
+        x.as_ptr(),
+        tokens,
+        out,
+        first_row,
+        row_count,
+    )
 }
 
 /// Tokens from which a task's half-precision rows are widened to f32 once rather than in every tile: the tiles'
