@@ -394,3 +394,23 @@ test('nonexistent paths → MODEL_NOT_FOUND', async (t) => {
   await expectLoadError(t, 'missing directory', path.join(work, 'no-such-dir', 'model'), ['MODEL_NOT_FOUND']);
   await stillWorks(t);
 });
+
+test('Q5_0 / Q5_1 tensors load as stored; a Q5 tensor whose bytes do not match its shape is a typed error naming it', async (t) => {
+  for (const [type, blockBytes] of [['Q5_0', 22], ['Q5_1', 24]] as const) {
+    const withType = (extraBlocks: number) =>
+      variant((spec) => {
+        const i = spec.tensors.findIndex((x) => x.name === 'blk.0.ffn_gate.weight');
+        const elements = spec.tensors[i].shape.reduce((a, b) => a * b, 1);
+        // All-zero blocks are valid Q5 blocks (scale 0).
+        spec.tensors[i] = { ...spec.tensors[i], type: GGML_TYPE[type], data: new Uint8Array((elements / 32 + extraBlocks) * blockBytes) };
+      });
+    const model = await Model.load(writeTemp(`${type}.gguf`, withType(0)), { threads: 1 });
+    t.is(model.info.fileTensorFormats[type], 1, JSON.stringify(model.info.fileTensorFormats));
+    t.regex(model.info.computeFormat, new RegExp(`${type} x int8 ×1`));
+    t.is((await model.createSession().generateText([1, 2, 3], { maxTokens: 2, temperature: 0 })).tokenIds.length, 2);
+    model.dispose();
+    // Four blocks short: more than the 32-byte alignment padding, which could hide a shorter gap.
+    await expectLoadError(t, `${type} four blocks short`, writeTemp(`${type}-short.gguf`, withType(-4)), ['TENSOR_SHAPE_MISMATCH', 'CORRUPT_FILE', 'TRUNCATED_FILE'], 'blk.0.ffn_gate.weight');
+  }
+  await stillWorks(t);
+});

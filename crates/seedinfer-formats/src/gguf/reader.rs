@@ -543,6 +543,28 @@ pub(crate) fn parse_header(bytes: &[u8], file: &str) -> Result<GgufHeader> {
         });
     }
 
+    // GGUF stores no byte length per tensor: its shape and type give it. A tensor whose data runs into the next
+    // one's holds fewer bytes than its shape needs (llama.cpp refuses such files too).
+    let mut by_offset: Vec<&GgufTensorInfo> = tensors.iter().collect();
+    by_offset.sort_by_key(|t| t.offset);
+    for pair in by_offset.windows(2) {
+        let (this, next) = (pair[0], pair[1]);
+        if this.offset + this.byte_len as u64 > next.offset {
+            return Err(FormatError::corrupt(
+                file,
+                format!(
+                    "tensor '{}' ({} {:?}) needs {} bytes, but only {} lie before the next tensor '{}': its data does not match its shape",
+                    this.name,
+                    this.tensor_type,
+                    this.shape,
+                    this.byte_len,
+                    next.offset - this.offset,
+                    next.name
+                ),
+            ));
+        }
+    }
+
     Ok(GgufHeader {
         version,
         metadata,
