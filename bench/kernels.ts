@@ -22,6 +22,8 @@
 //   bandwidth and the compute peak (int8 for block formats, f32 FMA for f32/f16/bf16) measured with the same
 //   threads.
 import { Bench } from 'tinybench';
+import { KERNEL_FORMATS } from '../src/bench.js';
+import { argument } from './cli-args.js';
 import {
   native,
   type NativeBinding,
@@ -47,11 +49,7 @@ const quick = process.argv.includes('--quick');
 const log = (message: string) => process.stderr.write(`${message}\n`);
 
 const kernels: NativeBinding = native();
-const formatArg = process.argv.indexOf('--formats');
-const formats: NativeKernelFormat[] =
-  formatArg >= 0
-    ? (process.argv[formatArg + 1].split(',') as NativeKernelFormat[])
-    : ['f32', 'f16', 'bf16', 'q8_0', 'q4_0', 'q4_1', 'q5_0', 'q5_1'];
+const formats = (argument('formats')?.split(',') ?? KERNEL_FORMATS) as NativeKernelFormat[];
 /** Float formats are judged against the f32 FMA peak, block formats against the int8 peak. */
 const isFloat = (format: NativeKernelFormat) => format === 'f32' || format === 'f16' || format === 'bf16';
 const threadCounts = [1, 2];

@@ -5,6 +5,7 @@ import { existsSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { SeedinferError } from './errors.js';
+import type { KernelFormat } from '../bench.js';
 
 export type {
   NativeAbortFlag,
@@ -35,7 +36,7 @@ export type {
 export type NativeBinding = typeof import('../native/native.js');
 
 /** The formats `createKernelBench` takes (validated in Rust: `kernel_bench.rs`). */
-export type NativeKernelFormat = 'f32' | 'f16' | 'bf16' | 'q8_0' | 'q4_0' | 'q4_1' | 'q5_0' | 'q5_1';
+export type NativeKernelFormat = KernelFormat;
 
 /** The formats `writeSyntheticModel` takes (validated in Rust: `gguf_tools.rs`). */
 export type NativeSyntheticFormat = 'q4_0' | 'q4_1' | 'q8_0' | 'f16' | 'f32';

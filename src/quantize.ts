@@ -5,6 +5,7 @@ import { mkdirSync } from 'node:fs';
 import { SeedinferError, toSeedinferError } from './errors.js';
 import { resolveModelSource } from './fetch/resolve.js';
 import { native } from './native.js';
+import { withAbortFlag } from './abort.js';
 import type { NativeQuantizeEvent } from './native.js';
 import type { QuantizeOptions, QuantizeReport } from '../index.js';
 
@@ -28,33 +29,28 @@ export async function quantizeModel(source: string | undefined, options: Quantiz
     const out = path.resolve(options.out);
     mkdirSync(path.dirname(out), { recursive: true });
     const binding = native();
-    const flag = new binding.NativeAbortFlag();
-    const onAbort = () => flag.abort();
-    options.signal?.addEventListener('abort', onAbort, { once: true });
-    try {
-      const report = await new Promise<NonNullable<NativeQuantizeEvent['report']>>((resolve, reject) => {
+    const report = await withAbortFlag(options.signal, 'the quantisation', (flag) =>
+      new Promise<NonNullable<NativeQuantizeEvent['report']>>((resolve, reject) => {
         binding.quantizeModel(from, options.format, out, options.threads ?? null, (event: NativeQuantizeEvent) => {
           if (event.kind === 'progress') {
             options.onProgress?.({ phase: 'quantize', name: event.tensor ?? '', completed: event.doneWeights ?? 0, total: event.totalWeights });
           } else if (event.kind === 'done' && event.report) resolve(event.report);
           else reject(toSeedinferError(new Error(event.error ?? 'INTERNAL: the quantisation ended without a result')));
         }, flag);
-      });
-      return {
-        format: options.format,
-        out,
-        outBytes: report.outBytes,
-        quantizedTensors: report.quantizedTensors,
-        quantizedWeights: report.quantizedWeights,
-        quantizedBytes: report.quantizedBytes,
-        bitsPerWeight: report.quantizedWeights > 0 ? (8 * report.quantizedBytes) / report.quantizedWeights : 0,
-        kept: report.kept,
-        seconds: report.seconds,
-        secondsPerMillionWeights: report.quantizedWeights > 0 ? report.seconds / (report.quantizedWeights / 1e6) : 0,
-      };
-    } finally {
-      options.signal?.removeEventListener('abort', onAbort);
-    }
+      }),
+    );
+    return {
+      format: options.format,
+      out,
+      outBytes: report.outBytes,
+      quantizedTensors: report.quantizedTensors,
+      quantizedWeights: report.quantizedWeights,
+      quantizedBytes: report.quantizedBytes,
+      bitsPerWeight: report.quantizedWeights > 0 ? (8 * report.quantizedBytes) / report.quantizedWeights : 0,
+      kept: report.kept,
+      seconds: report.seconds,
+      secondsPerMillionWeights: report.quantizedWeights > 0 ? report.seconds / (report.quantizedWeights / 1e6) : 0,
+    };
   } catch (error) {
     throw toSeedinferError(error);
   }

@@ -22,14 +22,20 @@ pub trait Operations {
         eps: f32,
         tokens: usize,
         outs: [&mut Vec<f32>; N],
-        s: &mut Scratch,
+        s: &mut OpsScratch,
     );
 
     /// `out = input · wᵀ` for `tokens` rows of `input`.
-    fn project(w: &Matrix, input: &[f32], tokens: usize, out: &mut Vec<f32>, s: &mut Scratch);
+    fn project(w: &Matrix, input: &[f32], tokens: usize, out: &mut Vec<f32>, s: &mut OpsScratch);
 
     /// Rotates each of the `heads` heads of `x` (`[tokens, heads * head_dim]`) by its token's position.
-    fn rope(cfg: &LlamaConfig, x: &mut [f32], heads: usize, positions: Positions, s: &mut Scratch);
+    fn rope(
+        cfg: &LlamaConfig,
+        x: &mut [f32],
+        heads: usize,
+        positions: Positions,
+        s: &mut OpsScratch,
+    );
 
     /// Causal attention of the `tokens` queries `q` (at `positions`) over the positions of `layer` in `cache` that
     /// `mask` shows (all when `None`), into `out` (`[tokens, q_dim]`).
@@ -43,7 +49,7 @@ pub trait Operations {
         mask: Option<&[bool]>,
         tokens: usize,
         out: &mut [f32],
-        s: &mut Scratch,
+        s: &mut OpsScratch,
     );
 
     /// The SwiGLU input of the down projection, `silu(rms_norm(x) · gateᵀ) * (rms_norm(x) · upᵀ)`, into `gate`
@@ -58,7 +64,7 @@ pub trait Operations {
         tokens: usize,
         gate: &mut Vec<f32>,
         up: &mut Vec<f32>,
-        s: &mut Scratch,
+        s: &mut OpsScratch,
     );
 }
 
@@ -75,6 +81,12 @@ pub struct Scratch {
     proj: Vec<f32>,
     gate: Vec<f32>,
     up: Vec<f32>,
+    pub(crate) ops: OpsScratch,
+}
+
+/// What the operation sets keep between calls (each set uses its own fields).
+#[derive(Default)]
+pub struct OpsScratch {
     pub(crate) project: ProjectScratch,
     pub(crate) rope: RopeScratch,
     pub(crate) split: crate::attention::SplitScratch,
@@ -110,34 +122,21 @@ pub(crate) fn layer_step<O: Operations, C: KvStore>(
     s: &mut Scratch,
 ) {
     let (n, eps) = (x.len() / cfg.hidden_size, cfg.rms_norm_eps);
-    let [mut q, mut k, mut v] = [&mut s.q, &mut s.k, &mut s.v].map(std::mem::take);
+    let ops = &mut s.ops;
     let ws = [&layer.wq, &layer.wk, &layer.wv];
-    O::norm_project(ws, x, &layer.attn_norm, eps, n, [&mut q, &mut k, &mut v], s);
-    O::rope(cfg, &mut q, cfg.heads, positions, s);
-    O::rope(cfg, &mut k, cfg.kv_heads, positions, s);
-    cache.write(l, positions, &k, &v);
-    let mut attn = std::mem::take(&mut s.attn);
-    attn.resize(n * cfg.q_dim(), 0.0);
-    O::attention(cfg, &q, &*cache, l, positions, mask, n, &mut attn, s);
-    let mut proj = std::mem::take(&mut s.proj);
-    O::project(&layer.wo, &attn, n, &mut proj, s);
-    add_residual(x, &proj);
-    let [mut gate, mut up] = [&mut s.gate, &mut s.up].map(std::mem::take);
-    let (w_gate, w_up) = (&layer.w_gate, &layer.w_up);
-    O::swiglu(
-        w_gate,
-        w_up,
-        x,
-        &layer.ffn_norm,
-        eps,
-        n,
-        &mut gate,
-        &mut up,
-        s,
-    );
-    O::project(&layer.w_down, &gate, n, &mut proj, s);
-    add_residual(x, &proj);
-    (s.q, s.k, s.v, s.attn, s.proj, s.gate, s.up) = (q, k, v, attn, proj, gate, up);
+    let qkv = [&mut s.q, &mut s.k, &mut s.v];
+    O::norm_project(ws, x, &layer.attn_norm, eps, n, qkv, ops);
+    O::rope(cfg, &mut s.q, cfg.heads, positions, ops);
+    O::rope(cfg, &mut s.k, cfg.kv_heads, positions, ops);
+    cache.write(l, positions, &s.k, &s.v);
+    s.attn.resize(n * cfg.q_dim(), 0.0);
+    O::attention(cfg, &s.q, &*cache, l, positions, mask, n, &mut s.attn, ops);
+    O::project(&layer.wo, &s.attn, n, &mut s.proj, ops);
+    add_residual(x, &s.proj);
+    let (w_gate, w_up, norm) = (&layer.w_gate, &layer.w_up, &layer.ffn_norm);
+    O::swiglu(w_gate, w_up, x, norm, eps, n, &mut s.gate, &mut s.up, ops);
+    O::project(&layer.w_down, &s.gate, n, &mut s.proj, ops);
+    add_residual(x, &s.proj);
 }
 
 /// Final RMSNorm and the output projection of the hidden states `x` (`[rows, hidden_size]`) into `logits`.
@@ -150,7 +149,15 @@ pub(crate) fn output_logits<O: Operations>(
 ) {
     let rows = x.len() / cfg.hidden_size;
     let norm = &w.final_norm;
-    O::norm_project([w.lm_head()], x, norm, cfg.rms_norm_eps, rows, [logits], s);
+    O::norm_project(
+        [w.lm_head()],
+        x,
+        norm,
+        cfg.rms_norm_eps,
+        rows,
+        [logits],
+        &mut s.ops,
+    );
 }
 
 /// Runs `tokens` through the model at positions `cache.len()..`, appends their keys/values to `cache`, and

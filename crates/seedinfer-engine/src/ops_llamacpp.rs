@@ -10,7 +10,7 @@
 
 use crate::config::{LlamaConfig, RopeStyle};
 use crate::error::{EngineError, Result};
-use crate::forward::{Operations, Scratch};
+use crate::forward::{Operations, OpsScratch};
 use crate::kv_cache::{KvStore, Positions};
 use crate::kv_pool::KvDtype;
 use crate::weights::{LlamaWeights, Matrix};
@@ -187,7 +187,7 @@ impl Operations for GgmlOps {
         eps: f32,
         tokens: usize,
         outs: [&mut Vec<f32>; N],
-        s: &mut Scratch,
+        s: &mut OpsScratch,
     ) {
         let g = &mut s.ggml;
         g.normed.resize(x.len(), 0.0);
@@ -198,12 +198,18 @@ impl Operations for GgmlOps {
         }
     }
 
-    fn project(w: &Matrix, input: &[f32], tokens: usize, out: &mut Vec<f32>, s: &mut Scratch) {
+    fn project(w: &Matrix, input: &[f32], tokens: usize, out: &mut Vec<f32>, s: &mut OpsScratch) {
         quantize_activations(input, &mut s.ggml.q8);
         product(w, &s.ggml.q8, tokens, out);
     }
 
-    fn rope(cfg: &LlamaConfig, x: &mut [f32], heads: usize, positions: Positions, s: &mut Scratch) {
+    fn rope(
+        cfg: &LlamaConfig,
+        x: &mut [f32],
+        heads: usize,
+        positions: Positions,
+        s: &mut OpsScratch,
+    ) {
         let hd = cfg.head_dim;
         let pairs = |i: usize| match cfg.rope_style {
             RopeStyle::Interleaved => (2 * i, 2 * i + 1),
@@ -225,7 +231,7 @@ impl Operations for GgmlOps {
         mask: Option<&[bool]>,
         tokens: usize,
         out: &mut [f32],
-        s: &mut Scratch,
+        s: &mut OpsScratch,
     ) {
         debug_assert!(
             mask.is_none(),
@@ -274,7 +280,7 @@ impl Operations for GgmlOps {
         tokens: usize,
         gate: &mut Vec<f32>,
         up: &mut Vec<f32>,
-        s: &mut Scratch,
+        s: &mut OpsScratch,
     ) {
         Self::norm_project([w_gate, w_up], x, norm, eps, tokens, [gate, up], s);
         ggml::silu_times(gate, up);

@@ -5,7 +5,7 @@
 
 use crate::attention::attention;
 use crate::config::{LlamaConfig, RopeStyle};
-use crate::forward::{Operations, Scratch};
+use crate::forward::{Operations, OpsScratch};
 use crate::kv_cache::{KvStore, Positions};
 use crate::weights::Matrix;
 use seedinfer_kernels::activation::silu_times;
@@ -23,16 +23,22 @@ impl Operations for SeedinferOps {
         eps: f32,
         tokens: usize,
         outs: [&mut Vec<f32>; N],
-        s: &mut Scratch,
+        s: &mut OpsScratch,
     ) {
         project_normed(ws, x, norm, eps, tokens, outs, &mut s.project)
     }
 
-    fn project(w: &Matrix, input: &[f32], tokens: usize, out: &mut Vec<f32>, s: &mut Scratch) {
+    fn project(w: &Matrix, input: &[f32], tokens: usize, out: &mut Vec<f32>, s: &mut OpsScratch) {
         project([w], input, tokens, [out], &mut s.project)
     }
 
-    fn rope(cfg: &LlamaConfig, x: &mut [f32], heads: usize, positions: Positions, s: &mut Scratch) {
+    fn rope(
+        cfg: &LlamaConfig,
+        x: &mut [f32],
+        heads: usize,
+        positions: Positions,
+        s: &mut OpsScratch,
+    ) {
         apply_rope(x, cfg, heads, positions, 1.0, &mut s.rope)
     }
 
@@ -46,7 +52,7 @@ impl Operations for SeedinferOps {
         mask: Option<&[bool]>,
         tokens: usize,
         out: &mut [f32],
-        s: &mut Scratch,
+        s: &mut OpsScratch,
     ) {
         attention(
             cfg,
@@ -71,7 +77,7 @@ impl Operations for SeedinferOps {
         tokens: usize,
         gate: &mut Vec<f32>,
         up: &mut Vec<f32>,
-        s: &mut Scratch,
+        s: &mut OpsScratch,
     ) {
         swiglu(w_gate, w_up, x, norm, eps, tokens, gate, up, &mut s.project)
     }

@@ -646,7 +646,7 @@ fn score(
             cfg.heads,
             Positions::From(last),
             -1.0,
-            &mut s.rope,
+            &mut s.ops.rope,
         );
     }
     let n = candidates.len();
@@ -663,7 +663,7 @@ fn score(
                 cfg.kv_heads,
                 Positions::From(p),
                 -1.0,
-                &mut s.rope,
+                &mut s.ops.rope,
             );
         }
         for h in 0..cfg.heads {

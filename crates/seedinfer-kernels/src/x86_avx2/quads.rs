@@ -81,6 +81,15 @@ unsafe fn chunk_dots(w: &[__m256i; QUAD], a: &Q8Block) -> __m256i {
     _mm256_madd_epi16(sum, _mm256_set1_epi16(1))
 }
 
+/// [`chunk_dots`] of weights stored as `q + 2^SHIFT` (Q4_0: 8, Q5_0: 16): `sum((q - 2^S) * y) = sum(q * y) -
+/// 2^S * sum(y)`, per lane. A row's even lane holds the even groups of four elements and its odd lane the odd ones,
+/// so each lane is an exact partial dot product of its own terms.
+#[inline(always)]
+unsafe fn offset_chunk_dots<const SHIFT: i32>(w: &[__m256i; QUAD], a: &Q8Block) -> __m256i {
+    let groups = _mm256_set1_epi64x((a.group_sums.as_ptr() as *const i64).read_unaligned());
+    _mm256_sub_epi32(chunk_dots(w, a), _mm256_slli_epi32::<SHIFT>(groups))
+}
+
 /// Scales for the chunk layout: `[d0 d0 d1 d1 d2 d2 d3 d3]`.
 #[inline(always)]
 unsafe fn spread_pairs(four: __m128) -> __m256 {
@@ -111,10 +120,7 @@ impl Quad for QuadQ4_0 {
     }
     #[inline(always)]
     unsafe fn dot(w: &Self::Ready, a: &Q8Block) -> __m256i {
-        // sum((q - 8) * y) = sum(q * y) - 8 * sum(y), per lane: a row's even lane holds the even groups of four
-        // elements and its odd lane the odd ones, so each lane is an exact partial dot product of its own terms.
-        let groups = _mm256_set1_epi64x((a.group_sums.as_ptr() as *const i64).read_unaligned());
-        _mm256_sub_epi32(chunk_dots(w, a), _mm256_slli_epi32::<3>(groups))
+        offset_chunk_dots::<3>(w, a)
     }
     #[inline(always)]
     fn scales(&self) -> &[half::f16; QUAD] {
@@ -231,10 +237,8 @@ impl Quad for QuadQ5_0 {
     }
     #[inline(always)]
     unsafe fn dot(w: &Self::Ready, a: &Q8Block) -> __m256i {
-        // sum((q - 16) * y) = sum(q * y) - 16 * sum(y), lane by lane as for Q4_0. A `maddubs` pair is at most
-        // 2 x 31 x 127, so the four chunks still add up in i16.
-        let groups = _mm256_set1_epi64x((a.group_sums.as_ptr() as *const i64).read_unaligned());
-        _mm256_sub_epi32(chunk_dots(w, a), _mm256_slli_epi32::<4>(groups))
+        // A `maddubs` pair is at most 2 x 31 x 127, so the four chunks still add up in i16.
+        offset_chunk_dots::<4>(w, a)
     }
     #[inline(always)]
     fn scales(&self) -> &[half::f16; QUAD] {
