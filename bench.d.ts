@@ -54,3 +54,47 @@ export declare function probeLimits(options?: { threads?: number; seconds?: numb
 
 /** Times one matrix product of seedinfer's kernels on the given shape and format. Errors carry `code` (`INVALID_OPTION`, …). */
 export declare function timeProduct(options: ProductTimingOptions): Promise<ProductTiming>;
+
+export interface AttentionTimingOptions {
+  /** Query heads. */
+  heads: number;
+  /** KV heads; `heads` must be a multiple (grouped-query attention). */
+  kvHeads: number;
+  /** Elements per head, even, at most 1024. */
+  headDim: number;
+  /** Cached positions before the new queries (0 allowed). */
+  context: number;
+  /** New queries: 1 is a decode step, more a prompt chunk (causal among themselves). Default 1. */
+  tokens?: number;
+  /** KV cache storage: `f32`, `f16` (the engine's default) or `int8`. Default `f16`. */
+  dtype?: 'f32' | 'f16' | 'int8';
+  /** Positions per cache block, a multiple of 8. Default 32, the engine's default. */
+  blockSize?: number;
+  /** Threads of the attention's pool. Default 1. */
+  threads?: number;
+  /** Timed batches; the median is reported. Default 5. */
+  samples?: number;
+  /** Length of one batch of attentions, seconds. Default 0.02. */
+  batchSeconds?: number;
+}
+
+export interface AttentionTiming {
+  heads: number;
+  kvHeads: number;
+  headDim: number;
+  context: number;
+  tokens: number;
+  dtype: 'f32' | 'f16' | 'int8';
+  blockSize: number;
+  threads: number;
+  /** Bytes of keys and values in the cache (the last query reads all of them). */
+  cacheBytes: number;
+  secondsPerAttention: number;
+  /** Cache bytes per second: compare with `MachineLimits.readGbPerSecond` for a decode step. */
+  gbPerSecond: number;
+  /** 4·heads·headDim per (query, visible position) pair per second (scores and weighted values). */
+  gopsPerSecond: number;
+}
+
+/** Times the engine's attention over a filled KV cache on the given shape. Errors carry `code` (`INVALID_OPTION`, …). */
+export declare function timeAttention(options: AttentionTimingOptions): Promise<AttentionTiming>;

@@ -414,3 +414,26 @@ test('Q5_0 / Q5_1 tensors load as stored; a Q5 tensor whose bytes do not match i
   }
   await stillWorks(t);
 });
+
+test('the native binding reports the code as a property of its errors, not inside the message', async (t) => {
+  const { native } = await import('../src/native.js');
+  const binding = native();
+  // A rejection from a worker task.
+  const bad = writeTemp('bad-magic-native.gguf', Buffer.from('NOPE0000000000000000000000000000'));
+  const rejected = await t.throwsAsync(() => binding.loadModel(bad, {}));
+  t.is((rejected as Error & { code?: string }).code, 'BAD_MAGIC');
+  t.false(rejected!.message.startsWith('BAD_MAGIC'), rejected!.message);
+  // A synchronous throw.
+  const thrown = t.throws(() => binding.loadModel(validPath, { weights: 'q9_9' }));
+  t.is((thrown as Error & { code?: string }).code, 'INVALID_OPTION');
+  t.true(thrown!.message.startsWith('option weights must be one of'), thrown!.message);
+  // An error event of a streamed generation (through the public API: code and message stay apart).
+  const model = await Model.load(validPath, { threads: 1 });
+  const controller = new AbortController();
+  controller.abort();
+  const aborted = await t.throwsAsync(model.createSession().generateText([1], { maxTokens: 3, signal: controller.signal }));
+  t.true(aborted instanceof SeedinferError);
+  t.is((aborted as SeedinferError).code, 'ABORTED');
+  t.false(aborted!.message.startsWith('ABORTED'), aborted!.message);
+  model.dispose();
+});

@@ -1,7 +1,7 @@
 // seedinfer/bench, through the package's own export map: timed products of every kernel format and the machine
 // limits. No speed is asserted (speed belongs in benchmarks); the figures must be consistent with each other.
 import test from 'ava';
-import type { ProductTiming } from '../bench.js';
+import type { AttentionTiming, ProductTiming } from '../bench.js';
 
 const api = import('seedinfer/bench');
 
@@ -30,4 +30,23 @@ test('probeLimits measures bandwidth and peaks; bad input is a coded error', asy
   t.is(await code(timeProduct({ format: 'q4_0', rows: 4, cols: 33 })), 'INVALID_OPTION');
   t.is(await code(timeProduct({ format: 'f32', rows: 0, cols: 32 })), 'INVALID_OPTION');
   t.is(await code(timeProduct({ format: 'f32', rows: 4, cols: 32, samples: 0 })), 'INVALID_OPTION');
+});
+
+test('timeAttention times decode and prompt attention over every cache dtype; bad shapes are coded errors', async (t) => {
+  const { timeAttention } = await api;
+  for (const dtype of ['f32', 'f16', 'int8'] as const) {
+    for (const [context, tokens] of [[0, 1], [300, 1], [64, 16]]) {
+      const r: AttentionTiming = await timeAttention({ heads: 9, kvHeads: 3, headDim: 64, context, tokens, dtype, threads: 2, samples: 3, batchSeconds: 0.002 });
+      t.true(r.secondsPerAttention > 0 && Number.isFinite(r.secondsPerAttention), `${dtype} ${context}: ${r.secondsPerAttention}`);
+      t.is(r.gbPerSecond.toPrecision(6), (r.cacheBytes / r.secondsPerAttention / 1e9).toPrecision(6));
+      t.true(r.cacheBytes > 0);
+    }
+  }
+  const f32 = await timeAttention({ heads: 4, kvHeads: 2, headDim: 64, context: 63, dtype: 'f32', samples: 1, batchSeconds: 0.001 });
+  t.is(f32.cacheBytes, 2 * 2 * 32 * 64 * 4 * 2, 'two blocks of 32 positions, keys and values, 2 KV heads x 64 f32');
+  const code = async (p: Promise<unknown>) => ((await t.throwsAsync(p)) as unknown as { code: string }).code;
+  t.is(await code(timeAttention({ heads: 9, kvHeads: 2, headDim: 64, context: 8 })), 'INVALID_OPTION');
+  t.is(await code(timeAttention({ heads: 4, kvHeads: 2, headDim: 63, context: 8 })), 'INVALID_OPTION');
+  t.is(await code(timeAttention({ heads: 4, kvHeads: 2, headDim: 64, context: -1 })), 'INVALID_OPTION');
+  t.is(await code(timeAttention({ heads: 4, kvHeads: 2, headDim: 64, context: 8, dtype: 'q4' as 'f16' })), 'INVALID_OPTION');
 });

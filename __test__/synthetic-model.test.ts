@@ -50,11 +50,12 @@ test('writeSyntheticModel: unknown formats and bad seeds are INVALID_OPTION; a m
   const dir = tempDir();
   t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
   const out = path.join(dir, 'x.gguf');
-  const code = (f: () => unknown) => (t.throws(f) as Error).message.split(':')[0];
+  const code = (f: () => unknown) => (t.throws(f) as Error & { code: string }).code;
   t.is(code(() => tools.writeSyntheticModel('/nonexistent.gguf', out, 'q3' as 'q8_0', 1)), 'INVALID_OPTION');
   t.is(code(() => tools.writeSyntheticModel('/nonexistent.gguf', out, 'q8_0', -1)), 'INVALID_OPTION');
   t.is(code(() => tools.writeSyntheticModel('/nonexistent.gguf', out, 'q8_0', 0.5)), 'INVALID_OPTION');
   const missing = await t.throwsAsync(tools.writeSyntheticModel('/nonexistent.gguf', out, 'q8_0', 1));
-  t.regex(missing.message, /^MODEL_NOT_FOUND: /);
+  t.is((missing as Error & { code: string }).code, 'MODEL_NOT_FOUND');
+  t.regex(missing.message, /nonexistent.gguf/);
   t.deepEqual(fs.readdirSync(dir), []);
 });

@@ -1,11 +1,13 @@
 // Matrix-kernel speed against this machine's own limits: f32, f16, bf16, Q8_0, Q4_0, Q4_1, Q5_0 and Q5_1 weights, GEMV (1 token) and
 // GEMM (64 and 512 tokens) on the SmolLM2-135M shapes, plus one matrix over 256 MB per format (GEMV only: it is
-// the memory-bound case), at 1 and 2 threads.
+// the memory-bound case), at 1 and 2 threads; then the engine's attention on SmolLM2's shape (9 query heads, 3 KV
+// heads of 64) over an f16 paged cache: a decoded token at 128/512/2048 cached positions and a 512-token prompt.
 //
 //   npm run bench:kernels                 # markdown tables
 //   npm run -s bench:kernels -- --json    # only a JSON array of rows on stdout (-s: no npm banner)
 //   npm run bench:kernels -- --quick      # fewer shapes, 64-token GEMM only, short budgets (smoke test)
 //   npm run bench:kernels -- --formats f32,f16   # only these formats
+//   npm run bench:kernels -- --formats none      # attention only
 //
 // Method:
 // - First `probeLimits` (Rust, same process, same rayon pool sizes) measures streaming read bandwidth over
@@ -21,6 +23,8 @@
 // - gbPerSecond = weight bytes / time; gopsPerSecond = 2·rows·cols·tokens / time; fractions are against the
 //   bandwidth and the compute peak (int8 for block formats, f32 FMA for f32/f16/bf16) measured with the same
 //   threads.
+// - Attention rows (`timeAttention`'s native bench, same batching): GB/s = cache bytes / time (a decoded token
+//   reads the whole cache), against the read bandwidth.
 import { Bench } from 'tinybench';
 import { KERNEL_FORMATS } from '../src/bench.js';
 import { argument } from './cli-args.js';
@@ -49,7 +53,8 @@ const quick = process.argv.includes('--quick');
 const log = (message: string) => process.stderr.write(`${message}\n`);
 
 const kernels: NativeBinding = native();
-const formats = (argument('formats')?.split(',') ?? KERNEL_FORMATS) as NativeKernelFormat[];
+const formatsArgument = argument('formats');
+const formats = (formatsArgument === 'none' ? [] : (formatsArgument?.split(',') ?? KERNEL_FORMATS)) as NativeKernelFormat[];
 /** Float formats are judged against the f32 FMA peak, block formats against the int8 peak. */
 const isFloat = (format: NativeKernelFormat) => format === 'f32' || format === 'f16' || format === 'bf16';
 const threadCounts = [1, 2];
@@ -143,8 +148,42 @@ for (const format of formats) {
   }
 }
 
+interface AttentionRow {
+  kernel: 'attention';
+  context: number;
+  tokens: number;
+  threads: number;
+  seconds: number;
+  gbPerSecond: number;
+  fractionOfBandwidth: number;
+}
+const attentionRows: AttentionRow[] = [];
+const attentionCases: [number, number][] = quick ? [[512, 1]] : [[128, 1], [512, 1], [2048, 1], [0, 512]];
+for (const [context, tokens] of attentionCases) {
+  for (const threads of threadCounts) {
+    const shape = { heads: 9, kvHeads: 3, headDim: 64, context, tokens, dtype: 'f16', blockSize: 32 };
+    const bench = await kernels.createAttentionBench(shape, threads);
+    try {
+      const seconds = await secondsPerProduct((n) => bench.run(n));
+      const gbPerSecond = bench.cacheBytes / seconds / 1e9;
+      attentionRows.push({
+        kernel: 'attention',
+        context,
+        tokens,
+        threads,
+        seconds,
+        gbPerSecond,
+        fractionOfBandwidth: gbPerSecond / limits.get(threads)!.readGbPerSecond,
+      });
+      log(`attention context=${context} t=${tokens} threads=${threads}: ${(seconds * 1e6).toFixed(1)} µs, ${gbPerSecond.toFixed(2)} GB/s`);
+    } finally {
+      bench.dispose();
+    }
+  }
+}
+
 if (json) {
-  console.log(JSON.stringify(rows, null, 2));
+  console.log(JSON.stringify([...rows, ...attentionRows], null, 2));
 } else {
   const pct = (v: number) => `${(v * 100).toFixed(1)}%`;
   console.log(`Kernel ISA: ${isa}; ${new Date().toISOString().slice(0, 10)}${quick ? ' (quick)' : ''}\n`);
@@ -161,6 +200,14 @@ if (json) {
     console.log(
       `| ${r.kernel} | ${r.format} | ${r.rows}x${r.cols} | ${r.tokens} | ${r.threads} | ${r.gbPerSecond.toFixed(2)} | ` +
         `${r.gopsPerSecond.toFixed(2)} | ${pct(r.fractionOfBandwidth)} | ${pct(r.fractionOfCompute)} |`,
+    );
+  }
+  console.log('\n| attention (9 heads, 3 KV heads x 64, f16 cache) | tokens | threads | µs | cache GB/s | of bandwidth |');
+  console.log('|---|---:|---:|---:|---:|---:|');
+  for (const r of attentionRows) {
+    console.log(
+      `| ${r.tokens === 1 ? `decode at ${r.context} positions` : `${r.tokens}-token prompt`} | ${r.tokens} | ${r.threads} | ` +
+        `${(r.seconds * 1e6).toFixed(1)} | ${r.gbPerSecond.toFixed(2)} | ${r.tokens === 1 ? pct(r.fractionOfBandwidth) : '—'} |`,
     );
   }
 }

@@ -3,7 +3,41 @@
 // neither napi nor promise overhead is in the figures.
 import { SeedinferError, toSeedinferError } from './errors.js';
 import { native } from './native.js';
-import type { KernelFormat, MachineLimits, ProductTiming, ProductTimingOptions } from '../bench.js';
+import type {
+  AttentionTiming,
+  AttentionTimingOptions,
+  KernelFormat,
+  MachineLimits,
+  ProductTiming,
+  ProductTimingOptions,
+} from '../bench.js';
+
+function checkSampling(samples: number, batchSeconds: number): void {
+  if (!Number.isInteger(samples) || samples < 1 || samples > 1000) {
+    throw new SeedinferError('INVALID_OPTION', `samples must be an integer from 1 to 1000, got ${String(samples)}`);
+  }
+  if (!(batchSeconds > 0 && batchSeconds <= 10)) {
+    throw new SeedinferError('INVALID_OPTION', `batchSeconds must be in (0, 10], got ${String(batchSeconds)}`);
+  }
+}
+
+/** The median seconds of one run over `samples` batches of about `batchSeconds` each. */
+async function medianSeconds(bench: { run(iterations: number): Promise<number> }, samples: number, batchSeconds: number): Promise<number> {
+  const first = await bench.run(1);
+  const batch = Math.max(1, Math.round(batchSeconds / Math.max(first, 1e-9)));
+  const times: number[] = [];
+  for (let i = 0; i < samples; i++) times.push((await bench.run(batch)) / batch);
+  times.sort((a, b) => a - b);
+  return times[Math.floor(times.length / 2)];
+}
+
+/** Throws INVALID_OPTION unless `value` is an integer in [min, max]. */
+function checkCount(name: string, value: unknown, min: number, max: number): number {
+  if (typeof value !== 'number' || !Number.isInteger(value) || value < min || value > max) {
+    throw new SeedinferError('INVALID_OPTION', `${name} must be an integer from ${min} to ${max}, got ${String(value)}`);
+  }
+  return value;
+}
 
 /** The weight formats `timeProduct` takes. */
 export const KERNEL_FORMATS: readonly KernelFormat[] = ['f32', 'f16', 'bf16', 'q8_0', 'q4_0', 'q4_1', 'q5_0', 'q5_1'];
@@ -27,20 +61,10 @@ export async function timeProduct(options: ProductTimingOptions): Promise<Produc
   try {
     if (typeof options !== 'object' || options === null) throw new SeedinferError('INVALID_OPTION', 'timeProduct needs { format, rows, cols }');
     const { format, rows, cols, tokens = 1, threads = 1, samples = 5, batchSeconds = 0.02 } = options;
-    if (!Number.isInteger(samples) || samples < 1 || samples > 1000) {
-      throw new SeedinferError('INVALID_OPTION', `samples must be an integer from 1 to 1000, got ${String(samples)}`);
-    }
-    if (!(batchSeconds > 0 && batchSeconds <= 10)) {
-      throw new SeedinferError('INVALID_OPTION', `batchSeconds must be in (0, 10], got ${String(batchSeconds)}`);
-    }
+    checkSampling(samples, batchSeconds);
     const bench = await native().createKernelBench(format, rows, cols, tokens, threads);
     try {
-      const first = await bench.run(1);
-      const batch = Math.max(1, Math.round(batchSeconds / Math.max(first, 1e-9)));
-      const times: number[] = [];
-      for (let i = 0; i < samples; i++) times.push((await bench.run(batch)) / batch);
-      times.sort((a, b) => a - b);
-      const seconds = times[Math.floor(times.length / 2)];
+      const seconds = await medianSeconds(bench, samples, batchSeconds);
       return {
         format,
         rows,
@@ -52,6 +76,46 @@ export async function timeProduct(options: ProductTimingOptions): Promise<Produc
         secondsPerProduct: seconds,
         gbPerSecond: bench.weightBytes / seconds / 1e9,
         gopsPerSecond: (2 * rows * cols * tokens) / seconds / 1e9,
+      };
+    } finally {
+      bench.dispose();
+    }
+  } catch (error) {
+    throw toSeedinferError(error);
+  }
+}
+
+/**
+ * Times the engine's attention (the scheduler the forward pass uses) of `tokens` new queries over a paged KV cache
+ * of `context` earlier positions in `dtype`, filled with deterministic random keys and values: the median of
+ * `samples` batches, each lasting about `batchSeconds`.
+ */
+export async function timeAttention(options: AttentionTimingOptions): Promise<AttentionTiming> {
+  try {
+    if (typeof options !== 'object' || options === null) throw new SeedinferError('INVALID_OPTION', 'timeAttention needs { heads, kvHeads, headDim, context }');
+    const { tokens = 1, threads = 1, dtype = 'f16', blockSize = 32, samples = 5, batchSeconds = 0.02 } = options;
+    const shape = {
+      heads: checkCount('heads', options.heads, 1, 1024),
+      kvHeads: checkCount('kvHeads', options.kvHeads, 1, 1024),
+      headDim: checkCount('headDim', options.headDim, 2, 1024),
+      context: checkCount('context', options.context, 0, 1 << 24),
+      tokens: checkCount('tokens', tokens, 1, 1 << 16),
+      blockSize: checkCount('blockSize', blockSize, 8, 1024),
+      dtype,
+    };
+    checkSampling(samples, batchSeconds);
+    const bench = await native().createAttentionBench(shape, threads);
+    try {
+      const seconds = await medianSeconds(bench, samples, batchSeconds);
+      // Query t sees context + t + 1 positions; each score and each weighted value is one multiply-add per element.
+      const scored = shape.tokens * shape.context + (shape.tokens * (shape.tokens + 1)) / 2;
+      return {
+        ...shape,
+        threads,
+        cacheBytes: bench.cacheBytes,
+        secondsPerAttention: seconds,
+        gbPerSecond: bench.cacheBytes / seconds / 1e9,
+        gopsPerSecond: (4 * shape.heads * shape.headDim * scored) / seconds / 1e9,
       };
     } finally {
       bench.dispose();

@@ -9,16 +9,25 @@ export class SeedinferError extends Error {
   }
 }
 
-// The native binding reports failures as "CODE: message" (see crates/seedinfer-node/src/error.rs).
-const NATIVE_CODE = /^([A-Z][A-Z0-9_]+): ([\s\S]*)$/;
+// seedinfer's codes are upper snake case; napi-rs's own failures (argument conversion) carry its status names
+// (`InvalidArg`, `NumberExpected`, …) and become INTERNAL.
+const CODE = /^[A-Z][A-Z0-9_]*$/;
 
-/** Turns an error thrown by the native binding (or anything else) into a SeedinferError. */
+/**
+ * Turns an error thrown by the native binding (or anything else) into a SeedinferError. The binding's errors carry
+ * seedinfer's stable code in their `code` property (crates/seedinfer-node/src/error.rs).
+ */
 export function toSeedinferError(error: unknown): SeedinferError {
   if (error instanceof SeedinferError) return error;
   const message = error instanceof Error ? error.message : String(error);
-  const match = NATIVE_CODE.exec(message);
-  if (match) return new SeedinferError(match[1], match[2], { cause: error });
+  const code = (error as { code?: unknown } | null)?.code;
+  if (typeof code === 'string' && CODE.test(code)) return new SeedinferError(code, message, { cause: error });
   return new SeedinferError('INTERNAL', message, { cause: error });
+}
+
+/** The error of a native `error` event (generation, quantisation): its code and message travel as two fields. */
+export function eventError(event: { errorCode?: string | null; error?: string | null }, fallback: string): SeedinferError {
+  return new SeedinferError(event.errorCode ?? 'INTERNAL', event.error ?? fallback);
 }
 
 /** Throws INVALID_OPTION unless `value` is undefined or a finite number within [min, max]. */

@@ -2,7 +2,7 @@
 // a seedinfer container that Model.load reads. The encoding runs on native threads; the event loop stays free.
 import path from 'node:path';
 import { mkdirSync } from 'node:fs';
-import { SeedinferError, toSeedinferError } from './errors.js';
+import { SeedinferError, toSeedinferError, eventError } from './errors.js';
 import { resolveModelSource } from './fetch/resolve.js';
 import { native } from './native.js';
 import { withAbortFlag } from './abort.js';
@@ -35,7 +35,7 @@ export async function quantizeModel(source: string | undefined, options: Quantiz
           if (event.kind === 'progress') {
             options.onProgress?.({ phase: 'quantize', name: event.tensor ?? '', completed: event.doneWeights ?? 0, total: event.totalWeights });
           } else if (event.kind === 'done' && event.report) resolve(event.report);
-          else reject(toSeedinferError(new Error(event.error ?? 'INTERNAL: the quantisation ended without a result')));
+          else reject(eventError(event, 'the quantisation ended without a result'));
         }, flag);
       }),
     );

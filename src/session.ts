@@ -1,7 +1,7 @@
 // Sessions (a conversation with its own KV cache) and streaming generations.
 import { withAbortFlag } from './abort.js';
 import { randomInt } from 'node:crypto';
-import { SeedinferError, checkNumberOption, toSeedinferError } from './errors.js';
+import { SeedinferError, checkNumberOption, toSeedinferError, eventError } from './errors.js';
 import type { AbortOptions, GenerateOptions, GenerationResult, PrefillOptions, PrefillReport } from '../index.js';
 import type {
   NativeGenerateOptions,
@@ -290,7 +290,7 @@ export class Session {
                 prefill: prefillReport(r.prefill, r.timings.promptTokens),
               });
             } else {
-              reject(toSeedinferError(new Error(event.error ?? 'INTERNAL: generation failed without a reason')));
+              reject(eventError(event, 'generation failed without a reason'));
             }
           },
           abortFlag,

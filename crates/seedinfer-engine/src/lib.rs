@@ -1,6 +1,7 @@
 //! seedinfer's inference engine for Llama-family models. Knows nothing of Node: the napi binding wraps it.
 
 mod attention;
+pub mod attention_bench;
 pub mod config;
 pub mod error;
 pub mod forward;

@@ -1,16 +1,46 @@
 //! Errors and panics crossing into JavaScript.
+//!
+//! Every failure the binding reports is a JS `Error` whose `code` property is seedinfer's stable code
+//! (`INVALID_OPTION`, `CORRUPT_FILE`, …) and whose `message` is the human-readable reason: napi-rs creates the
+//! error object with `napi_create_error(code, message)`, so the code travels as a field, never inside the text.
 
-use napi::{Error, Status};
+use napi::bindgen_prelude::{Env, JsError};
 use seedinfer_engine::EngineError;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
-/// The engine's error as a JS error whose message starts with its stable code.
-pub fn to_js(error: EngineError) -> Error {
+/// A stable error code, the `code` property of the JS error.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Code(pub &'static str);
+
+impl AsRef<str> for Code {
+    fn as_ref(&self) -> &str {
+        self.0
+    }
+}
+
+/// A failure on its way to JavaScript: napi-rs throws it (or rejects with it) as an `Error` with `code`.
+pub type Failure = napi::Error<Code>;
+
+/// The result type of every binding function: `#[napi]` functions returning it throw a coded error.
+pub type Result<T> = std::result::Result<T, Failure>;
+
+/// A failure with `code` and `message`.
+pub fn coded(code: &'static str, message: &str) -> Failure {
+    napi::Error::new(Code(code), message.to_string())
+}
+
+/// The engine's error, with its own code.
+pub fn to_js(error: EngineError) -> Failure {
     coded(error.code(), &error.to_string())
 }
 
-pub fn coded(code: &str, message: &str) -> Error {
-    Error::new(Status::GenericFailure, format!("{code}: {message}"))
+/// Turns a worker task's failure into the JS error its promise rejects with (on the JS thread).
+///
+/// `Task::compute` must return napi-rs's own `Error`, whose code is a fixed `Status`; tasks therefore compute a
+/// `Result<T>` of ours and settle it here: the JS error object is built with its code and handed to napi-rs
+/// as a reference, which the rejection reuses as is.
+pub fn settle<T>(env: Env, outcome: Result<T>) -> napi::Result<T> {
+    outcome.map_err(|failure| napi::Error::from(JsError::from(failure).into_unknown(env)))
 }
 
 fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
@@ -22,7 +52,7 @@ fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
 }
 
 /// Runs `work`, turning a panic into an `INTERNAL` error so that no panic crosses into Node.
-pub fn catch_panics<T>(work: impl FnOnce() -> napi::Result<T>) -> napi::Result<T> {
+pub fn catch_panics<T>(work: impl FnOnce() -> Result<T>) -> Result<T> {
     catch_unwind(AssertUnwindSafe(work)).unwrap_or_else(|payload| {
         Err(coded(
             "INTERNAL",
@@ -31,7 +61,7 @@ pub fn catch_panics<T>(work: impl FnOnce() -> napi::Result<T>) -> napi::Result<T
     })
 }
 
-/// Runs `work`, turning engine errors and panics into JS errors.
-pub fn guarded<T>(work: impl FnOnce() -> Result<T, EngineError>) -> napi::Result<T> {
+/// Runs `work`, turning engine errors and panics into coded failures.
+pub fn guarded<T>(work: impl FnOnce() -> std::result::Result<T, EngineError>) -> Result<T> {
     catch_panics(|| work().map_err(to_js))
 }

@@ -1,14 +1,14 @@
 //! GGUF files for benchmarks and tests: synthetic random-weight copies of a model, and a file's tensor table.
 //! Used by `bench/peers/side-by-side.ts`.
 
-use crate::error::{catch_panics, coded};
+use crate::error::{catch_panics, coded, settle, Result};
 use napi::bindgen_prelude::*;
 use napi_derive::napi;
 use seedinfer_formats::synthetic::write_synthetic_model as write_synthetic;
 use seedinfer_formats::{FormatError, GgufFile, TensorType};
 use std::path::PathBuf;
 
-fn to_js(error: FormatError) -> Error {
+fn to_js(error: FormatError) -> crate::error::Failure {
     coded(error.code(), &error.to_string())
 }
 
@@ -19,17 +19,25 @@ pub struct WriteSyntheticModelTask {
     seed: u64,
 }
 
-impl Task for WriteSyntheticModelTask {
-    type Output = ();
-    type JsValue = ();
-
-    fn compute(&mut self) -> Result<Self::Output> {
+impl WriteSyntheticModelTask {
+    /// The task's work on the worker thread.
+    fn outcome(&mut self) -> Result<()> {
         catch_panics(|| {
             write_synthetic(&self.source, &self.out, self.matrix_type, self.seed).map_err(to_js)
         })
     }
+}
 
-    fn resolve(&mut self, _env: Env, _output: Self::Output) -> Result<Self::JsValue> {
+impl Task for WriteSyntheticModelTask {
+    type Output = Result<()>;
+    type JsValue = ();
+
+    fn compute(&mut self) -> napi::Result<Self::Output> {
+        Ok(self.outcome())
+    }
+
+    fn resolve(&mut self, env: Env, output: Self::Output) -> napi::Result<Self::JsValue> {
+        settle(env, output)?;
         Ok(())
     }
 }

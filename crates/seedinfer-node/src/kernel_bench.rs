@@ -2,7 +2,7 @@
 //! inside a rayon pool of a chosen size, and the machine-limit probes of `seedinfer_kernels::limits` measured in
 //! the same process. Used by `bench/kernels.ts`.
 
-use crate::error::{catch_panics, coded};
+use crate::error::{catch_panics, coded, settle, Result};
 use napi::bindgen_prelude::*;
 use napi_derive::napi;
 use seedinfer_formats::{quantize_row, TensorType};
@@ -16,14 +16,14 @@ use std::time::Instant;
 
 /// Largest matrix, activation or output buffer a bench may allocate.
 const MAX_BYTES: usize = (2 << 30) - 1;
-const MAX_THREADS: usize = 256;
+pub(crate) const MAX_THREADS: usize = 256;
 
-fn invalid(message: String) -> Error {
+pub(crate) fn invalid(message: String) -> crate::error::Failure {
     coded("INVALID_OPTION", &message)
 }
 
 /// A count from JavaScript: a whole number in `1..=max`.
-fn count(name: &str, value: f64, max: usize) -> Result<usize> {
+pub(crate) fn count(name: &str, value: f64, max: usize) -> Result<usize> {
     if value.fract() != 0.0 || !(1.0..=max as f64).contains(&value) {
         return Err(invalid(format!(
             "{name} must be a whole number from 1 to {max}, got {value}"
@@ -182,11 +182,9 @@ pub struct CreateKernelBenchTask {
     threads: usize,
 }
 
-impl Task for CreateKernelBenchTask {
-    type Output = Inner;
-    type JsValue = NativeKernelBench;
-
-    fn compute(&mut self) -> Result<Self::Output> {
+impl CreateKernelBenchTask {
+    /// The task's work on the worker thread.
+    fn outcome(&mut self) -> Result<Inner> {
         catch_panics(|| {
             Ok(Inner::build(
                 self.tensor_type,
@@ -197,8 +195,18 @@ impl Task for CreateKernelBenchTask {
             ))
         })
     }
+}
 
-    fn resolve(&mut self, _env: Env, inner: Self::Output) -> Result<Self::JsValue> {
+impl Task for CreateKernelBenchTask {
+    type Output = Result<Inner>;
+    type JsValue = NativeKernelBench;
+
+    fn compute(&mut self) -> napi::Result<Self::Output> {
+        Ok(self.outcome())
+    }
+
+    fn resolve(&mut self, env: Env, inner: Self::Output) -> napi::Result<Self::JsValue> {
+        let inner = settle(env, inner)?;
         Ok(NativeKernelBench {
             inner: Some(Arc::new(inner)),
         })
@@ -267,15 +275,23 @@ pub struct RunTask {
     iterations: usize,
 }
 
-impl Task for RunTask {
-    type Output = f64;
-    type JsValue = f64;
-
-    fn compute(&mut self) -> Result<Self::Output> {
+impl RunTask {
+    /// The task's work on the worker thread.
+    fn outcome(&mut self) -> Result<f64> {
         catch_panics(|| Ok(self.inner.run(self.iterations)))
     }
+}
 
-    fn resolve(&mut self, _env: Env, seconds: Self::Output) -> Result<Self::JsValue> {
+impl Task for RunTask {
+    type Output = Result<f64>;
+    type JsValue = f64;
+
+    fn compute(&mut self) -> napi::Result<Self::Output> {
+        Ok(self.outcome())
+    }
+
+    fn resolve(&mut self, env: Env, seconds: Self::Output) -> napi::Result<Self::JsValue> {
+        let seconds = settle(env, seconds)?;
         Ok(seconds)
     }
 }
@@ -326,11 +342,9 @@ pub struct ProbeLimitsTask {
     seconds: f64,
 }
 
-impl Task for ProbeLimitsTask {
-    type Output = NativeLimits;
-    type JsValue = NativeLimits;
-
-    fn compute(&mut self) -> Result<Self::Output> {
+impl ProbeLimitsTask {
+    /// The task's work on the worker thread.
+    fn outcome(&mut self) -> Result<NativeLimits> {
         catch_panics(|| {
             Ok(NativeLimits {
                 read_gb_per_second: limits::read_bandwidth(512 << 20, self.threads, self.seconds),
@@ -339,8 +353,18 @@ impl Task for ProbeLimitsTask {
             })
         })
     }
+}
 
-    fn resolve(&mut self, _env: Env, limits: Self::Output) -> Result<Self::JsValue> {
+impl Task for ProbeLimitsTask {
+    type Output = Result<NativeLimits>;
+    type JsValue = NativeLimits;
+
+    fn compute(&mut self) -> napi::Result<Self::Output> {
+        Ok(self.outcome())
+    }
+
+    fn resolve(&mut self, env: Env, limits: Self::Output) -> napi::Result<Self::JsValue> {
+        let limits = settle(env, limits)?;
         Ok(limits)
     }
 }

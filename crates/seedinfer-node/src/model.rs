@@ -1,6 +1,6 @@
 //! `NativeModel`: loading (on a worker thread), model facts, tokenizer access, session creation.
 
-use crate::error::{coded, guarded};
+use crate::error::{coded, guarded, settle, Result};
 use crate::session::{NativeAbortFlag, NativeSession};
 use napi::bindgen_prelude::*;
 use napi_derive::napi;
@@ -118,15 +118,23 @@ pub struct LoadModelTask {
     options: LoadOptions,
 }
 
-impl Task for LoadModelTask {
-    type Output = Arc<Model>;
-    type JsValue = NativeModel;
-
-    fn compute(&mut self) -> Result<Self::Output> {
+impl LoadModelTask {
+    /// The task's work on the worker thread.
+    fn outcome(&mut self) -> Result<Arc<Model>> {
         guarded(|| Model::load(&self.path, &self.options).map(Arc::new))
     }
+}
 
-    fn resolve(&mut self, _env: Env, model: Self::Output) -> Result<Self::JsValue> {
+impl Task for LoadModelTask {
+    type Output = Result<Arc<Model>>;
+    type JsValue = NativeModel;
+
+    fn compute(&mut self) -> napi::Result<Self::Output> {
+        Ok(self.outcome())
+    }
+
+    fn resolve(&mut self, env: Env, model: Self::Output) -> napi::Result<Self::JsValue> {
+        let model = settle(env, model)?;
         Ok(NativeModel { inner: model })
     }
 }
@@ -137,11 +145,9 @@ pub struct LoadSessionTask {
     abort: Arc<std::sync::atomic::AtomicBool>,
 }
 
-impl Task for LoadSessionTask {
-    type Output = Session;
-    type JsValue = NativeSession;
-
-    fn compute(&mut self) -> Result<Self::Output> {
+impl LoadSessionTask {
+    /// The task's work on the worker thread.
+    fn outcome(&mut self) -> Result<Session> {
         if self.abort.load(std::sync::atomic::Ordering::Relaxed) {
             return Err(coded(
                 "ABORTED",
@@ -150,8 +156,18 @@ impl Task for LoadSessionTask {
         }
         guarded(|| Session::load(Arc::clone(&self.model), &self.path))
     }
+}
 
-    fn resolve(&mut self, _env: Env, session: Self::Output) -> Result<Self::JsValue> {
+impl Task for LoadSessionTask {
+    type Output = Result<Session>;
+    type JsValue = NativeSession;
+
+    fn compute(&mut self) -> napi::Result<Self::Output> {
+        Ok(self.outcome())
+    }
+
+    fn resolve(&mut self, env: Env, session: Self::Output) -> napi::Result<Self::JsValue> {
+        let session = settle(env, session)?;
         Ok(NativeSession::from_session(session))
     }
 }

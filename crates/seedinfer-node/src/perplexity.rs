@@ -1,6 +1,6 @@
 //! `NativeModel.evaluatePerplexity`: perplexity of a token sequence, computed on a worker thread.
 
-use crate::error::{catch_panics, coded, to_js};
+use crate::error::{catch_panics, coded, settle, to_js, Result};
 use crate::model::NativeModel;
 use crate::session::NativeAbortFlag;
 use napi::bindgen_prelude::*;
@@ -44,11 +44,9 @@ pub struct PerplexityTask {
     abort: Arc<AtomicBool>,
 }
 
-impl Task for PerplexityTask {
-    type Output = Perplexity;
-    type JsValue = NativePerplexity;
-
-    fn compute(&mut self) -> Result<Self::Output> {
+impl PerplexityTask {
+    /// The task's work on the worker thread.
+    fn outcome(&mut self) -> Result<Perplexity> {
         catch_panics(|| {
             match self
                 .model
@@ -60,8 +58,18 @@ impl Task for PerplexityTask {
             }
         })
     }
+}
 
-    fn resolve(&mut self, _env: Env, p: Self::Output) -> Result<Self::JsValue> {
+impl Task for PerplexityTask {
+    type Output = Result<Perplexity>;
+    type JsValue = NativePerplexity;
+
+    fn compute(&mut self) -> napi::Result<Self::Output> {
+        Ok(self.outcome())
+    }
+
+    fn resolve(&mut self, env: Env, p: Self::Output) -> napi::Result<Self::JsValue> {
+        let p = settle(env, p)?;
         Ok(NativePerplexity {
             perplexity: p.perplexity(),
             tokens: p.tokens as u32,

@@ -1,7 +1,7 @@
 //! `quantizeModel`: the engine's quantiser on a thread of its own (a rayon pool of `threads`, all cores by
 //! default), with progress and the outcome streamed back through one thread-safe function, in order.
 
-use crate::error::{catch_panics, coded, to_js};
+use crate::error::{catch_panics, coded, to_js, Result};
 use crate::session::NativeAbortFlag;
 use napi::bindgen_prelude::*;
 use napi::threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode};
@@ -22,7 +22,7 @@ pub struct NativeQuantizeReport {
 }
 
 /// `progress` (with `tensor`, `doneWeights`, `totalWeights`), then `done` (with `report`) or `error` (with
-/// `error` as "CODE: message").
+/// `errorCode`, the stable code, and `error`, the message).
 #[napi(object)]
 pub struct NativeQuantizeEvent {
     pub kind: String,
@@ -30,6 +30,9 @@ pub struct NativeQuantizeEvent {
     pub done_weights: Option<f64>,
     pub total_weights: Option<f64>,
     pub report: Option<NativeQuantizeReport>,
+    /// The stable code of an `error` event (`ABORTED`, `CONTEXT_OVERFLOW`, …).
+    pub error_code: Option<String>,
+    /// The message of an `error` event.
     pub error: Option<String>,
 }
 
@@ -42,6 +45,7 @@ fn event(kind: &str) -> NativeQuantizeEvent {
         done_weights: None,
         total_weights: None,
         report: None,
+        error_code: None,
         error: None,
     }
 }
@@ -132,6 +136,7 @@ pub fn quantize_model(
                 }
                 Err(err) => {
                     let mut e = event("error");
+                    e.error_code = Some(err.status.0.to_string());
                     e.error = Some(err.reason.clone());
                     e
                 }

@@ -2,7 +2,7 @@
 //! Every event (each token, then `done` or `error`) travels through the same queue, so JavaScript sees
 //! them in order.
 
-use crate::error::{catch_panics, coded, to_js};
+use crate::error::{catch_panics, coded, settle, to_js, Result};
 use napi::bindgen_prelude::*;
 use napi::threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode};
 use napi_derive::napi;
@@ -143,13 +143,16 @@ pub struct NativeGenerationResult {
 }
 
 /// One streamed event: `token` (with `tokenId` and the text it completed), then `done` (with `result`) or
-/// `error` (with `error` as "CODE: message").
+/// `error` (with `errorCode`, the stable code, and `error`, the message).
 #[napi(object)]
 pub struct NativeGenerationEvent {
     pub kind: String,
     pub token_id: Option<u32>,
     pub text: Option<String>,
     pub result: Option<NativeGenerationResult>,
+    /// The stable code of an `error` event (`ABORTED`, `CONTEXT_OVERFLOW`, …).
+    pub error_code: Option<String>,
+    /// The message of an `error` event.
     pub error: Option<String>,
 }
 
@@ -195,7 +198,7 @@ pub struct NativeSession {
     busy: Arc<AtomicBool>,
 }
 
-fn disposed() -> napi::Error {
+fn disposed() -> crate::error::Failure {
     coded("DISPOSED", "the session was disposed; create a new one")
 }
 
@@ -242,6 +245,7 @@ fn event(kind: &str) -> NativeGenerationEvent {
         token_id: None,
         text: None,
         result: None,
+        error_code: None,
         error: None,
     }
 }
@@ -294,11 +298,9 @@ pub struct PredictNextTask {
     abort: Arc<AtomicBool>,
 }
 
-impl Task for PredictNextTask {
-    type Output = Vec<u32>;
-    type JsValue = Vec<u32>;
-
-    fn compute(&mut self) -> Result<Self::Output> {
+impl PredictNextTask {
+    /// The task's work on the worker thread.
+    fn outcome(&mut self) -> Result<Vec<u32>> {
         let outcome = catch_panics(|| {
             with_session(&self.state, |session| {
                 session
@@ -309,8 +311,18 @@ impl Task for PredictNextTask {
         self.busy.store(false, Ordering::Release);
         outcome
     }
+}
 
-    fn resolve(&mut self, _env: Env, output: Self::Output) -> Result<Self::JsValue> {
+impl Task for PredictNextTask {
+    type Output = Result<Vec<u32>>;
+    type JsValue = Vec<u32>;
+
+    fn compute(&mut self) -> napi::Result<Self::Output> {
+        Ok(self.outcome())
+    }
+
+    fn resolve(&mut self, env: Env, output: Self::Output) -> napi::Result<Self::JsValue> {
+        let output = settle(env, output)?;
         Ok(output)
     }
 }
@@ -322,11 +334,9 @@ pub struct SaveSessionTask {
     abort: Arc<AtomicBool>,
 }
 
-impl Task for SaveSessionTask {
-    type Output = ();
-    type JsValue = ();
-
-    fn compute(&mut self) -> Result<Self::Output> {
+impl SaveSessionTask {
+    /// The task's work on the worker thread.
+    fn outcome(&mut self) -> Result<()> {
         let outcome = catch_panics(|| {
             if self.abort.load(Ordering::Relaxed) {
                 return Err(coded("ABORTED", "the save was aborted before it started"));
@@ -338,8 +348,18 @@ impl Task for SaveSessionTask {
         self.busy.store(false, Ordering::Release);
         outcome
     }
+}
 
-    fn resolve(&mut self, _env: Env, _output: Self::Output) -> Result<Self::JsValue> {
+impl Task for SaveSessionTask {
+    type Output = Result<()>;
+    type JsValue = ();
+
+    fn compute(&mut self) -> napi::Result<Self::Output> {
+        Ok(self.outcome())
+    }
+
+    fn resolve(&mut self, env: Env, output: Self::Output) -> napi::Result<Self::JsValue> {
+        settle(env, output)?;
         Ok(())
     }
 }
@@ -507,7 +527,8 @@ impl NativeSession {
                 let last = match outcome {
                     Ok(out) if out.stop_reason == seedinfer_engine::StopReason::Aborted => {
                         let mut e = event("error");
-                        e.error = Some("ABORTED: the generation was aborted".to_string());
+                        e.error_code = Some("ABORTED".to_string());
+                        e.error = Some("the generation was aborted".to_string());
                         e.result = Some(to_result(out, params.prefill.name()));
                         e
                     }
@@ -518,6 +539,7 @@ impl NativeSession {
                     }
                     Err(err) => {
                         let mut e = event("error");
+                        e.error_code = Some(err.status.0.to_string());
                         e.error = Some(err.reason.clone());
                         e
                     }
