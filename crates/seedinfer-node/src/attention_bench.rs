@@ -1,7 +1,7 @@
 //! `seedinfer/bench`'s attention timing: the engine's attention scheduler over a filled paged KV cache
 //! (`seedinfer_engine::attention_bench`), built and run on worker threads.
 
-use crate::error::{catch_panics, guarded, settle, Result};
+use crate::error::{catch_panics, guarded, Coded, CodedTask, Result};
 use crate::kernel_bench::{count, invalid, MAX_THREADS};
 use napi::bindgen_prelude::*;
 use napi_derive::napi;
@@ -29,16 +29,15 @@ pub struct CreateAttentionBenchTask {
     threads: usize,
 }
 
-impl Task for CreateAttentionBenchTask {
-    type Output = Result<AttentionBench>;
+impl CodedTask for CreateAttentionBenchTask {
+    type Output = AttentionBench;
     type JsValue = NativeAttentionBench;
 
-    fn compute(&mut self) -> napi::Result<Self::Output> {
-        Ok(guarded(|| AttentionBench::new(self.shape, self.threads)))
+    fn compute(&mut self) -> Result<Self::Output> {
+        guarded(|| AttentionBench::new(self.shape, self.threads))
     }
 
-    fn resolve(&mut self, env: Env, bench: Self::Output) -> napi::Result<Self::JsValue> {
-        let bench = settle(env, bench)?;
+    fn resolve(&mut self, bench: Self::Output) -> Result<Self::JsValue> {
         Ok(NativeAttentionBench {
             cache_bytes: bench.cache_bytes() as f64,
             inner: Some(Arc::new(Mutex::new(bench))),
@@ -52,14 +51,14 @@ impl Task for CreateAttentionBenchTask {
 pub fn create_attention_bench(
     shape: NativeAttentionShape,
     threads: f64,
-) -> Result<AsyncTask<CreateAttentionBenchTask>> {
+) -> Result<AsyncTask<Coded<CreateAttentionBenchTask>>> {
     let dtype = KvDtype::parse(&shape.dtype).ok_or_else(|| {
         invalid(format!(
             "dtype must be f32, f16 or int8, got {:?}",
             shape.dtype
         ))
     })?;
-    Ok(AsyncTask::new(CreateAttentionBenchTask {
+    Ok(AsyncTask::new(Coded(CreateAttentionBenchTask {
         shape: AttentionShape {
             heads: shape.heads as usize,
             kv_heads: shape.kv_heads as usize,
@@ -70,7 +69,7 @@ pub fn create_attention_bench(
             block_size: shape.block_size as usize,
         },
         threads: count("threads", threads, MAX_THREADS)?,
-    }))
+    })))
 }
 
 /// A filled cache and its queries, ready to attend.
@@ -85,19 +84,19 @@ pub struct AttendTask {
     iterations: usize,
 }
 
-impl Task for AttendTask {
-    type Output = Result<f64>;
+impl CodedTask for AttendTask {
+    type Output = f64;
     type JsValue = f64;
 
-    fn compute(&mut self) -> napi::Result<Self::Output> {
-        Ok(catch_panics(|| match self.inner.lock() {
+    fn compute(&mut self) -> Result<Self::Output> {
+        catch_panics(|| match self.inner.lock() {
             Ok(mut bench) => Ok(bench.run(self.iterations)),
             Err(_) => Err(invalid("an earlier run of this bench failed".into())),
-        }))
+        })
     }
 
-    fn resolve(&mut self, env: Env, seconds: Self::Output) -> napi::Result<Self::JsValue> {
-        settle(env, seconds)
+    fn resolve(&mut self, seconds: Self::Output) -> Result<Self::JsValue> {
+        Ok(seconds)
     }
 }
 
@@ -105,15 +104,15 @@ impl Task for AttendTask {
 impl NativeAttentionBench {
     /// Runs the attention `iterations` times on a worker thread inside the bench's pool; resolves to the seconds.
     #[napi(ts_return_type = "Promise<number>")]
-    pub fn run(&self, iterations: f64) -> Result<AsyncTask<AttendTask>> {
+    pub fn run(&self, iterations: f64) -> Result<AsyncTask<Coded<AttendTask>>> {
         let inner = self
             .inner
             .as_ref()
             .ok_or_else(|| crate::error::coded("DISPOSED", "this attention bench was disposed"))?;
-        Ok(AsyncTask::new(AttendTask {
+        Ok(AsyncTask::new(Coded(AttendTask {
             inner: Arc::clone(inner),
             iterations: count("iterations", iterations, u32::MAX as usize)?,
-        }))
+        })))
     }
 
     /// Bytes of keys and values in the cache: the last query reads all of them.

@@ -4,7 +4,7 @@
 //! (`INVALID_OPTION`, `CORRUPT_FILE`, …) and whose `message` is the human-readable reason: napi-rs creates the
 //! error object with `napi_create_error(code, message)`, so the code travels as a field, never inside the text.
 
-use napi::bindgen_prelude::{Env, JsError};
+use napi::bindgen_prelude::{Env, JsError, Task, ToNapiValue, TypeName};
 use seedinfer_engine::EngineError;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
@@ -34,13 +34,36 @@ pub fn to_js(error: EngineError) -> Failure {
     coded(error.code(), &error.to_string())
 }
 
-/// Turns a worker task's failure into the JS error its promise rejects with (on the JS thread).
-///
-/// `Task::compute` must return napi-rs's own `Error`, whose code is a fixed `Status`; tasks therefore compute a
-/// `Result<T>` of ours and settle it here: the JS error object is built with its code and handed to napi-rs
-/// as a reference, which the rejection reuses as is.
-pub fn settle<T>(env: Env, outcome: Result<T>) -> napi::Result<T> {
-    outcome.map_err(|failure| napi::Error::from(JsError::from(failure).into_unknown(env)))
+/// A worker task whose failures are coded. napi-rs's `Task::compute` must fail with napi-rs's own `Error`, whose
+/// code is a fixed `Status`; [`Coded`] runs a `CodedTask` as a napi-rs task and settles its coded result on the JS
+/// thread: a failure becomes the JS error object (with `code`) the promise rejects with, as is.
+pub trait CodedTask: Send + Sized {
+    type Output: Send + Sized + 'static;
+    type JsValue: ToNapiValue + TypeName;
+
+    /// The work, on a worker thread.
+    fn compute(&mut self) -> Result<Self::Output>;
+
+    /// The JS value of a successful computation, on the JS thread.
+    fn resolve(&mut self, output: Self::Output) -> Result<Self::JsValue>;
+}
+
+/// A [`CodedTask`] as napi-rs runs it: `AsyncTask::new(Coded(task))`.
+pub struct Coded<T>(pub T);
+
+impl<T: CodedTask> Task for Coded<T> {
+    type Output = Result<T::Output>;
+    type JsValue = T::JsValue;
+
+    fn compute(&mut self) -> napi::Result<Self::Output> {
+        Ok(self.0.compute())
+    }
+
+    fn resolve(&mut self, env: Env, output: Self::Output) -> napi::Result<Self::JsValue> {
+        output
+            .and_then(|output| self.0.resolve(output))
+            .map_err(|failure| napi::Error::from(JsError::from(failure).into_unknown(env)))
+    }
 }
 
 fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {

@@ -1,7 +1,7 @@
 //! GGUF files for benchmarks and tests: synthetic random-weight copies of a model, and a file's tensor table.
 //! Used by `bench/peers/side-by-side.ts`.
 
-use crate::error::{catch_panics, coded, settle, Result};
+use crate::error::{catch_panics, coded, Coded, CodedTask, Result};
 use napi::bindgen_prelude::*;
 use napi_derive::napi;
 use seedinfer_formats::synthetic::write_synthetic_model as write_synthetic;
@@ -19,25 +19,17 @@ pub struct WriteSyntheticModelTask {
     seed: u64,
 }
 
-impl WriteSyntheticModelTask {
-    /// The task's work on the worker thread.
-    fn outcome(&mut self) -> Result<()> {
+impl CodedTask for WriteSyntheticModelTask {
+    type Output = ();
+    type JsValue = ();
+
+    fn compute(&mut self) -> Result<Self::Output> {
         catch_panics(|| {
             write_synthetic(&self.source, &self.out, self.matrix_type, self.seed).map_err(to_js)
         })
     }
-}
 
-impl Task for WriteSyntheticModelTask {
-    type Output = Result<()>;
-    type JsValue = ();
-
-    fn compute(&mut self) -> napi::Result<Self::Output> {
-        Ok(self.outcome())
-    }
-
-    fn resolve(&mut self, env: Env, output: Self::Output) -> napi::Result<Self::JsValue> {
-        settle(env, output)?;
+    fn resolve(&mut self, _output: Self::Output) -> Result<Self::JsValue> {
         Ok(())
     }
 }
@@ -52,7 +44,7 @@ pub fn write_synthetic_model(
     out_path: String,
     format: String,
     seed: f64,
-) -> Result<AsyncTask<WriteSyntheticModelTask>> {
+) -> Result<AsyncTask<Coded<WriteSyntheticModelTask>>> {
     let matrix_type = match format.as_str() {
         "q4_0" => TensorType::Q4_0,
         "q4_1" => TensorType::Q4_1,
@@ -72,12 +64,12 @@ pub fn write_synthetic_model(
             &format!("seed must be a whole number from 0 to 2^53 - 1, got {seed}"),
         ));
     }
-    Ok(AsyncTask::new(WriteSyntheticModelTask {
+    Ok(AsyncTask::new(Coded(WriteSyntheticModelTask {
         source: source_gguf.into(),
         out: out_path.into(),
         matrix_type,
         seed: seed as u64,
-    }))
+    })))
 }
 
 #[napi(object)]

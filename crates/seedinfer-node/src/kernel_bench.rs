@@ -2,7 +2,7 @@
 //! inside a rayon pool of a chosen size, and the machine-limit probes of `seedinfer_kernels::limits` measured in
 //! the same process. Used by `bench/kernels.ts`.
 
-use crate::error::{catch_panics, coded, settle, Result};
+use crate::error::{catch_panics, coded, Coded, CodedTask, Result};
 use napi::bindgen_prelude::*;
 use napi_derive::napi;
 use seedinfer_formats::{quantize_row, TensorType};
@@ -182,9 +182,11 @@ pub struct CreateKernelBenchTask {
     threads: usize,
 }
 
-impl CreateKernelBenchTask {
-    /// The task's work on the worker thread.
-    fn outcome(&mut self) -> Result<Inner> {
+impl CodedTask for CreateKernelBenchTask {
+    type Output = Inner;
+    type JsValue = NativeKernelBench;
+
+    fn compute(&mut self) -> Result<Self::Output> {
         catch_panics(|| {
             Ok(Inner::build(
                 self.tensor_type,
@@ -195,18 +197,8 @@ impl CreateKernelBenchTask {
             ))
         })
     }
-}
 
-impl Task for CreateKernelBenchTask {
-    type Output = Result<Inner>;
-    type JsValue = NativeKernelBench;
-
-    fn compute(&mut self) -> napi::Result<Self::Output> {
-        Ok(self.outcome())
-    }
-
-    fn resolve(&mut self, env: Env, inner: Self::Output) -> napi::Result<Self::JsValue> {
-        let inner = settle(env, inner)?;
+    fn resolve(&mut self, inner: Self::Output) -> Result<Self::JsValue> {
         Ok(NativeKernelBench {
             inner: Some(Arc::new(inner)),
         })
@@ -223,7 +215,7 @@ pub fn create_kernel_bench(
     cols: f64,
     tokens: f64,
     threads: f64,
-) -> Result<AsyncTask<CreateKernelBenchTask>> {
+) -> Result<AsyncTask<Coded<CreateKernelBenchTask>>> {
     let Some(&(_, tensor_type)) = FORMATS.iter().find(|(name, _)| *name == format) else {
         let names: Vec<&str> = FORMATS.iter().map(|(name, _)| *name).collect();
         return Err(invalid(format!(
@@ -247,13 +239,13 @@ pub fn create_kernel_bench(
     checked_bytes("the weight matrix", rows, row_bytes)?;
     checked_bytes("the activations", tokens, cols * 4)?;
     checked_bytes("the output", tokens, rows * 4)?;
-    Ok(AsyncTask::new(CreateKernelBenchTask {
+    Ok(AsyncTask::new(Coded(CreateKernelBenchTask {
         tensor_type,
         rows,
         cols,
         tokens,
         threads,
-    }))
+    })))
 }
 
 /// One weight matrix and its activations, ready to be multiplied.
@@ -275,23 +267,15 @@ pub struct RunTask {
     iterations: usize,
 }
 
-impl RunTask {
-    /// The task's work on the worker thread.
-    fn outcome(&mut self) -> Result<f64> {
-        catch_panics(|| Ok(self.inner.run(self.iterations)))
-    }
-}
-
-impl Task for RunTask {
-    type Output = Result<f64>;
+impl CodedTask for RunTask {
+    type Output = f64;
     type JsValue = f64;
 
-    fn compute(&mut self) -> napi::Result<Self::Output> {
-        Ok(self.outcome())
+    fn compute(&mut self) -> Result<Self::Output> {
+        catch_panics(|| Ok(self.inner.run(self.iterations)))
     }
 
-    fn resolve(&mut self, env: Env, seconds: Self::Output) -> napi::Result<Self::JsValue> {
-        let seconds = settle(env, seconds)?;
+    fn resolve(&mut self, seconds: Self::Output) -> Result<Self::JsValue> {
         Ok(seconds)
     }
 }
@@ -301,11 +285,11 @@ impl NativeKernelBench {
     /// Runs `iterations` products (for block formats each includes quantising the activations, as the engine
     /// does) on a worker thread inside the bench's pool; resolves to the elapsed seconds.
     #[napi(ts_return_type = "Promise<number>")]
-    pub fn run(&self, iterations: f64) -> Result<AsyncTask<RunTask>> {
-        Ok(AsyncTask::new(RunTask {
+    pub fn run(&self, iterations: f64) -> Result<AsyncTask<Coded<RunTask>>> {
+        Ok(AsyncTask::new(Coded(RunTask {
             inner: Arc::clone(self.inner()?),
             iterations: count("iterations", iterations, u32::MAX as usize)?,
-        }))
+        })))
     }
 
     /// Bytes of weights one product reads.
@@ -342,9 +326,11 @@ pub struct ProbeLimitsTask {
     seconds: f64,
 }
 
-impl ProbeLimitsTask {
-    /// The task's work on the worker thread.
-    fn outcome(&mut self) -> Result<NativeLimits> {
+impl CodedTask for ProbeLimitsTask {
+    type Output = NativeLimits;
+    type JsValue = NativeLimits;
+
+    fn compute(&mut self) -> Result<Self::Output> {
         catch_panics(|| {
             Ok(NativeLimits {
                 read_gb_per_second: limits::read_bandwidth(512 << 20, self.threads, self.seconds),
@@ -353,30 +339,20 @@ impl ProbeLimitsTask {
             })
         })
     }
-}
 
-impl Task for ProbeLimitsTask {
-    type Output = Result<NativeLimits>;
-    type JsValue = NativeLimits;
-
-    fn compute(&mut self) -> napi::Result<Self::Output> {
-        Ok(self.outcome())
-    }
-
-    fn resolve(&mut self, env: Env, limits: Self::Output) -> napi::Result<Self::JsValue> {
-        let limits = settle(env, limits)?;
+    fn resolve(&mut self, limits: Self::Output) -> Result<Self::JsValue> {
         Ok(limits)
     }
 }
 
 /// Probes the machine's read bandwidth, f32 and int8 compute peaks with `threads` threads, about `seconds` each.
 #[napi(ts_return_type = "Promise<NativeLimits>")]
-pub fn probe_limits(threads: f64, seconds: f64) -> Result<AsyncTask<ProbeLimitsTask>> {
+pub fn probe_limits(threads: f64, seconds: f64) -> Result<AsyncTask<Coded<ProbeLimitsTask>>> {
     let threads = count("threads", threads, MAX_THREADS)?;
     if !(seconds > 0.0 && seconds <= 60.0) {
         return Err(invalid(format!(
             "seconds must be more than 0 and at most 60, got {seconds}"
         )));
     }
-    Ok(AsyncTask::new(ProbeLimitsTask { threads, seconds }))
+    Ok(AsyncTask::new(Coded(ProbeLimitsTask { threads, seconds })))
 }

@@ -1,6 +1,6 @@
 //! `NativeModel`: loading (on a worker thread), model facts, tokenizer access, session creation.
 
-use crate::error::{coded, guarded, settle, Result};
+use crate::error::{coded, guarded, Coded, CodedTask, Result};
 use crate::session::{NativeAbortFlag, NativeSession};
 use napi::bindgen_prelude::*;
 use napi_derive::napi;
@@ -118,23 +118,15 @@ pub struct LoadModelTask {
     options: LoadOptions,
 }
 
-impl LoadModelTask {
-    /// The task's work on the worker thread.
-    fn outcome(&mut self) -> Result<Arc<Model>> {
-        guarded(|| Model::load(&self.path, &self.options).map(Arc::new))
-    }
-}
-
-impl Task for LoadModelTask {
-    type Output = Result<Arc<Model>>;
+impl CodedTask for LoadModelTask {
+    type Output = Arc<Model>;
     type JsValue = NativeModel;
 
-    fn compute(&mut self) -> napi::Result<Self::Output> {
-        Ok(self.outcome())
+    fn compute(&mut self) -> Result<Self::Output> {
+        guarded(|| Model::load(&self.path, &self.options).map(Arc::new))
     }
 
-    fn resolve(&mut self, env: Env, model: Self::Output) -> napi::Result<Self::JsValue> {
-        let model = settle(env, model)?;
+    fn resolve(&mut self, model: Self::Output) -> Result<Self::JsValue> {
         Ok(NativeModel { inner: model })
     }
 }
@@ -145,9 +137,11 @@ pub struct LoadSessionTask {
     abort: Arc<std::sync::atomic::AtomicBool>,
 }
 
-impl LoadSessionTask {
-    /// The task's work on the worker thread.
-    fn outcome(&mut self) -> Result<Session> {
+impl CodedTask for LoadSessionTask {
+    type Output = Session;
+    type JsValue = NativeSession;
+
+    fn compute(&mut self) -> Result<Self::Output> {
         if self.abort.load(std::sync::atomic::Ordering::Relaxed) {
             return Err(coded(
                 "ABORTED",
@@ -156,18 +150,8 @@ impl LoadSessionTask {
         }
         guarded(|| Session::load(Arc::clone(&self.model), &self.path))
     }
-}
 
-impl Task for LoadSessionTask {
-    type Output = Result<Session>;
-    type JsValue = NativeSession;
-
-    fn compute(&mut self) -> napi::Result<Self::Output> {
-        Ok(self.outcome())
-    }
-
-    fn resolve(&mut self, env: Env, session: Self::Output) -> napi::Result<Self::JsValue> {
-        let session = settle(env, session)?;
+    fn resolve(&mut self, session: Self::Output) -> Result<Self::JsValue> {
         Ok(NativeSession::from_session(session))
     }
 }
@@ -183,7 +167,10 @@ pub fn weight_formats() -> Vec<String> {
 
 /// Loads a model file or directory on a worker thread.
 #[napi(ts_return_type = "Promise<NativeModel>")]
-pub fn load_model(path: String, options: NativeLoadOptions) -> Result<AsyncTask<LoadModelTask>> {
+pub fn load_model(
+    path: String,
+    options: NativeLoadOptions,
+) -> Result<AsyncTask<Coded<LoadModelTask>>> {
     let weights = match options.weights.as_deref() {
         None => None,
         Some(name) => Some(WeightFormat::parse(name).ok_or_else(|| {
@@ -205,7 +192,7 @@ pub fn load_model(path: String, options: NativeLoadOptions) -> Result<AsyncTask<
             )
         })?,
     };
-    Ok(AsyncTask::new(LoadModelTask {
+    Ok(AsyncTask::new(Coded(LoadModelTask {
         path: PathBuf::from(path),
         options: LoadOptions {
             threads: options.threads.map(|t| t as usize),
@@ -213,7 +200,7 @@ pub fn load_model(path: String, options: NativeLoadOptions) -> Result<AsyncTask<
             kv_cache: kv_cache_options(options.kv_cache)?,
             numerics,
         },
-    }))
+    })))
 }
 
 #[napi]
@@ -313,11 +300,11 @@ impl NativeModel {
         &self,
         path: String,
         abort: &NativeAbortFlag,
-    ) -> AsyncTask<LoadSessionTask> {
-        AsyncTask::new(LoadSessionTask {
+    ) -> AsyncTask<Coded<LoadSessionTask>> {
+        AsyncTask::new(Coded(LoadSessionTask {
             model: Arc::clone(&self.inner),
             path: PathBuf::from(path),
             abort: abort.flag(),
-        })
+        }))
     }
 }

@@ -1,6 +1,6 @@
 //! `NativeModel.evaluatePerplexity`: perplexity of a token sequence, computed on a worker thread.
 
-use crate::error::{catch_panics, coded, settle, to_js, Result};
+use crate::error::{catch_panics, coded, to_js, Coded, CodedTask, Result};
 use crate::model::NativeModel;
 use crate::session::NativeAbortFlag;
 use napi::bindgen_prelude::*;
@@ -44,9 +44,11 @@ pub struct PerplexityTask {
     abort: Arc<AtomicBool>,
 }
 
-impl PerplexityTask {
-    /// The task's work on the worker thread.
-    fn outcome(&mut self) -> Result<Perplexity> {
+impl CodedTask for PerplexityTask {
+    type Output = Perplexity;
+    type JsValue = NativePerplexity;
+
+    fn compute(&mut self) -> Result<Self::Output> {
         catch_panics(|| {
             match self
                 .model
@@ -58,18 +60,8 @@ impl PerplexityTask {
             }
         })
     }
-}
 
-impl Task for PerplexityTask {
-    type Output = Result<Perplexity>;
-    type JsValue = NativePerplexity;
-
-    fn compute(&mut self) -> napi::Result<Self::Output> {
-        Ok(self.outcome())
-    }
-
-    fn resolve(&mut self, env: Env, p: Self::Output) -> napi::Result<Self::JsValue> {
-        let p = settle(env, p)?;
+    fn resolve(&mut self, p: Self::Output) -> Result<Self::JsValue> {
         Ok(NativePerplexity {
             perplexity: p.perplexity(),
             tokens: p.tokens as u32,
@@ -97,12 +89,12 @@ impl NativeModel {
         tokens: Uint32Array,
         options: NativePerplexityOptions,
         abort: &NativeAbortFlag,
-    ) -> AsyncTask<PerplexityTask> {
-        AsyncTask::new(PerplexityTask {
+    ) -> AsyncTask<Coded<PerplexityTask>> {
+        AsyncTask::new(Coded(PerplexityTask {
             model: Arc::clone(&self.inner),
             tokens: tokens.to_vec(),
             window: options.window.map(|w| w as usize),
             abort: Arc::clone(&abort.flag),
-        })
+        }))
     }
 }

@@ -2,7 +2,7 @@
 //! Every event (each token, then `done` or `error`) travels through the same queue, so JavaScript sees
 //! them in order.
 
-use crate::error::{catch_panics, coded, settle, to_js, Result};
+use crate::error::{catch_panics, coded, to_js, Coded, CodedTask, Result};
 use napi::bindgen_prelude::*;
 use napi::threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode};
 use napi_derive::napi;
@@ -298,9 +298,11 @@ pub struct PredictNextTask {
     abort: Arc<AtomicBool>,
 }
 
-impl PredictNextTask {
-    /// The task's work on the worker thread.
-    fn outcome(&mut self) -> Result<Vec<u32>> {
+impl CodedTask for PredictNextTask {
+    type Output = Vec<u32>;
+    type JsValue = Vec<u32>;
+
+    fn compute(&mut self) -> Result<Self::Output> {
         let outcome = catch_panics(|| {
             with_session(&self.state, |session| {
                 session
@@ -311,18 +313,8 @@ impl PredictNextTask {
         self.busy.store(false, Ordering::Release);
         outcome
     }
-}
 
-impl Task for PredictNextTask {
-    type Output = Result<Vec<u32>>;
-    type JsValue = Vec<u32>;
-
-    fn compute(&mut self) -> napi::Result<Self::Output> {
-        Ok(self.outcome())
-    }
-
-    fn resolve(&mut self, env: Env, output: Self::Output) -> napi::Result<Self::JsValue> {
-        let output = settle(env, output)?;
+    fn resolve(&mut self, output: Self::Output) -> Result<Self::JsValue> {
         Ok(output)
     }
 }
@@ -334,9 +326,11 @@ pub struct SaveSessionTask {
     abort: Arc<AtomicBool>,
 }
 
-impl SaveSessionTask {
-    /// The task's work on the worker thread.
-    fn outcome(&mut self) -> Result<()> {
+impl CodedTask for SaveSessionTask {
+    type Output = ();
+    type JsValue = ();
+
+    fn compute(&mut self) -> Result<Self::Output> {
         let outcome = catch_panics(|| {
             if self.abort.load(Ordering::Relaxed) {
                 return Err(coded("ABORTED", "the save was aborted before it started"));
@@ -348,18 +342,8 @@ impl SaveSessionTask {
         self.busy.store(false, Ordering::Release);
         outcome
     }
-}
 
-impl Task for SaveSessionTask {
-    type Output = Result<()>;
-    type JsValue = ();
-
-    fn compute(&mut self) -> napi::Result<Self::Output> {
-        Ok(self.outcome())
-    }
-
-    fn resolve(&mut self, env: Env, output: Self::Output) -> napi::Result<Self::JsValue> {
-        settle(env, output)?;
+    fn resolve(&mut self, _output: Self::Output) -> Result<Self::JsValue> {
         Ok(())
     }
 }
@@ -373,14 +357,14 @@ impl NativeSession {
         &self,
         tokens: Uint32Array,
         abort: &NativeAbortFlag,
-    ) -> Result<AsyncTask<PredictNextTask>> {
+    ) -> Result<AsyncTask<Coded<PredictNextTask>>> {
         self.claim()?;
-        Ok(AsyncTask::new(PredictNextTask {
+        Ok(AsyncTask::new(Coded(PredictNextTask {
             state: Arc::clone(&self.state),
             busy: Arc::clone(&self.busy),
             tokens: tokens.to_vec(),
             abort: abort.flag(),
-        }))
+        })))
     }
 
     #[napi(getter)]
@@ -456,14 +440,14 @@ impl NativeSession {
         &self,
         path: String,
         abort: &NativeAbortFlag,
-    ) -> Result<AsyncTask<SaveSessionTask>> {
+    ) -> Result<AsyncTask<Coded<SaveSessionTask>>> {
         self.claim()?;
-        Ok(AsyncTask::new(SaveSessionTask {
+        Ok(AsyncTask::new(Coded(SaveSessionTask {
             state: Arc::clone(&self.state),
             busy: Arc::clone(&self.busy),
             path: std::path::PathBuf::from(path),
             abort: abort.flag(),
-        }))
+        })))
     }
 
     /// Starts generating on a new thread; events arrive through `on_event`.
