@@ -124,14 +124,47 @@ test('GGUF versions 1 and 4 → UNSUPPORTED_GGUF_VERSION', async (t) => {
   await stillWorks(t);
 });
 
-test('a Q6_K tensor → UNSUPPORTED_TENSOR_TYPE naming Q6_K', async (t) => {
+test('a Q2_K tensor → UNSUPPORTED_TENSOR_TYPE naming Q2_K', async (t) => {
   const bytes = variant((spec) => {
     const i = spec.tensors.findIndex((x) => x.name === 'blk.0.ffn_down.weight');
     const elements = spec.tensors[i].shape.reduce((a, b) => a * b, 1);
-    // Q6_K: 256-element super-blocks of 210 bytes.
-    spec.tensors[i] = { ...spec.tensors[i], type: GGML_TYPE.Q6_K, data: new Uint8Array(Math.ceil(elements / 256) * 210) };
+    // Q2_K: 256-element super-blocks of 84 bytes.
+    spec.tensors[i] = { ...spec.tensors[i], type: GGML_TYPE.Q2_K, data: new Uint8Array(Math.ceil(elements / 256) * 84) };
   });
-  await expectLoadError(t, 'Q6_K tensor', writeTemp('q6k.gguf', bytes), ['UNSUPPORTED_TENSOR_TYPE'], 'Q6_K');
+  await expectLoadError(t, 'Q2_K tensor', writeTemp('q2k.gguf', bytes), ['UNSUPPORTED_TENSOR_TYPE'], 'Q2_K');
+  await stillWorks(t);
+});
+
+test('K-quant tensors load as stored; short data, partial super-blocks and a NaN super-block scale are typed errors naming the tensor', async (t) => {
+  // A model 256 wide, so that its rows are whole 256-element super-blocks.
+  const wide = tinyLlama({ hidden: 256, ffn: 256, heads: 4, kvHeads: 2 });
+  for (const [type, blockBytes, scaleAt] of [['Q4_K', 144, 0], ['Q5_K', 176, 0], ['Q6_K', 210, 208]] as const) {
+    const withType = (base: typeof wide, extraBlocks: number, edit?: (data: Buffer) => void) => {
+      const spec: GgufSpec = { ...base.spec, tensors: base.spec.tensors.map((x) => ({ ...x })) };
+      const i = spec.tensors.findIndex((x) => x.name === 'blk.0.ffn_gate.weight');
+      const [rows, cols] = spec.tensors[i].shape;
+      // Random weight bits and sub-block scales, super-block scales 2^-10 (f16 0x1400).
+      const random = rng(7);
+      const data = Buffer.from(Uint8Array.from({ length: Math.max(0, (Math.floor((rows * cols) / 256) + extraBlocks) * blockBytes) }, () => Math.floor(random() * 256)));
+      for (let at = 0; at + blockBytes <= data.length; at += blockBytes) {
+        data.writeUInt16LE(0x1400, at + scaleAt);
+        if (type !== 'Q6_K') data.writeUInt16LE(0x1400, at + 2);
+      }
+      edit?.(data);
+      spec.tensors[i] = { ...spec.tensors[i], type: GGML_TYPE[type], data };
+      return writeGguf(spec).bytes;
+    };
+    const model = await Model.load(writeTemp(`${type}.gguf`, withType(wide, 0)), { threads: 1 });
+    t.is(model.info.fileTensorFormats[type], 1, JSON.stringify(model.info.fileTensorFormats));
+    t.regex(model.info.computeFormat, new RegExp(`${type} x int8 ×1`));
+    t.is((await model.createSession().generateText([1, 2, 3], { maxTokens: 2, temperature: 0 })).tokenIds.length, 2);
+    model.dispose();
+    await expectLoadError(t, `${type} four super-blocks short`, writeTemp(`${type}-short.gguf`, withType(wide, -4)), ['TENSOR_SHAPE_MISMATCH', 'CORRUPT_FILE', 'TRUNCATED_FILE'], 'blk.0.ffn_gate.weight');
+    // The default tiny model is 64 wide: its rows are a quarter of a super-block.
+    await expectLoadError(t, `${type} rows of 64`, writeTemp(`${type}-partial.gguf`, withType(valid, 1)), ['TENSOR_SHAPE_MISMATCH'], 'blk.0.ffn_gate.weight');
+    const nan = withType(wide, 0, (data) => data.writeUInt16LE(0x7e00, blockBytes + scaleAt));
+    await expectLoadError(t, `${type} NaN super-block scale`, writeTemp(`${type}-nan.gguf`, nan), ['CORRUPT_FILE'], 'blk.0.ffn_gate.weight');
+  }
   await stillWorks(t);
 });
 

@@ -71,8 +71,22 @@ const smolShapes: [number, number][] = quick
       [576, 1536],
       [49152, 576],
     ];
+// The K-quants' rows must be whole 256-element super-blocks: they take Llama-3.2-1B's shapes (q/o, k/v, gate/up,
+// down) instead.
+const kQuantShapes: [number, number][] = quick
+  ? [
+      [2048, 2048],
+      [8192, 2048],
+    ]
+  : [
+      [2048, 2048],
+      [512, 2048],
+      [8192, 2048],
+      [2048, 8192],
+    ];
+const isKQuant = (format: NativeKernelFormat) => format.endsWith('_k');
 // Over 256 MB in each format: 512 MiB f32, 268 MB f16/bf16, 285 MB Q8_0, 302 MB Q4_0, 336 MB Q4_1, 369 MB Q5_0,
-// 403 MB Q5_1.
+// 403 MB Q5_1, 302 MB Q4_K, 369 MB Q5_K, 440 MB Q6_K.
 const bigShapes: Record<NativeKernelFormat, [number, number]> = {
   f32: [16384, 8192],
   f16: [16384, 8192],
@@ -82,6 +96,9 @@ const bigShapes: Record<NativeKernelFormat, [number, number]> = {
   q4_1: [65536, 8192],
   q5_0: [65536, 8192],
   q5_1: [65536, 8192],
+  q4_k: [65536, 8192],
+  q5_k: [65536, 8192],
+  q6_k: [65536, 8192],
 };
 const gemmTokens = quick ? [64] : [64, 512];
 const budgetMs = quick ? 100 : 300;
@@ -110,7 +127,7 @@ const rows: Row[] = [];
 let isa = '';
 for (const format of formats) {
   const shapes: [number, number, number[]][] = [
-    ...smolShapes.map(([r, c]): [number, number, number[]] => [r, c, [1, ...gemmTokens]]),
+    ...(isKQuant(format) ? kQuantShapes : smolShapes).map(([r, c]): [number, number, number[]] => [r, c, [1, ...gemmTokens]]),
     ...(quick ? [] : [[...bigShapes[format], [1]] as [number, number, number[]]]),
   ];
   for (const [rowCount, cols, tokenCounts] of shapes) {

@@ -40,7 +40,19 @@ function checkCount(name: string, value: unknown, min: number, max: number): num
 }
 
 /** The weight formats `timeProduct` takes. */
-export const KERNEL_FORMATS: readonly KernelFormat[] = ['f32', 'f16', 'bf16', 'q8_0', 'q4_0', 'q4_1', 'q5_0', 'q5_1'];
+export const KERNEL_FORMATS: readonly KernelFormat[] = [
+  'f32',
+  'f16',
+  'bf16',
+  'q8_0',
+  'q4_0',
+  'q4_1',
+  'q5_0',
+  'q5_1',
+  'q4_k',
+  'q5_k',
+  'q6_k',
+];
 
 /** Streaming read bandwidth and f32 / int8 compute peaks with `threads` threads, measured for about `seconds` each. */
 export async function probeLimits(options: { threads?: number; seconds?: number } = {}): Promise<MachineLimits> {

@@ -88,11 +88,8 @@ export class Model {
     try {
       checkNumberOption('threads', options.threads, 1, 1024, true);
       const source = await resolveModelSource(pathOrId, { cacheDir: options.cacheDir, onProgress: options.onProgress });
+      // `weights` is validated by the binding (`WeightFormat`), which names the formats it takes.
       const weights = options.weights;
-      const weightFormats = native().weightFormats();
-      if (weights !== undefined && !weightFormats.includes(weights)) {
-        throw new SeedinferError('INVALID_OPTION', `option weights must be one of ${weightFormats.join(', ')}, got ${JSON.stringify(weights)}`);
-      }
       const numerics = options.numerics;
       if (numerics !== undefined && !NUMERICS.includes(numerics)) {
         throw new SeedinferError('INVALID_OPTION', `option numerics must be one of ${NUMERICS.join(', ')}, got ${JSON.stringify(numerics)}`);

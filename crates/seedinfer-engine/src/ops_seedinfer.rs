@@ -9,7 +9,7 @@ use crate::forward::{Operations, OpsScratch};
 use crate::kv_cache::{KvStore, Positions};
 use crate::weights::Matrix;
 use seedinfer_kernels::activation::silu_times;
-use seedinfer_kernels::quantized::{quantize_activations, Q8Block, QuantizedMatrix};
+use seedinfer_kernels::quantized::{Activations, QuantizedInput, QuantizedMatrix};
 use seedinfer_kernels::rms_norm::{rms_norm, rms_norm_quantized};
 
 /// seedinfer's arithmetic (`Numerics::Seedinfer`).
@@ -91,9 +91,29 @@ fn all_quantized<const N: usize>(ws: [&Matrix; N]) -> Option<[&QuantizedMatrix; 
     Some(quantized.map(|q| q.expect("every slot was filled")))
 }
 
+/// The normalised rows of `x` quantised in the forms `quantized` read: straight to int8 blocks of 32 (never
+/// written as f32) when none is a K-quant, else through `s.normed`.
+fn norm_quantized(
+    quantized: &[&QuantizedMatrix],
+    x: &[f32],
+    norm: &[f32],
+    eps: f32,
+    s: &mut ProjectScratch,
+) {
+    if quantized
+        .iter()
+        .all(|q| q.activations() != Activations::Q8K)
+    {
+        rms_norm_quantized(x, norm, eps, &mut s.input.q8);
+    } else {
+        rms_norm(x, norm, eps, &mut s.normed);
+        s.input.quantize(&s.normed, quantized.iter().copied());
+    }
+}
+
 /// `outs[i] = rms_norm(x) · ws[i]ᵀ` for the `tokens` rows of `x`. When every matrix is block-quantised the
-/// normalised rows go straight to int8 (never written as f32) and all products run in one parallel pass;
-/// otherwise the normalised rows are kept in `s.normed` for [`project`].
+/// normalised rows are quantised once for all of them and all products run in one parallel pass; otherwise the
+/// normalised rows are kept in `s.normed` for [`project`].
 fn project_normed<const N: usize>(
     ws: [&Matrix; N],
     x: &[f32],
@@ -105,9 +125,9 @@ fn project_normed<const N: usize>(
 ) {
     match all_quantized(ws) {
         Some(quantized) => {
-            rms_norm_quantized(x, norm, eps, &mut s.q8);
+            norm_quantized(&quantized, x, norm, eps, s);
             let outs = resized(outs, ws.map(|w| tokens * w.rows));
-            QuantizedMatrix::matmul_each(quantized, &s.q8, tokens, outs);
+            QuantizedMatrix::matmul_each(quantized, s.input.as_input(), tokens, outs);
         }
         None => {
             let mut normed = std::mem::take(&mut s.normed);
@@ -134,9 +154,9 @@ fn swiglu(
 ) {
     match all_quantized([w_gate, w_up]) {
         Some([qg, qu]) if qg.rows == qu.rows => {
-            rms_norm_quantized(x, norm, eps, &mut s.q8);
+            norm_quantized(&[qg, qu], x, norm, eps, s);
             let [g, u] = resized([gate, up], [tokens * qg.rows; 2]);
-            QuantizedMatrix::matmul_swiglu(qg, qu, &s.q8, tokens, g, u);
+            QuantizedMatrix::matmul_swiglu(qg, qu, s.input.as_input(), tokens, g, u);
         }
         _ => {
             project_normed(
@@ -172,13 +192,12 @@ fn project<const N: usize>(
     outs: [&mut Vec<f32>; N],
     s: &mut ProjectScratch,
 ) {
-    if ws.iter().any(|w| w.quantized().is_some()) {
-        quantize_activations(input, &mut s.q8);
-    }
+    s.input
+        .quantize(input, ws.iter().filter_map(|w| w.quantized()));
     for (w, out) in ws.into_iter().zip(outs) {
         out.resize(tokens * w.rows, 0.0);
         match w.quantized() {
-            Some(q) => q.matmul(&s.q8, tokens, out),
+            Some(q) => q.matmul(s.input.as_input(), tokens, out),
             None => w.data.matmul_f32(input, tokens, out),
         }
     }
@@ -186,7 +205,7 @@ fn project<const N: usize>(
 
 #[derive(Default)]
 pub(crate) struct ProjectScratch {
-    q8: Vec<Q8Block>,
+    input: QuantizedInput,
     /// Normalised rows, for matrices that take f32 activations.
     normed: Vec<f32>,
 }

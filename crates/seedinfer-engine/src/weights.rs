@@ -5,8 +5,9 @@ use crate::config::LlamaConfig;
 use crate::error::{EngineError, Result};
 use rayon::prelude::*;
 use seedinfer_formats::{
-    blocks::BLOCK_TYPES, container, quantize_row, FormatError, GgufFile, SafetensorsDir,
-    TensorType, TensorView, SEEDINFER_TENSOR_TYPES,
+    blocks::{BLOCK_TYPES, K_QUANT_TYPES},
+    container, quantize_row, FormatError, GgufFile, SafetensorsDir, TensorType, TensorView,
+    SEEDINFER_TENSOR_TYPES,
 };
 use seedinfer_kernels::dense_f32::DenseMatrix;
 use seedinfer_kernels::half_weights::HalfMatrix;
@@ -381,7 +382,7 @@ impl Loader<'_> {
             return Ok(matrix);
         }
         let target = requested.map_or(view.tensor_type, WeightFormat::tensor_type);
-        let block_format = BLOCK_TYPES.contains(&target);
+        let block_format = BLOCK_TYPES.contains(&target) || K_QUANT_TYPES.contains(&target);
         let half_format = matches!(target, TensorType::F16 | TensorType::BF16);
         let mut fallback = None;
         let dense = |values: Vec<f32>| {
@@ -389,9 +390,10 @@ impl Loader<'_> {
                 .map(|d| Matrix::new(rows, cols, d))
                 .ok_or_else(|| EngineError::Internal(format!("{name} has the wrong size")))
         };
-        let matrix = if block_format && !cols.is_multiple_of(32) {
+        let block = target.block_elements();
+        let matrix = if block_format && !cols.is_multiple_of(block) {
             fallback = Some(format!(
-                "{name}: {cols} columns are not a multiple of 32, kept f32 instead of {}",
+                "{name}: {cols} columns are not a multiple of {block}, kept f32 instead of {}",
                 target.name()
             ));
             dense(finite_f32(&file, &view)?)?

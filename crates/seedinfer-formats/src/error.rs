@@ -72,6 +72,17 @@ pub enum FormatError {
         found: Vec<usize>,
     },
 
+    /// A block-quantised tensor whose rows are not a whole number of its type's blocks (its bytes cannot match
+    /// its shape).
+    #[error("tensor '{name}' of type {type_name} has shape {shape:?}: rows of {cols} elements are not whole {block}-element blocks")]
+    PartialBlocks {
+        name: String,
+        type_name: &'static str,
+        shape: Vec<usize>,
+        cols: usize,
+        block: usize,
+    },
+
     /// The caller passed inconsistent arguments (e.g. a row length that is not a
     /// multiple of the block size, or an output buffer of the wrong length).
     #[error("invalid argument: {reason}")]
@@ -93,7 +104,9 @@ impl FormatError {
             FormatError::Corrupt { .. } => "CORRUPT_FILE",
             FormatError::UnsupportedTensorType { .. } => "UNSUPPORTED_TENSOR_TYPE",
             FormatError::MissingTensor { .. } => "MISSING_TENSOR",
-            FormatError::ShapeMismatch { .. } => "TENSOR_SHAPE_MISMATCH",
+            FormatError::ShapeMismatch { .. } | FormatError::PartialBlocks { .. } => {
+                "TENSOR_SHAPE_MISMATCH"
+            }
             FormatError::InvalidArgument { .. } => "INVALID_ARGUMENT",
         }
     }

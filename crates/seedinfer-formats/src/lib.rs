@@ -1,6 +1,6 @@
 //! Readers and writers for model files: GGUF (llama.cpp) and Hugging Face
-//! safetensors checkpoints, plus the ggml block formats (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0) with
-//! bit-exact reference quantizers, and synthetic random-weight copies of GGUF models for benchmarks.
+//! safetensors checkpoints, plus the ggml block formats (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0 with bit-exact reference
+//! quantizers; the K-quants Q4_K, Q5_K, Q6_K read), and synthetic random-weight copies of GGUF models for benchmarks.
 //!
 //! Nothing read from a file is trusted: every length, count and offset is checked
 //! and failures are reported as [`FormatError`] with a stable [`FormatError::code`].
@@ -19,7 +19,8 @@ pub mod tensor_view;
 mod test_weights;
 
 pub use blocks::{
-    dequantize_row, quantize_row, BlockCodec, BlockQ4_0, BlockQ4_1, BlockQ5_0, BlockQ5_1, BlockQ8_0,
+    dequantize_row, quantize_row, BlockCodec, BlockQ4_0, BlockQ4_1, BlockQ4_K, BlockQ5_0,
+    BlockQ5_1, BlockQ5_K, BlockQ6_K, BlockQ8_0, BlockQuantizer, QK_K,
 };
 pub use error::{FormatError, Result};
 pub use gguf::{GgufFile, GgufTensorInfo, GgufValue, GgufWriter};

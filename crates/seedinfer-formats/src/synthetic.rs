@@ -7,7 +7,7 @@
 
 use std::path::Path;
 
-use crate::blocks::quantize_row;
+use crate::blocks::{quantize_row, K_QUANT_TYPES, QK_K};
 use crate::error::{FormatError, Result};
 use crate::gguf::{GgufFile, GgufValue, GgufWriter};
 use crate::tensor_type::TensorType;
@@ -27,6 +27,10 @@ pub fn llama_file_type(matrix_type: TensorType) -> u32 {
         TensorType::Q5_0 => 8,
         TensorType::Q5_1 => 9,
         TensorType::BF16 => 32,
+        // LLAMA_FTYPE_MOSTLY_Q4_K_S, _Q5_K_S, _Q6_K.
+        TensorType::Q4_K => 14,
+        TensorType::Q5_K => 16,
+        TensorType::Q6_K => 18,
         // llama.cpp has no file type for seedinfer's own formats: LLAMA_FTYPE_GUESSED.
         TensorType::SeedLm4 | TensorType::SeedLm3 | TensorType::Q3Rtn => 1024,
     }
@@ -63,13 +67,50 @@ impl Rng {
 }
 
 /// The format a tensor of `shape` gets: 1-D tensors (norms) stay F32, as llama.cpp keeps them; matrices take
-/// `matrix_type` when their rows are whole blocks of it, else F32.
+/// `matrix_type` when their rows are whole blocks of it, else llama.cpp's fallback for a K-quant (Q4_K: Q5_0,
+/// Q5_K: Q5_1, Q6_K: Q8_0) if the rows are whole blocks of that, else F32.
 fn tensor_type_for(shape: &[usize], matrix_type: TensorType) -> TensorType {
     let cols = shape.last().copied().unwrap_or(1);
-    if shape.len() >= 2 && cols.is_multiple_of(matrix_type.block_elements()) {
-        matrix_type
-    } else {
-        TensorType::F32
+    let fallback = match matrix_type {
+        TensorType::Q4_K => TensorType::Q5_0,
+        TensorType::Q5_K => TensorType::Q5_1,
+        TensorType::Q6_K => TensorType::Q8_0,
+        _ => TensorType::F32,
+    };
+    [matrix_type, fallback, TensorType::F32]
+        .into_iter()
+        .find(|t| shape.len() >= 2 && cols.is_multiple_of(t.block_elements()))
+        .unwrap_or(TensorType::F32)
+}
+
+/// Appends `count` random K-quant super-blocks of `tensor_type`: random weight bits and sub-block scales, and
+/// super-block scales that give the weights a spread near [`WEIGHT_STD`] around zero. (seedinfer has no K-quant
+/// quantiser yet; the values of a synthetic model do not matter, only their shape and scale.)
+/// [`random_super_blocks`] drawn from `seed`: K-quant rows for benchmarks and tests.
+pub fn random_k_quant_blocks(tensor_type: TensorType, count: usize, seed: u64, out: &mut Vec<u8>) {
+    random_super_blocks(tensor_type, count, &mut Rng(seed), out)
+}
+
+fn random_super_blocks(tensor_type: TensorType, count: usize, rng: &mut Rng, out: &mut Vec<u8>) {
+    let size = tensor_type.block_bytes();
+    // Weights d * sc * q - dmin * m with sc, m uniform in 0..64 and q in 0..16 (Q4_K) or 0..32 (Q5_K):
+    // dmin = d * E[q] * E[sc] / E[m] centres them; d scales their spread to about WEIGHT_STD. Q6_K's
+    // d * sc * (q - 32) is centred already (signed sc).
+    let (d, dmin) = match tensor_type {
+        TensorType::Q4_K => (8.2e-5f32, 6.1e-4f32),
+        TensorType::Q5_K => (3.9e-5, 6.0e-4),
+        _ => (1.5e-5, 0.0),
+    };
+    for _ in 0..count {
+        let start = out.len();
+        out.extend((0..size).map(|_| rng.next_u64() as u8));
+        let block = &mut out[start..];
+        if tensor_type == TensorType::Q6_K {
+            block[208..210].copy_from_slice(&half::f16::from_f32(d).to_le_bytes());
+        } else {
+            block[0..2].copy_from_slice(&half::f16::from_f32(d).to_le_bytes());
+            block[2..4].copy_from_slice(&half::f16::from_f32(dmin).to_le_bytes());
+        }
     }
 }
 
@@ -107,10 +148,14 @@ pub fn synthetic_copy(source: &GgufFile, matrix_type: TensorType, seed: u64) -> 
             (0.0, WEIGHT_STD)
         };
         let mut data = Vec::with_capacity(tensor_type.tensor_bytes(&info.shape)?);
-        let mut row = vec![0.0f32; cols];
-        for _ in 0..rows {
-            rng.fill_normal(&mut row, mean, std);
-            quantize_row(tensor_type, &row, &mut data)?;
+        if K_QUANT_TYPES.contains(&tensor_type) {
+            random_super_blocks(tensor_type, rows * cols / QK_K, &mut rng, &mut data);
+        } else {
+            let mut row = vec![0.0f32; cols];
+            for _ in 0..rows {
+                rng.fill_normal(&mut row, mean, std);
+                quantize_row(tensor_type, &row, &mut data)?;
+            }
         }
         writer.add_tensor(&info.name, tensor_type, &info.shape, data)?;
     }
@@ -215,7 +260,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let source_path = source_file(dir.path());
         let source = GgufFile::open(&source_path).unwrap();
-        for (matrix_type, file_type) in [(TensorType::Q4_0, 2), (TensorType::Q8_0, 7)] {
+        for (matrix_type, file_type) in [
+            (TensorType::Q4_0, 2),
+            (TensorType::Q8_0, 7),
+            (TensorType::Q6_K, 18),
+        ] {
             let out = dir.path().join(format!("synthetic-{matrix_type}.gguf"));
             write_synthetic_model(&source_path, &out, matrix_type, 7).unwrap();
             let copy = GgufFile::open(&out).unwrap();
@@ -228,9 +277,15 @@ mod tests {
             };
             assert_eq!(shapes(&copy), shapes(&source));
             let types: Vec<TensorType> = copy.tensors().iter().map(|t| t.tensor_type).collect();
-            // token_embd and attn_q in the requested format; norms F32; 48 columns are not whole blocks: F32.
+            // token_embd and attn_q in the requested format (64 columns: Q6_K's fallback Q8_0); norms F32; 48
+            // columns are not whole blocks: F32.
             use TensorType::F32;
-            assert_eq!(types, [matrix_type, F32, matrix_type, F32, F32]);
+            let matrices = if matrix_type == TensorType::Q6_K {
+                TensorType::Q8_0
+            } else {
+                matrix_type
+            };
+            assert_eq!(types, [matrices, F32, matrices, F32, F32]);
 
             assert_eq!(copy.get_u64("general.file_type"), Some(file_type));
             assert_eq!(copy.get_str("general.architecture"), Some("llama"));
@@ -254,6 +309,19 @@ mod tests {
                 (mean - 1.0).abs() < 0.01 && std < 0.03,
                 "norm {mean} ± {std}"
             );
+        }
+    }
+
+    #[test]
+    fn random_k_quant_weights_spread_like_the_others() {
+        for t in [TensorType::Q4_K, TensorType::Q5_K, TensorType::Q6_K] {
+            let mut bytes = Vec::new();
+            random_super_blocks(t, 64, &mut Rng(3), &mut bytes);
+            let mut values = vec![0.0; 64 * QK_K];
+            dequantize_row(t, &bytes, &mut values).unwrap();
+            let (mean, std) = mean_and_std(&values);
+            assert!(mean.abs() < 0.004, "{t}: mean {mean}");
+            assert!((0.012..0.03).contains(&std), "{t}: std {std}");
         }
     }
 

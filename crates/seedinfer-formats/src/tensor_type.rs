@@ -3,7 +3,7 @@
 
 use crate::error::{FormatError, Result};
 
-/// Element type of a tensor. Quantized types are stored as blocks of 32 elements.
+/// Element type of a tensor. Quantized types are stored as blocks of 32 elements, K-quants as super-blocks of 256.
 #[allow(non_camel_case_types)] // Q4_0 etc. are the names everyone in the ecosystem uses.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum TensorType {
@@ -15,6 +15,11 @@ pub enum TensorType {
     Q5_0,
     Q5_1,
     Q8_0,
+    /// ggml's K-quants: super-blocks of 256 weights in sub-blocks with their own 6-bit (Q4_K, Q5_K) or 8-bit
+    /// (Q6_K) scales.
+    Q4_K,
+    Q5_K,
+    Q6_K,
     /// seedinfer's own (ids from [`SEEDINFER_TYPE_IDS`]): SeedLM with C = 8, P = 3 (4 bits per weight).
     SeedLm4,
     /// SeedLM with C = 12, P = 4 (3 bits per weight).
@@ -29,7 +34,7 @@ pub const SEEDINFER_TENSOR_TYPES: [TensorType; 3] =
     [TensorType::SeedLm4, TensorType::SeedLm3, TensorType::Q3Rtn];
 
 /// Every supported type, in ggml id order; handy for tests and iteration.
-pub const ALL_TENSOR_TYPES: [TensorType; 8] = [
+pub const ALL_TENSOR_TYPES: [TensorType; 11] = [
     TensorType::F32,
     TensorType::F16,
     TensorType::Q4_0,
@@ -37,6 +42,9 @@ pub const ALL_TENSOR_TYPES: [TensorType; 8] = [
     TensorType::Q5_0,
     TensorType::Q5_1,
     TensorType::Q8_0,
+    TensorType::Q4_K,
+    TensorType::Q5_K,
+    TensorType::Q6_K,
     TensorType::BF16,
 ];
 
@@ -102,6 +110,9 @@ impl TensorType {
             TensorType::Q5_0 => 6,
             TensorType::Q5_1 => 7,
             TensorType::Q8_0 => 8,
+            TensorType::Q4_K => 12,
+            TensorType::Q5_K => 13,
+            TensorType::Q6_K => 14,
             TensorType::BF16 => 30,
             TensorType::SeedLm4 => 1001,
             TensorType::SeedLm3 => 1002,
@@ -128,6 +139,9 @@ impl TensorType {
             TensorType::Q5_0 => "Q5_0",
             TensorType::Q5_1 => "Q5_1",
             TensorType::Q8_0 => "Q8_0",
+            TensorType::Q4_K => "Q4_K",
+            TensorType::Q5_K => "Q5_K",
+            TensorType::Q6_K => "Q6_K",
             TensorType::SeedLm4 => "SEEDLM4",
             TensorType::SeedLm3 => "SEEDLM3",
             TensorType::Q3Rtn => "Q3_RTN",
@@ -144,6 +158,7 @@ impl TensorType {
             | TensorType::Q5_1
             | TensorType::Q8_0
             | TensorType::Q3Rtn => 32,
+            TensorType::Q4_K | TensorType::Q5_K | TensorType::Q6_K => crate::blocks::QK_K,
             TensorType::SeedLm4 | TensorType::SeedLm3 => {
                 self.seedlm_config().map_or(1, |c| c.block)
             }
@@ -173,6 +188,9 @@ impl TensorType {
             TensorType::Q5_0 => crate::blocks::BLOCK_Q5_0_BYTES,
             TensorType::Q5_1 => crate::blocks::BLOCK_Q5_1_BYTES,
             TensorType::Q8_0 => crate::blocks::BLOCK_Q8_0_BYTES,
+            TensorType::Q4_K => crate::blocks::BLOCK_Q4_K_BYTES,
+            TensorType::Q5_K => crate::blocks::BLOCK_Q5_K_BYTES,
+            TensorType::Q6_K => crate::blocks::BLOCK_Q6_K_BYTES,
         }
     }
 
@@ -232,7 +250,8 @@ mod tests {
             assert_eq!(ggml_type_name(t.ggml_type_id()), Some(t.name()));
         }
         assert_eq!(ggml_type_name(14), Some("Q6_K"));
-        assert_eq!(TensorType::from_ggml_type_id(14), None);
+        assert_eq!(TensorType::from_ggml_type_id(14), Some(TensorType::Q6_K));
+        assert_eq!(TensorType::from_ggml_type_id(10), None); // Q2_K: named, not decoded
         assert_eq!(ggml_type_name(1000), None);
     }
 
@@ -252,6 +271,11 @@ mod tests {
         .map(|t| t.block_bytes())
         .collect();
         assert_eq!(sizes, [4, 2, 2, 18, 20, 22, 24, 34]);
+        // K-quants: ggml's block_q4_K, block_q5_K and block_q6_K.
+        assert_eq!(TensorType::Q4_K.row_bytes(512).ok(), Some(2 * 144));
+        assert_eq!(TensorType::Q5_K.row_bytes(256).ok(), Some(176));
+        assert_eq!(TensorType::Q6_K.row_bytes(2048).ok(), Some(8 * 210));
+        assert!(TensorType::Q4_K.row_bytes(576).is_err());
         assert_eq!(TensorType::Q4_1.row_bytes(576).ok(), Some(18 * 20));
         assert_eq!(TensorType::F16.row_bytes(3).ok(), Some(6));
         assert!(TensorType::Q8_0.row_bytes(33).is_err());

@@ -75,25 +75,39 @@ fn versions_other_than_2_and_3_are_unsupported() {
 }
 
 #[test]
-fn q6_k_tensor_is_unsupported_tensor_type() {
-    let bytes = raw_gguf(
-        3,
-        &[],
-        &[RawTensorInfo {
-            name: "blk.0.ffn_down.weight".into(),
-            ne: vec![256, 1],
-            type_id: 14,
-            offset: 0,
-        }],
-        &[0u8; 210],
-    );
-    let err = open_bytes(&bytes).unwrap_err();
+fn q2_k_tensor_is_unsupported_tensor_type_and_k_quants_load() {
+    let raw = |type_id: u32, cols: u64, bytes: usize| {
+        raw_gguf(
+            3,
+            &[],
+            &[RawTensorInfo {
+                name: "blk.0.ffn_down.weight".into(),
+                ne: vec![cols, 1],
+                type_id,
+                offset: 0,
+            }],
+            &vec![0u8; bytes],
+        )
+    };
+    let err = open_bytes(&raw(10, 256, 84)).unwrap_err();
     assert_eq!(err.code(), "UNSUPPORTED_TENSOR_TYPE");
     let msg = err.to_string();
     assert!(
-        msg.contains("Q6_K") && msg.contains("blk.0.ffn_down.weight"),
+        msg.contains("Q2_K") && msg.contains("blk.0.ffn_down.weight"),
         "{msg}"
     );
+    // Q4_K, Q5_K, Q6_K load; a row that is not whole 256-element super-blocks cannot match its bytes.
+    for (type_id, name, block_bytes) in [(12, "Q4_K", 144), (13, "Q5_K", 176), (14, "Q6_K", 210)] {
+        let file = open_bytes(&raw(type_id, 512, 2 * block_bytes)).expect(name);
+        assert_eq!(file.tensors()[0].tensor_type.name(), name);
+        let err = open_bytes(&raw(type_id, 576, 3 * block_bytes)).unwrap_err();
+        assert_eq!(err.code(), "TENSOR_SHAPE_MISMATCH", "{name}");
+        let msg = err.to_string();
+        assert!(
+            msg.contains("blk.0.ffn_down.weight") && msg.contains(name) && msg.contains("576"),
+            "{msg}"
+        );
+    }
 
     let bytes = raw_gguf(
         3,
@@ -145,7 +159,7 @@ fn tensor_data_past_end_of_file() {
         }],
         &[0u8; 64],
     );
-    assert_eq!(code_of(&bytes), "CORRUPT_FILE");
+    assert_eq!(code_of(&bytes), "TENSOR_SHAPE_MISMATCH");
 }
 
 #[test]

@@ -1,7 +1,8 @@
 mod common;
 
 use common::{
-    every_metadata_type, every_tensor_type, raw_gguf, sample_writer, write_temp, RawTensorInfo,
+    every_metadata_type, every_tensor_type, k_quant_tensors, raw_gguf, sample_writer, write_temp,
+    RawTensorInfo,
 };
 use seedinfer_formats::{
     dequantize_row, quantize_row, GgufFile, GgufValue, GgufWriter, TensorType,
@@ -21,7 +22,20 @@ fn writer_reader_round_trip_of_all_metadata_and_tensor_types() {
     assert_eq!(file.file_bytes(), std::fs::metadata(&path).unwrap().len());
 
     let expected = every_tensor_type();
-    assert_eq!(file.tensors().len(), expected.len());
+    let k_quants = k_quant_tensors();
+    assert_eq!(file.tensors().len(), expected.len() + k_quants.len());
+    for ((name, t, shape, bytes), info) in k_quants.iter().zip(&file.tensors()[expected.len()..]) {
+        assert_eq!(
+            (&info.name, info.tensor_type, &info.shape),
+            (name, *t, shape)
+        );
+        let view = file.tensor(name).unwrap();
+        assert_eq!(view.data, bytes.as_slice(), "{name} bytes");
+        let mut decoded = vec![0.0; 2 * 512];
+        dequantize_row(*t, bytes, &mut decoded).unwrap();
+        assert_eq!(view.to_f32().unwrap(), decoded);
+        assert_eq!(view.row_to_f32(1).unwrap(), decoded[512..]);
+    }
     for ((name, t, shape, values), info) in expected.iter().zip(file.tensors()) {
         assert_eq!(&info.name, name);
         assert_eq!(info.tensor_type, *t);

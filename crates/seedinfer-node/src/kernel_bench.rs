@@ -5,11 +5,13 @@
 use crate::error::{catch_panics, coded, Coded, CodedTask, Result};
 use napi::bindgen_prelude::*;
 use napi_derive::napi;
+use seedinfer_formats::blocks::K_QUANT_TYPES;
+use seedinfer_formats::synthetic::random_k_quant_blocks;
 use seedinfer_formats::{quantize_row, TensorType};
 use seedinfer_kernels::dense_f32::DenseMatrix;
 use seedinfer_kernels::half_weights::HalfMatrix;
 use seedinfer_kernels::limits;
-use seedinfer_kernels::quantized::{quantize_activations, QuantizedMatrix, BLOCK};
+use seedinfer_kernels::quantized::{QuantizedInput, QuantizedMatrix};
 use seedinfer_kernels::WeightMatrix;
 use std::sync::Arc;
 use std::time::Instant;
@@ -53,7 +55,7 @@ fn fill(values: &mut [f32], seed: u32, row: usize) {
 }
 
 /// The formats a bench's matrix may take, by name.
-const FORMATS: [(&str, TensorType); 8] = [
+const FORMATS: [(&str, TensorType); 11] = [
     ("f32", TensorType::F32),
     ("f16", TensorType::F16),
     ("bf16", TensorType::BF16),
@@ -62,6 +64,9 @@ const FORMATS: [(&str, TensorType); 8] = [
     ("q4_1", TensorType::Q4_1),
     ("q5_0", TensorType::Q5_0),
     ("q5_1", TensorType::Q5_1),
+    ("q4_k", TensorType::Q4_K),
+    ("q5_k", TensorType::Q5_K),
+    ("q6_k", TensorType::Q6_K),
 ];
 
 /// Little-endian f32 bytes as values.
@@ -76,7 +81,6 @@ fn f32_values(bytes: &[u8]) -> Vec<f32> {
 pub struct Inner {
     weights: Box<dyn WeightMatrix>,
     rows: usize,
-    cols: usize,
     tokens: usize,
     activations: Vec<f32>,
     weight_bytes: usize,
@@ -98,10 +102,16 @@ impl Inner {
             let mut values = vec![0.0f32; cols];
             let mut row = Vec::with_capacity(row_bytes);
             for (i, out) in chunk.chunks_exact_mut(row_bytes).enumerate() {
-                fill(&mut values, 1, first_row + i);
                 row.clear();
-                // The type and length were validated, so encoding cannot fail.
-                let _ = quantize_row(tensor_type, &values, &mut row);
+                if K_QUANT_TYPES.contains(&tensor_type) {
+                    // No K-quant quantiser yet: random super-blocks of about the same spread.
+                    let blocks = cols / tensor_type.block_elements();
+                    random_k_quant_blocks(tensor_type, blocks, (first_row + i) as u64, &mut row);
+                } else {
+                    fill(&mut values, 1, first_row + i);
+                    // The type and length were validated, so encoding cannot fail.
+                    let _ = quantize_row(tensor_type, &values, &mut row);
+                }
                 out.copy_from_slice(&row);
             }
         };
@@ -128,7 +138,6 @@ impl Inner {
         Self {
             weights,
             rows,
-            cols,
             tokens,
             activations,
             weight_bytes,
@@ -140,14 +149,14 @@ impl Inner {
     fn run(&self, iterations: usize) -> f64 {
         // Written (not zero-allocated) so that page faults on the output stay out of the timed loop.
         let mut out = vec![1.0f32; self.tokens * self.rows];
-        let mut quantized = Vec::with_capacity(self.tokens * self.cols / BLOCK);
+        let mut quantized = QuantizedInput::default();
         self.pool.install(|| {
             let start = Instant::now();
             for _ in 0..iterations {
                 match self.weights.quantized() {
                     Some(m) => {
-                        quantize_activations(&self.activations, &mut quantized);
-                        m.matmul(&quantized, self.tokens, &mut out);
+                        quantized.quantize(&self.activations, [m]);
+                        m.matmul(quantized.as_input(), self.tokens, &mut out);
                     }
                     None => self
                         .weights

@@ -173,6 +173,16 @@ pub fn load_model(
 ) -> Result<AsyncTask<Coded<LoadModelTask>>> {
     let weights = match options.weights.as_deref() {
         None => None,
+        Some(name @ ("q4_k" | "q5_k" | "q6_k")) => {
+            return Err(coded(
+                "INVALID_OPTION",
+                &format!(
+                    "option weights {name:?}: converting to a K-quant at load is not supported yet (seedinfer has no \
+                     K-quant quantiser); K-quant files load as they are stored. Use one of {}",
+                    WeightFormat::names().join(", ")
+                ),
+            ))
+        }
         Some(name) => Some(WeightFormat::parse(name).ok_or_else(|| {
             coded(
                 "INVALID_OPTION",

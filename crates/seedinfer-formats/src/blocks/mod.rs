@@ -1,16 +1,27 @@
-//! ggml block formats, one file each (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0): the `#[repr(C)]` block as stored in GGUF
-//! files, its dequantiser, and its reference quantiser from ggml-quants.c (`quantize_row_*_ref`), reproduced
-//! bit-exactly so that files written here are indistinguishable from llama.cpp's. [`BlockCodec`] is what every
-//! format provides; [`dequantize_row`] and [`quantize_row`] are the one table from tensor type to codec.
+//! ggml block formats, one file each (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0 and the K-quants Q4_K, Q5_K, Q6_K): the
+//! `#[repr(C)]` block as stored in GGUF files, its dequantiser, and — for the 32-element formats — its reference
+//! quantiser from ggml-quants.c (`quantize_row_*_ref`), reproduced bit-exactly so that files written here are
+//! indistinguishable from llama.cpp's. [`BlockCodec`] is what every format provides, [`BlockQuantizer`] what the
+//! formats seedinfer can write add; [`dequantize_row`] and [`quantize_row`] are the one table from tensor type to
+//! codec.
 //!
 //! Blocks in files are not necessarily aligned for `f16`, so they are always read with
 //! `bytemuck::pod_read_unaligned` instead of casting slices in place.
 
+mod k_scales;
 mod q4_0;
 mod q4_1;
+mod q4_k;
 mod q5_0;
 mod q5_1;
+mod q5_k;
+mod q6_k;
 mod q8_0;
+
+pub use k_scales::{scale_min, scales_mins, K_SCALE_BYTES};
+pub use q4_k::{BlockQ4_K, BLOCK_Q4_K_BYTES};
+pub use q5_k::{BlockQ5_K, BLOCK_Q5_K_BYTES};
+pub use q6_k::{BlockQ6_K, BLOCK_Q6_K_BYTES};
 
 pub use q4_0::{quantize_block_q4_0, BlockQ4_0, BLOCK_Q4_0_BYTES};
 pub use q4_1::{quantize_block_q4_1, BlockQ4_1, BLOCK_Q4_1_BYTES};
@@ -24,24 +35,33 @@ use half::{bf16, f16};
 use crate::error::{FormatError, Result};
 use crate::tensor_type::TensorType;
 
-/// Elements per quantization block for every Q* type this crate supports.
+/// Elements per quantization block of the Q4_0 .. Q8_0 types.
 pub const QK: usize = 32;
+/// Elements per super-block of the K-quants.
+pub const QK_K: usize = 256;
 
 // GGUF is little-endian and the block structs mirror file bytes directly.
 #[cfg(target_endian = "big")]
 compile_error!("seedinfer-formats assumes a little-endian target");
 
-/// A ggml block format of [`QK`] weights: its bytes are the struct's (`Pod`, size asserted in its file).
+/// A ggml block format of [`BlockCodec::ELEMENTS`] weights: its bytes are the struct's (`Pod`, size asserted in
+/// its file).
 pub trait BlockCodec: Pod {
     /// The tensor type (GGUF type id and name) whose rows are made of these blocks.
     const TENSOR_TYPE: TensorType;
-    /// ggml's reference quantiser for one block of `QK` values (`x.len() >= QK`).
-    fn quantize(x: &[f32]) -> Self;
-    /// The block's `QK` values into `out[..QK]`.
+    /// Weights per block: [`QK`], or [`QK_K`] for the K-quants.
+    const ELEMENTS: usize = QK;
+    /// The block's `ELEMENTS` values into `out[..ELEMENTS]`.
     fn dequantize(&self, out: &mut [f32]);
 }
 
-/// The block types of this module, in GGUF type id order.
+/// A block format seedinfer writes: ggml's reference quantiser.
+pub trait BlockQuantizer: BlockCodec {
+    /// ggml's reference quantiser for one block of `ELEMENTS` values (`x.len() >= ELEMENTS`).
+    fn quantize(x: &[f32]) -> Self;
+}
+
+/// The 32-element block types of this module (those seedinfer also writes), in GGUF type id order.
 pub const BLOCK_TYPES: [TensorType; 5] = [
     TensorType::Q4_0,
     TensorType::Q4_1,
@@ -50,14 +70,20 @@ pub const BLOCK_TYPES: [TensorType; 5] = [
     TensorType::Q8_0,
 ];
 
+/// The K-quant types of this module (read, not written yet), in GGUF type id order.
+pub const K_QUANT_TYPES: [TensorType; 3] = [TensorType::Q4_K, TensorType::Q5_K, TensorType::Q6_K];
+
 fn dequantize_blocks<B: BlockCodec>(bytes: &[u8], out: &mut [f32]) {
     let size = std::mem::size_of::<B>();
-    for (dst, src) in out.chunks_exact_mut(QK).zip(bytes.chunks_exact(size)) {
+    for (dst, src) in out
+        .chunks_exact_mut(B::ELEMENTS)
+        .zip(bytes.chunks_exact(size))
+    {
         bytemuck::pod_read_unaligned::<B>(src).dequantize(dst);
     }
 }
 
-fn quantize_blocks<B: BlockCodec>(values: &[f32], out: &mut Vec<u8>) {
+fn quantize_blocks<B: BlockQuantizer>(values: &[f32], out: &mut Vec<u8>) {
     for chunk in values.chunks_exact(QK) {
         out.extend_from_slice(bytemuck::bytes_of(&B::quantize(chunk)));
     }
@@ -138,6 +164,9 @@ pub fn dequantize_row(tensor_type: TensorType, bytes: &[u8], out: &mut [f32]) ->
         TensorType::Q5_0 => dequantize_blocks::<BlockQ5_0>(bytes, out),
         TensorType::Q5_1 => dequantize_blocks::<BlockQ5_1>(bytes, out),
         TensorType::Q8_0 => dequantize_blocks::<BlockQ8_0>(bytes, out),
+        TensorType::Q4_K => dequantize_blocks::<BlockQ4_K>(bytes, out),
+        TensorType::Q5_K => dequantize_blocks::<BlockQ5_K>(bytes, out),
+        TensorType::Q6_K => dequantize_blocks::<BlockQ6_K>(bytes, out),
         TensorType::Q3Rtn => crate::q3_rtn::dequantize(bytes, out),
         TensorType::SeedLm4 | TensorType::SeedLm3 => {
             return Err(FormatError::invalid_argument(format!(
@@ -176,6 +205,11 @@ pub fn quantize_row(tensor_type: TensorType, values: &[f32], out: &mut Vec<u8>) 
         TensorType::Q5_0 => quantize_blocks::<BlockQ5_0>(values, out),
         TensorType::Q5_1 => quantize_blocks::<BlockQ5_1>(values, out),
         TensorType::Q8_0 => quantize_blocks::<BlockQ8_0>(values, out),
+        TensorType::Q4_K | TensorType::Q5_K | TensorType::Q6_K => {
+            return Err(FormatError::invalid_argument(format!(
+                "{tensor_type} is read but not written yet: seedinfer has no K-quant quantiser"
+            )))
+        }
         TensorType::Q3Rtn => crate::q3_rtn::quantize(values, out),
         TensorType::SeedLm4 | TensorType::SeedLm3 => {
             return Err(FormatError::invalid_argument(format!(

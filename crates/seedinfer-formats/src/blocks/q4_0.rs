@@ -1,6 +1,6 @@
 //! Q4_0 (GGUF type 2): 32 weights as 4-bit signed offsets around 8, `x = (q - 8) * d`.
 
-use super::{f32_to_f16, nibble_from, BlockCodec, QK};
+use super::{f32_to_f16, nibble_from, BlockCodec, BlockQuantizer, QK};
 use crate::tensor_type::TensorType;
 use bytemuck::{Pod, Zeroable};
 use half::f16;
@@ -20,6 +20,17 @@ const _: () = assert!(std::mem::size_of::<BlockQ4_0>() == BLOCK_Q4_0_BYTES);
 impl BlockCodec for BlockQ4_0 {
     const TENSOR_TYPE: TensorType = TensorType::Q4_0;
 
+    fn dequantize(&self, out: &mut [f32]) {
+        let d = self.d.to_f32();
+        let (low, high) = out.split_at_mut(QK / 2);
+        for ((lo, hi), &q) in low.iter_mut().zip(high.iter_mut()).zip(&self.qs) {
+            *lo = ((q & 0x0f) as i32 - 8) as f32 * d;
+            *hi = ((q >> 4) as i32 - 8) as f32 * d;
+        }
+    }
+}
+
+impl BlockQuantizer for BlockQ4_0 {
     /// `quantize_row_q4_0_ref` for one block: the scale comes from the element with the largest magnitude
     /// *keeping its sign* (d = max / -8), so that element maps exactly to -8 and the asymmetric range [-8, 7] is
     /// used fully.
@@ -45,18 +56,9 @@ impl BlockCodec for BlockQ4_0 {
         }
         block
     }
-
-    fn dequantize(&self, out: &mut [f32]) {
-        let d = self.d.to_f32();
-        let (low, high) = out.split_at_mut(QK / 2);
-        for ((lo, hi), &q) in low.iter_mut().zip(high.iter_mut()).zip(&self.qs) {
-            *lo = ((q & 0x0f) as i32 - 8) as f32 * d;
-            *hi = ((q >> 4) as i32 - 8) as f32 * d;
-        }
-    }
 }
 
-/// `quantize_row_q4_0_ref` for one block (see [`BlockCodec::quantize`]).
+/// `quantize_row_q4_0_ref` for one block (see [`BlockQuantizer::quantize`]).
 pub fn quantize_block_q4_0(x: &[f32]) -> BlockQ4_0 {
     BlockQ4_0::quantize(x)
 }

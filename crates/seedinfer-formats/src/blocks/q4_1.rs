@@ -1,6 +1,6 @@
 //! Q4_1 (GGUF type 3): 32 weights as 4-bit unsigned steps above a minimum, `x = q * d + m`.
 
-use super::{f32_to_f16, nibble_from, BlockCodec, QK};
+use super::{f32_to_f16, nibble_from, BlockCodec, BlockQuantizer, QK};
 use crate::tensor_type::TensorType;
 use bytemuck::{Pod, Zeroable};
 use half::f16;
@@ -20,6 +20,17 @@ const _: () = assert!(std::mem::size_of::<BlockQ4_1>() == BLOCK_Q4_1_BYTES);
 impl BlockCodec for BlockQ4_1 {
     const TENSOR_TYPE: TensorType = TensorType::Q4_1;
 
+    fn dequantize(&self, out: &mut [f32]) {
+        let (d, m) = (self.d.to_f32(), self.m.to_f32());
+        let (low, high) = out.split_at_mut(QK / 2);
+        for ((lo, hi), &q) in low.iter_mut().zip(high.iter_mut()).zip(&self.qs) {
+            *lo = (q & 0x0f) as f32 * d + m;
+            *hi = (q >> 4) as f32 * d + m;
+        }
+    }
+}
+
+impl BlockQuantizer for BlockQ4_1 {
     /// `quantize_row_q4_1_ref` for one block: d = (max - min) / 15, m = min.
     fn quantize(x: &[f32]) -> Self {
         let (min, max) = super::min_max(x);
@@ -37,18 +48,9 @@ impl BlockCodec for BlockQ4_1 {
         }
         block
     }
-
-    fn dequantize(&self, out: &mut [f32]) {
-        let (d, m) = (self.d.to_f32(), self.m.to_f32());
-        let (low, high) = out.split_at_mut(QK / 2);
-        for ((lo, hi), &q) in low.iter_mut().zip(high.iter_mut()).zip(&self.qs) {
-            *lo = (q & 0x0f) as f32 * d + m;
-            *hi = (q >> 4) as f32 * d + m;
-        }
-    }
 }
 
-/// `quantize_row_q4_1_ref` for one block (see [`BlockCodec::quantize`]).
+/// `quantize_row_q4_1_ref` for one block (see [`BlockQuantizer::quantize`]).
 pub fn quantize_block_q4_1(x: &[f32]) -> BlockQ4_1 {
     BlockQ4_1::quantize(x)
 }

@@ -2,7 +2,7 @@
 //! each weight are packed like Q4_0's nibbles; the fifth bits sit in one 32-bit word, bit j for element j.
 //! Q4_K_M files use it for matrices whose rows are not a whole number of 256-element super-blocks.
 
-use super::{f32_to_f16, BlockCodec, QK};
+use super::{f32_to_f16, BlockCodec, BlockQuantizer, QK};
 use crate::tensor_type::TensorType;
 use bytemuck::{Pod, Zeroable};
 use half::f16;
@@ -47,6 +47,15 @@ pub(super) fn pack_five_bits(q: &[u8; QK]) -> ([u8; QK / 2], [u8; 4]) {
 impl BlockCodec for BlockQ5_0 {
     const TENSOR_TYPE: TensorType = TensorType::Q5_0;
 
+    fn dequantize(&self, out: &mut [f32]) {
+        let (d, qh) = (self.d.to_f32(), u32::from_le_bytes(self.qh));
+        for (j, o) in out.iter_mut().enumerate().take(QK) {
+            *o = (five_bits(&self.qs, qh, j) as i32 - 16) as f32 * d;
+        }
+    }
+}
+
+impl BlockQuantizer for BlockQ5_0 {
     /// `quantize_row_q5_0_ref` for one block: d = max / -16 with the signed element of largest magnitude, and
     /// `q = MIN(31, (int8_t)(x / d + 16.5))`.
     fn quantize(x: &[f32]) -> Self {
@@ -70,13 +79,6 @@ impl BlockCodec for BlockQ5_0 {
             d: f32_to_f16(d),
             qh,
             qs,
-        }
-    }
-
-    fn dequantize(&self, out: &mut [f32]) {
-        let (d, qh) = (self.d.to_f32(), u32::from_le_bytes(self.qh));
-        for (j, o) in out.iter_mut().enumerate().take(QK) {
-            *o = (five_bits(&self.qs, qh, j) as i32 - 16) as f32 * d;
         }
     }
 }

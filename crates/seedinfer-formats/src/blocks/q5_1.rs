@@ -1,7 +1,7 @@
 //! Q5_1 (GGUF type 7): 32 weights as 5-bit unsigned steps above a minimum, `x = q * d + m`, packed like Q5_0.
 
 use super::q5_0::{five_bits, pack_five_bits};
-use super::{f32_to_f16, BlockCodec, QK};
+use super::{f32_to_f16, BlockCodec, BlockQuantizer, QK};
 use crate::tensor_type::TensorType;
 use bytemuck::{Pod, Zeroable};
 use half::f16;
@@ -23,6 +23,19 @@ const _: () = assert!(std::mem::size_of::<BlockQ5_1>() == BLOCK_Q5_1_BYTES);
 impl BlockCodec for BlockQ5_1 {
     const TENSOR_TYPE: TensorType = TensorType::Q5_1;
 
+    fn dequantize(&self, out: &mut [f32]) {
+        let (d, m, qh) = (
+            self.d.to_f32(),
+            self.m.to_f32(),
+            u32::from_le_bytes(self.qh),
+        );
+        for (j, o) in out.iter_mut().enumerate().take(QK) {
+            *o = five_bits(&self.qs, qh, j) as f32 * d + m;
+        }
+    }
+}
+
+impl BlockQuantizer for BlockQ5_1 {
     /// `quantize_row_q5_1_ref` for one block: d = (max - min) / 31, m = min, `q = (uint8_t)((x - min) / d + 0.5)`.
     fn quantize(x: &[f32]) -> Self {
         let (min, max) = super::min_max(x);
@@ -40,17 +53,6 @@ impl BlockCodec for BlockQ5_1 {
             m: f32_to_f16(min),
             qh,
             qs,
-        }
-    }
-
-    fn dequantize(&self, out: &mut [f32]) {
-        let (d, m, qh) = (
-            self.d.to_f32(),
-            self.m.to_f32(),
-            u32::from_le_bytes(self.qh),
-        );
-        for (j, o) in out.iter_mut().enumerate().take(QK) {
-            *o = five_bits(&self.qs, qh, j) as f32 * d + m;
         }
     }
 }

@@ -1,6 +1,6 @@
 //! Q8_0 (GGUF type 8): 32 weights as signed bytes, `x = q * d`.
 
-use super::{f32_to_f16, BlockCodec, QK};
+use super::{f32_to_f16, BlockCodec, BlockQuantizer, QK};
 use crate::tensor_type::TensorType;
 use bytemuck::{Pod, Zeroable};
 use half::f16;
@@ -18,6 +18,15 @@ const _: () = assert!(std::mem::size_of::<BlockQ8_0>() == BLOCK_Q8_0_BYTES);
 impl BlockCodec for BlockQ8_0 {
     const TENSOR_TYPE: TensorType = TensorType::Q8_0;
 
+    fn dequantize(&self, out: &mut [f32]) {
+        let d = self.d.to_f32();
+        for (x, &q) in out.iter_mut().zip(&self.qs) {
+            *x = q as f32 * d;
+        }
+    }
+}
+
+impl BlockQuantizer for BlockQ8_0 {
     /// `quantize_row_q8_0_ref` for one block: d = amax / 127, q = roundf(x / d) (round half away from zero,
     /// which is what Rust's `f32::round` does too).
     fn quantize(x: &[f32]) -> Self {
@@ -38,16 +47,9 @@ impl BlockCodec for BlockQ8_0 {
         }
         block
     }
-
-    fn dequantize(&self, out: &mut [f32]) {
-        let d = self.d.to_f32();
-        for (x, &q) in out.iter_mut().zip(&self.qs) {
-            *x = q as f32 * d;
-        }
-    }
 }
 
-/// `quantize_row_q8_0_ref` for one block (see [`BlockCodec::quantize`]).
+/// `quantize_row_q8_0_ref` for one block (see [`BlockQuantizer::quantize`]).
 pub fn quantize_block_q8_0(x: &[f32]) -> BlockQ8_0 {
     BlockQ8_0::quantize(x)
 }

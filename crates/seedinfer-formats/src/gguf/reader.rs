@@ -515,13 +515,21 @@ pub(crate) fn parse_header(bytes: &[u8], file: &str) -> Result<GgufHeader> {
             ));
         }
         let shape: Vec<usize> = ne.iter().rev().copied().collect();
+        let cols = shape.last().copied().unwrap_or(1);
+        let block = tensor_type.block_elements();
+        if tensor_type.seedlm_config().is_none() && !cols.is_multiple_of(block) {
+            return Err(FormatError::PartialBlocks {
+                name,
+                type_name: tensor_type.name(),
+                shape,
+                cols,
+                block,
+            });
+        }
         let byte_len = tensor_type.tensor_bytes(&shape).map_err(|_| {
             FormatError::corrupt(
                 file,
-                format!(
-                    "tensor '{name}' of type {tensor_type} has shape {shape:?}, whose rows are not whole {}-element blocks or whose size overflows",
-                    tensor_type.block_elements()
-                ),
+                format!("tensor '{name}' of type {tensor_type} has shape {shape:?}, whose size overflows"),
             )
         })?;
         let start = data_offset.checked_add(offset);

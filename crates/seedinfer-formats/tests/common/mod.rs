@@ -1,6 +1,7 @@
 //! Helpers shared by the integration tests.
 #![allow(dead_code)]
 
+use seedinfer_formats::blocks::K_QUANT_TYPES;
 use seedinfer_formats::{quantize_row, GgufValue, GgufWriter, TensorType, ALL_TENSOR_TYPES};
 
 /// Deterministic pseudo-random values in roughly [-2, 2].
@@ -79,15 +80,45 @@ pub fn every_metadata_type() -> Vec<(String, GgufValue)> {
     ]
 }
 
-/// (name, type, shape, original f32 values) for one tensor of every supported type.
+/// (name, type, shape, original f32 values) for one tensor of every type seedinfer writes (all but the K-quants,
+/// see [`k_quant_tensors`]).
 pub fn every_tensor_type() -> Vec<(String, TensorType, Vec<usize>, Vec<f32>)> {
     ALL_TENSOR_TYPES
         .iter()
+        .filter(|t| !K_QUANT_TYPES.contains(t))
         .enumerate()
         .map(|(i, &t)| {
             let shape = vec![3, 64];
             let values = sample_values(3 * 64, i as u32);
             (format!("tensor.{}", t.name()), t, shape, values)
+        })
+        .collect()
+}
+
+/// (name, type, shape, bytes) for one tensor of each K-quant type: two rows of two super-blocks of random bytes
+/// with finite super-block scales (seedinfer reads these types but does not write them).
+pub fn k_quant_tensors() -> Vec<(String, TensorType, Vec<usize>, Vec<u8>)> {
+    let mut rng = XorShift(0x9e37_79b9_7f4a_7c15);
+    K_QUANT_TYPES
+        .iter()
+        .map(|&t| {
+            let shape = vec![2, 512];
+            let mut bytes: Vec<u8> = (0..t.tensor_bytes(&shape).unwrap())
+                .map(|_| rng.next_u64() as u8)
+                .collect();
+            let scale = half::f16::from_f32(0.01).to_le_bytes();
+            for block in bytes.chunks_exact_mut(t.block_bytes()) {
+                // Q4_K/Q5_K start with d and dmin; Q6_K ends with d.
+                let at = if t == TensorType::Q6_K {
+                    vec![208]
+                } else {
+                    vec![0, 2]
+                };
+                for i in at {
+                    block[i..i + 2].copy_from_slice(&scale);
+                }
+            }
+            (format!("tensor.{}", t.name()), t, shape, bytes)
         })
         .collect()
 }
@@ -101,6 +132,9 @@ pub fn sample_writer() -> GgufWriter {
     for (name, t, shape, values) in every_tensor_type() {
         let mut data = Vec::new();
         quantize_row(t, &values, &mut data).unwrap();
+        writer.add_tensor(&name, t, &shape, data).unwrap();
+    }
+    for (name, t, shape, data) in k_quant_tensors() {
         writer.add_tensor(&name, t, &shape, data).unwrap();
     }
     writer

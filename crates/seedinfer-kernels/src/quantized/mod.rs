@@ -1,5 +1,6 @@
-//! Block-quantised weights (GGUF Q4_0, Q4_1, Q5_0, Q5_1, Q8_0 kept as stored, their blocks reordered into row
-//! quads) multiplied with activations quantised to int8 per 32 values, the way llama.cpp computes them.
+//! Block-quantised weights (GGUF Q4_0, Q4_1, Q5_0, Q5_1, Q8_0 and the K-quants Q4_K, Q5_K, Q6_K kept as stored,
+//! their blocks reordered into row quads) multiplied with activations quantised to int8 — per 32 values, or per
+//! 256 for the K-quants — the way llama.cpp computes them.
 //!
 //! One file per weight format (`q4_0.rs`, ...) implements [`QuadFormat`]: its row quad, its scalar reference dot
 //! product and its kernel per instruction set (the SIMD bodies live in the instruction set's folder,
@@ -9,16 +10,25 @@
 
 mod q4_0;
 mod q4_1;
+mod q4_k;
 mod q5_0;
 mod q5_1;
+mod q5_k;
+mod q6_k;
 mod q8_0;
 pub mod row_quads;
 
 pub use crate::q8_block::{quantize_activations, quantize_activations_scalar, Q8Block, BLOCK};
+pub use crate::q8k_block::{quantize_activations_k, Q8KBlock, SUPER_BLOCK};
 pub use q4_0::QuadQ4_0;
 pub use q4_1::QuadQ4_1;
+pub(crate) use q4_k::scaled_difference as q4_k_scaled_difference;
+pub use q4_k::QuadQ4_K;
 pub use q5_0::QuadQ5_0;
 pub use q5_1::QuadQ5_1;
+pub use q5_k::QuadQ5_K;
+pub(crate) use q6_k::q6_k_scaled;
+pub use q6_k::QuadQ6_K;
 pub use q8_0::QuadQ8_0;
 
 use crate::activation::silu_times;
@@ -29,14 +39,102 @@ use rayon::prelude::*;
 use row_quads::{interleave, row_blocks, RowQuad, QUAD};
 use seedinfer_formats::{BlockCodec, TensorType};
 
-/// The int8 activations a format's dot product reads. Both are [`Q8Block`]s: the `s` (scale × sum) they carry is
-/// what the formats with a minimum multiply it with.
+/// The int8 activations a format's dot product reads. Q8_0 and Q8_1 are both [`Q8Block`]s (the `s`, scale × sum,
+/// they carry is what the formats with a minimum multiply it with); Q8_K is [`Q8KBlock`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Activations {
     /// ggml's Q8_0: scale and int8 values (Q4_0, Q5_0, Q8_0).
     Q8_0,
     /// ggml's Q8_1: Q8_0 plus the block's scaled sum (Q4_1, Q5_1).
     Q8_1,
+    /// ggml's Q8_K: 256 int8 values, an f32 scale and sums of 16 (Q4_K, Q5_K, Q6_K).
+    Q8K,
+}
+
+/// One product input quantised in the forms its matrices read: 32-element blocks for the Q4_0 .. Q8_0 formats,
+/// 256-element super-blocks for the K-quants. A form no matrix of the product reads may be empty.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Input<'a> {
+    pub q8: &'a [Q8Block],
+    pub q8k: &'a [Q8KBlock],
+}
+
+impl<'a> From<&'a [Q8Block]> for Input<'a> {
+    fn from(q8: &'a [Q8Block]) -> Self {
+        Self { q8, q8k: &[] }
+    }
+}
+
+impl<'a> From<&'a Vec<Q8Block>> for Input<'a> {
+    fn from(q8: &'a Vec<Q8Block>) -> Self {
+        Self { q8, q8k: &[] }
+    }
+}
+
+impl<'a> From<&'a [Q8KBlock]> for Input<'a> {
+    fn from(q8k: &'a [Q8KBlock]) -> Self {
+        Self { q8: &[], q8k }
+    }
+}
+
+impl<'a> From<&'a Vec<Q8KBlock>> for Input<'a> {
+    fn from(q8k: &'a Vec<Q8KBlock>) -> Self {
+        Self { q8: &[], q8k }
+    }
+}
+
+/// The owned activations of an [`Input`], reused across products.
+#[derive(Default)]
+pub struct QuantizedInput {
+    pub q8: Vec<Q8Block>,
+    pub q8k: Vec<Q8KBlock>,
+}
+
+impl QuantizedInput {
+    /// Quantises `input` into the forms `matrices` read (only those).
+    pub fn quantize<'m>(
+        &mut self,
+        input: &[f32],
+        matrices: impl IntoIterator<Item = &'m QuantizedMatrix>,
+    ) {
+        let (mut blocks, mut super_blocks) = (false, false);
+        for m in matrices {
+            match m.activations() {
+                Activations::Q8K => super_blocks = true,
+                Activations::Q8_0 | Activations::Q8_1 => blocks = true,
+            }
+        }
+        if blocks {
+            quantize_activations(input, &mut self.q8);
+        }
+        if super_blocks {
+            quantize_activations_k(input, &mut self.q8k);
+        }
+    }
+
+    pub fn as_input(&self) -> Input<'_> {
+        Input {
+            q8: &self.q8,
+            q8k: &self.q8k,
+        }
+    }
+}
+
+/// An activation block type, and where an [`Input`] holds it.
+pub trait ActivationBlock: Copy + Send + Sync + 'static {
+    fn of<'a>(input: &Input<'a>) -> &'a [Self];
+}
+
+impl ActivationBlock for Q8Block {
+    fn of<'a>(input: &Input<'a>) -> &'a [Self] {
+        input.q8
+    }
+}
+
+impl ActivationBlock for Q8KBlock {
+    fn of<'a>(input: &Input<'a>) -> &'a [Self] {
+        input.q8k
+    }
 }
 
 /// Rows `first_row..first_row + row_count` (`first_row` a multiple of 4, `quads` starting at its quad, `n` blocks a
@@ -47,7 +145,7 @@ pub enum Activations {
 pub type QuadKernel<Q> = unsafe fn(
     quads: &[Q],
     n: usize,
-    x: &[Q8Block],
+    x: &[<Q as QuadFormat>::Input],
     tokens: usize,
     out: &ProductOut,
     first_row: usize,
@@ -76,8 +174,10 @@ pub struct GgmlDots<Q> {
 pub trait QuadFormat: RowQuad<Block: BlockCodec> + 'static {
     /// The activations its dot product pairs with.
     const ACTIVATIONS: Activations;
+    /// Their block type ([`Q8Block`] for Q8_0 and Q8_1, [`Q8KBlock`] for Q8_K).
+    type Input: ActivationBlock;
     /// The scalar reference: one row's blocks times one token's activation blocks (the oracle of every kernel).
-    fn dot_scalar(row: impl Iterator<Item = Self::Block>, x: &[Q8Block]) -> f32;
+    fn dot_scalar(row: impl Iterator<Item = Self::Block>, x: &[Self::Input]) -> f32;
     /// Whether every scale (and minimum) of the quad is a finite number; a corrupt file may hold NaN or infinity.
     fn scales_are_finite(&self) -> bool;
     /// The SIMD kernel for `isa`, or `None` where it has none (the scalar reference runs).
@@ -92,7 +192,7 @@ pub trait QuadFormat: RowQuad<Block: BlockCodec> + 'static {
 fn quads_scalar<Q: QuadFormat>(
     quads: &[Q],
     n: usize,
-    x: &[Q8Block],
+    x: &[Q::Input],
     tokens: usize,
     out: &ProductOut,
     first_row: usize,
@@ -114,13 +214,15 @@ trait QuadRows: Send + Sync {
     fn activations(&self) -> Activations;
     fn resident_bytes(&self) -> usize;
     fn scales_are_finite(&self) -> bool;
+    /// Weights per block.
+    fn block_elements(&self) -> usize;
     fn dequantize_row(&self, n: usize, row: usize, out: &mut [f32]);
     /// [`QuadKernel`]'s product for rows `first..first + count` with the kernel of `isa` (one the machine has).
     #[allow(clippy::too_many_arguments)]
     fn row_range(
         &self,
         n: usize,
-        x: &[Q8Block],
+        x: Input<'_>,
         tokens: usize,
         out: &ProductOut,
         first: usize,
@@ -161,8 +263,13 @@ impl<Q: QuadFormat> QuadRows for Quads<Q> {
         self.0.iter().all(Q::scales_are_finite)
     }
 
+    fn block_elements(&self) -> usize {
+        Q::Block::ELEMENTS
+    }
+
     fn dequantize_row(&self, n: usize, row: usize, out: &mut [f32]) {
-        for (block, out) in row_blocks(&self.0, n, row).zip(out.chunks_exact_mut(BLOCK)) {
+        let elements = Q::Block::ELEMENTS;
+        for (block, out) in row_blocks(&self.0, n, row).zip(out.chunks_exact_mut(elements)) {
             block.dequantize(out);
         }
     }
@@ -171,13 +278,14 @@ impl<Q: QuadFormat> QuadRows for Quads<Q> {
     fn row_range(
         &self,
         n: usize,
-        x: &[Q8Block],
+        x: Input<'_>,
         tokens: usize,
         out: &ProductOut,
         first: usize,
         count: usize,
         isa: Isa,
     ) {
+        let x = Q::Input::of(&x);
         let quads = &self.0[first / QUAD * n..(first + count).div_ceil(QUAD) * n];
         match Q::kernel(isa) {
             // SAFETY: callers pass an `isa` from `Isa::usable`, which this machine has; the product set-up
@@ -279,16 +387,22 @@ impl QuantizedMatrix {
         cols: usize,
         bytes: &[u8],
     ) -> Option<Self> {
-        if !cols.is_multiple_of(BLOCK) || bytes.len() != tensor_type.row_bytes(cols).ok()? * rows {
+        let elements = tensor_type.block_elements();
+        if !cols.is_multiple_of(elements)
+            || bytes.len() != tensor_type.row_bytes(cols).ok()?.checked_mul(rows)?
+        {
             return None;
         }
-        let n = cols / BLOCK;
+        let n = cols / elements;
         let quads = match tensor_type {
             TensorType::Q4_0 => Quads::<QuadQ4_0>::boxed(bytes, rows, n),
             TensorType::Q4_1 => Quads::<QuadQ4_1>::boxed(bytes, rows, n),
             TensorType::Q5_0 => Quads::<QuadQ5_0>::boxed(bytes, rows, n),
             TensorType::Q5_1 => Quads::<QuadQ5_1>::boxed(bytes, rows, n),
             TensorType::Q8_0 => Quads::<QuadQ8_0>::boxed(bytes, rows, n),
+            TensorType::Q4_K => Quads::<QuadQ4_K>::boxed(bytes, rows, n),
+            TensorType::Q5_K => Quads::<QuadQ5_K>::boxed(bytes, rows, n),
+            TensorType::Q6_K => Quads::<QuadQ6_K>::boxed(bytes, rows, n),
             _ => return None,
         };
         Some(Self { rows, cols, quads })
@@ -317,8 +431,17 @@ impl QuantizedMatrix {
         self.quads.scales_are_finite()
     }
 
+    /// Blocks (or K-quant super-blocks) per row.
     fn blocks_per_row(&self) -> usize {
-        self.cols / BLOCK
+        self.cols / self.quads.block_elements()
+    }
+
+    /// Whether `x` holds the activations of `tokens` tokens in the form this matrix reads.
+    fn reads(&self, x: &Input<'_>, tokens: usize) -> bool {
+        match self.activations() {
+            Activations::Q8K => x.q8k.len() == tokens * self.cols / SUPER_BLOCK,
+            Activations::Q8_0 | Activations::Q8_1 => x.q8.len() == tokens * self.cols / BLOCK,
+        }
     }
 
     /// Row `row` as f32 (an embedding lookup).
@@ -326,15 +449,22 @@ impl QuantizedMatrix {
         self.quads.dequantize_row(self.blocks_per_row(), row, out)
     }
 
-    /// `out[t][r] = dot(row r, activations of token t)` for `tokens` quantised activation rows.
-    pub fn matmul(&self, x: &[Q8Block], tokens: usize, out: &mut [f32]) {
+    /// `out[t][r] = dot(row r, activations of token t)` for `tokens` quantised activation rows (in the form
+    /// [`QuantizedMatrix::activations`] says).
+    pub fn matmul<'a>(&self, x: impl Into<Input<'a>>, tokens: usize, out: &mut [f32]) {
         self.matmul_with(detected(), x, tokens, out)
     }
 
     /// [`QuantizedMatrix::matmul`] with the kernels of `isa` (or the widest this machine has below it; the scalar
     /// reference with `Isa::Scalar`).
-    pub fn matmul_with(&self, isa: Isa, x: &[Q8Block], tokens: usize, out: &mut [f32]) {
-        Self::products_with([self], x, tokens, [out], isa.usable(), None)
+    pub fn matmul_with<'a>(
+        &self,
+        isa: Isa,
+        x: impl Into<Input<'a>>,
+        tokens: usize,
+        out: &mut [f32],
+    ) {
+        Self::products_with([self], x.into(), tokens, [out], isa.usable(), None)
     }
 
     /// The product llama.cpp computes for these weights (`ggml_vec_dot_q4_1_q8_1` or `ggml_vec_dot_q8_0_q8_0` for
@@ -353,6 +483,9 @@ impl QuantizedMatrix {
         tokens: usize,
         out: &mut [f32],
     ) -> bool {
+        if self.activations() == Activations::Q8K {
+            return false;
+        }
         let n = self.blocks_per_row();
         self.quads
             .ggml_product(self.rows, n, x, tokens, out, isa.usable())
@@ -371,22 +504,22 @@ impl QuantizedMatrix {
     /// `outs[i] = x · ws[i]ᵀ` for matrices of the same width sharing one quantised activation, in one parallel
     /// pass over all their rows (one fork-join instead of one per matrix). Each element is the one
     /// [`QuantizedMatrix::matmul`] computes.
-    pub fn matmul_each<const N: usize>(
+    pub fn matmul_each<'a, const N: usize>(
         ws: [&QuantizedMatrix; N],
-        x: &[Q8Block],
+        x: impl Into<Input<'a>>,
         tokens: usize,
         outs: [&mut [f32]; N],
     ) {
-        Self::products_with(ws, x, tokens, outs, detected(), None)
+        Self::products_with(ws, x.into(), tokens, outs, detected(), None)
     }
 
     /// SwiGLU in one parallel pass: `gate_out = silu(x · gateᵀ) * (x · upᵀ)`, each task computing its rows of
     /// both products and combining them while they are in cache. `up_out` (same size) holds the up product.
     /// Each element is `silu(g) * u` of what [`QuantizedMatrix::matmul`] computes for `g` and `u`.
-    pub fn matmul_swiglu(
+    pub fn matmul_swiglu<'a>(
         gate: &QuantizedMatrix,
         up: &QuantizedMatrix,
-        x: &[Q8Block],
+        x: impl Into<Input<'a>>,
         tokens: usize,
         gate_out: &mut [f32],
         up_out: &mut [f32],
@@ -398,7 +531,7 @@ impl QuantizedMatrix {
         );
         Self::products_with(
             [gate, up],
-            x,
+            x.into(),
             tokens,
             [gate_out, up_out],
             detected(),
@@ -410,18 +543,22 @@ impl QuantizedMatrix {
     /// take the same rows of all of them, then call `combine(outs, first_row, row_count)` for those rows.
     fn products_with<const N: usize>(
         ws: [&QuantizedMatrix; N],
-        x: &[Q8Block],
+        x: Input<'_>,
         tokens: usize,
         outs: [&mut [f32]; N],
         isa: Isa,
         combine: Option<Combine<N>>,
     ) {
-        let n = ws.first().map_or(0, |w| w.blocks_per_row());
+        let cols = ws.first().map_or(0, |w| w.cols);
         assert!(
-            ws.iter().all(|w| w.blocks_per_row() == n),
+            ws.iter().all(|w| w.cols == cols),
             "the matrices share the activations' width"
         );
-        assert_eq!(x.len(), tokens * n, "activations are [tokens, cols / 32]");
+        assert!(
+            ws.iter().all(|w| w.reads(&x, tokens)),
+            "activations are [tokens, cols / block] in each matrix's form"
+        );
+        let n = ws.map(|w| w.blocks_per_row());
         // Below this much work a second thread costs more than it saves (bench/kernels: a 192x576 Q4_0/Q8_0
         // GEMV took 10 us on one thread and 13 us on two), so small products stay on the calling thread.
         const PARALLEL_MIN_MACS: usize = 128 * 1024;
@@ -455,14 +592,14 @@ impl QuantizedMatrix {
             let count = rows_per_task[m].min(ws[m].rows - first);
             match combine {
                 Some(combine) => {
-                    for (w, out) in ws.iter().zip(&outs) {
+                    for ((w, out), n) in ws.iter().zip(&outs).zip(n) {
                         w.quads.row_range(n, x, tokens, out, first, count, isa);
                     }
                     combine(&outs, tokens, first, count);
                 }
                 None => ws[m]
                     .quads
-                    .row_range(n, x, tokens, &outs[m], first, count, isa),
+                    .row_range(n[m], x, tokens, &outs[m], first, count, isa),
             }
         };
         if serial || tasks <= 1 {
@@ -496,18 +633,60 @@ mod tests {
     use crate::test_values::values;
     use seedinfer_formats::quantize_row;
 
-    const ALL_FORMATS: [TensorType; 5] = [
+    const ALL_FORMATS: [TensorType; 8] = [
         TensorType::Q4_0,
         TensorType::Q4_1,
         TensorType::Q5_0,
         TensorType::Q5_1,
         TensorType::Q8_0,
+        TensorType::Q4_K,
+        TensorType::Q5_K,
+        TensorType::Q6_K,
     ];
 
+    /// `cols` rounded up to whole blocks of `tensor_type` (the K-quants' super-blocks are 256 wide).
+    fn width(tensor_type: TensorType, cols: usize) -> usize {
+        cols.next_multiple_of(tensor_type.block_elements())
+    }
+
+    /// K-quant rows of random bytes (every bit pattern of weights, scales and minimums is a valid block) with
+    /// random finite super-block scales of either sign.
+    pub(crate) fn random_k_quant_bytes(
+        tensor_type: TensorType,
+        rows: usize,
+        cols: usize,
+        seed: u32,
+    ) -> Vec<u8> {
+        let size = tensor_type.row_bytes(cols).expect("whole super-blocks") * rows;
+        let noise = values(size, seed);
+        let mut bytes: Vec<u8> = noise.iter().map(|v| (v.to_bits() >> 7) as u8).collect();
+        let scales = values(2 * size / tensor_type.block_bytes(), seed + 1);
+        for (block, scale) in bytes
+            .chunks_exact_mut(tensor_type.block_bytes())
+            .zip(scales.chunks_exact(2))
+        {
+            let f16 = |v: f32| half::f16::from_f32(v * 0.01).to_le_bytes();
+            if tensor_type == TensorType::Q6_K {
+                block[208..210].copy_from_slice(&f16(scale[0]));
+            } else {
+                block[0..2].copy_from_slice(&f16(scale[0]));
+                block[2..4].copy_from_slice(&f16(scale[1].abs() * 0.5));
+            }
+        }
+        bytes
+    }
+
     fn matrix(tensor_type: TensorType, rows: usize, cols: usize) -> (QuantizedMatrix, Vec<f32>) {
-        let w = values(rows * cols, rows as u32 * 31 + cols as u32);
-        let mut bytes = Vec::new();
-        quantize_row(tensor_type, &w, &mut bytes).expect("quantizes");
+        let cols = width(tensor_type, cols);
+        let seed = rows as u32 * 31 + cols as u32;
+        let bytes = if tensor_type.block_elements() == SUPER_BLOCK {
+            random_k_quant_bytes(tensor_type, rows, cols, seed)
+        } else {
+            let w = values(rows * cols, seed);
+            let mut bytes = Vec::new();
+            quantize_row(tensor_type, &w, &mut bytes).expect("quantizes");
+            bytes
+        };
         let m = QuantizedMatrix::from_bytes(tensor_type, rows, cols, &bytes).expect("matrix");
         let mut dequantized = vec![0.0; rows * cols];
         for r in 0..rows {
@@ -563,15 +742,17 @@ mod tests {
             .flat_map(|t| [(t, (37, 96, 11)), (t, (13, 1536, 150))])
         {
             let (m, _) = matrix(tensor_type, rows, cols);
+            let cols = m.cols;
             let x = values(tokens * cols, 5);
-            let mut q = Vec::new();
-            quantize_activations(&x, &mut q);
+            let mut q = QuantizedInput::default();
+            q.quantize(&x, [&m]);
             let mut batch = vec![0.0; tokens * rows];
-            m.matmul(&q, tokens, &mut batch);
-            let n = cols / BLOCK;
+            m.matmul(q.as_input(), tokens, &mut batch);
             for t in 0..tokens {
                 let mut single = vec![0.0; rows];
-                m.matmul(&q[t * n..(t + 1) * n], 1, &mut single);
+                let mut one = QuantizedInput::default();
+                one.quantize(&x[t * cols..(t + 1) * cols], [&m]);
+                m.matmul(one.as_input(), 1, &mut single);
                 assert_eq!(
                     &batch[t * rows..(t + 1) * rows],
                     single.as_slice(),
@@ -586,6 +767,7 @@ mod tests {
         // Small (one serial pass) and large (parallel tasks across matrices) shapes, one and several tokens.
         for tensor_type in ALL_FORMATS {
             for (rows, cols, tokens) in [(8, 64, 1), (576, 576, 1), (100, 576, 7), (1536, 576, 3)] {
+                let cols = width(tensor_type, cols);
                 let (q, _) = matrix(tensor_type, rows, cols);
                 let (k, _) = matrix(tensor_type, rows / 4 + 4, cols);
                 let (v, _) = matrix(tensor_type, rows / 4 + 4, cols);
@@ -593,18 +775,24 @@ mod tests {
                 let gate = {
                     let (m, d) = matrix(tensor_type, rows + 1, cols);
                     // A different matrix of the same shape: shift the values.
-                    let mut bytes = Vec::new();
-                    let shifted: Vec<f32> = d.iter().map(|v| v * -1.5 + 0.01).collect();
-                    quantize_row(tensor_type, &shifted, &mut bytes).expect("quantizes");
+                    let bytes = if tensor_type.block_elements() == SUPER_BLOCK {
+                        random_k_quant_bytes(tensor_type, m.rows, m.cols, 77)
+                    } else {
+                        let mut bytes = Vec::new();
+                        let shifted: Vec<f32> = d.iter().map(|v| v * -1.5 + 0.01).collect();
+                        quantize_row(tensor_type, &shifted, &mut bytes).expect("quantizes");
+                        bytes
+                    };
                     QuantizedMatrix::from_bytes(tensor_type, m.rows, m.cols, &bytes)
                         .expect("matrix")
                 };
                 let x = values(tokens * cols, 7);
-                let mut a = Vec::new();
-                quantize_activations(&x, &mut a);
+                let mut input = QuantizedInput::default();
+                input.quantize(&x, [&q]);
+                let a = input.as_input();
                 let separate = |m: &QuantizedMatrix| {
                     let mut out = vec![0.0; tokens * m.rows];
-                    m.matmul(&a, tokens, &mut out);
+                    m.matmul(a, tokens, &mut out);
                     out
                 };
                 let (mut oq, mut ok, mut ov) = (
@@ -612,19 +800,53 @@ mod tests {
                     vec![0.0; tokens * k.rows],
                     vec![0.0; tokens * v.rows],
                 );
-                QuantizedMatrix::matmul_each([&q, &k, &v], &a, tokens, [&mut oq, &mut ok, &mut ov]);
+                QuantizedMatrix::matmul_each([&q, &k, &v], a, tokens, [&mut oq, &mut ok, &mut ov]);
                 assert_eq!(oq, separate(&q), "{tensor_type:?} {rows}x{cols}x{tokens} q");
                 assert_eq!(ok, separate(&k), "{tensor_type:?} {rows}x{cols}x{tokens} k");
                 assert_eq!(ov, separate(&v), "{tensor_type:?} {rows}x{cols}x{tokens} v");
 
                 let (mut g, mut u) = (vec![0.0; tokens * gate.rows], vec![0.0; tokens * up.rows]);
-                QuantizedMatrix::matmul_swiglu(&gate, &up, &a, tokens, &mut g, &mut u);
+                QuantizedMatrix::matmul_swiglu(&gate, &up, a, tokens, &mut g, &mut u);
                 let expected: Vec<f32> = separate(&gate)
                     .iter()
                     .zip(separate(&up))
                     .map(|(g, u)| g / (1.0 + (-g).exp()) * u)
                     .collect();
                 assert_eq!(g, expected, "{tensor_type:?} {rows}x{cols}x{tokens} swiglu");
+            }
+        }
+    }
+
+    #[test]
+    fn k_quant_references_are_the_dot_products_of_the_dequantised_values() {
+        // With the activations dequantised too (q * d), the only differences left are f32 roundings.
+        for tensor_type in [TensorType::Q4_K, TensorType::Q5_K, TensorType::Q6_K] {
+            let (rows, cols) = (9, 768);
+            let (m, dequantized) = matrix(tensor_type, rows, cols);
+            let x = values(2 * cols, 13);
+            let mut q = QuantizedInput::default();
+            q.quantize(&x, [&m]);
+            let mut out = vec![0.0; 2 * rows];
+            m.matmul_with(Isa::Scalar, q.as_input(), 2, &mut out);
+            let activations: Vec<f64> = q
+                .q8k
+                .iter()
+                .flat_map(|b| b.qs.iter().map(move |&v| v as f64 * b.d as f64))
+                .collect();
+            for t in 0..2 {
+                for r in 0..rows {
+                    let terms = dequantized[r * cols..(r + 1) * cols]
+                        .iter()
+                        .zip(&activations[t * cols..(t + 1) * cols])
+                        .map(|(&w, &a)| w as f64 * a);
+                    let (exact, magnitude) =
+                        terms.fold((0.0, 0.0), |(s, m), v| (s + v, m + v.abs()));
+                    let got = out[t * rows + r] as f64;
+                    assert!(
+                        (got - exact).abs() <= 1e-5 * magnitude,
+                        "{tensor_type:?} row {r} token {t}: {got} vs {exact}"
+                    );
+                }
             }
         }
     }
@@ -640,18 +862,25 @@ mod tests {
                 (40, 1536, 5),
             ] {
                 let (m, dequantized) = matrix(tensor_type, rows, cols);
+                let cols = m.cols;
                 let x = values(tokens * cols, 99);
-                let mut q = Vec::new();
-                quantize_activations(&x, &mut q);
+                let mut q = QuantizedInput::default();
+                q.quantize(&x, [&m]);
                 let (mut fast, mut reference) =
                     (vec![0.0; tokens * rows], vec![0.0; tokens * rows]);
-                m.matmul(&q, tokens, &mut fast);
-                m.matmul_with(Isa::Scalar, &q, tokens, &mut reference);
+                m.matmul(q.as_input(), tokens, &mut fast);
+                m.matmul_with(Isa::Scalar, q.as_input(), tokens, &mut reference);
+                let k_quant = tensor_type.block_elements() == SUPER_BLOCK;
                 for t in 0..tokens {
                     for r in 0..rows {
                         let (f, s) = (fast[t * rows + r], reference[t * rows + r]);
+                        // The K-quant kernels give the scalar reference's bits.
                         assert!(
-                            (f - s).abs() <= 1e-4 * s.abs().max(1.0),
+                            if k_quant {
+                                f.to_bits() == s.to_bits()
+                            } else {
+                                (f - s).abs() <= 1e-4 * s.abs().max(1.0)
+                            },
                             "{tensor_type:?} {rows}x{cols}: {f} vs {s}"
                         );
                         let exact: f32 = dequantized[r * cols..(r + 1) * cols]
@@ -659,11 +888,21 @@ mod tests {
                             .zip(&x[t * cols..(t + 1) * cols])
                             .map(|(a, b)| a * b)
                             .sum();
-                        let scale: f32 = x[t * cols..(t + 1) * cols]
-                            .iter()
-                            .map(|v| v.abs())
-                            .sum::<f32>()
-                            * 2.0;
+                        // Rounding the activations to int8 errs by at most half a step per term: bound it
+                        // by the terms' magnitudes (the 32-element formats' weights are within 2).
+                        let scale: f32 = if k_quant {
+                            dequantized[r * cols..(r + 1) * cols]
+                                .iter()
+                                .zip(&x[t * cols..(t + 1) * cols])
+                                .map(|(w, v)| (w * v).abs())
+                                .sum::<f32>()
+                        } else {
+                            x[t * cols..(t + 1) * cols]
+                                .iter()
+                                .map(|v| v.abs())
+                                .sum::<f32>()
+                                * 2.0
+                        };
                         assert!(
                             (s - exact).abs() <= 0.02 * scale,
                             "{tensor_type:?}: {s} vs f32 {exact}"

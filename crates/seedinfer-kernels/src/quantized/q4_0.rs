@@ -36,6 +36,7 @@ impl RowQuad for QuadQ4_0 {
 
 impl QuadFormat for QuadQ4_0 {
     const ACTIVATIONS: Activations = Activations::Q8_0;
+    type Input = Q8Block;
 
     #[inline(always)]
     fn dot_scalar(w: impl Iterator<Item = BlockQ4_0>, x: &[Q8Block]) -> f32 {

@@ -40,6 +40,7 @@ impl RowQuad for QuadQ4_1 {
 
 impl QuadFormat for QuadQ4_1 {
     const ACTIVATIONS: Activations = Activations::Q8_1;
+    type Input = Q8Block;
 
     #[inline(always)]
     fn dot_scalar(w: impl Iterator<Item = BlockQ4_1>, x: &[Q8Block]) -> f32 {

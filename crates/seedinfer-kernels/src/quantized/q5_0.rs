@@ -42,6 +42,7 @@ impl RowQuad for QuadQ5_0 {
 
 impl QuadFormat for QuadQ5_0 {
     const ACTIVATIONS: Activations = Activations::Q8_0;
+    type Input = Q8Block;
 
     #[inline(always)]
     fn dot_scalar(w: impl Iterator<Item = BlockQ5_0>, x: &[Q8Block]) -> f32 {

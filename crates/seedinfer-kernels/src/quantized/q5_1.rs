@@ -45,6 +45,7 @@ impl RowQuad for QuadQ5_1 {
 
 impl QuadFormat for QuadQ5_1 {
     const ACTIVATIONS: Activations = Activations::Q8_1;
+    type Input = Q8Block;
 
     #[inline(always)]
     fn dot_scalar(w: impl Iterator<Item = BlockQ5_1>, x: &[Q8Block]) -> f32 {

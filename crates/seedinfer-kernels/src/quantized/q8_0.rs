@@ -37,6 +37,7 @@ impl RowQuad for QuadQ8_0 {
 
 impl QuadFormat for QuadQ8_0 {
     const ACTIVATIONS: Activations = Activations::Q8_0;
+    type Input = Q8Block;
 
     #[inline(always)]
     fn dot_scalar(w: impl Iterator<Item = BlockQ8_0>, x: &[Q8Block]) -> f32 {

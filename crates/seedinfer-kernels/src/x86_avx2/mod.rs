@@ -9,6 +9,7 @@
 
 pub(crate) mod attention;
 pub(crate) mod float_rows;
+pub(crate) mod k_quants;
 pub(crate) mod q8_block;
 pub(crate) mod quads;
 

@@ -1,0 +1,73 @@
+// K-quant weights (Q4_K, Q5_K, Q6_K) used as stored: random-weight K-quant copies of the default model (its
+// ffn_down rows, 1536 wide, are whole 256-element super-blocks; the 576-wide matrices take llama.cpp's
+// fallbacks) load, say which kernels run, and give the logits of the same weights dequantised to f32.
+import test from 'ava';
+import fs from 'node:fs';
+import path from 'node:path';
+import { Model, SeedinferError, ensureDefaultModel } from '../src/index.js';
+import { native } from '../src/native.js';
+import { tempDir } from './helpers/paths.js';
+
+const tools = native();
+const dir = tempDir();
+test.after.always(() => fs.rmSync(dir, { recursive: true, force: true }));
+
+/** Relative L2 distance of two logit vectors, each taken about its own mean. */
+function relativeError(a: Float32Array, b: Float32Array): number {
+  const mean = (v: Float32Array) => v.reduce((s, x) => s + x, 0) / v.length;
+  const [ma, mb] = [mean(a), mean(b)];
+  let [diff, norm] = [0, 0];
+  for (let i = 0; i < a.length; i++) {
+    diff += (a[i] - ma - (b[i] - mb)) ** 2;
+    norm += (b[i] - mb) ** 2;
+  }
+  return Math.sqrt(diff / norm);
+}
+
+const cases = [
+  { format: 'q4_k', kQuant: 'Q4_K', fallback: 'Q5_0' },
+  { format: 'q5_k', kQuant: 'Q5_K', fallback: 'Q5_1' },
+  { format: 'q6_k', kQuant: 'Q6_K', fallback: 'Q8_0' },
+] as const;
+
+for (const { format, kQuant, fallback } of cases) {
+  test.serial(`${kQuant} weights load as stored, name their kernels and give the logits of their f32 values`, async (t) => {
+    const file = path.join(dir, `smollm2-synthetic.${format}.gguf`);
+    await tools.writeSyntheticModel(await ensureDefaultModel(), file, format, 5);
+    const model = await Model.load(file, { threads: 2 });
+    const { info } = model;
+    t.deepEqual(info.fileTensorFormats, { F32: 61, [kQuant]: 30, [fallback]: 181 });
+    t.deepEqual(info.computeFormat.split(', ').sort(), [`${fallback} x int8 ×181`, `${kQuant} x int8 ×30`].sort());
+    t.regex(info.kernelIsa, new RegExp(`${kQuant} x int8: (avx2|scalar)`));
+    t.deepEqual(info.weightFallbacks, []);
+
+    const reference = await Model.load(file, { threads: 2, weights: 'f32' });
+    t.is(reference.info.computeFormat, 'f32 ×211');
+    const prompt = model.tokenize('The quick brown fox jumps over the lazy dog, and then');
+    const ours = model.createSession({ contextSize: 64 });
+    const theirs = reference.createSession({ contextSize: 64 });
+    await ours.predictNextTokens(prompt);
+    await theirs.predictNextTokens(prompt);
+    const [a, b] = [ours.lastLogits(), theirs.lastLogits()];
+    if (!a || !b) return t.fail('no logits');
+    // Only the int8 rounding of the activations separates them (f32 products take the activations as they are).
+    const error = relativeError(a, b);
+    t.log(`${kQuant}: logits within ${(error * 100).toFixed(2)}% of the f32 weights' (relative L2)`);
+    t.true(error < 0.05, `relative error ${error}`);
+
+    // A prompt token gets the bits it gets alone: batch of 12, then one token at a time.
+    const stepwise = model.createSession({ contextSize: 64 });
+    for (const token of prompt) await stepwise.predictNextTokens([token]);
+    t.deepEqual(stepwise.lastLogits(), a);
+    reference.dispose();
+    model.dispose();
+  });
+}
+
+test('converting to a K-quant at load is refused clearly (no K-quant quantiser yet): INVALID_OPTION', async (t) => {
+  for (const weights of ['q4_k', 'q5_k', 'q6_k']) {
+    const error = await t.throwsAsync(Model.load(await ensureDefaultModel(), { weights: weights as never }));
+    t.is((error as SeedinferError).code, 'INVALID_OPTION');
+    t.regex(error!.message, /K-quant/);
+  }
+});

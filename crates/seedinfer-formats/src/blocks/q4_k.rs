@@ -1,0 +1,54 @@
+//! Q4_K (GGUF type 12): 256 weights in eight sub-blocks of 32, `x = d * sc_j * q - dmin * m_j` with 4-bit `q`
+//! and 6-bit sub-block scales `sc_j` and minimums `m_j` (4.5 bits per weight).
+
+use super::k_scales::{scale_min, K_SCALE_BYTES};
+use super::{BlockCodec, QK_K};
+use crate::tensor_type::TensorType;
+use bytemuck::{Pod, Zeroable};
+use half::f16;
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Pod, Zeroable)]
+pub struct BlockQ4_K {
+    /// Scale of the sub-block scales.
+    pub d: f16,
+    /// Scale of the sub-block minimums.
+    pub dmin: f16,
+    /// Eight 6-bit scales and eight 6-bit minimums ([`super::k_scales::scale_min`]).
+    pub scales: [u8; K_SCALE_BYTES],
+    /// Sub-blocks `2i` and `2i + 1` are the low and the high nibbles of bytes `32i..32i + 32`.
+    pub qs: [u8; QK_K / 2],
+}
+
+pub const BLOCK_Q4_K_BYTES: usize = 144;
+const _: () = assert!(std::mem::size_of::<BlockQ4_K>() == BLOCK_Q4_K_BYTES);
+
+impl BlockQ4_K {
+    /// Element `i` (0..256) of the super-block, 0..16.
+    #[inline(always)]
+    pub fn quant(&self, i: usize) -> u8 {
+        let byte = self.qs[32 * (i / 64) + i % 32];
+        if (i / 32).is_multiple_of(2) {
+            byte & 0x0f
+        } else {
+            byte >> 4
+        }
+    }
+}
+
+impl BlockCodec for BlockQ4_K {
+    const TENSOR_TYPE: TensorType = TensorType::Q4_K;
+    const ELEMENTS: usize = QK_K;
+
+    /// ggml's `dequantize_row_q4_K` (its products are exact, so the order of the operations does not matter).
+    fn dequantize(&self, out: &mut [f32]) {
+        let (d, dmin) = (self.d.to_f32(), self.dmin.to_f32());
+        for (j, sub) in out[..QK_K].chunks_exact_mut(32).enumerate() {
+            let (sc, m) = scale_min(&self.scales, j);
+            let (scale, minimum) = (d * sc as f32, dmin * m as f32);
+            for (l, y) in sub.iter_mut().enumerate() {
+                *y = scale * self.quant(32 * j + l) as f32 - minimum;
+            }
+        }
+    }
+}

@@ -1,0 +1,56 @@
+//! Q5_K (GGUF type 13): Q4_K with a fifth bit per weight, `x = d * sc_j * q - dmin * m_j` with 5-bit `q`
+//! (5.5 bits per weight).
+
+use super::k_scales::{scale_min, K_SCALE_BYTES};
+use super::{BlockCodec, QK_K};
+use crate::tensor_type::TensorType;
+use bytemuck::{Pod, Zeroable};
+use half::f16;
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Pod, Zeroable)]
+pub struct BlockQ5_K {
+    pub d: f16,
+    pub dmin: f16,
+    /// As [`super::BlockQ4_K::scales`].
+    pub scales: [u8; K_SCALE_BYTES],
+    /// Bit `j` of `qh[l]` is the fifth bit of element `32j + l`.
+    pub qh: [u8; QK_K / 8],
+    /// The low four bits, packed as [`super::BlockQ4_K::qs`].
+    pub qs: [u8; QK_K / 2],
+}
+
+pub const BLOCK_Q5_K_BYTES: usize = 176;
+const _: () = assert!(std::mem::size_of::<BlockQ5_K>() == BLOCK_Q5_K_BYTES);
+
+impl BlockQ5_K {
+    /// Element `i` (0..256) of the super-block, 0..32.
+    #[inline(always)]
+    pub fn quant(&self, i: usize) -> u8 {
+        let (j, l) = (i / 32, i % 32);
+        let byte = self.qs[32 * (j / 2) + l];
+        let low = if j.is_multiple_of(2) {
+            byte & 0x0f
+        } else {
+            byte >> 4
+        };
+        low | (((self.qh[l] >> j) & 1) << 4)
+    }
+}
+
+impl BlockCodec for BlockQ5_K {
+    const TENSOR_TYPE: TensorType = TensorType::Q5_K;
+    const ELEMENTS: usize = QK_K;
+
+    /// ggml's `dequantize_row_q5_K`.
+    fn dequantize(&self, out: &mut [f32]) {
+        let (d, dmin) = (self.d.to_f32(), self.dmin.to_f32());
+        for (j, sub) in out[..QK_K].chunks_exact_mut(32).enumerate() {
+            let (sc, m) = scale_min(&self.scales, j);
+            let (scale, minimum) = (d * sc as f32, dmin * m as f32);
+            for (l, y) in sub.iter_mut().enumerate() {
+                *y = scale * self.quant(32 * j + l) as f32 - minimum;
+            }
+        }
+    }
+}

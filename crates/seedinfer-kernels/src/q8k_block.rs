@@ -1,0 +1,110 @@
+//! Int8 activation super-blocks (ggml's Q8_K): what the K-quant products read. Like [`crate::q8_block`] a leaf,
+//! quantised once per product input and shared by every K-quant matrix that reads it.
+
+use seedinfer_formats::QK_K;
+
+/// Elements per activation super-block (and per K-quant weight super-block).
+pub const SUPER_BLOCK: usize = QK_K;
+
+/// 256 activations as int8 with one f32 scale `d`, and the exact sums of each 16 consecutive values (`bsums`, what
+/// the weights' minimums and offsets meet). ggml's `block_q8_K`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+#[repr(C)]
+pub struct Q8KBlock {
+    pub d: f32,
+    pub qs: [i8; SUPER_BLOCK],
+    pub bsums: [i16; SUPER_BLOCK / 16],
+}
+
+impl Default for Q8KBlock {
+    fn default() -> Self {
+        Self {
+            d: 0.0,
+            qs: [0; SUPER_BLOCK],
+            bsums: [0; SUPER_BLOCK / 16],
+        }
+    }
+}
+
+/// Quantises rows of activations (`input.len()` a multiple of 256) into `out`, as ggml's
+/// `quantize_row_q8_K_ref`: the value of largest magnitude `max` maps to -127, `q = round_ties_even(x * -127 /
+/// max)`, `d = 1 / (-127 / max)`.
+pub fn quantize_activations_k(input: &[f32], out: &mut Vec<Q8KBlock>) {
+    assert!(
+        input.len().is_multiple_of(SUPER_BLOCK),
+        "whole super-blocks of 256"
+    );
+    out.clear();
+    out.extend(input.chunks_exact(SUPER_BLOCK).map(quantize_super_block));
+}
+
+/// One super-block of [`quantize_activations_k`].
+pub fn quantize_super_block(x: &[f32]) -> Q8KBlock {
+    let (mut amax, mut max) = (0.0f32, 0.0f32);
+    for &v in x {
+        if v.abs() > amax {
+            amax = v.abs();
+            max = v;
+        }
+    }
+    let mut block = Q8KBlock::default();
+    if amax == 0.0 {
+        return block;
+    }
+    let iscale = -127.0 / max;
+    for (q, &v) in block.qs.iter_mut().zip(x) {
+        // ggml's `nearest_int` (adding 1.5 * 2^23) rounds half to even; |iscale * v| <= 127.
+        *q = ((iscale * v).round_ties_even() as i32).min(127) as i8;
+    }
+    for (sum, group) in block.bsums.iter_mut().zip(block.qs.chunks_exact(16)) {
+        *sum = group.iter().map(|&q| q as i16).sum();
+    }
+    block.d = 1.0 / iscale;
+    block
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::test_values::values;
+
+    #[test]
+    fn largest_magnitude_maps_to_minus_127_and_sums_are_exact() {
+        let mut x = values(512, 4);
+        x[37] = -9.0; // block 0's largest magnitude, negative: it maps to -127, so d is positive
+        x[300] = 5.0;
+        let mut q = Vec::new();
+        quantize_activations_k(&x, &mut q);
+        assert_eq!(q.len(), 2);
+        assert_eq!(q[0].qs[37], -127);
+        assert_eq!(q[0].d, 1.0 / (-127.0 / -9.0));
+        assert_eq!(q[1].qs[300 - 256], -127);
+        assert!(q[1].d < 0.0);
+        for (block, xs) in q.iter().zip(x.chunks(256)) {
+            for (j, sum) in block.bsums.iter().enumerate() {
+                let exact: i32 = block.qs[16 * j..16 * j + 16]
+                    .iter()
+                    .map(|&v| v as i32)
+                    .sum();
+                assert_eq!(*sum as i32, exact);
+            }
+            for (q, v) in block.qs.iter().zip(xs) {
+                assert!((*q as f32 * block.d - v).abs() <= block.d.abs() * 0.5 + 1e-6);
+            }
+        }
+        let zeros = quantize_super_block(&[0.0; 256]);
+        assert_eq!(zeros, Q8KBlock::default());
+    }
+
+    #[test]
+    fn halves_round_to_even() {
+        // max = 127 gives iscale = -1 exactly: x.5 values land halfway.
+        let mut x = [0.0f32; 256];
+        x[0] = 127.0;
+        x[1] = 2.5;
+        x[2] = 3.5;
+        x[3] = -0.5;
+        let b = quantize_super_block(&x);
+        assert_eq!(&b.qs[..4], &[-127, -2, -4, 0]);
+    }
+}

@@ -1,0 +1,76 @@
+//! Q4_K weights (super-blocks of 256: `x = d * sc_j * q - dmin * m_j`, 4-bit `q`, 6-bit `sc_j`, `m_j`) times Q8_K
+//! activations.
+
+use super::row_quads::{RowQuad, QUAD};
+use super::{Activations, Q8KBlock, QuadFormat, QuadKernel};
+use crate::isa::Isa;
+use bytemuck::{Pod, Zeroable};
+use seedinfer_formats::blocks::scales_mins;
+use seedinfer_formats::BlockQ4_K;
+
+/// Super-block `i` of four consecutive Q4_K rows, each as stored (the kernels take one row at a time).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Pod, Zeroable)]
+pub struct QuadQ4_K(pub [BlockQ4_K; QUAD]);
+
+const _: () = assert!(std::mem::size_of::<QuadQ4_K>() == QUAD * std::mem::size_of::<BlockQ4_K>());
+
+impl RowQuad for QuadQ4_K {
+    type Block = BlockQ4_K;
+    fn from_blocks(b: [&BlockQ4_K; QUAD]) -> Self {
+        Self(b.map(|b| *b))
+    }
+    fn block(&self, lane: usize) -> BlockQ4_K {
+        self.0[lane]
+    }
+}
+
+/// The terms of a super-block's dot product shared by Q4_K and Q5_K: `d_x * d * Σ sc_j (q · x)_j - d_x * dmin *
+/// Σ m_j (Σ x)_j`, the integer sums exact, then this one float expression (which the SIMD kernels repeat).
+#[inline(always)]
+pub(crate) fn scaled_difference(d: f32, dmin: f32, a: &Q8KBlock, sums: i32, mins: i32) -> f32 {
+    a.d * d * sums as f32 - a.d * dmin * mins as f32
+}
+
+/// `Σ m_j (Σ x)_j` over the eight sub-blocks of 32 (two activation sums of 16 each).
+#[inline(always)]
+pub(crate) fn minimum_sum(m: &[u8; 8], a: &Q8KBlock) -> i32 {
+    m.iter()
+        .enumerate()
+        .map(|(j, &m)| m as i32 * (a.bsums[2 * j] as i32 + a.bsums[2 * j + 1] as i32))
+        .sum()
+}
+
+impl QuadFormat for QuadQ4_K {
+    const ACTIVATIONS: Activations = Activations::Q8K;
+    type Input = Q8KBlock;
+
+    fn dot_scalar(w: impl Iterator<Item = BlockQ4_K>, x: &[Q8KBlock]) -> f32 {
+        let mut acc = 0.0f32;
+        for (b, a) in w.zip(x) {
+            let (sc, m) = scales_mins(&b.scales);
+            let mut sums = 0i32;
+            for (j, &sc) in sc.iter().enumerate() {
+                let sub: i32 = (32 * j..32 * j + 32)
+                    .map(|i| b.quant(i) as i32 * a.qs[i] as i32)
+                    .sum();
+                sums += sc as i32 * sub;
+            }
+            let mins = minimum_sum(&m, a);
+            acc += scaled_difference(b.d.to_f32(), b.dmin.to_f32(), a, sums, mins);
+        }
+        acc
+    }
+
+    fn scales_are_finite(&self) -> bool {
+        self.0.iter().all(|b| b.d.is_finite() && b.dmin.is_finite())
+    }
+
+    fn kernel(isa: Isa) -> Option<QuadKernel<Self>> {
+        match isa {
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx2 | Isa::Avx512 => Some(crate::x86_avx2::k_quants::rows::<Self>),
+            _ => None,
+        }
+    }
+}

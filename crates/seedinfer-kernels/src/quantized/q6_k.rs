@@ -1,0 +1,64 @@
+//! Q6_K weights (super-blocks of 256: `x = d * sc_j * (q - 32)`, 6-bit `q`, signed 8-bit `sc_j` per 16) times Q8_K
+//! activations.
+
+use super::row_quads::{RowQuad, QUAD};
+use super::{Activations, Q8KBlock, QuadFormat, QuadKernel};
+use crate::isa::Isa;
+use bytemuck::{Pod, Zeroable};
+use seedinfer_formats::BlockQ6_K;
+
+/// Super-block `i` of four consecutive Q6_K rows, each as stored.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Pod, Zeroable)]
+pub struct QuadQ6_K(pub [BlockQ6_K; QUAD]);
+
+const _: () = assert!(std::mem::size_of::<QuadQ6_K>() == QUAD * std::mem::size_of::<BlockQ6_K>());
+
+impl RowQuad for QuadQ6_K {
+    type Block = BlockQ6_K;
+    fn from_blocks(b: [&BlockQ6_K; QUAD]) -> Self {
+        Self(b.map(|b| *b))
+    }
+    fn block(&self, lane: usize) -> BlockQ6_K {
+        self.0[lane]
+    }
+}
+
+/// A super-block's dot product from its exact integer sum `Σ sc_j ((q - 32) · x)_j` (which the SIMD kernels
+/// repeat).
+#[inline(always)]
+pub(crate) fn q6_k_scaled(d: f32, a: &Q8KBlock, sums: i32) -> f32 {
+    a.d * d * sums as f32
+}
+
+impl QuadFormat for QuadQ6_K {
+    const ACTIVATIONS: Activations = Activations::Q8K;
+    type Input = Q8KBlock;
+
+    fn dot_scalar(w: impl Iterator<Item = BlockQ6_K>, x: &[Q8KBlock]) -> f32 {
+        let mut acc = 0.0f32;
+        for (b, a) in w.zip(x) {
+            let mut sums = 0i32;
+            for (j, &sc) in b.scales.iter().enumerate() {
+                let sub: i32 = (16 * j..16 * j + 16)
+                    .map(|i| (b.quant(i) as i32 - 32) * a.qs[i] as i32)
+                    .sum();
+                sums += sc as i32 * sub;
+            }
+            acc += q6_k_scaled(b.d.to_f32(), a, sums);
+        }
+        acc
+    }
+
+    fn scales_are_finite(&self) -> bool {
+        self.0.iter().all(|b| b.d.is_finite())
+    }
+
+    fn kernel(isa: Isa) -> Option<QuadKernel<Self>> {
+        match isa {
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx2 | Isa::Avx512 => Some(crate::x86_avx2::k_quants::rows::<Self>),
+            _ => None,
+        }
+    }
+}

@@ -1,0 +1,319 @@
+//! AVX2 kernels of the K-quants (Q4_K, Q5_K, Q6_K) times Q8_K activations. Each format's scalar `dot_scalar` in
+//! `quantized/` is the reference, and these give its bits: per super-block the integer sums are exact (any order
+//! gives the same integers), and the one float expression that scales them is the reference's own function, added
+//! in the same order. So a kernel equals the scalar oracle bit for bit, and a token gets the same bits in a batch
+//! of any size.
+//!
+//! Rows are taken one at a time: a super-block's weights are unpacked once to unsigned bytes (32 a vector) with
+//! their sub-block scales as i16 vectors, then multiplied with several tokens' activations (`maddubs`: unsigned
+//! weights x signed activations, pairs added in i16; `madd` with the sub-block scale widens to i32). The minimums
+//! (Q4_K, Q5_K) and Q6_K's offset of 32 meet the activations' sums of 16 (`bsums`).
+//!
+//! Adding a K-quant here: implement [`KQuad`] (how its super-block is unpacked, its integer sums); [`rows`] is then
+//! its kernel.
+
+#![cfg(target_arch = "x86_64")]
+
+use crate::quantized::row_quads::QUAD;
+use crate::quantized::{Q8KBlock, QuadFormat, QuadQ4_K, QuadQ5_K, QuadQ6_K};
+use crate::row_blocks::ProductOut;
+use seedinfer_formats::{BlockQ4_K, BlockQ5_K, BlockQ6_K};
+use std::arch::x86_64::*;
+
+/// What the K-quant kernel needs from a format.
+pub(crate) trait KQuad: QuadFormat<Input = Q8KBlock> {
+    /// A super-block unpacked for `maddubs`, with its scales.
+    type Ready;
+    /// Row `lane`'s super-block of this quad.
+    fn row(&self, lane: usize) -> &Self::Block;
+    unsafe fn ready(b: &Self::Block) -> Self::Ready;
+    /// The super-block's term of the dot product with activation super-block `a`, as `dot_scalar` computes it.
+    unsafe fn dot(w: &Self::Ready, a: &Q8KBlock) -> f32;
+}
+
+/// Sum of the eight i32 lanes (exact unless it overflows, which the formats' ranges rule out).
+#[inline(always)]
+unsafe fn sum_i32(v: __m256i) -> i32 {
+    let s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256::<1>(v));
+    let s = _mm_add_epi32(s, _mm_unpackhi_epi64(s, s));
+    let s = _mm_add_epi32(s, _mm_shuffle_epi32::<0b01>(s));
+    _mm_cvtsi128_si32(s)
+}
+
+/// The 12 bytes of packed 6-bit scales and minimums as `[sc0 .. sc7 | m0 .. m7]` bytes (ggml's mask trick: the
+/// same fields `blocks::scale_min` reads).
+#[inline(always)]
+unsafe fn scales_and_mins(packed: &[u8; 12]) -> __m128i {
+    let word = |i: usize| {
+        u32::from_le_bytes([
+            packed[4 * i],
+            packed[4 * i + 1],
+            packed[4 * i + 2],
+            packed[4 * i + 3],
+        ])
+    };
+    let (w0, w1, w2) = (word(0), word(1), word(2));
+    const LOW6: u32 = 0x3f3f_3f3f;
+    const LOW4: u32 = 0x0f0f_0f0f;
+    const LOW2: u32 = 0x0303_0303;
+    let scales_low = w0 & LOW6;
+    let scales_high = (w2 & LOW4) | (((w0 >> 6) & LOW2) << 4);
+    let mins_low = w1 & LOW6;
+    let mins_high = ((w2 >> 4) & LOW4) | (((w1 >> 6) & LOW2) << 4);
+    _mm_setr_epi32(
+        scales_low as i32,
+        scales_high as i32,
+        mins_low as i32,
+        mins_high as i32,
+    )
+}
+
+/// Unpacked weights and scales of a Q4_K or Q5_K super-block.
+pub(crate) struct ReadyQ45 {
+    /// Sub-block `j`'s 32 weights (0..16 or 0..32).
+    q: [__m256i; 8],
+    /// The eight sub-block scales as i16, in both halves.
+    scales: __m256i,
+    /// The eight minimums as i16.
+    mins: __m128i,
+    d: f32,
+    dmin: f32,
+}
+
+/// The four nibble pairs of `qs`: sub-blocks `2i` (low nibbles of bytes `32i..32i + 32`) and `2i + 1` (high).
+#[inline(always)]
+unsafe fn nibbles(qs: &[u8; 128]) -> [__m256i; 8] {
+    let mask = _mm256_set1_epi8(0x0f);
+    let mut q = [_mm256_setzero_si256(); 8];
+    for i in 0..4 {
+        let bytes = _mm256_loadu_si256(qs.as_ptr().add(32 * i) as *const __m256i);
+        q[2 * i] = _mm256_and_si256(bytes, mask);
+        q[2 * i + 1] = _mm256_and_si256(_mm256_srli_epi16::<4>(bytes), mask);
+    }
+    q
+}
+
+#[inline(always)]
+unsafe fn ready_q45(q: [__m256i; 8], packed: &[u8; 12], d: half::f16, dmin: half::f16) -> ReadyQ45 {
+    let both = _mm256_cvtepu8_epi16(scales_and_mins(packed));
+    let scales = _mm256_permute2x128_si256::<0x00>(both, both);
+    ReadyQ45 {
+        q,
+        scales,
+        mins: _mm256_extracti128_si256::<1>(both),
+        d: d.to_f32(),
+        dmin: dmin.to_f32(),
+    }
+}
+
+/// `(Σ sc_j (q · x)_j, Σ m_j (Σ x)_j)` of a Q4_K or Q5_K super-block, exact.
+#[inline(always)]
+unsafe fn sums_q45(w: &ReadyQ45, a: &Q8KBlock) -> (i32, i32) {
+    let mut acc = _mm256_setzero_si256();
+    for j in 0..8 {
+        let y = _mm256_loadu_si256(a.qs.as_ptr().add(32 * j) as *const __m256i);
+        let pairs = _mm256_maddubs_epi16(w.q[j], y);
+        // Word `j` of the scales in every word: bytes 2j and 2j + 1.
+        let select = _mm256_set1_epi16((0x0100 + 0x0202 * j) as i16);
+        let scale = _mm256_shuffle_epi8(w.scales, select);
+        acc = _mm256_add_epi32(acc, _mm256_madd_epi16(pairs, scale));
+    }
+    let bsums = _mm256_loadu_si256(a.bsums.as_ptr() as *const __m256i);
+    // Sums of 32 (two of 16 each), one per sub-block.
+    let pairs = _mm_hadd_epi16(
+        _mm256_castsi256_si128(bsums),
+        _mm256_extracti128_si256::<1>(bsums),
+    );
+    let mins = _mm_madd_epi16(pairs, w.mins);
+    let mins = _mm_add_epi32(mins, _mm_unpackhi_epi64(mins, mins));
+    let mins = _mm_add_epi32(mins, _mm_shuffle_epi32::<0b01>(mins));
+    (sum_i32(acc), _mm_cvtsi128_si32(mins))
+}
+
+impl KQuad for QuadQ4_K {
+    type Ready = ReadyQ45;
+    #[inline(always)]
+    fn row(&self, lane: usize) -> &BlockQ4_K {
+        &self.0[lane]
+    }
+    #[inline(always)]
+    unsafe fn ready(b: &BlockQ4_K) -> ReadyQ45 {
+        ready_q45(nibbles(&b.qs), &b.scales, b.d, b.dmin)
+    }
+    #[inline(always)]
+    unsafe fn dot(w: &ReadyQ45, a: &Q8KBlock) -> f32 {
+        let (sums, mins) = sums_q45(w, a);
+        crate::quantized::q4_k_scaled_difference(w.d, w.dmin, a, sums, mins)
+    }
+}
+
+impl KQuad for QuadQ5_K {
+    type Ready = ReadyQ45;
+    #[inline(always)]
+    fn row(&self, lane: usize) -> &BlockQ5_K {
+        &self.0[lane]
+    }
+    #[inline(always)]
+    unsafe fn ready(b: &BlockQ5_K) -> ReadyQ45 {
+        let mut q = nibbles(&b.qs);
+        let qh = _mm256_loadu_si256(b.qh.as_ptr() as *const __m256i);
+        let one = _mm256_set1_epi8(1);
+        for (j, q) in q.iter_mut().enumerate() {
+            // Bit j of each byte of qh, moved to bit 4.
+            let bit = _mm256_and_si256(_mm256_srl_epi16(qh, _mm_cvtsi32_si128(j as i32)), one);
+            *q = _mm256_or_si256(*q, _mm256_slli_epi16::<4>(bit));
+        }
+        ready_q45(q, &b.scales, b.d, b.dmin)
+    }
+    #[inline(always)]
+    unsafe fn dot(w: &ReadyQ45, a: &Q8KBlock) -> f32 {
+        let (sums, mins) = sums_q45(w, a);
+        crate::quantized::q4_k_scaled_difference(w.d, w.dmin, a, sums, mins)
+    }
+}
+
+/// Unpacked weights and scales of a Q6_K super-block.
+pub(crate) struct ReadyQ6 {
+    /// Vector `4h + k`: elements `128h + 32k .. + 32` (0..64, unsigned).
+    q: [__m256i; 8],
+    /// Vector `v`'s scales as i16: sub-block `2v` in the low half, `2v + 1` in the high half.
+    scales: [__m256i; 8],
+    /// The sixteen sub-block scales as i16.
+    all_scales: __m256i,
+    d: f32,
+}
+
+impl KQuad for QuadQ6_K {
+    type Ready = ReadyQ6;
+    #[inline(always)]
+    fn row(&self, lane: usize) -> &BlockQ6_K {
+        &self.0[lane]
+    }
+    #[inline(always)]
+    unsafe fn ready(b: &BlockQ6_K) -> ReadyQ6 {
+        let low = _mm256_set1_epi8(0x0f);
+        let mut q = [_mm256_setzero_si256(); 8];
+        for h in 0..2 {
+            let ql0 = _mm256_loadu_si256(b.ql.as_ptr().add(64 * h) as *const __m256i);
+            let ql1 = _mm256_loadu_si256(b.ql.as_ptr().add(64 * h + 32) as *const __m256i);
+            let qh = _mm256_loadu_si256(b.qh.as_ptr().add(32 * h) as *const __m256i);
+            let bits = |mask: i8| _mm256_and_si256(qh, _mm256_set1_epi8(mask));
+            q[4 * h] = _mm256_or_si256(
+                _mm256_and_si256(ql0, low),
+                _mm256_slli_epi16::<4>(bits(0x03)),
+            );
+            q[4 * h + 1] = _mm256_or_si256(
+                _mm256_and_si256(ql1, low),
+                _mm256_slli_epi16::<2>(bits(0x0c)),
+            );
+            q[4 * h + 2] = _mm256_or_si256(
+                _mm256_and_si256(_mm256_srli_epi16::<4>(ql0), low),
+                bits(0x30),
+            );
+            q[4 * h + 3] = _mm256_or_si256(
+                _mm256_and_si256(_mm256_srli_epi16::<4>(ql1), low),
+                _mm256_srli_epi16::<2>(bits(-0x40)),
+            );
+        }
+        let packed = _mm_loadu_si128(b.scales.as_ptr() as *const __m128i);
+        let mut scales = [_mm256_setzero_si256(); 8];
+        for (v, scale) in scales.iter_mut().enumerate() {
+            let (a, c) = (2 * v as i8, 2 * v as i8 + 1);
+            let select = _mm_setr_epi8(a, a, a, a, a, a, a, a, c, c, c, c, c, c, c, c);
+            *scale = _mm256_cvtepi8_epi16(_mm_shuffle_epi8(packed, select));
+        }
+        ReadyQ6 {
+            q,
+            scales,
+            all_scales: _mm256_cvtepi8_epi16(packed),
+            d: b.d.to_f32(),
+        }
+    }
+    #[inline(always)]
+    unsafe fn dot(w: &ReadyQ6, a: &Q8KBlock) -> f32 {
+        let mut acc = _mm256_setzero_si256();
+        for v in 0..8 {
+            let y = _mm256_loadu_si256(a.qs.as_ptr().add(32 * v) as *const __m256i);
+            let pairs = _mm256_maddubs_epi16(w.q[v], y);
+            acc = _mm256_add_epi32(acc, _mm256_madd_epi16(pairs, w.scales[v]));
+        }
+        // The offset: 32 Σ sc_j (Σ x)_j.
+        let bsums = _mm256_loadu_si256(a.bsums.as_ptr() as *const __m256i);
+        let offset = _mm256_slli_epi32::<5>(_mm256_madd_epi16(bsums, w.all_scales));
+        let sums = sum_i32(_mm256_sub_epi32(acc, offset));
+        crate::quantized::q6_k_scaled(w.d, a, sums)
+    }
+}
+
+/// Tokens sharing each unpacked super-block in a GEMM.
+const TILE: usize = 4;
+/// Activation bytes of the tokens a GEMM walks per pass over its rows (they stay in the core's L2 cache).
+const GEMM_ACTIVATION_BYTES: usize = 128 * 1024;
+
+/// Row `lane` of `row_quads` (`n` super-blocks) times tokens `first_token..first_token + T` of `x`.
+#[inline(always)]
+unsafe fn tile<Q: KQuad, const T: usize>(
+    row_quads: &[Q],
+    lane: usize,
+    x: &[Q8KBlock],
+    n: usize,
+    first_token: usize,
+    out: &ProductOut,
+    out_row: usize,
+) {
+    let mut acc = [0.0f32; T];
+    for (i, quad) in row_quads.iter().enumerate() {
+        let ahead = (quad as *const Q as *const i8).add(QUAD * std::mem::size_of::<Q::Block>());
+        _mm_prefetch::<_MM_HINT_T0>(ahead.add(lane * std::mem::size_of::<Q::Block>()));
+        _mm_prefetch::<_MM_HINT_T0>(ahead.add(lane * std::mem::size_of::<Q::Block>() + 64));
+        _mm_prefetch::<_MM_HINT_T0>(ahead.add(lane * std::mem::size_of::<Q::Block>() + 128));
+        let w = Q::ready(quad.row(lane));
+        for (t, acc) in acc.iter_mut().enumerate() {
+            *acc += Q::dot(&w, x.get_unchecked((first_token + t) * n + i));
+        }
+    }
+    for (t, value) in acc.iter().enumerate() {
+        out.write(out_row, first_token + t, *value);
+    }
+}
+
+/// The K-quant kernel of any format with a [`KQuad`] implementation (`quantized::QuadKernel`).
+///
+/// # Safety
+/// The CPU must have AVX2, FMA and F16C; `first_row` is a multiple of 4, `quads` holds the quads of rows
+/// `first_row..first_row + row_count` (`n` super-blocks each), `x` holds `tokens * n` super-blocks and `out` is the
+/// task's product.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn rows<Q: KQuad>(
+    quads: &[Q],
+    n: usize,
+    x: &[Q8KBlock],
+    tokens: usize,
+    out: &ProductOut,
+    first_row: usize,
+    row_count: usize,
+) {
+    debug_assert_eq!(first_row % QUAD, 0);
+    debug_assert!(quads.len() >= row_count.div_ceil(QUAD) * n);
+    debug_assert_eq!(x.len(), tokens * n);
+    let chunk = (GEMM_ACTIVATION_BYTES / (n * std::mem::size_of::<Q8KBlock>()).max(1))
+        .max(TILE)
+        .next_multiple_of(TILE);
+    let mut chunk_start = 0;
+    while chunk_start < tokens {
+        let chunk_end = (chunk_start + chunk).min(tokens);
+        for r in 0..row_count {
+            let row_quads = &quads[r / QUAD * n..(r / QUAD + 1) * n];
+            let mut t = chunk_start;
+            while t + TILE <= chunk_end {
+                tile::<Q, TILE>(row_quads, r % QUAD, x, n, t, out, first_row + r);
+                t += TILE;
+            }
+            while t < chunk_end {
+                tile::<Q, 1>(row_quads, r % QUAD, x, n, t, out, first_row + r);
+                t += 1;
+            }
+        }
+        chunk_start = chunk_end;
+    }
+}

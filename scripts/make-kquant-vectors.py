@@ -1,0 +1,86 @@
+#!/usr/bin/env python3
+"""Writes crates/seedinfer-formats/tests/data/kquant-vectors.json: K-quant super-blocks (Q4_K, Q5_K, Q6_K) and
+their dequantisation by the PyPI `gguf` package (gguf-py, llama.cpp's Python port of ggml's dequantisers),
+checked bit for bit by crates/seedinfer-formats/tests/reference_vectors.rs.
+
+The blocks are random bytes with chosen super-block scales (ordinary, zero, negative, subnormal, the largest
+f16) and edge-case sub-block scales (all bits set, Q6_K's -128 and 127). seedinfer reads K-quants but does not
+write them yet, so only the dequantisation is compared. Bytes and floats are little-endian hex.
+
+Usage (from the repository root; needs `pip install gguf numpy`):
+
+    python3 scripts/make-kquant-vectors.py [output.json]
+"""
+
+import importlib.metadata
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+from gguf import GGMLQuantizationType
+from gguf import quants
+
+SEED = 20261206
+BLOCK_BYTES = {"Q4_K": 144, "Q5_K": 176, "Q6_K": 210}
+DEFAULT_OUTPUT = Path(__file__).resolve().parent.parent / "crates/seedinfer-formats/tests/data/kquant-vectors.json"
+SCALES = [  # (name, d, dmin)
+    ("ordinary", 0.0123, 0.0071),
+    ("zero_scales", 0.0, 0.0),
+    ("negative", -0.5, -0.25),
+    ("subnormal", 3.0e-7, 5.0e-8),
+    ("largest_f16", 65504.0, 65504.0),
+    ("one", 1.0, 1.0),
+]
+
+
+def f16_bytes(value: float) -> np.ndarray:
+    return np.array([value], dtype="<f2").view(np.uint8)
+
+
+def blocks(type_name: str, rng: np.random.Generator) -> list[tuple[str, np.ndarray]]:
+    size = BLOCK_BYTES[type_name]
+    out = []
+    for name, d, dmin in SCALES:
+        for variant in ("random", "saturated"):
+            block = rng.integers(0, 256, size, dtype=np.uint8)
+            if variant == "saturated":
+                if type_name == "Q6_K":
+                    block[192:208] = np.array([0x80, 0x7F] * 8, dtype=np.uint8)  # scales -128 and 127
+                    block[:192] = 0xFF  # every weight 63
+                else:
+                    block[4:16] = 0xFF  # every scale and minimum 63
+            if type_name == "Q6_K":
+                block[208:210] = f16_bytes(d)
+            else:
+                block[0:2] = f16_bytes(d)
+                block[2:4] = f16_bytes(dmin)
+            out.append((f"{name}_{variant}", block))
+    return out
+
+
+def main() -> None:
+    output = Path(sys.argv[1]) if len(sys.argv) > 1 else DEFAULT_OUTPUT
+    rng = np.random.default_rng(SEED)
+    entries = []
+    for type_name in BLOCK_BYTES:
+        qtype = GGMLQuantizationType[type_name]
+        for name, block in blocks(type_name, rng):
+            values = quants.dequantize(block.reshape(1, -1), qtype).astype("<f4").reshape(-1)
+            assert values.shape == (256,)
+            entries.append({
+                "type": type_name,
+                "name": name,
+                "block": block.tobytes().hex(),
+                "dequantized_f32le": values.tobytes().hex(),
+            })
+    document = {
+        "generator": f"scripts/make-kquant-vectors.py with gguf {importlib.metadata.version('gguf')}",
+        "entries": entries,
+    }
+    output.write_text(json.dumps(document, indent=1) + "\n")
+    print(f"wrote {len(entries)} blocks to {output}")
+
+
+if __name__ == "__main__":
+    main()
