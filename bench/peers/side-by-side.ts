@@ -5,6 +5,8 @@
 //   npm run -s bench:peers -- --json             # only a JSON array of rows on stdout (-s: no npm banner)
 //   npm run bench:peers -- --quick               # one small configuration (smoke test)
 //   options: --models q4_0,q8_0,q4_1 --prompts 128,512,2048 --threads 1,2 --runs 5 --decode 128
+//   --models also takes q4_k, q5_k, q6_k (synthetic K-quant copies) and paths of GGUF files (e.g. a Q4_K_M file
+//   written by llama.cpp's quantiser), keyed by their file name.
 //
 // Needs node-llama-cpp in bench/peers/node_modules (see bench/peers/README.md) and the built addon (npm run build).
 //
@@ -37,7 +39,9 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 type Engine = 'seedinfer' | 'node-llama-cpp';
-type ModelKey = 'q4_0' | 'q8_0' | 'q4_1';
+/** A synthetic format, `q4_1` (the real default model), or a GGUF file's name. */
+type ModelKey = string;
+const SYNTHETIC_FORMATS = ['q4_0', 'q8_0', 'q4_k', 'q5_k', 'q6_k'] as const;
 
 interface Row {
   engine: Engine;
@@ -303,7 +307,9 @@ async function parentMain(): Promise<void> {
   const quick = process.argv.includes('--quick');
   const models = (option('models') ?? (quick ? 'q4_0' : 'q4_0,q8_0,q4_1')).split(',') as ModelKey[];
   for (const m of models) {
-    if (!['q4_0', 'q8_0', 'q4_1'].includes(m)) throw new Error(`--models takes q4_0, q8_0 and q4_1, got ${m}`);
+    if (![...SYNTHETIC_FORMATS, 'q4_1'].includes(m) && !m.endsWith('.gguf')) {
+      throw new Error(`--models takes ${SYNTHETIC_FORMATS.join(', ')}, q4_1 and paths of .gguf files, got ${m}`);
+    }
   }
   const prompts = numbers('prompts', quick ? [128] : [128, 512, 2048]);
   const threadCounts = numbers('threads', quick ? [1] : [1, 2]);
@@ -327,12 +333,17 @@ async function parentMain(): Promise<void> {
       files.set(key, defaultModel);
       continue;
     }
+    if (key.endsWith('.gguf')) {
+      if (!existsSync(key)) throw new Error(`${key} does not exist`);
+      files.set(path.basename(key), key);
+      continue;
+    }
     const dir = path.join(defaultCacheDir(), 'synthetic');
     const file = path.join(dir, `${path.basename(defaultModel, '.Q4_1.gguf')}.synthetic-seed${SYNTHETIC_SEED}.${key.toUpperCase()}.gguf`);
     if (!existsSync(file)) {
       log(`writing ${file}`);
       mkdirSync(dir, { recursive: true });
-      await tools.writeSyntheticModel(defaultModel, file, key, SYNTHETIC_SEED);
+      await tools.writeSyntheticModel(defaultModel, file, key as (typeof SYNTHETIC_FORMATS)[number], SYNTHETIC_SEED);
     }
     files.set(key, file);
   }
@@ -464,8 +475,9 @@ async function parentMain(): Promise<void> {
     }
   }
   console.log(
-    '\nq4_0 and q8_0: synthetic random-weight copies of SmolLM2-135M-Instruct (same shape and tokenizer); q4_1: the ' +
-      'real file (Q4_1 layers, Q8_0 token_embd). Decode bound = read bandwidth / bytes read per token.',
+    '\nq4_0, q8_0, q4_k, q5_k, q6_k: synthetic random-weight copies of SmolLM2-135M-Instruct (same shape and ' +
+      "tokenizer; K-quants where rows are whole super-blocks, llama.cpp's fallbacks elsewhere); q4_1: the real file " +
+      '(Q4_1 layers, Q8_0 token_embd); *.gguf: that file. Decode bound = read bandwidth / bytes read per token.',
   );
   if (noisy.size > 0) {
     console.log(

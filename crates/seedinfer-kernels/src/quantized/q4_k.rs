@@ -26,15 +26,15 @@ impl RowQuad for QuadQ4_K {
 }
 
 /// The terms of a super-block's dot product shared by Q4_K and Q5_K: `d_x * d * Σ sc_j (q · x)_j - d_x * dmin *
-/// Σ m_j (Σ x)_j`, the integer sums exact, then this one float expression (which the SIMD kernels repeat).
+/// Σ m_j (Σ x)_j`, the integer sums exact, then this one float expression.
 #[inline(always)]
-pub(crate) fn scaled_difference(d: f32, dmin: f32, a: &Q8KBlock, sums: i32, mins: i32) -> f32 {
+pub(super) fn scaled_difference(d: f32, dmin: f32, a: &Q8KBlock, sums: i32, mins: i32) -> f32 {
     a.d * d * sums as f32 - a.d * dmin * mins as f32
 }
 
 /// `Σ m_j (Σ x)_j` over the eight sub-blocks of 32 (two activation sums of 16 each).
 #[inline(always)]
-pub(crate) fn minimum_sum(m: &[u8; 8], a: &Q8KBlock) -> i32 {
+pub(super) fn minimum_sum(m: &[u8; 8], a: &Q8KBlock) -> i32 {
     m.iter()
         .enumerate()
         .map(|(j, &m)| m as i32 * (a.bsums[2 * j] as i32 + a.bsums[2 * j + 1] as i32))

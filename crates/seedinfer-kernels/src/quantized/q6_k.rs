@@ -24,10 +24,9 @@ impl RowQuad for QuadQ6_K {
     }
 }
 
-/// A super-block's dot product from its exact integer sum `Σ sc_j ((q - 32) · x)_j` (which the SIMD kernels
-/// repeat).
+/// A super-block's dot product from its exact integer sum `Σ sc_j ((q - 32) · x)_j` .
 #[inline(always)]
-pub(crate) fn q6_k_scaled(d: f32, a: &Q8KBlock, sums: i32) -> f32 {
+fn q6_k_scaled(d: f32, a: &Q8KBlock, sums: i32) -> f32 {
     a.d * d * sums as f32
 }
 

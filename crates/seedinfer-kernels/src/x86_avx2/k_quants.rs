@@ -1,8 +1,8 @@
 //! AVX2 kernels of the K-quants (Q4_K, Q5_K, Q6_K) times Q8_K activations. Each format's scalar `dot_scalar` in
-//! `quantized/` is the reference, and these give its bits: per super-block the integer sums are exact (any order
-//! gives the same integers), and the one float expression that scales them is the reference's own function, added
-//! in the same order. So a kernel equals the scalar oracle bit for bit, and a token gets the same bits in a batch
-//! of any size.
+//! `quantized/` is the reference. Per super-block the integer sums are exact and stay in eight i32 lanes; each
+//! lane is converted and accumulated in f32 with the super-block's scale (as ggml's AVX2 kernels do), and the lanes
+//! are added once per row. So a kernel differs from the scalar oracle only by the order of f32 additions, and a
+//! token gets the same bits in a batch of any size (its operations do not depend on the others).
 //!
 //! Rows are taken one at a time: a super-block's weights are unpacked once to unsigned bytes (32 a vector) with
 //! their sub-block scales as i16 vectors, then multiplied with several tokens' activations (`maddubs`: unsigned
@@ -14,6 +14,7 @@
 
 #![cfg(target_arch = "x86_64")]
 
+use super::horizontal_sum;
 use crate::quantized::row_quads::QUAD;
 use crate::quantized::{Q8KBlock, QuadFormat, QuadQ4_K, QuadQ5_K, QuadQ6_K};
 use crate::row_blocks::ProductOut;
@@ -27,17 +28,8 @@ pub(crate) trait KQuad: QuadFormat<Input = Q8KBlock> {
     /// Row `lane`'s super-block of this quad.
     fn row(&self, lane: usize) -> &Self::Block;
     unsafe fn ready(b: &Self::Block) -> Self::Ready;
-    /// The super-block's term of the dot product with activation super-block `a`, as `dot_scalar` computes it.
-    unsafe fn dot(w: &Self::Ready, a: &Q8KBlock) -> f32;
-}
-
-/// Sum of the eight i32 lanes (exact unless it overflows, which the formats' ranges rule out).
-#[inline(always)]
-unsafe fn sum_i32(v: __m256i) -> i32 {
-    let s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256::<1>(v));
-    let s = _mm_add_epi32(s, _mm_unpackhi_epi64(s, s));
-    let s = _mm_add_epi32(s, _mm_shuffle_epi32::<0b01>(s));
-    _mm_cvtsi128_si32(s)
+    /// Adds the super-block's dot product with activation super-block `a` to the eight f32 lanes of `acc`.
+    unsafe fn accumulate(w: &Self::Ready, a: &Q8KBlock, acc: __m256) -> __m256;
 }
 
 /// The 12 bytes of packed 6-bit scales and minimums as `[sc0 .. sc7 | m0 .. m7]` bytes (ggml's mask trick: the
@@ -72,8 +64,8 @@ unsafe fn scales_and_mins(packed: &[u8; 12]) -> __m128i {
 pub(crate) struct ReadyQ45 {
     /// Sub-block `j`'s 32 weights (0..16 or 0..32).
     q: [__m256i; 8],
-    /// The eight sub-block scales as i16, in both halves.
-    scales: __m256i,
+    /// Sub-block `j`'s scale as i16 in every word.
+    scales: [__m256i; 8],
     /// The eight minimums as i16.
     mins: __m128i,
     d: f32,
@@ -96,7 +88,12 @@ unsafe fn nibbles(qs: &[u8; 128]) -> [__m256i; 8] {
 #[inline(always)]
 unsafe fn ready_q45(q: [__m256i; 8], packed: &[u8; 12], d: half::f16, dmin: half::f16) -> ReadyQ45 {
     let both = _mm256_cvtepu8_epi16(scales_and_mins(packed));
-    let scales = _mm256_permute2x128_si256::<0x00>(both, both);
+    let doubled = _mm256_permute2x128_si256::<0x00>(both, both);
+    let mut scales = [_mm256_setzero_si256(); 8];
+    for (j, scale) in scales.iter_mut().enumerate() {
+        // Word `j` in every word: bytes 2j and 2j + 1.
+        *scale = _mm256_shuffle_epi8(doubled, _mm256_set1_epi16((0x0100 + 0x0202 * j) as i16));
+    }
     ReadyQ45 {
         q,
         scales,
@@ -106,28 +103,25 @@ unsafe fn ready_q45(q: [__m256i; 8], packed: &[u8; 12], d: half::f16, dmin: half
     }
 }
 
-/// `(Σ sc_j (q · x)_j, Σ m_j (Σ x)_j)` of a Q4_K or Q5_K super-block, exact.
+/// `acc + d * d_x * Σ sc_j (q · x)_j - dmin * d_x * Σ m_j (Σ x)_j` for a Q4_K or Q5_K super-block, the integer
+/// sums exact in i32 lanes.
 #[inline(always)]
-unsafe fn sums_q45(w: &ReadyQ45, a: &Q8KBlock) -> (i32, i32) {
-    let mut acc = _mm256_setzero_si256();
+unsafe fn accumulate_q45(w: &ReadyQ45, a: &Q8KBlock, acc: __m256) -> __m256 {
+    let mut sums = _mm256_setzero_si256();
     for j in 0..8 {
         let y = _mm256_loadu_si256(a.qs.as_ptr().add(32 * j) as *const __m256i);
         let pairs = _mm256_maddubs_epi16(w.q[j], y);
-        // Word `j` of the scales in every word: bytes 2j and 2j + 1.
-        let select = _mm256_set1_epi16((0x0100 + 0x0202 * j) as i16);
-        let scale = _mm256_shuffle_epi8(w.scales, select);
-        acc = _mm256_add_epi32(acc, _mm256_madd_epi16(pairs, scale));
+        sums = _mm256_add_epi32(sums, _mm256_madd_epi16(pairs, w.scales[j]));
     }
     let bsums = _mm256_loadu_si256(a.bsums.as_ptr() as *const __m256i);
-    // Sums of 32 (two of 16 each), one per sub-block.
+    // Sums of 32 (two of 16 each), one per sub-block, times the minimums: four i32 lanes.
     let pairs = _mm_hadd_epi16(
         _mm256_castsi256_si128(bsums),
         _mm256_extracti128_si256::<1>(bsums),
     );
-    let mins = _mm_madd_epi16(pairs, w.mins);
-    let mins = _mm_add_epi32(mins, _mm_unpackhi_epi64(mins, mins));
-    let mins = _mm_add_epi32(mins, _mm_shuffle_epi32::<0b01>(mins));
-    (sum_i32(acc), _mm_cvtsi128_si32(mins))
+    let mins = _mm256_zextsi128_si256(_mm_madd_epi16(pairs, w.mins));
+    let acc = _mm256_fmadd_ps(_mm256_set1_ps(w.d * a.d), _mm256_cvtepi32_ps(sums), acc);
+    _mm256_fnmadd_ps(_mm256_set1_ps(w.dmin * a.d), _mm256_cvtepi32_ps(mins), acc)
 }
 
 impl KQuad for QuadQ4_K {
@@ -141,9 +135,8 @@ impl KQuad for QuadQ4_K {
         ready_q45(nibbles(&b.qs), &b.scales, b.d, b.dmin)
     }
     #[inline(always)]
-    unsafe fn dot(w: &ReadyQ45, a: &Q8KBlock) -> f32 {
-        let (sums, mins) = sums_q45(w, a);
-        crate::quantized::q4_k_scaled_difference(w.d, w.dmin, a, sums, mins)
+    unsafe fn accumulate(w: &ReadyQ45, a: &Q8KBlock, acc: __m256) -> __m256 {
+        accumulate_q45(w, a, acc)
     }
 }
 
@@ -166,9 +159,8 @@ impl KQuad for QuadQ5_K {
         ready_q45(q, &b.scales, b.d, b.dmin)
     }
     #[inline(always)]
-    unsafe fn dot(w: &ReadyQ45, a: &Q8KBlock) -> f32 {
-        let (sums, mins) = sums_q45(w, a);
-        crate::quantized::q4_k_scaled_difference(w.d, w.dmin, a, sums, mins)
+    unsafe fn accumulate(w: &ReadyQ45, a: &Q8KBlock, acc: __m256) -> __m256 {
+        accumulate_q45(w, a, acc)
     }
 }
 
@@ -230,18 +222,18 @@ impl KQuad for QuadQ6_K {
         }
     }
     #[inline(always)]
-    unsafe fn dot(w: &ReadyQ6, a: &Q8KBlock) -> f32 {
-        let mut acc = _mm256_setzero_si256();
+    unsafe fn accumulate(w: &ReadyQ6, a: &Q8KBlock, acc: __m256) -> __m256 {
+        let mut sums = _mm256_setzero_si256();
         for v in 0..8 {
             let y = _mm256_loadu_si256(a.qs.as_ptr().add(32 * v) as *const __m256i);
             let pairs = _mm256_maddubs_epi16(w.q[v], y);
-            acc = _mm256_add_epi32(acc, _mm256_madd_epi16(pairs, w.scales[v]));
+            sums = _mm256_add_epi32(sums, _mm256_madd_epi16(pairs, w.scales[v]));
         }
         // The offset: 32 Σ sc_j (Σ x)_j.
         let bsums = _mm256_loadu_si256(a.bsums.as_ptr() as *const __m256i);
         let offset = _mm256_slli_epi32::<5>(_mm256_madd_epi16(bsums, w.all_scales));
-        let sums = sum_i32(_mm256_sub_epi32(acc, offset));
-        crate::quantized::q6_k_scaled(w.d, a, sums)
+        let sums = _mm256_sub_epi32(sums, offset);
+        _mm256_fmadd_ps(_mm256_set1_ps(w.d * a.d), _mm256_cvtepi32_ps(sums), acc)
     }
 }
 
@@ -249,6 +241,37 @@ impl KQuad for QuadQ6_K {
 const TILE: usize = 4;
 /// Activation bytes of the tokens a GEMM walks per pass over its rows (they stay in the core's L2 cache).
 const GEMM_ACTIVATION_BYTES: usize = 128 * 1024;
+
+/// How far ahead of the super-blocks being multiplied a single-token product prefetches its weights.
+const PREFETCH_BYTES: usize = 2048;
+
+/// The quad's rows (the first `valid_rows` of its four) times one token `x` (`n` super-blocks): the quad's bytes
+/// in one sequential stream, for single-token products, which read every weight once. Each row's value is formed
+/// exactly as [`tile`] forms it.
+#[inline(always)]
+unsafe fn quad_single_token<Q: KQuad>(
+    quads: &[Q],
+    x: &[Q8KBlock],
+    out: &ProductOut,
+    first_row: usize,
+    valid_rows: usize,
+    token: usize,
+) {
+    let mut acc = [_mm256_setzero_ps(); QUAD];
+    for (quad, a) in quads.iter().zip(x) {
+        let ahead = (quad as *const Q as *const i8).add(PREFETCH_BYTES);
+        for line in (0..std::mem::size_of::<Q>()).step_by(64) {
+            _mm_prefetch::<_MM_HINT_T0>(ahead.add(line));
+        }
+        for (lane, acc) in acc.iter_mut().enumerate() {
+            let w = Q::ready(quad.row(lane));
+            *acc = Q::accumulate(&w, a, *acc);
+        }
+    }
+    for (lane, lanes) in acc.iter().enumerate().take(valid_rows) {
+        out.write(first_row + lane, token, horizontal_sum(*lanes));
+    }
+}
 
 /// Row `lane` of `row_quads` (`n` super-blocks) times tokens `first_token..first_token + T` of `x`.
 #[inline(always)]
@@ -261,7 +284,7 @@ unsafe fn tile<Q: KQuad, const T: usize>(
     out: &ProductOut,
     out_row: usize,
 ) {
-    let mut acc = [0.0f32; T];
+    let mut acc = [_mm256_setzero_ps(); T];
     for (i, quad) in row_quads.iter().enumerate() {
         let ahead = (quad as *const Q as *const i8).add(QUAD * std::mem::size_of::<Q::Block>());
         _mm_prefetch::<_MM_HINT_T0>(ahead.add(lane * std::mem::size_of::<Q::Block>()));
@@ -269,11 +292,11 @@ unsafe fn tile<Q: KQuad, const T: usize>(
         _mm_prefetch::<_MM_HINT_T0>(ahead.add(lane * std::mem::size_of::<Q::Block>() + 128));
         let w = Q::ready(quad.row(lane));
         for (t, acc) in acc.iter_mut().enumerate() {
-            *acc += Q::dot(&w, x.get_unchecked((first_token + t) * n + i));
+            *acc = Q::accumulate(&w, x.get_unchecked((first_token + t) * n + i), *acc);
         }
     }
-    for (t, value) in acc.iter().enumerate() {
-        out.write(out_row, first_token + t, *value);
+    for (t, lanes) in acc.iter().enumerate() {
+        out.write(out_row, first_token + t, horizontal_sum(*lanes));
     }
 }
 
@@ -296,6 +319,20 @@ pub unsafe fn rows<Q: KQuad>(
     debug_assert_eq!(first_row % QUAD, 0);
     debug_assert!(quads.len() >= row_count.div_ceil(QUAD) * n);
     debug_assert_eq!(x.len(), tokens * n);
+    if tokens == 1 {
+        for g in 0..row_count.div_ceil(QUAD) {
+            let valid = (row_count - g * QUAD).min(QUAD);
+            quad_single_token(
+                &quads[g * n..(g + 1) * n],
+                x,
+                out,
+                first_row + g * QUAD,
+                valid,
+                0,
+            );
+        }
+        return;
+    }
     let chunk = (GEMM_ACTIVATION_BYTES / (n * std::mem::size_of::<Q8KBlock>()).max(1))
         .max(TILE)
         .next_multiple_of(TILE);
