@@ -371,7 +371,7 @@ async function parentMain(): Promise<void> {
   const noisy = new Set<string>();
   /** What each engine said it runs, per model (seedinfer: its compute formats and kernels). */
   const descriptions = new Map<string, string>();
-  for (const key of models) {
+  for (const key of files.keys()) {
     const file = files.get(key) as string;
     for (const threads of threadCounts) {
       for (const promptTokens of prompts) {
@@ -444,7 +444,7 @@ async function parentMain(): Promise<void> {
   for (const [what, description] of descriptions) console.log(`- ${what}: ${description}`);
   console.log('\n| model | bytes read per token | threads | read GB/s | decode bound tok/s |');
   console.log('|---|---:|---:|---:|---:|');
-  for (const key of models) {
+  for (const key of files.keys()) {
     for (const threads of threadCounts) {
       const bw = bandwidth.get(threads) as number;
       const bytes = bytesPerToken.get(key) as number;
@@ -456,7 +456,7 @@ async function parentMain(): Promise<void> {
       'ours/theirs | ours of bound | llama.cpp of bound | TTFT ms ours | llama.cpp | peak RSS MB ours | llama.cpp | same tokens |',
   );
   console.log('|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|');
-  for (const key of models) {
+  for (const key of files.keys()) {
     for (const threads of threadCounts) {
       const bound = (bandwidth.get(threads) as number) / (bytesPerToken.get(key) as number);
       for (const prompt of prompts) {

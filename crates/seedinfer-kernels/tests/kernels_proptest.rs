@@ -15,6 +15,8 @@
 //!   lanes, adds each lane with a fused multiply-add into its own accumulator and sums the lanes at the end:
 //!   the same real number, rounded in a different order. The bound is relative to the magnitudes rather
 //!   than to the result because the result may cancel to almost nothing.
+//! - Q4_K, Q5_K, Q6_K: the same bound. Each super-block's integer sums are exact on both paths; the AVX2 kernels
+//!   keep them in eight lanes scaled and added in f32, the reference adds one term per super-block.
 
 use half::{bf16, f16};
 use proptest::prelude::*;
@@ -23,7 +25,9 @@ use seedinfer_formats::{
     dequantize_row, quantize_row, BlockQ4_0, BlockQ4_1, BlockQ5_0, BlockQ5_1, BlockQ8_0, TensorType,
 };
 use seedinfer_kernels::half_weights::HalfMatrix;
-use seedinfer_kernels::quantized::{quantize_activations, Q8Block, QuantizedMatrix, BLOCK};
+use seedinfer_kernels::quantized::{
+    quantize_activations, Q8Block, QuantizedInput, QuantizedMatrix, BLOCK, SUPER_BLOCK,
+};
 use seedinfer_kernels::{dense_f32, Isa};
 
 /// xorshift64*: deterministic values from a proptest-chosen seed.
@@ -208,6 +212,68 @@ fn check_quantized(
     Ok(())
 }
 
+/// Random K-quant rows (`k` super-blocks each): random weight bits and sub-block scales, super-block scales
+/// (and minimums) of random sign from zero to 100, subnormal ones included; against edge-case activations.
+fn check_k_quant(
+    tensor_type: TensorType,
+    rows: usize,
+    k: usize,
+    tokens: usize,
+    seed: u64,
+) -> Result<(), TestCaseError> {
+    let cols = k * SUPER_BLOCK;
+    let mut rng = Rng::new(seed);
+    let block_bytes = tensor_type.block_bytes();
+    let mut bytes: Vec<u8> = (0..rows * k * block_bytes)
+        .map(|_| rng.next() as u8)
+        .collect();
+    let scales = [0.0f32, 3e-7, 1e-5, 0.01, 1.0, 100.0];
+    for block in bytes.chunks_exact_mut(block_bytes) {
+        let mut scale = || {
+            let v = scales[rng.below(scales.len() as u64) as usize] * rng.unit();
+            f16::from_f32(v).to_le_bytes()
+        };
+        if tensor_type == TensorType::Q6_K {
+            block[208..210].copy_from_slice(&scale());
+        } else {
+            block[0..2].copy_from_slice(&scale());
+            block[2..4].copy_from_slice(&scale());
+        }
+    }
+    let m = QuantizedMatrix::from_bytes(tensor_type, rows, cols, &bytes).unwrap();
+    let x = edgy_values(&mut rng, tokens * cols, BLOCK, f32::MAX);
+    let mut q = QuantizedInput::default();
+    q.quantize(&x, [&m]);
+
+    let (mut fast, mut reference) = (vec![0.0; tokens * rows], vec![0.0; tokens * rows]);
+    m.matmul(q.as_input(), tokens, &mut fast);
+    m.matmul_with(Isa::Scalar, q.as_input(), tokens, &mut reference);
+    let mut w = vec![0.0f32; rows * cols];
+    dequantize_row(tensor_type, &bytes, &mut w).unwrap();
+    let steps = (4 * k + 16) as f32;
+    for t in 0..tokens {
+        let activations = q.q8k[t * k..(t + 1) * k]
+            .iter()
+            .flat_map(|b| b.qs.iter().map(move |&v| v as f64 * b.d as f64));
+        let activations: Vec<f64> = activations.collect();
+        for r in 0..rows {
+            let magnitude: f64 = w[r * cols..(r + 1) * cols]
+                .iter()
+                .zip(&activations)
+                .map(|(w, a)| (*w as f64 * a).abs())
+                .sum();
+            let (f, s) = (fast[t * rows + r], reference[t * rows + r]);
+            prop_assert!(f.is_finite() && s.is_finite());
+            let bound = steps * f32::EPSILON * magnitude as f32 + f32::MIN_POSITIVE;
+            prop_assert!(
+                (f - s).abs() <= bound,
+                "{tensor_type} {rows}x{cols} tokens={tokens} [{t}, {r}]: dispatched {f} vs scalar {s} (bound {bound})"
+            );
+        }
+    }
+    Ok(())
+}
+
 /// Bit patterns of `v` as f16 or bf16 (round to nearest even, as the formats crate writes them).
 fn half_bytes(tensor_type: TensorType, v: &[f32]) -> Vec<u8> {
     let mut bytes = Vec::new();
@@ -319,6 +385,21 @@ proptest! {
     #[test]
     fn q8_0_dispatched_matches_scalar(rows in 1usize..70, k in 1usize..40, tokens in 1usize..12, seed in any::<u64>()) {
         check_quantized(TensorType::Q8_0, rows, k, tokens, seed)?;
+    }
+
+    #[test]
+    fn q4_k_dispatched_matches_scalar(rows in 1usize..40, k in 1usize..6, tokens in 1usize..12, seed in any::<u64>()) {
+        check_k_quant(TensorType::Q4_K, rows, k, tokens, seed)?;
+    }
+
+    #[test]
+    fn q5_k_dispatched_matches_scalar(rows in 1usize..40, k in 1usize..6, tokens in 1usize..12, seed in any::<u64>()) {
+        check_k_quant(TensorType::Q5_K, rows, k, tokens, seed)?;
+    }
+
+    #[test]
+    fn q6_k_dispatched_matches_scalar(rows in 1usize..40, k in 1usize..6, tokens in 1usize..12, seed in any::<u64>()) {
+        check_k_quant(TensorType::Q6_K, rows, k, tokens, seed)?;
     }
 
     #[test]
