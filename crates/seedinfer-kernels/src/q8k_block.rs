@@ -38,6 +38,14 @@ pub fn quantize_activations_k(input: &[f32], out: &mut Vec<Q8KBlock>) {
     out.extend(input.chunks_exact(SUPER_BLOCK).map(quantize_super_block));
 }
 
+/// ggml's `nearest_int`: `value` rounded half to even, for |value| < 2^22. Adding 1.5 * 2^23 leaves the rounded
+/// integer in the low mantissa bits (plain float arithmetic, which vectorises; `round_ties_even` is a libm call on
+/// baseline x86-64).
+#[inline(always)]
+fn nearest_int(value: f32) -> i32 {
+    ((value + 12_582_912.0).to_bits() & 0x007f_ffff) as i32 - 0x0040_0000
+}
+
 /// One super-block of [`quantize_activations_k`].
 pub fn quantize_super_block(x: &[f32]) -> Q8KBlock {
     let (mut amax, mut max) = (0.0f32, 0.0f32);
@@ -53,8 +61,7 @@ pub fn quantize_super_block(x: &[f32]) -> Q8KBlock {
     }
     let iscale = -127.0 / max;
     for (q, &v) in block.qs.iter_mut().zip(x) {
-        // ggml's `nearest_int` (adding 1.5 * 2^23) rounds half to even; |iscale * v| <= 127.
-        *q = ((iscale * v).round_ties_even() as i32).min(127) as i8;
+        *q = nearest_int(iscale * v).min(127) as i8;
     }
     for (sum, group) in block.bsums.iter_mut().zip(block.qs.chunks_exact(16)) {
         *sum = group.iter().map(|&q| q as i16).sum();
@@ -106,5 +113,14 @@ mod tests {
         x[3] = -0.5;
         let b = quantize_super_block(&x);
         assert_eq!(&b.qs[..4], &[-127, -2, -4, 0]);
+    }
+
+    #[test]
+    fn nearest_int_is_round_half_to_even() {
+        for v in [
+            -127.0f32, -126.5, -2.5, -0.5, -0.49, 0.0, 0.5, 1.5, 2.5, 63.7, 126.5, 127.0,
+        ] {
+            assert_eq!(nearest_int(v), v.round_ties_even() as i32, "{v}");
+        }
     }
 }

@@ -248,18 +248,37 @@ fn check_k_quant(
     let (mut fast, mut reference) = (vec![0.0; tokens * rows], vec![0.0; tokens * rows]);
     m.matmul(q.as_input(), tokens, &mut fast);
     m.matmul_with(Isa::Scalar, q.as_input(), tokens, &mut reference);
-    let mut w = vec![0.0f32; rows * cols];
-    dequantize_row(tensor_type, &bytes, &mut w).unwrap();
-    let steps = (4 * k + 16) as f32;
+    // The terms' magnitudes: Q4_K/Q5_K weights are `d * sc * q - dmin * m`, whose two parts the products sum apart
+    // (the scalar reference too), so both parts count: each is the dequantisation with the other's super-block
+    // scale zeroed (bytes 0..2 hold d, 2..4 dmin).
+    let zeroed: &[usize] = if tensor_type == TensorType::Q6_K {
+        &[]
+    } else {
+        &[0, 2]
+    };
+    let mut parts = vec![vec![0.0f32; rows * cols]; zeroed.len().max(1)];
+    if zeroed.is_empty() {
+        dequantize_row(tensor_type, &bytes, &mut parts[0]).unwrap();
+    }
+    for (part, &at) in parts.iter_mut().zip(zeroed) {
+        let mut copy = bytes.clone();
+        for block in copy.chunks_exact_mut(block_bytes) {
+            block[at..at + 2].fill(0);
+        }
+        dequantize_row(tensor_type, &copy, part).unwrap();
+    }
+    // Per super-block: the scale product, the conversion of an integer sum that may exceed 2^24, the product
+    // and the addition, on each path; then the lane reduction.
+    let steps = (8 * k + 16) as f32;
     for t in 0..tokens {
         let activations = q.q8k[t * k..(t + 1) * k]
             .iter()
             .flat_map(|b| b.qs.iter().map(move |&v| v as f64 * b.d as f64));
         let activations: Vec<f64> = activations.collect();
         for r in 0..rows {
-            let magnitude: f64 = w[r * cols..(r + 1) * cols]
+            let magnitude: f64 = parts
                 .iter()
-                .zip(&activations)
+                .flat_map(|w| w[r * cols..(r + 1) * cols].iter().zip(&activations))
                 .map(|(w, a)| (*w as f64 * a).abs())
                 .sum();
             let (f, s) = (fast[t * rows + r], reference[t * rows + r]);

@@ -4,10 +4,12 @@
 //! are added once per row. So a kernel differs from the scalar oracle only by the order of f32 additions, and a
 //! token gets the same bits in a batch of any size (its operations do not depend on the others).
 //!
-//! Rows are taken one at a time: a super-block's weights are unpacked once to unsigned bytes (32 a vector) with
-//! their sub-block scales as i16 vectors, then multiplied with several tokens' activations (`maddubs`: unsigned
-//! weights x signed activations, pairs added in i16; `madd` with the sub-block scale widens to i32). The minimums
-//! (Q4_K, Q5_K) and Q6_K's offset of 32 meet the activations' sums of 16 (`bsums`).
+//! Rows are taken four at a time (a row quad): their super-blocks `i` are unpacked once to unsigned bytes (32 a
+//! vector) with their sub-block scales as i16 vectors, then multiplied with a tile of tokens' activations, each
+//! activation vector loaded once for the four rows (`maddubs`: unsigned weights x signed activations, pairs added
+//! in i16; `madd` with the sub-block scale widens to i32). The minimums (Q4_K, Q5_K) meet the activations' sums of
+//! 16 (`bsums`); Q6_K's offset of 32 comes off each i16 pair (`maddubs` of 32 with the activations). A single-token product reads the quads' bytes as one sequential
+//! stream, prefetched ahead.
 //!
 //! Adding a K-quant here: implement [`KQuad`] (how its super-block is unpacked, its integer sums); [`rows`] is then
 //! its kernel.
@@ -28,8 +30,9 @@ pub(crate) trait KQuad: QuadFormat<Input = Q8KBlock> {
     /// Row `lane`'s super-block of this quad.
     fn row(&self, lane: usize) -> &Self::Block;
     unsafe fn ready(b: &Self::Block) -> Self::Ready;
-    /// Adds the super-block's dot product with activation super-block `a` to the eight f32 lanes of `acc`.
-    unsafe fn accumulate(w: &Self::Ready, a: &Q8KBlock, acc: __m256) -> __m256;
+    /// Adds each of `R` rows' super-block dot products with activation super-block `a` to the eight f32 lanes of
+    /// that row's accumulator (each row's operations are the same whatever `R` is).
+    unsafe fn accumulate<const R: usize>(w: &[Self::Ready; R], a: &Q8KBlock, acc: &mut [__m256; R]);
 }
 
 /// The 12 bytes of packed 6-bit scales and minimums as `[sc0 .. sc7 | m0 .. m7]` bytes (ggml's mask trick: the
@@ -103,15 +106,17 @@ unsafe fn ready_q45(q: [__m256i; 8], packed: &[u8; 12], d: half::f16, dmin: half
     }
 }
 
-/// `acc + d * d_x * Σ sc_j (q · x)_j - dmin * d_x * Σ m_j (Σ x)_j` for a Q4_K or Q5_K super-block, the integer
-/// sums exact in i32 lanes.
+/// `acc[r] += d * d_x * Σ sc_j (q · x)_j - dmin * d_x * Σ m_j (Σ x)_j` for four Q4_K or Q5_K super-blocks `w[r]`,
+/// the integer sums exact in i32 lanes.
 #[inline(always)]
-unsafe fn accumulate_q45(w: &ReadyQ45, a: &Q8KBlock, acc: __m256) -> __m256 {
-    let mut sums = _mm256_setzero_si256();
+unsafe fn accumulate_q45<const R: usize>(w: &[ReadyQ45; R], a: &Q8KBlock, acc: &mut [__m256; R]) {
+    let mut sums = [_mm256_setzero_si256(); R];
     for j in 0..8 {
         let y = _mm256_loadu_si256(a.qs.as_ptr().add(32 * j) as *const __m256i);
-        let pairs = _mm256_maddubs_epi16(w.q[j], y);
-        sums = _mm256_add_epi32(sums, _mm256_madd_epi16(pairs, w.scales[j]));
+        for (sum, w) in sums.iter_mut().zip(w) {
+            let pairs = _mm256_maddubs_epi16(w.q[j], y);
+            *sum = _mm256_add_epi32(*sum, _mm256_madd_epi16(pairs, w.scales[j]));
+        }
     }
     let bsums = _mm256_loadu_si256(a.bsums.as_ptr() as *const __m256i);
     // Sums of 32 (two of 16 each), one per sub-block, times the minimums: four i32 lanes.
@@ -119,9 +124,15 @@ unsafe fn accumulate_q45(w: &ReadyQ45, a: &Q8KBlock, acc: __m256) -> __m256 {
         _mm256_castsi256_si128(bsums),
         _mm256_extracti128_si256::<1>(bsums),
     );
-    let mins = _mm256_zextsi128_si256(_mm_madd_epi16(pairs, w.mins));
-    let acc = _mm256_fmadd_ps(_mm256_set1_ps(w.d * a.d), _mm256_cvtepi32_ps(sums), acc);
-    _mm256_fnmadd_ps(_mm256_set1_ps(w.dmin * a.d), _mm256_cvtepi32_ps(mins), acc)
+    for ((acc, w), sums) in acc.iter_mut().zip(w).zip(sums) {
+        let mins = _mm256_zextsi128_si256(_mm_madd_epi16(pairs, w.mins));
+        let scaled = _mm256_fmadd_ps(_mm256_set1_ps(w.d * a.d), _mm256_cvtepi32_ps(sums), *acc);
+        *acc = _mm256_fnmadd_ps(
+            _mm256_set1_ps(w.dmin * a.d),
+            _mm256_cvtepi32_ps(mins),
+            scaled,
+        );
+    }
 }
 
 impl KQuad for QuadQ4_K {
@@ -135,7 +146,7 @@ impl KQuad for QuadQ4_K {
         ready_q45(nibbles(&b.qs), &b.scales, b.d, b.dmin)
     }
     #[inline(always)]
-    unsafe fn accumulate(w: &ReadyQ45, a: &Q8KBlock, acc: __m256) -> __m256 {
+    unsafe fn accumulate<const R: usize>(w: &[ReadyQ45; R], a: &Q8KBlock, acc: &mut [__m256; R]) {
         accumulate_q45(w, a, acc)
     }
 }
@@ -159,7 +170,7 @@ impl KQuad for QuadQ5_K {
         ready_q45(q, &b.scales, b.d, b.dmin)
     }
     #[inline(always)]
-    unsafe fn accumulate(w: &ReadyQ45, a: &Q8KBlock, acc: __m256) -> __m256 {
+    unsafe fn accumulate<const R: usize>(w: &[ReadyQ45; R], a: &Q8KBlock, acc: &mut [__m256; R]) {
         accumulate_q45(w, a, acc)
     }
 }
@@ -170,8 +181,6 @@ pub(crate) struct ReadyQ6 {
     q: [__m256i; 8],
     /// Vector `v`'s scales as i16: sub-block `2v` in the low half, `2v + 1` in the high half.
     scales: [__m256i; 8],
-    /// The sixteen sub-block scales as i16.
-    all_scales: __m256i,
     d: f32,
 }
 
@@ -217,86 +226,80 @@ impl KQuad for QuadQ6_K {
         ReadyQ6 {
             q,
             scales,
-            all_scales: _mm256_cvtepi8_epi16(packed),
             d: b.d.to_f32(),
         }
     }
     #[inline(always)]
-    unsafe fn accumulate(w: &ReadyQ6, a: &Q8KBlock, acc: __m256) -> __m256 {
-        let mut sums = _mm256_setzero_si256();
+    unsafe fn accumulate<const R: usize>(w: &[ReadyQ6; R], a: &Q8KBlock, acc: &mut [__m256; R]) {
+        let mut sums = [_mm256_setzero_si256(); R];
+        let offset = _mm256_set1_epi8(32);
         for v in 0..8 {
             let y = _mm256_loadu_si256(a.qs.as_ptr().add(32 * v) as *const __m256i);
-            let pairs = _mm256_maddubs_epi16(w.q[v], y);
-            sums = _mm256_add_epi32(sums, _mm256_madd_epi16(pairs, w.scales[v]));
+            // `(q - 32) * x` pairs, exact in i16 (|.| <= 2 x 32 x 127): each i32 lane below is then a partial sum of
+            // the dot product's own terms, and converts to f32 as precisely as they allow.
+            let offsets = _mm256_maddubs_epi16(offset, y);
+            for (sum, w) in sums.iter_mut().zip(w) {
+                let pairs = _mm256_sub_epi16(_mm256_maddubs_epi16(w.q[v], y), offsets);
+                *sum = _mm256_add_epi32(*sum, _mm256_madd_epi16(pairs, w.scales[v]));
+            }
         }
-        // The offset: 32 Σ sc_j (Σ x)_j.
-        let bsums = _mm256_loadu_si256(a.bsums.as_ptr() as *const __m256i);
-        let offset = _mm256_slli_epi32::<5>(_mm256_madd_epi16(bsums, w.all_scales));
-        let sums = _mm256_sub_epi32(sums, offset);
-        _mm256_fmadd_ps(_mm256_set1_ps(w.d * a.d), _mm256_cvtepi32_ps(sums), acc)
+        for ((acc, w), sums) in acc.iter_mut().zip(w).zip(sums) {
+            *acc = _mm256_fmadd_ps(_mm256_set1_ps(w.d * a.d), _mm256_cvtepi32_ps(sums), *acc);
+        }
     }
 }
 
-/// Tokens sharing each unpacked super-block in a GEMM.
+/// Tokens sharing each unpacked quad of super-blocks in a GEMM.
 const TILE: usize = 4;
 /// Activation bytes of the tokens a GEMM walks per pass over its rows (they stay in the core's L2 cache).
 const GEMM_ACTIVATION_BYTES: usize = 128 * 1024;
-
 /// How far ahead of the super-blocks being multiplied a single-token product prefetches its weights.
 const PREFETCH_BYTES: usize = 2048;
 
-/// The quad's rows (the first `valid_rows` of its four) times one token `x` (`n` super-blocks): the quad's bytes
-/// in one sequential stream, for single-token products, which read every weight once. Each row's value is formed
-/// exactly as [`tile`] forms it.
+/// The quad's rows (the first `valid_rows` of its four; `quads` its `n` super-blocks) times tokens
+/// `first_token..first_token + T` of `x`. Each value is formed by the same operations whatever `T` is.
 #[inline(always)]
-unsafe fn quad_single_token<Q: KQuad>(
+unsafe fn quad_tile<Q: KQuad, const T: usize>(
     quads: &[Q],
-    x: &[Q8KBlock],
-    out: &ProductOut,
-    first_row: usize,
-    valid_rows: usize,
-    token: usize,
-) {
-    let mut acc = [_mm256_setzero_ps(); QUAD];
-    for (quad, a) in quads.iter().zip(x) {
-        let ahead = (quad as *const Q as *const i8).add(PREFETCH_BYTES);
-        for line in (0..std::mem::size_of::<Q>()).step_by(64) {
-            _mm_prefetch::<_MM_HINT_T0>(ahead.add(line));
-        }
-        for (lane, acc) in acc.iter_mut().enumerate() {
-            let w = Q::ready(quad.row(lane));
-            *acc = Q::accumulate(&w, a, *acc);
-        }
-    }
-    for (lane, lanes) in acc.iter().enumerate().take(valid_rows) {
-        out.write(first_row + lane, token, horizontal_sum(*lanes));
-    }
-}
-
-/// Row `lane` of `row_quads` (`n` super-blocks) times tokens `first_token..first_token + T` of `x`.
-#[inline(always)]
-unsafe fn tile<Q: KQuad, const T: usize>(
-    row_quads: &[Q],
-    lane: usize,
     x: &[Q8KBlock],
     n: usize,
     first_token: usize,
     out: &ProductOut,
-    out_row: usize,
+    first_row: usize,
+    valid_rows: usize,
 ) {
-    let mut acc = [_mm256_setzero_ps(); T];
-    for (i, quad) in row_quads.iter().enumerate() {
-        let ahead = (quad as *const Q as *const i8).add(QUAD * std::mem::size_of::<Q::Block>());
-        _mm_prefetch::<_MM_HINT_T0>(ahead.add(lane * std::mem::size_of::<Q::Block>()));
-        _mm_prefetch::<_MM_HINT_T0>(ahead.add(lane * std::mem::size_of::<Q::Block>() + 64));
-        _mm_prefetch::<_MM_HINT_T0>(ahead.add(lane * std::mem::size_of::<Q::Block>() + 128));
-        let w = Q::ready(quad.row(lane));
+    let mut acc = [[_mm256_setzero_ps(); QUAD]; T];
+    for (i, quad) in quads.iter().enumerate() {
+        if T == 1 {
+            // One token reads every weight once: keep the stream ahead of the products, and take the rows one at
+            // a time (their unpacked weights stay in registers).
+            let ahead = (quad as *const Q as *const i8).add(PREFETCH_BYTES);
+            for line in (0..std::mem::size_of::<Q>()).step_by(64) {
+                _mm_prefetch::<_MM_HINT_T0>(ahead.add(line));
+            }
+            let a = x.get_unchecked(first_token * n + i);
+            for (lane, acc) in acc[0].iter_mut().enumerate() {
+                let mut one = [*acc];
+                Q::accumulate(&[Q::ready(quad.row(lane))], a, &mut one);
+                *acc = one[0];
+            }
+            continue;
+        }
+        // Written out: closures passed to array helpers may be compiled without the target features.
+        let w = [
+            Q::ready(quad.row(0)),
+            Q::ready(quad.row(1)),
+            Q::ready(quad.row(2)),
+            Q::ready(quad.row(3)),
+        ];
         for (t, acc) in acc.iter_mut().enumerate() {
-            *acc = Q::accumulate(&w, x.get_unchecked((first_token + t) * n + i), *acc);
+            Q::accumulate(&w, x.get_unchecked((first_token + t) * n + i), acc);
         }
     }
-    for (t, lanes) in acc.iter().enumerate() {
-        out.write(out_row, first_token + t, horizontal_sum(*lanes));
+    for (t, rows) in acc.iter().enumerate() {
+        for (lane, lanes) in rows.iter().enumerate().take(valid_rows) {
+            out.write(first_row + lane, first_token + t, horizontal_sum(*lanes));
+        }
     }
 }
 
@@ -319,35 +322,22 @@ pub unsafe fn rows<Q: KQuad>(
     debug_assert_eq!(first_row % QUAD, 0);
     debug_assert!(quads.len() >= row_count.div_ceil(QUAD) * n);
     debug_assert_eq!(x.len(), tokens * n);
-    if tokens == 1 {
-        for g in 0..row_count.div_ceil(QUAD) {
-            let valid = (row_count - g * QUAD).min(QUAD);
-            quad_single_token(
-                &quads[g * n..(g + 1) * n],
-                x,
-                out,
-                first_row + g * QUAD,
-                valid,
-                0,
-            );
-        }
-        return;
-    }
     let chunk = (GEMM_ACTIVATION_BYTES / (n * std::mem::size_of::<Q8KBlock>()).max(1))
         .max(TILE)
         .next_multiple_of(TILE);
     let mut chunk_start = 0;
     while chunk_start < tokens {
         let chunk_end = (chunk_start + chunk).min(tokens);
-        for r in 0..row_count {
-            let row_quads = &quads[r / QUAD * n..(r / QUAD + 1) * n];
+        for g in 0..row_count.div_ceil(QUAD) {
+            let (quad_row, row) = (&quads[g * n..(g + 1) * n], first_row + g * QUAD);
+            let valid = (row_count - g * QUAD).min(QUAD);
             let mut t = chunk_start;
             while t + TILE <= chunk_end {
-                tile::<Q, TILE>(row_quads, r % QUAD, x, n, t, out, first_row + r);
+                quad_tile::<Q, TILE>(quad_row, x, n, t, out, row, valid);
                 t += TILE;
             }
             while t < chunk_end {
-                tile::<Q, 1>(row_quads, r % QUAD, x, n, t, out, first_row + r);
+                quad_tile::<Q, 1>(quad_row, x, n, t, out, row, valid);
                 t += 1;
             }
         }
