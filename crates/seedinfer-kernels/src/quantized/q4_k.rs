@@ -1,27 +1,45 @@
 //! Q4_K weights (super-blocks of 256: `x = d * sc_j * q - dmin * m_j`, 4-bit `q`, 6-bit `sc_j`, `m_j`) times Q8_K
 //! activations.
 
-use super::row_quads::{RowQuad, QUAD};
+use super::row_quads::{interleave_chunks, row_of_chunks, RowQuad, QUAD};
 use super::{Activations, Q8KBlock, QuadFormat, QuadKernel};
 use crate::isa::Isa;
 use bytemuck::{Pod, Zeroable};
-use seedinfer_formats::blocks::scales_mins;
-use seedinfer_formats::BlockQ4_K;
+use half::f16;
+use seedinfer_formats::blocks::{scales_mins, K_SCALE_BYTES};
+use seedinfer_formats::{BlockQ4_K, QK_K};
 
-/// Super-block `i` of four consecutive Q4_K rows, each as stored (the kernels take one row at a time).
+/// Super-block `i` of four consecutive Q4_K rows: their scales as stored, and their packed nibbles interleaved by
+/// 8-byte chunk (`row_quads`), so one 32-byte load gives the same chunk of the four rows.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Pod, Zeroable)]
-pub struct QuadQ4_K(pub [BlockQ4_K; QUAD]);
+pub struct QuadQ4_K {
+    pub d: [f16; QUAD],
+    pub dmin: [f16; QUAD],
+    pub scales: [[u8; K_SCALE_BYTES]; QUAD],
+    /// `qs[4c + r]`: bytes `8c..8c + 8` of row `r`'s packed nibbles.
+    pub qs: [[u8; 8]; QK_K / 16 * QUAD],
+}
 
 const _: () = assert!(std::mem::size_of::<QuadQ4_K>() == QUAD * std::mem::size_of::<BlockQ4_K>());
 
 impl RowQuad for QuadQ4_K {
     type Block = BlockQ4_K;
     fn from_blocks(b: [&BlockQ4_K; QUAD]) -> Self {
-        Self(b.map(|b| *b))
+        Self {
+            d: b.map(|b| b.d),
+            dmin: b.map(|b| b.dmin),
+            scales: b.map(|b| b.scales),
+            qs: interleave_chunks(b.map(|b| &b.qs)),
+        }
     }
     fn block(&self, lane: usize) -> BlockQ4_K {
-        self.0[lane]
+        BlockQ4_K {
+            d: self.d[lane],
+            dmin: self.dmin[lane],
+            scales: self.scales[lane],
+            qs: row_of_chunks(&self.qs, lane),
+        }
     }
 }
 
@@ -63,13 +81,13 @@ impl QuadFormat for QuadQ4_K {
     }
 
     fn scales_are_finite(&self) -> bool {
-        self.0.iter().all(|b| b.d.is_finite() && b.dmin.is_finite())
+        self.d.iter().chain(&self.dmin).all(|d| d.is_finite())
     }
 
     fn kernel(isa: Isa) -> Option<QuadKernel<Self>> {
         match isa {
             #[cfg(target_arch = "x86_64")]
-            Isa::Avx2 | Isa::Avx512 => Some(crate::x86_avx2::k_quants::rows::<Self>),
+            Isa::Avx2 | Isa::Avx512 => Some(crate::x86_avx2::k_quants::chunk_rows::<Self>),
             _ => None,
         }
     }

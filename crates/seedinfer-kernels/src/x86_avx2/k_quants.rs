@@ -4,15 +4,18 @@
 //! are added once per row. So a kernel differs from the scalar oracle only by the order of f32 additions, and a
 //! token gets the same bits in a batch of any size (its operations do not depend on the others).
 //!
-//! Rows are taken four at a time (a row quad): their super-blocks `i` are unpacked once to unsigned bytes (32 a
-//! vector) with their sub-block scales as i16 vectors, then multiplied with a tile of tokens' activations, each
-//! activation vector loaded once for the four rows (`maddubs`: unsigned weights x signed activations, pairs added
-//! in i16; `madd` with the sub-block scale widens to i32). The minimums (Q4_K, Q5_K) meet the activations' sums of
-//! 16 (`bsums`); Q6_K's offset of 32 comes off each i16 pair (`maddubs` of 32 with the activations). A single-token product reads the quads' bytes as one sequential
-//! stream, prefetched ahead.
+//! Both kernels take a row quad's super-blocks `i` together, unpack them once to unsigned bytes and their scales
+//! to i16 vectors, and multiply them with a tile of tokens (`maddubs`: unsigned weights x signed activations, pairs
+//! added in i16; `madd` with sub-block scales widens to i32). A single-token product reads the quads' bytes as one
+//! sequential stream, prefetched ahead.
 //!
-//! Adding a K-quant here: implement [`KQuad`] (how its super-block is unpacked, its integer sums); [`rows`] is then
-//! its kernel.
+//! - Q4_K, Q5_K ([`chunk_rows`], [`ChunkKQuad`]): the quad interleaves its rows by 8-byte chunk, so one vector holds
+//!   the same 8 weights of the four rows and one `maddubs` with those 8 activations broadcast serves all four; a
+//!   sub-block's four chunks add up in i16 (at most 4 x 2 x 31 x 127 < 2^15) before one `madd` with the four rows'
+//!   scales gives `[r0 r0 r1 r1 r2 r2 r3 r3]` lanes. The minimums meet the activations' sums of 16 (`bsums`).
+//! - Q6_K ([`rows`], [`KQuad`]): rows as stored, unpacked one vector of 32 weights at a time; each activation
+//!   vector is loaded once for the four rows, and 32 comes off each i16 pair (`maddubs` of 32 with the
+//!   activations).
 
 #![cfg(target_arch = "x86_64")]
 
@@ -20,10 +23,10 @@ use super::horizontal_sum;
 use crate::quantized::row_quads::QUAD;
 use crate::quantized::{Q8KBlock, QuadFormat, QuadQ4_K, QuadQ5_K, QuadQ6_K};
 use crate::row_blocks::ProductOut;
-use seedinfer_formats::{BlockQ4_K, BlockQ5_K, BlockQ6_K};
+use seedinfer_formats::BlockQ6_K;
 use std::arch::x86_64::*;
 
-/// What the K-quant kernel needs from a format.
+/// What the row-layout K-quant kernel ([`rows`]) needs from a format.
 pub(crate) trait KQuad: QuadFormat<Input = Q8KBlock> {
     /// A super-block unpacked for `maddubs`, with its scales.
     type Ready;
@@ -33,6 +36,260 @@ pub(crate) trait KQuad: QuadFormat<Input = Q8KBlock> {
     /// Adds each of `R` rows' super-block dot products with activation super-block `a` to the eight f32 lanes of
     /// that row's accumulator (each row's operations are the same whatever `R` is).
     unsafe fn accumulate<const R: usize>(w: &[Self::Ready; R], a: &Q8KBlock, acc: &mut [__m256; R]);
+}
+
+/// What the chunk-layout K-quant kernel ([`chunk_rows`]) needs from a format.
+pub(crate) trait ChunkKQuad: QuadFormat<Input = Q8KBlock> {
+    fn d(&self) -> &[half::f16; QUAD];
+    fn dmin(&self) -> &[half::f16; QUAD];
+    fn packed_scales(&self) -> &[[u8; 12]; QUAD];
+    /// Vector `4j + k`: weights `8k..8k + 8` of sub-block `j` of rows 0 to 3 (unsigned).
+    unsafe fn weights(&self, q: &mut [__m256i; 32]);
+}
+
+impl ChunkKQuad for QuadQ4_K {
+    #[inline(always)]
+    fn d(&self) -> &[half::f16; QUAD] {
+        &self.d
+    }
+    #[inline(always)]
+    fn dmin(&self) -> &[half::f16; QUAD] {
+        &self.dmin
+    }
+    #[inline(always)]
+    fn packed_scales(&self) -> &[[u8; 12]; QUAD] {
+        &self.scales
+    }
+    #[inline(always)]
+    unsafe fn weights(&self, q: &mut [__m256i; 32]) {
+        nibble_chunks(&self.qs, q)
+    }
+}
+
+impl ChunkKQuad for QuadQ5_K {
+    #[inline(always)]
+    fn d(&self) -> &[half::f16; QUAD] {
+        &self.d
+    }
+    #[inline(always)]
+    fn dmin(&self) -> &[half::f16; QUAD] {
+        &self.dmin
+    }
+    #[inline(always)]
+    fn packed_scales(&self) -> &[[u8; 12]; QUAD] {
+        &self.scales
+    }
+    #[inline(always)]
+    unsafe fn weights(&self, q: &mut [__m256i; 32]) {
+        nibble_chunks(&self.qs, q);
+        let one = _mm256_set1_epi8(1);
+        for k in 0..4 {
+            // Bytes 8k..8k + 8 of the four rows' fifth-bit bytes: bit j is sub-block j's.
+            let high = _mm256_loadu_si256(self.qh.as_ptr().add(QUAD * k) as *const __m256i);
+            for j in 0..8 {
+                let bit =
+                    _mm256_and_si256(_mm256_srl_epi16(high, _mm_cvtsi32_si128(j as i32)), one);
+                q[4 * j + k] = _mm256_or_si256(q[4 * j + k], _mm256_slli_epi16::<4>(bit));
+            }
+        }
+    }
+}
+
+/// The four rows' nibbles by chunk: chunk `c` (bytes `8c..8c + 8`, `c = 4p + k`) holds weights `8k..8k + 8` of
+/// sub-block `2p` (low nibbles) and `2p + 1` (high nibbles).
+#[inline(always)]
+unsafe fn nibble_chunks(qs: &[[u8; 8]; 64], q: &mut [__m256i; 32]) {
+    let mask = _mm256_set1_epi8(0x0f);
+    for p in 0..4 {
+        for k in 0..4 {
+            let bytes = _mm256_loadu_si256(qs.as_ptr().add(QUAD * (4 * p + k)) as *const __m256i);
+            q[4 * (2 * p) + k] = _mm256_and_si256(bytes, mask);
+            q[4 * (2 * p + 1) + k] = _mm256_and_si256(_mm256_srli_epi16::<4>(bytes), mask);
+        }
+    }
+}
+
+/// A chunk-layout quad's super-block unpacked: weights, scales per sub-block for the `[r0 r0 r1 r1 ..]` lanes,
+/// minimums by row pair, and the f32 scales spread to the lanes they multiply.
+pub(crate) struct ChunkReady {
+    q: [__m256i; 32],
+    /// Sub-block `j`: i16 lanes `4r..4r + 4` hold row `r`'s scale.
+    scales: [__m256i; 8],
+    /// i16 `[m_0,0..8 | m_1,0..8]` and the same for rows 2 and 3.
+    mins: [__m256i; 2],
+    /// `[d0 d0 d1 d1 d2 d2 d3 d3]`.
+    d: __m256,
+    /// `[dmin0 x4 | dmin1 x4]`, `[dmin2 x4 | dmin3 x4]`.
+    dmin: [__m256; 2],
+}
+
+#[inline(always)]
+unsafe fn chunk_ready<Q: ChunkKQuad>(quad: &Q) -> ChunkReady {
+    let mut q = [_mm256_setzero_si256(); 32];
+    quad.weights(&mut q);
+    let packed = quad.packed_scales();
+    let r = [
+        scales_and_mins(&packed[0]),
+        scales_and_mins(&packed[1]),
+        scales_and_mins(&packed[2]),
+        scales_and_mins(&packed[3]),
+    ];
+    // Scale bytes `4j + r` for sub-blocks 0..4 and 4..8.
+    let (s01, s23) = (_mm_unpacklo_epi8(r[0], r[1]), _mm_unpacklo_epi8(r[2], r[3]));
+    let by_sub_block = [_mm_unpacklo_epi16(s01, s23), _mm_unpackhi_epi16(s01, s23)];
+    let mut scales = [_mm256_setzero_si256(); 8];
+    for (j, scale) in scales.iter_mut().enumerate() {
+        let b = 4 * (j % 4) as i8;
+        let select = _mm_setr_epi8(
+            b,
+            b,
+            b,
+            b,
+            b + 1,
+            b + 1,
+            b + 1,
+            b + 1,
+            b + 2,
+            b + 2,
+            b + 2,
+            b + 2,
+            b + 3,
+            b + 3,
+            b + 3,
+            b + 3,
+        );
+        *scale = _mm256_cvtepu8_epi16(_mm_shuffle_epi8(by_sub_block[j / 4], select));
+    }
+    let mins = [
+        _mm256_cvtepu8_epi16(_mm_unpackhi_epi64(r[0], r[1])),
+        _mm256_cvtepu8_epi16(_mm_unpackhi_epi64(r[2], r[3])),
+    ];
+    let widen = |h: &[half::f16; QUAD]| {
+        _mm256_castps128_ps256(_mm_cvtph_ps(_mm_loadl_epi64(h.as_ptr() as *const __m128i)))
+    };
+    let (d, dmin) = (widen(quad.d()), widen(quad.dmin()));
+    ChunkReady {
+        q,
+        scales,
+        mins,
+        d: _mm256_permutevar8x32_ps(d, _mm256_setr_epi32(0, 0, 1, 1, 2, 2, 3, 3)),
+        dmin: [
+            _mm256_permutevar8x32_ps(dmin, _mm256_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1)),
+            _mm256_permutevar8x32_ps(dmin, _mm256_setr_epi32(2, 2, 2, 2, 3, 3, 3, 3)),
+        ],
+    }
+}
+
+/// Adds a chunk-layout super-block's products with activation super-block `a`: `acc[0]` gets `d_r * d_x * Σ sc_j (q
+/// · x)_j` in lanes `[r0 r0 r1 r1 r2 r2 r3 r3]`, `acc[1]` and `acc[2]` get `-dmin_r * d_x * Σ m_j (Σ x)_j` in lanes
+/// `[r0 x4 | r1 x4]` and `[r2 x4 | r3 x4]`.
+#[inline(always)]
+unsafe fn chunk_accumulate(w: &ChunkReady, a: &Q8KBlock, acc: &mut [__m256; 3]) {
+    let x = a.qs.as_ptr() as *const i64;
+    let mut sums = _mm256_setzero_si256();
+    for j in 0..8 {
+        let mut pairs = _mm256_setzero_si256();
+        for k in 0..4 {
+            let y = _mm256_set1_epi64x(x.add(4 * j + k).read_unaligned());
+            pairs = _mm256_add_epi16(pairs, _mm256_maddubs_epi16(w.q[4 * j + k], y));
+        }
+        sums = _mm256_add_epi32(sums, _mm256_madd_epi16(pairs, w.scales[j]));
+    }
+    let ad = _mm256_set1_ps(a.d);
+    acc[0] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sums), _mm256_mul_ps(w.d, ad), acc[0]);
+    let bsums = _mm256_loadu_si256(a.bsums.as_ptr() as *const __m256i);
+    // Sums of 32 (two of 16 each), one per sub-block, in both halves.
+    let pairs = _mm_hadd_epi16(
+        _mm256_castsi256_si128(bsums),
+        _mm256_extracti128_si256::<1>(bsums),
+    );
+    let pairs = _mm256_broadcastsi128_si256(pairs);
+    for h in 0..2 {
+        let mins = _mm256_cvtepi32_ps(_mm256_madd_epi16(w.mins[h], pairs));
+        acc[1 + h] = _mm256_fnmadd_ps(mins, _mm256_mul_ps(w.dmin[h], ad), acc[1 + h]);
+    }
+}
+
+/// The quad's rows (the first `valid_rows`) times tokens `first_token..first_token + T` (`quads` the quad's `n`
+/// super-blocks). Each value is formed by the same operations whatever `T` is.
+#[inline(always)]
+unsafe fn chunk_tile<Q: ChunkKQuad, const T: usize>(
+    quads: &[Q],
+    x: &[Q8KBlock],
+    n: usize,
+    first_token: usize,
+    out: &ProductOut,
+    first_row: usize,
+    valid_rows: usize,
+) {
+    let mut acc = [[_mm256_setzero_ps(); 3]; T];
+    for (i, quad) in quads.iter().enumerate() {
+        if T == 1 {
+            let ahead = (quad as *const Q as *const i8).add(PREFETCH_BYTES);
+            for line in (0..std::mem::size_of::<Q>()).step_by(64) {
+                _mm_prefetch::<_MM_HINT_T0>(ahead.add(line));
+            }
+        }
+        let w = chunk_ready(quad);
+        for (t, acc) in acc.iter_mut().enumerate() {
+            chunk_accumulate(&w, x.get_unchecked((first_token + t) * n + i), acc);
+        }
+    }
+    for (t, acc) in acc.iter().enumerate() {
+        let mut lanes = [[0.0f32; 8]; 3];
+        for (lanes, acc) in lanes.iter_mut().zip(acc) {
+            _mm256_storeu_ps(lanes.as_mut_ptr(), *acc);
+        }
+        for r in 0..valid_rows {
+            let main = lanes[0][2 * r] + lanes[0][2 * r + 1];
+            let m = &lanes[1 + r / 2][4 * (r % 2)..4 * (r % 2) + 4];
+            out.write(
+                first_row + r,
+                first_token + t,
+                main + ((m[0] + m[1]) + (m[2] + m[3])),
+            );
+        }
+    }
+}
+
+/// The kernel of the chunk-layout K-quants (`quantized::QuadKernel`).
+///
+/// # Safety
+/// As [`rows`].
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn chunk_rows<Q: ChunkKQuad>(
+    quads: &[Q],
+    n: usize,
+    x: &[Q8KBlock],
+    tokens: usize,
+    out: &ProductOut,
+    first_row: usize,
+    row_count: usize,
+) {
+    debug_assert_eq!(first_row % QUAD, 0);
+    debug_assert!(quads.len() >= row_count.div_ceil(QUAD) * n);
+    debug_assert_eq!(x.len(), tokens * n);
+    let chunk = (GEMM_ACTIVATION_BYTES / (n * std::mem::size_of::<Q8KBlock>()).max(1))
+        .max(TILE)
+        .next_multiple_of(TILE);
+    let mut chunk_start = 0;
+    while chunk_start < tokens {
+        let chunk_end = (chunk_start + chunk).min(tokens);
+        for g in 0..row_count.div_ceil(QUAD) {
+            let (quad_row, row) = (&quads[g * n..(g + 1) * n], first_row + g * QUAD);
+            let valid = (row_count - g * QUAD).min(QUAD);
+            let mut t = chunk_start;
+            while t + TILE <= chunk_end {
+                chunk_tile::<Q, TILE>(quad_row, x, n, t, out, row, valid);
+                t += TILE;
+            }
+            while t < chunk_end {
+                chunk_tile::<Q, 1>(quad_row, x, n, t, out, row, valid);
+                t += 1;
+            }
+        }
+        chunk_start = chunk_end;
+    }
 }
 
 /// The 12 bytes of packed 6-bit scales and minimums as `[sc0 .. sc7 | m0 .. m7]` bytes (ggml's mask trick: the
@@ -61,118 +318,6 @@ unsafe fn scales_and_mins(packed: &[u8; 12]) -> __m128i {
         mins_low as i32,
         mins_high as i32,
     )
-}
-
-/// Unpacked weights and scales of a Q4_K or Q5_K super-block.
-pub(crate) struct ReadyQ45 {
-    /// Sub-block `j`'s 32 weights (0..16 or 0..32).
-    q: [__m256i; 8],
-    /// Sub-block `j`'s scale as i16 in every word.
-    scales: [__m256i; 8],
-    /// The eight minimums as i16.
-    mins: __m128i,
-    d: f32,
-    dmin: f32,
-}
-
-/// The four nibble pairs of `qs`: sub-blocks `2i` (low nibbles of bytes `32i..32i + 32`) and `2i + 1` (high).
-#[inline(always)]
-unsafe fn nibbles(qs: &[u8; 128]) -> [__m256i; 8] {
-    let mask = _mm256_set1_epi8(0x0f);
-    let mut q = [_mm256_setzero_si256(); 8];
-    for i in 0..4 {
-        let bytes = _mm256_loadu_si256(qs.as_ptr().add(32 * i) as *const __m256i);
-        q[2 * i] = _mm256_and_si256(bytes, mask);
-        q[2 * i + 1] = _mm256_and_si256(_mm256_srli_epi16::<4>(bytes), mask);
-    }
-    q
-}
-
-#[inline(always)]
-unsafe fn ready_q45(q: [__m256i; 8], packed: &[u8; 12], d: half::f16, dmin: half::f16) -> ReadyQ45 {
-    let both = _mm256_cvtepu8_epi16(scales_and_mins(packed));
-    let doubled = _mm256_permute2x128_si256::<0x00>(both, both);
-    let mut scales = [_mm256_setzero_si256(); 8];
-    for (j, scale) in scales.iter_mut().enumerate() {
-        // Word `j` in every word: bytes 2j and 2j + 1.
-        *scale = _mm256_shuffle_epi8(doubled, _mm256_set1_epi16((0x0100 + 0x0202 * j) as i16));
-    }
-    ReadyQ45 {
-        q,
-        scales,
-        mins: _mm256_extracti128_si256::<1>(both),
-        d: d.to_f32(),
-        dmin: dmin.to_f32(),
-    }
-}
-
-/// `acc[r] += d * d_x * Σ sc_j (q · x)_j - dmin * d_x * Σ m_j (Σ x)_j` for four Q4_K or Q5_K super-blocks `w[r]`,
-/// the integer sums exact in i32 lanes.
-#[inline(always)]
-unsafe fn accumulate_q45<const R: usize>(w: &[ReadyQ45; R], a: &Q8KBlock, acc: &mut [__m256; R]) {
-    let mut sums = [_mm256_setzero_si256(); R];
-    for j in 0..8 {
-        let y = _mm256_loadu_si256(a.qs.as_ptr().add(32 * j) as *const __m256i);
-        for (sum, w) in sums.iter_mut().zip(w) {
-            let pairs = _mm256_maddubs_epi16(w.q[j], y);
-            *sum = _mm256_add_epi32(*sum, _mm256_madd_epi16(pairs, w.scales[j]));
-        }
-    }
-    let bsums = _mm256_loadu_si256(a.bsums.as_ptr() as *const __m256i);
-    // Sums of 32 (two of 16 each), one per sub-block, times the minimums: four i32 lanes.
-    let pairs = _mm_hadd_epi16(
-        _mm256_castsi256_si128(bsums),
-        _mm256_extracti128_si256::<1>(bsums),
-    );
-    for ((acc, w), sums) in acc.iter_mut().zip(w).zip(sums) {
-        let mins = _mm256_zextsi128_si256(_mm_madd_epi16(pairs, w.mins));
-        let scaled = _mm256_fmadd_ps(_mm256_set1_ps(w.d * a.d), _mm256_cvtepi32_ps(sums), *acc);
-        *acc = _mm256_fnmadd_ps(
-            _mm256_set1_ps(w.dmin * a.d),
-            _mm256_cvtepi32_ps(mins),
-            scaled,
-        );
-    }
-}
-
-impl KQuad for QuadQ4_K {
-    type Ready = ReadyQ45;
-    #[inline(always)]
-    fn row(&self, lane: usize) -> &BlockQ4_K {
-        &self.0[lane]
-    }
-    #[inline(always)]
-    unsafe fn ready(b: &BlockQ4_K) -> ReadyQ45 {
-        ready_q45(nibbles(&b.qs), &b.scales, b.d, b.dmin)
-    }
-    #[inline(always)]
-    unsafe fn accumulate<const R: usize>(w: &[ReadyQ45; R], a: &Q8KBlock, acc: &mut [__m256; R]) {
-        accumulate_q45(w, a, acc)
-    }
-}
-
-impl KQuad for QuadQ5_K {
-    type Ready = ReadyQ45;
-    #[inline(always)]
-    fn row(&self, lane: usize) -> &BlockQ5_K {
-        &self.0[lane]
-    }
-    #[inline(always)]
-    unsafe fn ready(b: &BlockQ5_K) -> ReadyQ45 {
-        let mut q = nibbles(&b.qs);
-        let qh = _mm256_loadu_si256(b.qh.as_ptr() as *const __m256i);
-        let one = _mm256_set1_epi8(1);
-        for (j, q) in q.iter_mut().enumerate() {
-            // Bit j of each byte of qh, moved to bit 4.
-            let bit = _mm256_and_si256(_mm256_srl_epi16(qh, _mm_cvtsi32_si128(j as i32)), one);
-            *q = _mm256_or_si256(*q, _mm256_slli_epi16::<4>(bit));
-        }
-        ready_q45(q, &b.scales, b.d, b.dmin)
-    }
-    #[inline(always)]
-    unsafe fn accumulate<const R: usize>(w: &[ReadyQ45; R], a: &Q8KBlock, acc: &mut [__m256; R]) {
-        accumulate_q45(w, a, acc)
-    }
 }
 
 /// Unpacked weights and scales of a Q6_K super-block.
