@@ -248,24 +248,28 @@ fn check_k_quant(
     let (mut fast, mut reference) = (vec![0.0; tokens * rows], vec![0.0; tokens * rows]);
     m.matmul(q.as_input(), tokens, &mut fast);
     m.matmul_with(Isa::Scalar, q.as_input(), tokens, &mut reference);
-    // The terms' magnitudes: Q4_K/Q5_K weights are `d * sc * q - dmin * m`, whose two parts the products sum apart
-    // (the scalar reference too), so both parts count: each is the dequantisation with the other's super-block
-    // scale zeroed (bytes 0..2 hold d, 2..4 dmin).
-    let zeroed: &[usize] = if tensor_type == TensorType::Q6_K {
-        &[]
-    } else {
-        &[0, 2]
-    };
-    let mut parts = vec![vec![0.0f32; rows * cols]; zeroed.len().max(1)];
-    if zeroed.is_empty() {
+    // The terms' magnitudes. The kernels sum two parts of each weight apart, so both count: Q4_K/Q5_K's `d * sc * q`
+    // and `dmin * m` (the scalar reference too; each is the dequantisation with the other's super-block scale
+    // zeroed, bytes 0..2 holding d and 2..4 dmin); Q6_K's `d * sc * q` with unsigned `q`, whose i32 lanes only become
+    // exact partial sums once `32 * d * sc` per weight comes off (bounded by the weight plus twice that offset, the
+    // dequantisation with every `q` zero).
+    let mut parts = vec![vec![0.0f32; rows * cols]; 2];
+    if tensor_type == TensorType::Q6_K {
         dequantize_row(tensor_type, &bytes, &mut parts[0]).unwrap();
-    }
-    for (part, &at) in parts.iter_mut().zip(zeroed) {
-        let mut copy = bytes.clone();
-        for block in copy.chunks_exact_mut(block_bytes) {
-            block[at..at + 2].fill(0);
+        let mut offsets = bytes.clone();
+        for block in offsets.chunks_exact_mut(block_bytes) {
+            block[..192].fill(0);
         }
-        dequantize_row(tensor_type, &copy, part).unwrap();
+        dequantize_row(tensor_type, &offsets, &mut parts[1]).unwrap();
+        parts[1].iter_mut().for_each(|v| *v *= 2.0);
+    } else {
+        for (part, at) in parts.iter_mut().zip([0usize, 2]) {
+            let mut copy = bytes.clone();
+            for block in copy.chunks_exact_mut(block_bytes) {
+                block[at..at + 2].fill(0);
+            }
+            dequantize_row(tensor_type, &copy, part).unwrap();
+        }
     }
     // Per super-block: the scale product, the conversion of an integer sum that may exceed 2^24, the product
     // and the addition, on each path; then the lane reduction.
