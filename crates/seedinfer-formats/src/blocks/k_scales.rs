@@ -28,6 +28,29 @@ pub fn scales_mins(scales: &[u8; K_SCALE_BYTES]) -> ([u8; 8], [u8; 8]) {
     (sc, m)
 }
 
+/// A K-quant super-block of eight sub-blocks of 32 whose weights are `d * sc_j * q - dmin * m_j` (Q4_K, Q5_K): what
+/// their dequantiser and their dot products share.
+pub trait ScaledMinimumBlock {
+    fn d(&self) -> f32;
+    fn dmin(&self) -> f32;
+    fn packed_scales(&self) -> &[u8; K_SCALE_BYTES];
+    /// Element `i`'s unsigned weight `q`.
+    fn quant(&self, i: usize) -> u8;
+}
+
+/// ggml's `dequantize_row_q4_K` / `_q5_K` for one super-block (its products are exact, so the order of the
+/// operations does not matter).
+pub fn dequantize_scaled_minimum<B: ScaledMinimumBlock>(b: &B, out: &mut [f32]) {
+    let (d, dmin) = (b.d(), b.dmin());
+    for (j, sub) in out[..256].chunks_exact_mut(32).enumerate() {
+        let (sc, m) = scale_min(b.packed_scales(), j);
+        let (scale, minimum) = (d * sc as f32, dmin * m as f32);
+        for (l, y) in sub.iter_mut().enumerate() {
+            *y = scale * b.quant(32 * j + l) as f32 - minimum;
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

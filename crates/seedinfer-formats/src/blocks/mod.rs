@@ -18,7 +18,9 @@ mod q5_k;
 mod q6_k;
 mod q8_0;
 
-pub use k_scales::{scale_min, scales_mins, K_SCALE_BYTES};
+pub use k_scales::{
+    dequantize_scaled_minimum, scale_min, scales_mins, ScaledMinimumBlock, K_SCALE_BYTES,
+};
 pub use q4_k::{BlockQ4_K, BLOCK_Q4_K_BYTES};
 pub use q5_k::{BlockQ5_K, BLOCK_Q5_K_BYTES};
 pub use q6_k::{BlockQ6_K, BLOCK_Q6_K_BYTES};

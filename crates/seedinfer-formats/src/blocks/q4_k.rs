@@ -1,7 +1,7 @@
 //! Q4_K (GGUF type 12): 256 weights in eight sub-blocks of 32, `x = d * sc_j * q - dmin * m_j` with 4-bit `q`
 //! and 6-bit sub-block scales `sc_j` and minimums `m_j` (4.5 bits per weight).
 
-use super::k_scales::{scale_min, K_SCALE_BYTES};
+use super::k_scales::{dequantize_scaled_minimum, ScaledMinimumBlock, K_SCALE_BYTES};
 use super::{BlockCodec, QK_K};
 use crate::tensor_type::TensorType;
 use bytemuck::{Pod, Zeroable};
@@ -40,15 +40,23 @@ impl BlockCodec for BlockQ4_K {
     const TENSOR_TYPE: TensorType = TensorType::Q4_K;
     const ELEMENTS: usize = QK_K;
 
-    /// ggml's `dequantize_row_q4_K` (its products are exact, so the order of the operations does not matter).
+    /// ggml's `dequantize_row_q4_K`.
     fn dequantize(&self, out: &mut [f32]) {
-        let (d, dmin) = (self.d.to_f32(), self.dmin.to_f32());
-        for (j, sub) in out[..QK_K].chunks_exact_mut(32).enumerate() {
-            let (sc, m) = scale_min(&self.scales, j);
-            let (scale, minimum) = (d * sc as f32, dmin * m as f32);
-            for (l, y) in sub.iter_mut().enumerate() {
-                *y = scale * self.quant(32 * j + l) as f32 - minimum;
-            }
-        }
+        dequantize_scaled_minimum(self, out)
+    }
+}
+
+impl ScaledMinimumBlock for BlockQ4_K {
+    fn d(&self) -> f32 {
+        self.d.to_f32()
+    }
+    fn dmin(&self) -> f32 {
+        self.dmin.to_f32()
+    }
+    fn packed_scales(&self) -> &[u8; K_SCALE_BYTES] {
+        &self.scales
+    }
+    fn quant(&self, i: usize) -> u8 {
+        BlockQ4_K::quant(self, i)
     }
 }

@@ -1,7 +1,7 @@
 //! Q5_K (GGUF type 13): Q4_K with a fifth bit per weight, `x = d * sc_j * q - dmin * m_j` with 5-bit `q`
 //! (5.5 bits per weight).
 
-use super::k_scales::{scale_min, K_SCALE_BYTES};
+use super::k_scales::{dequantize_scaled_minimum, ScaledMinimumBlock, K_SCALE_BYTES};
 use super::{BlockCodec, QK_K};
 use crate::tensor_type::TensorType;
 use bytemuck::{Pod, Zeroable};
@@ -44,13 +44,21 @@ impl BlockCodec for BlockQ5_K {
 
     /// ggml's `dequantize_row_q5_K`.
     fn dequantize(&self, out: &mut [f32]) {
-        let (d, dmin) = (self.d.to_f32(), self.dmin.to_f32());
-        for (j, sub) in out[..QK_K].chunks_exact_mut(32).enumerate() {
-            let (sc, m) = scale_min(&self.scales, j);
-            let (scale, minimum) = (d * sc as f32, dmin * m as f32);
-            for (l, y) in sub.iter_mut().enumerate() {
-                *y = scale * self.quant(32 * j + l) as f32 - minimum;
-            }
-        }
+        dequantize_scaled_minimum(self, out)
+    }
+}
+
+impl ScaledMinimumBlock for BlockQ5_K {
+    fn d(&self) -> f32 {
+        self.d.to_f32()
+    }
+    fn dmin(&self) -> f32 {
+        self.dmin.to_f32()
+    }
+    fn packed_scales(&self) -> &[u8; K_SCALE_BYTES] {
+        &self.scales
+    }
+    fn quant(&self, i: usize) -> u8 {
+        BlockQ5_K::quant(self, i)
     }
 }

@@ -6,7 +6,7 @@ use super::{Activations, Q8KBlock, QuadFormat, QuadKernel};
 use crate::isa::Isa;
 use bytemuck::{Pod, Zeroable};
 use half::f16;
-use seedinfer_formats::blocks::{scales_mins, K_SCALE_BYTES};
+use seedinfer_formats::blocks::{scales_mins, ScaledMinimumBlock, K_SCALE_BYTES};
 use seedinfer_formats::{BlockQ4_K, QK_K};
 
 /// Super-block `i` of four consecutive Q4_K rows: their scales as stored, and their packed nibbles interleaved by
@@ -43,20 +43,26 @@ impl RowQuad for QuadQ4_K {
     }
 }
 
-/// The terms of a super-block's dot product shared by Q4_K and Q5_K: `d_x * d * Σ sc_j (q · x)_j - d_x * dmin *
-/// Σ m_j (Σ x)_j`, the integer sums exact, then this one float expression.
-#[inline(always)]
-pub(super) fn scaled_difference(d: f32, dmin: f32, a: &Q8KBlock, sums: i32, mins: i32) -> f32 {
-    a.d * d * sums as f32 - a.d * dmin * mins as f32
-}
-
-/// `Σ m_j (Σ x)_j` over the eight sub-blocks of 32 (two activation sums of 16 each).
-#[inline(always)]
-pub(super) fn minimum_sum(m: &[u8; 8], a: &Q8KBlock) -> i32 {
-    m.iter()
-        .enumerate()
-        .map(|(j, &m)| m as i32 * (a.bsums[2 * j] as i32 + a.bsums[2 * j + 1] as i32))
-        .sum()
+/// The scalar reference shared by Q4_K and Q5_K: per super-block `d_x * d * Σ sc_j (q · x)_j - d_x * dmin * Σ m_j
+/// (Σ x)_j`, the integer sums exact (`m_j` meets the activations' two sums of 16 of its sub-block).
+pub(super) fn dot_scaled_minimum<B: ScaledMinimumBlock>(
+    w: impl Iterator<Item = B>,
+    x: &[Q8KBlock],
+) -> f32 {
+    let mut acc = 0.0f32;
+    for (b, a) in w.zip(x) {
+        let (sc, m) = scales_mins(b.packed_scales());
+        let (mut sums, mut mins) = (0i32, 0i32);
+        for j in 0..8 {
+            let sub: i32 = (32 * j..32 * j + 32)
+                .map(|i| b.quant(i) as i32 * a.qs[i] as i32)
+                .sum();
+            sums += sc[j] as i32 * sub;
+            mins += m[j] as i32 * (a.bsums[2 * j] as i32 + a.bsums[2 * j + 1] as i32);
+        }
+        acc += a.d * b.d() * sums as f32 - a.d * b.dmin() * mins as f32;
+    }
+    acc
 }
 
 impl QuadFormat for QuadQ4_K {
@@ -64,20 +70,7 @@ impl QuadFormat for QuadQ4_K {
     type Input = Q8KBlock;
 
     fn dot_scalar(w: impl Iterator<Item = BlockQ4_K>, x: &[Q8KBlock]) -> f32 {
-        let mut acc = 0.0f32;
-        for (b, a) in w.zip(x) {
-            let (sc, m) = scales_mins(&b.scales);
-            let mut sums = 0i32;
-            for (j, &sc) in sc.iter().enumerate() {
-                let sub: i32 = (32 * j..32 * j + 32)
-                    .map(|i| b.quant(i) as i32 * a.qs[i] as i32)
-                    .sum();
-                sums += sc as i32 * sub;
-            }
-            let mins = minimum_sum(&m, a);
-            acc += scaled_difference(b.d.to_f32(), b.dmin.to_f32(), a, sums, mins);
-        }
-        acc
+        dot_scaled_minimum(w, x)
     }
 
     fn scales_are_finite(&self) -> bool {

@@ -1,12 +1,12 @@
 //! Q5_K weights (Q4_K with a fifth bit per weight) times Q8_K activations.
 
-use super::q4_k::{minimum_sum, scaled_difference};
+use super::q4_k::dot_scaled_minimum;
 use super::row_quads::{interleave_chunks, row_of_chunks, RowQuad, QUAD};
 use super::{Activations, Q8KBlock, QuadFormat, QuadKernel};
 use crate::isa::Isa;
 use bytemuck::{Pod, Zeroable};
 use half::f16;
-use seedinfer_formats::blocks::{scales_mins, K_SCALE_BYTES};
+use seedinfer_formats::blocks::K_SCALE_BYTES;
 use seedinfer_formats::{BlockQ5_K, QK_K};
 
 /// Super-block `i` of four consecutive Q5_K rows: their scales as stored, their fifth bits and their packed
@@ -52,20 +52,7 @@ impl QuadFormat for QuadQ5_K {
     type Input = Q8KBlock;
 
     fn dot_scalar(w: impl Iterator<Item = BlockQ5_K>, x: &[Q8KBlock]) -> f32 {
-        let mut acc = 0.0f32;
-        for (b, a) in w.zip(x) {
-            let (sc, m) = scales_mins(&b.scales);
-            let mut sums = 0i32;
-            for (j, &sc) in sc.iter().enumerate() {
-                let sub: i32 = (32 * j..32 * j + 32)
-                    .map(|i| b.quant(i) as i32 * a.qs[i] as i32)
-                    .sum();
-                sums += sc as i32 * sub;
-            }
-            let mins = minimum_sum(&m, a);
-            acc += scaled_difference(b.d.to_f32(), b.dmin.to_f32(), a, sums, mins);
-        }
-        acc
+        dot_scaled_minimum(w, x)
     }
 
     fn scales_are_finite(&self) -> bool {
