@@ -7,6 +7,7 @@ use napi_derive::napi;
 use seedinfer_engine::{
     KvCacheOptions, KvDtype, LoadOptions, Model, Numerics, Session, WeightFormat,
 };
+use seedinfer_formats::blocks::K_QUANT_TYPES;
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -173,7 +174,11 @@ pub fn load_model(
 ) -> Result<AsyncTask<Coded<LoadModelTask>>> {
     let weights = match options.weights.as_deref() {
         None => None,
-        Some(name @ ("q4_k" | "q5_k" | "q6_k")) => {
+        Some(name)
+            if K_QUANT_TYPES
+                .iter()
+                .any(|t| t.name().eq_ignore_ascii_case(name)) =>
+        {
             return Err(coded(
                 "INVALID_OPTION",
                 &format!(

@@ -42,7 +42,7 @@ pub trait ScaledMinimumBlock {
 /// operations does not matter).
 pub fn dequantize_scaled_minimum<B: ScaledMinimumBlock>(b: &B, out: &mut [f32]) {
     let (d, dmin) = (b.d(), b.dmin());
-    for (j, sub) in out[..256].chunks_exact_mut(32).enumerate() {
+    for (j, sub) in out[..super::QK_K].chunks_exact_mut(32).enumerate() {
         let (sc, m) = scale_min(b.packed_scales(), j);
         let (scale, minimum) = (d * sc as f32, dmin * m as f32);
         for (l, y) in sub.iter_mut().enumerate() {

@@ -23,19 +23,6 @@ pub struct BlockQ4_K {
 pub const BLOCK_Q4_K_BYTES: usize = 144;
 const _: () = assert!(std::mem::size_of::<BlockQ4_K>() == BLOCK_Q4_K_BYTES);
 
-impl BlockQ4_K {
-    /// Element `i` (0..256) of the super-block, 0..16.
-    #[inline(always)]
-    pub fn quant(&self, i: usize) -> u8 {
-        let byte = self.qs[32 * (i / 64) + i % 32];
-        if (i / 32).is_multiple_of(2) {
-            byte & 0x0f
-        } else {
-            byte >> 4
-        }
-    }
-}
-
 impl BlockCodec for BlockQ4_K {
     const TENSOR_TYPE: TensorType = TensorType::Q4_K;
     const ELEMENTS: usize = QK_K;
@@ -56,7 +43,14 @@ impl ScaledMinimumBlock for BlockQ4_K {
     fn packed_scales(&self) -> &[u8; K_SCALE_BYTES] {
         &self.scales
     }
+    /// Element `i` (0..256) of the super-block, 0..16.
+    #[inline(always)]
     fn quant(&self, i: usize) -> u8 {
-        BlockQ4_K::quant(self, i)
+        let byte = self.qs[32 * (i / 64) + i % 32];
+        if (i / 32).is_multiple_of(2) {
+            byte & 0x0f
+        } else {
+            byte >> 4
+        }
     }
 }

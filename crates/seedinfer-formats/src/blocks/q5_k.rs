@@ -23,21 +23,6 @@ pub struct BlockQ5_K {
 pub const BLOCK_Q5_K_BYTES: usize = 176;
 const _: () = assert!(std::mem::size_of::<BlockQ5_K>() == BLOCK_Q5_K_BYTES);
 
-impl BlockQ5_K {
-    /// Element `i` (0..256) of the super-block, 0..32.
-    #[inline(always)]
-    pub fn quant(&self, i: usize) -> u8 {
-        let (j, l) = (i / 32, i % 32);
-        let byte = self.qs[32 * (j / 2) + l];
-        let low = if j.is_multiple_of(2) {
-            byte & 0x0f
-        } else {
-            byte >> 4
-        };
-        low | (((self.qh[l] >> j) & 1) << 4)
-    }
-}
-
 impl BlockCodec for BlockQ5_K {
     const TENSOR_TYPE: TensorType = TensorType::Q5_K;
     const ELEMENTS: usize = QK_K;
@@ -58,7 +43,16 @@ impl ScaledMinimumBlock for BlockQ5_K {
     fn packed_scales(&self) -> &[u8; K_SCALE_BYTES] {
         &self.scales
     }
+    /// Element `i` (0..256) of the super-block, 0..32.
+    #[inline(always)]
     fn quant(&self, i: usize) -> u8 {
-        BlockQ5_K::quant(self, i)
+        let (j, l) = (i / 32, i % 32);
+        let byte = self.qs[32 * (j / 2) + l];
+        let low = if j.is_multiple_of(2) {
+            byte & 0x0f
+        } else {
+            byte >> 4
+        };
+        low | (((self.qh[l] >> j) & 1) << 4)
     }
 }

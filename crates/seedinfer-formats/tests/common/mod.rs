@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 use seedinfer_formats::blocks::K_QUANT_TYPES;
+use seedinfer_formats::synthetic::random_k_quant_blocks;
 use seedinfer_formats::{quantize_row, GgufValue, GgufWriter, TensorType, ALL_TENSOR_TYPES};
 
 /// Deterministic pseudo-random values in roughly [-2, 2].
@@ -95,29 +96,16 @@ pub fn every_tensor_type() -> Vec<(String, TensorType, Vec<usize>, Vec<f32>)> {
         .collect()
 }
 
-/// (name, type, shape, bytes) for one tensor of each K-quant type: two rows of two super-blocks of random bytes
-/// with finite super-block scales (seedinfer reads these types but does not write them).
+/// (name, type, shape, bytes) for one tensor of each K-quant type: two rows of two random super-blocks
+/// (`synthetic::random_k_quant_blocks`; seedinfer reads these types but does not write them).
 pub fn k_quant_tensors() -> Vec<(String, TensorType, Vec<usize>, Vec<u8>)> {
-    let mut rng = XorShift(0x9e37_79b9_7f4a_7c15);
     K_QUANT_TYPES
         .iter()
-        .map(|&t| {
+        .enumerate()
+        .map(|(i, &t)| {
             let shape = vec![2, 512];
-            let mut bytes: Vec<u8> = (0..t.tensor_bytes(&shape).unwrap())
-                .map(|_| rng.next_u64() as u8)
-                .collect();
-            let scale = half::f16::from_f32(0.01).to_le_bytes();
-            for block in bytes.chunks_exact_mut(t.block_bytes()) {
-                // Q4_K/Q5_K start with d and dmin; Q6_K ends with d.
-                let at = if t == TensorType::Q6_K {
-                    vec![208]
-                } else {
-                    vec![0, 2]
-                };
-                for i in at {
-                    block[i..i + 2].copy_from_slice(&scale);
-                }
-            }
+            let mut bytes = Vec::new();
+            random_k_quant_blocks(t, 4, i as u64 + 1, &mut bytes);
             (format!("tensor.{}", t.name()), t, shape, bytes)
         })
         .collect()

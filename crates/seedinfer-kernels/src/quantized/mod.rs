@@ -649,7 +649,7 @@ mod tests {
 
     /// K-quant rows of random bytes (every bit pattern of weights, scales and minimums is a valid block) with
     /// random finite super-block scales of either sign.
-    pub(crate) fn random_k_quant_bytes(
+    fn random_k_quant_bytes(
         tensor_type: TensorType,
         rows: usize,
         cols: usize,

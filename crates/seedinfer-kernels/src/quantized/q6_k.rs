@@ -43,12 +43,6 @@ impl RowQuad for QuadQ6_K {
     }
 }
 
-/// A super-block's dot product from its exact integer sum `Σ sc_j ((q - 32) · x)_j` .
-#[inline(always)]
-fn q6_k_scaled(d: f32, a: &Q8KBlock, sums: i32) -> f32 {
-    a.d * d * sums as f32
-}
-
 impl QuadFormat for QuadQ6_K {
     const ACTIVATIONS: Activations = Activations::Q8K;
     type Input = Q8KBlock;
@@ -63,7 +57,7 @@ impl QuadFormat for QuadQ6_K {
                     .sum();
                 sums += sc as i32 * sub;
             }
-            acc += q6_k_scaled(b.d.to_f32(), a, sums);
+            acc += a.d * b.d.to_f32() * sums as f32;
         }
         acc
     }
