@@ -14,7 +14,8 @@ export declare class SeedinferError extends Error {
   /**
    * Stable machine-readable code, for example `MODEL_NOT_FOUND`, `BAD_MAGIC`, `TRUNCATED_FILE`, `CORRUPT_FILE`,
    * `UNSUPPORTED_GGUF_VERSION`, `UNSUPPORTED_TENSOR_TYPE`, `UNSUPPORTED_ARCHITECTURE`, `MISSING_TENSOR`,
-   * `TENSOR_SHAPE_MISMATCH`, `INVALID_CONFIG`, `UNSUPPORTED_TOKENIZER`, `INVALID_TOKEN_ID`, `CONTEXT_OVERFLOW`,
+   * `TENSOR_SHAPE_MISMATCH`, `INVALID_CONFIG`, `UNSUPPORTED_CONFIG` (a configuration key that changes the arithmetic and is
+   * not implemented, named in the message), `UNSUPPORTED_TOKENIZER`, `INVALID_TOKEN_ID`, `CONTEXT_OVERFLOW`,
    * `INVALID_OPTION`, `SESSION_BUSY`, `DISPOSED`, `KV_BUDGET_EXCEEDED`, `SESSION_FILE_INVALID`,
    * `SESSION_FILE_MISMATCH`, `UNSUPPORTED_CONTAINER_VERSION`, `ABORTED`, `DOWNLOAD_FAILED`, `HUB_UNREACHABLE`, `PIP_UNAVAILABLE`,
    * `CHECKSUM_MISMATCH`, `NO_CHAT_TEMPLATE`, `INTERNAL`.
@@ -131,6 +132,11 @@ export interface ModelInfo {
   ropeTheta: number;
   /** `interleaved` (GGUF / llama.cpp layout) or `half` (Hugging Face rotate_half layout). */
   ropeStyle: 'interleaved' | 'half';
+  /**
+   * How the rotary frequencies are scaled: `none`, `linear(factor 4)`, Llama 3.1's
+   * `llama3(factor 32, low 1, high 4, original 8192)`, or `rope_freqs(64 factors)` (a GGUF's per-frequency divisors).
+   */
+  ropeScaling: string;
   tiedEmbeddings: boolean;
   /** Tensor count per storage format in the file, e.g. `{ Q4_1: 210, F32: 61, Q8_0: 1 }`. */
   fileTensorFormats: Record<string, number>;

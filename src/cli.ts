@@ -417,7 +417,7 @@ function infoRows(info: ModelInfo, kv: CacheStats): [string, string][] {
     ['head dim', String(info.headDim)],
     ['vocab', String(info.vocabSize)],
     ['context length', String(info.contextLength)],
-    ['rope', `theta ${info.ropeTheta}, ${info.ropeStyle}`],
+    ['rope', `theta ${info.ropeTheta}, ${info.ropeStyle}, scaling ${info.ropeScaling}`],
     ['tied embeddings', info.tiedEmbeddings ? 'yes' : 'no'],
     ['file tensor formats', formats || '-'],
     ['compute format', info.computeFormat],

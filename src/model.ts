@@ -57,6 +57,7 @@ function publicInfo(raw: NativeModelInfo): ModelInfo {
     contextLength: raw.contextLength,
     ropeTheta: raw.ropeTheta,
     ropeStyle: raw.ropeStyle as ModelInfo['ropeStyle'],
+    ropeScaling: raw.ropeScaling,
     tiedEmbeddings: raw.tiedEmbeddings,
     fileTensorFormats: { ...raw.fileTensorFormats },
     computeFormat: raw.computeFormat,

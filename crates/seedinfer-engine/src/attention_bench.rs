@@ -4,7 +4,7 @@
 //! over ranges of blocks for a decoded token). Used by `seedinfer/bench`'s `timeAttention`.
 
 use crate::attention::{attention, SplitScratch};
-use crate::config::{LlamaConfig, RopeStyle};
+use crate::config::{Architecture, LlamaConfig, RopeScaling, RopeStyle};
 use crate::error::{EngineError, Result};
 use crate::kv_cache::{KvStore, PagedKv, Positions};
 use crate::kv_pool::{BlockLayout, KvDtype, KvPool};
@@ -93,6 +93,7 @@ impl AttentionBench {
             .map_err(|e| EngineError::Internal(format!("cannot start {threads} threads: {e}")))?;
         let cfg = LlamaConfig {
             architecture: "llama".into(),
+            arch: Architecture::Llama,
             hidden_size: s.heads * s.head_dim,
             intermediate_size: s.heads * s.head_dim,
             layers: 1,
@@ -102,6 +103,7 @@ impl AttentionBench {
             vocab_size: 1,
             context_length: positions,
             rope_theta: 10_000.0,
+            rope_scaling: RopeScaling::None,
             rms_norm_eps: 1e-5,
             tied_embeddings: false,
             rope_style: RopeStyle::Half,

@@ -1,9 +1,15 @@
-//! Llama-family hyper-parameters, read from a Hugging Face `config.json` or GGUF metadata.
+//! Model hyper-parameters of the architectures seedinfer runs (llama, qwen2, qwen3), read from a Hugging Face
+//! `config.json` or GGUF metadata. A key that would change the arithmetic is read or refused
+//! (`UNSUPPORTED_CONFIG`), never ignored.
 
 use crate::error::{EngineError, Result};
 use seedinfer_formats::GgufFile;
 use serde::Deserialize;
+use serde_json::Value;
 use std::path::Path;
+
+/// The GGUF tensor of per-frequency RoPE divisors (llama.cpp's form of Llama 3.1 scaling).
+pub const ROPE_FREQS_TENSOR: &str = "rope_freqs.weight";
 
 /// How rotary embeddings pair the dimensions of a head.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -23,9 +29,118 @@ impl RopeStyle {
     }
 }
 
+/// The decoder families seedinfer runs: one layer step, with these differences as hooks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Architecture {
+    /// Llama 2/3.x, Mistral (without sliding windows), TinyLlama, SmolLM.
+    Llama,
+    /// Qwen2 and Qwen2.5: biases on the q, k and v projections.
+    Qwen2,
+    /// Qwen3 (dense): RMSNorm over each head of q and k before RoPE, no biases.
+    Qwen3,
+}
+
+impl Architecture {
+    /// The GGUF `general.architecture` name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Llama => "llama",
+            Self::Qwen2 => "qwen2",
+            Self::Qwen3 => "qwen3",
+        }
+    }
+
+    fn from_gguf(name: &str) -> Option<Self> {
+        match name {
+            "llama" => Some(Self::Llama),
+            "qwen2" => Some(Self::Qwen2),
+            "qwen3" => Some(Self::Qwen3),
+            _ => None,
+        }
+    }
+
+    /// From `config.json`'s `model_type`, else its `architectures`.
+    fn from_hf(model_type: Option<&str>, architectures: &[String]) -> Option<Self> {
+        let by_type = |t: &str| match t {
+            "llama" | "mistral" => Some(Self::Llama),
+            "qwen2" => Some(Self::Qwen2),
+            "qwen3" => Some(Self::Qwen3),
+            _ => None,
+        };
+        let by_class = |c: &str| match c {
+            "LlamaForCausalLM" | "MistralForCausalLM" => Some(Self::Llama),
+            "Qwen2ForCausalLM" => Some(Self::Qwen2),
+            "Qwen3ForCausalLM" => Some(Self::Qwen3),
+            _ => None,
+        };
+        match model_type {
+            Some(t) => by_type(t),
+            None => architectures.iter().find_map(|c| by_class(c)),
+        }
+    }
+
+    /// Whether the q, k and v projections add a bias.
+    pub fn has_qkv_bias(self) -> bool {
+        self == Self::Qwen2
+    }
+
+    /// Whether each head of q and k is RMS-normalised (own weights per layer) before RoPE.
+    pub fn has_qk_norm(self) -> bool {
+        self == Self::Qwen3
+    }
+
+    /// How llama.cpp's GGUF conversion lays out the rotary pairs of this architecture's q and k rows.
+    fn gguf_rope_style(self) -> RopeStyle {
+        match self {
+            Self::Llama => RopeStyle::Interleaved,
+            Self::Qwen2 | Self::Qwen3 => RopeStyle::Half,
+        }
+    }
+}
+
+/// How the rotary frequencies are scaled for contexts longer than the training one.
+#[derive(Clone, Debug, PartialEq)]
+pub enum RopeScaling {
+    None,
+    /// Positions divided by `factor` (`rope_type: linear`).
+    Linear {
+        factor: f64,
+    },
+    /// Llama 3.1's frequency-dependent scaling (`rope_type: llama3`).
+    Llama3 {
+        factor: f64,
+        low_freq_factor: f64,
+        high_freq_factor: f64,
+        original_context: f64,
+    },
+    /// One divisor per frequency: the GGUF `rope_freqs.weight` tensor (how llama.cpp stores `llama3`).
+    FreqFactors(Vec<f32>),
+}
+
+impl RopeScaling {
+    /// A description for model info and fingerprints, e.g. `llama3(factor 32, low 1, high 4, original 8192)`.
+    pub fn describe(&self) -> String {
+        match self {
+            Self::None => "none".into(),
+            Self::Linear { factor } => format!("linear(factor {factor})"),
+            Self::Llama3 {
+                factor,
+                low_freq_factor,
+                high_freq_factor,
+                original_context,
+            } => format!(
+                "llama3(factor {factor}, low {low_freq_factor}, high {high_freq_factor}, original {original_context})"
+            ),
+            Self::FreqFactors(f) => format!("rope_freqs({} factors)", f.len()),
+        }
+    }
+}
+
 #[derive(Clone, Debug)]
 pub struct LlamaConfig {
+    /// As the file names it: `general.architecture`, or `config.json`'s first `architectures` entry.
     pub architecture: String,
+    pub arch: Architecture,
     pub hidden_size: usize,
     pub intermediate_size: usize,
     pub layers: usize,
@@ -35,9 +150,87 @@ pub struct LlamaConfig {
     pub vocab_size: usize,
     pub context_length: usize,
     pub rope_theta: f32,
+    pub rope_scaling: RopeScaling,
     pub rms_norm_eps: f32,
     pub tied_embeddings: bool,
     pub rope_style: RopeStyle,
+}
+
+/// An `UNSUPPORTED_CONFIG` error for `key = value`.
+fn unsupported(key: &str, value: impl std::fmt::Display, reason: &str) -> EngineError {
+    EngineError::UnsupportedConfig {
+        key: key.to_string(),
+        value: value.to_string(),
+        reason: reason.to_string(),
+    }
+}
+
+/// The RoPE settings of a `config.json`: `rope_parameters` (transformers 5, `rope_theta` inside) or
+/// `rope_scaling` (transformers 4, `type` or `rope_type`), with the top-level `rope_theta`.
+fn hf_rope(
+    rope_parameters: Option<&Value>,
+    rope_scaling: Option<&Value>,
+    rope_theta: Option<f32>,
+) -> Result<(f32, RopeScaling)> {
+    let (key, params) = match (rope_parameters, rope_scaling) {
+        (Some(p), _) if !p.is_null() => ("rope_parameters", p),
+        (_, Some(p)) if !p.is_null() => ("rope_scaling", p),
+        _ => return Ok((rope_theta.unwrap_or(10_000.0), RopeScaling::None)),
+    };
+    let Some(params) = params.as_object() else {
+        return Err(EngineError::InvalidConfig(format!(
+            "{key} must be an object, got {params}"
+        )));
+    };
+    let number = |name: &str| -> Result<Option<f64>> {
+        match params.get(name) {
+            None | Some(Value::Null) => Ok(None),
+            Some(v) => v.as_f64().map(Some).ok_or_else(|| {
+                EngineError::InvalidConfig(format!("{key}.{name} must be a number, got {v}"))
+            }),
+        }
+    };
+    let theta = match number("rope_theta")? {
+        Some(t) => t as f32,
+        None => rope_theta.unwrap_or(10_000.0),
+    };
+    if let Some(f) = number("partial_rotary_factor")?.filter(|f| *f != 1.0) {
+        return Err(unsupported(
+            &format!("{key}.partial_rotary_factor"),
+            f,
+            "RoPE over part of each head is not implemented",
+        ));
+    }
+    let rope_type = params
+        .get("rope_type")
+        .or_else(|| params.get("type"))
+        .and_then(Value::as_str)
+        .unwrap_or("default");
+    let required = |name: &str| -> Result<f64> {
+        number(name)?.ok_or_else(|| {
+            EngineError::InvalidConfig(format!("{key}.{name} is missing for rope_type {rope_type}"))
+        })
+    };
+    let scaling = match rope_type {
+        "default" => RopeScaling::None,
+        "linear" => RopeScaling::Linear {
+            factor: required("factor")?,
+        },
+        "llama3" => RopeScaling::Llama3 {
+            factor: required("factor")?,
+            low_freq_factor: required("low_freq_factor")?,
+            high_freq_factor: required("high_freq_factor")?,
+            original_context: required("original_max_position_embeddings")?,
+        },
+        other => {
+            return Err(unsupported(
+                &format!("{key}.rope_type"),
+                format!("{other:?}"),
+                "implemented: default, linear, llama3",
+            ))
+        }
+    };
+    Ok((theta, scaling))
 }
 
 impl LlamaConfig {
@@ -47,6 +240,38 @@ impl LlamaConfig {
 
     pub fn kv_dim(&self) -> usize {
         self.kv_heads * self.head_dim
+    }
+
+    /// The rotary inverse frequencies `θ^(-2i/head_dim)` of each pair `i`, scaled as the configuration says,
+    /// in f64.
+    pub fn rope_inv_freqs(&self) -> Vec<f64> {
+        let (d, theta) = (self.head_dim as f64, self.rope_theta as f64);
+        let base = (0..self.head_dim / 2).map(move |i| 1.0 / theta.powf(2.0 * i as f64 / d));
+        match &self.rope_scaling {
+            RopeScaling::None => base.collect(),
+            RopeScaling::Linear { factor } => base.map(|f| f / factor).collect(),
+            RopeScaling::FreqFactors(factors) => {
+                base.zip(factors).map(|(f, &k)| f / k as f64).collect()
+            }
+            &RopeScaling::Llama3 {
+                factor,
+                low_freq_factor: low,
+                high_freq_factor: high,
+                original_context: context,
+            } => base
+                .map(|f| {
+                    let wavelength = 2.0 * std::f64::consts::PI / f;
+                    if wavelength < context / high {
+                        f
+                    } else if wavelength > context / low {
+                        f / factor
+                    } else {
+                        let smooth = (context / wavelength - low) / (high - low);
+                        f * ((1.0 - smooth) / factor + smooth)
+                    }
+                })
+                .collect(),
+        }
     }
 
     /// Rejects shapes the forward pass cannot run, before any tensor is read.
@@ -86,6 +311,37 @@ impl LlamaConfig {
                 self.rope_theta
             )));
         }
+        let positive_factor = |v: f64| v.is_finite() && v > 0.0;
+        let scaling_ok = match &self.rope_scaling {
+            RopeScaling::None => true,
+            RopeScaling::Linear { factor } => positive_factor(*factor),
+            RopeScaling::Llama3 {
+                factor,
+                low_freq_factor,
+                high_freq_factor,
+                original_context,
+            } => {
+                [
+                    *factor,
+                    *low_freq_factor,
+                    *high_freq_factor,
+                    *original_context,
+                ]
+                .into_iter()
+                .all(positive_factor)
+                    && high_freq_factor > low_freq_factor
+            }
+            RopeScaling::FreqFactors(f) => {
+                f.len() == self.head_dim / 2 && f.iter().all(|&v| positive_factor(v as f64))
+            }
+        };
+        if !scaling_ok {
+            return Err(EngineError::InvalidConfig(format!(
+                "RoPE scaling {} is invalid for head_dim {} (factors must be positive and finite, one per pair)",
+                self.rope_scaling.describe(),
+                self.head_dim
+            )));
+        }
         if !(self.rms_norm_eps.is_finite() && self.rms_norm_eps >= 0.0) {
             return Err(EngineError::InvalidConfig(format!(
                 "rms_norm_eps {} is invalid",
@@ -113,7 +369,15 @@ impl LlamaConfig {
             rms_norm_eps: Option<f32>,
             tie_word_embeddings: Option<bool>,
             hidden_act: Option<String>,
-            rope_scaling: Option<serde_json::Value>,
+            rope_scaling: Option<Value>,
+            rope_parameters: Option<Value>,
+            partial_rotary_factor: Option<f64>,
+            attention_bias: Option<bool>,
+            mlp_bias: Option<bool>,
+            sliding_window: Option<Value>,
+            use_sliding_window: Option<bool>,
+            max_window_layers: Option<usize>,
+            layer_types: Option<Vec<String>>,
         }
         let text = std::fs::read_to_string(path).map_err(|e| {
             if e.kind() == std::io::ErrorKind::NotFound {
@@ -124,39 +388,78 @@ impl LlamaConfig {
         })?;
         let raw: HfConfig = serde_json::from_str(&text)
             .map_err(|e| EngineError::InvalidConfig(format!("{}: {e}", path.display())))?;
-        let architecture = raw
-            .architectures
-            .as_ref()
-            .and_then(|a| a.first().cloned())
+        let classes = raw.architectures.clone().unwrap_or_default();
+        let architecture = classes
+            .first()
+            .cloned()
             .or(raw.model_type.clone())
             .unwrap_or_else(|| "unknown".to_string());
-        let is_llama = raw.model_type.as_deref() == Some("llama")
-            || raw
-                .architectures
-                .iter()
-                .flatten()
-                .any(|a| a == "LlamaForCausalLM");
-        if !is_llama {
-            return Err(EngineError::UnsupportedArchitecture(architecture));
+        let arch = Architecture::from_hf(raw.model_type.as_deref(), &classes)
+            .ok_or_else(|| EngineError::UnsupportedArchitecture(architecture.clone()))?;
+        if let Some(act) = raw.hidden_act.as_deref().filter(|a| *a != "silu") {
+            return Err(unsupported("hidden_act", format!("{act:?}"), "silu only"));
         }
-        if let Some(act) = raw.hidden_act.as_deref() {
-            if act != "silu" {
-                return Err(EngineError::InvalidConfig(format!(
-                    "hidden_act '{act}' is not supported (silu only)"
-                )));
+        if let Some(f) = raw.partial_rotary_factor.filter(|f| *f != 1.0) {
+            return Err(unsupported(
+                "partial_rotary_factor",
+                f,
+                "RoPE over part of each head is not implemented",
+            ));
+        }
+        if raw.attention_bias == Some(true) && arch != Architecture::Qwen2 {
+            return Err(unsupported(
+                "attention_bias",
+                true,
+                "biases on the attention projections are implemented for qwen2's q/k/v only",
+            ));
+        }
+        if raw.mlp_bias == Some(true) {
+            return Err(unsupported(
+                "mlp_bias",
+                true,
+                "MLP biases are not implemented",
+            ));
+        }
+        let layers = raw.num_hidden_layers;
+        let sliding_window = raw.sliding_window.as_ref().filter(|w| !w.is_null());
+        if let Some(types) = &raw.layer_types {
+            if let Some(t) = types.iter().find(|t| *t != "full_attention") {
+                return Err(unsupported(
+                    "layer_types",
+                    format!("[.. {t:?} ..]"),
+                    "sliding-window attention layers are not implemented yet",
+                ));
+            }
+        } else if let Some(window) = sliding_window {
+            // Transformers' rule: mistral slides whenever a window is set; qwen2/qwen3 when use_sliding_window is
+            // set, from layer max_window_layers on.
+            let slides = match raw.model_type.as_deref() {
+                Some("mistral") => true,
+                _ => {
+                    raw.use_sliding_window == Some(true)
+                        && raw.max_window_layers.is_none_or(|m| m < layers)
+                }
+            };
+            if slides {
+                return Err(unsupported(
+                    "sliding_window",
+                    window,
+                    "sliding-window attention is not implemented yet",
+                ));
             }
         }
-        if let Some(scaling) = raw.rope_scaling.as_ref().filter(|v| !v.is_null()) {
-            return Err(EngineError::InvalidConfig(format!(
-                "rope_scaling {scaling} is not supported yet"
-            )));
-        }
+        let (rope_theta, rope_scaling) = hf_rope(
+            raw.rope_parameters.as_ref(),
+            raw.rope_scaling.as_ref(),
+            raw.rope_theta,
+        )?;
         let heads = raw.num_attention_heads;
         Self {
             architecture,
+            arch,
             hidden_size: raw.hidden_size,
             intermediate_size: raw.intermediate_size,
-            layers: raw.num_hidden_layers,
+            layers,
             heads,
             kv_heads: raw.num_key_value_heads.unwrap_or(heads),
             head_dim: raw
@@ -164,7 +467,8 @@ impl LlamaConfig {
                 .unwrap_or(raw.hidden_size.checked_div(heads).unwrap_or(0)),
             vocab_size: raw.vocab_size,
             context_length: raw.max_position_embeddings.unwrap_or(2048),
-            rope_theta: raw.rope_theta.unwrap_or(10_000.0),
+            rope_theta,
+            rope_scaling,
             rms_norm_eps: raw.rms_norm_eps.unwrap_or(1e-6),
             tied_embeddings: raw.tie_word_embeddings.unwrap_or(false),
             rope_style: RopeStyle::Half,
@@ -172,35 +476,81 @@ impl LlamaConfig {
         .validate()
     }
 
-    /// Reads `llama.*` GGUF metadata. `tied_embeddings` is decided by the caller from the tensor table.
+    /// Reads `<arch>.*` GGUF metadata and the `rope_freqs.weight` tensor. `tied_embeddings` is decided by the
+    /// caller from the tensor table.
     pub fn from_gguf(gguf: &GgufFile) -> Result<Self> {
-        let arch = gguf
+        let name = gguf
             .get_str("general.architecture")
             .ok_or_else(|| EngineError::InvalidConfig("general.architecture is missing".into()))?
             .to_string();
-        if arch != "llama" {
-            return Err(EngineError::UnsupportedArchitecture(arch));
-        }
-        let int = |key: &str| -> Result<usize> {
-            gguf.get_u64(&format!("{arch}.{key}"))
-                .map(|v| v as usize)
-                .ok_or_else(|| {
-                    EngineError::InvalidConfig(format!("GGUF metadata {arch}.{key} is missing"))
-                })
+        let arch = Architecture::from_gguf(&name)
+            .ok_or_else(|| EngineError::UnsupportedArchitecture(name.clone()))?;
+        let key = |k: &str| format!("{name}.{k}");
+        let int = |k: &str| -> Result<usize> {
+            gguf.get_u64(&key(k)).map(|v| v as usize).ok_or_else(|| {
+                EngineError::InvalidConfig(format!("GGUF metadata {} is missing", key(k)))
+            })
         };
         let hidden_size = int("embedding_length")?;
         let heads = int("attention.head_count")?;
-        let head_dim = match gguf.get_u64(&format!("{arch}.rope.dimension_count")) {
+        let head_dim = match gguf.get_u64(&key("attention.key_length")) {
             Some(d) => d as usize,
             None if heads > 0 => hidden_size / heads,
             None => 0,
         };
-        let vocab_size = match gguf.get_u64(&format!("{arch}.vocab_size")) {
+        if let Some(v) = gguf.get_u64(&key("attention.value_length")) {
+            if v as usize != head_dim {
+                return Err(unsupported(
+                    &key("attention.value_length"),
+                    v,
+                    "values and keys of different head sizes are not implemented",
+                ));
+            }
+        }
+        if let Some(d) = gguf.get_u64(&key("rope.dimension_count")) {
+            if d as usize != head_dim {
+                return Err(unsupported(
+                    &key("rope.dimension_count"),
+                    d,
+                    "RoPE over part of each head is not implemented",
+                ));
+            }
+        }
+        if let Some(w) = gguf.get_u64(&key("attention.sliding_window")) {
+            return Err(unsupported(
+                &key("attention.sliding_window"),
+                w,
+                "sliding-window attention is not implemented yet",
+            ));
+        }
+        let vocab_size = match gguf.get_u64(&key("vocab_size")) {
             Some(v) => v as usize,
             None => gguf
                 .get_str_array("tokenizer.ggml.tokens")
                 .map(|t| t.len())
                 .unwrap_or(0),
+        };
+        let scaling_type = gguf.get_str(&key("rope.scaling.type"));
+        let linear_factor = gguf
+            .get_f64(&key("rope.scaling.factor"))
+            .or_else(|| gguf.get_f64(&key("rope.scale_linear")));
+        let rope_scaling = match (scaling_type, linear_factor) {
+            (Some("linear"), Some(factor)) | (None, Some(factor)) if factor != 1.0 => {
+                RopeScaling::Linear { factor }
+            }
+            (None | Some("none") | Some("linear"), _) => {
+                match gguf.tensor_info(ROPE_FREQS_TENSOR) {
+                    Some(_) => RopeScaling::FreqFactors(gguf.tensor(ROPE_FREQS_TENSOR)?.to_f32()?),
+                    None => RopeScaling::None,
+                }
+            }
+            (Some(other), _) => {
+                return Err(unsupported(
+                    &key("rope.scaling.type"),
+                    format!("{other:?}"),
+                    "implemented: none, linear, and llama3's rope_freqs",
+                ))
+            }
         };
         Self {
             hidden_size,
@@ -208,21 +558,21 @@ impl LlamaConfig {
             layers: int("block_count")?,
             heads,
             kv_heads: gguf
-                .get_u64(&format!("{arch}.attention.head_count_kv"))
+                .get_u64(&key("attention.head_count_kv"))
                 .map(|v| v as usize)
                 .unwrap_or(heads),
             head_dim,
             vocab_size,
             context_length: int("context_length")?,
-            rope_theta: gguf
-                .get_f64(&format!("{arch}.rope.freq_base"))
-                .unwrap_or(10_000.0) as f32,
+            rope_theta: gguf.get_f64(&key("rope.freq_base")).unwrap_or(10_000.0) as f32,
+            rope_scaling,
             rms_norm_eps: gguf
-                .get_f64(&format!("{arch}.attention.layer_norm_rms_epsilon"))
+                .get_f64(&key("attention.layer_norm_rms_epsilon"))
                 .unwrap_or(1e-5) as f32,
             tied_embeddings: false,
             rope_style: match gguf.get_str(seedinfer_formats::container::ROPE_STYLE_KEY) {
-                None | Some("interleaved") => RopeStyle::Interleaved,
+                None => arch.gguf_rope_style(),
+                Some("interleaved") => RopeStyle::Interleaved,
                 Some("half") => RopeStyle::Half,
                 Some(other) => {
                     return Err(EngineError::InvalidConfig(format!(
@@ -231,7 +581,8 @@ impl LlamaConfig {
                     )))
                 }
             },
-            architecture: arch,
+            architecture: name,
+            arch,
         }
         .validate()
     }

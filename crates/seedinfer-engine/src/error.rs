@@ -12,11 +12,18 @@ pub enum EngineError {
     #[error(transparent)]
     Tokenizer(#[from] TokenizerError),
     #[error(
-        "unsupported architecture '{0}': seedinfer runs the Llama family (llama, LlamaForCausalLM)"
+        "unsupported architecture '{0}': seedinfer runs llama (Llama 2/3.x, Mistral, TinyLlama, SmolLM), qwen2 (Qwen2/2.5) and qwen3"
     )]
     UnsupportedArchitecture(String),
     #[error("invalid model configuration: {0}")]
     InvalidConfig(String),
+    /// A configuration key that changes the arithmetic and is not implemented: refused, never ignored.
+    #[error("unsupported model configuration: {key} = {value} ({reason})")]
+    UnsupportedConfig {
+        key: String,
+        value: String,
+        reason: String,
+    },
     #[error("prompt of {prompt} tokens does not fit: the session holds {used} of {context} context tokens")]
     ContextOverflow {
         prompt: usize,
@@ -53,6 +60,7 @@ impl EngineError {
             EngineError::Tokenizer(e) => e.code(),
             EngineError::UnsupportedArchitecture(_) => "UNSUPPORTED_ARCHITECTURE",
             EngineError::InvalidConfig(_) => "INVALID_CONFIG",
+            EngineError::UnsupportedConfig { .. } => "UNSUPPORTED_CONFIG",
             EngineError::ContextOverflow { .. } => "CONTEXT_OVERFLOW",
             EngineError::InvalidOption(_) => "INVALID_OPTION",
             EngineError::InvalidTokenId { .. } => "INVALID_TOKEN_ID",

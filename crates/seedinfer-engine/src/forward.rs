@@ -1,5 +1,5 @@
-//! The Llama forward pass, top to bottom: embed; per layer RMSNorm, Q/K/V, RoPE, causal attention over the
-//! cache, residual, RMSNorm, SwiGLU MLP, residual; final RMSNorm; logits.
+//! The forward pass, top to bottom: embed; per layer RMSNorm, Q/K/V (+ biases for qwen2, + per-head RMSNorm for
+//! qwen3), RoPE, causal attention over the cache, residual, RMSNorm, SwiGLU MLP, residual; final RMSNorm; logits.
 //!
 //! One model, two sets of operations ([`Operations`]): seedinfer's own (`ops_seedinfer`: fused, tiled, the
 //! default) and llama.cpp's bit-exact ones (`ops_llamacpp`, `Numerics::LlamaCpp`). The layer step below is the
@@ -27,6 +27,10 @@ pub trait Operations {
 
     /// `out = input · wᵀ` for `tokens` rows of `input`.
     fn project(w: &Matrix, input: &[f32], tokens: usize, out: &mut Vec<f32>, s: &mut OpsScratch);
+
+    /// RMS-normalises each head (`norm.len()` elements) of the rows of `x` in place, scaled by `norm`
+    /// (qwen3's q/k norm).
+    fn head_norm(x: &mut Vec<f32>, norm: &[f32], eps: f32, s: &mut OpsScratch);
 
     /// Rotates each of the `heads` heads of `x` (`[tokens, heads * head_dim]`) by its token's position.
     fn rope(
@@ -107,6 +111,13 @@ fn add_residual(x: &mut [f32], p: &[f32]) {
     }
 }
 
+/// Adds `bias` to every row of `x`.
+fn add_bias(x: &mut [f32], bias: &[f32]) {
+    for row in x.chunks_exact_mut(bias.len()) {
+        add_residual(row, bias);
+    }
+}
+
 /// Runs decoder layer `l` on the hidden states `x` (`[tokens, hidden_size]`, rows at `positions`, ascending):
 /// stores the tokens' keys and values at their positions in `cache`, attends over the positions `mask` shows
 /// (all when `None`) and adds the attention and MLP outputs to `x`. Leaves the rotated queries in `s.q`.
@@ -126,6 +137,15 @@ pub(crate) fn layer_step<O: Operations, C: KvStore>(
     let ws = [&layer.wq, &layer.wk, &layer.wv];
     let qkv = [&mut s.q, &mut s.k, &mut s.v];
     O::norm_project(ws, x, &layer.attn_norm, eps, n, qkv, ops);
+    if let Some([bq, bk, bv]) = &layer.qkv_bias {
+        add_bias(&mut s.q, bq);
+        add_bias(&mut s.k, bk);
+        add_bias(&mut s.v, bv);
+    }
+    if let Some([norm_q, norm_k]) = &layer.qk_norm {
+        O::head_norm(&mut s.q, norm_q, eps, ops);
+        O::head_norm(&mut s.k, norm_k, eps, ops);
+    }
     O::rope(cfg, &mut s.q, cfg.heads, positions, ops);
     O::rope(cfg, &mut s.k, cfg.kv_heads, positions, ops);
     cache.write(l, positions, &s.k, &s.v);

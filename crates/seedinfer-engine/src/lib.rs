@@ -18,7 +18,7 @@ mod session_file;
 pub mod token_pruning;
 pub mod weights;
 
-pub use config::{LlamaConfig, RopeStyle};
+pub use config::{Architecture, LlamaConfig, RopeScaling, RopeStyle};
 pub use error::{EngineError, Result};
 pub use kv_pool::{CacheStats, KvCacheOptions, KvDtype, KvPool};
 pub use model::{LoadOptions, Model, ModelInfo, Numerics};

@@ -137,6 +137,10 @@ fn fingerprint(config: &LlamaConfig, weights: &LlamaWeights) -> [u8; 32] {
     }
     h.update(c.rope_theta.to_le_bytes());
     h.update(c.rope_style.name().as_bytes());
+    if c.rope_scaling != crate::config::RopeScaling::None {
+        // Only when set, so that fingerprints of models without scaling (and their saved sessions) stay as they were.
+        h.update(format!("{:?}", c.rope_scaling).as_bytes());
+    }
     h.update(weights.compute_formats().as_bytes());
     let mut row = vec![0.0f32; c.hidden_size];
     for r in (0..c.vocab_size).step_by((c.vocab_size / 64).max(1)) {
@@ -222,7 +226,7 @@ impl Model {
         }
         let kv_pool = kv_pool(&config, &options.kv_cache)?;
         if options.numerics == Numerics::LlamaCpp {
-            crate::ops_llamacpp::check_supported(&weights, options.kv_cache.dtype)?;
+            crate::ops_llamacpp::check_supported(&config, &weights, options.kv_cache.dtype)?;
         }
         let info = ModelInfo {
             architecture: config.architecture.clone(),

@@ -8,7 +8,7 @@
 //! repeated f32 multiplication; queries, keys, values and attention probabilities are rounded to f16; soft max
 //! and SiLU use ggml's own `expf`; a batch of one token takes other dot products than a batch of two or more.
 
-use crate::config::{LlamaConfig, RopeStyle};
+use crate::config::{Architecture, LlamaConfig, RopeScaling, RopeStyle};
 use crate::error::{EngineError, Result};
 use crate::forward::{Operations, OpsScratch};
 use crate::kv_cache::{KvStore, Positions};
@@ -30,12 +30,21 @@ pub const LLAMACPP_BATCH: usize = 512;
 
 /// Whether this model can run with llama.cpp's arithmetic: every layer matrix Q4_1 as stored in the file (llama.cpp
 /// repacks Q4_0 and multiplies Q8_0 batches with another kernel), the output matrix Q4_1 or Q8_0, an f16 cache.
-pub fn check_supported(w: &LlamaWeights, kv: KvDtype) -> Result<()> {
+pub fn check_supported(cfg: &LlamaConfig, w: &LlamaWeights, kv: KvDtype) -> Result<()> {
     let unsupported = |what: String| {
         Err(EngineError::InvalidOption(format!(
-            "numerics 'llamacpp' reproduces llama.cpp's arithmetic for Q4_1 GGUF layers with an f16 KV cache; {what}"
+            "numerics 'llamacpp' reproduces llama.cpp's arithmetic for llama models without RoPE scaling, with Q4_1 GGUF layers and an f16 KV cache; {what}"
         )))
     };
+    if cfg.arch != Architecture::Llama {
+        return unsupported(format!("this model's architecture is {}", cfg.arch.name()));
+    }
+    if cfg.rope_scaling != RopeScaling::None {
+        return unsupported(format!(
+            "this model scales RoPE ({})",
+            cfg.rope_scaling.describe()
+        ));
+    }
     if kv != KvDtype::F16 {
         return unsupported(format!("this model's kvCache.dtype is {}", kv.name()));
     }
@@ -201,6 +210,13 @@ impl Operations for GgmlOps {
     fn project(w: &Matrix, input: &[f32], tokens: usize, out: &mut Vec<f32>, s: &mut OpsScratch) {
         quantize_activations(input, &mut s.ggml.q8);
         product(w, &s.ggml.q8, tokens, out);
+    }
+
+    fn head_norm(x: &mut Vec<f32>, norm: &[f32], eps: f32, s: &mut OpsScratch) {
+        let normed = &mut s.ggml.normed;
+        normed.resize(x.len(), 0.0);
+        ggml::rms_norm(x, norm, eps, normed);
+        std::mem::swap(x, normed);
     }
 
     fn rope(

@@ -32,6 +32,12 @@ impl Operations for SeedinferOps {
         project([w], input, tokens, [out], &mut s.project)
     }
 
+    fn head_norm(x: &mut Vec<f32>, norm: &[f32], eps: f32, s: &mut OpsScratch) {
+        let normed = &mut s.project.normed;
+        rms_norm(x, norm, eps, normed);
+        std::mem::swap(x, normed);
+    }
+
     fn rope(
         cfg: &LlamaConfig,
         x: &mut [f32],
@@ -226,12 +232,10 @@ pub(crate) fn apply_rope(
     sign: f64,
     r: &mut RopeScratch,
 ) {
-    let (head_dim, theta) = (cfg.head_dim, cfg.rope_theta as f64);
+    let head_dim = cfg.head_dim;
     let half = head_dim / 2;
     if r.inv_freq.len() != half {
-        r.inv_freq = (0..half)
-            .map(|i| 1.0 / theta.powf(2.0 * i as f64 / head_dim as f64))
-            .collect();
+        r.inv_freq = cfg.rope_inv_freqs();
     }
     for (t, row) in x.chunks_mut(heads * head_dim).enumerate() {
         let pos = sign * positions.at(t) as f64;

@@ -7,7 +7,7 @@
 //! as stored. The source's metadata comes along: a GGUF source's keys verbatim, a Hugging Face directory's config
 //! as `llama.*` keys and its tokenizer files verbatim.
 
-use crate::config::{LlamaConfig, RopeStyle};
+use crate::config::{Architecture, LlamaConfig, RopeScaling, RopeStyle};
 use crate::error::{EngineError, Result};
 use crate::weights::Part;
 use rayon::prelude::*;
@@ -162,6 +162,18 @@ fn tensor_plan(config: &LlamaConfig, has_lm_head: bool) -> Vec<(String, String, 
     plan
 }
 
+/// The container holds llama's tensors and keys only: other architectures and scaled RoPE are refused.
+fn check_writable(config: &LlamaConfig) -> Result<()> {
+    if config.arch != Architecture::Llama || config.rope_scaling != RopeScaling::None {
+        return Err(EngineError::InvalidOption(format!(
+            "quantize writes llama models without RoPE scaling for now; this one is {} with RoPE scaling {}",
+            config.arch.name(),
+            config.rope_scaling.describe()
+        )));
+    }
+    Ok(())
+}
+
 /// Writes `source` (a GGUF file or a Hugging Face directory) with its layer matrices in `format` to `out`, on the
 /// current rayon pool. `progress` is called as rows finish; once `stop` is set the work ends with
 /// [`EngineError::Aborted`] and nothing is written. The output appears whole or not at all.
@@ -204,6 +216,7 @@ pub fn quantize_model(
         let has_lm_head = gguf.tensor_info(Part::LmHead.gguf_name()).is_some();
         (Source::Gguf(gguf), config, has_lm_head)
     };
+    check_writable(&config)?;
     writer.add_metadata(
         "general.file_type",
         GgufValue::U32(seedinfer_formats::synthetic::llama_file_type(

@@ -116,6 +116,10 @@ pub struct LayerWeights {
     pub w_gate: Matrix,
     pub w_up: Matrix,
     pub w_down: Matrix,
+    /// qwen2: the biases added to the q, k and v projections.
+    pub qkv_bias: Option<[Vec<f32>; 3]>,
+    /// qwen3: the RMSNorm weights of each head of q and of k (`head_dim` each), applied before RoPE.
+    pub qk_norm: Option<[Vec<f32>; 2]>,
 }
 
 pub struct LlamaWeights {
@@ -251,6 +255,11 @@ pub(crate) enum Part {
     Gate,
     Up,
     Down,
+    QBias,
+    KBias,
+    VBias,
+    QNorm,
+    KNorm,
 }
 
 impl Part {
@@ -268,6 +277,11 @@ impl Part {
             Part::Gate => "mlp.gate_proj.weight",
             Part::Up => "mlp.up_proj.weight",
             Part::Down => "mlp.down_proj.weight",
+            Part::QBias => "self_attn.q_proj.bias",
+            Part::KBias => "self_attn.k_proj.bias",
+            Part::VBias => "self_attn.v_proj.bias",
+            Part::QNorm => "self_attn.q_norm.weight",
+            Part::KNorm => "self_attn.k_norm.weight",
         }
     }
 
@@ -285,6 +299,11 @@ impl Part {
             Part::Gate => "ffn_gate.weight",
             Part::Up => "ffn_up.weight",
             Part::Down => "ffn_down.weight",
+            Part::QBias => "attn_q.bias",
+            Part::KBias => "attn_k.bias",
+            Part::VBias => "attn_v.bias",
+            Part::QNorm => "attn_q_norm.weight",
+            Part::KNorm => "attn_k_norm.weight",
         }
     }
 }
@@ -514,6 +533,21 @@ impl LlamaWeights {
                 w_gate: loader.matrix(l, Part::Gate, c.intermediate_size, c.hidden_size)?,
                 w_up: loader.matrix(l, Part::Up, c.intermediate_size, c.hidden_size)?,
                 w_down: loader.matrix(l, Part::Down, c.hidden_size, c.intermediate_size)?,
+                qkv_bias: match c.arch.has_qkv_bias() {
+                    true => Some([
+                        loader.load(l, Part::QBias, &[c.q_dim()])?,
+                        loader.load(l, Part::KBias, &[c.kv_dim()])?,
+                        loader.load(l, Part::VBias, &[c.kv_dim()])?,
+                    ]),
+                    false => None,
+                },
+                qk_norm: match c.arch.has_qk_norm() {
+                    true => Some([
+                        loader.load(l, Part::QNorm, &[c.head_dim])?,
+                        loader.load(l, Part::KNorm, &[c.head_dim])?,
+                    ]),
+                    false => None,
+                },
             });
         }
         let final_norm = loader.load(None, Part::FinalNorm, &[c.hidden_size])?;

@@ -97,6 +97,7 @@ pub struct NativeModelInfo {
     pub context_length: u32,
     pub rope_theta: f64,
     pub rope_style: String,
+    pub rope_scaling: String,
     pub tied_embeddings: bool,
     pub file_tensor_formats: HashMap<String, u32>,
     pub compute_format: String,
@@ -244,6 +245,7 @@ impl NativeModel {
             context_length: c.context_length as u32,
             rope_theta: c.rope_theta as f64,
             rope_style: c.rope_style.name().to_string(),
+            rope_scaling: c.rope_scaling.describe(),
             tied_embeddings: c.tied_embeddings,
             file_tensor_formats: i
                 .file_tensor_formats

@@ -1,0 +1,252 @@
+//! Llama 3.x (RoPE scaling), Qwen2/2.5 and Qwen3 against transformers: tiny random-weight checkpoints made by
+//! `scripts/make-architecture-fixtures.py`, with transformers' f32 logits at every prompt position and its greedy
+//! continuation (`tests/data/architectures/<name>/reference.json`).
+
+use seedinfer_engine::{EngineError, KvCacheOptions, KvDtype, LoadOptions, Model, Session};
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+
+mod common;
+use common::greedy;
+
+fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/data/architectures")
+        .join(name)
+}
+
+fn read_json(path: &Path) -> Value {
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// Loads with an f32 KV cache: the comparison with transformers is in f32 throughout.
+fn load(dir: &Path) -> Result<Arc<Model>, EngineError> {
+    let options = LoadOptions {
+        threads: Some(2),
+        kv_cache: KvCacheOptions {
+            dtype: KvDtype::F32,
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    Model::load(dir, &options).map(Arc::new)
+}
+
+fn ids(v: &Value) -> Vec<u32> {
+    v.as_array()
+        .expect("an array of token ids")
+        .iter()
+        .map(|t| t.as_u64().expect("a token id") as u32)
+        .collect()
+}
+
+fn rows(v: &Value) -> Vec<Vec<f32>> {
+    v.as_array()
+        .expect("an array of logit rows")
+        .iter()
+        .map(|row| {
+            row.as_array()
+                .expect("a logit row")
+                .iter()
+                .map(|x| x.as_f64().expect("a logit") as f32)
+                .collect()
+        })
+        .collect()
+}
+
+/// Our logits after each prefix of `prompt` (a fresh session per prefix, so each is a batched prefill).
+fn logits_per_position(model: &Arc<Model>, prompt: &[u32]) -> Vec<Vec<f32>> {
+    (1..=prompt.len())
+        .map(|n| {
+            let mut session = Session::new(Arc::clone(model), 64).expect("session");
+            session
+                .generate(
+                    &prompt[..n],
+                    &greedy(1),
+                    &AtomicBool::new(false),
+                    &mut |_| {},
+                )
+                .expect("generates");
+            session.last_logits().expect("logits").to_vec()
+        })
+        .collect()
+}
+
+/// `max |ours - reference| / std(reference)` over every position and token.
+fn relative_max_error(ours: &[Vec<f32>], reference: &[Vec<f32>]) -> f64 {
+    assert_eq!(ours.len(), reference.len());
+    let all: Vec<f64> = reference.iter().flatten().map(|&v| v as f64).collect();
+    let mean = all.iter().sum::<f64>() / all.len() as f64;
+    let std = (all.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / all.len() as f64).sqrt();
+    let max = ours
+        .iter()
+        .zip(reference)
+        .flat_map(|(a, b)| {
+            assert_eq!(a.len(), b.len());
+            a.iter().zip(b).map(|(a, b)| (a - b).abs() as f64)
+        })
+        .fold(0.0, f64::max);
+    max / std
+}
+
+/// Logits within 1e-3 · std of transformers' at every position, and the same greedy continuation.
+fn check_against_transformers(name: &str) {
+    let dir = fixture(name);
+    let reference = read_json(&dir.join("reference.json"));
+    let model = load(&dir).unwrap_or_else(|e| panic!("{name} loads: {e}"));
+    let prompt = ids(&reference["prompt"]);
+    let error = relative_max_error(
+        &logits_per_position(&model, &prompt),
+        &rows(&reference["logits"]),
+    );
+    assert!(error <= 1e-3, "{name}: max |Δlogit| = {error:.2e} · std");
+    let expected = ids(&reference["greedy"]);
+    let out = Session::new(Arc::clone(&model), 64)
+        .expect("session")
+        .generate(
+            &prompt,
+            &greedy(expected.len()),
+            &AtomicBool::new(false),
+            &mut |_| {},
+        )
+        .expect("generates");
+    assert_eq!(out.token_ids, expected, "{name}: greedy continuation");
+}
+
+#[test]
+fn llama3_rope_scaling_matches_transformers() {
+    check_against_transformers("llama3");
+}
+
+#[test]
+fn qwen2_matches_transformers() {
+    check_against_transformers("qwen2");
+}
+
+#[test]
+fn qwen3_matches_transformers() {
+    check_against_transformers("qwen3");
+}
+
+/// A copy of `name`'s fixture with its config.json passed through `edit`.
+fn with_config(name: &str, edit: impl FnOnce(&mut Value)) -> tempfile::TempDir {
+    let tmp = tempfile::tempdir().expect("temp dir");
+    for entry in std::fs::read_dir(fixture(name)).expect("fixture") {
+        let path = entry.expect("entry").path();
+        std::fs::copy(&path, tmp.path().join(path.file_name().expect("name"))).expect("copy");
+    }
+    let mut config = read_json(&tmp.path().join("config.json"));
+    edit(&mut config);
+    std::fs::write(tmp.path().join("config.json"), config.to_string()).expect("write config");
+    tmp
+}
+
+#[test]
+fn transformers5_rope_parameters_equal_rope_scaling() {
+    // transformers 5 writes the RoPE settings, theta included, under rope_parameters.
+    let moved = with_config("llama3", |c| {
+        let o = c.as_object_mut().expect("object");
+        let mut params = o.remove("rope_scaling").expect("rope_scaling");
+        let theta = o.remove("rope_theta").expect("rope_theta");
+        params["rope_theta"] = theta;
+        o.insert("rope_parameters".into(), params);
+    });
+    let prompt = ids(&read_json(&fixture("llama3").join("reference.json"))["prompt"]);
+    let a = logits_per_position(&load(&fixture("llama3")).expect("loads"), &prompt);
+    let b = logits_per_position(&load(moved.path()).expect("loads"), &prompt);
+    assert_eq!(a, b);
+    // And the scaling is in effect: without it the logits move.
+    let unscaled = with_config("llama3", |c| {
+        c.as_object_mut().expect("object").remove("rope_scaling");
+    });
+    let c = logits_per_position(&load(unscaled.path()).expect("loads"), &prompt);
+    assert!(relative_max_error(&c, &a) > 1e-2);
+}
+
+#[test]
+fn linear_rope_scaling_matches_transformers() {
+    let linear = with_config("llama3", |c| {
+        c["rope_scaling"] = serde_json::json!({"type": "linear", "factor": 4.0});
+    });
+    let reference = read_json(&fixture("llama3").join("reference.json"));
+    let prompt = ids(&reference["prompt"]);
+    let error = relative_max_error(
+        &logits_per_position(&load(linear.path()).expect("loads"), &prompt),
+        &rows(&reference["linear_factor_4_logits"]),
+    );
+    assert!(error <= 1e-3, "max |Δlogit| = {error:.2e} · std");
+}
+
+fn expect_unsupported(dir: &Path, key: &str) {
+    match load(dir) {
+        Err(e) => {
+            assert_eq!(e.code(), "UNSUPPORTED_CONFIG", "{e}");
+            assert!(e.to_string().contains(key), "{e} names {key}");
+        }
+        Ok(_) => panic!(
+            "{} loaded; expected UNSUPPORTED_CONFIG naming {key}",
+            dir.display()
+        ),
+    }
+}
+
+#[test]
+fn keys_that_change_the_arithmetic_are_read_or_refused() {
+    let yarn = with_config("llama3", |c| {
+        c["rope_scaling"] = serde_json::json!({"rope_type": "yarn", "factor": 4.0});
+    });
+    expect_unsupported(yarn.path(), "rope_scaling.rope_type");
+    let yarn5 = with_config("llama3", |c| {
+        let o = c.as_object_mut().expect("object");
+        o.remove("rope_scaling");
+        o.insert(
+            "rope_parameters".into(),
+            serde_json::json!({"rope_type": "dynamic", "factor": 2.0, "rope_theta": 500000.0}),
+        );
+    });
+    expect_unsupported(yarn5.path(), "rope_parameters.rope_type");
+    let sliding = with_config("qwen2", |c| {
+        c["use_sliding_window"] = true.into();
+        c["max_window_layers"] = 1.into();
+    });
+    expect_unsupported(sliding.path(), "sliding_window");
+    let mistral = with_config("llama3", |c| {
+        c["model_type"] = "mistral".into();
+        c["sliding_window"] = 4096.into();
+    });
+    expect_unsupported(mistral.path(), "sliding_window");
+    let layer_types = with_config("qwen3", |c| {
+        c["layer_types"] = serde_json::json!(["full_attention", "sliding_attention"]);
+    });
+    expect_unsupported(layer_types.path(), "layer_types");
+    let bias = with_config("llama3", |c| c["attention_bias"] = true.into());
+    expect_unsupported(bias.path(), "attention_bias");
+    let mlp_bias = with_config("qwen3", |c| c["mlp_bias"] = true.into());
+    expect_unsupported(mlp_bias.path(), "mlp_bias");
+    let gelu = with_config("qwen2", |c| c["hidden_act"] = "gelu".into());
+    expect_unsupported(gelu.path(), "hidden_act");
+    let partial = with_config("qwen3", |c| c["partial_rotary_factor"] = 0.5.into());
+    expect_unsupported(partial.path(), "partial_rotary_factor");
+    // Keys that change nothing here load: a Mistral without a window, Qwen's unused window settings.
+    let mistral_v3 = with_config("llama3", |c| {
+        c["model_type"] = "mistral".into();
+        c["sliding_window"] = Value::Null;
+    });
+    load(mistral_v3.path()).expect("a Mistral config without a sliding window loads");
+}
+
+#[test]
+fn a_qwen3_checkpoint_without_its_head_norms_is_refused() {
+    // The qwen2 fixture has no q_norm/k_norm tensors: loading it as qwen3 names the first missing one.
+    let qwen2_as_qwen3 = with_config("qwen2", |c| {
+        c["model_type"] = "qwen3".into();
+        c["architectures"] = serde_json::json!(["Qwen3ForCausalLM"]);
+    });
+    match load(qwen2_as_qwen3.path()) {
+        Err(e) => assert!(e.to_string().contains("q_norm"), "{e}"),
+        Ok(_) => panic!("qwen2 weights loaded as qwen3"),
+    }
+}
