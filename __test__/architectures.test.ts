@@ -1,6 +1,7 @@
 // Llama 3.x, Qwen2/2.5 and Qwen3 through the JavaScript API: the tiny random-weight checkpoints of
 // crates/seedinfer-engine/tests/data/architectures (made by scripts/make-architecture-fixtures.py) load and
-// continue their prompts as transformers does; a RoPE type we do not implement is UNSUPPORTED_CONFIG.
+// continue their prompts as transformers does, their GGUF conversions by llama.cpp's converter as llama.cpp does
+// (scripts/make-architecture-gguf.py); a RoPE type we do not implement is UNSUPPORTED_CONFIG.
 // (Logits within 1e-3 · std of transformers' are checked by the engine's tests/architectures.rs.)
 import test from 'ava';
 import fs from 'node:fs';
@@ -25,6 +26,24 @@ for (const [name, architecture, ropeScaling] of [
     t.is(model.info.ropeScaling, ropeScaling);
     t.is(model.info.ropeStyle, 'half');
     const { prompt, greedy } = reference(name);
+    const result = await model.createSession().generateText(prompt, { maxTokens: greedy.length, temperature: 0, ignoreEos: true });
+    t.deepEqual(result.tokenIds, greedy);
+    model.dispose();
+  });
+}
+
+for (const [name, ropeStyle, ropeScaling] of [
+  ['llama3', 'interleaved', 'rope_freqs(8 factors)'],
+  ['qwen2', 'half', 'none'],
+  ['qwen3', 'half', 'none'],
+] as const) {
+  test(`${name}: the GGUF from llama.cpp's converter continues its prompt as llama.cpp does`, async (t) => {
+    const model = await Model.load(path.join(fixtures, name, 'model.gguf'), { threads: 1 });
+    t.is(model.info.architecture, name === 'llama3' ? 'llama' : name);
+    t.is(model.info.ropeStyle, ropeStyle);
+    t.is(model.info.ropeScaling, ropeScaling);
+    const { prompt } = reference(name);
+    const { greedy } = JSON.parse(fs.readFileSync(path.join(fixtures, name, 'llamacpp.json'), 'utf8')) as { greedy: number[] };
     const result = await model.createSession().generateText(prompt, { maxTokens: greedy.length, temperature: 0, ignoreEos: true });
     t.deepEqual(result.tokenIds, greedy);
     model.dispose();

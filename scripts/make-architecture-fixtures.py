@@ -9,7 +9,7 @@ crates/seedinfer-engine/tests/architectures.rs.
 - `qwen2`: Qwen2/2.5 (q/k/v biases, tied embeddings, theta 1e6).
 - `qwen3`: Qwen3 (RMSNorm over each q/k head, head_dim 32 != hidden/heads, untied).
 
-Each directory has config.json, model.safetensors (f32), tokenizer.json (a byte-level BPE of 300 tokens trained
+Each directory has config.json, model.safetensors (f32), tokenizer.json + tokenizer_config.json (a byte-level BPE of 300 tokens trained
 here, then reserved special tokens up to the model's 320) and reference.json: the prompt's token ids, transformers' f32 logits at
 every prompt position, and its greedy continuation. Weights come from a fixed seed; the biases and norm weights are
 randomised too (transformers initialises them to 0 and 1, which would test nothing).
@@ -113,6 +113,8 @@ def train_tokenizer() -> Tokenizer:
     tok.train_from_iterator(CORPUS * 4, trainer)
     # Reserved special tokens up to the model's vocabulary, as Llama 3 does, so every id the model can choose
     # decodes.
+    # Qwen's own specials come first: transformers' Qwen2Tokenizer adds <|endoftext|> when it is missing.
+    tok.add_special_tokens(["<|endoftext|>", "<|im_start|>", "<|im_end|>"])
     tok.add_special_tokens([f"<|reserved_{i}|>" for i in range(tok.get_vocab_size(), VOCAB)])
     return tok
 
@@ -163,6 +165,9 @@ def build(name: str, raw: dict, out: Path, tokenizer: Tokenizer) -> None:
     for extra in ["generation_config.json"]:
         (out / extra).unlink(missing_ok=True)
     tokenizer.save(str(out / "tokenizer.json"))
+    # The generic fast tokenizer: Qwen2Tokenizer would add an <|endoftext|> token beyond the model's vocabulary.
+    tokenizer_config = dict(tokenizer_class="PreTrainedTokenizerFast", bos_token="<s>", eos_token="</s>", unk_token="<unk>")
+    (out / "tokenizer_config.json").write_text(json.dumps(tokenizer_config, indent=2) + "\n")
 
     gen = torch.Generator().manual_seed(SEED + 1)
     prompt = torch.randint(3, 300, (PROMPT_TOKENS,), generator=gen).tolist()
