@@ -144,15 +144,25 @@ fn check_gguf(name: &str) {
         .expect("session")
         .generate(&prompt, &greedy(16), &AtomicBool::new(false), &mut |_| {})
         .expect("generates");
-    assert_eq!(ours.token_ids, ids(&llamacpp["greedy"]), "{name}: llama.cpp's greedy tokens");
+    assert_eq!(
+        ours.token_ids,
+        ids(&llamacpp["greedy"]),
+        "{name}: llama.cpp's greedy tokens"
+    );
     let last = logits_per_position(&model, &prompt).pop().expect("logits");
     let transformers = rows(&reference["logits"]).pop().expect("logits");
     let error = relative_max_error(std::slice::from_ref(&last), &[transformers]);
-    assert!(error <= 1e-3, "{name} GGUF: max |Δlogit| = {error:.2e} · std of transformers'");
+    assert!(
+        error <= 1e-3,
+        "{name} GGUF: max |Δlogit| = {error:.2e} · std of transformers'"
+    );
     // llama.cpp keeps an f16 KV cache and rounds activations to f16 in attention: a looser bound.
     let llamacpp_last: Vec<f32> = rows(&serde_json::json!([llamacpp["last_logits"]])).remove(0);
     let error = relative_max_error(&[last], &[llamacpp_last]);
-    assert!(error <= 1e-2, "{name} GGUF: max |Δlogit| = {error:.2e} · std of llama.cpp's");
+    assert!(
+        error <= 1e-2,
+        "{name} GGUF: max |Δlogit| = {error:.2e} · std of llama.cpp's"
+    );
 }
 
 #[test]
