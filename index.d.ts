@@ -155,6 +155,11 @@ export interface ModelInfo {
   threads: number;
   /** Whose order of arithmetic the forward pass follows: the `numerics` load option. */
   numerics: 'seedinfer' | 'llamacpp';
+  /**
+   * Token ids that end a generation (`stopReason: 'eos'`): the EOS token, then end-of-turn tokens the vocabulary
+   * marks special, e.g. Llama 3's `<|eot_id|>`, `<|eom_id|>`, `<|end_of_text|>` or Qwen's `<|im_end|>`, `<|endoftext|>`.
+   */
+  endOfGenerationTokenIds: number[];
 }
 
 export interface ChatMessage {
@@ -172,6 +177,12 @@ export interface TokenizeOptions {
 export interface ChatTemplateOptions {
   /** Append the assistant turn opener so the model answers next. Default true. */
   addGenerationPrompt?: boolean;
+  /**
+   * Tools the model may call, as JSON-schema function descriptions
+   * (`{ type: 'function', function: { name, description, parameters } }`), passed to the template as `tools`
+   * the way transformers' `apply_chat_template(tools=...)` does. Templates without tool support ignore them.
+   */
+  tools?: object[];
 }
 
 export interface SessionOptions {

@@ -18,9 +18,12 @@ export function compileChatTemplate(source: string, context: ChatTemplateContext
       cause: error,
     });
   }
-  return (messages: ChatMessage[], addGenerationPrompt: boolean): string => {
+  return (messages: ChatMessage[], addGenerationPrompt: boolean, tools?: object[]): string => {
     if (!Array.isArray(messages) || messages.some((m) => typeof m?.role !== 'string' || typeof m?.content !== 'string')) {
       throw new SeedinferError('INVALID_OPTION', 'messages must be an array of { role: string, content: string }');
+    }
+    if (tools !== undefined && (!Array.isArray(tools) || tools.some((t) => typeof t !== 'object' || t === null))) {
+      throw new SeedinferError('INVALID_OPTION', 'tools must be an array of objects (JSON-schema function descriptions)');
     }
     try {
       return template.render({
@@ -28,6 +31,7 @@ export function compileChatTemplate(source: string, context: ChatTemplateContext
         add_generation_prompt: addGenerationPrompt,
         bos_token: context.bosToken ?? '',
         eos_token: context.eosToken ?? '',
+        ...(tools === undefined ? {} : { tools }),
       });
     } catch (error) {
       throw new SeedinferError('INVALID_CHAT_TEMPLATE', `rendering the chat template failed: ${String(error)}`, {

@@ -68,12 +68,13 @@ function publicInfo(raw: NativeModelInfo): ModelInfo {
     kvBytesPerToken: raw.kvBytesPerToken,
     threads: raw.threads,
     numerics: raw.numerics as ModelInfo['numerics'],
+    endOfGenerationTokenIds: [...raw.endOfGenerationTokenIds],
   };
 }
 
 export class Model {
   readonly info: ModelInfo;
-  private readonly renderChat: ((messages: ChatMessage[], addGenerationPrompt: boolean) => string) | undefined;
+  private readonly renderChat: ReturnType<typeof compileChatTemplate> | undefined;
   private inner: NativeModel | undefined;
 
   private constructor(inner: NativeModel) {
@@ -130,7 +131,7 @@ export class Model {
 
   applyChatTemplate(messages: ChatMessage[], options: ChatTemplateOptions = {}): string {
     if (!this.renderChat) throw new SeedinferError('NO_CHAT_TEMPLATE', 'this model has no chat template');
-    return this.renderChat(messages, options.addGenerationPrompt ?? true);
+    return this.renderChat(messages, options.addGenerationPrompt ?? true, options.tools);
   }
 
   createSession(options: SessionOptions = {}): Session {

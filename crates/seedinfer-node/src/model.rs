@@ -111,6 +111,8 @@ pub struct NativeModelInfo {
     pub bos_token: Option<String>,
     pub eos_token: Option<String>,
     pub chat_template: Option<String>,
+    /// Token ids that end a generation: EOS, then end-of-turn tokens such as `<|eot_id|>` and `<|im_end|>`.
+    pub end_of_generation_token_ids: Vec<u32>,
     /// Instruction set of the matrix kernels, e.g. `avx512f`.
     pub kernel_isa: String,
 }
@@ -262,6 +264,7 @@ impl NativeModel {
             bos_token: m.tokenizer.bos_token().map(str::to_string),
             eos_token: m.tokenizer.eos_token().map(str::to_string),
             chat_template: m.tokenizer.chat_template().map(str::to_string),
+            end_of_generation_token_ids: m.tokenizer.eos_token_ids(),
             kernel_isa: i.kernel_isa.clone(),
         }
     }
