@@ -3,6 +3,7 @@
 //! continuation (`tests/data/architectures/<name>/reference.json`).
 
 use seedinfer_engine::{EngineError, KvCacheOptions, KvDtype, LoadOptions, Model, Session};
+use seedinfer_formats::{GgufFile, GgufValue, GgufWriter};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
@@ -300,5 +301,78 @@ fn a_qwen3_checkpoint_without_its_head_norms_is_refused() {
     match load(qwen2_as_qwen3.path()) {
         Err(e) => assert!(e.to_string().contains("q_norm"), "{e}"),
         Ok(_) => panic!("qwen2 weights loaded as qwen3"),
+    }
+}
+
+/// A copy of `name`'s converted GGUF with `edit` applied to its metadata (tensors unchanged).
+fn gguf_with(name: &str, edit: impl FnOnce(&mut GgufWriter)) -> tempfile::TempDir {
+    let source = GgufFile::open(&fixture(name).join("model.gguf")).expect("fixture GGUF");
+    let mut writer = GgufWriter::new();
+    for (key, value) in source.metadata() {
+        if key != "general.alignment" {
+            writer.add_metadata(key, value.clone());
+        }
+    }
+    for t in source.tensors() {
+        let data = source.tensor(&t.name).expect("tensor").data.to_vec();
+        writer
+            .add_tensor(&t.name, t.tensor_type, &t.shape, data)
+            .expect("tensor copies");
+    }
+    edit(&mut writer);
+    let tmp = tempfile::tempdir().expect("temp dir");
+    writer
+        .write_file(&tmp.path().join("model.gguf"))
+        .expect("writes");
+    tmp
+}
+
+#[test]
+fn gguf_keys_that_change_the_arithmetic_are_read_or_refused() {
+    let yarn = gguf_with("qwen3", |w| {
+        w.add_metadata("qwen3.rope.scaling.type", "yarn".into());
+        w.add_metadata("qwen3.rope.scaling.factor", GgufValue::F32(4.0));
+    });
+    expect_unsupported(&yarn.path().join("model.gguf"), "qwen3.rope.scaling.type");
+    let window = gguf_with("qwen2", |w| {
+        w.add_metadata("qwen2.attention.sliding_window", GgufValue::U32(16))
+    });
+    expect_unsupported(
+        &window.path().join("model.gguf"),
+        "qwen2.attention.sliding_window",
+    );
+    let partial = gguf_with("qwen3", |w| {
+        w.add_metadata("qwen3.rope.dimension_count", GgufValue::U32(16))
+    });
+    expect_unsupported(
+        &partial.path().join("model.gguf"),
+        "qwen3.rope.dimension_count",
+    );
+    // Linear scaling is read: the model loads and reports it.
+    let linear = gguf_with("llama3", |w| {
+        w.add_metadata("llama.rope.scaling.type", "linear".into());
+        w.add_metadata("llama.rope.scaling.factor", GgufValue::F32(4.0));
+    });
+    let model = load(&linear.path().join("model.gguf")).expect("linear scaling loads");
+    assert_eq!(
+        model.config.rope_scaling,
+        seedinfer_engine::RopeScaling::Linear { factor: 4.0 }
+    );
+}
+
+#[test]
+fn llamacpp_numerics_refuse_other_architectures_and_scaled_rope() {
+    for (name, says) in [("qwen2", "qwen2"), ("llama3", "RoPE")] {
+        let options = LoadOptions {
+            numerics: seedinfer_engine::Numerics::LlamaCpp,
+            ..Default::default()
+        };
+        match Model::load(&fixture(name).join("model.gguf"), &options) {
+            Err(e) => {
+                assert_eq!(e.code(), "INVALID_OPTION", "{e}");
+                assert!(e.to_string().contains(says), "{e} names {says}");
+            }
+            Ok(_) => panic!("{name} loaded with numerics 'llamacpp'"),
+        }
     }
 }
