@@ -118,6 +118,15 @@ fn add_bias(x: &mut [f32], bias: &[f32]) {
     }
 }
 
+/// One sequence's rows in a layer step over several sequences: `rows` consecutive rows of the hidden states, at
+/// `positions` (ascending) of its own `cache`, attending over the positions `mask` shows (all when `None`).
+pub(crate) struct Segment<'a, C> {
+    pub rows: usize,
+    pub positions: Positions<'a>,
+    pub mask: Option<&'a [bool]>,
+    pub cache: &'a mut C,
+}
+
 /// Runs decoder layer `l` on the hidden states `x` (`[tokens, hidden_size]`, rows at `positions`, ascending):
 /// stores the tokens' keys and values at their positions in `cache`, attends over the positions `mask` shows
 /// (all when `None`) and adds the attention and MLP outputs to `x`. Leaves the rotated queries in `s.q`.
@@ -132,7 +141,29 @@ pub(crate) fn layer_step<O: Operations, C: KvStore>(
     cache: &mut C,
     s: &mut Scratch,
 ) {
+    let rows = x.len() / cfg.hidden_size;
+    let segment = Segment {
+        rows,
+        positions,
+        mask,
+        cache,
+    };
+    layer_step_segments::<O, C>(cfg, layer, l, x, &mut [segment], s)
+}
+
+/// [`layer_step`] over the rows of several sequences at once (`segments`, in row order): the products, norms and
+/// MLP run once over all rows (each row's values do not depend on the others), RoPE, the cache writes and
+/// attention per sequence. Each sequence gets the bits it gets alone.
+pub(crate) fn layer_step_segments<O: Operations, C: KvStore>(
+    cfg: &LlamaConfig,
+    layer: &LayerWeights,
+    l: usize,
+    x: &mut [f32],
+    segments: &mut [Segment<'_, C>],
+    s: &mut Scratch,
+) {
     let (n, eps) = (x.len() / cfg.hidden_size, cfg.rms_norm_eps);
+    debug_assert_eq!(segments.iter().map(|g| g.rows).sum::<usize>(), n);
     let ops = &mut s.ops;
     let ws = [&layer.wq, &layer.wk, &layer.wv];
     let qkv = [&mut s.q, &mut s.k, &mut s.v];
@@ -146,11 +177,29 @@ pub(crate) fn layer_step<O: Operations, C: KvStore>(
         O::head_norm(&mut s.q, norm_q, eps, ops);
         O::head_norm(&mut s.k, norm_k, eps, ops);
     }
-    O::rope(cfg, &mut s.q, cfg.heads, positions, ops);
-    O::rope(cfg, &mut s.k, cfg.kv_heads, positions, ops);
-    cache.write(l, positions, &s.k, &s.v);
     s.attn.resize(n * cfg.q_dim(), 0.0);
-    O::attention(cfg, &s.q, &*cache, l, positions, mask, n, &mut s.attn, ops);
+    let (q_dim, kv_dim) = (cfg.q_dim(), cfg.kv_dim());
+    let mut first = 0;
+    for g in segments.iter_mut() {
+        let (q_rows, kv_rows) = (
+            first * q_dim..(first + g.rows) * q_dim,
+            first * kv_dim..(first + g.rows) * kv_dim,
+        );
+        O::rope(cfg, &mut s.q[q_rows.clone()], cfg.heads, g.positions, ops);
+        O::rope(
+            cfg,
+            &mut s.k[kv_rows.clone()],
+            cfg.kv_heads,
+            g.positions,
+            ops,
+        );
+        g.cache
+            .write(l, g.positions, &s.k[kv_rows.clone()], &s.v[kv_rows]);
+        let cache = &*g.cache;
+        let (q, attn) = (&s.q[q_rows.clone()], &mut s.attn[q_rows]);
+        O::attention(cfg, q, cache, l, g.positions, g.mask, g.rows, attn, ops);
+        first += g.rows;
+    }
     O::project(&layer.wo, &s.attn, n, &mut s.proj, ops);
     add_residual(x, &s.proj);
     let (w_gate, w_up, norm) = (&layer.w_gate, &layer.w_up, &layer.ffn_norm);
@@ -208,5 +257,51 @@ pub fn forward<O: Operations, C: KvStore>(
         LogitsFor::All => 0,
     };
     output_logits::<O>(cfg, w, &x[first_row * d..], s, logits);
+    s.x = x;
+}
+
+/// Runs several sequences' tokens in one pass: `sequences[i]` appends its tokens (at least one) at positions
+/// `cache.len()..` of its own cache. The products read each weight once for all rows; each sequence gets the bits
+/// it gets alone. Writes the logits after each sequence's last token into `logits` (`[sequences, vocab]`).
+pub fn forward_sequences<O: Operations, C: KvStore>(
+    cfg: &LlamaConfig,
+    w: &LlamaWeights,
+    sequences: &mut [(&[u32], &mut C)],
+    s: &mut Scratch,
+    logits: &mut Vec<f32>,
+) {
+    let d = cfg.hidden_size;
+    let n: usize = sequences.iter().map(|(t, _)| t.len()).sum();
+    let mut x = std::mem::take(&mut s.x);
+    x.resize(n * d, 0.0);
+    for (&t, x) in sequences
+        .iter()
+        .flat_map(|(t, _)| t.iter())
+        .zip(x.chunks_mut(d))
+    {
+        w.embed.row_to_f32(t as usize, x);
+    }
+    let starts: Vec<usize> = sequences.iter().map(|(_, c)| c.len()).collect();
+    for (l, layer) in w.layers.iter().enumerate() {
+        let mut segments: Vec<Segment<'_, C>> = sequences
+            .iter_mut()
+            .zip(&starts)
+            .map(|((tokens, cache), &start)| Segment {
+                rows: tokens.len(),
+                positions: Positions::From(start),
+                mask: None,
+                cache: &mut **cache,
+            })
+            .collect();
+        layer_step_segments::<O, C>(cfg, layer, l, &mut x, &mut segments, s);
+    }
+    let mut last_rows = Vec::with_capacity(sequences.len() * d);
+    let mut end = 0;
+    for (tokens, cache) in sequences.iter_mut() {
+        cache.commit(tokens.len());
+        end += tokens.len();
+        last_rows.extend_from_slice(&x[(end - 1) * d..end * d]);
+    }
+    output_logits::<O>(cfg, w, &last_rows, s, logits);
     s.x = x;
 }

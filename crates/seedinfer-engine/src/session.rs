@@ -5,6 +5,7 @@ use crate::error::{EngineError, Result};
 use crate::forward::{LogitsFor, Scratch};
 use crate::kv_cache::{KvStore, PagedKv};
 use crate::model::{Model, Numerics};
+use crate::ops_seedinfer::SeedinferOps;
 use crate::sampler::{Sampler, SamplingParams};
 use crate::token_pruning::{forward_pruned, PassReport, PrefillStrategy, PrunedPositions};
 use seedinfer_tokenizer::StreamDecoder;
@@ -347,6 +348,93 @@ impl Session {
             .into_iter()
             .chain(tokens.iter().copied())
             .collect())
+    }
+
+    /// Appends `tokens[i]` (at least one token each, after any pending generated token) to `sessions[i]`, all in
+    /// one forward pass: the weights are read once for every session's rows, attention runs per session over its
+    /// own cache. Afterwards each session's [`Session::last_logits`] are the logits after its last token, the bits
+    /// it gets when fed alone. The step of continuous batching: decoding sessions contribute one token, sessions
+    /// in prefill a chunk. Every session must belong to the same model, with seedinfer's numerics and no token
+    /// pruning in its cache; on any error no session changes.
+    pub fn feed_together(sessions: &mut [&mut Session], tokens: &[&[u32]]) -> Result<()> {
+        let Some(first) = sessions.first() else {
+            return Ok(());
+        };
+        let model = Arc::clone(&first.model);
+        if tokens.len() != sessions.len() {
+            return Err(EngineError::InvalidOption(format!(
+                "feed_together: {} token lists for {} sessions",
+                tokens.len(),
+                sessions.len()
+            )));
+        }
+        if model.numerics != Numerics::Seedinfer {
+            return Err(EngineError::InvalidOption(
+                "sessions batch together only with numerics 'seedinfer' (llama.cpp's arithmetic depends on the batch)"
+                    .into(),
+            ));
+        }
+        let mut to_feed = Vec::with_capacity(sessions.len());
+        for (session, tokens) in sessions.iter().zip(tokens) {
+            if !Arc::ptr_eq(&session.model, &model) {
+                return Err(EngineError::InvalidOption(
+                    "sessions batch together only when they belong to one model".into(),
+                ));
+            }
+            if session.pruned.is_some() {
+                return Err(EngineError::InvalidOption(
+                    "a session whose cache token pruning left holes in runs alone".into(),
+                ));
+            }
+            let feed = session.feed(tokens, 0)?;
+            if feed.is_empty() {
+                return Err(EngineError::InvalidOption(
+                    "feed_together: every session needs at least one token".into(),
+                ));
+            }
+            to_feed.push(feed);
+        }
+        for i in 0..sessions.len() {
+            let s = &mut sessions[i];
+            if let Err(e) = s.cache.reserve(s.cache.len() + to_feed[i].len()) {
+                for s in sessions[..=i].iter_mut() {
+                    let len = s.cache.len();
+                    s.cache.truncate(len);
+                }
+                return Err(e);
+            }
+        }
+        let mut scratch = std::mem::take(&mut sessions[0].scratch);
+        let mut logits = Vec::new();
+        {
+            let mut sequences: Vec<(&[u32], &mut PagedKv)> = sessions
+                .iter_mut()
+                .zip(&to_feed)
+                .map(|(s, t)| (t.as_slice(), &mut s.cache))
+                .collect();
+            model.install(|| {
+                crate::forward::forward_sequences::<SeedinferOps, PagedKv>(
+                    &model.config,
+                    &model.weights,
+                    &mut sequences,
+                    &mut scratch,
+                    &mut logits,
+                )
+            });
+        }
+        sessions[0].scratch = scratch;
+        let vocab_size = model.config.vocab_size;
+        for ((s, fed), row) in sessions
+            .iter_mut()
+            .zip(to_feed)
+            .zip(logits.chunks(vocab_size))
+        {
+            s.tokens.extend_from_slice(&fed);
+            s.pending = None;
+            s.cache.offer_full_blocks(&s.tokens);
+            s.last_logits = Some(row.to_vec());
+        }
+        Ok(())
     }
 
     /// Teacher forcing: appends `tokens` and returns the most likely next token after each of them. `abort`
