@@ -80,6 +80,20 @@ test('concurrent sessions generate exactly what they generate alone', async (t) 
   for (const run of runs) t.deepEqual(run.tokenIds, expected.slice(0, 120));
 });
 
+test('concurrent generations with different prompts and sampling batch their decode steps and match their runs alone', async (t) => {
+  // Concurrent sessions of one model share forward passes (crates/seedinfer-engine/src/batcher.rs); each must get
+  // exactly its own tokens.
+  const model = await modelPromise;
+  const requests = [0, 1, 2, 3, 4, 5].map((i) => ({
+    prompt: [1, ...Array.from({ length: 2 + 4 * i }, (_, k) => 20 + ((k * 31 + i * 7) % 400))],
+    options: { maxTokens: 30 + 10 * i, temperature: i % 2 === 0 ? 0 : 0.9, seed: 100 + i, ignoreEos: true },
+  }));
+  const alone: number[][] = [];
+  for (const r of requests) alone.push((await model.createSession().generateText(r.prompt, r.options)).tokenIds);
+  const together = await Promise.all(requests.map((r) => model.createSession().generateText(r.prompt, r.options)));
+  together.forEach((run, i) => t.deepEqual(run.tokenIds, alone[i], `request ${i}`));
+});
+
 test('a 1 ms timer keeps firing while 200 tokens generate', async (t) => {
   const model = await modelPromise;
   let ticks = 0;

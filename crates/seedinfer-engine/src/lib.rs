@@ -2,6 +2,7 @@
 
 mod attention;
 pub mod attention_bench;
+pub mod batcher;
 pub mod config;
 pub mod error;
 pub mod forward;

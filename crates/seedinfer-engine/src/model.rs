@@ -78,6 +78,8 @@ pub struct Model {
     pub fingerprint: [u8; 32],
     pub kv_pool: KvPool,
     pub numerics: Numerics,
+    /// Joins the decode steps of sessions generating at the same time into one forward pass.
+    pub batcher: crate::batcher::Batcher,
     pool: rayon::ThreadPool,
 }
 
@@ -250,6 +252,7 @@ impl Model {
             info,
             kv_pool,
             numerics: options.numerics,
+            batcher: Default::default(),
             pool,
         })
     }

@@ -350,6 +350,32 @@ impl Session {
             .collect())
     }
 
+    /// Feeds one generated token through the model's batcher: in one forward pass with the decode steps of the
+    /// other sessions generating at the same time.
+    fn decode_batched(&mut self, token: u32) -> Result<()> {
+        let model = Arc::clone(&self.model);
+        self.cache.reserve(self.cache.len() + 1)?;
+        let mut logits = self.last_logits.take().unwrap_or_default();
+        if !model.batcher.step(
+            &model,
+            token,
+            &mut self.cache,
+            &mut self.scratch,
+            &mut logits,
+        ) {
+            let len = self.cache.len();
+            self.cache.truncate(len);
+            return Err(EngineError::Internal(
+                "a batched decode step panicked".into(),
+            ));
+        }
+        self.tokens.push(token);
+        self.pending = None;
+        self.cache.offer_full_blocks(&self.tokens);
+        self.last_logits = Some(logits);
+        Ok(())
+    }
+
     /// Appends `tokens[i]` (at least one token each, after any pending generated token) to `sessions[i]`, all in
     /// one forward pass: the weights are read once for every session's rows, attention runs per session over its
     /// own cache. Afterwards each session's [`Session::last_logits`] are the logits after its last token, the bits
@@ -539,6 +565,10 @@ impl Session {
         }
         let prefill_seconds = prefill_started.elapsed().as_secs_f64();
         let mut decode_started = Instant::now();
+        // Plain decode steps join those of other sessions generating on this model (`crate::batcher`).
+        let batched =
+            model.numerics == Numerics::Seedinfer && decode_strategy == PrefillStrategy::Dense;
+        let _generating = batched.then(|| model.batcher.generating());
         while out.token_ids.len() < params.max_tokens {
             if abort.load(Ordering::Relaxed) {
                 out.stop_reason = StopReason::Aborted;
@@ -553,16 +583,22 @@ impl Session {
                     break;
                 }
                 let previous = out.token_ids[out.token_ids.len() - 1];
-                match self.run_chunks(
-                    &[previous],
-                    &AtomicBool::new(false),
-                    LogitsFor::Last,
-                    false,
-                    &decode_strategy,
-                    true,
-                    &mut |_| {},
-                ) {
-                    Ok((_, _, step)) => out.decode_revived += step.revived,
+                let step = if batched && self.pruned.is_none() {
+                    self.decode_batched(previous).map(|()| 0)
+                } else {
+                    self.run_chunks(
+                        &[previous],
+                        &AtomicBool::new(false),
+                        LogitsFor::Last,
+                        false,
+                        &decode_strategy,
+                        true,
+                        &mut |_| {},
+                    )
+                    .map(|(_, _, step)| step.revived)
+                };
+                match step {
+                    Ok(revived) => out.decode_revived += revived,
                     Err(e) => {
                         // The session keeps what was generated; the unfed last token stays pending.
                         self.pending = Some(previous);

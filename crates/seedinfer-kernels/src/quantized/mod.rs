@@ -735,10 +735,17 @@ mod tests {
     #[test]
     fn a_token_in_a_batch_gets_exactly_its_single_token_result() {
         // The second shape's prompt spans several token chunks of the GEMM (its activations exceed one chunk).
-        for (tensor_type, (rows, cols, tokens)) in ALL_FORMATS
-            .into_iter()
-            .flat_map(|t| [(t, (37, 96, 11)), (t, (13, 1536, 150))])
-        {
+        for (tensor_type, (rows, cols, tokens)) in ALL_FORMATS.into_iter().flat_map(|t| {
+            // Batches of 2, 3 and 5 tokens: the few decode steps of batched sessions (tail tiles).
+            [
+                (37, 96, 11),
+                (13, 1536, 150),
+                (9, 96, 2),
+                (9, 96, 3),
+                (9, 96, 5),
+            ]
+            .map(|s| (t, s))
+        }) {
             let (m, _) = matrix(tensor_type, rows, cols);
             let cols = m.cols;
             let x = values(tokens * cols, 5);

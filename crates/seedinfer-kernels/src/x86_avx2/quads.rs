@@ -371,9 +371,29 @@ unsafe fn quads_tokens<Q: Quad>(
                 }
                 t += tile;
             }
+            // What is left — a few decode steps batched together, the end of a prompt — still shares each unpacked
+            // block among its tokens.
             while t < chunk_end {
-                quad_tile::<Q, 1>(w, n, x.add(t * n), out, row, valid, t);
-                t += 1;
+                let a = x.add(t * n);
+                let step = match chunk_end - t {
+                    1 => {
+                        quad_tile::<Q, 1>(w, n, a, out, row, valid, t);
+                        1
+                    }
+                    2 => {
+                        quad_tile::<Q, 2>(w, n, a, out, row, valid, t);
+                        2
+                    }
+                    3 => {
+                        quad_tile::<Q, 3>(w, n, a, out, row, valid, t);
+                        3
+                    }
+                    _ => {
+                        quad_tile::<Q, 4>(w, n, a, out, row, valid, t);
+                        4
+                    }
+                };
+                t += step;
             }
         }
         chunk_start = chunk_end;

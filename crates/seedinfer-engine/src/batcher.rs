@@ -1,0 +1,180 @@
+//! Continuous batching of decode steps: sessions generating at the same time on one model (each on its own
+//! thread) hand their next token to the model's [`Batcher`], and one of them — the leader — runs a single forward
+//! pass over every step waiting (`forward::forward_sequences`: each weight read once for all of them), then wakes
+//! the others with their logits. Sessions join and leave between passes. A batched step gives a session the bits
+//! it gets alone (`tests/batched_sessions.rs`, `tests/concurrent_generation.rs`).
+//!
+//! Flat combining: the waiting threads are blocked inside [`Batcher::step`] while the leader works on their caches
+//! and logits through the pointers they handed over, so no two threads touch one session's data at once.
+
+use crate::forward::{forward_sequences, Scratch};
+use crate::kv_cache::PagedKv;
+use crate::model::Model;
+use crate::ops_seedinfer::SeedinferOps;
+use std::collections::HashMap;
+use std::sync::{Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+/// How long a leader waits for the other generating sessions' steps before running the pass without them.
+const GATHER_WINDOW: Duration = Duration::from_micros(500);
+
+/// One session's decode step, handed to the leader: its cache (the token's position is `cache.len()`) and where
+/// the logits after the token go.
+struct Request {
+    id: u64,
+    token: u32,
+    cache: *mut PagedKv,
+    logits: *mut Vec<f32>,
+}
+
+// SAFETY: the pointers are only dereferenced by the leader while the thread that owns them is blocked in
+// `Batcher::step` waiting for this request (see the module documentation).
+unsafe impl Send for Request {}
+
+#[derive(Default)]
+struct State {
+    queue: Vec<Request>,
+    /// A thread is running passes.
+    leading: bool,
+    /// Sessions in their decode loop: how many steps a leader may expect.
+    generating: usize,
+    next_id: u64,
+    /// Finished requests: `true` when the pass succeeded.
+    finished: HashMap<u64, bool>,
+    stats: BatchStats,
+}
+
+/// Counts of the passes run so far.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct BatchStats {
+    /// Forward passes run by the batcher.
+    pub passes: u64,
+    /// Decode steps they computed (steps / passes = mean batch size).
+    pub steps: u64,
+    /// The largest batch.
+    pub largest: usize,
+}
+
+#[derive(Default)]
+pub struct Batcher {
+    state: Mutex<State>,
+    changed: Condvar,
+}
+
+/// Registration of a session's decode loop (see [`Batcher::generating`]); ends when dropped.
+pub(crate) struct Generating<'a>(&'a Batcher);
+
+impl Drop for Generating<'_> {
+    fn drop(&mut self) {
+        let mut state = self.0.lock();
+        state.generating -= 1;
+        drop(state);
+        self.0.changed.notify_all();
+    }
+}
+
+impl Batcher {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic while holding the lock leaves the state consistent (every change is a single step).
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Counts a session as decoding until the returned guard drops, so leaders wait for its steps.
+    pub(crate) fn generating(&self) -> Generating<'_> {
+        self.lock().generating += 1;
+        Generating(self)
+    }
+
+    pub fn stats(&self) -> BatchStats {
+        self.lock().stats
+    }
+
+    /// Feeds `token` at position `cache.len()` and leaves the logits after it in `logits`, in one forward pass with
+    /// the steps of any other sessions of `model` waiting at the same time. `cache` must have room reserved for the
+    /// position. Returns `false` if the pass failed (a panic inside it), leaving `cache` without the position.
+    pub(crate) fn step(
+        &self,
+        model: &Model,
+        token: u32,
+        cache: &mut PagedKv,
+        scratch: &mut Scratch,
+        logits: &mut Vec<f32>,
+    ) -> bool {
+        let mut state = self.lock();
+        let id = state.next_id;
+        state.next_id += 1;
+        state.queue.push(Request {
+            id,
+            token,
+            cache,
+            logits,
+        });
+        self.changed.notify_all();
+        loop {
+            if let Some(ok) = state.finished.remove(&id) {
+                return ok;
+            }
+            if state.leading {
+                state = self.changed.wait(state).unwrap_or_else(|p| p.into_inner());
+                continue;
+            }
+            state.leading = true;
+            let deadline = Instant::now() + GATHER_WINDOW;
+            while state.queue.len() < state.generating {
+                let now = Instant::now();
+                if now >= deadline {
+                    break;
+                }
+                state = self
+                    .changed
+                    .wait_timeout(state, deadline - now)
+                    .unwrap_or_else(|p| p.into_inner())
+                    .0;
+            }
+            let batch = std::mem::take(&mut state.queue);
+            drop(state);
+            let ok = run(model, &batch, scratch);
+            state = self.lock();
+            state.leading = false;
+            state.stats.passes += 1;
+            state.stats.steps += batch.len() as u64;
+            state.stats.largest = state.stats.largest.max(batch.len());
+            for r in &batch {
+                state.finished.insert(r.id, ok);
+            }
+            self.changed.notify_all();
+        }
+    }
+}
+
+/// One forward pass over `batch`, each request's logits written to it; `false` if it panicked.
+fn run(model: &Model, batch: &[Request], scratch: &mut Scratch) -> bool {
+    let tokens: Vec<[u32; 1]> = batch.iter().map(|r| [r.token]).collect();
+    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        // SAFETY: each request's owner is blocked in `step` until this batch is marked finished, and no two
+        // requests share a cache (one session steps once at a time).
+        let mut sequences: Vec<(&[u32], &mut PagedKv)> = batch
+            .iter()
+            .zip(&tokens)
+            .map(|(r, t)| (t.as_slice(), unsafe { &mut *r.cache }))
+            .collect();
+        let mut logits = Vec::new();
+        model.install(|| {
+            forward_sequences::<SeedinferOps, PagedKv>(
+                &model.config,
+                &model.weights,
+                &mut sequences,
+                scratch,
+                &mut logits,
+            )
+        });
+        let vocab_size = model.config.vocab_size;
+        for (r, row) in batch.iter().zip(logits.chunks(vocab_size)) {
+            // SAFETY: as above.
+            let out = unsafe { &mut *r.logits };
+            out.clear();
+            out.extend_from_slice(row);
+        }
+    }));
+    outcome.is_ok()
+}

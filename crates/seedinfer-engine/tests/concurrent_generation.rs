@@ -1,0 +1,125 @@
+//! Sessions generating at the same time on one model batch their decode steps (`batcher.rs`): eight sessions on
+//! eight threads — different prompts and lengths, greedy and seeded sampling, a repetition penalty, one aborted
+//! mid-way, one joining late — each produce exactly the tokens they produce alone, the passes really held several
+//! sessions, and every KV block returns.
+
+use seedinfer_engine::{GenerateParams, LoadOptions, Model, SamplingParams, Session, StopReason};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Barrier};
+
+mod common;
+
+struct Request {
+    prompt: Vec<u32>,
+    params: GenerateParams,
+    /// Abort after this many tokens.
+    abort_after: Option<usize>,
+    /// Start after the others have generated a while.
+    late: bool,
+}
+
+fn requests() -> Vec<Request> {
+    let sampled = |seed: u64, temperature: f32| SamplingParams {
+        temperature,
+        seed,
+        top_k: 40,
+        top_p: 0.95,
+        ..Default::default()
+    };
+    (0..8u32)
+        .map(|i| {
+            let sampling = match i % 3 {
+                0 => SamplingParams {
+                    temperature: 0.0,
+                    ..Default::default()
+                },
+                1 => sampled(1000 + i as u64, 0.8),
+                _ => SamplingParams {
+                    repetition_penalty: 1.3,
+                    ..sampled(7 * i as u64, 1.1)
+                },
+            };
+            Request {
+                prompt: std::iter::once(1)
+                    .chain((0..3 + 5 * i).map(|t| 10 + (t * 17 + i * 29) % 400))
+                    .collect(),
+                params: GenerateParams {
+                    max_tokens: 40 + 12 * i as usize,
+                    sampling,
+                    ignore_eos: true,
+                    ..Default::default()
+                },
+                abort_after: (i == 5).then_some(23),
+                late: i == 7,
+            }
+        })
+        .collect()
+}
+
+/// The tokens of `r` generated in a fresh session.
+fn run(model: &Arc<Model>, r: &Request) -> (Vec<u32>, StopReason) {
+    let mut session = Session::new(Arc::clone(model), 512).expect("session");
+    let abort = AtomicBool::new(false);
+    let mut seen = 0;
+    let out = session
+        .generate(&r.prompt, &r.params, &abort, &mut |_| {
+            seen += 1;
+            if r.abort_after == Some(seen) {
+                abort.store(true, Ordering::Relaxed);
+            }
+        })
+        .expect("generates");
+    (out.token_ids, out.stop_reason)
+}
+
+#[test]
+fn concurrent_sessions_batch_and_each_gets_its_tokens_alone() {
+    let options = LoadOptions {
+        threads: Some(2),
+        ..Default::default()
+    };
+    let model = Arc::new(Model::load(&common::stories_dir(), &options).expect("loads"));
+    let requests = requests();
+    let alone: Vec<_> = requests.iter().map(|r| run(&model, r)).collect();
+    assert_eq!(model.batcher.stats().largest, 1, "one at a time, no batch");
+
+    let early = requests.iter().filter(|r| !r.late).count();
+    let start = Arc::new(Barrier::new(early));
+    let together: Vec<_> = std::thread::scope(|scope| {
+        let handles: Vec<_> = requests
+            .iter()
+            .map(|r| {
+                let (model, start) = (Arc::clone(&model), Arc::clone(&start));
+                scope.spawn(move || {
+                    if r.late {
+                        std::thread::sleep(std::time::Duration::from_millis(20));
+                    } else {
+                        start.wait();
+                    }
+                    run(&model, r)
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("thread"))
+            .collect()
+    });
+    for (i, (a, b)) in alone.iter().zip(&together).enumerate() {
+        assert_eq!(
+            a, b,
+            "request {i}: batched tokens differ from the request alone"
+        );
+    }
+    assert_eq!(together[5].1, StopReason::Aborted);
+    let stats = model.batcher.stats();
+    assert!(
+        stats.largest > 1 && stats.steps > stats.passes,
+        "the concurrent sessions shared passes: {stats:?}"
+    );
+    let pool = model.kv_pool.stats();
+    assert_eq!(
+        pool.blocks_used, pool.blocks_cached,
+        "every session's blocks return (those left are the prefix cache's)"
+    );
+}
