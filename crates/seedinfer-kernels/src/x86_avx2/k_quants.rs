@@ -455,9 +455,12 @@ pub unsafe fn chunk_rows<Q: ChunkKQuad>(
                 chunk_tile::<Q, SMALL_TILE>(quad_row, x, n, t, out, row, valid);
                 t += SMALL_TILE;
             }
-            while t < chunk_end {
-                chunk_tile::<Q, 1>(quad_row, x, n, t, out, row, valid);
-                t += 1;
+            // A few batched decode steps, or the end of a prompt: still one unpacking for all of them.
+            match chunk_end - t {
+                3 => chunk_tile::<Q, 3>(quad_row, x, n, t, out, row, valid),
+                2 => chunk_tile::<Q, 2>(quad_row, x, n, t, out, row, valid),
+                1 => chunk_tile::<Q, 1>(quad_row, x, n, t, out, row, valid),
+                _ => debug_assert_eq!(t, chunk_end),
             }
         }
         chunk_start = chunk_end;
