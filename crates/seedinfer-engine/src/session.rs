@@ -358,7 +358,7 @@ impl Session {
         let mut logits = self.last_logits.take().unwrap_or_default();
         if !model.batcher.step(
             &model,
-            token,
+            &[token],
             &mut self.cache,
             &mut self.scratch,
             &mut logits,
