@@ -534,3 +534,29 @@ export interface QuantizeReport {
  * ```
  */
 export declare function quantizeModel(source: string | undefined, options: QuantizeOptions): Promise<QuantizeReport>;
+
+export interface ServerOptions {
+  /** The id `GET /v1/models` lists and requests must name (404 otherwise). Default: the model file's name. */
+  modelId?: string;
+  /** Largest request body in bytes (413 beyond). Default 1 MiB. */
+  bodyLimit?: number;
+  /** Tokens of context of each request's session. Default: min(model context, 4096). */
+  contextSize?: number;
+  /** `max_tokens` when a request gives none. Default 256. */
+  maxTokens?: number;
+}
+
+/**
+ * An OpenAI-compatible HTTP server for `model`, as a Fastify instance (not yet listening): `GET /health`,
+ * `GET /v1/models`, `POST /v1/chat/completions` (the model's chat template; `stream: true` as server-sent
+ * `chat.completion.chunk` events ending `data: [DONE]`, `stream_options.include_usage`; `max_tokens` /
+ * `max_completion_tokens`, `temperature`, `top_p`, `seed`, `stop`). Errors are OpenAI's error JSON: 400 naming
+ * the bad parameter, 404 for another model id, 413 for a body over the limit. A client that disconnects aborts
+ * its generation. Concurrent requests batch their decode steps.
+ *
+ * ```ts
+ * const app = createServer(await Model.load('model.gguf'), { modelId: 'local' });
+ * await app.listen({ host: '127.0.0.1', port: 8080 });
+ * ```
+ */
+export declare function createServer(model: Model, options?: ServerOptions): import('fastify').FastifyInstance;

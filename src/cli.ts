@@ -3,7 +3,7 @@
 import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
 import fs from 'node:fs';
 import readline from 'node:readline';
-import { DEFAULT_MODEL, Model, SeedinferError, ensureDefaultModel, pullModel, quantizeModel, QUANTIZE_FORMATS, WEIGHT_FORMATS } from './index.js';
+import { DEFAULT_MODEL, Model, SeedinferError, createServer, ensureDefaultModel, pullModel, quantizeModel, QUANTIZE_FORMATS, WEIGHT_FORMATS } from './index.js';
 import { createProgressReporter, formatBytes } from './progress.js';
 import type { CacheStats, ChatMessage, GenerateOptions, Generation, GenerationResult, ModelInfo, PrefillOptions, Session } from '../index.js';
 
@@ -448,6 +448,30 @@ async function runInfo(modelArg: string | undefined, options: ModelOptions & { j
   }
 }
 
+interface ServeCommandOptions extends ModelOptions {
+  host: string;
+  port: number;
+  modelId?: string;
+  contextSize?: number;
+}
+
+/** `seedinfer serve`: the OpenAI-compatible server (src/server.ts) until SIGINT/SIGTERM. */
+async function runServe(modelArg: string | undefined, options: ServeCommandOptions): Promise<number> {
+  const model = await loadModel(modelArg ?? options.model, options);
+  const app = createServer(model, { modelId: options.modelId, contextSize: options.contextSize });
+  const address = await app.listen({ host: options.host, port: options.port });
+  process.stderr.write(`seedinfer: serving ${model.info.path} as '${options.modelId ?? model.info.path.split(/[\\/]/).pop()}' on ${address}/v1\n`);
+  await new Promise<void>((resolve) => {
+    const stop = () => resolve();
+    process.once('SIGINT', stop);
+    process.once('SIGTERM', stop);
+  });
+  // Stop accepting, let the requests in flight finish, then release the model.
+  await app.close();
+  model.dispose();
+  return 0;
+}
+
 // ------------------------------------------------------------------------------------------ program
 
 function buildProgram(setExit: (code: number) => void): Command {
@@ -508,6 +532,19 @@ function buildProgram(setExit: (code: number) => void): Command {
     .option('--cache-dir <dir>', 'download cache (default: $SEEDINFER_CACHE or ~/.cache/seedinfer)')
     .option('--json', 'print the report as JSON')
     .action(async (modelArg: string | undefined, options: QuantizeCommandOptions) => setExit(await runQuantize(modelArg, options)));
+
+  const serve = program
+    .command('serve')
+    .description('serve the model over an OpenAI-compatible HTTP API (/v1/chat/completions, /v1/models, /health)')
+    .argument('[model]', 'a .gguf file, a Hugging Face model directory, a Hub id, or "default"')
+    .option('-m, --model <pathOrId>', 'same as the [model] argument')
+    .option('--host <host>', 'address to bind', '127.0.0.1')
+    .option('-p, --port <n>', 'port to listen on', intParser(0, 65535), 8080)
+    .option('--model-id <id>', "the model id clients name (default: the model file's name)")
+    .option('-c, --context-size <n>', 'tokens of context per request (default: min(model context, 4096))', intParser(1));
+  addModelOptions(serve, true).action(async (modelArg: string | undefined, options: ServeCommandOptions) =>
+    setExit(await runServe(modelArg, options)),
+  );
 
   const info = program
     .command('info')

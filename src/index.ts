@@ -6,3 +6,4 @@ export { DEFAULT_MODEL, ensureDefaultModel } from './fetch/default-model.js';
 export { pullModel } from './fetch/hub.js';
 export { defaultCacheDir } from './cache.js';
 export { quantizeModel, QUANTIZE_FORMATS } from './quantize.js';
+export { createServer } from './server.js';
