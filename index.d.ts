@@ -544,6 +544,8 @@ export interface ServerOptions {
   contextSize?: number;
   /** `max_tokens` when a request gives none. Default 256. */
   maxTokens?: number;
+  /** When set, `/v1/*` requests must send `Authorization: Bearer <apiKey>` (401 otherwise); `/health` stays open. */
+  apiKey?: string;
 }
 
 /**
@@ -551,7 +553,7 @@ export interface ServerOptions {
  * `GET /v1/models`, `POST /v1/chat/completions` (the model's chat template; `stream: true` as server-sent
  * `chat.completion.chunk` events ending `data: [DONE]`, `stream_options.include_usage`; `max_tokens` /
  * `max_completion_tokens`, `temperature`, `top_p`, `seed`, `stop`). Errors are OpenAI's error JSON: 400 naming
- * the bad parameter, 404 for another model id, 413 for a body over the limit. A client that disconnects aborts
+ * the bad parameter, 401 without the `apiKey` (when set), 404 for another model id, 413 for a body over the limit. A client that disconnects aborts
  * its generation. Concurrent requests batch their decode steps.
  *
  * ```ts

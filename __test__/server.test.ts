@@ -130,3 +130,21 @@ test("a client that aborts a stream ends its generation and its session's blocks
   }
   t.is(held, 0);
 });
+
+test('with apiKey, /v1 requests need the Bearer key (401 in OpenAI shape otherwise); /health stays open', async (t) => {
+  const { model } = await serverPromise;
+  const app = createServer(model, { modelId: MODEL_ID, apiKey: 'sk-local' });
+  await app.listen({ host: '127.0.0.1', port: 0 });
+  try {
+    const { port } = app.server.address() as AddressInfo;
+    const baseURL = `http://127.0.0.1:${port}/v1`;
+    const wrong = await t.throwsAsync(new OpenAI({ baseURL, apiKey: 'sk-wrong', maxRetries: 0 }).models.list());
+    t.true(wrong instanceof OpenAI.AuthenticationError, String(wrong));
+    t.is((wrong as InstanceType<typeof OpenAI.AuthenticationError>).code, 'invalid_api_key');
+    const models = await new OpenAI({ baseURL, apiKey: 'sk-local', maxRetries: 0 }).models.list();
+    t.is(models.data[0].id, MODEL_ID);
+    t.is((await fetch(`http://127.0.0.1:${port}/health`)).status, 200);
+  } finally {
+    await app.close();
+  }
+});

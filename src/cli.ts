@@ -453,12 +453,14 @@ interface ServeCommandOptions extends ModelOptions {
   port: number;
   modelId?: string;
   contextSize?: number;
+  apiKey?: string;
 }
 
 /** `seedinfer serve`: the OpenAI-compatible server (src/server.ts) until SIGINT/SIGTERM. */
 async function runServe(modelArg: string | undefined, options: ServeCommandOptions): Promise<number> {
   const model = await loadModel(modelArg ?? options.model, options);
-  const app = createServer(model, { modelId: options.modelId, contextSize: options.contextSize });
+  const apiKey = options.apiKey ?? process.env.SEEDINFER_API_KEY;
+  const app = createServer(model, { modelId: options.modelId, contextSize: options.contextSize, apiKey });
   const address = await app.listen({ host: options.host, port: options.port });
   process.stderr.write(`seedinfer: serving ${model.info.path} as '${options.modelId ?? model.info.path.split(/[\\/]/).pop()}' on ${address}/v1\n`);
   await new Promise<void>((resolve) => {
@@ -541,7 +543,8 @@ function buildProgram(setExit: (code: number) => void): Command {
     .option('--host <host>', 'address to bind', '127.0.0.1')
     .option('-p, --port <n>', 'port to listen on', intParser(0, 65535), 8080)
     .option('--model-id <id>', "the model id clients name (default: the model file's name)")
-    .option('-c, --context-size <n>', 'tokens of context per request (default: min(model context, 4096))', intParser(1));
+    .option('-c, --context-size <n>', 'tokens of context per request (default: min(model context, 4096))', intParser(1))
+    .option('--api-key <key>', 'require Authorization: Bearer <key> on /v1/* (default: $SEEDINFER_API_KEY, else none)');
   addModelOptions(serve, true).action(async (modelArg: string | undefined, options: ServeCommandOptions) =>
     setExit(await runServe(modelArg, options)),
   );

@@ -88,6 +88,17 @@ export function createServer(model: Model, options: ServerOptions = {}): Fastify
     return reply.status(status).send(openAiError(error.message, status < 500 ? 'invalid_request_error' : 'server_error'));
   });
 
+  if (options.apiKey !== undefined) {
+    const expected = Buffer.from(`Bearer ${options.apiKey}`);
+    app.addHook('onRequest', async (request, reply) => {
+      if (!request.url.startsWith('/v1/')) return;
+      const given = Buffer.from(request.headers.authorization ?? '');
+      if (given.length !== expected.length || !crypto.timingSafeEqual(given, expected)) {
+        return reply.status(401).send(openAiError('Incorrect or missing API key (Authorization: Bearer <key>)', 'invalid_request_error', null, 'invalid_api_key'));
+      }
+    });
+  }
+
   app.get('/health', async () => ({ status: 'ok' }));
 
   app.get('/v1/models', async () => ({
