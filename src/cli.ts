@@ -5,6 +5,7 @@ import fs from 'node:fs';
 import readline from 'node:readline';
 import { DEFAULT_MODEL, Model, SeedinferError, createServer, ensureDefaultModel, pullModel, quantizeModel, QUANTIZE_FORMATS, WEIGHT_FORMATS } from './index.js';
 import { createProgressReporter, formatBytes } from './progress.js';
+import { servedModelId } from './server.js';
 import type { CacheStats, ChatMessage, GenerateOptions, Generation, GenerationResult, ModelInfo, PrefillOptions, Session } from '../index.js';
 
 /** Bad command-line input: reported like commander's own errors, exit code 2. */
@@ -462,7 +463,7 @@ async function runServe(modelArg: string | undefined, options: ServeCommandOptio
   const apiKey = options.apiKey ?? process.env.SEEDINFER_API_KEY;
   const app = createServer(model, { modelId: options.modelId, contextSize: options.contextSize, apiKey });
   const address = await app.listen({ host: options.host, port: options.port });
-  process.stderr.write(`seedinfer: serving ${model.info.path} as '${options.modelId ?? model.info.path.split(/[\\/]/).pop()}' on ${address}/v1\n`);
+  process.stderr.write(`seedinfer: serving ${model.info.path} as '${servedModelId(model, options)}' on ${address}/v1\n`);
   await new Promise<void>((resolve) => {
     const stop = () => resolve();
     process.once('SIGINT', stop);

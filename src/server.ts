@@ -67,9 +67,14 @@ function usage(result: GenerationResult) {
   };
 }
 
+/** The id the server lists and requests must name: `options.modelId`, else the model file's name. */
+export function servedModelId(model: Model, options: ServerOptions = {}): string {
+  return options.modelId ?? model.info.path.split(/[\\/]/).pop() ?? 'seedinfer';
+}
+
 /** A Fastify instance serving `model` (not listening yet: call `listen`, or mount it with `inject` in tests). */
 export function createServer(model: Model, options: ServerOptions = {}): FastifyInstance {
-  const modelId = options.modelId ?? model.info.path.split(/[\\/]/).pop() ?? 'seedinfer';
+  const modelId = servedModelId(model, options);
   const created = Math.floor(Date.now() / 1000);
   const app = Fastify({ bodyLimit: options.bodyLimit ?? 1 << 20 });
 

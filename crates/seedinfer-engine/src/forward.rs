@@ -281,25 +281,24 @@ pub fn forward_sequences<O: Operations, C: KvStore>(
     {
         w.embed.row_to_f32(t as usize, x);
     }
-    let starts: Vec<usize> = sequences.iter().map(|(_, c)| c.len()).collect();
+    // Built once: a sequence's positions stay those of its cache until the commit after the last layer.
+    let mut segments: Vec<Segment<'_, C>> = sequences
+        .iter_mut()
+        .map(|(tokens, cache)| Segment {
+            rows: tokens.len(),
+            positions: Positions::From(cache.len()),
+            mask: None,
+            cache: &mut **cache,
+        })
+        .collect();
     for (l, layer) in w.layers.iter().enumerate() {
-        let mut segments: Vec<Segment<'_, C>> = sequences
-            .iter_mut()
-            .zip(&starts)
-            .map(|((tokens, cache), &start)| Segment {
-                rows: tokens.len(),
-                positions: Positions::From(start),
-                mask: None,
-                cache: &mut **cache,
-            })
-            .collect();
         layer_step_segments::<O, C>(cfg, layer, l, &mut x, &mut segments, s);
     }
-    let mut last_rows = Vec::with_capacity(sequences.len() * d);
+    let mut last_rows = Vec::with_capacity(segments.len() * d);
     let mut end = 0;
-    for (tokens, cache) in sequences.iter_mut() {
-        cache.commit(tokens.len());
-        end += tokens.len();
+    for g in &mut segments {
+        g.cache.commit(g.rows);
+        end += g.rows;
         last_rows.extend_from_slice(&x[(end - 1) * d..end * d]);
     }
     output_logits::<O>(cfg, w, &last_rows, s, logits);

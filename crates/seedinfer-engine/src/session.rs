@@ -350,6 +350,14 @@ impl Session {
             .collect())
     }
 
+    /// Records `tokens`, just computed into the cache by a batched pass, and the logits after the last of them.
+    fn fed(&mut self, tokens: &[u32], logits: Vec<f32>) {
+        self.tokens.extend_from_slice(tokens);
+        self.pending = None;
+        self.cache.offer_full_blocks(&self.tokens);
+        self.last_logits = Some(logits);
+    }
+
     /// Feeds one generated token through the model's batcher: in one forward pass with the decode steps of the
     /// other sessions generating at the same time.
     fn decode_batched(&mut self, token: u32) -> Result<()> {
@@ -369,10 +377,7 @@ impl Session {
                 "a batched decode step panicked".into(),
             ));
         }
-        self.tokens.push(token);
-        self.pending = None;
-        self.cache.offer_full_blocks(&self.tokens);
-        self.last_logits = Some(logits);
+        self.fed(&[token], logits);
         Ok(())
     }
 
@@ -455,10 +460,7 @@ impl Session {
             .zip(to_feed)
             .zip(logits.chunks(vocab_size))
         {
-            s.tokens.extend_from_slice(&fed);
-            s.pending = None;
-            s.cache.offer_full_blocks(&s.tokens);
-            s.last_logits = Some(row.to_vec());
+            s.fed(&fed, row.to_vec());
         }
         Ok(())
     }
