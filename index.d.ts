@@ -203,8 +203,21 @@ export interface GenerateOptions {
   minP?: number;
   /** Penalty for recently seen tokens (1 disables). Default 1.0. */
   repetitionPenalty?: number;
-  /** How many recent tokens the repetition penalty looks at. Default 64. */
+  /** How many recent tokens (prompt included) the repetition, presence and frequency penalties look at. Default 64. */
   repetitionLastN?: number;
+  /** OpenAI's presence penalty, in [-2, 2]: subtracted once from the logit of every recently seen token. Default 0. */
+  presencePenalty?: number;
+  /** OpenAI's frequency penalty, in [-2, 2]: subtracted from a token's logit once per recent occurrence. Default 0. */
+  frequencyPenalty?: number;
+  /**
+   * Report each generated token's log-probability (softmax of the model's raw logits, before penalties and
+   * temperature) in `onToken` and `result.logprobs`. Default false.
+   */
+  logprobs?: boolean;
+  /** With `logprobs`: also the this many most likely tokens at each step, 0 to 20. Default 0. */
+  topLogprobs?: number;
+  /** Called for every generated token, in order, with the text it made visible (possibly empty). */
+  onToken?: (token: GeneratedToken) => void;
   /** Seed for reproducible sampling. Default: random. */
   seed?: number;
   /** Generation stops before any of these strings; they are not part of the text. */
@@ -311,8 +324,31 @@ export interface GenerationTimings {
   totalMs: number;
 }
 
+/** A token and its log-probability (natural log). `token` is the token decoded alone. */
+export interface TokenLogprob {
+  tokenId: number;
+  token: string;
+  logprob: number;
+}
+
+/** A generated token's log-probability and the most likely alternatives at its step (most likely first). */
+export interface TokenLogprobs extends TokenLogprob {
+  topLogprobs: TokenLogprob[];
+}
+
+/** One generated token as `onToken` sees it. */
+export interface GeneratedToken {
+  tokenId: number;
+  /** The text this token made visible: empty while a character or a possible stop string is incomplete. */
+  text: string;
+  /** With `logprobs`. */
+  logprobs?: TokenLogprobs;
+}
+
 export interface GenerationResult {
   text: string;
+  /** One entry per generated token, with `logprobs`. */
+  logprobs?: TokenLogprobs[];
   /** The tokens this call fed before generating. */
   promptTokenIds: number[];
   /** The generated tokens (an end-of-generation token is included when it ended the generation). */

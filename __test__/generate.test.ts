@@ -4,6 +4,7 @@ import test from 'ava';
 import fs from 'node:fs';
 import path from 'node:path';
 import { Model, SeedinferError } from '../src/index.js';
+import type { GeneratedToken } from '../index.js';
 import { storiesDir, storiesExpected, tempDir } from './helpers/paths.js';
 
 const modelPromise = Model.load(storiesDir, { threads: 2 });
@@ -92,6 +93,50 @@ test('concurrent generations with different prompts and sampling batch their dec
   for (const r of requests) alone.push((await model.createSession().generateText(r.prompt, r.options)).tokenIds);
   const together = await Promise.all(requests.map((r) => model.createSession().generateText(r.prompt, r.options)));
   together.forEach((run, i) => t.deepEqual(run.tokenIds, alone[i], `request ${i}`));
+});
+
+test('logprobs: onToken streams each token with its log-probability; greedy picks the top one; the result holds them all', async (t) => {
+  const model = await modelPromise;
+  const seen: GeneratedToken[] = [];
+  const result = await model
+    .createSession()
+    .generateText([1], { maxTokens: 12, temperature: 0, ignoreEos: true, logprobs: true, topLogprobs: 4, onToken: (tok) => seen.push(tok) });
+  t.is(result.logprobs?.length, 12);
+  t.deepEqual(seen.map((s) => s.tokenId), result.tokenIds);
+  t.deepEqual(seen.map((s) => s.logprobs), result.logprobs);
+  t.is(seen.map((s) => s.text).join(''), result.text);
+  for (const [i, l] of (result.logprobs ?? []).entries()) {
+    t.is(l.tokenId, result.tokenIds[i]);
+    t.is(l.token, model.detokenize([l.tokenId]));
+    t.is(l.topLogprobs.length, 4);
+    t.deepEqual(l.topLogprobs[0], { tokenId: l.tokenId, token: l.token, logprob: l.logprob });
+    t.true(l.logprob <= 0 && l.topLogprobs.every((x, j) => j === 0 || x.logprob <= l.topLogprobs[j - 1].logprob));
+  }
+  const plain = await model.createSession().generateText([1], { maxTokens: 4, temperature: 0 });
+  t.is(plain.logprobs, undefined);
+  const err = await t.throwsAsync(model.createSession().generateText([1], { topLogprobs: 21 }));
+  t.is((err as SeedinferError).code, 'INVALID_OPTION');
+  // A throwing callback ends the generation with its error, and the session is free again.
+  const session = model.createSession();
+  const boom = await t.throwsAsync(session.generateText([1], { maxTokens: 50, onToken: () => { throw new Error('boom'); } }));
+  t.is(boom?.message, 'boom');
+  t.true((await session.generateText([], { maxTokens: 2 })).tokenIds.length > 0);
+});
+
+test('presence and frequency penalties change greedy output the way OpenAI defines them', async (t) => {
+  const model = await modelPromise;
+  const run = (o: { presencePenalty?: number; frequencyPenalty?: number }) =>
+    model.createSession().generateText([1], { maxTokens: 60, temperature: 0, ignoreEos: true, repetitionLastN: 256, ...o });
+  const plain = await run({});
+  const distinct = (ids: number[]) => new Set(ids).size;
+  const presence = await run({ presencePenalty: 2 });
+  const frequency = await run({ frequencyPenalty: 2 });
+  t.notDeepEqual(presence.tokenIds, plain.tokenIds);
+  t.true(distinct(presence.tokenIds) > distinct(plain.tokenIds), 'fewer repeats under a presence penalty');
+  t.true(distinct(frequency.tokenIds) > distinct(plain.tokenIds), 'fewer repeats under a frequency penalty');
+  t.deepEqual((await run({ presencePenalty: 0, frequencyPenalty: 0 })).tokenIds, plain.tokenIds);
+  const err = await t.throwsAsync(run({ presencePenalty: 3 }));
+  t.is((err as SeedinferError).code, 'INVALID_OPTION');
 });
 
 test('a 1 ms timer keeps firing while 200 tokens generate', async (t) => {

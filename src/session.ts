@@ -74,6 +74,15 @@ function nativeOptions(options: GenerateOptions): NativeGenerateOptions {
   checkNumberOption('minP', options.minP, 0, 1);
   checkNumberOption('repetitionPenalty', options.repetitionPenalty, Number.MIN_VALUE, 100);
   checkNumberOption('repetitionLastN', options.repetitionLastN, 0, 10_000_000, true);
+  checkNumberOption('presencePenalty', options.presencePenalty, -2, 2);
+  checkNumberOption('frequencyPenalty', options.frequencyPenalty, -2, 2);
+  checkNumberOption('topLogprobs', options.topLogprobs, 0, 20, true);
+  if (options.logprobs !== undefined && typeof options.logprobs !== 'boolean') {
+    throw new SeedinferError('INVALID_OPTION', 'option logprobs must be a boolean');
+  }
+  if (options.onToken !== undefined && typeof options.onToken !== 'function') {
+    throw new SeedinferError('INVALID_OPTION', 'option onToken must be a function');
+  }
   checkNumberOption('seed', options.seed, 0, Number.MAX_SAFE_INTEGER, true);
   const stop = options.stop ?? [];
   if (!Array.isArray(stop) || stop.some((s) => typeof s !== 'string' || s.length === 0)) {
@@ -87,6 +96,9 @@ function nativeOptions(options: GenerateOptions): NativeGenerateOptions {
     minP: options.minP ?? 0.05,
     repetitionPenalty: options.repetitionPenalty ?? 1.0,
     repetitionLastN: options.repetitionLastN ?? 64,
+    presencePenalty: options.presencePenalty ?? 0,
+    frequencyPenalty: options.frequencyPenalty ?? 0,
+    topLogprobs: options.logprobs || options.topLogprobs !== undefined ? (options.topLogprobs ?? 0) : undefined,
     seed: options.seed ?? randomInt(0, 2 ** 47),
     stop,
     ignoreEos: options.ignoreEos ?? false,
@@ -264,6 +276,7 @@ export class Session {
     const onAbort = () => abortFlag.abort();
     options.signal?.addEventListener('abort', onAbort, { once: true });
     this.running = true;
+    let callbackError: { error: unknown } | undefined;
     return new Promise<GenerationResult>((resolve, reject) => {
       const settle = () => {
         this.running = false;
@@ -276,13 +289,29 @@ export class Session {
           (event) => {
             if (event.kind === 'token') {
               onEvent(event);
+              try {
+                options.onToken?.({
+                  tokenId: event.tokenId ?? 0,
+                  text: event.text ?? '',
+                  ...(event.logprobs ? { logprobs: event.logprobs } : {}),
+                });
+              } catch (error) {
+                // A throwing callback ends the generation, which rejects with what it threw.
+                callbackError ??= { error };
+                abortFlag.abort();
+              }
               return;
             }
             settle();
+            if (callbackError) {
+              reject(callbackError.error);
+              return;
+            }
             if (event.kind === 'done' && event.result) {
               const r = event.result;
               resolve({
                 text: r.text,
+                ...(r.logprobs ? { logprobs: r.logprobs } : {}),
                 promptTokenIds: Array.from(promptTokenIds),
                 tokenIds: r.tokenIds,
                 stopReason: r.stopReason as GenerationResult['stopReason'],

@@ -102,6 +102,8 @@ async function seedinferChild(modelPath: string, threads: number, contextSize: n
           minP: 0,
           repetitionPenalty: 1,
           repetitionLastN: 0,
+          presencePenalty: 0,
+          frequencyPenalty: 0,
           seed: 0,
           stop: [],
           ignoreEos: true,

@@ -25,7 +25,9 @@ pub use kv_pool::{CacheStats, KvCacheOptions, KvDtype, KvPool};
 pub use model::{LoadOptions, Model, ModelInfo, Numerics};
 pub use perplexity::{Perplexity, WindowScore};
 pub use quantize::{quantize_model, QuantFormat, QuantizeProgress, QuantizeReport};
-pub use sampler::SamplingParams;
-pub use session::{Chunk, GenerateParams, GenerationOutput, Session, StopReason, Timings};
+pub use sampler::{SamplingParams, TokenLogprobs};
+pub use session::{
+    Chunk, GenerateParams, GenerationOutput, Session, StopReason, Timings, MAX_TOP_LOGPROBS,
+};
 pub use token_pruning::{PassReport, PrefillStrategy, Stage};
 pub use weights::WeightFormat;

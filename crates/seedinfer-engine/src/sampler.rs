@@ -1,5 +1,5 @@
-//! Next-token selection: greedy, or llama.cpp's chain (repetition penalty, top-k, top-p, min-p, temperature)
-//! with a seeded generator so a seed reproduces a sample exactly.
+//! Next-token selection: greedy, or llama.cpp's chain (penalties, top-k, top-p, min-p, temperature) with a
+//! seeded generator so a seed reproduces a sample exactly; and the log-probabilities reported with each token.
 
 use crate::error::{EngineError, Result};
 use rand::{Rng, SeedableRng};
@@ -17,7 +17,12 @@ pub struct SamplingParams {
     pub min_p: f32,
     /// 1 disables.
     pub repetition_penalty: f32,
+    /// How many of the latest tokens the penalties look at (prompt included, as llama.cpp's `penalty_last_n`).
     pub repetition_last_n: usize,
+    /// OpenAI's `presence_penalty`: subtracted once from the logit of every token seen in the window. 0 disables.
+    pub presence_penalty: f32,
+    /// OpenAI's `frequency_penalty`: subtracted from a token's logit once per time it was seen. 0 disables.
+    pub frequency_penalty: f32,
     pub seed: u64,
 }
 
@@ -30,6 +35,8 @@ impl Default for SamplingParams {
             min_p: 0.05,
             repetition_penalty: 1.0,
             repetition_last_n: 64,
+            presence_penalty: 0.0,
+            frequency_penalty: 0.0,
             seed: 0,
         }
     }
@@ -55,6 +62,14 @@ impl SamplingParams {
                 "repetitionPenalty must be > 0, got {}",
                 self.repetition_penalty
             ));
+        }
+        for (name, value) in [
+            ("presencePenalty", self.presence_penalty),
+            ("frequencyPenalty", self.frequency_penalty),
+        ] {
+            if !(-2.0..=2.0).contains(&value) {
+                return bad(format!("{name} must be in [-2, 2], got {value}"));
+            }
         }
         Ok(())
     }
@@ -92,7 +107,9 @@ impl Sampler {
     /// Picks the next token; `history` is every token the session holds (for the repetition penalty).
     pub fn sample(&mut self, logits: &[f32], history: &[u32]) -> u32 {
         let p = &self.params;
-        let logits: &[f32] = if p.repetition_penalty == 1.0 {
+        let penalized =
+            p.repetition_penalty != 1.0 || p.presence_penalty != 0.0 || p.frequency_penalty != 0.0;
+        let logits: &[f32] = if !penalized {
             logits
         } else {
             self.penalized.clear();
@@ -101,15 +118,18 @@ impl Sampler {
             let recent = &history[history.len().saturating_sub(p.repetition_last_n)..];
             let mut seen = recent.to_vec();
             seen.sort_unstable();
-            seen.dedup();
-            for &t in &seen {
-                if let Some(l) = logits.get_mut(t as usize) {
+            for run in seen.chunk_by(|a, b| a == b) {
+                let Some(l) = logits.get_mut(run[0] as usize) else {
+                    continue;
+                };
+                if p.repetition_penalty != 1.0 {
                     *l = if *l > 0.0 {
                         *l / p.repetition_penalty
                     } else {
                         *l * p.repetition_penalty
                     };
                 }
+                *l -= p.presence_penalty + p.frequency_penalty * run.len() as f32;
             }
             logits
         };
@@ -160,6 +180,40 @@ impl Sampler {
             r -= w;
         }
         c[c.len() - 1].0
+    }
+}
+
+/// The log-probability of a token under the model's distribution (softmax of the raw logits, before penalties
+/// and temperature, as OpenAI reports it), with the `top` most likely tokens.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TokenLogprobs {
+    pub logprob: f32,
+    /// `(token, logprob)`, most likely first (ties by lower id).
+    pub top: Vec<(u32, f32)>,
+}
+
+impl TokenLogprobs {
+    pub fn of(logits: &[f32], token: u32, top: usize) -> Self {
+        let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        let log_sum = max + logits.iter().map(|l| (l - max).exp()).sum::<f32>().ln();
+        let logprob = logits
+            .get(token as usize)
+            .map_or(f32::NEG_INFINITY, |l| l - log_sum);
+        let mut best: Vec<(u32, f32)> = Vec::with_capacity(top + 1);
+        if top > 0 {
+            for (i, &l) in logits.iter().enumerate() {
+                if best.len() == top && l <= best[top - 1].1 {
+                    continue;
+                }
+                let at = best.partition_point(|&(_, b)| b >= l);
+                best.insert(at, (i as u32, l));
+                best.truncate(top);
+            }
+        }
+        Self {
+            logprob,
+            top: best.into_iter().map(|(i, l)| (i, l - log_sum)).collect(),
+        }
     }
 }
 
@@ -215,5 +269,47 @@ mod tests {
         });
         let best = argmax(&logits());
         assert_ne!(s.sample(&logits(), &[best]), best);
+    }
+
+    #[test]
+    fn presence_and_frequency_penalties_subtract_per_seen_token() {
+        let mut l = vec![0.0f32; 8];
+        l[3] = 1.0;
+        l[5] = 0.9;
+        let greedy = |presence, frequency, history: &[u32]| {
+            Sampler::new(SamplingParams {
+                temperature: 0.0,
+                presence_penalty: presence,
+                frequency_penalty: frequency,
+                ..Default::default()
+            })
+            .sample(&l, history)
+        };
+        assert_eq!(greedy(0.0, 0.0, &[3, 3]), 3);
+        // Presence: 1.0 - 0.2 < 0.9.
+        assert_eq!(greedy(0.2, 0.0, &[3]), 5);
+        // Frequency counts repeats: once costs 0.06 (still 3), three times 0.18 (5 wins).
+        assert_eq!(greedy(0.0, 0.06, &[3]), 3);
+        assert_eq!(greedy(0.0, 0.06, &[3, 3, 3]), 5);
+        // Negative values encourage repeats.
+        assert_eq!(greedy(-1.5, 0.0, &[1]), 1);
+        assert!(SamplingParams {
+            presence_penalty: 2.5,
+            ..Default::default()
+        }
+        .validate()
+        .is_err());
+    }
+
+    #[test]
+    fn logprobs_are_a_log_softmax_with_the_top_tokens_in_order() {
+        let l = [1.0f32, 3.0, 2.0, 3.0];
+        let r = TokenLogprobs::of(&l, 2, 3);
+        let z: f32 = l.iter().map(|x| x.exp()).sum();
+        assert!((r.logprob - (2.0f32.exp() / z).ln()).abs() < 1e-6);
+        let ids: Vec<u32> = r.top.iter().map(|t| t.0).collect();
+        assert_eq!(ids, vec![1, 3, 2]);
+        assert!((r.top[0].1 - (3.0f32.exp() / z).ln()).abs() < 1e-6);
+        assert!(TokenLogprobs::of(&l, 0, 0).top.is_empty());
     }
 }

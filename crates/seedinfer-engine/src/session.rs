@@ -6,7 +6,7 @@ use crate::forward::{LogitsFor, Scratch};
 use crate::kv_cache::{KvStore, PagedKv};
 use crate::model::{Model, Numerics};
 use crate::ops_seedinfer::SeedinferOps;
-use crate::sampler::{Sampler, SamplingParams};
+use crate::sampler::{Sampler, SamplingParams, TokenLogprobs};
 use crate::token_pruning::{forward_pruned, PassReport, PrefillStrategy, PrunedPositions};
 use seedinfer_tokenizer::StreamDecoder;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -25,7 +25,12 @@ pub struct GenerateParams {
     pub ignore_eos: bool,
     /// How the prompt is prefilled (and, for LazyLLM, how decode steps select tokens).
     pub prefill: PrefillStrategy,
+    /// Report each generated token's log-probability with this many most likely alternatives (`None`: none).
+    pub logprobs: Option<usize>,
 }
+
+/// The most alternatives `GenerateParams::logprobs` may ask for (OpenAI's `top_logprobs` limit).
+pub const MAX_TOP_LOGPROBS: usize = 20;
 
 impl Default for GenerateParams {
     fn default() -> Self {
@@ -35,6 +40,7 @@ impl Default for GenerateParams {
             stop: Vec::new(),
             ignore_eos: false,
             prefill: PrefillStrategy::Dense,
+            logprobs: None,
         }
     }
 }
@@ -82,6 +88,8 @@ pub struct GenerationOutput {
     pub prefill: PassReport,
     /// Earlier positions that decode steps computed from the aux cache (LazyLLM).
     pub decode_revived: usize,
+    /// One entry per generated token when `GenerateParams::logprobs` asked for them.
+    pub logprobs: Vec<TokenLogprobs>,
 }
 
 /// One streamed step: the token generated and the text it completed (possibly empty while a multi-byte
@@ -89,6 +97,8 @@ pub struct GenerationOutput {
 pub struct Chunk<'a> {
     pub token_id: u32,
     pub text: &'a str,
+    /// The token's log-probabilities when asked for; `None` on the final flush of held-back text.
+    pub logprobs: Option<&'a TokenLogprobs>,
 }
 
 pub struct Session {
@@ -511,6 +521,11 @@ impl Session {
                     .into(),
             ));
         }
+        if params.logprobs.is_some_and(|k| k > MAX_TOP_LOGPROBS) {
+            return Err(EngineError::InvalidOption(format!(
+                "topLogprobs must be at most {MAX_TOP_LOGPROBS}"
+            )));
+        }
         if params.stop.iter().any(|s| s.is_empty()) {
             return Err(EngineError::InvalidOption(
                 "stop strings must not be empty".into(),
@@ -537,6 +552,7 @@ impl Session {
             },
             prefill: PassReport::default(),
             decode_revived: 0,
+            logprobs: Vec::new(),
         };
         let mut emitted = 0usize;
         let longest_stop = params.stop.iter().map(|s| s.len()).max().unwrap_or(0);
@@ -613,6 +629,9 @@ impl Session {
                 .as_ref()
                 .ok_or_else(|| EngineError::Internal("no logits".into()))?;
             let token = sampler.sample(logits, &self.tokens);
+            if let Some(top) = params.logprobs {
+                out.logprobs.push(TokenLogprobs::of(logits, token, top));
+            }
             out.token_ids.push(token);
             if out.token_ids.len() == 1 {
                 out.timings.ttft_ms = started.elapsed().as_secs_f64() * 1e3;
@@ -639,6 +658,7 @@ impl Session {
             on_chunk(Chunk {
                 token_id: token,
                 text: fresh,
+                logprobs: out.logprobs.last(),
             });
             emitted = emitted.max(visible_end);
             if let Some(at) = stop_at {
@@ -660,6 +680,7 @@ impl Session {
                 on_chunk(Chunk {
                     token_id: last,
                     text: &out.text[emitted..],
+                    logprobs: None,
                 });
             }
         }

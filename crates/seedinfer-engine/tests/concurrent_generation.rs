@@ -1,9 +1,11 @@
 //! Sessions generating at the same time on one model batch their decode steps (`batcher.rs`): eight sessions on
-//! eight threads — different prompts and lengths, greedy and seeded sampling, a repetition penalty, one aborted
-//! mid-way, one joining late — each produce exactly the tokens they produce alone, the passes really held several
+//! eight threads — different prompts and lengths, greedy and seeded sampling, repetition/presence/frequency penalties,
+//! log-probabilities, one aborted mid-way, one joining late — each produce exactly the tokens they produce alone, the passes really held several
 //! sessions, and every KV block returns.
 
-use seedinfer_engine::{GenerateParams, LoadOptions, Model, SamplingParams, Session, StopReason};
+use seedinfer_engine::{
+    GenerateParams, LoadOptions, Model, SamplingParams, Session, StopReason, TokenLogprobs,
+};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Barrier};
 
@@ -36,6 +38,8 @@ fn requests() -> Vec<Request> {
                 1 => sampled(1000 + i as u64, 0.8),
                 _ => SamplingParams {
                     repetition_penalty: 1.3,
+                    presence_penalty: 0.4,
+                    frequency_penalty: 0.2,
                     ..sampled(7 * i as u64, 1.1)
                 },
             };
@@ -47,6 +51,7 @@ fn requests() -> Vec<Request> {
                     max_tokens: 40 + 12 * i as usize,
                     sampling,
                     ignore_eos: true,
+                    logprobs: (i % 2 == 0).then_some(i as usize),
                     ..Default::default()
                 },
                 abort_after: (i == 5).then_some(23),
@@ -56,8 +61,8 @@ fn requests() -> Vec<Request> {
         .collect()
 }
 
-/// The tokens of `r` generated in a fresh session.
-fn run(model: &Arc<Model>, r: &Request) -> (Vec<u32>, StopReason) {
+/// The tokens of `r` generated in a fresh session, with their log-probabilities when asked for.
+fn run(model: &Arc<Model>, r: &Request) -> (Vec<u32>, StopReason, Vec<TokenLogprobs>) {
     let mut session = Session::new(Arc::clone(model), 512).expect("session");
     let abort = AtomicBool::new(false);
     let mut seen = 0;
@@ -69,7 +74,15 @@ fn run(model: &Arc<Model>, r: &Request) -> (Vec<u32>, StopReason) {
             }
         })
         .expect("generates");
-    (out.token_ids, out.stop_reason)
+    assert_eq!(
+        out.logprobs.len(),
+        if r.params.logprobs.is_some() {
+            out.token_ids.len()
+        } else {
+            0
+        }
+    );
+    (out.token_ids, out.stop_reason, out.logprobs)
 }
 
 #[test]

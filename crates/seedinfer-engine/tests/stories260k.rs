@@ -138,3 +138,43 @@ fn generation_stops_at_a_stop_string_and_hides_it() {
     assert_eq!(out.text, "Once upon a time, there was a little girl named ");
     assert_eq!(streamed, out.text);
 }
+
+#[test]
+fn logprobs_follow_each_token_and_greedy_picks_the_top_one() {
+    let model = load();
+    let mut session = Session::new(Arc::clone(&model), 512).expect("session");
+    let params = GenerateParams {
+        logprobs: Some(3),
+        ..greedy(20)
+    };
+    let mut streamed = Vec::new();
+    let out = session
+        .generate(&[1], &params, &AtomicBool::new(false), &mut |c| {
+            if let Some(l) = c.logprobs {
+                streamed.push(l.clone());
+            }
+        })
+        .expect("generates");
+    assert_eq!(out.logprobs.len(), out.token_ids.len());
+    assert_eq!(
+        streamed, out.logprobs,
+        "each streamed token carries its logprobs"
+    );
+    for (token, l) in out.token_ids.iter().zip(&out.logprobs) {
+        assert_eq!(l.top.len(), 3);
+        assert_eq!(
+            l.top[0],
+            (*token, l.logprob),
+            "greedy takes the most likely token"
+        );
+        assert!(l.logprob <= 0.0 && l.top[1].1 <= l.top[0].1 && l.top[2].1 <= l.top[1].1);
+    }
+    let too_many = GenerateParams {
+        logprobs: Some(seedinfer_engine::MAX_TOP_LOGPROBS + 1),
+        ..greedy(2)
+    };
+    let err = session
+        .generate(&[], &too_many, &AtomicBool::new(false), &mut |_| {})
+        .expect_err("too many alternatives");
+    assert_eq!(err.code(), "INVALID_OPTION");
+}

@@ -8,6 +8,7 @@ use napi::threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode};
 use napi_derive::napi;
 use seedinfer_engine::{
     GenerateParams, GenerationOutput, Model, PrefillStrategy, SamplingParams, Session, Stage,
+    TokenLogprobs,
 };
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -21,10 +22,14 @@ pub struct NativeGenerateOptions {
     pub min_p: f64,
     pub repetition_penalty: f64,
     pub repetition_last_n: u32,
+    pub presence_penalty: f64,
+    pub frequency_penalty: f64,
     pub seed: f64,
     pub stop: Vec<String>,
     pub ignore_eos: bool,
     pub prefill: Option<NativePrefillOptions>,
+    /// Report each token's log-probability with this many alternatives (absent: no log-probabilities).
+    pub top_logprobs: Option<u32>,
 }
 
 #[napi(object)]
@@ -132,10 +137,29 @@ pub struct NativeTimings {
     pub total_ms: f64,
 }
 
+/// A token with its text (the token decoded alone) and log-probability.
+#[napi(object)]
+pub struct NativeTokenLogprob {
+    pub token_id: u32,
+    pub token: String,
+    pub logprob: f64,
+}
+
+/// A generated token's log-probability and the most likely alternatives at its step.
+#[napi(object)]
+pub struct NativeTokenLogprobs {
+    pub token_id: u32,
+    pub token: String,
+    pub logprob: f64,
+    pub top_logprobs: Vec<NativeTokenLogprob>,
+}
+
 #[napi(object)]
 pub struct NativeGenerationResult {
     pub text: String,
     pub token_ids: Vec<u32>,
+    /// One entry per generated token when the options asked for log-probabilities.
+    pub logprobs: Option<Vec<NativeTokenLogprobs>>,
     /// `eos`, `maxTokens`, `stop`, `contextFull` or `aborted`.
     pub stop_reason: String,
     pub timings: NativeTimings,
@@ -149,6 +173,8 @@ pub struct NativeGenerationEvent {
     pub kind: String,
     pub token_id: Option<u32>,
     pub text: Option<String>,
+    /// The token's log-probabilities, when asked for.
+    pub logprobs: Option<NativeTokenLogprobs>,
     pub result: Option<NativeGenerationResult>,
     /// The stable code of an `error` event (`ABORTED`, `CONTEXT_OVERFLOW`, …).
     pub error_code: Option<String>,
@@ -213,7 +239,37 @@ fn with_session<T>(
     work(guard.as_mut().ok_or_else(disposed)?)
 }
 
-fn to_result(out: GenerationOutput, strategy: &str) -> NativeGenerationResult {
+fn token_logprob(model: &Model, token_id: u32, logprob: f32) -> NativeTokenLogprob {
+    NativeTokenLogprob {
+        token_id,
+        token: model
+            .tokenizer
+            .decode(&[token_id], false)
+            .unwrap_or_default(),
+        logprob: logprob as f64,
+    }
+}
+
+fn to_logprobs(model: &Model, token_id: u32, l: &TokenLogprobs) -> NativeTokenLogprobs {
+    let chosen = token_logprob(model, token_id, l.logprob);
+    NativeTokenLogprobs {
+        token_id,
+        token: chosen.token,
+        logprob: chosen.logprob,
+        top_logprobs: l
+            .top
+            .iter()
+            .map(|&(id, lp)| token_logprob(model, id, lp))
+            .collect(),
+    }
+}
+
+fn to_result(
+    model: &Model,
+    out: GenerationOutput,
+    strategy: &str,
+    logprobs: bool,
+) -> NativeGenerationResult {
     let t = out.timings;
     let prefill = NativePrefillReport {
         strategy: strategy.to_string(),
@@ -222,9 +278,17 @@ fn to_result(out: GenerationOutput, strategy: &str) -> NativeGenerationResult {
         revived_tokens: out.prefill.revived as u32,
         decode_revived_tokens: out.decode_revived as u32,
     };
+    let token_logprobs = logprobs.then(|| {
+        out.token_ids
+            .iter()
+            .zip(&out.logprobs)
+            .map(|(&id, l)| to_logprobs(model, id, l))
+            .collect()
+    });
     NativeGenerationResult {
         text: out.text,
         token_ids: out.token_ids,
+        logprobs: token_logprobs,
         stop_reason: out.stop_reason.name().to_string(),
         timings: NativeTimings {
             ttft_ms: t.ttft_ms,
@@ -244,6 +308,7 @@ fn event(kind: &str) -> NativeGenerationEvent {
         kind: kind.to_string(),
         token_id: None,
         text: None,
+        logprobs: None,
         result: None,
         error_code: None,
         error: None,
@@ -467,7 +532,8 @@ impl NativeSession {
                 &format!("seed must be a non-negative integer, got {}", options.seed),
             ));
         }
-        let layers = self.idle(|s| Ok(s.model().config.layers))?;
+        let model = self.idle(|s| Ok(Arc::clone(s.model())))?;
+        let layers = model.config.layers;
         let prefill = prefill_strategy(options.prefill, layers)?;
         prefill.validate(layers).map_err(to_js)?;
         self.claim()?;
@@ -480,11 +546,14 @@ impl NativeSession {
                 min_p: options.min_p as f32,
                 repetition_penalty: options.repetition_penalty as f32,
                 repetition_last_n: options.repetition_last_n as usize,
+                presence_penalty: options.presence_penalty as f32,
+                frequency_penalty: options.frequency_penalty as f32,
                 seed: options.seed as u64,
             },
             stop: options.stop,
             ignore_eos: options.ignore_eos,
             prefill,
+            logprobs: options.top_logprobs.map(|k| k as usize),
         };
         let prompt = prompt.to_vec();
         let (state, busy, flag) = (
@@ -502,6 +571,9 @@ impl NativeSession {
                                 let mut e = event("token");
                                 e.token_id = Some(chunk.token_id);
                                 e.text = Some(chunk.text.to_string());
+                                e.logprobs = chunk
+                                    .logprobs
+                                    .map(|l| to_logprobs(&model, chunk.token_id, l));
                                 on_event.call(e, ThreadsafeFunctionCallMode::NonBlocking);
                             })
                             .map_err(to_js)
@@ -513,12 +585,22 @@ impl NativeSession {
                         let mut e = event("error");
                         e.error_code = Some("ABORTED".to_string());
                         e.error = Some("the generation was aborted".to_string());
-                        e.result = Some(to_result(out, params.prefill.name()));
+                        e.result = Some(to_result(
+                            &model,
+                            out,
+                            params.prefill.name(),
+                            params.logprobs.is_some(),
+                        ));
                         e
                     }
                     Ok(out) => {
                         let mut e = event("done");
-                        e.result = Some(to_result(out, params.prefill.name()));
+                        e.result = Some(to_result(
+                            &model,
+                            out,
+                            params.prefill.name(),
+                            params.logprobs.is_some(),
+                        ));
                         e
                     }
                     Err(err) => {
