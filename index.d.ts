@@ -112,6 +112,16 @@ export interface CacheStats {
   evictedBlocks: number;
 }
 
+/** Decode steps batched across concurrent generations (`Model.batchStats`). */
+export interface BatchStats {
+  /** Forward passes the batcher ran. */
+  passes: number;
+  /** Decode steps those passes computed: `steps / passes` is the mean batch size. */
+  steps: number;
+  /** The largest batch. */
+  largest: number;
+}
+
 export interface ModelInfo {
   /** Architecture as named by the file, e.g. `llama`. */
   architecture: string;
@@ -471,6 +481,8 @@ export declare class Model {
   createSession(options?: SessionOptions): Session;
   /** Counts of the KV-cache pool. */
   cacheStats(): CacheStats;
+  /** Decode steps batched across concurrent generations since load. */
+  batchStats(): BatchStats;
   /** Drops cached prefix blocks that no session uses, returning their bytes to the budget. */
   clearPrefixCache(): void;
   /**
@@ -578,10 +590,17 @@ export interface ServerOptions {
   bodyLimit?: number;
   /** Tokens of context of each request's session. Default: min(model context, 4096). */
   contextSize?: number;
-  /** `max_tokens` when a request gives none. Default 256. */
+  /** `max_tokens` when a request gives none. Default: 256 for chat, 16 (OpenAI's default) for completions. */
   maxTokens?: number;
   /** When set, `/v1/*` requests must send `Authorization: Bearer <apiKey>` (401 otherwise); `/health` stays open. */
   apiKey?: string;
+  /**
+   * Sequences (choices of all requests) generating at once; more wait in the queue. A request with a larger `n`
+   * gets 400. Default 16.
+   */
+  maxConcurrentSequences?: number;
+  /** Requests that may wait for room; beyond, 429 with `Retry-After`. Default 64. */
+  maxQueuedRequests?: number;
 }
 
 /**

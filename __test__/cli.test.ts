@@ -188,3 +188,40 @@ test('chat with the default model answers "Paris" (downloads the default model o
   t.regex(run.stdout, /Paris/, run.stdout);
   t.truthy(defaultModelFile);
 });
+
+storiesTest('serve: answers /v1/completions, and on SIGTERM finishes the request in flight and exits 0', async (t) => {
+  const child = spawn(process.execPath, ['--import', 'tsx', cliSource, 'serve', storiesDir, '--port', '0', '--model-id', 'stories', '--parallel', '2'], {
+    cwd: repoRoot,
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let stderr = '';
+  const exited = new Promise<number | null>((resolve) => child.on('close', resolve));
+  const address = await new Promise<string>((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`no banner: ${stderr}`)), 60_000);
+    child.stderr.setEncoding('utf8').on('data', (chunk: string) => {
+      stderr += chunk;
+      const match = /on (http:\/\/\S+)\/v1/.exec(stderr);
+      if (match) {
+        clearTimeout(timer);
+        resolve(match[1]);
+      }
+    });
+  });
+  try {
+    const request = fetch(`${address}/v1/completions`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ model: 'stories', prompt: 'Once upon a time', max_tokens: 400, temperature: 0 }),
+    });
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    child.kill('SIGTERM');
+    const response = await request;
+    t.is(response.status, 200);
+    const body = (await response.json()) as { choices: { text: string }[]; usage: { completion_tokens: number } };
+    t.true(body.usage.completion_tokens > 0 && body.choices[0].text.length > 0);
+    t.is(await exited, 0, stderr);
+    t.regex(stderr, /shutting down/);
+  } finally {
+    child.kill('SIGKILL');
+  }
+});

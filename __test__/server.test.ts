@@ -1,5 +1,6 @@
 // The OpenAI-compatible server (src/server.ts) through the real `openai` npm client (v6), on loopback, with the
-// default model: chat (plain and streamed), usage, stop, seed determinism, and OpenAI-shaped errors.
+// default model: chat and completions (plain and streamed), usage, stop, seed determinism, logprobs, n, penalties,
+// metrics, admission (429 with Retry-After), and OpenAI-shaped errors.
 import test from 'ava';
 import OpenAI from 'openai';
 import type { AddressInfo } from 'node:net';
@@ -34,7 +35,7 @@ test('GET /v1/models and /health', async (t) => {
     [MODEL_ID],
   );
   const health = await fetch(`http://127.0.0.1:${port}/health`);
-  t.deepEqual(await health.json(), { status: 'ok' });
+  t.like(await health.json(), { status: 'ok', queued: 0 });
 });
 
 test('chat completion: the answer, finish reason and usage', async (t) => {
@@ -102,7 +103,7 @@ test('errors have OpenAI shape and status: 400 naming the parameter, 404 for ano
   t.truthy(((await big.json()) as { error?: { message?: string } }).error?.message);
 });
 
-test("a client that aborts a stream ends its generation and its session's blocks return", async (t) => {
+test.serial("a client that aborts a stream ends its generation and its session's blocks return", async (t) => {
   const { client, model } = await serverPromise;
   const controller = new AbortController();
   const stream = await client.chat.completions.create(
@@ -147,4 +148,141 @@ test('with apiKey, /v1 requests need the Bearer key (401 in OpenAI shape otherwi
   } finally {
     await app.close();
   }
+});
+
+test('completions: plain, streamed, echo and logprobs agree with each other and with the engine', async (t) => {
+  const { client, model } = await serverPromise;
+  const prompt = 'The capital of France is';
+  const plain = await client.completions.create({ model: MODEL_ID, prompt, temperature: 0, max_tokens: 12, logprobs: 3 });
+  const direct = await model.createSession().generateText(prompt, { maxTokens: 12, temperature: 0, logprobs: true, topLogprobs: 3 });
+  t.is(plain.object, 'text_completion');
+  t.is(plain.choices[0].text, direct.text);
+  t.is(plain.usage?.prompt_tokens, model.tokenize(prompt).length);
+  t.is(plain.usage?.completion_tokens, direct.tokenIds.length);
+  const lp = plain.choices[0].logprobs!;
+  t.deepEqual(lp.token_logprobs, direct.logprobs!.map((l) => l.logprob));
+  t.deepEqual(lp.tokens, direct.logprobs!.map((l) => l.token));
+  t.is(Object.keys(lp.top_logprobs![0]).length, 3);
+  t.is(lp.text_offset![1], lp.tokens![0].length);
+  const stream = await client.completions.create({ model: MODEL_ID, prompt, temperature: 0, max_tokens: 12, stream: true, stream_options: { include_usage: true } });
+  let text = '';
+  let finish: string | null = null;
+  let streamedUsage: OpenAI.CompletionUsage | undefined;
+  for await (const chunk of stream) {
+    text += chunk.choices[0]?.text ?? '';
+    finish = chunk.choices[0]?.finish_reason ?? finish;
+    streamedUsage = chunk.usage ?? streamedUsage;
+  }
+  t.is(text, plain.choices[0].text);
+  t.is(finish, plain.choices[0].finish_reason);
+  t.is(streamedUsage?.completion_tokens, plain.usage?.completion_tokens);
+  const echoed = await client.completions.create({ model: MODEL_ID, prompt, temperature: 0, max_tokens: 12, echo: true });
+  t.is(echoed.choices[0].text, prompt + plain.choices[0].text);
+  const ids = await client.completions.create({ model: MODEL_ID, prompt: model.tokenize(prompt), temperature: 0, max_tokens: 12 });
+  t.is(ids.choices[0].text, plain.choices[0].text);
+  const fim = await t.throwsAsync(client.completions.create({ model: MODEL_ID, prompt, suffix: 'Paris.' }));
+  t.is((fim as InstanceType<typeof OpenAI.BadRequestError>).param, 'suffix');
+});
+
+test('chat logprobs: streamed and plain carry the same per-token logprobs, greedy picks the top one', async (t) => {
+  const { client } = await serverPromise;
+  const request = { model: MODEL_ID, messages: question, temperature: 0, max_tokens: 10, logprobs: true, top_logprobs: 2 };
+  const plain = await client.chat.completions.create(request);
+  const content = plain.choices[0].logprobs?.content ?? [];
+  t.is(content.length, plain.usage!.completion_tokens);
+  for (const entry of content) {
+    t.is(entry.top_logprobs.length, 2);
+    t.is(entry.top_logprobs[0].token, entry.token);
+    t.is(entry.top_logprobs[0].logprob, entry.logprob);
+    t.deepEqual(entry.bytes, [...Buffer.from(entry.token)]);
+  }
+  const streamed: OpenAI.Chat.ChatCompletionTokenLogprob[] = [];
+  for await (const chunk of await client.chat.completions.create({ ...request, stream: true })) {
+    streamed.push(...(chunk.choices[0]?.logprobs?.content ?? []));
+  }
+  t.deepEqual(streamed, content);
+  const orphan = await t.throwsAsync(client.chat.completions.create({ model: MODEL_ID, messages: question, top_logprobs: 2 }));
+  t.is((orphan as InstanceType<typeof OpenAI.BadRequestError>).param, 'top_logprobs');
+});
+
+test('n: choices fork one prefill; greedy choices equal the single answer, seeded ones differ and repeat', async (t) => {
+  const { client } = await serverPromise;
+  const single = await client.chat.completions.create({ model: MODEL_ID, messages: question, temperature: 0, max_tokens: 20 });
+  const greedy = await client.chat.completions.create({ model: MODEL_ID, messages: question, temperature: 0, max_tokens: 20, n: 3 });
+  t.deepEqual(greedy.choices.map((c) => c.index), [0, 1, 2]);
+  for (const c of greedy.choices) t.is(c.message.content, single.choices[0].message.content);
+  t.is(greedy.usage?.prompt_tokens, single.usage?.prompt_tokens);
+  t.is(greedy.usage?.completion_tokens, 3 * single.usage!.completion_tokens);
+  const story = { model: MODEL_ID, messages: [{ role: 'user' as const, content: 'Tell me a story.' }], temperature: 1, seed: 7, max_tokens: 16, n: 3 };
+  const [a, b] = [await client.chat.completions.create(story), await client.chat.completions.create(story)];
+  t.deepEqual(a.choices.map((c) => c.message.content), b.choices.map((c) => c.message.content));
+  t.true(new Set(a.choices.map((c) => c.message.content)).size > 1, 'seeded choices differ from each other');
+  const texts = ['', '', ''];
+  const finishes: (string | null)[] = [null, null, null];
+  for await (const chunk of await client.chat.completions.create({ ...story, stream: true })) {
+    for (const c of chunk.choices) {
+      texts[c.index] += c.delta?.content ?? '';
+      finishes[c.index] = c.finish_reason ?? finishes[c.index];
+    }
+  }
+  t.deepEqual(texts, a.choices.map((c) => c.message.content));
+  t.deepEqual(finishes, a.choices.map((c) => c.finish_reason));
+});
+
+test('presence and frequency penalties reach the sampler', async (t) => {
+  const { client } = await serverPromise;
+  const ask = (extra: object) =>
+    client.completions.create({ model: MODEL_ID, prompt: 'one one one one one one one', temperature: 0, max_tokens: 24, ...extra });
+  const plain = await ask({});
+  t.not((await ask({ frequency_penalty: 2 })).choices[0].text, plain.choices[0].text);
+  t.not((await ask({ presence_penalty: 2 })).choices[0].text, plain.choices[0].text);
+  t.is((await ask({ presence_penalty: 0, frequency_penalty: 0 })).choices[0].text, plain.choices[0].text);
+});
+
+test('admission: a full queue answers 429 with Retry-After; n beyond the sequence limit is a 400', async (t) => {
+  const { model } = await serverPromise;
+  const app = createServer(model, { modelId: MODEL_ID, maxConcurrentSequences: 1, maxQueuedRequests: 1 });
+  await app.listen({ host: '127.0.0.1', port: 0 });
+  try {
+    const { port } = app.server.address() as AddressInfo;
+    const client = new OpenAI({ baseURL: `http://127.0.0.1:${port}/v1`, apiKey: 'unused', maxRetries: 0 });
+    const long = { model: MODEL_ID, prompt: 'Once upon a time', max_tokens: 200, temperature: 0 };
+    const running = client.completions.create(long);
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    const waiting = client.completions.create(long);
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    const health = (await (await fetch(`http://127.0.0.1:${port}/health`)).json()) as { running: number; queued: number };
+    t.like(health, { running: 1, queued: 1 });
+    const refused = await fetch(`http://127.0.0.1:${port}/v1/completions`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify(long),
+    });
+    t.is(refused.status, 429);
+    t.is(refused.headers.get('retry-after'), '1');
+    t.like(await refused.json(), { error: { type: 'rate_limit_exceeded', code: 'QUEUE_FULL' } });
+    const [first, second] = await Promise.all([running, waiting]);
+    t.is(first.choices[0].text, second.choices[0].text, 'the queued request ran after the first, unchanged');
+    const tooMany = await t.throwsAsync(client.completions.create({ ...long, n: 2 }));
+    t.true(tooMany instanceof OpenAI.BadRequestError, String(tooMany));
+  } finally {
+    await app.close();
+  }
+});
+
+test('GET /metrics: Prometheus text with requests, tokens, batching, KV blocks and latency histograms', async (t) => {
+  const { client, port } = await serverPromise;
+  await Promise.all([1, 2, 3].map((i) => client.completions.create({ model: MODEL_ID, prompt: `Count to ${i}:`, max_tokens: 8, temperature: 0 })));
+  const response = await fetch(`http://127.0.0.1:${port}/metrics`);
+  t.is(response.status, 200);
+  t.regex(response.headers.get('content-type') ?? '', /text\/plain/);
+  const text = await response.text();
+  const value = (pattern: string) => Number(new RegExp(`^${pattern} (\\S+)$`, 'm').exec(text)?.[1] ?? NaN);
+  t.true(value('seedinfer_requests_total\\{route="/v1/completions",status="200"\\}') >= 3);
+  t.true(value('seedinfer_generated_tokens_total') >= 24);
+  t.true(value('seedinfer_prompt_tokens_total') > 0);
+  t.true(value('seedinfer_decode_steps_total') >= value('seedinfer_decode_passes_total'));
+  t.true(value('seedinfer_time_to_first_token_seconds_count') >= 3);
+  t.true(value('seedinfer_kv_blocks_capacity') > 0);
+  t.false(Number.isNaN(value('seedinfer_queue_depth')));
 });

@@ -455,13 +455,23 @@ interface ServeCommandOptions extends ModelOptions {
   modelId?: string;
   contextSize?: number;
   apiKey?: string;
+  parallel?: number;
+  maxQueue?: number;
+  maxTokens?: number;
 }
 
 /** `seedinfer serve`: the OpenAI-compatible server (src/server.ts) until SIGINT/SIGTERM. */
 async function runServe(modelArg: string | undefined, options: ServeCommandOptions): Promise<number> {
   const model = await loadModel(modelArg ?? options.model, options);
   const apiKey = options.apiKey ?? process.env.SEEDINFER_API_KEY;
-  const app = createServer(model, { modelId: options.modelId, contextSize: options.contextSize, apiKey });
+  const app = createServer(model, {
+    modelId: options.modelId,
+    contextSize: options.contextSize,
+    apiKey,
+    maxConcurrentSequences: options.parallel,
+    maxQueuedRequests: options.maxQueue,
+    maxTokens: options.maxTokens,
+  });
   const address = await app.listen({ host: options.host, port: options.port });
   process.stderr.write(`seedinfer: serving ${model.info.path} as '${servedModelId(model, options)}' on ${address}/v1\n`);
   await new Promise<void>((resolve) => {
@@ -469,7 +479,8 @@ async function runServe(modelArg: string | undefined, options: ServeCommandOptio
     process.once('SIGINT', stop);
     process.once('SIGTERM', stop);
   });
-  // Stop accepting, let the requests in flight finish, then release the model.
+  // Stop accepting (queued requests get 503), let the requests in flight finish, then release the model.
+  process.stderr.write('seedinfer: shutting down after the requests in flight\n');
   await app.close();
   model.dispose();
   return 0;
@@ -538,14 +549,17 @@ function buildProgram(setExit: (code: number) => void): Command {
 
   const serve = program
     .command('serve')
-    .description('serve the model over an OpenAI-compatible HTTP API (/v1/chat/completions, /v1/models, /health)')
+    .description('serve the model over an OpenAI-compatible HTTP API (/v1/chat/completions, /v1/completions, /v1/models, /health, /metrics)')
     .argument('[model]', 'a .gguf file, a Hugging Face model directory, a Hub id, or "default"')
     .option('-m, --model <pathOrId>', 'same as the [model] argument')
     .option('--host <host>', 'address to bind', '127.0.0.1')
     .option('-p, --port <n>', 'port to listen on', intParser(0, 65535), 8080)
     .option('--model-id <id>', "the model id clients name (default: the model file's name)")
     .option('-c, --context-size <n>', 'tokens of context per request (default: min(model context, 4096))', intParser(1))
-    .option('--api-key <key>', 'require Authorization: Bearer <key> on /v1/* (default: $SEEDINFER_API_KEY, else none)');
+    .option('--api-key <key>', 'require Authorization: Bearer <key> on /v1/* (default: $SEEDINFER_API_KEY, else none)')
+    .option('--parallel <n>', 'sequences generating at once; more requests wait (default: 16)', intParser(1, 4096))
+    .option('--max-queue <n>', 'requests that may wait; beyond, 429 (default: 64)', intParser(0))
+    .option('--max-tokens <n>', 'max_tokens when a request gives none (default: 256 for chat, 16 for completions)', intParser(1));
   addModelOptions(serve, true).action(async (modelArg: string | undefined, options: ServeCommandOptions) =>
     setExit(await runServe(modelArg, options)),
   );

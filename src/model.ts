@@ -8,6 +8,7 @@ import type { NativeModel, NativeModelInfo } from './native.js';
 import { Session, toTokenIds } from './session.js';
 import type {
   AbortOptions,
+  BatchStats,
   CacheStats,
   ChatMessage,
   ChatTemplateOptions,
@@ -152,6 +153,11 @@ export class Model {
   cacheStats(): CacheStats {
     const stats = this.live().cacheStats();
     return { ...stats, dtype: stats.dtype as CacheStats['dtype'] };
+  }
+
+  /** Decode steps batched across concurrent generations since load; `steps / passes` is the mean batch size. */
+  batchStats(): BatchStats {
+    return { ...this.live().batchStats() };
   }
 
   /** Drops cached prefix blocks that no session uses. */

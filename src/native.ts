@@ -9,6 +9,7 @@ import type { KernelFormat } from '../bench.js';
 
 export type {
   NativeAbortFlag,
+  NativeBatchStats,
   NativeCacheStats,
   NativeGenerateOptions,
   NativeGenerationEvent,

@@ -1,48 +1,113 @@
 // An OpenAI-compatible HTTP server for one loaded model, on Fastify (routing, JSON-schema validation, body limits).
-// Each request gets its own session; concurrent requests batch their decode steps in the engine.
+// Each choice of each request gets its own session; concurrent requests batch their decode steps in the engine.
 //
-// Routes: GET /health, GET /v1/models, POST /v1/chat/completions (plain, or `stream: true` as server-sent events
-// ending `data: [DONE]`, with `stream_options.include_usage`). Errors use OpenAI's error JSON with the HTTP status.
+// Routes: GET /health, GET /metrics (Prometheus), GET /v1/models, POST /v1/chat/completions and POST
+// /v1/completions (plain, or `stream: true` as server-sent events ending `data: [DONE]`). Requests wait for room
+// in `Admission`; errors use OpenAI's error JSON with the HTTP status.
 import crypto from 'node:crypto';
 import Fastify, { type FastifyError, type FastifyInstance, type FastifyReply } from 'fastify';
-import type { ChatMessage, GenerateOptions, Generation, GenerationResult, Model, ServerOptions } from '../index.js';
-import { SeedinferError } from './errors.js';
+import type { ChatMessage, GenerateOptions, GeneratedToken, GenerationResult, Model, ServerOptions, TokenLogprobs } from '../index.js';
+import { SeedinferError, checkNumberOption } from './errors.js';
+import { Admission } from './server/admission.js';
+import { runChoices, type ChoicesRun } from './server/choices.js';
+import { createMetrics } from './server/metrics.js';
 
-interface ChatBody {
+/** Server defaults (`ServerOptions` documents each). */
+export const SERVER_DEFAULTS = {
+  bodyLimit: 1 << 20,
+  maxTokens: 256,
+  completionsMaxTokens: 16,
+  maxConcurrentSequences: 16,
+  maxQueuedRequests: 64,
+  retryAfterSeconds: 1,
+} as const;
+
+/** Sampling fields both endpoints take. */
+interface SamplingBody {
   model: string;
-  messages: ChatMessage[];
   stream?: boolean;
   stream_options?: { include_usage?: boolean };
   max_tokens?: number;
-  max_completion_tokens?: number;
   temperature?: number;
   top_p?: number;
   seed?: number;
   stop?: string | string[];
+  n?: number;
+  presence_penalty?: number;
+  frequency_penalty?: number;
 }
+
+interface ChatBody extends SamplingBody {
+  messages: { role: string; content: string | { type: string; text?: string }[] }[];
+  max_completion_tokens?: number;
+  logprobs?: boolean;
+  top_logprobs?: number;
+}
+
+interface CompletionBody extends SamplingBody {
+  prompt: string | string[] | number[];
+  logprobs?: number;
+  echo?: boolean;
+  suffix?: string;
+}
+
+const samplingProperties = {
+  model: { type: 'string' },
+  stream: { type: 'boolean' },
+  stream_options: { type: ['object', 'null'], properties: { include_usage: { type: 'boolean' } } },
+  max_tokens: { type: ['integer', 'null'], minimum: 1 },
+  temperature: { type: ['number', 'null'], minimum: 0, maximum: 2 },
+  top_p: { type: ['number', 'null'], exclusiveMinimum: 0, maximum: 1 },
+  seed: { type: ['integer', 'null'], minimum: 0 },
+  stop: { anyOf: [{ type: 'string' }, { type: 'array', items: { type: 'string', minLength: 1 }, maxItems: 4 }, { type: 'null' }] },
+  n: { type: ['integer', 'null'], minimum: 1, maximum: 128 },
+  presence_penalty: { type: ['number', 'null'], minimum: -2, maximum: 2 },
+  frequency_penalty: { type: ['number', 'null'], minimum: -2, maximum: 2 },
+} as const;
 
 const chatSchema = {
   type: 'object',
   required: ['model', 'messages'],
   properties: {
-    model: { type: 'string' },
+    ...samplingProperties,
     messages: {
       type: 'array',
       minItems: 1,
       items: {
         type: 'object',
         required: ['role', 'content'],
-        properties: { role: { type: 'string' }, content: { type: 'string' } },
+        properties: {
+          role: { type: 'string' },
+          content: {
+            anyOf: [
+              { type: 'string' },
+              { type: 'array', items: { type: 'object', required: ['type'], properties: { type: { const: 'text' }, text: { type: 'string' } } } },
+            ],
+          },
+        },
       },
     },
-    stream: { type: 'boolean' },
-    stream_options: { type: 'object', properties: { include_usage: { type: 'boolean' } } },
-    max_tokens: { type: 'integer', minimum: 1 },
-    max_completion_tokens: { type: 'integer', minimum: 1 },
-    temperature: { type: 'number', minimum: 0, maximum: 2 },
-    top_p: { type: 'number', exclusiveMinimum: 0, maximum: 1 },
-    seed: { type: 'integer' },
-    stop: { anyOf: [{ type: 'string' }, { type: 'array', items: { type: 'string' }, maxItems: 4 }] },
+    max_completion_tokens: { type: ['integer', 'null'], minimum: 1 },
+    logprobs: { type: ['boolean', 'null'] },
+    top_logprobs: { type: ['integer', 'null'], minimum: 0, maximum: 20 },
+  },
+} as const;
+
+const completionSchema = {
+  type: 'object',
+  required: ['model', 'prompt'],
+  properties: {
+    ...samplingProperties,
+    prompt: {
+      anyOf: [
+        { type: 'string' },
+        { type: 'array', items: { type: 'string' }, minItems: 1, maxItems: 1 },
+        { type: 'array', items: { type: 'integer', minimum: 0 }, minItems: 1 },
+      ],
+    },
+    logprobs: { type: ['integer', 'null'], minimum: 0, maximum: 5 },
+    echo: { type: ['boolean', 'null'] },
+    suffix: { type: ['string', 'null'] },
   },
 } as const;
 
@@ -51,20 +116,63 @@ function openAiError(message: string, type: string, param: string | null = null,
   return { error: { message, type, param, code } };
 }
 
+/** HTTP status and OpenAI error type for a SeedinferError raised while serving a request. */
+function errorStatus(code: string): { status: number; type: string } {
+  switch (code) {
+    case 'CONTEXT_OVERFLOW':
+    case 'INVALID_OPTION':
+    case 'INVALID_TOKEN_ID':
+    case 'KV_BUDGET_EXCEEDED':
+    case 'NO_CHAT_TEMPLATE':
+      return { status: 400, type: 'invalid_request_error' };
+    case 'QUEUE_FULL':
+      return { status: 429, type: 'rate_limit_exceeded' };
+    case 'SHUTTING_DOWN':
+      return { status: 503, type: 'server_error' };
+    default:
+      return { status: 500, type: 'server_error' };
+  }
+}
+
 /** The finish reason OpenAI reports for a stop reason. */
 function finishReason(stop: GenerationResult['stopReason']): 'stop' | 'length' {
   return stop === 'maxTokens' || stop === 'contextFull' ? 'length' : 'stop';
 }
 
-function usage(result: GenerationResult) {
-  const prompt = result.timings.promptTokens;
-  const completion = result.tokenIds.length;
+function usage(run: ChoicesRun) {
+  const completion = run.results.reduce((sum, r) => sum + r.tokenIds.length, 0);
   return {
-    prompt_tokens: prompt,
+    prompt_tokens: run.promptTokens,
     completion_tokens: completion,
-    total_tokens: prompt + completion,
-    prompt_tokens_details: { cached_tokens: result.timings.reusedPromptTokens },
+    total_tokens: run.promptTokens + completion,
+    prompt_tokens_details: { cached_tokens: run.cachedTokens },
   };
+}
+
+/** A chat `logprobs.content` entry. */
+function chatLogprob(l: TokenLogprobs) {
+  const entry = (token: string, logprob: number) => ({ token, logprob, bytes: [...Buffer.from(token, 'utf8')] });
+  return { ...entry(l.token, l.logprob), top_logprobs: l.topLogprobs.map((t) => entry(t.token, t.logprob)) };
+}
+
+/** The legacy completions `logprobs` object for `tokens`, offsets counted from `offset`. */
+function completionLogprobs(tokens: TokenLogprobs[], offset: number) {
+  const textOffset: number[] = [];
+  for (const t of tokens) {
+    textOffset.push(offset);
+    offset += t.token.length;
+  }
+  return {
+    tokens: tokens.map((t) => t.token),
+    token_logprobs: tokens.map((t) => t.logprob),
+    top_logprobs: tokens.map((t) => Object.fromEntries(t.topLogprobs.map((x) => [x.token, x.logprob]))),
+    text_offset: textOffset,
+  };
+}
+
+/** Text of a message's content: a string, or the text parts of an array. */
+function messageText(content: ChatBody['messages'][number]['content']): string {
+  return typeof content === 'string' ? content : content.map((part) => part.text ?? '').join('');
 }
 
 /** The id the server lists and requests must name: `options.modelId`, else the model file's name. */
@@ -72,11 +180,38 @@ export function servedModelId(model: Model, options: ServerOptions = {}): string
   return options.modelId ?? model.info.path.split(/[\\/]/).pop() ?? 'seedinfer';
 }
 
+/** Server-sent events on a hijacked reply. */
+function eventStream(reply: FastifyReply) {
+  reply.hijack();
+  const raw = reply.raw;
+  raw.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-cache', connection: 'keep-alive' });
+  return {
+    send(data: object | string) {
+      if (!raw.destroyed) raw.write(`data: ${typeof data === 'string' ? data : JSON.stringify(data)}\n\n`);
+    },
+    end() {
+      raw.end();
+    },
+  };
+}
+
 /** A Fastify instance serving `model` (not listening yet: call `listen`, or mount it with `inject` in tests). */
 export function createServer(model: Model, options: ServerOptions = {}): FastifyInstance {
+  checkNumberOption('maxConcurrentSequences', options.maxConcurrentSequences, 1, 4096, true);
+  checkNumberOption('maxQueuedRequests', options.maxQueuedRequests, 0, 1_000_000, true);
+  checkNumberOption('contextSize', options.contextSize, 1, model.info.contextLength, true);
+  checkNumberOption('maxTokens', options.maxTokens, 1, 10_000_000, true);
   const modelId = servedModelId(model, options);
   const created = Math.floor(Date.now() / 1000);
-  const app = Fastify({ bodyLimit: options.bodyLimit ?? 1 << 20 });
+  const app = Fastify({ bodyLimit: options.bodyLimit ?? SERVER_DEFAULTS.bodyLimit });
+  const cache = model.cacheStats();
+  const admission = new Admission(
+    options.maxConcurrentSequences ?? SERVER_DEFAULTS.maxConcurrentSequences,
+    options.maxQueuedRequests ?? SERVER_DEFAULTS.maxQueuedRequests,
+    Math.floor(cache.budgetBytes / cache.blockBytes),
+  );
+  const metrics = createMetrics(model, admission);
+  const contextSize = options.contextSize ?? Math.min(model.info.contextLength, 4096);
 
   app.setErrorHandler((error: FastifyError, _request, reply) => {
     if (error.validation) {
@@ -86,12 +221,26 @@ export function createServer(model: Model, options: ServerOptions = {}): Fastify
     }
     if (error.statusCode === 413) return reply.status(413).send(openAiError(error.message, 'invalid_request_error', null, 'body_too_large'));
     if (error instanceof SeedinferError) {
-      const status = error.code === 'CONTEXT_OVERFLOW' || error.code === 'INVALID_OPTION' ? 400 : 500;
-      return reply.status(status).send(openAiError(error.message, status === 400 ? 'invalid_request_error' : 'server_error', null, error.code));
+      const { status, type } = errorStatus(error.code);
+      if (status === 429) reply.header('retry-after', String(SERVER_DEFAULTS.retryAfterSeconds));
+      return reply.status(status).send(openAiError(error.message, type, null, error.code));
     }
     const status = error.statusCode && error.statusCode >= 400 ? error.statusCode : 500;
     return reply.status(status).send(openAiError(error.message, status < 500 ? 'invalid_request_error' : 'server_error'));
   });
+
+  app.addHook('onRequest', async (request, reply) => {
+    const route = request.routeOptions.url ?? 'unmatched';
+    reply.raw.once('finish', () => {
+      metrics.requests.inc({ route, status: String(reply.raw.statusCode) });
+      // Shutting down: a kept-alive connection would hold `close` open until it times out.
+      if (admission.isClosed) setImmediate(() => app.server.closeIdleConnections());
+    });
+  });
+  app.addHook('onSend', async (_request, reply) => {
+    if (admission.isClosed) reply.header('connection', 'close');
+  });
+  app.addHook('preClose', async () => admission.close());
 
   if (options.apiKey !== undefined) {
     const expected = Buffer.from(`Bearer ${options.apiKey}`);
@@ -104,87 +253,244 @@ export function createServer(model: Model, options: ServerOptions = {}): Fastify
     });
   }
 
-  app.get('/health', async () => ({ status: 'ok' }));
+  app.get('/health', async (_request, reply) =>
+    admission.isClosed ? reply.status(503).send({ status: 'shutting_down' }) : { status: 'ok', running: admission.active, queued: admission.queued },
+  );
+
+  app.get('/metrics', async (_request, reply) => reply.type(metrics.registry.contentType).send(await metrics.registry.metrics()));
 
   app.get('/v1/models', async () => ({
     object: 'list',
     data: [{ id: modelId, object: 'model', created, owned_by: 'seedinfer' }],
   }));
 
-  app.post<{ Body: ChatBody }>('/v1/chat/completions', { schema: { body: chatSchema } }, async (request, reply) => {
-    const body = request.body;
+  /** Checks the model id and the options both endpoints share; returns the generation options. */
+  function requestOptions(body: SamplingBody, maxTokens: number, signal: AbortSignal): GenerateOptions {
     if (body.model !== modelId) {
-      return reply
-        .status(404)
-        .send(openAiError(`The model '${body.model}' does not exist; this server has '${modelId}'`, 'invalid_request_error', 'model', 'model_not_found'));
+      throw Object.assign(new Error(`The model '${body.model}' does not exist; this server has '${modelId}'`), { modelNotFound: true });
     }
-    const prompt = model.applyChatTemplate(body.messages);
-    const abort = new AbortController();
-    // A client that goes away aborts its generation; the session's blocks return to the pool.
-    reply.raw.on('close', () => {
-      if (!reply.raw.writableFinished) abort.abort();
-    });
-    const generate: GenerateOptions = {
-      maxTokens: body.max_completion_tokens ?? body.max_tokens ?? options.maxTokens ?? 256,
+    return {
+      maxTokens: body.max_tokens ?? maxTokens,
       temperature: body.temperature ?? 1,
       topP: body.top_p ?? 1,
       topK: 0,
       minP: 0,
-      seed: body.seed,
-      stop: body.stop === undefined ? undefined : Array.isArray(body.stop) ? body.stop : [body.stop],
-      addBos: false,
-      signal: abort.signal,
+      seed: body.seed ?? undefined,
+      stop: body.stop == null ? undefined : Array.isArray(body.stop) ? body.stop : [body.stop],
+      presencePenalty: body.presence_penalty ?? 0,
+      frequencyPenalty: body.frequency_penalty ?? 0,
+      // OpenAI's penalties count every token so far.
+      repetitionLastN: contextSize,
+      signal,
     };
-    const id = `chatcmpl-${crypto.randomUUID()}`;
-    const session = model.createSession(options.contextSize === undefined ? {} : { contextSize: options.contextSize });
+  }
+
+  /** Waits for room, runs the choices, records metrics. `prompt` is token ids. */
+  async function serve(
+    prompt: number[],
+    n: number,
+    generate: GenerateOptions,
+    signal: AbortSignal,
+    arrived: number,
+    events: {
+      /** Once admitted, before the first token. */
+      onStart?: () => void;
+      onToken?: (index: number, token: GeneratedToken) => void;
+      onDone?: (index: number, result: GenerationResult) => void;
+    } = {},
+  ): Promise<ChoicesRun> {
+    const { blockSize } = cache;
+    const newTokens = Math.max(1, Math.min(generate.maxTokens ?? 1, contextSize - prompt.length));
+    const blocks = Math.ceil(prompt.length / blockSize) + n * (Math.ceil(newTokens / blockSize) + 1);
+    const release = await admission.acquire({ sequences: n, blocks }, signal);
+    const firstToken: (number | undefined)[] = new Array<number | undefined>(n).fill(undefined);
     try {
-      if (!body.stream) {
-        const result = await session.generateText(prompt, generate);
-        return {
-          id,
-          object: 'chat.completion',
-          created: Math.floor(Date.now() / 1000),
-          model: modelId,
-          choices: [{ index: 0, message: { role: 'assistant', content: result.text }, logprobs: null, finish_reason: finishReason(result.stopReason) }],
-          usage: usage(result),
-        };
-      }
-      return await stream(reply, session.generate(prompt, generate), { id, model: modelId, includeUsage: body.stream_options?.include_usage === true });
+      events.onStart?.();
+      const run = await runChoices(model, prompt, n, generate, contextSize, {
+        onToken: (index, token) => {
+          firstToken[index] ??= performance.now();
+          events.onToken?.(index, token);
+        },
+        onDone: events.onDone,
+      });
+      run.results.forEach((result, i) =>
+        metrics.observe(result, {
+          promptTokens: i === 0 ? run.promptTokens : 0,
+          cachedTokens: i === 0 ? run.cachedTokens : 0,
+          ttftSeconds: firstToken[i] === undefined ? undefined : ((firstToken[i] as number) - arrived) / 1000,
+        }),
+      );
+      return run;
     } finally {
-      session.dispose();
+      release();
     }
+  }
+
+  /** An AbortSignal that fires when the client goes away before the reply is finished. */
+  function clientSignal(reply: FastifyReply): AbortSignal {
+    const abort = new AbortController();
+    reply.raw.on('close', () => {
+      if (!reply.raw.writableFinished) abort.abort();
+    });
+    return abort.signal;
+  }
+
+  function modelNotFound(reply: FastifyReply, error: unknown) {
+    if ((error as { modelNotFound?: boolean }).modelNotFound) {
+      return reply.status(404).send(openAiError((error as Error).message, 'invalid_request_error', 'model', 'model_not_found'));
+    }
+    throw error;
+  }
+
+  app.post<{ Body: ChatBody }>('/v1/chat/completions', { schema: { body: chatSchema } }, async (request, reply) => {
+    const arrived = performance.now();
+    const body = request.body;
+    const signal = clientSignal(reply);
+    let generate: GenerateOptions;
+    try {
+      generate = requestOptions(body, body.max_completion_tokens ?? options.maxTokens ?? SERVER_DEFAULTS.maxTokens, signal);
+    } catch (error) {
+      return modelNotFound(reply, error);
+    }
+    if (body.max_completion_tokens != null) generate.maxTokens = body.max_completion_tokens;
+    if (body.top_logprobs != null && !body.logprobs) {
+      return reply.status(400).send(openAiError('top_logprobs needs logprobs: true', 'invalid_request_error', 'top_logprobs', 'invalid_value'));
+    }
+    if (body.logprobs) {
+      generate.logprobs = true;
+      generate.topLogprobs = body.top_logprobs ?? 0;
+    }
+    const messages: ChatMessage[] = body.messages.map((m) => ({ role: m.role as ChatMessage['role'], content: messageText(m.content) }));
+    const prompt = model.tokenize(model.applyChatTemplate(messages), { addBos: false, special: true });
+    const n = body.n ?? 1;
+    const id = `chatcmpl-${crypto.randomUUID()}`;
+    const now = Math.floor(Date.now() / 1000);
+    if (!body.stream) {
+      const run = await serve(prompt, n, generate, signal, arrived);
+      return {
+        id,
+        object: 'chat.completion',
+        created: now,
+        model: modelId,
+        choices: run.results.map((result, index) => ({
+          index,
+          message: { role: 'assistant', content: result.text },
+          logprobs: result.logprobs ? { content: result.logprobs.map(chatLogprob), refusal: null } : null,
+          finish_reason: finishReason(result.stopReason),
+        })),
+        usage: usage(run),
+      };
+    }
+    const chunk = (index: number, delta: object, finish: string | null, logprobs: object | null = null) => ({
+      id,
+      object: 'chat.completion.chunk',
+      created: now,
+      model: modelId,
+      choices: [{ index, delta, logprobs, finish_reason: finish }],
+    });
+    return streamRun(reply, async (events) => {
+      const run = await serve(prompt, n, generate, signal, arrived, {
+        onStart: () => {
+          for (let i = 0; i < n; i++) events.send(chunk(i, { role: 'assistant', content: '' }, null));
+        },
+        onToken: (index, token) => {
+          if (token.text || token.logprobs) {
+            events.send(chunk(index, { content: token.text }, null, token.logprobs ? { content: [chatLogprob(token.logprobs)], refusal: null } : null));
+          }
+        },
+        onDone: (index, result) => events.send(chunk(index, {}, finishReason(result.stopReason))),
+      });
+      if (body.stream_options?.include_usage) {
+        events.send({ id, object: 'chat.completion.chunk', created: now, model: modelId, choices: [], usage: usage(run) });
+      }
+    });
+  });
+
+  app.post<{ Body: CompletionBody }>('/v1/completions', { schema: { body: completionSchema } }, async (request, reply) => {
+    const arrived = performance.now();
+    const body = request.body;
+    const signal = clientSignal(reply);
+    let generate: GenerateOptions;
+    try {
+      generate = requestOptions(body, options.maxTokens ?? SERVER_DEFAULTS.completionsMaxTokens, signal);
+    } catch (error) {
+      return modelNotFound(reply, error);
+    }
+    if (body.suffix) {
+      return reply.status(400).send(openAiError('suffix (fill-in-the-middle) is not supported', 'invalid_request_error', 'suffix', 'unsupported_value'));
+    }
+    if (body.logprobs != null) {
+      generate.logprobs = true;
+      generate.topLogprobs = body.logprobs;
+    }
+    const promptText = typeof body.prompt === 'string' ? body.prompt : typeof body.prompt[0] === 'string' ? (body.prompt[0] as string) : undefined;
+    const prompt = promptText === undefined ? (body.prompt as number[]) : model.tokenize(promptText, { addBos: true, special: true });
+    if (prompt.length === 0) {
+      return reply.status(400).send(openAiError('the prompt is empty', 'invalid_request_error', 'prompt', 'invalid_value'));
+    }
+    const echo = body.echo ? (promptText ?? model.detokenize(prompt, { skipSpecial: true })) : '';
+    const n = body.n ?? 1;
+    const id = `cmpl-${crypto.randomUUID()}`;
+    const now = Math.floor(Date.now() / 1000);
+    const choice = (index: number, text: string, logprobs: object | null, finish: string | null) => ({ index, text, logprobs, finish_reason: finish });
+    if (!body.stream) {
+      const run = await serve(prompt, n, generate, signal, arrived);
+      return {
+        id,
+        object: 'text_completion',
+        created: now,
+        model: modelId,
+        choices: run.results.map((result, index) =>
+          choice(index, echo + result.text, result.logprobs ? completionLogprobs(result.logprobs, echo.length) : null, finishReason(result.stopReason)),
+        ),
+        usage: usage(run),
+      };
+    }
+    const chunk = (choices: object[], extra: object = {}) => ({ id, object: 'text_completion', created: now, model: modelId, choices, ...extra });
+    return streamRun(reply, async (events) => {
+      const offsets = new Array<number>(n).fill(echo.length);
+      const run = await serve(prompt, n, generate, signal, arrived, {
+        onStart: () => {
+          if (echo) for (let i = 0; i < n; i++) events.send(chunk([choice(i, echo, null, null)]));
+        },
+        onToken: (index, token) => {
+          if (!token.text && !token.logprobs) return;
+          const logprobs = token.logprobs ? completionLogprobs([token.logprobs], offsets[index]) : null;
+          offsets[index] += token.logprobs ? token.logprobs.token.length : 0;
+          events.send(chunk([choice(index, token.text, logprobs, null)]));
+        },
+        onDone: (index, result) => events.send(chunk([choice(index, '', null, finishReason(result.stopReason))])),
+      });
+      if (body.stream_options?.include_usage) events.send(chunk([], { usage: usage(run) }));
+    });
   });
 
   return app;
 }
 
-/** Streams a generation as OpenAI's `chat.completion.chunk` server-sent events. */
-async function stream(
-  reply: FastifyReply,
-  generation: Generation,
-  meta: { id: string; model: string; includeUsage: boolean },
-): Promise<void> {
-  reply.hijack();
-  const raw = reply.raw;
-  raw.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-cache', connection: 'keep-alive' });
-  const created = Math.floor(Date.now() / 1000);
-  const chunk = (delta: object, finish: string | null, extra: object = {}) =>
-    `data: ${JSON.stringify({ id: meta.id, object: 'chat.completion.chunk', created, model: meta.model, choices: [{ index: 0, delta, logprobs: null, finish_reason: finish }], ...extra })}\n\n`;
-  raw.write(chunk({ role: 'assistant', content: '' }, null));
+/**
+ * Streams a run as server-sent events ending `data: [DONE]`. An error before the first event becomes a plain
+ * OpenAI error reply (429, 503, 400…); after it, an error event in the stream.
+ */
+async function streamRun(reply: FastifyReply, run: (events: ReturnType<typeof eventStream>) => Promise<void>): Promise<void> {
+  let events: ReturnType<typeof eventStream> | undefined;
+  const lazy = {
+    send(data: object | string) {
+      events ??= eventStream(reply);
+      events.send(data);
+    },
+    end() {
+      events?.end();
+    },
+  };
   try {
-    for await (const text of generation) if (text) raw.write(chunk({ content: text }, null));
-    const result = await generation.result;
-    raw.write(chunk({}, finishReason(result.stopReason)));
-    if (meta.includeUsage) {
-      raw.write(`data: ${JSON.stringify({ id: meta.id, object: 'chat.completion.chunk', created, model: meta.model, choices: [], usage: usage(result) })}\n\n`);
-    }
-    raw.write('data: [DONE]\n\n');
+    await run(lazy);
+    lazy.send('[DONE]');
   } catch (error) {
-    if (!raw.destroyed) {
-      const message = error instanceof Error ? error.message : String(error);
-      raw.write(`data: ${JSON.stringify(openAiError(message, 'server_error', null, error instanceof SeedinferError ? error.code : null))}\n\n`);
-    }
+    if (!events) throw error;
+    const message = error instanceof Error ? error.message : String(error);
+    events.send(openAiError(message, 'server_error', null, error instanceof SeedinferError ? error.code : null));
   } finally {
-    raw.end();
+    lazy.end();
   }
 }

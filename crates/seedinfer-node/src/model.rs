@@ -226,6 +226,17 @@ pub struct NativeModel {
     pub(crate) inner: Arc<Model>,
 }
 
+/// Decode steps batched across sessions: `steps / passes` is the mean batch size.
+#[napi(object)]
+pub struct NativeBatchStats {
+    /// Forward passes the batcher ran.
+    pub passes: f64,
+    /// Decode steps those passes computed.
+    pub steps: f64,
+    /// The largest batch.
+    pub largest: u32,
+}
+
 #[napi]
 impl NativeModel {
     #[napi]
@@ -304,6 +315,17 @@ impl NativeModel {
             prefix_hit_blocks: s.prefix_hit_blocks as f64,
             prefix_hit_tokens: s.prefix_hit_tokens as f64,
             evicted_blocks: s.evicted_blocks as f64,
+        }
+    }
+
+    /// The decode batcher's counts since load.
+    #[napi]
+    pub fn batch_stats(&self) -> NativeBatchStats {
+        let s = self.inner.batcher.stats();
+        NativeBatchStats {
+            passes: s.passes as f64,
+            steps: s.steps as f64,
+            largest: s.largest as u32,
         }
     }
 
