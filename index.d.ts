@@ -62,6 +62,13 @@ export interface LoadOptions {
    * model, about 4% of teacher-forced positions).
    */
   numerics?: 'seedinfer' | 'llamacpp';
+  /**
+   * Most tokens in one forward pass of concurrent generations. Generations running at the same time on a model
+   * share each pass: every decode step joins it, and a prompt arriving while others decode is fed in chunks of
+   * half this many tokens, so running streams wait at most one such pass per token. Smaller keeps streams
+   * smoother while a long prompt arrives; larger prefills it faster (README: Concurrent generations). Default 32.
+   */
+  maxBatchTokens?: number;
 }
 
 /**
@@ -120,6 +127,8 @@ export interface BatchStats {
   steps: number;
   /** The largest batch. */
   largest: number;
+  /** Prompt tokens fed through those passes: prompts that arrived while other generations were decoding. */
+  promptTokens: number;
 }
 
 export interface ModelInfo {

@@ -90,6 +90,7 @@ export class Model {
   static async load(pathOrId?: string, options: LoadOptions = {}): Promise<Model> {
     try {
       checkNumberOption('threads', options.threads, 1, 1024, true);
+      checkNumberOption('maxBatchTokens', options.maxBatchTokens, 2, 65_536, true);
       const source = await resolveModelSource(pathOrId, { cacheDir: options.cacheDir, onProgress: options.onProgress });
       // `weights` is validated by the binding (`WeightFormat`), which names the formats it takes.
       const weights = options.weights;
@@ -98,7 +99,7 @@ export class Model {
         throw new SeedinferError('INVALID_OPTION', `option numerics must be one of ${NUMERICS.join(', ')}, got ${JSON.stringify(numerics)}`);
       }
       const kvCache = kvCacheOptions(options.kvCache);
-      const inner = await native().loadModel(source, { threads: options.threads, weights, kvCache, numerics });
+      const inner = await native().loadModel(source, { threads: options.threads, weights, kvCache, numerics, maxBatchTokens: options.maxBatchTokens });
       return new Model(inner);
     } catch (error) {
       throw toSeedinferError(error);

@@ -4,9 +4,10 @@
 //! others with their logits. Sessions join and leave between passes. A batched step gives a session the bits it
 //! gets alone (`tests/batched_sessions.rs`, `tests/concurrent_generation.rs`).
 //!
-//! Prompt chunks could join too (`step` takes any number of tokens), but routing 256-token prefill chunks through
-//! it measured no aggregate gain and a 1.5x longer TTFT at 8 streams: decode steps then wait for whole chunks.
-//! That needs a per-step token budget first.
+//! Prompts join too, in chunks (chunked prefill): while other sessions decode, a session prefills through the
+//! batcher in chunks of [`Batcher::prefill_chunk`] tokens, and a pass takes every waiting decode step plus prompt
+//! chunks, oldest first, while its tokens fit in `max_batch_tokens` (at least one chunk). Running streams then wait at most one such pass per token
+//! instead of sharing the thread pool with a whole prompt's forward pass (which measured stalls of up to seconds).
 //!
 //! Flat combining: the waiting threads are blocked inside [`Batcher::step`] while the leader works on their caches
 //! and logits through the pointers they handed over, so no two threads touch one session's data at once.
@@ -26,6 +27,8 @@ const GATHER_WINDOW: Duration = Duration::from_micros(500);
 /// `cache.len()..` of its cache, and where the logits after the last of them go.
 struct Request {
     id: u64,
+    /// A generating session's decode step (the gather window waits for these), not a prompt chunk.
+    decode: bool,
     tokens: *const [u32],
     cache: *mut PagedKv,
     logits: *mut Vec<f32>,
@@ -57,12 +60,23 @@ pub struct BatchStats {
     pub steps: u64,
     /// The largest batch.
     pub largest: usize,
+    /// Prompt tokens they computed (chunked prefill next to decode steps).
+    pub prompt_tokens: u64,
 }
 
-#[derive(Default)]
+/// Tokens one batched pass takes when none is configured.
+pub const DEFAULT_MAX_BATCH_TOKENS: usize = 32;
+
 pub struct Batcher {
     state: Mutex<State>,
     changed: Condvar,
+    max_batch_tokens: usize,
+}
+
+impl Default for Batcher {
+    fn default() -> Self {
+        Self::new(DEFAULT_MAX_BATCH_TOKENS)
+    }
 }
 
 /// Registration of a session's decode loop (see [`Batcher::generating`]); ends when dropped.
@@ -78,6 +92,25 @@ impl Drop for Generating<'_> {
 }
 
 impl Batcher {
+    /// A batcher whose passes take at most `max_batch_tokens` tokens (at least one request).
+    pub fn new(max_batch_tokens: usize) -> Self {
+        Self {
+            state: Mutex::default(),
+            changed: Condvar::new(),
+            max_batch_tokens: max_batch_tokens.max(2),
+        }
+    }
+
+    /// Tokens of a prompt chunk fed through the batcher: half a pass, leaving room for decode steps.
+    pub fn prefill_chunk(&self) -> usize {
+        self.max_batch_tokens / 2
+    }
+
+    /// Whether sessions are decoding now (a prompt then prefills through the batcher, in chunks).
+    pub(crate) fn others_decoding(&self) -> bool {
+        self.lock().generating > 0
+    }
+
     fn lock(&self) -> MutexGuard<'_, State> {
         // A panic while holding the lock leaves the state consistent (every change is a single step).
         self.state.lock().unwrap_or_else(|p| p.into_inner())
@@ -100,6 +133,7 @@ impl Batcher {
     pub(crate) fn step(
         &self,
         model: &Model,
+        decode: bool,
         tokens: &[u32],
         cache: &mut PagedKv,
         scratch: &mut Scratch,
@@ -110,6 +144,7 @@ impl Batcher {
         state.next_id += 1;
         state.queue.push(Request {
             id,
+            decode,
             tokens,
             cache,
             logits,
@@ -125,7 +160,7 @@ impl Batcher {
             }
             state.leading = true;
             let deadline = Instant::now() + GATHER_WINDOW;
-            while state.queue.len() < state.generating {
+            while state.queue.iter().filter(|r| r.decode).count() < state.generating {
                 let now = Instant::now();
                 if now >= deadline {
                     break;
@@ -136,13 +171,18 @@ impl Batcher {
                     .unwrap_or_else(|p| p.into_inner())
                     .0;
             }
-            let batch = std::mem::take(&mut state.queue);
+            let batch = take_batch(&mut state.queue, self.max_batch_tokens);
             drop(state);
             let ok = run(model, &batch, scratch);
             state = self.lock();
             state.leading = false;
             state.stats.passes += 1;
-            state.stats.steps += batch.len() as u64;
+            state.stats.steps += batch.iter().filter(|r| r.decode).count() as u64;
+            state.stats.prompt_tokens += batch
+                .iter()
+                .filter(|r| !r.decode)
+                .map(|r| r.tokens.len() as u64)
+                .sum::<u64>();
             state.stats.largest = state.stats.largest.max(batch.len());
             for r in &batch {
                 state.finished.insert(r.id, ok);
@@ -150,6 +190,32 @@ impl Batcher {
             self.changed.notify_all();
         }
     }
+}
+
+/// The next pass, removed from `queue`: every decode step (one token each: a running stream never waits behind a
+/// prompt), then prompt chunks oldest first while the pass stays within `budget` tokens (at least one chunk, so
+/// prompts progress however many streams decode).
+fn take_batch(queue: &mut Vec<Request>, budget: usize) -> Vec<Request> {
+    let mut total = queue.iter().filter(|r| r.decode).count();
+    let mut batch = Vec::with_capacity(queue.len());
+    let mut rest = Vec::new();
+    let mut chunks = 0;
+    for r in queue.drain(..) {
+        if r.decode {
+            batch.push(r);
+            continue;
+        }
+        let len = r.tokens.len();
+        if rest.is_empty() && (chunks == 0 || total + len <= budget) {
+            total += len;
+            chunks += 1;
+            batch.push(r);
+        } else {
+            rest.push(r);
+        }
+    }
+    *queue = rest;
+    batch
 }
 
 /// One forward pass over `batch`, each request's logits written to it; `false` if it panicked.

@@ -21,6 +21,9 @@ pub struct LoadOptions {
     pub kv_cache: KvCacheOptions,
     /// Whose arithmetic the forward pass follows.
     pub numerics: Numerics,
+    /// Most tokens in one batched pass of concurrent sessions (decode steps plus prompt chunks); `None` uses
+    /// [`crate::batcher::DEFAULT_MAX_BATCH_TOKENS`].
+    pub max_batch_tokens: Option<usize>,
 }
 
 /// Whose arithmetic the forward pass follows.
@@ -252,7 +255,11 @@ impl Model {
             info,
             kv_pool,
             numerics: options.numerics,
-            batcher: Default::default(),
+            batcher: crate::batcher::Batcher::new(
+                options
+                    .max_batch_tokens
+                    .unwrap_or(crate::batcher::DEFAULT_MAX_BATCH_TOKENS),
+            ),
             pool,
         })
     }

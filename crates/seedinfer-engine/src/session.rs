@@ -313,13 +313,37 @@ impl Session {
             layer_tokens: vec![0; layers],
             ..Default::default()
         };
-        for chunk in tokens.chunks(model.prefill_chunk(PREFILL_CHUNK)) {
+        // A prompt (logits of its last position only) fed while other sessions decode goes through the batcher in
+        // small chunks, so the running streams keep their pace (`crate::batcher`); otherwise it runs alone.
+        let may_share = model.numerics == Numerics::Seedinfer && logits_for == LogitsFor::Last;
+        let mut fed = 0;
+        while fed < tokens.len() {
             if abort.load(Ordering::Relaxed) {
                 completed = false;
                 break;
             }
+            let shared = may_share && model.batcher.others_decoding();
+            let size = if shared {
+                model.batcher.prefill_chunk()
+            } else {
+                model.prefill_chunk(PREFILL_CHUNK)
+            };
+            let chunk = &tokens[fed..(fed + size).min(tokens.len())];
             let (cache, scratch) = (&mut self.cache, &mut self.scratch);
-            model.install(|| model.forward(chunk, cache, scratch, &mut logits, logits_for));
+            if shared {
+                if !model
+                    .batcher
+                    .step(&model, false, chunk, cache, scratch, &mut logits)
+                {
+                    self.cache.truncate(self.tokens.len());
+                    return Err(EngineError::Internal(
+                        "a batched prefill step panicked".into(),
+                    ));
+                }
+            } else {
+                model.install(|| model.forward(chunk, cache, scratch, &mut logits, logits_for));
+            }
+            fed += chunk.len();
             self.tokens.extend_from_slice(chunk);
             self.pending = None;
             report
@@ -376,6 +400,7 @@ impl Session {
         let mut logits = self.last_logits.take().unwrap_or_default();
         if !model.batcher.step(
             &model,
+            true,
             &[token],
             &mut self.cache,
             &mut self.scratch,

@@ -1,7 +1,8 @@
 //! Sessions generating at the same time on one model batch their decode steps (`batcher.rs`): eight sessions on
-//! eight threads — different prompts and lengths, greedy and seeded sampling, repetition/presence/frequency penalties,
-//! log-probabilities, one aborted mid-way, one joining late — each produce exactly the tokens they produce alone, the passes really held several
-//! sessions, and every KV block returns.
+//! eight threads — different prompts and lengths, greedy and seeded sampling, repetition/presence/frequency
+//! penalties, log-probabilities, one aborted mid-way, one joining late (its prompt fed in chunks next to the others'
+//! decode steps) — each produce exactly the tokens they produce alone, the passes really held several sessions,
+//! and every KV block returns.
 
 use seedinfer_engine::{
     GenerateParams, LoadOptions, Model, SamplingParams, Session, StopReason, TokenLogprobs,
@@ -89,6 +90,8 @@ fn run(model: &Arc<Model>, r: &Request) -> (Vec<u32>, StopReason, Vec<TokenLogpr
 fn concurrent_sessions_batch_and_each_gets_its_tokens_alone() {
     let options = LoadOptions {
         threads: Some(2),
+        // Prompts that arrive while others decode are fed in chunks of 8 tokens next to the decode steps.
+        max_batch_tokens: Some(16),
         ..Default::default()
     };
     let model = Arc::new(Model::load(&common::stories_dir(), &options).expect("loads"));
@@ -96,6 +99,9 @@ fn concurrent_sessions_batch_and_each_gets_its_tokens_alone() {
     let alone: Vec<_> = requests.iter().map(|r| run(&model, r)).collect();
     assert_eq!(model.batcher.stats().largest, 1, "one at a time, no batch");
 
+    // The runs alone left their prompts' blocks in the prefix cache: drop them, so every prompt is computed again.
+    model.kv_pool.clear_prefix_cache();
+    let before = model.batcher.stats();
     let early = requests.iter().filter(|r| !r.late).count();
     let start = Arc::new(Barrier::new(early));
     let together: Vec<_> = std::thread::scope(|scope| {
@@ -105,7 +111,10 @@ fn concurrent_sessions_batch_and_each_gets_its_tokens_alone() {
                 let (model, start) = (Arc::clone(&model), Arc::clone(&start));
                 scope.spawn(move || {
                     if r.late {
-                        std::thread::sleep(std::time::Duration::from_millis(20));
+                        // Join once the others decode (a few batched steps each).
+                        while model.batcher.stats().steps < before.steps + 24 {
+                            std::thread::sleep(std::time::Duration::from_micros(200));
+                        }
                     } else {
                         start.wait();
                     }
@@ -129,6 +138,12 @@ fn concurrent_sessions_batch_and_each_gets_its_tokens_alone() {
     assert!(
         stats.largest > 1 && stats.steps > stats.passes,
         "the concurrent sessions shared passes: {stats:?}"
+    );
+    let late = &requests[7];
+    assert!(
+        stats.prompt_tokens - before.prompt_tokens >= late.prompt.len() as u64
+            && late.prompt.len() > 16,
+        "the late request's prompt went through the batcher in chunks: {stats:?}"
     );
     let pool = model.kv_pool.stats();
     assert_eq!(

@@ -21,6 +21,8 @@ pub struct NativeLoadOptions {
     pub kv_cache: Option<NativeKvCacheOptions>,
     /// `seedinfer` (default) or `llamacpp`: whose order of arithmetic the forward pass follows.
     pub numerics: Option<String>,
+    /// Most tokens in one batched pass of concurrent generations (checked in TypeScript: 2 or more).
+    pub max_batch_tokens: Option<u32>,
 }
 
 /// The model's KV-cache pool.
@@ -217,6 +219,7 @@ pub fn load_model(
             weights,
             kv_cache: kv_cache_options(options.kv_cache)?,
             numerics,
+            max_batch_tokens: options.max_batch_tokens.map(|t| t as usize),
         },
     })))
 }
@@ -235,6 +238,8 @@ pub struct NativeBatchStats {
     pub steps: f64,
     /// The largest batch.
     pub largest: u32,
+    /// Prompt tokens fed through those passes (chunked prefill next to decode steps).
+    pub prompt_tokens: f64,
 }
 
 #[napi]
@@ -326,6 +331,7 @@ impl NativeModel {
             passes: s.passes as f64,
             steps: s.steps as f64,
             largest: s.largest as u32,
+            prompt_tokens: s.prompt_tokens as f64,
         }
     }
 
