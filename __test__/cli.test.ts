@@ -190,7 +190,7 @@ test('chat with the default model answers "Paris" (downloads the default model o
 });
 
 storiesTest('serve: answers /v1/completions, and on SIGTERM finishes the request in flight and exits 0', async (t) => {
-  const child = spawn(process.execPath, ['--import', 'tsx', cliSource, 'serve', storiesDir, '--port', '0', '--model-id', 'stories', '--parallel', '2'], {
+  const child = spawn(process.execPath, ['--import', 'tsx', cliSource, 'serve', storiesDir, '--port', '0', '--model-id', 'stories', '--parallel', '2', '--max-batch-tokens', '16'], {
     cwd: repoRoot,
     stdio: ['ignore', 'pipe', 'pipe'],
   });

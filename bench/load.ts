@@ -4,6 +4,7 @@
 // error counts as a failure.
 //
 //   npm run bench:load -- [--clients 32] [--requests 200] [--max-tokens 24] [--parallel 8] [--max-queue 16]
+//                         [--max-batch-tokens 32]
 //
 // Reports p50/p99 time to first token (streamed requests: request sent to first content chunk, queueing
 // included), p50/p99 request latency, aggregate generated tokens/s over the whole run, the 429s, and whether
@@ -168,7 +169,8 @@ if (process.argv[1] === fileURLToPath(import.meta.url)) {
   };
   const os = await import('node:os');
   const { Model, ensureDefaultModel } = await import('../src/index.js');
-  const model = await Model.load(await ensureDefaultModel(), { threads: Math.min(2, os.availableParallelism()) });
+  const maxBatchTokens = option('max-batch-tokens', 0) || undefined;
+  const model = await Model.load(await ensureDefaultModel(), { threads: Math.min(2, os.availableParallelism()), maxBatchTokens });
   const report = await runLoad(model, {
     clients: option('clients', 32),
     requests: option('requests', 200),

@@ -69,6 +69,7 @@ interface ModelOptions {
   kvBlockSize?: number;
   kvBudgetMib?: number;
   numerics?: 'seedinfer' | 'llamacpp';
+  maxBatchTokens?: number;
 }
 
 interface SamplingOptions extends ModelOptions {
@@ -95,6 +96,7 @@ function addModelOptions(command: Command, positionalModel = false): Command {
     .option('--kv-block-size <n>', 'positions per KV-cache block, a multiple of 8 (default: 32)', intParser(8, 1024))
     .option('--kv-budget-mib <n>', 'KV-cache byte budget in MiB (default: the larger of 1 GiB and two full contexts)', intParser(1))
     .option('--cache-dir <dir>', 'download cache (default: $SEEDINFER_CACHE or ~/.cache/seedinfer)')
+    .option('--max-batch-tokens <n>', 'most tokens in one pass of concurrent generations; prompts join in chunks of half (default: 32)', intParser(2, 65536))
     .addOption(
       new Option('--numerics <whose>', "whose order of arithmetic: seedinfer's kernels or llama.cpp's, bit for bit (Q4_1 GGUF, slower)")
         .choices(['seedinfer', 'llamacpp'])
@@ -144,6 +146,7 @@ async function loadModel(pathOrId: string | undefined, options: ModelOptions): P
       cacheDir: options.cacheDir,
       onProgress: progress,
       numerics: options.numerics,
+      maxBatchTokens: options.maxBatchTokens,
     });
   } finally {
     progress.finish();
