@@ -625,4 +625,4 @@ export interface ServerOptions {
  * await app.listen({ host: '127.0.0.1', port: 8080 });
  * ```
  */
-export declare function createServer(model: Model, options?: ServerOptions): import('fastify').FastifyInstance;
+export declare function createServer(model: Model | Promise<Model>, options?: ServerOptions): import('fastify').FastifyInstance;

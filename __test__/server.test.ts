@@ -4,7 +4,7 @@
 import test from 'ava';
 import OpenAI from 'openai';
 import type { AddressInfo } from 'node:net';
-import { Model, createServer, ensureDefaultModel } from '../src/index.js';
+import { Model, SeedinferError, createServer, ensureDefaultModel } from '../src/index.js';
 
 const MODEL_ID = 'smollm2';
 
@@ -285,4 +285,44 @@ test('GET /metrics: Prometheus text with requests, tokens, batching, KV blocks a
   t.true(value('seedinfer_time_to_first_token_seconds_count') >= 3);
   t.true(value('seedinfer_kv_blocks_capacity') > 0);
   t.false(Number.isNaN(value('seedinfer_queue_depth')));
+});
+
+test('given a model still loading, the server answers 503 with Retry-After (health: loading), then serves; a failed load stays 503', async (t) => {
+  const { model } = await serverPromise;
+  let resolve!: (m: typeof model) => void;
+  const app = createServer(new Promise((r) => (resolve = r)), { modelId: MODEL_ID });
+  try {
+    const health = await app.inject({ method: 'GET', url: '/health' });
+    t.is(health.statusCode, 503);
+    t.deepEqual(health.json(), { status: 'loading' });
+    const models = await app.inject({ method: 'GET', url: '/v1/models' });
+    t.is(models.statusCode, 503);
+    t.is(models.headers['retry-after'], '1');
+    t.like(models.json(), { error: { code: 'MODEL_LOADING', type: 'server_error' } });
+    resolve(model);
+    await new Promise((r) => setImmediate(r));
+    t.is((await app.inject({ method: 'GET', url: '/health' })).statusCode, 200);
+    t.is((await app.inject({ method: 'GET', url: '/v1/models' })).json<{ data: { id: string }[] }>().data[0].id, MODEL_ID);
+  } finally {
+    await app.close();
+  }
+  const failed = createServer(Promise.reject(new SeedinferError('MODEL_NOT_FOUND', 'no such file')), { modelId: MODEL_ID });
+  try {
+    await new Promise((r) => setImmediate(r));
+    t.like((await failed.inject({ method: 'GET', url: '/health' })).json(), { status: 'failed', code: 'MODEL_NOT_FOUND' });
+    t.like((await failed.inject({ method: 'POST', url: '/v1/completions', payload: { model: MODEL_ID, prompt: 'x' } })).json(), {
+      error: { code: 'MODEL_LOAD_FAILED' },
+    });
+  } finally {
+    await failed.close();
+  }
+});
+
+test('usage.prompt_tokens_details.cached_tokens counts a prompt prefix reused from the prefix cache', async (t) => {
+  const { client } = await serverPromise;
+  const system = 'You are a meticulous assistant. Answer in one short sentence, and never add anything else. '.repeat(3);
+  const ask = (q: string) => client.chat.completions.create({ model: MODEL_ID, messages: [{ role: 'system', content: system }, { role: 'user', content: q }], temperature: 0, max_tokens: 4 });
+  await ask('What is the capital of France?');
+  const again = await ask('What is the capital of Spain?');
+  t.true((again.usage?.prompt_tokens_details?.cached_tokens ?? 0) >= 32, JSON.stringify(again.usage));
 });

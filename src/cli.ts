@@ -465,9 +465,11 @@ interface ServeCommandOptions extends ModelOptions {
 
 /** `seedinfer serve`: the OpenAI-compatible server (src/server.ts) until SIGINT/SIGTERM. */
 async function runServe(modelArg: string | undefined, options: ServeCommandOptions): Promise<number> {
-  const model = await loadModel(modelArg ?? options.model, options);
+  // Listen while the model loads: /health and /v1/* answer 503 until it is ready.
+  const loading = loadModel(modelArg ?? options.model, options);
+  loading.catch(() => {}); // awaited below
   const apiKey = options.apiKey ?? process.env.SEEDINFER_API_KEY;
-  const app = createServer(model, {
+  const app = createServer(loading, {
     modelId: options.modelId,
     contextSize: options.contextSize,
     apiKey,
@@ -476,6 +478,21 @@ async function runServe(modelArg: string | undefined, options: ServeCommandOptio
     maxTokens: options.maxTokens,
   });
   const address = await app.listen({ host: options.host, port: options.port });
+  process.stderr.write(`seedinfer: listening on ${address} (503 until the model is loaded)\n`);
+  let model: Model;
+  try {
+    model = await loading;
+  } catch (error) {
+    await app.close();
+    throw error;
+  }
+  // The server took the model in a callback that ran before this line; it may still refuse it (e.g. a
+  // --context-size beyond the model's), which its health reports.
+  const health = (await app.inject({ method: 'GET', url: '/health' })).json<{ status: string; error?: string; code?: string }>();
+  if (health.status !== 'ok') {
+    await app.close();
+    throw new SeedinferError(health.code ?? 'INVALID_OPTION', health.error ?? 'the server could not start');
+  }
   process.stderr.write(`seedinfer: serving ${model.info.path} as '${servedModelId(model, options)}' on ${address}/v1\n`);
   await new Promise<void>((resolve) => {
     const stop = () => resolve();

@@ -7,7 +7,7 @@
 import crypto from 'node:crypto';
 import Fastify, { type FastifyError, type FastifyInstance, type FastifyReply } from 'fastify';
 import type { ChatMessage, GenerateOptions, GeneratedToken, GenerationResult, Model, ServerOptions, TokenLogprobs } from '../index.js';
-import { SeedinferError, checkNumberOption } from './errors.js';
+import { SeedinferError, checkNumberOption, toSeedinferError } from './errors.js';
 import { Admission } from './server/admission.js';
 import { runChoices, type ChoicesRun } from './server/choices.js';
 import { createMetrics } from './server/metrics.js';
@@ -195,23 +195,42 @@ function eventStream(reply: FastifyReply) {
   };
 }
 
-/** A Fastify instance serving `model` (not listening yet: call `listen`, or mount it with `inject` in tests). */
-export function createServer(model: Model, options: ServerOptions = {}): FastifyInstance {
+/**
+ * A Fastify instance serving `source` (not listening yet: call `listen`, or mount it with `inject` in tests). Given
+ * a promise of a model, it can listen while the model loads: `/health` and `/v1/*` answer 503 until it is ready.
+ */
+export function createServer(source: Model | Promise<Model>, options: ServerOptions = {}): FastifyInstance {
   checkNumberOption('maxConcurrentSequences', options.maxConcurrentSequences, 1, 4096, true);
   checkNumberOption('maxQueuedRequests', options.maxQueuedRequests, 0, 1_000_000, true);
-  checkNumberOption('contextSize', options.contextSize, 1, model.info.contextLength, true);
   checkNumberOption('maxTokens', options.maxTokens, 1, 10_000_000, true);
-  const modelId = servedModelId(model, options);
   const created = Math.floor(Date.now() / 1000);
   const app = Fastify({ bodyLimit: options.bodyLimit ?? SERVER_DEFAULTS.bodyLimit });
-  const cache = model.cacheStats();
   const admission = new Admission(
     options.maxConcurrentSequences ?? SERVER_DEFAULTS.maxConcurrentSequences,
     options.maxQueuedRequests ?? SERVER_DEFAULTS.maxQueuedRequests,
-    Math.floor(cache.budgetBytes / cache.blockBytes),
   );
-  const metrics = createMetrics(model, admission);
-  const contextSize = options.contextSize ?? Math.min(model.info.contextLength, 4096);
+  // Set once the model is ready; `/v1/*` requests reach the handlers only after that (the onRequest hook below).
+  let model!: Model;
+  let modelId!: string;
+  let contextSize!: number;
+  let blockSize!: number;
+  let load: { state: 'loading' } | { state: 'ready' } | { state: 'failed'; error: SeedinferError } = { state: 'loading' };
+  const metrics = createMetrics(() => (load.state === 'ready' ? model : undefined), admission);
+  const ready = (loaded: Model) => {
+    checkNumberOption('contextSize', options.contextSize, 1, loaded.info.contextLength, true);
+    const cache = loaded.cacheStats();
+    model = loaded;
+    modelId = servedModelId(loaded, options);
+    contextSize = options.contextSize ?? Math.min(loaded.info.contextLength, 4096);
+    blockSize = cache.blockSize;
+    admission.setCapacity(Math.floor(cache.budgetBytes / cache.blockBytes));
+    load = { state: 'ready' };
+  };
+  if (source instanceof Promise) {
+    source.then(ready).catch((error: unknown) => (load = { state: 'failed', error: toSeedinferError(error) }));
+  } else {
+    ready(source);
+  }
 
   app.setErrorHandler((error: FastifyError, _request, reply) => {
     if (error.validation) {
@@ -222,7 +241,7 @@ export function createServer(model: Model, options: ServerOptions = {}): Fastify
     if (error.statusCode === 413) return reply.status(413).send(openAiError(error.message, 'invalid_request_error', null, 'body_too_large'));
     if (error instanceof SeedinferError) {
       const { status, type } = errorStatus(error.code);
-      if (status === 429) reply.header('retry-after', String(SERVER_DEFAULTS.retryAfterSeconds));
+      if (status === 429 || status === 503) reply.header('retry-after', String(SERVER_DEFAULTS.retryAfterSeconds));
       return reply.status(status).send(openAiError(error.message, type, null, error.code));
     }
     const status = error.statusCode && error.statusCode >= 400 ? error.statusCode : 500;
@@ -241,6 +260,12 @@ export function createServer(model: Model, options: ServerOptions = {}): Fastify
     if (admission.isClosed) reply.header('connection', 'close');
   });
   app.addHook('preClose', async () => admission.close());
+  app.addHook('onRequest', async (request, reply) => {
+    if (!request.url.startsWith('/v1/') || load.state === 'ready') return;
+    reply.header('retry-after', String(SERVER_DEFAULTS.retryAfterSeconds));
+    const message = load.state === 'loading' ? 'the model is loading; retry shortly' : `the model failed to load: ${load.error.message}`;
+    return reply.status(503).send(openAiError(message, 'server_error', null, load.state === 'loading' ? 'MODEL_LOADING' : 'MODEL_LOAD_FAILED'));
+  });
 
   if (options.apiKey !== undefined) {
     const expected = Buffer.from(`Bearer ${options.apiKey}`);
@@ -253,9 +278,12 @@ export function createServer(model: Model, options: ServerOptions = {}): Fastify
     });
   }
 
-  app.get('/health', async (_request, reply) =>
-    admission.isClosed ? reply.status(503).send({ status: 'shutting_down' }) : { status: 'ok', running: admission.active, queued: admission.queued },
-  );
+  app.get('/health', async (_request, reply) => {
+    if (admission.isClosed) return reply.status(503).send({ status: 'shutting_down' });
+    if (load.state === 'loading') return reply.status(503).send({ status: 'loading' });
+    if (load.state === 'failed') return reply.status(503).send({ status: 'failed', error: load.error.message, code: load.error.code });
+    return { status: 'ok', running: admission.active, queued: admission.queued };
+  });
 
   app.get('/metrics', async (_request, reply) => reply.type(metrics.registry.contentType).send(await metrics.registry.metrics()));
 
@@ -299,7 +327,6 @@ export function createServer(model: Model, options: ServerOptions = {}): Fastify
       onDone?: (index: number, result: GenerationResult) => void;
     } = {},
   ): Promise<ChoicesRun> {
-    const { blockSize } = cache;
     const newTokens = Math.max(1, Math.min(generate.maxTokens ?? 1, contextSize - prompt.length));
     const blocks = Math.ceil(prompt.length / blockSize) + n * (Math.ceil(newTokens / blockSize) + 1);
     const release = await admission.acquire({ sequences: n, blocks }, signal);

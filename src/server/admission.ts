@@ -23,9 +23,18 @@ export class Admission {
   constructor(
     readonly maxSequences: number,
     readonly maxQueued: number,
-    /** KV blocks the pool's budget holds. */
-    readonly capacityBlocks: number,
+    /** KV blocks the pool's budget holds (0 until the model is known: `setCapacity`). */
+    private capacity = 0,
   ) {}
+
+  get capacityBlocks(): number {
+    return this.capacity;
+  }
+
+  setCapacity(blocks: number): void {
+    this.capacity = blocks;
+    this.drain();
+  }
 
   /** Sequences generating now. */
   get active(): number {
@@ -47,10 +56,10 @@ export class Admission {
     if (claim.sequences > this.maxSequences) {
       throw new SeedinferError('INVALID_OPTION', `n is ${claim.sequences}; this server runs at most ${this.maxSequences} sequences at once`);
     }
-    if (claim.blocks > this.capacityBlocks) {
+    if (claim.blocks > this.capacity) {
       throw new SeedinferError(
         'KV_BUDGET_EXCEEDED',
-        `the request may need ${claim.blocks} KV blocks and the cache budget holds ${this.capacityBlocks}: shorten the prompt or max_tokens, or raise the budget`,
+        `the request may need ${claim.blocks} KV blocks and the cache budget holds ${this.capacity}: shorten the prompt or max_tokens, or raise the budget`,
       );
     }
     if (this.queue.length === 0 && this.fits(claim)) return this.take(claim);
@@ -85,7 +94,7 @@ export class Admission {
   }
 
   private fits(claim: Claim): boolean {
-    return this.running + claim.sequences <= this.maxSequences && this.reservedBlocks + claim.blocks <= this.capacityBlocks;
+    return this.running + claim.sequences <= this.maxSequences && this.reservedBlocks + claim.blocks <= this.capacity;
   }
 
   private take(claim: Claim): () => void {

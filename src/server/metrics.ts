@@ -12,7 +12,8 @@ export interface ServerMetrics {
   observe(result: GenerationResult, usage: { promptTokens: number; cachedTokens: number; ttftSeconds: number | undefined }): void;
 }
 
-export function createMetrics(model: Model, admission: Admission): ServerMetrics {
+/** `model()` is the served model, or undefined while it loads. */
+export function createMetrics(model: () => Model | undefined, admission: Admission): ServerMetrics {
   const registry = new Registry();
   const registers = [registry];
   const requests = new Counter({
@@ -49,7 +50,8 @@ export function createMetrics(model: Model, admission: Admission): ServerMetrics
     help: 'KV-cache blocks allocated (sessions and prefix cache)',
     registers,
     collect() {
-      this.set(model.cacheStats().blocksUsed);
+      const m = model();
+      if (m) this.set(m.cacheStats().blocksUsed);
     },
   });
   new Gauge({
@@ -67,7 +69,7 @@ export function createMetrics(model: Model, admission: Admission): ServerMetrics
     help: 'Batched decode forward passes (steps / passes = mean batch size)',
     registers,
     collect() {
-      const now = model.batchStats().passes;
+      const now = model()?.batchStats().passes ?? seen.passes;
       this.inc(Math.max(0, now - seen.passes));
       seen.passes = now;
     },
@@ -77,7 +79,7 @@ export function createMetrics(model: Model, admission: Admission): ServerMetrics
     help: 'Decode steps computed by batched passes',
     registers,
     collect() {
-      const now = model.batchStats().steps;
+      const now = model()?.batchStats().steps ?? seen.steps;
       this.inc(Math.max(0, now - seen.steps));
       seen.steps = now;
     },
