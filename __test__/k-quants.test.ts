@@ -1,6 +1,7 @@
-// K-quant weights (Q4_K, Q5_K, Q6_K) used as stored: random-weight K-quant copies of the default model (its
-// ffn_down rows, 1536 wide, are whole 256-element super-blocks; the 576-wide matrices take llama.cpp's
-// fallbacks) load, say which kernels run, and give the logits of the same weights dequantised to f32.
+// K-quant (Q4_K, Q5_K, Q6_K) and IQ4_NL weights used as stored: random-weight copies of the default model (its
+// ffn_down rows, 1536 wide, are whole 256-element super-blocks; the 576-wide matrices take llama.cpp's K-quant
+// fallbacks; IQ4_NL's 32-element blocks fit every matrix) load, say which kernels run, and give the logits of the
+// same weights dequantised to f32.
 import test from 'ava';
 import fs from 'node:fs';
 import path from 'node:path';
@@ -28,6 +29,7 @@ const cases = [
   { format: 'q4_k', kQuant: 'Q4_K', fallback: 'Q5_0' },
   { format: 'q5_k', kQuant: 'Q5_K', fallback: 'Q5_1' },
   { format: 'q6_k', kQuant: 'Q6_K', fallback: 'Q8_0' },
+  { format: 'iq4_nl', kQuant: 'IQ4_NL', fallback: undefined },
 ] as const;
 
 for (const { format, kQuant, fallback } of cases) {
@@ -36,8 +38,13 @@ for (const { format, kQuant, fallback } of cases) {
     await tools.writeSyntheticModel(await ensureDefaultModel(), file, format, 5);
     const model = await Model.load(file, { threads: 2 });
     const { info } = model;
-    t.deepEqual(info.fileTensorFormats, { F32: 61, [kQuant]: 30, [fallback]: 181 });
-    t.deepEqual(info.computeFormat.split(', ').sort(), [`${fallback} x int8 ×181`, `${kQuant} x int8 ×30`].sort());
+    if (fallback) {
+      t.deepEqual(info.fileTensorFormats, { F32: 61, [kQuant]: 30, [fallback]: 181 });
+      t.deepEqual(info.computeFormat.split(', ').sort(), [`${fallback} x int8 ×181`, `${kQuant} x int8 ×30`].sort());
+    } else {
+      t.deepEqual(info.fileTensorFormats, { F32: 61, [kQuant]: 211 });
+      t.is(info.computeFormat, `${kQuant} x int8 ×211`);
+    }
     t.regex(info.kernelIsa, new RegExp(`${kQuant} x int8: (avx2|scalar)`));
     t.deepEqual(info.weightFallbacks, []);
 

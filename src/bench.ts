@@ -52,6 +52,7 @@ export const KERNEL_FORMATS: readonly KernelFormat[] = [
   'q4_k',
   'q5_k',
   'q6_k',
+  'iq4_nl',
 ];
 
 /** Streaming read bandwidth and f32 / int8 compute peaks with `threads` threads, measured for about `seconds` each. */

@@ -7,7 +7,7 @@
 
 use std::path::Path;
 
-use crate::blocks::{quantize_row, K_QUANT_TYPES, QK_K};
+use crate::blocks::{quantize_row, READ_ONLY_TYPES};
 use crate::error::{FormatError, Result};
 use crate::gguf::{GgufFile, GgufValue, GgufWriter};
 use crate::tensor_type::TensorType;
@@ -31,6 +31,7 @@ pub fn llama_file_type(matrix_type: TensorType) -> u32 {
         TensorType::Q4_K => 14,
         TensorType::Q5_K => 16,
         TensorType::Q6_K => 18,
+        TensorType::IQ4_NL => 25,
         // llama.cpp has no file type for seedinfer's own formats: LLAMA_FTYPE_GUESSED.
         TensorType::SeedLm4 | TensorType::SeedLm3 | TensorType::Q3Rtn => 1024,
     }
@@ -83,14 +84,15 @@ fn tensor_type_for(shape: &[usize], matrix_type: TensorType) -> TensorType {
         .unwrap_or(TensorType::F32)
 }
 
-/// Appends `count` random K-quant super-blocks of `tensor_type`: random weight bits and sub-block scales, and
-/// super-block scales that give the weights a spread near [`WEIGHT_STD`] around zero. (seedinfer has no K-quant
-/// quantiser yet; the values of a synthetic model do not matter, only their shape and scale.)
-/// [`random_super_blocks`] drawn from `seed`: K-quant rows for benchmarks and tests.
+/// [`random_super_blocks`] drawn from `seed`: rows of a type seedinfer does not write (K-quants, IQ4_NL) for
+/// benchmarks and tests.
 pub fn random_k_quant_blocks(tensor_type: TensorType, count: usize, seed: u64, out: &mut Vec<u8>) {
     random_super_blocks(tensor_type, count, &mut Rng(seed), out)
 }
 
+/// Appends `count` random blocks of a type in [`READ_ONLY_TYPES`]: random weight bits and sub-block scales, and
+/// block scales that give the weights a spread near [`WEIGHT_STD`] around zero. (seedinfer has no quantiser for
+/// these yet; the values of a synthetic model do not matter, only their shape and scale.)
 fn random_super_blocks(tensor_type: TensorType, count: usize, rng: &mut Rng, out: &mut Vec<u8>) {
     let size = tensor_type.block_bytes();
     // Weights d * sc * q - dmin * m with sc, m uniform in 0..64 and q in 0..16 (Q4_K) or 0..32 (Q5_K):
@@ -99,6 +101,8 @@ fn random_super_blocks(tensor_type: TensorType, count: usize, rng: &mut Rng, out
     let (d, dmin) = match tensor_type {
         TensorType::Q4_K => (8.2e-5f32, 6.1e-4f32),
         TensorType::Q5_K => (3.9e-5, 6.0e-4),
+        // IQ4_NL: d times table levels of spread ~70.
+        TensorType::IQ4_NL => (2.9e-4, 0.0),
         _ => (1.5e-5, 0.0),
     };
     for _ in 0..count {
@@ -107,6 +111,8 @@ fn random_super_blocks(tensor_type: TensorType, count: usize, rng: &mut Rng, out
         let block = &mut out[start..];
         if tensor_type == TensorType::Q6_K {
             block[208..210].copy_from_slice(&half::f16::from_f32(d).to_le_bytes());
+        } else if tensor_type == TensorType::IQ4_NL {
+            block[0..2].copy_from_slice(&half::f16::from_f32(d).to_le_bytes());
         } else {
             block[0..2].copy_from_slice(&half::f16::from_f32(d).to_le_bytes());
             block[2..4].copy_from_slice(&half::f16::from_f32(dmin).to_le_bytes());
@@ -148,8 +154,9 @@ pub fn synthetic_copy(source: &GgufFile, matrix_type: TensorType, seed: u64) -> 
             (0.0, WEIGHT_STD)
         };
         let mut data = Vec::with_capacity(tensor_type.tensor_bytes(&info.shape)?);
-        if K_QUANT_TYPES.contains(&tensor_type) {
-            random_super_blocks(tensor_type, rows * cols / QK_K, &mut rng, &mut data);
+        if READ_ONLY_TYPES.contains(&tensor_type) {
+            let blocks = rows * cols / tensor_type.block_elements();
+            random_super_blocks(tensor_type, blocks, &mut rng, &mut data);
         } else {
             let mut row = vec![0.0f32; cols];
             for _ in 0..rows {
@@ -313,11 +320,11 @@ mod tests {
     }
 
     #[test]
-    fn random_k_quant_weights_spread_like_the_others() {
-        for t in [TensorType::Q4_K, TensorType::Q5_K, TensorType::Q6_K] {
+    fn random_read_only_weights_spread_like_the_others() {
+        for t in READ_ONLY_TYPES {
             let mut bytes = Vec::new();
             random_super_blocks(t, 64, &mut Rng(3), &mut bytes);
-            let mut values = vec![0.0; 64 * QK_K];
+            let mut values = vec![0.0; 64 * t.block_elements()];
             dequantize_row(t, &bytes, &mut values).unwrap();
             let (mean, std) = mean_and_std(&values);
             assert!(mean.abs() < 0.004, "{t}: mean {mean}");

@@ -20,6 +20,8 @@ pub enum TensorType {
     Q4_K,
     Q5_K,
     Q6_K,
+    /// ggml's IQ4_NL: blocks of 32 weights as 4-bit indices into a fixed table of 16 non-uniform levels.
+    IQ4_NL,
     /// seedinfer's own (ids from [`SEEDINFER_TYPE_IDS`]): SeedLM with C = 8, P = 3 (4 bits per weight).
     SeedLm4,
     /// SeedLM with C = 12, P = 4 (3 bits per weight).
@@ -34,7 +36,7 @@ pub const SEEDINFER_TENSOR_TYPES: [TensorType; 3] =
     [TensorType::SeedLm4, TensorType::SeedLm3, TensorType::Q3Rtn];
 
 /// Every supported type, in ggml id order; handy for tests and iteration.
-pub const ALL_TENSOR_TYPES: [TensorType; 11] = [
+pub const ALL_TENSOR_TYPES: [TensorType; 12] = [
     TensorType::F32,
     TensorType::F16,
     TensorType::Q4_0,
@@ -45,6 +47,7 @@ pub const ALL_TENSOR_TYPES: [TensorType; 11] = [
     TensorType::Q4_K,
     TensorType::Q5_K,
     TensorType::Q6_K,
+    TensorType::IQ4_NL,
     TensorType::BF16,
 ];
 
@@ -113,6 +116,7 @@ impl TensorType {
             TensorType::Q4_K => 12,
             TensorType::Q5_K => 13,
             TensorType::Q6_K => 14,
+            TensorType::IQ4_NL => 20,
             TensorType::BF16 => 30,
             TensorType::SeedLm4 => 1001,
             TensorType::SeedLm3 => 1002,
@@ -142,6 +146,7 @@ impl TensorType {
             TensorType::Q4_K => "Q4_K",
             TensorType::Q5_K => "Q5_K",
             TensorType::Q6_K => "Q6_K",
+            TensorType::IQ4_NL => "IQ4_NL",
             TensorType::SeedLm4 => "SEEDLM4",
             TensorType::SeedLm3 => "SEEDLM3",
             TensorType::Q3Rtn => "Q3_RTN",
@@ -157,6 +162,7 @@ impl TensorType {
             | TensorType::Q5_0
             | TensorType::Q5_1
             | TensorType::Q8_0
+            | TensorType::IQ4_NL
             | TensorType::Q3Rtn => 32,
             TensorType::Q4_K | TensorType::Q5_K | TensorType::Q6_K => crate::blocks::QK_K,
             TensorType::SeedLm4 | TensorType::SeedLm3 => {
@@ -191,6 +197,7 @@ impl TensorType {
             TensorType::Q4_K => crate::blocks::BLOCK_Q4_K_BYTES,
             TensorType::Q5_K => crate::blocks::BLOCK_Q5_K_BYTES,
             TensorType::Q6_K => crate::blocks::BLOCK_Q6_K_BYTES,
+            TensorType::IQ4_NL => crate::blocks::BLOCK_IQ4_NL_BYTES,
         }
     }
 

@@ -20,7 +20,7 @@
 
 use half::{bf16, f16};
 use proptest::prelude::*;
-use seedinfer_formats::blocks::five_bits;
+use seedinfer_formats::blocks::{five_bits, BlockIq4Nl, KVALUES_IQ4NL};
 use seedinfer_formats::{
     dequantize_row, quantize_row, BlockQ4_0, BlockQ4_1, BlockQ5_0, BlockQ5_1, BlockQ8_0, TensorType,
 };
@@ -118,6 +118,17 @@ fn term_magnitudes(
                 (b.d.to_f32(), 0.0, q)
             })
             .collect(),
+        TensorType::IQ4_NL => bytemuck::pod_collect_to_vec::<u8, BlockIq4Nl>(bytes)
+            .iter()
+            .map(|b| {
+                let mut q = [0; BLOCK];
+                for j in 0..BLOCK / 2 {
+                    q[j] = KVALUES_IQ4NL[(b.qs[j] & 0x0f) as usize] as i32;
+                    q[j + BLOCK / 2] = KVALUES_IQ4NL[(b.qs[j] >> 4) as usize] as i32;
+                }
+                (b.d.to_f32(), 0.0, q)
+            })
+            .collect(),
         TensorType::Q4_1 => bytemuck::pod_collect_to_vec::<u8, BlockQ4_1>(bytes)
             .iter()
             .map(|b| {
@@ -181,9 +192,19 @@ fn check_quantized(
 ) -> Result<(), TestCaseError> {
     let cols = blocks_per_row * BLOCK;
     let mut rng = Rng::new(seed);
-    let w = edgy_values(&mut rng, rows * cols, BLOCK, f32::MAX);
     let mut bytes = Vec::new();
-    quantize_row(tensor_type, &w, &mut bytes).unwrap();
+    if tensor_type == TensorType::IQ4_NL {
+        // No quantiser: random nibbles, block scales of random sign from zero to 100, subnormal ones included.
+        let scales = [0.0f32, 3e-7, 1e-5, 0.01, 1.0, 100.0];
+        for _ in 0..rows * blocks_per_row {
+            let scale = scales[rng.below(scales.len() as u64) as usize] * (2.0 * rng.unit() - 1.0);
+            bytes.extend_from_slice(&f16::from_f32(scale).to_le_bytes());
+            bytes.extend((0..BLOCK / 2).map(|_| rng.next() as u8));
+        }
+    } else {
+        let w = edgy_values(&mut rng, rows * cols, BLOCK, f32::MAX);
+        quantize_row(tensor_type, &w, &mut bytes).unwrap();
+    }
     let m = QuantizedMatrix::from_bytes(tensor_type, rows, cols, &bytes).unwrap();
     let max_activation = if matches!(tensor_type, TensorType::Q4_1 | TensorType::Q5_1) {
         Q8_1_SAFE_SCALE
@@ -388,6 +409,11 @@ proptest! {
     #[test]
     fn q4_0_dispatched_matches_scalar(rows in 1usize..70, k in 1usize..40, tokens in 1usize..12, seed in any::<u64>()) {
         check_quantized(TensorType::Q4_0, rows, k, tokens, seed)?;
+    }
+
+    #[test]
+    fn iq4_nl_dispatched_matches_scalar(rows in 1usize..70, k in 1usize..40, tokens in 1usize..12, seed in any::<u64>()) {
+        check_quantized(TensorType::IQ4_NL, rows, k, tokens, seed)?;
     }
 
     #[test]

@@ -5,7 +5,7 @@
 use crate::error::{catch_panics, coded, Coded, CodedTask, Result};
 use napi::bindgen_prelude::*;
 use napi_derive::napi;
-use seedinfer_formats::blocks::K_QUANT_TYPES;
+use seedinfer_formats::blocks::READ_ONLY_TYPES;
 use seedinfer_formats::synthetic::random_k_quant_blocks;
 use seedinfer_formats::{quantize_row, TensorType};
 use seedinfer_kernels::dense_f32::DenseMatrix;
@@ -55,7 +55,7 @@ fn fill(values: &mut [f32], seed: u32, row: usize) {
 }
 
 /// The formats a bench's matrix may take, by name.
-const FORMATS: [(&str, TensorType); 11] = [
+const FORMATS: [(&str, TensorType); 12] = [
     ("f32", TensorType::F32),
     ("f16", TensorType::F16),
     ("bf16", TensorType::BF16),
@@ -67,6 +67,7 @@ const FORMATS: [(&str, TensorType); 11] = [
     ("q4_k", TensorType::Q4_K),
     ("q5_k", TensorType::Q5_K),
     ("q6_k", TensorType::Q6_K),
+    ("iq4_nl", TensorType::IQ4_NL),
 ];
 
 /// Little-endian f32 bytes as values.
@@ -103,8 +104,8 @@ impl Inner {
             let mut row = Vec::with_capacity(row_bytes);
             for (i, out) in chunk.chunks_exact_mut(row_bytes).enumerate() {
                 row.clear();
-                if K_QUANT_TYPES.contains(&tensor_type) {
-                    // No K-quant quantiser yet: random super-blocks of about the same spread.
+                if READ_ONLY_TYPES.contains(&tensor_type) {
+                    // No quantiser for it yet: random blocks of about the same spread.
                     let blocks = cols / tensor_type.block_elements();
                     random_k_quant_blocks(tensor_type, blocks, (first_row + i) as u64, &mut row);
                 } else {

@@ -1,7 +1,7 @@
 //! Helpers shared by the integration tests.
 #![allow(dead_code)]
 
-use seedinfer_formats::blocks::K_QUANT_TYPES;
+use seedinfer_formats::blocks::READ_ONLY_TYPES;
 use seedinfer_formats::synthetic::random_k_quant_blocks;
 use seedinfer_formats::{quantize_row, GgufValue, GgufWriter, TensorType, ALL_TENSOR_TYPES};
 
@@ -86,7 +86,7 @@ pub fn every_metadata_type() -> Vec<(String, GgufValue)> {
 pub fn every_tensor_type() -> Vec<(String, TensorType, Vec<usize>, Vec<f32>)> {
     ALL_TENSOR_TYPES
         .iter()
-        .filter(|t| !K_QUANT_TYPES.contains(t))
+        .filter(|t| !READ_ONLY_TYPES.contains(t))
         .enumerate()
         .map(|(i, &t)| {
             let shape = vec![3, 64];
@@ -96,16 +96,16 @@ pub fn every_tensor_type() -> Vec<(String, TensorType, Vec<usize>, Vec<f32>)> {
         .collect()
 }
 
-/// (name, type, shape, bytes) for one tensor of each K-quant type: two rows of two random super-blocks
-/// (`synthetic::random_k_quant_blocks`; seedinfer reads these types but does not write them).
+/// (name, type, shape, bytes) for one tensor of each type seedinfer reads but does not write (the K-quants,
+/// IQ4_NL): two rows of 512 random weights (`synthetic::random_k_quant_blocks`).
 pub fn k_quant_tensors() -> Vec<(String, TensorType, Vec<usize>, Vec<u8>)> {
-    K_QUANT_TYPES
+    READ_ONLY_TYPES
         .iter()
         .enumerate()
         .map(|(i, &t)| {
             let shape = vec![2, 512];
             let mut bytes = Vec::new();
-            random_k_quant_blocks(t, 4, i as u64 + 1, &mut bytes);
+            random_k_quant_blocks(t, 2 * 512 / t.block_elements(), i as u64 + 1, &mut bytes);
             (format!("tensor.{}", t.name()), t, shape, bytes)
         })
         .collect()

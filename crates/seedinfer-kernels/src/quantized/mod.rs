@@ -8,6 +8,7 @@
 //! format ([`QuantizedMatrix::from_bytes`]), the row split into parallel tasks, the fused multi-matrix and SwiGLU
 //! passes, and llama.cpp's bit-exact products where a format has them.
 
+mod iq4_nl;
 mod q4_0;
 mod q4_1;
 mod q4_k;
@@ -20,6 +21,7 @@ pub mod row_quads;
 
 pub use crate::q8_block::{quantize_activations, quantize_activations_scalar, Q8Block, BLOCK};
 pub use crate::q8k_block::{quantize_activations_k, Q8KBlock, SUPER_BLOCK};
+pub use iq4_nl::QuadIq4Nl;
 pub use q4_0::QuadQ4_0;
 pub use q4_1::QuadQ4_1;
 pub use q4_k::QuadQ4_K;
@@ -401,6 +403,7 @@ impl QuantizedMatrix {
             TensorType::Q4_K => Quads::<QuadQ4_K>::boxed(bytes, rows, n),
             TensorType::Q5_K => Quads::<QuadQ5_K>::boxed(bytes, rows, n),
             TensorType::Q6_K => Quads::<QuadQ6_K>::boxed(bytes, rows, n),
+            TensorType::IQ4_NL => Quads::<QuadIq4Nl>::boxed(bytes, rows, n),
             _ => return None,
         };
         Some(Self { rows, cols, quads })
@@ -631,7 +634,7 @@ mod tests {
     use crate::test_values::values;
     use seedinfer_formats::quantize_row;
 
-    const ALL_FORMATS: [TensorType; 8] = [
+    const ALL_FORMATS: [TensorType; 9] = [
         TensorType::Q4_0,
         TensorType::Q4_1,
         TensorType::Q5_0,
@@ -640,6 +643,7 @@ mod tests {
         TensorType::Q4_K,
         TensorType::Q5_K,
         TensorType::Q6_K,
+        TensorType::IQ4_NL,
     ];
 
     /// `cols` rounded up to whole blocks of `tensor_type` (the K-quants' super-blocks are 256 wide).
@@ -647,8 +651,8 @@ mod tests {
         cols.next_multiple_of(tensor_type.block_elements())
     }
 
-    /// K-quant rows of random bytes (every bit pattern of weights, scales and minimums is a valid block) with
-    /// random finite super-block scales of either sign.
+    /// K-quant (or IQ4_NL) rows of random bytes (every bit pattern of weights, scales and minimums is a valid
+    /// block) with random finite block scales of either sign.
     fn random_k_quant_bytes(
         tensor_type: TensorType,
         rows: usize,
@@ -666,6 +670,8 @@ mod tests {
             let f16 = |v: f32| half::f16::from_f32(v * 0.01).to_le_bytes();
             if tensor_type == TensorType::Q6_K {
                 block[208..210].copy_from_slice(&f16(scale[0]));
+            } else if tensor_type == TensorType::IQ4_NL {
+                block[0..2].copy_from_slice(&f16(scale[0]));
             } else {
                 block[0..2].copy_from_slice(&f16(scale[0]));
                 block[2..4].copy_from_slice(&f16(scale[1].abs() * 0.5));
@@ -677,14 +683,15 @@ mod tests {
     fn matrix(tensor_type: TensorType, rows: usize, cols: usize) -> (QuantizedMatrix, Vec<f32>) {
         let cols = width(tensor_type, cols);
         let seed = rows as u32 * 31 + cols as u32;
-        let bytes = if tensor_type.block_elements() == SUPER_BLOCK {
-            random_k_quant_bytes(tensor_type, rows, cols, seed)
-        } else {
-            let w = values(rows * cols, seed);
-            let mut bytes = Vec::new();
-            quantize_row(tensor_type, &w, &mut bytes).expect("quantizes");
-            bytes
-        };
+        let bytes =
+            if tensor_type.block_elements() == SUPER_BLOCK || tensor_type == TensorType::IQ4_NL {
+                random_k_quant_bytes(tensor_type, rows, cols, seed)
+            } else {
+                let w = values(rows * cols, seed);
+                let mut bytes = Vec::new();
+                quantize_row(tensor_type, &w, &mut bytes).expect("quantizes");
+                bytes
+            };
         let m = QuantizedMatrix::from_bytes(tensor_type, rows, cols, &bytes).expect("matrix");
         let mut dequantized = vec![0.0; rows * cols];
         for r in 0..rows {
@@ -780,7 +787,9 @@ mod tests {
                 let gate = {
                     let (m, d) = matrix(tensor_type, rows + 1, cols);
                     // A different matrix of the same shape: shift the values.
-                    let bytes = if tensor_type.block_elements() == SUPER_BLOCK {
+                    let bytes = if tensor_type.block_elements() == SUPER_BLOCK
+                        || tensor_type == TensorType::IQ4_NL
+                    {
                         random_k_quant_bytes(tensor_type, m.rows, m.cols, 77)
                     } else {
                         let mut bytes = Vec::new();

@@ -24,8 +24,9 @@
 use super::horizontal_sum;
 use crate::ggml_arithmetic::{q4_1_lanes, q8_0_lanes};
 use crate::quantized::row_quads::QUAD;
-use crate::quantized::{Q8Block, QuadQ4_0, QuadQ4_1, QuadQ5_0, QuadQ5_1, QuadQ8_0};
+use crate::quantized::{Q8Block, QuadIq4Nl, QuadQ4_0, QuadQ4_1, QuadQ5_0, QuadQ5_1, QuadQ8_0};
 use crate::row_blocks::ProductOut;
+use seedinfer_formats::blocks::KVALUES_IQ4NL;
 use std::arch::x86_64::*;
 
 #[inline(always)]
@@ -154,6 +155,27 @@ impl Quad for QuadQ4_1 {
     }
 }
 
+/// `[r0 r0 r1 r1 r2 r2 r3 r3]` i32 sums of signed int8 weight chunks (`w`, with their `magnitude`s) times the
+/// activation chunks. Signed x signed: the weight's sign moves onto the activation. A pair of products reaches
+/// 2 x 127 x 127, so each chunk widens to i32 on its own before the chunks add.
+#[inline(always)]
+unsafe fn signed_chunk_dots(
+    w: &[__m256i; QUAD],
+    magnitude: &[__m256i; QUAD],
+    a: &Q8Block,
+) -> __m256i {
+    let y = a.qs.as_ptr() as *const i64;
+    let chunk = |c: usize| {
+        let yc = _mm256_set1_epi64x(y.add(c).read_unaligned());
+        let pairs = _mm256_maddubs_epi16(magnitude[c], _mm256_sign_epi8(yc, w[c]));
+        _mm256_madd_epi16(pairs, _mm256_set1_epi16(1))
+    };
+    _mm256_add_epi32(
+        _mm256_add_epi32(chunk(0), chunk(1)),
+        _mm256_add_epi32(chunk(2), chunk(3)),
+    )
+}
+
 impl Quad for QuadQ8_0 {
     /// The rows' weights by 8-byte chunk (as the quad stores them) and their magnitudes.
     type Ready = ([__m256i; QUAD], [__m256i; QUAD]);
@@ -168,18 +190,34 @@ impl Quad for QuadQ8_0 {
     }
     #[inline(always)]
     unsafe fn dot((w, magnitude): &Self::Ready, a: &Q8Block) -> __m256i {
-        // Signed x signed: the weight's sign moves onto the activation. A pair of products reaches 2 x 127 x 127,
-        // so each chunk widens to i32 on its own before the chunks add.
-        let y = a.qs.as_ptr() as *const i64;
-        let chunk = |c: usize| {
-            let yc = _mm256_set1_epi64x(y.add(c).read_unaligned());
-            let pairs = _mm256_maddubs_epi16(magnitude[c], _mm256_sign_epi8(yc, w[c]));
-            _mm256_madd_epi16(pairs, _mm256_set1_epi16(1))
-        };
-        _mm256_add_epi32(
-            _mm256_add_epi32(chunk(0), chunk(1)),
-            _mm256_add_epi32(chunk(2), chunk(3)),
-        )
+        signed_chunk_dots(w, magnitude, a)
+    }
+    #[inline(always)]
+    fn scales(&self) -> &[half::f16; QUAD] {
+        &self.d
+    }
+    #[inline(always)]
+    fn minimums(&self) -> &[half::f16; QUAD] {
+        &self.d
+    }
+}
+
+impl Quad for QuadIq4Nl {
+    /// The rows' table values by 8-element chunk (as Q8_0's weights) and their magnitudes.
+    type Ready = ([__m256i; QUAD], [__m256i; QUAD]);
+    const HAS_MINIMUM: bool = false;
+    const GEMM_TOKENS: usize = 4;
+    #[inline(always)]
+    unsafe fn ready(&self) -> Self::Ready {
+        // One `pshufb` per chunk looks the 16 levels up by nibble (the table in both 128-bit lanes).
+        let table =
+            _mm256_broadcastsi128_si256(_mm_loadu_si128(KVALUES_IQ4NL.as_ptr() as *const __m128i));
+        let w = nibble_chunks(&self.qs).map(|nibbles| _mm256_shuffle_epi8(table, nibbles));
+        (w, w.map(|w| _mm256_sign_epi8(w, w)))
+    }
+    #[inline(always)]
+    unsafe fn dot((w, magnitude): &Self::Ready, a: &Q8Block) -> __m256i {
+        signed_chunk_dots(w, magnitude, a)
     }
     #[inline(always)]
     fn scales(&self) -> &[half::f16; QUAD] {
