@@ -1,6 +1,6 @@
-// K-quant (Q4_K, Q5_K, Q6_K) and IQ4_NL weights used as stored: random-weight copies of the default model (its
+// K-quant (Q4_K, Q5_K, Q6_K), IQ4_NL and IQ4_XS weights used as stored: random-weight copies of the default model (its
 // ffn_down rows, 1536 wide, are whole 256-element super-blocks; the 576-wide matrices take llama.cpp's K-quant
-// fallbacks; IQ4_NL's 32-element blocks fit every matrix) load, say which kernels run, and give the logits of the
+// fallbacks, IQ4_XS's IQ4_NL; IQ4_NL's 32-element blocks fit every matrix) load, say which kernels run, and give the logits of the
 // same weights dequantised to f32.
 import test from 'ava';
 import fs from 'node:fs';
@@ -30,6 +30,7 @@ const cases = [
   { format: 'q5_k', kQuant: 'Q5_K', fallback: 'Q5_1' },
   { format: 'q6_k', kQuant: 'Q6_K', fallback: 'Q8_0' },
   { format: 'iq4_nl', kQuant: 'IQ4_NL', fallback: undefined },
+  { format: 'iq4_xs', kQuant: 'IQ4_XS', fallback: 'IQ4_NL' },
 ] as const;
 
 for (const { format, kQuant, fallback } of cases) {

@@ -84,9 +84,9 @@ const kQuantShapes: [number, number][] = quick
       [8192, 2048],
       [2048, 8192],
     ];
-const isKQuant = (format: NativeKernelFormat) => format.endsWith('_k');
+const isKQuant = (format: NativeKernelFormat) => format.endsWith('_k') || format === 'iq4_xs';
 // Over 256 MB in each format: 512 MiB f32, 268 MB f16/bf16, 285 MB Q8_0, 302 MB Q4_0, 336 MB Q4_1, 369 MB Q5_0,
-// 403 MB Q5_1, 302 MB Q4_K, 369 MB Q5_K, 440 MB Q6_K, 302 MB IQ4_NL.
+// 403 MB Q5_1, 302 MB Q4_K, 369 MB Q5_K, 440 MB Q6_K, 302 MB IQ4_NL, 285 MB IQ4_XS.
 const bigShapes: Record<NativeKernelFormat, [number, number]> = {
   f32: [16384, 8192],
   f16: [16384, 8192],
@@ -100,6 +100,7 @@ const bigShapes: Record<NativeKernelFormat, [number, number]> = {
   q5_k: [65536, 8192],
   q6_k: [65536, 8192],
   iq4_nl: [65536, 8192],
+  iq4_xs: [65536, 8192],
 };
 const gemmTokens = quick ? [64] : [64, 512];
 const budgetMs = quick ? 100 : 300;

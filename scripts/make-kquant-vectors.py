@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Writes crates/seedinfer-formats/tests/data/kquant-vectors.json: K-quant super-blocks (Q4_K, Q5_K, Q6_K), IQ4_NL
-blocks and their dequantisation by the PyPI `gguf` package (gguf-py, llama.cpp's Python port of ggml's dequantisers),
+and IQ4_XS blocks and their dequantisation by the PyPI `gguf` package (gguf-py, llama.cpp's Python port of ggml's dequantisers),
 checked bit for bit by crates/seedinfer-formats/tests/reference_vectors.rs.
 
 The blocks are random bytes with chosen super-block scales (ordinary, zero, negative, subnormal, the largest
@@ -22,7 +22,7 @@ from gguf import GGMLQuantizationType
 from gguf import quants
 
 SEED = 20261206
-BLOCK_BYTES = {"Q4_K": 144, "Q5_K": 176, "Q6_K": 210, "IQ4_NL": 18}
+BLOCK_BYTES = {"Q4_K": 144, "Q5_K": 176, "Q6_K": 210, "IQ4_NL": 18, "IQ4_XS": 136}
 DEFAULT_OUTPUT = Path(__file__).resolve().parent.parent / "crates/seedinfer-formats/tests/data/kquant-vectors.json"
 SCALES = [  # (name, d, dmin)
     ("ordinary", 0.0123, 0.0071),
@@ -52,6 +52,11 @@ def blocks(type_name: str, rng: np.random.Generator) -> list[tuple[str, np.ndarr
                     block[4:16] = 0xFF  # every scale and minimum 63
             if type_name == "Q6_K":
                 block[208:210] = f16_bytes(d)
+            elif type_name == "IQ4_XS":
+                if variant == "saturated":
+                    block[2:8] = 0xFF  # every sub-block scale 63 (31 after the offset)
+                    block[8:] = np.array([0x0F, 0xF0] * 64, dtype=np.uint8)
+                block[0:2] = f16_bytes(d)
             elif type_name == "IQ4_NL":
                 if variant == "saturated":
                     block[2:] = np.array([0x0F, 0xF0] * 8, dtype=np.uint8)  # the table's two ends, -127 and 113
@@ -71,7 +76,7 @@ def main() -> None:
         qtype = GGMLQuantizationType[type_name]
         for name, block in blocks(type_name, rng):
             values = quants.dequantize(block.reshape(1, -1), qtype).astype("<f4").reshape(-1)
-            assert values.shape == (256 if type_name.endswith("_K") else 32,)
+            assert values.shape == (32 if type_name == "IQ4_NL" else 256,)
             entries.append({
                 "type": type_name,
                 "name": name,

@@ -53,6 +53,7 @@ export const KERNEL_FORMATS: readonly KernelFormat[] = [
   'q5_k',
   'q6_k',
   'iq4_nl',
+  'iq4_xs',
 ];
 
 /** Streaming read bandwidth and f32 / int8 compute peaks with `threads` threads, measured for about `seconds` each. */

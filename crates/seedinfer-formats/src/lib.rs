@@ -19,8 +19,8 @@ pub mod tensor_view;
 mod test_weights;
 
 pub use blocks::{
-    dequantize_row, quantize_row, BlockCodec, BlockIq4Nl, BlockQ4_0, BlockQ4_1, BlockQ4_K,
-    BlockQ5_0, BlockQ5_1, BlockQ5_K, BlockQ6_K, BlockQ8_0, BlockQuantizer, QK_K,
+    dequantize_row, quantize_row, BlockCodec, BlockIq4Nl, BlockIq4Xs, BlockQ4_0, BlockQ4_1,
+    BlockQ4_K, BlockQ5_0, BlockQ5_1, BlockQ5_K, BlockQ6_K, BlockQ8_0, BlockQuantizer, QK_K,
 };
 pub use error::{FormatError, Result};
 pub use gguf::{GgufFile, GgufTensorInfo, GgufValue, GgufWriter};

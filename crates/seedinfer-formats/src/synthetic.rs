@@ -32,6 +32,7 @@ pub fn llama_file_type(matrix_type: TensorType) -> u32 {
         TensorType::Q5_K => 16,
         TensorType::Q6_K => 18,
         TensorType::IQ4_NL => 25,
+        TensorType::IQ4_XS => 30,
         // llama.cpp has no file type for seedinfer's own formats: LLAMA_FTYPE_GUESSED.
         TensorType::SeedLm4 | TensorType::SeedLm3 | TensorType::Q3Rtn => 1024,
     }
@@ -68,14 +69,15 @@ impl Rng {
 }
 
 /// The format a tensor of `shape` gets: 1-D tensors (norms) stay F32, as llama.cpp keeps them; matrices take
-/// `matrix_type` when their rows are whole blocks of it, else llama.cpp's fallback for a K-quant (Q4_K: Q5_0,
-/// Q5_K: Q5_1, Q6_K: Q8_0) if the rows are whole blocks of that, else F32.
+/// `matrix_type` when their rows are whole blocks of it, else llama.cpp's fallback for a 256-wide type (Q4_K: Q5_0,
+/// Q5_K: Q5_1, Q6_K: Q8_0, IQ4_XS: IQ4_NL) if the rows are whole blocks of that, else F32.
 fn tensor_type_for(shape: &[usize], matrix_type: TensorType) -> TensorType {
     let cols = shape.last().copied().unwrap_or(1);
     let fallback = match matrix_type {
         TensorType::Q4_K => TensorType::Q5_0,
         TensorType::Q5_K => TensorType::Q5_1,
         TensorType::Q6_K => TensorType::Q8_0,
+        TensorType::IQ4_XS => TensorType::IQ4_NL,
         _ => TensorType::F32,
     };
     [matrix_type, fallback, TensorType::F32]
@@ -101,8 +103,9 @@ fn random_super_blocks(tensor_type: TensorType, count: usize, rng: &mut Rng, out
     let (d, dmin) = match tensor_type {
         TensorType::Q4_K => (8.2e-5f32, 6.1e-4f32),
         TensorType::Q5_K => (3.9e-5, 6.0e-4),
-        // IQ4_NL: d times table levels of spread ~70.
+        // IQ4_NL: d times table levels of spread ~70; IQ4_XS: times sub-block scales -32..32 too (spread ~18).
         TensorType::IQ4_NL => (2.9e-4, 0.0),
+        TensorType::IQ4_XS => (1.6e-5, 0.0),
         _ => (1.5e-5, 0.0),
     };
     for _ in 0..count {
@@ -111,7 +114,7 @@ fn random_super_blocks(tensor_type: TensorType, count: usize, rng: &mut Rng, out
         let block = &mut out[start..];
         if tensor_type == TensorType::Q6_K {
             block[208..210].copy_from_slice(&half::f16::from_f32(d).to_le_bytes());
-        } else if tensor_type == TensorType::IQ4_NL {
+        } else if matches!(tensor_type, TensorType::IQ4_NL | TensorType::IQ4_XS) {
             block[0..2].copy_from_slice(&half::f16::from_f32(d).to_le_bytes());
         } else {
             block[0..2].copy_from_slice(&half::f16::from_f32(d).to_le_bytes());

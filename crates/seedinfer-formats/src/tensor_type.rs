@@ -22,6 +22,8 @@ pub enum TensorType {
     Q6_K,
     /// ggml's IQ4_NL: blocks of 32 weights as 4-bit indices into a fixed table of 16 non-uniform levels.
     IQ4_NL,
+    /// ggml's IQ4_XS: super-blocks of 256 in sub-blocks of 32 with 6-bit scales, weights as IQ4_NL's indices.
+    IQ4_XS,
     /// seedinfer's own (ids from [`SEEDINFER_TYPE_IDS`]): SeedLM with C = 8, P = 3 (4 bits per weight).
     SeedLm4,
     /// SeedLM with C = 12, P = 4 (3 bits per weight).
@@ -36,7 +38,7 @@ pub const SEEDINFER_TENSOR_TYPES: [TensorType; 3] =
     [TensorType::SeedLm4, TensorType::SeedLm3, TensorType::Q3Rtn];
 
 /// Every supported type, in ggml id order; handy for tests and iteration.
-pub const ALL_TENSOR_TYPES: [TensorType; 12] = [
+pub const ALL_TENSOR_TYPES: [TensorType; 13] = [
     TensorType::F32,
     TensorType::F16,
     TensorType::Q4_0,
@@ -48,6 +50,7 @@ pub const ALL_TENSOR_TYPES: [TensorType; 12] = [
     TensorType::Q5_K,
     TensorType::Q6_K,
     TensorType::IQ4_NL,
+    TensorType::IQ4_XS,
     TensorType::BF16,
 ];
 
@@ -117,6 +120,7 @@ impl TensorType {
             TensorType::Q5_K => 13,
             TensorType::Q6_K => 14,
             TensorType::IQ4_NL => 20,
+            TensorType::IQ4_XS => 23,
             TensorType::BF16 => 30,
             TensorType::SeedLm4 => 1001,
             TensorType::SeedLm3 => 1002,
@@ -147,6 +151,7 @@ impl TensorType {
             TensorType::Q5_K => "Q5_K",
             TensorType::Q6_K => "Q6_K",
             TensorType::IQ4_NL => "IQ4_NL",
+            TensorType::IQ4_XS => "IQ4_XS",
             TensorType::SeedLm4 => "SEEDLM4",
             TensorType::SeedLm3 => "SEEDLM3",
             TensorType::Q3Rtn => "Q3_RTN",
@@ -164,7 +169,9 @@ impl TensorType {
             | TensorType::Q8_0
             | TensorType::IQ4_NL
             | TensorType::Q3Rtn => 32,
-            TensorType::Q4_K | TensorType::Q5_K | TensorType::Q6_K => crate::blocks::QK_K,
+            TensorType::Q4_K | TensorType::Q5_K | TensorType::Q6_K | TensorType::IQ4_XS => {
+                crate::blocks::QK_K
+            }
             TensorType::SeedLm4 | TensorType::SeedLm3 => {
                 self.seedlm_config().map_or(1, |c| c.block)
             }
@@ -198,6 +205,7 @@ impl TensorType {
             TensorType::Q5_K => crate::blocks::BLOCK_Q5_K_BYTES,
             TensorType::Q6_K => crate::blocks::BLOCK_Q6_K_BYTES,
             TensorType::IQ4_NL => crate::blocks::BLOCK_IQ4_NL_BYTES,
+            TensorType::IQ4_XS => crate::blocks::BLOCK_IQ4_XS_BYTES,
         }
     }
 

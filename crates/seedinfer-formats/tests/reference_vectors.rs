@@ -171,6 +171,7 @@ fn k_quant_and_iq4_nl_dequantisation_equals_gguf_py_bit_for_bit() {
             "Q5_K" => TensorType::Q5_K,
             "Q6_K" => TensorType::Q6_K,
             "IQ4_NL" => TensorType::IQ4_NL,
+            "IQ4_XS" => TensorType::IQ4_XS,
             other => panic!("unexpected type {other}"),
         };
         *seen.entry(type_name).or_default() += 1;
@@ -190,7 +191,13 @@ fn k_quant_and_iq4_nl_dequantisation_equals_gguf_py_bit_for_bit() {
     }
     assert_eq!(
         seen.into_iter().collect::<Vec<_>>(),
-        [("IQ4_NL", 12), ("Q4_K", 12), ("Q5_K", 12), ("Q6_K", 12)]
+        [
+            ("IQ4_NL", 12),
+            ("IQ4_XS", 12),
+            ("Q4_K", 12),
+            ("Q5_K", 12),
+            ("Q6_K", 12)
+        ]
     );
     assert!(
         mismatches.is_empty(),

@@ -256,6 +256,8 @@ fn check_k_quant(
         };
         if tensor_type == TensorType::Q6_K {
             block[208..210].copy_from_slice(&scale());
+        } else if tensor_type == TensorType::IQ4_XS {
+            block[0..2].copy_from_slice(&scale());
         } else {
             block[0..2].copy_from_slice(&scale());
             block[2..4].copy_from_slice(&scale());
@@ -275,7 +277,10 @@ fn check_k_quant(
     // exact partial sums once `32 * d * sc` per weight comes off (bounded by the weight plus twice that offset, the
     // dequantisation with every `q` zero).
     let mut parts = vec![vec![0.0f32; rows * cols]; 2];
-    if tensor_type == TensorType::Q6_K {
+    if tensor_type == TensorType::IQ4_XS {
+        // One part: `d * s_j * level`, signed levels and scales multiplied exactly in i32.
+        dequantize_row(tensor_type, &bytes, &mut parts[0]).unwrap();
+    } else if tensor_type == TensorType::Q6_K {
         dequantize_row(tensor_type, &bytes, &mut parts[0]).unwrap();
         let mut offsets = bytes.clone();
         for block in offsets.chunks_exact_mut(block_bytes) {
@@ -444,6 +449,11 @@ proptest! {
     #[test]
     fn q5_k_dispatched_matches_scalar(rows in 1usize..40, k in 1usize..6, tokens in 1usize..12, seed in any::<u64>()) {
         check_k_quant(TensorType::Q5_K, rows, k, tokens, seed)?;
+    }
+
+    #[test]
+    fn iq4_xs_dispatched_matches_scalar(rows in 1usize..40, k in 1usize..6, tokens in 1usize..12, seed in any::<u64>()) {
+        check_k_quant(TensorType::IQ4_XS, rows, k, tokens, seed)?;
     }
 
     #[test]

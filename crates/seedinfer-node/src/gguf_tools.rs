@@ -38,8 +38,8 @@ impl CodedTask for WriteSyntheticModelTask {
 /// tokenizer included) and every tensor replaced by random values of the same shape, drawn from `seed`: norm
 /// vectors near 1.0 in F32, matrices normal with standard deviation 0.02 in `format` (`q4_0`, `q4_1`, `q8_0`,
 /// `f16` or `f32`), or random blocks of about that spread for the types seedinfer does not write (`iq4_nl`, and the
-/// K-quants `q4_k`, `q5_k`, `q6_k`, whose matrices with rows that are not whole super-blocks take llama.cpp's
-/// fallback, Q5_0, Q5_1 or Q8_0). `general.file_type` names the
+/// 256-wide `q4_k`, `q5_k`, `q6_k`, `iq4_xs`, whose matrices with rows that are not whole super-blocks take
+/// llama.cpp's fallback, Q5_0, Q5_1, Q8_0 or IQ4_NL). `general.file_type` names the
 /// new format. The file appears whole or not at all.
 #[napi(ts_return_type = "Promise<void>")]
 pub fn write_synthetic_model(
@@ -56,13 +56,14 @@ pub fn write_synthetic_model(
         "q5_k" => TensorType::Q5_K,
         "q6_k" => TensorType::Q6_K,
         "iq4_nl" => TensorType::IQ4_NL,
+        "iq4_xs" => TensorType::IQ4_XS,
         "f16" => TensorType::F16,
         "f32" => TensorType::F32,
         _ => {
             return Err(coded(
                 "INVALID_OPTION",
                 &format!(
-                    "format must be q4_0, q4_1, q8_0, q4_k, q5_k, q6_k, iq4_nl, f16 or f32, got {format:?}"
+                    "format must be q4_0, q4_1, q8_0, q4_k, q5_k, q6_k, iq4_nl, iq4_xs, f16 or f32, got {format:?}"
                 ),
             ))
         }

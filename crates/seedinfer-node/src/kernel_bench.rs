@@ -55,7 +55,7 @@ fn fill(values: &mut [f32], seed: u32, row: usize) {
 }
 
 /// The formats a bench's matrix may take, by name.
-const FORMATS: [(&str, TensorType); 12] = [
+const FORMATS: [(&str, TensorType); 13] = [
     ("f32", TensorType::F32),
     ("f16", TensorType::F16),
     ("bf16", TensorType::BF16),
@@ -68,6 +68,7 @@ const FORMATS: [(&str, TensorType); 12] = [
     ("q5_k", TensorType::Q5_K),
     ("q6_k", TensorType::Q6_K),
     ("iq4_nl", TensorType::IQ4_NL),
+    ("iq4_xs", TensorType::IQ4_XS),
 ];
 
 /// Little-endian f32 bytes as values.

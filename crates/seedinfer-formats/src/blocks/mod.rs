@@ -1,4 +1,4 @@
-//! ggml block formats, one file each (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, the K-quants Q4_K, Q5_K, Q6_K, and IQ4_NL): the
+//! ggml block formats, one file each (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, the K-quants Q4_K, Q5_K, Q6_K, IQ4_NL, IQ4_XS): the
 //! `#[repr(C)]` block as stored in GGUF files, its dequantiser, and — for the 32-element formats — its reference
 //! quantiser from ggml-quants.c (`quantize_row_*_ref`), reproduced bit-exactly so that files written here are
 //! indistinguishable from llama.cpp's. [`BlockCodec`] is what every format provides, [`BlockQuantizer`] what the
@@ -9,6 +9,7 @@
 //! `bytemuck::pod_read_unaligned` instead of casting slices in place.
 
 mod iq4_nl;
+mod iq4_xs;
 mod k_scales;
 mod q4_0;
 mod q4_1;
@@ -20,6 +21,7 @@ mod q6_k;
 mod q8_0;
 
 pub use iq4_nl::{BlockIq4Nl, BLOCK_IQ4_NL_BYTES, KVALUES_IQ4NL};
+pub use iq4_xs::{BlockIq4Xs, BLOCK_IQ4_XS_BYTES};
 pub use k_scales::{
     dequantize_scaled_minimum, scale_min, scales_mins, ScaledMinimumBlock, K_SCALE_BYTES,
 };
@@ -77,12 +79,13 @@ pub const BLOCK_TYPES: [TensorType; 5] = [
 /// The K-quant types of this module (read, not written yet), in GGUF type id order.
 pub const K_QUANT_TYPES: [TensorType; 3] = [TensorType::Q4_K, TensorType::Q5_K, TensorType::Q6_K];
 
-/// Block types seedinfer reads but does not write yet (no quantiser): the K-quants and IQ4_NL.
-pub const READ_ONLY_TYPES: [TensorType; 4] = [
+/// Block types seedinfer reads but does not write yet (no quantiser): the K-quants, IQ4_NL and IQ4_XS.
+pub const READ_ONLY_TYPES: [TensorType; 5] = [
     TensorType::Q4_K,
     TensorType::Q5_K,
     TensorType::Q6_K,
     TensorType::IQ4_NL,
+    TensorType::IQ4_XS,
 ];
 
 fn dequantize_blocks<B: BlockCodec>(bytes: &[u8], out: &mut [f32]) {
@@ -180,6 +183,7 @@ pub fn dequantize_row(tensor_type: TensorType, bytes: &[u8], out: &mut [f32]) ->
         TensorType::Q5_K => dequantize_blocks::<BlockQ5_K>(bytes, out),
         TensorType::Q6_K => dequantize_blocks::<BlockQ6_K>(bytes, out),
         TensorType::IQ4_NL => dequantize_blocks::<BlockIq4Nl>(bytes, out),
+        TensorType::IQ4_XS => dequantize_blocks::<BlockIq4Xs>(bytes, out),
         TensorType::Q3Rtn => crate::q3_rtn::dequantize(bytes, out),
         TensorType::SeedLm4 | TensorType::SeedLm3 => {
             return Err(FormatError::invalid_argument(format!(
@@ -218,7 +222,11 @@ pub fn quantize_row(tensor_type: TensorType, values: &[f32], out: &mut Vec<u8>) 
         TensorType::Q5_0 => quantize_blocks::<BlockQ5_0>(values, out),
         TensorType::Q5_1 => quantize_blocks::<BlockQ5_1>(values, out),
         TensorType::Q8_0 => quantize_blocks::<BlockQ8_0>(values, out),
-        TensorType::Q4_K | TensorType::Q5_K | TensorType::Q6_K | TensorType::IQ4_NL => {
+        TensorType::Q4_K
+        | TensorType::Q5_K
+        | TensorType::Q6_K
+        | TensorType::IQ4_NL
+        | TensorType::IQ4_XS => {
             return Err(FormatError::invalid_argument(format!(
                 "{tensor_type} is read but not written yet: seedinfer has no quantiser for it"
             )))

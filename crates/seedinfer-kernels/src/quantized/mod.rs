@@ -9,6 +9,7 @@
 //! passes, and llama.cpp's bit-exact products where a format has them.
 
 mod iq4_nl;
+mod iq4_xs;
 mod q4_0;
 mod q4_1;
 mod q4_k;
@@ -22,6 +23,7 @@ pub mod row_quads;
 pub use crate::q8_block::{quantize_activations, quantize_activations_scalar, Q8Block, BLOCK};
 pub use crate::q8k_block::{quantize_activations_k, Q8KBlock, SUPER_BLOCK};
 pub use iq4_nl::QuadIq4Nl;
+pub use iq4_xs::QuadIq4Xs;
 pub use q4_0::QuadQ4_0;
 pub use q4_1::QuadQ4_1;
 pub use q4_k::QuadQ4_K;
@@ -404,6 +406,7 @@ impl QuantizedMatrix {
             TensorType::Q5_K => Quads::<QuadQ5_K>::boxed(bytes, rows, n),
             TensorType::Q6_K => Quads::<QuadQ6_K>::boxed(bytes, rows, n),
             TensorType::IQ4_NL => Quads::<QuadIq4Nl>::boxed(bytes, rows, n),
+            TensorType::IQ4_XS => Quads::<QuadIq4Xs>::boxed(bytes, rows, n),
             _ => return None,
         };
         Some(Self { rows, cols, quads })
@@ -634,7 +637,7 @@ mod tests {
     use crate::test_values::values;
     use seedinfer_formats::quantize_row;
 
-    const ALL_FORMATS: [TensorType; 9] = [
+    const ALL_FORMATS: [TensorType; 10] = [
         TensorType::Q4_0,
         TensorType::Q4_1,
         TensorType::Q5_0,
@@ -644,6 +647,7 @@ mod tests {
         TensorType::Q5_K,
         TensorType::Q6_K,
         TensorType::IQ4_NL,
+        TensorType::IQ4_XS,
     ];
 
     /// `cols` rounded up to whole blocks of `tensor_type` (the K-quants' super-blocks are 256 wide).
@@ -670,7 +674,7 @@ mod tests {
             let f16 = |v: f32| half::f16::from_f32(v * 0.01).to_le_bytes();
             if tensor_type == TensorType::Q6_K {
                 block[208..210].copy_from_slice(&f16(scale[0]));
-            } else if tensor_type == TensorType::IQ4_NL {
+            } else if matches!(tensor_type, TensorType::IQ4_NL | TensorType::IQ4_XS) {
                 block[0..2].copy_from_slice(&f16(scale[0]));
             } else {
                 block[0..2].copy_from_slice(&f16(scale[0]));

@@ -19,8 +19,9 @@
 #![cfg(target_arch = "x86_64")]
 
 use crate::quantized::row_quads::QUAD;
-use crate::quantized::{Q8KBlock, QuadFormat, QuadQ4_K, QuadQ5_K, QuadQ6_K};
+use crate::quantized::{Q8KBlock, QuadFormat, QuadIq4Xs, QuadQ4_K, QuadQ5_K, QuadQ6_K};
 use crate::row_blocks::ProductOut;
+use seedinfer_formats::blocks::KVALUES_IQ4NL;
 use std::arch::x86_64::*;
 
 /// What the K-quant kernel needs from a format.
@@ -361,6 +362,84 @@ impl ChunkKQuad for QuadQ6_K {
         let offsets =
             _mm256_permutevar8x32_epi32(offsets, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
         let sums = _mm256_sub_epi32(sums, _mm256_slli_epi32::<5>(offsets));
+        let ad = _mm256_set1_ps(a.d);
+        acc[0] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sums), _mm256_mul_ps(w.d, ad), acc[0]);
+    }
+
+    #[inline(always)]
+    fn row_value(lanes: &[[f32; 8]; 3], r: usize) -> f32 {
+        lanes[0][2 * r] + lanes[0][2 * r + 1]
+    }
+}
+
+/// An IQ4_XS quad's super-block unpacked.
+pub(crate) struct ReadyIq4Xs {
+    /// Vector `4j + k`: the table levels of weights `8k..8k + 8` of sub-block `j` of rows 0 to 3 (signed).
+    q: [__m256i; 32],
+    /// Sub-block `j`: i16 lanes `4r..4r + 4` hold row `r`'s signed scale `ls_j - 32`.
+    scales: [__m256i; 8],
+    /// `[d0 d0 d1 d1 d2 d2 d3 d3]`.
+    d: __m256,
+}
+
+impl ChunkKQuad for QuadIq4Xs {
+    type Ready = ReadyIq4Xs;
+    #[inline(always)]
+    unsafe fn ready(&self) -> ReadyIq4Xs {
+        let table =
+            _mm256_broadcastsi128_si256(_mm_loadu_si128(KVALUES_IQ4NL.as_ptr() as *const __m128i));
+        let mask = _mm256_set1_epi8(0x0f);
+        let mut q = [_mm256_setzero_si256(); 32];
+        for j in 0..8 {
+            // Sub-block j is chunks 2j and 2j + 1: their low nibbles are weights 0..16, high nibbles 16..32.
+            for h in 0..2 {
+                let bytes =
+                    _mm256_loadu_si256(self.qs.as_ptr().add(QUAD * (2 * j + h)) as *const __m256i);
+                q[4 * j + h] = _mm256_shuffle_epi8(table, _mm256_and_si256(bytes, mask));
+                q[4 * j + 2 + h] = _mm256_shuffle_epi8(
+                    table,
+                    _mm256_and_si256(_mm256_srli_epi16::<4>(bytes), mask),
+                );
+            }
+        }
+        // Signed sub-block scales as bytes `4j + r` (row r): nibble j of row r's `scales_l` with bits `2j..2j + 2` of
+        // its `scales_h` above, minus 32.
+        let mut bytes = [0u8; 32];
+        for r in 0..QUAD {
+            let l = u32::from_le_bytes(self.scales_l[r]);
+            let h = self.scales_h[r] as u32;
+            for j in 0..8 {
+                let ls = ((l >> (4 * j)) & 0x0f) | (((h >> (2 * j)) & 3) << 4);
+                bytes[4 * j + r] = (ls as u8).wrapping_sub(32);
+            }
+        }
+        let v = _mm256_loadu_si256(bytes.as_ptr() as *const __m256i);
+        let by_sub_block = [_mm256_castsi256_si128(v), _mm256_extracti128_si256::<1>(v)];
+        let mut scales = [_mm256_setzero_si256(); 8];
+        for (j, scale) in scales.iter_mut().enumerate() {
+            *scale = spread_scales::<true>(by_sub_block[j / 4], j);
+        }
+        ReadyIq4Xs {
+            q,
+            scales,
+            d: pick(widen_scales(&self.d), [0, 0, 1, 1, 2, 2, 3, 3]),
+        }
+    }
+
+    /// `acc[0] += d_r * d_x * Σ s_j (level · x)_j` in lanes `[r0 r0 r1 r1 r2 r2 r3 r3]`, the integer sums exact: the
+    /// signed levels' signs move onto the activations for `maddubs`, whose pairs reach 2 x 127 x 127, so each chunk
+    /// meets its scales in its own `madd`.
+    #[inline(always)]
+    unsafe fn accumulate(w: &ReadyIq4Xs, a: &Q8KBlock, acc: &mut [__m256; 3]) {
+        let x = a.qs.as_ptr() as *const i64;
+        let mut sums = _mm256_setzero_si256();
+        for v in 0..32 {
+            let y = _mm256_set1_epi64x(x.add(v).read_unaligned());
+            let level = w.q[v];
+            let pairs =
+                _mm256_maddubs_epi16(_mm256_sign_epi8(level, level), _mm256_sign_epi8(y, level));
+            sums = _mm256_add_epi32(sums, _mm256_madd_epi16(pairs, w.scales[v / 4]));
+        }
         let ad = _mm256_set1_ps(a.d);
         acc[0] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sums), _mm256_mul_ps(w.d, ad), acc[0]);
     }

@@ -1,0 +1,53 @@
+//! IQ4_XS (GGUF type 23): super-blocks of 256 weights in 8 sub-blocks of 32, each with a 6-bit scale, the weights
+//! 4-bit indices into IQ4_NL's table: `x = d * (ls_j - 32) * KVALUES_IQ4NL[q]`. Sub-block `j`'s scale `ls_j` is
+//! the nibble `j % 2` of `scales_l[j / 2]` (low 4 bits) and bits `2j..2j + 2` of `scales_h` (high 2 bits); its
+//! weights are bytes `16j..16j + 16` of `qs`, element i (0..16) in the low nibble of byte i, i+16 in the high one.
+
+use super::{BlockCodec, KVALUES_IQ4NL, QK_K};
+use crate::tensor_type::TensorType;
+use bytemuck::{Pod, Zeroable};
+use half::f16;
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Pod, Zeroable)]
+pub struct BlockIq4Xs {
+    pub d: f16,
+    pub scales_h: u16,
+    pub scales_l: [u8; QK_K / 64],
+    pub qs: [u8; QK_K / 2],
+}
+
+pub const BLOCK_IQ4_XS_BYTES: usize = 136;
+const _: () = assert!(std::mem::size_of::<BlockIq4Xs>() == BLOCK_IQ4_XS_BYTES);
+
+impl BlockIq4Xs {
+    /// Sub-block `j`'s signed scale `ls_j - 32`, in [-32, 31].
+    pub fn sub_scale(&self, j: usize) -> i32 {
+        let low = (self.scales_l[j / 2] >> (4 * (j % 2))) & 0x0f;
+        let high = ((self.scales_h >> (2 * j)) & 3) as u8;
+        (low | (high << 4)) as i32 - 32
+    }
+
+    /// The table level of weight `i` (0..256).
+    pub fn level(&self, i: usize) -> i32 {
+        let (j, k) = (i / 32, i % 32);
+        let byte = self.qs[16 * j + k % 16];
+        let nibble = if k < 16 { byte & 0x0f } else { byte >> 4 };
+        KVALUES_IQ4NL[nibble as usize] as i32
+    }
+}
+
+impl BlockCodec for BlockIq4Xs {
+    const TENSOR_TYPE: TensorType = TensorType::IQ4_XS;
+    const ELEMENTS: usize = QK_K;
+
+    fn dequantize(&self, out: &mut [f32]) {
+        let d = self.d.to_f32();
+        for (j, sub) in out[..QK_K].chunks_exact_mut(32).enumerate() {
+            let dl = d * self.sub_scale(j) as f32;
+            for (k, v) in sub.iter_mut().enumerate() {
+                *v = dl * self.level(32 * j + k) as f32;
+            }
+        }
+    }
+}

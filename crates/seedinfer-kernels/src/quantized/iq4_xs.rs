@@ -1,0 +1,75 @@
+//! IQ4_XS weights (super-blocks of 256: `x = d * (ls_j - 32) * KVALUES_IQ4NL[q]`, 6-bit `ls_j` per 32, 4-bit
+//! indices `q`) times Q8_K activations.
+
+use super::row_quads::{interleave_chunks, row_of_chunks, RowQuad, QUAD};
+use super::{Activations, Q8KBlock, QuadFormat, QuadKernel};
+use crate::isa::Isa;
+use bytemuck::{Pod, Zeroable};
+use half::f16;
+use seedinfer_formats::{BlockIq4Xs, QK_K};
+
+/// Super-block `i` of four consecutive IQ4_XS rows: their scales as stored, their packed indices interleaved by
+/// 8-byte chunk (`row_quads`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Pod, Zeroable)]
+pub struct QuadIq4Xs {
+    pub d: [f16; QUAD],
+    pub scales_h: [u16; QUAD],
+    pub scales_l: [[u8; QK_K / 64]; QUAD],
+    /// `qs[4c + r]`: bytes `8c..8c + 8` of row `r`'s packed indices.
+    pub qs: [[u8; 8]; QK_K / 16 * QUAD],
+}
+
+const _: () = assert!(std::mem::size_of::<QuadIq4Xs>() == QUAD * std::mem::size_of::<BlockIq4Xs>());
+
+impl RowQuad for QuadIq4Xs {
+    type Block = BlockIq4Xs;
+    fn from_blocks(b: [&BlockIq4Xs; QUAD]) -> Self {
+        Self {
+            d: b.map(|b| b.d),
+            scales_h: b.map(|b| b.scales_h),
+            scales_l: b.map(|b| b.scales_l),
+            qs: interleave_chunks(b.map(|b| &b.qs)),
+        }
+    }
+    fn block(&self, lane: usize) -> BlockIq4Xs {
+        BlockIq4Xs {
+            d: self.d[lane],
+            scales_h: self.scales_h[lane],
+            scales_l: self.scales_l[lane],
+            qs: row_of_chunks(&self.qs, lane),
+        }
+    }
+}
+
+impl QuadFormat for QuadIq4Xs {
+    const ACTIVATIONS: Activations = Activations::Q8K;
+    type Input = Q8KBlock;
+
+    fn dot_scalar(w: impl Iterator<Item = BlockIq4Xs>, x: &[Q8KBlock]) -> f32 {
+        let mut acc = 0.0f32;
+        for (b, a) in w.zip(x) {
+            let mut sums = 0i32;
+            for j in 0..QK_K / 32 {
+                let sub: i32 = (32 * j..32 * j + 32)
+                    .map(|i| b.level(i) * a.qs[i] as i32)
+                    .sum();
+                sums += b.sub_scale(j) * sub;
+            }
+            acc += a.d * b.d.to_f32() * sums as f32;
+        }
+        acc
+    }
+
+    fn scales_are_finite(&self) -> bool {
+        self.d.iter().all(|d| d.is_finite())
+    }
+
+    fn kernel(isa: Isa) -> Option<QuadKernel<Self>> {
+        match isa {
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx2 | Isa::Avx512 => Some(crate::x86_avx2::k_quants::chunk_rows::<Self>),
+            _ => None,
+        }
+    }
+}
