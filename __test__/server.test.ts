@@ -284,6 +284,7 @@ test('GET /metrics: Prometheus text with requests, tokens, batching, KV blocks a
   t.true(value('seedinfer_decode_steps_total') >= value('seedinfer_decode_passes_total'));
   t.true(value('seedinfer_time_to_first_token_seconds_count') >= 3);
   t.true(value('seedinfer_kv_blocks_capacity') > 0);
+  t.false(Number.isNaN(value('seedinfer_batched_prompt_tokens_total')));
   t.false(Number.isNaN(value('seedinfer_queue_depth')));
 });
 

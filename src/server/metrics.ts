@@ -62,28 +62,25 @@ export function createMetrics(model: () => Model | undefined, admission: Admissi
       this.set(admission.capacityBlocks);
     },
   });
-  // The batcher counts since the model loaded; the counters below follow them.
-  const seen = { passes: 0, steps: 0 };
-  new Counter({
-    name: 'seedinfer_decode_passes_total',
-    help: 'Batched decode forward passes (steps / passes = mean batch size)',
-    registers,
-    collect() {
-      const now = model()?.batchStats().passes ?? seen.passes;
-      this.inc(Math.max(0, now - seen.passes));
-      seen.passes = now;
-    },
-  });
-  new Counter({
-    name: 'seedinfer_decode_steps_total',
-    help: 'Decode steps computed by batched passes',
-    registers,
-    collect() {
-      const now = model()?.batchStats().steps ?? seen.steps;
-      this.inc(Math.max(0, now - seen.steps));
-      seen.steps = now;
-    },
-  });
+  // The batcher counts since the model loaded; these counters follow them.
+  const batchCounters = [
+    ['passes', 'seedinfer_decode_passes_total', 'Batched forward passes of concurrent generations (steps / passes = mean decode batch)'],
+    ['steps', 'seedinfer_decode_steps_total', 'Decode steps computed by batched passes'],
+    ['promptTokens', 'seedinfer_batched_prompt_tokens_total', 'Prompt tokens fed through batched passes (chunked prefill)'],
+  ] as const;
+  for (const [field, name, help] of batchCounters) {
+    let seen = 0;
+    new Counter({
+      name,
+      help,
+      registers,
+      collect() {
+        const now = model()?.batchStats()[field] ?? seen;
+        this.inc(Math.max(0, now - seen));
+        seen = now;
+      },
+    });
+  }
   const ttft = new Histogram({
     name: 'seedinfer_time_to_first_token_seconds',
     help: 'Time from the start of a sequence to its first token',
