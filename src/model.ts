@@ -22,7 +22,8 @@ import type {
 } from '../index.js';
 import type { NativeKvCacheOptions } from './native.js';
 
-const DEFAULT_CONTEXT = 4096;
+/** Sessions' context when none is asked for: the model's, up to this many tokens. */
+export const DEFAULT_CONTEXT = 4096;
 /** The `weights` option's values, for types; the binding's list (Rust's) is what is checked against. */
 export const WEIGHT_FORMATS = ['f32', 'f16', 'q8_0', 'q4_0', 'q4_1', 'q5_0', 'q5_1'] as const;
 const NUMERICS: readonly string[] = ['seedinfer', 'llamacpp'];

@@ -11,6 +11,7 @@ import { SeedinferError, checkNumberOption, toSeedinferError } from './errors.js
 import { Admission } from './server/admission.js';
 import { runChoices, type ChoicesRun } from './server/choices.js';
 import { createMetrics } from './server/metrics.js';
+import { DEFAULT_CONTEXT } from './model.js';
 
 /** Server defaults (`ServerOptions` documents each). */
 export const SERVER_DEFAULTS = {
@@ -221,7 +222,7 @@ export function createServer(source: Model | Promise<Model>, options: ServerOpti
     const cache = loaded.cacheStats();
     model = loaded;
     modelId = servedModelId(loaded, options);
-    contextSize = options.contextSize ?? Math.min(loaded.info.contextLength, 4096);
+    contextSize = options.contextSize ?? Math.min(loaded.info.contextLength, DEFAULT_CONTEXT);
     blockSize = cache.blockSize;
     admission.setCapacity(Math.floor(cache.budgetBytes / cache.blockBytes));
     load = { state: 'ready' };
@@ -292,11 +293,8 @@ export function createServer(source: Model | Promise<Model>, options: ServerOpti
     data: [{ id: modelId, object: 'model', created, owned_by: 'seedinfer' }],
   }));
 
-  /** Checks the model id and the options both endpoints share; returns the generation options. */
+  /** The generation options both endpoints share. */
   function requestOptions(body: SamplingBody, maxTokens: number, signal: AbortSignal): GenerateOptions {
-    if (body.model !== modelId) {
-      throw Object.assign(new Error(`The model '${body.model}' does not exist; this server has '${modelId}'`), { modelNotFound: true });
-    }
     return {
       maxTokens: body.max_tokens ?? maxTokens,
       temperature: body.temperature ?? 1,
@@ -362,23 +360,19 @@ export function createServer(source: Model | Promise<Model>, options: ServerOpti
     return abort.signal;
   }
 
-  function modelNotFound(reply: FastifyReply, error: unknown) {
-    if ((error as { modelNotFound?: boolean }).modelNotFound) {
-      return reply.status(404).send(openAiError((error as Error).message, 'invalid_request_error', 'model', 'model_not_found'));
-    }
-    throw error;
+  /** 404 in OpenAI's shape for a request naming another model. */
+  function modelNotFound(reply: FastifyReply, requested: string) {
+    const message = `The model '${requested}' does not exist; this server has '${modelId}'`;
+    return reply.status(404).send(openAiError(message, 'invalid_request_error', 'model', 'model_not_found'));
   }
 
   app.post<{ Body: ChatBody }>('/v1/chat/completions', { schema: { body: chatSchema } }, async (request, reply) => {
     const arrived = performance.now();
     const body = request.body;
+    if (body.model !== modelId) return modelNotFound(reply, body.model);
     const signal = clientSignal(reply);
-    let generate: GenerateOptions;
-    try {
-      generate = requestOptions(body, body.max_completion_tokens ?? options.maxTokens ?? SERVER_DEFAULTS.maxTokens, signal);
-    } catch (error) {
-      return modelNotFound(reply, error);
-    }
+    const generate = requestOptions(body, options.maxTokens ?? SERVER_DEFAULTS.maxTokens, signal);
+    // OpenAI's newer name wins over `max_tokens`.
     if (body.max_completion_tokens != null) generate.maxTokens = body.max_completion_tokens;
     if (body.top_logprobs != null && !body.logprobs) {
       return reply.status(400).send(openAiError('top_logprobs needs logprobs: true', 'invalid_request_error', 'top_logprobs', 'invalid_value'));
@@ -436,13 +430,9 @@ export function createServer(source: Model | Promise<Model>, options: ServerOpti
   app.post<{ Body: CompletionBody }>('/v1/completions', { schema: { body: completionSchema } }, async (request, reply) => {
     const arrived = performance.now();
     const body = request.body;
+    if (body.model !== modelId) return modelNotFound(reply, body.model);
     const signal = clientSignal(reply);
-    let generate: GenerateOptions;
-    try {
-      generate = requestOptions(body, options.maxTokens ?? SERVER_DEFAULTS.completionsMaxTokens, signal);
-    } catch (error) {
-      return modelNotFound(reply, error);
-    }
+    const generate = requestOptions(body, options.maxTokens ?? SERVER_DEFAULTS.completionsMaxTokens, signal);
     if (body.suffix) {
       return reply.status(400).send(openAiError('suffix (fill-in-the-middle) is not supported', 'invalid_request_error', 'suffix', 'unsupported_value'));
     }

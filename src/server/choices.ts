@@ -64,8 +64,8 @@ export async function runChoices(
         }),
       ),
     );
-    const failed = settled.find((s): s is PromiseRejectedResult => s.status === 'rejected');
-    if (failed) throw firstError?.error ?? failed.reason;
+    // Every rejection went through the catch above, which kept the first.
+    if (firstError) throw firstError.error;
     const results = settled.map((s) => (s as PromiseFulfilledResult<GenerationResult>).value);
     return { results, promptTokens: prompt.length, cachedTokens: prefill.timings.reusedPromptTokens };
   } finally {

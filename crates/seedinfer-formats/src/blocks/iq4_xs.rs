@@ -20,12 +20,18 @@ pub struct BlockIq4Xs {
 pub const BLOCK_IQ4_XS_BYTES: usize = 136;
 const _: () = assert!(std::mem::size_of::<BlockIq4Xs>() == BLOCK_IQ4_XS_BYTES);
 
+/// Sub-block `j`'s signed scale `ls_j - 32` (in [-32, 31]) from a block's `scales_l` and `scales_h`.
+#[inline(always)]
+pub fn iq4_xs_sub_scale(scales_l: &[u8; QK_K / 64], scales_h: u16, j: usize) -> i32 {
+    let low = (scales_l[j / 2] >> (4 * (j % 2))) & 0x0f;
+    let high = ((scales_h >> (2 * j)) & 3) as u8;
+    (low | (high << 4)) as i32 - 32
+}
+
 impl BlockIq4Xs {
     /// Sub-block `j`'s signed scale `ls_j - 32`, in [-32, 31].
     pub fn sub_scale(&self, j: usize) -> i32 {
-        let low = (self.scales_l[j / 2] >> (4 * (j % 2))) & 0x0f;
-        let high = ((self.scales_h >> (2 * j)) & 3) as u8;
-        (low | (high << 4)) as i32 - 32
+        iq4_xs_sub_scale(&self.scales_l, self.scales_h, j)
     }
 
     /// The table level of weight `i` (0..256).

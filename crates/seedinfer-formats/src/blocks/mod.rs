@@ -21,7 +21,7 @@ mod q6_k;
 mod q8_0;
 
 pub use iq4_nl::{BlockIq4Nl, BLOCK_IQ4_NL_BYTES, KVALUES_IQ4NL};
-pub use iq4_xs::{BlockIq4Xs, BLOCK_IQ4_XS_BYTES};
+pub use iq4_xs::{iq4_xs_sub_scale, BlockIq4Xs, BLOCK_IQ4_XS_BYTES};
 pub use k_scales::{
     dequantize_scaled_minimum, scale_min, scales_mins, ScaledMinimumBlock, K_SCALE_BYTES,
 };

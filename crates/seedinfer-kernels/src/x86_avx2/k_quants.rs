@@ -21,7 +21,7 @@
 use crate::quantized::row_quads::QUAD;
 use crate::quantized::{Q8KBlock, QuadFormat, QuadIq4Xs, QuadQ4_K, QuadQ5_K, QuadQ6_K};
 use crate::row_blocks::ProductOut;
-use seedinfer_formats::blocks::KVALUES_IQ4NL;
+use seedinfer_formats::blocks::{iq4_xs_sub_scale, KVALUES_IQ4NL};
 use std::arch::x86_64::*;
 
 /// What the K-quant kernel needs from a format.
@@ -402,15 +402,11 @@ impl ChunkKQuad for QuadIq4Xs {
                 );
             }
         }
-        // Signed sub-block scales as bytes `4j + r` (row r): nibble j of row r's `scales_l` with bits `2j..2j + 2` of
-        // its `scales_h` above, minus 32.
-        let mut bytes = [0u8; 32];
+        // Signed sub-block scales as bytes `4j + r` (row r).
+        let mut bytes = [0i8; 32];
         for r in 0..QUAD {
-            let l = u32::from_le_bytes(self.scales_l[r]);
-            let h = self.scales_h[r] as u32;
             for j in 0..8 {
-                let ls = ((l >> (4 * j)) & 0x0f) | (((h >> (2 * j)) & 3) << 4);
-                bytes[4 * j + r] = (ls as u8).wrapping_sub(32);
+                bytes[4 * j + r] = iq4_xs_sub_scale(&self.scales_l[r], self.scales_h[r], j) as i8;
             }
         }
         let v = _mm256_loadu_si256(bytes.as_ptr() as *const __m256i);

@@ -46,8 +46,11 @@ pub(crate) trait Quad {
     /// (each row's even and odd groups of four elements).
     unsafe fn dot(w: &Self::Ready, a: &Q8Block) -> __m256i;
     fn scales(&self) -> &[half::f16; QUAD];
-    /// The Q4_1 minimums, multiplied with each activation block's sum.
-    fn minimums(&self) -> &[half::f16; QUAD];
+    /// The Q4_1/Q5_1 minimums, multiplied with each activation block's sum; read only when `HAS_MINIMUM`.
+    #[inline(always)]
+    fn minimums(&self) -> &[half::f16; QUAD] {
+        self.scales()
+    }
 }
 
 /// The four rows' nibbles unpacked by 8-element chunk: vector `c` holds elements `8c..8c + 8` of rows 0, 1, 2
@@ -127,10 +130,6 @@ impl Quad for QuadQ4_0 {
     fn scales(&self) -> &[half::f16; QUAD] {
         &self.d
     }
-    #[inline(always)]
-    fn minimums(&self) -> &[half::f16; QUAD] {
-        &self.d
-    }
 }
 
 impl Quad for QuadQ4_1 {
@@ -196,10 +195,6 @@ impl Quad for QuadQ8_0 {
     fn scales(&self) -> &[half::f16; QUAD] {
         &self.d
     }
-    #[inline(always)]
-    fn minimums(&self) -> &[half::f16; QUAD] {
-        &self.d
-    }
 }
 
 impl Quad for QuadIq4Nl {
@@ -221,10 +216,6 @@ impl Quad for QuadIq4Nl {
     }
     #[inline(always)]
     fn scales(&self) -> &[half::f16; QUAD] {
-        &self.d
-    }
-    #[inline(always)]
-    fn minimums(&self) -> &[half::f16; QUAD] {
         &self.d
     }
 }
@@ -280,10 +271,6 @@ impl Quad for QuadQ5_0 {
     }
     #[inline(always)]
     fn scales(&self) -> &[half::f16; QUAD] {
-        &self.d
-    }
-    #[inline(always)]
-    fn minimums(&self) -> &[half::f16; QUAD] {
         &self.d
     }
 }
