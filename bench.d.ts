@@ -1,7 +1,7 @@
 // Public typings of `seedinfer/bench`: microbenchmarks of seedinfer's kernels and the machine's limits.
 
 /** Weight formats of the timed products. */
-export type KernelFormat = 'f32' | 'f16' | 'bf16' | 'q8_0' | 'q4_0' | 'q4_1' | 'q5_0' | 'q5_1' | 'q4_k' | 'q5_k' | 'q6_k' | 'iq4_nl' | 'iq4_xs';
+export type KernelFormat = 'f32' | 'f16' | 'bf16' | 'q8_0' | 'q4_0' | 'q4_1' | 'q5_0' | 'q5_1' | 'q2_k' | 'q3_k' | 'q4_k' | 'q5_k' | 'q6_k' | 'iq4_nl' | 'iq4_xs';
 
 /** The formats `timeProduct` takes. */
 export declare const KERNEL_FORMATS: readonly KernelFormat[];

@@ -124,14 +124,14 @@ test('GGUF versions 1 and 4 → UNSUPPORTED_GGUF_VERSION', async (t) => {
   await stillWorks(t);
 });
 
-test('a Q2_K tensor → UNSUPPORTED_TENSOR_TYPE naming Q2_K', async (t) => {
+test('an IQ2_XXS tensor → UNSUPPORTED_TENSOR_TYPE naming IQ2_XXS', async (t) => {
   const bytes = variant((spec) => {
     const i = spec.tensors.findIndex((x) => x.name === 'blk.0.ffn_down.weight');
     const elements = spec.tensors[i].shape.reduce((a, b) => a * b, 1);
-    // Q2_K: 256-element super-blocks of 84 bytes.
-    spec.tensors[i] = { ...spec.tensors[i], type: GGML_TYPE.Q2_K, data: new Uint8Array(Math.ceil(elements / 256) * 84) };
+    // IQ2_XXS: 256-element super-blocks of 66 bytes.
+    spec.tensors[i] = { ...spec.tensors[i], type: GGML_TYPE.IQ2_XXS, data: new Uint8Array(Math.ceil(elements / 256) * 66) };
   });
-  await expectLoadError(t, 'Q2_K tensor', writeTemp('q2k.gguf', bytes), ['UNSUPPORTED_TENSOR_TYPE'], 'Q2_K');
+  await expectLoadError(t, 'IQ2_XXS tensor', writeTemp('iq2xxs.gguf', bytes), ['UNSUPPORTED_TENSOR_TYPE'], 'IQ2_XXS');
   await stillWorks(t);
 });
 

@@ -7,7 +7,7 @@ const api = import('seedinfer/bench');
 
 test('timeProduct times every format on a small shape, GEMV and GEMM, and reports consistent figures', async (t) => {
   const { KERNEL_FORMATS, timeProduct } = await api;
-  t.deepEqual([...KERNEL_FORMATS], ['f32', 'f16', 'bf16', 'q8_0', 'q4_0', 'q4_1', 'q5_0', 'q5_1', 'q4_k', 'q5_k', 'q6_k', 'iq4_nl', 'iq4_xs']);
+  t.deepEqual([...KERNEL_FORMATS], ['f32', 'f16', 'bf16', 'q8_0', 'q4_0', 'q4_1', 'q5_0', 'q5_1', 'q2_k', 'q3_k', 'q4_k', 'q5_k', 'q6_k', 'iq4_nl', 'iq4_xs']);
   for (const format of KERNEL_FORMATS) {
     for (const tokens of [1, 7]) {
       const r: ProductTiming = await timeProduct({ format, rows: 64, cols: 256, tokens, threads: 2, samples: 3, batchSeconds: 0.002 });

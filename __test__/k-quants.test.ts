@@ -1,6 +1,6 @@
-// K-quant (Q4_K, Q5_K, Q6_K), IQ4_NL and IQ4_XS weights used as stored: random-weight copies of the default model (its
+// K-quant (Q2_K .. Q6_K), IQ4_NL and IQ4_XS weights used as stored: random-weight copies of the default model (its
 // ffn_down rows, 1536 wide, are whole 256-element super-blocks; the 576-wide matrices take llama.cpp's K-quant
-// fallbacks, IQ4_XS's IQ4_NL; IQ4_NL's 32-element blocks fit every matrix) load, say which kernels run, and give the logits of the
+// fallbacks, Q4_0 for Q2_K and Q3_K, IQ4_NL for IQ4_XS; IQ4_NL's 32-element blocks fit every matrix) load, say which kernels run, and give the logits of the
 // same weights dequantised to f32.
 import test from 'ava';
 import fs from 'node:fs';
@@ -26,6 +26,8 @@ function relativeError(a: Float32Array, b: Float32Array): number {
 }
 
 const cases = [
+  { format: 'q2_k', kQuant: 'Q2_K', fallback: 'Q4_0' },
+  { format: 'q3_k', kQuant: 'Q3_K', fallback: 'Q4_0' },
   { format: 'q4_k', kQuant: 'Q4_K', fallback: 'Q5_0' },
   { format: 'q5_k', kQuant: 'Q5_K', fallback: 'Q5_1' },
   { format: 'q6_k', kQuant: 'Q6_K', fallback: 'Q8_0' },

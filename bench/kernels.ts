@@ -86,7 +86,7 @@ const kQuantShapes: [number, number][] = quick
     ];
 const isKQuant = (format: NativeKernelFormat) => format.endsWith('_k') || format === 'iq4_xs';
 // Over 256 MB in each format: 512 MiB f32, 268 MB f16/bf16, 285 MB Q8_0, 302 MB Q4_0, 336 MB Q4_1, 369 MB Q5_0,
-// 403 MB Q5_1, 302 MB Q4_K, 369 MB Q5_K, 440 MB Q6_K, 302 MB IQ4_NL, 285 MB IQ4_XS.
+// 403 MB Q5_1, 264 MB Q2_K, 288 MB Q3_K, 302 MB Q4_K, 369 MB Q5_K, 440 MB Q6_K, 302 MB IQ4_NL, 285 MB IQ4_XS.
 const bigShapes: Record<NativeKernelFormat, [number, number]> = {
   f32: [16384, 8192],
   f16: [16384, 8192],
@@ -96,6 +96,8 @@ const bigShapes: Record<NativeKernelFormat, [number, number]> = {
   q4_1: [65536, 8192],
   q5_0: [65536, 8192],
   q5_1: [65536, 8192],
+  q2_k: [98304, 8192],
+  q3_k: [81920, 8192],
   q4_k: [65536, 8192],
   q5_k: [65536, 8192],
   q6_k: [65536, 8192],

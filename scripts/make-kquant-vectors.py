@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Writes crates/seedinfer-formats/tests/data/kquant-vectors.json: K-quant super-blocks (Q4_K, Q5_K, Q6_K), IQ4_NL
+"""Writes crates/seedinfer-formats/tests/data/kquant-vectors.json: K-quant super-blocks (Q2_K .. Q6_K), IQ4_NL
 and IQ4_XS blocks and their dequantisation by the PyPI `gguf` package (gguf-py, llama.cpp's Python port of ggml's dequantisers),
 checked bit for bit by crates/seedinfer-formats/tests/reference_vectors.rs.
 
@@ -22,7 +22,8 @@ from gguf import GGMLQuantizationType
 from gguf import quants
 
 SEED = 20261206
-BLOCK_BYTES = {"Q4_K": 144, "Q5_K": 176, "Q6_K": 210, "IQ4_NL": 18, "IQ4_XS": 136}
+# New types go at the end: the random bytes of the earlier ones stay the same.
+BLOCK_BYTES = {"Q4_K": 144, "Q5_K": 176, "Q6_K": 210, "IQ4_NL": 18, "IQ4_XS": 136, "Q2_K": 84, "Q3_K": 110}
 DEFAULT_OUTPUT = Path(__file__).resolve().parent.parent / "crates/seedinfer-formats/tests/data/kquant-vectors.json"
 SCALES = [  # (name, d, dmin)
     ("ordinary", 0.0123, 0.0071),
@@ -57,6 +58,15 @@ def blocks(type_name: str, rng: np.random.Generator) -> list[tuple[str, np.ndarr
                     block[2:8] = 0xFF  # every sub-block scale 63 (31 after the offset)
                     block[8:] = np.array([0x0F, 0xF0] * 64, dtype=np.uint8)
                 block[0:2] = f16_bytes(d)
+            elif type_name == "Q2_K":
+                if variant == "saturated":
+                    block[:80] = 0xFF  # every scale, minimum and weight 15, 15 and 3
+                block[80:82] = f16_bytes(d)
+                block[82:84] = f16_bytes(dmin)
+            elif type_name == "Q3_K":
+                if variant == "saturated":
+                    block[:108] = 0  # every weight -4, every scale -32
+                block[108:110] = f16_bytes(d)
             elif type_name == "IQ4_NL":
                 if variant == "saturated":
                     block[2:] = np.array([0x0F, 0xF0] * 8, dtype=np.uint8)  # the table's two ends, -127 and 113

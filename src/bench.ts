@@ -49,6 +49,8 @@ export const KERNEL_FORMATS: readonly KernelFormat[] = [
   'q4_1',
   'q5_0',
   'q5_1',
+  'q2_k',
+  'q3_k',
   'q4_k',
   'q5_k',
   'q6_k',

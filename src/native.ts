@@ -40,7 +40,7 @@ export type NativeBinding = typeof import('../native/native.js');
 export type NativeKernelFormat = KernelFormat;
 
 /** The formats `writeSyntheticModel` takes (validated in Rust: `gguf_tools.rs`). */
-export type NativeSyntheticFormat = 'q4_0' | 'q4_1' | 'q8_0' | 'q4_k' | 'q5_k' | 'q6_k' | 'iq4_nl' | 'iq4_xs' | 'f16' | 'f32';
+export type NativeSyntheticFormat = 'q4_0' | 'q4_1' | 'q8_0' | 'q2_k' | 'q3_k' | 'q4_k' | 'q5_k' | 'q6_k' | 'iq4_nl' | 'iq4_xs' | 'f16' | 'f32';
 
 function addonFileName(): string {
   const { platform, arch } = process;

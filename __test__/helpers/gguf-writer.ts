@@ -2,7 +2,7 @@
 // Independent of the Rust writer on purpose: the tests feed its output (and corrupted variants) to the loader.
 
 /** ggml type ids (ggml.h `enum ggml_type`). */
-export const GGML_TYPE = { F32: 0, F16: 1, Q4_0: 2, Q4_1: 3, Q5_0: 6, Q5_1: 7, Q8_0: 8, Q2_K: 10, Q4_K: 12, Q5_K: 13, Q6_K: 14, BF16: 30 } as const;
+export const GGML_TYPE = { F32: 0, F16: 1, Q4_0: 2, Q4_1: 3, Q5_0: 6, Q5_1: 7, Q8_0: 8, Q2_K: 10, Q3_K: 11, Q4_K: 12, Q5_K: 13, Q6_K: 14, IQ2_XXS: 16, BF16: 30 } as const;
 
 /** GGUF metadata value type tags (gguf.h `enum gguf_type`). */
 const VALUE_TYPE = {

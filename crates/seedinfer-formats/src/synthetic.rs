@@ -7,7 +7,7 @@
 
 use std::path::Path;
 
-use crate::blocks::{quantize_row, READ_ONLY_TYPES};
+use crate::blocks::{block_scale_offsets, quantize_row, READ_ONLY_TYPES};
 use crate::error::{FormatError, Result};
 use crate::gguf::{GgufFile, GgufValue, GgufWriter};
 use crate::tensor_type::TensorType;
@@ -27,7 +27,9 @@ pub fn llama_file_type(matrix_type: TensorType) -> u32 {
         TensorType::Q5_0 => 8,
         TensorType::Q5_1 => 9,
         TensorType::BF16 => 32,
-        // LLAMA_FTYPE_MOSTLY_Q4_K_S, _Q5_K_S, _Q6_K.
+        // LLAMA_FTYPE_MOSTLY_Q2_K, _Q3_K_S, _Q4_K_S, _Q5_K_S, _Q6_K.
+        TensorType::Q2_K => 10,
+        TensorType::Q3_K => 11,
         TensorType::Q4_K => 14,
         TensorType::Q5_K => 16,
         TensorType::Q6_K => 18,
@@ -70,13 +72,15 @@ impl Rng {
 
 /// The format a tensor of `shape` gets: 1-D tensors (norms) stay F32, as llama.cpp keeps them; matrices take
 /// `matrix_type` when their rows are whole blocks of it, else llama.cpp's fallback for a 256-wide type (Q4_K: Q5_0,
-/// Q5_K: Q5_1, Q6_K: Q8_0, IQ4_XS: IQ4_NL) if the rows are whole blocks of that, else F32.
+/// Q5_K: Q5_1, Q6_K: Q8_0, Q2_K and Q3_K: Q4_0, IQ4_XS: IQ4_NL; llama.cpp's `tensor_type_fallback`) if the rows
+/// are whole blocks of that, else F32.
 fn tensor_type_for(shape: &[usize], matrix_type: TensorType) -> TensorType {
     let cols = shape.last().copied().unwrap_or(1);
     let fallback = match matrix_type {
         TensorType::Q4_K => TensorType::Q5_0,
         TensorType::Q5_K => TensorType::Q5_1,
         TensorType::Q6_K => TensorType::Q8_0,
+        TensorType::Q2_K | TensorType::Q3_K => TensorType::Q4_0,
         TensorType::IQ4_XS => TensorType::IQ4_NL,
         _ => TensorType::F32,
     };
@@ -97,28 +101,29 @@ pub fn random_k_quant_blocks(tensor_type: TensorType, count: usize, seed: u64, o
 /// these yet; the values of a synthetic model do not matter, only their shape and scale.)
 fn random_super_blocks(tensor_type: TensorType, count: usize, rng: &mut Rng, out: &mut Vec<u8>) {
     let size = tensor_type.block_bytes();
-    // Weights d * sc * q - dmin * m with sc, m uniform in 0..64 and q in 0..16 (Q4_K) or 0..32 (Q5_K):
-    // dmin = d * E[q] * E[sc] / E[m] centres them; d scales their spread to about WEIGHT_STD. Q6_K's
-    // d * sc * (q - 32) is centred already (signed sc).
+    // Weights d * sc * q - dmin * m with sc, m uniform in 0..64 and q in 0..16 (Q4_K) or 0..32 (Q5_K), or sc, m in
+    // 0..16 and q in 0..4 (Q2_K): dmin = d * E[q] * E[sc] / E[m] centres them; d scales their spread to about
+    // WEIGHT_STD. The signed formats are centred already: Q6_K's d * sc * (q - 32), Q3_K's d * (sc - 32) * q,
+    // IQ4_NL's d times table levels of spread ~70, IQ4_XS's times sub-block scales -32..32 too (spread ~18).
     let (d, dmin) = match tensor_type {
-        TensorType::Q4_K => (8.2e-5f32, 6.1e-4f32),
+        TensorType::Q2_K => (1.5e-3f32, 2.2e-3f32),
+        TensorType::Q3_K => (4.5e-4, 0.0),
+        TensorType::Q4_K => (8.2e-5, 6.1e-4),
         TensorType::Q5_K => (3.9e-5, 6.0e-4),
-        // IQ4_NL: d times table levels of spread ~70; IQ4_XS: times sub-block scales -32..32 too (spread ~18).
         TensorType::IQ4_NL => (2.9e-4, 0.0),
         TensorType::IQ4_XS => (1.6e-5, 0.0),
         _ => (1.5e-5, 0.0),
+    };
+    let Some((d_at, dmin_at)) = block_scale_offsets(tensor_type) else {
+        return;
     };
     for _ in 0..count {
         let start = out.len();
         out.extend((0..size).map(|_| rng.next_u64() as u8));
         let block = &mut out[start..];
-        if tensor_type == TensorType::Q6_K {
-            block[208..210].copy_from_slice(&half::f16::from_f32(d).to_le_bytes());
-        } else if matches!(tensor_type, TensorType::IQ4_NL | TensorType::IQ4_XS) {
-            block[0..2].copy_from_slice(&half::f16::from_f32(d).to_le_bytes());
-        } else {
-            block[0..2].copy_from_slice(&half::f16::from_f32(d).to_le_bytes());
-            block[2..4].copy_from_slice(&half::f16::from_f32(dmin).to_le_bytes());
+        block[d_at..d_at + 2].copy_from_slice(&half::f16::from_f32(d).to_le_bytes());
+        if let Some(at) = dmin_at {
+            block[at..at + 2].copy_from_slice(&half::f16::from_f32(dmin).to_le_bytes());
         }
     }
 }

@@ -15,8 +15,10 @@ pub enum TensorType {
     Q5_0,
     Q5_1,
     Q8_0,
-    /// ggml's K-quants: super-blocks of 256 weights in sub-blocks with their own 6-bit (Q4_K, Q5_K) or 8-bit
-    /// (Q6_K) scales.
+    /// ggml's K-quants: super-blocks of 256 weights in sub-blocks with their own 4-bit (Q2_K), 6-bit (Q3_K, Q4_K,
+    /// Q5_K) or 8-bit (Q6_K) scales.
+    Q2_K,
+    Q3_K,
     Q4_K,
     Q5_K,
     Q6_K,
@@ -38,7 +40,7 @@ pub const SEEDINFER_TENSOR_TYPES: [TensorType; 3] =
     [TensorType::SeedLm4, TensorType::SeedLm3, TensorType::Q3Rtn];
 
 /// Every supported type, in ggml id order; handy for tests and iteration.
-pub const ALL_TENSOR_TYPES: [TensorType; 13] = [
+pub const ALL_TENSOR_TYPES: [TensorType; 15] = [
     TensorType::F32,
     TensorType::F16,
     TensorType::Q4_0,
@@ -46,6 +48,8 @@ pub const ALL_TENSOR_TYPES: [TensorType; 13] = [
     TensorType::Q5_0,
     TensorType::Q5_1,
     TensorType::Q8_0,
+    TensorType::Q2_K,
+    TensorType::Q3_K,
     TensorType::Q4_K,
     TensorType::Q5_K,
     TensorType::Q6_K,
@@ -116,6 +120,8 @@ impl TensorType {
             TensorType::Q5_0 => 6,
             TensorType::Q5_1 => 7,
             TensorType::Q8_0 => 8,
+            TensorType::Q2_K => 10,
+            TensorType::Q3_K => 11,
             TensorType::Q4_K => 12,
             TensorType::Q5_K => 13,
             TensorType::Q6_K => 14,
@@ -147,6 +153,8 @@ impl TensorType {
             TensorType::Q5_0 => "Q5_0",
             TensorType::Q5_1 => "Q5_1",
             TensorType::Q8_0 => "Q8_0",
+            TensorType::Q2_K => "Q2_K",
+            TensorType::Q3_K => "Q3_K",
             TensorType::Q4_K => "Q4_K",
             TensorType::Q5_K => "Q5_K",
             TensorType::Q6_K => "Q6_K",
@@ -169,9 +177,12 @@ impl TensorType {
             | TensorType::Q8_0
             | TensorType::IQ4_NL
             | TensorType::Q3Rtn => 32,
-            TensorType::Q4_K | TensorType::Q5_K | TensorType::Q6_K | TensorType::IQ4_XS => {
-                crate::blocks::QK_K
-            }
+            TensorType::Q2_K
+            | TensorType::Q3_K
+            | TensorType::Q4_K
+            | TensorType::Q5_K
+            | TensorType::Q6_K
+            | TensorType::IQ4_XS => crate::blocks::QK_K,
             TensorType::SeedLm4 | TensorType::SeedLm3 => {
                 self.seedlm_config().map_or(1, |c| c.block)
             }
@@ -201,6 +212,8 @@ impl TensorType {
             TensorType::Q5_0 => crate::blocks::BLOCK_Q5_0_BYTES,
             TensorType::Q5_1 => crate::blocks::BLOCK_Q5_1_BYTES,
             TensorType::Q8_0 => crate::blocks::BLOCK_Q8_0_BYTES,
+            TensorType::Q2_K => crate::blocks::BLOCK_Q2_K_BYTES,
+            TensorType::Q3_K => crate::blocks::BLOCK_Q3_K_BYTES,
             TensorType::Q4_K => crate::blocks::BLOCK_Q4_K_BYTES,
             TensorType::Q5_K => crate::blocks::BLOCK_Q5_K_BYTES,
             TensorType::Q6_K => crate::blocks::BLOCK_Q6_K_BYTES,
@@ -266,7 +279,7 @@ mod tests {
         }
         assert_eq!(ggml_type_name(14), Some("Q6_K"));
         assert_eq!(TensorType::from_ggml_type_id(14), Some(TensorType::Q6_K));
-        assert_eq!(TensorType::from_ggml_type_id(10), None); // Q2_K: named, not decoded
+        assert_eq!(TensorType::from_ggml_type_id(16), None); // IQ2_XXS: named, not decoded
         assert_eq!(ggml_type_name(1000), None);
     }
 

@@ -89,15 +89,22 @@ fn q2_k_tensor_is_unsupported_tensor_type_and_k_quants_load() {
             &vec![0u8; bytes],
         )
     };
-    let err = open_bytes(&raw(10, 256, 84)).unwrap_err();
+    // IQ2_XXS: super-blocks of 256 in 66 bytes, named but not decoded.
+    let err = open_bytes(&raw(16, 256, 66)).unwrap_err();
     assert_eq!(err.code(), "UNSUPPORTED_TENSOR_TYPE");
     let msg = err.to_string();
     assert!(
-        msg.contains("Q2_K") && msg.contains("blk.0.ffn_down.weight"),
+        msg.contains("IQ2_XXS") && msg.contains("blk.0.ffn_down.weight"),
         "{msg}"
     );
-    // Q4_K, Q5_K, Q6_K load; a row that is not whole 256-element super-blocks cannot match its bytes.
-    for (type_id, name, block_bytes) in [(12, "Q4_K", 144), (13, "Q5_K", 176), (14, "Q6_K", 210)] {
+    // Q2_K .. Q6_K load; a row that is not whole 256-element super-blocks cannot match its bytes.
+    for (type_id, name, block_bytes) in [
+        (10, "Q2_K", 84),
+        (11, "Q3_K", 110),
+        (12, "Q4_K", 144),
+        (13, "Q5_K", 176),
+        (14, "Q6_K", 210),
+    ] {
         let file = open_bytes(&raw(type_id, 512, 2 * block_bytes)).expect(name);
         assert_eq!(file.tensors()[0].tensor_type.name(), name);
         let err = open_bytes(&raw(type_id, 576, 3 * block_bytes)).unwrap_err();

@@ -20,7 +20,7 @@
 
 use half::{bf16, f16};
 use proptest::prelude::*;
-use seedinfer_formats::blocks::{five_bits, BlockIq4Nl, KVALUES_IQ4NL};
+use seedinfer_formats::blocks::{block_scale_offsets, five_bits, BlockIq4Nl, KVALUES_IQ4NL};
 use seedinfer_formats::{
     dequantize_row, quantize_row, BlockQ4_0, BlockQ4_1, BlockQ5_0, BlockQ5_1, BlockQ8_0, TensorType,
 };
@@ -254,13 +254,10 @@ fn check_k_quant(
             let v = scales[rng.below(scales.len() as u64) as usize] * rng.unit();
             f16::from_f32(v).to_le_bytes()
         };
-        if tensor_type == TensorType::Q6_K {
-            block[208..210].copy_from_slice(&scale());
-        } else if tensor_type == TensorType::IQ4_XS {
-            block[0..2].copy_from_slice(&scale());
-        } else {
-            block[0..2].copy_from_slice(&scale());
-            block[2..4].copy_from_slice(&scale());
+        let (d_at, dmin_at) = block_scale_offsets(tensor_type).unwrap();
+        block[d_at..d_at + 2].copy_from_slice(&scale());
+        if let Some(at) = dmin_at {
+            block[at..at + 2].copy_from_slice(&scale());
         }
     }
     let m = QuantizedMatrix::from_bytes(tensor_type, rows, cols, &bytes).unwrap();
@@ -271,31 +268,37 @@ fn check_k_quant(
     let (mut fast, mut reference) = (vec![0.0; tokens * rows], vec![0.0; tokens * rows]);
     m.matmul(q.as_input(), tokens, &mut fast);
     m.matmul_with(Isa::Scalar, q.as_input(), tokens, &mut reference);
-    // The terms' magnitudes. The kernels sum two parts of each weight apart, so both count: Q4_K/Q5_K's `d * sc * q`
-    // and `dmin * m` (the scalar reference too; each is the dequantisation with the other's super-block scale
-    // zeroed, bytes 0..2 holding d and 2..4 dmin); Q6_K's `d * sc * q` with unsigned `q`, whose i32 lanes only become
-    // exact partial sums once `32 * d * sc` per weight comes off (bounded by the weight plus twice that offset, the
-    // dequantisation with every `q` zero).
+    // The terms' magnitudes. The kernels sum two parts of each weight apart, so both count: Q2_K/Q4_K/Q5_K's
+    // `d * sc * q` and `dmin * m` (the scalar reference too; each is the dequantisation with the other's super-block
+    // scale zeroed); Q6_K's and Q3_K's `d * sc * q` with unsigned `q`, whose i32 lanes only become exact partial sums
+    // once the offset (32 or 4) times `d * sc` per weight comes off (bounded by the weight plus twice that offset,
+    // the dequantisation with every stored weight bit zero).
     let mut parts = vec![vec![0.0f32; rows * cols]; 2];
-    if tensor_type == TensorType::IQ4_XS {
-        // One part: `d * s_j * level`, signed levels and scales multiplied exactly in i32.
-        dequantize_row(tensor_type, &bytes, &mut parts[0]).unwrap();
-    } else if tensor_type == TensorType::Q6_K {
+    let (d_at, dmin_at) = block_scale_offsets(tensor_type).unwrap();
+    let weight_bytes = match tensor_type {
+        TensorType::Q6_K => Some(192),
+        TensorType::Q3_K => Some(96),
+        _ => None,
+    };
+    if let Some(at) = dmin_at {
+        for (part, zeroed) in parts.iter_mut().zip([at, d_at]) {
+            let mut copy = bytes.clone();
+            for block in copy.chunks_exact_mut(block_bytes) {
+                block[zeroed..zeroed + 2].fill(0);
+            }
+            dequantize_row(tensor_type, &copy, part).unwrap();
+        }
+    } else if let Some(weight_bytes) = weight_bytes {
         dequantize_row(tensor_type, &bytes, &mut parts[0]).unwrap();
         let mut offsets = bytes.clone();
         for block in offsets.chunks_exact_mut(block_bytes) {
-            block[..192].fill(0);
+            block[..weight_bytes].fill(0);
         }
         dequantize_row(tensor_type, &offsets, &mut parts[1]).unwrap();
         parts[1].iter_mut().for_each(|v| *v *= 2.0);
     } else {
-        for (part, at) in parts.iter_mut().zip([0usize, 2]) {
-            let mut copy = bytes.clone();
-            for block in copy.chunks_exact_mut(block_bytes) {
-                block[at..at + 2].fill(0);
-            }
-            dequantize_row(tensor_type, &copy, part).unwrap();
-        }
+        // IQ4_XS, one part: `d * s_j * level`, signed levels and scales multiplied exactly in i32.
+        dequantize_row(tensor_type, &bytes, &mut parts[0]).unwrap();
     }
     // Per super-block: the scale product, the conversion of an integer sum that may exceed 2^24, the product
     // and the addition, on each path; then the lane reduction.
@@ -439,6 +442,16 @@ proptest! {
     #[test]
     fn q8_0_dispatched_matches_scalar(rows in 1usize..70, k in 1usize..40, tokens in 1usize..12, seed in any::<u64>()) {
         check_quantized(TensorType::Q8_0, rows, k, tokens, seed)?;
+    }
+
+    #[test]
+    fn q2_k_dispatched_matches_scalar(rows in 1usize..40, k in 1usize..6, tokens in 1usize..12, seed in any::<u64>()) {
+        check_k_quant(TensorType::Q2_K, rows, k, tokens, seed)?;
+    }
+
+    #[test]
+    fn q3_k_dispatched_matches_scalar(rows in 1usize..40, k in 1usize..6, tokens in 1usize..12, seed in any::<u64>()) {
+        check_k_quant(TensorType::Q3_K, rows, k, tokens, seed)?;
     }
 
     #[test]

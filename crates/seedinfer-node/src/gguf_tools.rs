@@ -38,8 +38,8 @@ impl CodedTask for WriteSyntheticModelTask {
 /// tokenizer included) and every tensor replaced by random values of the same shape, drawn from `seed`: norm
 /// vectors near 1.0 in F32, matrices normal with standard deviation 0.02 in `format` (`q4_0`, `q4_1`, `q8_0`,
 /// `f16` or `f32`), or random blocks of about that spread for the types seedinfer does not write (`iq4_nl`, and the
-/// 256-wide `q4_k`, `q5_k`, `q6_k`, `iq4_xs`, whose matrices with rows that are not whole super-blocks take
-/// llama.cpp's fallback, Q5_0, Q5_1, Q8_0 or IQ4_NL). `general.file_type` names the
+/// 256-wide `q2_k`, `q3_k`, `q4_k`, `q5_k`, `q6_k`, `iq4_xs`, whose matrices with rows that are not whole
+/// super-blocks take llama.cpp's fallback, Q4_0, Q5_0, Q5_1, Q8_0 or IQ4_NL). `general.file_type` names the
 /// new format. The file appears whole or not at all.
 #[napi(ts_return_type = "Promise<void>")]
 pub fn write_synthetic_model(
@@ -52,6 +52,8 @@ pub fn write_synthetic_model(
         "q4_0" => TensorType::Q4_0,
         "q4_1" => TensorType::Q4_1,
         "q8_0" => TensorType::Q8_0,
+        "q2_k" => TensorType::Q2_K,
+        "q3_k" => TensorType::Q3_K,
         "q4_k" => TensorType::Q4_K,
         "q5_k" => TensorType::Q5_K,
         "q6_k" => TensorType::Q6_K,
@@ -63,7 +65,7 @@ pub fn write_synthetic_model(
             return Err(coded(
                 "INVALID_OPTION",
                 &format!(
-                    "format must be q4_0, q4_1, q8_0, q4_k, q5_k, q6_k, iq4_nl, iq4_xs, f16 or f32, got {format:?}"
+                    "format must be q4_0, q4_1, q8_0, q2_k, q3_k, q4_k, q5_k, q6_k, iq4_nl, iq4_xs, f16 or f32, got {format:?}"
                 ),
             ))
         }

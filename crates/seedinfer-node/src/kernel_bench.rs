@@ -55,7 +55,7 @@ fn fill(values: &mut [f32], seed: u32, row: usize) {
 }
 
 /// The formats a bench's matrix may take, by name.
-const FORMATS: [(&str, TensorType); 13] = [
+const FORMATS: [(&str, TensorType); 15] = [
     ("f32", TensorType::F32),
     ("f16", TensorType::F16),
     ("bf16", TensorType::BF16),
@@ -64,6 +64,8 @@ const FORMATS: [(&str, TensorType); 13] = [
     ("q4_1", TensorType::Q4_1),
     ("q5_0", TensorType::Q5_0),
     ("q5_1", TensorType::Q5_1),
+    ("q2_k", TensorType::Q2_K),
+    ("q3_k", TensorType::Q3_K),
     ("q4_k", TensorType::Q4_K),
     ("q5_k", TensorType::Q5_K),
     ("q6_k", TensorType::Q6_K),

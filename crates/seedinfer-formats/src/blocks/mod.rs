@@ -1,4 +1,4 @@
-//! ggml block formats, one file each (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, the K-quants Q4_K, Q5_K, Q6_K, IQ4_NL, IQ4_XS): the
+//! ggml block formats, one file each (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, the K-quants Q2_K .. Q6_K, IQ4_NL, IQ4_XS): the
 //! `#[repr(C)]` block as stored in GGUF files, its dequantiser, and — for the 32-element formats — its reference
 //! quantiser from ggml-quants.c (`quantize_row_*_ref`), reproduced bit-exactly so that files written here are
 //! indistinguishable from llama.cpp's. [`BlockCodec`] is what every format provides, [`BlockQuantizer`] what the
@@ -11,6 +11,8 @@
 mod iq4_nl;
 mod iq4_xs;
 mod k_scales;
+mod q2_k;
+mod q3_k;
 mod q4_0;
 mod q4_1;
 mod q4_k;
@@ -25,6 +27,8 @@ pub use iq4_xs::{iq4_xs_sub_scale, BlockIq4Xs, BLOCK_IQ4_XS_BYTES};
 pub use k_scales::{
     dequantize_scaled_minimum, scale_min, scales_mins, ScaledMinimumBlock, K_SCALE_BYTES,
 };
+pub use q2_k::{two_bit_field, BlockQ2_K, BLOCK_Q2_K_BYTES};
+pub use q3_k::{q3_k_scale, BlockQ3_K, BLOCK_Q3_K_BYTES};
 pub use q4_k::{BlockQ4_K, BLOCK_Q4_K_BYTES};
 pub use q5_k::{BlockQ5_K, BLOCK_Q5_K_BYTES};
 pub use q6_k::{BlockQ6_K, BLOCK_Q6_K_BYTES};
@@ -77,16 +81,40 @@ pub const BLOCK_TYPES: [TensorType; 5] = [
 ];
 
 /// The K-quant types of this module (read, not written yet), in GGUF type id order.
-pub const K_QUANT_TYPES: [TensorType; 3] = [TensorType::Q4_K, TensorType::Q5_K, TensorType::Q6_K];
+pub const K_QUANT_TYPES: [TensorType; 5] = [
+    TensorType::Q2_K,
+    TensorType::Q3_K,
+    TensorType::Q4_K,
+    TensorType::Q5_K,
+    TensorType::Q6_K,
+];
 
 /// Block types seedinfer reads but does not write yet (no quantiser): the K-quants, IQ4_NL and IQ4_XS.
-pub const READ_ONLY_TYPES: [TensorType; 5] = [
+pub const READ_ONLY_TYPES: [TensorType; 7] = [
+    TensorType::Q2_K,
+    TensorType::Q3_K,
     TensorType::Q4_K,
     TensorType::Q5_K,
     TensorType::Q6_K,
     TensorType::IQ4_NL,
     TensorType::IQ4_XS,
 ];
+
+/// Byte offsets in a block of a type in [`READ_ONLY_TYPES`] of its f16 scale `d` and, in the formats with
+/// minimums, of `dmin` (for writers of random blocks: synthetic models, tests). `None` for other types.
+pub fn block_scale_offsets(tensor_type: TensorType) -> Option<(usize, Option<usize>)> {
+    use std::mem::offset_of;
+    Some(match tensor_type {
+        TensorType::Q2_K => (offset_of!(BlockQ2_K, d), Some(offset_of!(BlockQ2_K, dmin))),
+        TensorType::Q3_K => (offset_of!(BlockQ3_K, d), None),
+        TensorType::Q4_K => (offset_of!(BlockQ4_K, d), Some(offset_of!(BlockQ4_K, dmin))),
+        TensorType::Q5_K => (offset_of!(BlockQ5_K, d), Some(offset_of!(BlockQ5_K, dmin))),
+        TensorType::Q6_K => (offset_of!(BlockQ6_K, d), None),
+        TensorType::IQ4_NL => (offset_of!(BlockIq4Nl, d), None),
+        TensorType::IQ4_XS => (offset_of!(BlockIq4Xs, d), None),
+        _ => return None,
+    })
+}
 
 fn dequantize_blocks<B: BlockCodec>(bytes: &[u8], out: &mut [f32]) {
     let size = std::mem::size_of::<B>();
@@ -179,6 +207,8 @@ pub fn dequantize_row(tensor_type: TensorType, bytes: &[u8], out: &mut [f32]) ->
         TensorType::Q5_0 => dequantize_blocks::<BlockQ5_0>(bytes, out),
         TensorType::Q5_1 => dequantize_blocks::<BlockQ5_1>(bytes, out),
         TensorType::Q8_0 => dequantize_blocks::<BlockQ8_0>(bytes, out),
+        TensorType::Q2_K => dequantize_blocks::<BlockQ2_K>(bytes, out),
+        TensorType::Q3_K => dequantize_blocks::<BlockQ3_K>(bytes, out),
         TensorType::Q4_K => dequantize_blocks::<BlockQ4_K>(bytes, out),
         TensorType::Q5_K => dequantize_blocks::<BlockQ5_K>(bytes, out),
         TensorType::Q6_K => dequantize_blocks::<BlockQ6_K>(bytes, out),
@@ -222,7 +252,9 @@ pub fn quantize_row(tensor_type: TensorType, values: &[f32], out: &mut Vec<u8>) 
         TensorType::Q5_0 => quantize_blocks::<BlockQ5_0>(values, out),
         TensorType::Q5_1 => quantize_blocks::<BlockQ5_1>(values, out),
         TensorType::Q8_0 => quantize_blocks::<BlockQ8_0>(values, out),
-        TensorType::Q4_K
+        TensorType::Q2_K
+        | TensorType::Q3_K
+        | TensorType::Q4_K
         | TensorType::Q5_K
         | TensorType::Q6_K
         | TensorType::IQ4_NL

@@ -1,4 +1,4 @@
-//! Block-quantised weights (GGUF Q4_0, Q4_1, Q5_0, Q5_1, Q8_0 and the K-quants Q4_K, Q5_K, Q6_K kept as stored,
+//! Block-quantised weights (GGUF Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, IQ4_NL, IQ4_XS and the K-quants Q2_K .. Q6_K kept as stored,
 //! their blocks reordered into row quads) multiplied with activations quantised to int8 — per 32 values, or per
 //! 256 for the K-quants — the way llama.cpp computes them.
 //!
@@ -10,6 +10,8 @@
 
 mod iq4_nl;
 mod iq4_xs;
+mod q2_k;
+mod q3_k;
 mod q4_0;
 mod q4_1;
 mod q4_k;
@@ -24,6 +26,8 @@ pub use crate::q8_block::{quantize_activations, quantize_activations_scalar, Q8B
 pub use crate::q8k_block::{quantize_activations_k, Q8KBlock, SUPER_BLOCK};
 pub use iq4_nl::QuadIq4Nl;
 pub use iq4_xs::QuadIq4Xs;
+pub use q2_k::QuadQ2_K;
+pub use q3_k::QuadQ3_K;
 pub use q4_0::QuadQ4_0;
 pub use q4_1::QuadQ4_1;
 pub use q4_k::QuadQ4_K;
@@ -402,6 +406,8 @@ impl QuantizedMatrix {
             TensorType::Q5_0 => Quads::<QuadQ5_0>::boxed(bytes, rows, n),
             TensorType::Q5_1 => Quads::<QuadQ5_1>::boxed(bytes, rows, n),
             TensorType::Q8_0 => Quads::<QuadQ8_0>::boxed(bytes, rows, n),
+            TensorType::Q2_K => Quads::<QuadQ2_K>::boxed(bytes, rows, n),
+            TensorType::Q3_K => Quads::<QuadQ3_K>::boxed(bytes, rows, n),
             TensorType::Q4_K => Quads::<QuadQ4_K>::boxed(bytes, rows, n),
             TensorType::Q5_K => Quads::<QuadQ5_K>::boxed(bytes, rows, n),
             TensorType::Q6_K => Quads::<QuadQ6_K>::boxed(bytes, rows, n),
@@ -635,14 +641,17 @@ fn silu_product<const N: usize>(outs: &[ProductOut; N], tokens: usize, first: us
 mod tests {
     use super::*;
     use crate::test_values::values;
+    use seedinfer_formats::blocks::{block_scale_offsets, K_QUANT_TYPES};
     use seedinfer_formats::quantize_row;
 
-    const ALL_FORMATS: [TensorType; 10] = [
+    const ALL_FORMATS: [TensorType; 12] = [
         TensorType::Q4_0,
         TensorType::Q4_1,
         TensorType::Q5_0,
         TensorType::Q5_1,
         TensorType::Q8_0,
+        TensorType::Q2_K,
+        TensorType::Q3_K,
         TensorType::Q4_K,
         TensorType::Q5_K,
         TensorType::Q6_K,
@@ -672,13 +681,10 @@ mod tests {
             .zip(scales.chunks_exact(2))
         {
             let f16 = |v: f32| half::f16::from_f32(v * 0.01).to_le_bytes();
-            if tensor_type == TensorType::Q6_K {
-                block[208..210].copy_from_slice(&f16(scale[0]));
-            } else if matches!(tensor_type, TensorType::IQ4_NL | TensorType::IQ4_XS) {
-                block[0..2].copy_from_slice(&f16(scale[0]));
-            } else {
-                block[0..2].copy_from_slice(&f16(scale[0]));
-                block[2..4].copy_from_slice(&f16(scale[1].abs() * 0.5));
+            let (d_at, dmin_at) = block_scale_offsets(tensor_type).expect("a read-only type");
+            block[d_at..d_at + 2].copy_from_slice(&f16(scale[0]));
+            if let Some(at) = dmin_at {
+                block[at..at + 2].copy_from_slice(&f16(scale[1].abs() * 0.5));
             }
         }
         bytes
@@ -838,7 +844,7 @@ mod tests {
     #[test]
     fn k_quant_references_are_the_dot_products_of_the_dequantised_values() {
         // With the activations dequantised too (q * d), the only differences left are f32 roundings.
-        for tensor_type in [TensorType::Q4_K, TensorType::Q5_K, TensorType::Q6_K] {
+        for tensor_type in K_QUANT_TYPES.into_iter().chain([TensorType::IQ4_XS]) {
             let (rows, cols) = (9, 768);
             let (m, dequantized) = matrix(tensor_type, rows, cols);
             let x = values(2 * cols, 13);

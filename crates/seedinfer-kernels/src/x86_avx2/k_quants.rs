@@ -1,4 +1,4 @@
-//! AVX2 kernels of the K-quants (Q4_K, Q5_K, Q6_K) times Q8_K activations. Each format's scalar `dot_scalar` in
+//! AVX2 kernels of the K-quants (Q2_K .. Q6_K) and IQ4_XS times Q8_K activations. Each format's scalar `dot_scalar` in
 //! `quantized/` is the reference. Per super-block the integer sums are exact and stay in eight i32 lanes; each
 //! lane is converted and accumulated in f32 with its row's super-block scale (as ggml's AVX2 kernels do), and a
 //! row's lanes are added once at its end. So a kernel differs from the scalar oracle only by the order of f32
@@ -7,10 +7,11 @@
 //! The quads interleave their four rows by 8-byte chunk (`row_quads`; bytes unchanged), so one vector holds the
 //! same 8 weights of the four rows and one `maddubs` (unsigned weights x signed activations, pairs added in i16)
 //! with those 8 activations broadcast serves all four. A sub-block's chunks add up in i16 — four for the 32-weight
-//! sub-blocks of Q4_K/Q5_K (at most 4 x 2 x 31 x 127 < 2^15), two for Q6_K's 16 (2 x 2 x 63 x 127) — before one
-//! `madd` with the four rows' scales gives `[r0 r0 r1 r1 r2 r2 r3 r3]` i32 lanes. What every weight shares comes
-//! off per row through the activations' sums of 16 (`bsums`): Q4_K/Q5_K's minimums (in f32, scaled by `dmin`),
-//! Q6_K's offset of 32 (in i32, from the lanes before they become f32).
+//! sub-blocks of Q4_K/Q5_K (at most 4 x 2 x 31 x 127 < 2^15), two for the 16 of Q2_K, Q3_K and Q6_K (2 x 2 x 63 x
+//! 127) — before one `madd` with the four rows' scales gives `[r0 r0 r1 r1 r2 r2 r3 r3]` i32 lanes. What every
+//! weight shares comes off per row through the activations' sums of 16 (`bsums`): the minimums of Q2_K, Q4_K and
+//! Q5_K (in f32, scaled by `dmin`), the offsets of Q6_K (32) and Q3_K (4, its signed 3-bit weights stored as 0..8)
+//! in i32, from the lanes before they become f32.
 //!
 //! A quad's super-block is unpacked once and multiplied with a tile of tokens; a single-token product reads the
 //! quads' bytes as one sequential stream, prefetched ahead. Adding a K-quant here: implement [`ChunkKQuad`];
@@ -19,7 +20,9 @@
 #![cfg(target_arch = "x86_64")]
 
 use crate::quantized::row_quads::QUAD;
-use crate::quantized::{Q8KBlock, QuadFormat, QuadIq4Xs, QuadQ4_K, QuadQ5_K, QuadQ6_K};
+use crate::quantized::{
+    Q8KBlock, QuadFormat, QuadIq4Xs, QuadQ2_K, QuadQ3_K, QuadQ4_K, QuadQ5_K, QuadQ6_K,
+};
 use crate::row_blocks::ProductOut;
 use seedinfer_formats::blocks::{iq4_xs_sub_scale, KVALUES_IQ4NL};
 use std::arch::x86_64::*;
@@ -252,32 +255,145 @@ impl ChunkKQuad for QuadQ5_K {
     }
 }
 
-/// A Q6_K quad's super-block unpacked.
-pub(crate) struct ReadyQ6 {
-    /// Vector `v = 16h + 4k + g`: weights `8g..8g + 8` of the 32 starting at `128h + 32k` (0..64, unsigned), of
-    /// rows 0 to 3; they lie in sub-block `v / 2`, and are activation chunk `v`.
+/// A quad's super-block of sixteen sub-blocks of 16 (Q2_K, Q3_K, Q6_K) unpacked.
+pub(crate) struct ReadySixteen {
+    /// Vector `v = 16h + 4k + g`: weights `8g..8g + 8` of the 32 starting at `128h + 32k` (unsigned: Q6_K's `q`,
+    /// Q3_K's `q + 4`, Q2_K's `q`), of rows 0 to 3; they lie in sub-block `v / 2`, and are activation chunk `v`.
     q: [__m256i; 32],
-    /// Sub-block `j`: i16 lanes `4r..4r + 4` hold row `r`'s (signed) scale.
+    /// Sub-block `j`: i16 lanes `4r..4r + 4` hold row `r`'s scale.
     scales: [__m256i; 16],
-    /// Row `r`'s sixteen scales as i16.
-    row_scales: [__m256i; QUAD],
+    /// Row `r`'s sixteen values that meet the activations' sums of 16: Q6_K's and Q3_K's scales (for their
+    /// offsets), Q2_K's minimums.
+    per_row: [__m256i; QUAD],
     /// `[d0 d0 d1 d1 d2 d2 d3 d3]`.
     d: __m256,
+    /// `[dmin0 dmin0 dmin1 dmin1 ...]` (Q2_K; zero in the others).
+    dmin: __m256,
+}
+
+/// Four rows' sixteen sub-block scales (one row's bytes per vector) spread for the chunk layout: sub-block `j`'s
+/// i16 lanes `4r..4r + 4` hold row `r`'s scale. `SIGNED` sign-extends.
+#[inline(always)]
+unsafe fn spread_sixteen<const SIGNED: bool>(r: &[__m128i; QUAD]) -> [__m256i; 16] {
+    // Scale bytes `4j + r` for sub-blocks 0..4, 4..8, 8..12, 12..16.
+    let (lo01, lo23) = (_mm_unpacklo_epi8(r[0], r[1]), _mm_unpacklo_epi8(r[2], r[3]));
+    let (hi01, hi23) = (_mm_unpackhi_epi8(r[0], r[1]), _mm_unpackhi_epi8(r[2], r[3]));
+    let by_sub_block = [
+        _mm_unpacklo_epi16(lo01, lo23),
+        _mm_unpackhi_epi16(lo01, lo23),
+        _mm_unpacklo_epi16(hi01, hi23),
+        _mm_unpackhi_epi16(hi01, hi23),
+    ];
+    let mut scales = [_mm256_setzero_si256(); 16];
+    for (j, scale) in scales.iter_mut().enumerate() {
+        *scale = spread_scales::<SIGNED>(by_sub_block[j / 4], j);
+    }
+    scales
+}
+
+/// `Σ_j sc_j (q · x)_j` of the four rows in i32 lanes `[r0 r0 r1 r1 r2 r2 r3 r3]`, exact: a sub-block's two
+/// chunks add up in i16 (at most 2 x 2 x 63 x 128) before their `madd` with the scales.
+#[inline(always)]
+unsafe fn sixteen_sums(w: &ReadySixteen, a: &Q8KBlock) -> __m256i {
+    let x = a.qs.as_ptr() as *const i64;
+    let mut sums = _mm256_setzero_si256();
+    for j in 0..16 {
+        let y0 = _mm256_set1_epi64x(x.add(2 * j).read_unaligned());
+        let y1 = _mm256_set1_epi64x(x.add(2 * j + 1).read_unaligned());
+        let pairs = _mm256_add_epi16(
+            _mm256_maddubs_epi16(w.q[2 * j], y0),
+            _mm256_maddubs_epi16(w.q[2 * j + 1], y1),
+        );
+        sums = _mm256_add_epi32(sums, _mm256_madd_epi16(pairs, w.scales[j]));
+    }
+    sums
+}
+
+/// `Σ_j per_row_j (Σ x)_j` of each row, exact, in i32 lanes `[r0 r0 r1 r1 r2 r2 r3 r3]` (a row's two lanes hold
+/// sub-blocks 0..8 and 8..16): per row in eight lanes, then two pairwise adds give `[r0 r1 r2 r3 | r0 r1 r2 r3]`.
+#[inline(always)]
+unsafe fn sixteen_row_sums(w: &ReadySixteen, a: &Q8KBlock) -> __m256i {
+    let bsums = _mm256_loadu_si256(a.bsums.as_ptr() as *const __m256i);
+    let per_row = [
+        _mm256_madd_epi16(w.per_row[0], bsums),
+        _mm256_madd_epi16(w.per_row[1], bsums),
+        _mm256_madd_epi16(w.per_row[2], bsums),
+        _mm256_madd_epi16(w.per_row[3], bsums),
+    ];
+    let rows = _mm256_hadd_epi32(
+        _mm256_hadd_epi32(per_row[0], per_row[1]),
+        _mm256_hadd_epi32(per_row[2], per_row[3]),
+    );
+    _mm256_permutevar8x32_epi32(rows, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7))
+}
+
+/// `acc[0] += d_r * d_x * Σ sc_j ((q - 2^SHIFT) · x)_j` in lanes `[r0 r0 r1 r1 r2 r2 r3 r3]` (Q6_K: offset 32, Q3_K:
+/// 4), the integer sums exact: the offset `2^SHIFT Σ sc_j (Σ x)_j` comes off the i32 lanes before they become f32.
+#[inline(always)]
+unsafe fn accumulate_offset<const SHIFT: i32>(
+    w: &ReadySixteen,
+    a: &Q8KBlock,
+    acc: &mut [__m256; 3],
+) {
+    let sums = _mm256_sub_epi32(
+        sixteen_sums(w, a),
+        _mm256_slli_epi32::<SHIFT>(sixteen_row_sums(w, a)),
+    );
+    let ad = _mm256_set1_ps(a.d);
+    acc[0] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sums), _mm256_mul_ps(w.d, ad), acc[0]);
+}
+
+/// Row `r` of lanes in `[r0 r0 r1 r1 r2 r2 r3 r3]`: of `acc[0]` alone, or plus `acc[1]` (Q2_K's minimums).
+#[inline(always)]
+fn row_value_pairs<const PARTS: usize>(lanes: &[[f32; 8]; 3], r: usize) -> f32 {
+    let value = lanes[0][2 * r] + lanes[0][2 * r + 1];
+    if PARTS == 2 {
+        value + (lanes[1][2 * r] + lanes[1][2 * r + 1])
+    } else {
+        value
+    }
+}
+
+/// Loads chunk `c` of the four rows (`QUAD` consecutive 8-byte chunks).
+#[inline(always)]
+unsafe fn load_chunk(chunks: &[[u8; 8]], c: usize) -> __m256i {
+    _mm256_loadu_si256(chunks.as_ptr().add(QUAD * c) as *const __m256i)
+}
+
+/// Vector `16h + 4k + g` of a 2-bit field laid out as Q2_K's `qs`: bits `2k..2k + 2` of chunk `4h + g`.
+#[inline(always)]
+unsafe fn two_bit_chunks(qs: &[[u8; 8]; 32], q: &mut [__m256i; 32]) {
+    let three = _mm256_set1_epi8(3);
+    for h in 0..2 {
+        for g in 0..4 {
+            let bytes = load_chunk(qs, 4 * h + g);
+            q[16 * h + g] = _mm256_and_si256(bytes, three);
+            q[16 * h + 4 + g] = _mm256_and_si256(_mm256_srli_epi16::<2>(bytes), three);
+            q[16 * h + 8 + g] = _mm256_and_si256(_mm256_srli_epi16::<4>(bytes), three);
+            q[16 * h + 12 + g] = _mm256_and_si256(_mm256_srli_epi16::<6>(bytes), three);
+        }
+    }
+}
+
+/// `[d0 d0 d1 d1 d2 d2 d3 d3]` of four rows' f16 scales.
+#[inline(always)]
+unsafe fn paired_scales(h: &[half::f16; QUAD]) -> __m256 {
+    pick(widen_scales(h), [0, 0, 1, 1, 2, 2, 3, 3])
 }
 
 impl ChunkKQuad for QuadQ6_K {
-    type Ready = ReadyQ6;
+    type Ready = ReadySixteen;
     #[inline(always)]
-    unsafe fn ready(&self) -> ReadyQ6 {
+    unsafe fn ready(&self) -> ReadySixteen {
         let low = _mm256_set1_epi8(0x0f);
-        let load = |chunks: &[[u8; 8]], c: usize| {
-            _mm256_loadu_si256(chunks.as_ptr().add(QUAD * c) as *const __m256i)
-        };
         let mut q = [_mm256_setzero_si256(); 32];
         for h in 0..2 {
             for g in 0..4 {
-                let (l0, l1) = (load(&self.ql, 8 * h + g), load(&self.ql, 8 * h + 4 + g));
-                let high = load(&self.qh, 4 * h + g);
+                let (l0, l1) = (
+                    load_chunk(&self.ql, 8 * h + g),
+                    load_chunk(&self.ql, 8 * h + 4 + g),
+                );
+                let high = load_chunk(&self.qh, 4 * h + g);
                 let bits = |mask: i8| _mm256_and_si256(high, _mm256_set1_epi8(mask));
                 let v = 16 * h + g;
                 q[v] = _mm256_or_si256(
@@ -304,71 +420,149 @@ impl ChunkKQuad for QuadQ6_K {
             _mm_loadu_si128(self.scales[2].as_ptr() as *const __m128i),
             _mm_loadu_si128(self.scales[3].as_ptr() as *const __m128i),
         ];
-        // Scale bytes `4j + r` for sub-blocks 0..4, 4..8, 8..12, 12..16.
-        let (lo01, lo23) = (_mm_unpacklo_epi8(r[0], r[1]), _mm_unpacklo_epi8(r[2], r[3]));
-        let (hi01, hi23) = (_mm_unpackhi_epi8(r[0], r[1]), _mm_unpackhi_epi8(r[2], r[3]));
-        let by_sub_block = [
-            _mm_unpacklo_epi16(lo01, lo23),
-            _mm_unpackhi_epi16(lo01, lo23),
-            _mm_unpacklo_epi16(hi01, hi23),
-            _mm_unpackhi_epi16(hi01, hi23),
-        ];
-        let mut scales = [_mm256_setzero_si256(); 16];
-        for (j, scale) in scales.iter_mut().enumerate() {
-            *scale = spread_scales::<true>(by_sub_block[j / 4], j);
-        }
-        let d = widen_scales(&self.d);
-        ReadyQ6 {
+        ReadySixteen {
             q,
-            scales,
-            row_scales: [
+            scales: spread_sixteen::<true>(&r),
+            per_row: [
                 _mm256_cvtepi8_epi16(r[0]),
                 _mm256_cvtepi8_epi16(r[1]),
                 _mm256_cvtepi8_epi16(r[2]),
                 _mm256_cvtepi8_epi16(r[3]),
             ],
-            d: pick(d, [0, 0, 1, 1, 2, 2, 3, 3]),
+            d: paired_scales(&self.d),
+            dmin: _mm256_setzero_ps(),
         }
     }
 
-    /// `acc[0] += d_r * d_x * Σ sc_j ((q - 32) · x)_j` in lanes `[r0 r0 r1 r1 r2 r2 r3 r3]`, the integer sums exact.
     #[inline(always)]
-    unsafe fn accumulate(w: &ReadyQ6, a: &Q8KBlock, acc: &mut [__m256; 3]) {
-        let x = a.qs.as_ptr() as *const i64;
-        let mut sums = _mm256_setzero_si256();
-        for j in 0..16 {
-            let y0 = _mm256_set1_epi64x(x.add(2 * j).read_unaligned());
-            let y1 = _mm256_set1_epi64x(x.add(2 * j + 1).read_unaligned());
-            let pairs = _mm256_add_epi16(
-                _mm256_maddubs_epi16(w.q[2 * j], y0),
-                _mm256_maddubs_epi16(w.q[2 * j + 1], y1),
-            );
-            sums = _mm256_add_epi32(sums, _mm256_madd_epi16(pairs, w.scales[j]));
-        }
-        // The offset 32 Σ sc_j (Σ x)_j per row, exact, taken off the row's i32 lanes before they become f32: per
-        // row over sub-blocks 0..8 and 8..16, in lanes [r0 r1 r2 r3 | r0 r1 r2 r3] after two pairwise adds, then
-        // moved to [r0 r0 r1 r1 r2 r2 r3 r3].
-        let bsums = _mm256_loadu_si256(a.bsums.as_ptr() as *const __m256i);
-        let per_row = [
-            _mm256_madd_epi16(w.row_scales[0], bsums),
-            _mm256_madd_epi16(w.row_scales[1], bsums),
-            _mm256_madd_epi16(w.row_scales[2], bsums),
-            _mm256_madd_epi16(w.row_scales[3], bsums),
-        ];
-        let offsets = _mm256_hadd_epi32(
-            _mm256_hadd_epi32(per_row[0], per_row[1]),
-            _mm256_hadd_epi32(per_row[2], per_row[3]),
-        );
-        let offsets =
-            _mm256_permutevar8x32_epi32(offsets, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
-        let sums = _mm256_sub_epi32(sums, _mm256_slli_epi32::<5>(offsets));
-        let ad = _mm256_set1_ps(a.d);
-        acc[0] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sums), _mm256_mul_ps(w.d, ad), acc[0]);
+    unsafe fn accumulate(w: &ReadySixteen, a: &Q8KBlock, acc: &mut [__m256; 3]) {
+        accumulate_offset::<5>(w, a, acc)
     }
 
     #[inline(always)]
     fn row_value(lanes: &[[f32; 8]; 3], r: usize) -> f32 {
-        lanes[0][2 * r] + lanes[0][2 * r + 1]
+        row_value_pairs::<1>(lanes, r)
+    }
+}
+
+/// Q3_K's sixteen 6-bit scales of one row, minus 32, as signed bytes (ggml's `kmask` unpacking, the fields
+/// `blocks::q3_k_scale` reads).
+#[inline(always)]
+unsafe fn q3_k_scales(packed: &[u8; 12]) -> __m128i {
+    let word = |i: usize| {
+        u32::from_le_bytes([
+            packed[4 * i],
+            packed[4 * i + 1],
+            packed[4 * i + 2],
+            packed[4 * i + 3],
+        ])
+    };
+    let (w0, w1, w2) = (word(0), word(1), word(2));
+    const LOW4: u32 = 0x0f0f_0f0f;
+    const LOW2: u32 = 0x0303_0303;
+    let v = _mm_setr_epi32(
+        ((w0 & LOW4) | ((w2 & LOW2) << 4)) as i32,
+        ((w1 & LOW4) | (((w2 >> 2) & LOW2) << 4)) as i32,
+        (((w0 >> 4) & LOW4) | (((w2 >> 4) & LOW2) << 4)) as i32,
+        (((w1 >> 4) & LOW4) | (((w2 >> 6) & LOW2) << 4)) as i32,
+    );
+    _mm_sub_epi8(v, _mm_set1_epi8(32))
+}
+
+impl ChunkKQuad for QuadQ3_K {
+    type Ready = ReadySixteen;
+    #[inline(always)]
+    unsafe fn ready(&self) -> ReadySixteen {
+        let mut q = [_mm256_setzero_si256(); 32];
+        two_bit_chunks(&self.qs, &mut q);
+        // The high bit of vector 16h + 4k + g is bit 4h + k of high-bit chunk g; a set bit adds 4 (q + 4 in 0..8).
+        let four = _mm256_set1_epi8(4);
+        for g in 0..4 {
+            let high = load_chunk(&self.hmask, g);
+            for h in 0..2 {
+                for k in 0..4 {
+                    let bit = _mm256_set1_epi8((1u8 << (4 * h + k)) as i8);
+                    let set = _mm256_cmpeq_epi8(_mm256_and_si256(high, bit), bit);
+                    let v = 16 * h + 4 * k + g;
+                    q[v] = _mm256_or_si256(q[v], _mm256_and_si256(set, four));
+                }
+            }
+        }
+        let r: [__m128i; QUAD] = [
+            q3_k_scales(&self.scales[0]),
+            q3_k_scales(&self.scales[1]),
+            q3_k_scales(&self.scales[2]),
+            q3_k_scales(&self.scales[3]),
+        ];
+        ReadySixteen {
+            q,
+            scales: spread_sixteen::<true>(&r),
+            per_row: [
+                _mm256_cvtepi8_epi16(r[0]),
+                _mm256_cvtepi8_epi16(r[1]),
+                _mm256_cvtepi8_epi16(r[2]),
+                _mm256_cvtepi8_epi16(r[3]),
+            ],
+            d: paired_scales(&self.d),
+            dmin: _mm256_setzero_ps(),
+        }
+    }
+
+    #[inline(always)]
+    unsafe fn accumulate(w: &ReadySixteen, a: &Q8KBlock, acc: &mut [__m256; 3]) {
+        accumulate_offset::<2>(w, a, acc)
+    }
+
+    #[inline(always)]
+    fn row_value(lanes: &[[f32; 8]; 3], r: usize) -> f32 {
+        row_value_pairs::<1>(lanes, r)
+    }
+}
+
+impl ChunkKQuad for QuadQ2_K {
+    type Ready = ReadySixteen;
+    #[inline(always)]
+    unsafe fn ready(&self) -> ReadySixteen {
+        let mut q = [_mm256_setzero_si256(); 32];
+        two_bit_chunks(&self.qs, &mut q);
+        let low = _mm_set1_epi8(0x0f);
+        let packed: [__m128i; QUAD] = [
+            _mm_loadu_si128(self.scales[0].as_ptr() as *const __m128i),
+            _mm_loadu_si128(self.scales[1].as_ptr() as *const __m128i),
+            _mm_loadu_si128(self.scales[2].as_ptr() as *const __m128i),
+            _mm_loadu_si128(self.scales[3].as_ptr() as *const __m128i),
+        ];
+        let scales = [
+            _mm_and_si128(packed[0], low),
+            _mm_and_si128(packed[1], low),
+            _mm_and_si128(packed[2], low),
+            _mm_and_si128(packed[3], low),
+        ];
+        let mins =
+            |r: usize| _mm256_cvtepu8_epi16(_mm_and_si128(_mm_srli_epi16::<4>(packed[r]), low));
+        ReadySixteen {
+            q,
+            scales: spread_sixteen::<false>(&scales),
+            per_row: [mins(0), mins(1), mins(2), mins(3)],
+            d: paired_scales(&self.d),
+            dmin: paired_scales(&self.dmin),
+        }
+    }
+
+    /// `acc[0] += d_r * d_x * Σ sc_j (q · x)_j` and `acc[1] -= dmin_r * d_x * Σ m_j (Σ x)_j`, both in lanes
+    /// `[r0 r0 r1 r1 r2 r2 r3 r3]`, the integer sums exact.
+    #[inline(always)]
+    unsafe fn accumulate(w: &ReadySixteen, a: &Q8KBlock, acc: &mut [__m256; 3]) {
+        let ad = _mm256_set1_ps(a.d);
+        let sums = _mm256_cvtepi32_ps(sixteen_sums(w, a));
+        acc[0] = _mm256_fmadd_ps(sums, _mm256_mul_ps(w.d, ad), acc[0]);
+        let mins = _mm256_cvtepi32_ps(sixteen_row_sums(w, a));
+        acc[1] = _mm256_fnmadd_ps(mins, _mm256_mul_ps(w.dmin, ad), acc[1]);
+    }
+
+    #[inline(always)]
+    fn row_value(lanes: &[[f32; 8]; 3], r: usize) -> f32 {
+        row_value_pairs::<2>(lanes, r)
     }
 }
 
@@ -418,7 +612,7 @@ impl ChunkKQuad for QuadIq4Xs {
         ReadyIq4Xs {
             q,
             scales,
-            d: pick(widen_scales(&self.d), [0, 0, 1, 1, 2, 2, 3, 3]),
+            d: paired_scales(&self.d),
         }
     }
 
@@ -442,7 +636,7 @@ impl ChunkKQuad for QuadIq4Xs {
 
     #[inline(always)]
     fn row_value(lanes: &[[f32; 8]; 3], r: usize) -> f32 {
-        lanes[0][2 * r] + lanes[0][2 * r + 1]
+        row_value_pairs::<1>(lanes, r)
     }
 }
 
