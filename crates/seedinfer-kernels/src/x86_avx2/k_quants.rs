@@ -30,11 +30,19 @@ use std::arch::x86_64::*;
 /// What the K-quant kernel needs from a format.
 pub(crate) trait ChunkKQuad: QuadFormat<Input = Q8KBlock> {
     /// A quad's super-block unpacked for `maddubs`, with its scales.
-    type Ready;
-    unsafe fn ready(&self) -> Self::Ready;
+    type Ready<'a>
+    where
+        Self: 'a;
+    unsafe fn ready(&self) -> Self::Ready<'_>;
     /// Adds the quad's super-block products with activation super-block `a`: `acc[0]` in lanes `[r0 r0 r1 r1 r2 r2
     /// r3 r3]`, the per-row corrections in `acc[1]` and `acc[2]` (laid out as [`ChunkKQuad::row_value`] reads them).
-    unsafe fn accumulate(w: &Self::Ready, a: &Q8KBlock, acc: &mut [__m256; 3]);
+    unsafe fn accumulate(w: &Self::Ready<'_>, a: &Q8KBlock, acc: &mut [__m256; 3]);
+    /// [`ChunkKQuad::accumulate`] for a single token, with the same bits; a format whose unpacked super-block does
+    /// not fit the registers reads its bytes directly instead.
+    #[inline(always)]
+    unsafe fn accumulate_one(&self, a: &Q8KBlock, acc: &mut [__m256; 3]) {
+        Self::accumulate(&self.ready(), a, acc)
+    }
     /// Row `r`'s value from the accumulators' lanes.
     fn row_value(lanes: &[[f32; 8]; 3], r: usize) -> f32;
 }
@@ -67,29 +75,23 @@ unsafe fn scales_and_mins(packed: &[u8; 12]) -> __m128i {
     )
 }
 
+/// The `pshufb` selectors of [`spread_scales`]: entry `i` repeats bytes `4i..4i + 4` four times each (a table, so
+/// that a loop over sub-blocks that the compiler keeps rolled loads it instead of building it byte by byte).
+static SPREAD_SELECT: [[u8; 16]; 4] = {
+    let mut table = [[0u8; 16]; 4];
+    let mut i = 0;
+    while i < 16 * 4 {
+        table[i / 16][i % 16] = (4 * (i / 16) + (i % 16) / 4) as u8;
+        i += 1;
+    }
+    table
+};
+
 /// Bytes `4j + r` (sub-block `j` of row `r`, `j % 4` of the vector) spread to i16 lanes `4r..4r + 4`: the scales
 /// of one sub-block for the `maddubs` lanes of the chunk layout. `SIGNED` sign-extends (Q6_K's scales).
 #[inline(always)]
 unsafe fn spread_scales<const SIGNED: bool>(by_sub_block: __m128i, j: usize) -> __m256i {
-    let b = 4 * (j % 4) as i8;
-    let select = _mm_setr_epi8(
-        b,
-        b,
-        b,
-        b,
-        b + 1,
-        b + 1,
-        b + 1,
-        b + 1,
-        b + 2,
-        b + 2,
-        b + 2,
-        b + 2,
-        b + 3,
-        b + 3,
-        b + 3,
-        b + 3,
-    );
+    let select = _mm_loadu_si128(SPREAD_SELECT[j % 4].as_ptr() as *const __m128i);
     let bytes = _mm_shuffle_epi8(by_sub_block, select);
     if SIGNED {
         _mm256_cvtepi8_epi16(bytes)
@@ -210,7 +212,7 @@ fn row_value_q45(lanes: &[[f32; 8]; 3], r: usize) -> f32 {
 }
 
 impl ChunkKQuad for QuadQ4_K {
-    type Ready = ReadyQ45;
+    type Ready<'a> = ReadyQ45;
     #[inline(always)]
     unsafe fn ready(&self) -> ReadyQ45 {
         let mut q = [_mm256_setzero_si256(); 32];
@@ -228,7 +230,7 @@ impl ChunkKQuad for QuadQ4_K {
 }
 
 impl ChunkKQuad for QuadQ5_K {
-    type Ready = ReadyQ45;
+    type Ready<'a> = ReadyQ45;
     #[inline(always)]
     unsafe fn ready(&self) -> ReadyQ45 {
         let mut q = [_mm256_setzero_si256(); 32];
@@ -255,92 +257,174 @@ impl ChunkKQuad for QuadQ5_K {
     }
 }
 
-/// A quad's super-block of sixteen sub-blocks of 16 (Q2_K, Q3_K, Q6_K) unpacked.
-pub(crate) struct ReadySixteen {
+/// What the formats of sixteen sub-blocks of 16 (Q2_K, Q3_K, Q6_K) share: they differ only in how a weight vector
+/// and the scales are unpacked, and in what the activations' sums of 16 meet (an offset or the minimums).
+trait SixteenSubBlocks: ChunkKQuad {
+    /// Whether the sub-block scales are signed (Q3_K, Q6_K) or not (Q2_K).
+    const SIGNED_SCALES: bool;
     /// Vector `v = 16h + 4k + g`: weights `8g..8g + 8` of the 32 starting at `128h + 32k` (unsigned: Q6_K's `q`,
     /// Q3_K's `q + 4`, Q2_K's `q`), of rows 0 to 3; they lie in sub-block `v / 2`, and are activation chunk `v`.
+    unsafe fn weights(&self, v: usize) -> __m256i;
+    /// Row `r`'s sixteen sub-block scales as bytes.
+    unsafe fn scale_bytes(&self) -> [__m128i; QUAD];
+    /// Row `r`'s sixteen values (i16) that meet the activations' sums of 16: the scales (for Q3_K's and Q6_K's
+    /// offsets) or Q2_K's minimums.
+    unsafe fn per_row(&self, scale_bytes: &[__m128i; QUAD]) -> [__m256i; QUAD];
+    /// Adds the exact integer sums (`Σ_j sc_j (q · x)_j` and [`sixteen_row_sums`]) to the accumulators as f32.
+    unsafe fn finish(&self, sums: __m256i, row_sums: __m256i, ad: __m256, acc: &mut [__m256; 3]);
+}
+
+/// A quad's super-block of sixteen sub-blocks of 16 unpacked (for tiles of tokens).
+pub(crate) struct ReadySixteen<'a, Q> {
+    quad: &'a Q,
+    /// [`SixteenSubBlocks::weights`] `0..32`.
     q: [__m256i; 32],
     /// Sub-block `j`: i16 lanes `4r..4r + 4` hold row `r`'s scale.
     scales: [__m256i; 16],
-    /// Row `r`'s sixteen values that meet the activations' sums of 16: Q6_K's and Q3_K's scales (for their
-    /// offsets), Q2_K's minimums.
     per_row: [__m256i; QUAD],
-    /// `[d0 d0 d1 d1 d2 d2 d3 d3]`.
-    d: __m256,
-    /// `[dmin0 dmin0 dmin1 dmin1 ...]` (Q2_K; zero in the others).
-    dmin: __m256,
 }
 
-/// Four rows' sixteen sub-block scales (one row's bytes per vector) spread for the chunk layout: sub-block `j`'s
-/// i16 lanes `4r..4r + 4` hold row `r`'s scale. `SIGNED` sign-extends.
+/// Four rows' sixteen sub-block scales (one row's bytes per vector) as bytes `4j + r`, for sub-blocks 0..4, 4..8,
+/// 8..12 and 12..16 ([`spread_scales`] reads them).
 #[inline(always)]
-unsafe fn spread_sixteen<const SIGNED: bool>(r: &[__m128i; QUAD]) -> [__m256i; 16] {
-    // Scale bytes `4j + r` for sub-blocks 0..4, 4..8, 8..12, 12..16.
+unsafe fn by_sub_block(r: &[__m128i; QUAD]) -> [__m128i; 4] {
     let (lo01, lo23) = (_mm_unpacklo_epi8(r[0], r[1]), _mm_unpacklo_epi8(r[2], r[3]));
     let (hi01, hi23) = (_mm_unpackhi_epi8(r[0], r[1]), _mm_unpackhi_epi8(r[2], r[3]));
-    let by_sub_block = [
+    [
         _mm_unpacklo_epi16(lo01, lo23),
         _mm_unpackhi_epi16(lo01, lo23),
         _mm_unpacklo_epi16(hi01, hi23),
         _mm_unpackhi_epi16(hi01, hi23),
-    ];
-    let mut scales = [_mm256_setzero_si256(); 16];
-    for (j, scale) in scales.iter_mut().enumerate() {
-        *scale = spread_scales::<SIGNED>(by_sub_block[j / 4], j);
-    }
-    scales
+    ]
 }
 
-/// `Σ_j sc_j (q · x)_j` of the four rows in i32 lanes `[r0 r0 r1 r1 r2 r2 r3 r3]`, exact: a sub-block's two
-/// chunks add up in i16 (at most 2 x 2 x 63 x 128) before their `madd` with the scales.
+/// Sub-block `j`'s products: its two chunks add up in i16 (at most 2 x 2 x 63 x 128) before their `madd` with the
+/// scales, i32 lanes `[r0 r0 r1 r1 r2 r2 r3 r3]`.
 #[inline(always)]
-unsafe fn sixteen_sums(w: &ReadySixteen, a: &Q8KBlock) -> __m256i {
-    let x = a.qs.as_ptr() as *const i64;
-    let mut sums = _mm256_setzero_si256();
-    for j in 0..16 {
-        let y0 = _mm256_set1_epi64x(x.add(2 * j).read_unaligned());
-        let y1 = _mm256_set1_epi64x(x.add(2 * j + 1).read_unaligned());
-        let pairs = _mm256_add_epi16(
-            _mm256_maddubs_epi16(w.q[2 * j], y0),
-            _mm256_maddubs_epi16(w.q[2 * j + 1], y1),
-        );
-        sums = _mm256_add_epi32(sums, _mm256_madd_epi16(pairs, w.scales[j]));
-    }
-    sums
+unsafe fn sub_block_sum(
+    q0: __m256i,
+    q1: __m256i,
+    scales: __m256i,
+    x: *const i64,
+    j: usize,
+) -> __m256i {
+    let y0 = _mm256_set1_epi64x(x.add(2 * j).read_unaligned());
+    let y1 = _mm256_set1_epi64x(x.add(2 * j + 1).read_unaligned());
+    let pairs = _mm256_add_epi16(_mm256_maddubs_epi16(q0, y0), _mm256_maddubs_epi16(q1, y1));
+    _mm256_madd_epi16(pairs, scales)
 }
 
 /// `Σ_j per_row_j (Σ x)_j` of each row, exact, in i32 lanes `[r0 r0 r1 r1 r2 r2 r3 r3]` (a row's two lanes hold
 /// sub-blocks 0..8 and 8..16): per row in eight lanes, then two pairwise adds give `[r0 r1 r2 r3 | r0 r1 r2 r3]`.
 #[inline(always)]
-unsafe fn sixteen_row_sums(w: &ReadySixteen, a: &Q8KBlock) -> __m256i {
+unsafe fn sixteen_row_sums(per_row: &[__m256i; QUAD], a: &Q8KBlock) -> __m256i {
     let bsums = _mm256_loadu_si256(a.bsums.as_ptr() as *const __m256i);
-    let per_row = [
-        _mm256_madd_epi16(w.per_row[0], bsums),
-        _mm256_madd_epi16(w.per_row[1], bsums),
-        _mm256_madd_epi16(w.per_row[2], bsums),
-        _mm256_madd_epi16(w.per_row[3], bsums),
+    let rows = [
+        _mm256_madd_epi16(per_row[0], bsums),
+        _mm256_madd_epi16(per_row[1], bsums),
+        _mm256_madd_epi16(per_row[2], bsums),
+        _mm256_madd_epi16(per_row[3], bsums),
     ];
     let rows = _mm256_hadd_epi32(
-        _mm256_hadd_epi32(per_row[0], per_row[1]),
-        _mm256_hadd_epi32(per_row[2], per_row[3]),
+        _mm256_hadd_epi32(rows[0], rows[1]),
+        _mm256_hadd_epi32(rows[2], rows[3]),
     );
     _mm256_permutevar8x32_epi32(rows, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7))
+}
+
+/// Runs `$body` with `$j` a constant 0, 1, .., 15: the sub-block loops written out, so that shift counts and table
+/// rows fold into the instructions (the compiler kept these loops rolled, with their indices computed at run time).
+macro_rules! for_each_sub_block {
+    ($j:ident => $body:block) => {
+        for_each_sub_block!(@ $j $body; 0 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15)
+    };
+    (@ $j:ident $body:block; $($n:literal)*) => {
+        $({
+            const $j: usize = $n;
+            $body
+        })*
+    };
+}
+
+#[inline(always)]
+unsafe fn ready_sixteen<Q: SixteenSubBlocks>(quad: &Q) -> ReadySixteen<'_, Q> {
+    let mut q = [_mm256_setzero_si256(); 32];
+    let bytes = quad.scale_bytes();
+    let by_sub_block = by_sub_block(&bytes);
+    let mut scales = [_mm256_setzero_si256(); 16];
+    for_each_sub_block!(J => {
+        q[2 * J] = quad.weights(2 * J);
+        q[2 * J + 1] = quad.weights(2 * J + 1);
+        scales[J] = if Q::SIGNED_SCALES {
+            spread_scales::<true>(by_sub_block[J / 4], J)
+        } else {
+            spread_scales::<false>(by_sub_block[J / 4], J)
+        };
+    });
+    ReadySixteen {
+        quad,
+        q,
+        scales,
+        per_row: quad.per_row(&bytes),
+    }
+}
+
+#[inline(always)]
+unsafe fn accumulate_sixteen<Q: SixteenSubBlocks>(
+    w: &ReadySixteen<'_, Q>,
+    a: &Q8KBlock,
+    acc: &mut [__m256; 3],
+) {
+    let x = a.qs.as_ptr() as *const i64;
+    let mut sums = _mm256_setzero_si256();
+    for_each_sub_block!(J => {
+        sums = _mm256_add_epi32(sums, sub_block_sum(w.q[2 * J], w.q[2 * J + 1], w.scales[J], x, J));
+    });
+    let row_sums = sixteen_row_sums(&w.per_row, a);
+    w.quad.finish(sums, row_sums, _mm256_set1_ps(a.d), acc);
+}
+
+/// [`accumulate_sixteen`] for one token straight from the quad's bytes: the same integer sums (exact, so the
+/// same bits), without first unpacking the whole super-block (52 vectors, more than the registers hold).
+#[inline(always)]
+unsafe fn accumulate_sixteen_one<Q: SixteenSubBlocks>(
+    quad: &Q,
+    a: &Q8KBlock,
+    acc: &mut [__m256; 3],
+) {
+    let x = a.qs.as_ptr() as *const i64;
+    let bytes = quad.scale_bytes();
+    let by_sub_block = by_sub_block(&bytes);
+    let mut sums = _mm256_setzero_si256();
+    for_each_sub_block!(J => {
+        let scales = if Q::SIGNED_SCALES {
+            spread_scales::<true>(by_sub_block[J / 4], J)
+        } else {
+            spread_scales::<false>(by_sub_block[J / 4], J)
+        };
+        let (q0, q1) = (quad.weights(2 * J), quad.weights(2 * J + 1));
+        sums = _mm256_add_epi32(sums, sub_block_sum(q0, q1, scales, x, J));
+    });
+    let row_sums = sixteen_row_sums(&quad.per_row(&bytes), a);
+    quad.finish(sums, row_sums, _mm256_set1_ps(a.d), acc);
 }
 
 /// `acc[0] += d_r * d_x * Σ sc_j ((q - 2^SHIFT) · x)_j` in lanes `[r0 r0 r1 r1 r2 r2 r3 r3]` (Q6_K: offset 32, Q3_K:
 /// 4), the integer sums exact: the offset `2^SHIFT Σ sc_j (Σ x)_j` comes off the i32 lanes before they become f32.
 #[inline(always)]
-unsafe fn accumulate_offset<const SHIFT: i32>(
-    w: &ReadySixteen,
-    a: &Q8KBlock,
+unsafe fn finish_offset<const SHIFT: i32>(
+    d: &[half::f16; QUAD],
+    sums: __m256i,
+    row_sums: __m256i,
+    ad: __m256,
     acc: &mut [__m256; 3],
 ) {
-    let sums = _mm256_sub_epi32(
-        sixteen_sums(w, a),
-        _mm256_slli_epi32::<SHIFT>(sixteen_row_sums(w, a)),
+    let sums = _mm256_sub_epi32(sums, _mm256_slli_epi32::<SHIFT>(row_sums));
+    acc[0] = _mm256_fmadd_ps(
+        _mm256_cvtepi32_ps(sums),
+        _mm256_mul_ps(paired_scales(d), ad),
+        acc[0],
     );
-    let ad = _mm256_set1_ps(a.d);
-    acc[0] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sums), _mm256_mul_ps(w.d, ad), acc[0]);
 }
 
 /// Row `r` of lanes in `[r0 r0 r1 r1 r2 r2 r3 r3]`: of `acc[0]` alone, or plus `acc[1]` (Q2_K's minimums).
@@ -360,19 +444,20 @@ unsafe fn load_chunk(chunks: &[[u8; 8]], c: usize) -> __m256i {
     _mm256_loadu_si256(chunks.as_ptr().add(QUAD * c) as *const __m256i)
 }
 
-/// Vector `16h + 4k + g` of a 2-bit field laid out as Q2_K's `qs`: bits `2k..2k + 2` of chunk `4h + g`.
+/// Bits `shift..shift + width` of each byte of `bytes` (`shift + width <= 8`).
 #[inline(always)]
-unsafe fn two_bit_chunks(qs: &[[u8; 8]; 32], q: &mut [__m256i; 32]) {
-    let three = _mm256_set1_epi8(3);
-    for h in 0..2 {
-        for g in 0..4 {
-            let bytes = load_chunk(qs, 4 * h + g);
-            q[16 * h + g] = _mm256_and_si256(bytes, three);
-            q[16 * h + 4 + g] = _mm256_and_si256(_mm256_srli_epi16::<2>(bytes), three);
-            q[16 * h + 8 + g] = _mm256_and_si256(_mm256_srli_epi16::<4>(bytes), three);
-            q[16 * h + 12 + g] = _mm256_and_si256(_mm256_srli_epi16::<6>(bytes), three);
-        }
-    }
+unsafe fn byte_bits(bytes: __m256i, shift: usize, mask: i8) -> __m256i {
+    _mm256_and_si256(
+        _mm256_srl_epi16(bytes, _mm_cvtsi32_si128(shift as i32)),
+        _mm256_set1_epi8(mask),
+    )
+}
+
+/// Vector `v = 16h + 4k + g` of a 2-bit field laid out as Q2_K's `qs`: bits `2k..2k + 2` of chunk `4h + g`.
+#[inline(always)]
+unsafe fn two_bit_vector(qs: &[[u8; 8]; 32], v: usize) -> __m256i {
+    let (h, k, g) = (v / 16, (v / 4) % 4, v % 4);
+    byte_bits(load_chunk(qs, 4 * h + g), 2 * k, 3)
 }
 
 /// `[d0 d0 d1 d1 d2 d2 d3 d3]` of four rows' f16 scales.
@@ -381,67 +466,78 @@ unsafe fn paired_scales(h: &[half::f16; QUAD]) -> __m256 {
     pick(widen_scales(h), [0, 0, 1, 1, 2, 2, 3, 3])
 }
 
-impl ChunkKQuad for QuadQ6_K {
-    type Ready = ReadySixteen;
-    #[inline(always)]
-    unsafe fn ready(&self) -> ReadySixteen {
-        let low = _mm256_set1_epi8(0x0f);
-        let mut q = [_mm256_setzero_si256(); 32];
-        for h in 0..2 {
-            for g in 0..4 {
-                let (l0, l1) = (
-                    load_chunk(&self.ql, 8 * h + g),
-                    load_chunk(&self.ql, 8 * h + 4 + g),
-                );
-                let high = load_chunk(&self.qh, 4 * h + g);
-                let bits = |mask: i8| _mm256_and_si256(high, _mm256_set1_epi8(mask));
-                let v = 16 * h + g;
-                q[v] = _mm256_or_si256(
-                    _mm256_and_si256(l0, low),
-                    _mm256_slli_epi16::<4>(bits(0x03)),
-                );
-                q[v + 4] = _mm256_or_si256(
-                    _mm256_and_si256(l1, low),
-                    _mm256_slli_epi16::<2>(bits(0x0c)),
-                );
-                q[v + 8] = _mm256_or_si256(
-                    _mm256_and_si256(_mm256_srli_epi16::<4>(l0), low),
-                    bits(0x30),
-                );
-                q[v + 12] = _mm256_or_si256(
-                    _mm256_and_si256(_mm256_srli_epi16::<4>(l1), low),
-                    _mm256_srli_epi16::<2>(bits(-0x40)),
-                );
+/// The sixteen-sub-block formats' [`ChunkKQuad`]: [`ready_sixteen`], [`accumulate_sixteen`], the single-token
+/// path, and the row values from `PARTS` accumulators.
+macro_rules! chunk_k_quad_of_sixteen {
+    ($quad:ty, $parts:literal) => {
+        impl ChunkKQuad for $quad {
+            type Ready<'a> = ReadySixteen<'a, $quad>;
+            #[inline(always)]
+            unsafe fn ready(&self) -> ReadySixteen<'_, $quad> {
+                ready_sixteen(self)
+            }
+            #[inline(always)]
+            unsafe fn accumulate(w: &ReadySixteen<'_, $quad>, a: &Q8KBlock, acc: &mut [__m256; 3]) {
+                accumulate_sixteen(w, a, acc)
+            }
+            #[inline(always)]
+            unsafe fn accumulate_one(&self, a: &Q8KBlock, acc: &mut [__m256; 3]) {
+                accumulate_sixteen_one(self, a, acc)
+            }
+            #[inline(always)]
+            fn row_value(lanes: &[[f32; 8]; 3], r: usize) -> f32 {
+                row_value_pairs::<$parts>(lanes, r)
             }
         }
-        let r: [__m128i; QUAD] = [
+    };
+}
+
+chunk_k_quad_of_sixteen!(QuadQ6_K, 1);
+chunk_k_quad_of_sixteen!(QuadQ3_K, 1);
+chunk_k_quad_of_sixteen!(QuadQ2_K, 2);
+
+/// Rows' sixteen signed scales as i16.
+#[inline(always)]
+unsafe fn widen_signed(bytes: &[__m128i; QUAD]) -> [__m256i; QUAD] {
+    [
+        _mm256_cvtepi8_epi16(bytes[0]),
+        _mm256_cvtepi8_epi16(bytes[1]),
+        _mm256_cvtepi8_epi16(bytes[2]),
+        _mm256_cvtepi8_epi16(bytes[3]),
+    ]
+}
+
+impl SixteenSubBlocks for QuadQ6_K {
+    const SIGNED_SCALES: bool = true;
+    /// Low four bits: nibble `k / 2` of chunk `8h + 4 (k % 2) + g` of `ql`; high two: bits `2k..2k + 2` of chunk
+    /// `4h + g` of `qh`.
+    #[inline(always)]
+    unsafe fn weights(&self, v: usize) -> __m256i {
+        let (h, k, g) = (v / 16, (v / 4) % 4, v % 4);
+        let low = byte_bits(
+            load_chunk(&self.ql, 8 * h + 4 * (k % 2) + g),
+            4 * (k / 2),
+            0x0f,
+        );
+        let high = byte_bits(load_chunk(&self.qh, 4 * h + g), 2 * k, 3);
+        _mm256_or_si256(low, _mm256_slli_epi16::<4>(high))
+    }
+    #[inline(always)]
+    unsafe fn scale_bytes(&self) -> [__m128i; QUAD] {
+        [
             _mm_loadu_si128(self.scales[0].as_ptr() as *const __m128i),
             _mm_loadu_si128(self.scales[1].as_ptr() as *const __m128i),
             _mm_loadu_si128(self.scales[2].as_ptr() as *const __m128i),
             _mm_loadu_si128(self.scales[3].as_ptr() as *const __m128i),
-        ];
-        ReadySixteen {
-            q,
-            scales: spread_sixteen::<true>(&r),
-            per_row: [
-                _mm256_cvtepi8_epi16(r[0]),
-                _mm256_cvtepi8_epi16(r[1]),
-                _mm256_cvtepi8_epi16(r[2]),
-                _mm256_cvtepi8_epi16(r[3]),
-            ],
-            d: paired_scales(&self.d),
-            dmin: _mm256_setzero_ps(),
-        }
+        ]
     }
-
     #[inline(always)]
-    unsafe fn accumulate(w: &ReadySixteen, a: &Q8KBlock, acc: &mut [__m256; 3]) {
-        accumulate_offset::<5>(w, a, acc)
+    unsafe fn per_row(&self, scale_bytes: &[__m128i; QUAD]) -> [__m256i; QUAD] {
+        widen_signed(scale_bytes)
     }
-
     #[inline(always)]
-    fn row_value(lanes: &[[f32; 8]; 3], r: usize) -> f32 {
-        row_value_pairs::<1>(lanes, r)
+    unsafe fn finish(&self, sums: __m256i, row_sums: __m256i, ad: __m256, acc: &mut [__m256; 3]) {
+        finish_offset::<5>(&self.d, sums, row_sums, ad, acc)
     }
 }
 
@@ -469,100 +565,70 @@ unsafe fn q3_k_scales(packed: &[u8; 12]) -> __m128i {
     _mm_sub_epi8(v, _mm_set1_epi8(32))
 }
 
-impl ChunkKQuad for QuadQ3_K {
-    type Ready = ReadySixteen;
+impl SixteenSubBlocks for QuadQ3_K {
+    const SIGNED_SCALES: bool = true;
+    /// The low two bits as Q2_K's; the high bit is bit `4h + k` of chunk `g` of `hmask`, and a set bit adds 4.
     #[inline(always)]
-    unsafe fn ready(&self) -> ReadySixteen {
-        let mut q = [_mm256_setzero_si256(); 32];
-        two_bit_chunks(&self.qs, &mut q);
-        // The high bit of vector 16h + 4k + g is bit 4h + k of high-bit chunk g; a set bit adds 4 (q + 4 in 0..8).
-        let four = _mm256_set1_epi8(4);
-        for g in 0..4 {
-            let high = load_chunk(&self.hmask, g);
-            for h in 0..2 {
-                for k in 0..4 {
-                    let bit = _mm256_set1_epi8((1u8 << (4 * h + k)) as i8);
-                    let set = _mm256_cmpeq_epi8(_mm256_and_si256(high, bit), bit);
-                    let v = 16 * h + 4 * k + g;
-                    q[v] = _mm256_or_si256(q[v], _mm256_and_si256(set, four));
-                }
-            }
-        }
-        let r: [__m128i; QUAD] = [
+    unsafe fn weights(&self, v: usize) -> __m256i {
+        let (h, k, g) = (v / 16, (v / 4) % 4, v % 4);
+        let high = byte_bits(load_chunk(&self.hmask, g), 4 * h + k, 1);
+        _mm256_or_si256(two_bit_vector(&self.qs, v), _mm256_slli_epi16::<2>(high))
+    }
+    #[inline(always)]
+    unsafe fn scale_bytes(&self) -> [__m128i; QUAD] {
+        [
             q3_k_scales(&self.scales[0]),
             q3_k_scales(&self.scales[1]),
             q3_k_scales(&self.scales[2]),
             q3_k_scales(&self.scales[3]),
-        ];
-        ReadySixteen {
-            q,
-            scales: spread_sixteen::<true>(&r),
-            per_row: [
-                _mm256_cvtepi8_epi16(r[0]),
-                _mm256_cvtepi8_epi16(r[1]),
-                _mm256_cvtepi8_epi16(r[2]),
-                _mm256_cvtepi8_epi16(r[3]),
-            ],
-            d: paired_scales(&self.d),
-            dmin: _mm256_setzero_ps(),
-        }
+        ]
     }
-
     #[inline(always)]
-    unsafe fn accumulate(w: &ReadySixteen, a: &Q8KBlock, acc: &mut [__m256; 3]) {
-        accumulate_offset::<2>(w, a, acc)
+    unsafe fn per_row(&self, scale_bytes: &[__m128i; QUAD]) -> [__m256i; QUAD] {
+        widen_signed(scale_bytes)
     }
-
     #[inline(always)]
-    fn row_value(lanes: &[[f32; 8]; 3], r: usize) -> f32 {
-        row_value_pairs::<1>(lanes, r)
+    unsafe fn finish(&self, sums: __m256i, row_sums: __m256i, ad: __m256, acc: &mut [__m256; 3]) {
+        finish_offset::<2>(&self.d, sums, row_sums, ad, acc)
     }
 }
 
-impl ChunkKQuad for QuadQ2_K {
-    type Ready = ReadySixteen;
+impl SixteenSubBlocks for QuadQ2_K {
+    const SIGNED_SCALES: bool = false;
     #[inline(always)]
-    unsafe fn ready(&self) -> ReadySixteen {
-        let mut q = [_mm256_setzero_si256(); 32];
-        two_bit_chunks(&self.qs, &mut q);
+    unsafe fn weights(&self, v: usize) -> __m256i {
+        two_bit_vector(&self.qs, v)
+    }
+    /// The scales: low nibbles.
+    #[inline(always)]
+    unsafe fn scale_bytes(&self) -> [__m128i; QUAD] {
         let low = _mm_set1_epi8(0x0f);
-        let packed: [__m128i; QUAD] = [
-            _mm_loadu_si128(self.scales[0].as_ptr() as *const __m128i),
-            _mm_loadu_si128(self.scales[1].as_ptr() as *const __m128i),
-            _mm_loadu_si128(self.scales[2].as_ptr() as *const __m128i),
-            _mm_loadu_si128(self.scales[3].as_ptr() as *const __m128i),
-        ];
-        let scales = [
-            _mm_and_si128(packed[0], low),
-            _mm_and_si128(packed[1], low),
-            _mm_and_si128(packed[2], low),
-            _mm_and_si128(packed[3], low),
-        ];
-        let mins =
-            |r: usize| _mm256_cvtepu8_epi16(_mm_and_si128(_mm_srli_epi16::<4>(packed[r]), low));
-        ReadySixteen {
-            q,
-            scales: spread_sixteen::<false>(&scales),
-            per_row: [mins(0), mins(1), mins(2), mins(3)],
-            d: paired_scales(&self.d),
-            dmin: paired_scales(&self.dmin),
-        }
+        let row = |r: usize| {
+            _mm_and_si128(
+                _mm_loadu_si128(self.scales[r].as_ptr() as *const __m128i),
+                low,
+            )
+        };
+        [row(0), row(1), row(2), row(3)]
     }
-
+    /// The minimums: high nibbles.
+    #[inline(always)]
+    unsafe fn per_row(&self, _: &[__m128i; QUAD]) -> [__m256i; QUAD] {
+        let low = _mm_set1_epi8(0x0f);
+        let row = |r: usize| {
+            let packed = _mm_loadu_si128(self.scales[r].as_ptr() as *const __m128i);
+            _mm256_cvtepu8_epi16(_mm_and_si128(_mm_srli_epi16::<4>(packed), low))
+        };
+        [row(0), row(1), row(2), row(3)]
+    }
     /// `acc[0] += d_r * d_x * Σ sc_j (q · x)_j` and `acc[1] -= dmin_r * d_x * Σ m_j (Σ x)_j`, both in lanes
-    /// `[r0 r0 r1 r1 r2 r2 r3 r3]`, the integer sums exact.
+    /// `[r0 r0 r1 r1 r2 r2 r3 r3]`.
     #[inline(always)]
-    unsafe fn accumulate(w: &ReadySixteen, a: &Q8KBlock, acc: &mut [__m256; 3]) {
-        let ad = _mm256_set1_ps(a.d);
-        let sums = _mm256_cvtepi32_ps(sixteen_sums(w, a));
-        acc[0] = _mm256_fmadd_ps(sums, _mm256_mul_ps(w.d, ad), acc[0]);
-        let mins = _mm256_cvtepi32_ps(sixteen_row_sums(w, a));
-        acc[1] = _mm256_fnmadd_ps(mins, _mm256_mul_ps(w.dmin, ad), acc[1]);
-    }
-
-    #[inline(always)]
-    fn row_value(lanes: &[[f32; 8]; 3], r: usize) -> f32 {
-        row_value_pairs::<2>(lanes, r)
+    unsafe fn finish(&self, sums: __m256i, row_sums: __m256i, ad: __m256, acc: &mut [__m256; 3]) {
+        let d = _mm256_mul_ps(paired_scales(&self.d), ad);
+        acc[0] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sums), d, acc[0]);
+        let dmin = _mm256_mul_ps(paired_scales(&self.dmin), ad);
+        acc[1] = _mm256_fnmadd_ps(_mm256_cvtepi32_ps(row_sums), dmin, acc[1]);
     }
 }
 
@@ -577,7 +643,7 @@ pub(crate) struct ReadyIq4Xs {
 }
 
 impl ChunkKQuad for QuadIq4Xs {
-    type Ready = ReadyIq4Xs;
+    type Ready<'a> = ReadyIq4Xs;
     #[inline(always)]
     unsafe fn ready(&self) -> ReadyIq4Xs {
         let table =
@@ -671,9 +737,13 @@ unsafe fn chunk_tile<Q: ChunkKQuad, const T: usize>(
                 _mm_prefetch::<_MM_HINT_T0>(ahead.add(line));
             }
         }
-        let w = quad.ready();
-        for (t, acc) in acc.iter_mut().enumerate() {
-            Q::accumulate(&w, x.get_unchecked((first_token + t) * n + i), acc);
+        if T == 1 {
+            quad.accumulate_one(x.get_unchecked(first_token * n + i), &mut acc[0]);
+        } else {
+            let w = quad.ready();
+            for (t, acc) in acc.iter_mut().enumerate() {
+                Q::accumulate(&w, x.get_unchecked((first_token + t) * n + i), acc);
+            }
         }
     }
     for (t, acc) in acc.iter().enumerate() {
