@@ -332,17 +332,21 @@ unsafe fn sixteen_row_sums(per_row: &[__m256i; QUAD], a: &Q8KBlock) -> __m256i {
     _mm256_permutevar8x32_epi32(rows, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7))
 }
 
-/// Runs `$body` with `$j` a constant 0, 1, .., 15: the sub-block loops written out, so that shift counts and table
+/// Runs `$body` once for each listed constant `$j`: a sub-block loop written out, so that shift counts and table
 /// rows fold into the instructions (the compiler kept these loops rolled, with their indices computed at run time).
-macro_rules! for_each_sub_block {
-    ($j:ident => $body:block) => {
-        for_each_sub_block!(@ $j $body; 0 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15)
-    };
-    (@ $j:ident $body:block; $($n:literal)*) => {
+macro_rules! unrolled {
+    ($j:ident in [$($n:literal)*] => $body:block) => {
         $({
             const $j: usize = $n;
             $body
         })*
+    };
+}
+
+/// [`unrolled!`] over the sixteen sub-blocks.
+macro_rules! for_each_sub_block {
+    ($j:ident => $body:block) => {
+        unrolled!($j in [0 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15] => $body)
     };
 }
 
@@ -642,27 +646,21 @@ pub(crate) struct ReadyIq4Xs {
     d: __m256,
 }
 
-impl ChunkKQuad for QuadIq4Xs {
-    type Ready<'a> = ReadyIq4Xs;
+impl QuadIq4Xs {
+    /// Vector `4j + 2n + h`: the table levels (signed) of nibble `n` of chunk `2j + h` of rows 0 to 3, weights
+    /// `16n + 8h..16n + 8h + 8` of sub-block `j`, activation chunk `4j + 2n + h`.
     #[inline(always)]
-    unsafe fn ready(&self) -> ReadyIq4Xs {
+    unsafe fn levels(&self, v: usize) -> __m256i {
         let table =
             _mm256_broadcastsi128_si256(_mm_loadu_si128(KVALUES_IQ4NL.as_ptr() as *const __m128i));
-        let mask = _mm256_set1_epi8(0x0f);
-        let mut q = [_mm256_setzero_si256(); 32];
-        for j in 0..8 {
-            // Sub-block j is chunks 2j and 2j + 1: their low nibbles are weights 0..16, high nibbles 16..32.
-            for h in 0..2 {
-                let bytes =
-                    _mm256_loadu_si256(self.qs.as_ptr().add(QUAD * (2 * j + h)) as *const __m256i);
-                q[4 * j + h] = _mm256_shuffle_epi8(table, _mm256_and_si256(bytes, mask));
-                q[4 * j + 2 + h] = _mm256_shuffle_epi8(
-                    table,
-                    _mm256_and_si256(_mm256_srli_epi16::<4>(bytes), mask),
-                );
-            }
-        }
-        // Signed sub-block scales as bytes `4j + r` (row r).
+        let (j, n, h) = (v / 4, (v / 2) % 2, v % 2);
+        let bytes = load_chunk(&self.qs, 2 * j + h);
+        _mm256_shuffle_epi8(table, byte_bits(bytes, 4 * n, 0x0f))
+    }
+
+    /// The signed sub-block scales as bytes `4j + r` (row r), sub-blocks 0..4 and 4..8.
+    #[inline(always)]
+    unsafe fn scale_bytes(&self) -> [__m128i; 2] {
         let mut bytes = [0i8; 32];
         for r in 0..QUAD {
             for j in 0..8 {
@@ -670,11 +668,32 @@ impl ChunkKQuad for QuadIq4Xs {
             }
         }
         let v = _mm256_loadu_si256(bytes.as_ptr() as *const __m256i);
-        let by_sub_block = [_mm256_castsi256_si128(v), _mm256_extracti128_si256::<1>(v)];
+        [_mm256_castsi256_si128(v), _mm256_extracti128_si256::<1>(v)]
+    }
+}
+
+/// One chunk's products of signed levels: their signs move onto the activations for `maddubs`, whose pairs reach
+/// 2 x 127 x 127, so each chunk meets its sub-block's scales in its own `madd`.
+#[inline(always)]
+unsafe fn signed_chunk_sum(level: __m256i, x: *const i64, v: usize, scales: __m256i) -> __m256i {
+    let y = _mm256_set1_epi64x(x.add(v).read_unaligned());
+    let pairs = _mm256_maddubs_epi16(_mm256_sign_epi8(level, level), _mm256_sign_epi8(y, level));
+    _mm256_madd_epi16(pairs, scales)
+}
+
+impl ChunkKQuad for QuadIq4Xs {
+    type Ready<'a> = ReadyIq4Xs;
+    #[inline(always)]
+    unsafe fn ready(&self) -> ReadyIq4Xs {
+        let mut q = [_mm256_setzero_si256(); 32];
+        let by_sub_block = self.scale_bytes();
         let mut scales = [_mm256_setzero_si256(); 8];
-        for (j, scale) in scales.iter_mut().enumerate() {
-            *scale = spread_scales::<true>(by_sub_block[j / 4], j);
-        }
+        unrolled!(J in [0 1 2 3 4 5 6 7] => {
+            for n in 0..4 {
+                q[4 * J + n] = self.levels(4 * J + n);
+            }
+            scales[J] = spread_scales::<true>(by_sub_block[J / 4], J);
+        });
         ReadyIq4Xs {
             q,
             scales,
@@ -682,22 +701,38 @@ impl ChunkKQuad for QuadIq4Xs {
         }
     }
 
-    /// `acc[0] += d_r * d_x * Σ s_j (level · x)_j` in lanes `[r0 r0 r1 r1 r2 r2 r3 r3]`, the integer sums exact: the
-    /// signed levels' signs move onto the activations for `maddubs`, whose pairs reach 2 x 127 x 127, so each chunk
-    /// meets its scales in its own `madd`.
+    /// `acc[0] += d_r * d_x * Σ s_j (level · x)_j` in lanes `[r0 r0 r1 r1 r2 r2 r3 r3]`, the integer sums exact.
     #[inline(always)]
     unsafe fn accumulate(w: &ReadyIq4Xs, a: &Q8KBlock, acc: &mut [__m256; 3]) {
         let x = a.qs.as_ptr() as *const i64;
         let mut sums = _mm256_setzero_si256();
-        for v in 0..32 {
-            let y = _mm256_set1_epi64x(x.add(v).read_unaligned());
-            let level = w.q[v];
-            let pairs =
-                _mm256_maddubs_epi16(_mm256_sign_epi8(level, level), _mm256_sign_epi8(y, level));
-            sums = _mm256_add_epi32(sums, _mm256_madd_epi16(pairs, w.scales[v / 4]));
-        }
+        unrolled!(J in [0 1 2 3 4 5 6 7] => {
+            for v in 4 * J..4 * J + 4 {
+                sums = _mm256_add_epi32(sums, signed_chunk_sum(w.q[v], x, v, w.scales[J]));
+            }
+        });
         let ad = _mm256_set1_ps(a.d);
         acc[0] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sums), _mm256_mul_ps(w.d, ad), acc[0]);
+    }
+
+    /// [`ChunkKQuad::accumulate`] from the quad's bytes (the same exact integer sums).
+    #[inline(always)]
+    unsafe fn accumulate_one(&self, a: &Q8KBlock, acc: &mut [__m256; 3]) {
+        let x = a.qs.as_ptr() as *const i64;
+        let by_sub_block = self.scale_bytes();
+        let mut sums = _mm256_setzero_si256();
+        unrolled!(J in [0 1 2 3 4 5 6 7] => {
+            let scales = spread_scales::<true>(by_sub_block[J / 4], J);
+            for v in 4 * J..4 * J + 4 {
+                sums = _mm256_add_epi32(sums, signed_chunk_sum(self.levels(v), x, v, scales));
+            }
+        });
+        let ad = _mm256_set1_ps(a.d);
+        acc[0] = _mm256_fmadd_ps(
+            _mm256_cvtepi32_ps(sums),
+            _mm256_mul_ps(paired_scales(&self.d), ad),
+            acc[0],
+        );
     }
 
     #[inline(always)]
