@@ -74,7 +74,7 @@ for (const { format, kQuant, fallback } of cases) {
   });
 }
 
-test('converting to a K-quant at load is refused clearly (no K-quant quantiser yet): INVALID_OPTION', async (t) => {
+test('converting to a K-quant at load is refused clearly (not an option yet): INVALID_OPTION', async (t) => {
   for (const weights of ['q4_k', 'q5_k', 'q6_k']) {
     const error = await t.throwsAsync(Model.load(await ensureDefaultModel(), { weights: weights as never }));
     t.is((error as SeedinferError).code, 'INVALID_OPTION');

@@ -5,7 +5,7 @@ use crate::config::LlamaConfig;
 use crate::error::{EngineError, Result};
 use rayon::prelude::*;
 use seedinfer_formats::{
-    blocks::{BLOCK_TYPES, READ_ONLY_TYPES},
+    blocks::{BLOCK_TYPES, SEARCHED_TYPES},
     container, quantize_row, FormatError, GgufFile, SafetensorsDir, TensorType, TensorView,
     SEEDINFER_TENSOR_TYPES,
 };
@@ -401,7 +401,7 @@ impl Loader<'_> {
             return Ok(matrix);
         }
         let target = requested.map_or(view.tensor_type, WeightFormat::tensor_type);
-        let block_format = BLOCK_TYPES.contains(&target) || READ_ONLY_TYPES.contains(&target);
+        let block_format = BLOCK_TYPES.contains(&target) || SEARCHED_TYPES.contains(&target);
         let half_format = matches!(target, TensorType::F16 | TensorType::BF16);
         let mut fallback = None;
         let dense = |values: Vec<f32>| {

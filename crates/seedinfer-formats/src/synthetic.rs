@@ -7,7 +7,7 @@
 
 use std::path::Path;
 
-use crate::blocks::{block_scale_offsets, quantize_row, READ_ONLY_TYPES};
+use crate::blocks::{block_scale_offsets, quantize_row, SEARCHED_TYPES};
 use crate::error::{FormatError, Result};
 use crate::gguf::{GgufFile, GgufValue, GgufWriter};
 use crate::tensor_type::TensorType;
@@ -90,15 +90,15 @@ fn tensor_type_for(shape: &[usize], matrix_type: TensorType) -> TensorType {
         .unwrap_or(TensorType::F32)
 }
 
-/// [`random_super_blocks`] drawn from `seed`: rows of a type seedinfer does not write (K-quants, IQ4_NL) for
+/// [`random_super_blocks`] drawn from `seed`: rows of a type whose quantiser is slow (K-quants, IQ4) for
 /// benchmarks and tests.
 pub fn random_k_quant_blocks(tensor_type: TensorType, count: usize, seed: u64, out: &mut Vec<u8>) {
     random_super_blocks(tensor_type, count, &mut Rng(seed), out)
 }
 
-/// Appends `count` random blocks of a type in [`READ_ONLY_TYPES`]: random weight bits and sub-block scales, and
-/// block scales that give the weights a spread near [`WEIGHT_STD`] around zero. (seedinfer has no quantiser for
-/// these yet; the values of a synthetic model do not matter, only their shape and scale.)
+/// Appends `count` random blocks of a type in [`SEARCHED_TYPES`]: random weight bits and sub-block scales, and
+/// block scales that give the weights a spread near [`WEIGHT_STD`] around zero. (Their quantisers search tens of
+/// trial scales per block; the values of a synthetic model do not matter, only their shape and scale.)
 fn random_super_blocks(tensor_type: TensorType, count: usize, rng: &mut Rng, out: &mut Vec<u8>) {
     let size = tensor_type.block_bytes();
     // Weights d * sc * q - dmin * m with sc, m uniform in 0..64 and q in 0..16 (Q4_K) or 0..32 (Q5_K), or sc, m in
@@ -162,7 +162,7 @@ pub fn synthetic_copy(source: &GgufFile, matrix_type: TensorType, seed: u64) -> 
             (0.0, WEIGHT_STD)
         };
         let mut data = Vec::with_capacity(tensor_type.tensor_bytes(&info.shape)?);
-        if READ_ONLY_TYPES.contains(&tensor_type) {
+        if SEARCHED_TYPES.contains(&tensor_type) {
             let blocks = rows * cols / tensor_type.block_elements();
             random_super_blocks(tensor_type, blocks, &mut rng, &mut data);
         } else {
@@ -329,7 +329,7 @@ mod tests {
 
     #[test]
     fn random_read_only_weights_spread_like_the_others() {
-        for t in READ_ONLY_TYPES {
+        for t in SEARCHED_TYPES {
             let mut bytes = Vec::new();
             random_super_blocks(t, 64, &mut Rng(3), &mut bytes);
             let mut values = vec![0.0; 64 * t.block_elements()];

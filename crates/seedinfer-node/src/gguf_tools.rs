@@ -37,7 +37,7 @@ impl CodedTask for WriteSyntheticModelTask {
 /// Writes (on a worker thread) a copy of the GGUF file `sourceGguf` to `outPath` with all its metadata (the
 /// tokenizer included) and every tensor replaced by random values of the same shape, drawn from `seed`: norm
 /// vectors near 1.0 in F32, matrices normal with standard deviation 0.02 in `format` (`q4_0`, `q4_1`, `q8_0`,
-/// `f16` or `f32`), or random blocks of about that spread for the types seedinfer does not write (`iq4_nl`, and the
+/// `f16` or `f32`), or random blocks of about that spread for the types whose quantisers search their scales (`iq4_nl`, and the
 /// 256-wide `q2_k`, `q3_k`, `q4_k`, `q5_k`, `q6_k`, `iq4_xs`, whose matrices with rows that are not whole
 /// super-blocks take llama.cpp's fallback, Q4_0, Q5_0, Q5_1, Q8_0 or IQ4_NL). `general.file_type` names the
 /// new format. The file appears whole or not at all.

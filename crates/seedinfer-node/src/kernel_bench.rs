@@ -5,7 +5,7 @@
 use crate::error::{catch_panics, coded, Coded, CodedTask, Result};
 use napi::bindgen_prelude::*;
 use napi_derive::napi;
-use seedinfer_formats::blocks::READ_ONLY_TYPES;
+use seedinfer_formats::blocks::SEARCHED_TYPES;
 use seedinfer_formats::synthetic::random_k_quant_blocks;
 use seedinfer_formats::{quantize_row, TensorType};
 use seedinfer_kernels::dense_f32::DenseMatrix;
@@ -107,7 +107,7 @@ impl Inner {
             let mut row = Vec::with_capacity(row_bytes);
             for (i, out) in chunk.chunks_exact_mut(row_bytes).enumerate() {
                 row.clear();
-                if READ_ONLY_TYPES.contains(&tensor_type) {
+                if SEARCHED_TYPES.contains(&tensor_type) {
                     // No quantiser for it yet: random blocks of about the same spread.
                     let blocks = cols / tensor_type.block_elements();
                     random_k_quant_blocks(tensor_type, blocks, (first_row + i) as u64, &mut row);

@@ -3,7 +3,9 @@
 //! the nibble `j % 2` of `scales_l[j / 2]` (low 4 bits) and bits `2j..2j + 2` of `scales_h` (high 2 bits); its
 //! weights are bytes `16j..16j + 16` of `qs`, element i (0..16) in the low nibble of byte i, i+16 in the high one.
 
-use super::{BlockCodec, KVALUES_IQ4NL, QK_K};
+use super::iq4_nl::pack_nibbles;
+use super::scale_search::{best_index_int8, iq4_group_scale, nearest_int};
+use super::{BlockCodec, BlockQuantizer, KVALUES_IQ4NL, QK_K};
 use crate::tensor_type::TensorType;
 use bytemuck::{Pod, Zeroable};
 use half::f16;
@@ -40,6 +42,49 @@ impl BlockIq4Xs {
         let byte = self.qs[16 * j + k % 16];
         let nibble = if k < 16 { byte & 0x0f } else { byte >> 4 };
         KVALUES_IQ4NL[nibble as usize] as i32
+    }
+}
+
+impl BlockQuantizer for BlockIq4Xs {
+    /// What llama.cpp's file quantiser writes (`quantize_iq4_xs`, no importance weights): each sub-block's best
+    /// scale ([`iq4_group_scale`]), quantised to 6 signed bits against the one of largest magnitude (`d =
+    /// -max / 32`), then every weight's nearest level at the scale it will be read with.
+    fn quantize(x: &[f32]) -> Self {
+        let x = &x[..QK_K];
+        let mut levels = [0u8; QK_K];
+        let mut scales = [0.0f32; 8];
+        let (mut max_scale, mut amax_scale) = (0.0f32, 0.0f32);
+        for (ib, scale) in scales.iter_mut().enumerate() {
+            let group = &x[32 * ib..32 * ib + 32];
+            *scale = iq4_group_scale(&KVALUES_IQ4NL, group, &mut levels[32 * ib..32 * ib + 32])
+                .unwrap_or(0.0);
+            if scale.abs() > amax_scale {
+                amax_scale = scale.abs();
+                max_scale = *scale;
+            }
+        }
+        let d = -max_scale / 32.0;
+        let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+        let mut block = BlockIq4Xs::zeroed();
+        block.d = f16::from_f32(d);
+        for (ib, &scale) in scales.iter().enumerate() {
+            let l = nearest_int(id * scale).clamp(-32, 31);
+            let dl = d * l as f32;
+            let idl = if dl != 0.0 { 1.0 / dl } else { 0.0 };
+            for (level, &v) in levels[32 * ib..32 * ib + 32]
+                .iter_mut()
+                .zip(&x[32 * ib..32 * ib + 32])
+            {
+                *level = best_index_int8(&KVALUES_IQ4NL, idl * v);
+            }
+            let l = (l + 32) as u8;
+            block.scales_l[ib / 2] |= (l & 0x0f) << (4 * (ib % 2));
+            block.scales_h |= ((l >> 4) as u16) << (2 * ib);
+        }
+        for (i, chunk) in block.qs.chunks_exact_mut(16).enumerate() {
+            chunk.copy_from_slice(&pack_nibbles(&levels[32 * i..32 * i + 32]));
+        }
+        block
     }
 }
 

@@ -1,5 +1,9 @@
 //! The packed sub-block scales and minimums shared by Q4_K and Q5_K: eight 6-bit scales and eight 6-bit minimums
-//! in 12 bytes (ggml's `get_scale_min_k4`).
+//! in 12 bytes (ggml's `get_scale_min_k4`), and their reference quantiser.
+
+use super::scale_search::{make_qkx2_quants, nearest_int, Qkx2Search};
+use super::QK_K;
+use half::f16;
 
 /// Bytes of packed scales and minimums in a Q4_K or Q5_K super-block.
 pub const K_SCALE_BYTES: usize = 12;
@@ -26,6 +30,93 @@ pub fn scales_mins(scales: &[u8; K_SCALE_BYTES]) -> ([u8; 8], [u8; 8]) {
         (sc[j], m[j]) = scale_min(scales, j);
     }
     (sc, m)
+}
+
+/// The 12 bytes holding eight 6-bit scales and minimums as [`scale_min`] reads them (`quantize_row_q4_K_ref`'s
+/// packing).
+pub fn pack_scales_mins(sc: &[u8; 8], m: &[u8; 8]) -> [u8; K_SCALE_BYTES] {
+    let mut packed = [0u8; K_SCALE_BYTES];
+    for j in 0..8 {
+        if j < 4 {
+            packed[j] = sc[j];
+            packed[j + 4] = m[j];
+        } else {
+            packed[j + 4] = (sc[j] & 0x0f) | ((m[j] & 0x0f) << 4);
+            packed[j - 4] |= (sc[j] >> 4) << 6;
+            packed[j] |= (m[j] >> 4) << 6;
+        }
+    }
+    packed
+}
+
+/// A Q4_K or Q5_K super-block as ggml's reference quantiser chooses it, before the levels are packed.
+pub struct ScaledMinimumLevels {
+    pub d: f16,
+    pub dmin: f16,
+    pub scales: [u8; K_SCALE_BYTES],
+    /// Element `i`'s level, `0..=search.nmax`.
+    pub levels: [u8; QK_K],
+}
+
+/// `quantize_row_q4_K_ref` / `_q5_K_ref` up to the packing of the levels: per sub-block of 32 a
+/// `make_qkx2_quants` search with weights `sqrt(mean(x²)) + |x|`, the scales and minimums quantised to 6 bits
+/// against the largest of each, then every weight re-quantised with the scale and minimum it will be read with.
+pub fn quantize_scaled_minimum(x: &[f32], search: &Qkx2Search) -> ScaledMinimumLevels {
+    let mut levels = [0u8; QK_K];
+    let (mut scales, mut mins) = ([0.0f32; 8], [0.0f32; 8]);
+    let (mut max_scale, mut max_min) = (0.0f32, 0.0f32);
+    for j in 0..8 {
+        let group = &x[32 * j..32 * j + 32];
+        let mut sum_x2 = 0.0f32;
+        for &v in group {
+            sum_x2 += v * v;
+        }
+        let av_x = (sum_x2 / 32.0).sqrt();
+        let mut weights = [0.0f32; 32];
+        for (w, &v) in weights.iter_mut().zip(group) {
+            *w = av_x + v.abs();
+        }
+        (scales[j], mins[j]) =
+            make_qkx2_quants(search, group, &weights, &mut levels[32 * j..32 * j + 32]);
+        if scales[j] > max_scale {
+            max_scale = scales[j];
+        }
+        if mins[j] > max_min {
+            max_min = mins[j];
+        }
+    }
+    let inv_scale = if max_scale > 0.0 {
+        63.0 / max_scale
+    } else {
+        0.0
+    };
+    let inv_min = if max_min > 0.0 { 63.0 / max_min } else { 0.0 };
+    let (mut ls, mut lm) = ([0u8; 8], [0u8; 8]);
+    for j in 0..8 {
+        ls[j] = (nearest_int(inv_scale * scales[j]) as u8).min(63);
+        lm[j] = (nearest_int(inv_min * mins[j]) as u8).min(63);
+    }
+    let d = f16::from_f32(max_scale / 63.0);
+    let dmin = f16::from_f32(max_min / 63.0);
+    for j in 0..8 {
+        let scale = d.to_f32() * ls[j] as f32;
+        if scale == 0.0 {
+            continue;
+        }
+        let minimum = dmin.to_f32() * lm[j] as f32;
+        for (l, &v) in levels[32 * j..32 * j + 32]
+            .iter_mut()
+            .zip(&x[32 * j..32 * j + 32])
+        {
+            *l = nearest_int((v + minimum) / scale).clamp(0, search.nmax as i32) as u8;
+        }
+    }
+    ScaledMinimumLevels {
+        d,
+        dmin,
+        scales: pack_scales_mins(&ls, &lm),
+        levels,
+    }
 }
 
 /// A K-quant super-block of eight sub-blocks of 32 whose weights are `d * sc_j * q - dmin * m_j` (Q4_K, Q5_K): what
@@ -60,12 +151,6 @@ mod tests {
         // Scale j = j + 1 (+ 32 for odd j), minimum j = 60 - j: every field uses its top bits for some j.
         let sc: [u8; 8] = std::array::from_fn(|j| j as u8 + 1 + 32 * (j as u8 % 2));
         let m: [u8; 8] = std::array::from_fn(|j| 60 - j as u8);
-        let mut packed = [0u8; K_SCALE_BYTES];
-        for j in 0..4 {
-            packed[j] = sc[j] | ((sc[j + 4] >> 4) << 6);
-            packed[j + 4] = m[j] | ((m[j + 4] >> 4) << 6);
-            packed[j + 8] = (sc[j + 4] & 0x0f) | ((m[j + 4] & 0x0f) << 4);
-        }
-        assert_eq!(scales_mins(&packed), (sc, m));
+        assert_eq!(scales_mins(&pack_scales_mins(&sc, &m)), (sc, m));
     }
 }

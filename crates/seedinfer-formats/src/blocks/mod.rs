@@ -1,6 +1,7 @@
 //! ggml block formats, one file each (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, the K-quants Q2_K .. Q6_K, IQ4_NL, IQ4_XS): the
-//! `#[repr(C)]` block as stored in GGUF files, its dequantiser, and — for the 32-element formats — its reference
-//! quantiser from ggml-quants.c (`quantize_row_*_ref`), reproduced bit-exactly so that files written here are
+//! `#[repr(C)]` block as stored in GGUF files, its dequantiser, and its reference quantiser from ggml-quants.c
+//! (`quantize_row_*_ref`; for IQ4_NL and IQ4_XS the `quantize_iq4_*` that llama.cpp's file quantiser calls; the
+//! shared scale searches in [`scale_search`]), reproduced bit-exactly so that files written here are
 //! indistinguishable from llama.cpp's. [`BlockCodec`] is what every format provides, [`BlockQuantizer`] what the
 //! formats seedinfer can write add; [`dequantize_row`] and [`quantize_row`] are the one table from tensor type to
 //! codec.
@@ -21,6 +22,7 @@ mod q5_1;
 mod q5_k;
 mod q6_k;
 mod q8_0;
+pub mod scale_search;
 
 pub use iq4_nl::{BlockIq4Nl, BLOCK_IQ4_NL_BYTES, KVALUES_IQ4NL};
 pub use iq4_xs::{iq4_xs_sub_scale, BlockIq4Xs, BLOCK_IQ4_XS_BYTES};
@@ -80,7 +82,7 @@ pub const BLOCK_TYPES: [TensorType; 5] = [
     TensorType::Q8_0,
 ];
 
-/// The K-quant types of this module (read, not written yet), in GGUF type id order.
+/// The K-quant types of this module, in GGUF type id order.
 pub const K_QUANT_TYPES: [TensorType; 5] = [
     TensorType::Q2_K,
     TensorType::Q3_K,
@@ -89,8 +91,9 @@ pub const K_QUANT_TYPES: [TensorType; 5] = [
     TensorType::Q6_K,
 ];
 
-/// Block types seedinfer reads but does not write yet (no quantiser): the K-quants, IQ4_NL and IQ4_XS.
-pub const READ_ONLY_TYPES: [TensorType; 7] = [
+/// Block types whose quantisers search for their scales (the K-quants, IQ4_NL and IQ4_XS): slow to write (a
+/// super-block takes tens of trial scales), so synthetic models and tests draw random blocks of them instead.
+pub const SEARCHED_TYPES: [TensorType; 7] = [
     TensorType::Q2_K,
     TensorType::Q3_K,
     TensorType::Q4_K,
@@ -100,7 +103,7 @@ pub const READ_ONLY_TYPES: [TensorType; 7] = [
     TensorType::IQ4_XS,
 ];
 
-/// Byte offsets in a block of a type in [`READ_ONLY_TYPES`] of its f16 scale `d` and, in the formats with
+/// Byte offsets in a block of a type in [`SEARCHED_TYPES`] of its f16 scale `d` and, in the formats with
 /// minimums, of `dmin` (for writers of random blocks: synthetic models, tests). `None` for other types.
 pub fn block_scale_offsets(tensor_type: TensorType) -> Option<(usize, Option<usize>)> {
     use std::mem::offset_of;
@@ -127,7 +130,7 @@ fn dequantize_blocks<B: BlockCodec>(bytes: &[u8], out: &mut [f32]) {
 }
 
 fn quantize_blocks<B: BlockQuantizer>(values: &[f32], out: &mut Vec<u8>) {
-    for chunk in values.chunks_exact(QK) {
+    for chunk in values.chunks_exact(B::ELEMENTS) {
         out.extend_from_slice(bytemuck::bytes_of(&B::quantize(chunk)));
     }
 }
@@ -252,17 +255,13 @@ pub fn quantize_row(tensor_type: TensorType, values: &[f32], out: &mut Vec<u8>) 
         TensorType::Q5_0 => quantize_blocks::<BlockQ5_0>(values, out),
         TensorType::Q5_1 => quantize_blocks::<BlockQ5_1>(values, out),
         TensorType::Q8_0 => quantize_blocks::<BlockQ8_0>(values, out),
-        TensorType::Q2_K
-        | TensorType::Q3_K
-        | TensorType::Q4_K
-        | TensorType::Q5_K
-        | TensorType::Q6_K
-        | TensorType::IQ4_NL
-        | TensorType::IQ4_XS => {
-            return Err(FormatError::invalid_argument(format!(
-                "{tensor_type} is read but not written yet: seedinfer has no quantiser for it"
-            )))
-        }
+        TensorType::Q2_K => quantize_blocks::<BlockQ2_K>(values, out),
+        TensorType::Q3_K => quantize_blocks::<BlockQ3_K>(values, out),
+        TensorType::Q4_K => quantize_blocks::<BlockQ4_K>(values, out),
+        TensorType::Q5_K => quantize_blocks::<BlockQ5_K>(values, out),
+        TensorType::Q6_K => quantize_blocks::<BlockQ6_K>(values, out),
+        TensorType::IQ4_NL => quantize_blocks::<BlockIq4Nl>(values, out),
+        TensorType::IQ4_XS => quantize_blocks::<BlockIq4Xs>(values, out),
         TensorType::Q3Rtn => crate::q3_rtn::quantize(values, out),
         TensorType::SeedLm4 | TensorType::SeedLm3 => {
             return Err(FormatError::invalid_argument(format!(

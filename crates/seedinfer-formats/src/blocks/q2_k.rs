@@ -1,7 +1,8 @@
 //! Q2_K (GGUF type 10): 256 weights in sixteen sub-blocks of 16, `x = d * sc_j * q - dmin * m_j` with 2-bit `q`
 //! and 4-bit sub-block scales `sc_j` and minimums `m_j` (2.625 bits per weight).
 
-use super::{BlockCodec, QK_K};
+use super::scale_search::{make_qkx2_quants, nearest_int, Qkx2Search};
+use super::{BlockCodec, BlockQuantizer, QK_K};
 use crate::tensor_type::TensorType;
 use bytemuck::{Pod, Zeroable};
 use half::f16;
@@ -36,6 +37,84 @@ impl BlockQ2_K {
     #[inline(always)]
     pub fn quant(&self, i: usize) -> u8 {
         two_bit_field(&self.qs, i)
+    }
+}
+
+/// The 2-bit fields of `levels` (each 0..4) packed as Q2_K's `qs` ([`two_bit_field`] reads them back).
+pub(super) fn pack_two_bit_fields(levels: &[u8; QK_K]) -> [u8; QK_K / 4] {
+    let mut qs = [0u8; QK_K / 4];
+    for (i, byte) in qs.iter_mut().enumerate() {
+        let (j, l) = (128 * (i / 32), i % 32);
+        *byte = levels[j + l]
+            | (levels[j + l + 32] << 2)
+            | (levels[j + l + 64] << 4)
+            | (levels[j + l + 96] << 6);
+    }
+    qs
+}
+
+impl BlockQuantizer for BlockQ2_K {
+    /// `quantize_row_q2_K_ref` for one super-block: per sub-block of 16 a `make_qkx2_quants` search (weights
+    /// `|x|`, absolute error), the scales and minimums quantised to 4 bits against the largest of each, then every
+    /// weight re-quantised with the scale and minimum it will be read with (a sub-block whose scale became 0 keeps
+    /// its search's levels).
+    fn quantize(x: &[f32]) -> Self {
+        let x = &x[..QK_K];
+        let search = Qkx2Search {
+            nmax: 3,
+            rmin: -0.5,
+            rdelta: 0.1,
+            nstep: 15,
+            use_mad: true,
+        };
+        let mut levels = [0u8; QK_K];
+        let (mut scales, mut mins) = ([0.0f32; 16], [0.0f32; 16]);
+        let (mut max_scale, mut max_min) = (0.0f32, 0.0f32);
+        for j in 0..16 {
+            let group = &x[16 * j..16 * j + 16];
+            let mut weights = [0.0f32; 16];
+            for (w, &v) in weights.iter_mut().zip(group) {
+                *w = v.abs();
+            }
+            (scales[j], mins[j]) =
+                make_qkx2_quants(&search, group, &weights, &mut levels[16 * j..16 * j + 16]);
+            if scales[j] > max_scale {
+                max_scale = scales[j];
+            }
+            if mins[j] > max_min {
+                max_min = mins[j];
+            }
+        }
+        let mut block = BlockQ2_K::zeroed();
+        if max_scale > 0.0 {
+            let iscale = 15.0 / max_scale;
+            for (packed, &scale) in block.scales.iter_mut().zip(&scales) {
+                *packed = nearest_int(iscale * scale) as u8;
+            }
+            block.d = f16::from_f32(max_scale / 15.0);
+        }
+        if max_min > 0.0 {
+            let iscale = 15.0 / max_min;
+            for (packed, &min) in block.scales.iter_mut().zip(&mins) {
+                *packed |= (nearest_int(iscale * min) << 4) as u8;
+            }
+            block.dmin = f16::from_f32(max_min / 15.0);
+        }
+        for j in 0..16 {
+            let d = block.d.to_f32() * (block.scales[j] & 0x0f) as f32;
+            if d == 0.0 {
+                continue;
+            }
+            let dm = block.dmin.to_f32() * (block.scales[j] >> 4) as f32;
+            for (l, &v) in levels[16 * j..16 * j + 16]
+                .iter_mut()
+                .zip(&x[16 * j..16 * j + 16])
+            {
+                *l = nearest_int((v + dm) / d).clamp(0, 3) as u8;
+            }
+        }
+        block.qs = pack_two_bit_fields(&levels);
+        block
     }
 }
 

@@ -1,8 +1,9 @@
 //! Q3_K (GGUF type 11): 256 weights in sixteen sub-blocks of 16, `x = d * (sc_j - 32) * q` with 3-bit signed
 //! `q` in -4..4 and 6-bit sub-block scales `sc_j` (3.4375 bits per weight).
 
-use super::q2_k::two_bit_field;
-use super::{BlockCodec, QK_K};
+use super::q2_k::{pack_two_bit_fields, two_bit_field};
+use super::scale_search::{make_q3_quants, nearest_int};
+use super::{BlockCodec, BlockQuantizer, QK_K};
 use crate::tensor_type::TensorType;
 use bytemuck::{Pod, Zeroable};
 use half::f16;
@@ -44,6 +45,63 @@ impl BlockQ3_K {
     /// Sub-block `j`'s signed scale.
     pub fn sub_scale(&self, j: usize) -> i32 {
         q3_k_scale(&self.scales, j)
+    }
+}
+
+impl BlockQuantizer for BlockQ3_K {
+    /// `quantize_row_q3_K_ref` for one super-block: per sub-block of 16 a `make_q3_quants` search, the signed
+    /// scales quantised to 6 bits against the one of largest magnitude, then every weight re-quantised with the
+    /// scale it will be read with (a sub-block whose scale became 0 keeps its search's levels).
+    fn quantize(x: &[f32]) -> Self {
+        let x = &x[..QK_K];
+        let mut levels = [0i8; QK_K];
+        let mut scales = [0.0f32; 16];
+        let (mut max_scale, mut amax) = (0.0f32, 0.0f32);
+        for j in 0..16 {
+            scales[j] =
+                make_q3_quants(4, &x[16 * j..16 * j + 16], &mut levels[16 * j..16 * j + 16]);
+            if scales[j].abs() > amax {
+                amax = scales[j].abs();
+                max_scale = scales[j];
+            }
+        }
+        let mut block = BlockQ3_K::zeroed();
+        if max_scale != 0.0 {
+            let iscale = -32.0 / max_scale;
+            for (j, &scale) in scales.iter().enumerate() {
+                let l = ((nearest_int(iscale * scale) as i8).clamp(-32, 31) + 32) as u8;
+                if j < 8 {
+                    block.scales[j] = l & 0x0f;
+                } else {
+                    block.scales[j - 8] |= (l & 0x0f) << 4;
+                }
+                block.scales[8 + j % 4] |= (l >> 4) << (2 * (j / 4));
+            }
+            block.d = f16::from_f32(1.0 / iscale);
+        }
+        for j in 0..16 {
+            let d = block.d.to_f32() * block.sub_scale(j) as f32;
+            if d == 0.0 {
+                continue;
+            }
+            for (l, &v) in levels[16 * j..16 * j + 16]
+                .iter_mut()
+                .zip(&x[16 * j..16 * j + 16])
+            {
+                *l = (nearest_int(v / d).clamp(-4, 3) + 4) as i8;
+            }
+        }
+        // Levels 4..8 keep their high bit in `hmask` (element j: bit j / 32 of byte j % 32), the rest in `qs`.
+        let mut low = [0u8; QK_K];
+        for (j, (&l, low)) in levels.iter().zip(low.iter_mut()).enumerate() {
+            let l = l as u8;
+            if l > 3 {
+                block.hmask[j % 32] |= 1 << (j / 32);
+            }
+            *low = if l > 3 { l - 4 } else { l };
+        }
+        block.qs = pack_two_bit_fields(&low);
+        block
     }
 }
 

@@ -1,8 +1,11 @@
 //! Q4_K (GGUF type 12): 256 weights in eight sub-blocks of 32, `x = d * sc_j * q - dmin * m_j` with 4-bit `q`
 //! and 6-bit sub-block scales `sc_j` and minimums `m_j` (4.5 bits per weight).
 
-use super::k_scales::{dequantize_scaled_minimum, ScaledMinimumBlock, K_SCALE_BYTES};
-use super::{BlockCodec, QK_K};
+use super::k_scales::{
+    dequantize_scaled_minimum, quantize_scaled_minimum, ScaledMinimumBlock, K_SCALE_BYTES,
+};
+use super::scale_search::Qkx2Search;
+use super::{BlockCodec, BlockQuantizer, QK_K};
 use crate::tensor_type::TensorType;
 use bytemuck::{Pod, Zeroable};
 use half::f16;
@@ -30,6 +33,31 @@ impl BlockCodec for BlockQ4_K {
     /// ggml's `dequantize_row_q4_K`.
     fn dequantize(&self, out: &mut [f32]) {
         dequantize_scaled_minimum(self, out)
+    }
+}
+
+impl BlockQuantizer for BlockQ4_K {
+    /// `quantize_row_q4_K_ref` for one super-block.
+    fn quantize(x: &[f32]) -> Self {
+        let search = Qkx2Search {
+            nmax: 15,
+            rmin: -1.0,
+            rdelta: 0.1,
+            nstep: 20,
+            use_mad: false,
+        };
+        let q = quantize_scaled_minimum(&x[..QK_K], &search);
+        let mut qs = [0u8; QK_K / 2];
+        for (i, byte) in qs.iter_mut().enumerate() {
+            let (j, l) = (64 * (i / 32), i % 32);
+            *byte = q.levels[j + l] | (q.levels[j + l + 32] << 4);
+        }
+        BlockQ4_K {
+            d: q.d,
+            dmin: q.dmin,
+            scales: q.scales,
+            qs,
+        }
     }
 }
 

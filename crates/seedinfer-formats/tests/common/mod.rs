@@ -1,7 +1,7 @@
 //! Helpers shared by the integration tests.
 #![allow(dead_code)]
 
-use seedinfer_formats::blocks::READ_ONLY_TYPES;
+use seedinfer_formats::blocks::SEARCHED_TYPES;
 use seedinfer_formats::synthetic::random_k_quant_blocks;
 use seedinfer_formats::{quantize_row, GgufValue, GgufWriter, TensorType, ALL_TENSOR_TYPES};
 
@@ -81,12 +81,12 @@ pub fn every_metadata_type() -> Vec<(String, GgufValue)> {
     ]
 }
 
-/// (name, type, shape, original f32 values) for one tensor of every type seedinfer writes (all but the K-quants,
-/// see [`k_quant_tensors`]).
+/// (name, type, shape, original f32 values) for one tensor of every type but those with searched scales (the K-quants,
+/// IQ4: see [`k_quant_tensors`]).
 pub fn every_tensor_type() -> Vec<(String, TensorType, Vec<usize>, Vec<f32>)> {
     ALL_TENSOR_TYPES
         .iter()
-        .filter(|t| !READ_ONLY_TYPES.contains(t))
+        .filter(|t| !SEARCHED_TYPES.contains(t))
         .enumerate()
         .map(|(i, &t)| {
             let shape = vec![3, 64];
@@ -96,10 +96,9 @@ pub fn every_tensor_type() -> Vec<(String, TensorType, Vec<usize>, Vec<f32>)> {
         .collect()
 }
 
-/// (name, type, shape, bytes) for one tensor of each type seedinfer reads but does not write (the K-quants,
-/// IQ4_NL): two rows of 512 random weights (`synthetic::random_k_quant_blocks`).
+/// (name, type, shape, bytes) for one tensor of each type with a searched scale (the K-quants, IQ4): two rows of 512 random weights (`synthetic::random_k_quant_blocks`).
 pub fn k_quant_tensors() -> Vec<(String, TensorType, Vec<usize>, Vec<u8>)> {
-    READ_ONLY_TYPES
+    SEARCHED_TYPES
         .iter()
         .enumerate()
         .map(|(i, &t)| {
