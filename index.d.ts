@@ -42,10 +42,11 @@ export interface LoadOptions {
   /** Called with download progress when the model has to be fetched. */
   onProgress?: (event: ProgressEvent) => void;
   /**
-   * Convert every weight matrix to this format at load: `q8_0`, `q4_0`, `q4_1`, `q5_0`, `q5_1` (blocks of 32, int8
-   * activations),
-   * `f16` (f32 activations and accumulation) or `f32`. Omitted: keep the file's formats (GGUF blocks are used as stored). Matrices whose rows are not
-   * whole blocks stay f32 and are listed in `info.weightFallbacks`.
+   * Convert every weight matrix to this format at load: `q8_0`, `q4_0`, `q4_1`, `q5_0`, `q5_1`, `iq4_nl` (blocks of
+   * 32, int8 activations), the K-quants `q2_k` … `q6_k` and `iq4_xs` (super-blocks of 256, llama.cpp's reference
+   * quantisers), `f16` (f32 activations and accumulation) or `f32`. Omitted: keep the file's formats (GGUF blocks
+   * are used as stored). Rows that are not whole super-blocks take llama.cpp's 32-wide fallback (Q4_K: Q5_0, …);
+   * rows that are not whole blocks of 32 stay f32; both are listed in `info.weightFallbacks`.
    */
   weights?: (typeof WEIGHT_FORMATS)[number];
   /** The model's KV-cache pool, shared by all its sessions. */
@@ -536,9 +537,29 @@ export declare function pullModel(hubId: string, options?: FetchOptions & { revi
 export declare function defaultCacheDir(): string;
 
 /** The formats {@link quantizeModel} writes. */
-export declare const QUANTIZE_FORMATS: readonly ['seedlm4', 'seedlm3', 'q3_rtn', 'q8_0', 'q4_0', 'q4_1', 'q5_0', 'q5_1'];
+export declare const QUANTIZE_FORMATS: readonly [
+  'seedlm4',
+  'seedlm3',
+  'q3_rtn',
+  'q8_0',
+  'q4_0',
+  'q4_1',
+  'q5_0',
+  'q5_1',
+  'q2_k',
+  'q3_k_s',
+  'q3_k_m',
+  'q3_k_l',
+  'q4_k_s',
+  'q4_k_m',
+  'q5_k_s',
+  'q5_k_m',
+  'q6_k',
+  'iq4_nl',
+  'iq4_xs',
+];
 /** The storage formats `LoadOptions.weights` converts every weight matrix to at load. */
-export declare const WEIGHT_FORMATS: readonly ['f32', 'f16', 'q8_0', 'q4_0', 'q4_1', 'q5_0', 'q5_1'];
+export declare const WEIGHT_FORMATS: readonly ['f32', 'f16', 'q8_0', 'q4_0', 'q4_1', 'q5_0', 'q5_1', 'q2_k', 'q3_k', 'q4_k', 'q5_k', 'q6_k', 'iq4_nl', 'iq4_xs'];
 
 export interface QuantizeOptions {
   /**
@@ -547,11 +568,19 @@ export interface QuantizeOptions {
    * - `seedlm3`: SeedLM with blocks of 12 weights and 4 coefficients: exactly 3 bits per weight.
    * - `q3_rtn`: round-to-nearest 3-bit codes in groups of 32 with an f16 scale (3.5 bits per weight), the baseline
    *   SeedLM is compared with. Matrices whose rows are not whole groups are kept as stored.
-   * - `q8_0`, `q4_0`, `q4_1`: ggml's block formats (llama.cpp's reference quantisers), for comparisons that change the
-   *   layer matrices only (`LoadOptions.weights` converts the embedding and output head too).
+   * - `q8_0`, `q4_0`, `q4_1`, `q5_0`, `q5_1`: ggml's block formats (llama.cpp's reference quantisers), for
+   *   comparisons that change the layer matrices only (`LoadOptions.weights` converts the embedding and output head
+   *   too).
+   * - `q2_k`, `q3_k_s`, `q3_k_m`, `q3_k_l`, `q4_k_s`, `q4_k_m`, `q5_k_s`, `q5_k_m`, `q6_k`, `iq4_nl`, `iq4_xs`:
+   *   llama.cpp's mixes of the whole model, from a GGUF source (f16, bf16, f32, or already quantised): every
+   *   tensor gets the type llama.cpp's `llama-quantize` gives it (its per-tensor rules: more bits for some
+   *   `attn_v`/`ffn_down` layers and the output head, 32-wide fallbacks for rows that are not whole super-blocks)
+   *   and the same bytes (ggml's reference quantisers, no importance matrix). The output is a standard GGUF that
+   *   llama.cpp loads too. A Hugging Face directory is refused (`INVALID_OPTION`): convert it to GGUF first.
    */
   format: (typeof QUANTIZE_FORMATS)[number];
-  /** The seedinfer container to write (a `.gguf` file, see docs/container.md); written whole or not at all. */
+  /** The file to write (a `.gguf`: a seedinfer container, see docs/container.md, or for a mix a standard GGUF);
+   * written whole or not at all. */
   out: string;
   /** Encoder threads. Default: every logical CPU. */
   threads?: number;
@@ -568,7 +597,8 @@ export interface QuantizeReport {
   /** Absolute path of the container written. */
   out: string;
   outBytes: number;
-  /** Layer matrices (q, k, v, o, gate, up, down of every layer) written in `format`, their weights and bytes. */
+  /** Tensors quantised (containers: the layer matrices, q, k, v, o, gate, up, down of every layer, in `format`;
+   * mixes: every tensor given a new type), their weights and bytes. */
   quantizedTensors: number;
   quantizedWeights: number;
   quantizedBytes: number;
@@ -576,18 +606,22 @@ export interface QuantizeReport {
   bitsPerWeight: number;
   /** Matrices kept as stored, with the reason. */
   kept: string[];
+  /** Tensors of the output by type name (`{ Q4_K: 96, Q6_K: 17, F32: 33 }`). */
+  tensorTypes: Record<string, number>;
   seconds: number;
   secondsPerMillionWeights: number;
 }
 
 /**
  * Writes a copy of a model (a `.gguf` file, a Hugging Face directory, a Hub id or "default") whose layer matrices are
- * in `options.format`; the embedding, output head and norms stay as stored. `Model.load(options.out)` reads it.
+ * in `options.format`; the embedding, output head and norms stay as stored. With a llama.cpp mix (`q4_k_m`, …) the
+ * whole GGUF model is quantised as llama.cpp's `llama-quantize` would. `Model.load(options.out)` reads either.
  * The encoding runs on native threads (the event loop stays responsive).
  *
  * ```ts
  * const report = await quantizeModel('default', { format: 'seedlm4', out: 'smollm2.seedlm4.gguf' });
  * const model = await Model.load(report.out);
+ * const mix = await quantizeModel('model.f16.gguf', { format: 'q4_k_m', out: 'model.Q4_K_M.gguf' });
  * ```
  */
 export declare function quantizeModel(source: string | undefined, options: QuantizeOptions): Promise<QuantizeReport>;

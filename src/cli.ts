@@ -352,9 +352,10 @@ async function runQuantize(modelArg: string | undefined, options: QuantizeComman
       process.stdout.write(`${JSON.stringify(report, null, 2)}\n`);
     } else {
       process.stderr.write(
-        `${report.quantizedTensors} matrices, ${formatCount(report.quantizedWeights)} weights at ${report.bitsPerWeight.toFixed(3)} bits/weight ` +
+        `${report.quantizedTensors} tensors, ${formatCount(report.quantizedWeights)} weights at ${report.bitsPerWeight.toFixed(3)} bits/weight ` +
           `in ${report.seconds.toFixed(1)} s (${report.secondsPerMillionWeights.toFixed(2)} s per million weights)` +
-          `${report.kept.length ? `; kept as stored: ${report.kept.length} (${report.kept[0]}${report.kept.length > 1 ? ', ...' : ''})` : ''}\n`,
+          `${report.kept.length ? `; kept as stored: ${report.kept.length} (${report.kept[0]}${report.kept.length > 1 ? ', ...' : ''})` : ''}` +
+          `; types: ${Object.entries(report.tensorTypes).map(([type, count]) => `${type} ×${count}`).join(', ')}\n`,
       );
       process.stdout.write(`${report.out}\n`);
     }
@@ -557,11 +558,12 @@ function buildProgram(setExit: (code: number) => void): Command {
   program
     .command('quantize')
     .description(
-      "rewrite a model's layer matrices as SeedLM (seedlm4: 4 bits/weight, seedlm3: 3), q3_rtn, or q8_0/q4_0/q4_1 into a container Model.load reads",
+      "rewrite a model's layer matrices as SeedLM (seedlm4: 4 bits/weight, seedlm3: 3), q3_rtn, or q8_0/q4_0/q4_1/q5_0/q5_1 into a container Model.load reads, " +
+        'or a GGUF model in one of llama.cpp\'s mixes (q2_k, q3_k_s/m/l, q4_k_s/m, q5_k_s/m, q6_k, iq4_nl, iq4_xs) as llama-quantize writes it',
     )
     .argument('[model]', 'a .gguf file, a Hugging Face model directory, a Hub id, or "default"')
     .addOption(new Option('-f, --format <format>', 'the weight format').choices([...QUANTIZE_FORMATS]).makeOptionMandatory())
-    .requiredOption('-o, --out <file>', 'the container to write (.gguf)')
+    .requiredOption('-o, --out <file>', 'the file to write (.gguf)')
     .option('-t, --threads <n>', 'encoder threads (default: every logical CPU)', intParser(1, 1024))
     .option('--cache-dir <dir>', 'download cache (default: $SEEDINFER_CACHE or ~/.cache/seedinfer)')
     .option('--json', 'print the report as JSON')

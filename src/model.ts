@@ -25,7 +25,7 @@ import type { NativeKvCacheOptions } from './native.js';
 /** Sessions' context when none is asked for: the model's, up to this many tokens. */
 export const DEFAULT_CONTEXT = 4096;
 /** The `weights` option's values, for types; the binding's list (Rust's) is what is checked against. */
-export const WEIGHT_FORMATS = ['f32', 'f16', 'q8_0', 'q4_0', 'q4_1', 'q5_0', 'q5_1'] as const;
+export const WEIGHT_FORMATS = ['f32', 'f16', 'q8_0', 'q4_0', 'q4_1', 'q5_0', 'q5_1', 'q2_k', 'q3_k', 'q4_k', 'q5_k', 'q6_k', 'iq4_nl', 'iq4_xs'] as const;
 const NUMERICS: readonly string[] = ['seedinfer', 'llamacpp'];
 const KV_DTYPES: readonly string[] = ['f32', 'f16', 'int8'];
 

@@ -1,5 +1,6 @@
 // quantizeModel(): rewrites a model's layer matrices in one of seedinfer's own formats (SeedLM 4/3-bit, q3_rtn) into
-// a seedinfer container that Model.load reads. The encoding runs on native threads; the event loop stays free.
+// a seedinfer container that Model.load reads, or a whole GGUF model in one of llama.cpp's mixes (q4_k_m, …) as a
+// standard GGUF. The encoding runs on native threads; the event loop stays free.
 import path from 'node:path';
 import { mkdirSync } from 'node:fs';
 import { SeedinferError, toSeedinferError, eventError } from './errors.js';
@@ -10,7 +11,27 @@ import type { NativeQuantizeEvent } from './native.js';
 import type { QuantizeOptions, QuantizeReport } from '../index.js';
 
 /** The formats' names, for types; the binding's list (Rust's) is what is checked against. */
-export const QUANTIZE_FORMATS = ['seedlm4', 'seedlm3', 'q3_rtn', 'q8_0', 'q4_0', 'q4_1', 'q5_0', 'q5_1'] as const;
+export const QUANTIZE_FORMATS = [
+  'seedlm4',
+  'seedlm3',
+  'q3_rtn',
+  'q8_0',
+  'q4_0',
+  'q4_1',
+  'q5_0',
+  'q5_1',
+  'q2_k',
+  'q3_k_s',
+  'q3_k_m',
+  'q3_k_l',
+  'q4_k_s',
+  'q4_k_m',
+  'q5_k_s',
+  'q5_k_m',
+  'q6_k',
+  'iq4_nl',
+  'iq4_xs',
+] as const;
 
 /** Quantises `source` (a .gguf file, a Hugging Face directory, a Hub id or "default") into `options.out`. */
 export async function quantizeModel(source: string | undefined, options: QuantizeOptions): Promise<QuantizeReport> {
@@ -48,6 +69,7 @@ export async function quantizeModel(source: string | undefined, options: Quantiz
       quantizedBytes: report.quantizedBytes,
       bitsPerWeight: report.quantizedWeights > 0 ? (8 * report.quantizedBytes) / report.quantizedWeights : 0,
       kept: report.kept,
+      tensorTypes: report.tensorTypes,
       seconds: report.seconds,
       secondsPerMillionWeights: report.quantizedWeights > 0 ? report.seconds / (report.quantizedWeights / 1e6) : 0,
     };

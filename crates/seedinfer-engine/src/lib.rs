@@ -13,6 +13,7 @@ pub mod ops_llamacpp;
 pub mod ops_seedinfer;
 pub mod perplexity;
 pub mod quantize;
+pub mod quantize_mix;
 pub mod sampler;
 pub mod session;
 mod session_file;
@@ -25,6 +26,7 @@ pub use kv_pool::{CacheStats, KvCacheOptions, KvDtype, KvPool};
 pub use model::{LoadOptions, Model, ModelInfo, Numerics};
 pub use perplexity::{Perplexity, WindowScore};
 pub use quantize::{quantize_model, QuantFormat, QuantizeProgress, QuantizeReport};
+pub use quantize_mix::Mix;
 pub use sampler::{SamplingParams, TokenLogprobs};
 pub use session::{
     Chunk, GenerateParams, GenerationOutput, Session, StopReason, Timings, MAX_TOP_LOGPROBS,

@@ -1,6 +1,7 @@
 //! `seedinfer quantize`: rewrites a model's layer matrices in one of seedinfer's own formats (`seedlm4`,
 //! `seedlm3`, `q3_rtn`), or in ggml's `q8_0`/`q4_0`/`q4_1`/`q5_0`/`q5_1` for comparisons, into a seedinfer container (a GGUF v3 file, see `seedinfer_formats::container` and
-//! docs/container.md) that [`crate::Model::load`] reads.
+//! docs/container.md) that [`crate::Model::load`] reads; or a whole GGUF model in one of llama.cpp's mixes
+//! (`q4_k_m`, …: [`crate::quantize_mix`]) as a standard GGUF that llama.cpp loads too.
 //!
 //! The seven matrices of every layer (q, k, v, o, gate, up, down) are quantised from their values as stored
 //! (block-quantised GGUF tensors are dequantised first); the embedding, the output head and the norms are copied
@@ -9,6 +10,7 @@
 
 use crate::config::{Architecture, LlamaConfig, RopeScaling, RopeStyle};
 use crate::error::{EngineError, Result};
+use crate::quantize_mix::{write_mix, Mix};
 use crate::weights::Part;
 use rayon::prelude::*;
 use seedinfer_formats::container::{self, CONTAINER_VERSION};
@@ -17,6 +19,7 @@ use seedinfer_formats::{
     quantize_row, FormatError, GgufFile, GgufValue, GgufWriter, SafetensorsDir, TensorType,
     TensorView,
 };
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Instant;
@@ -33,11 +36,13 @@ pub enum QuantFormat {
     Q4_1,
     Q5_0,
     Q5_1,
+    /// A llama.cpp mix of the whole model, written as a standard GGUF ([`crate::quantize_mix`]).
+    Mix(Mix),
 }
 
 impl QuantFormat {
-    /// Every format with its option name and tensor type: the one list the API, the CLI and their errors use.
-    pub const ALL: [(Self, &'static str, TensorType); 8] = [
+    /// The container formats with their option names and tensor types (the mixes' are [`Mix::ALL`]'s).
+    const CONTAINER: [(Self, &'static str, TensorType); 8] = [
         (Self::SeedLm4, "seedlm4", TensorType::SeedLm4),
         (Self::SeedLm3, "seedlm3", TensorType::SeedLm3),
         (Self::Q3Rtn, "q3_rtn", TensorType::Q3Rtn),
@@ -48,23 +53,30 @@ impl QuantFormat {
         (Self::Q5_1, "q5_1", TensorType::Q5_1),
     ];
 
-    /// Parses an option name of [`QuantFormat::ALL`].
+    /// Every format with its option name and its main tensor type: the one list the API, the CLI and their errors
+    /// use (the container formats, then llama.cpp's mixes).
+    pub fn all() -> impl Iterator<Item = (Self, &'static str, TensorType)> {
+        Self::CONTAINER
+            .into_iter()
+            .chain(Mix::ALL.map(|(mix, name, _, t)| (Self::Mix(mix), name, t)))
+    }
+
+    /// Parses an option name of [`QuantFormat::all`].
     pub fn parse(name: &str) -> Option<Self> {
-        Self::ALL.iter().find(|f| f.1 == name).map(|f| f.0)
+        Self::all().find(|f| f.1 == name).map(|f| f.0)
     }
 
     /// The option names, in order.
     pub fn names() -> Vec<&'static str> {
-        Self::ALL.iter().map(|f| f.1).collect()
+        Self::all().map(|f| f.1).collect()
     }
 
     pub fn name(self) -> &'static str {
-        Self::ALL.iter().find(|f| f.0 == self).map_or("", |f| f.1)
+        Self::all().find(|f| f.0 == self).map_or("", |f| f.1)
     }
 
     fn tensor_type(self) -> TensorType {
-        Self::ALL
-            .iter()
+        Self::all()
             .find(|f| f.0 == self)
             .map_or(TensorType::F32, |f| f.2)
     }
@@ -90,6 +102,8 @@ pub struct QuantizeReport {
     pub quantized_bytes: u64,
     /// Matrices kept as stored, with the reason (q3_rtn needs rows of whole groups of 32).
     pub kept: Vec<String>,
+    /// Tensors of the output by type name.
+    pub tensor_types: BTreeMap<String, u32>,
     pub seconds: f64,
 }
 
@@ -190,6 +204,9 @@ pub fn quantize_model(
             source_path.display().to_string(),
         ));
     }
+    if let QuantFormat::Mix(mix) = format {
+        return write_mix(source_path, mix, out, progress, stop);
+    }
     let mut writer = GgufWriter::new();
     let (source, config, has_lm_head) = if source_path.is_dir() {
         let mut config = LlamaConfig::from_hf_config(&source_path.join("config.json"))?;
@@ -256,10 +273,20 @@ pub fn quantize_model(
         quantized_weights: 0,
         quantized_bytes: 0,
         kept: Vec::new(),
+        tensor_types: BTreeMap::new(),
         seconds: 0.0,
     };
     for (gguf_name, hf_name, matrix) in &plan {
         let view = source.view(gguf_name, hf_name)?;
+        let written = if *matrix {
+            format.tensor_type()
+        } else {
+            view.tensor_type
+        };
+        *report
+            .tensor_types
+            .entry(written.name().to_string())
+            .or_default() += 1;
         let shape = view.shape.clone();
         let cols = view.row_len();
         // Group formats need rows of whole groups of 32; SeedLM pads a row's last block.
@@ -270,6 +297,14 @@ pub fn quantize_model(
                     "{gguf_name}: {cols} columns are not a multiple of 32, kept {}",
                     view.tensor_type.name()
                 ));
+                *report
+                    .tensor_types
+                    .entry(written.name().to_string())
+                    .or_default() -= 1;
+                *report
+                    .tensor_types
+                    .entry(view.tensor_type.name().to_string())
+                    .or_default() += 1;
                 done.fetch_add(view.element_count() as u64, Ordering::Relaxed);
             }
             writer.add_tensor(gguf_name, view.tensor_type, &shape, view.data.to_vec())?;
@@ -333,6 +368,14 @@ pub fn quantize_model(
         done_weights: total_weights,
         total_weights,
     });
+    report.tensor_types.retain(|_, count| *count > 0);
+    report.out_bytes = write_atomically(&writer, out)?;
+    report.seconds = started.elapsed().as_secs_f64();
+    Ok(report)
+}
+
+/// Writes `writer`'s file to `out` whole or not at all (a temporary name, then a rename); returns its bytes.
+pub(crate) fn write_atomically(writer: &GgufWriter, out: &Path) -> Result<u64> {
     let bytes = writer.to_bytes()?;
     let partial = out.with_extension(format!("partial-{}", std::process::id()));
     std::fs::write(&partial, &bytes)
@@ -344,9 +387,7 @@ pub fn quantize_model(
                 source: e,
             })
         })?;
-    report.out_bytes = bytes.len() as u64;
-    report.seconds = started.elapsed().as_secs_f64();
-    Ok(report)
+    Ok(bytes.len() as u64)
 }
 
 /// `llama.*` keys from a Hugging Face config, and the directory's tokenizer files verbatim.

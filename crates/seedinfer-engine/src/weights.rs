@@ -6,7 +6,7 @@ use crate::error::{EngineError, Result};
 use rayon::prelude::*;
 use seedinfer_formats::{
     blocks::{BLOCK_TYPES, SEARCHED_TYPES},
-    container, quantize_row, FormatError, GgufFile, SafetensorsDir, TensorType, TensorView,
+    container, quantize_row, FormatError, GgufFile, SafetensorsDir, TensorType, TensorView, QK_K,
     SEEDINFER_TENSOR_TYPES,
 };
 use seedinfer_kernels::dense_f32::DenseMatrix;
@@ -27,40 +27,50 @@ pub enum WeightFormat {
     Q4_1,
     Q5_0,
     Q5_1,
+    Q2K,
+    Q3K,
+    Q4K,
+    Q5K,
+    Q6K,
+    Iq4Nl,
+    Iq4Xs,
 }
 
 impl WeightFormat {
-    /// Every format with its option name: the one list the API, the CLI and their error messages use.
-    pub const ALL: [(Self, &'static str); 7] = [
-        (Self::F32, "f32"),
-        (Self::F16, "f16"),
-        (Self::Q8_0, "q8_0"),
-        (Self::Q4_0, "q4_0"),
-        (Self::Q4_1, "q4_1"),
-        (Self::Q5_0, "q5_0"),
-        (Self::Q5_1, "q5_1"),
+    /// Every format with its option name and tensor type: the one list the API, the CLI and their error messages
+    /// use.
+    pub const ALL: [(Self, &'static str, TensorType); 14] = [
+        (Self::F32, "f32", TensorType::F32),
+        (Self::F16, "f16", TensorType::F16),
+        (Self::Q8_0, "q8_0", TensorType::Q8_0),
+        (Self::Q4_0, "q4_0", TensorType::Q4_0),
+        (Self::Q4_1, "q4_1", TensorType::Q4_1),
+        (Self::Q5_0, "q5_0", TensorType::Q5_0),
+        (Self::Q5_1, "q5_1", TensorType::Q5_1),
+        (Self::Q2K, "q2_k", TensorType::Q2_K),
+        (Self::Q3K, "q3_k", TensorType::Q3_K),
+        (Self::Q4K, "q4_k", TensorType::Q4_K),
+        (Self::Q5K, "q5_k", TensorType::Q5_K),
+        (Self::Q6K, "q6_k", TensorType::Q6_K),
+        (Self::Iq4Nl, "iq4_nl", TensorType::IQ4_NL),
+        (Self::Iq4Xs, "iq4_xs", TensorType::IQ4_XS),
     ];
 
     /// Parses an option name of [`WeightFormat::ALL`].
     pub fn parse(name: &str) -> Option<Self> {
-        Self::ALL.iter().find(|(_, n)| *n == name).map(|(f, _)| *f)
+        Self::ALL.iter().find(|f| f.1 == name).map(|f| f.0)
     }
 
     /// The option names, in order.
     pub fn names() -> Vec<&'static str> {
-        Self::ALL.iter().map(|(_, n)| *n).collect()
+        Self::ALL.iter().map(|f| f.1).collect()
     }
 
     fn tensor_type(self) -> TensorType {
-        match self {
-            Self::F32 => TensorType::F32,
-            Self::F16 => TensorType::F16,
-            Self::Q8_0 => TensorType::Q8_0,
-            Self::Q4_0 => TensorType::Q4_0,
-            Self::Q4_1 => TensorType::Q4_1,
-            Self::Q5_0 => TensorType::Q5_0,
-            Self::Q5_1 => TensorType::Q5_1,
-        }
+        Self::ALL
+            .iter()
+            .find(|f| f.0 == self)
+            .map_or(TensorType::F32, |f| f.2)
     }
 }
 
@@ -400,10 +410,20 @@ impl Loader<'_> {
             self.source.release(&name);
             return Ok(matrix);
         }
-        let target = requested.map_or(view.tensor_type, WeightFormat::tensor_type);
+        let mut target = requested.map_or(view.tensor_type, WeightFormat::tensor_type);
+        let mut fallback = None;
+        if requested.is_some() && target.block_elements() == QK_K && !cols.is_multiple_of(QK_K) {
+            // A 256-wide type asked for rows that are not whole super-blocks: llama.cpp's 32-wide choice for it.
+            let smaller = crate::quantize_mix::fallback(cols, target);
+            fallback = Some(format!(
+                "{name}: {cols} columns are not a multiple of {QK_K}, {} instead of {} (llama.cpp's fallback)",
+                smaller.name(),
+                target.name()
+            ));
+            target = smaller;
+        }
         let block_format = BLOCK_TYPES.contains(&target) || SEARCHED_TYPES.contains(&target);
         let half_format = matches!(target, TensorType::F16 | TensorType::BF16);
-        let mut fallback = None;
         let dense = |values: Vec<f32>| {
             DenseMatrix::new(rows, cols, values)
                 .map(|d| Matrix::new(rows, cols, d))

@@ -93,6 +93,8 @@ pub struct NativeGgufTensor {
     pub shape: Vec<f64>,
     /// Bytes of the tensor's data in the file.
     pub bytes: f64,
+    /// Where the tensor's data starts in the file.
+    pub file_offset: f64,
 }
 
 /// The tensor table of a GGUF file, in file order (reads only the header).
@@ -108,6 +110,7 @@ pub fn gguf_tensors(path: String) -> Result<Vec<NativeGgufTensor>> {
                 tensor_type: t.tensor_type.name().to_string(),
                 shape: t.shape.iter().map(|&d| d as f64).collect(),
                 bytes: t.byte_len as f64,
+                file_offset: (file.data_offset() + t.offset) as f64,
             })
             .collect())
     })

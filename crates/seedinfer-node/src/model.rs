@@ -7,7 +7,6 @@ use napi_derive::napi;
 use seedinfer_engine::{
     KvCacheOptions, KvDtype, LoadOptions, Model, Numerics, Session, WeightFormat,
 };
-use seedinfer_formats::blocks::K_QUANT_TYPES;
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -179,20 +178,6 @@ pub fn load_model(
 ) -> Result<AsyncTask<Coded<LoadModelTask>>> {
     let weights = match options.weights.as_deref() {
         None => None,
-        Some(name)
-            if K_QUANT_TYPES
-                .iter()
-                .any(|t| t.name().eq_ignore_ascii_case(name)) =>
-        {
-            return Err(coded(
-                "INVALID_OPTION",
-                &format!(
-                    "option weights {name:?}: converting to a K-quant at load is not supported yet (seedinfer has no \
-                     K-quant quantiser); K-quant files load as they are stored. Use one of {}",
-                    WeightFormat::names().join(", ")
-                ),
-            ))
-        }
         Some(name) => Some(WeightFormat::parse(name).ok_or_else(|| {
             coded(
                 "INVALID_OPTION",

@@ -7,6 +7,7 @@ use napi::bindgen_prelude::*;
 use napi::threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode};
 use napi_derive::napi;
 use seedinfer_engine::{quantize_model as quantize, QuantFormat, QuantizeReport};
+use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -18,6 +19,8 @@ pub struct NativeQuantizeReport {
     pub quantized_weights: f64,
     pub quantized_bytes: f64,
     pub kept: Vec<String>,
+    /// Tensors of the output by type name.
+    pub tensor_types: HashMap<String, u32>,
     pub seconds: f64,
 }
 
@@ -58,6 +61,7 @@ fn to_report(r: QuantizeReport) -> NativeQuantizeReport {
         quantized_weights: r.quantized_weights as f64,
         quantized_bytes: r.quantized_bytes as f64,
         kept: r.kept,
+        tensor_types: r.tensor_types.into_iter().collect(),
         seconds: r.seconds,
     }
 }
