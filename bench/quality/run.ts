@@ -26,7 +26,10 @@ const LOAD_FORMATS = ['load:q8_0', 'load:q4_0', 'load:q4_1', 'load:f16'] as cons
 /** Formats written to a file by `quantizeModel` (the layer matrices; embedding, output head and norms as stored),
  * then loaded as stored. */
 const FILE_FORMATS = ['q8_0', 'q4_0', 'q4_1', 'seedlm4', 'q3_rtn', 'seedlm3'] as const;
-const DEFAULT_FORMATS = ['reference', 'stored', ...FILE_FORMATS];
+/** llama.cpp's mixes written by `quantizeModel` (the whole model, as llama-quantize writes it: embedding and head in
+ * the mix's types too), then loaded as stored. GGUF sources only: the stories260K checkpoint has none. */
+const MIX_FORMATS = ['q2_k', 'q3_k_m', 'q4_k_m', 'q5_k_m', 'q6_k', 'iq4_xs', 'iq4_nl'] as const;
+const DEFAULT_FORMATS = ['reference', 'stored', ...FILE_FORMATS, ...MIX_FORMATS];
 /** Bits per weight of the load-time formats (blocks of 32: 32 values plus an f16 scale, and an f16 minimum for q4_1). */
 const FORMAT_BITS: Record<string, number> = { f32: 32, f16: 16, q8_0: 8.5, q4_0: 4.5, q4_1: 5 };
 
@@ -82,14 +85,15 @@ const formats = ['reference', ...requested.filter((f) => f !== 'reference')];
 /** `--reference-perplexity X`: the reference row's perplexity from an earlier run of the same slice (one model only),
  * so that added rows need not pay for the f32 reference again. */
 const givenReference = argument('reference-perplexity') === undefined ? undefined : Number(argument('reference-perplexity'));
-const known = new Set<string>(['reference', 'stored', ...LOAD_FORMATS, ...FILE_FORMATS]);
+const known = new Set<string>(['reference', 'stored', ...LOAD_FORMATS, ...FILE_FORMATS, ...MIX_FORMATS]);
 if (
   !['smollm2', 'stories', 'all'].includes(modelChoice) ||
   ![tokenCount, window, threads].every((n) => Number.isInteger(n) && n >= 2) ||
   (givenReference !== undefined && (!(givenReference > 1) || modelChoice === 'all')) ||
   formats.some((f) => !known.has(f))
 ) {
-  console.error('usage: bench/quality/run.ts [--model smollm2|stories|all] [--formats reference,stored,q8_0,q4_0,q4_1,seedlm4,q3_rtn,seedlm3,load:q8_0,load:q4_0,load:q4_1,load:f16]');
+  console.error('usage: bench/quality/run.ts [--model smollm2|stories|all] [--formats reference,stored,q8_0,q4_0,q4_1,seedlm4,q3_rtn,seedlm3,');
+  console.error('       q2_k,q3_k_m,q4_k_m,q5_k_m,q6_k,iq4_xs,iq4_nl,load:q8_0,load:q4_0,load:q4_1,load:f16]');
   console.error('       [--tokens N (>= 2)] [--window N] [--threads N] [--stories DIR] [--json] [--json-file PATH]');
   process.exit(2);
 }
@@ -112,9 +116,12 @@ if (modelChoice !== 'stories') {
     referenceNote:
       'The reference is the GGUF\'s weights dequantised to f32: its layer matrices are stored Q4_1 (5 bits per weight) ' +
       'and its embedding, tied to the output projection, Q8_0, so the reference is already a 4-bit model. `stored` ' +
-      'computes with the file\'s own blocks. Every other row re-quantises the layer matrices only (quantizeModel; the ' +
+      'computes with the file\'s own blocks. The container rows re-quantise the layer matrices only (quantizeModel; the ' +
       'Q8_0 embedding and output projection stay): the q4_1 row gets the same blocks of 32 back, so it is lossless ' +
-      'against the reference and not a fair competitor.',
+      'against the reference and not a fair competitor. The llama.cpp mix rows (q2_k … iq4_nl) re-quantise every ' +
+      'tensor as llama-quantize would (the tied embedding, 576 wide, stays Q8_0); SmolLM2\'s 576-wide matrices are ' +
+      'not whole 256-element super-blocks, so only ffn_down takes the K-quant and the rest llama.cpp\'s 32-wide ' +
+      'fallbacks (see the compute column), and the Q4_1 grid is quantised a second time.',
   });
 }
 if (modelChoice !== 'smollm2') {
@@ -177,8 +184,14 @@ function storedBits(file: string): number {
 
 const isGguf = (file: string) => fs.statSync(file).isFile();
 
-/** The file holding `spec`'s model in `format`, written by `quantizeModel` unless cached. */
+/** The file holding `spec`'s model in `format`, written by `quantizeModel` unless cached; `undefined` (the row marked
+ * unavailable) for a llama.cpp mix of a model without a GGUF file. */
 async function quantizedFile(spec: ModelSpec, format: string, row: Row): Promise<string | undefined> {
+  if ((MIX_FORMATS as readonly string[]).includes(format) && !isGguf(spec.path)) {
+    row.status = 'unavailable';
+    row.note = "llama.cpp's mixes are written from GGUF files; this checkpoint is a Hugging Face directory";
+    return undefined;
+  }
   const file = path.join(quantizedDir, `${spec.key}.${format}.gguf`);
   if (!fs.existsSync(file)) {
     fs.mkdirSync(quantizedDir, { recursive: true });
@@ -186,7 +199,7 @@ async function quantizedFile(spec: ModelSpec, format: string, row: Row): Promise
     const t0 = performance.now();
     let last = 0;
     await quantizeModel(spec.path, {
-      format: format as (typeof FILE_FORMATS)[number],
+      format: format as (typeof FILE_FORMATS | typeof MIX_FORMATS)[number],
       out: file,
       onProgress: (e) => {
         if (Date.now() - last < 10_000) return;
