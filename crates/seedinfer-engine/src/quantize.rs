@@ -218,12 +218,7 @@ pub fn quantize_model(
         (Source::Hf(tensors), config, has_lm_head)
     } else {
         let gguf = GgufFile::open(source_path)?;
-        if gguf.get(container::VERSION_KEY).is_some() {
-            return Err(EngineError::InvalidOption(format!(
-                "{} is already a seedinfer container; quantise the original model",
-                source_path.display()
-            )));
-        }
+        refuse_container(&gguf, source_path)?;
         let config = LlamaConfig::from_gguf(&gguf)?;
         for (key, value) in gguf.metadata() {
             if key != "general.alignment" {
@@ -337,23 +332,7 @@ pub fn quantize_model(
                 );
                 pack_matrix(config, &blocks, cols, base)
             }
-            _ => {
-                let rows: Vec<Option<Vec<u8>>> = values
-                    .par_chunks(cols)
-                    .map(|row| {
-                        if should_stop() {
-                            return None;
-                        }
-                        let mut bytes = Vec::new();
-                        quantize_row(format.tensor_type(), row, &mut bytes).ok()?;
-                        on_rows(1);
-                        Some(bytes)
-                    })
-                    .collect();
-                let rows: Option<Vec<Vec<u8>>> = rows.into_iter().collect();
-                rows.ok_or_else(|| EngineError::Aborted("quantisation".into()))?
-                    .concat()
-            }
+            _ => quantize_rows(format.tensor_type(), &values, cols, &on_rows, stop)?,
         };
         if stop.load(Ordering::Relaxed) {
             return Err(EngineError::Aborted("quantisation".into()));
@@ -372,6 +351,44 @@ pub fn quantize_model(
     report.out_bytes = write_atomically(&writer, out)?;
     report.seconds = started.elapsed().as_secs_f64();
     Ok(report)
+}
+
+/// `values` (rows of `cols`) in `target`'s blocks, the rows in parallel on the current rayon pool; `on_rows(1)` after
+/// each row. Once `stop` is set the work ends with [`EngineError::Aborted`].
+pub(crate) fn quantize_rows(
+    target: TensorType,
+    values: &[f32],
+    cols: usize,
+    on_rows: &(dyn Fn(usize) + Sync),
+    stop: &AtomicBool,
+) -> Result<Vec<u8>> {
+    let rows: Vec<Option<Vec<u8>>> = values
+        .par_chunks(cols)
+        .map(|row| {
+            if stop.load(Ordering::Relaxed) {
+                return None;
+            }
+            let mut bytes = Vec::new();
+            quantize_row(target, row, &mut bytes).ok()?;
+            on_rows(1);
+            Some(bytes)
+        })
+        .collect();
+    let rows: Option<Vec<Vec<u8>>> = rows.into_iter().collect();
+    Ok(rows
+        .ok_or_else(|| EngineError::Aborted("quantisation".into()))?
+        .concat())
+}
+
+/// A seedinfer container is not quantised again: its matrices are already in a lossy format.
+pub(crate) fn refuse_container(gguf: &GgufFile, path: &Path) -> Result<()> {
+    if gguf.get(container::VERSION_KEY).is_some() {
+        return Err(EngineError::InvalidOption(format!(
+            "{} is already a seedinfer container; quantise the original model",
+            path.display()
+        )));
+    }
+    Ok(())
 }
 
 /// Writes `writer`'s file to `out` whole or not at all (a temporary name, then a rename); returns its bytes.

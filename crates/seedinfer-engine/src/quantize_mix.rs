@@ -5,9 +5,8 @@
 //! (same types, same bytes: the block quantisers are ggml's reference ones, `seedinfer_formats::blocks`).
 
 use crate::error::{EngineError, Result};
-use crate::quantize::{QuantizeProgress, QuantizeReport};
-use rayon::prelude::*;
-use seedinfer_formats::{quantize_row, FormatError, GgufFile, GgufValue, GgufWriter, TensorType};
+use crate::quantize::{quantize_rows, QuantizeProgress, QuantizeReport};
+use seedinfer_formats::{FormatError, GgufFile, GgufValue, GgufWriter, TensorType};
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -313,15 +312,7 @@ pub fn write_mix(
         )));
     }
     let gguf = GgufFile::open(source_path)?;
-    if gguf
-        .get(seedinfer_formats::container::VERSION_KEY)
-        .is_some()
-    {
-        return Err(EngineError::InvalidOption(format!(
-            "{} is a seedinfer container; quantise the original model",
-            source_path.display()
-        )));
-    }
+    crate::quantize::refuse_container(&gguf, source_path)?;
     let model = mix_model(&gguf, source_path)?;
     let infos = gguf.tensors();
     let described: Vec<MixTensor> = infos
@@ -387,28 +378,16 @@ pub fn write_mix(
             }));
         }
         let cols = view.row_len();
-        let rows: Vec<Option<Vec<u8>>> = values
-            .par_chunks(cols)
-            .map(|row| {
-                if stop.load(Ordering::Relaxed) {
-                    return None;
-                }
-                let mut bytes = Vec::new();
-                quantize_row(target, row, &mut bytes).ok()?;
-                let now = done.fetch_add(cols as u64, Ordering::Relaxed) + cols as u64;
-                progress(&QuantizeProgress {
-                    tensor: info.name.clone(),
-                    done_weights: now,
-                    total_weights,
-                });
-                Some(bytes)
-            })
-            .collect();
-        let bytes = rows
-            .into_iter()
-            .collect::<Option<Vec<Vec<u8>>>>()
-            .ok_or_else(|| EngineError::Aborted("quantisation".into()))?
-            .concat();
+        let on_rows = |rows: usize| {
+            let now =
+                done.fetch_add((rows * cols) as u64, Ordering::Relaxed) + (rows * cols) as u64;
+            progress(&QuantizeProgress {
+                tensor: info.name.clone(),
+                done_weights: now,
+                total_weights,
+            });
+        };
+        let bytes = quantize_rows(target, &values, cols, &on_rows, stop)?;
         if stop.load(Ordering::Relaxed) {
             return Err(EngineError::Aborted("quantisation".into()));
         }

@@ -47,10 +47,9 @@ pub(crate) trait ChunkKQuad: QuadFormat<Input = Q8KBlock> {
     fn row_value(lanes: &[[f32; 8]; 3], r: usize) -> f32;
 }
 
-/// The 12 bytes of packed 6-bit scales and minimums as `[sc0 .. sc7 | m0 .. m7]` bytes (ggml's mask trick: the
-/// same fields `blocks::scale_min` reads).
+/// Twelve bytes of packed scales as three little-endian words (what ggml's `kmask` unpackings work on).
 #[inline(always)]
-unsafe fn scales_and_mins(packed: &[u8; 12]) -> __m128i {
+fn packed_words(packed: &[u8; 12]) -> [u32; 3] {
     let word = |i: usize| {
         u32::from_le_bytes([
             packed[4 * i],
@@ -59,7 +58,14 @@ unsafe fn scales_and_mins(packed: &[u8; 12]) -> __m128i {
             packed[4 * i + 3],
         ])
     };
-    let (w0, w1, w2) = (word(0), word(1), word(2));
+    [word(0), word(1), word(2)]
+}
+
+/// The 12 bytes of packed 6-bit scales and minimums as `[sc0 .. sc7 | m0 .. m7]` bytes (ggml's mask trick: the
+/// same fields `blocks::scale_min` reads).
+#[inline(always)]
+unsafe fn scales_and_mins(packed: &[u8; 12]) -> __m128i {
+    let [w0, w1, w2] = packed_words(packed);
     const LOW6: u32 = 0x3f3f_3f3f;
     const LOW4: u32 = 0x0f0f_0f0f;
     const LOW2: u32 = 0x0303_0303;
@@ -549,15 +555,7 @@ impl SixteenSubBlocks for QuadQ6_K {
 /// `blocks::q3_k_scale` reads).
 #[inline(always)]
 unsafe fn q3_k_scales(packed: &[u8; 12]) -> __m128i {
-    let word = |i: usize| {
-        u32::from_le_bytes([
-            packed[4 * i],
-            packed[4 * i + 1],
-            packed[4 * i + 2],
-            packed[4 * i + 3],
-        ])
-    };
-    let (w0, w1, w2) = (word(0), word(1), word(2));
+    let [w0, w1, w2] = packed_words(packed);
     const LOW4: u32 = 0x0f0f_0f0f;
     const LOW2: u32 = 0x0303_0303;
     let v = _mm_setr_epi32(
