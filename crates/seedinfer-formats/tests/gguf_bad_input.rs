@@ -97,13 +97,14 @@ fn q2_k_tensor_is_unsupported_tensor_type_and_k_quants_load() {
         msg.contains("IQ2_XXS") && msg.contains("blk.0.ffn_down.weight"),
         "{msg}"
     );
-    // Q2_K .. Q6_K load; a row that is not whole 256-element super-blocks cannot match its bytes.
+    // Q2_K .. Q6_K and IQ4_XS load; a row that is not whole 256-element super-blocks cannot match its bytes.
     for (type_id, name, block_bytes) in [
         (10, "Q2_K", 84),
         (11, "Q3_K", 110),
         (12, "Q4_K", 144),
         (13, "Q5_K", 176),
         (14, "Q6_K", 210),
+        (23, "IQ4_XS", 136),
     ] {
         let file = open_bytes(&raw(type_id, 512, 2 * block_bytes)).expect(name);
         assert_eq!(file.tensors()[0].tensor_type.name(), name);
