@@ -273,7 +273,11 @@ pub fn quantize_model(
     };
     for (gguf_name, hf_name, matrix) in &plan {
         let view = source.view(gguf_name, hf_name)?;
-        let written = if *matrix {
+        let shape = view.shape.clone();
+        let cols = view.row_len();
+        // Group formats need rows of whole groups of 32; SeedLM pads a row's last block.
+        let fits = format.tensor_type().seedlm_config().is_some() || cols.is_multiple_of(32);
+        let written = if *matrix && fits {
             format.tensor_type()
         } else {
             view.tensor_type
@@ -282,24 +286,12 @@ pub fn quantize_model(
             .tensor_types
             .entry(written.name().to_string())
             .or_default() += 1;
-        let shape = view.shape.clone();
-        let cols = view.row_len();
-        // Group formats need rows of whole groups of 32; SeedLM pads a row's last block.
-        let fits = format.tensor_type().seedlm_config().is_some() || cols.is_multiple_of(32);
         if !*matrix || !fits {
             if *matrix {
                 report.kept.push(format!(
                     "{gguf_name}: {cols} columns are not a multiple of 32, kept {}",
                     view.tensor_type.name()
                 ));
-                *report
-                    .tensor_types
-                    .entry(written.name().to_string())
-                    .or_default() -= 1;
-                *report
-                    .tensor_types
-                    .entry(view.tensor_type.name().to_string())
-                    .or_default() += 1;
                 done.fetch_add(view.element_count() as u64, Ordering::Relaxed);
             }
             writer.add_tensor(gguf_name, view.tensor_type, &shape, view.data.to_vec())?;
@@ -347,7 +339,6 @@ pub fn quantize_model(
         done_weights: total_weights,
         total_weights,
     });
-    report.tensor_types.retain(|_, count| *count > 0);
     report.out_bytes = write_atomically(&writer, out)?;
     report.seconds = started.elapsed().as_secs_f64();
     Ok(report)

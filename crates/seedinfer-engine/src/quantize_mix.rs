@@ -106,8 +106,6 @@ fn category(name: &str) -> Category {
         Category::AttnV
     } else if name.contains("attn_output.weight") {
         Category::AttnOutput
-    } else if name.contains("ffn_up") || name.contains("ffn_gate") {
-        Category::Other
     } else if name.contains("ffn_down") {
         Category::FfnDown
     } else {
@@ -165,24 +163,13 @@ pub struct MixTensor<'a> {
 }
 
 /// `tensor_type_fallback`: a type whose blocks do not divide the rows gives way to llama.cpp's 32-wide choice
-/// for it (Q2_K, Q3_K: Q4_0; Q4_K: Q5_0; Q5_K: Q5_1; Q6_K: Q8_0; IQ4_XS: IQ4_NL), and that to F16.
+/// for it ([`TensorType::llama_fallback`]), and that to F16.
 pub(crate) fn fallback(cols: usize, target: TensorType) -> TensorType {
-    if cols.is_multiple_of(target.block_elements()) {
-        return target;
-    }
-    let smaller = match target {
-        TensorType::Q2_K | TensorType::Q3_K => TensorType::Q4_0,
-        TensorType::Q4_K => TensorType::Q5_0,
-        TensorType::Q5_K => TensorType::Q5_1,
-        TensorType::Q6_K => TensorType::Q8_0,
-        TensorType::IQ4_XS => TensorType::IQ4_NL,
-        other => other,
-    };
-    if cols.is_multiple_of(smaller.block_elements()) {
-        smaller
-    } else {
-        TensorType::F16
-    }
+    [Some(target), target.llama_fallback()]
+        .into_iter()
+        .flatten()
+        .find(|t| cols.is_multiple_of(t.block_elements()))
+        .unwrap_or(TensorType::F16)
 }
 
 /// llama.cpp's `use_more_bits`: the first and last eighth of the layers and every third in between.

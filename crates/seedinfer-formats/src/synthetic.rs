@@ -71,21 +71,13 @@ impl Rng {
 }
 
 /// The format a tensor of `shape` gets: 1-D tensors (norms) stay F32, as llama.cpp keeps them; matrices take
-/// `matrix_type` when their rows are whole blocks of it, else llama.cpp's fallback for a 256-wide type (Q4_K: Q5_0,
-/// Q5_K: Q5_1, Q6_K: Q8_0, Q2_K and Q3_K: Q4_0, IQ4_XS: IQ4_NL; llama.cpp's `tensor_type_fallback`) if the rows
-/// are whole blocks of that, else F32.
+/// `matrix_type` when their rows are whole blocks of it, else llama.cpp's fallback for a 256-wide type
+/// ([`TensorType::llama_fallback`]) if the rows are whole blocks of that, else F32.
 fn tensor_type_for(shape: &[usize], matrix_type: TensorType) -> TensorType {
     let cols = shape.last().copied().unwrap_or(1);
-    let fallback = match matrix_type {
-        TensorType::Q4_K => TensorType::Q5_0,
-        TensorType::Q5_K => TensorType::Q5_1,
-        TensorType::Q6_K => TensorType::Q8_0,
-        TensorType::Q2_K | TensorType::Q3_K => TensorType::Q4_0,
-        TensorType::IQ4_XS => TensorType::IQ4_NL,
-        _ => TensorType::F32,
-    };
-    [matrix_type, fallback, TensorType::F32]
+    [Some(matrix_type), matrix_type.llama_fallback()]
         .into_iter()
+        .flatten()
         .find(|t| shape.len() >= 2 && cols.is_multiple_of(t.block_elements()))
         .unwrap_or(TensorType::F32)
 }

@@ -189,6 +189,20 @@ impl TensorType {
         }
     }
 
+    /// The 32-wide type llama.cpp's quantiser (0.3.36, `tensor_type_fallback`) gives rows that are not whole
+    /// super-blocks of this 256-wide type: Q2_K and Q3_K take Q4_0, Q4_K Q5_0, Q5_K Q5_1, Q6_K Q8_0, IQ4_XS IQ4_NL.
+    /// `None` for the other types.
+    pub fn llama_fallback(self) -> Option<TensorType> {
+        match self {
+            TensorType::Q2_K | TensorType::Q3_K => Some(TensorType::Q4_0),
+            TensorType::Q4_K => Some(TensorType::Q5_0),
+            TensorType::Q5_K => Some(TensorType::Q5_1),
+            TensorType::Q6_K => Some(TensorType::Q8_0),
+            TensorType::IQ4_XS => Some(TensorType::IQ4_NL),
+            _ => None,
+        }
+    }
+
     /// The SeedLM configuration of a SeedLM type.
     pub fn seedlm_config(self) -> Option<crate::seedlm::SeedLmConfig> {
         match self {

@@ -1,7 +1,7 @@
 //! The packed sub-block scales and minimums shared by Q4_K and Q5_K: eight 6-bit scales and eight 6-bit minimums
 //! in 12 bytes (ggml's `get_scale_min_k4`), and their reference quantiser.
 
-use super::scale_search::{make_qkx2_quants, nearest_int, Qkx2Search};
+use super::scale_search::{make_qkx2_quants, nearest_int, requantize_with_minimum, Qkx2Search};
 use super::QK_K;
 use half::f16;
 
@@ -99,17 +99,15 @@ pub fn quantize_scaled_minimum(x: &[f32], search: &Qkx2Search) -> ScaledMinimumL
     let d = f16::from_f32(max_scale / 63.0);
     let dmin = f16::from_f32(max_min / 63.0);
     for j in 0..8 {
-        let scale = d.to_f32() * ls[j] as f32;
-        if scale == 0.0 {
-            continue;
-        }
-        let minimum = dmin.to_f32() * lm[j] as f32;
-        for (l, &v) in levels[32 * j..32 * j + 32]
-            .iter_mut()
-            .zip(&x[32 * j..32 * j + 32])
-        {
-            *l = nearest_int((v + minimum) / scale).clamp(0, search.nmax as i32) as u8;
-        }
+        let group = 32 * j..32 * j + 32;
+        let (scale, minimum) = (d.to_f32() * ls[j] as f32, dmin.to_f32() * lm[j] as f32);
+        requantize_with_minimum(
+            &x[group.clone()],
+            scale,
+            minimum,
+            search.nmax as i32,
+            &mut levels[group],
+        );
     }
     ScaledMinimumLevels {
         d,

@@ -1,7 +1,7 @@
 //! Q2_K (GGUF type 10): 256 weights in sixteen sub-blocks of 16, `x = d * sc_j * q - dmin * m_j` with 2-bit `q`
 //! and 4-bit sub-block scales `sc_j` and minimums `m_j` (2.625 bits per weight).
 
-use super::scale_search::{make_qkx2_quants, nearest_int, Qkx2Search};
+use super::scale_search::{make_qkx2_quants, nearest_int, requantize_with_minimum, Qkx2Search};
 use super::{BlockCodec, BlockQuantizer, QK_K};
 use crate::tensor_type::TensorType;
 use bytemuck::{Pod, Zeroable};
@@ -102,16 +102,9 @@ impl BlockQuantizer for BlockQ2_K {
         }
         for j in 0..16 {
             let d = block.d.to_f32() * (block.scales[j] & 0x0f) as f32;
-            if d == 0.0 {
-                continue;
-            }
             let dm = block.dmin.to_f32() * (block.scales[j] >> 4) as f32;
-            for (l, &v) in levels[16 * j..16 * j + 16]
-                .iter_mut()
-                .zip(&x[16 * j..16 * j + 16])
-            {
-                *l = nearest_int((v + dm) / d).clamp(0, 3) as u8;
-            }
+            let group = 16 * j..16 * j + 16;
+            requantize_with_minimum(&x[group.clone()], d, dm, 3, &mut levels[group]);
         }
         block.qs = pack_two_bit_fields(&levels);
         block

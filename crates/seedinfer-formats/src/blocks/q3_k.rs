@@ -2,7 +2,7 @@
 //! `q` in -4..4 and 6-bit sub-block scales `sc_j` (3.4375 bits per weight).
 
 use super::q2_k::{pack_two_bit_fields, two_bit_field};
-use super::scale_search::{make_q3_quants, nearest_int};
+use super::scale_search::{make_q3_quants, nearest_int, requantize_signed};
 use super::{BlockCodec, BlockQuantizer, QK_K};
 use crate::tensor_type::TensorType;
 use bytemuck::{Pod, Zeroable};
@@ -80,16 +80,9 @@ impl BlockQuantizer for BlockQ3_K {
             block.d = f16::from_f32(1.0 / iscale);
         }
         for j in 0..16 {
+            let group = 16 * j..16 * j + 16;
             let d = block.d.to_f32() * block.sub_scale(j) as f32;
-            if d == 0.0 {
-                continue;
-            }
-            for (l, &v) in levels[16 * j..16 * j + 16]
-                .iter_mut()
-                .zip(&x[16 * j..16 * j + 16])
-            {
-                *l = (nearest_int(v / d).clamp(-4, 3) + 4) as i8;
-            }
+            requantize_signed(&x[group.clone()], d, 4, &mut levels[group]);
         }
         // Levels 4..8 keep their high bit in `hmask` (element j: bit j / 32 of byte j % 32), the rest in `qs`.
         let mut low = [0u8; QK_K];

@@ -1,7 +1,7 @@
 //! Q6_K (GGUF type 14): 256 weights in sixteen sub-blocks of 16, `x = d * sc_j * (q - 32)` with 6-bit `q` and
 //! signed 8-bit sub-block scales `sc_j` (6.5625 bits per weight).
 
-use super::scale_search::{make_qx_quants, nearest_int, GROUP_MAX_EPS};
+use super::scale_search::{make_qx_quants, nearest_int, requantize_signed, GROUP_MAX_EPS};
 use super::{BlockCodec, BlockQuantizer, QK_K};
 use crate::tensor_type::TensorType;
 use bytemuck::{Pod, Zeroable};
@@ -64,16 +64,9 @@ impl BlockQuantizer for BlockQ6_K {
             *packed = nearest_int(iscale * scale).min(127) as i8;
         }
         for j in 0..16 {
+            let group = 16 * j..16 * j + 16;
             let d = block.d.to_f32() * block.scales[j] as f32;
-            if d == 0.0 {
-                continue;
-            }
-            for (l, &v) in levels[16 * j..16 * j + 16]
-                .iter_mut()
-                .zip(&x[16 * j..16 * j + 16])
-            {
-                *l = (nearest_int(v / d).clamp(-32, 31) + 32) as i8;
-            }
+            requantize_signed(&x[group.clone()], d, 32, &mut levels[group]);
         }
         for (i, &l) in levels.iter().enumerate() {
             let (h, k, l_in) = (i / 128, (i % 128) / 32, i % 32);

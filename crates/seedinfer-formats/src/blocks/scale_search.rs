@@ -120,6 +120,28 @@ pub fn make_q3_quants(nmax: i32, x: &[f32], levels: &mut [i8]) -> f32 {
     }
 }
 
+/// The last step of ggml's K-quant quantisers: a group's weights re-quantised at the scale `d` and minimum `dm`
+/// they will be read with, `nearest_int((x + dm) / d)` in `0..=nmax`. A zero scale leaves the search's levels
+/// (ggml's `if (!d) continue`).
+pub fn requantize_with_minimum(x: &[f32], d: f32, dm: f32, nmax: i32, levels: &mut [u8]) {
+    if d == 0.0 {
+        return;
+    }
+    for (l, &v) in levels.iter_mut().zip(x) {
+        *l = nearest_int((v + dm) / d).clamp(0, nmax) as u8;
+    }
+}
+
+/// The same for signed levels: `nearest_int(x / d)` in `-nmax..nmax`, stored as `l + nmax`.
+pub fn requantize_signed(x: &[f32], d: f32, nmax: i32, levels: &mut [i8]) {
+    if d == 0.0 {
+        return;
+    }
+    for (l, &v) in levels.iter_mut().zip(x) {
+        *l = (nearest_int(v / d).clamp(-nmax, nmax - 1) + nmax) as i8;
+    }
+}
+
 /// The parameters of one `make_qkx2_quants` search.
 pub struct Qkx2Search {
     /// Largest level.

@@ -194,6 +194,25 @@ pub trait QuadFormat: RowQuad<Block: BlockCodec> + 'static {
     }
 }
 
+/// The scalar reference's term for one super-block whose weights are `d * s_j * w_i` with signed integer weights
+/// `w` and signed sub-block scales `s` in sub-blocks of `SUB` (Q3_K, Q6_K, IQ4_XS): `d_x * d * Σ_j s_j (w · x)_j`,
+/// the integer sums exact.
+pub(super) fn signed_sub_blocks_term<const SUB: usize>(
+    a: &Q8KBlock,
+    d: f32,
+    scale: impl Fn(usize) -> i32,
+    weight: impl Fn(usize) -> i32,
+) -> f32 {
+    let mut sums = 0i32;
+    for j in 0..SUPER_BLOCK / SUB {
+        let sub: i32 = (SUB * j..SUB * j + SUB)
+            .map(|i| weight(i) * a.qs[i] as i32)
+            .sum();
+        sums += scale(j) * sub;
+    }
+    a.d * d * sums as f32
+}
+
 /// The scalar reference kernel of any format (same contract as [`QuadKernel`]).
 fn quads_scalar<Q: QuadFormat>(
     quads: &[Q],

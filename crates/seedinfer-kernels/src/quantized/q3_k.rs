@@ -2,7 +2,7 @@
 //! activations.
 
 use super::row_quads::{interleave_chunks, row_of_chunks, RowQuad, QUAD};
-use super::{Activations, Q8KBlock, QuadFormat, QuadKernel};
+use super::{signed_sub_blocks_term, Activations, Q8KBlock, QuadFormat, QuadKernel};
 use crate::isa::Isa;
 use bytemuck::{Pod, Zeroable};
 use half::f16;
@@ -48,18 +48,9 @@ impl QuadFormat for QuadQ3_K {
     type Input = Q8KBlock;
 
     fn dot_scalar(w: impl Iterator<Item = BlockQ3_K>, x: &[Q8KBlock]) -> f32 {
-        let mut acc = 0.0f32;
-        for (b, a) in w.zip(x) {
-            let mut sums = 0i32;
-            for j in 0..QK_K / 16 {
-                let sub: i32 = (16 * j..16 * j + 16)
-                    .map(|i| b.quant(i) * a.qs[i] as i32)
-                    .sum();
-                sums += b.sub_scale(j) * sub;
-            }
-            acc += a.d * b.d.to_f32() * sums as f32;
-        }
-        acc
+        w.zip(x).fold(0.0, |acc, (b, a)| {
+            acc + signed_sub_blocks_term::<16>(a, b.d.to_f32(), |j| b.sub_scale(j), |i| b.quant(i))
+        })
     }
 
     fn scales_are_finite(&self) -> bool {
