@@ -157,6 +157,11 @@ export interface ModelInfo {
    * `llama3(factor 32, low 1, high 4, original 8192)`, or `rope_freqs(64 factors)` (a GGUF's per-frequency divisors).
    */
   ropeScaling: string;
+  /**
+   * Sliding-window attention (Gemma 3's local layers), e.g. `512 positions on 15 of 18 layers`; `null` when every
+   * layer attends to the whole context.
+   */
+  slidingWindow: string | null;
   tiedEmbeddings: boolean;
   /** Tensor count per storage format in the file, e.g. `{ Q4_1: 210, F32: 61, Q8_0: 1 }`. */
   fileTensorFormats: Record<string, number>;

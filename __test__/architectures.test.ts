@@ -19,10 +19,12 @@ for (const [name, architecture, ropeScaling] of [
   ['llama3', 'LlamaForCausalLM', 'llama3(factor 8, low 1, high 8, original 64)'],
   ['qwen2', 'Qwen2ForCausalLM', 'none'],
   ['qwen3', 'Qwen3ForCausalLM', 'none'],
+  ['gemma3', 'Gemma3ForCausalLM', 'none'],
 ] as const) {
   test(`${name}: loads and continues its prompt as transformers does`, async (t) => {
     const model = await Model.load(path.join(fixtures, name), { threads: 1, kvCache: { dtype: 'f32' } });
     t.is(model.info.architecture, architecture);
+    t.is(model.info.slidingWindow, name === 'gemma3' ? '8 positions on 5 of 6 layers' : null);
     t.is(model.info.ropeScaling, ropeScaling);
     t.is(model.info.ropeStyle, 'half');
     const { prompt, greedy } = reference(name);
@@ -36,9 +38,12 @@ for (const [name, ropeStyle, ropeScaling] of [
   ['llama3', 'interleaved', 'rope_freqs(8 factors)'],
   ['qwen2', 'half', 'none'],
   ['qwen3', 'half', 'none'],
+  ['gemma3', 'half', 'none'],
 ] as const) {
   test(`${name}: the GGUF from llama.cpp's converter continues its prompt as llama.cpp does`, async (t) => {
-    const model = await Model.load(path.join(fixtures, name, 'model.gguf'), { threads: 1 });
+    // llama.cpp ran gemma3 with an f32 cache (see scripts/make-architecture-gguf.py).
+    const kvCache = name === 'gemma3' ? ({ dtype: 'f32' } as const) : undefined;
+    const model = await Model.load(path.join(fixtures, name, 'model.gguf'), { threads: 1, kvCache });
     t.is(model.info.architecture, name === 'llama3' ? 'llama' : name);
     t.is(model.info.ropeStyle, ropeStyle);
     t.is(model.info.ropeScaling, ropeScaling);

@@ -8,6 +8,11 @@ crates/seedinfer-engine/tests/architectures.rs.
   same weights with linear RoPE scaling (factor 4).
 - `qwen2`: Qwen2/2.5 (q/k/v biases, tied embeddings, theta 1e6).
 - `qwen3`: Qwen3 (RMSNorm over each q/k head, head_dim 32 != hidden/heads, untied).
+- `gemma3`: Gemma 3 text (embeddings × √hidden, `1 + w` norms, norms after attention and MLP, q/k head norms,
+  GELU-tanh, six layers: five local ones with a sliding window of 8 positions and RoPE base 10000, then a global one
+  with base 1e6, as llama.cpp assumes for a converted file; tied). `reference.json` also holds the logits with
+  `query_pre_attn_scalar` 24 instead of head_dim 16, and `long_prompt`: a 4096-token prompt with the logits after
+  its first 1000 tokens and after all of it.
 
 Each directory has config.json, model.safetensors (f32), tokenizer.json + tokenizer_config.json (a byte-level BPE of 300 tokens trained
 here, then reserved special tokens up to the model's 320) and reference.json: the prompt's token ids, transformers' f32 logits at
@@ -16,7 +21,7 @@ randomised too (transformers initialises them to 0 and 1, which would test nothi
 
 Usage (from the repository root; needs `pip install torch transformers tokenizers safetensors`):
 
-    python3 scripts/make-architecture-fixtures.py [output-dir]
+    python3 scripts/make-architecture-fixtures.py [output-dir] [name ...]
 """
 
 import copy
@@ -88,6 +93,25 @@ CONFIGS = {
         use_sliding_window=False,
         sliding_window=None,
         max_window_layers=2,
+    ),
+    "gemma3": dict(
+        {k: v for k, v in COMMON.items() if k != "hidden_act"},
+        architectures=["Gemma3ForCausalLM"],
+        model_type="gemma3_text",
+        num_hidden_layers=6,
+        head_dim=16,
+        hidden_activation="gelu_pytorch_tanh",
+        query_pre_attn_scalar=16,
+        tie_word_embeddings=True,
+        rope_theta=1000000.0,
+        rope_local_base_freq=10000.0,
+        rope_scaling=None,
+        sliding_window=8,
+        layer_types=["sliding_attention"] * 5 + ["full_attention"],
+        final_logit_softcapping=None,
+        attn_logit_softcapping=None,
+        attention_bias=False,
+        pad_token_id=0,
     ),
 }
 
@@ -182,6 +206,17 @@ def build(name: str, raw: dict, out: Path, tokenizer: Tokenizer) -> None:
         linear_model = AutoModelForCausalLM.from_config(AutoConfig.for_model(**linear), torch_dtype=torch.float32).eval()
         linear_model.load_state_dict(model.state_dict())
         reference["linear_factor_4_logits"] = logits_of(linear_model, prompt)
+    if name == "gemma3":
+        scaled = dict(raw, query_pre_attn_scalar=24)
+        scaled_model = AutoModelForCausalLM.from_config(AutoConfig.for_model(**scaled), torch_dtype=torch.float32).eval()
+        scaled_model.load_state_dict(model.state_dict())
+        reference["query_scalar_24_logits"] = logits_of(scaled_model, prompt)
+        long_prompt = torch.randint(3, 300, (4096,), generator=gen).tolist()
+        reference["long_prompt"] = {
+            "tokens": long_prompt,
+            "logits_after_1000": logits_of(model, long_prompt[:1000])[-1],
+            "logits_after_4096": logits_of(model, long_prompt)[-1],
+        }
     (out / "reference.json").write_text(json.dumps(reference, separators=(",", ":")) + "\n")
     size = sum(f.stat().st_size for f in out.iterdir())
     print(f"{name}: {size} bytes in {out}")
@@ -189,9 +224,10 @@ def build(name: str, raw: dict, out: Path, tokenizer: Tokenizer) -> None:
 
 def main() -> None:
     out = Path(sys.argv[1]) if len(sys.argv) > 1 else DEFAULT_OUTPUT
+    names = sys.argv[2:] or list(CONFIGS)
     tokenizer = train_tokenizer()
-    for name, raw in CONFIGS.items():
-        build(name, raw, out / name, tokenizer)
+    for name in names:
+        build(name, CONFIGS[name], out / name, tokenizer)
 
 
 if __name__ == "__main__":

@@ -423,6 +423,7 @@ function infoRows(info: ModelInfo, kv: CacheStats): [string, string][] {
     ['vocab', String(info.vocabSize)],
     ['context length', String(info.contextLength)],
     ['rope', `theta ${info.ropeTheta}, ${info.ropeStyle}, scaling ${info.ropeScaling}`],
+    ...(info.slidingWindow ? [['sliding window', info.slidingWindow] as [string, string]] : []),
     ['tied embeddings', info.tiedEmbeddings ? 'yes' : 'no'],
     ['file tensor formats', formats || '-'],
     ['compute format', info.computeFormat],

@@ -60,6 +60,7 @@ function publicInfo(raw: NativeModelInfo): ModelInfo {
     ropeTheta: raw.ropeTheta,
     ropeStyle: raw.ropeStyle as ModelInfo['ropeStyle'],
     ropeScaling: raw.ropeScaling,
+    slidingWindow: raw.slidingWindow ?? null,
     tiedEmbeddings: raw.tiedEmbeddings,
     fileTensorFormats: { ...raw.fileTensorFormats },
     computeFormat: raw.computeFormat,

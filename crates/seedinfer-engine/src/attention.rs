@@ -119,7 +119,9 @@ thread_local! {
 /// logits it gives token by token, and reused, forked, rewound or restored caches continue exactly.
 ///
 /// With a `mask` (token pruning: positions whose keys and values this layer lacks, or that the current selection
-/// leaves out), each block is attended over its runs of visible positions instead, folded in the same order.
+/// leaves out), each block is attended over its runs of visible positions instead, folded in the same order. On a
+/// sliding-window layer a query at position p sees positions from `p + 1 - window` on ([`first_seen`]); blocks
+/// wholly before that are skipped.
 #[allow(clippy::too_many_arguments)]
 fn attend_task<C: KvStore>(
     cfg: &LlamaConfig,
@@ -134,7 +136,8 @@ fn attend_task<C: KvStore>(
     target: &AttentionOut,
 ) {
     let (hd, q_dim, bs) = (cfg.head_dim, cfg.q_dim(), cache.block_size());
-    let scale = 1.0 / (hd as f32).sqrt();
+    let scale = cfg.attention_scale;
+    let window = cfg.layer_window(layer);
     let per_token = heads.len();
     let nq = tokens.len() * per_token;
     // One token (decode) reads every block once, from memory; a prompt tile reuses each block from cache.
@@ -145,6 +148,7 @@ fn attend_task<C: KvStore>(
         &q[t * q_dim + h * hd..][..hd]
     };
     let visible = |t: usize| cache.visible(positions.at(t));
+    let first = |t: usize| first_seen(window, positions.at(t));
     let channels = key_channels(cache, layer, kv_head, hd);
     TASK.with_borrow_mut(|s| {
         if let Some(channels) = channels {
@@ -157,19 +161,22 @@ fn attend_task<C: KvStore>(
         s.running_partials.resize(nq, EMPTY);
         s.block_partials.resize(MAX_GROUP, Partial::default());
         let last_visible = visible(tokens.end - 1);
-        for b in 0..last_visible.div_ceil(bs) {
+        for b in first(tokens.start) / bs..last_visible.div_ceil(bs) {
             let block_start = b * bs;
-            // Tokens see a prefix of the block that grows with their position: runs of tokens seeing the same
-            // count share kernel calls.
+            // Tokens see a part of the block that moves with their position (a prefix that grows, and on a
+            // sliding-window layer a start that advances): runs of tokens seeing the same part share kernel calls.
             let mut t = tokens.start;
             while t < tokens.end {
-                let count = |t: usize| visible(t).min(block_start + bs).saturating_sub(block_start);
-                let n = count(t);
+                let seen = |t: usize| {
+                    let end = visible(t).min(block_start + bs).saturating_sub(block_start);
+                    (first(t).saturating_sub(block_start).min(end), end)
+                };
+                let (lo, n) = seen(t);
                 let mut run_end = t + 1;
-                while run_end < tokens.end && count(run_end) == n {
+                while run_end < tokens.end && seen(run_end) == (lo, n) {
                     run_end += 1;
                 }
-                if n > 0 {
+                if lo < n {
                     let kv = cache.head(layer, kv_head, b, n);
                     let scaled = (b > 0 && channels.is_some()).then_some(s.scaled.as_slice());
                     let query = |i: usize| match scaled {
@@ -179,7 +186,7 @@ fn attend_task<C: KvStore>(
                     let first_query = (t - tokens.start) * per_token;
                     let last_query = (run_end - tokens.start) * per_token;
                     let shown = |i: usize| mask.is_none_or(|m| m[block_start + i]);
-                    let mut start = 0;
+                    let mut start = lo;
                     while start < n {
                         if !shown(start) {
                             start += 1;
@@ -229,6 +236,11 @@ fn attend_task<C: KvStore>(
     });
 }
 
+/// The first position a query at `position` sees: `position + 1 - window` on a sliding-window layer, else 0.
+fn first_seen(window: Option<usize>, position: usize) -> usize {
+    window.map_or(0, |w| (position + 1).saturating_sub(w))
+}
+
 /// Causal attention of `tokens` new queries (at `positions`, ascending) over the cached positions of `layer` that
 /// `mask` shows (all when `None`).
 /// Prompts are split into tiles of tokens x one KV head's group; when that leaves too few tasks for the threads
@@ -250,8 +262,9 @@ pub(crate) fn attention<C: KvStore>(
     let group = cfg.heads / cfg.kv_heads;
     assert_eq!(out.len(), tokens * cfg.q_dim());
     let visible = cache.visible(positions.at(0));
-    if tokens == 1 && mask.is_none() && visible >= SPLIT_MIN_POSITIONS {
-        return decode_attention_split(cfg, q, cache, layer, visible, out, split);
+    let first = first_seen(cfg.layer_window(layer), positions.at(0));
+    if tokens == 1 && mask.is_none() && visible.saturating_sub(first) >= SPLIT_MIN_POSITIONS {
+        return decode_attention_split(cfg, q, cache, layer, first..visible, out, split);
     }
     let tile = if tokens >= 2 * tile_tokens(group) {
         tile_tokens(group)
@@ -301,7 +314,7 @@ pub(crate) struct SplitScratch {
     partials: Vec<Partial>,
 }
 
-/// Attention of one decoded token over `visible` cached positions, flash-decoding style: each task takes one KV
+/// Attention of one decoded token over the cached positions `seen`, flash-decoding style: each task takes one KV
 /// head's whole group of query heads (so every key and value row is read once) over one range of blocks, keeping
 /// every block's result; then each head folds its blocks in order, exactly as [`attend_task`] does.
 fn decode_attention_split<C: KvStore>(
@@ -309,16 +322,17 @@ fn decode_attention_split<C: KvStore>(
     q: &[f32],
     cache: &C,
     layer: usize,
-    visible: usize,
+    seen: std::ops::Range<usize>,
     out: &mut [f32],
     split: &mut SplitScratch,
 ) {
     let (hd, group, bs) = (cfg.head_dim, cfg.heads / cfg.kv_heads, cache.block_size());
-    let scale = 1.0 / (hd as f32).sqrt();
-    let blocks = visible.div_ceil(bs);
+    let scale = cfg.attention_scale;
+    let (first_block, visible) = (seen.start / bs, seen.end);
+    let blocks = visible.div_ceil(bs) - first_block;
     let ranges = (2 * rayon::current_num_threads())
         .div_ceil(cfg.kv_heads)
-        .min(visible / SPLIT_MIN_RANGE)
+        .min(seen.len() / SPLIT_MIN_RANGE)
         .clamp(1, blocks);
     let blocks_per_range = blocks.div_ceil(ranges);
     split.out.resize(cfg.kv_heads * blocks * group * hd, 0.0);
@@ -349,8 +363,9 @@ fn decode_attention_split<C: KvStore>(
                             .zip(range_partials.chunks_mut(group))
                             .enumerate()
                         {
-                            let b = range * blocks_per_range + i;
+                            let b = first_block + range * blocks_per_range + i;
                             let n = bs.min(visible - b * bs);
+                            let lo = seen.start.saturating_sub(b * bs);
                             let kv = cache.head(layer, kv_head, b, n);
                             if i + 1 < range_blocks {
                                 // The next block lives elsewhere in the pool: start loading its first keys.
@@ -368,7 +383,7 @@ fn decode_attention_split<C: KvStore>(
                                     (b > 0 && channels.is_some()).then_some(s.scaled.as_slice());
                                 attend_queries(
                                     &kv,
-                                    0..n,
+                                    lo..n,
                                     scale,
                                     |i| match scaled {
                                         Some(scaled) => {

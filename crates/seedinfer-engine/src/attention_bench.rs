@@ -4,7 +4,7 @@
 //! over ranges of blocks for a decoded token). Used by `seedinfer/bench`'s `timeAttention`.
 
 use crate::attention::{attention, SplitScratch};
-use crate::config::{Architecture, LlamaConfig, RopeScaling, RopeStyle};
+use crate::config::{Architecture, GatedActivation, LlamaConfig, RopeScaling, RopeStyle};
 use crate::error::{EngineError, Result};
 use crate::kv_cache::{KvStore, PagedKv, Positions};
 use crate::kv_pool::{BlockLayout, KvDtype, KvPool};
@@ -107,6 +107,10 @@ impl AttentionBench {
             rms_norm_eps: 1e-5,
             tied_embeddings: false,
             rope_style: RopeStyle::Half,
+            activation: GatedActivation::Silu,
+            attention_scale: 1.0 / (s.head_dim as f32).sqrt(),
+            embedding_scale: None,
+            sliding_window: None,
         };
         let mut cache = PagedKv::new(KvPool::new(layout, cache_bytes, false), positions);
         cache.reserve(positions)?;

@@ -1,9 +1,10 @@
-//! Model hyper-parameters of the architectures seedinfer runs (llama, qwen2, qwen3), read from a Hugging Face
+//! Model hyper-parameters of the architectures seedinfer runs (llama, qwen2, qwen3, gemma3), read from a Hugging Face
 //! `config.json` or GGUF metadata. A key that would change the arithmetic is read or refused
 //! (`UNSUPPORTED_CONFIG`), never ignored.
 
 use crate::error::{EngineError, Result};
 use seedinfer_formats::GgufFile;
+pub use seedinfer_kernels::activation::GatedActivation;
 use serde::Deserialize;
 use serde_json::Value;
 use std::path::Path;
@@ -38,6 +39,10 @@ pub enum Architecture {
     Qwen2,
     /// Qwen3 (dense): RMSNorm over each head of q and k before RoPE, no biases.
     Qwen3,
+    /// Gemma 3 (text): embeddings scaled by √hidden, RMSNorm weights `1 + w`, norms after attention and after the
+    /// MLP too, q/k head norms, GELU-tanh gated MLP, sliding-window (local) layers with their own RoPE base
+    /// between global ones.
+    Gemma3,
 }
 
 impl Architecture {
@@ -47,6 +52,7 @@ impl Architecture {
             Self::Llama => "llama",
             Self::Qwen2 => "qwen2",
             Self::Qwen3 => "qwen3",
+            Self::Gemma3 => "gemma3",
         }
     }
 
@@ -55,6 +61,7 @@ impl Architecture {
             "llama" => Some(Self::Llama),
             "qwen2" => Some(Self::Qwen2),
             "qwen3" => Some(Self::Qwen3),
+            "gemma3" => Some(Self::Gemma3),
             _ => None,
         }
     }
@@ -65,12 +72,14 @@ impl Architecture {
             "llama" | "mistral" => Some(Self::Llama),
             "qwen2" => Some(Self::Qwen2),
             "qwen3" => Some(Self::Qwen3),
+            "gemma3_text" => Some(Self::Gemma3),
             _ => None,
         };
         let by_class = |c: &str| match c {
             "LlamaForCausalLM" | "MistralForCausalLM" => Some(Self::Llama),
             "Qwen2ForCausalLM" => Some(Self::Qwen2),
             "Qwen3ForCausalLM" => Some(Self::Qwen3),
+            "Gemma3ForCausalLM" => Some(Self::Gemma3),
             _ => None,
         };
         match model_type {
@@ -86,14 +95,34 @@ impl Architecture {
 
     /// Whether each head of q and k is RMS-normalised (own weights per layer) before RoPE.
     pub fn has_qk_norm(self) -> bool {
-        self == Self::Qwen3
+        matches!(self, Self::Qwen3 | Self::Gemma3)
+    }
+
+    /// Whether the attention output and the MLP output are RMS-normalised (own weights) before their residual
+    /// additions, besides the usual norms before them.
+    pub fn has_post_norms(self) -> bool {
+        self == Self::Gemma3
+    }
+
+    /// Whether the embeddings are multiplied by √hidden_size.
+    fn scales_embeddings(self) -> bool {
+        self == Self::Gemma3
+    }
+
+    /// Whether a Hugging Face checkpoint's RMSNorm weights are stored as `w` for a scale of `1 + w` (Gemma's
+    /// norm; llama.cpp's GGUF conversion stores `1 + w`).
+    pub fn hf_norm_offset(self) -> f32 {
+        match self {
+            Self::Gemma3 => 1.0,
+            _ => 0.0,
+        }
     }
 
     /// How llama.cpp's GGUF conversion lays out the rotary pairs of this architecture's q and k rows.
     fn gguf_rope_style(self) -> RopeStyle {
         match self {
             Self::Llama => RopeStyle::Interleaved,
-            Self::Qwen2 | Self::Qwen3 => RopeStyle::Half,
+            Self::Qwen2 | Self::Qwen3 | Self::Gemma3 => RopeStyle::Half,
         }
     }
 }
@@ -154,6 +183,51 @@ pub struct LlamaConfig {
     pub rms_norm_eps: f32,
     pub tied_embeddings: bool,
     pub rope_style: RopeStyle,
+    /// The gated MLP's activation.
+    pub activation: GatedActivation,
+    /// The factor of the attention scores (`1/√head_dim` unless the configuration says otherwise).
+    pub attention_scale: f32,
+    /// The embeddings' factor (Gemma: √hidden_size).
+    pub embedding_scale: Option<f32>,
+    /// Sliding-window (local) attention, when some layers have it.
+    pub sliding_window: Option<SlidingWindow>,
+}
+
+/// Which layers attend only to their last `size` positions, and their RoPE.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SlidingWindow {
+    /// Positions a local layer's query sees: its own and the `size - 1` before it.
+    pub size: usize,
+    /// Per layer: true for a local (sliding-window) layer.
+    pub local_layers: Vec<bool>,
+    /// The RoPE base of the local layers, which take no RoPE scaling (Gemma 3); `None`: the global one.
+    pub local_rope_theta: Option<f32>,
+}
+
+impl SlidingWindow {
+    /// Gemma 3's layout when a file gives no other: five local layers, then a global one.
+    fn every_nth_global(size: usize, layers: usize, n: usize) -> Self {
+        Self {
+            size,
+            local_layers: (0..layers).map(|l| n == 0 || l % n < n - 1).collect(),
+            local_rope_theta: None,
+        }
+    }
+
+    /// A description for model info, e.g. `512 positions on 15 of 18 layers`.
+    pub fn describe(&self) -> String {
+        let local = self.local_layers.iter().filter(|&&l| l).count();
+        format!(
+            "{} positions on {local} of {} layers",
+            self.size,
+            self.local_layers.len()
+        )
+    }
+}
+
+/// A GGUF array of booleans (llama.cpp's per-layer `sliding_window_pattern`).
+fn bool_array(v: &seedinfer_formats::GgufValue) -> Option<Vec<bool>> {
+    v.as_array()?.iter().map(|b| b.as_bool()).collect()
 }
 
 /// An `UNSUPPORTED_CONFIG` error for `key = value`.
@@ -240,6 +314,39 @@ impl LlamaConfig {
 
     pub fn kv_dim(&self) -> usize {
         self.kv_heads * self.head_dim
+    }
+
+    /// The positions a query of layer `layer` sees, `None` for all (a global layer).
+    pub fn layer_window(&self, layer: usize) -> Option<usize> {
+        let w = self.sliding_window.as_ref()?;
+        w.local_layers
+            .get(layer)
+            .copied()
+            .unwrap_or(false)
+            .then_some(w.size)
+    }
+
+    /// The rotary inverse frequencies of layer `layer`: a local layer with its own RoPE base takes that base
+    /// without scaling (llama.cpp and transformers' Gemma 3), every other layer [`LlamaConfig::rope_inv_freqs`].
+    pub fn layer_rope_inv_freqs(&self, layer: usize) -> Vec<f64> {
+        match &self.sliding_window {
+            Some(w) if w.local_rope_theta.is_some() && self.layer_window(layer).is_some() => Self {
+                rope_theta: w.local_rope_theta.unwrap_or(self.rope_theta),
+                rope_scaling: RopeScaling::None,
+                sliding_window: None,
+                ..self.clone()
+            }
+            .rope_inv_freqs(),
+            _ => self.rope_inv_freqs(),
+        }
+    }
+
+    /// Whether layer `layer`'s rotary frequencies are those of the local layers (the key of cached tables).
+    pub fn layer_has_local_rope(&self, layer: usize) -> bool {
+        self.sliding_window
+            .as_ref()
+            .is_some_and(|w| w.local_rope_theta.is_some())
+            && self.layer_window(layer).is_some()
     }
 
     /// The rotary inverse frequencies `θ^(-2i/head_dim)` of each pair `i`, scaled as the configuration says,
@@ -342,6 +449,24 @@ impl LlamaConfig {
                 self.head_dim
             )));
         }
+        if !(self.attention_scale.is_finite() && self.attention_scale > 0.0) {
+            return Err(EngineError::InvalidConfig(format!(
+                "the attention scale {} must be positive",
+                self.attention_scale
+            )));
+        }
+        if let Some(w) = &self.sliding_window {
+            let theta_ok = w.local_rope_theta.is_none_or(|t| t.is_finite() && t > 0.0);
+            if w.size == 0 || w.local_layers.len() != self.layers || !theta_ok {
+                return Err(EngineError::InvalidConfig(format!(
+                    "sliding window of {} positions over {} layer types (local RoPE base {:?}) does not fit {} layers",
+                    w.size,
+                    w.local_layers.len(),
+                    w.local_rope_theta,
+                    self.layers
+                )));
+            }
+        }
         if !(self.rms_norm_eps.is_finite() && self.rms_norm_eps >= 0.0) {
             return Err(EngineError::InvalidConfig(format!(
                 "rms_norm_eps {} is invalid",
@@ -369,6 +494,12 @@ impl LlamaConfig {
             rms_norm_eps: Option<f32>,
             tie_word_embeddings: Option<bool>,
             hidden_act: Option<String>,
+            hidden_activation: Option<String>,
+            query_pre_attn_scalar: Option<f64>,
+            rope_local_base_freq: Option<f32>,
+            sliding_window_pattern: Option<usize>,
+            final_logit_softcapping: Option<f64>,
+            attn_logit_softcapping: Option<f64>,
             rope_scaling: Option<Value>,
             rope_parameters: Option<Value>,
             partial_rotary_factor: Option<f64>,
@@ -396,8 +527,33 @@ impl LlamaConfig {
             .unwrap_or_else(|| "unknown".to_string());
         let arch = Architecture::from_hf(raw.model_type.as_deref(), &classes)
             .ok_or_else(|| EngineError::UnsupportedArchitecture(architecture.clone()))?;
-        if let Some(act) = raw.hidden_act.as_deref().filter(|a| *a != "silu") {
-            return Err(unsupported("hidden_act", format!("{act:?}"), "silu only"));
+        let (act_key, act) = match (&raw.hidden_activation, &raw.hidden_act) {
+            (Some(a), _) => ("hidden_activation", a.as_str()),
+            (None, Some(a)) => ("hidden_act", a.as_str()),
+            (None, None) => ("hidden_act", "silu"),
+        };
+        let activation = match act {
+            "silu" | "swish" => GatedActivation::Silu,
+            "gelu_pytorch_tanh" | "gelu_tanh" => GatedActivation::GeluTanh,
+            other => {
+                return Err(unsupported(
+                    act_key,
+                    format!("{other:?}"),
+                    "implemented: silu, gelu_pytorch_tanh",
+                ))
+            }
+        };
+        for (key, cap) in [
+            ("final_logit_softcapping", raw.final_logit_softcapping),
+            ("attn_logit_softcapping", raw.attn_logit_softcapping),
+        ] {
+            if let Some(cap) = cap {
+                return Err(unsupported(
+                    key,
+                    cap,
+                    "logit soft-capping is not implemented",
+                ));
+            }
         }
         if let Some(f) = raw.partial_rotary_factor.filter(|f| *f != 1.0) {
             return Err(unsupported(
@@ -422,37 +578,94 @@ impl LlamaConfig {
         }
         let layers = raw.num_hidden_layers;
         let sliding_window = raw.sliding_window.as_ref().filter(|w| !w.is_null());
-        if let Some(types) = &raw.layer_types {
-            if let Some(t) = types.iter().find(|t| *t != "full_attention") {
-                return Err(unsupported(
-                    "layer_types",
-                    format!("[.. {t:?} ..]"),
-                    "sliding-window attention layers are not implemented yet",
-                ));
+        let mut rope_parameters = raw.rope_parameters.as_ref();
+        let mut local_rope_theta = None;
+        let window = if arch == Architecture::Gemma3 {
+            // transformers 5 keeps one set of RoPE parameters per layer type.
+            if let Some(by_type) = rope_parameters.filter(|p| p.get("full_attention").is_some()) {
+                local_rope_theta = by_type
+                    .get("sliding_attention")
+                    .and_then(|p| p.get("rope_theta"))
+                    .and_then(Value::as_f64)
+                    .map(|t| t as f32);
+                rope_parameters = by_type.get("full_attention");
             }
-        } else if let Some(window) = sliding_window {
-            // Transformers' rule: mistral slides whenever a window is set; qwen2/qwen3 when use_sliding_window is
-            // set, from layer max_window_layers on.
-            let slides = match raw.model_type.as_deref() {
-                Some("mistral") => true,
-                _ => {
-                    raw.use_sliding_window == Some(true)
-                        && raw.max_window_layers.is_none_or(|m| m < layers)
+            let local_rope_theta = local_rope_theta
+                .or(raw.rope_local_base_freq)
+                .unwrap_or(10_000.0);
+            match sliding_window {
+                None => None,
+                Some(w) => {
+                    let size = w.as_u64().filter(|&w| w > 0).ok_or_else(|| {
+                        EngineError::InvalidConfig(format!(
+                            "sliding_window must be a positive integer, got {w}"
+                        ))
+                    })? as usize;
+                    let local_layers = match &raw.layer_types {
+                        Some(types) => types
+                            .iter()
+                            .map(|t| match t.as_str() {
+                                "sliding_attention" => Ok(true),
+                                "full_attention" => Ok(false),
+                                other => Err(unsupported(
+                                    "layer_types",
+                                    format!("[.. {other:?} ..]"),
+                                    "implemented: sliding_attention, full_attention",
+                                )),
+                            })
+                            .collect::<Result<Vec<bool>>>()?,
+                        None => {
+                            let n = raw.sliding_window_pattern.unwrap_or(6);
+                            SlidingWindow::every_nth_global(size, layers, n).local_layers
+                        }
+                    };
+                    Some(SlidingWindow {
+                        size,
+                        local_layers,
+                        local_rope_theta: Some(local_rope_theta),
+                    })
                 }
-            };
-            if slides {
-                return Err(unsupported(
-                    "sliding_window",
-                    window,
-                    "sliding-window attention is not implemented yet",
-                ));
             }
-        }
-        let (rope_theta, rope_scaling) = hf_rope(
-            raw.rope_parameters.as_ref(),
-            raw.rope_scaling.as_ref(),
-            raw.rope_theta,
-        )?;
+        } else {
+            if let Some(types) = &raw.layer_types {
+                if let Some(t) = types.iter().find(|t| *t != "full_attention") {
+                    return Err(unsupported(
+                        "layer_types",
+                        format!("[.. {t:?} ..]"),
+                        "sliding-window attention layers are implemented for gemma3 only",
+                    ));
+                }
+            } else if let Some(window) = sliding_window {
+                // Transformers' rule: mistral slides whenever a window is set; qwen2/qwen3 when
+                // use_sliding_window is set, from layer max_window_layers on.
+                let slides = match raw.model_type.as_deref() {
+                    Some("mistral") => true,
+                    _ => {
+                        raw.use_sliding_window == Some(true)
+                            && raw.max_window_layers.is_none_or(|m| m < layers)
+                    }
+                };
+                if slides {
+                    return Err(unsupported(
+                        "sliding_window",
+                        window,
+                        "sliding-window attention is implemented for gemma3 only",
+                    ));
+                }
+            }
+            None
+        };
+        let (rope_theta, rope_scaling) =
+            hf_rope(rope_parameters, raw.rope_scaling.as_ref(), raw.rope_theta)?;
+        let head_dim = raw.head_dim.unwrap_or(
+            raw.hidden_size
+                .checked_div(raw.num_attention_heads)
+                .unwrap_or(0),
+        );
+        let attention_scale = match raw.query_pre_attn_scalar {
+            Some(s) if arch == Architecture::Gemma3 => (1.0 / s.sqrt()) as f32,
+            _ => 1.0 / (head_dim as f32).sqrt(),
+        };
         let heads = raw.num_attention_heads;
         Self {
             architecture,
@@ -462,16 +675,22 @@ impl LlamaConfig {
             layers,
             heads,
             kv_heads: raw.num_key_value_heads.unwrap_or(heads),
-            head_dim: raw
-                .head_dim
-                .unwrap_or(raw.hidden_size.checked_div(heads).unwrap_or(0)),
+            head_dim,
             vocab_size: raw.vocab_size,
             context_length: raw.max_position_embeddings.unwrap_or(2048),
             rope_theta,
             rope_scaling,
             rms_norm_eps: raw.rms_norm_eps.unwrap_or(1e-6),
-            tied_embeddings: raw.tie_word_embeddings.unwrap_or(false),
+            tied_embeddings: raw
+                .tie_word_embeddings
+                .unwrap_or(arch == Architecture::Gemma3),
             rope_style: RopeStyle::Half,
+            activation,
+            attention_scale,
+            embedding_scale: arch
+                .scales_embeddings()
+                .then(|| (raw.hidden_size as f32).sqrt()),
+            sliding_window: window,
         }
         .validate()
     }
@@ -516,13 +735,56 @@ impl LlamaConfig {
                 ));
             }
         }
-        if let Some(w) = gguf.get_u64(&key("attention.sliding_window")) {
+        let layers = int("block_count")?;
+        let sliding_window = match gguf.get_u64(&key("attention.sliding_window")) {
+            Some(0) | None => None,
+            Some(size) if arch == Architecture::Gemma3 => {
+                let pattern_key = key("attention.sliding_window_pattern");
+                let mut window = match gguf.get(&pattern_key) {
+                    None => SlidingWindow::every_nth_global(size as usize, layers, 6),
+                    Some(v) => match (v.as_u64(), bool_array(v)) {
+                        (Some(n), _) => {
+                            SlidingWindow::every_nth_global(size as usize, layers, n as usize)
+                        }
+                        (None, Some(flags)) => SlidingWindow {
+                            size: size as usize,
+                            local_layers: flags,
+                            local_rope_theta: None,
+                        },
+                        _ => {
+                            return Err(EngineError::InvalidConfig(format!(
+                                "{pattern_key} is neither a number nor an array of booleans"
+                            )))
+                        }
+                    },
+                };
+                window.local_rope_theta =
+                    Some(gguf.get_f64(&key("rope.freq_base_swa")).unwrap_or(10_000.0) as f32);
+                Some(window)
+            }
+            Some(w) => {
+                return Err(unsupported(
+                    &key("attention.sliding_window"),
+                    w,
+                    "sliding-window attention is implemented for gemma3 only",
+                ))
+            }
+        };
+        if let Some(cap) = gguf.get_f64(&key("final_logit_softcapping")) {
             return Err(unsupported(
-                &key("attention.sliding_window"),
-                w,
-                "sliding-window attention is not implemented yet",
+                &key("final_logit_softcapping"),
+                cap,
+                "logit soft-capping is not implemented",
             ));
         }
+        // llama.cpp: Gemma 3 27B (62 layers) scales by 1/√(hidden/heads), the others by 1/√head_dim.
+        let attention_scale = match arch {
+            Architecture::Gemma3 if layers == 62 && heads > 0 => {
+                1.0 / ((hidden_size / heads) as f32).sqrt()
+            }
+            _ if head_dim > 0 => 1.0 / (head_dim as f32).sqrt(),
+            _ => 0.0,
+        };
         let vocab_size = match gguf.get_u64(&key("vocab_size")) {
             Some(v) => v as usize,
             None => gguf
@@ -555,7 +817,7 @@ impl LlamaConfig {
         Self {
             hidden_size,
             intermediate_size: int("feed_forward_length")?,
-            layers: int("block_count")?,
+            layers,
             heads,
             kv_heads: gguf
                 .get_u64(&key("attention.head_count_kv"))
@@ -581,6 +843,15 @@ impl LlamaConfig {
                     )))
                 }
             },
+            activation: match arch {
+                Architecture::Gemma3 => GatedActivation::GeluTanh,
+                _ => GatedActivation::Silu,
+            },
+            attention_scale,
+            embedding_scale: arch
+                .scales_embeddings()
+                .then(|| (hidden_size as f32).sqrt()),
+            sliding_window,
             architecture: name,
             arch,
         }

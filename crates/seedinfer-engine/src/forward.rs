@@ -1,11 +1,13 @@
-//! The forward pass, top to bottom: embed; per layer RMSNorm, Q/K/V (+ biases for qwen2, + per-head RMSNorm for
-//! qwen3), RoPE, causal attention over the cache, residual, RMSNorm, SwiGLU MLP, residual; final RMSNorm; logits.
+//! The forward pass, top to bottom: embed (times √hidden for gemma3); per layer RMSNorm, Q/K/V (with biases for
+//! qwen2, per-head RMSNorm for qwen3 and gemma3), RoPE, causal attention over the cache (over a sliding window on
+//! gemma3's local layers), an RMSNorm of the output for gemma3, residual, RMSNorm, gated MLP (SwiGLU, GELU-tanh
+//! for gemma3), an RMSNorm of the output for gemma3, residual; final RMSNorm; logits.
 //!
 //! One model, two sets of operations ([`Operations`]): seedinfer's own (`ops_seedinfer`: fused, tiled, the
 //! default) and llama.cpp's bit-exact ones (`ops_llamacpp`, `Numerics::LlamaCpp`). The layer step below is the
 //! only definition of the model; token pruning reuses it.
 
-use crate::config::LlamaConfig;
+use crate::config::{GatedActivation, LlamaConfig};
 use crate::kv_cache::{KvStore, Positions};
 use crate::ops_llamacpp::GgmlScratch;
 use crate::ops_seedinfer::{ProjectScratch, RopeScratch};
@@ -28,13 +30,15 @@ pub trait Operations {
     /// `out = input · wᵀ` for `tokens` rows of `input`.
     fn project(w: &Matrix, input: &[f32], tokens: usize, out: &mut Vec<f32>, s: &mut OpsScratch);
 
-    /// RMS-normalises each head (`norm.len()` elements) of the rows of `x` in place, scaled by `norm`
-    /// (qwen3's q/k norm).
+    /// RMS-normalises each `norm.len()` elements of `x` in place, scaled by `norm`: each head of q or k (qwen3's
+    /// and gemma3's q/k norms) or each row (gemma3's norms after attention and after the MLP).
     fn head_norm(x: &mut Vec<f32>, norm: &[f32], eps: f32, s: &mut OpsScratch);
 
-    /// Rotates each of the `heads` heads of `x` (`[tokens, heads * head_dim]`) by its token's position.
+    /// Rotates each of the `heads` heads of `x` (`[tokens, heads * head_dim]`) by its token's position, with the
+    /// rotary frequencies of layer `layer`.
     fn rope(
         cfg: &LlamaConfig,
+        layer: usize,
         x: &mut [f32],
         heads: usize,
         positions: Positions,
@@ -56,12 +60,13 @@ pub trait Operations {
         s: &mut OpsScratch,
     );
 
-    /// The SwiGLU input of the down projection, `silu(rms_norm(x) · gateᵀ) * (rms_norm(x) · upᵀ)`, into `gate`
-    /// (`up` is scratch).
+    /// The gated MLP's input of the down projection, `act(rms_norm(x) · gateᵀ) * (rms_norm(x) · upᵀ)`, into
+    /// `gate` (`up` is scratch).
     #[allow(clippy::too_many_arguments)]
-    fn swiglu(
+    fn gated_mlp(
         w_gate: &Matrix,
         w_up: &Matrix,
+        activation: GatedActivation,
         x: &[f32],
         norm: &[f32],
         eps: f32,
@@ -185,9 +190,17 @@ pub(crate) fn layer_step_segments<O: Operations, C: KvStore>(
             first * q_dim..(first + g.rows) * q_dim,
             first * kv_dim..(first + g.rows) * kv_dim,
         );
-        O::rope(cfg, &mut s.q[q_rows.clone()], cfg.heads, g.positions, ops);
         O::rope(
             cfg,
+            l,
+            &mut s.q[q_rows.clone()],
+            cfg.heads,
+            g.positions,
+            ops,
+        );
+        O::rope(
+            cfg,
+            l,
             &mut s.k[kv_rows.clone()],
             cfg.kv_heads,
             g.positions,
@@ -201,11 +214,28 @@ pub(crate) fn layer_step_segments<O: Operations, C: KvStore>(
         first += g.rows;
     }
     O::project(&layer.wo, &s.attn, n, &mut s.proj, ops);
+    if let Some([post_attn, _]) = &layer.post_norms {
+        O::head_norm(&mut s.proj, post_attn, eps, ops);
+    }
     add_residual(x, &s.proj);
     let (w_gate, w_up, norm) = (&layer.w_gate, &layer.w_up, &layer.ffn_norm);
-    O::swiglu(w_gate, w_up, x, norm, eps, n, &mut s.gate, &mut s.up, ops);
+    let (gate, up, act) = (&mut s.gate, &mut s.up, cfg.activation);
+    O::gated_mlp(w_gate, w_up, act, x, norm, eps, n, gate, up, ops);
     O::project(&layer.w_down, &s.gate, n, &mut s.proj, ops);
+    if let Some([_, post_ffn]) = &layer.post_norms {
+        O::head_norm(&mut s.proj, post_ffn, eps, ops);
+    }
     add_residual(x, &s.proj);
+}
+
+/// The embeddings of `tokens` into the rows of `x` (`[tokens, hidden_size]`), scaled as the model says.
+pub(crate) fn embed(cfg: &LlamaConfig, w: &LlamaWeights, tokens: &[u32], x: &mut [f32]) {
+    for (&t, row) in tokens.iter().zip(x.chunks_mut(cfg.hidden_size)) {
+        w.embed.row_to_f32(t as usize, row);
+        if let Some(scale) = cfg.embedding_scale {
+            row.iter_mut().for_each(|v| *v *= scale);
+        }
+    }
 }
 
 /// Final RMSNorm and the output projection of the hidden states `x` (`[rows, hidden_size]`) into `logits`.
@@ -245,9 +275,7 @@ pub fn forward<O: Operations, C: KvStore>(
     let positions = Positions::From(cache.len());
     let mut x = std::mem::take(&mut s.x);
     x.resize(n * d, 0.0);
-    for (&t, x) in tokens.iter().zip(x.chunks_mut(d)) {
-        w.embed.row_to_f32(t as usize, x);
-    }
+    embed(cfg, w, tokens, &mut x);
     for (l, layer) in w.layers.iter().enumerate() {
         layer_step::<O, C>(cfg, layer, l, &mut x, positions, None, cache, s);
     }
@@ -274,12 +302,15 @@ pub fn forward_sequences<O: Operations, C: KvStore>(
     let n: usize = sequences.iter().map(|(t, _)| t.len()).sum();
     let mut x = std::mem::take(&mut s.x);
     x.resize(n * d, 0.0);
-    for (&t, x) in sequences
-        .iter()
-        .flat_map(|(t, _)| t.iter())
-        .zip(x.chunks_mut(d))
-    {
-        w.embed.row_to_f32(t as usize, x);
+    let mut first = 0;
+    for (tokens, _) in sequences.iter() {
+        embed(
+            cfg,
+            w,
+            tokens,
+            &mut x[first * d..(first + tokens.len()) * d],
+        );
+        first += tokens.len();
     }
     // Built once: a sequence's positions stay those of its cache until the commit after the last layer.
     let mut segments: Vec<Segment<'_, C>> = sequences

@@ -146,6 +146,18 @@ fn fingerprint(config: &LlamaConfig, weights: &LlamaWeights) -> [u8; 32] {
         // Only when set, so that fingerprints of models without scaling (and their saved sessions) stay as they were.
         h.update(format!("{:?}", c.rope_scaling).as_bytes());
     }
+    if c.arch == crate::config::Architecture::Gemma3 {
+        // Only for it, so that fingerprints of the earlier architectures (and their saved sessions) stay as they were.
+        let extra = format!(
+            "{} {:?} {} {:?} {:?}",
+            c.arch.name(),
+            c.activation,
+            c.attention_scale,
+            c.embedding_scale,
+            c.sliding_window
+        );
+        h.update(extra.as_bytes());
+    }
     h.update(weights.compute_formats().as_bytes());
     let mut row = vec![0.0f32; c.hidden_size];
     for r in (0..c.vocab_size).step_by((c.vocab_size / 64).max(1)) {

@@ -8,7 +8,7 @@
 //! repeated f32 multiplication; queries, keys, values and attention probabilities are rounded to f16; soft max
 //! and SiLU use ggml's own `expf`; a batch of one token takes other dot products than a batch of two or more.
 
-use crate::config::{Architecture, LlamaConfig, RopeScaling, RopeStyle};
+use crate::config::{Architecture, GatedActivation, LlamaConfig, RopeScaling, RopeStyle};
 use crate::error::{EngineError, Result};
 use crate::forward::{Operations, OpsScratch};
 use crate::kv_cache::{KvStore, Positions};
@@ -221,6 +221,7 @@ impl Operations for GgmlOps {
 
     fn rope(
         cfg: &LlamaConfig,
+        _layer: usize,
         x: &mut [f32],
         heads: usize,
         positions: Positions,
@@ -287,9 +288,10 @@ impl Operations for GgmlOps {
     }
 
     #[allow(clippy::too_many_arguments)]
-    fn swiglu(
+    fn gated_mlp(
         w_gate: &Matrix,
         w_up: &Matrix,
+        activation: GatedActivation,
         x: &[f32],
         norm: &[f32],
         eps: f32,
@@ -298,6 +300,8 @@ impl Operations for GgmlOps {
         up: &mut Vec<f32>,
         s: &mut OpsScratch,
     ) {
+        // check_supported admits llama models only, whose MLP is SwiGLU.
+        debug_assert_eq!(activation, GatedActivation::Silu);
         Self::norm_project([w_gate, w_up], x, norm, eps, tokens, [gate, up], s);
         ggml::silu_times(gate, up);
     }

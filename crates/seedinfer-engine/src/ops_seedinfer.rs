@@ -1,14 +1,13 @@
 //! seedinfer's own operations for the layer step (`forward::Operations`): RMSNorm fused into int8 quantisation,
-//! the products of several matrices in one parallel pass, SwiGLU applied per task, f64 RoPE angles, and the
+//! the products of several matrices in one parallel pass, the gated MLP's activation applied per task, f64 RoPE angles, and the
 //! tiled, split attention of `crate::attention`. Faster than llama.cpp's, and a batch gives the bits of one
 //! token at a time.
 
 use crate::attention::attention;
-use crate::config::{LlamaConfig, RopeStyle};
+use crate::config::{GatedActivation, LlamaConfig, RopeStyle};
 use crate::forward::{Operations, OpsScratch};
 use crate::kv_cache::{KvStore, Positions};
 use crate::weights::Matrix;
-use seedinfer_kernels::activation::silu_times;
 use seedinfer_kernels::quantized::{Activations, QuantizedInput, QuantizedMatrix};
 use seedinfer_kernels::rms_norm::{rms_norm, rms_norm_quantized};
 
@@ -40,12 +39,13 @@ impl Operations for SeedinferOps {
 
     fn rope(
         cfg: &LlamaConfig,
+        layer: usize,
         x: &mut [f32],
         heads: usize,
         positions: Positions,
         s: &mut OpsScratch,
     ) {
-        apply_rope(x, cfg, heads, positions, 1.0, &mut s.rope)
+        apply_rope(x, cfg, layer, heads, positions, 1.0, &mut s.rope)
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -74,9 +74,10 @@ impl Operations for SeedinferOps {
     }
 
     #[allow(clippy::too_many_arguments)]
-    fn swiglu(
+    fn gated_mlp(
         w_gate: &Matrix,
         w_up: &Matrix,
+        activation: GatedActivation,
         x: &[f32],
         norm: &[f32],
         eps: f32,
@@ -85,7 +86,12 @@ impl Operations for SeedinferOps {
         up: &mut Vec<f32>,
         s: &mut OpsScratch,
     ) {
-        swiglu(w_gate, w_up, x, norm, eps, tokens, gate, up, &mut s.project)
+        let mlp = GatedMlp {
+            w_gate,
+            w_up,
+            activation,
+        };
+        mlp.input(x, norm, eps, tokens, gate, up, &mut s.project)
     }
 }
 
@@ -144,37 +150,46 @@ fn project_normed<const N: usize>(
     }
 }
 
-/// The SwiGLU input of the down projection, `silu(rms_norm(x) · gateᵀ) * (rms_norm(x) · upᵀ)`, into `gate`
-/// (`up` is scratch): one fused pass when both matrices are block-quantised.
-#[allow(clippy::too_many_arguments)]
-fn swiglu(
-    w_gate: &Matrix,
-    w_up: &Matrix,
-    x: &[f32],
-    norm: &[f32],
-    eps: f32,
-    tokens: usize,
-    gate: &mut Vec<f32>,
-    up: &mut Vec<f32>,
-    s: &mut ProjectScratch,
-) {
-    match all_quantized([w_gate, w_up]) {
-        Some([qg, qu]) if qg.rows == qu.rows => {
-            norm_quantized(&[qg, qu], x, norm, eps, s);
-            let [g, u] = resized([gate, up], [tokens * qg.rows; 2]);
-            QuantizedMatrix::matmul_swiglu(qg, qu, s.input.as_input(), tokens, g, u);
-        }
-        _ => {
-            project_normed(
-                [w_gate, w_up],
-                x,
-                norm,
-                eps,
-                tokens,
-                [&mut *gate, &mut *up],
-                s,
-            );
-            silu_times(gate, up);
+/// A gated MLP's gate and up matrices and its activation.
+struct GatedMlp<'a> {
+    w_gate: &'a Matrix,
+    w_up: &'a Matrix,
+    activation: GatedActivation,
+}
+
+impl GatedMlp<'_> {
+    /// The input of the down projection, `act(rms_norm(x) · gateᵀ) * (rms_norm(x) · upᵀ)`, into `gate` (`up` is
+    /// scratch): one fused pass when both matrices are block-quantised.
+    #[allow(clippy::too_many_arguments)]
+    fn input(
+        &self,
+        x: &[f32],
+        norm: &[f32],
+        eps: f32,
+        tokens: usize,
+        gate: &mut Vec<f32>,
+        up: &mut Vec<f32>,
+        s: &mut ProjectScratch,
+    ) {
+        let (w_gate, w_up, activation) = (self.w_gate, self.w_up, self.activation);
+        match all_quantized([w_gate, w_up]) {
+            Some([qg, qu]) if qg.rows == qu.rows => {
+                norm_quantized(&[qg, qu], x, norm, eps, s);
+                let [g, u] = resized([gate, up], [tokens * qg.rows; 2]);
+                QuantizedMatrix::matmul_gated(qg, qu, activation, s.input.as_input(), tokens, g, u);
+            }
+            _ => {
+                project_normed(
+                    [w_gate, w_up],
+                    x,
+                    norm,
+                    eps,
+                    tokens,
+                    [&mut *gate, &mut *up],
+                    s,
+                );
+                activation.apply(gate, up);
+            }
         }
     }
 }
@@ -220,13 +235,17 @@ pub(crate) struct ProjectScratch {
 #[derive(Default)]
 pub(crate) struct RopeScratch {
     inv_freq: Vec<f64>,
+    /// Whether `inv_freq` holds the local layers' frequencies (see `LlamaConfig::layer_has_local_rope`).
+    local: bool,
     rotations: Vec<(f32, f32)>,
 }
 
-/// Rotates each head of `x` (`[tokens, heads * head_dim]`) by its absolute position; `sign` -1 undoes it.
+/// Rotates each head of `x` (`[tokens, heads * head_dim]`) by its absolute position, with layer `layer`'s
+/// frequencies; `sign` -1 undoes it.
 pub(crate) fn apply_rope(
     x: &mut [f32],
     cfg: &LlamaConfig,
+    layer: usize,
     heads: usize,
     positions: Positions,
     sign: f64,
@@ -234,8 +253,10 @@ pub(crate) fn apply_rope(
 ) {
     let head_dim = cfg.head_dim;
     let half = head_dim / 2;
-    if r.inv_freq.len() != half {
-        r.inv_freq = cfg.rope_inv_freqs();
+    let local = cfg.layer_has_local_rope(layer);
+    if r.inv_freq.len() != half || r.local != local {
+        r.inv_freq = cfg.layer_rope_inv_freqs(layer);
+        r.local = local;
     }
     for (t, row) in x.chunks_mut(heads * head_dim).enumerate() {
         let pos = sign * positions.at(t) as f64;

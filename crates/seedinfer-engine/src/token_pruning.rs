@@ -363,9 +363,7 @@ pub(crate) fn forward_pruned(
     let mut batch: Vec<usize> = (start..total).collect();
     let mut x = std::mem::take(&mut s.x);
     x.resize(tokens.len() * d, 0.0);
-    for (&t, row) in tokens.iter().zip(x.chunks_mut(d)) {
-        w.embed.row_to_f32(t as usize, row);
-    }
+    crate::forward::embed(cfg, w, tokens, &mut x);
     let run = Pass {
         cfg,
         w,
@@ -636,13 +634,14 @@ fn score(
     s: &mut Scratch,
 ) -> Vec<f32> {
     let (hd, group) = (cfg.head_dim, cfg.heads / cfg.kv_heads);
-    let scale = 1.0 / (hd as f32).sqrt();
+    let scale = cfg.attention_scale;
     let unrotated = matches!(selection.criterion, Criterion::UnrotatedAttention { .. });
     let mut query = query.to_vec();
     if unrotated {
         apply_rope(
             &mut query,
             cfg,
+            layer,
             cfg.heads,
             Positions::From(last),
             -1.0,
@@ -660,6 +659,7 @@ fn score(
             apply_rope(
                 &mut key,
                 cfg,
+                layer,
                 cfg.kv_heads,
                 Positions::From(p),
                 -1.0,

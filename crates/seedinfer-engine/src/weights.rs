@@ -1,7 +1,7 @@
 //! Llama weights, checked against the configuration. Block-quantised tensors stay as stored unless another
 //! storage format is requested at load (`WeightFormat`), in which case they are converted once here.
 
-use crate::config::LlamaConfig;
+use crate::config::{Architecture, LlamaConfig};
 use crate::error::{EngineError, Result};
 use rayon::prelude::*;
 use seedinfer_formats::{
@@ -128,8 +128,11 @@ pub struct LayerWeights {
     pub w_down: Matrix,
     /// qwen2: the biases added to the q, k and v projections.
     pub qkv_bias: Option<[Vec<f32>; 3]>,
-    /// qwen3: the RMSNorm weights of each head of q and of k (`head_dim` each), applied before RoPE.
+    /// qwen3, gemma3: the RMSNorm weights of each head of q and of k (`head_dim` each), applied before RoPE.
     pub qk_norm: Option<[Vec<f32>; 2]>,
+    /// gemma3: the RMSNorm weights of the attention output and of the MLP output, applied before each residual
+    /// addition.
+    pub post_norms: Option<[Vec<f32>; 2]>,
 }
 
 pub struct LlamaWeights {
@@ -191,7 +194,9 @@ impl LlamaWeights {
         let mut total =
             m(&self.embed) + self.final_norm.len() * 4 + self.lm_head.as_ref().map_or(0, m);
         for l in &self.layers {
-            total += (l.attn_norm.len() + l.ffn_norm.len()) * 4;
+            let norms = l.qk_norm.iter().chain(&l.post_norms).flatten();
+            total +=
+                (l.attn_norm.len() + l.ffn_norm.len() + norms.map(Vec::len).sum::<usize>()) * 4;
             total += m(&l.wq)
                 + m(&l.wk)
                 + m(&l.wv)
@@ -239,12 +244,12 @@ impl TensorSource<'_> {
         }
     }
 
-    fn names(&self, layer: Option<usize>, part: Part) -> String {
+    fn names(&self, arch: Architecture, layer: Option<usize>, part: Part) -> String {
         match (self, layer) {
             (TensorSource::Safetensors(_), Some(i)) => {
-                format!("model.layers.{i}.{}", part.hf_name())
+                format!("model.layers.{i}.{}", part.hf_name_in(arch))
             }
-            (TensorSource::Safetensors(_), None) => part.hf_name().to_string(),
+            (TensorSource::Safetensors(_), None) => part.hf_name_in(arch).to_string(),
             (TensorSource::Gguf(_), Some(i)) => format!("blk.{i}.{}", part.gguf_name()),
             (TensorSource::Gguf(_), None) => part.gguf_name().to_string(),
         }
@@ -270,6 +275,8 @@ pub(crate) enum Part {
     VBias,
     QNorm,
     KNorm,
+    PostAttnNorm,
+    PostFfnNorm,
 }
 
 impl Part {
@@ -292,7 +299,32 @@ impl Part {
             Part::VBias => "self_attn.v_proj.bias",
             Part::QNorm => "self_attn.q_norm.weight",
             Part::KNorm => "self_attn.k_norm.weight",
+            Part::PostAttnNorm => "post_attention_layernorm.weight",
+            Part::PostFfnNorm => "post_feedforward_layernorm.weight",
         }
+    }
+
+    /// The Hugging Face name in `arch`'s checkpoints: Gemma calls its norm before the MLP
+    /// `pre_feedforward_layernorm` (its `post_attention_layernorm` follows the attention).
+    pub(crate) fn hf_name_in(self, arch: Architecture) -> &'static str {
+        match (arch, self) {
+            (Architecture::Gemma3, Part::FfnNorm) => "pre_feedforward_layernorm.weight",
+            _ => self.hf_name(),
+        }
+    }
+
+    /// Whether the tensor is an RMSNorm weight.
+    fn is_norm(self) -> bool {
+        matches!(
+            self,
+            Part::AttnNorm
+                | Part::FfnNorm
+                | Part::FinalNorm
+                | Part::QNorm
+                | Part::KNorm
+                | Part::PostAttnNorm
+                | Part::PostFfnNorm
+        )
     }
 
     pub(crate) fn gguf_name(self) -> &'static str {
@@ -314,6 +346,8 @@ impl Part {
             Part::VBias => "attn_v.bias",
             Part::QNorm => "attn_q_norm.weight",
             Part::KNorm => "attn_k_norm.weight",
+            Part::PostAttnNorm => "post_attention_norm.weight",
+            Part::PostFfnNorm => "post_ffw_norm.weight",
         }
     }
 }
@@ -337,6 +371,7 @@ fn finite_f32(file: &str, view: &TensorView<'_>) -> Result<Vec<f32>> {
 
 struct Loader<'a> {
     source: TensorSource<'a>,
+    arch: Architecture,
     requested: Option<WeightFormat>,
     fallbacks: Vec<String>,
     formats: BTreeMap<String, usize>,
@@ -350,7 +385,7 @@ impl Loader<'_> {
         part: Part,
         expected: &[usize],
     ) -> Result<TensorView<'_>> {
-        let name = self.source.names(layer, part);
+        let name = self.source.names(self.arch, layer, part);
         let view = self.source.view(&name)?;
         if view.shape != expected {
             return Err(FormatError::ShapeMismatch {
@@ -371,8 +406,12 @@ impl Loader<'_> {
     fn load(&mut self, layer: Option<usize>, part: Part, expected: &[usize]) -> Result<Vec<f32>> {
         let file = self.source.path();
         let view = self.view(layer, part, expected)?;
-        let (values, name) = (finite_f32(&file, &view)?, view.name.to_string());
+        let (mut values, name) = (finite_f32(&file, &view)?, view.name.to_string());
         self.source.release(&name);
+        let offset = self.arch.hf_norm_offset();
+        if part.is_norm() && offset != 0.0 && matches!(self.source, TensorSource::Safetensors(_)) {
+            values.iter_mut().for_each(|w| *w += offset);
+        }
         Ok(values)
     }
 
@@ -387,7 +426,7 @@ impl Loader<'_> {
         let requested = self.requested;
         let base = match &self.source {
             TensorSource::Gguf(g) => {
-                let name = self.source.names(layer, part);
+                let name = self.source.names(self.arch, layer, part);
                 match g.tensor_info(&name) {
                     Some(t) if t.tensor_type.seedlm_config().is_some() => {
                         Some(container::exponent_base(g, &name)?)
@@ -531,8 +570,9 @@ impl LlamaWeights {
         requested: Option<WeightFormat>,
     ) -> Result<Self> {
         let c = config.clone();
-        let lm_head_present = source.has(&source.names(None, Part::LmHead));
+        let lm_head_present = source.has(&source.names(c.arch, None, Part::LmHead));
         let mut loader = Loader {
+            arch: c.arch,
             requested,
             fallbacks: Vec::new(),
             source,
@@ -565,6 +605,13 @@ impl LlamaWeights {
                     true => Some([
                         loader.load(l, Part::QNorm, &[c.head_dim])?,
                         loader.load(l, Part::KNorm, &[c.head_dim])?,
+                    ]),
+                    false => None,
+                },
+                post_norms: match c.arch.has_post_norms() {
+                    true => Some([
+                        loader.load(l, Part::PostAttnNorm, &[c.hidden_size])?,
+                        loader.load(l, Part::PostFfnNorm, &[c.hidden_size])?,
                     ]),
                     false => None,
                 },

@@ -1,4 +1,4 @@
-//! Llama 3.x (RoPE scaling), Qwen2/2.5 and Qwen3 against transformers: tiny random-weight checkpoints made by
+//! Llama 3.x (RoPE scaling), Qwen2/2.5, Qwen3 and Gemma 3 (sliding-window layers) against transformers: tiny random-weight checkpoints made by
 //! `scripts/make-architecture-fixtures.py`, with transformers' f32 logits at every prompt position and its greedy
 //! continuation (`tests/data/architectures/<name>/reference.json`).
 
@@ -10,7 +10,7 @@ use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
 mod common;
-use common::greedy;
+use common::{chunk_plan, greedy, paged_logits};
 
 fn fixture(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -132,6 +132,101 @@ fn qwen3_matches_transformers() {
     check_against_transformers("qwen3");
 }
 
+#[test]
+fn gemma3_matches_transformers() {
+    // Six layers, five of them local with a window of 8 positions: the 24-token prompt leaves most positions
+    // outside the windows.
+    check_against_transformers("gemma3");
+}
+
+/// Our logits after `prompt`, in one prefill.
+fn logits_after(model: &Arc<Model>, prompt: &[u32]) -> Vec<f32> {
+    let mut session = Session::new(Arc::clone(model), prompt.len() + 1).expect("session");
+    session
+        .generate(prompt, &greedy(1), &AtomicBool::new(false), &mut |_| {})
+        .expect("generates");
+    session.last_logits().expect("logits").to_vec()
+}
+
+#[test]
+fn gemma3_long_prompt_matches_transformers() {
+    // 4096 tokens through five local layers with a window of 8 and a global one.
+    let reference = read_json(&fixture("gemma3").join("reference.json"));
+    let long = &reference["long_prompt"];
+    let tokens = ids(&long["tokens"]);
+    let model = load(&fixture("gemma3")).expect("loads");
+    for (n, key) in [(1000, "logits_after_1000"), (4096, "logits_after_4096")] {
+        let ours = logits_after(&model, &tokens[..n]);
+        let expected: Vec<f32> = rows(&serde_json::json!([long[key]])).remove(0);
+        let error = relative_max_error(&[ours], &[expected]);
+        assert!(
+            error <= 1e-3,
+            "{n} tokens: max |Δlogit| = {error:.2e} · std"
+        );
+    }
+}
+
+#[test]
+fn gemma3_sliding_window_gives_the_same_bits_in_chunks_and_token_by_token() {
+    // A window of 300 positions: decoded tokens past 256 seen positions take the split (flash-decoding) path, whose
+    // ranges of blocks start inside the window.
+    let wide = with_config("gemma3", |c| c["sliding_window"] = 300.into());
+    let model = load(wide.path()).expect("loads");
+    let reference = read_json(&fixture("gemma3").join("reference.json"));
+    let tokens = &ids(&reference["long_prompt"]["tokens"])[..700];
+    let one_chunk = paged_logits(&model, tokens, &[700]);
+    for plan in [chunk_plan(700, &[]), chunk_plan(700, &[7, 320, 64])] {
+        let logits = paged_logits(&model, tokens, &plan);
+        assert!(
+            logits == one_chunk,
+            "{} chunks: logits differ from one chunk",
+            plan.len()
+        );
+    }
+}
+
+#[test]
+fn gemma3_reads_query_pre_attn_scalar() {
+    let scaled = with_config("gemma3", |c| c["query_pre_attn_scalar"] = 24.into());
+    let reference = read_json(&fixture("gemma3").join("reference.json"));
+    let prompt = ids(&reference["prompt"]);
+    let error = relative_max_error(
+        &logits_per_position(&load(scaled.path()).expect("loads"), &prompt),
+        &rows(&reference["query_scalar_24_logits"]),
+    );
+    assert!(error <= 1e-3, "max |Δlogit| = {error:.2e} · std");
+}
+
+#[test]
+fn gemma3_window_changes_the_logits_and_transformers5_rope_parameters_are_read() {
+    let reference = read_json(&fixture("gemma3").join("reference.json"));
+    let prompt = ids(&reference["prompt"]);
+    let base = logits_per_position(&load(&fixture("gemma3")).expect("loads"), &prompt);
+    // With a window longer than the prompt, positions inside the window of 8 keep their bits and the others
+    // move: the window is in effect.
+    let wide = with_config("gemma3", |c| c["sliding_window"] = 64.into());
+    let unwindowed = logits_per_position(&load(wide.path()).expect("loads"), &prompt);
+    assert!(unwindowed[..8] == base[..8], "positions inside the window");
+    assert!(relative_max_error(&unwindowed[8..], &base[8..]) > 1e-2);
+    // transformers 5's per-layer-type RoPE parameters give the bits of the transformers-4 keys.
+    let moved = with_config("gemma3", |c| {
+        let o = c.as_object_mut().expect("object");
+        o.remove("rope_theta");
+        o.remove("rope_local_base_freq");
+        o.insert(
+            "rope_parameters".into(),
+            serde_json::json!({
+                "full_attention": {"rope_type": "default", "rope_theta": 1000000.0},
+                "sliding_attention": {"rope_type": "default", "rope_theta": 10000.0}
+            }),
+        );
+    });
+    assert_eq!(
+        logits_per_position(&load(moved.path()).expect("loads"), &prompt),
+        base
+    );
+}
+
 /// The same checkpoint converted by llama.cpp's `convert_hf_to_gguf.py` (`scripts/make-architecture-gguf.py`):
 /// our logits after the prompt within 1e-3 · std of transformers' and 1e-2 · std of llama.cpp's, and llama.cpp's
 /// greedy continuation.
@@ -179,6 +274,12 @@ fn qwen2_gguf_matches_llama_cpp() {
 #[test]
 fn qwen3_gguf_matches_llama_cpp() {
     check_gguf("qwen3");
+}
+
+#[test]
+fn gemma3_gguf_matches_llama_cpp() {
+    // llama.cpp's run kept an f32 cache (`llamacpp.json`'s kv_cache): see scripts/make-architecture-gguf.py.
+    check_gguf("gemma3");
 }
 
 /// A copy of `name`'s fixture with its config.json passed through `edit`.
@@ -281,6 +382,14 @@ fn keys_that_change_the_arithmetic_are_read_or_refused() {
     expect_unsupported(mlp_bias.path(), "mlp_bias");
     let gelu = with_config("qwen2", |c| c["hidden_act"] = "gelu".into());
     expect_unsupported(gelu.path(), "hidden_act");
+    let erf_gelu = with_config("gemma3", |c| c["hidden_activation"] = "gelu".into());
+    expect_unsupported(erf_gelu.path(), "hidden_activation");
+    let softcap = with_config("gemma3", |c| c["final_logit_softcapping"] = 30.0.into());
+    expect_unsupported(softcap.path(), "final_logit_softcapping");
+    let chunked = with_config("gemma3", |c| {
+        c["layer_types"] = serde_json::json!(vec!["chunked_attention"; 6]);
+    });
+    expect_unsupported(chunked.path(), "layer_types");
     let partial = with_config("qwen3", |c| c["partial_rotary_factor"] = 0.5.into());
     expect_unsupported(partial.path(), "partial_rotary_factor");
     // Keys that change nothing here load: a Mistral without a window, Qwen's unused window settings.

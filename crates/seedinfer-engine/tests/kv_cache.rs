@@ -1,9 +1,7 @@
 //! The paged KV cache (issue 5) against stories260K: the same logits as a contiguous cache and under any batching
 //! or thread count, prefix reuse, forks, rewind, save/load, the byte budget, and the f16/int8 caches.
 
-use seedinfer_engine::forward::{forward, LogitsFor, Scratch};
-use seedinfer_engine::kv_cache::{ContiguousKv, KvStore, PagedKv};
-use seedinfer_engine::ops_seedinfer::SeedinferOps;
+use seedinfer_engine::kv_cache::ContiguousKv;
 use seedinfer_engine::{
     GenerateParams, KvCacheOptions, KvDtype, LoadOptions, Model, Session, WeightFormat,
 };
@@ -11,7 +9,7 @@ use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
 mod common;
-use common::{greedy, greedy_from_bos, stories_dir};
+use common::{chunk_plan, greedy, greedy_from_bos, logits_in_chunks, paged_logits, stories_dir};
 
 fn kv(dtype: KvDtype, block_size: usize) -> KvCacheOptions {
     KvCacheOptions {
@@ -73,52 +71,6 @@ fn state(session: &Session) -> Vec<u8> {
     let path = dir.path().join("state.session");
     session.save(&path).expect("saves");
     std::fs::read(&path).expect("reads back")
-}
-
-/// `leading` chunk sizes, then one token at a time up to `total`.
-fn chunk_plan(total: usize, leading: &[usize]) -> Vec<usize> {
-    let mut plan = leading.to_vec();
-    plan.resize(total - leading.iter().sum::<usize>() + leading.len(), 1);
-    plan
-}
-
-/// Logits of every position of `tokens`, fed through `forward` in chunks of the sizes in `plan`.
-fn logits_in_chunks<C: KvStore + Send>(
-    model: &Model,
-    cache: &mut C,
-    tokens: &[u32],
-    plan: &[usize],
-    reserve: impl Fn(&mut C, usize),
-) -> Vec<f32> {
-    let mut scratch = Scratch::default();
-    let (mut all, mut logits, mut at) = (Vec::new(), Vec::new(), 0);
-    for &n in plan {
-        reserve(cache, cache.len() + n);
-        let chunk = &tokens[at..at + n];
-        model.install(|| {
-            forward::<SeedinferOps, _>(
-                &model.config,
-                &model.weights,
-                chunk,
-                cache,
-                &mut scratch,
-                &mut logits,
-                LogitsFor::All,
-            )
-        });
-        assert_eq!(logits.len(), n * model.config.vocab_size);
-        all.extend_from_slice(&logits);
-        at += n;
-    }
-    assert_eq!(at, tokens.len());
-    all
-}
-
-fn paged_logits(model: &Model, tokens: &[u32], plan: &[usize]) -> Vec<f32> {
-    let mut cache = PagedKv::new(model.kv_pool.clone(), 512);
-    logits_in_chunks(model, &mut cache, tokens, plan, |c, total| {
-        c.reserve(total).expect("fits the budget")
-    })
 }
 
 #[test]

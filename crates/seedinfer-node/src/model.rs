@@ -99,6 +99,8 @@ pub struct NativeModelInfo {
     pub rope_theta: f64,
     pub rope_style: String,
     pub rope_scaling: String,
+    /// Sliding-window attention, e.g. `512 positions on 15 of 18 layers`; `None` when every layer is global.
+    pub sliding_window: Option<String>,
     pub tied_embeddings: bool,
     pub file_tensor_formats: HashMap<String, u32>,
     pub compute_format: String,
@@ -249,6 +251,7 @@ impl NativeModel {
             rope_theta: c.rope_theta as f64,
             rope_style: c.rope_style.name().to_string(),
             rope_scaling: c.rope_scaling.describe(),
+            sliding_window: c.sliding_window.as_ref().map(|w| w.describe()),
             tied_embeddings: c.tied_embeddings,
             file_tensor_formats: i
                 .file_tensor_formats

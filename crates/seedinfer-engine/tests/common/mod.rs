@@ -1,5 +1,10 @@
-//! Shared by the integration tests: where stories260K lives and what it must generate.
+//! Shared by the integration tests: where stories260K lives and what it must generate, and logits of a sequence
+//! fed in chunks.
+#![allow(dead_code)]
 
+use seedinfer_engine::forward::{forward, LogitsFor, Scratch};
+use seedinfer_engine::kv_cache::{KvStore, PagedKv};
+use seedinfer_engine::ops_seedinfer::SeedinferOps;
 use seedinfer_engine::{GenerateParams, Model, SamplingParams, Session};
 use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
@@ -17,7 +22,6 @@ pub fn stories_dir() -> PathBuf {
         })
 }
 
-#[allow(dead_code)]
 pub fn read_json(name: &str) -> serde_json::Value {
     let path = stories_dir().join(name);
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
@@ -25,7 +29,6 @@ pub fn read_json(name: &str) -> serde_json::Value {
 }
 
 /// The reference greedy continuation of `[1]` (200 token ids).
-#[allow(dead_code)]
 pub fn expected_greedy() -> Vec<u32> {
     read_json("expected_greedy.json")["greedy_token_ids"]
         .as_array()
@@ -36,7 +39,6 @@ pub fn expected_greedy() -> Vec<u32> {
 }
 
 /// Greedy decoding of `max_tokens` tokens that ignores end-of-generation tokens.
-#[allow(dead_code)] // not every test binary that includes this module uses every helper
 pub fn greedy(max_tokens: usize) -> GenerateParams {
     GenerateParams {
         max_tokens,
@@ -50,11 +52,56 @@ pub fn greedy(max_tokens: usize) -> GenerateParams {
 }
 
 /// The greedy continuation of `[1]` (BOS) in a fresh 512-token session.
-#[allow(dead_code)]
 pub fn greedy_from_bos(model: &Arc<Model>, n: usize) -> Vec<u32> {
     let mut session = Session::new(Arc::clone(model), 512).expect("session");
     session
         .generate(&[1], &greedy(n), &AtomicBool::new(false), &mut |_| {})
         .expect("generates")
         .token_ids
+}
+
+/// `leading` chunk sizes, then one token at a time up to `total`.
+pub fn chunk_plan(total: usize, leading: &[usize]) -> Vec<usize> {
+    let mut plan = leading.to_vec();
+    plan.resize(total - leading.iter().sum::<usize>() + leading.len(), 1);
+    plan
+}
+
+/// Logits of every position of `tokens`, fed through `forward` in chunks of the sizes in `plan`.
+pub fn logits_in_chunks<C: KvStore + Send>(
+    model: &Model,
+    cache: &mut C,
+    tokens: &[u32],
+    plan: &[usize],
+    reserve: impl Fn(&mut C, usize),
+) -> Vec<f32> {
+    let mut scratch = Scratch::default();
+    let (mut all, mut logits, mut at) = (Vec::new(), Vec::new(), 0);
+    for &n in plan {
+        reserve(cache, cache.len() + n);
+        let chunk = &tokens[at..at + n];
+        model.install(|| {
+            forward::<SeedinferOps, _>(
+                &model.config,
+                &model.weights,
+                chunk,
+                cache,
+                &mut scratch,
+                &mut logits,
+                LogitsFor::All,
+            )
+        });
+        assert_eq!(logits.len(), n * model.config.vocab_size);
+        all.extend_from_slice(&logits);
+        at += n;
+    }
+    assert_eq!(at, tokens.len());
+    all
+}
+
+pub fn paged_logits(model: &Model, tokens: &[u32], plan: &[usize]) -> Vec<f32> {
+    let mut cache = PagedKv::new(model.kv_pool.clone(), tokens.len().max(512));
+    logits_in_chunks(model, &mut cache, tokens, plan, |c, total| {
+        c.reserve(total).expect("fits the budget")
+    })
 }

@@ -37,7 +37,7 @@ pub use q5_k::QuadQ5_K;
 pub use q6_k::QuadQ6_K;
 pub use q8_0::QuadQ8_0;
 
-use crate::activation::silu_times;
+use crate::activation::GatedActivation;
 use crate::ggml_arithmetic::WeightRow;
 use crate::isa::{detected, Isa};
 use crate::row_blocks::ProductOut;
@@ -542,12 +542,14 @@ impl QuantizedMatrix {
         Self::products_with(ws, x.into(), tokens, outs, detected(), None)
     }
 
-    /// SwiGLU in one parallel pass: `gate_out = silu(x · gateᵀ) * (x · upᵀ)`, each task computing its rows of
-    /// both products and combining them while they are in cache. `up_out` (same size) holds the up product.
-    /// Each element is `silu(g) * u` of what [`QuantizedMatrix::matmul`] computes for `g` and `u`.
-    pub fn matmul_swiglu<'a>(
+    /// A gated MLP's input in one parallel pass: `gate_out = act(x · gateᵀ) * (x · upᵀ)`, each task computing its
+    /// rows of both products and combining them while they are in cache. `up_out` (same size) holds the up
+    /// product. Each element is `act(g) * u` of what [`QuantizedMatrix::matmul`] computes for `g` and `u`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn matmul_gated<'a>(
         gate: &QuantizedMatrix,
         up: &QuantizedMatrix,
+        activation: GatedActivation,
         x: impl Into<Input<'a>>,
         tokens: usize,
         gate_out: &mut [f32],
@@ -564,19 +566,19 @@ impl QuantizedMatrix {
             tokens,
             [gate_out, up_out],
             detected(),
-            Some(silu_product),
+            Some(activation),
         )
     }
 
-    /// The products of [`QuantizedMatrix::matmul_each`]; with `combine`, the matrices have one shape and tasks
-    /// take the same rows of all of them, then call `combine(outs, first_row, row_count)` for those rows.
+    /// The products of [`QuantizedMatrix::matmul_each`]; with `gated`, the matrices (gate and up) have one shape
+    /// and tasks take the same rows of both, then apply the activation to those rows ([`gated_product`]).
     fn products_with<const N: usize>(
         ws: [&QuantizedMatrix; N],
         x: Input<'_>,
         tokens: usize,
         outs: [&mut [f32]; N],
         isa: Isa,
-        combine: Option<Combine<N>>,
+        gated: Option<GatedActivation>,
     ) {
         let cols = ws.first().map_or(0, |w| w.cols);
         assert!(
@@ -606,7 +608,7 @@ impl QuantizedMatrix {
             m += 1;
             count
         });
-        let (tasks, task_matrices) = match combine {
+        let (tasks, task_matrices) = match gated {
             // Every task covers the same rows of all matrices.
             Some(_) => (task_counts[0], 1),
             None => (task_counts.iter().sum(), N),
@@ -619,12 +621,12 @@ impl QuantizedMatrix {
             }
             let first = task * rows_per_task[m];
             let count = rows_per_task[m].min(ws[m].rows - first);
-            match combine {
-                Some(combine) => {
+            match gated {
+                Some(activation) => {
                     for ((w, out), n) in ws.iter().zip(&outs).zip(n) {
                         w.quads.row_range(n, x, tokens, out, first, count, isa);
                     }
-                    combine(&outs, tokens, first, count);
+                    gated_product(&outs, activation, tokens, first, count);
                 }
                 None => ws[m]
                     .quads
@@ -639,11 +641,14 @@ impl QuantizedMatrix {
     }
 }
 
-/// Combines rows `first..first + count` of every token (`tokens`) of several products.
-type Combine<const N: usize> = fn(&[ProductOut; N], usize, usize, usize);
-
-/// `outs[0] = silu(outs[0]) * outs[1]` on rows `first..first + count` of every token.
-fn silu_product<const N: usize>(outs: &[ProductOut; N], tokens: usize, first: usize, count: usize) {
+/// `outs[0] = act(outs[0]) * outs[1]` on rows `first..first + count` of every token.
+fn gated_product<const N: usize>(
+    outs: &[ProductOut; N],
+    activation: GatedActivation,
+    tokens: usize,
+    first: usize,
+    count: usize,
+) {
     for t in 0..tokens {
         // SAFETY: the calling task owns these rows of both outputs.
         let (gate, up) = unsafe {
@@ -652,7 +657,7 @@ fn silu_product<const N: usize>(outs: &[ProductOut; N], tokens: usize, first: us
                 outs[1].token_rows(t, first, count),
             )
         };
-        silu_times(gate, up);
+        activation.apply(gate, up);
     }
 }
 
@@ -848,14 +853,19 @@ mod tests {
                 assert_eq!(ok, separate(&k), "{tensor_type:?} {rows}x{cols}x{tokens} k");
                 assert_eq!(ov, separate(&v), "{tensor_type:?} {rows}x{cols}x{tokens} v");
 
-                let (mut g, mut u) = (vec![0.0; tokens * gate.rows], vec![0.0; tokens * up.rows]);
-                QuantizedMatrix::matmul_swiglu(&gate, &up, a, tokens, &mut g, &mut u);
-                let expected: Vec<f32> = separate(&gate)
-                    .iter()
-                    .zip(separate(&up))
-                    .map(|(g, u)| g / (1.0 + (-g).exp()) * u)
-                    .collect();
-                assert_eq!(g, expected, "{tensor_type:?} {rows}x{cols}x{tokens} swiglu");
+                for activation in [GatedActivation::Silu, GatedActivation::GeluTanh] {
+                    let (mut g, mut u) =
+                        (vec![0.0; tokens * gate.rows], vec![0.0; tokens * up.rows]);
+                    QuantizedMatrix::matmul_gated(
+                        &gate, &up, activation, a, tokens, &mut g, &mut u,
+                    );
+                    let mut expected = separate(&gate);
+                    activation.apply(&mut expected, &separate(&up));
+                    assert_eq!(
+                        g, expected,
+                        "{tensor_type:?} {rows}x{cols}x{tokens} {activation:?}"
+                    );
+                }
             }
         }
     }
