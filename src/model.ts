@@ -1,5 +1,5 @@
 // The public Model: loading from a path, a Hub id or the default model; tokenizer; chat template; sessions.
-import { compileChatTemplate } from './chat-template.js';
+import { BUILTIN_CHAT_TEMPLATES, compileChatTemplate } from './chat-template.js';
 import { SeedinferError, checkNumberOption, toSeedinferError } from './errors.js';
 import { resolveModelSource } from './fetch/resolve.js';
 import { native } from './native.js';
@@ -78,14 +78,19 @@ function publicInfo(raw: NativeModelInfo): ModelInfo {
 export class Model {
   readonly info: ModelInfo;
   private readonly renderChat: ReturnType<typeof compileChatTemplate> | undefined;
+  /** The BOS token's text, if the tokenizer has one. */
+  private readonly bosToken: string | undefined;
   private inner: NativeModel | undefined;
 
   private constructor(inner: NativeModel) {
     this.inner = inner;
     const raw = inner.info();
     this.info = Object.freeze(publicInfo(raw));
-    this.renderChat = raw.chatTemplate
-      ? compileChatTemplate(raw.chatTemplate, { bosToken: raw.bosToken, eosToken: raw.eosToken })
+    this.bosToken = raw.bosToken || undefined;
+    // A file without a template of its own gets its architecture's (see BUILTIN_CHAT_TEMPLATES).
+    const template = raw.chatTemplate ?? BUILTIN_CHAT_TEMPLATES[raw.architecture];
+    this.renderChat = template
+      ? compileChatTemplate(template, { bosToken: raw.bosToken, eosToken: raw.eosToken })
       : undefined;
   }
 
@@ -143,10 +148,13 @@ export class Model {
     const contextSize = options.contextSize ?? Math.min(this.info.contextLength, DEFAULT_CONTEXT);
     checkNumberOption('contextSize', contextSize, 1, this.info.contextLength, true);
     try {
-      return new Session(
-        { tokenize: (text, o) => this.tokenize(text, o) },
-        inner.createSession(contextSize),
-      );
+      // A prompt that already starts with BOS (a chat template's `{{ bos_token }}`, as Gemma's renders) gets no
+      // second one, as in llama.cpp's chat path and transformers' apply_chat_template; tokenize() itself stays
+      // the tokenizer's (which doubles it, as llama.cpp's and Hugging Face's do).
+      const bos = this.bosToken;
+      const tokenize = (text: string, o: { addBos: boolean; special: boolean }) =>
+        this.tokenize(text, { ...o, addBos: o.addBos && !(o.special && bos !== undefined && text.startsWith(bos)) });
+      return new Session({ tokenize }, inner.createSession(contextSize));
     } catch (error) {
       throw toSeedinferError(error);
     }

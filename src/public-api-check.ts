@@ -7,7 +7,7 @@ type Statics<C> = Omit<C, 'prototype'>;
 
 export const freeFunctionsMatch: Pick<
   typeof Declared,
-  'SeedinferError' | 'DEFAULT_MODEL' | 'ensureDefaultModel' | 'pullModel' | 'defaultCacheDir' | 'quantizeModel' | 'QUANTIZE_FORMATS' | 'createServer'
+  'SeedinferError' | 'DEFAULT_MODEL' | 'ensureDefaultModel' | 'PYPI_MODELS' | 'ensurePypiModel' | 'pullModel' | 'defaultCacheDir' | 'quantizeModel' | 'QUANTIZE_FORMATS' | 'createServer'
 > = Implemented;
 export const modelStaticsMatch: Statics<typeof Declared.Model> = Implemented.Model;
 export const modelMatches = (m: Implemented.Model): Declared.Model => m;

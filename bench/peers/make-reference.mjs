@@ -1,10 +1,11 @@
 #!/usr/bin/env node
 // Produce a llama.cpp reference (via node-llama-cpp) for SmolLM2-135M-Instruct Q4_1,
-// written to __test__/fixtures/llamacpp-smollm2.json. See README.md in this directory.
+// written to __test__/fixtures/llamacpp-smollm2.json, or with `--family gemma3` for Gemma 3 270M Q4_K_M,
+// written to __test__/fixtures/llamacpp-gemma3.json. See README.md in this directory.
 //
-// Usage: node make-reference.mjs [--model <path.gguf>] [--out <path.json>]
-// Model path resolution: --model, then $SEEDINFER_DEFAULT_GGUF, then
-// ${SEEDINFER_CACHE:-~/.cache/seedinfer}/models/SmolLM2-135M-Instruct.Q4_1.gguf
+// Usage: node make-reference.mjs [--family smollm2|gemma3] [--model <path.gguf>] [--out <path.json>]
+// Model path resolution: --model, then $SEEDINFER_DEFAULT_GGUF (smollm2), then
+// ${SEEDINFER_CACHE:-~/.cache/seedinfer}/models/<the family's file>
 //
 // Determinism: single thread, CPU only, fixed context/batch size, greedy sampling.
 // The only date in the output is a UTC day (or $SOURCE_DATE_EPOCH if set).
@@ -18,8 +19,43 @@ import { getLlama, getModuleVersion, LlamaLogLevel } from 'node-llama-cpp';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const repoRoot = path.resolve(here, '..', '..');
-const MODEL_FILE = 'SmolLM2-135M-Instruct.Q4_1.gguf';
-const EXPECTED_SHA256 = 'b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53';
+// What differs between the model families: the file, its special tokens and chat format, and whether prompts and
+// passages start with BOS (Gemma's quality depends on it; SmolLM2's reference was made without).
+const FAMILIES = {
+  smollm2: {
+    file: 'SmolLM2-135M-Instruct.Q4_1.gguf',
+    sha256: 'b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53',
+    out: 'llamacpp-smollm2.json',
+    bos: false,
+    specialCases: [
+      ['special_tokens_chat', '<|im_start|>user\nHi<|im_end|>'],
+      ['special_token_eos', 'end<|endoftext|>start'],
+      ['special_tokens_assistant', '<|im_start|>assistant\nThe answer is 42.<|im_end|>\n'],
+    ],
+    chatPrompt: '<|im_start|>user\nWhat is the capital of France?<|im_end|>\n<|im_start|>assistant\n',
+  },
+  gemma3: {
+    file: 'gemma-3-270m-q4_k_m.gguf',
+    sha256: 'a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818',
+    out: 'llamacpp-gemma3.json',
+    bos: true,
+    teacherForceChunk: 16,
+    specialCases: [
+      ['special_tokens_chat', '<start_of_turn>user\nHi<end_of_turn>'],
+      ['special_token_eos', 'end<eos>start'],
+      ['special_tokens_model', '<start_of_turn>model\nThe answer is 42.<end_of_turn>\n'],
+      ['byte_fallback_symbols', 'ℵ₀ ⊕ ∮ 𝔽 ␀ 🜁'],
+      ['emoji_sequence', '👩‍👩‍👧‍👦 family, 🏳️‍🌈 flag, 1️⃣ keycap'],
+      ['korean_arabic', '안녕하세요 مرحبا بالعالم'],
+      ['markdown', '# Title\n\n- item *one*\n- item **two**\n\n```js\nx = 1;\n```'],
+      ['latex', 'Euler: $e^{i\\pi} + 1 = 0$, and $\\sum_{k=1}^{n} k = \\frac{n(n+1)}{2}$.'],
+      ['repeated_chars', 'aaaaaaaaaaaaaaaaaaaa ---------- ==========    !!!!'],
+      ['hindi_thai_greek', 'नमस्ते दुनिया สวัสดีชาวโลก Γειά σου Κόσμε'],
+      ['unknown_like_tags', '<unk> <pad> <mask> <start_of_image> <image_soft_token>'],
+    ],
+    chatPrompt: '<start_of_turn>user\nWhat is the capital of France?<end_of_turn>\n<start_of_turn>model\n',
+  },
+};
 const CONTEXT_SIZE = 1024;
 const BATCH_SIZE = 1024;
 const THREADS = 1;
@@ -30,7 +66,8 @@ function parseArgs(argv) {
   const out = {};
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i];
-    if (a === '--model') out.model = argv[++i];
+    if (a === '--family') out.family = argv[++i];
+    else if (a === '--model') out.model = argv[++i];
     else if (a.startsWith('--model=')) out.model = a.slice('--model='.length);
     else if (a === '--out') out.out = argv[++i];
     else if (a.startsWith('--out=')) out.out = a.slice('--out='.length);
@@ -40,11 +77,13 @@ function parseArgs(argv) {
   return out;
 }
 
-function resolveModelPath(args) {
+function resolveModelPath(args, family) {
   if (args.model) return path.resolve(args.model);
-  if (process.env.SEEDINFER_DEFAULT_GGUF) return path.resolve(process.env.SEEDINFER_DEFAULT_GGUF);
+  if (family.file === FAMILIES.smollm2.file && process.env.SEEDINFER_DEFAULT_GGUF) {
+    return path.resolve(process.env.SEEDINFER_DEFAULT_GGUF);
+  }
   const cache = process.env.SEEDINFER_CACHE || path.join(homedir(), '.cache', 'seedinfer');
-  return path.join(cache, 'models', MODEL_FILE);
+  return path.join(cache, 'models', family.file);
 }
 
 function sha256File(p) {
@@ -90,9 +129,6 @@ const TOKENIZATION_CASES = [
   ['url', 'https://example.com/path/to/page?query=1&lang=en#frag'],
   ['email', 'email: john.doe+test@example.org'],
   ['nbsp_zero_width', 'non\u00a0breaking and zero\u200bwidth'],
-  ['special_tokens_chat', '<|im_start|>user\nHi<|im_end|>'],
-  ['special_token_eos', 'end<|endoftext|>start'],
-  ['special_tokens_assistant', '<|im_start|>assistant\nThe answer is 42.<|im_end|>\n'],
 ];
 
 const GREEDY_PROMPTS = [
@@ -100,7 +136,6 @@ const GREEDY_PROMPTS = [
   ['story', 'Once upon a time, in a small village,'],
   ['code', 'def fibonacci(n):\n'],
   ['list', 'The three primary colors are'],
-  ['chat_template', '<|im_start|>user\nWhat is the capital of France?<|im_end|>\n<|im_start|>assistant\n'],
 ];
 
 // Teacher-forced passage: the GPL-3 preamble, verbatim (1-based inclusive line range).
@@ -164,8 +199,13 @@ async function main() {
     console.log('usage: node make-reference.mjs [--model <path.gguf>] [--out <path.json>]');
     return;
   }
-  const modelPath = resolveModelPath(args);
-  const outPath = path.resolve(args.out ?? path.join(repoRoot, '__test__', 'fixtures', 'llamacpp-smollm2.json'));
+  const familyName = args.family ?? 'smollm2';
+  const family = FAMILIES[familyName];
+  if (!family) throw new Error(`unknown family ${familyName}: ${Object.keys(FAMILIES).join(', ')}`);
+  const MODEL_FILE = family.file;
+  const EXPECTED_SHA256 = family.sha256;
+  const modelPath = resolveModelPath(args, family);
+  const outPath = path.resolve(args.out ?? path.join(repoRoot, '__test__', 'fixtures', family.out));
   if (!existsSync(modelPath)) {
     throw new Error(`model not found: ${modelPath} (pass --model or set SEEDINFER_DEFAULT_GGUF)`);
   }
@@ -194,7 +234,7 @@ async function main() {
   const isEog = (t) => model.isEogToken(t);
 
   // ------------------------------------------------------------ tokenization
-  const tokenizationCases = TOKENIZATION_CASES.map(([name, text]) => ({
+  const tokenizationCases = [...TOKENIZATION_CASES, ...family.specialCases].map(([name, text]) => ({
     name,
     text,
     noSpecial: model.tokenize(text, false),
@@ -202,27 +242,45 @@ async function main() {
   }));
 
   // ------------------------------------------------------------ teacher forcing
+  const bos = family.bos ? [model.tokens.bos] : [];
   async function teacherForce(text) {
-    const tfTokens = model.tokenize(text, false);
+    const tfTokens = [...bos, ...model.tokenize(text, false)];
     if (tfTokens.length < 300) throw new Error(`passage too short: ${tfTokens.length} tokens`);
     if (tfTokens.length > CONTEXT_SIZE) throw new Error(`passage too long: ${tfTokens.length} tokens`);
     return teacherForceTokens(tfTokens);
   }
   async function teacherForceTokens(tfTokens) {
     await sequence.clearHistory();
-    const tfResults = await sequence.controlledEvaluate(
-      tfTokens.map((token) => [
-        token,
-        {
-          generateNext: {
-            token: true,
-            probabilities: true,
-            logits: { filter: { tokens: [], includeTop: 2 } },
-            options: { temperature: 0 },
+    // Gemma's 262,144-token probability maps exhaust the JS heap over a whole passage: it is evaluated in chunks
+    // of positions, each continuing the sequence, and reduced to what the fixture keeps before the next.
+    const chunk = family.teacherForceChunk ?? tfTokens.length;
+    const tfResults = [];
+    for (let start = 0; start < tfTokens.length; start += chunk) {
+      const results = await sequence.controlledEvaluate(
+        tfTokens.slice(start, start + chunk).map((token) => [
+          token,
+          {
+            generateNext: {
+              token: true,
+              probabilities: true,
+              logits: { filter: { tokens: [], includeTop: 2 } },
+              options: { temperature: 0 },
+            },
           },
-        },
-      ]),
-    );
+        ]),
+      );
+      for (const r of results) {
+        if (r == null || r.next?.probabilities == null) {
+          tfResults.push(r);
+          continue;
+        }
+        const it = r.next.probabilities.entries();
+        const top = [it.next().value, it.next().value];
+        tfResults.push({
+          next: { token: r.next.token, probabilities: new Map(top), logits: r.next.logits },
+        });
+      }
+    }
     const out = { tokens: tfTokens, argmax: [], top1Prob: [], top2: [], top2Margin: [], top2LogitMargin: [] };
     for (let i = 0; i < tfTokens.length; i++) {
       const r = tfResults[i];
@@ -250,9 +308,9 @@ async function main() {
 
   // ------------------------------------------------------------ greedy generation
   const greedy = [];
-  for (const [name, prompt] of GREEDY_PROMPTS) {
+  for (const [name, prompt] of [...GREEDY_PROMPTS, ['chat_template', family.chatPrompt]]) {
     await sequence.clearHistory();
-    const promptTokens = model.tokenize(prompt, true);
+    const promptTokens = [...bos, ...model.tokenize(prompt, true)];
     const generated = [];
     let stoppedAtEog = false;
     for await (const token of sequence.evaluate(promptTokens, {
@@ -286,7 +344,7 @@ async function main() {
   const fixture = {
     generatedBy: {
       command:
-        'cd bench/peers && NODE_LLAMA_CPP_SKIP_DOWNLOAD=true npm install && node make-reference.mjs [--model <SmolLM2-135M-Instruct.Q4_1.gguf>]',
+        `cd bench/peers && NODE_LLAMA_CPP_SKIP_DOWNLOAD=true npm install && node make-reference.mjs --family ${familyName} [--model <${MODEL_FILE}>]`,
       date: utcDay(),
       nodeLlamaCpp: nodeLlamaCppVersion,
       llamaCpp: {
@@ -320,7 +378,9 @@ async function main() {
         threads: THREADS,
         flashAttention: false,
         gpuLayers: 0,
-        bos: 'never prepended (all token arrays below are exactly what tokenize() returned; no BOS/EOS added)',
+        bos: family.bos
+          ? 'prepended to passages and prompts (token arrays are [bos, ...tokenize()]); tokenization cases have none'
+          : 'never prepended (all token arrays below are exactly what tokenize() returned; no BOS/EOS added)',
       },
     },
     tokenization: {
@@ -339,7 +399,7 @@ async function main() {
         description: 'GPL-3 preamble and terms 0-1 as running prose: lines joined within paragraphs by spaces, paragraphs separated by a blank line',
       },
       text: prosePassage.text,
-      tokenizeFlags: { specialTokens: false, bos: false },
+      tokenizeFlags: { specialTokens: false, bos: family.bos },
       ...prose,
     },
     teacherForced: {
@@ -350,7 +410,7 @@ async function main() {
         description: 'GPL-3 preamble, verbatim lines (1-based, inclusive) joined with "\\n", no trailing newline',
       },
       text: passage.text,
-      tokenizeFlags: { specialTokens: false, bos: false },
+      tokenizeFlags: { specialTokens: false, bos: family.bos },
       tokens: tfTokens,
       api: 'sequence.controlledEvaluate(tokens.map(t => [t, {generateNext: {token: true, probabilities: true, logits: {filter: {tokens: [], includeTop: 2}}, options: {temperature: 0}}}])) in one call on an empty sequence',
       fields: {
@@ -368,7 +428,7 @@ async function main() {
     },
     greedy: {
       api: 'sequence.clearHistory(); sequence.evaluate(promptTokens, {temperature: 0, yieldEogToken: true}) -> greedy sampler only (no top-k/top-p/min-p, no repeat or DRY penalty, no token bias); stop after 32 tokens or at the first EOG token (included)',
-      promptTokenizeFlags: { specialTokens: true, bos: false },
+      promptTokenizeFlags: { specialTokens: true, bos: family.bos },
       maxTokens: GREEDY_TOKENS,
       detokenize: 'model.detokenize(tokens, false)',
       cases: greedy,

