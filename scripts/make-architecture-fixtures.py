@@ -13,6 +13,9 @@ crates/seedinfer-engine/tests/architectures.rs.
   with base 1e6, as llama.cpp assumes for a converted file; tied). `reference.json` also holds the logits with
   `query_pre_attn_scalar` 24 instead of head_dim 16, and `long_prompt`: a 4096-token prompt with the logits after
   its first 1000 tokens and after all of it.
+- `phi3`: Phi-3 (q/k/v in one matrix, gate/up in one; untied). `reference.json` also holds the logits with a
+  sliding window of 8 positions on every layer (Phi-3-mini's config sets 2047). Its tokenizer_config names
+  GPT2Tokenizer, so that llama.cpp's converter takes the BPE vocabulary (it wants Phi-3's SentencePiece otherwise).
 
 Each directory has config.json, model.safetensors (f32), tokenizer.json + tokenizer_config.json (a byte-level BPE of 300 tokens trained
 here, then reserved special tokens up to the model's 320) and reference.json: the prompt's token ids, transformers' f32 logits at
@@ -113,6 +116,18 @@ CONFIGS = {
         attention_bias=False,
         pad_token_id=0,
     ),
+    "phi3": dict(
+        COMMON,
+        architectures=["Phi3ForCausalLM"],
+        model_type="phi3",
+        max_position_embeddings=4096,
+        original_max_position_embeddings=4096,
+        tie_word_embeddings=False,
+        rope_theta=10000.0,
+        rope_scaling=None,
+        sliding_window=None,
+        pad_token_id=0,
+    ),
 }
 
 CORPUS = [
@@ -190,7 +205,8 @@ def build(name: str, raw: dict, out: Path, tokenizer: Tokenizer) -> None:
         (out / extra).unlink(missing_ok=True)
     tokenizer.save(str(out / "tokenizer.json"))
     # The generic fast tokenizer: Qwen2Tokenizer would add an <|endoftext|> token beyond the model's vocabulary.
-    tokenizer_config = dict(tokenizer_class="PreTrainedTokenizerFast", bos_token="<s>", eos_token="</s>", unk_token="<unk>")
+    tokenizer_class = "GPT2Tokenizer" if name == "phi3" else "PreTrainedTokenizerFast"
+    tokenizer_config = dict(tokenizer_class=tokenizer_class, bos_token="<s>", eos_token="</s>", unk_token="<unk>")
     (out / "tokenizer_config.json").write_text(json.dumps(tokenizer_config, indent=2) + "\n")
 
     gen = torch.Generator().manual_seed(SEED + 1)
@@ -206,6 +222,11 @@ def build(name: str, raw: dict, out: Path, tokenizer: Tokenizer) -> None:
         linear_model = AutoModelForCausalLM.from_config(AutoConfig.for_model(**linear), torch_dtype=torch.float32).eval()
         linear_model.load_state_dict(model.state_dict())
         reference["linear_factor_4_logits"] = logits_of(linear_model, prompt)
+    if name == "phi3":
+        windowed = dict(raw, sliding_window=8)
+        windowed_model = AutoModelForCausalLM.from_config(AutoConfig.for_model(**windowed), torch_dtype=torch.float32).eval()
+        windowed_model.load_state_dict(model.state_dict())
+        reference["sliding_window_8_logits"] = logits_of(windowed_model, prompt)
     if name == "gemma3":
         scaled = dict(raw, query_pre_attn_scalar=24)
         scaled_model = AutoModelForCausalLM.from_config(AutoConfig.for_model(**scaled), torch_dtype=torch.float32).eval()

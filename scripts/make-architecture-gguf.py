@@ -5,7 +5,7 @@ what llama.cpp computes on it: `model.gguf` and `llamacpp.json` (llama.cpp's gre
 prompt and its logits after the prompt), checked by crates/seedinfer-engine/tests/architectures.rs.
 
 The fixtures' tokenizer is a small BPE trained for them, whose pre-tokenizer hash llama.cpp does not know; the
-converter is told the family's name instead (llama-bpe for llama3 and gemma3, qwen2 for the Qwens). The comparison feeds token
+converter is told the family's name instead (llama-bpe for llama3, gemma3 and phi3, qwen2 for the Qwens). The comparison feeds token
 ids, so the pre-tokenizer does not enter it.
 
 Usage (from the repository root; needs the llama-cpp-python 0.3.36 sdist unpacked, and `pip install
@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 FIXTURES = Path(__file__).resolve().parent.parent / "crates/seedinfer-engine/tests/data/architectures"
-PRE = {"llama3": "llama-bpe", "qwen2": "qwen2", "qwen3": "qwen2", "gemma3": "llama-bpe"}
+PRE = {"llama3": "llama-bpe", "qwen2": "qwen2", "qwen3": "qwen2", "gemma3": "llama-bpe", "phi3": "llama-bpe"}
 
 
 def convert(llama_cpp: Path, name: str) -> Path:

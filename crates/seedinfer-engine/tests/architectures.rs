@@ -1,4 +1,5 @@
-//! Llama 3.x (RoPE scaling), Qwen2/2.5, Qwen3 and Gemma 3 (sliding-window layers) against transformers: tiny random-weight checkpoints made by
+//! Llama 3.x (RoPE scaling), Qwen2/2.5, Qwen3, Gemma 3 (sliding-window layers) and Phi-3 (fused projections)
+//! against transformers: tiny random-weight checkpoints made by
 //! `scripts/make-architecture-fixtures.py`, with transformers' f32 logits at every prompt position and its greedy
 //! continuation (`tests/data/architectures/<name>/reference.json`).
 
@@ -139,6 +140,28 @@ fn gemma3_matches_transformers() {
     check_against_transformers("gemma3");
 }
 
+#[test]
+fn phi3_matches_transformers() {
+    check_against_transformers("phi3");
+}
+
+#[test]
+fn phi3_sliding_window_on_every_layer_matches_transformers() {
+    let windowed = with_config("phi3", |c| c["sliding_window"] = 8.into());
+    let reference = read_json(&fixture("phi3").join("reference.json"));
+    let prompt = ids(&reference["prompt"]);
+    let model = load(windowed.path()).expect("loads");
+    assert_eq!(
+        model.config.sliding_window.as_ref().map(|w| w.describe()),
+        Some("8 positions on 2 of 2 layers".to_string())
+    );
+    let error = relative_max_error(
+        &logits_per_position(&model, &prompt),
+        &rows(&reference["sliding_window_8_logits"]),
+    );
+    assert!(error <= 1e-3, "max |Δlogit| = {error:.2e} · std");
+}
+
 /// Our logits after `prompt`, in one prefill.
 fn logits_after(model: &Arc<Model>, prompt: &[u32]) -> Vec<f32> {
     let mut session = Session::new(Arc::clone(model), prompt.len() + 1).expect("session");
@@ -277,6 +300,12 @@ fn qwen3_gguf_matches_llama_cpp() {
 }
 
 #[test]
+fn phi3_gguf_matches_llama_cpp() {
+    // llama.cpp's converter keeps q/k/v and gate/up fused (attn_qkv, ffn_up); the loader splits them by rows.
+    check_gguf("phi3");
+}
+
+#[test]
 fn gemma3_gguf_matches_llama_cpp() {
     // llama.cpp's run kept an f32 cache (`llamacpp.json`'s kv_cache): see scripts/make-architecture-gguf.py.
     check_gguf("gemma3");
@@ -382,6 +411,12 @@ fn keys_that_change_the_arithmetic_are_read_or_refused() {
     expect_unsupported(mlp_bias.path(), "mlp_bias");
     let gelu = with_config("qwen2", |c| c["hidden_act"] = "gelu".into());
     expect_unsupported(gelu.path(), "hidden_act");
+    let longrope = with_config("phi3", |c| {
+        c["rope_scaling"] = serde_json::json!({
+            "type": "longrope", "long_factor": vec![1.0; 8], "short_factor": vec![1.0; 8]
+        });
+    });
+    expect_unsupported(longrope.path(), "rope_scaling.rope_type");
     let erf_gelu = with_config("gemma3", |c| c["hidden_activation"] = "gelu".into());
     expect_unsupported(erf_gelu.path(), "hidden_activation");
     let softcap = with_config("gemma3", |c| c["final_logit_softcapping"] = 30.0.into());
@@ -456,6 +491,20 @@ fn gguf_keys_that_change_the_arithmetic_are_read_or_refused() {
     expect_unsupported(
         &partial.path().join("model.gguf"),
         "qwen3.rope.dimension_count",
+    );
+    let longrope = gguf_with("phi3", |w| {
+        let factors: Vec<u8> = [1.0f32; 8].iter().flat_map(|f| f.to_le_bytes()).collect();
+        w.add_tensor(
+            "rope_factors_long.weight",
+            seedinfer_formats::TensorType::F32,
+            &[8],
+            factors,
+        )
+        .expect("tensor");
+    });
+    expect_unsupported(
+        &longrope.path().join("model.gguf"),
+        "rope_factors_long.weight",
     );
     // Linear scaling is read: the model loads and reports it.
     let linear = gguf_with("llama3", |w| {
