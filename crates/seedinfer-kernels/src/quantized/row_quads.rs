@@ -40,23 +40,24 @@ pub trait RowQuad: Pod + Send + Sync {
 /// Interleaves `rows` rows of `blocks_per_row` blocks (a GGUF tensor's bytes, already checked for size) into
 /// quads: quad `g` holds rows `4g..4g+4`, block by block.
 pub fn interleave<Q: RowQuad>(bytes: &[u8], rows: usize, blocks_per_row: usize) -> Vec<Q> {
-    let blocks: Vec<Q::Block> = bytemuck::pod_collect_to_vec(bytes);
-    debug_assert_eq!(blocks.len(), rows * blocks_per_row);
-    let zero = Q::Block::zeroed();
+    let size = std::mem::size_of::<Q::Block>();
+    debug_assert_eq!(bytes.len(), rows * blocks_per_row * size);
+    // Each block is read from the (possibly unaligned) bytes as it is needed: no aligned copy of the whole
+    // matrix next to the quads being built (for Gemma 3's 178 MB embedding, that copy was the load's peak).
     let block = |row: usize, i: usize| {
         if row < rows {
-            &blocks[row * blocks_per_row + i]
+            let at = (row * blocks_per_row + i) * size;
+            bytemuck::pod_read_unaligned::<Q::Block>(&bytes[at..at + size])
         } else {
-            &zero
+            Q::Block::zeroed()
         }
     };
     let quads = rows.div_ceil(QUAD);
     let mut out = Vec::with_capacity(quads * blocks_per_row);
     for g in 0..quads {
         for i in 0..blocks_per_row {
-            out.push(Q::from_blocks(std::array::from_fn(|lane| {
-                block(g * QUAD + lane, i)
-            })));
+            let blocks: [Q::Block; QUAD] = std::array::from_fn(|lane| block(g * QUAD + lane, i));
+            out.push(Q::from_blocks(std::array::from_fn(|lane| &blocks[lane])));
         }
     }
     out
