@@ -11,6 +11,9 @@ use seedinfer_tokenizer::Tokenizer;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+/// The most bytes of logits a chunk of evaluated positions keeps at once (see [`Model::logits_chunk`]).
+pub const LOGITS_CHUNK_BYTES: usize = 64 << 20;
+
 #[derive(Clone, Debug, Default)]
 pub struct LoadOptions {
     /// Worker threads; `None` uses the machine's available parallelism.
@@ -308,6 +311,15 @@ impl Model {
             Numerics::Seedinfer => default,
             Numerics::LlamaCpp => crate::ops_llamacpp::LLAMACPP_BATCH,
         }
+    }
+
+    /// The chunk of positions whose logits are all kept (teacher forcing, perplexity): [`Model::prefill_chunk`],
+    /// capped so that the chunk's logits stay within [`LOGITS_CHUNK_BYTES`] (Gemma's 262,144-token vocabulary
+    /// takes 1 MiB per position: 64 positions, where a 49,152-token one keeps the default).
+    pub(crate) fn logits_chunk(&self, default: usize) -> usize {
+        let per_position = self.config.vocab_size * std::mem::size_of::<f32>();
+        let cap = (LOGITS_CHUNK_BYTES / per_position.max(1)).max(1);
+        self.prefill_chunk(default).min(cap)
     }
 
     /// Runs `work` on this model's thread pool.

@@ -17,7 +17,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 pub const DEFAULT_WINDOW: usize = 512;
 
 /// Positions computed per forward pass: bounds the logits held at once (`CHUNK x vocab` floats, 25 MB for a
-/// 49152-token vocabulary) and how long an abort waits.
+/// 49152-token vocabulary; fewer positions for larger vocabularies, see `Model::logits_chunk`) and how long an abort
+/// waits.
 const CHUNK: usize = 128;
 
 /// The score of one window.
@@ -104,7 +105,7 @@ impl Model {
             let mut cache = PagedKv::new(self.kv_pool.clone(), window);
             cache.reserve(span.len())?;
             let first_scored = out.token_nll.len();
-            let chunk_len = self.prefill_chunk(CHUNK);
+            let chunk_len = self.logits_chunk(CHUNK);
             for (c, chunk) in span.chunks(chunk_len).enumerate() {
                 if abort.load(Ordering::Relaxed) {
                     return Ok(None);

@@ -325,6 +325,8 @@ impl Session {
             let shared = may_share && model.batcher.others_decoding();
             let size = if shared {
                 model.batcher.prefill_chunk()
+            } else if logits_for == LogitsFor::All {
+                model.logits_chunk(PREFILL_CHUNK)
             } else {
                 model.prefill_chunk(PREFILL_CHUNK)
             };
@@ -356,6 +358,8 @@ impl Session {
         }
         // Blocks reserved for tokens an abort left unfed go back to the pool.
         self.cache.truncate(self.cache.len());
+        // Only the last position's logits stay: the chunks' buffer goes back to the allocator.
+        logits.shrink_to_fit();
         if !logits.is_empty() {
             self.last_logits = Some(logits);
         }
