@@ -110,11 +110,19 @@ test("greedy continuations: llama.cpp's next token is ours at >= 99% of its deci
   t.log(`agreement on llama.cpp's greedy steps: ${agreeing}/${steps}, decisive ones ${decisiveAgreeing}/${decisive}`);
   t.true(agreeing / steps >= 0.9);
   t.true(decisive >= 100 && decisiveAgreeing / decisive >= 0.99, `${decisiveAgreeing}/${decisive}`);
-  // And generating on our own from the prompt gives llama.cpp's text for the plain-prose prompt.
-  const capital = reference.greedy.cases.find((c) => c.name === 'capital_plain');
-  if (!capital) return t.fail('fixture lacks the capital_plain case');
-  const result = await model.createSession().generateText(capital.promptTokens, { temperature: 0, maxTokens: capital.tokens.length });
-  t.deepEqual(result.tokenIds, capital.tokens);
+  // And generating on our own gives llama.cpp's tokens up to its first near-tie (top-2 margin < 0.1), after which
+  // either choice is a faithful one.
+  let compared = 0;
+  for (const c of reference.greedy.cases) {
+    const firstTie = c.stepTop2Margin.findIndex((margin) => margin < 0.1);
+    const decided = firstTie < 0 ? c.tokens.length : firstTie;
+    if (decided === 0) continue;
+    const result = await model.createSession().generateText(c.promptTokens, { temperature: 0, maxTokens: decided });
+    t.deepEqual(result.tokenIds, c.tokens.slice(0, decided), c.name);
+    compared += decided;
+  }
+  t.log(`free-running greedy generation equals llama.cpp's on the ${compared} tokens before each prompt's first near-tie`);
+  t.true(compared >= 20);
 });
 
 test("chat: the built-in Gemma template renders llama.cpp's Gemma format, with one BOS", async (t) => {

@@ -35,14 +35,42 @@ pub fn silu_times(gate: &mut [f32], up: &[f32]) {
     }
 }
 
-/// `gate[i] = gelu_tanh(gate[i]) * up[i]`, with `gelu_tanh(g) = g/2 · (1 + tanh(√(2/π) · (g + 0.044715 g³)))`.
+/// `gate[i] = gelu_tanh(gate[i]) * up[i]`, with `gelu_tanh(g) = g/2 · (1 + tanh(√(2/π) · (g + 0.044715 g³)))`,
+/// computed as `g / (1 + e^(-2u))` (the same function: `(1 + tanh u)/2` is the logistic of `2u`) with
+/// [`exp_approx`], so the loop vectorises instead of calling libm's `tanhf` per element (12% of a Gemma 3 prefill).
 pub fn gelu_tanh_times(gate: &mut [f32], up: &[f32]) {
     const SQRT_2_OVER_PI: f32 = 0.797_884_6;
     for (g, u) in gate.iter_mut().zip(up) {
         let x = *g;
         let inner = SQRT_2_OVER_PI * (x + 0.044_715 * x * x * x);
-        *g = 0.5 * x * (1.0 + inner.tanh()) * u;
+        *g = x / (1.0 + exp_approx(-2.0 * inner)) * u;
     }
+}
+
+/// `e^x` within 2 ulp for `x` in [-87, 88] (clamped there: 0 and `f32::MAX`-scale beyond), in plain arithmetic the
+/// compiler vectorises: `x = k ln 2 + r` with `k` rounded to the nearest integer (`|r| <= ln 2 / 2`, `ln 2` split in
+/// two parts so `r` is exact), `e^r` by its Taylor polynomial to `r^7/7!` (relative error below 2e-8 there), and
+/// `2^k` built in the exponent bits.
+#[inline]
+pub fn exp_approx(x: f32) -> f32 {
+    const LOG2_E: f32 = std::f32::consts::LOG2_E;
+    // ln 2 = LN2_HI + LN2_LO (fdlibm's split): LN2_HI's last 7 mantissa bits are 0, so k * LN2_HI is exact for the
+    // |k| < 2^7 of the clamped range.
+    const LN2_HI: f32 = 0.693_145_75;
+    const LN2_LO: f32 = 1.428_606_8e-6;
+    // Adding and subtracting 1.5 * 2^23 rounds an f32 of magnitude below 2^22 to the nearest integer.
+    const ROUND: f32 = 12_582_912.0;
+    let x = x.clamp(-87.0, 88.0);
+    let k = (x * LOG2_E + ROUND) - ROUND;
+    let r = (x - k * LN2_HI) - k * LN2_LO;
+    let p = 1.0
+        + r * (1.0
+            + r * (0.5
+                + r * (1.0 / 6.0
+                    + r * (1.0 / 24.0
+                        + r * (1.0 / 120.0 + r * (1.0 / 720.0 + r * (1.0 / 5040.0)))))));
+    let scale = f32::from_bits(((k as i32 + 127) << 23) as u32);
+    p * scale
 }
 
 #[cfg(test)]
@@ -66,6 +94,39 @@ mod tests {
         GatedActivation::GeluTanh.apply(&mut gate, &[1.0; 7]);
         for ((g, e), x) in gate.iter().zip(expected).zip(xs) {
             assert!((g - e).abs() < 1e-6, "gelu_tanh({x}) = {g}, expected {e}");
+        }
+    }
+
+    #[test]
+    fn exp_approx_is_within_2_ulp_of_exp() {
+        let mut worst = 0.0f64;
+        let mut x = -87.0f32;
+        while x <= 88.0 {
+            let exact = (x as f64).exp();
+            let ulp = (exact as f32).abs() * f32::EPSILON;
+            let error = ((exp_approx(x) as f64 - exact) / ulp as f64).abs();
+            worst = worst.max(error);
+            x += 0.000_731;
+        }
+        assert!(worst <= 2.0, "worst error {worst} ulp");
+        assert_eq!(exp_approx(0.0), 1.0);
+        assert_eq!(exp_approx(-1000.0), exp_approx(-87.0));
+        assert!(exp_approx(1000.0).is_finite());
+    }
+
+    #[test]
+    fn gelu_tanh_equals_its_tanh_form() {
+        let xs: Vec<f32> = (-4000..=4000).map(|i| i as f32 * 0.0025).collect();
+        let mut gate = xs.clone();
+        gelu_tanh_times(&mut gate, &vec![1.0; xs.len()]);
+        for (x, g) in xs.iter().zip(gate) {
+            let x64 = *x as f64;
+            let u = (2.0 / std::f64::consts::PI).sqrt() * (x64 + 0.044715 * x64.powi(3));
+            let exact = 0.5 * x64 * (1.0 + u.tanh());
+            assert!(
+                (g as f64 - exact).abs() <= 2e-7 * (1.0 + exact.abs()),
+                "gelu_tanh({x}) = {g}, exact {exact}"
+            );
         }
     }
 }
