@@ -61,7 +61,8 @@ pub fn exp_approx(x: f32) -> f32 {
     // Adding and subtracting 1.5 * 2^23 rounds an f32 of magnitude below 2^22 to the nearest integer.
     const ROUND: f32 = 12_582_912.0;
     let x = x.clamp(-87.0, 88.0);
-    let k = (x * LOG2_E + ROUND) - ROUND;
+    let shifted = x * LOG2_E + ROUND;
+    let k = shifted - ROUND;
     let r = (x - k * LN2_HI) - k * LN2_LO;
     let p = 1.0
         + r * (1.0
@@ -69,7 +70,10 @@ pub fn exp_approx(x: f32) -> f32 {
                 + r * (1.0 / 6.0
                     + r * (1.0 / 24.0
                         + r * (1.0 / 120.0 + r * (1.0 / 720.0 + r * (1.0 / 5040.0)))))));
-    let scale = f32::from_bits(((k as i32 + 127) << 23) as u32);
+    // `shifted` is ROUND + k exactly, so its bits are ROUND's plus k: k as an integer without a (saturating,
+    // per-lane) float-to-int conversion, then 2^k from its biased exponent.
+    let k_bits = shifted.to_bits().wrapping_sub(ROUND.to_bits());
+    let scale = f32::from_bits(k_bits.wrapping_add(127) << 23);
     p * scale
 }
 
