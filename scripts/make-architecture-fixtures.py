@@ -14,7 +14,8 @@ crates/seedinfer-engine/tests/architectures.rs.
   `query_pre_attn_scalar` 24 instead of head_dim 16, and `long_prompt`: a 4096-token prompt with the logits after
   its first 1000 tokens and after all of it.
 - `phi3`: Phi-3 (q/k/v in one matrix, gate/up in one; untied). `reference.json` also holds the logits with a
-  sliding window of 8 positions on every layer (Phi-3-mini's config sets 2047). Its tokenizer_config names
+  sliding window of 8 positions on every layer (Phi-3-mini's config sets 2047), and with LongRoPE (random factors,
+  a 4096-position context over an original one of 16, then 64: the long, then the short factors). Its tokenizer_config names
   GPT2Tokenizer, so that llama.cpp's converter takes the BPE vocabulary (it wants Phi-3's SentencePiece otherwise).
 
 Each directory has config.json, model.safetensors (f32), tokenizer.json + tokenizer_config.json (a byte-level BPE of 300 tokens trained
@@ -227,6 +228,24 @@ def build(name: str, raw: dict, out: Path, tokenizer: Tokenizer) -> None:
         windowed_model = AutoModelForCausalLM.from_config(AutoConfig.for_model(**windowed), torch_dtype=torch.float32).eval()
         windowed_model.load_state_dict(model.state_dict())
         reference["sliding_window_8_logits"] = logits_of(windowed_model, prompt)
+        # LongRoPE as Phi-3's 128K variants configure it, at toy sizes: the prompt (24) is longer than an original
+        # context of 16 (long factors) and shorter than one of 64 (short factors).
+        factors = torch.Generator().manual_seed(SEED + 2)
+        short = (1.0 + 3.0 * torch.rand(8, generator=factors)).tolist()
+        long = (1.0 + 3.0 * torch.rand(8, generator=factors)).tolist()
+        for original in (16, 64):
+            scaled = dict(
+                raw,
+                max_position_embeddings=4096,
+                original_max_position_embeddings=original,
+                rope_scaling=dict(type="longrope", short_factor=short, long_factor=long),
+            )
+            scaled_model = AutoModelForCausalLM.from_config(AutoConfig.for_model(**scaled), torch_dtype=torch.float32).eval()
+            scaled_model.load_state_dict(model.state_dict())
+            reference[f"longrope_original_{original}"] = {
+                "rope_scaling": scaled["rope_scaling"],
+                "logits": logits_of(scaled_model, prompt),
+            }
     if name == "gemma3":
         scaled = dict(raw, query_pre_attn_scalar=24)
         scaled_model = AutoModelForCausalLM.from_config(AutoConfig.for_model(**scaled), torch_dtype=torch.float32).eval()

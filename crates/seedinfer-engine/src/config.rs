@@ -159,6 +159,14 @@ pub enum RopeScaling {
     },
     /// One divisor per frequency: the GGUF `rope_freqs.weight` tensor (how llama.cpp stores `llama3`).
     FreqFactors(Vec<f32>),
+    /// Phi-3's LongRoPE (`longrope`, formerly `su`): one divisor per frequency, `long` for a context longer than
+    /// `original_context` and `short` otherwise, and cos/sin multiplied by `attention_factor`.
+    LongRope {
+        short: Vec<f32>,
+        long: Vec<f32>,
+        original_context: usize,
+        attention_factor: f64,
+    },
 }
 
 impl RopeScaling {
@@ -176,6 +184,38 @@ impl RopeScaling {
                 "llama3(factor {factor}, low {low_freq_factor}, high {high_freq_factor}, original {original_context})"
             ),
             Self::FreqFactors(f) => format!("rope_freqs({} factors)", f.len()),
+            Self::LongRope {
+                short,
+                original_context,
+                attention_factor,
+                ..
+            } => format!(
+                "longrope({} factors, original {original_context}, attention factor {attention_factor:.4})",
+                short.len()
+            ),
+        }
+    }
+
+    /// Phi-3's LongRoPE from its factors, the training context and (when the configuration gives none) the
+    /// attention factor `√(1 + ln(max / original) / ln(original))` of the paper, 1 when not extended.
+    fn longrope(
+        short: Vec<f32>,
+        long: Vec<f32>,
+        original_context: usize,
+        max_context: usize,
+        attention_factor: Option<f64>,
+    ) -> Self {
+        let factor = max_context as f64 / original_context.max(1) as f64;
+        let attention_factor = attention_factor.unwrap_or(if factor <= 1.0 {
+            1.0
+        } else {
+            (1.0 + factor.ln() / (original_context as f64).ln()).sqrt()
+        });
+        Self::LongRope {
+            short,
+            long,
+            original_context,
+            attention_factor,
         }
     }
 }
@@ -260,6 +300,7 @@ fn hf_rope(
     rope_parameters: Option<&Value>,
     rope_scaling: Option<&Value>,
     rope_theta: Option<f32>,
+    contexts: (Option<usize>, usize),
 ) -> Result<(f32, RopeScaling)> {
     let (key, params) = match (rope_parameters, rope_scaling) {
         (Some(p), _) if !p.is_null() => ("rope_parameters", p),
@@ -300,11 +341,45 @@ fn hf_rope(
             EngineError::InvalidConfig(format!("{key}.{name} is missing for rope_type {rope_type}"))
         })
     };
+    let factors = |name: &str| -> Result<Vec<f32>> {
+        params
+            .get(name)
+            .and_then(Value::as_array)
+            .and_then(|a| a.iter().map(|v| v.as_f64().map(|f| f as f32)).collect())
+            .ok_or_else(|| {
+                EngineError::InvalidConfig(format!(
+                    "{key}.{name} must be an array of numbers for rope_type {rope_type}"
+                ))
+            })
+    };
     let scaling = match rope_type {
         "default" => RopeScaling::None,
         "linear" => RopeScaling::Linear {
             factor: required("factor")?,
         },
+        "longrope" | "su" => {
+            let (original, max_context) = contexts;
+            let original = match number("original_max_position_embeddings")? {
+                Some(o) => o as usize,
+                None => original.ok_or_else(|| {
+                    EngineError::InvalidConfig(format!(
+                        "original_max_position_embeddings is missing for {key}.rope_type {rope_type}"
+                    ))
+                })?,
+            };
+            // transformers: the ratio of the two contexts, unless `factor` is given.
+            let max_context = match number("factor")? {
+                Some(f) => (f * original as f64) as usize,
+                None => max_context,
+            };
+            RopeScaling::longrope(
+                factors("short_factor")?,
+                factors("long_factor")?,
+                original,
+                max_context,
+                number("attention_factor")?,
+            )
+        }
         "llama3" => RopeScaling::Llama3 {
             factor: required("factor")?,
             low_freq_factor: required("low_freq_factor")?,
@@ -315,7 +390,7 @@ fn hf_rope(
             return Err(unsupported(
                 &format!("{key}.rope_type"),
                 format!("{other:?}"),
-                "implemented: default, linear, llama3",
+                "implemented: default, linear, llama3, longrope",
             ))
         }
     };
@@ -343,7 +418,7 @@ impl LlamaConfig {
 
     /// The rotary inverse frequencies of layer `layer`: a local layer with its own RoPE base takes that base
     /// without scaling (llama.cpp and transformers' Gemma 3), every other layer [`LlamaConfig::rope_inv_freqs`].
-    pub fn layer_rope_inv_freqs(&self, layer: usize) -> Vec<f64> {
+    pub fn layer_rope_inv_freqs(&self, layer: usize, context: usize) -> Vec<f64> {
         match &self.sliding_window {
             Some(w) if w.local_rope_theta.is_some() && self.layer_window(layer).is_some() => Self {
                 rope_theta: w.local_rope_theta.unwrap_or(self.rope_theta),
@@ -352,7 +427,22 @@ impl LlamaConfig {
                 ..self.clone()
             }
             .rope_inv_freqs(),
-            _ => self.rope_inv_freqs(),
+            _ => self.rope_inv_freqs_for(context),
+        }
+    }
+
+    /// Whether a session of `context` positions takes LongRoPE's long factors (the key of cached tables).
+    pub fn uses_long_rope(&self, context: usize) -> bool {
+        matches!(&self.rope_scaling, RopeScaling::LongRope { original_context, .. } if context > *original_context)
+    }
+
+    /// The factor LongRoPE multiplies cos and sin by (1 otherwise).
+    pub fn rope_attention_factor(&self) -> f64 {
+        match &self.rope_scaling {
+            RopeScaling::LongRope {
+                attention_factor, ..
+            } => *attention_factor,
+            _ => 1.0,
         }
     }
 
@@ -365,12 +455,31 @@ impl LlamaConfig {
     }
 
     /// The rotary inverse frequencies `θ^(-2i/head_dim)` of each pair `i`, scaled as the configuration says,
-    /// in f64.
+    /// in f64 (LongRoPE: for a context of at most its original length).
     pub fn rope_inv_freqs(&self) -> Vec<f64> {
+        self.rope_inv_freqs_for(0)
+    }
+
+    /// [`LlamaConfig::rope_inv_freqs`] for a session whose context holds `context` positions: LongRoPE takes its
+    /// long factors past its original context (llama.cpp's rule, by the context size).
+    pub fn rope_inv_freqs_for(&self, context: usize) -> Vec<f64> {
         let (d, theta) = (self.head_dim as f64, self.rope_theta as f64);
         let base = (0..self.head_dim / 2).map(move |i| 1.0 / theta.powf(2.0 * i as f64 / d));
         match &self.rope_scaling {
             RopeScaling::None => base.collect(),
+            RopeScaling::LongRope {
+                short,
+                long,
+                original_context,
+                ..
+            } => {
+                let factors = if context > *original_context {
+                    long
+                } else {
+                    short
+                };
+                base.zip(factors).map(|(f, &k)| f / k as f64).collect()
+            }
             RopeScaling::Linear { factor } => base.map(|f| f / factor).collect(),
             RopeScaling::FreqFactors(factors) => {
                 base.zip(factors).map(|(f, &k)| f / k as f64).collect()
@@ -456,6 +565,17 @@ impl LlamaConfig {
             RopeScaling::FreqFactors(f) => {
                 f.len() == self.head_dim / 2 && f.iter().all(|&v| positive_factor(v as f64))
             }
+            RopeScaling::LongRope {
+                short,
+                long,
+                original_context,
+                attention_factor,
+            } => {
+                [short, long].iter().all(|f| {
+                    f.len() == self.head_dim / 2 && f.iter().all(|&v| positive_factor(v as f64))
+                }) && *original_context > 0
+                    && positive_factor(*attention_factor)
+            }
         };
         if !scaling_ok {
             return Err(EngineError::InvalidConfig(format!(
@@ -505,6 +625,7 @@ impl LlamaConfig {
             head_dim: Option<usize>,
             vocab_size: usize,
             max_position_embeddings: Option<usize>,
+            original_max_position_embeddings: Option<usize>,
             rope_theta: Option<f32>,
             rms_norm_eps: Option<f32>,
             tie_word_embeddings: Option<bool>,
@@ -684,8 +805,15 @@ impl LlamaConfig {
             }
             None
         };
-        let (rope_theta, rope_scaling) =
-            hf_rope(rope_parameters, raw.rope_scaling.as_ref(), raw.rope_theta)?;
+        let (rope_theta, rope_scaling) = hf_rope(
+            rope_parameters,
+            raw.rope_scaling.as_ref(),
+            raw.rope_theta,
+            (
+                raw.original_max_position_embeddings,
+                raw.max_position_embeddings.unwrap_or(2048),
+            ),
+        )?;
         let head_dim = raw.head_dim.unwrap_or(
             raw.hidden_size
                 .checked_div(raw.num_attention_heads)
@@ -801,15 +929,32 @@ impl LlamaConfig {
                 ))
             }
         };
-        for factors in [PHI3_LONG_FACTORS_TENSOR, PHI3_SHORT_FACTORS_TENSOR] {
-            if gguf.tensor_info(factors).is_some() {
-                return Err(unsupported(
-                    factors,
-                    "present",
-                    "longrope (Phi-3's 128K variants) is not implemented",
-                ));
+        let longrope = match (
+            gguf.tensor_info(PHI3_SHORT_FACTORS_TENSOR),
+            gguf.tensor_info(PHI3_LONG_FACTORS_TENSOR),
+        ) {
+            (None, None) => None,
+            (Some(_), Some(_)) => {
+                let original_key = key("rope.scaling.original_context_length");
+                let original = gguf.get_u64(&original_key).ok_or_else(|| {
+                    EngineError::InvalidConfig(format!(
+                        "{original_key} is missing beside {PHI3_LONG_FACTORS_TENSOR}"
+                    ))
+                })? as usize;
+                Some(RopeScaling::longrope(
+                    gguf.tensor(PHI3_SHORT_FACTORS_TENSOR)?.to_f32()?,
+                    gguf.tensor(PHI3_LONG_FACTORS_TENSOR)?.to_f32()?,
+                    original,
+                    int("context_length")?,
+                    gguf.get_f64(&key("rope.scaling.attn_factor")),
+                ))
             }
-        }
+            _ => {
+                return Err(EngineError::InvalidConfig(format!(
+                    "{PHI3_SHORT_FACTORS_TENSOR} and {PHI3_LONG_FACTORS_TENSOR} come together"
+                )))
+            }
+        };
         if let Some(cap) = gguf.get_f64(&key("final_logit_softcapping")) {
             return Err(unsupported(
                 &key("final_logit_softcapping"),
@@ -837,6 +982,7 @@ impl LlamaConfig {
             .get_f64(&key("rope.scaling.factor"))
             .or_else(|| gguf.get_f64(&key("rope.scale_linear")));
         let rope_scaling = match (scaling_type, linear_factor) {
+            _ if longrope.is_some() => longrope.unwrap_or(RopeScaling::None),
             (Some("linear"), Some(factor)) | (None, Some(factor)) if factor != 1.0 => {
                 RopeScaling::Linear { factor }
             }

@@ -35,10 +35,12 @@ pub trait Operations {
     fn head_norm(x: &mut Vec<f32>, norm: &[f32], eps: f32, s: &mut OpsScratch);
 
     /// Rotates each of the `heads` heads of `x` (`[tokens, heads * head_dim]`) by its token's position, with the
-    /// rotary frequencies of layer `layer`.
+    /// rotary frequencies of layer `layer` in a session of `context` positions.
+    #[allow(clippy::too_many_arguments)]
     fn rope(
         cfg: &LlamaConfig,
         layer: usize,
+        context: usize,
         x: &mut [f32],
         heads: usize,
         positions: Positions,
@@ -190,9 +192,11 @@ pub(crate) fn layer_step_segments<O: Operations, C: KvStore>(
             first * q_dim..(first + g.rows) * q_dim,
             first * kv_dim..(first + g.rows) * kv_dim,
         );
+        let context = g.cache.context_size();
         O::rope(
             cfg,
             l,
+            context,
             &mut s.q[q_rows.clone()],
             cfg.heads,
             g.positions,
@@ -201,6 +205,7 @@ pub(crate) fn layer_step_segments<O: Operations, C: KvStore>(
         O::rope(
             cfg,
             l,
+            context,
             &mut s.k[kv_rows.clone()],
             cfg.kv_heads,
             g.positions,

@@ -47,6 +47,11 @@ pub trait KvStore: Sync {
         position + 1
     }
 
+    /// The most positions this cache's session may hold (its context size), which picks LongRoPE's factors.
+    fn context_size(&self) -> usize {
+        usize::MAX
+    }
+
     /// Stores one layer's keys and values (`[tokens, kv_dim]`) at `positions` (reserved beforehand);
     /// [`KvStore::commit`] advances the length once every layer of new positions is written.
     fn write(&mut self, layer: usize, positions: Positions, keys: &[f32], values: &[f32]);
@@ -240,6 +245,10 @@ impl PagedKv {
 }
 
 impl KvStore for PagedKv {
+    fn context_size(&self) -> usize {
+        self.capacity
+    }
+
     fn len(&self) -> usize {
         self.len
     }

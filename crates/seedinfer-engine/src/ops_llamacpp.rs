@@ -222,6 +222,7 @@ impl Operations for GgmlOps {
     fn rope(
         cfg: &LlamaConfig,
         _layer: usize,
+        _context: usize,
         x: &mut [f32],
         heads: usize,
         positions: Positions,

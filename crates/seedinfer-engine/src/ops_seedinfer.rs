@@ -40,12 +40,14 @@ impl Operations for SeedinferOps {
     fn rope(
         cfg: &LlamaConfig,
         layer: usize,
+        context: usize,
         x: &mut [f32],
         heads: usize,
         positions: Positions,
         s: &mut OpsScratch,
     ) {
-        apply_rope(x, cfg, layer, heads, positions, 1.0, &mut s.rope)
+        let table = RopeTable { layer, context };
+        apply_rope(x, cfg, table, heads, positions, 1.0, &mut s.rope)
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -235,17 +237,25 @@ pub(crate) struct ProjectScratch {
 #[derive(Default)]
 pub(crate) struct RopeScratch {
     inv_freq: Vec<f64>,
-    /// Whether `inv_freq` holds the local layers' frequencies (see `LlamaConfig::layer_has_local_rope`).
-    local: bool,
+    /// Which frequencies `inv_freq` holds: the local layers' (`LlamaConfig::layer_has_local_rope`), LongRoPE's
+    /// long factors (`LlamaConfig::uses_long_rope`).
+    key: (bool, bool),
     rotations: Vec<(f32, f32)>,
 }
 
-/// Rotates each head of `x` (`[tokens, heads * head_dim]`) by its absolute position, with layer `layer`'s
-/// frequencies; `sign` -1 undoes it.
+/// Which rotary frequencies a rotation takes: those of layer `layer` in a session of `context` positions.
+#[derive(Clone, Copy)]
+pub(crate) struct RopeTable {
+    pub layer: usize,
+    pub context: usize,
+}
+
+/// Rotates each head of `x` (`[tokens, heads * head_dim]`) by its absolute position, with `table`'s frequencies
+/// (cos and sin times LongRoPE's attention factor, if any); `sign` -1 undoes it.
 pub(crate) fn apply_rope(
     x: &mut [f32],
     cfg: &LlamaConfig,
-    layer: usize,
+    table: RopeTable,
     heads: usize,
     positions: Positions,
     sign: f64,
@@ -253,17 +263,22 @@ pub(crate) fn apply_rope(
 ) {
     let head_dim = cfg.head_dim;
     let half = head_dim / 2;
-    let local = cfg.layer_has_local_rope(layer);
-    if r.inv_freq.len() != half || r.local != local {
-        r.inv_freq = cfg.layer_rope_inv_freqs(layer);
-        r.local = local;
+    let key = (
+        cfg.layer_has_local_rope(table.layer),
+        cfg.uses_long_rope(table.context),
+    );
+    if r.inv_freq.len() != half || r.key != key {
+        r.inv_freq = cfg.layer_rope_inv_freqs(table.layer, table.context);
+        r.key = key;
     }
+    // Undoing a rotation divides by the factor again.
+    let factor = cfg.rope_attention_factor().powf(sign);
     for (t, row) in x.chunks_mut(heads * head_dim).enumerate() {
         let pos = sign * positions.at(t) as f64;
         r.rotations.clear();
         r.rotations.extend(r.inv_freq.iter().map(|f| {
             let angle = pos * f;
-            (angle.cos() as f32, angle.sin() as f32)
+            ((factor * angle.cos()) as f32, (factor * angle.sin()) as f32)
         }));
         for head in row.chunks_mut(head_dim) {
             for (i, (cos, sin)) in r.rotations.iter().enumerate() {

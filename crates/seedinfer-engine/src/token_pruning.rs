@@ -24,7 +24,7 @@ use crate::error::{EngineError, Result};
 use crate::forward::{layer_step, output_logits, LogitsFor, Scratch};
 use crate::kv_cache::{KvStore, PagedKv, Positions};
 use crate::kv_pool::KvDtype;
-use crate::ops_seedinfer::{apply_rope, SeedinferOps};
+use crate::ops_seedinfer::{apply_rope, RopeTable, SeedinferOps};
 use crate::weights::LlamaWeights;
 use seedinfer_kernels::attention::{kv_rows, KvHead, KvRows};
 use std::collections::HashMap;
@@ -641,7 +641,10 @@ fn score(
         apply_rope(
             &mut query,
             cfg,
-            layer,
+            RopeTable {
+                layer,
+                context: cache.capacity(),
+            },
             cfg.heads,
             Positions::From(last),
             -1.0,
@@ -659,7 +662,10 @@ fn score(
             apply_rope(
                 &mut key,
                 cfg,
-                layer,
+                RopeTable {
+                    layer,
+                    context: cache.capacity(),
+                },
                 cfg.kv_heads,
                 Positions::From(p),
                 -1.0,
@@ -793,6 +799,10 @@ impl KvStore for GatheredLayer<'_> {
 
     fn block_size(&self) -> usize {
         self.cache.block_size()
+    }
+
+    fn context_size(&self) -> usize {
+        self.cache.context_size()
     }
 
     fn visible(&self, position: usize) -> usize {

@@ -162,6 +162,86 @@ fn phi3_sliding_window_on_every_layer_matches_transformers() {
     assert!(error <= 1e-3, "max |Δlogit| = {error:.2e} · std");
 }
 
+/// The phi3 fixture with the LongRoPE settings transformers ran with an original context of `original`.
+fn phi3_longrope(original: usize) -> tempfile::TempDir {
+    let reference = read_json(&fixture("phi3").join("reference.json"));
+    let scaling = reference[format!("longrope_original_{original}")]["rope_scaling"].clone();
+    with_config("phi3", |c| {
+        c["max_position_embeddings"] = 4096.into();
+        c["original_max_position_embeddings"] = original.into();
+        c["rope_scaling"] = scaling;
+    })
+}
+
+#[test]
+fn phi3_longrope_matches_transformers_with_long_and_short_factors() {
+    // Sessions of 64 positions: past an original context of 16 the long factors, within 64 the short ones; the
+    // 24-token prompt makes transformers choose the same.
+    let reference = read_json(&fixture("phi3").join("reference.json"));
+    let prompt = ids(&reference["prompt"]);
+    for original in [16, 64] {
+        let dir = phi3_longrope(original);
+        let model = load(dir.path()).expect("loads");
+        assert!(
+            model
+                .config
+                .rope_scaling
+                .describe()
+                .starts_with("longrope(8 factors"),
+            "{}",
+            model.config.rope_scaling.describe()
+        );
+        let expected = rows(&reference[format!("longrope_original_{original}")]["logits"]);
+        let error = relative_max_error(&logits_per_position(&model, &prompt), &expected);
+        assert!(
+            error <= 1e-3,
+            "original {original}: max |Δlogit| = {error:.2e} · std"
+        );
+    }
+}
+
+#[test]
+fn phi3_longrope_from_gguf_tensors_equals_the_hf_config() {
+    // llama.cpp's converter stores LongRoPE as rope_factors_short/long tensors, the original context and the
+    // attention factor: the converted fixture with them added gives the HF directory's logits.
+    let reference = read_json(&fixture("phi3").join("reference.json"));
+    let scaling = &reference["longrope_original_16"]["rope_scaling"];
+    let factors = |key: &str| -> Vec<u8> {
+        scaling[key]
+            .as_array()
+            .expect("factors")
+            .iter()
+            .flat_map(|f| (f.as_f64().expect("a factor") as f32).to_le_bytes())
+            .collect()
+    };
+    let gguf = gguf_with("phi3", |w| {
+        for (name, key) in [
+            ("rope_factors_short.weight", "short_factor"),
+            ("rope_factors_long.weight", "long_factor"),
+        ] {
+            w.add_tensor(name, seedinfer_formats::TensorType::F32, &[8], factors(key))
+                .expect("tensor");
+        }
+        w.add_metadata("phi3.context_length", GgufValue::U32(4096));
+        w.add_metadata(
+            "phi3.rope.scaling.original_context_length",
+            GgufValue::U32(16),
+        );
+        // The converter's value for 4096 over 16: √(1 + ln 256 / ln 16) = √3.
+        w.add_metadata("phi3.rope.scaling.attn_factor", GgufValue::F32(3f32.sqrt()));
+    });
+    let prompt = ids(&reference["prompt"]);
+    let from_gguf = logits_per_position(
+        &load(&gguf.path().join("model.gguf")).expect("loads"),
+        &prompt,
+    );
+    let error = relative_max_error(
+        &from_gguf,
+        &rows(&reference["longrope_original_16"]["logits"]),
+    );
+    assert!(error <= 1e-3, "max |Δlogit| = {error:.2e} · std");
+}
+
 /// Our logits after `prompt`, in one prefill.
 fn logits_after(model: &Arc<Model>, prompt: &[u32]) -> Vec<f32> {
     let mut session = Session::new(Arc::clone(model), prompt.len() + 1).expect("session");
@@ -411,12 +491,6 @@ fn keys_that_change_the_arithmetic_are_read_or_refused() {
     expect_unsupported(mlp_bias.path(), "mlp_bias");
     let gelu = with_config("qwen2", |c| c["hidden_act"] = "gelu".into());
     expect_unsupported(gelu.path(), "hidden_act");
-    let longrope = with_config("phi3", |c| {
-        c["rope_scaling"] = serde_json::json!({
-            "type": "longrope", "long_factor": vec![1.0; 8], "short_factor": vec![1.0; 8]
-        });
-    });
-    expect_unsupported(longrope.path(), "rope_scaling.rope_type");
     let erf_gelu = with_config("gemma3", |c| c["hidden_activation"] = "gelu".into());
     expect_unsupported(erf_gelu.path(), "hidden_activation");
     let softcap = with_config("gemma3", |c| c["final_logit_softcapping"] = 30.0.into());
@@ -491,20 +565,6 @@ fn gguf_keys_that_change_the_arithmetic_are_read_or_refused() {
     expect_unsupported(
         &partial.path().join("model.gguf"),
         "qwen3.rope.dimension_count",
-    );
-    let longrope = gguf_with("phi3", |w| {
-        let factors: Vec<u8> = [1.0f32; 8].iter().flat_map(|f| f.to_le_bytes()).collect();
-        w.add_tensor(
-            "rope_factors_long.weight",
-            seedinfer_formats::TensorType::F32,
-            &[8],
-            factors,
-        )
-        .expect("tensor");
-    });
-    expect_unsupported(
-        &longrope.path().join("model.gguf"),
-        "rope_factors_long.weight",
     );
     // Linear scaling is read: the model loads and reports it.
     let linear = gguf_with("llama3", |w| {
