@@ -10,22 +10,15 @@ import path from 'node:path';
 import { npmPackageFiles } from '../bench/npm-package.js';
 import { BUILTIN_CHAT_TEMPLATES } from '../src/chat-template.js';
 import { Model, PYPI_MODELS, ensurePypiModel } from '../src/index.js';
+import { greedyStepAgreement, type GreedyCase, type TeacherForced } from './helpers/llamacpp-reference.js';
 import { repoRoot } from './helpers/paths.js';
-
-interface TeacherForced {
-  tokens: number[];
-  argmax: number[];
-  top2Margin: number[];
-}
 
 interface Reference {
   generatedBy: { model: { sha256: string } };
   tokenization: { cases: { name: string; text: string; noSpecial: number[]; special: number[] }[] };
   teacherForced: TeacherForced;
   teacherForcedProse: TeacherForced;
-  greedy: {
-    cases: { name: string; promptTokens: number[]; tokens: number[]; stepTop2Margin: number[]; text: string }[];
-  };
+  greedy: { cases: GreedyCase[] };
 }
 
 interface ChatReference {
@@ -93,20 +86,7 @@ for (const key of ['teacherForced', 'teacherForcedProse'] as const) {
 
 test("greedy continuations: llama.cpp's next token is ours at >= 99% of its decisive greedy steps", async (t) => {
   const model = await modelPromise;
-  let [agreeing, steps, decisiveAgreeing, decisive] = [0, 0, 0, 0];
-  for (const c of reference.greedy.cases) {
-    // Teacher-force llama.cpp's own continuation and ask at every step whether we would have chosen it.
-    const predicted = await model.createSession({ contextSize: 512 }).predictNextTokens([...c.promptTokens, ...c.tokens.slice(0, -1)]);
-    const ours = predicted.slice(c.promptTokens.length - 1);
-    c.tokens.forEach((token, i) => {
-      steps += 1;
-      agreeing += Number(ours[i] === token);
-      if (c.stepTop2Margin[i] >= 0.1) {
-        decisive += 1;
-        decisiveAgreeing += Number(ours[i] === token);
-      }
-    });
-  }
+  const { agreeing, steps, decisiveAgreeing, decisive } = await greedyStepAgreement(model, reference.greedy.cases);
   t.log(`agreement on llama.cpp's greedy steps: ${agreeing}/${steps}, decisive ones ${decisiveAgreeing}/${decisive}`);
   t.true(agreeing / steps >= 0.9);
   t.true(decisive >= 100 && decisiveAgreeing / decisive >= 0.99, `${decisiveAgreeing}/${decisive}`);

@@ -5,20 +5,15 @@ import test from 'ava';
 import fs from 'node:fs';
 import path from 'node:path';
 import { Model, SeedinferError, ensureDefaultModel } from '../src/index.js';
+import { greedyStepAgreement, type GreedyCase, type TeacherForced } from './helpers/llamacpp-reference.js';
 import { repoRoot } from './helpers/paths.js';
-
-interface TeacherForced {
-  tokens: number[];
-  argmax: number[];
-  top2Margin: number[];
-}
 
 interface Reference {
   tokenization: { cases: { name: string; text: string; noSpecial: number[]; special: number[] }[] };
   teacherForced: TeacherForced;
   teacherForcedProse: TeacherForced;
   greedy: {
-    cases: { name: string; promptTokens: number[]; tokens: number[]; stepTop2Margin: number[]; text: string }[];
+    cases: GreedyCase[];
   };
 }
 
@@ -89,23 +84,9 @@ for (const key of ['teacherForced', 'teacherForcedProse'] as const) {
 
 test('greedy continuations: llama.cpp\'s next token is ours at >= 90% of its greedy steps and >= 99% of the decisive ones', async (t) => {
   const model = await modelPromise;
-  let [agreeing, steps, decisiveAgreeing, decisive] = [0, 0, 0, 0];
-  for (const c of reference.greedy.cases) {
-    const session = model.createSession({ contextSize: 512 });
-    // Teacher-force llama.cpp's own continuation and ask at every step whether we would have chosen it.
-    const predicted = await session.predictNextTokens([...c.promptTokens, ...c.tokens.slice(0, -1)]);
-    const ours = predicted.slice(c.promptTokens.length - 1);
-    // Decisive: llama.cpp's top choice leads its second by >= 0.1 in probability, as in the teacher-forced test
-    // (the code prompt's first step, for one, is a 0.06 near-tie between a newline and "def").
-    c.tokens.forEach((token, i) => {
-      steps += 1;
-      agreeing += Number(ours[i] === token);
-      if (c.stepTop2Margin[i] >= 0.1) {
-        decisive += 1;
-        decisiveAgreeing += Number(ours[i] === token);
-      }
-    });
-  }
+  // Decisive steps as in the teacher-forced test (the code prompt's first step, for one, is a 0.06 near-tie
+  // between a newline and "def").
+  const { agreeing, steps, decisiveAgreeing, decisive } = await greedyStepAgreement(model, reference.greedy.cases);
   t.log(`agreement on llama.cpp's greedy steps: ${agreeing}/${steps}, decisive ones ${decisiveAgreeing}/${decisive}`);
   t.true(agreeing / steps >= 0.9);
   t.true(decisive >= 100 && decisiveAgreeing / decisive >= 0.99, `${decisiveAgreeing}/${decisive}`);

