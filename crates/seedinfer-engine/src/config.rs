@@ -397,6 +397,52 @@ fn hf_rope(
     Ok((theta, scaling))
 }
 
+/// The rotary inverse frequencies `theta^(-2i/head_dim)` of each pair `i` of a head, in f64, scaled by `scaling` (for
+/// LongRoPE, in a session of `context` positions).
+fn inv_freqs(head_dim: usize, theta: f32, scaling: &RopeScaling, context: usize) -> Vec<f64> {
+    let (d, theta) = (head_dim as f64, theta as f64);
+    let base = (0..head_dim / 2).map(move |i| 1.0 / theta.powf(2.0 * i as f64 / d));
+    let divided = |factors: &[f32]| {
+        base.clone()
+            .zip(factors)
+            .map(|(f, &k)| f / k as f64)
+            .collect()
+    };
+    match scaling {
+        RopeScaling::None => base.collect(),
+        RopeScaling::Linear { factor } => base.map(|f| f / factor).collect(),
+        RopeScaling::FreqFactors(factors) => divided(factors),
+        RopeScaling::LongRope {
+            short,
+            long,
+            original_context,
+            ..
+        } => divided(if context > *original_context {
+            long
+        } else {
+            short
+        }),
+        &RopeScaling::Llama3 {
+            factor,
+            low_freq_factor: low,
+            high_freq_factor: high,
+            original_context: context,
+        } => base
+            .map(|f| {
+                let wavelength = 2.0 * std::f64::consts::PI / f;
+                if wavelength < context / high {
+                    f
+                } else if wavelength > context / low {
+                    f / factor
+                } else {
+                    let smooth = (context / wavelength - low) / (high - low);
+                    f * ((1.0 - smooth) / factor + smooth)
+                }
+            })
+            .collect(),
+    }
+}
+
 impl LlamaConfig {
     pub fn q_dim(&self) -> usize {
         self.heads * self.head_dim
@@ -419,16 +465,16 @@ impl LlamaConfig {
     /// The rotary inverse frequencies of layer `layer`: a local layer with its own RoPE base takes that base
     /// without scaling (llama.cpp and transformers' Gemma 3), every other layer [`LlamaConfig::rope_inv_freqs`].
     pub fn layer_rope_inv_freqs(&self, layer: usize, context: usize) -> Vec<f64> {
-        match &self.sliding_window {
-            Some(w) if w.local_rope_theta.is_some() && self.layer_window(layer).is_some() => Self {
-                rope_theta: w.local_rope_theta.unwrap_or(self.rope_theta),
-                rope_scaling: RopeScaling::None,
-                sliding_window: None,
-                ..self.clone()
-            }
-            .rope_inv_freqs(),
-            _ => self.rope_inv_freqs_for(context),
+        match self.local_rope_theta(layer) {
+            Some(theta) => inv_freqs(self.head_dim, theta, &RopeScaling::None, context),
+            None => self.rope_inv_freqs_for(context),
         }
+    }
+
+    /// The RoPE base of layer `layer` if it is a local layer with a base of its own.
+    fn local_rope_theta(&self, layer: usize) -> Option<f32> {
+        let theta = self.sliding_window.as_ref()?.local_rope_theta?;
+        self.layer_window(layer).map(|_| theta)
     }
 
     /// Whether a session of `context` positions takes LongRoPE's long factors (the key of cached tables).
@@ -448,10 +494,7 @@ impl LlamaConfig {
 
     /// Whether layer `layer`'s rotary frequencies are those of the local layers (the key of cached tables).
     pub fn layer_has_local_rope(&self, layer: usize) -> bool {
-        self.sliding_window
-            .as_ref()
-            .is_some_and(|w| w.local_rope_theta.is_some())
-            && self.layer_window(layer).is_some()
+        self.local_rope_theta(layer).is_some()
     }
 
     /// The rotary inverse frequencies `θ^(-2i/head_dim)` of each pair `i`, scaled as the configuration says,
@@ -463,46 +506,7 @@ impl LlamaConfig {
     /// [`LlamaConfig::rope_inv_freqs`] for a session whose context holds `context` positions: LongRoPE takes its
     /// long factors past its original context (llama.cpp's rule, by the context size).
     pub fn rope_inv_freqs_for(&self, context: usize) -> Vec<f64> {
-        let (d, theta) = (self.head_dim as f64, self.rope_theta as f64);
-        let base = (0..self.head_dim / 2).map(move |i| 1.0 / theta.powf(2.0 * i as f64 / d));
-        match &self.rope_scaling {
-            RopeScaling::None => base.collect(),
-            RopeScaling::LongRope {
-                short,
-                long,
-                original_context,
-                ..
-            } => {
-                let factors = if context > *original_context {
-                    long
-                } else {
-                    short
-                };
-                base.zip(factors).map(|(f, &k)| f / k as f64).collect()
-            }
-            RopeScaling::Linear { factor } => base.map(|f| f / factor).collect(),
-            RopeScaling::FreqFactors(factors) => {
-                base.zip(factors).map(|(f, &k)| f / k as f64).collect()
-            }
-            &RopeScaling::Llama3 {
-                factor,
-                low_freq_factor: low,
-                high_freq_factor: high,
-                original_context: context,
-            } => base
-                .map(|f| {
-                    let wavelength = 2.0 * std::f64::consts::PI / f;
-                    if wavelength < context / high {
-                        f
-                    } else if wavelength > context / low {
-                        f / factor
-                    } else {
-                        let smooth = (context / wavelength - low) / (high - low);
-                        f * ((1.0 - smooth) / factor + smooth)
-                    }
-                })
-                .collect(),
-        }
+        inv_freqs(self.head_dim, self.rope_theta, &self.rope_scaling, context)
     }
 
     /// Rejects shapes the forward pass cannot run, before any tensor is read.
@@ -714,6 +718,16 @@ impl LlamaConfig {
         }
         let layers = raw.num_hidden_layers;
         let sliding_window = raw.sliding_window.as_ref().filter(|w| !w.is_null());
+        let window_size = |w: &Value| -> Result<usize> {
+            w.as_u64()
+                .filter(|&w| w > 0)
+                .map(|w| w as usize)
+                .ok_or_else(|| {
+                    EngineError::InvalidConfig(format!(
+                        "sliding_window must be a positive integer, got {w}"
+                    ))
+                })
+        };
         let mut rope_parameters = raw.rope_parameters.as_ref();
         let mut local_rope_theta = None;
         let window = if arch == Architecture::Gemma3 {
@@ -732,11 +746,7 @@ impl LlamaConfig {
             match sliding_window {
                 None => None,
                 Some(w) => {
-                    let size = w.as_u64().filter(|&w| w > 0).ok_or_else(|| {
-                        EngineError::InvalidConfig(format!(
-                            "sliding_window must be a positive integer, got {w}"
-                        ))
-                    })? as usize;
+                    let size = window_size(w)?;
                     let local_layers = match &raw.layer_types {
                         Some(types) => types
                             .iter()
@@ -767,11 +777,7 @@ impl LlamaConfig {
             match sliding_window {
                 None => None,
                 Some(w) => Some(SlidingWindow {
-                    size: w.as_u64().filter(|&w| w > 0).ok_or_else(|| {
-                        EngineError::InvalidConfig(format!(
-                            "sliding_window must be a positive integer, got {w}"
-                        ))
-                    })? as usize,
+                    size: window_size(w)?,
                     local_layers: vec![true; layers],
                     local_rope_theta: None,
                 }),
@@ -981,24 +987,28 @@ impl LlamaConfig {
         let linear_factor = gguf
             .get_f64(&key("rope.scaling.factor"))
             .or_else(|| gguf.get_f64(&key("rope.scale_linear")));
-        let rope_scaling = match (scaling_type, linear_factor) {
-            _ if longrope.is_some() => longrope.unwrap_or(RopeScaling::None),
-            (Some("linear"), Some(factor)) | (None, Some(factor)) if factor != 1.0 => {
-                RopeScaling::Linear { factor }
-            }
-            (None | Some("none") | Some("linear"), _) => {
-                match gguf.tensor_info(ROPE_FREQS_TENSOR) {
-                    Some(_) => RopeScaling::FreqFactors(gguf.tensor(ROPE_FREQS_TENSOR)?.to_f32()?),
-                    None => RopeScaling::None,
+        let rope_scaling = match longrope {
+            Some(longrope) => longrope,
+            None => match (scaling_type, linear_factor) {
+                (Some("linear"), Some(factor)) | (None, Some(factor)) if factor != 1.0 => {
+                    RopeScaling::Linear { factor }
                 }
-            }
-            (Some(other), _) => {
-                return Err(unsupported(
-                    &key("rope.scaling.type"),
-                    format!("{other:?}"),
-                    "implemented: none, linear, and llama3's rope_freqs",
-                ))
-            }
+                (None | Some("none") | Some("linear"), _) => {
+                    match gguf.tensor_info(ROPE_FREQS_TENSOR) {
+                        Some(_) => {
+                            RopeScaling::FreqFactors(gguf.tensor(ROPE_FREQS_TENSOR)?.to_f32()?)
+                        }
+                        None => RopeScaling::None,
+                    }
+                }
+                (Some(other), _) => {
+                    return Err(unsupported(
+                        &key("rope.scaling.type"),
+                        format!("{other:?}"),
+                        "implemented: none, linear, and llama3's rope_freqs",
+                    ))
+                }
+            },
         };
         Self {
             hidden_size,

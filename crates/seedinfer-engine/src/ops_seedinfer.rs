@@ -75,6 +75,8 @@ impl Operations for SeedinferOps {
         )
     }
 
+    /// One fused pass when both matrices are block-quantised: the normalised rows are quantised once, and each
+    /// task applies the activation to its rows of both products while they are in cache.
     #[allow(clippy::too_many_arguments)]
     fn gated_mlp(
         w_gate: &Matrix,
@@ -88,12 +90,19 @@ impl Operations for SeedinferOps {
         up: &mut Vec<f32>,
         s: &mut OpsScratch,
     ) {
-        let mlp = GatedMlp {
-            w_gate,
-            w_up,
-            activation,
-        };
-        mlp.input(x, norm, eps, tokens, gate, up, &mut s.project)
+        let s = &mut s.project;
+        match all_quantized([w_gate, w_up]) {
+            Some([qg, qu]) if qg.rows == qu.rows => {
+                norm_quantized(&[qg, qu], x, norm, eps, s);
+                let [g, u] = resized([gate, up], [tokens * qg.rows; 2]);
+                QuantizedMatrix::matmul_gated(qg, qu, activation, s.input.as_input(), tokens, g, u);
+            }
+            _ => {
+                let outs = [&mut *gate, &mut *up];
+                project_normed([w_gate, w_up], x, norm, eps, tokens, outs, s);
+                activation.apply(gate, up);
+            }
+        }
     }
 }
 
@@ -148,50 +157,6 @@ fn project_normed<const N: usize>(
             rms_norm(x, norm, eps, &mut normed);
             project(ws, &normed, tokens, outs, s);
             s.normed = normed;
-        }
-    }
-}
-
-/// A gated MLP's gate and up matrices and its activation.
-struct GatedMlp<'a> {
-    w_gate: &'a Matrix,
-    w_up: &'a Matrix,
-    activation: GatedActivation,
-}
-
-impl GatedMlp<'_> {
-    /// The input of the down projection, `act(rms_norm(x) · gateᵀ) * (rms_norm(x) · upᵀ)`, into `gate` (`up` is
-    /// scratch): one fused pass when both matrices are block-quantised.
-    #[allow(clippy::too_many_arguments)]
-    fn input(
-        &self,
-        x: &[f32],
-        norm: &[f32],
-        eps: f32,
-        tokens: usize,
-        gate: &mut Vec<f32>,
-        up: &mut Vec<f32>,
-        s: &mut ProjectScratch,
-    ) {
-        let (w_gate, w_up, activation) = (self.w_gate, self.w_up, self.activation);
-        match all_quantized([w_gate, w_up]) {
-            Some([qg, qu]) if qg.rows == qu.rows => {
-                norm_quantized(&[qg, qu], x, norm, eps, s);
-                let [g, u] = resized([gate, up], [tokens * qg.rows; 2]);
-                QuantizedMatrix::matmul_gated(qg, qu, activation, s.input.as_input(), tokens, g, u);
-            }
-            _ => {
-                project_normed(
-                    [w_gate, w_up],
-                    x,
-                    norm,
-                    eps,
-                    tokens,
-                    [&mut *gate, &mut *up],
-                    s,
-                );
-                activation.apply(gate, up);
-            }
         }
     }
 }
