@@ -69,13 +69,7 @@ impl AttentionBench {
             .context
             .checked_add(s.tokens)
             .ok_or_else(|| invalid("context + tokens is too large".into()))?;
-        let layout = BlockLayout {
-            layers: 1,
-            kv_heads: s.kv_heads,
-            head_dim: s.head_dim,
-            block_size: s.block_size,
-            dtype: s.dtype,
-        };
+        let layout = BlockLayout::new(1, s.kv_heads, s.head_dim, s.block_size, s.dtype, None);
         let blocks = positions.div_ceil(s.block_size);
         let cache_bytes = (0..blocks.min(1))
             .map(|i| layout.block_bytes_at(i))

@@ -80,7 +80,14 @@ pub struct PagedKv {
     hashes: Vec<u64>,
     len: usize,
     capacity: usize,
+    /// Blocks before this one have had their sliding-window layers' rows given back, or keep them for good (the
+    /// first, and blocks the budget left no room to replace).
+    released: usize,
 }
+
+/// Positions before the sliding window of the next query whose local rows a cache keeps anyway, so a rewind by
+/// up to this many tokens still finds them (`Session::rewind` by one is how a chat retries its last answer).
+const WINDOW_REWIND_MARGIN: usize = 64;
 
 impl PagedKv {
     pub fn new(pool: KvPool, capacity: usize) -> Self {
@@ -92,6 +99,7 @@ impl PagedKv {
             hashes: Vec::new(),
             len: 0,
             capacity,
+            released: 0,
         }
     }
 
@@ -151,14 +159,68 @@ impl PagedKv {
         Ok(())
     }
 
-    /// Forgets every position from `len` on, and the blocks that held only those.
+    /// Forgets every position from `len` on, and the blocks that held only those. If the sliding window of a
+    /// query at `len` reaches rows this cache gave back, it forgets everything: those positions must be computed
+    /// again from the start (see [`PagedKv::release_out_of_window`]).
     pub fn truncate(&mut self, len: usize) {
         let bs = self.bs();
+        let len = if len < self.len && !self.window_intact(len) {
+            0
+        } else {
+            len
+        };
         self.len = self.len.min(len);
         self.blocks.truncate(self.len.div_ceil(bs));
         self.hashes.truncate(self.len / bs);
         if self.len < bs {
             self.key_channels.iter_mut().for_each(Vec::clear);
+        }
+        self.released = self.released.min(self.blocks.len());
+    }
+
+    /// Whether every block a sliding-window query at position `len` sees still holds its local rows.
+    fn window_intact(&self, len: usize) -> bool {
+        let Some(window) = self.pool.layout().window else {
+            return true;
+        };
+        let bs = self.bs();
+        let first = (len + 1).saturating_sub(window) / bs;
+        self.blocks[first.min(self.blocks.len())..len.div_ceil(bs).min(self.blocks.len())]
+            .iter()
+            .all(|b| !b.local_dropped())
+    }
+
+    /// Gives back the sliding-window layers' rows of the blocks whose positions no later query of those layers
+    /// sees (nor one after a rewind of up to [`WINDOW_REWIND_MARGIN`] tokens); the first block keeps them (an int8
+    /// cache's key channel scales come from it). A block only this cache holds drops them in place; a shared one
+    /// (prefix cache, fork) is replaced in this cache by a copy without them, and the prefix cache takes that copy
+    /// too if nobody else holds the original. Call it after positions are committed, never while token pruning
+    /// may still write earlier positions.
+    pub fn release_out_of_window(&mut self) {
+        let Some(window) = self.pool.layout().window else {
+            return;
+        };
+        let bs = self.bs();
+        let passed = (self.len + 1).saturating_sub(window + WINDOW_REWIND_MARGIN) / bs;
+        self.released = self.released.max(1);
+        while self.released < passed.min(self.blocks.len()) {
+            let i = self.released;
+            if !self.blocks[i].local_dropped() {
+                match Arc::get_mut(&mut self.blocks[i]) {
+                    Some(block) => block.drop_local(),
+                    None => {
+                        let Some(copy) = self.pool.copy_without_local(&self.blocks[i]) else {
+                            return;
+                        };
+                        let copy = Arc::new(copy);
+                        if let Some(&hash) = self.hashes.get(i) {
+                            self.pool.replace_cached(hash, &self.blocks[i], &copy);
+                        }
+                        self.blocks[i] = copy;
+                    }
+                }
+            }
+            self.released += 1;
         }
     }
 
@@ -195,12 +257,26 @@ impl PagedKv {
             self.len += bs;
             adopted += bs;
         }
+        // Cached blocks may lack sliding-window rows (given back by the session that computed them): the next
+        // query's window must not reach one.
+        while adopted > 0 && !self.window_intact(self.len) {
+            self.blocks.pop();
+            self.hashes.pop();
+            self.len -= bs;
+            adopted -= bs;
+        }
+        self.released = self.released.min(self.blocks.len());
         adopted
     }
 
     /// Bytes of the blocks this cache holds (shared blocks included).
     pub fn held_bytes(&self) -> usize {
         self.blocks.iter().map(|b| b.bytes()).sum()
+    }
+
+    /// Per held block: whether it gave back its sliding-window layers' rows.
+    pub(crate) fn local_dropped(&self) -> Vec<bool> {
+        self.blocks.iter().map(|b| b.local_dropped()).collect()
     }
 
     /// Appends the stored bytes of every cached position, block by block (see `KvBlock::save`).
@@ -214,16 +290,26 @@ impl PagedKv {
         }
     }
 
-    /// Bytes [`PagedKv::save`] writes for `len` positions.
-    pub(crate) fn saved_bytes(&self, len: usize) -> usize {
+    /// Bytes [`PagedKv::save`] writes for `len` positions whose blocks gave back their sliding-window rows where
+    /// `dropped` says.
+    pub(crate) fn saved_bytes(&self, len: usize, dropped: &[bool]) -> usize {
         let (layout, bs) = (self.pool.layout(), self.bs());
         (0..len.div_ceil(bs))
-            .map(|i| KvBlock::saved_bytes(layout, layout.block_dtype(i), bs.min(len - i * bs)))
+            .map(|i| {
+                let with_local = !dropped.get(i).copied().unwrap_or(false);
+                KvBlock::saved_bytes(
+                    layout,
+                    layout.block_dtype(i),
+                    bs.min(len - i * bs),
+                    with_local,
+                )
+            })
             .sum()
     }
 
-    /// Fills an empty cache with `len` positions saved by [`PagedKv::save`].
-    pub(crate) fn restore(&mut self, len: usize, mut bytes: &[u8]) -> Result<()> {
+    /// Fills an empty cache with `len` positions saved by [`PagedKv::save`] (`dropped` as in
+    /// [`PagedKv::saved_bytes`]).
+    pub(crate) fn restore(&mut self, len: usize, dropped: &[bool], mut bytes: &[u8]) -> Result<()> {
         self.truncate(0);
         self.reserve(len)?;
         let bs = self.bs();
@@ -232,12 +318,20 @@ impl PagedKv {
             if count == 0 {
                 break;
             }
-            let size = KvBlock::saved_bytes(self.pool.layout(), block.dtype(), count);
-            let (this, rest) = bytes.split_at(size.min(bytes.len()));
             if let Some(block) = Arc::get_mut(block) {
+                if dropped.get(i).copied().unwrap_or(false) {
+                    block.drop_local();
+                }
+                let size = KvBlock::saved_bytes(
+                    self.pool.layout(),
+                    block.dtype(),
+                    count,
+                    !block.local_dropped(),
+                );
+                let (this, rest) = bytes.split_at(size.min(bytes.len()));
                 block.restore(count, this);
+                bytes = rest;
             }
-            bytes = rest;
         }
         self.len = len;
         Ok(())

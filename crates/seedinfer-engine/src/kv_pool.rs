@@ -87,26 +87,78 @@ impl Default for KvCacheOptions {
 }
 
 /// Shape of a block: every layer's keys and values for `block_size` positions, stored per (layer, KV head) as
-/// `[block_size, head_dim]` rows so one head's keys of a block are contiguous.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// `[block_size, head_dim]` rows so one head's keys of a block are contiguous. With sliding-window layers the
+/// block keeps the local layers' rows apart from the others' ([`LayerRows`]), so a block whose positions every later
+/// query of those layers has passed can give them back ([`KvBlock::drop_local`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct BlockLayout {
     pub layers: usize,
     pub kv_heads: usize,
     pub head_dim: usize,
     pub block_size: usize,
     pub dtype: KvDtype,
+    /// Positions a sliding-window layer's query sees, when some layers have a window.
+    pub window: Option<usize>,
+    /// Per layer: whether it is a sliding-window layer, and its index among the layers of its kind.
+    slots: Vec<(bool, usize)>,
+    local_layers: usize,
 }
 
 impl BlockLayout {
-    /// Values of the keys (or of the values) of one block.
-    fn elements(&self) -> usize {
-        self.layers * self.kv_heads * self.block_size * self.head_dim
+    /// `local` marks the sliding-window layers (attending to their last `window` positions); empty for none.
+    pub fn new(
+        layers: usize,
+        kv_heads: usize,
+        head_dim: usize,
+        block_size: usize,
+        dtype: KvDtype,
+        window: Option<(usize, &[bool])>,
+    ) -> Self {
+        let local =
+            |l: usize| window.is_some_and(|(_, local)| local.get(l).copied().unwrap_or(false));
+        let mut counts = [0usize; 2];
+        let slots = (0..layers)
+            .map(|l| {
+                let kind = local(l);
+                counts[usize::from(kind)] += 1;
+                (kind, counts[usize::from(kind)] - 1)
+            })
+            .collect();
+        let local_layers = counts[1];
+        Self {
+            layers,
+            kv_heads,
+            head_dim,
+            block_size,
+            dtype,
+            window: window.filter(|_| local_layers > 0).map(|(size, _)| size),
+            slots,
+            local_layers,
+        }
     }
 
-    /// Row scales of the keys (or values) of one block stored as `dtype`.
-    fn scales(&self, dtype: KvDtype) -> usize {
+    /// Whether some layers keep their rows apart as sliding-window layers.
+    pub fn has_local_layers(&self) -> bool {
+        self.local_layers > 0
+    }
+
+    /// Values of the keys (or of the values) of one block's global (`false`) or local (`true`) layers.
+    fn elements(&self, local: bool) -> usize {
+        self.part_layers(local) * self.kv_heads * self.block_size * self.head_dim
+    }
+
+    fn part_layers(&self, local: bool) -> usize {
+        if local {
+            self.local_layers
+        } else {
+            self.layers - self.local_layers
+        }
+    }
+
+    /// Row scales of the keys (or values) of one block's global or local layers stored as `dtype`.
+    fn scales(&self, dtype: KvDtype, local: bool) -> usize {
         match dtype {
-            KvDtype::Int8 => self.layers * self.kv_heads * self.block_size,
+            KvDtype::Int8 => self.part_layers(local) * self.kv_heads * self.block_size,
             _ => 0,
         }
     }
@@ -120,18 +172,29 @@ impl BlockLayout {
         }
     }
 
-    fn bytes_of(&self, dtype: KvDtype) -> usize {
-        2 * (self.elements() * dtype.element_bytes() + self.scales(dtype) * 4)
+    /// Bytes of the keys and values of one block's global or local layers stored as `dtype`.
+    fn part_bytes(&self, dtype: KvDtype, local: bool) -> usize {
+        2 * (self.elements(local) * dtype.element_bytes() + self.scales(dtype, local) * 4)
+    }
+
+    /// Bytes of a block stored as `dtype`, with or without its local layers' rows.
+    fn bytes_of(&self, dtype: KvDtype, with_local: bool) -> usize {
+        self.part_bytes(dtype, false)
+            + if with_local {
+                self.part_bytes(dtype, true)
+            } else {
+                0
+            }
     }
 
     /// Bytes of a block in the cache's dtype (every block but an int8 cache's first).
     pub fn block_bytes(&self) -> usize {
-        self.bytes_of(self.dtype)
+        self.bytes_of(self.dtype, true)
     }
 
     /// Bytes of block `index` of a session.
     pub fn block_bytes_at(&self, index: usize) -> usize {
-        self.bytes_of(self.block_dtype(index))
+        self.bytes_of(self.block_dtype(index), true)
     }
 
     /// Bytes a token's keys and values take in this dtype.
@@ -139,9 +202,16 @@ impl BlockLayout {
         self.block_bytes() / self.block_size
     }
 
-    /// Index of the first row of (`layer`, `kv_head`) in a block, in rows.
-    fn head_rows(&self, layer: usize, kv_head: usize) -> usize {
-        (layer * self.kv_heads + kv_head) * self.block_size
+    /// Whether `layer` is a sliding-window layer, and the index of the first row of (`layer`, `kv_head`) among the
+    /// rows of its kind in a block.
+    fn head_rows(&self, layer: usize, kv_head: usize) -> (bool, usize) {
+        let (local, index) = self.slots[layer];
+        (local, (index * self.kv_heads + kv_head) * self.block_size)
+    }
+
+    /// Bytes [`KvBlock::save`] writes per position of a block stored as `dtype`, with or without local rows.
+    fn saved_bytes_per_position(&self, dtype: KvDtype, with_local: bool) -> usize {
+        self.bytes_of(dtype, with_local) / self.block_size
     }
 }
 
@@ -154,14 +224,14 @@ enum Rows {
 }
 
 impl Rows {
-    fn new(layout: &BlockLayout, dtype: KvDtype) -> Self {
-        let n = layout.elements();
+    fn new(layout: &BlockLayout, dtype: KvDtype, local: bool) -> Self {
+        let n = layout.elements(local);
         match dtype {
             KvDtype::F32 => Rows::F32(vec![0.0; n]),
             KvDtype::F16 => Rows::F16(vec![f16::ZERO; n]),
             KvDtype::Int8 => Rows::Int8 {
                 rows: vec![0; n],
-                scales: vec![0.0; layout.scales(dtype)],
+                scales: vec![0.0; layout.scales(dtype, local)],
             },
         }
     }
@@ -235,10 +305,28 @@ impl Rows {
     }
 }
 
-/// One block of the pool. Its bytes count against the budget until it is dropped.
-pub struct KvBlock {
+/// The keys and values of one kind of layer (global or sliding-window) of a block.
+#[derive(Clone)]
+struct LayerRows {
     keys: Rows,
     values: Rows,
+}
+
+impl LayerRows {
+    fn new(layout: &BlockLayout, dtype: KvDtype, local: bool) -> Self {
+        Self {
+            keys: Rows::new(layout, dtype, local),
+            values: Rows::new(layout, dtype, local),
+        }
+    }
+}
+
+/// One block of the pool. Its bytes count against the budget until it is dropped.
+pub struct KvBlock {
+    /// Rows of the layers without a sliding window (every layer of most models).
+    global: LayerRows,
+    /// Rows of the sliding-window layers; `None` once dropped ([`KvBlock::drop_local`]) or if there are none.
+    local: Option<LayerRows>,
     pool: Arc<PoolShared>,
 }
 
@@ -251,6 +339,19 @@ impl Drop for KvBlock {
 }
 
 impl KvBlock {
+    /// The rows holding `layer`, and the first row of (`layer`, `kv_head`) in them.
+    fn rows(&self, layer: usize, kv_head: usize) -> (&LayerRows, usize) {
+        let (local, first) = self.pool.layout.head_rows(layer, kv_head);
+        let rows = if local {
+            self.local
+                .as_ref()
+                .expect("attention never reads a sliding-window layer's rows its window has passed")
+        } else {
+            &self.global
+        };
+        (rows, first)
+    }
+
     /// Stores the keys and values of one position (`[kv_heads * head_dim]` each) at `slot` of this block. With
     /// `key_channels` (`[kv_heads * head_dim]`), int8 keys are stored divided by them channel by channel.
     pub(crate) fn write(
@@ -261,7 +362,8 @@ impl KvBlock {
         values: &[f32],
         key_channels: Option<&[f32]>,
     ) {
-        let layout = self.pool.layout;
+        let pool = Arc::clone(&self.pool);
+        let layout = &pool.layout;
         let hd = layout.head_dim;
         let channels = key_channels.filter(|_| self.dtype() == KvDtype::Int8);
         // Room for one scaled key row on the stack for usual head sizes, on the heap beyond.
@@ -275,33 +377,57 @@ impl KvBlock {
             &mut heap
         };
         for h in 0..layout.kv_heads {
-            let row = layout.head_rows(layer, h) + slot;
+            let (local, first) = layout.head_rows(layer, h);
+            let rows = if local {
+                self.local
+                    .as_mut()
+                    .expect("positions are written before their window passes them")
+            } else {
+                &mut self.global
+            };
+            let row = first + slot;
             let key = &keys[h * hd..(h + 1) * hd];
             match channels {
                 Some(channels) => {
                     for ((o, k), c) in scaled.iter_mut().zip(key).zip(&channels[h * hd..]) {
                         *o = k / c;
                     }
-                    self.keys.write(row, scaled);
+                    rows.keys.write(row, scaled);
                 }
-                None => self.keys.write(row, key),
+                None => rows.keys.write(row, key),
             }
-            self.values.write(row, &values[h * hd..(h + 1) * hd]);
+            rows.values.write(row, &values[h * hd..(h + 1) * hd]);
         }
     }
 
     /// How this block is stored (see [`BlockLayout::block_dtype`]).
     pub fn dtype(&self) -> KvDtype {
-        match self.keys {
+        match self.global.keys {
             Rows::F32(_) => KvDtype::F32,
             Rows::F16(_) => KvDtype::F16,
             Rows::Int8 { .. } => KvDtype::Int8,
         }
     }
 
+    /// Whether the sliding-window layers' rows were given back.
+    pub fn local_dropped(&self) -> bool {
+        self.pool.layout.has_local_layers() && self.local.is_none()
+    }
+
+    /// Gives back the sliding-window layers' rows (and their bytes to the budget): no later query of those layers
+    /// sees this block's positions.
+    pub(crate) fn drop_local(&mut self) {
+        if self.local.take().is_some() {
+            let bytes = self.pool.layout.part_bytes(self.dtype(), true);
+            self.pool.used_bytes.fetch_sub(bytes, Ordering::AcqRel);
+        }
+    }
+
     /// Bytes this block counts against the budget.
     pub fn bytes(&self) -> usize {
-        self.pool.layout.bytes_of(self.dtype())
+        self.pool
+            .layout
+            .bytes_of(self.dtype(), self.local.is_some())
     }
 
     /// Key channel scales of one layer from this block's first `count` keys (see `KvStore::key_channels`):
@@ -311,14 +437,14 @@ impl KvBlock {
     /// no longer spends its range on a few large channels; queries multiplied by them give the same scores (the
     /// SmoothQuant balance, with exponent 1/2).
     pub(crate) fn key_channels(&self, layer: usize, count: usize) -> Vec<f32> {
-        let layout = self.pool.layout;
+        let layout = &self.pool.layout;
         let hd = layout.head_dim;
         let mut out = vec![0.0f32; layout.kv_heads * hd];
         for (h, head) in out.chunks_mut(hd).enumerate() {
-            let first = layout.head_rows(layer, h);
+            let (rows, first) = self.rows(layer, h);
             for p in 1.min(count - 1)..count {
                 for (c, m) in head.iter_mut().enumerate() {
-                    *m = m.max(self.keys.get(first + p, c, hd).abs());
+                    *m = m.max(rows.keys.get(first + p, c, hd).abs());
                 }
             }
             let floor = head.iter().copied().fold(0.0f32, f32::max) * 1e-3;
@@ -330,54 +456,79 @@ impl KvBlock {
 
     /// Makes this block a copy of `other` (copy-on-write of a shared block).
     pub(crate) fn copy_from(&mut self, other: &KvBlock) {
-        self.keys.clone_from(&other.keys);
-        self.values.clone_from(&other.values);
+        self.global.clone_from(&other.global);
+        match (&mut self.local, &other.local) {
+            (Some(mine), Some(theirs)) => mine.clone_from(theirs),
+            (Some(_), None) => self.drop_local(),
+            (None, _) => {}
+        }
     }
 
     /// Positions `0..count` of this block for one layer and KV head, as the attention kernel reads them.
     pub fn head(&self, layer: usize, kv_head: usize, count: usize) -> KvHead<'_> {
-        let layout = &self.pool.layout;
-        let first = layout.head_rows(layer, kv_head);
+        let hd = self.pool.layout.head_dim;
+        let (rows, first) = self.rows(layer, kv_head);
         KvHead {
-            keys: self.keys.view(first, count, layout.head_dim),
-            values: self.values.view(first, count, layout.head_dim),
-            stride: layout.head_dim,
+            keys: rows.keys.view(first, count, hd),
+            values: rows.values.view(first, count, hd),
+            stride: hd,
             offset: 0,
-            head_dim: layout.head_dim,
+            head_dim: hd,
         }
     }
 
-    /// Appends the stored bytes of positions `0..count` of every layer and head (keys, then values).
+    /// The (layer, KV head) row groups a saved block holds, in file order: every layer's, but a block without
+    /// its local rows skips the sliding-window layers.
+    fn saved_heads(
+        layout: &BlockLayout,
+        with_local: bool,
+    ) -> impl Iterator<Item = (usize, usize)> + '_ {
+        (0..layout.layers)
+            .filter(move |&l| with_local || !layout.slots[l].0)
+            .flat_map(move |l| (0..layout.kv_heads).map(move |h| (l, h)))
+    }
+
+    /// Appends the stored bytes of positions `0..count` of every layer and head it holds (keys, then values).
     pub(crate) fn save(&self, count: usize, out: &mut Vec<u8>) {
         let layout = &self.pool.layout;
-        for layer in 0..layout.layers {
-            for h in 0..layout.kv_heads {
-                let first = layout.head_rows(layer, h);
-                self.keys.bytes(first, count, layout.head_dim, out);
-                self.values.bytes(first, count, layout.head_dim, out);
-            }
+        for (layer, h) in Self::saved_heads(layout, self.local.is_some()) {
+            let (rows, first) = self.rows(layer, h);
+            rows.keys.bytes(first, count, layout.head_dim, out);
+            rows.values.bytes(first, count, layout.head_dim, out);
         }
     }
 
-    /// Bytes [`KvBlock::save`] writes for `count` positions of a block stored as `dtype`: every stored byte of
-    /// those positions.
-    pub(crate) fn saved_bytes(layout: &BlockLayout, dtype: KvDtype, count: usize) -> usize {
-        layout.bytes_of(dtype) / layout.block_size * count
+    /// Bytes [`KvBlock::save`] writes for `count` positions of a block stored as `dtype`, with or without its
+    /// sliding-window layers' rows: every stored byte of those positions.
+    pub(crate) fn saved_bytes(
+        layout: &BlockLayout,
+        dtype: KvDtype,
+        count: usize,
+        with_local: bool,
+    ) -> usize {
+        layout.saved_bytes_per_position(dtype, with_local) * count
     }
 
-    /// Inverse of [`KvBlock::save`].
+    /// Inverse of [`KvBlock::save`] (call [`KvBlock::drop_local`] first for a block saved without local rows).
     pub(crate) fn restore(&mut self, count: usize, bytes: &[u8]) {
-        let layout = self.pool.layout;
-        let part =
-            Self::saved_bytes(&layout, self.dtype(), count) / (2 * layout.layers * layout.kv_heads);
-        let mut chunks = bytes.chunks_exact(part);
-        for layer in 0..layout.layers {
-            for h in 0..layout.kv_heads {
-                let first = layout.head_rows(layer, h);
-                if let (Some(k), Some(v)) = (chunks.next(), chunks.next()) {
-                    self.keys.set_bytes(first, count, layout.head_dim, k);
-                    self.values.set_bytes(first, count, layout.head_dim, v);
-                }
+        let pool = Arc::clone(&self.pool);
+        let layout = &pool.layout;
+        let with_local = self.local.is_some();
+        let groups = 2
+            * (layout.part_layers(false) + if with_local { layout.local_layers } else { 0 })
+            * layout.kv_heads;
+        let part = Self::saved_bytes(layout, self.dtype(), count, with_local) / groups.max(1);
+        let mut chunks = bytes.chunks_exact(part.max(1));
+        for (layer, h) in Self::saved_heads(layout, with_local) {
+            let (local, first) = layout.head_rows(layer, h);
+            let rows = match (local, self.local.as_mut()) {
+                (true, Some(rows)) => rows,
+                (true, None) => continue,
+                (false, _) => &mut self.global,
+            };
+            if let (Some(k), Some(v)) = (chunks.next(), chunks.next()) {
+                rows.keys.set_bytes(first, count, layout.head_dim, k);
+                rows.values.set_bytes(first, count, layout.head_dim, v);
             }
         }
     }
@@ -501,13 +652,43 @@ impl KvPool {
     /// blocks no session uses (least recently used first) when the budget needs room. Fails with
     /// `KV_BUDGET_EXCEEDED` if even then they do not fit; nothing is allocated or evicted then.
     pub fn allocate(&self, indices: &[usize]) -> Result<Vec<KvBlock>> {
-        let count = indices.len();
+        let layout = &self.shared.layout;
+        let needed: usize = indices.iter().map(|&i| layout.block_bytes_at(i)).sum();
+        self.take_bytes(needed, indices.len())?;
+        let with_local = layout.has_local_layers();
+        Ok(indices
+            .iter()
+            .map(|&i| {
+                let dtype = layout.block_dtype(i);
+                KvBlock {
+                    global: LayerRows::new(layout, dtype, false),
+                    local: with_local.then(|| LayerRows::new(layout, dtype, true)),
+                    pool: Arc::clone(&self.shared),
+                }
+            })
+            .collect())
+    }
+
+    /// A copy of `block` without its sliding-window layers' rows, for a session to hold instead of a block it
+    /// shares; `None` if the budget has no room for it even after evicting.
+    pub(crate) fn copy_without_local(&self, block: &KvBlock) -> Option<KvBlock> {
+        let needed = self.shared.layout.part_bytes(block.dtype(), false);
+        self.take_bytes(needed, 1).ok()?;
+        Some(KvBlock {
+            global: block.global.clone(),
+            local: None,
+            pool: Arc::clone(&self.shared),
+        })
+    }
+
+    /// Counts `needed` bytes of `count` new blocks against the budget, evicting cached blocks no session uses
+    /// (least recently used first) when it needs room. Fails with `KV_BUDGET_EXCEEDED` if even then they do not
+    /// fit; nothing is counted or evicted then.
+    fn take_bytes(&self, needed: usize, count: usize) -> Result<()> {
         if count == 0 {
-            return Ok(Vec::new());
+            return Ok(());
         }
         let shared = &self.shared;
-        let layout = shared.layout;
-        let needed: usize = indices.iter().map(|&i| layout.block_bytes_at(i)).sum();
         let mut cache = self.lock();
         // Refuse before evicting anything if even evicting every block only the cache holds would not make room.
         let evictable: usize = cache
@@ -530,7 +711,7 @@ impl KvPool {
             if used + needed <= shared.budget_bytes {
                 shared.used_bytes.fetch_add(needed, Ordering::AcqRel);
                 shared.live_blocks.fetch_add(count, Ordering::AcqRel);
-                break;
+                return Ok(());
             }
             // Sessions hold whole chains from the first block, so leaves (blocks no cached block continues) go
             // first.
@@ -555,18 +736,19 @@ impl KvPool {
                 }
             }
         }
-        drop(cache);
-        Ok(indices
-            .iter()
-            .map(|&i| {
-                let dtype = layout.block_dtype(i);
-                KvBlock {
-                    keys: Rows::new(&layout, dtype),
-                    values: Rows::new(&layout, dtype),
-                    pool: Arc::clone(shared),
-                }
-            })
-            .collect())
+    }
+
+    /// Makes the prefix cache hold `lighter` (the same positions without the sliding-window layers' rows) instead
+    /// of `block` under `hash`, if it holds `block` there and only it and the caller do: no other session then
+    /// needs those rows, and `block` is freed when the caller lets it go.
+    pub(crate) fn replace_cached(&self, hash: u64, block: &Arc<KvBlock>, lighter: &Arc<KvBlock>) {
+        let mut cache = self.lock();
+        if let Some(entry) = cache.entries.get_mut(&hash) {
+            // Under the lock no new reference to a cached block is handed out, so the count cannot grow here.
+            if Arc::ptr_eq(&entry.block, block) && Arc::strong_count(block) == 2 {
+                entry.block = Arc::clone(lighter);
+            }
+        }
     }
 
     /// Offers a full block to the prefix cache under `hash` (its prefix chained with `tokens`).
@@ -664,14 +846,9 @@ mod tests {
     use super::*;
 
     fn pool(blocks: usize) -> KvPool {
-        let layout = BlockLayout {
-            layers: 2,
-            kv_heads: 1,
-            head_dim: 8,
-            block_size: 8,
-            dtype: KvDtype::F32,
-        };
-        KvPool::new(layout, blocks * layout.block_bytes(), true)
+        let layout = BlockLayout::new(2, 1, 8, 8, KvDtype::F32, None);
+        let bytes = blocks * layout.block_bytes();
+        KvPool::new(layout, bytes, true)
     }
 
     #[test]

@@ -106,13 +106,18 @@ fn kv_pool(config: &LlamaConfig, options: &KvCacheOptions) -> Result<KvPool> {
             "kvCache.blockSize must be a multiple of 8 in [8, 1024], got {block_size}"
         )));
     }
-    let layout = BlockLayout {
-        layers: config.layers,
-        kv_heads: config.kv_heads,
-        head_dim: config.head_dim,
+    let window = config
+        .sliding_window
+        .as_ref()
+        .map(|w| (w.size, w.local_layers.as_slice()));
+    let layout = BlockLayout::new(
+        config.layers,
+        config.kv_heads,
+        config.head_dim,
         block_size,
-        dtype: options.dtype,
-    };
+        options.dtype,
+        window,
+    );
     const GIB: usize = 1 << 30;
     let budget = options
         .budget_bytes

@@ -108,8 +108,10 @@ pub struct Session {
     pub(crate) tokens: Vec<u32>,
     /// Logits after the last token in the cache, so a generation may start without new prompt tokens.
     pub(crate) last_logits: Option<Vec<f32>>,
-    /// The last generated token: part of the conversation, fed to the model at the start of the next call.
-    pub(crate) pending: Option<u32>,
+    /// Tokens of the conversation not in the cache, fed to the model at the start of the next call: the last
+    /// generated token, or after a rewind whose sliding windows reach rows the cache gave back, every token from
+    /// the last position it could keep.
+    pub(crate) pending: Vec<u32>,
     /// Set once token pruning left some position without some layer's keys and values.
     pub(crate) pruned: Option<PrunedPositions>,
     scratch: Scratch,
@@ -130,7 +132,7 @@ impl Session {
             cache,
             tokens: Vec::new(),
             last_logits: None,
-            pending: None,
+            pending: Vec::new(),
             pruned: None,
             scratch: Scratch::default(),
         })
@@ -138,7 +140,12 @@ impl Session {
 
     /// Tokens of the conversation so far, including the last generated one.
     pub fn token_count(&self) -> usize {
-        self.tokens.len() + usize::from(self.pending.is_some())
+        self.tokens.len() + self.pending.len()
+    }
+
+    /// Tokens whose keys and values are in the cache (the others are pending: fed on the next call).
+    pub fn cached_token_count(&self) -> usize {
+        self.tokens.len()
     }
 
     pub fn context_size(&self) -> usize {
@@ -149,7 +156,7 @@ impl Session {
         self.truncate_cache(0);
         self.tokens.clear();
         self.last_logits = None;
-        self.pending = None;
+        self.pending.clear();
     }
 
     /// Bytes of the KV blocks this session holds (blocks shared with other sessions included).
@@ -161,9 +168,9 @@ impl Session {
         &self.model
     }
 
-    /// All tokens of the conversation: the cached ones and the pending last generated one.
+    /// All tokens of the conversation: the cached ones and the pending ones.
     pub fn all_tokens(&self) -> Vec<u32> {
-        self.tokens.iter().copied().chain(self.pending).collect()
+        self.tokens.iter().chain(&self.pending).copied().collect()
     }
 
     /// A second session continuing from this one's state. The KV blocks are shared, not copied; a block is copied
@@ -174,7 +181,7 @@ impl Session {
             cache: self.cache.clone(),
             tokens: self.tokens.clone(),
             last_logits: self.last_logits.clone(),
-            pending: self.pending,
+            pending: self.pending.clone(),
             pruned: self.pruned.clone(),
             scratch: Scratch::default(),
         }
@@ -193,16 +200,16 @@ impl Session {
         }
         let mut all = self.all_tokens();
         all.truncate(count - n);
-        match all.pop() {
-            None => self.reset(),
-            Some(last) => {
-                // The new last token is fed again on the next call, which recomputes its logits exactly.
-                self.truncate_cache(all.len());
-                self.tokens = all;
-                self.pending = Some(last);
-                self.last_logits = None;
-            }
+        if all.is_empty() {
+            self.reset();
+            return Ok(());
         }
+        // The new last token is fed again on the next call, which recomputes its logits exactly. The cache may keep
+        // less (sliding windows reaching rows it gave back): the rest is fed again too.
+        self.truncate_cache(all.len() - 1);
+        self.pending = all.split_off(self.cache.len());
+        self.tokens = all;
+        self.last_logits = None;
         Ok(())
     }
 
@@ -220,7 +227,7 @@ impl Session {
     fn truncate_cache(&mut self, len: usize) {
         self.cache.truncate(len);
         if let Some(pruned) = &mut self.pruned {
-            pruned.truncate(len);
+            pruned.truncate(self.cache.len());
             if !pruned.has_holes() {
                 self.pruned = None;
             }
@@ -230,8 +237,8 @@ impl Session {
     /// Runs `tokens` through the model in chunks, calling `after_chunk` with each chunk's logits, and keeps the
     /// logits after the last token in `last_logits`. With `reuse`, leading tokens whose blocks the prefix cache
     /// holds are adopted instead of computed. Returns whether it completed (false when `abort` stopped it between
-    /// chunks), how many tokens were reused and what was computed. `tokens` begin with the pending token, if any,
-    /// which stops being pending once anything is fed.
+    /// chunks), how many tokens were reused and what was computed. `tokens` begin with the pending tokens, if any,
+    /// which stop being pending as they are fed.
     ///
     /// A pruning `strategy`, or a cache that pruning already left holes in, runs all tokens in one layer-by-layer
     /// pass instead ([`forward_pruned`]); `decode` says whether it is a decode step.
@@ -255,9 +262,7 @@ impl Session {
             0
         };
         self.tokens.extend_from_slice(&tokens[..reused]);
-        if reused > 0 {
-            self.pending = None;
-        }
+        self.pending.drain(..reused.min(self.pending.len()));
         let tokens = &tokens[reused..];
         if let Err(e) = self.cache.reserve(self.cache.len() + tokens.len()) {
             self.cache.truncate(start);
@@ -302,7 +307,7 @@ impl Session {
                 }
             };
             self.tokens.extend_from_slice(tokens);
-            self.pending = None;
+            self.pending.clear();
             after_chunk(&logits);
             logits.drain(..logits.len() - vocab_size);
             self.last_logits = Some(logits);
@@ -347,12 +352,12 @@ impl Session {
             }
             fed += chunk.len();
             self.tokens.extend_from_slice(chunk);
-            self.pending = None;
+            self.pending.drain(..chunk.len().min(self.pending.len()));
             report
                 .layer_tokens
                 .iter_mut()
                 .for_each(|t| *t += chunk.len());
-            self.cache.offer_full_blocks(&self.tokens);
+            self.settle_cache();
             after_chunk(&logits);
             logits.drain(..logits.len() - vocab_size);
         }
@@ -367,7 +372,7 @@ impl Session {
     }
 
     /// Checks `tokens` against the vocabulary and the context (keeping `reserve` positions free), then returns
-    /// what must be fed: the pending last generated token, if any, followed by `tokens`. The token stays pending
+    /// what must be fed: the pending tokens, if any, followed by `tokens`. A token stays pending
     /// until [`Session::run_chunks`] feeds it, so a call that fails or is aborted first leaves it in place.
     fn feed(&self, tokens: &[u32], reserve: usize) -> Result<Vec<u32>> {
         let vocab_size = self.model.config.vocab_size;
@@ -381,19 +386,24 @@ impl Session {
                 context: self.context_size(),
             });
         }
-        Ok(self
-            .pending
-            .into_iter()
-            .chain(tokens.iter().copied())
-            .collect())
+        Ok(self.pending.iter().chain(tokens).copied().collect())
     }
 
     /// Records `tokens`, just computed into the cache by a batched pass, and the logits after the last of them.
     fn fed(&mut self, tokens: &[u32], logits: Vec<f32>) {
         self.tokens.extend_from_slice(tokens);
-        self.pending = None;
-        self.cache.offer_full_blocks(&self.tokens);
+        self.pending.clear();
+        self.settle_cache();
         self.last_logits = Some(logits);
+    }
+
+    /// After new positions are committed (by a dense pass): offers the full blocks to the prefix cache, then gives
+    /// back the sliding-window rows no later query needs.
+    fn settle_cache(&mut self) {
+        self.cache.offer_full_blocks(&self.tokens);
+        if self.pruned.is_none() {
+            self.cache.release_out_of_window();
+        }
     }
 
     /// Feeds one generated token through the model's batcher: in one forward pass with the decode steps of the
@@ -550,6 +560,14 @@ impl Session {
                     .into(),
             ));
         }
+        if params.prefill != PrefillStrategy::Dense && self.model.config.sliding_window.is_some() {
+            // Their scores and gathered attention do not follow the window, and the cache gives back rows outside
+            // it that a pruned layer would read.
+            return Err(EngineError::InvalidOption(
+                "token pruning and sparse prefill are not available yet on models with sliding-window layers"
+                    .into(),
+            ));
+        }
         if params.logprobs.is_some_and(|k| k > MAX_TOP_LOGPROBS) {
             return Err(EngineError::InvalidOption(format!(
                 "topLogprobs must be at most {MAX_TOP_LOGPROBS}"
@@ -648,7 +666,7 @@ impl Session {
                     Ok(revived) => out.decode_revived += revived,
                     Err(e) => {
                         // The session keeps what was generated; the unfed last token stays pending.
-                        self.pending = Some(previous);
+                        self.pending = vec![previous];
                         return Err(e);
                     }
                 }
@@ -700,7 +718,9 @@ impl Session {
                 break;
             }
         }
-        self.pending = out.token_ids.last().copied();
+        if let Some(&last) = out.token_ids.last() {
+            self.pending = vec![last];
+        }
         if out.stop_reason == StopReason::MaxTokens || out.stop_reason == StopReason::ContextFull {
             let tail = decoder.finish(&model.tokenizer)?;
             out.text.push_str(&tail);

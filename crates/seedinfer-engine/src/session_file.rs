@@ -2,9 +2,11 @@
 //!
 //! Layout (little-endian): magic `SEEDSESS`, format version (u32), the model fingerprint (32 bytes), the cache
 //! configuration (dtype u8, block size, layers, KV heads, head size, vocabulary, context size: u32 each), the
-//! cached tokens (count u32, then u32 each), the pending generated token (u32, `u32::MAX` for none), the logits
-//! after the last cached token (count u32: 0 or the vocabulary size, then f32 each), the KV bytes (length u64,
-//! then each block's positions as stored), and a SHA-256 of everything before it.
+//! cached tokens (count u32, then u32 each), the pending tokens (count u32, then u32 each; version 1: one u32,
+//! `u32::MAX` for none), the logits after the last cached token (count u32: 0 or the vocabulary size, then f32
+//! each), the blocks that gave back their sliding-window layers' rows (count u32, then one byte per block, 1 for
+//! those; absent in version 1), the KV bytes (length u64, then each block's positions as stored), and a SHA-256 of
+//! everything before it.
 
 use crate::error::{EngineError, Result};
 use crate::kv_cache::{KvStore, PagedKv};
@@ -16,7 +18,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 const MAGIC: &[u8; 8] = b"SEEDSESS";
-const VERSION: u32 = 1;
+const VERSION: u32 = 2;
 const NO_TOKEN: u32 = u32::MAX;
 
 fn put_u32(out: &mut Vec<u8>, v: usize) {
@@ -56,7 +58,7 @@ impl Session {
             ));
         }
         let model = self.model();
-        let mut out = Vec::with_capacity(64 + self.cache.saved_bytes(self.cache.len()));
+        let mut out = Vec::with_capacity(64 + self.cache.held_bytes());
         out.extend_from_slice(MAGIC);
         put_u32(&mut out, VERSION as usize);
         out.extend_from_slice(&model.fingerprint);
@@ -67,11 +69,17 @@ impl Session {
         for &t in &self.tokens {
             put_u32(&mut out, t as usize);
         }
-        put_u32(&mut out, self.pending.unwrap_or(NO_TOKEN) as usize);
+        put_u32(&mut out, self.pending.len());
+        for &t in &self.pending {
+            put_u32(&mut out, t as usize);
+        }
         let logits = self.last_logits.as_deref().unwrap_or_default();
         put_u32(&mut out, logits.len());
         out.extend_from_slice(bytemuck::cast_slice(logits));
-        let kv_bytes = self.cache.saved_bytes(self.cache.len());
+        let dropped = self.cache.local_dropped();
+        put_u32(&mut out, dropped.len());
+        out.extend(dropped.iter().map(|&d| u8::from(d)));
+        let kv_bytes = self.cache.saved_bytes(self.cache.len(), &dropped);
         out.extend_from_slice(&(kv_bytes as u64).to_le_bytes());
         self.cache.save(&mut out);
         let digest: [u8; 32] = Sha256::digest(&out).into();
@@ -106,9 +114,9 @@ impl Session {
         }
         let (body, digest) = bytes.split_at(bytes.len() - 32);
         let version = u32::from_le_bytes([body[8], body[9], body[10], body[11]]);
-        if version != VERSION {
+        if version != VERSION && version != 1 {
             return Err(invalid(format!(
-                "format version {version}, this seedinfer reads version {VERSION}"
+                "format version {version}, this seedinfer reads versions 1 and {VERSION}"
             )));
         }
         if Sha256::digest(body).as_slice() != digest {
@@ -165,11 +173,25 @@ impl Session {
             }
             tokens.push(t);
         }
-        let pending = match reader.u32().ok_or_else(short)? {
-            NO_TOKEN => None,
-            t if (t as usize) < vocab => Some(t),
-            t => return Err(invalid(format!("token id {t} is outside the vocabulary"))),
+        let pending = if version == 1 {
+            match reader.u32().ok_or_else(short)? {
+                NO_TOKEN => Vec::new(),
+                t => vec![t],
+            }
+        } else {
+            let count = reader.u32().ok_or_else(short)? as usize;
+            if cached + count > context_size + 1 {
+                return Err(invalid(format!(
+                    "{cached} cached and {count} pending tokens do not fit its context of {context_size}"
+                )));
+            }
+            (0..count)
+                .map(|_| reader.u32().ok_or_else(short))
+                .collect::<Result<Vec<u32>>>()?
         };
+        if let Some(t) = pending.iter().find(|&&t| t as usize >= vocab) {
+            return Err(invalid(format!("token id {t} is outside the vocabulary")));
+        }
         let logits_len = reader.u32().ok_or_else(short)? as usize;
         if logits_len != 0 && logits_len != vocab {
             return Err(invalid(format!(
@@ -182,8 +204,24 @@ impl Session {
             .chunks_exact(4)
             .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
             .collect();
+        let dropped: Vec<bool> = if version == 1 {
+            Vec::new()
+        } else {
+            let blocks = reader.u32().ok_or_else(short)? as usize;
+            let flags = reader.take(blocks).ok_or_else(short)?;
+            if blocks != cached.div_ceil(model.kv_pool.layout().block_size)
+                || flags.iter().any(|&f| f > 1)
+                || (flags.contains(&1) && !model.kv_pool.layout().has_local_layers())
+            {
+                return Err(invalid(
+                    "the record of blocks without sliding-window rows does not fit the cache"
+                        .into(),
+                ));
+            }
+            flags.iter().map(|&f| f == 1).collect()
+        };
         let kv_len = reader.u64().ok_or_else(short)? as usize;
-        let expected_kv = session.cache.saved_bytes(cached);
+        let expected_kv = session.cache.saved_bytes(cached, &dropped);
         if kv_len != expected_kv || reader.bytes.len() != kv_len {
             return Err(invalid(format!(
                 "{kv_len} bytes of keys and values ({} present) where {cached} tokens need {expected_kv}",
@@ -191,7 +229,7 @@ impl Session {
             )));
         }
         let mut cache = PagedKv::new(model.kv_pool.clone(), context_size);
-        cache.restore(cached, reader.bytes)?;
+        cache.restore(cached, &dropped, reader.bytes)?;
         cache.offer_full_blocks(&tokens);
         session.cache = cache;
         session.tokens = tokens;
