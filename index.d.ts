@@ -16,9 +16,10 @@ export declare class SeedinferError extends Error {
    * `UNSUPPORTED_GGUF_VERSION`, `UNSUPPORTED_TENSOR_TYPE`, `UNSUPPORTED_ARCHITECTURE`, `MISSING_TENSOR`,
    * `TENSOR_SHAPE_MISMATCH`, `INVALID_CONFIG`, `UNSUPPORTED_CONFIG` (a configuration key that changes the arithmetic and is
    * not implemented, named in the message), `UNSUPPORTED_TOKENIZER`, `INVALID_TOKEN_ID`, `CONTEXT_OVERFLOW`,
-   * `INVALID_OPTION`, `SESSION_BUSY`, `DISPOSED`, `KV_BUDGET_EXCEEDED`, `SESSION_FILE_INVALID`,
+   * `INVALID_OPTION` (also an option this library does not know, named with the nearest known one), `SESSION_BUSY`, `DISPOSED`, `KV_BUDGET_EXCEEDED`, `SESSION_FILE_INVALID`,
    * `SESSION_FILE_MISMATCH`, `UNSUPPORTED_CONTAINER_VERSION`, `ABORTED`, `DOWNLOAD_FAILED`, `HUB_UNREACHABLE`, `PIP_UNAVAILABLE`,
-   * `CHECKSUM_MISMATCH`, `NO_CHAT_TEMPLATE`, `INTERNAL`.
+   * `CHECKSUM_MISMATCH`, `NO_CHAT_TEMPLATE`, `NATIVE_BINDING_MISSING` (no native addon for this platform: neither
+   * the platform package npm installs on linux-x64 nor a local build), `INTERNAL`.
    */
   readonly code: string;
   constructor(code: string, message: string, options?: { cause?: unknown });

@@ -40,3 +40,57 @@ export function checkNumberOption(name: string, value: unknown, min: number, max
     );
   }
 }
+
+/**
+ * The option names of `T`, listed in full: the compiler rejects a list that misses one of `T`'s options or names
+ * one `T` lacks, so the names checked at run time follow the typings.
+ */
+export function optionNames<T>() {
+  return <const K extends readonly (keyof T & string)[]>(
+    names: K & (Exclude<keyof T, K[number]> extends never ? unknown : { missing: Exclude<keyof T, K[number]> }),
+  ): readonly string[] => names;
+}
+
+/**
+ * Throws INVALID_OPTION for an option of `options` (set to anything but `undefined`) that `known` does not list:
+ * a typo, or an option of another library, would otherwise be ignored without a word. Names the nearest known one.
+ */
+export function checkOptionNames(what: string, options: object, known: readonly string[]): void {
+  for (const [name, value] of Object.entries(options)) {
+    if (value === undefined || known.includes(name)) continue;
+    const nearest = nearestName(name, known);
+    throw new SeedinferError(
+      'INVALID_OPTION',
+      `unknown option ${JSON.stringify(name)} for ${what}${nearest ? `; did you mean ${JSON.stringify(nearest)}?` : ''} (known: ${known.join(', ')})`,
+    );
+  }
+}
+
+/**
+ * The known name closest to `name` (edit distance ignoring case, `_` and `-`; a name containing the other counts as
+ * one edit), if close enough to be a typo.
+ */
+function nearestName(name: string, known: readonly string[]): string | undefined {
+  const plain = (s: string) => s.toLowerCase().replace(/[_-]/g, '');
+  const target = plain(name);
+  let best: { name: string; distance: number } | undefined;
+  for (const candidate of known) {
+    const other = plain(candidate);
+    const contains = Math.min(target.length, other.length) >= 3 && (target.includes(other) || other.includes(target));
+    const distance = contains ? 1 : editDistance(target, other);
+    if (!best || distance < best.distance) best = { name: candidate, distance };
+  }
+  return best && best.distance <= Math.max(2, Math.floor(target.length / 3)) ? best.name : undefined;
+}
+
+function editDistance(a: string, b: string): number {
+  let previous = Array.from({ length: b.length + 1 }, (_, j) => j);
+  for (let i = 1; i <= a.length; i++) {
+    const row = [i];
+    for (let j = 1; j <= b.length; j++) {
+      row[j] = Math.min(previous[j] + 1, row[j - 1] + 1, previous[j - 1] + (a[i - 1] === b[j - 1] ? 0 : 1));
+    }
+    previous = row;
+  }
+  return previous[b.length];
+}

@@ -1,11 +1,11 @@
 // The public Model: loading from a path, a Hub id or the default model; tokenizer; chat template; sessions.
 import { BUILTIN_CHAT_TEMPLATES, compileChatTemplate } from './chat-template.js';
-import { SeedinferError, checkNumberOption, toSeedinferError } from './errors.js';
+import { SeedinferError, checkNumberOption, checkOptionNames, optionNames, toSeedinferError } from './errors.js';
 import { resolveModelSource } from './fetch/resolve.js';
 import { native } from './native.js';
 import { withAbortFlag } from './abort.js';
 import type { NativeModel, NativeModelInfo } from './native.js';
-import { Session, toTokenIds } from './session.js';
+import { ABORT_OPTIONS, Session, toTokenIds } from './session.js';
 import type {
   AbortOptions,
   BatchStats,
@@ -28,10 +28,18 @@ export const DEFAULT_CONTEXT = 4096;
 export const WEIGHT_FORMATS = ['f32', 'f16', 'q8_0', 'q4_0', 'q4_1', 'q5_0', 'q5_1', 'q2_k', 'q3_k', 'q4_k', 'q5_k', 'q6_k', 'iq4_nl', 'iq4_xs'] as const;
 const NUMERICS: readonly string[] = ['seedinfer', 'llamacpp'];
 const KV_DTYPES: readonly string[] = ['f32', 'f16', 'int8'];
+const LOAD_OPTIONS = optionNames<LoadOptions>()(['threads', 'cacheDir', 'onProgress', 'weights', 'kvCache', 'numerics', 'maxBatchTokens']);
+const KV_CACHE_OPTIONS = optionNames<KvCacheOptions>()(['dtype', 'blockSize', 'budgetBytes', 'prefixCaching']);
+const TOKENIZE_OPTIONS = optionNames<TokenizeOptions>()(['addBos', 'special']);
+const DETOKENIZE_OPTIONS = optionNames<{ skipSpecial?: boolean }>()(['skipSpecial']);
+const CHAT_TEMPLATE_OPTIONS = optionNames<ChatTemplateOptions>()(['addGenerationPrompt', 'tools']);
+const SESSION_OPTIONS = optionNames<SessionOptions>()(['contextSize']);
+const PERPLEXITY_OPTIONS = optionNames<PerplexityOptions>()(['window', 'signal']);
 
 function kvCacheOptions(options: KvCacheOptions | undefined): NativeKvCacheOptions | undefined {
   if (options === undefined) return undefined;
   if (typeof options !== 'object' || options === null) throw new SeedinferError('INVALID_OPTION', 'option kvCache must be an object');
+  checkOptionNames('kvCache', options, KV_CACHE_OPTIONS);
   if (options.dtype !== undefined && !KV_DTYPES.includes(options.dtype)) {
     throw new SeedinferError('INVALID_OPTION', `option kvCache.dtype must be one of ${KV_DTYPES.join(', ')}, got ${JSON.stringify(options.dtype)}`);
   }
@@ -96,6 +104,8 @@ export class Model {
 
   static async load(pathOrId?: string, options: LoadOptions = {}): Promise<Model> {
     try {
+      if (typeof options !== 'object' || options === null) throw new SeedinferError('INVALID_OPTION', 'load options must be an object');
+      checkOptionNames('Model.load', options, LOAD_OPTIONS);
       checkNumberOption('threads', options.threads, 1, 1024, true);
       checkNumberOption('maxBatchTokens', options.maxBatchTokens, 2, 65_536, true);
       const source = await resolveModelSource(pathOrId, { cacheDir: options.cacheDir, onProgress: options.onProgress });
@@ -120,6 +130,7 @@ export class Model {
 
   tokenize(text: string, options: TokenizeOptions = {}): number[] {
     if (typeof text !== 'string') throw new SeedinferError('INVALID_OPTION', 'text must be a string');
+    checkOptionNames('tokenize', options ?? {}, TOKENIZE_OPTIONS);
     try {
       return this.live().tokenize(text, options.addBos ?? true, options.special ?? true);
     } catch (error) {
@@ -128,6 +139,7 @@ export class Model {
   }
 
   detokenize(tokenIds: ArrayLike<number>, options: { skipSpecial?: boolean } = {}): string {
+    checkOptionNames('detokenize', options ?? {}, DETOKENIZE_OPTIONS);
     const ids = Array.from(tokenIds);
     const bad = ids.findIndex((id) => !Number.isInteger(id) || id < 0 || id > 0xffffffff);
     if (bad >= 0) throw new SeedinferError('INVALID_TOKEN_ID', `token id at index ${bad} is not valid: ${String(ids[bad])}`);
@@ -140,11 +152,13 @@ export class Model {
 
   applyChatTemplate(messages: ChatMessage[], options: ChatTemplateOptions = {}): string {
     if (!this.renderChat) throw new SeedinferError('NO_CHAT_TEMPLATE', 'this model has no chat template');
+    checkOptionNames('applyChatTemplate', options ?? {}, CHAT_TEMPLATE_OPTIONS);
     return this.renderChat(messages, options.addGenerationPrompt ?? true, options.tools);
   }
 
   createSession(options: SessionOptions = {}): Session {
     const inner = this.live();
+    checkOptionNames('createSession', options ?? {}, SESSION_OPTIONS);
     const contextSize = options.contextSize ?? Math.min(this.info.contextLength, DEFAULT_CONTEXT);
     checkNumberOption('contextSize', contextSize, 1, this.info.contextLength, true);
     try {
@@ -180,6 +194,7 @@ export class Model {
   async loadSession(path: string, options: AbortOptions = {}): Promise<Session> {
     try {
       if (typeof path !== 'string' || path.length === 0) throw new SeedinferError('INVALID_OPTION', 'loadSession needs a file path');
+      checkOptionNames('loadSession', options ?? {}, ABORT_OPTIONS);
       const model = this.live();
       const inner = await withAbortFlag(options?.signal, 'loading the session', (flag) => model.loadSession(path, flag));
       return new Session({ tokenize: (text, o) => this.tokenize(text, o) }, inner);
@@ -196,6 +211,7 @@ export class Model {
     try {
       const inner = this.live();
       if (typeof options !== 'object' || options === null) throw new SeedinferError('INVALID_OPTION', 'perplexity options must be an object');
+      checkOptionNames('perplexity', options, PERPLEXITY_OPTIONS);
       checkNumberOption('window', options.window, 2, this.info.contextLength, true);
       const tokens =
         typeof textOrTokens === 'string' ? toTokenIds(this.tokenize(textOrTokens, { addBos: true, special: false })) : toTokenIds(textOrTokens);

@@ -3,7 +3,7 @@
 // standard GGUF. The encoding runs on native threads; the event loop stays free.
 import path from 'node:path';
 import { mkdirSync } from 'node:fs';
-import { SeedinferError, toSeedinferError, eventError } from './errors.js';
+import { SeedinferError, checkOptionNames, optionNames, toSeedinferError, eventError } from './errors.js';
 import { resolveModelSource } from './fetch/resolve.js';
 import { native } from './native.js';
 import { withAbortFlag } from './abort.js';
@@ -33,10 +33,13 @@ export const QUANTIZE_FORMATS = [
   'iq4_xs',
 ] as const;
 
+const QUANTIZE_OPTIONS = optionNames<QuantizeOptions>()(['format', 'out', 'threads', 'onProgress', 'signal', 'cacheDir']);
+
 /** Quantises `source` (a .gguf file, a Hugging Face directory, a Hub id or "default") into `options.out`. */
 export async function quantizeModel(source: string | undefined, options: QuantizeOptions): Promise<QuantizeReport> {
   try {
     if (typeof options !== 'object' || options === null) throw new SeedinferError('INVALID_OPTION', 'options are required: { format, out }');
+    checkOptionNames('quantizeModel', options, QUANTIZE_OPTIONS);
     const formats = native().quantizeFormats();
     if (!formats.includes(options.format)) {
       throw new SeedinferError('INVALID_OPTION', `format must be one of ${formats.join(', ')}, got ${JSON.stringify(options.format)}`);

@@ -7,7 +7,7 @@
 import crypto from 'node:crypto';
 import Fastify, { type FastifyError, type FastifyInstance, type FastifyReply } from 'fastify';
 import type { ChatMessage, GenerateOptions, GeneratedToken, GenerationResult, Model, ServerOptions, TokenLogprobs } from '../index.js';
-import { SeedinferError, checkNumberOption, toSeedinferError } from './errors.js';
+import { SeedinferError, checkNumberOption, toSeedinferError, checkOptionNames, optionNames } from './errors.js';
 import { Admission } from './server/admission.js';
 import { runChoices, type ChoicesRun } from './server/choices.js';
 import { createMetrics } from './server/metrics.js';
@@ -200,7 +200,18 @@ function eventStream(reply: FastifyReply) {
  * A Fastify instance serving `source` (not listening yet: call `listen`, or mount it with `inject` in tests). Given
  * a promise of a model, it can listen while the model loads: `/health` and `/v1/*` answer 503 until it is ready.
  */
+const SERVER_OPTIONS = optionNames<ServerOptions>()([
+  'modelId',
+  'bodyLimit',
+  'contextSize',
+  'maxTokens',
+  'apiKey',
+  'maxConcurrentSequences',
+  'maxQueuedRequests',
+]);
+
 export function createServer(source: Model | Promise<Model>, options: ServerOptions = {}): FastifyInstance {
+  checkOptionNames('createServer', options ?? {}, SERVER_OPTIONS);
   checkNumberOption('maxConcurrentSequences', options.maxConcurrentSequences, 1, 4096, true);
   checkNumberOption('maxQueuedRequests', options.maxQueuedRequests, 0, 1_000_000, true);
   checkNumberOption('maxTokens', options.maxTokens, 1, 10_000_000, true);

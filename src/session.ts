@@ -1,7 +1,7 @@
 // Sessions (a conversation with its own KV cache) and streaming generations.
 import { withAbortFlag } from './abort.js';
 import { randomInt } from 'node:crypto';
-import { SeedinferError, checkNumberOption, toSeedinferError, eventError } from './errors.js';
+import { SeedinferError, checkNumberOption, checkOptionNames, optionNames, toSeedinferError, eventError } from './errors.js';
 import type { AbortOptions, GenerateOptions, GenerationResult, PrefillOptions, PrefillReport } from '../index.js';
 import type {
   NativeGenerateOptions,
@@ -18,6 +18,36 @@ export interface SessionOwner {
 }
 
 const PREFILL_STRATEGIES = ['dense', 'lazyllm', 'promptdistill', 'feather'];
+type PrefillOf<S> = Extract<PrefillOptions, { strategy: S }>;
+/** Each prefill strategy's options (`strategy` included). */
+const PREFILL_OPTIONS: Record<string, readonly string[]> = {
+  dense: optionNames<PrefillOf<'dense'>>()(['strategy']),
+  lazyllm: optionNames<PrefillOf<'lazyllm'>>()(['strategy', 'schedule', 'reselectInDecode']),
+  promptdistill: optionNames<PrefillOf<'promptdistill'>>()(['strategy', 'layer', 'keepTokens', 'questionTokens', 'pooling']),
+  feather: optionNames<PrefillOf<'feather'>>()(['strategy', 'schedule', 'uniformShare']),
+};
+const GENERATE_OPTIONS = optionNames<GenerateOptions>()([
+  'maxTokens',
+  'temperature',
+  'topK',
+  'topP',
+  'minP',
+  'repetitionPenalty',
+  'repetitionLastN',
+  'presencePenalty',
+  'frequencyPenalty',
+  'logprobs',
+  'topLogprobs',
+  'onToken',
+  'seed',
+  'stop',
+  'ignoreEos',
+  'addBos',
+  'special',
+  'signal',
+  'prefill',
+]);
+export const ABORT_OPTIONS = optionNames<AbortOptions>()(['signal']);
 
 /** Checks the shape of `prefill` options; the engine checks them against the model's depth. */
 function nativePrefill(prefill: PrefillOptions | undefined): NativePrefillOptions | undefined {
@@ -28,6 +58,7 @@ function nativePrefill(prefill: PrefillOptions | undefined): NativePrefillOption
       `option prefill.strategy must be one of ${PREFILL_STRATEGIES.join(', ')}, got ${String((prefill as { strategy?: unknown } | null)?.strategy)}`,
     );
   }
+  checkOptionNames(`prefill (strategy '${prefill.strategy}')`, prefill, PREFILL_OPTIONS[prefill.strategy]);
   const p = prefill as Partial<Record<string, unknown>>;
   const out: NativePrefillOptions = { strategy: prefill.strategy };
   if (p.schedule !== undefined) {
@@ -67,6 +98,8 @@ function prefillReport(r: NativePrefillReport, promptTokens: number): PrefillRep
 }
 
 function nativeOptions(options: GenerateOptions): NativeGenerateOptions {
+  if (typeof options !== 'object' || options === null) throw new SeedinferError('INVALID_OPTION', 'generate options must be an object');
+  checkOptionNames('generate', options, GENERATE_OPTIONS);
   checkNumberOption('maxTokens', options.maxTokens, 1, 10_000_000, true);
   checkNumberOption('temperature', options.temperature, 0, 100);
   checkNumberOption('topK', options.topK, 0, 10_000_000, true);
@@ -220,6 +253,7 @@ export class Session {
 
   async save(path: string, options: AbortOptions = {}): Promise<void> {
     if (typeof path !== 'string' || path.length === 0) throw new SeedinferError('INVALID_OPTION', 'save needs a file path');
+    checkOptionNames('save', options ?? {}, ABORT_OPTIONS);
     return this.exclusive((inner) => withAbortFlag(options?.signal, 'the save', (flag) => inner.save(path, flag)));
   }
 
@@ -333,6 +367,7 @@ export class Session {
 
   async predictNextTokens(tokenIds: ArrayLike<number>, options: AbortOptions = {}): Promise<number[]> {
     return this.exclusive((inner) => {
+      checkOptionNames('predictNextTokens', options ?? {}, ABORT_OPTIONS);
       const tokens = toTokenIds(tokenIds);
       return withAbortFlag(options?.signal, 'the prediction', (flag) => inner.predictNext(tokens, flag));
     });

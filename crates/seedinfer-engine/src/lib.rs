@@ -6,6 +6,8 @@ pub mod batcher;
 pub mod config;
 pub mod error;
 pub mod forward;
+#[doc(hidden)]
+pub mod fuzz_inputs;
 pub mod kv_cache;
 pub mod kv_pool;
 pub mod model;

@@ -85,8 +85,12 @@ pub(crate) fn load(files: impl TokenizerFiles) -> Result<(tokenizers::Tokenizer,
             files.label("tokenizer.json")
         )));
     };
-    let tk = tokenizers::Tokenizer::from_bytes(text.as_bytes())
-        .map_err(|e| load_err(&files.label("tokenizer.json"), e))?;
+    // Parsed to a JSON value first: `tokenizers` panics (`expect("Helper")`) on a syntax error inside a
+    // `decoder` when it reads straight from text, and never when it reads a value (found by fuzzing).
+    let label = files.label("tokenizer.json");
+    let value: Value = serde_json::from_str(&text).map_err(|e| load_err(&label, e))?;
+    let tk: tokenizers::Tokenizer =
+        serde_json::from_value(value).map_err(|e| load_err(&label, e))?;
     let config = read_json(&files, "tokenizer_config.json")?.unwrap_or(Value::Null);
     let gen_config = read_json(&files, "generation_config.json")?.unwrap_or(Value::Null);
 
