@@ -212,11 +212,11 @@ export class Session {
   }
 
   get tokenCount(): number {
-    return this.live().tokenCount;
+    return this.guard(() => this.live().tokenCount);
   }
 
   get contextSize(): number {
-    return this.live().contextSize;
+    return this.guard(() => this.live().contextSize);
   }
 
   get kvBytes(): number {
@@ -375,7 +375,7 @@ export class Session {
 
 
   reset(): void {
-    this.live().reset();
+    this.guard(() => this.live().reset());
   }
 
   dispose(): void {
