@@ -78,6 +78,58 @@ fn ids_of(v: Option<&Value>) -> Vec<u32> {
     }
 }
 
+/// `tokenizers` trusts a deserialised `TemplateProcessing` to define every special token its templates name (it
+/// checks that only when built in code) and panics while encoding when one is missing; found by fuzzing. Such a
+/// file is refused here, as is a special token whose ids and token strings differ in number.
+fn check_post_processor(tk: &tokenizers::Tokenizer) -> std::result::Result<(), String> {
+    let Some(post) = tk.get_post_processor() else {
+        return Ok(());
+    };
+    let value = serde_json::to_value(post).map_err(|e| e.to_string())?;
+    check_templates(&value)
+}
+
+fn check_templates(processor: &Value) -> std::result::Result<(), String> {
+    match processor.get("type").and_then(Value::as_str) {
+        Some("Sequence") => processor
+            .get("processors")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .try_for_each(check_templates),
+        Some("TemplateProcessing") => {
+            let defined = processor.get("special_tokens").and_then(Value::as_object);
+            for (name, token) in defined.into_iter().flatten() {
+                let count = |key: &str| token.get(key).and_then(Value::as_array).map(Vec::len);
+                if count("ids") != count("tokens") {
+                    return Err(format!(
+                        "its post_processor's special token {name:?} has {:?} ids for {:?} tokens",
+                        count("ids"),
+                        count("tokens")
+                    ));
+                }
+            }
+            let pieces = ["single", "pair"]
+                .into_iter()
+                .filter_map(|t| processor.get(t).and_then(Value::as_array))
+                .flatten();
+            for piece in pieces {
+                let named = piece
+                    .get("SpecialToken")
+                    .and_then(|t| t.get("id"))
+                    .and_then(Value::as_str);
+                if let Some(id) = named.filter(|id| !defined.is_some_and(|d| d.contains_key(*id))) {
+                    return Err(format!(
+                        "its post_processor template names the special token {id:?}, which it does not define"
+                    ));
+                }
+            }
+            Ok(())
+        }
+        _ => Ok(()),
+    }
+}
+
 pub(crate) fn load(files: impl TokenizerFiles) -> Result<(tokenizers::Tokenizer, Specials)> {
     let Some(text) = files.read("tokenizer.json")? else {
         return Err(TokenizerError::LoadFailed(format!(
@@ -91,6 +143,7 @@ pub(crate) fn load(files: impl TokenizerFiles) -> Result<(tokenizers::Tokenizer,
     let value: Value = serde_json::from_str(&text).map_err(|e| load_err(&label, e))?;
     let tk: tokenizers::Tokenizer =
         serde_json::from_value(value).map_err(|e| load_err(&label, e))?;
+    check_post_processor(&tk).map_err(|e| load_err(&label, e))?;
     let config = read_json(&files, "tokenizer_config.json")?.unwrap_or(Value::Null);
     let gen_config = read_json(&files, "generation_config.json")?.unwrap_or(Value::Null);
 
