@@ -9,24 +9,13 @@ import fs from 'node:fs';
 import path from 'node:path';
 import type { AddressInfo } from 'node:net';
 import { Model, SeedinferError, createServer, ensureDefaultModel, type Session } from '../src/index.js';
+import { rng as random } from './helpers/gguf-writer.js';
 import { tempDir } from './helpers/paths.js';
 
 const SECONDS = Number(process.env.SEEDINFER_STRESS_SECONDS ?? 30);
 const WORKERS = 6;
 const work = tempDir('seedinfer-stress-');
 test.after.always(() => fs.rmSync(work, { recursive: true, force: true }));
-
-/** A small deterministic generator (mulberry32), so a failing run can be replayed with its seed. */
-function random(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 /** Codes a random operation may legitimately end with. */
 const EXPECTED = new Set(['ABORTED', 'KV_BUDGET_EXCEEDED', 'CONTEXT_OVERFLOW', 'INVALID_OPTION', 'INVALID_TOKEN_ID', 'SESSION_BUSY', 'DISPOSED']);
