@@ -17,7 +17,6 @@ export interface SessionOwner {
   tokenize(text: string, options: { addBos: boolean; special: boolean }): number[];
 }
 
-const PREFILL_STRATEGIES = ['dense', 'lazyllm', 'promptdistill', 'feather'];
 type PrefillOf<S> = Extract<PrefillOptions, { strategy: S }>;
 /** Each prefill strategy's options (`strategy` included). */
 const PREFILL_OPTIONS: Record<string, readonly string[]> = {
@@ -26,6 +25,7 @@ const PREFILL_OPTIONS: Record<string, readonly string[]> = {
   promptdistill: optionNames<PrefillOf<'promptdistill'>>()(['strategy', 'layer', 'keepTokens', 'questionTokens', 'pooling']),
   feather: optionNames<PrefillOf<'feather'>>()(['strategy', 'schedule', 'uniformShare']),
 };
+const PREFILL_STRATEGIES = Object.keys(PREFILL_OPTIONS);
 const GENERATE_OPTIONS = optionNames<GenerateOptions>()([
   'maxTokens',
   'temperature',

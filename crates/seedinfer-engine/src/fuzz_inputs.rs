@@ -78,11 +78,11 @@ fn exercise_tokenizer(tokenizer: &Tokenizer) {
     let _ = tokenizer.decode(&[0, vocab.saturating_sub(1), vocab, u32::MAX], true);
 }
 
-/// A valid model (the llama3 test checkpoint converted by llama.cpp, shrunk) with fields changed as the input says, written
-/// by our GGUF writer and loaded: the structure-aware target, reaching checks that random bytes rarely reach. The
-/// input is a list of 11-byte edits: what (1 byte), which entry (2), a value (8). The tokenizer is left to the `gguf`
-/// target: building one compiles its pre-tokenizer's regular expressions, which under a fuzzer's instrumentation
-/// takes longer than all the rest.
+/// A valid model (the llama3 test checkpoint converted by llama.cpp, shrunk) with fields changed as the input says,
+/// written by our GGUF writer and loaded: the structure-aware target, reaching checks that random bytes rarely
+/// reach. The input is a list of 11-byte edits: what (1 byte), which entry (2), a value (8). The tokenizer is left
+/// to the `gguf` target: building one compiles its pre-tokenizer's regular expressions, which under a fuzzer's
+/// instrumentation takes longer than all the rest.
 pub fn gguf_fields(data: &[u8]) {
     let Some(base) = base_gguf() else {
         return;

@@ -208,11 +208,6 @@ impl BlockLayout {
         let (local, index) = self.slots[layer];
         (local, (index * self.kv_heads + kv_head) * self.block_size)
     }
-
-    /// Bytes [`KvBlock::save`] writes per position of a block stored as `dtype`, with or without local rows.
-    fn saved_bytes_per_position(&self, dtype: KvDtype, with_local: bool) -> usize {
-        self.bytes_of(dtype, with_local) / self.block_size
-    }
 }
 
 /// Stored rows of a block's keys or values.
@@ -339,6 +334,18 @@ impl Drop for KvBlock {
 }
 
 impl KvBlock {
+    /// The rows holding `layer` (`None`: a sliding-window layer's, given back), and the first row of (`layer`,
+    /// `kv_head`) in them.
+    fn rows_mut(&mut self, layer: usize, kv_head: usize) -> (Option<&mut LayerRows>, usize) {
+        let (local, first) = self.pool.layout.head_rows(layer, kv_head);
+        let rows = if local {
+            self.local.as_mut()
+        } else {
+            Some(&mut self.global)
+        };
+        (rows, first)
+    }
+
     /// The rows holding `layer`, and the first row of (`layer`, `kv_head`) in them.
     fn rows(&self, layer: usize, kv_head: usize) -> (&LayerRows, usize) {
         let (local, first) = self.pool.layout.head_rows(layer, kv_head);
@@ -362,9 +369,7 @@ impl KvBlock {
         values: &[f32],
         key_channels: Option<&[f32]>,
     ) {
-        let pool = Arc::clone(&self.pool);
-        let layout = &pool.layout;
-        let hd = layout.head_dim;
+        let (hd, kv_heads) = (self.pool.layout.head_dim, self.pool.layout.kv_heads);
         let channels = key_channels.filter(|_| self.dtype() == KvDtype::Int8);
         // Room for one scaled key row on the stack for usual head sizes, on the heap beyond.
         let (mut stack, mut heap) = ([0.0f32; 256], Vec::new());
@@ -376,15 +381,9 @@ impl KvBlock {
             heap.resize(hd, 0.0);
             &mut heap
         };
-        for h in 0..layout.kv_heads {
-            let (local, first) = layout.head_rows(layer, h);
-            let rows = if local {
-                self.local
-                    .as_mut()
-                    .expect("positions are written before their window passes them")
-            } else {
-                &mut self.global
-            };
+        for h in 0..kv_heads {
+            let (rows, first) = self.rows_mut(layer, h);
+            let rows = rows.expect("positions are written before their window passes them");
             let row = first + slot;
             let key = &keys[h * hd..(h + 1) * hd];
             match channels {
@@ -506,7 +505,7 @@ impl KvBlock {
         count: usize,
         with_local: bool,
     ) -> usize {
-        layout.saved_bytes_per_position(dtype, with_local) * count
+        layout.bytes_of(dtype, with_local) / layout.block_size * count
     }
 
     /// Inverse of [`KvBlock::save`] (call [`KvBlock::drop_local`] first for a block saved without local rows).
@@ -520,11 +519,8 @@ impl KvBlock {
         let part = Self::saved_bytes(layout, self.dtype(), count, with_local) / groups.max(1);
         let mut chunks = bytes.chunks_exact(part.max(1));
         for (layer, h) in Self::saved_heads(layout, with_local) {
-            let (local, first) = layout.head_rows(layer, h);
-            let rows = match (local, self.local.as_mut()) {
-                (true, Some(rows)) => rows,
-                (true, None) => continue,
-                (false, _) => &mut self.global,
+            let (Some(rows), first) = self.rows_mut(layer, h) else {
+                continue;
             };
             if let (Some(k), Some(v)) = (chunks.next(), chunks.next()) {
                 rows.keys.set_bytes(first, count, layout.head_dim, k);

@@ -78,51 +78,53 @@ fn ids_of(v: Option<&Value>) -> Vec<u32> {
     }
 }
 
-/// `tokenizers` trusts a deserialised `TemplateProcessing` to define every special token its templates name (it
-/// checks that only when built in code) and panics while encoding when one is missing; found by fuzzing. Such a
-/// file is refused here, as is a special token whose ids and token strings differ in number.
-fn check_post_processor(tk: &tokenizers::Tokenizer) -> std::result::Result<(), String> {
-    let Some(post) = tk.get_post_processor() else {
-        return Ok(());
-    };
-    let value = serde_json::to_value(post).map_err(|e| e.to_string())?;
-    check_templates(&value)
+/// Refuses pipeline components `tokenizers` accepts when deserialised but panics on later (found by fuzzing):
+/// - a `TemplateProcessing` post-processor naming a special token it does not define (checked only when built in
+///   code; encoding panics), or a special token whose ids and token strings differ in number;
+/// - a `Strip` decoder with `stop > 0`, which indexes before the start of a token shorter than that (the tokenizers
+///   people use strip at the start only).
+fn check_pipeline(tk: &tokenizers::Tokenizer) -> std::result::Result<(), String> {
+    if let Some(post) = tk.get_post_processor() {
+        let value = serde_json::to_value(post).map_err(|e| e.to_string())?;
+        each_component(&value, "processors", &check_template)?;
+    }
+    if let Some(decoder) = tk.get_decoder() {
+        let value = serde_json::to_value(decoder).map_err(|e| e.to_string())?;
+        each_component(&value, "decoders", &check_strip)?;
+    }
+    Ok(())
 }
 
-/// `tokenizers`' `Strip` decoder indexes before the start of a token shorter than its `stop` count and panics
-/// (found by fuzzing); the tokenizers people use strip at the start only (`stop: 0`). Others are refused.
-fn check_decoder(tk: &tokenizers::Tokenizer) -> std::result::Result<(), String> {
-    let Some(decoder) = tk.get_decoder() else {
-        return Ok(());
-    };
-    let value = serde_json::to_value(decoder).map_err(|e| e.to_string())?;
-    check_strips(&value)
-}
-
-fn check_strips(decoder: &Value) -> std::result::Result<(), String> {
-    match decoder.get("type").and_then(Value::as_str) {
-        Some("Sequence") => decoder
-            .get("decoders")
+/// Runs `check` on `component`, or on each member of a `Sequence` (listed under `members`), recursively.
+fn each_component(
+    component: &Value,
+    members: &str,
+    check: &dyn Fn(&Value) -> std::result::Result<(), String>,
+) -> std::result::Result<(), String> {
+    match component.get("type").and_then(Value::as_str) {
+        Some("Sequence") => component
+            .get(members)
             .and_then(Value::as_array)
             .into_iter()
             .flatten()
-            .try_for_each(check_strips),
-        Some("Strip") if decoder.get("stop").and_then(Value::as_u64).unwrap_or(0) > 0 => Err(
-            "its Strip decoder strips at the end of tokens (stop > 0), which is not supported"
-                .into(),
-        ),
-        _ => Ok(()),
+            .try_for_each(|member| each_component(member, members, check)),
+        _ => check(component),
     }
 }
 
-fn check_templates(processor: &Value) -> std::result::Result<(), String> {
+fn check_strip(decoder: &Value) -> std::result::Result<(), String> {
+    let is_strip = decoder.get("type").and_then(Value::as_str) == Some("Strip");
+    if is_strip && decoder.get("stop").and_then(Value::as_u64).unwrap_or(0) > 0 {
+        return Err(
+            "its Strip decoder strips at the end of tokens (stop > 0), which is not supported"
+                .into(),
+        );
+    }
+    Ok(())
+}
+
+fn check_template(processor: &Value) -> std::result::Result<(), String> {
     match processor.get("type").and_then(Value::as_str) {
-        Some("Sequence") => processor
-            .get("processors")
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-            .try_for_each(check_templates),
         Some("TemplateProcessing") => {
             let defined = processor.get("special_tokens").and_then(Value::as_object);
             for (name, token) in defined.into_iter().flatten() {
@@ -169,9 +171,7 @@ pub(crate) fn load(files: impl TokenizerFiles) -> Result<(tokenizers::Tokenizer,
     let value: Value = serde_json::from_str(&text).map_err(|e| load_err(&label, e))?;
     let tk: tokenizers::Tokenizer =
         serde_json::from_value(value).map_err(|e| load_err(&label, e))?;
-    check_post_processor(&tk)
-        .and_then(|()| check_decoder(&tk))
-        .map_err(|e| load_err(&label, e))?;
+    check_pipeline(&tk).map_err(|e| load_err(&label, e))?;
     let config = read_json(&files, "tokenizer_config.json")?.unwrap_or(Value::Null);
     let gen_config = read_json(&files, "generation_config.json")?.unwrap_or(Value::Null);
 
