@@ -208,6 +208,11 @@ storiesTest('serve: answers /v1/completions, and on SIGTERM finishes the request
     });
   });
   try {
+    // The banner comes before the model has loaded (requests get 503 until then): wait until it serves, so that
+    // the request below is in flight, not refused, when SIGTERM arrives.
+    for (let i = 0; i < 600 && (await fetch(`${address}/health`)).status !== 200; i++) {
+      await new Promise((resolve) => setTimeout(resolve, 100));
+    }
     const request = fetch(`${address}/v1/completions`, {
       method: 'POST',
       headers: { 'content-type': 'application/json' },
