@@ -178,6 +178,23 @@ fn absurd_counts_fail_without_allocating() {
     header.extend_from_slice(&u64::MAX.to_le_bytes()); // kv count
     assert_eq!(code_of(&header), "TRUNCATED_FILE");
 
+    // 2^60 tensors, no metadata.
+    let mut header = b"GGUF".to_vec();
+    header.extend_from_slice(&3u32.to_le_bytes());
+    header.extend_from_slice(&(1u64 << 60).to_le_bytes()); // tensor count
+    header.extend_from_slice(&0u64.to_le_bytes());
+    header.extend_from_slice(&[0u8; 64]);
+    assert_eq!(code_of(&header), "TRUNCATED_FILE");
+
+    // A metadata key claiming 2^40 bytes.
+    let mut bytes = b"GGUF".to_vec();
+    bytes.extend_from_slice(&3u32.to_le_bytes());
+    bytes.extend_from_slice(&0u64.to_le_bytes());
+    bytes.extend_from_slice(&1u64.to_le_bytes());
+    bytes.extend_from_slice(&(1u64 << 40).to_le_bytes());
+    bytes.extend_from_slice(&[b'k'; 64]);
+    assert_eq!(code_of(&bytes), "TRUNCATED_FILE");
+
     // One array value claiming 2^62 u64 elements.
     let mut bytes = b"GGUF".to_vec();
     bytes.extend_from_slice(&3u32.to_le_bytes());
