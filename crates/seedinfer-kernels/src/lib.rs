@@ -29,6 +29,8 @@ pub mod weight_matrix;
 mod widen;
 #[cfg(target_arch = "x86_64")]
 mod x86_avx2;
+#[cfg(target_arch = "x86_64")]
+mod x86_avx512;
 
 pub use isa::{detected as detected_isa, kernel_isa, Isa, KernelFamily};
 pub use weight_matrix::WeightMatrix;

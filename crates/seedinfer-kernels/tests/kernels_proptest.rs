@@ -15,6 +15,9 @@
 //!   lanes, adds each lane with a fused multiply-add into its own accumulator and sums the lanes at the end:
 //!   the same real number, rounded in a different order. The bound is relative to the magnitudes rather
 //!   than to the result because the result may cancel to almost nothing.
+//! - AVX-512 (when this machine has it and `SEEDINFER_ISA` allows it): the block-quantised kernels give the AVX2
+//!   kernels' results bit for bit (`x86_avx512/quads.rs` forms the same integers and the same float steps per
+//!   lane), checked on every case beside the scalar bound.
 //! - Q4_K, Q5_K, Q6_K: the same bound. Each super-block's integer sums are exact on both paths; the AVX2 kernels
 //!   keep them in eight lanes scaled and added in f32, the reference adds one term per super-block.
 
@@ -25,8 +28,9 @@ use seedinfer_formats::{
     dequantize_row, quantize_row, BlockQ4_0, BlockQ4_1, BlockQ5_0, BlockQ5_1, BlockQ8_0, TensorType,
 };
 use seedinfer_kernels::half_weights::HalfMatrix;
+use seedinfer_kernels::isa::detected;
 use seedinfer_kernels::quantized::{
-    quantize_activations, Q8Block, QuantizedInput, QuantizedMatrix, BLOCK, SUPER_BLOCK,
+    quantize_activations, Input, Q8Block, QuantizedInput, QuantizedMatrix, BLOCK, SUPER_BLOCK,
 };
 use seedinfer_kernels::{dense_f32, Isa};
 
@@ -183,6 +187,44 @@ fn term_magnitudes(
     out
 }
 
+/// Where the dispatched kernels are AVX-512 ones, `fast` (their product) must be the AVX2 kernels' bits.
+fn same_bits_as_avx2(
+    m: &QuantizedMatrix,
+    x: Input<'_>,
+    tokens: usize,
+    fast: &[f32],
+) -> Result<(), TestCaseError> {
+    if detected() != Isa::Avx512 {
+        return Ok(());
+    }
+    let mut narrow = vec![0.0; fast.len()];
+    m.matmul_with(Isa::Avx2, x, tokens, &mut narrow);
+    for (i, (w, n)) in fast.iter().zip(&narrow).enumerate() {
+        prop_assert!(
+            w.to_bits() == n.to_bits(),
+            "{}x{} tokens={tokens} [{i}]: avx512 {w} vs avx2 {n}",
+            m.rows,
+            m.cols
+        );
+    }
+    Ok(())
+}
+
+#[test]
+fn avx512_kernels_are_checked_or_the_skip_is_said() {
+    if detected() == Isa::Avx512 {
+        let kernel = QuantizedMatrix::from_bytes(TensorType::Q4_0, 4, BLOCK, &[0; 4 * 18])
+            .unwrap()
+            .kernel_isa();
+        assert_eq!(kernel, Isa::Avx512, "Q4_0 runs its AVX-512 kernel here");
+    } else {
+        println!(
+            "notice: this machine (or SEEDINFER_ISA) gives {:?}, not AVX-512 VNNI: the AVX-512 kernels are not checked",
+            detected()
+        );
+    }
+}
+
 fn check_quantized(
     tensor_type: TensorType,
     rows: usize,
@@ -218,6 +260,7 @@ fn check_quantized(
     let (mut fast, mut reference) = (vec![0.0; tokens * rows], vec![0.0; tokens * rows]);
     m.matmul(&q, tokens, &mut fast);
     m.matmul_with(Isa::Scalar, &q, tokens, &mut reference);
+    same_bits_as_avx2(&m, (&q).into(), tokens, &fast)?;
     let magnitudes = term_magnitudes(tensor_type, &bytes, rows, cols, &q, tokens);
     // Rounding steps along one accumulation path: a few per block, a few for the lane reduction.
     let steps = (4 * blocks_per_row + 16) as f32;
@@ -268,6 +311,7 @@ fn check_k_quant(
     let (mut fast, mut reference) = (vec![0.0; tokens * rows], vec![0.0; tokens * rows]);
     m.matmul(q.as_input(), tokens, &mut fast);
     m.matmul_with(Isa::Scalar, q.as_input(), tokens, &mut reference);
+    same_bits_as_avx2(&m, q.as_input(), tokens, &fast)?;
     // The terms' magnitudes. The kernels sum two parts of each weight apart, so both count: Q2_K/Q4_K/Q5_K's
     // `d * sc * q` and `dmin * m` (the scalar reference too; each is the dequantisation with the other's super-block
     // scale zeroed); Q6_K's and Q3_K's `d * sc * q` with unsigned `q`, whose i32 lanes only become exact partial sums

@@ -57,10 +57,12 @@ impl QuadFormat for QuadIq4Nl {
         self.d.iter().all(|d| d.is_finite())
     }
 
-    fn kernel(isa: Isa) -> Option<QuadKernel<Self>> {
+    fn kernel(isa: Isa) -> Option<(Isa, QuadKernel<Self>)> {
         match isa {
             #[cfg(target_arch = "x86_64")]
-            Isa::Avx2 | Isa::Avx512 => Some(crate::x86_avx2::quads::quads::<Self>),
+            Isa::Avx512 => Some((Isa::Avx512, crate::x86_avx512::quads::quads::<Self>)),
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx2 => Some((Isa::Avx2, crate::x86_avx2::quads::quads::<Self>)),
             _ => None,
         }
     }

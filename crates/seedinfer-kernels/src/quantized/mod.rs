@@ -187,7 +187,7 @@ pub trait QuadFormat: RowQuad<Block: BlockCodec> + 'static {
     /// Whether every scale (and minimum) of the quad is a finite number; a corrupt file may hold NaN or infinity.
     fn scales_are_finite(&self) -> bool;
     /// The SIMD kernel for `isa`, or `None` where it has none (the scalar reference runs).
-    fn kernel(isa: Isa) -> Option<QuadKernel<Self>>;
+    fn kernel(isa: Isa) -> Option<(Isa, QuadKernel<Self>)>;
     /// llama.cpp's arithmetic, for the formats `numerics: 'llamacpp'` reproduces.
     fn ggml() -> Option<GgmlDots<Self>> {
         None
@@ -315,17 +315,13 @@ impl<Q: QuadFormat> QuadRows for Quads<Q> {
         match Q::kernel(isa) {
             // SAFETY: callers pass an `isa` from `Isa::usable`, which this machine has; the product set-up
             // (`QuantizedMatrix::products_with`) checked the sizes of `x` and `out`.
-            Some(kernel) => unsafe { kernel(quads, n, x, tokens, out, first, count) },
+            Some((_, kernel)) => unsafe { kernel(quads, n, x, tokens, out, first, count) },
             None => quads_scalar(quads, n, x, tokens, out, first, count),
         }
     }
 
     fn kernel_isa(&self, isa: Isa) -> Isa {
-        match Q::kernel(isa) {
-            Some(_) if isa == Isa::Avx512 => Isa::Avx2, // no AVX-512 quad kernels yet: they run the AVX2 ones
-            Some(_) => isa,
-            None => Isa::Scalar,
-        }
+        Q::kernel(isa).map_or(Isa::Scalar, |(written_for, _)| written_for)
     }
 
     fn ggml_product(

@@ -59,10 +59,12 @@ impl QuadFormat for QuadQ5_K {
         self.d.iter().chain(&self.dmin).all(|d| d.is_finite())
     }
 
-    fn kernel(isa: Isa) -> Option<QuadKernel<Self>> {
+    fn kernel(isa: Isa) -> Option<(Isa, QuadKernel<Self>)> {
         match isa {
             #[cfg(target_arch = "x86_64")]
-            Isa::Avx2 | Isa::Avx512 => Some(crate::x86_avx2::k_quants::chunk_rows::<Self>),
+            Isa::Avx2 | Isa::Avx512 => {
+                Some((Isa::Avx2, crate::x86_avx2::k_quants::chunk_rows::<Self>))
+            }
             _ => None,
         }
     }

@@ -30,7 +30,7 @@ use seedinfer_formats::blocks::KVALUES_IQ4NL;
 use std::arch::x86_64::*;
 
 #[inline(always)]
-unsafe fn quad_f32(d: &[half::f16; QUAD]) -> __m128 {
+pub(crate) unsafe fn quad_f32(d: &[half::f16; QUAD]) -> __m128 {
     _mm_cvtph_ps(_mm_loadl_epi64(d.as_ptr() as *const __m128i))
 }
 
@@ -96,7 +96,7 @@ unsafe fn offset_chunk_dots<const SHIFT: i32>(w: &[__m256i; QUAD], a: &Q8Block) 
 
 /// Scales for the chunk layout: `[d0 d0 d1 d1 d2 d2 d3 d3]`.
 #[inline(always)]
-unsafe fn spread_pairs(four: __m128) -> __m256 {
+pub(crate) unsafe fn spread_pairs(four: __m128) -> __m256 {
     _mm256_permutevar8x32_ps(
         _mm256_castps128_ps256(four),
         _mm256_setr_epi32(0, 0, 1, 1, 2, 2, 3, 3),
@@ -105,7 +105,7 @@ unsafe fn spread_pairs(four: __m128) -> __m256 {
 
 /// Row sums of the chunk layout: adjacent lanes added.
 #[inline(always)]
-unsafe fn rows_of_pairs(acc: __m256) -> __m128 {
+pub(crate) unsafe fn rows_of_pairs(acc: __m256) -> __m128 {
     // [p0 p1 p0 p1 | p2 p3 p2 p3] with p_r the row sums.
     let pairs = _mm256_hadd_ps(acc, acc);
     _mm_castpd_ps(_mm_unpacklo_pd(
@@ -352,10 +352,10 @@ unsafe fn quad_tile<Q: Quad, const T: usize>(
 }
 
 /// How far ahead of the block being multiplied the weights are prefetched.
-const PREFETCH_BYTES: usize = 1024;
+pub(crate) const PREFETCH_BYTES: usize = 1024;
 /// Activation bytes of the tokens a GEMM walks per pass over its rows: they stay in the core's L2 cache while
 /// the rows' weights stay in L1.
-const GEMM_ACTIVATION_BYTES: usize = 96 * 1024;
+pub(crate) const GEMM_ACTIVATION_BYTES: usize = 96 * 1024;
 
 /// Rows `first_row..first_row + row_count` (`first_row` a multiple of 4; `quads` starting at its quad) times
 /// every token.
