@@ -1,12 +1,12 @@
 //! Quick speed check of one block-quantised product while developing kernels (the published numbers come from
 //! `npm run bench:kernels`): `cargo run --release --example kernel_speed -- q4_1 576 1536 512 1`.
-//! Formats: q4_0, q4_1, q5_0, q5_1, q8_0 (int8 activations) and seedlm4, seedlm3, q3_rtn (f32 activations; their bytes are
+//! Formats: q4_0, q4_1, q5_0, q5_1, q8_0, iq4_nl, q2_k .. q6_k, iq4_xs (int8 activations) and seedlm4, seedlm3, q3_rtn (f32 activations; their bytes are
 //! random fields, as the speed does not depend on how well the seeds fit). `SEEDLM_ONE_SEED=1` gives every seedlm4
 //! block the same seed, so its cycle reads hit L1: the difference is what the table reads cost.
 use seedinfer_formats::{quantize_row, TensorType};
 use seedinfer_kernels::limits::thread_pool;
 use seedinfer_kernels::q3_rtn_weights::Q3RtnMatrix;
-use seedinfer_kernels::quantized::{quantize_activations, QuantizedMatrix};
+use seedinfer_kernels::quantized::{QuantizedInput, QuantizedMatrix};
 use seedinfer_kernels::seedlm_weights::SeedLmMatrix;
 use seedinfer_kernels::test_values::values;
 use std::time::Instant;
@@ -18,6 +18,13 @@ fn main() {
         "q8_0" => TensorType::Q8_0,
         "q5_0" => TensorType::Q5_0,
         "q5_1" => TensorType::Q5_1,
+        "iq4_nl" => TensorType::IQ4_NL,
+        "q2_k" => TensorType::Q2_K,
+        "q3_k" => TensorType::Q3_K,
+        "q4_k" => TensorType::Q4_K,
+        "q5_k" => TensorType::Q5_K,
+        "q6_k" => TensorType::Q6_K,
+        "iq4_xs" => TensorType::IQ4_XS,
         "seedlm4" => TensorType::SeedLm4,
         "seedlm3" => TensorType::SeedLm3,
         "q3_rtn" => TensorType::Q3Rtn,
@@ -36,18 +43,19 @@ fn main() {
     quantize_row(format, &w, &mut bytes).expect("quantizes");
     let m = QuantizedMatrix::from_bytes(format, rows, cols, &bytes).expect("matrix");
     let x = values(tokens * cols, 9);
-    let mut q = Vec::new();
-    quantize_activations(&x, &mut q);
+    let mut q = QuantizedInput::default();
+    q.quantize(&x, [&m]);
+    let q = q.as_input();
     let mut out = vec![0.0f32; rows * tokens];
     let pool = thread_pool(threads);
     pool.install(|| {
-        m.matmul(&q, tokens, &mut out);
+        m.matmul(q, tokens, &mut out);
         let mut best = f64::MAX;
         for _ in 0..7 {
             let reps = (2e8 / (rows * cols * tokens) as f64).ceil().max(1.0) as usize;
             let start = Instant::now();
             for _ in 0..reps {
-                m.matmul(&q, tokens, &mut out);
+                m.matmul(q, tokens, &mut out);
             }
             best = best.min(start.elapsed().as_secs_f64() / reps as f64);
         }

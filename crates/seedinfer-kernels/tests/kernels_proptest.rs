@@ -225,6 +225,73 @@ fn avx512_kernels_are_checked_or_the_skip_is_said() {
     }
 }
 
+/// Saturated blocks: every weight byte 0x00, 0xff, 0x80 or 0x7f (the extreme levels and scales each format
+/// stores) with unit super-block scales, against activations at the int8 extremes, constant or alternating in sign:
+/// where the kernels' i16 pair sums come closest to overflowing. Every instruction set agrees with the scalar
+/// reference, and AVX-512 with AVX2 bit for bit.
+#[test]
+fn saturated_blocks_agree_on_every_instruction_set() {
+    use TensorType::*;
+    let one = f16::from_f32(1.0).to_le_bytes();
+    let (rows, cols, tokens) = (12, 512, 5);
+    for tensor_type in [
+        Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, IQ4_NL, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, IQ4_XS,
+    ] {
+        let scale_at: Vec<usize> = match block_scale_offsets(tensor_type) {
+            Some((d, dmin)) => std::iter::once(d).chain(dmin).collect(),
+            None if matches!(tensor_type, Q4_1 | Q5_1) => vec![0, 2],
+            None => vec![0],
+        };
+        for fill in [0x00u8, 0xff, 0x80, 0x7f] {
+            let block_bytes = tensor_type.block_bytes();
+            let mut bytes = vec![fill; rows * cols / tensor_type.block_elements() * block_bytes];
+            for block in bytes.chunks_exact_mut(block_bytes) {
+                for &at in &scale_at {
+                    block[at..at + 2].copy_from_slice(&one);
+                }
+            }
+            let mut w = vec![0.0f32; rows * cols];
+            dequantize_row(tensor_type, &bytes, &mut w).unwrap();
+            let m = QuantizedMatrix::from_bytes(tensor_type, rows, cols, &bytes).unwrap();
+            for pattern in 0..3 {
+                let x: Vec<f32> = (0..tokens * cols)
+                    .map(|i| match pattern {
+                        0 => 1.0,
+                        1 => -1.0,
+                        _ => {
+                            if i % 2 == 0 {
+                                1.0
+                            } else {
+                                -1.0
+                            }
+                        }
+                    })
+                    .collect();
+                let mut q = QuantizedInput::default();
+                q.quantize(&x, [&m]);
+                let (mut fast, mut reference) =
+                    (vec![0.0; tokens * rows], vec![0.0; tokens * rows]);
+                m.matmul(q.as_input(), tokens, &mut fast);
+                m.matmul_with(Isa::Scalar, q.as_input(), tokens, &mut reference);
+                same_bits_as_avx2(&m, q.as_input(), tokens, &fast).unwrap();
+                for i in 0..tokens * rows {
+                    let (t, r) = (i / rows, i % rows);
+                    let magnitude: f32 = (0..cols)
+                        .map(|c| (w[r * cols + c] * x[t * cols + c]).abs())
+                        .sum();
+                    let bound = 1e-5 * magnitude + 1e-6;
+                    assert!(
+                        (fast[i] - reference[i]).abs() <= bound,
+                        "{tensor_type} fill {fill:#x} pattern {pattern} [{i}]: dispatched {} vs scalar {} (bound {bound})",
+                        fast[i],
+                        reference[i]
+                    );
+                }
+            }
+        }
+    }
+}
+
 fn check_quantized(
     tensor_type: TensorType,
     rows: usize,

@@ -135,15 +135,15 @@ unsafe fn nibble_chunks(qs: &[[u8; 8]; 64], q: &mut [__m256i; 32]) {
 /// A Q4_K or Q5_K quad's super-block unpacked.
 pub(crate) struct ReadyQ45 {
     /// Vector `4j + k`: weights `8k..8k + 8` of sub-block `j` of rows 0 to 3.
-    q: [__m256i; 32],
+    pub(crate) q: [__m256i; 32],
     /// Sub-block `j`: i16 lanes `4r..4r + 4` hold row `r`'s scale.
-    scales: [__m256i; 8],
+    pub(crate) scales: [__m256i; 8],
     /// i16 `[m_0,0..8 | m_1,0..8]` and the same for rows 2 and 3.
-    mins: [__m256i; 2],
+    pub(crate) mins: [__m256i; 2],
     /// `[d0 d0 d1 d1 d2 d2 d3 d3]`.
-    d: __m256,
+    pub(crate) d: __m256,
     /// `[dmin0 x4 | dmin1 x4]`, `[dmin2 x4 | dmin3 x4]`.
-    dmin: [__m256; 2],
+    pub(crate) dmin: [__m256; 2],
 }
 
 #[inline(always)]
@@ -265,7 +265,7 @@ impl ChunkKQuad for QuadQ5_K {
 
 /// What the formats of sixteen sub-blocks of 16 (Q2_K, Q3_K, Q6_K) share: they differ only in how a weight vector
 /// and the scales are unpacked, and in what the activations' sums of 16 meet (an offset or the minimums).
-trait SixteenSubBlocks: ChunkKQuad {
+pub(crate) trait SixteenSubBlocks: ChunkKQuad {
     /// Whether the sub-block scales are signed (Q3_K, Q6_K) or not (Q2_K).
     const SIGNED_SCALES: bool;
     /// Vector `v = 16h + 4k + g`: weights `8g..8g + 8` of the 32 starting at `128h + 32k` (unsigned: Q6_K's `q`,
@@ -284,10 +284,10 @@ trait SixteenSubBlocks: ChunkKQuad {
 pub(crate) struct ReadySixteen<'a, Q> {
     quad: &'a Q,
     /// [`SixteenSubBlocks::weights`] `0..32`.
-    q: [__m256i; 32],
+    pub(crate) q: [__m256i; 32],
     /// Sub-block `j`: i16 lanes `4r..4r + 4` hold row `r`'s scale.
-    scales: [__m256i; 16],
-    per_row: [__m256i; QUAD],
+    pub(crate) scales: [__m256i; 16],
+    pub(crate) per_row: [__m256i; QUAD],
 }
 
 /// Four rows' sixteen sub-block scales (one row's bytes per vector) as bytes `4j + r`, for sub-blocks 0..4, 4..8,
@@ -357,7 +357,7 @@ macro_rules! for_each_sub_block {
 }
 
 #[inline(always)]
-unsafe fn ready_sixteen<Q: SixteenSubBlocks>(quad: &Q) -> ReadySixteen<'_, Q> {
+pub(crate) unsafe fn ready_sixteen<Q: SixteenSubBlocks>(quad: &Q) -> ReadySixteen<'_, Q> {
     let mut q = [_mm256_setzero_si256(); 32];
     let bytes = quad.scale_bytes();
     let by_sub_block = by_sub_block(&bytes);
@@ -637,11 +637,11 @@ impl SixteenSubBlocks for QuadQ2_K {
 /// An IQ4_XS quad's super-block unpacked.
 pub(crate) struct ReadyIq4Xs {
     /// Vector `4j + k`: the table levels of weights `8k..8k + 8` of sub-block `j` of rows 0 to 3 (signed).
-    q: [__m256i; 32],
+    pub(crate) q: [__m256i; 32],
     /// Sub-block `j`: i16 lanes `4r..4r + 4` hold row `r`'s signed scale `ls_j - 32`.
-    scales: [__m256i; 8],
+    pub(crate) scales: [__m256i; 8],
     /// `[d0 d0 d1 d1 d2 d2 d3 d3]`.
-    d: __m256,
+    pub(crate) d: __m256,
 }
 
 impl QuadIq4Xs {
@@ -742,10 +742,10 @@ impl ChunkKQuad for QuadIq4Xs {
 /// Tokens sharing each unpacked quad of super-blocks in a GEMM, and in what is left of a prompt below that.
 /// Measured on the Intel Xeon of 2026-12-06 (2048x8192 x 512 tokens, 1 thread): tiles of 16 took 0.76-0.82 of the
 /// time of tiles of 4 (Q4_K 186 -> 152 ms, Q6_K 305 -> 204 ms, Q5_K 186 -> ~160 ms).
-const TILE: usize = 16;
-const SMALL_TILE: usize = 4;
+pub(crate) const TILE: usize = 16;
+pub(crate) const SMALL_TILE: usize = 4;
 /// Activation bytes of the tokens a GEMM walks per pass over its rows (they stay in the core's L2 cache).
-const GEMM_ACTIVATION_BYTES: usize = 128 * 1024;
+pub(crate) const GEMM_ACTIVATION_BYTES: usize = 128 * 1024;
 /// How far ahead of the super-blocks being multiplied a single-token product prefetches its weights.
 const PREFETCH_BYTES: usize = 2048;
 

@@ -5,4 +5,5 @@
 
 #![cfg(target_arch = "x86_64")]
 
+pub(crate) mod k_quants;
 pub(crate) mod quads;

@@ -132,7 +132,7 @@ unsafe fn dot8<Q: VnniQuad>(w: &Ready8, a: &Q8Block) -> __m512i {
 
 /// Two quads' four f16 values each, widened: `[a0 a1 a2 a3 b0 b1 b2 b3]`.
 #[inline(always)]
-unsafe fn pair_f32(a: &[half::f16; QUAD], b: &[half::f16; QUAD]) -> __m256 {
+pub(crate) unsafe fn pair_f32(a: &[half::f16; QUAD], b: &[half::f16; QUAD]) -> __m256 {
     let low = _mm_loadl_epi64(a.as_ptr() as *const __m128i);
     let high = _mm_loadl_epi64(b.as_ptr() as *const __m128i);
     _mm256_cvtph_ps(_mm_unpacklo_epi64(low, high))
@@ -140,7 +140,7 @@ unsafe fn pair_f32(a: &[half::f16; QUAD], b: &[half::f16; QUAD]) -> __m256 {
 
 /// Scales for the chunk layout of eight rows: `[d0 d0 d1 d1 ... d7 d7]`.
 #[inline(always)]
-unsafe fn spread_pairs8(eight: __m256) -> __m512 {
+pub(crate) unsafe fn spread_pairs8(eight: __m256) -> __m512 {
     let index = _mm512_setr_epi32(0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5, 6, 6, 7, 7);
     _mm512_permutexvar_ps(index, _mm512_castps256_ps512(eight))
 }
