@@ -48,7 +48,7 @@ for (const { format, kQuant, fallback } of cases) {
       t.deepEqual(info.fileTensorFormats, { F32: 61, [kQuant]: 211 });
       t.is(info.computeFormat, `${kQuant} x int8 ×211`);
     }
-    t.regex(info.kernelIsa, new RegExp(`${kQuant} x int8: (avx2|scalar)`));
+    t.regex(info.kernelIsa, new RegExp(`${kQuant} x int8: (avx512f|avx2|scalar)`));
     t.deepEqual(info.weightFallbacks, []);
 
     const reference = await Model.load(file, { threads: 2, weights: 'f32' });
