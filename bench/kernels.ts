@@ -11,7 +11,8 @@
 //
 // Method:
 // - First `probeLimits` (Rust, same process, same rayon pool sizes) measures streaming read bandwidth over
-//   512 MiB, f32 FMA peak and int8 maddubs peak for 1 and 2 threads.
+//   512 MiB, f32 FMA peak and int8 peak (AVX-512 VNNI vpdpbusd where the kernels use it, else AVX2 maddubs) for 1
+//   and 2 threads.
 // - Each (format, shape, tokens, threads) gets its own native bench object: a deterministic random matrix, its
 //   activations and a rayon pool of `threads`. One `run(1)` warms it up (and faults in the output buffers) and
 //   sizes a batch of products lasting about 20 ms.

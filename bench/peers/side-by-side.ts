@@ -1,14 +1,18 @@
-// seedinfer and llama.cpp (node-llama-cpp 3.22.1) side by side on the same GGUF files and the same token ids:
-// prefill and decode tokens/s, time to first token and peak RSS, plus the decode bound set by read bandwidth.
+// seedinfer and llama.cpp side by side on the same GGUF files and the same token ids: prefill and decode tokens/s,
+// time to first token and peak RSS, plus the decode bound set by read bandwidth. Two peers: node-llama-cpp 3.22.1
+// (its prebuilt llama.cpp) and, when installed, PyPI llama-cpp-python (the newest llama.cpp, built natively here).
 //
 //   npm run bench:peers                          # markdown tables with ratios ours/theirs
 //   npm run -s bench:peers -- --json             # only a JSON array of rows on stdout (-s: no npm banner)
 //   npm run bench:peers -- --quick               # one small configuration (smoke test)
 //   options: --models q4_0,q8_0,q4_1 --prompts 128,512,2048 --threads 1,2 --runs 5 --decode 128
+//   --peers node-llama-cpp,llama-cpp-python (default: both, the second when its Python exists)
+//   --python <python with llama-cpp-python> (default $SEEDINFER_PEER_PYTHON, else bench/peers/.venv/bin/python)
 //   --models also takes q4_k, q5_k, q6_k (synthetic K-quant copies) and paths of GGUF files (e.g. a Q4_K_M file
 //   written by llama.cpp's quantiser), keyed by their file name.
 //
-// Needs node-llama-cpp in bench/peers/node_modules (see bench/peers/README.md) and the built addon (npm run build).
+// Needs node-llama-cpp in bench/peers/node_modules (see bench/peers/README.md) and the built addon (npm run build);
+// llama-cpp-python in bench/peers/.venv (bench/peers/README.md) for the second peer.
 //
 // Method:
 // - Models: q4_0 and q8_0 are synthetic random-weight copies of the default model (SmolLM2-135M-Instruct, same
@@ -27,18 +31,25 @@
 //   is the median over the measured runs. Peak RSS is the child's `process.resourceUsage().maxRSS` at the end.
 // - llama.cpp: `getLlama({ gpu: false, build: 'never', maxThreads })`, flash attention off, default batch size
 //   (min(context, 512)), greedy (`temperature: 0`), as bench/peers/make-reference.mjs uses it.
+// - llama-cpp-python: a Python child (`llama-cpp-python-child.py`, JSON lines on stdin/stdout instead of Node IPC),
+//   the same settings (n_batch = n_ubatch = min(context, 512), flash attention off, greedy `Llama.generate`),
+//   timed the same way in its own process; llama.cpp's own counters (`llama_perf_context`) are shown beside it.
+//   Its peak RSS is a Python process's, the others' a Node process's (each includes its runtime).
 // - Decode bound: `probeLimits` measures read bandwidth in this process for each thread count, in the same run; a
 //   decoded token reads every weight in the file once (with tied embeddings token_embd is the output matrix; an
 //   untied token_embd is read one row per token, so it is left out); bound = bandwidth / those bytes.
 // - The first measured run's generated ids of both engines are compared ("same tokens"): a check that both ran the
 //   same model, not a pass/fail (greedy near-ties may differ).
-import { fork, type ChildProcess } from 'node:child_process';
+import { fork, spawn, type ChildProcess } from 'node:child_process';
 import { existsSync, mkdirSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
+import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 
-type Engine = 'seedinfer' | 'node-llama-cpp';
+type Engine = 'seedinfer' | 'node-llama-cpp' | 'llama-cpp-python';
+type Peer = Exclude<Engine, 'seedinfer'>;
+const PEERS: Peer[] = ['node-llama-cpp', 'llama-cpp-python'];
 /** A synthetic format, `q4_1` (the real default model), or a GGUF file's name. */
 type ModelKey = string;
 const SYNTHETIC_FORMATS = ['q4_0', 'q8_0', 'q4_k', 'q5_k', 'q6_k'] as const;
@@ -54,6 +65,17 @@ interface Row {
   decodeTokensPerSecond: number;
   ttftMs: number;
   peakRssBytes: number;
+  /** llama-cpp-python: prefill and decode tokens/s by llama.cpp's own counters (median). */
+  ownPrefillTokensPerSecond?: number;
+  ownDecodeTokensPerSecond?: number;
+}
+
+/** llama.cpp's own counters of one run (`llama_perf_context`). */
+interface OwnCounters {
+  promptMs: number;
+  promptTokens: number;
+  decodeMs: number;
+  decodeTokens: number;
 }
 
 /** parent -> child */
@@ -65,7 +87,7 @@ interface RunRequest {
 /** child -> parent */
 type ChildMessage =
   | { kind: 'ready'; description: string }
-  | { kind: 'result'; ttftMs: number; decodeMs: number; tokenIds: number[]; peakRssBytes: number }
+  | { kind: 'result'; ttftMs: number; decodeMs: number; tokenIds: number[]; peakRssBytes: number; own?: OwnCounters }
   | { kind: 'error'; message: string };
 
 const here = path.dirname(fileURLToPath(import.meta.url));
@@ -212,20 +234,33 @@ const median = (values: number[]) => {
 };
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
-/** A child process running one engine on one model; requests are answered one at a time. */
+/** A child process running one engine on one model; requests are answered one at a time. Node children talk over
+ * IPC, the Python one in JSON lines on its stdin and stdout. */
 class EngineProcess {
   private pending: { resolve: (m: ChildMessage) => void; reject: (e: Error) => void } | undefined;
   private exited: Error | undefined;
+  private readonly send: (message: RunRequest | 'exit') => void;
   private constructor(
     readonly engine: Engine,
     private readonly child: ChildProcess,
   ) {
-    child.on('message', (message: ChildMessage) => {
+    const receive = (message: ChildMessage) => {
       const pending = this.pending;
       this.pending = undefined;
       if (message.kind === 'error') pending?.reject(new Error(`${engine}: ${message.message}`));
       else pending?.resolve(message);
-    });
+    };
+    if (child.stdout) {
+      const lines = createInterface({ input: child.stdout });
+      lines.on('line', (line) => {
+        if (line.startsWith('{')) receive(JSON.parse(line) as ChildMessage);
+        else if (line.trim()) log(`${engine}: ${line}`);
+      });
+      this.send = (message) => child.stdin?.write(`${JSON.stringify(message)}\n`);
+    } else {
+      child.on('message', receive);
+      this.send = (message) => child.send(message);
+    }
     child.on('exit', (code, signal) => {
       this.exited = new Error(`${engine} child exited (code ${code}, signal ${signal})`);
       this.pending?.reject(this.exited);
@@ -238,11 +273,13 @@ class EngineProcess {
     return new Promise((resolve, reject) => (this.pending = { resolve, reject }));
   }
 
-  static async start(engine: Engine, modelPath: string, threads: number, contextSize: number) {
-    // The child's stdout goes to our stderr: stdout carries only the results.
-    const child = fork(fileURLToPath(import.meta.url), ['--child', engine, modelPath, String(threads), String(contextSize)], {
-      stdio: ['ignore', 2, 'inherit', 'ipc'],
-    });
+  static async start(engine: Engine, modelPath: string, threads: number, contextSize: number, python: string) {
+    const args = [modelPath, String(threads), String(contextSize)];
+    const child =
+      engine === 'llama-cpp-python'
+        ? spawn(python, [path.join(here, 'llama-cpp-python-child.py'), ...args], { stdio: ['pipe', 'pipe', 'inherit'] })
+        : // The child's stdout goes to our stderr: stdout carries only the results.
+          fork(fileURLToPath(import.meta.url), ['--child', engine, ...args], { stdio: ['ignore', 2, 'inherit', 'ipc'] });
     const engineProcess = new EngineProcess(engine, child);
     const ready = await engineProcess.next();
     if (ready.kind !== 'ready') throw new Error(`${engine}: unexpected message ${ready.kind}`);
@@ -251,7 +288,7 @@ class EngineProcess {
 
   async run(request: RunRequest) {
     const answer = this.next();
-    this.child.send(request);
+    this.send(request);
     const result = await answer;
     if (result.kind !== 'result') throw new Error(`${this.engine}: unexpected message ${result.kind}`);
     return result;
@@ -260,7 +297,7 @@ class EngineProcess {
   async stop(): Promise<void> {
     if (this.exited) return;
     const exited = new Promise((resolve) => this.child.once('exit', resolve));
-    this.child.send('exit');
+    this.send('exit');
     await exited;
   }
 
@@ -319,8 +356,20 @@ async function parentMain(): Promise<void> {
   const decodeTokens = numbers('decode', [quick ? 32 : 128])[0];
   if (decodeTokens < 2) throw new Error('--decode must be at least 2');
 
-  if (!existsSync(path.join(here, 'node_modules', 'node-llama-cpp', 'package.json'))) {
+  const python = option('python') ?? process.env.SEEDINFER_PEER_PYTHON ?? path.join(here, '.venv', 'bin', 'python');
+  const peersOption = option('peers');
+  const peers = (peersOption?.split(',') ?? PEERS.filter((p) => p !== 'llama-cpp-python' || existsSync(python))) as Peer[];
+  for (const peer of peers) {
+    if (!PEERS.includes(peer)) throw new Error(`--peers takes ${PEERS.join(', ')}, got ${peer}`);
+  }
+  if (peers.includes('node-llama-cpp') && !existsSync(path.join(here, 'node_modules', 'node-llama-cpp', 'package.json'))) {
     throw new Error('node-llama-cpp is not installed: cd bench/peers && NODE_LLAMA_CPP_SKIP_DOWNLOAD=true npm install');
+  }
+  if (peers.includes('llama-cpp-python') && !existsSync(python)) {
+    throw new Error(`no Python at ${python} for llama-cpp-python: see bench/peers/README.md (or pass --python)`);
+  }
+  if (!peers.includes('llama-cpp-python')) {
+    log(`llama-cpp-python: not run (no ${python}; bench/peers/README.md says how to install it)`);
   }
   const { ensureDefaultModel, defaultCacheDir } = await import('../../src/index.js');
   const { native } = await import('../../src/native.js');
@@ -383,8 +432,8 @@ async function parentMain(): Promise<void> {
         const engines: EngineProcess[] = [];
         try {
           // Loaded one after the other, so that neither load competes with the other.
-          for (const engine of ['seedinfer', 'node-llama-cpp'] as const) {
-            const started = await EngineProcess.start(engine, file, threads, contextSize);
+          for (const engine of ['seedinfer', ...peers] as const) {
+            const started = await EngineProcess.start(engine, file, threads, contextSize, python);
             engines.push(started.engineProcess);
             descriptions.set(`${key}, ${engine}`, started.description);
           }
@@ -401,9 +450,9 @@ async function parentMain(): Promise<void> {
               if (run >= 0) results.get(engine.engine)?.push(result);
             }
           }
-          const [ours, theirs] = engines.map((e) => results.get(e.engine) ?? []);
-          sameTokens.set(label, `${commonPrefix(ours[0].tokenIds, theirs[0].tokenIds)}/${decodeTokens}`);
-          for (const measured of [ours, theirs]) {
+          const [ours, ...theirs] = engines.map((e) => results.get(e.engine) ?? []);
+          sameTokens.set(label, theirs.map((t) => `${commonPrefix(ours[0].tokenIds, t[0].tokenIds)}/${decodeTokens}`).join(', '));
+          for (const measured of [ours, ...theirs]) {
             const decodeMs = measured.map((r) => r.decodeMs);
             if (Math.max(...decodeMs) > NOISY * Math.min(...decodeMs)) noisy.add(label);
           }
@@ -420,6 +469,12 @@ async function parentMain(): Promise<void> {
               decodeTokensPerSecond: median(measured.map((r) => ((r.tokenIds.length - 1) / r.decodeMs) * 1e3)),
               ttftMs: median(measured.map((r) => r.ttftMs)),
               peakRssBytes: measured[measured.length - 1].peakRssBytes,
+              ...(measured[0].own
+                ? {
+                    ownPrefillTokensPerSecond: median(measured.map((r) => (r.own as OwnCounters).promptTokens / (r.own as OwnCounters).promptMs * 1e3)),
+                    ownDecodeTokensPerSecond: median(measured.map((r) => (r.own as OwnCounters).decodeTokens / (r.own as OwnCounters).decodeMs * 1e3)),
+                  }
+                : {}),
             });
           }
           for (const engine of engines) await engine.stop();
@@ -453,25 +508,35 @@ async function parentMain(): Promise<void> {
       console.log(`| ${key} | ${mb(bytes)} MB | ${threads} | ${fixed(bw / 1e9)} | ${fixed(bw / bytes)} |`);
     }
   }
+  // Per peer: its figure (llama-cpp-python: with llama.cpp's own counters in brackets); ratios against the faster peer.
+  const peerCell = (row: Row | undefined, which: 'prefill' | 'decode') => {
+    if (!row) return '–';
+    const caller = which === 'prefill' ? row.prefillTokensPerSecond : row.decodeTokensPerSecond;
+    const own = which === 'prefill' ? row.ownPrefillTokensPerSecond : row.ownDecodeTokensPerSecond;
+    return own === undefined ? fixed(caller) : `${fixed(caller)} (${fixed(own)})`;
+  };
+  const names = peers.join(' | ');
   console.log(
-    '\n| model | threads | prompt | prefill tok/s ours | llama.cpp | ours/theirs | decode tok/s ours | llama.cpp | ' +
-      'ours/theirs | ours of bound | llama.cpp of bound | TTFT ms ours | llama.cpp | peak RSS MB ours | llama.cpp | same tokens |',
+    `\n| model | threads | prompt | prefill tok/s ours | ${names} | ours/faster | decode tok/s ours | ${names} | ours/faster | ` +
+      `ours of bound | TTFT ms ours | peak RSS MB ours | ${names} | same tokens (${peers.join(', ')}) |`,
   );
-  console.log('|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|');
+  console.log(`|---|---:|---:|---:|${peers.map(() => '---:|').join('')}---:|---:|${peers.map(() => '---:|').join('')}---:|---:|---:|---:|${peers.map(() => '---:|').join('')}---:|`);
   for (const key of files.keys()) {
     for (const threads of threadCounts) {
       const bound = (bandwidth.get(threads) as number) / (bytesPerToken.get(key) as number);
       for (const prompt of prompts) {
-        const a = find('seedinfer', key, threads, prompt);
-        const b = find('node-llama-cpp', key, threads, prompt);
+        const ours = find('seedinfer', key, threads, prompt);
+        const theirs = peers.map((peer) => find(peer, key, threads, prompt));
+        const fastest = (pick: (r: Row) => number) => Math.max(...theirs.map(pick));
+        const label = `${key} threads=${threads} prompt=${prompt}`;
         console.log(
-          `| ${key} | ${threads} | ${prompt} | ${fixed(a.prefillTokensPerSecond)} | ${fixed(b.prefillTokensPerSecond)} | ` +
-            `${fixed(a.prefillTokensPerSecond / b.prefillTokensPerSecond, 2)}× | ${fixed(a.decodeTokensPerSecond)} | ` +
-            `${fixed(b.decodeTokensPerSecond)} | ${fixed(a.decodeTokensPerSecond / b.decodeTokensPerSecond, 2)}× | ` +
-            `${pct(a.decodeTokensPerSecond / bound)} | ${pct(b.decodeTokensPerSecond / bound)} | ${fixed(a.ttftMs, 0)} | ` +
-            `${fixed(b.ttftMs, 0)} | ${mb(a.peakRssBytes)} | ${mb(b.peakRssBytes)} | ` +
-            `${sameTokens.get(`${key} threads=${threads} prompt=${prompt}`)}` +
-            `${noisy.has(`${key} threads=${threads} prompt=${prompt}`) ? ' (noisy)' : ''} |`,
+          `| ${key} | ${threads} | ${prompt} | ${fixed(ours.prefillTokensPerSecond)} | ` +
+            `${theirs.map((r) => peerCell(r, 'prefill')).join(' | ')} | ` +
+            `${fixed(ours.prefillTokensPerSecond / fastest((r) => r.prefillTokensPerSecond), 2)}× | ` +
+            `${fixed(ours.decodeTokensPerSecond)} | ${theirs.map((r) => peerCell(r, 'decode')).join(' | ')} | ` +
+            `${fixed(ours.decodeTokensPerSecond / fastest((r) => r.decodeTokensPerSecond), 2)}× | ` +
+            `${pct(ours.decodeTokensPerSecond / bound)} | ${fixed(ours.ttftMs, 0)} | ${mb(ours.peakRssBytes)} | ` +
+            `${theirs.map((r) => mb(r.peakRssBytes)).join(' | ')} | ${sameTokens.get(label)}${noisy.has(label) ? ' (noisy)' : ''} |`,
         );
       }
     }

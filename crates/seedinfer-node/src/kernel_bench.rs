@@ -330,7 +330,8 @@ pub struct NativeLimits {
     pub read_gb_per_second: f64,
     /// f32 FMA peak, GFLOP/s (2 flops per FMA lane).
     pub f32_gflops: f64,
-    /// int8 multiply-add peak with AVX2 `vpmaddubsw`+`vpmaddwd`, GOP/s (2 ops per int8 multiply-add).
+    /// int8 multiply-add peak, GOP/s (2 ops per int8 multiply-add): AVX-512 VNNI `vpdpbusd` where the kernels use
+    /// it, else AVX2 `vpmaddubsw`+`vpmaddwd`.
     pub int8_gops: f64,
 }
 
