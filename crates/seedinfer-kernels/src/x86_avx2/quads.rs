@@ -339,14 +339,19 @@ unsafe fn quad_tile<Q: Quad, const T: usize>(
             }
         }
     }
+    // Stored straight into the product (a loop of scalar writes became a `memcpy` call per token); rows beyond
+    // `valid_rows` (a matrix whose rows are not a multiple of 4) are masked off.
+    let lanes = _mm_setr_epi32(0, 1, 2, 3);
+    let valid = _mm_cmpgt_epi32(_mm_set1_epi32(valid_rows as i32), lanes);
     for t in 0..T {
-        let mut rows = [0.0f32; QUAD];
-        _mm_storeu_ps(
-            rows.as_mut_ptr(),
-            _mm_add_ps(rows_of_pairs(acc[t]), mins[t]),
-        );
-        for (r, value) in rows.iter().enumerate().take(valid_rows) {
-            out.write(first_row + r, first_token + t, *value);
+        let rows = _mm_add_ps(rows_of_pairs(acc[t]), mins[t]);
+        let at = out
+            .token_rows(first_token + t, first_row, valid_rows)
+            .as_mut_ptr();
+        if valid_rows >= QUAD {
+            _mm_storeu_ps(at, rows);
+        } else {
+            _mm_maskstore_ps(at, valid, rows);
         }
     }
 }

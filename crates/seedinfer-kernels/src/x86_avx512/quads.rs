@@ -187,8 +187,13 @@ unsafe fn pair_tile<Q: VnniQuad, const T: usize>(
             }
         }
     }
+    // Rows beyond `valid_rows` (a matrix whose rows are not a multiple of 8) are masked off the stores.
+    let valid: __mmask8 = if valid_rows >= 2 * QUAD {
+        0xff
+    } else {
+        (1u8 << valid_rows) - 1
+    };
     for t in 0..T {
-        let mut rows = [0.0f32; 2 * QUAD];
         let halves = [
             _mm512_castps512_ps256(acc[t]),
             _mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(_mm512_castps_pd(acc[t]))),
@@ -197,15 +202,14 @@ unsafe fn pair_tile<Q: VnniQuad, const T: usize>(
             _mm256_castps256_ps128(mins[t]),
             _mm256_extractf128_ps::<1>(mins[t]),
         ];
-        for h in 0..2 {
-            _mm_storeu_ps(
-                rows[QUAD * h..].as_mut_ptr(),
-                _mm_add_ps(rows_of_pairs(halves[h]), half_mins[h]),
-            );
-        }
-        for (r, value) in rows.iter().enumerate().take(valid_rows) {
-            out.write(first_row + r, first_token + t, *value);
-        }
+        let rows = _mm256_set_m128(
+            _mm_add_ps(rows_of_pairs(halves[1]), half_mins[1]),
+            _mm_add_ps(rows_of_pairs(halves[0]), half_mins[0]),
+        );
+        let at = out
+            .token_rows(first_token + t, first_row, valid_rows)
+            .as_mut_ptr();
+        _mm256_mask_storeu_ps(at, valid, rows);
     }
 }
 
