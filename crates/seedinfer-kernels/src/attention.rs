@@ -367,7 +367,7 @@ fn scalar_rows<T: KvElement>(
 /// both unnormalised: the online softmax of flash attention. Divide `out` by `running.sum` at the end.
 pub fn merge_into(running: &mut Partial, out: &mut [f32], partial: Partial, part: &[f32]) {
     let max = running.max.max(partial.max);
-    let (keep, add) = ((running.max - max).exp(), (partial.max - max).exp());
+    let (keep, add) = (exp_below(running.max - max), exp_below(partial.max - max));
     for (o, p) in out.iter_mut().zip(part) {
         *o = *o * keep + p * add;
     }
@@ -375,6 +375,17 @@ pub fn merge_into(running: &mut Partial, out: &mut [f32], partial: Partial, part
         max,
         sum: running.sum * keep + partial.sum * add,
     };
+}
+
+/// `e^d` for a difference `d <= 0` to the running maximum. One of each merge's two differences is 0, whose
+/// exponential is exactly 1: it skips the libm call (a prefill calls this once per query, head and cache block).
+#[inline(always)]
+fn exp_below(d: f32) -> f32 {
+    if d == 0.0 {
+        1.0
+    } else {
+        d.exp()
+    }
 }
 
 /// Combines the [`attend_range`] results of ranges that together cover the visible positions into the
@@ -387,7 +398,7 @@ pub fn merge<'a>(parts: impl Iterator<Item = (Partial, &'a [f32])> + Clone, out:
     out.fill(0.0);
     let mut sum = 0.0f32;
     for (partial, part) in parts {
-        let weight = (partial.max - max).exp();
+        let weight = exp_below(partial.max - max);
         sum += partial.sum * weight;
         for (o, v) in out.iter_mut().zip(part) {
             *o += weight * v;

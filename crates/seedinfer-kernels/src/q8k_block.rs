@@ -34,6 +34,16 @@ pub fn quantize_activations_k(input: &[f32], out: &mut Vec<Q8KBlock>) {
         input.len().is_multiple_of(SUPER_BLOCK),
         "whole super-blocks of 256"
     );
+    #[cfg(target_arch = "x86_64")]
+    if crate::isa::detected().has_avx2() {
+        // SAFETY: `detected` only reports instruction sets this machine has; the length was checked.
+        return unsafe { crate::x86_avx2::q8_block::quantize_activations_k(input, out) };
+    }
+    quantize_activations_k_scalar(input, out)
+}
+
+/// Scalar reference of [`quantize_activations_k`].
+pub fn quantize_activations_k_scalar(input: &[f32], out: &mut Vec<Q8KBlock>) {
     out.clear();
     out.extend(input.chunks_exact(SUPER_BLOCK).map(quantize_super_block));
 }
@@ -101,6 +111,29 @@ mod tests {
         }
         let zeros = quantize_super_block(&[0.0; 256]);
         assert_eq!(zeros, Q8KBlock::default());
+    }
+
+    #[test]
+    fn the_dispatched_quantiser_gives_the_scalar_bits() {
+        let mut x = values(256 * 6, 11);
+        // Ties, a largest magnitude of both signs (the first wins), NaN, infinity, zeros and subnormals.
+        x[5] = 127.0;
+        x[6] = -127.0;
+        x[7] = 2.5;
+        x[300] = -3.0;
+        x[301] = 3.0;
+        x[600] = f32::NAN;
+        x[1000] = 1e-40;
+        x[256 * 4..256 * 5].fill(0.0);
+        x[256 * 5 + 9] = f32::INFINITY;
+        let (mut fast, mut reference) = (Vec::new(), Vec::new());
+        quantize_activations_k(&x, &mut fast);
+        quantize_activations_k_scalar(&x, &mut reference);
+        for (f, r) in fast.iter().zip(&reference) {
+            assert_eq!(f.d.to_bits(), r.d.to_bits());
+            assert_eq!(f.qs, r.qs);
+            assert_eq!(f.bsums, r.bsums);
+        }
     }
 
     #[test]

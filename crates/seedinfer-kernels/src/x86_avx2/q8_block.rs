@@ -3,6 +3,7 @@
 
 use super::horizontal_max;
 use crate::q8_block::{inverse_rms, Q8Block};
+use crate::q8k_block::{Q8KBlock, SUPER_BLOCK};
 use std::arch::x86_64::*;
 
 /// `q8_block::quantize_activations` with intrinsics (bit for bit the scalar body: the maximum is exact, the
@@ -93,5 +94,72 @@ unsafe fn quantize_block(v: [__m256; 4]) -> Q8Block {
         qs: [0; 32],
     };
     _mm256_storeu_si256(block.qs.as_mut_ptr() as *mut __m256i, ordered);
+    block
+}
+
+/// `q8k_block::quantize_activations_k` with intrinsics, bit for bit: the largest magnitude is exact (NaN lanes are
+/// skipped as the scalar comparison skips them), its first holder gives the sign, and `nearest_int` is the same
+/// unfused multiply and add of 1.5 x 2^23.
+///
+/// # Safety
+/// The CPU must have AVX2, FMA and F16C; `input.len()` is a multiple of 256.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub unsafe fn quantize_activations_k(input: &[f32], out: &mut Vec<Q8KBlock>) {
+    out.clear();
+    out.reserve(input.len() / SUPER_BLOCK);
+    for x in input.chunks_exact(SUPER_BLOCK) {
+        out.push(quantize_super_block(x));
+    }
+}
+
+#[inline(always)]
+unsafe fn quantize_super_block(x: &[f32]) -> Q8KBlock {
+    let p = x.as_ptr();
+    let magnitude = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fff_ffff));
+    let mut m = _mm256_setzero_ps();
+    for i in 0..SUPER_BLOCK / 8 {
+        // `max(a, b)` returns `b` when `a` is NaN: a NaN never becomes the maximum.
+        m = _mm256_max_ps(_mm256_and_ps(_mm256_loadu_ps(p.add(8 * i)), magnitude), m);
+    }
+    let amax = horizontal_max(m);
+    let mut block = Q8KBlock::default();
+    if amax == 0.0 {
+        return block;
+    }
+    let max = x.iter().copied().find(|v| v.abs() == amax).unwrap_or(amax);
+    let iscale = -127.0 / max;
+    let (scale, magic) = (_mm256_set1_ps(iscale), _mm256_set1_ps(12_582_912.0));
+    let (mantissa, offset, top) = (
+        _mm256_set1_epi32(0x007f_ffff),
+        _mm256_set1_epi32(0x0040_0000),
+        _mm256_set1_epi32(127),
+    );
+    let nearest = |v: __m256| {
+        let bits = _mm256_castps_si256(_mm256_add_ps(_mm256_mul_ps(scale, v), magic));
+        _mm256_min_epi32(
+            _mm256_sub_epi32(_mm256_and_si256(bits, mantissa), offset),
+            top,
+        )
+    };
+    for i in 0..SUPER_BLOCK / 32 {
+        let at = p.add(32 * i);
+        let q = [
+            nearest(_mm256_loadu_ps(at)),
+            nearest(_mm256_loadu_ps(at.add(8))),
+            nearest(_mm256_loadu_ps(at.add(16))),
+            nearest(_mm256_loadu_ps(at.add(24))),
+        ];
+        let packed = _mm256_packs_epi16(
+            _mm256_packs_epi32(q[0], q[1]),
+            _mm256_packs_epi32(q[2], q[3]),
+        );
+        let ordered =
+            _mm256_permutevar8x32_epi32(packed, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+        _mm256_storeu_si256(block.qs.as_mut_ptr().add(32 * i) as *mut __m256i, ordered);
+    }
+    for (sum, group) in block.bsums.iter_mut().zip(block.qs.chunks_exact(16)) {
+        *sum = group.iter().map(|&q| q as i16).sum();
+    }
+    block.d = 1.0 / iscale;
     block
 }
