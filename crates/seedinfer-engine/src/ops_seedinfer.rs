@@ -205,7 +205,12 @@ pub(crate) struct RopeScratch {
     /// Which frequencies `inv_freq` holds: the local layers' (`LlamaConfig::layer_has_local_rope`), LongRoPE's
     /// long factors (`LlamaConfig::uses_long_rope`).
     key: (bool, bool),
+    /// `[token][i]` cos and sin of the last call's tokens: the queries and keys of every layer with the same
+    /// frequencies rotate by the same angles, so a forward pass computes them once, not twice per layer.
     rotations: Vec<(f32, f32)>,
+    /// What `rotations` holds: the frequencies' key and the sign's bits, and the tokens' positions.
+    rotations_for: Option<((bool, bool), u64)>,
+    positions: Vec<usize>,
 }
 
 /// Which rotary frequencies a rotation takes: those of layer `layer` in a session of `context` positions.
@@ -235,18 +240,31 @@ pub(crate) fn apply_rope(
     if r.inv_freq.len() != half || r.key != key {
         r.inv_freq = cfg.layer_rope_inv_freqs(table.layer, table.context);
         r.key = key;
+        r.rotations_for = None;
     }
-    // Undoing a rotation divides by the factor again.
-    let factor = cfg.rope_attention_factor().powf(sign);
-    for (t, row) in x.chunks_mut(heads * head_dim).enumerate() {
-        let pos = sign * positions.at(t) as f64;
+    let tokens = x.len() / (heads * head_dim);
+    let same = r.rotations_for == Some((key, sign.to_bits()))
+        && r.positions.len() == tokens
+        && (0..tokens).all(|t| r.positions[t] == positions.at(t));
+    if !same {
+        // Undoing a rotation divides by the factor again.
+        let factor = cfg.rope_attention_factor().powf(sign);
+        r.positions.clear();
+        r.positions.extend((0..tokens).map(|t| positions.at(t)));
         r.rotations.clear();
-        r.rotations.extend(r.inv_freq.iter().map(|f| {
-            let angle = pos * f;
-            ((factor * angle.cos()) as f32, (factor * angle.sin()) as f32)
-        }));
+        for &position in &r.positions {
+            let pos = sign * position as f64;
+            r.rotations.extend(r.inv_freq.iter().map(|f| {
+                let angle = pos * f;
+                ((factor * angle.cos()) as f32, (factor * angle.sin()) as f32)
+            }));
+        }
+        r.rotations_for = Some((key, sign.to_bits()));
+    }
+    for (t, row) in x.chunks_mut(heads * head_dim).enumerate() {
+        let rotations = &r.rotations[t * half..(t + 1) * half];
         for head in row.chunks_mut(head_dim) {
-            for (i, (cos, sin)) in r.rotations.iter().enumerate() {
+            for (i, (cos, sin)) in rotations.iter().enumerate() {
                 let (a, b) = match cfg.rope_style {
                     RopeStyle::Interleaved => (2 * i, 2 * i + 1),
                     RopeStyle::Half => (i, i + half),
