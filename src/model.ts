@@ -162,16 +162,22 @@ export class Model {
     const contextSize = options.contextSize ?? Math.min(this.info.contextLength, DEFAULT_CONTEXT);
     checkNumberOption('contextSize', contextSize, 1, this.info.contextLength, true);
     try {
-      // A prompt that already starts with BOS (a chat template's `{{ bos_token }}`, as Gemma's renders) gets no
-      // second one, as in llama.cpp's chat path and transformers' apply_chat_template; tokenize() itself stays
-      // the tokenizer's (which doubles it, as llama.cpp's and Hugging Face's do).
-      const bos = this.bosToken;
-      const tokenize = (text: string, o: { addBos: boolean; special: boolean }) =>
-        this.tokenize(text, { ...o, addBos: o.addBos && !(o.special && bos !== undefined && text.startsWith(bos)) });
-      return new Session({ tokenize }, inner.createSession(contextSize));
+      return new Session(this.sessionTokenizer(), inner.createSession(contextSize));
     } catch (error) {
       throw toSeedinferError(error);
     }
+  }
+
+  /** How a session (created or loaded) tokenizes its prompts. A prompt that already starts with BOS (a chat
+   * template's `{{ bos_token }}`, as Gemma's renders) gets no second one, as in llama.cpp's chat path and
+   * transformers' apply_chat_template; tokenize() itself stays the tokenizer's (which doubles it, as llama.cpp's
+   * and Hugging Face's do). */
+  private sessionTokenizer() {
+    const bos = this.bosToken;
+    return {
+      tokenize: (text: string, o: { addBos: boolean; special: boolean }) =>
+        this.tokenize(text, { ...o, addBos: o.addBos && !(o.special && bos !== undefined && text.startsWith(bos)) }),
+    };
   }
 
   /** Counts of the KV-cache pool: blocks used, free, shared, cached for prefix reuse; prefix hits. */
@@ -197,7 +203,7 @@ export class Model {
       checkOptionNames('loadSession', options ?? {}, ABORT_OPTIONS);
       const model = this.live();
       const inner = await withAbortFlag(options?.signal, 'loading the session', (flag) => model.loadSession(path, flag));
-      return new Session({ tokenize: (text, o) => this.tokenize(text, o) }, inner);
+      return new Session(this.sessionTokenizer(), inner);
     } catch (error) {
       throw toSeedinferError(error);
     }
