@@ -1,5 +1,5 @@
 //! Run-time choice of instruction set. Kernels are compiled once per instruction set (one folder each:
-//! `x86_avx2/`, and in time `x86_avx512/` and `aarch64_neon/`) from `#[target_feature]` functions, so the binary
+//! `x86_avx2/`, `x86_avx512/`, and in time `aarch64_neon/`) from `#[target_feature]` functions, so the binary
 //! assumes only the target's baseline and the scalar code stays the reference. Every kernel call is given one
 //! explicit [`Isa`]; [`detected`] is the widest this machine offers, capped by `SEEDINFER_ISA`.
 

@@ -14,7 +14,7 @@
 
 #![cfg(target_arch = "x86_64")]
 
-use super::quads::{pair_f32, spread_pairs8};
+use super::{join, join_all, join_ps, pair_f32, spread_pairs8};
 use crate::quantized::row_quads::QUAD;
 use crate::quantized::{Q8KBlock, QuadIq4Xs, QuadQ2_K, QuadQ3_K, QuadQ4_K, QuadQ5_K, QuadQ6_K};
 use crate::row_blocks::ProductOut;
@@ -31,31 +31,6 @@ pub(crate) trait KQuad8: ChunkKQuad {
     unsafe fn ready8(pair: [&Self; 2]) -> Self::Ready8;
     /// [`ChunkKQuad::accumulate`] of both quads: each accumulator is `[quad g's AVX2 lanes | quad g + 1's]`.
     unsafe fn accumulate8(w: &Self::Ready8, a: &Q8KBlock, acc: &mut [__m512; 3]);
-}
-
-#[inline(always)]
-unsafe fn join(low: __m256i, high: __m256i) -> __m512i {
-    _mm512_inserti64x4::<1>(_mm512_castsi256_si512(low), high)
-}
-
-#[inline(always)]
-unsafe fn join_ps(low: __m256, high: __m256) -> __m512 {
-    _mm512_castpd_ps(_mm512_insertf64x4::<1>(
-        _mm512_castpd256_pd512(_mm256_castps_pd(low)),
-        _mm256_castps_pd(high),
-    ))
-}
-
-/// `out[i] = join(low[i], high[i])`, written out as a loop over indices (no closure: see docs/architecture.md).
-#[inline(always)]
-unsafe fn join_all<const N: usize>(
-    low: &[__m256i; N],
-    high: &[__m256i; N],
-    out: &mut [__m512i; N],
-) {
-    for i in 0..N {
-        out[i] = join(low[i], high[i]);
-    }
 }
 
 /// The sixteen products of sub-block `j` (`q0`, `q1` its two chunk vectors) with activation chunks `c`, `c + 1`,
