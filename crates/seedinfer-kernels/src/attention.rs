@@ -4,12 +4,13 @@
 //! element is widened to f32 as it is read, and an int8 row's scale is applied to its dot product (keys) or to its
 //! softmax weight (values).
 //!
-//! [`attend_range`] dispatches to the AVX2 kernel (`attention_avx2`: vector dot products, a vector `exp`, value
-//! rows accumulated for the whole group in registers) when the head size is a multiple of 32;
+//! [`attend_range`] dispatches to the vector kernel (`x86_avx2/attention.rs`: vector dot products, a vector `exp`,
+//! value rows accumulated for the whole group in registers; `x86_avx512/attention.rs` gives its bits with
+//! 512-bit steps) when the head size is a multiple of 32;
 //! [`attend_range_scalar`] is the reference. Softmax is exact (max subtracted); outputs are divided by the weight
 //! sum at the end, which lets ranges of positions be computed apart and [`merge`]d (flash-decoding).
 
-use crate::isa::detected;
+use crate::isa::{detected, Isa};
 use crate::widen::Widen;
 use half::f16;
 use std::ops::Range;
@@ -274,20 +275,54 @@ fn attend_range_with(
     partials: &mut [Partial],
     streaming: bool,
 ) {
+    attend_range_on(
+        detected(),
+        kv,
+        positions,
+        scale,
+        queries,
+        outs,
+        scores,
+        partials,
+        streaming,
+    )
+}
+
+/// [`attend_range`] with the kernel of `isa` (or of the widest instruction set below it that this machine has):
+/// AVX-512 and AVX2 give the same bits; the scalar reference differs in rounding.
+#[allow(clippy::too_many_arguments)]
+pub fn attend_range_on(
+    isa: Isa,
+    kv: &KvHead,
+    positions: Range<usize>,
+    scale: f32,
+    queries: &[&[f32]],
+    outs: &mut [&mut [f32]],
+    scores: &mut Vec<f32>,
+    partials: &mut [Partial],
+    streaming: bool,
+) {
     check(kv, positions.end, queries, outs);
     assert!(!positions.is_empty(), "at least one position");
     assert_eq!(partials.len(), queries.len(), "one partial per query");
+    let isa = isa.usable();
     #[cfg(target_arch = "x86_64")]
-    if detected().has_avx2() && kv.head_dim.is_multiple_of(32) {
+    if isa.has_avx2() && kv.head_dim.is_multiple_of(32) {
+        let kernel = if isa == Isa::Avx512 {
+            crate::x86_avx512::attention::attend_range
+        } else {
+            crate::x86_avx2::attention::attend_range
+        };
         for ((queries, outs), partials) in queries
             .chunks(MAX_GROUP)
             .zip(outs.chunks_mut(MAX_GROUP))
             .zip(partials.chunks_mut(MAX_GROUP))
         {
             scores.resize(queries.len() * positions.len(), 0.0);
-            // SAFETY: `detected` reports AVX2/FMA/F16C; `check` verified every slice length.
+            // SAFETY: `usable` gives an instruction set this machine has (AVX-512 includes AVX2/FMA/F16C);
+            // `check` verified every slice length.
             unsafe {
-                crate::x86_avx2::attention::attend_range(
+                kernel(
                     kv,
                     positions.clone(),
                     scale,
@@ -301,7 +336,7 @@ fn attend_range_with(
         }
         return;
     }
-    let _ = streaming;
+    let _ = (streaming, isa);
     attend_range_scalar(kv, positions, scale, queries, outs, scores, partials)
 }
 
@@ -632,6 +667,80 @@ mod tests {
         let mut q = vec![5i8; 8];
         assert_eq!(quantize_row_i8(&[0.0; 8], &mut q), 0.0);
         assert_eq!(q, [0; 8]);
+    }
+
+    /// Outputs and softmax statistics of [`attend_range_on`] as bits.
+    fn bits_on(
+        isa: Isa,
+        kv: &KvHead,
+        positions: Range<usize>,
+        queries: &[&[f32]],
+        streaming: bool,
+    ) -> (Vec<u32>, Vec<(u32, u32)>) {
+        let mut out = vec![0.0f32; queries.len() * kv.head_dim];
+        let mut outs: Vec<&mut [f32]> = out.chunks_mut(kv.head_dim).collect();
+        let mut partials = vec![Partial::default(); queries.len()];
+        attend_range_on(
+            isa,
+            kv,
+            positions,
+            0.125,
+            queries,
+            &mut outs,
+            &mut Vec::new(),
+            &mut partials,
+            streaming,
+        );
+        let stats = partials
+            .iter()
+            .map(|p| (p.max.to_bits(), p.sum.to_bits()))
+            .collect();
+        (out.iter().map(|v| v.to_bits()).collect(), stats)
+    }
+
+    /// The AVX-512 kernel gives the AVX2 kernel's bits for every storage type, head size (one or two 64-column
+    /// passes, a 32-column rest), group size (1 to 4 and a split of 6), and block length (whole eights, sixteens
+    /// and every tail).
+    #[test]
+    fn avx512_gives_the_avx2_bits() {
+        if detected() != Isa::Avx512 {
+            println!(
+                "notice: this machine (or SEEDINFER_ISA) gives {:?}, not AVX-512: the AVX-512 attention is not checked",
+                detected()
+            );
+            return;
+        }
+        for dtype in DTYPES {
+            for head_dim in [32, 64, 96, 128, 256] {
+                let heads = 2;
+                let stored = cache(dtype, head_dim, heads, 90, 7);
+                let kv = kv_head(&stored, 1, head_dim, heads);
+                for group in [1, 2, 3, 4, 6] {
+                    let queries = values(group * head_dim, 13 + group as u32);
+                    let queries: Vec<&[f32]> = queries.chunks(head_dim).collect();
+                    for positions in [
+                        0..1,
+                        3..10,
+                        0..8,
+                        5..21,
+                        0..16,
+                        7..31,
+                        0..32,
+                        2..35,
+                        0..57,
+                        1..90,
+                    ] {
+                        for streaming in [false, true] {
+                            assert_eq!(
+                                bits_on(Isa::Avx512, &kv, positions.clone(), &queries, streaming),
+                                bits_on(Isa::Avx2, &kv, positions.clone(), &queries, streaming),
+                                "{dtype:?} hd={head_dim} group={group} positions={positions:?}"
+                            );
+                        }
+                    }
+                }
+            }
+        }
     }
 
     #[test]

@@ -2,7 +2,8 @@
 //! `MAX_GROUP` query heads: each key row is loaded once for the group's dot products, each value row once for the
 //! group's weighted sums (kept in registers, 32 columns at a time). One body serves f32, f16 (F16C) and int8 rows;
 //! int8 row scales multiply the dot products and the value weights. A query's arithmetic does not depend on how
-//! many queries share the call.
+//! many queries share the call. The driver ([`group`]) is written once over the vector steps of a register width
+//! ([`Width`]): [`Avx2`] here, and `x86_avx512::attention`'s, which give the same bits.
 
 #![cfg(target_arch = "x86_64")]
 
@@ -49,7 +50,7 @@ pub(crate) unsafe fn exp(x: __m256) -> __m256 {
 
 /// Lane `j` of the result is the sum of the lanes of `v[j]`.
 #[inline(always)]
-unsafe fn sums_of_eight(v: [__m256; 8]) -> __m256 {
+pub(crate) unsafe fn sums_of_eight(v: [__m256; 8]) -> __m256 {
     let h0123 = _mm256_hadd_ps(_mm256_hadd_ps(v[0], v[1]), _mm256_hadd_ps(v[2], v[3]));
     let h4567 = _mm256_hadd_ps(_mm256_hadd_ps(v[4], v[5]), _mm256_hadd_ps(v[6], v[7]));
     _mm256_add_ps(
@@ -58,11 +59,166 @@ unsafe fn sums_of_eight(v: [__m256; 8]) -> __m256 {
     )
 }
 
-/// Replaces `scores` by `e^(score - max)` and returns `(max, sum)`. Every element goes through the vector `exp`
-/// (the tail through a padded copy), so a score's weight does not depend on where it falls.
+/// A group's queries (`G` of them, `head_dim` floats each) and one block's rows, as the kernel steps see them.
+pub(crate) struct Block<'a, const G: usize, T> {
+    pub q: [*const f32; G],
+    /// Position `start`'s key and value rows (this head's part); rows are `stride` elements apart.
+    pub keys: *const T,
+    pub values: *const T,
+    pub value_rows: Rows<'a, T>,
+    pub start: usize,
+    pub stride: usize,
+    pub head_dim: usize,
+    pub count: usize,
+}
+
+/// What a register width contributes to one group's attention over a block: the three vector steps. The driver
+/// ([`group`]) is shared, so every width computes each lane with the same operations in the same order: the
+/// AVX-512 steps give the AVX2 bits.
+pub(crate) trait Width {
+    /// `scores[g * count + p + j] = scale · key_scale · (q_g · key_{p+j})` for `j < 8`, each dot product summed
+    /// as eight column-ordered FMA lanes reduced by [`sums_of_eight`].
+    unsafe fn eight_scores<const G: usize, T: KvElement>(
+        b: &Block<G, T>,
+        p: usize,
+        key_scales: __m256,
+        scale: __m256,
+        scores: *mut f32,
+    );
+    /// Replaces `scores` by `e^(score - max)` through the vector `exp`, and returns `(max, sum)`, the sum taken
+    /// eight lanes at a time in order, then the tail.
+    unsafe fn exp_and_sum(scores: &mut [f32]) -> (f32, f32);
+    /// `outs[g][c] = sum over p, in order, of w_gp · value_p[c]` (FMA per lane).
+    unsafe fn weighted_values<const G: usize, T: KvElement>(
+        b: &Block<G, T>,
+        scores: &[f32],
+        outs: &mut [&mut [f32]],
+    );
+}
+
+/// 256-bit registers: eight lanes.
+pub(crate) struct Avx2;
+
+impl Width for Avx2 {
+    // Index loops over the register tiles read more plainly than zipped iterators here.
+    #[allow(clippy::needless_range_loop)]
+    #[inline(always)]
+    unsafe fn eight_scores<const G: usize, T: KvElement>(
+        b: &Block<G, T>,
+        p: usize,
+        key_scales: __m256,
+        scale: __m256,
+        scores: *mut f32,
+    ) {
+        // Each key chunk is widened once and serves the whole group. The eight positions are taken `PASS` at a
+        // time so that the group's accumulators of a pass stay in registers; every accumulator still sums its
+        // chunks in column order, whatever `G` is.
+        let pass = match G {
+            1 => 8,
+            2 | 3 => 4,
+            _ => 2,
+        };
+        let mut acc = [[_mm256_setzero_ps(); 8]; G];
+        for first in (0..8).step_by(pass) {
+            for c in (0..b.head_dim).step_by(8) {
+                for j in first..first + pass {
+                    let key = T::load8(b.keys.add((p + j) * b.stride + c));
+                    for g in 0..G {
+                        acc[g][j] = _mm256_fmadd_ps(_mm256_loadu_ps(b.q[g].add(c)), key, acc[g][j]);
+                    }
+                }
+            }
+        }
+        for g in 0..G {
+            store_scores::<T>(
+                sums_of_eight(acc[g]),
+                key_scales,
+                scale,
+                scores.add(g * b.count + p),
+            );
+        }
+    }
+
+    #[inline(always)]
+    unsafe fn exp_and_sum(scores: &mut [f32]) -> (f32, f32) {
+        let max_v = _mm256_set1_ps(scores_max(scores));
+        let whole = scores.len() / 8 * 8;
+        let mut sum = _mm256_setzero_ps();
+        for c in scores[..whole].chunks_exact_mut(8) {
+            let e = exp(_mm256_sub_ps(_mm256_loadu_ps(c.as_ptr()), max_v));
+            _mm256_storeu_ps(c.as_mut_ptr(), e);
+            sum = _mm256_add_ps(sum, e);
+        }
+        exp_tail(scores, sum, max_v)
+    }
+
+    #[allow(clippy::needless_range_loop)]
+    #[inline(always)]
+    unsafe fn weighted_values<const G: usize, T: KvElement>(
+        b: &Block<G, T>,
+        scores: &[f32],
+        outs: &mut [&mut [f32]],
+    ) {
+        for c0 in (0..b.head_dim).step_by(32) {
+            let mut acc = [[_mm256_setzero_ps(); 4]; G];
+            for p in 0..b.count {
+                let v = b.values.add(p * b.stride + c0);
+                let mut rows = [_mm256_setzero_ps(); 4];
+                for j in 0..4 {
+                    rows[j] = T::load8(v.add(8 * j));
+                }
+                for g in 0..G {
+                    let w = _mm256_set1_ps(value_weight(b, scores, g, p));
+                    for j in 0..4 {
+                        acc[g][j] = _mm256_fmadd_ps(w, rows[j], acc[g][j]);
+                    }
+                }
+            }
+            for (out, acc) in outs.iter_mut().zip(&acc) {
+                for (j, acc) in acc.iter().enumerate() {
+                    _mm256_storeu_ps(out.as_mut_ptr().add(c0 + 8 * j), *acc);
+                }
+            }
+        }
+    }
+}
+
+/// Eight dot products times the key rows' scales (int8) and the attention scale, stored at `out`.
 #[inline(always)]
-unsafe fn exp_and_sum(scores: &mut [f32]) -> (f32, f32) {
-    let (body, tail) = scores.split_at_mut(scores.len() / 8 * 8);
+pub(crate) unsafe fn store_scores<T: KvElement>(
+    dots: __m256,
+    key_scales: __m256,
+    scale: __m256,
+    out: *mut f32,
+) {
+    let dots = if T::SCALED {
+        _mm256_mul_ps(dots, key_scales)
+    } else {
+        dots
+    };
+    _mm256_storeu_ps(out, _mm256_mul_ps(dots, scale));
+}
+
+/// Softmax weight of query `g` for position `p` of the block, times the value row's scale (int8).
+#[inline(always)]
+pub(crate) unsafe fn value_weight<const G: usize, T: KvElement>(
+    b: &Block<G, T>,
+    scores: &[f32],
+    g: usize,
+    p: usize,
+) -> f32 {
+    let w = *scores.get_unchecked(g * b.count + p);
+    if T::SCALED {
+        w * b.value_rows.scale(b.start + p)
+    } else {
+        w
+    }
+}
+
+/// Largest score (the order of `max` does not change it).
+#[inline(always)]
+pub(crate) unsafe fn scores_max(scores: &[f32]) -> f32 {
+    let (body, tail) = scores.split_at(scores.len() / 8 * 8);
     let mut max = tail.iter().copied().fold(f32::NEG_INFINITY, f32::max);
     if !body.is_empty() {
         let mut m = _mm256_set1_ps(f32::NEG_INFINITY);
@@ -71,13 +227,16 @@ unsafe fn exp_and_sum(scores: &mut [f32]) -> (f32, f32) {
         }
         max = max.max(horizontal_max(m));
     }
-    let max_v = _mm256_set1_ps(max);
-    let mut sum = _mm256_setzero_ps();
-    for c in body.chunks_exact_mut(8) {
-        let e = exp(_mm256_sub_ps(_mm256_loadu_ps(c.as_ptr()), max_v));
-        _mm256_storeu_ps(c.as_mut_ptr(), e);
-        sum = _mm256_add_ps(sum, e);
-    }
+    max
+}
+
+/// The end of [`Width::exp_and_sum`]: the body's eight-lane `sum` reduced, then the scores after the last whole
+/// eight through the vector `exp` (a padded copy), so a score's weight does not depend on where it falls.
+#[inline(always)]
+pub(crate) unsafe fn exp_tail(scores: &mut [f32], sum: __m256, max_v: __m256) -> (f32, f32) {
+    let max = _mm256_cvtss_f32(max_v);
+    let whole = scores.len() / 8 * 8;
+    let tail = &mut scores[whole..];
     let mut total = horizontal_sum(sum);
     if !tail.is_empty() {
         let mut padded = [max; 8];
@@ -95,10 +254,11 @@ unsafe fn exp_and_sum(scores: &mut [f32]) -> (f32, f32) {
     (max, total)
 }
 
+/// One group's attention over a block of positions, with the vector steps of width `W`.
 // Index loops over the register tiles read more plainly than zipped iterators here.
 #[allow(clippy::needless_range_loop, clippy::too_many_arguments)]
 #[inline(always)]
-unsafe fn group<const G: usize, const PREFETCH: bool, T: KvElement>(
+pub(crate) unsafe fn group<W: Width, const G: usize, const PREFETCH: bool, T: KvElement>(
     kv: &KvHead,
     key_rows: Rows<T>,
     value_rows: Rows<T>,
@@ -109,10 +269,21 @@ unsafe fn group<const G: usize, const PREFETCH: bool, T: KvElement>(
     scores: &mut [f32],
 ) -> [Partial; G] {
     let (hd, stride, count, start) = (kv.head_dim, kv.stride, positions.len(), positions.start);
-    let q: [*const f32; G] = std::array::from_fn(|g| queries[g].as_ptr());
-    let keys = key_rows.data.as_ptr().add(kv.offset + start * stride);
+    let mut q = [std::ptr::null::<f32>(); G];
+    for g in 0..G {
+        q[g] = queries[g].as_ptr();
+    }
+    let b = Block {
+        q,
+        keys: key_rows.data.as_ptr().add(kv.offset + start * stride),
+        values: value_rows.data.as_ptr().add(kv.offset + start * stride),
+        value_rows,
+        start,
+        stride,
+        head_dim: hd,
+        count,
+    };
     let scale_v = _mm256_set1_ps(scale);
-    let values = value_rows.data.as_ptr().add(kv.offset + start * stride);
     // Eight positions at a time: eight independent FMA chains per head, and one transposing reduction for all
     // eight sums instead of eight horizontal sums.
     let mut p = 0;
@@ -120,48 +291,23 @@ unsafe fn group<const G: usize, const PREFETCH: bool, T: KvElement>(
         // Streaming: the rows come from memory (a cached block is only a few KB, too short for the hardware prefetcher
         // to ramp up): ask for the next eight keys, and for these eight positions' values, ahead of use.
         if PREFETCH {
-            prefetch_rows(keys, p + 8..(p + 16).min(count), stride, hd);
-            prefetch_rows(values, p..p + 8, stride, hd);
+            prefetch_rows(b.keys, p + 8..(p + 16).min(count), stride, hd);
+            prefetch_rows(b.values, p..p + 8, stride, hd);
         }
         let key_scales = if T::SCALED {
-            let s: [f32; 8] = std::array::from_fn(|j| key_rows.scale(start + p + j));
+            let mut s = [0.0f32; 8];
+            for j in 0..8 {
+                s[j] = key_rows.scale(start + p + j);
+            }
             _mm256_loadu_ps(s.as_ptr())
         } else {
             _mm256_setzero_ps()
         };
-        // Each key chunk is widened once and serves the whole group. The eight positions are taken `PASS` at a
-        // time so that the group's accumulators of a pass stay in registers; every accumulator still sums its
-        // chunks in column order, whatever `G` is.
-        let pass = match G {
-            1 => 8,
-            2 | 3 => 4,
-            _ => 2,
-        };
-        let mut acc = [[_mm256_setzero_ps(); 8]; G];
-        for first in (0..8).step_by(pass) {
-            for c in (0..hd).step_by(8) {
-                for j in first..first + pass {
-                    let key = T::load8(keys.add((p + j) * stride + c));
-                    for g in 0..G {
-                        acc[g][j] = _mm256_fmadd_ps(_mm256_loadu_ps(q[g].add(c)), key, acc[g][j]);
-                    }
-                }
-            }
-        }
-        for g in 0..G {
-            let mut dots = sums_of_eight(acc[g]);
-            if T::SCALED {
-                dots = _mm256_mul_ps(dots, key_scales);
-            }
-            _mm256_storeu_ps(
-                scores.as_mut_ptr().add(g * count + p),
-                _mm256_mul_ps(dots, scale_v),
-            );
-        }
+        W::eight_scores(&b, p, key_scales, scale_v, scores.as_mut_ptr());
         p += 8;
     }
     for p in p..count {
-        let k = keys.add(p * stride);
+        let k = b.keys.add(p * stride);
         let mut acc = [[_mm256_setzero_ps(); 2]; G];
         for c in (0..hd).step_by(16) {
             let (k0, k1) = (T::load8(k.add(c)), T::load8(k.add(c + 8)));
@@ -185,36 +331,10 @@ unsafe fn group<const G: usize, const PREFETCH: bool, T: KvElement>(
     }
     let mut partials = [Partial::default(); G];
     for g in 0..G {
-        let (max, sum) = exp_and_sum(&mut scores[g * count..(g + 1) * count]);
+        let (max, sum) = W::exp_and_sum(&mut scores[g * count..(g + 1) * count]);
         partials[g] = Partial { max, sum };
     }
-    for c0 in (0..hd).step_by(32) {
-        let mut acc = [[_mm256_setzero_ps(); 4]; G];
-        for p in 0..count {
-            let v = values.add(p * stride + c0);
-            let rows: [__m256; 4] = std::array::from_fn(|j| T::load8(v.add(8 * j)));
-            let value_scale = if T::SCALED {
-                value_rows.scale(start + p)
-            } else {
-                1.0
-            };
-            for g in 0..G {
-                let mut w = *scores.get_unchecked(g * count + p);
-                if T::SCALED {
-                    w *= value_scale;
-                }
-                let w = _mm256_set1_ps(w);
-                for j in 0..4 {
-                    acc[g][j] = _mm256_fmadd_ps(w, rows[j], acc[g][j]);
-                }
-            }
-        }
-        for (out, acc) in outs.iter_mut().zip(&acc) {
-            for (j, acc) in acc.iter().enumerate() {
-                _mm256_storeu_ps(out.as_mut_ptr().add(c0 + 8 * j), *acc);
-            }
-        }
-    }
+    W::weighted_values(&b, scores, outs);
     partials
 }
 
@@ -252,11 +372,11 @@ pub unsafe fn attend_range(
     streaming: bool,
 ) {
     with_rows!(kv, |keys, values| if streaming {
-        groups::<true, _>(
+        groups::<Avx2, true, _>(
             kv, keys, values, positions, scale, queries, outs, scores, partials,
         )
     } else {
-        groups::<false, _>(
+        groups::<Avx2, false, _>(
             kv, keys, values, positions, scale, queries, outs, scores, partials,
         )
     })
@@ -264,7 +384,7 @@ pub unsafe fn attend_range(
 
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
-unsafe fn groups<const PREFETCH: bool, T: KvElement>(
+pub(crate) unsafe fn groups<W: Width, const PREFETCH: bool, T: KvElement>(
     kv: &KvHead,
     keys: Rows<T>,
     values: Rows<T>,
@@ -277,16 +397,16 @@ unsafe fn groups<const PREFETCH: bool, T: KvElement>(
 ) {
     let (k, v) = (keys, values);
     match queries.len() {
-        1 => partials.copy_from_slice(&group::<1, PREFETCH, T>(
+        1 => partials.copy_from_slice(&group::<W, 1, PREFETCH, T>(
             kv, k, v, p, scale, queries, outs, scores,
         )),
-        2 => partials.copy_from_slice(&group::<2, PREFETCH, T>(
+        2 => partials.copy_from_slice(&group::<W, 2, PREFETCH, T>(
             kv, k, v, p, scale, queries, outs, scores,
         )),
-        3 => partials.copy_from_slice(&group::<3, PREFETCH, T>(
+        3 => partials.copy_from_slice(&group::<W, 3, PREFETCH, T>(
             kv, k, v, p, scale, queries, outs, scores,
         )),
-        _ => partials.copy_from_slice(&group::<4, PREFETCH, T>(
+        _ => partials.copy_from_slice(&group::<W, 4, PREFETCH, T>(
             kv, k, v, p, scale, queries, outs, scores,
         )),
     }

@@ -8,6 +8,7 @@
 
 #![cfg(target_arch = "x86_64")]
 
+pub(crate) mod attention;
 pub(crate) mod k_quants;
 pub(crate) mod quads;
 
