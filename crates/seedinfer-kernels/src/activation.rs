@@ -33,7 +33,7 @@ impl GatedActivation {
         match isa.usable() {
             // SAFETY: `usable` only gives instruction sets this machine has.
             Isa::Avx512 => return unsafe { apply_avx512(self, gate, up) },
-            Isa::Avx2 => return unsafe { apply_avx2(self, gate, up) },
+            Isa::Avx2 | Isa::AvxVnni => return unsafe { apply_avx2(self, gate, up) },
             _ => {}
         }
         let _ = isa;
@@ -178,7 +178,7 @@ mod tests {
             for len in [xs.len(), 1, 7, 15, 17, 33] {
                 let mut plain = xs[..len].to_vec();
                 apply_plain(activation, &mut plain, &up[..len]);
-                for isa in [Isa::Avx2, Isa::Avx512] {
+                for isa in [Isa::Avx2, Isa::AvxVnni, Isa::Avx512] {
                     let mut wide = xs[..len].to_vec();
                     activation.apply_on(isa, &mut wide, &up[..len]);
                     for (i, (w, p)) in wide.iter().zip(&plain).enumerate() {

@@ -1,5 +1,6 @@
 //! Run-time choice of instruction set. Kernels are compiled once per instruction set (one folder each:
-//! `x86_avx2/`, `x86_avx512/`, and in time `aarch64_neon/`) from `#[target_feature]` functions, so the binary
+//! `x86_avx2/` (which also holds the AVX-VNNI variants of its kernels), `x86_avx512/`, and in time
+//! `aarch64_neon/`) from `#[target_feature]` functions, so the binary
 //! assumes only the target's baseline and the scalar code stays the reference. Every kernel call is given one
 //! explicit [`Isa`]; [`detected`] is the widest this machine offers, capped by `SEEDINFER_ISA`.
 
@@ -11,6 +12,9 @@ pub enum Isa {
     Scalar,
     /// x86-64 AVX2 + FMA + F16C.
     Avx2,
+    /// x86-64 AVX2 + FMA + F16C with AVX-VNNI (`vpdpbusd` on 256-bit registers: Intel Alder Lake and later
+    /// client CPUs, which lack AVX-512). Kernels without an AVX-VNNI version run their AVX2 one.
+    AvxVnni,
     /// x86-64 AVX-512 F/BW/VL + VNNI (on top of AVX2). Kernels without an AVX-512 version run their AVX2 one.
     Avx512,
     /// aarch64 NEON (Advanced SIMD). Kernels without a NEON version run their scalar one.
@@ -22,16 +26,18 @@ impl Isa {
         match self {
             Isa::Scalar => "scalar",
             Isa::Avx2 => "avx2+fma+f16c",
+            Isa::AvxVnni => "avx2+fma+f16c+avxvnni",
             Isa::Avx512 => "avx512f+bw+vnni",
             Isa::Neon => "neon",
         }
     }
 
-    /// Parses a `SEEDINFER_ISA` value: `scalar`, `avx2`, `avx512` or `neon`.
+    /// Parses a `SEEDINFER_ISA` value: `scalar`, `avx2`, `avxvnni`, `avx512` or `neon`.
     pub fn parse(name: &str) -> Option<Self> {
         match name {
             "scalar" => Some(Isa::Scalar),
             "avx2" => Some(Isa::Avx2),
+            "avxvnni" => Some(Isa::AvxVnni),
             "avx512" => Some(Isa::Avx512),
             "neon" => Some(Isa::Neon),
             _ => None,
@@ -41,18 +47,45 @@ impl Isa {
     /// Whether code compiled for AVX2 + FMA + F16C may run under this instruction set.
     #[inline(always)]
     pub fn has_avx2(self) -> bool {
-        matches!(self, Isa::Avx2 | Isa::Avx512)
+        matches!(self, Isa::Avx2 | Isa::AvxVnni | Isa::Avx512)
     }
 
-    /// This instruction set if the machine has it (and the cap allows it), else the widest one it does have: what
-    /// a kernel asked to run with `self` may use.
+    /// This instruction set if the machine has it (and the cap allows it), else the widest one it does have
+    /// below it: what a kernel asked to run with `self` may use.
     pub fn usable(self) -> Isa {
-        let best = detected();
-        match (self, best) {
-            (Isa::Scalar, _) => Isa::Scalar,
-            (Isa::Avx2, Isa::Avx512) => Isa::Avx2,
-            _ => best,
-        }
+        capped(self, detected())
+    }
+}
+
+/// `cap` if `best` (what the machine offers) covers it, else the widest set below `cap` that it covers. On x86
+/// the sets rank AVX2 < AVX-VNNI < AVX-512; AVX-VNNI is only used where the CPU reports it (an AVX-512 CPU may
+/// lack it, as Zen 4 does).
+fn capped(cap: Isa, best: Isa) -> Isa {
+    let rank = |isa: Isa| match isa {
+        Isa::Scalar => 0,
+        Isa::Avx2 => 1,
+        Isa::AvxVnni => 2,
+        Isa::Avx512 => 3,
+        Isa::Neon => 1,
+    };
+    match (cap, best) {
+        (Isa::Scalar, _) | (_, Isa::Scalar) => Isa::Scalar,
+        (Isa::Neon, _) | (_, Isa::Neon) => best,
+        _ if rank(cap) >= rank(best) => best,
+        (Isa::AvxVnni, _) if !has_avx_vnni() => Isa::Avx2,
+        _ => cap,
+    }
+}
+
+/// Whether the CPU has AVX-VNNI (the VEX-encoded 256-bit `vpdpbusd`).
+fn has_avx_vnni() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::is_x86_feature_detected!("avxvnni")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
     }
 }
 
@@ -73,15 +106,17 @@ pub fn kernel_isa(family: KernelFamily) -> &'static str {
     match (family, detected()) {
         (_, Isa::Scalar | Isa::Neon) => "scalar",
         (KernelFamily::DenseF32, Isa::Avx512) => "avx512f (vectorised by the compiler)",
-        (KernelFamily::DenseF32, Isa::Avx2) => "avx2+fma (vectorised by the compiler)",
+        (KernelFamily::DenseF32, Isa::Avx2 | Isa::AvxVnni) => {
+            "avx2+fma (vectorised by the compiler)"
+        }
         // The half and SeedLM kernels have AVX2 intrinsics; AVX-512 machines run those too.
         (KernelFamily::Half | KernelFamily::SeedLm, _) => "avx2+fma+f16c",
     }
 }
 
 /// The widest instruction set this machine offers among those the kernels are built for.
-/// `SEEDINFER_ISA=scalar|avx2|avx512|neon` caps it (for tests and comparisons); a cap the machine does not reach
-/// changes nothing.
+/// `SEEDINFER_ISA=scalar|avx2|avxvnni|avx512|neon` caps it (for tests and comparisons); a cap the machine does
+/// not reach changes nothing.
 pub fn detected() -> Isa {
     static DETECTED: OnceLock<Isa> = OnceLock::new();
     *DETECTED.get_or_init(|| {
@@ -91,9 +126,8 @@ pub fn detected() -> Isa {
             .as_deref()
             .and_then(Isa::parse)
         {
-            Some(Isa::Scalar) => Isa::Scalar,
-            Some(Isa::Avx2) if best == Isa::Avx512 => Isa::Avx2,
-            _ => best,
+            Some(cap) => capped(cap, best),
+            None => best,
         }
     })
 }
@@ -110,6 +144,7 @@ fn widest() -> Isa {
             && std::is_x86_feature_detected!("avx512vnni");
         match (avx2, avx512) {
             (true, true) => Isa::Avx512,
+            (true, false) if has_avx_vnni() => Isa::AvxVnni,
             (true, false) => Isa::Avx2,
             _ => Isa::Scalar,
         }
@@ -134,15 +169,25 @@ mod tests {
 
     #[test]
     fn names_parse_back_and_scalar_is_always_usable() {
-        for isa in [Isa::Scalar, Isa::Avx2, Isa::Avx512, Isa::Neon] {
+        for isa in [Isa::Scalar, Isa::Avx2, Isa::AvxVnni, Isa::Avx512, Isa::Neon] {
             let name = format!("{isa:?}").to_lowercase();
             assert_eq!(Isa::parse(&name), Some(isa));
         }
         assert_eq!(Isa::parse("sse2"), None);
         assert_eq!(Isa::Scalar.usable(), Isa::Scalar);
         // Whatever is asked for, what comes back is something this machine runs.
-        for isa in [Isa::Avx2, Isa::Avx512, Isa::Neon] {
-            assert!(matches!(isa.usable(), Isa::Scalar | Isa::Avx2) || isa.usable() == detected());
+        for isa in [Isa::Avx2, Isa::AvxVnni, Isa::Avx512, Isa::Neon] {
+            assert!(
+                matches!(isa.usable(), Isa::Scalar | Isa::Avx2 | Isa::AvxVnni)
+                    || isa.usable() == detected()
+            );
         }
+        // Caps: never above what the machine has, never above the cap.
+        assert_eq!(capped(Isa::Avx512, Isa::Avx2), Isa::Avx2);
+        assert_eq!(capped(Isa::Avx2, Isa::Avx512), Isa::Avx2);
+        assert_eq!(capped(Isa::AvxVnni, Isa::Avx2), Isa::Avx2);
+        assert_eq!(capped(Isa::Avx512, Isa::AvxVnni), Isa::AvxVnni);
+        assert_eq!(capped(Isa::Scalar, Isa::Avx512), Isa::Scalar);
+        assert_eq!(capped(Isa::Neon, Isa::Scalar), Isa::Scalar);
     }
 }

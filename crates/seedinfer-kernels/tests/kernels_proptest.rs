@@ -187,27 +187,52 @@ fn term_magnitudes(
     out
 }
 
-/// Where the dispatched kernels are AVX-512 ones, `fast` (their product) must be the AVX2 kernels' bits.
+/// Where the dispatched kernels are AVX-512 ones, `fast` (their product) must be the AVX2 kernels' bits; where the
+/// machine has AVX-VNNI, its kernels' product too.
 fn same_bits_as_avx2(
     m: &QuantizedMatrix,
     x: Input<'_>,
     tokens: usize,
     fast: &[f32],
 ) -> Result<(), TestCaseError> {
-    if detected() != Isa::Avx512 {
-        return Ok(());
-    }
     let mut narrow = vec![0.0; fast.len()];
     m.matmul_with(Isa::Avx2, x, tokens, &mut narrow);
-    for (i, (w, n)) in fast.iter().zip(&narrow).enumerate() {
-        prop_assert!(
-            w.to_bits() == n.to_bits(),
-            "{}x{} tokens={tokens} [{i}]: avx512 {w} vs avx2 {n}",
-            m.rows,
-            m.cols
-        );
+    let mut compared = Vec::new();
+    if detected() == Isa::Avx512 {
+        compared.push(("avx512", fast.to_vec()));
+    }
+    if Isa::AvxVnni.usable() == Isa::AvxVnni {
+        let mut vnni = vec![0.0; fast.len()];
+        m.matmul_with(Isa::AvxVnni, x, tokens, &mut vnni);
+        compared.push(("avxvnni", vnni));
+    }
+    for (name, wide) in compared {
+        for (i, (w, n)) in wide.iter().zip(&narrow).enumerate() {
+            prop_assert!(
+                w.to_bits() == n.to_bits(),
+                "{}x{} tokens={tokens} [{i}]: {name} {w} vs avx2 {n}",
+                m.rows,
+                m.cols
+            );
+        }
     }
     Ok(())
+}
+
+#[test]
+fn avx_vnni_kernels_are_checked_or_the_skip_is_said() {
+    if Isa::AvxVnni.usable() == Isa::AvxVnni {
+        let m = QuantizedMatrix::from_bytes(TensorType::Q8_0, 4, BLOCK, &[0; 4 * 34]).unwrap();
+        assert_eq!(
+            m.kernel_isa_with(Isa::AvxVnni),
+            Isa::AvxVnni,
+            "Q8_0 has an AVX-VNNI kernel"
+        );
+    } else {
+        println!(
+            "notice: this machine (or SEEDINFER_ISA) has no AVX-VNNI: the AVX-VNNI kernels are not checked"
+        );
+    }
 }
 
 #[test]

@@ -447,6 +447,11 @@ impl QuantizedMatrix {
         self.quads.kernel_isa(detected())
     }
 
+    /// The instruction set this matrix's products run with when `isa` is asked for ([`Self::matmul_with`]).
+    pub fn kernel_isa_with(&self, isa: Isa) -> Isa {
+        self.quads.kernel_isa(isa.usable())
+    }
+
     pub fn resident_bytes(&self) -> usize {
         self.quads.resident_bytes()
     }

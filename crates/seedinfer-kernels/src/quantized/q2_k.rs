@@ -73,7 +73,9 @@ impl QuadFormat for QuadQ2_K {
             #[cfg(target_arch = "x86_64")]
             Isa::Avx512 => Some((Isa::Avx512, crate::x86_avx512::k_quants::chunk_rows::<Self>)),
             #[cfg(target_arch = "x86_64")]
-            Isa::Avx2 => Some((Isa::Avx2, crate::x86_avx2::k_quants::chunk_rows::<Self>)),
+            Isa::Avx2 | Isa::AvxVnni => {
+                Some((Isa::Avx2, crate::x86_avx2::k_quants::chunk_rows::<Self>))
+            }
             _ => None,
         }
     }

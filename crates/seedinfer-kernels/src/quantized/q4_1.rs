@@ -66,6 +66,8 @@ impl QuadFormat for QuadQ4_1 {
             #[cfg(target_arch = "x86_64")]
             Isa::Avx512 => Some((Isa::Avx512, crate::x86_avx512::quads::quads::<Self>)),
             #[cfg(target_arch = "x86_64")]
+            Isa::AvxVnni => Some((Isa::AvxVnni, crate::x86_avx2::quads::quads_vnni::<Self>)),
+            #[cfg(target_arch = "x86_64")]
             Isa::Avx2 => Some((Isa::Avx2, crate::x86_avx2::quads::quads::<Self>)),
             _ => None,
         }

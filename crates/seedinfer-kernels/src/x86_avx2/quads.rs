@@ -43,8 +43,8 @@ pub(crate) trait Quad {
     const GEMM_TOKENS: usize;
     unsafe fn ready(&self) -> Self::Ready;
     /// `[r0 r0 r1 r1 r2 r2 r3 r3]` i32 partial dot products of the four rows' blocks with activation block `a`
-    /// (each row's even and odd groups of four elements).
-    unsafe fn dot(w: &Self::Ready, a: &Q8Block) -> __m256i;
+    /// (each row's even and odd groups of four elements), formed by `D`.
+    unsafe fn dot<D: ByteDots>(w: &Self::Ready, a: &Q8Block) -> __m256i;
     fn scales(&self) -> &[half::f16; QUAD];
     /// The Q4_1/Q5_1 minimums, multiplied with each activation block's sum; read only when `HAS_MINIMUM`.
     #[inline(always)]
@@ -70,28 +70,94 @@ unsafe fn nibble_chunks(qs: &[[u8; 8]; 2 * QUAD]) -> [__m256i; QUAD] {
     ]
 }
 
-/// `[r0 r0 r1 r1 r2 r2 r3 r3]` i32 sums of unsigned nibble chunks times the activation chunks. Each `maddubs`
-/// pair is at most 2 x 15 x 128, so the four chunks add up in i16 before one `madd` widens them.
-#[inline(always)]
-unsafe fn chunk_dots(w: &[__m256i; QUAD], a: &Q8Block) -> __m256i {
-    let y = a.qs.as_ptr() as *const i64;
-    let products: [__m256i; QUAD] = std::array::from_fn(|c| {
-        _mm256_maddubs_epi16(w[c], _mm256_set1_epi64x(y.add(c).read_unaligned()))
-    });
-    let sum = _mm256_add_epi16(
-        _mm256_add_epi16(products[0], products[1]),
-        _mm256_add_epi16(products[2], products[3]),
-    );
-    _mm256_madd_epi16(sum, _mm256_set1_epi16(1))
+/// How a quad's four chunks meet the activation chunks: both give `[r0 r0 r1 r1 r2 r2 r3 r3]`, each i32 lane the
+/// exact sum of its four byte products (one of a row's groups of four elements, over the four chunks), so
+/// [`Maddubs`] and [`Vnni`] give the same integers and the kernel the same bits.
+pub(crate) trait ByteDots {
+    /// Unsigned weight chunks (`0..=31`) times the signed activation chunks.
+    unsafe fn unsigned(w: &[__m256i; QUAD], a: &Q8Block) -> __m256i;
+    /// Signed int8 weight chunks (`w`, with their `magnitude`s) times the activation chunks: the weight's sign
+    /// moves onto the activation.
+    unsafe fn signed(w: &[__m256i; QUAD], magnitude: &[__m256i; QUAD], a: &Q8Block) -> __m256i;
 }
 
-/// [`chunk_dots`] of weights stored as `q + 2^SHIFT` (Q4_0: 8, Q5_0: 16): `sum((q - 2^S) * y) = sum(q * y) -
+/// AVX2: `maddubs` pairs in i16, widened by `madd`.
+pub(crate) struct Maddubs;
+
+/// AVX-VNNI: one `vpdpbusd` per chunk, four byte products added into each i32 lane.
+pub(crate) struct Vnni;
+
+/// Activation chunk `c` (8 bytes) in every quarter of a vector.
+#[inline(always)]
+unsafe fn activation_chunk(a: &Q8Block, c: usize) -> __m256i {
+    _mm256_set1_epi64x((a.qs.as_ptr() as *const i64).add(c).read_unaligned())
+}
+
+// The chunk loops index the weight, magnitude and product arrays together.
+#[allow(clippy::needless_range_loop)]
+impl ByteDots for Maddubs {
+    /// Each `maddubs` pair is at most 2 x 31 x 128, so the four chunks add up in i16 before one `madd` widens them.
+    #[inline(always)]
+    unsafe fn unsigned(w: &[__m256i; QUAD], a: &Q8Block) -> __m256i {
+        let mut products = [_mm256_setzero_si256(); QUAD];
+        for c in 0..QUAD {
+            products[c] = _mm256_maddubs_epi16(w[c], activation_chunk(a, c));
+        }
+        let sum = _mm256_add_epi16(
+            _mm256_add_epi16(products[0], products[1]),
+            _mm256_add_epi16(products[2], products[3]),
+        );
+        _mm256_madd_epi16(sum, _mm256_set1_epi16(1))
+    }
+
+    /// A pair of products reaches 2 x 127 x 127, so each chunk widens to i32 on its own before the chunks add.
+    #[inline(always)]
+    unsafe fn signed(w: &[__m256i; QUAD], magnitude: &[__m256i; QUAD], a: &Q8Block) -> __m256i {
+        let mut dots = [_mm256_setzero_si256(); QUAD];
+        for c in 0..QUAD {
+            let pairs =
+                _mm256_maddubs_epi16(magnitude[c], _mm256_sign_epi8(activation_chunk(a, c), w[c]));
+            dots[c] = _mm256_madd_epi16(pairs, _mm256_set1_epi16(1));
+        }
+        _mm256_add_epi32(
+            _mm256_add_epi32(dots[0], dots[1]),
+            _mm256_add_epi32(dots[2], dots[3]),
+        )
+    }
+}
+
+#[allow(clippy::needless_range_loop)]
+impl ByteDots for Vnni {
+    #[inline(always)]
+    unsafe fn unsigned(w: &[__m256i; QUAD], a: &Q8Block) -> __m256i {
+        let mut sum = _mm256_setzero_si256();
+        for c in 0..QUAD {
+            sum = _mm256_dpbusd_avx_epi32(sum, w[c], activation_chunk(a, c));
+        }
+        sum
+    }
+
+    #[inline(always)]
+    unsafe fn signed(w: &[__m256i; QUAD], magnitude: &[__m256i; QUAD], a: &Q8Block) -> __m256i {
+        let mut sum = _mm256_setzero_si256();
+        for c in 0..QUAD {
+            let y = _mm256_sign_epi8(activation_chunk(a, c), w[c]);
+            sum = _mm256_dpbusd_avx_epi32(sum, magnitude[c], y);
+        }
+        sum
+    }
+}
+
+/// [`ByteDots::unsigned`] of weights stored as `q + 2^SHIFT` (Q4_0: 8, Q5_0: 16): `sum((q - 2^S) * y) = sum(q * y) -
 /// 2^S * sum(y)`, per lane. A row's even lane holds the even groups of four elements and its odd lane the odd ones,
 /// so each lane is an exact partial dot product of its own terms.
 #[inline(always)]
-unsafe fn offset_chunk_dots<const SHIFT: i32>(w: &[__m256i; QUAD], a: &Q8Block) -> __m256i {
+unsafe fn offset_chunk_dots<D: ByteDots, const SHIFT: i32>(
+    w: &[__m256i; QUAD],
+    a: &Q8Block,
+) -> __m256i {
     let groups = _mm256_set1_epi64x((a.group_sums.as_ptr() as *const i64).read_unaligned());
-    _mm256_sub_epi32(chunk_dots(w, a), _mm256_slli_epi32::<SHIFT>(groups))
+    _mm256_sub_epi32(D::unsigned(w, a), _mm256_slli_epi32::<SHIFT>(groups))
 }
 
 /// Scales for the chunk layout: `[d0 d0 d1 d1 d2 d2 d3 d3]`.
@@ -123,8 +189,8 @@ impl Quad for QuadQ4_0 {
         nibble_chunks(&self.qs)
     }
     #[inline(always)]
-    unsafe fn dot(w: &Self::Ready, a: &Q8Block) -> __m256i {
-        offset_chunk_dots::<3>(w, a)
+    unsafe fn dot<D: ByteDots>(w: &Self::Ready, a: &Q8Block) -> __m256i {
+        offset_chunk_dots::<D, 3>(w, a)
     }
     #[inline(always)]
     fn scales(&self) -> &[half::f16; QUAD] {
@@ -141,8 +207,8 @@ impl Quad for QuadQ4_1 {
         nibble_chunks(&self.qs)
     }
     #[inline(always)]
-    unsafe fn dot(w: &Self::Ready, a: &Q8Block) -> __m256i {
-        chunk_dots(w, a)
+    unsafe fn dot<D: ByteDots>(w: &Self::Ready, a: &Q8Block) -> __m256i {
+        D::unsigned(w, a)
     }
     #[inline(always)]
     fn scales(&self) -> &[half::f16; QUAD] {
@@ -152,27 +218,6 @@ impl Quad for QuadQ4_1 {
     fn minimums(&self) -> &[half::f16; QUAD] {
         &self.m
     }
-}
-
-/// `[r0 r0 r1 r1 r2 r2 r3 r3]` i32 sums of signed int8 weight chunks (`w`, with their `magnitude`s) times the
-/// activation chunks. Signed x signed: the weight's sign moves onto the activation. A pair of products reaches
-/// 2 x 127 x 127, so each chunk widens to i32 on its own before the chunks add.
-#[inline(always)]
-unsafe fn signed_chunk_dots(
-    w: &[__m256i; QUAD],
-    magnitude: &[__m256i; QUAD],
-    a: &Q8Block,
-) -> __m256i {
-    let y = a.qs.as_ptr() as *const i64;
-    let chunk = |c: usize| {
-        let yc = _mm256_set1_epi64x(y.add(c).read_unaligned());
-        let pairs = _mm256_maddubs_epi16(magnitude[c], _mm256_sign_epi8(yc, w[c]));
-        _mm256_madd_epi16(pairs, _mm256_set1_epi16(1))
-    };
-    _mm256_add_epi32(
-        _mm256_add_epi32(chunk(0), chunk(1)),
-        _mm256_add_epi32(chunk(2), chunk(3)),
-    )
 }
 
 impl Quad for QuadQ8_0 {
@@ -188,8 +233,8 @@ impl Quad for QuadQ8_0 {
         (w, w.map(|w| _mm256_sign_epi8(w, w)))
     }
     #[inline(always)]
-    unsafe fn dot((w, magnitude): &Self::Ready, a: &Q8Block) -> __m256i {
-        signed_chunk_dots(w, magnitude, a)
+    unsafe fn dot<D: ByteDots>((w, magnitude): &Self::Ready, a: &Q8Block) -> __m256i {
+        D::signed(w, magnitude, a)
     }
     #[inline(always)]
     fn scales(&self) -> &[half::f16; QUAD] {
@@ -211,8 +256,8 @@ impl Quad for QuadIq4Nl {
         (w, w.map(|w| _mm256_sign_epi8(w, w)))
     }
     #[inline(always)]
-    unsafe fn dot((w, magnitude): &Self::Ready, a: &Q8Block) -> __m256i {
-        signed_chunk_dots(w, magnitude, a)
+    unsafe fn dot<D: ByteDots>((w, magnitude): &Self::Ready, a: &Q8Block) -> __m256i {
+        D::signed(w, magnitude, a)
     }
     #[inline(always)]
     fn scales(&self) -> &[half::f16; QUAD] {
@@ -265,9 +310,8 @@ impl Quad for QuadQ5_0 {
         five_bit_chunks(&self.qs, &self.qh)
     }
     #[inline(always)]
-    unsafe fn dot(w: &Self::Ready, a: &Q8Block) -> __m256i {
-        // A `maddubs` pair is at most 2 x 31 x 127, so the four chunks still add up in i16.
-        offset_chunk_dots::<4>(w, a)
+    unsafe fn dot<D: ByteDots>(w: &Self::Ready, a: &Q8Block) -> __m256i {
+        offset_chunk_dots::<D, 4>(w, a)
     }
     #[inline(always)]
     fn scales(&self) -> &[half::f16; QUAD] {
@@ -284,8 +328,8 @@ impl Quad for QuadQ5_1 {
         five_bit_chunks(&self.qs, &self.qh)
     }
     #[inline(always)]
-    unsafe fn dot(w: &Self::Ready, a: &Q8Block) -> __m256i {
-        chunk_dots(w, a)
+    unsafe fn dot<D: ByteDots>(w: &Self::Ready, a: &Q8Block) -> __m256i {
+        D::unsigned(w, a)
     }
     #[inline(always)]
     fn scales(&self) -> &[half::f16; QUAD] {
@@ -301,7 +345,7 @@ impl Quad for QuadQ5_1 {
 /// first token's first block), written for the quad's first `valid_rows` rows. Each dot product is formed in the
 /// same order whatever `T` is: a prompt token gets exactly the value it would get decoded alone.
 #[inline(always)]
-unsafe fn quad_tile<Q: Quad, const T: usize>(
+unsafe fn quad_tile<Q: Quad, D: ByteDots, const T: usize>(
     quads: *const Q,
     n: usize,
     x: *const Q8Block,
@@ -332,7 +376,7 @@ unsafe fn quad_tile<Q: Quad, const T: usize>(
         };
         for t in 0..T {
             let a = &*x.add(t * n + i);
-            let sums = _mm256_cvtepi32_ps(Q::dot(&w, a));
+            let sums = _mm256_cvtepi32_ps(Q::dot::<D>(&w, a));
             acc[t] = _mm256_fmadd_ps(sums, _mm256_mul_ps(scales, _mm256_set1_ps(a.d)), acc[t]);
             if Q::HAS_MINIMUM {
                 mins[t] = _mm_fmadd_ps(minimums, _mm_set1_ps(a.s), mins[t]);
@@ -365,7 +409,7 @@ pub(crate) const GEMM_ACTIVATION_BYTES: usize = 96 * 1024;
 /// Rows `first_row..first_row + row_count` (`first_row` a multiple of 4; `quads` starting at its quad) times
 /// every token.
 #[inline(always)]
-unsafe fn quads_tokens<Q: Quad>(
+unsafe fn quads_tokens<Q: Quad, D: ByteDots>(
     quads: &[Q],
     n: usize,
     x: &[Q8Block],
@@ -393,11 +437,11 @@ unsafe fn quads_tokens<Q: Quad>(
             while t + tile <= chunk_end {
                 let a = x.add(t * n);
                 match tile {
-                    2 => quad_tile::<Q, 2>(w, n, a, out, row, valid, t),
-                    3 => quad_tile::<Q, 3>(w, n, a, out, row, valid, t),
-                    6 => quad_tile::<Q, 6>(w, n, a, out, row, valid, t),
-                    8 => quad_tile::<Q, 8>(w, n, a, out, row, valid, t),
-                    _ => quad_tile::<Q, 4>(w, n, a, out, row, valid, t),
+                    2 => quad_tile::<Q, D, 2>(w, n, a, out, row, valid, t),
+                    3 => quad_tile::<Q, D, 3>(w, n, a, out, row, valid, t),
+                    6 => quad_tile::<Q, D, 6>(w, n, a, out, row, valid, t),
+                    8 => quad_tile::<Q, D, 8>(w, n, a, out, row, valid, t),
+                    _ => quad_tile::<Q, D, 4>(w, n, a, out, row, valid, t),
                 }
                 t += tile;
             }
@@ -407,19 +451,19 @@ unsafe fn quads_tokens<Q: Quad>(
                 let a = x.add(t * n);
                 let step = match chunk_end - t {
                     1 => {
-                        quad_tile::<Q, 1>(w, n, a, out, row, valid, t);
+                        quad_tile::<Q, D, 1>(w, n, a, out, row, valid, t);
                         1
                     }
                     2 => {
-                        quad_tile::<Q, 2>(w, n, a, out, row, valid, t);
+                        quad_tile::<Q, D, 2>(w, n, a, out, row, valid, t);
                         2
                     }
                     3 => {
-                        quad_tile::<Q, 3>(w, n, a, out, row, valid, t);
+                        quad_tile::<Q, D, 3>(w, n, a, out, row, valid, t);
                         3
                     }
                     _ => {
-                        quad_tile::<Q, 4>(w, n, a, out, row, valid, t);
+                        quad_tile::<Q, D, 4>(w, n, a, out, row, valid, t);
                         4
                     }
                 };
@@ -446,7 +490,24 @@ pub unsafe fn quads<Q: Quad>(
     first_row: usize,
     row_count: usize,
 ) {
-    quads_tokens(quads, n, x, tokens, out, first_row, row_count)
+    quads_tokens::<Q, Maddubs>(quads, n, x, tokens, out, first_row, row_count)
+}
+
+/// [`quads`] with AVX-VNNI's `vpdpbusd` forming the chunk dot products: the same integers, so the same bits.
+///
+/// # Safety
+/// As [`quads`], and the CPU must have AVX-VNNI.
+#[target_feature(enable = "avx2,fma,f16c,avxvnni")]
+pub unsafe fn quads_vnni<Q: Quad>(
+    quads: &[Q],
+    n: usize,
+    x: &[Q8Block],
+    tokens: usize,
+    out: &ProductOut,
+    first_row: usize,
+    row_count: usize,
+) {
+    quads_tokens::<Q, Vnni>(quads, n, x, tokens, out, first_row, row_count)
 }
 
 /// `f16 → f32` with F16C, for the AVX2 dot products (exact, as every conversion of an f16).
