@@ -7,7 +7,8 @@ use crate::config::LlamaConfig;
 use crate::kv_cache::{KvStore, Positions};
 use rayon::prelude::*;
 use seedinfer_kernels::attention::{
-    attend_range, attend_range_streaming, merge_into, prefetch_keys, KvHead, Partial, MAX_GROUP,
+    attend_range, attend_range_streaming, merge_into, prefetch_keys, widened, KvHead, Partial,
+    MAX_GROUP,
 };
 
 /// Where attention tasks write their output rows (each task its own tokens' heads).
@@ -103,7 +104,14 @@ struct TaskScratch {
     scores: Vec<f32>,
     /// The task's queries multiplied by the cache's key channel scales (see `KvStore::key_channels`).
     scaled: Vec<f32>,
+    /// One f16 block's keys and values widened to f32 (see [`WIDEN_MIN_QUERIES`]).
+    wide_keys: Vec<f32>,
+    wide_values: Vec<f32>,
 }
+
+/// Queries of a task that read one f16 block before it is widened to f32 once for all of them (exact, so the same
+/// bits) instead of in every kernel call: past one call's group, each element would be converted again per call.
+const WIDEN_MIN_QUERIES: usize = 2 * MAX_GROUP;
 
 thread_local! {
     static TASK: std::cell::RefCell<TaskScratch> = std::cell::RefCell::new(TaskScratch::default());
@@ -178,6 +186,11 @@ fn attend_task<C: KvStore>(
                 }
                 if lo < n {
                     let kv = cache.head(layer, kv_head, b, n);
+                    let kv = if (run_end - t) * per_token >= WIDEN_MIN_QUERIES {
+                        widened(&kv, n, &mut s.wide_keys, &mut s.wide_values).unwrap_or(kv)
+                    } else {
+                        kv
+                    };
                     let scaled = (b > 0 && channels.is_some()).then_some(s.scaled.as_slice());
                     let query = |i: usize| match scaled {
                         Some(scaled) => &scaled[i * hd..(i + 1) * hd],

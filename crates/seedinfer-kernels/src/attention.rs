@@ -84,6 +84,46 @@ pub fn kv_rows(kv: &KvHead, p: usize, key: &mut [f32], value: &mut [f32]) {
     })
 }
 
+/// The first `rows` positions' keys and values of an f16 KV head widened to f32 (exactly) into `keys` and
+/// `values`, as a KV head of its own (rows `head_dim` apart): for a cached block that many queries attend over, so
+/// each element is converted once rather than once per kernel call. The kernels give the same bits over either
+/// head. `None` for other storage types.
+pub fn widened<'a>(
+    kv: &KvHead,
+    rows: usize,
+    keys: &'a mut Vec<f32>,
+    values: &'a mut Vec<f32>,
+) -> Option<KvHead<'a>> {
+    let (KvRows::F16(k), KvRows::F16(v)) = (kv.keys, kv.values) else {
+        return None;
+    };
+    let hd = kv.head_dim;
+    for (source, out) in [(k, &mut *keys), (v, &mut *values)] {
+        out.resize(rows * hd, 0.0);
+        let rows_in = |p: usize| &source[p * kv.stride + kv.offset..][..hd];
+        #[cfg(target_arch = "x86_64")]
+        if detected().has_avx2() && hd.is_multiple_of(8) {
+            // SAFETY: `detected` reports F16C (part of the AVX2 set); rows are sliced with bounds checks.
+            unsafe {
+                crate::x86_avx2::attention::widen_f16_rows(source, kv.stride, kv.offset, hd, out)
+            };
+            continue;
+        }
+        for (p, row) in out.chunks_exact_mut(hd).enumerate() {
+            for (o, h) in row.iter_mut().zip(rows_in(p)) {
+                *o = h.to_f32();
+            }
+        }
+    }
+    Some(KvHead {
+        keys: KvRows::F32(keys),
+        values: KvRows::F32(values),
+        stride: hd,
+        offset: 0,
+        head_dim: hd,
+    })
+}
+
 /// Asks the CPU to start loading the key rows of positions `positions` (a hint for the block attended next:
 /// no effect on any result; a no-op without SSE).
 pub fn prefetch_keys(kv: &KvHead, positions: Range<usize>) {
@@ -741,6 +781,41 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// A widened f16 head gives the f16 head's bits on every kernel.
+    #[test]
+    fn widened_f16_rows_give_the_same_bits() {
+        for head_dim in [32, 64, 8] {
+            let heads = 3;
+            let stored = cache(Dtype::F16, head_dim, heads, 45, 21);
+            let kv = kv_head(&stored, 2, head_dim, heads);
+            let (mut keys, mut values) = (Vec::new(), Vec::new());
+            let wide = widened(&kv, 45, &mut keys, &mut values).unwrap();
+            let queries = values_for(head_dim);
+            let queries: Vec<&[f32]> = queries.chunks(head_dim).collect();
+            for isa in [Isa::Scalar, Isa::Avx2, Isa::Avx512] {
+                for positions in [0..45, 3..40, 9..10] {
+                    assert_eq!(
+                        bits_on(isa, &wide, positions.clone(), &queries, false),
+                        bits_on(isa, &kv, positions.clone(), &queries, false),
+                        "{isa:?} hd={head_dim} {positions:?}"
+                    );
+                }
+            }
+        }
+        let stored = cache(Dtype::I8, 32, 1, 4, 1);
+        assert!(widened(
+            &kv_head(&stored, 0, 32, 1),
+            4,
+            &mut Vec::new(),
+            &mut Vec::new()
+        )
+        .is_none());
+    }
+
+    fn values_for(head_dim: usize) -> Vec<f32> {
+        values(5 * head_dim, 23)
     }
 
     #[test]

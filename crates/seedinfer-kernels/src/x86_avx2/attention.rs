@@ -9,6 +9,8 @@
 
 use super::{horizontal_max, horizontal_sum};
 use crate::attention::{with_rows, KvElement, KvHead, Partial, Rows};
+use crate::widen::Widen;
+use half::f16;
 use std::arch::x86_64::*;
 use std::ops::Range;
 
@@ -336,6 +338,29 @@ pub(crate) unsafe fn group<W: Width, const G: usize, const PREFETCH: bool, T: Kv
     }
     W::weighted_values(&b, scores, outs);
     partials
+}
+
+/// `out` = rows `0..out.len() / head_dim` of `source` (row `p` at `p * stride + offset`, `head_dim` long) widened
+/// from f16 (exact), eight elements at a time.
+///
+/// # Safety
+/// The CPU must have AVX2 and F16C; `head_dim` is a multiple of 8 and `out.len()` of `head_dim` (a row outside
+/// `source` panics).
+#[target_feature(enable = "avx2,f16c")]
+pub unsafe fn widen_f16_rows(
+    source: &[f16],
+    stride: usize,
+    offset: usize,
+    head_dim: usize,
+    out: &mut [f32],
+) {
+    debug_assert!(head_dim.is_multiple_of(8) && out.len().is_multiple_of(head_dim));
+    for (p, row) in out.chunks_exact_mut(head_dim).enumerate() {
+        let from = source[p * stride + offset..][..head_dim].as_ptr();
+        for c in (0..head_dim).step_by(8) {
+            _mm256_storeu_ps(row.as_mut_ptr().add(c), f16::load8(from.add(c)));
+        }
+    }
 }
 
 /// Prefetches (a hint: no effect on results) the `head_dim` elements of rows `rows` of `base`, `stride` apart.
