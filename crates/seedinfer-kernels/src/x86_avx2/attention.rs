@@ -14,29 +14,42 @@ use half::f16;
 use std::arch::x86_64::*;
 use std::ops::Range;
 
-/// `e^x` for 8 lanes: Cephes' `expf` (range reduction by ln 2 in two parts, degree-6 polynomial), within 2 ulp of
-/// the correctly rounded result for inputs in [-87, 88]; inputs outside are clamped to it.
-#[inline(always)]
-pub(crate) unsafe fn exp(x: __m256) -> __m256 {
-    let x = _mm256_min_ps(
-        _mm256_max_ps(x, _mm256_set1_ps(-87.0)),
-        _mm256_set1_ps(88.0),
-    );
-    let n = _mm256_round_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(_mm256_mul_ps(
-        x,
-        _mm256_set1_ps(std::f32::consts::LOG2_E),
-    ));
-    let r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693_359_4), x);
-    let r = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.121_944_4e-4), r);
-    let mut p = _mm256_set1_ps(1.987_569_2e-4);
-    for c in [
+/// The constants of the vector `exp` ([`exp`] here, its 16-lane twin in `x86_avx512::attention`): one definition,
+/// so both give the same bits. Inputs are clamped to `[LOWEST, HIGHEST]`; `ln 2 = LN2_HIGH + LN2_LOW` (Cephes'
+/// split); `POLYNOMIAL` holds Cephes' `expf` coefficients, highest degree first.
+pub(crate) mod exp_constants {
+    pub const LOWEST: f32 = -87.0;
+    pub const HIGHEST: f32 = 88.0;
+    pub const LN2_HIGH: f32 = 0.693_359_4;
+    pub const LN2_LOW: f32 = -2.121_944_4e-4;
+    pub const POLYNOMIAL: [f32; 6] = [
+        1.987_569_2e-4,
         1.398_199_9e-3,
         8.333_452e-3,
         4.166_579_6e-2,
         0.166_666_65,
         0.5,
-    ] {
-        p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(c));
+    ];
+}
+
+/// `e^x` for 8 lanes: Cephes' `expf` (range reduction by ln 2 in two parts, degree-6 polynomial), within 2 ulp of
+/// the correctly rounded result for inputs in [-87, 88]; inputs outside are clamped to it.
+#[inline(always)]
+pub(crate) unsafe fn exp(x: __m256) -> __m256 {
+    use exp_constants::*;
+    let x = _mm256_min_ps(
+        _mm256_max_ps(x, _mm256_set1_ps(LOWEST)),
+        _mm256_set1_ps(HIGHEST),
+    );
+    let n = _mm256_round_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(_mm256_mul_ps(
+        x,
+        _mm256_set1_ps(std::f32::consts::LOG2_E),
+    ));
+    let r = _mm256_fnmadd_ps(n, _mm256_set1_ps(LN2_HIGH), x);
+    let r = _mm256_fnmadd_ps(n, _mm256_set1_ps(LN2_LOW), r);
+    let mut p = _mm256_set1_ps(POLYNOMIAL[0]);
+    for c in &POLYNOMIAL[1..] {
+        p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(*c));
     }
     let y = _mm256_fmadd_ps(
         p,

@@ -15,27 +15,22 @@ use crate::x86_avx2::attention::{
 use std::arch::x86_64::*;
 use std::ops::Range;
 
-/// [`crate::x86_avx2::attention::exp`] on sixteen lanes: the same operations lane for lane.
+/// [`crate::x86_avx2::attention::exp`] on sixteen lanes: the same operations and constants lane for lane.
 #[inline(always)]
 unsafe fn exp(x: __m512) -> __m512 {
+    use crate::x86_avx2::attention::exp_constants::*;
     let x = _mm512_min_ps(
-        _mm512_max_ps(x, _mm512_set1_ps(-87.0)),
-        _mm512_set1_ps(88.0),
+        _mm512_max_ps(x, _mm512_set1_ps(LOWEST)),
+        _mm512_set1_ps(HIGHEST),
     );
     let n = _mm512_roundscale_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(
         _mm512_mul_ps(x, _mm512_set1_ps(std::f32::consts::LOG2_E)),
     );
-    let r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693_359_4), x);
-    let r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.121_944_4e-4), r);
-    let mut p = _mm512_set1_ps(1.987_569_2e-4);
-    for c in [
-        1.398_199_9e-3,
-        8.333_452e-3,
-        4.166_579_6e-2,
-        0.166_666_65,
-        0.5,
-    ] {
-        p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(c));
+    let r = _mm512_fnmadd_ps(n, _mm512_set1_ps(LN2_HIGH), x);
+    let r = _mm512_fnmadd_ps(n, _mm512_set1_ps(LN2_LOW), r);
+    let mut p = _mm512_set1_ps(POLYNOMIAL[0]);
+    for c in &POLYNOMIAL[1..] {
+        p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(*c));
     }
     let y = _mm512_fmadd_ps(
         p,
