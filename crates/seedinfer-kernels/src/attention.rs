@@ -287,7 +287,17 @@ pub fn attend_range(
     scores: &mut Vec<f32>,
     partials: &mut [Partial],
 ) {
-    attend_range_with(kv, positions, scale, queries, outs, scores, partials, false)
+    attend_range_on(
+        detected(),
+        kv,
+        positions,
+        scale,
+        queries,
+        outs,
+        scores,
+        partials,
+        false,
+    )
 }
 
 /// [`attend_range`] for rows read once, straight from memory (a decoded token's pass over the cache): the
@@ -301,20 +311,6 @@ pub fn attend_range_streaming(
     scores: &mut Vec<f32>,
     partials: &mut [Partial],
 ) {
-    attend_range_with(kv, positions, scale, queries, outs, scores, partials, true)
-}
-
-#[allow(clippy::too_many_arguments)]
-fn attend_range_with(
-    kv: &KvHead,
-    positions: Range<usize>,
-    scale: f32,
-    queries: &[&[f32]],
-    outs: &mut [&mut [f32]],
-    scores: &mut Vec<f32>,
-    partials: &mut [Partial],
-    streaming: bool,
-) {
     attend_range_on(
         detected(),
         kv,
@@ -324,7 +320,7 @@ fn attend_range_with(
         outs,
         scores,
         partials,
-        streaming,
+        true,
     )
 }
 
