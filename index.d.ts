@@ -262,7 +262,34 @@ export interface GenerateOptions {
    * long prompts. See {@link PrefillOptions}.
    */
   prefill?: PrefillOptions;
+  /**
+   * What the output must be: JSON valid under a schema, any JSON object, text matching a regex, or a sentence of
+   * a Lark grammar. Every step samples only among the tokens that keep the output valid (every sampling option
+   * still applies); the generation ends when the grammar is complete (`stopReason: 'eos'`) or at `maxTokens`
+   * (then `result.incomplete` is true). A bad schema, pattern or grammar rejects with `INVALID_OPTION` before
+   * any token is generated. Cannot be combined with `ignoreEos`. See {@link ResponseFormat}.
+   */
+  responseFormat?: ResponseFormat;
 }
+
+/**
+ * An output constraint (constrained decoding by llguidance). JSON is written compactly (`", "` and `": "`
+ * between items, no other whitespace) unless the schema carries llguidance's `x-guidance` options.
+ */
+export type ResponseFormat =
+  | { type: 'text' }
+  | { type: 'json_object' }
+  | {
+      type: 'json_schema';
+      /** A JSON Schema (draft 2020-12 keywords: types, properties, required, enums, const, ranges, lengths, patterns, formats, $defs/$ref, anyOf/oneOf/allOf…). */
+      schema: Record<string, unknown>;
+      /** Refuse (`INVALID_OPTION`) a schema with keywords the grammar cannot enforce; otherwise those are ignored. Default false. */
+      strict?: boolean;
+      /** OpenAI's schema name; not used. */
+      name?: string;
+    }
+  | { type: 'regex'; /** The whole output must match (Rust `regex` syntax, no anchors needed). */ pattern: string }
+  | { type: 'grammar'; /** A Lark grammar in llguidance's dialect (`start: …`, regex terminals, `%json {…}`). */ lark: string };
 
 /** One pruning stage: after layer `layer` (0-based), keep the fraction `keep` (in (0, 1]) of all positions. */
 export interface PrefillStage {
@@ -380,6 +407,8 @@ export interface GenerationResult {
   /** The generated tokens (an end-of-generation token is included when it ended the generation). */
   tokenIds: number[];
   stopReason: 'eos' | 'maxTokens' | 'stop' | 'contextFull';
+  /** With a `responseFormat`: true when the output ended before its grammar was complete (cut by `maxTokens`, a stop string or the context). */
+  incomplete?: boolean;
   timings: GenerationTimings;
   /** What the prefill computed, layer by layer. */
   prefill: PrefillReport;

@@ -37,7 +37,17 @@ test('unknown options are INVALID_OPTION with the nearest known name, in every c
   const model = await Model.load(modelPath, { threads: 1 });
   const session = model.createSession();
   // The case in the issue: an option of another API is ignored no more.
-  expectUnknown(t, await rejection(() => session.generateText([1], options({ responseFormat: { type: 'json_object' } }))), 'responseFormat');
+  expectUnknown(
+    t,
+    await rejection(() => session.generateText([1], options({ response_format: { type: 'json_object' } }))),
+    'response_format',
+    'responseFormat',
+  );
+  expectUnknown(
+    t,
+    await rejection(() => session.generateText([1], options({ responseFormat: { type: 'regex', regex: 'a+' } }))),
+    'regex',
+  );
   expectUnknown(t, await rejection(() => session.generateText([1], options({ max_tokens: 4 }))), 'max_tokens', 'maxTokens');
   expectUnknown(t, await rejection(() => session.generateText([1], options({ temprature: 0 }))), 'temprature', 'temperature');
   expectUnknown(
@@ -55,7 +65,7 @@ test('unknown options are INVALID_OPTION with the nearest known name, in every c
   expectUnknown(t, await rejection(() => createServer(model, options({ port: 8080 }))), 'port');
   expectUnknown(t, await rejection(() => quantizeModel(modelPath, options({ format: 'q8_0', out: path.join(work, 'o.gguf'), thread: 1 }))), 'thread', 'threads');
   // Options set to undefined are fine, and the session still works after every refusal.
-  const result = await session.generateText([1], { maxTokens: 2, temperature: 0, ignoreEos: true, ...({ responseFormat: undefined } as object) });
+  const result = await session.generateText([1], { maxTokens: 2, temperature: 0, ignoreEos: true, ...({ grammar: undefined } as object) });
   t.is(result.tokenIds.length, 2);
   model.dispose();
 });

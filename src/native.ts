@@ -29,6 +29,7 @@ export type {
   NativePrefillStage,
   NativeQuantizeEvent,
   NativeQuantizeReport,
+  NativeResponseFormat,
   NativeSession,
   NativeTimings,
 } from '../native/native.js';

@@ -2,12 +2,13 @@
 import { withAbortFlag } from './abort.js';
 import { randomInt } from 'node:crypto';
 import { SeedinferError, checkNumberOption, checkOptionNames, optionNames, toSeedinferError, eventError } from './errors.js';
-import type { AbortOptions, GenerateOptions, GenerationResult, PrefillOptions, PrefillReport } from '../index.js';
+import type { AbortOptions, GenerateOptions, GenerationResult, PrefillOptions, PrefillReport, ResponseFormat } from '../index.js';
 import type {
   NativeGenerateOptions,
   NativeGenerationEvent,
   NativePrefillOptions,
   NativePrefillReport,
+  NativeResponseFormat,
   NativeSession,
 } from './native.js';
 import { native } from './native.js';
@@ -46,7 +47,15 @@ const GENERATE_OPTIONS = optionNames<GenerateOptions>()([
   'special',
   'signal',
   'prefill',
+  'responseFormat',
 ]);
+const RESPONSE_FORMAT_FIELDS: Record<string, readonly string[]> = {
+  text: ['type'],
+  json_object: ['type'],
+  json_schema: ['type', 'schema', 'strict', 'name'],
+  regex: ['type', 'pattern'],
+  grammar: ['type', 'lark'],
+};
 export const ABORT_OPTIONS = optionNames<AbortOptions>()(['signal']);
 
 /** Checks the shape of `prefill` options; the engine checks them against the model's depth. */
@@ -84,6 +93,51 @@ function nativePrefill(prefill: PrefillOptions | undefined): NativePrefillOption
   }
   if (p.uniformShare !== undefined) out.uniformShare = p.uniformShare as number;
   return out;
+}
+
+/** Checks the shape of `responseFormat`; the engine compiles it (and names what is wrong with a schema, pattern or grammar). */
+function nativeResponseFormat(format: ResponseFormat | undefined): NativeResponseFormat | undefined {
+  if (format === undefined) return undefined;
+  const type = (format as { type?: unknown } | null)?.type;
+  if (typeof format !== 'object' || format === null || typeof type !== 'string' || !(type in RESPONSE_FORMAT_FIELDS)) {
+    throw new SeedinferError(
+      'INVALID_OPTION',
+      `option responseFormat.type must be one of ${Object.keys(RESPONSE_FORMAT_FIELDS).join(', ')}, got ${String(type)}`,
+    );
+  }
+  checkOptionNames(`responseFormat (type '${type}')`, format, RESPONSE_FORMAT_FIELDS[type]);
+  const text = (name: string, value: unknown): string => {
+    if (typeof value !== 'string' || value.length === 0) {
+      throw new SeedinferError('INVALID_OPTION', `option responseFormat.${name} must be a non-empty string`);
+    }
+    return value;
+  };
+  switch (format.type) {
+    case 'text':
+      return undefined;
+    case 'json_object':
+      return { type };
+    case 'json_schema': {
+      const { schema, strict } = format;
+      if (typeof schema !== 'object' || schema === null || Array.isArray(schema)) {
+        throw new SeedinferError('INVALID_OPTION', 'option responseFormat.schema must be a JSON Schema object');
+      }
+      if (strict !== undefined && typeof strict !== 'boolean') {
+        throw new SeedinferError('INVALID_OPTION', 'option responseFormat.strict must be a boolean');
+      }
+      let json: string;
+      try {
+        json = JSON.stringify(schema);
+      } catch (error) {
+        throw new SeedinferError('INVALID_OPTION', `option responseFormat.schema cannot be written as JSON: ${String(error)}`);
+      }
+      return { type, schema: json, strict: strict ?? false };
+    }
+    case 'regex':
+      return { type, pattern: text('pattern', format.pattern) };
+    case 'grammar':
+      return { type, lark: text('lark', format.lark) };
+  }
 }
 
 function prefillReport(r: NativePrefillReport, promptTokens: number): PrefillReport {
@@ -136,6 +190,7 @@ function nativeOptions(options: GenerateOptions): NativeGenerateOptions {
     stop,
     ignoreEos: options.ignoreEos ?? false,
     prefill: nativePrefill(options.prefill),
+    responseFormat: nativeResponseFormat(options.responseFormat),
   };
 }
 
@@ -349,6 +404,7 @@ export class Session {
                 promptTokenIds: Array.from(promptTokenIds),
                 tokenIds: r.tokenIds,
                 stopReason: r.stopReason as GenerationResult['stopReason'],
+                ...(r.incomplete != null ? { incomplete: r.incomplete } : {}),
                 timings: r.timings,
                 prefill: prefillReport(r.prefill, r.timings.promptTokens),
               });

@@ -4,6 +4,7 @@ mod attention;
 pub mod attention_bench;
 pub mod batcher;
 pub mod config;
+pub mod constraint;
 pub mod error;
 pub mod forward;
 #[doc(hidden)]
@@ -23,6 +24,7 @@ pub mod token_pruning;
 pub mod weights;
 
 pub use config::{Architecture, LlamaConfig, RopeScaling, RopeStyle};
+pub use constraint::ResponseFormat;
 pub use error::{EngineError, Result};
 pub use kv_pool::{CacheStats, KvCacheOptions, KvDtype, KvPool};
 pub use model::{LoadOptions, Model, ModelInfo, Numerics};

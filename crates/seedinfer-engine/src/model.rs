@@ -86,6 +86,8 @@ pub struct Model {
     pub numerics: Numerics,
     /// Joins the decode steps of sessions generating at the same time into one forward pass.
     pub batcher: crate::batcher::Batcher,
+    /// Compiles the response formats of constrained generations (`crate::constraint`).
+    pub grammars: crate::constraint::GrammarCompiler,
     pool: rayon::ThreadPool,
 }
 
@@ -280,6 +282,7 @@ impl Model {
                     .max_batch_tokens
                     .unwrap_or(crate::batcher::DEFAULT_MAX_BATCH_TOKENS),
             ),
+            grammars: Default::default(),
             pool,
         })
     }

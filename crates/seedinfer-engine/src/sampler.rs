@@ -2,6 +2,7 @@
 //! seeded generator so a seed reproduces a sample exactly; and the log-probabilities reported with each token.
 
 use crate::error::{EngineError, Result};
+use llguidance::toktrie::SimpleVob;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
@@ -106,6 +107,17 @@ impl Sampler {
 
     /// Picks the next token; `history` is every token the session holds (for the repetition penalty).
     pub fn sample(&mut self, logits: &[f32], history: &[u32]) -> u32 {
+        self.sample_allowed(logits, history, None)
+    }
+
+    /// [`Sampler::sample`] among the tokens `allowed` sets (all when `None`; an output constraint's mask, applied
+    /// before the chain as llama.cpp applies a grammar). The mask must allow at least one id below `logits.len()`.
+    pub fn sample_allowed(
+        &mut self,
+        logits: &[f32],
+        history: &[u32],
+        allowed: Option<&SimpleVob>,
+    ) -> u32 {
         let p = &self.params;
         let penalized =
             p.repetition_penalty != 1.0 || p.presence_penalty != 0.0 || p.frequency_penalty != 0.0;
@@ -133,12 +145,33 @@ impl Sampler {
             }
             logits
         };
-        if p.temperature == 0.0 {
-            return argmax(logits);
-        }
         let c = &mut self.candidates;
         c.clear();
-        c.extend(logits.iter().enumerate().map(|(i, l)| (i as u32, *l)));
+        match allowed {
+            None if p.temperature == 0.0 => return argmax(logits),
+            None => c.extend(logits.iter().enumerate().map(|(i, l)| (i as u32, *l))),
+            Some(mask) => {
+                mask.iter_set_entries(|i| {
+                    if let Some(l) = logits.get(i) {
+                        c.push((i as u32, *l));
+                    }
+                });
+                if c.is_empty() {
+                    // Nothing allowed is a logit: the caller broke the contract; fall back to the model's choice.
+                    return argmax(logits);
+                }
+                if p.temperature == 0.0 {
+                    // The first best, as `argmax` picks among ties.
+                    let mut best = c[0];
+                    for &(i, l) in c.iter() {
+                        if l > best.1 {
+                            best = (i, l);
+                        }
+                    }
+                    return best.0;
+                }
+            }
+        }
         let by_logit_desc =
             |a: &(u32, f32), b: &(u32, f32)| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0));
         if p.top_k > 0 && p.top_k < c.len() {
@@ -311,5 +344,45 @@ mod tests {
         assert_eq!(ids, vec![1, 3, 2]);
         assert!((r.top[0].1 - (3.0f32.exp() / z).ln()).abs() < 1e-6);
         assert!(TokenLogprobs::of(&l, 0, 0).top.is_empty());
+    }
+
+    #[test]
+    fn a_mask_limits_the_choice_and_an_all_allowing_mask_changes_nothing() {
+        let l = logits();
+        let chain = |seed| SamplingParams {
+            temperature: 1.0,
+            seed,
+            ..Default::default()
+        };
+        let mut every = SimpleVob::alloc(l.len());
+        every.set_all(true);
+        for seed in 0..20 {
+            let plain = Sampler::new(chain(seed)).sample(&l, &[]);
+            let masked = Sampler::new(chain(seed)).sample_allowed(&l, &[], Some(&every));
+            assert_eq!(plain, masked);
+        }
+        // Three low-scoring tokens allowed: greedy takes the best of them, sampling never leaves them.
+        let mut few = SimpleVob::alloc(l.len());
+        for id in [0u32, 1, 2] {
+            few.allow_token(id);
+        }
+        let best_of_few = (0..3u32).max_by(|a, b| l[*a as usize].total_cmp(&l[*b as usize]));
+        let greedy = Sampler::new(SamplingParams {
+            temperature: 0.0,
+            ..Default::default()
+        })
+        .sample_allowed(&l, &[], Some(&few));
+        assert_eq!(Some(greedy), best_of_few);
+        let mut s = Sampler::new(SamplingParams {
+            temperature: 10.0,
+            top_k: 0,
+            top_p: 1.0,
+            min_p: 0.0,
+            ..Default::default()
+        });
+        let drawn: std::collections::BTreeSet<u32> = (0..200)
+            .map(|_| s.sample_allowed(&l, &[], Some(&few)))
+            .collect();
+        assert_eq!(drawn, [0, 1, 2].into_iter().collect());
     }
 }

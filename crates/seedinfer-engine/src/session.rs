@@ -1,6 +1,7 @@
 //! A conversation: its KV cache, the tokens it holds, and generation with streaming text, stop strings,
 //! end-of-generation tokens and cancellation.
 
+use crate::constraint::{ResponseFormat, TokenConstraint};
 use crate::error::{EngineError, Result};
 use crate::forward::{LogitsFor, Scratch};
 use crate::kv_cache::{KvStore, PagedKv};
@@ -27,6 +28,8 @@ pub struct GenerateParams {
     pub prefill: PrefillStrategy,
     /// Report each generated token's log-probability with this many most likely alternatives (`None`: none).
     pub logprobs: Option<usize>,
+    /// What the output must be (a JSON schema, a regex, a grammar); `None`: free text.
+    pub response_format: Option<ResponseFormat>,
 }
 
 /// The most alternatives `GenerateParams::logprobs` may ask for (OpenAI's `top_logprobs` limit).
@@ -41,6 +44,7 @@ impl Default for GenerateParams {
             ignore_eos: false,
             prefill: PrefillStrategy::Dense,
             logprobs: None,
+            response_format: None,
         }
     }
 }
@@ -90,6 +94,9 @@ pub struct GenerationOutput {
     pub decode_revived: usize,
     /// One entry per generated token when `GenerateParams::logprobs` asked for them.
     pub logprobs: Vec<TokenLogprobs>,
+    /// A response format was given and the output ended before its grammar was complete (at `max_tokens`, the
+    /// context's end, a stop string or an abort).
+    pub incomplete: bool,
 }
 
 /// One streamed step: the token generated and the text it completed (possibly empty while a multi-byte
@@ -406,6 +413,15 @@ impl Session {
         }
     }
 
+    /// After a failure during generation: the session keeps what was generated (the last token, not yet in the
+    /// cache, stays pending); returns `e` for the caller to raise.
+    fn keep_generated(&mut self, out: &GenerationOutput, e: EngineError) -> EngineError {
+        if let Some(&last) = out.token_ids.last() {
+            self.pending = vec![last];
+        }
+        e
+    }
+
     /// Feeds one generated token through the model's batcher: in one forward pass with the decode steps of the
     /// other sessions generating at the same time.
     fn decode_batched(&mut self, token: u32) -> Result<()> {
@@ -578,6 +594,12 @@ impl Session {
                 "stop strings must not be empty".into(),
             ));
         }
+        if params.response_format.is_some() && params.ignore_eos {
+            return Err(EngineError::InvalidOption(
+                "ignoreEos cannot be combined with responseFormat: the grammar decides where the output ends"
+                    .into(),
+            ));
+        }
         if prompt.is_empty() && self.token_count() == 0 {
             return Err(EngineError::InvalidOption(
                 "the prompt is empty and the session holds no tokens".into(),
@@ -586,6 +608,16 @@ impl Session {
         // Room for the prompt and at least one generated token.
         let to_feed = self.feed(prompt, 1)?;
         let model = Arc::clone(&self.model);
+        // Compiled before the prompt runs (a bad schema fails first); its first mask is computed during the prefill.
+        let mut constraint: Option<TokenConstraint> = params
+            .response_format
+            .as_ref()
+            .map(|f| {
+                model
+                    .grammars
+                    .start(f, &model.tokenizer, model.config.vocab_size)
+            })
+            .transpose()?;
         let eos = model.tokenizer.eos_token_ids();
         let mut sampler = Sampler::new(params.sampling.clone());
         let mut decoder = StreamDecoder::new(true);
@@ -600,6 +632,7 @@ impl Session {
             prefill: PassReport::default(),
             decode_revived: 0,
             logprobs: Vec::new(),
+            incomplete: false,
         };
         let mut emitted = 0usize;
         let longest_stop = params.stop.iter().map(|s| s.len()).max().unwrap_or(0);
@@ -675,7 +708,18 @@ impl Session {
                 .last_logits
                 .as_ref()
                 .ok_or_else(|| EngineError::Internal("no logits".into()))?;
-            let token = sampler.sample(logits, &self.tokens);
+            let allowed = match constraint
+                .as_mut()
+                .map(TokenConstraint::allowed)
+                .transpose()
+            {
+                Ok(allowed) => allowed,
+                Err(e) => return Err(self.keep_generated(&out, e)),
+            };
+            let token = sampler.sample_allowed(logits, &self.tokens, allowed);
+            if let Some(Err(e)) = constraint.as_mut().map(|c| c.advance(token)) {
+                return Err(self.keep_generated(&out, e));
+            }
             if let Some(top) = params.logprobs {
                 out.logprobs.push(TokenLogprobs::of(logits, token, top));
             }
@@ -717,6 +761,15 @@ impl Session {
                 out.stop_reason = StopReason::Eos;
                 break;
             }
+            match constraint.as_mut().map(TokenConstraint::finished) {
+                Some(Err(e)) => return Err(self.keep_generated(&out, e)),
+                Some(Ok(true)) => {
+                    // The grammar is complete and only the end may follow: as if the model drew its end token.
+                    out.stop_reason = StopReason::Eos;
+                    break;
+                }
+                _ => {}
+            }
         }
         if let Some(&last) = out.token_ids.last() {
             self.pending = vec![last];
@@ -732,6 +785,14 @@ impl Session {
                     logprobs: None,
                 });
             }
+        }
+        if let Some(c) = constraint.as_mut() {
+            out.incomplete = match out.stop_reason {
+                StopReason::Eos => false,
+                // The text was cut where the stop string began.
+                StopReason::Stop => true,
+                _ => !c.accepting().unwrap_or(false),
+            };
         }
         let decode_seconds = decode_started.elapsed().as_secs_f64();
         out.timings.generated_tokens = out.token_ids.len();

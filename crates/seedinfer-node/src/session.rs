@@ -7,8 +7,8 @@ use napi::bindgen_prelude::*;
 use napi::threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode};
 use napi_derive::napi;
 use seedinfer_engine::{
-    GenerateParams, GenerationOutput, Model, PrefillStrategy, SamplingParams, Session, Stage,
-    TokenLogprobs,
+    GenerateParams, GenerationOutput, Model, PrefillStrategy, ResponseFormat, SamplingParams,
+    Session, Stage, TokenLogprobs,
 };
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -30,6 +30,59 @@ pub struct NativeGenerateOptions {
     pub prefill: Option<NativePrefillOptions>,
     /// Report each token's log-probability with this many alternatives (absent: no log-probabilities).
     pub top_logprobs: Option<u32>,
+    /// What the output must be (absent: free text).
+    pub response_format: Option<NativeResponseFormat>,
+}
+
+/// An output constraint: `type` is `json_schema` (with `schema`, a JSON document, and `strict`), `json_object`,
+/// `regex` (with `pattern`) or `grammar` (with `lark`).
+#[napi(object)]
+pub struct NativeResponseFormat {
+    #[napi(js_name = "type")]
+    pub kind: String,
+    pub schema: Option<String>,
+    pub strict: Option<bool>,
+    pub pattern: Option<String>,
+    pub lark: Option<String>,
+}
+
+/// The engine's format for `options`.
+fn response_format(options: Option<NativeResponseFormat>) -> Result<Option<ResponseFormat>> {
+    let Some(o) = options else {
+        return Ok(None);
+    };
+    let missing = |field: &str| {
+        coded(
+            "INVALID_OPTION",
+            &format!("responseFormat of type '{}' needs {field}", o.kind),
+        )
+    };
+    Ok(Some(match o.kind.as_str() {
+        "json_schema" => {
+            let text = o.schema.as_deref().ok_or_else(|| missing("schema"))?;
+            let schema = serde_json::from_str(text).map_err(|e| {
+                coded(
+                    "INVALID_OPTION",
+                    &format!("responseFormat.schema is not JSON: {e}"),
+                )
+            })?;
+            ResponseFormat::JsonSchema {
+                schema,
+                strict: o.strict.unwrap_or(false),
+            }
+        }
+        "json_object" => ResponseFormat::JsonObject,
+        "regex" => ResponseFormat::Regex(o.pattern.clone().ok_or_else(|| missing("pattern"))?),
+        "grammar" => ResponseFormat::Lark(o.lark.clone().ok_or_else(|| missing("lark"))?),
+        other => {
+            return Err(coded(
+                "INVALID_OPTION",
+                &format!(
+                    "responseFormat.type must be 'json_schema', 'json_object', 'regex' or 'grammar', got '{other}'"
+                ),
+            ))
+        }
+    }))
 }
 
 #[napi(object)]
@@ -162,6 +215,8 @@ pub struct NativeGenerationResult {
     pub logprobs: Option<Vec<NativeTokenLogprobs>>,
     /// `eos`, `maxTokens`, `stop`, `contextFull` or `aborted`.
     pub stop_reason: String,
+    /// With a response format: whether the output ended before its grammar was complete.
+    pub incomplete: Option<bool>,
     pub timings: NativeTimings,
     pub prefill: NativePrefillReport,
 }
@@ -267,9 +322,10 @@ fn to_logprobs(model: &Model, token_id: u32, l: &TokenLogprobs) -> NativeTokenLo
 fn to_result(
     model: &Model,
     out: GenerationOutput,
-    strategy: &str,
-    logprobs: bool,
+    params: &GenerateParams,
 ) -> NativeGenerationResult {
+    let strategy = params.prefill.name();
+    let logprobs = params.logprobs.is_some();
     let t = out.timings;
     let prefill = NativePrefillReport {
         strategy: strategy.to_string(),
@@ -290,6 +346,7 @@ fn to_result(
         token_ids: out.token_ids,
         logprobs: token_logprobs,
         stop_reason: out.stop_reason.name().to_string(),
+        incomplete: params.response_format.is_some().then_some(out.incomplete),
         timings: NativeTimings {
             ttft_ms: t.ttft_ms,
             prefill_tokens_per_second: t.prefill_tokens_per_second,
@@ -536,6 +593,7 @@ impl NativeSession {
         let layers = model.config.layers;
         let prefill = prefill_strategy(options.prefill, layers)?;
         prefill.validate(layers).map_err(to_js)?;
+        let response_format = response_format(options.response_format)?;
         self.claim()?;
         let params = GenerateParams {
             max_tokens: options.max_tokens as usize,
@@ -554,6 +612,7 @@ impl NativeSession {
             ignore_eos: options.ignore_eos,
             prefill,
             logprobs: options.top_logprobs.map(|k| k as usize),
+            response_format,
         };
         let prompt = prompt.to_vec();
         let (state, busy, flag) = (
@@ -585,22 +644,12 @@ impl NativeSession {
                         let mut e = event("error");
                         e.error_code = Some("ABORTED".to_string());
                         e.error = Some("the generation was aborted".to_string());
-                        e.result = Some(to_result(
-                            &model,
-                            out,
-                            params.prefill.name(),
-                            params.logprobs.is_some(),
-                        ));
+                        e.result = Some(to_result(&model, out, &params));
                         e
                     }
                     Ok(out) => {
                         let mut e = event("done");
-                        e.result = Some(to_result(
-                            &model,
-                            out,
-                            params.prefill.name(),
-                            params.logprobs.is_some(),
-                        ));
+                        e.result = Some(to_result(&model, out, &params));
                         e
                     }
                     Err(err) => {

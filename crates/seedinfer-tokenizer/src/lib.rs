@@ -271,6 +271,12 @@ impl Tokenizer {
         self.inner.token_to_id(text)
     }
 
+    /// The tokenizer as a Hugging Face `tokenizer.json` document (for a GGUF vocabulary: the pipeline built from
+    /// it), for libraries that read that format.
+    pub fn to_json(&self) -> Result<serde_json::Value> {
+        serde_json::to_value(&self.inner).map_err(|e| TokenizerError::TokenizeFailed(e.to_string()))
+    }
+
     /// Whether `id` is an end-of-generation token.
     pub fn is_eog(&self, id: u32) -> bool {
         self.eog_ids.contains(&id)
