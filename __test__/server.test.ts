@@ -327,3 +327,46 @@ test('usage.prompt_tokens_details.cached_tokens counts a prompt prefix reused fr
   const again = await ask('What is the capital of Spain?');
   t.true((again.usage?.prompt_tokens_details?.cached_tokens ?? 0) >= 32, JSON.stringify(again.usage));
 });
+
+test('response_format: json_schema (plain and streamed), json_object, a bad schema is a 400', async (t) => {
+  const { client } = await serverPromise;
+  const schema = {
+    type: 'object',
+    properties: { city: { type: 'string', maxLength: 30 }, country: { type: 'string', maxLength: 30 }, population: { type: 'integer', minimum: 0, maximum: 100000000 } },
+    required: ['city', 'country', 'population'],
+  };
+  const reply = await client.chat.completions.create({
+    model: MODEL_ID,
+    messages: question,
+    seed: 3,
+    response_format: { type: 'json_schema', json_schema: { name: 'city', schema, strict: true } },
+  });
+  const parsed = JSON.parse(reply.choices[0].message.content ?? '') as Record<string, unknown>;
+  t.deepEqual(Object.keys(parsed).sort(), ['city', 'country', 'population']);
+  t.true(Number.isInteger(parsed.population));
+  t.is(reply.choices[0].finish_reason, 'stop');
+
+  const stream = await client.chat.completions.create({
+    model: MODEL_ID,
+    messages: question,
+    seed: 3,
+    stream: true,
+    response_format: { type: 'json_schema', json_schema: { name: 'city', schema, strict: true } },
+  });
+  let streamed = '';
+  for await (const chunk of stream) streamed += chunk.choices[0]?.delta?.content ?? '';
+  t.is(streamed, reply.choices[0].message.content);
+
+  const object = await client.chat.completions.create({ model: MODEL_ID, messages: question, temperature: 0, max_tokens: 200, response_format: { type: 'json_object' } });
+  if (object.choices[0].finish_reason === 'stop') t.is(typeof JSON.parse(object.choices[0].message.content ?? ''), 'object');
+
+  const bad = await t.throwsAsync(
+    client.chat.completions.create({
+      model: MODEL_ID,
+      messages: question,
+      response_format: { type: 'json_schema', json_schema: { name: 'bad', schema: { type: 'no-such-type' }, strict: true } },
+    }),
+  );
+  t.is((bad as InstanceType<typeof OpenAI.APIError>).status, 400);
+  t.is((bad as InstanceType<typeof OpenAI.APIError>).code, 'INVALID_OPTION');
+});

@@ -6,7 +6,16 @@
 // in `Admission`; errors use OpenAI's error JSON with the HTTP status.
 import crypto from 'node:crypto';
 import Fastify, { type FastifyError, type FastifyInstance, type FastifyReply } from 'fastify';
-import type { ChatMessage, GenerateOptions, GeneratedToken, GenerationResult, Model, ServerOptions, TokenLogprobs } from '../index.js';
+import type {
+  ChatMessage,
+  GenerateOptions,
+  GeneratedToken,
+  GenerationResult,
+  Model,
+  ResponseFormat,
+  ServerOptions,
+  TokenLogprobs,
+} from '../index.js';
 import { SeedinferError, checkNumberOption, toSeedinferError, checkOptionNames, optionNames } from './errors.js';
 import { Admission } from './server/admission.js';
 import { runChoices, type ChoicesRun } from './server/choices.js';
@@ -36,6 +45,20 @@ interface SamplingBody {
   n?: number;
   presence_penalty?: number;
   frequency_penalty?: number;
+  response_format?: ResponseFormatBody | null;
+}
+
+/**
+ * OpenAI's `response_format` (`text`, `json_object`, `json_schema` with `json_schema: { name, schema, strict }`),
+ * llama-server's `json_schema` with `schema` beside `type`, and seedinfer's `regex` (`pattern`) and `grammar`
+ * (`lark`).
+ */
+interface ResponseFormatBody {
+  type: 'text' | 'json_object' | 'json_schema' | 'regex' | 'grammar';
+  json_schema?: { name?: string; description?: string; schema?: Record<string, unknown>; strict?: boolean | null };
+  schema?: Record<string, unknown>;
+  pattern?: string;
+  lark?: string;
 }
 
 interface ChatBody extends SamplingBody {
@@ -64,6 +87,20 @@ const samplingProperties = {
   n: { type: ['integer', 'null'], minimum: 1, maximum: 128 },
   presence_penalty: { type: ['number', 'null'], minimum: -2, maximum: 2 },
   frequency_penalty: { type: ['number', 'null'], minimum: -2, maximum: 2 },
+  response_format: {
+    type: ['object', 'null'],
+    required: ['type'],
+    properties: {
+      type: { enum: ['text', 'json_object', 'json_schema', 'regex', 'grammar'] },
+      json_schema: {
+        type: 'object',
+        properties: { name: { type: 'string' }, description: { type: 'string' }, schema: { type: 'object' }, strict: { type: ['boolean', 'null'] } },
+      },
+      schema: { type: 'object' },
+      pattern: { type: 'string' },
+      lark: { type: 'string' },
+    },
+  },
 } as const;
 
 const chatSchema = {
@@ -169,6 +206,27 @@ function completionLogprobs(tokens: TokenLogprobs[], offset: number) {
     top_logprobs: tokens.map((t) => Object.fromEntries(t.topLogprobs.map((x) => [x.token, x.logprob]))),
     text_offset: textOffset,
   };
+}
+
+/** The engine's output constraint for a request's `response_format` (undefined: free text). */
+function responseFormat(body: ResponseFormatBody | null | undefined): ResponseFormat | undefined {
+  switch (body?.type) {
+    case undefined:
+    case 'text':
+      return undefined;
+    case 'json_object':
+      return { type: 'json_object' };
+    case 'json_schema': {
+      const schema = body.json_schema?.schema ?? body.schema;
+      // OpenAI's schema is optional: without one, any JSON object.
+      if (schema === undefined) return { type: 'json_object' };
+      return { type: 'json_schema', schema, strict: body.json_schema?.strict ?? false };
+    }
+    case 'regex':
+      return { type: 'regex', pattern: body.pattern ?? '' };
+    case 'grammar':
+      return { type: 'grammar', lark: body.lark ?? '' };
+  }
 }
 
 /** Text of a message's content: a string, or the text parts of an array. */
@@ -319,6 +377,7 @@ export function createServer(source: Model | Promise<Model>, options: ServerOpti
       // OpenAI's penalties count every token so far.
       repetitionLastN: contextSize,
       signal,
+      responseFormat: responseFormat(body.response_format),
     };
   }
 
