@@ -355,7 +355,7 @@ test('response_format: json_schema (plain and streamed), json_object, a bad sche
   });
   let streamed = '';
   for await (const chunk of stream) streamed += chunk.choices[0]?.delta?.content ?? '';
-  t.is(streamed, reply.choices[0].message.content);
+  t.is(streamed, reply.choices[0].message.content ?? '');
 
   const object = await client.chat.completions.create({ model: MODEL_ID, messages: question, temperature: 0, max_tokens: 200, response_format: { type: 'json_object' } });
   if (object.choices[0].finish_reason === 'stop') t.is(typeof JSON.parse(object.choices[0].message.content ?? ''), 'object');
