@@ -189,8 +189,56 @@ export interface ModelInfo {
 }
 
 export interface ChatMessage {
-  role: 'system' | 'user' | 'assistant' | (string & {});
-  content: string;
+  role: 'system' | 'user' | 'assistant' | 'tool' | (string & {});
+  /** The text; `null` (or absent) for an assistant message that only calls tools. */
+  content: string | null;
+  /** An assistant message's calls (as `chat` returns them), to continue a conversation after running them. */
+  toolCalls?: ToolCall[];
+  /** A `tool` message: the id of the call it answers. */
+  toolCallId?: string;
+  /** A `tool` message: the function's name. */
+  name?: string;
+}
+
+/** A function the model may call (OpenAI's shape). */
+export interface ToolDefinition {
+  type: 'function';
+  function: {
+    /** Letters, digits, `_`, `.` and `-`, at most 64. */
+    name: string;
+    description?: string;
+    /** A JSON Schema for the arguments object. Default: an object without properties. */
+    parameters?: Record<string, unknown>;
+  };
+}
+
+/** A call the model made. */
+export interface ToolCall {
+  /** `call_…`, unique: tie the `tool` message with the result to it (`toolCallId`). */
+  id: string;
+  name: string;
+  arguments: Record<string, unknown>;
+}
+
+/**
+ * `auto`: the model may answer or call (calls are read from its output); `required`: it calls one of the tools;
+ * `{ name }`: it calls that one; `none`: tools are not offered. `required` and a name are enforced by a grammar, so
+ * the arguments always parse and validate under the function's `parameters`.
+ */
+export type ToolChoice = 'auto' | 'required' | 'none' | { name: string };
+
+export interface ChatOptions extends GenerateOptions {
+  /** Functions the model may call, rendered through the model's chat template (see README, Tool calls). */
+  tools?: ToolDefinition[];
+  /** Default `auto`. */
+  toolChoice?: ToolChoice;
+  /** Context of the session the chat runs in. Default: min(model context, 4096). */
+  contextSize?: number;
+}
+
+export interface ChatResult extends GenerationResult {
+  /** The answer: text, calls, or both (text before the calls). */
+  message: { role: 'assistant'; content: string | null; toolCalls: ToolCall[] };
 }
 
 export interface TokenizeOptions {
@@ -523,6 +571,12 @@ export declare class Model {
   detokenize(tokenIds: ArrayLike<number>, options?: { skipSpecial?: boolean }): string;
   /** Renders messages with the model's chat template (from tokenizer_config.json or GGUF metadata). */
   applyChatTemplate(messages: ChatMessage[], options?: ChatTemplateOptions): string;
+  /**
+   * One assistant turn: renders `messages` (and `tools`) with the model's chat template, generates in a fresh
+   * session (a repeated conversation prefix comes from the prefix cache) and reads the answer's tool calls.
+   * Options are `generate`'s plus `tools`, `toolChoice` and `contextSize`; `onToken` sees the raw output.
+   */
+  chat(messages: ChatMessage[], options?: ChatOptions): Promise<ChatResult>;
   createSession(options?: SessionOptions): Session;
   /** Counts of the KV-cache pool. */
   cacheStats(): CacheStats;

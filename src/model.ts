@@ -5,13 +5,17 @@ import { resolveModelSource } from './fetch/resolve.js';
 import { native } from './native.js';
 import { withAbortFlag } from './abort.js';
 import type { NativeModel, NativeModelInfo } from './native.js';
-import { ABORT_OPTIONS, Session, toTokenIds } from './session.js';
+import { ABORT_OPTIONS, GENERATE_OPTIONS, Session, toTokenIds } from './session.js';
+import { checkTools, parseToolCalls, templateMessages, toolCallFormat, toolFormatOf, type ToolFormat } from './tool-calls.js';
 import type {
   AbortOptions,
   BatchStats,
   CacheStats,
   ChatMessage,
+  ChatOptions,
+  ChatResult,
   ChatTemplateOptions,
+  GenerateOptions,
   KvCacheOptions,
   LoadOptions,
   ModelInfo,
@@ -34,6 +38,7 @@ const TOKENIZE_OPTIONS = optionNames<TokenizeOptions>()(['addBos', 'special']);
 const DETOKENIZE_OPTIONS = optionNames<{ skipSpecial?: boolean }>()(['skipSpecial']);
 const CHAT_TEMPLATE_OPTIONS = optionNames<ChatTemplateOptions>()(['addGenerationPrompt', 'tools']);
 const SESSION_OPTIONS = optionNames<SessionOptions>()(['contextSize']);
+const CHAT_OPTIONS = [...GENERATE_OPTIONS, ...optionNames<Omit<ChatOptions, keyof GenerateOptions>>()(['tools', 'toolChoice', 'contextSize'])];
 const PERPLEXITY_OPTIONS = optionNames<PerplexityOptions>()(['window', 'signal']);
 
 function kvCacheOptions(options: KvCacheOptions | undefined): NativeKvCacheOptions | undefined {
@@ -86,6 +91,8 @@ function publicInfo(raw: NativeModelInfo): ModelInfo {
 export class Model {
   readonly info: ModelInfo;
   private readonly renderChat: ReturnType<typeof compileChatTemplate> | undefined;
+  /** How the chat template offers tools and the model writes calls. */
+  private readonly toolFormat: ToolFormat;
   /** The BOS token's text, if the tokenizer has one. */
   private readonly bosToken: string | undefined;
   private inner: NativeModel | undefined;
@@ -100,6 +107,7 @@ export class Model {
     this.renderChat = template
       ? compileChatTemplate(template, { bosToken: raw.bosToken, eosToken: raw.eosToken })
       : undefined;
+    this.toolFormat = toolFormatOf(template);
   }
 
   static async load(pathOrId?: string, options: LoadOptions = {}): Promise<Model> {
@@ -153,7 +161,44 @@ export class Model {
   applyChatTemplate(messages: ChatMessage[], options: ChatTemplateOptions = {}): string {
     if (!this.renderChat) throw new SeedinferError('NO_CHAT_TEMPLATE', 'this model has no chat template');
     checkOptionNames('applyChatTemplate', options ?? {}, CHAT_TEMPLATE_OPTIONS);
-    return this.renderChat(messages, options.addGenerationPrompt ?? true, options.tools);
+    return this.renderChat(this.checkedMessages(messages, undefined), options.addGenerationPrompt ?? true, options.tools);
+  }
+
+  /** Messages as the template takes them (tool calls and results in the family's shape; see tool-calls.ts). */
+  private checkedMessages(messages: ChatMessage[], injectTools: Parameters<typeof templateMessages>[2]): ChatMessage[] {
+    if (!Array.isArray(messages) || messages.some((m) => typeof m?.role !== 'string' || (m.content != null && typeof m.content !== 'string'))) {
+      throw new SeedinferError('INVALID_OPTION', 'messages must be an array of { role: string, content: string | null }');
+    }
+    return templateMessages(this.toolFormat, messages, injectTools) as ChatMessage[];
+  }
+
+  async chat(messages: ChatMessage[], options: ChatOptions = {}): Promise<ChatResult> {
+    let session: Session | undefined;
+    try {
+      if (!this.renderChat) throw new SeedinferError('NO_CHAT_TEMPLATE', 'this model has no chat template');
+      if (typeof options !== 'object' || options === null) throw new SeedinferError('INVALID_OPTION', 'chat options must be an object');
+      checkOptionNames('chat', options, CHAT_OPTIONS);
+      const { tools, toolChoice, contextSize, ...generate } = options;
+      const offered = tools === undefined ? undefined : checkTools(tools, toolChoice);
+      if (!offered && toolChoice !== undefined) throw new SeedinferError('INVALID_OPTION', 'option toolChoice needs tools');
+      const active = offered && offered.choice !== 'none' ? offered : undefined;
+      const format = this.toolFormat;
+      const rendered = this.renderChat(
+        this.checkedMessages(messages, format === 'injected' ? active?.tools : undefined),
+        true,
+        format === 'injected' ? undefined : active?.tools,
+      );
+      const prompt = this.tokenize(rendered, { addBos: false, special: true });
+      session = this.createSession(contextSize === undefined ? {} : { contextSize });
+      const constraint = active ? toolCallFormat(format, active.tools, active.choice) : undefined;
+      const result = await session.generateConstrained(prompt, generate, constraint).result;
+      const answer = active ? parseToolCalls(format, result.text, active.tools) : { content: result.text, toolCalls: [] };
+      return { ...result, message: { role: 'assistant', ...answer } };
+    } catch (error) {
+      throw toSeedinferError(error);
+    } finally {
+      session?.dispose();
+    }
   }
 
   createSession(options: SessionOptions = {}): Session {

@@ -27,7 +27,7 @@ const PREFILL_OPTIONS: Record<string, readonly string[]> = {
   feather: optionNames<PrefillOf<'feather'>>()(['strategy', 'schedule', 'uniformShare']),
 };
 const PREFILL_STRATEGIES = Object.keys(PREFILL_OPTIONS);
-const GENERATE_OPTIONS = optionNames<GenerateOptions>()([
+export const GENERATE_OPTIONS = optionNames<GenerateOptions>()([
   'maxTokens',
   'temperature',
   'topK',
@@ -333,6 +333,11 @@ export class Session {
     return new Generation((onEvent) => this.start(prompt, options, onEvent));
   }
 
+  /** @internal `generate` under a format the public options do not offer (a tool call's `tagged_json`). */
+  generateConstrained(prompt: string | ArrayLike<number>, options: GenerateOptions, format: NativeResponseFormat | undefined): Generation {
+    return new Generation((onEvent) => this.start(prompt, options, onEvent, format));
+  }
+
   async generateText(prompt: string | ArrayLike<number>, options: GenerateOptions = {}): Promise<GenerationResult> {
     return this.generate(prompt, options).result;
   }
@@ -341,6 +346,7 @@ export class Session {
     prompt: string | ArrayLike<number>,
     options: GenerateOptions,
     onEvent: (event: NativeGenerationEvent) => void,
+    format?: NativeResponseFormat,
   ): Promise<GenerationResult> {
     let promptTokenIds: Uint32Array;
     let nativeOpts: NativeGenerateOptions;
@@ -348,6 +354,10 @@ export class Session {
       const inner = this.live();
       if (this.running) throw new SeedinferError('SESSION_BUSY', 'the session is already generating');
       nativeOpts = nativeOptions(options);
+      if (format) {
+        if (nativeOpts.responseFormat) throw new SeedinferError('INVALID_OPTION', 'responseFormat cannot be combined with toolChoice required or a named tool');
+        nativeOpts.responseFormat = format;
+      }
       promptTokenIds =
         typeof prompt === 'string'
           ? toTokenIds(

@@ -24,6 +24,13 @@ pub enum ResponseFormat {
     JsonSchema { schema: Value, strict: bool },
     /// Any JSON object.
     JsonObject,
+    /// A JSON value valid under `schema` (read as `JsonSchema`'s, not strict) between two fixed texts: a tool call
+    /// in a chat format's tags (`<tool_call>\n` … `\n</tool_call>`).
+    TaggedJson {
+        before: String,
+        schema: Value,
+        after: String,
+    },
     /// Text matching a regular expression (the whole output, Rust `regex` syntax).
     Regex(String),
     /// Text in the language of a Lark grammar (llguidance's dialect: `start: …`, `%json { … }`, regex terminals).
@@ -91,25 +98,51 @@ fn close_declared_objects(schema: &mut Value) {
     }
 }
 
+/// A schema as the grammar reads it: declared objects closed (unless it uses `allOf`) and the JSON layout set
+/// unless the schema's `x-guidance` sets it.
+fn prepared_schema(schema: &Value, strict: bool) -> Result<Value> {
+    if !schema.is_object() {
+        return Err(EngineError::InvalidOption(
+            "responseFormat.schema must be a JSON object".into(),
+        ));
+    }
+    let mut schema = schema.clone();
+    if !uses_all_of(&schema) {
+        close_declared_objects(&mut schema);
+    }
+    if let Value::Object(fields) = &mut schema {
+        fields
+            .entry("x-guidance")
+            .or_insert_with(|| json_layout(strict));
+    }
+    Ok(schema)
+}
+
 impl ResponseFormat {
     fn grammar(&self) -> Result<TopLevelGrammar> {
         Ok(match self {
             ResponseFormat::JsonSchema { schema, strict } => {
-                let Value::Object(fields) = schema else {
-                    return Err(EngineError::InvalidOption(
-                        "responseFormat.schema must be a JSON object".into(),
-                    ));
+                TopLevelGrammar::from_json_schema(prepared_schema(schema, *strict)?)
+            }
+            ResponseFormat::TaggedJson {
+                before,
+                schema,
+                after,
+            } => {
+                let schema = prepared_schema(schema, false)?;
+                let literal = |text: &str| {
+                    if text.is_empty() {
+                        String::new()
+                    } else {
+                        // A JSON string is a Lark string literal (llguidance reads them with serde_json).
+                        Value::String(text.to_string()).to_string()
+                    }
                 };
-                let mut schema = Value::Object(fields.clone());
-                if !uses_all_of(&schema) {
-                    close_declared_objects(&mut schema);
-                }
-                if let Value::Object(fields) = &mut schema {
-                    fields
-                        .entry("x-guidance")
-                        .or_insert_with(|| json_layout(*strict));
-                }
-                TopLevelGrammar::from_json_schema(schema)
+                TopLevelGrammar::from_lark(format!(
+                    "start: {} %json {schema} {}",
+                    literal(before),
+                    literal(after)
+                ))
             }
             ResponseFormat::JsonObject => {
                 let mut schema = serde_json::json!({ "type": "object" });
@@ -125,6 +158,7 @@ impl ResponseFormat {
         match self {
             ResponseFormat::JsonSchema { .. } => "JSON schema",
             ResponseFormat::JsonObject => "JSON object",
+            ResponseFormat::TaggedJson { .. } => "tool-call schema",
             ResponseFormat::Regex(_) => "regex",
             ResponseFormat::Lark(_) => "grammar",
         }

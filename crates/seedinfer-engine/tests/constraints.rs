@@ -258,3 +258,34 @@ fn constrained_sessions_batched_together_match_their_runs_alone() {
     }
     check_person(&alone[0].text);
 }
+
+#[test]
+fn tagged_json_is_the_schema_between_its_tags() {
+    let model = model();
+    let schema = json!({
+        "anyOf": [
+            { "type": "object", "properties": { "name": { "const": "get_weather" }, "arguments": { "type": "object", "properties": { "city": { "type": "string", "maxLength": 12 } }, "required": ["city"] } }, "required": ["name", "arguments"] },
+            { "type": "object", "properties": { "name": { "const": "get_time" }, "arguments": { "type": "object", "properties": {} } }, "required": ["name", "arguments"] }
+        ]
+    });
+    for seed in [None, Some(11), Some(12)] {
+        let format = ResponseFormat::TaggedJson {
+            before: "<tool_call>\n".into(),
+            schema: schema.clone(),
+            after: "\n</tool_call>".into(),
+        };
+        let out = run(&model, &[1], &params(format, seed, 120));
+        assert!(!out.incomplete, "{:?}", out.text);
+        let inner = out
+            .text
+            .strip_prefix("<tool_call>\n")
+            .and_then(|t| t.strip_suffix("\n</tool_call>"))
+            .unwrap_or_else(|| panic!("{:?}", out.text));
+        let call: Value = serde_json::from_str(inner).expect("JSON between the tags");
+        match call["name"].as_str() {
+            Some("get_weather") => assert!(call["arguments"]["city"].is_string(), "{inner}"),
+            Some("get_time") => assert_eq!(call["arguments"], json!({}), "{inner}"),
+            other => panic!("{other:?} in {inner}"),
+        }
+    }
+}

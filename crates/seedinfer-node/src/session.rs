@@ -35,7 +35,8 @@ pub struct NativeGenerateOptions {
 }
 
 /// An output constraint: `type` is `json_schema` (with `schema`, a JSON document, and `strict`), `json_object`,
-/// `regex` (with `pattern`) or `grammar` (with `lark`).
+/// `regex` (with `pattern`), `grammar` (with `lark`), or `tagged_json` (a tool call: `schema` between `prefix`
+/// and `suffix`).
 #[napi(object)]
 pub struct NativeResponseFormat {
     #[napi(js_name = "type")]
@@ -44,6 +45,8 @@ pub struct NativeResponseFormat {
     pub strict: Option<bool>,
     pub pattern: Option<String>,
     pub lark: Option<String>,
+    pub prefix: Option<String>,
+    pub suffix: Option<String>,
 }
 
 /// The engine's format for `options`.
@@ -57,20 +60,25 @@ fn response_format(options: Option<NativeResponseFormat>) -> Result<Option<Respo
             &format!("responseFormat of type '{}' needs {field}", o.kind),
         )
     };
+    let schema = || -> Result<serde_json::Value> {
+        let text = o.schema.as_deref().ok_or_else(|| missing("schema"))?;
+        serde_json::from_str(text).map_err(|e| {
+            coded(
+                "INVALID_OPTION",
+                &format!("responseFormat.schema is not JSON: {e}"),
+            )
+        })
+    };
     Ok(Some(match o.kind.as_str() {
-        "json_schema" => {
-            let text = o.schema.as_deref().ok_or_else(|| missing("schema"))?;
-            let schema = serde_json::from_str(text).map_err(|e| {
-                coded(
-                    "INVALID_OPTION",
-                    &format!("responseFormat.schema is not JSON: {e}"),
-                )
-            })?;
-            ResponseFormat::JsonSchema {
-                schema,
-                strict: o.strict.unwrap_or(false),
-            }
-        }
+        "json_schema" => ResponseFormat::JsonSchema {
+            schema: schema()?,
+            strict: o.strict.unwrap_or(false),
+        },
+        "tagged_json" => ResponseFormat::TaggedJson {
+            before: o.prefix.clone().unwrap_or_default(),
+            schema: schema()?,
+            after: o.suffix.clone().unwrap_or_default(),
+        },
         "json_object" => ResponseFormat::JsonObject,
         "regex" => ResponseFormat::Regex(o.pattern.clone().ok_or_else(|| missing("pattern"))?),
         "grammar" => ResponseFormat::Lark(o.lark.clone().ok_or_else(|| missing("lark"))?),
