@@ -370,3 +370,66 @@ test('response_format: json_schema (plain and streamed), json_object, a bad sche
   t.is((bad as InstanceType<typeof OpenAI.APIError>).status, 400);
   t.is((bad as InstanceType<typeof OpenAI.APIError>).code, 'INVALID_OPTION');
 });
+
+test('tools: a required call, streamed as a tool_calls delta, then the answer after its result (round trip)', async (t) => {
+  const { client } = await serverPromise;
+  const tools = [
+    {
+      type: 'function' as const,
+      function: {
+        name: 'get_weather',
+        description: 'The current weather in a city',
+        parameters: { type: 'object', properties: { city: { type: 'string', maxLength: 30 } }, required: ['city'] },
+      },
+    },
+  ];
+  const messages = [{ role: 'user' as const, content: 'What is the weather in Paris?' }];
+  const reply = await client.chat.completions.create({ model: MODEL_ID, messages, tools, tool_choice: 'required', seed: 1 });
+  const choice = reply.choices[0];
+  t.is(choice.finish_reason, 'tool_calls');
+  t.is(choice.message.content, null);
+  const call = choice.message.tool_calls?.[0];
+  t.is(call?.type, 'function');
+  if (call?.type !== 'function') return;
+  t.is(call.function.name, 'get_weather');
+  t.is(typeof JSON.parse(call.function.arguments).city, 'string');
+  t.regex(call.id, /^call_/);
+
+  // Streamed: no content deltas, one tool_calls delta with the same function and arguments.
+  const stream = await client.chat.completions.create({ model: MODEL_ID, messages, tools, tool_choice: { type: 'function', function: { name: 'get_weather' } }, seed: 1, stream: true });
+  let content = '';
+  const deltas: { name?: string; arguments?: string }[] = [];
+  let finish: string | null = null;
+  for await (const chunk of stream) {
+    const c = chunk.choices[0];
+    content += c?.delta?.content ?? '';
+    for (const d of c?.delta?.tool_calls ?? []) deltas.push({ name: d.function?.name, arguments: d.function?.arguments });
+    finish = c?.finish_reason ?? finish;
+  }
+  t.is(content, '');
+  t.is(finish, 'tool_calls');
+  t.deepEqual(deltas, [{ name: 'get_weather', arguments: call.function.arguments }]);
+
+  // The call and its result go back; the model answers (text or another call), and a bad arguments string is a 400.
+  const followUp = await client.chat.completions.create({
+    model: MODEL_ID,
+    messages: [
+      ...messages,
+      { role: 'assistant', content: null, tool_calls: [call] },
+      { role: 'tool', tool_call_id: call.id, content: JSON.stringify({ celsius: 21, sky: 'clear' }) },
+    ],
+    tools,
+    temperature: 0,
+    max_tokens: 40,
+  });
+  t.true(followUp.usage!.prompt_tokens > reply.usage!.prompt_tokens);
+  t.true(typeof followUp.choices[0].message.content === 'string' || (followUp.choices[0].message.tool_calls?.length ?? 0) > 0);
+  const bad = await t.throwsAsync(
+    client.chat.completions.create({
+      model: MODEL_ID,
+      messages: [...messages, { role: 'assistant', content: null, tool_calls: [{ ...call, function: { ...call.function, arguments: 'not json' } }] }],
+      tools,
+    }),
+  );
+  t.is((bad as InstanceType<typeof OpenAI.APIError>).status, 400);
+});

@@ -23,8 +23,19 @@ import type {
   PerplexityResult,
   SessionOptions,
   TokenizeOptions,
+  ToolCall,
 } from '../index.js';
-import type { NativeKvCacheOptions } from './native.js';
+import type { NativeKvCacheOptions, NativeResponseFormat } from './native.js';
+
+/** A chat turn ready to generate (see `Model.prepareChat`). */
+export interface PreparedChat {
+  prompt: number[];
+  /** The grammar of a required or named tool call. */
+  constraint: NativeResponseFormat | undefined;
+  format: ToolFormat;
+  /** The answer's text and calls. */
+  read(text: string): { content: string | null; toolCalls: ToolCall[] };
+}
 
 /** Sessions' context when none is asked for: the model's, up to this many tokens. */
 export const DEFAULT_CONTEXT = 4096;
@@ -172,28 +183,39 @@ export class Model {
     return templateMessages(this.toolFormat, messages, injectTools) as ChatMessage[];
   }
 
+  /**
+   * @internal A chat turn's prompt (token ids), the constraint of its tool choice and the reader of its answer,
+   * for `chat` and the server.
+   */
+  prepareChat(messages: ChatMessage[], tools: unknown, toolChoice: unknown): PreparedChat {
+    if (!this.renderChat) throw new SeedinferError('NO_CHAT_TEMPLATE', 'this model has no chat template');
+    const offered = tools === undefined ? undefined : checkTools(tools, toolChoice);
+    if (!offered && toolChoice !== undefined) throw new SeedinferError('INVALID_OPTION', 'option toolChoice needs tools');
+    const active = offered && offered.choice !== 'none' ? offered : undefined;
+    const format = this.toolFormat;
+    const rendered = this.renderChat(
+      this.checkedMessages(messages, format === 'injected' ? active?.tools : undefined),
+      true,
+      format === 'injected' ? undefined : active?.tools,
+    );
+    return {
+      prompt: this.tokenize(rendered, { addBos: false, special: true }),
+      constraint: active ? toolCallFormat(format, active.tools, active.choice) : undefined,
+      format,
+      read: (text) => (active ? parseToolCalls(format, text, active.tools) : { content: text, toolCalls: [] }),
+    };
+  }
+
   async chat(messages: ChatMessage[], options: ChatOptions = {}): Promise<ChatResult> {
     let session: Session | undefined;
     try {
-      if (!this.renderChat) throw new SeedinferError('NO_CHAT_TEMPLATE', 'this model has no chat template');
       if (typeof options !== 'object' || options === null) throw new SeedinferError('INVALID_OPTION', 'chat options must be an object');
       checkOptionNames('chat', options, CHAT_OPTIONS);
       const { tools, toolChoice, contextSize, ...generate } = options;
-      const offered = tools === undefined ? undefined : checkTools(tools, toolChoice);
-      if (!offered && toolChoice !== undefined) throw new SeedinferError('INVALID_OPTION', 'option toolChoice needs tools');
-      const active = offered && offered.choice !== 'none' ? offered : undefined;
-      const format = this.toolFormat;
-      const rendered = this.renderChat(
-        this.checkedMessages(messages, format === 'injected' ? active?.tools : undefined),
-        true,
-        format === 'injected' ? undefined : active?.tools,
-      );
-      const prompt = this.tokenize(rendered, { addBos: false, special: true });
+      const chat = this.prepareChat(messages, tools, toolChoice);
       session = this.createSession(contextSize === undefined ? {} : { contextSize });
-      const constraint = active ? toolCallFormat(format, active.tools, active.choice) : undefined;
-      const result = await session.generateConstrained(prompt, generate, constraint).result;
-      const answer = active ? parseToolCalls(format, result.text, active.tools) : { content: result.text, toolCalls: [] };
-      return { ...result, message: { role: 'assistant', ...answer } };
+      const result = await session.generateConstrained(chat.prompt, generate, chat.constraint).result;
+      return { ...result, message: { role: 'assistant', ...chat.read(result.text) } };
     } catch (error) {
       throw toSeedinferError(error);
     } finally {

@@ -15,12 +15,16 @@ import type {
   ResponseFormat,
   ServerOptions,
   TokenLogprobs,
+  ToolCall,
+  ToolChoice,
+  ToolDefinition,
 } from '../index.js';
+import { ToolCallStream } from './tool-calls.js';
 import { SeedinferError, checkNumberOption, toSeedinferError, checkOptionNames, optionNames } from './errors.js';
 import { Admission } from './server/admission.js';
 import { runChoices, type ChoicesRun } from './server/choices.js';
 import { createMetrics } from './server/metrics.js';
-import { DEFAULT_CONTEXT } from './model.js';
+import { DEFAULT_CONTEXT, type Model as ModelImpl, type PreparedChat } from './model.js';
 
 /** Server defaults (`ServerOptions` documents each). */
 export const SERVER_DEFAULTS = {
@@ -62,10 +66,26 @@ interface ResponseFormatBody {
 }
 
 interface ChatBody extends SamplingBody {
-  messages: { role: string; content: string | { type: string; text?: string }[] }[];
+  messages: {
+    role: string;
+    content?: string | { type: string; text?: string }[] | null;
+    tool_calls?: OpenAiToolCall[];
+    tool_call_id?: string;
+    name?: string;
+  }[];
   max_completion_tokens?: number;
   logprobs?: boolean;
   top_logprobs?: number;
+  tools?: ToolDefinition[];
+  tool_choice?: 'none' | 'auto' | 'required' | { type: 'function'; function: { name: string } };
+  parallel_tool_calls?: boolean;
+}
+
+/** A call as OpenAI writes it: arguments as JSON text. */
+interface OpenAiToolCall {
+  id: string;
+  type: 'function';
+  function: { name: string; arguments: string };
 }
 
 interface CompletionBody extends SamplingBody {
@@ -113,21 +133,59 @@ const chatSchema = {
       minItems: 1,
       items: {
         type: 'object',
-        required: ['role', 'content'],
+        required: ['role'],
         properties: {
           role: { type: 'string' },
           content: {
             anyOf: [
               { type: 'string' },
               { type: 'array', items: { type: 'object', required: ['type'], properties: { type: { const: 'text' }, text: { type: 'string' } } } },
+              { type: 'null' },
             ],
           },
+          tool_calls: {
+            type: 'array',
+            items: {
+              type: 'object',
+              required: ['id', 'function'],
+              properties: {
+                id: { type: 'string' },
+                type: { const: 'function' },
+                function: { type: 'object', required: ['name', 'arguments'], properties: { name: { type: 'string' }, arguments: { type: 'string' } } },
+              },
+            },
+          },
+          tool_call_id: { type: 'string' },
+          name: { type: 'string' },
         },
       },
     },
     max_completion_tokens: { type: ['integer', 'null'], minimum: 1 },
     logprobs: { type: ['boolean', 'null'] },
     top_logprobs: { type: ['integer', 'null'], minimum: 0, maximum: 20 },
+    tools: {
+      type: ['array', 'null'],
+      items: {
+        type: 'object',
+        required: ['type', 'function'],
+        properties: {
+          type: { const: 'function' },
+          function: {
+            type: 'object',
+            required: ['name'],
+            properties: { name: { type: 'string' }, description: { type: 'string' }, parameters: { type: 'object' }, strict: { type: ['boolean', 'null'] } },
+          },
+        },
+      },
+    },
+    tool_choice: {
+      anyOf: [
+        { enum: ['none', 'auto', 'required'] },
+        { type: 'object', required: ['function'], properties: { type: { const: 'function' }, function: { type: 'object', required: ['name'], properties: { name: { type: 'string' } } } } },
+        { type: 'null' },
+      ],
+    },
+    parallel_tool_calls: { type: ['boolean', 'null'] },
   },
 } as const;
 
@@ -230,8 +288,37 @@ function responseFormat(body: ResponseFormatBody | null | undefined): ResponseFo
 }
 
 /** Text of a message's content: a string, or the text parts of an array. */
-function messageText(content: ChatBody['messages'][number]['content']): string {
+function messageText(content: ChatBody['messages'][number]['content']): string | null {
+  if (content == null) return null;
   return typeof content === 'string' ? content : content.map((part) => part.text ?? '').join('');
+}
+
+/** A request message as the engine's chat takes it (calls' arguments parsed). */
+function chatMessage(m: ChatBody['messages'][number], index: number): ChatMessage {
+  const toolCalls = m.tool_calls?.map((c, k): ToolCall => {
+    let args: unknown;
+    try {
+      args = JSON.parse(c.function.arguments);
+    } catch {
+      args = undefined;
+    }
+    if (typeof args !== 'object' || args === null || Array.isArray(args)) {
+      throw new SeedinferError('INVALID_OPTION', `messages[${index}].tool_calls[${k}].function.arguments must be a JSON object`);
+    }
+    return { id: c.id, name: c.function.name, arguments: args as Record<string, unknown> };
+  });
+  return {
+    role: m.role as ChatMessage['role'],
+    content: messageText(m.content),
+    ...(toolCalls ? { toolCalls } : {}),
+    ...(m.tool_call_id ? { toolCallId: m.tool_call_id } : {}),
+    ...(m.name ? { name: m.name } : {}),
+  };
+}
+
+/** A call in OpenAI's shape. */
+function openAiToolCall(call: ToolCall): OpenAiToolCall {
+  return { id: call.id, type: 'function', function: { name: call.name, arguments: JSON.stringify(call.arguments) } };
 }
 
 /** The id the server lists and requests must name: `options.modelId`, else the model file's name. */
@@ -394,6 +481,7 @@ export function createServer(source: Model | Promise<Model>, options: ServerOpti
       onToken?: (index: number, token: GeneratedToken) => void;
       onDone?: (index: number, result: GenerationResult) => void;
     } = {},
+    constraint?: PreparedChat['constraint'],
   ): Promise<ChoicesRun> {
     const newTokens = Math.max(1, Math.min(generate.maxTokens ?? 1, contextSize - prompt.length));
     const blocks = Math.ceil(prompt.length / blockSize) + n * (Math.ceil(newTokens / blockSize) + 1);
@@ -407,7 +495,7 @@ export function createServer(source: Model | Promise<Model>, options: ServerOpti
           events.onToken?.(index, token);
         },
         onDone: events.onDone,
-      });
+      }, constraint);
       run.results.forEach((result, i) =>
         metrics.observe(result, {
           promptTokens: i === 0 ? run.promptTokens : 0,
@@ -451,24 +539,40 @@ export function createServer(source: Model | Promise<Model>, options: ServerOpti
       generate.logprobs = true;
       generate.topLogprobs = body.top_logprobs ?? 0;
     }
-    const messages: ChatMessage[] = body.messages.map((m) => ({ role: m.role as ChatMessage['role'], content: messageText(m.content) }));
-    const prompt = model.tokenize(model.applyChatTemplate(messages), { addBos: false, special: true });
+    const messages = body.messages.map(chatMessage);
+    const toolChoice: ToolChoice | undefined =
+      body.tool_choice == null ? undefined : typeof body.tool_choice === 'string' ? body.tool_choice : { name: body.tool_choice.function.name };
+    const chat = (model as unknown as ModelImpl).prepareChat(messages, body.tools ?? undefined, toolChoice);
+    const tools = chat.constraint !== undefined || (body.tools != null && toolChoice !== 'none');
+    const prompt = chat.prompt;
     const n = body.n ?? 1;
     const id = `chatcmpl-${crypto.randomUUID()}`;
     const now = Math.floor(Date.now() / 1000);
+    /** The answer's message and finish reason, calls read from its text when tools were offered. */
+    const answer = (result: GenerationResult) => {
+      const { content, toolCalls } = tools ? chat.read(result.text) : { content: result.text, toolCalls: [] };
+      return {
+        message: { role: 'assistant', content, ...(toolCalls.length > 0 ? { tool_calls: toolCalls.map(openAiToolCall) } : {}) },
+        finish: toolCalls.length > 0 ? 'tool_calls' : finishReason(result.stopReason),
+        toolCalls,
+      };
+    };
     if (!body.stream) {
-      const run = await serve(prompt, n, generate, signal, arrived);
+      const run = await serve(prompt, n, generate, signal, arrived, {}, chat.constraint);
       return {
         id,
         object: 'chat.completion',
         created: now,
         model: modelId,
-        choices: run.results.map((result, index) => ({
-          index,
-          message: { role: 'assistant', content: result.text },
-          logprobs: result.logprobs ? { content: result.logprobs.map(chatLogprob), refusal: null } : null,
-          finish_reason: finishReason(result.stopReason),
-        })),
+        choices: run.results.map((result, index) => {
+          const { message, finish } = answer(result);
+          return {
+            index,
+            message,
+            logprobs: result.logprobs ? { content: result.logprobs.map(chatLogprob), refusal: null } : null,
+            finish_reason: finish,
+          };
+        }),
         usage: usage(run),
       };
     }
@@ -479,18 +583,37 @@ export function createServer(source: Model | Promise<Model>, options: ServerOpti
       model: modelId,
       choices: [{ index, delta, logprobs, finish_reason: finish }],
     });
+    // With tools, text that may become a call is held back until it is known not to be one.
+    const streams = Array.from({ length: n }, () => (tools ? new ToolCallStream(chat.format) : undefined));
     return streamRun(reply, async (events) => {
-      const run = await serve(prompt, n, generate, signal, arrived, {
-        onStart: () => {
-          for (let i = 0; i < n; i++) events.send(chunk(i, { role: 'assistant', content: '' }, null));
+      const run = await serve(
+        prompt,
+        n,
+        generate,
+        signal,
+        arrived,
+        {
+          onStart: () => {
+            for (let i = 0; i < n; i++) events.send(chunk(i, { role: 'assistant', content: '' }, null));
+          },
+          onToken: (index, token) => {
+            const text = streams[index] ? streams[index].push(token.text) : token.text;
+            if (text || token.logprobs) {
+              events.send(chunk(index, { content: text }, null, token.logprobs ? { content: [chatLogprob(token.logprobs)], refusal: null } : null));
+            }
+          },
+          onDone: (index, result) => {
+            const { finish, toolCalls } = answer(result);
+            const held = streams[index]?.finish(toolCalls.length > 0);
+            if (held) events.send(chunk(index, { content: held }, null));
+            if (toolCalls.length > 0) {
+              events.send(chunk(index, { tool_calls: toolCalls.map((c, k) => ({ index: k, ...openAiToolCall(c) })) }, null));
+            }
+            events.send(chunk(index, {}, finish));
+          },
         },
-        onToken: (index, token) => {
-          if (token.text || token.logprobs) {
-            events.send(chunk(index, { content: token.text }, null, token.logprobs ? { content: [chatLogprob(token.logprobs)], refusal: null } : null));
-          }
-        },
-        onDone: (index, result) => events.send(chunk(index, {}, finishReason(result.stopReason))),
-      });
+        chat.constraint,
+      );
       if (body.stream_options?.include_usage) {
         events.send({ id, object: 'chat.completion.chunk', created: now, model: modelId, choices: [], usage: usage(run) });
       }

@@ -2,6 +2,13 @@
 // then each choice continues from a fork of that session (its KV blocks shared, not copied), so the choices'
 // decode steps batch together and each gives the tokens a plain run of the prompt would.
 import type { GenerateOptions, GeneratedToken, GenerationResult, Model, Session } from '../../index.js';
+import type { Session as SessionImpl } from '../session.js';
+import type { NativeResponseFormat } from '../native.js';
+
+/** A session's generation under a constraint the public options do not offer (`Session.generateConstrained`). */
+function generateConstrained(session: Session, tokens: number[], options: GenerateOptions, constraint: NativeResponseFormat | undefined) {
+  return (session as unknown as SessionImpl).generateConstrained(tokens, options, constraint).result;
+}
 
 export interface ChoicesRun {
   results: GenerationResult[];
@@ -22,6 +29,8 @@ export async function runChoices(
   options: GenerateOptions,
   contextSize: number | undefined,
   callbacks: ChoiceCallbacks = {},
+  /** A tool call's grammar, for every choice. */
+  constraint?: NativeResponseFormat,
 ): Promise<ChoicesRun> {
   const sessionOptions = contextSize === undefined ? {} : { contextSize };
   const sessions: Session[] = [];
@@ -31,14 +40,18 @@ export async function runChoices(
   options.signal?.addEventListener('abort', onAbort, { once: true });
   if (options.signal?.aborted) stop.abort();
   const choice = (index: number, session: Session, tokens: number[]): Promise<GenerationResult> =>
-    session
-      .generateText(tokens, {
+    generateConstrained(
+      session,
+      tokens,
+      {
         ...options,
         signal: stop.signal,
         // Choices of one seeded request differ from each other and repeat across requests.
         seed: options.seed === undefined ? undefined : options.seed + index,
         onToken: callbacks.onToken && ((token) => callbacks.onToken?.(index, token)),
-      })
+      },
+      constraint,
+    )
       .then((result) => {
         callbacks.onDone?.(index, result);
         return result;
