@@ -369,6 +369,16 @@ test('response_format: json_schema (plain and streamed), json_object, a bad sche
   );
   t.is((bad as InstanceType<typeof OpenAI.APIError>).status, 400);
   t.is((bad as InstanceType<typeof OpenAI.APIError>).code, 'INVALID_OPTION');
+  // Streamed too: the schema fails to compile before any token, so the reply is a plain 400.
+  const badStream = await t.throwsAsync(
+    client.chat.completions.create({
+      model: MODEL_ID,
+      messages: question,
+      stream: true,
+      response_format: { type: 'regex', pattern: '(unclosed' } as never,
+    }),
+  );
+  t.is((badStream as InstanceType<typeof OpenAI.APIError>).status, 400);
 });
 
 test('tools: a required call, streamed as a tool_calls delta, then the answer after its result (round trip)', async (t) => {

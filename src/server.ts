@@ -586,6 +586,13 @@ export function createServer(source: Model | Promise<Model>, options: ServerOpti
     // With tools, text that may become a call is held back until it is known not to be one.
     const streams = Array.from({ length: n }, () => (tools ? new ToolCallStream(chat.format) : undefined));
     return streamRun(reply, async (events) => {
+      // Each choice's role chunk goes out with its first token: a request that fails before any token (a schema
+      // that does not compile) still gets a plain error reply.
+      const opened = new Array<boolean>(n).fill(false);
+      const open = (index: number) => {
+        if (!opened[index]) events.send(chunk(index, { role: 'assistant', content: '' }, null));
+        opened[index] = true;
+      };
       const run = await serve(
         prompt,
         n,
@@ -593,16 +600,15 @@ export function createServer(source: Model | Promise<Model>, options: ServerOpti
         signal,
         arrived,
         {
-          onStart: () => {
-            for (let i = 0; i < n; i++) events.send(chunk(i, { role: 'assistant', content: '' }, null));
-          },
           onToken: (index, token) => {
+            open(index);
             const text = streams[index] ? streams[index].push(token.text) : token.text;
             if (text || token.logprobs) {
               events.send(chunk(index, { content: text }, null, token.logprobs ? { content: [chatLogprob(token.logprobs)], refusal: null } : null));
             }
           },
           onDone: (index, result) => {
+            open(index);
             const { finish, toolCalls } = answer(result);
             const held = streams[index]?.finish(toolCalls.length > 0);
             if (held) events.send(chunk(index, { content: held }, null));
