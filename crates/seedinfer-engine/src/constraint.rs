@@ -254,7 +254,7 @@ impl GrammarCompiler {
         if let Some(e) = matcher.get_error() {
             return Err(invalid(e));
         }
-        Ok(TokenConstraint::spawn(matcher))
+        TokenConstraint::spawn(matcher)
     }
 }
 
@@ -287,17 +287,17 @@ fn failure(e: impl std::fmt::Display) -> EngineError {
 }
 
 impl TokenConstraint {
-    fn spawn(mut matcher: Matcher) -> Self {
+    fn spawn(mut matcher: Matcher) -> Result<Self> {
         let (tokens, token_rx) = channel::<TokenId>();
         let (report_tx, reports) = channel();
-        let send_mask = move |matcher: &mut Matcher, tx: &Sender<Report>| {
+        let send_mask = |matcher: &mut Matcher, tx: &Sender<Report>| {
             let report = match matcher.compute_mask() {
                 Ok(mask) => Report::Mask(mask),
                 Err(e) => Report::Failed(e.to_string()),
             };
             tx.send(report).is_ok()
         };
-        let spawned = std::thread::Builder::new()
+        std::thread::Builder::new()
             .name("seedinfer-grammar".into())
             .spawn(move || {
                 if !send_mask(&mut matcher, &report_tx) {
@@ -320,24 +320,16 @@ impl TokenConstraint {
                         return;
                     }
                 }
-            });
-        let (reports, unread) = match spawned {
-            Ok(_) => (reports, false),
-            Err(e) => {
-                // No thread: every query reports the failure.
-                let (tx, rx) = channel();
-                let _ = tx.send(Report::Failed(format!("cannot start its thread: {e}")));
-                (rx, false)
-            }
-        };
-        Self {
+            })
+            .map_err(|e| failure(format!("cannot start its thread: {e}")))?;
+        Ok(Self {
             tokens,
             reports,
             mask: None,
-            unread_consumed: unread,
+            unread_consumed: false,
             stopped: false,
             accepting: false,
-        }
+        })
     }
 
     fn receive(&mut self) -> Result<Report> {

@@ -413,15 +413,6 @@ impl Session {
         }
     }
 
-    /// After a failure during generation: the session keeps what was generated (the last token, not yet in the
-    /// cache, stays pending); returns `e` for the caller to raise.
-    fn keep_generated(&mut self, out: &GenerationOutput, e: EngineError) -> EngineError {
-        if let Some(&last) = out.token_ids.last() {
-            self.pending = vec![last];
-        }
-        e
-    }
-
     /// Feeds one generated token through the model's batcher: in one forward pass with the decode steps of the
     /// other sessions generating at the same time.
     fn decode_batched(&mut self, token: u32) -> Result<()> {
@@ -708,17 +699,14 @@ impl Session {
                 .last_logits
                 .as_ref()
                 .ok_or_else(|| EngineError::Internal("no logits".into()))?;
-            let allowed = match constraint
+            // Every token generated so far is in the cache here: a failure leaves nothing pending.
+            let allowed = constraint
                 .as_mut()
                 .map(TokenConstraint::allowed)
-                .transpose()
-            {
-                Ok(allowed) => allowed,
-                Err(e) => return Err(self.keep_generated(&out, e)),
-            };
+                .transpose()?;
             let token = sampler.sample_allowed(logits, &self.tokens, allowed);
-            if let Some(Err(e)) = constraint.as_mut().map(|c| c.advance(token)) {
-                return Err(self.keep_generated(&out, e));
+            if let Some(c) = constraint.as_mut() {
+                c.advance(token)?;
             }
             if let Some(top) = params.logprobs {
                 out.logprobs.push(TokenLogprobs::of(logits, token, top));
@@ -762,7 +750,11 @@ impl Session {
                 break;
             }
             match constraint.as_mut().map(TokenConstraint::finished) {
-                Some(Err(e)) => return Err(self.keep_generated(&out, e)),
+                Some(Err(e)) => {
+                    // The session keeps what was generated: the last token, not yet in the cache, stays pending.
+                    self.pending = vec![token];
+                    return Err(e);
+                }
                 Some(Ok(true)) => {
                     // The grammar is complete and only the end may follow: as if the model drew its end token.
                     out.stop_reason = StopReason::Eos;
