@@ -318,6 +318,22 @@ export interface GenerateOptions {
    * any token is generated. Cannot be combined with `ignoreEos`. See {@link ResponseFormat}.
    */
   responseFormat?: ResponseFormat;
+  /**
+   * Speculative decoding with prompt-lookup drafts (METHODS.md): after each token, the tokens that followed the
+   * last 3 (then 2, then 1) tokens where they occurred earlier in the prompt or output are verified in one pass;
+   * the agreeing ones cost no pass of their own. Greedy only (`temperature: 0`) for now, where the output is exactly
+   * plain decoding's; pays on output that copies its input (quoting, extracting, editing given text or code).
+   */
+  speculative?: SpeculativeOptions;
+}
+
+export interface SpeculativeOptions {
+  /** Where drafts come from. Default and only value so far: `promptLookup`. */
+  draft?: 'promptLookup';
+  /** Most drafts verified per pass, 1 to 64. Default 10. */
+  maxDraftTokens?: number;
+  /** Longest suffix looked up, 1 to 16. Default 3. */
+  ngram?: number;
 }
 
 /**
@@ -457,6 +473,8 @@ export interface GenerationResult {
   stopReason: 'eos' | 'maxTokens' | 'stop' | 'contextFull';
   /** With a `responseFormat`: true when the output ended before its grammar was complete (cut by `maxTokens`, a stop string or the context). */
   incomplete?: boolean;
+  /** With `speculative`: drafts verified and accepted, verification passes, accepted drafts per pass. */
+  speculative?: { drafted: number; accepted: number; passes: number; meanAcceptedLength: number };
   timings: GenerationTimings;
   /** What the prefill computed, layer by layer. */
   prefill: PrefillReport;

@@ -31,6 +31,7 @@ export type {
   NativeQuantizeReport,
   NativeResponseFormat,
   NativeSession,
+  NativeSpeculativeOptions,
   NativeTimings,
 } from '../native/native.js';
 

@@ -2,7 +2,15 @@
 import { withAbortFlag } from './abort.js';
 import { randomInt } from 'node:crypto';
 import { SeedinferError, checkNumberOption, checkOptionNames, optionNames, toSeedinferError, eventError } from './errors.js';
-import type { AbortOptions, GenerateOptions, GenerationResult, PrefillOptions, PrefillReport, ResponseFormat } from '../index.js';
+import type {
+  AbortOptions,
+  GenerateOptions,
+  GenerationResult,
+  PrefillOptions,
+  PrefillReport,
+  ResponseFormat,
+  SpeculativeOptions,
+} from '../index.js';
 import type {
   NativeGenerateOptions,
   NativeGenerationEvent,
@@ -10,6 +18,7 @@ import type {
   NativePrefillReport,
   NativeResponseFormat,
   NativeSession,
+  NativeSpeculativeOptions,
 } from './native.js';
 import { native } from './native.js';
 
@@ -48,7 +57,9 @@ export const GENERATE_OPTIONS = optionNames<GenerateOptions>()([
   'signal',
   'prefill',
   'responseFormat',
+  'speculative',
 ]);
+const SPECULATIVE_OPTIONS = optionNames<SpeculativeOptions>()(['draft', 'maxDraftTokens', 'ngram']);
 const RESPONSE_FORMAT_FIELDS: Record<string, readonly string[]> = {
   text: ['type'],
   json_object: ['type'],
@@ -140,6 +151,19 @@ function nativeResponseFormat(format: ResponseFormat | undefined): NativeRespons
   }
 }
 
+/** Checks the shape of `speculative`; the engine checks the ranges and where it applies. */
+function nativeSpeculative(options: SpeculativeOptions | undefined): NativeSpeculativeOptions | undefined {
+  if (options === undefined) return undefined;
+  if (typeof options !== 'object' || options === null) throw new SeedinferError('INVALID_OPTION', 'option speculative must be an object');
+  checkOptionNames('speculative', options, SPECULATIVE_OPTIONS);
+  if (options.draft !== undefined && options.draft !== 'promptLookup') {
+    throw new SeedinferError('INVALID_OPTION', `option speculative.draft must be 'promptLookup', got ${JSON.stringify(options.draft)}`);
+  }
+  checkNumberOption('speculative.maxDraftTokens', options.maxDraftTokens, 1, 64, true);
+  checkNumberOption('speculative.ngram', options.ngram, 1, 16, true);
+  return { maxDraftTokens: options.maxDraftTokens, ngram: options.ngram };
+}
+
 function prefillReport(r: NativePrefillReport, promptTokens: number): PrefillReport {
   return {
     strategy: r.strategy as PrefillReport['strategy'],
@@ -191,6 +215,7 @@ function nativeOptions(options: GenerateOptions): NativeGenerateOptions {
     ignoreEos: options.ignoreEos ?? false,
     prefill: nativePrefill(options.prefill),
     responseFormat: nativeResponseFormat(options.responseFormat),
+    speculative: nativeSpeculative(options.speculative),
   };
 }
 
@@ -415,6 +440,9 @@ export class Session {
                 tokenIds: r.tokenIds,
                 stopReason: r.stopReason as GenerationResult['stopReason'],
                 ...(r.incomplete != null ? { incomplete: r.incomplete } : {}),
+                ...(r.speculative
+                  ? { speculative: { ...r.speculative, meanAcceptedLength: r.speculative.passes > 0 ? r.speculative.accepted / r.speculative.passes : 0 } }
+                  : {}),
                 timings: r.timings,
                 prefill: prefillReport(r.prefill, r.timings.promptTokens),
               });

@@ -20,6 +20,7 @@ pub mod quantize_mix;
 pub mod sampler;
 pub mod session;
 mod session_file;
+pub mod speculative;
 pub mod token_pruning;
 pub mod weights;
 
@@ -33,7 +34,9 @@ pub use quantize::{quantize_model, QuantFormat, QuantizeProgress, QuantizeReport
 pub use quantize_mix::Mix;
 pub use sampler::{SamplingParams, TokenLogprobs};
 pub use session::{
-    Chunk, GenerateParams, GenerationOutput, Session, StopReason, Timings, MAX_TOP_LOGPROBS,
+    Chunk, GenerateParams, GenerationOutput, Session, SpeculativeReport, StopReason, Timings,
+    MAX_TOP_LOGPROBS,
 };
+pub use speculative::SpeculativeParams;
 pub use token_pruning::{PassReport, PrefillStrategy, Stage};
 pub use weights::WeightFormat;

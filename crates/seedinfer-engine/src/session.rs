@@ -8,6 +8,7 @@ use crate::kv_cache::{KvStore, PagedKv};
 use crate::model::{Model, Numerics};
 use crate::ops_seedinfer::SeedinferOps;
 use crate::sampler::{Sampler, SamplingParams, TokenLogprobs};
+use crate::speculative::{prompt_lookup, SpeculativeParams, VerifiedDrafts};
 use crate::token_pruning::{forward_pruned, PassReport, PrefillStrategy, PrunedPositions};
 use seedinfer_tokenizer::StreamDecoder;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -30,6 +31,8 @@ pub struct GenerateParams {
     pub logprobs: Option<usize>,
     /// What the output must be (a JSON schema, a regex, a grammar); `None`: free text.
     pub response_format: Option<ResponseFormat>,
+    /// Speculative decoding with prompt-lookup drafts (`crate::speculative`); `None`: one token per pass.
+    pub speculative: Option<SpeculativeParams>,
 }
 
 /// The most alternatives `GenerateParams::logprobs` may ask for (OpenAI's `top_logprobs` limit).
@@ -45,6 +48,7 @@ impl Default for GenerateParams {
             prefill: PrefillStrategy::Dense,
             logprobs: None,
             response_format: None,
+            speculative: None,
         }
     }
 }
@@ -97,6 +101,15 @@ pub struct GenerationOutput {
     /// A response format was given and the output ended before its grammar was complete (at `max_tokens`, the
     /// context's end, a stop string or an abort).
     pub incomplete: bool,
+    /// With speculative decoding: drafts verified, drafts accepted, verification passes.
+    pub speculative: Option<SpeculativeReport>,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SpeculativeReport {
+    pub drafted: usize,
+    pub accepted: usize,
+    pub passes: usize,
 }
 
 /// One streamed step: the token generated and the text it completed (possibly empty while a multi-byte
@@ -413,6 +426,59 @@ impl Session {
         }
     }
 
+    /// Forgets the drafts in the cache past the last accepted position.
+    fn drop_drafts(&mut self, drafts: &mut VerifiedDrafts) {
+        if drafts.len() > 0 {
+            let keep = self.tokens.len() - drafts.len();
+            self.truncate_cache(keep);
+            self.tokens.truncate(keep);
+            drafts.clear();
+        }
+    }
+
+    /// The drafts prompt lookup proposes after `token`: at most `budget`, `left - 1` (the tokens still to
+    /// generate after it) and what the context holds.
+    fn propose(
+        &self,
+        token: u32,
+        spec: &SpeculativeParams,
+        budget: usize,
+        left: usize,
+    ) -> Vec<u32> {
+        let room = self.context_size().saturating_sub(self.tokens.len() + 1);
+        let mut history = Vec::with_capacity(self.tokens.len() + 1);
+        history.extend_from_slice(&self.tokens);
+        history.push(token);
+        prompt_lookup(
+            &history,
+            spec.ngram_max,
+            budget.min(room).min(left.saturating_sub(1)),
+        )
+    }
+
+    /// Feeds `token` and `proposal` in one pass, queueing each draft with the logits after it; `last_logits`
+    /// are those after `token`.
+    fn verify(&mut self, token: u32, proposal: &[u32], drafts: &mut VerifiedDrafts) -> Result<()> {
+        let mut fed = Vec::with_capacity(proposal.len() + 1);
+        fed.push(token);
+        fed.extend_from_slice(proposal);
+        let vocab_size = self.model.config.vocab_size;
+        let mut rows: Vec<Vec<f32>> = Vec::with_capacity(fed.len());
+        self.run_chunks(
+            &fed,
+            &AtomicBool::new(false),
+            LogitsFor::All,
+            false,
+            &PrefillStrategy::Dense,
+            true,
+            &mut |logits: &[f32]| rows.extend(logits.chunks(vocab_size).map(<[f32]>::to_vec)),
+        )?;
+        let mut rows = rows.into_iter();
+        self.last_logits = rows.next();
+        drafts.verified(proposal, rows);
+        Ok(())
+    }
+
     /// Feeds one generated token through the model's batcher: in one forward pass with the decode steps of the
     /// other sessions generating at the same time.
     fn decode_batched(&mut self, token: u32) -> Result<()> {
@@ -591,6 +657,25 @@ impl Session {
                     .into(),
             ));
         }
+        if let Some(spec) = &params.speculative {
+            spec.validate()?;
+            let why = if params.sampling.temperature != 0.0 {
+                Some("it samples greedily for now (temperature 0)")
+            } else if params.response_format.is_some() {
+                Some("it does not combine with responseFormat yet")
+            } else if params.prefill != PrefillStrategy::Dense {
+                Some("it needs the dense prefill")
+            } else if self.model.numerics != Numerics::Seedinfer {
+                Some("llama.cpp's arithmetic depends on the batch, so drafts would change the output")
+            } else {
+                None
+            };
+            if let Some(why) = why {
+                return Err(EngineError::InvalidOption(format!(
+                    "speculative decoding is not available here: {why}"
+                )));
+            }
+        }
         if prompt.is_empty() && self.token_count() == 0 {
             return Err(EngineError::InvalidOption(
                 "the prompt is empty and the session holds no tokens".into(),
@@ -624,6 +709,7 @@ impl Session {
             decode_revived: 0,
             logprobs: Vec::new(),
             incomplete: false,
+            speculative: None,
         };
         let mut emitted = 0usize;
         let longest_stop = params.stop.iter().map(|s| s.len()).max().unwrap_or(0);
@@ -658,6 +744,7 @@ impl Session {
         let batched =
             model.numerics == Numerics::Seedinfer && decode_strategy == PrefillStrategy::Dense;
         let _generating = batched.then(|| model.batcher.generating());
+        let mut drafts = VerifiedDrafts::default();
         while out.token_ids.len() < params.max_tokens {
             if abort.load(Ordering::Relaxed) {
                 out.stop_reason = StopReason::Aborted;
@@ -667,12 +754,34 @@ impl Session {
                 decode_started = Instant::now();
             } else {
                 // The previous token is not yet in the cache: run it to get the next logits.
-                if self.tokens.len() >= self.context_size() {
+                if self.tokens.len() - drafts.len() >= self.context_size() {
                     out.stop_reason = StopReason::ContextFull;
                     break;
                 }
                 let previous = out.token_ids[out.token_ids.len() - 1];
-                let step = if batched && self.pruned.is_none() {
+                let accepted = drafts.accept(previous);
+                if accepted.is_none() {
+                    self.drop_drafts(&mut drafts);
+                }
+                let proposal = match (&accepted, &params.speculative) {
+                    (None, Some(spec)) => {
+                        let budget = drafts.budget(spec.max_draft);
+                        self.propose(
+                            previous,
+                            spec,
+                            budget,
+                            params.max_tokens - out.token_ids.len(),
+                        )
+                    }
+                    _ => Vec::new(),
+                };
+                let step = if let Some(logits) = accepted {
+                    // A verified draft: in the cache already, with the logits after it.
+                    self.last_logits = Some(logits);
+                    Ok(0)
+                } else if !proposal.is_empty() {
+                    self.verify(previous, &proposal, &mut drafts).map(|()| 0)
+                } else if batched && self.pruned.is_none() {
                     self.decode_batched(previous).map(|()| 0)
                 } else {
                     self.run_chunks(
@@ -704,7 +813,9 @@ impl Session {
                 .as_mut()
                 .map(TokenConstraint::allowed)
                 .transpose()?;
-            let token = sampler.sample_allowed(logits, &self.tokens, allowed);
+            // The history the sampler sees ends at the position these logits follow (drafts after it do not count).
+            let history = &self.tokens[..self.tokens.len() - drafts.len()];
+            let token = sampler.sample_allowed(logits, history, allowed);
             if let Some(c) = constraint.as_mut() {
                 c.advance(token)?;
             }
@@ -762,6 +873,14 @@ impl Session {
                 }
                 _ => {}
             }
+        }
+        self.drop_drafts(&mut drafts);
+        if params.speculative.is_some() {
+            out.speculative = Some(SpeculativeReport {
+                drafted: drafts.drafted,
+                accepted: drafts.accepted,
+                passes: drafts.passes,
+            });
         }
         if let Some(&last) = out.token_ids.last() {
             self.pending = vec![last];

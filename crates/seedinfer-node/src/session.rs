@@ -8,7 +8,7 @@ use napi::threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode};
 use napi_derive::napi;
 use seedinfer_engine::{
     GenerateParams, GenerationOutput, Model, PrefillStrategy, ResponseFormat, SamplingParams,
-    Session, Stage, TokenLogprobs,
+    Session, SpeculativeParams, Stage, TokenLogprobs,
 };
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -32,6 +32,23 @@ pub struct NativeGenerateOptions {
     pub top_logprobs: Option<u32>,
     /// What the output must be (absent: free text).
     pub response_format: Option<NativeResponseFormat>,
+    /// Speculative decoding with prompt-lookup drafts (absent: off).
+    pub speculative: Option<NativeSpeculativeOptions>,
+}
+
+/// Prompt-lookup drafts: at most `max_draft_tokens` per pass, suffixes of up to `ngram` tokens looked up.
+#[napi(object)]
+pub struct NativeSpeculativeOptions {
+    pub max_draft_tokens: Option<u32>,
+    pub ngram: Option<u32>,
+}
+
+/// What speculative decoding did: drafts verified and accepted, verification passes.
+#[napi(object)]
+pub struct NativeSpeculativeReport {
+    pub drafted: u32,
+    pub accepted: u32,
+    pub passes: u32,
 }
 
 /// An output constraint: `type` is `json_schema` (with `schema`, a JSON document, and `strict`), `json_object`,
@@ -225,6 +242,8 @@ pub struct NativeGenerationResult {
     pub stop_reason: String,
     /// With a response format: whether the output ended before its grammar was complete.
     pub incomplete: Option<bool>,
+    /// With speculative decoding.
+    pub speculative: Option<NativeSpeculativeReport>,
     pub timings: NativeTimings,
     pub prefill: NativePrefillReport,
 }
@@ -355,6 +374,11 @@ fn to_result(
         logprobs: token_logprobs,
         stop_reason: out.stop_reason.name().to_string(),
         incomplete: params.response_format.is_some().then_some(out.incomplete),
+        speculative: out.speculative.map(|r| NativeSpeculativeReport {
+            drafted: r.drafted as u32,
+            accepted: r.accepted as u32,
+            passes: r.passes as u32,
+        }),
         timings: NativeTimings {
             ttft_ms: t.ttft_ms,
             prefill_tokens_per_second: t.prefill_tokens_per_second,
@@ -621,6 +645,14 @@ impl NativeSession {
             prefill,
             logprobs: options.top_logprobs.map(|k| k as usize),
             response_format,
+            speculative: options.speculative.map(|o| SpeculativeParams {
+                max_draft: o
+                    .max_draft_tokens
+                    .map_or(SpeculativeParams::DEFAULT_MAX_DRAFT, |k| k as usize),
+                ngram_max: o
+                    .ngram
+                    .map_or(SpeculativeParams::DEFAULT_NGRAM_MAX, |n| n as usize),
+            }),
         };
         let prompt = prompt.to_vec();
         let (state, busy, flag) = (

@@ -1,0 +1,60 @@
+// Speculative decoding with prompt-lookup drafts against plain greedy decoding, same model, same run.
+//
+//   npm run bench:speculative -- --runs 3 --threads 2 --tokens 160
+//
+// Tasks: input-grounded chat requests (repeat, rewrite code, copy a list, quote a passage) and one that is not
+// (a free answer), on the default model. For each task, runs alternate plain / speculative (greedy, the same
+// tokens by construction: the ids are compared); decode tok/s is the engine's (tokens after the first over the
+// time after the first), the median over runs. Also: drafts accepted per verification pass.
+import os from 'node:os';
+import { Model, ensureDefaultModel } from '../src/index.js';
+
+const args = new Map<string, string>();
+for (let i = 2; i < process.argv.length; i += 2) args.set(process.argv[i].replace(/^--/, ''), process.argv[i + 1] ?? '');
+const runs = Number(args.get('runs') ?? 3);
+const threads = Number(args.get('threads') ?? 2);
+const maxTokens = Number(args.get('tokens') ?? 160);
+const maxDraftTokens = args.has('draft') ? Number(args.get('draft')) : undefined;
+
+const PASSAGE =
+  'Call me Ishmael. Some years ago, never mind how long precisely, having little or no money in my purse, and nothing particular to interest me on shore, I thought I would sail about a little and see the watery part of the world.';
+const TASKS: [string, string][] = [
+  ['repeat a sentence', 'Repeat this sentence exactly: The quick brown fox jumps over the lazy dog, and the dog does not even notice the fox at all.'],
+  ['rename in code', 'Rewrite this code with the variable renamed from x to count:\n```python\nx = 0\nfor item in items:\n    if item.ok:\n        x += 1\nprint(x)\n```'],
+  ['copy a list', 'Copy the list below in the same order:\n- apples\n- bananas\n- cherries\n- dates\n- elderberries'],
+  ['quote a passage', `Quote the following passage word for word:\n\n${PASSAGE}`],
+  ['free answer', 'Write a short poem about the sea.'],
+];
+
+const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
+const pause = () => new Promise((resolve) => setTimeout(resolve, 100));
+const model = await Model.load(await ensureDefaultModel(), { threads });
+console.log(`\nPrompt-lookup speculative decoding, ${model.info.path.split('/').pop()}, ${threads} threads, ${os.cpus()[0]?.model}\n`);
+console.log('| task | tokens | plain decode tok/s | speculative decode tok/s | speed-up | accepted / drafted | accepted per pass | same tokens |');
+console.log('|---|---|---|---|---|---|---|---|');
+for (const [name, task] of TASKS) {
+  const prompt = model.tokenize(model.applyChatTemplate([{ role: 'user', content: task }]), { addBos: false });
+  const plain: number[] = [];
+  const spec: number[] = [];
+  let report = { drafted: 0, accepted: 0, passes: 0, meanAcceptedLength: 0 };
+  let same = true;
+  let tokens = 0;
+  for (let r = 0; r < runs + 1; r++) {
+    const a = await model.createSession().generateText(prompt, { temperature: 0, maxTokens });
+    await pause();
+    const b = await model.createSession().generateText(prompt, { temperature: 0, maxTokens, speculative: { maxDraftTokens } });
+    await pause();
+    if (r === 0) continue; // warm-up
+    plain.push(a.timings.decodeTokensPerSecond);
+    spec.push(b.timings.decodeTokensPerSecond);
+    same &&= a.tokenIds.join() === b.tokenIds.join();
+    report = b.speculative ?? report;
+    tokens = b.tokenIds.length;
+  }
+  const p = median(plain);
+  const s = median(spec);
+  console.log(
+    `| ${name} | ${tokens} | ${p.toFixed(1)} | ${s.toFixed(1)} | ${(s / p).toFixed(2)}x | ${report.accepted} / ${report.drafted} | ${report.meanAcceptedLength.toFixed(2)} | ${same ? 'yes' : 'NO'} |`,
+  );
+}
+model.dispose();
