@@ -5,9 +5,12 @@
 // Tasks: input-grounded chat requests (repeat, rewrite code, copy a list, quote a passage) and one that is not
 // (a free answer), on the default model. For each task, runs alternate plain / speculative (greedy, the same
 // tokens by construction: the ids are compared); decode tok/s is the engine's (tokens after the first over the
-// time after the first), the median over runs. Also: drafts accepted per verification pass.
+// time after the first), the median over runs. Also: drafts accepted per verification pass. Beside them, with
+// `--peer` (default on when bench/peers has it): node-llama-cpp 3.22.1 greedy on the same token ids, plain and with
+// its `InputLookupTokenPredictor` (prompt lookup, its defaults), decode tok/s from the times its tokens arrive.
 import os from 'node:os';
 import { Model, ensureDefaultModel } from '../src/index.js';
+import { loadNodeLlamaCpp } from './peers/node-llama-cpp.js';
 
 const args = new Map<string, string>();
 for (let i = 2; i < process.argv.length; i += 2) args.set(process.argv[i].replace(/^--/, ''), process.argv[i + 1] ?? '');
@@ -28,10 +31,16 @@ const TASKS: [string, string][] = [
 
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
 const pause = () => new Promise((resolve) => setTimeout(resolve, 100));
-const model = await Model.load(await ensureDefaultModel(), { threads });
+const file = await ensureDefaultModel();
+const model = await Model.load(file, { threads });
+const peer = args.get('peer') === 'false' ? undefined : await loadNodeLlamaCpp(file, threads);
+const peerPlain = await peer?.sequence();
+const peerLookup = await peer?.sequence(peer && new peer.module.InputLookupTokenPredictor());
 console.log(`\nPrompt-lookup speculative decoding, ${model.info.path.split('/').pop()}, ${threads} threads, ${os.cpus()[0]?.model}\n`);
-console.log('| task | tokens | plain decode tok/s | speculative decode tok/s | speed-up | accepted / drafted | accepted per pass | same tokens |');
-console.log('|---|---|---|---|---|---|---|---|');
+console.log(
+  '| task | tokens | plain decode tok/s | speculative decode tok/s | speed-up | accepted / drafted | accepted per pass | same tokens | node-llama-cpp plain | node-llama-cpp input lookup | its speed-up | ours / its lookup |',
+);
+console.log('|---|---|---|---|---|---|---|---|---|---|---|---|');
 for (const [name, task] of TASKS) {
   const prompt = model.tokenize(model.applyChatTemplate([{ role: 'user', content: task }]), { addBos: false });
   const plain: number[] = [];
@@ -39,12 +48,22 @@ for (const [name, task] of TASKS) {
   let report = { drafted: 0, accepted: 0, passes: 0, meanAcceptedLength: 0 };
   let same = true;
   let tokens = 0;
+  const theirPlain: number[] = [];
+  const theirLookup: number[] = [];
   for (let r = 0; r < runs + 1; r++) {
     const a = await model.createSession().generateText(prompt, { temperature: 0, maxTokens });
     await pause();
     const b = await model.createSession().generateText(prompt, { temperature: 0, maxTokens, speculative: { maxDraftTokens } });
     await pause();
+    const c = peer && peerPlain ? await peer.complete(peerPlain, prompt, { temperature: 0, maxTokens }) : undefined;
+    await pause();
+    const d = peer && peerLookup ? await peer.complete(peerLookup, prompt, { temperature: 0, maxTokens }) : undefined;
+    await pause();
     if (r === 0) continue; // warm-up
+    if (c && d) {
+      theirPlain.push(c.tokPerSecond);
+      theirLookup.push(d.tokPerSecond);
+    }
     plain.push(a.timings.decodeTokensPerSecond);
     spec.push(b.timings.decodeTokensPerSecond);
     same &&= a.tokenIds.join() === b.tokenIds.join();
@@ -53,8 +72,13 @@ for (const [name, task] of TASKS) {
   }
   const p = median(plain);
   const s = median(spec);
+  const theirs = theirPlain.length > 0 ? [median(theirPlain), median(theirLookup)] : undefined;
+  const peerCells = theirs
+    ? `${theirs[0].toFixed(1)} | ${theirs[1].toFixed(1)} | ${(theirs[1] / theirs[0]).toFixed(2)}x | ${(s / theirs[1]).toFixed(2)}x`
+    : '| | |';
   console.log(
-    `| ${name} | ${tokens} | ${p.toFixed(1)} | ${s.toFixed(1)} | ${(s / p).toFixed(2)}x | ${report.accepted} / ${report.drafted} | ${report.meanAcceptedLength.toFixed(2)} | ${same ? 'yes' : 'NO'} |`,
+    `| ${name} | ${tokens} | ${p.toFixed(1)} | ${s.toFixed(1)} | ${(s / p).toFixed(2)}x | ${report.accepted} / ${report.drafted} | ${report.meanAcceptedLength.toFixed(2)} | ${same ? 'yes' : 'NO'} | ${peerCells} |`,
   );
 }
 model.dispose();
+process.exit(0);

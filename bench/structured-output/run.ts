@@ -18,13 +18,11 @@
 //   accepts it; a generation cut at 256 tokens counts as invalid.
 import { Ajv2020 } from 'ajv/dist/2020.js';
 import addFormats from 'ajv-formats';
-import { createRequire } from 'node:module';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { Model, ensureDefaultModel } from '../../src/index.js';
 import { SCHEMAS } from './schemas.js';
+import { loadNodeLlamaCpp } from '../peers/node-llama-cpp.js';
 
-const here = path.dirname(fileURLToPath(import.meta.url));
 const args = new Map<string, string>();
 for (let i = 2; i < process.argv.length; i += 2) args.set(process.argv[i].replace(/^--/, ''), process.argv[i + 1] ?? '');
 const seeds = (args.get('seeds') ?? '1,2').split(',').map(Number);
@@ -66,60 +64,20 @@ const model = await Model.load(file, { threads });
 const ours = { constrained: tally(), free: tally() };
 const theirs = tally();
 
-// node-llama-cpp from bench/peers (see its README).
-type Peer = {
-  complete(tokens: number[], schema: object, seed: number): Promise<{ text: string; tokens: number; tokPerSecond: number } | undefined>;
-};
-async function loadPeer(): Promise<Peer | undefined> {
-  const require = createRequire(path.join(here, '..', 'peers', 'package.json'));
-  let entry: string;
-  try {
-    entry = require.resolve('node-llama-cpp');
-  } catch {
-    console.error('node-llama-cpp is not installed in bench/peers: running seedinfer only');
-    return undefined;
-  }
-  // node-llama-cpp resolves only from bench/peers: the little of its API used here, typed by hand.
-  interface Completion {
-    generateCompletion(tokens: number[], options: object): Promise<string>;
-    dispose(options: { disposeSequence: boolean }): void;
-  }
-  const nlc = (await import(entry)) as {
-    getLlama(options: object): Promise<{
-      loadModel(options: object): Promise<{ createContext(options: object): Promise<{ getSequence(): { clearHistory(): Promise<void> } }> }>;
-      createGrammarForJsonSchema(schema: object): Promise<object>;
-    }>;
-    LlamaLogLevel: { error: unknown };
-    LlamaCompletion: new (options: { contextSequence: unknown }) => Completion;
-  };
-  const llama = await nlc.getLlama({ gpu: false, build: 'never', maxThreads: threads, logLevel: nlc.LlamaLogLevel.error });
-  const peerModel = await llama.loadModel({ modelPath: file, gpuLayers: 0 });
-  const context = await peerModel.createContext({ contextSize: 1024, sequences: 1, threads, flashAttention: false });
-  const sequence = context.getSequence();
+// node-llama-cpp from bench/peers (see its README): constrained by its JSON-schema grammar.
+async function loadPeer() {
+  const nlc = await loadNodeLlamaCpp(file, threads);
+  if (!nlc) return undefined;
+  const sequence = await nlc.sequence();
   return {
-    async complete(tokens, schema, seed) {
+    async complete(tokens: number[], schema: object, seed: number) {
       let grammar;
       try {
-        grammar = await llama.createGrammarForJsonSchema(schema);
+        grammar = await nlc.createGrammarForJsonSchema(schema);
       } catch {
         return undefined;
       }
-      await sequence.clearHistory();
-      const completion = new nlc.LlamaCompletion({ contextSequence: sequence });
-      const times: number[] = [];
-      const text = await completion.generateCompletion(tokens, {
-        grammar,
-        maxTokens: MAX_TOKENS,
-        seed,
-        ...sampling,
-        onToken: (t: number[]) => {
-          for (let i = 0; i < t.length; i++) times.push(performance.now());
-        },
-      });
-      completion.dispose({ disposeSequence: false });
-      const n = times.length;
-      const seconds = n > 1 ? (times[n - 1] - times[0]) / 1000 : 0;
-      return { text, tokens: n, tokPerSecond: seconds > 0 ? (n - 1) / seconds : 0 };
+      return nlc.complete(sequence, tokens, { grammar, maxTokens: MAX_TOKENS, seed, ...sampling });
     },
   };
 }
