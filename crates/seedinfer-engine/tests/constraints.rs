@@ -5,26 +5,13 @@
 
 use seedinfer_engine::constraint::ResponseFormat;
 use seedinfer_engine::{
-    GenerateParams, GenerationOutput, LoadOptions, Model, SamplingParams, Session, StopReason,
+    GenerateParams, GenerationOutput, Model, SamplingParams, Session, StopReason,
 };
 use serde_json::{json, Value};
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Barrier};
 
 mod common;
-
-fn model() -> Arc<Model> {
-    Arc::new(
-        Model::load(
-            &common::stories_dir(),
-            &LoadOptions {
-                threads: Some(2),
-                ..Default::default()
-            },
-        )
-        .expect("stories260K loads"),
-    )
-}
 
 fn params(format: ResponseFormat, seed: Option<u64>, max_tokens: usize) -> GenerateParams {
     GenerateParams {
@@ -91,7 +78,7 @@ fn check_person(text: &str) {
 
 #[test]
 fn json_schema_outputs_parse_and_validate() {
-    let model = model();
+    let model = common::stories_model();
     for seed in [None, Some(1), Some(2), Some(3)] {
         let format = ResponseFormat::JsonSchema {
             schema: person_schema(),
@@ -117,7 +104,7 @@ fn json_schema_outputs_parse_and_validate() {
 
 #[test]
 fn regex_and_grammar_outputs_match() {
-    let model = model();
+    let model = common::stories_model();
     let date = regex_lite_date();
     for seed in [None, Some(4), Some(5)] {
         let out = run(
@@ -166,7 +153,7 @@ fn regex_lite_date() -> impl Fn(&str) -> bool {
 
 #[test]
 fn bad_formats_are_invalid_options_and_cut_outputs_are_incomplete() {
-    let model = model();
+    let model = common::stories_model();
     let mut session = Session::new(Arc::clone(&model), 512).expect("session");
     for format in [
         ResponseFormat::JsonSchema {
@@ -216,7 +203,7 @@ fn bad_formats_are_invalid_options_and_cut_outputs_are_incomplete() {
 
 #[test]
 fn constrained_sessions_batched_together_match_their_runs_alone() {
-    let model = model();
+    let model = common::stories_model();
     let requests: Vec<(Vec<u32>, GenerateParams)> = (0..4u64)
         .map(|i| {
             let format = match i % 2 {
@@ -261,7 +248,7 @@ fn constrained_sessions_batched_together_match_their_runs_alone() {
 
 #[test]
 fn tagged_json_is_the_schema_between_its_tags() {
-    let model = model();
+    let model = common::stories_model();
     let schema = json!({
         "anyOf": [
             { "type": "object", "properties": { "name": { "const": "get_weather" }, "arguments": { "type": "object", "properties": { "city": { "type": "string", "maxLength": 12 } }, "required": ["city"] } }, "required": ["name", "arguments"] },

@@ -4,26 +4,12 @@
 //! session — while drafts are really verified and accepted. Settings it cannot keep exact are refused.
 
 use seedinfer_engine::{
-    GenerateParams, GenerationOutput, LoadOptions, Model, SamplingParams, Session,
-    SpeculativeParams,
+    GenerateParams, GenerationOutput, SamplingParams, Session, SpeculativeParams,
 };
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
 mod common;
-
-fn model() -> Arc<Model> {
-    Arc::new(
-        Model::load(
-            &common::stories_dir(),
-            &LoadOptions {
-                threads: Some(2),
-                ..Default::default()
-            },
-        )
-        .expect("stories260K loads"),
-    )
-}
 
 fn greedy(max_tokens: usize, sampling: SamplingParams, stop: Vec<String>) -> GenerateParams {
     GenerateParams {
@@ -45,7 +31,7 @@ fn generate(session: &mut Session, prompt: &[u32], params: &GenerateParams) -> G
 
 #[test]
 fn prompt_lookup_drafts_give_the_plain_greedy_tokens() {
-    let model = model();
+    let model = common::stories_model();
     let tokenizer = &model.tokenizer;
     let texts = [
         "Once upon a time, there was a little girl named Lily. She loved to play. Once upon a time, there was a little",
@@ -103,7 +89,7 @@ fn prompt_lookup_drafts_give_the_plain_greedy_tokens() {
 
 #[test]
 fn settings_it_cannot_keep_exact_are_refused() {
-    let model = model();
+    let model = common::stories_model();
     let mut session = Session::new(Arc::clone(&model), 256).expect("session");
     for params in [
         GenerateParams {

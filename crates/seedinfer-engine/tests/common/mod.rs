@@ -22,6 +22,15 @@ pub fn stories_dir() -> PathBuf {
         })
 }
 
+/// stories260K loaded with two threads, shared by a test's sessions.
+pub fn stories_model() -> Arc<Model> {
+    let options = seedinfer_engine::LoadOptions {
+        threads: Some(2),
+        ..Default::default()
+    };
+    Arc::new(Model::load(&stories_dir(), &options).expect("stories260K loads"))
+}
+
 pub fn read_json(name: &str) -> serde_json::Value {
     let path = stories_dir().join(name);
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
