@@ -8,6 +8,7 @@
 // Each run uses a different long prompt (no prefix-cache hits). Figures are medians over the runs.
 import os from 'node:os';
 import { Model, ensureDefaultModel } from '../src/index.js';
+import { median } from './cli-args.js';
 
 function option(name: string, fallback: string): string {
   const i = process.argv.indexOf(`--${name}`);
@@ -21,7 +22,6 @@ const threads = Number(option('threads', String(Math.min(2, os.availableParallel
 const modelPath = option('model', '') || (await ensureDefaultModel());
 
 const tokens = (seed: number, n: number) => Array.from({ length: n }, (_, t) => 100 + ((t * 37 + seed * 101) % 5000));
-const median = (v: number[]) => [...v].sort((a, b) => a - b)[Math.floor(v.length / 2)];
 const percentile = (v: number[], p: number) => [...v].sort((a, b) => a - b)[Math.min(v.length - 1, Math.floor(p * v.length))];
 
 console.log(`${modelPath}: ${streams} streams decoding, then a ${promptTokens}-token prompt; ${threads} threads; CPU ${os.cpus()[0]?.model}`);

@@ -19,6 +19,7 @@ import { fork, type ChildProcess } from 'node:child_process';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { median } from './cli-args.js';
 
 type Engine = 'seedinfer' | 'node-llama-cpp';
 
@@ -42,7 +43,6 @@ type ChildMessage = RunResult | { kind: 'ready'; description: string } | { kind:
 
 const PROMPT_TOKENS = 32;
 const prompt = (stream: number) => Array.from({ length: PROMPT_TOKENS }, (_, t) => 100 + ((t * 37 + stream * 101) % 5000));
-const median = (v: number[]) => [...v].sort((a, b) => a - b)[Math.floor(v.length / 2)];
 
 /** What a child engine does: N streams at once; `onFirst(i)` at stream i's first token. */
 interface ChildEngine {

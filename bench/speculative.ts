@@ -10,14 +10,14 @@
 // its `InputLookupTokenPredictor` (prompt lookup, its defaults), decode tok/s from the times its tokens arrive.
 import os from 'node:os';
 import { Model, ensureDefaultModel } from '../src/index.js';
+import { argument, median } from './cli-args.js';
 import { loadNodeLlamaCpp } from './peers/node-llama-cpp.js';
 
-const args = new Map<string, string>();
-for (let i = 2; i < process.argv.length; i += 2) args.set(process.argv[i].replace(/^--/, ''), process.argv[i + 1] ?? '');
-const runs = Number(args.get('runs') ?? 3);
-const threads = Number(args.get('threads') ?? 2);
-const maxTokens = Number(args.get('tokens') ?? 160);
-const maxDraftTokens = args.has('draft') ? Number(args.get('draft')) : undefined;
+const runs = Number(argument('runs') ?? 3);
+const threads = Number(argument('threads') ?? 2);
+const maxTokens = Number(argument('tokens') ?? 160);
+const draft = argument('draft');
+const maxDraftTokens = draft === undefined ? undefined : Number(draft);
 
 const PASSAGE =
   'Call me Ishmael. Some years ago, never mind how long precisely, having little or no money in my purse, and nothing particular to interest me on shore, I thought I would sail about a little and see the watery part of the world.';
@@ -29,11 +29,10 @@ const TASKS: [string, string][] = [
   ['free answer', 'Write a short poem about the sea.'],
 ];
 
-const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
 const pause = () => new Promise((resolve) => setTimeout(resolve, 100));
 const file = await ensureDefaultModel();
 const model = await Model.load(file, { threads });
-const peer = args.get('peer') === 'false' ? undefined : await loadNodeLlamaCpp(file, threads);
+const peer = argument('peer') === 'false' ? undefined : await loadNodeLlamaCpp(file, threads);
 const peerPlain = await peer?.sequence();
 const peerLookup = await peer?.sequence(peer && new peer.module.InputLookupTokenPredictor());
 console.log(`\nPrompt-lookup speculative decoding, ${model.info.path.split('/').pop()}, ${threads} threads, ${os.cpus()[0]?.model}\n`);

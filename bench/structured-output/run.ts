@@ -21,14 +21,13 @@ import addFormats from 'ajv-formats';
 import path from 'node:path';
 import { Model, ensureDefaultModel } from '../../src/index.js';
 import { SCHEMAS } from './schemas.js';
+import { argument } from '../cli-args.js';
 import { loadNodeLlamaCpp } from '../peers/node-llama-cpp.js';
 
-const args = new Map<string, string>();
-for (let i = 2; i < process.argv.length; i += 2) args.set(process.argv[i].replace(/^--/, ''), process.argv[i + 1] ?? '');
-const seeds = (args.get('seeds') ?? '1,2').split(',').map(Number);
-const threads = Number(args.get('threads') ?? 2);
-const schemas = SCHEMAS.slice(0, Number(args.get('schemas') ?? SCHEMAS.length));
-const withPeer = args.get('peer') !== 'false';
+const seeds = (argument('seeds') ?? '1,2').split(',').map(Number);
+const threads = Number(argument('threads') ?? 2);
+const schemas = SCHEMAS.slice(0, Number(argument('schemas') ?? SCHEMAS.length));
+const withPeer = argument('peer') !== 'false';
 const MAX_TOKENS = 256;
 const sampling = { temperature: 0.8, topK: 40, topP: 0.95, minP: 0.05 };
 
