@@ -1,7 +1,6 @@
 // Renders chat messages with the model's Jinja chat template (tokenizer_config.json or GGUF metadata).
 import { Template } from '@huggingface/jinja';
 import { SeedinferError } from './errors.js';
-import type { ChatMessage } from '../index.js';
 
 /**
  * Chat templates for architectures whose files may carry none (llama.cpp's GGUF conversion of Gemma 3 keeps it
@@ -68,7 +67,10 @@ export interface ChatTemplateContext {
   eosToken?: string;
 }
 
-/** Compiles `source` once; the returned function renders messages with it. */
+/**
+ * Compiles `source` once; the returned function renders messages with it: messages as templates take them
+ * (`Model` checks the caller's and shapes tool calls and results, `tool-calls.ts`).
+ */
 export function compileChatTemplate(source: string, context: ChatTemplateContext) {
   let template: Template;
   try {
@@ -78,10 +80,7 @@ export function compileChatTemplate(source: string, context: ChatTemplateContext
       cause: error,
     });
   }
-  return (messages: ChatMessage[], addGenerationPrompt: boolean, tools?: object[]): string => {
-    if (!Array.isArray(messages) || messages.some((m) => typeof m?.role !== 'string' || typeof m?.content !== 'string')) {
-      throw new SeedinferError('INVALID_OPTION', 'messages must be an array of { role: string, content: string }');
-    }
+  return (messages: object[], addGenerationPrompt: boolean, tools?: object[]): string => {
     if (tools !== undefined && (!Array.isArray(tools) || tools.some((t) => typeof t !== 'object' || t === null))) {
       throw new SeedinferError('INVALID_OPTION', 'tools must be an array of objects (JSON-schema function descriptions)');
     }

@@ -176,11 +176,11 @@ export class Model {
   }
 
   /** Messages as the template takes them (tool calls and results in the family's shape; see tool-calls.ts). */
-  private checkedMessages(messages: ChatMessage[], injectTools: Parameters<typeof templateMessages>[2]): ChatMessage[] {
+  private checkedMessages(messages: ChatMessage[], injectTools: Parameters<typeof templateMessages>[2]): object[] {
     if (!Array.isArray(messages) || messages.some((m) => typeof m?.role !== 'string' || (m.content != null && typeof m.content !== 'string'))) {
       throw new SeedinferError('INVALID_OPTION', 'messages must be an array of { role: string, content: string | null }');
     }
-    return templateMessages(this.toolFormat, messages, injectTools) as ChatMessage[];
+    return templateMessages(this.toolFormat, messages, injectTools);
   }
 
   /**
