@@ -319,17 +319,24 @@ export interface GenerateOptions {
    */
   responseFormat?: ResponseFormat;
   /**
-   * Speculative decoding with prompt-lookup drafts (METHODS.md): after each token, the tokens that followed the
-   * last 3 (then 2, then 1) tokens where they occurred earlier in the prompt or output are verified in one pass;
-   * the agreeing ones cost no pass of their own. Greedy only (`temperature: 0`) for now, where the output is exactly
-   * plain decoding's; pays on output that copies its input (quoting, extracting, editing given text or code).
+   * Exact speculative decoding (METHODS.md): drafts (see {@link SpeculativeOptions.draft}) are verified in one
+   * pass, and the accepted ones cost no pass of their own. Greedy output is exactly plain decoding's; sampled output
+   * follows plain decoding's distribution (speculative sampling), and with prompt-lookup drafts it is plain
+   * decoding's token for token for a seed. Prompt lookup pays on output that copies its input (quoting,
+   * extracting, editing given text or code); a draft model on any output it predicts well.
    */
   speculative?: SpeculativeOptions;
 }
 
 export interface SpeculativeOptions {
-  /** Where drafts come from. Default and only value so far: `promptLookup`. */
-  draft?: 'promptLookup';
+  /**
+   * Where drafts come from: `promptLookup` (default: the tokens that followed an earlier occurrence of the
+   * output's last tokens in the prompt and output), `self` (the model's first `draftLayers` layers, then its final
+   * norm and output head), or a loaded `Model` with the same vocabulary (e.g. a smaller or lower-bit copy).
+   */
+  draft?: 'promptLookup' | 'self' | Model;
+  /** With `draft: 'self'`: layers the draft runs, 1 to the model's layers - 1. Default: half the layers. */
+  draftLayers?: number;
   /** Most drafts verified per pass, 1 to 64. Default 10. */
   maxDraftTokens?: number;
   /** Longest suffix looked up, 1 to 16. Default 3. */

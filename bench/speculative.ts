@@ -1,14 +1,19 @@
-// Speculative decoding with prompt-lookup drafts against plain greedy decoding, same model, same run.
+// Speculative decoding against plain greedy decoding, same model, same run, per draft source.
 //
-//   npm run bench:speculative -- --runs 3 --threads 2 --tokens 160
+//   npm run bench:speculative -- --runs 3 --threads 2 --tokens 160 --source lookup
 //
+// `--source`: `lookup` (prompt lookup, default), `self` or `self:N` (the model's first half or N layers), `model`
+// (the same file loaded a second time as the draft model: every draft agrees, so the row measures what drafting
+// and verifying cost against what they save, the best case of a draft model).
 // Tasks: input-grounded chat requests (repeat, rewrite code, copy a list, quote a passage) and one that is not
 // (a free answer), on the default model. For each task, runs alternate plain / speculative (greedy, the same
 // tokens by construction: the ids are compared); decode tok/s is the engine's (tokens after the first over the
 // time after the first), the median over runs. Also: drafts accepted per verification pass. Beside them, with
 // `--peer` (default on when bench/peers has it): node-llama-cpp 3.22.1 greedy on the same token ids, plain and with
-// its `InputLookupTokenPredictor` (prompt lookup, its defaults), decode tok/s from the times its tokens arrive.
+// its `InputLookupTokenPredictor` (for `lookup`) or `DraftSequenceTokenPredictor` over a second context of the same
+// model (for `model`), at their defaults; decode tok/s from the times its tokens arrive.
 import os from 'node:os';
+import type { SpeculativeOptions } from '../index.js';
 import { Model, ensureDefaultModel } from '../src/index.js';
 import { argument, median } from './cli-args.js';
 import { loadNodeLlamaCpp } from './peers/node-llama-cpp.js';
@@ -18,6 +23,7 @@ const threads = Number(argument('threads') ?? 2);
 const maxTokens = Number(argument('tokens') ?? 160);
 const draft = argument('draft');
 const maxDraftTokens = draft === undefined ? undefined : Number(draft);
+const source = argument('source') ?? 'lookup';
 
 const PASSAGE =
   'Call me Ishmael. Some years ago, never mind how long precisely, having little or no money in my purse, and nothing particular to interest me on shore, I thought I would sail about a little and see the watery part of the world.';
@@ -32,12 +38,24 @@ const TASKS: [string, string][] = [
 const pause = () => new Promise((resolve) => setTimeout(resolve, 100));
 const file = await ensureDefaultModel();
 const model = await Model.load(file, { threads });
-const peer = argument('peer') === 'false' ? undefined : await loadNodeLlamaCpp(file, threads);
+let speculative: SpeculativeOptions;
+let draftModel: Model | undefined;
+if (source === 'lookup') speculative = { maxDraftTokens };
+else if (source === 'model') {
+  draftModel = await Model.load(file, { threads });
+  speculative = { draft: draftModel, maxDraftTokens };
+} else if (source.startsWith('self')) {
+  const layers = source.split(':')[1];
+  speculative = { draft: 'self', maxDraftTokens, ...(layers ? { draftLayers: Number(layers) } : {}) };
+} else throw new Error(`--source must be lookup, self, self:N or model, got ${source}`);
+const peer = argument('peer') === 'false' || source.startsWith('self') ? undefined : await loadNodeLlamaCpp(file, threads);
 const peerPlain = await peer?.sequence();
-const peerLookup = await peer?.sequence(peer && new peer.module.InputLookupTokenPredictor());
-console.log(`\nPrompt-lookup speculative decoding, ${model.info.path.split('/').pop()}, ${threads} threads, ${os.cpus()[0]?.model}\n`);
+const peerPredictor =
+  peer && (source === 'model' ? new peer.module.DraftSequenceTokenPredictor(await peer.sequence()) : new peer.module.InputLookupTokenPredictor());
+const peerSpec = await peer?.sequence(peerPredictor);
+console.log(`\nSpeculative decoding with drafts from ${source}, ${model.info.path.split('/').pop()}, ${threads} threads, ${os.cpus()[0]?.model}\n`);
 console.log(
-  '| task | tokens | plain decode tok/s | speculative decode tok/s | speed-up | accepted / drafted | accepted per pass | same tokens | node-llama-cpp plain | node-llama-cpp input lookup | its speed-up | ours / its lookup |',
+  '| task | tokens | plain decode tok/s | speculative decode tok/s | speed-up | accepted / drafted | accepted per pass | same tokens | node-llama-cpp plain | node-llama-cpp with its predictor | its speed-up | ours / its speculative |',
 );
 console.log('|---|---|---|---|---|---|---|---|---|---|---|---|');
 for (const [name, task] of TASKS) {
@@ -52,11 +70,11 @@ for (const [name, task] of TASKS) {
   for (let r = 0; r < runs + 1; r++) {
     const a = await model.createSession().generateText(prompt, { temperature: 0, maxTokens });
     await pause();
-    const b = await model.createSession().generateText(prompt, { temperature: 0, maxTokens, speculative: { maxDraftTokens } });
+    const b = await model.createSession().generateText(prompt, { temperature: 0, maxTokens, speculative });
     await pause();
     const c = peer && peerPlain ? await peer.complete(peerPlain, prompt, { temperature: 0, maxTokens }) : undefined;
     await pause();
-    const d = peer && peerLookup ? await peer.complete(peerLookup, prompt, { temperature: 0, maxTokens }) : undefined;
+    const d = peer && peerSpec ? await peer.complete(peerSpec, prompt, { temperature: 0, maxTokens }) : undefined;
     await pause();
     if (r === 0) continue; // warm-up
     if (c && d) {
@@ -79,5 +97,6 @@ for (const [name, task] of TASKS) {
     `| ${name} | ${tokens} | ${p.toFixed(1)} | ${s.toFixed(1)} | ${(s / p).toFixed(2)}x | ${report.accepted} / ${report.drafted} | ${report.meanAcceptedLength.toFixed(2)} | ${same ? 'yes' : 'NO'} | ${peerCells} |`,
   );
 }
+draftModel?.dispose();
 model.dispose();
 process.exit(0);

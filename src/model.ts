@@ -5,7 +5,7 @@ import { resolveModelSource } from './fetch/resolve.js';
 import { native } from './native.js';
 import { withAbortFlag } from './abort.js';
 import type { NativeModel, NativeModelInfo } from './native.js';
-import { ABORT_OPTIONS, GENERATE_OPTIONS, Session, toTokenIds } from './session.js';
+import { ABORT_OPTIONS, GENERATE_OPTIONS, Session, registerNativeModel, toTokenIds } from './session.js';
 import { checkTools, parseToolCalls, templateMessages, toolCallFormat, toolFormatOf, type ToolFormat } from './tool-calls.js';
 import type {
   AbortOptions,
@@ -119,6 +119,7 @@ export class Model {
       ? compileChatTemplate(template, { bosToken: raw.bosToken, eosToken: raw.eosToken })
       : undefined;
     this.toolFormat = toolFormatOf(template);
+    registerNativeModel(this, () => this.live());
   }
 
   static async load(pathOrId?: string, options: LoadOptions = {}): Promise<Model> {

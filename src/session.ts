@@ -14,6 +14,7 @@ import type {
 import type {
   NativeGenerateOptions,
   NativeGenerationEvent,
+  NativeModel,
   NativePrefillOptions,
   NativePrefillReport,
   NativeResponseFormat,
@@ -59,7 +60,7 @@ export const GENERATE_OPTIONS = optionNames<GenerateOptions>()([
   'responseFormat',
   'speculative',
 ]);
-const SPECULATIVE_OPTIONS = optionNames<SpeculativeOptions>()(['draft', 'maxDraftTokens', 'ngram']);
+const SPECULATIVE_OPTIONS = optionNames<SpeculativeOptions>()(['draft', 'draftLayers', 'maxDraftTokens', 'ngram']);
 const RESPONSE_FORMAT_FIELDS: Record<string, readonly string[]> = {
   text: ['type'],
   json_object: ['type'],
@@ -151,17 +152,43 @@ function nativeResponseFormat(format: ResponseFormat | undefined): NativeRespons
   }
 }
 
+/** The native model behind each loaded Model, so a Model can be passed as a draft (filled by Model's
+ * constructor; a disposed model throws DISPOSED). */
+const nativeModels = new WeakMap<object, () => NativeModel>();
+
+export function registerNativeModel(model: object, live: () => NativeModel): void {
+  nativeModels.set(model, live);
+}
+
+const DRAFT_NAMES = ['promptLookup', 'self'];
+
 /** Checks the shape of `speculative`; the engine checks the ranges and where it applies. */
 function nativeSpeculative(options: SpeculativeOptions | undefined): NativeSpeculativeOptions | undefined {
   if (options === undefined) return undefined;
   if (typeof options !== 'object' || options === null) throw new SeedinferError('INVALID_OPTION', 'option speculative must be an object');
   checkOptionNames('speculative', options, SPECULATIVE_OPTIONS);
-  if (options.draft !== undefined && options.draft !== 'promptLookup') {
-    throw new SeedinferError('INVALID_OPTION', `option speculative.draft must be 'promptLookup', got ${JSON.stringify(options.draft)}`);
+  const draft = options.draft;
+  if (draft !== undefined && !(typeof draft === 'string' ? DRAFT_NAMES.includes(draft) : nativeModels.has(draft as object))) {
+    throw new SeedinferError('INVALID_OPTION', `option speculative.draft must be 'promptLookup', 'self' or a loaded Model, got ${typeof draft === 'string' ? JSON.stringify(draft) : typeof draft}`);
   }
+  if (options.draftLayers !== undefined && draft !== 'self') {
+    throw new SeedinferError('INVALID_OPTION', "option speculative.draftLayers needs draft 'self'");
+  }
+  checkNumberOption('speculative.draftLayers', options.draftLayers, 1, 10_000, true);
   checkNumberOption('speculative.maxDraftTokens', options.maxDraftTokens, 1, 64, true);
   checkNumberOption('speculative.ngram', options.ngram, 1, 16, true);
-  return { maxDraftTokens: options.maxDraftTokens, ngram: options.ngram };
+  return {
+    draft: typeof draft === 'object' ? 'model' : draft,
+    draftLayers: options.draftLayers,
+    maxDraftTokens: options.maxDraftTokens,
+    ngram: options.ngram,
+  };
+}
+
+/** The native draft model `speculative.draft` names, if it is a Model. */
+function draftModelOf(options: SpeculativeOptions | undefined): NativeModel | undefined {
+  const draft = options?.draft;
+  return typeof draft === 'object' && draft !== null ? nativeModels.get(draft)?.() : undefined;
 }
 
 function prefillReport(r: NativePrefillReport, promptTokens: number): PrefillReport {
@@ -375,10 +402,12 @@ export class Session {
   ): Promise<GenerationResult> {
     let promptTokenIds: Uint32Array;
     let nativeOpts: NativeGenerateOptions;
+    let draftModel: NativeModel | undefined;
     try {
       const inner = this.live();
       if (this.running) throw new SeedinferError('SESSION_BUSY', 'the session is already generating');
       nativeOpts = nativeOptions(options);
+      draftModel = draftModelOf(options.speculative);
       if (format) {
         if (nativeOpts.responseFormat) throw new SeedinferError('INVALID_OPTION', 'responseFormat cannot be combined with toolChoice required or a named tool');
         nativeOpts.responseFormat = format;
@@ -451,6 +480,7 @@ export class Session {
             }
           },
           abortFlag,
+          draftModel,
         );
       } catch (error) {
         settle();

@@ -22,6 +22,7 @@ interface Module {
     dispose(options: { disposeSequence: boolean }): void;
   };
   InputLookupTokenPredictor: new (options?: object) => object;
+  DraftSequenceTokenPredictor: new (draftSequence: Sequence, options?: object) => object;
 }
 
 /** A timed completion: its text, how many tokens, decode tok/s from the times tokens arrived. */
@@ -34,7 +35,8 @@ export interface TimedCompletion {
 export interface NodeLlamaCpp {
   module: Module;
   createGrammarForJsonSchema(schema: object): Promise<object>;
-  /** A sequence of its own context, optionally with a token predictor (`new module.InputLookupTokenPredictor()`). */
+  /** A sequence of its own context, optionally with a token predictor (`new module.InputLookupTokenPredictor()`,
+   * or `new module.DraftSequenceTokenPredictor(await sequence())`: the same model drafting). */
   sequence(tokenPredictor?: object): Promise<Sequence>;
   /** Generates from `tokens` on `sequence` (cleared first) with `options` (LlamaCompletion's), timed. */
   complete(sequence: Sequence, tokens: number[], options: object): Promise<TimedCompletion>;

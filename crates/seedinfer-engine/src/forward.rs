@@ -275,13 +275,29 @@ pub fn forward<O: Operations, C: KvStore>(
     logits: &mut Vec<f32>,
     logits_for: LogitsFor,
 ) {
+    forward_first_layers::<O, C>(cfg, w, w.layers.len(), tokens, cache, s, logits, logits_for)
+}
+
+/// [`forward`] through the first `layers` layers only, then the final norm and the output head: the model
+/// truncated, as a self-draft runs it (`cache` holds those layers).
+#[allow(clippy::too_many_arguments)]
+pub fn forward_first_layers<O: Operations, C: KvStore>(
+    cfg: &LlamaConfig,
+    w: &LlamaWeights,
+    layers: usize,
+    tokens: &[u32],
+    cache: &mut C,
+    s: &mut Scratch,
+    logits: &mut Vec<f32>,
+    logits_for: LogitsFor,
+) {
     let n = tokens.len();
     let d = cfg.hidden_size;
     let positions = Positions::From(cache.len());
     let mut x = std::mem::take(&mut s.x);
     x.resize(n * d, 0.0);
     embed(cfg, w, tokens, &mut x);
-    for (l, layer) in w.layers.iter().enumerate() {
+    for (l, layer) in w.layers[..layers].iter().enumerate() {
         layer_step::<O, C>(cfg, layer, l, &mut x, positions, None, cache, s);
     }
     cache.commit(n);

@@ -411,6 +411,11 @@ impl ContiguousKv {
             values: vec![Vec::new(); layers],
         }
     }
+
+    /// Keeps the first `len` positions (later writes overwrite the rows past them).
+    pub fn truncate(&mut self, len: usize) {
+        self.len = self.len.min(len);
+    }
 }
 
 impl KvStore for ContiguousKv {

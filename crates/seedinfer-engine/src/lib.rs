@@ -32,11 +32,11 @@ pub use model::{LoadOptions, Model, ModelInfo, Numerics};
 pub use perplexity::{Perplexity, WindowScore};
 pub use quantize::{quantize_model, QuantFormat, QuantizeProgress, QuantizeReport};
 pub use quantize_mix::Mix;
-pub use sampler::{SamplingParams, TokenLogprobs};
+pub use sampler::{Distribution, SamplingParams, TokenLogprobs};
 pub use session::{
     Chunk, GenerateParams, GenerationOutput, Session, SpeculativeReport, StopReason, Timings,
     MAX_TOP_LOGPROBS,
 };
-pub use speculative::SpeculativeParams;
+pub use speculative::{DraftSource, SpeculativeParams};
 pub use token_pruning::{PassReport, PrefillStrategy, Stage};
 pub use weights::WeightFormat;

@@ -118,6 +118,18 @@ impl Sampler {
         history: &[u32],
         allowed: Option<&SimpleVob>,
     ) -> u32 {
+        let d = self.distribution(logits, history, allowed);
+        self.draw(&d)
+    }
+
+    /// The distribution the chain leaves for the next token: a single token when greedy, else the candidates
+    /// with their weights after penalties, mask, top-k, top-p, min-p and temperature.
+    pub fn distribution(
+        &mut self,
+        logits: &[f32],
+        history: &[u32],
+        allowed: Option<&SimpleVob>,
+    ) -> Distribution {
         let p = &self.params;
         let penalized =
             p.repetition_penalty != 1.0 || p.presence_penalty != 0.0 || p.frequency_penalty != 0.0;
@@ -148,7 +160,7 @@ impl Sampler {
         let c = &mut self.candidates;
         c.clear();
         match allowed {
-            None if p.temperature == 0.0 => return argmax(logits),
+            None if p.temperature == 0.0 => return Distribution::single(argmax(logits)),
             None => c.extend(logits.iter().enumerate().map(|(i, l)| (i as u32, *l))),
             Some(mask) => {
                 mask.iter_set_entries(|i| {
@@ -158,7 +170,7 @@ impl Sampler {
                 });
                 if c.is_empty() {
                     // Nothing allowed is a logit: the caller broke the contract; fall back to the model's choice.
-                    return argmax(logits);
+                    return Distribution::single(argmax(logits));
                 }
                 if p.temperature == 0.0 {
                     // The first best, as `argmax` picks among ties.
@@ -168,7 +180,7 @@ impl Sampler {
                             best = (i, l);
                         }
                     }
-                    return best.0;
+                    return Distribution::single(best.0);
                 }
             }
         }
@@ -200,19 +212,98 @@ impl Sampler {
             keep = keep.min(probs.iter().take_while(|q| **q >= threshold).count().max(1));
         }
         c.truncate(keep);
-        let weights: Vec<f32> = c
+        let weighted: Vec<(u32, f32)> = c
             .iter()
-            .map(|(_, l)| ((l - max) / p.temperature).exp())
+            .map(|(id, l)| (*id, ((l - max) / p.temperature).exp()))
             .collect();
-        let total: f32 = weights.iter().sum();
-        let mut r = self.rng.random::<f32>() * total;
-        for ((id, _), w) in c.iter().zip(&weights) {
+        let total = weighted.iter().map(|(_, w)| w).sum();
+        Distribution {
+            weighted,
+            total,
+            certain: false,
+        }
+    }
+
+    /// A token drawn from `d` (a single token takes no draw from the generator).
+    pub fn draw(&mut self, d: &Distribution) -> u32 {
+        if d.certain {
+            return d.weighted[0].0;
+        }
+        let mut r = self.rng.random::<f32>() * d.total;
+        for (id, w) in &d.weighted {
             if r < *w {
                 return *id;
             }
             r -= w;
         }
-        c[c.len() - 1].0
+        d.weighted[d.weighted.len() - 1].0
+    }
+
+    /// The token at a position where a draft proposed `draft`, drawn as `draft` from `q`: speculative sampling
+    /// (Leviathan et al.; Chen et al.), whose output follows `p` exactly. With `q` a single token (a greedy or
+    /// prompt-lookup draft) that is a plain draw from `p`, the draw plain decoding makes; otherwise `draft` is kept
+    /// with probability min(1, p/q), and on rejection a token is drawn from the normalised max(0, p - q).
+    pub fn draw_speculative(&mut self, p: &Distribution, draft: u32, q: &Distribution) -> u32 {
+        if q.certain {
+            return self.draw(p);
+        }
+        let (p_draft, q_draft) = (p.probability(draft), q.probability(draft));
+        if q_draft > 0.0 && self.rng.random::<f32>() * q_draft < p_draft {
+            return draft;
+        }
+        let q_of: std::collections::HashMap<u32, f32> = q
+            .weighted
+            .iter()
+            .map(|&(id, w)| (id, w / q.total))
+            .collect();
+        let weighted: Vec<(u32, f32)> = p
+            .weighted
+            .iter()
+            .map(|&(id, w)| {
+                let q = q_of.get(&id).copied().unwrap_or(0.0);
+                (id, (w / p.total - q).max(0.0))
+            })
+            .filter(|&(_, w)| w > 0.0)
+            .collect();
+        let total: f32 = weighted.iter().map(|(_, w)| w).sum();
+        if weighted.is_empty() || total <= 0.0 {
+            // p <= q wherever p has mass, i.e. p = q up to rounding: the draft would have been kept.
+            return self.draw(p);
+        }
+        self.draw(&Distribution {
+            weighted,
+            total,
+            certain: false,
+        })
+    }
+}
+
+/// What the sampler draws the next token from: candidates with non-negative weights summing to `total`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Distribution {
+    weighted: Vec<(u32, f32)>,
+    total: f32,
+    /// Greedy: the one candidate is taken without a draw (a sampled distribution of one candidate still draws,
+    /// so a seed's stream of draws does not depend on how many candidates the chain left).
+    certain: bool,
+}
+
+impl Distribution {
+    /// Certainty: `token` with probability 1.
+    pub fn single(token: u32) -> Self {
+        Self {
+            weighted: vec![(token, 1.0)],
+            total: 1.0,
+            certain: true,
+        }
+    }
+
+    /// The probability of `token` (0 if it is not a candidate).
+    pub fn probability(&self, token: u32) -> f32 {
+        self.weighted
+            .iter()
+            .find(|(id, _)| *id == token)
+            .map_or(0.0, |(_, w)| w / self.total)
     }
 }
 
@@ -384,5 +475,53 @@ mod tests {
             .map(|_| s.sample_allowed(&l, &[], Some(&few)))
             .collect();
         assert_eq!(drawn, [0, 1, 2].into_iter().collect());
+    }
+
+    #[test]
+    fn speculative_draws_follow_the_target_distribution() {
+        // p and q differ (q favours token 0, p token 2, q has a token p lacks); drafts drawn from q, kept or
+        // replaced by the rule, come out distributed as p.
+        let p = Distribution {
+            weighted: vec![(2, 5.0), (0, 2.0), (1, 3.0)],
+            total: 10.0,
+            certain: false,
+        };
+        let q = Distribution {
+            weighted: vec![(0, 6.0), (1, 1.0), (2, 2.0), (3, 1.0)],
+            total: 10.0,
+            certain: false,
+        };
+        let mut drafter = Sampler::new(SamplingParams {
+            seed: 1,
+            ..Default::default()
+        });
+        let mut target = Sampler::new(SamplingParams {
+            seed: 2,
+            ..Default::default()
+        });
+        const N: usize = 200_000;
+        let mut counts = [0usize; 4];
+        for _ in 0..N {
+            let draft = drafter.draw(&q);
+            counts[target.draw_speculative(&p, draft, &q) as usize] += 1;
+        }
+        for (token, count) in counts.iter().enumerate() {
+            let expected = p.probability(token as u32) as f64;
+            let sd = (expected * (1.0 - expected) / N as f64).sqrt().max(1e-9);
+            let seen = *count as f64 / N as f64;
+            assert!(
+                (seen - expected).abs() < 5.0 * sd,
+                "token {token}: {seen} vs {expected}"
+            );
+        }
+        // A certain draft (greedy, prompt lookup) leaves the plain draw, with the same generator state.
+        let mut a = Sampler::new(SamplingParams::default());
+        let mut b = Sampler::new(SamplingParams::default());
+        for draft in 0..50u32 {
+            assert_eq!(
+                a.draw_speculative(&p, draft % 4, &Distribution::single(draft % 4)),
+                b.draw(&p)
+            );
+        }
     }
 }

@@ -7,8 +7,9 @@ use crate::forward::{LogitsFor, Scratch};
 use crate::kv_cache::{KvStore, PagedKv};
 use crate::model::{Model, Numerics};
 use crate::ops_seedinfer::SeedinferOps;
+use crate::sampler::Distribution;
 use crate::sampler::{Sampler, SamplingParams, TokenLogprobs};
-use crate::speculative::{prompt_lookup, SpeculativeParams, VerifiedDrafts};
+use crate::speculative::{Drafter, SpeculativeParams, VerifiedDrafts};
 use crate::token_pruning::{forward_pruned, PassReport, PrefillStrategy, PrunedPositions};
 use seedinfer_tokenizer::StreamDecoder;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -31,7 +32,7 @@ pub struct GenerateParams {
     pub logprobs: Option<usize>,
     /// What the output must be (a JSON schema, a regex, a grammar); `None`: free text.
     pub response_format: Option<ResponseFormat>,
-    /// Speculative decoding with prompt-lookup drafts (`crate::speculative`); `None`: one token per pass.
+    /// Speculative decoding: drafts verified several at a time (`crate::speculative`); `None`: one token per pass.
     pub speculative: Option<SpeculativeParams>,
 }
 
@@ -436,32 +437,37 @@ impl Session {
         }
     }
 
-    /// The drafts prompt lookup proposes after `token`: at most `budget`, `left - 1` (the tokens still to
-    /// generate after it) and what the context holds.
+    /// The drafts `drafter` proposes after `token`: at most `budget`, `left - 1` (the tokens still to generate
+    /// after it) and what the context holds.
     fn propose(
         &self,
+        drafter: &mut Drafter,
         token: u32,
-        spec: &SpeculativeParams,
         budget: usize,
         left: usize,
-    ) -> Vec<u32> {
+    ) -> Vec<(u32, Distribution)> {
         let room = self.context_size().saturating_sub(self.tokens.len() + 1);
+        let count = budget.min(room).min(left.saturating_sub(1));
+        if count == 0 {
+            return Vec::new();
+        }
         let mut history = Vec::with_capacity(self.tokens.len() + 1);
         history.extend_from_slice(&self.tokens);
         history.push(token);
-        prompt_lookup(
-            &history,
-            spec.ngram_max,
-            budget.min(room).min(left.saturating_sub(1)),
-        )
+        drafter.propose(&history, count)
     }
 
     /// Feeds `token` and `proposal` in one pass, queueing each draft with the logits after it; `last_logits`
     /// are those after `token`.
-    fn verify(&mut self, token: u32, proposal: &[u32], drafts: &mut VerifiedDrafts) -> Result<()> {
+    fn verify(
+        &mut self,
+        token: u32,
+        proposal: Vec<(u32, Distribution)>,
+        drafts: &mut VerifiedDrafts,
+    ) -> Result<()> {
         let mut fed = Vec::with_capacity(proposal.len() + 1);
         fed.push(token);
-        fed.extend_from_slice(proposal);
+        fed.extend(proposal.iter().map(|(t, _)| *t));
         let vocab_size = self.model.config.vocab_size;
         let mut rows: Vec<Vec<f32>> = Vec::with_capacity(fed.len());
         self.run_chunks(
@@ -659,9 +665,7 @@ impl Session {
         }
         if let Some(spec) = &params.speculative {
             spec.validate()?;
-            let why = if params.sampling.temperature != 0.0 {
-                Some("it samples greedily for now (temperature 0)")
-            } else if params.response_format.is_some() {
+            let why = if params.response_format.is_some() {
                 Some("it does not combine with responseFormat yet")
             } else if params.prefill != PrefillStrategy::Dense {
                 Some("it needs the dense prefill")
@@ -684,6 +688,11 @@ impl Session {
         // Room for the prompt and at least one generated token.
         let to_feed = self.feed(prompt, 1)?;
         let model = Arc::clone(&self.model);
+        let mut drafter = params
+            .speculative
+            .as_ref()
+            .map(|spec| Drafter::new(spec, &model, self.context_size(), &params.sampling))
+            .transpose()?;
         // Compiled before the prompt runs (a bad schema fails first); its first mask is computed during the prefill.
         let mut constraint: Option<TokenConstraint> = params
             .response_format
@@ -763,12 +772,12 @@ impl Session {
                 if accepted.is_none() {
                     self.drop_drafts(&mut drafts);
                 }
-                let proposal = match (&accepted, &params.speculative) {
-                    (None, Some(spec)) => {
+                let proposal = match (&accepted, &params.speculative, drafter.as_mut()) {
+                    (None, Some(spec), Some(drafter)) => {
                         let budget = drafts.budget(spec.max_draft);
                         self.propose(
+                            drafter,
                             previous,
-                            spec,
                             budget,
                             params.max_tokens - out.token_ids.len(),
                         )
@@ -780,7 +789,7 @@ impl Session {
                     self.last_logits = Some(logits);
                     Ok(0)
                 } else if !proposal.is_empty() {
-                    self.verify(previous, &proposal, &mut drafts).map(|()| 0)
+                    self.verify(previous, proposal, &mut drafts).map(|()| 0)
                 } else if batched && self.pruned.is_none() {
                     self.decode_batched(previous).map(|()| 0)
                 } else {
@@ -815,7 +824,14 @@ impl Session {
                 .transpose()?;
             // The history the sampler sees ends at the position these logits follow (drafts after it do not count).
             let history = &self.tokens[..self.tokens.len() - drafts.len()];
-            let token = sampler.sample_allowed(logits, history, allowed);
+            let token = match drafts.next() {
+                // A verified draft at this position: kept or replaced by the rule of speculative sampling.
+                Some((draft, q)) => {
+                    let p = sampler.distribution(logits, history, allowed);
+                    sampler.draw_speculative(&p, draft, q)
+                }
+                None => sampler.sample_allowed(logits, history, allowed),
+            };
             if let Some(c) = constraint.as_mut() {
                 c.advance(token)?;
             }

@@ -1,20 +1,53 @@
-//! Exact speculative decoding with drafts from prompt lookup (METHODS.md, "Speculative decoding (exact)").
+//! Exact speculative decoding (METHODS.md, "Speculative decoding (exact)").
 //!
-//! After each generated token, the last `n` tokens (n = `ngram_max` down to 1) are looked up earlier in the prompt
-//! and output; the tokens that followed the most recent match are proposed as drafts. One forward pass over
-//! [token + drafts] gives the logits after each of them; the sampler then runs position by position as it would
-//! have: while its token equals the next draft, that draft's logits are already computed and the step costs
-//! nothing; at the first disagreement the remaining drafts leave the cache. With greedy sampling the output is the
-//! plain decoding's token for token (a pass over several tokens gives each row the bits of a one-token pass).
+//! Drafts come from prompt lookup (after each generated token, the last `n` tokens, n = `ngram_max` down to 1,
+//! are looked up earlier in the prompt and output, and the tokens that followed the most recent match are
+//! proposed), from a draft model sharing the vocabulary, or from the model itself truncated to its first layers
+//! (a self-draft: those layers, the final norm and the output head). One forward pass over [token + drafts] gives
+//! the logits after each of them; the sampler then runs position by position as it would have, the draft's
+//! token kept by the rule of speculative sampling ([`crate::sampler::Sampler::draw_speculative`]): while it is
+//! kept, that draft's logits are already computed and the step costs nothing; at the first rejection the remaining
+//! drafts leave the cache. Greedy output is the plain decoding's token for token (a pass over several tokens gives
+//! each row the bits of a one-token pass); sampled output follows the plain decoding's distribution, and with
+//! prompt-lookup drafts it is the plain decoding's token for token for a seed.
 
 use crate::error::{EngineError, Result};
+use crate::forward::{forward_first_layers, LogitsFor, Scratch};
+use crate::kv_cache::{ContiguousKv, KvStore};
+use crate::model::Model;
+use crate::ops_seedinfer::SeedinferOps;
+use crate::sampler::{Distribution, Sampler, SamplingParams};
 use std::collections::VecDeque;
+use std::sync::Arc;
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// Where drafts come from.
+#[derive(Clone, Default)]
+pub enum DraftSource {
+    /// The tokens that followed an earlier occurrence of the output's last tokens in the prompt and output.
+    #[default]
+    PromptLookup,
+    /// A model with the same vocabulary (typically smaller, or the same one in fewer bits), run alongside.
+    Model(Arc<Model>),
+    /// The model itself truncated to its first `n` layers, then its final norm and output head.
+    FirstLayers(usize),
+}
+
+impl std::fmt::Debug for DraftSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::PromptLookup => f.write_str("PromptLookup"),
+            Self::Model(m) => write!(f, "Model({})", m.info.architecture),
+            Self::FirstLayers(n) => write!(f, "FirstLayers({n})"),
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
 pub struct SpeculativeParams {
+    pub source: DraftSource,
     /// Most drafts verified per pass.
     pub max_draft: usize,
-    /// Longest suffix looked up (then shorter ones, down to one token).
+    /// Longest suffix prompt lookup looks up (then shorter ones, down to one token).
     pub ngram_max: usize,
 }
 
@@ -42,9 +75,186 @@ impl SpeculativeParams {
 impl Default for SpeculativeParams {
     fn default() -> Self {
         Self {
+            source: DraftSource::PromptLookup,
             max_draft: Self::DEFAULT_MAX_DRAFT,
             ngram_max: Self::DEFAULT_NGRAM_MAX,
         }
+    }
+}
+
+/// Proposes drafts, each with the distribution it was drawn from.
+pub(crate) enum Drafter {
+    Lookup { ngram_max: usize },
+    Forward(Box<ForwardDrafter>),
+}
+
+impl Drafter {
+    /// The drafter for `spec` next to `target`, for a session of `context_size` positions sampled with
+    /// `sampling`; `INVALID_OPTION` if the draft cannot serve that session.
+    pub fn new(
+        spec: &SpeculativeParams,
+        target: &Arc<Model>,
+        context_size: usize,
+        sampling: &SamplingParams,
+    ) -> Result<Self> {
+        let (model, layers) = match &spec.source {
+            DraftSource::PromptLookup => {
+                return Ok(Self::Lookup {
+                    ngram_max: spec.ngram_max,
+                })
+            }
+            DraftSource::FirstLayers(n) => {
+                let all = target.config.layers;
+                if !(1..all).contains(n) {
+                    return Err(EngineError::InvalidOption(format!(
+                        "speculative.draftLayers must be in [1, {}] for this model ({all} layers), got {n}",
+                        all - 1
+                    )));
+                }
+                (Arc::clone(target), *n)
+            }
+            DraftSource::Model(draft) => {
+                check_same_vocabulary(target, draft)?;
+                if draft.config.context_length < context_size {
+                    return Err(EngineError::InvalidOption(format!(
+                        "the draft model's context ({} tokens) is shorter than the session's ({context_size})",
+                        draft.config.context_length
+                    )));
+                }
+                (Arc::clone(draft), draft.config.layers)
+            }
+        };
+        let c = &model.config;
+        // Drafts are drawn with the generation's settings and a seed of their own.
+        let sampling = SamplingParams {
+            seed: sampling.seed ^ 0x5eed_d4af_7000_0001,
+            ..sampling.clone()
+        };
+        Ok(Self::Forward(Box::new(ForwardDrafter {
+            cache: ContiguousKv::new(
+                layers,
+                c.kv_heads * c.head_dim,
+                c.head_dim,
+                model.kv_pool.layout().block_size,
+            ),
+            model,
+            layers,
+            tokens: Vec::new(),
+            logits: Vec::new(),
+            scratch: Scratch::default(),
+            sampler: Sampler::new(sampling),
+        })))
+    }
+
+    /// Up to `count` drafts after `history` (the session's tokens, the last one just generated).
+    pub fn propose(&mut self, history: &[u32], count: usize) -> Vec<(u32, Distribution)> {
+        match self {
+            Self::Lookup { ngram_max } => prompt_lookup(history, *ngram_max, count)
+                .into_iter()
+                .map(|t| (t, Distribution::single(t)))
+                .collect(),
+            Self::Forward(d) => d.propose(history, count),
+        }
+    }
+}
+
+/// Whether `draft` tokenizes as `target` does (same size, same token texts at a sample of ids): drafts in
+/// another vocabulary would never be accepted.
+fn check_same_vocabulary(target: &Model, draft: &Model) -> Result<()> {
+    let (t, d) = (&target.tokenizer, &draft.tokenizer);
+    let size = target.config.vocab_size;
+    let differs = draft.config.vocab_size != size
+        || t.vocab_size() != d.vocab_size()
+        || (0..size as u32)
+            .step_by((size / 1024).max(1))
+            .any(|id| t.token_text(id) != d.token_text(id));
+    if differs {
+        return Err(EngineError::InvalidOption(
+            "the draft model must have the model's vocabulary".into(),
+        ));
+    }
+    Ok(())
+}
+
+/// Drafts from a forward pass: a draft model, or the model's first layers, with a cache of their own.
+pub(crate) struct ForwardDrafter {
+    model: Arc<Model>,
+    /// Layers run: all of a draft model's, the first ones of the model for a self-draft.
+    layers: usize,
+    cache: ContiguousKv,
+    /// The tokens in `cache`, in order.
+    tokens: Vec<u32>,
+    /// The logits after the last of `tokens`.
+    logits: Vec<f32>,
+    scratch: Scratch,
+    sampler: Sampler,
+}
+
+/// Tokens a drafter catches up on per pass.
+const CATCH_UP_CHUNK: usize = 256;
+
+impl ForwardDrafter {
+    fn propose(&mut self, history: &[u32], count: usize) -> Vec<(u32, Distribution)> {
+        if history.is_empty() || count == 0 {
+            return Vec::new();
+        }
+        // Keep the cache's longest prefix of `history` (drafts that were rejected leave), then catch up.
+        let common = self
+            .tokens
+            .iter()
+            .zip(history)
+            .take_while(|(a, b)| a == b)
+            .count();
+        let keep = if common == history.len() && self.tokens.len() == common {
+            common
+        } else {
+            common.min(history.len() - 1)
+        };
+        self.truncate(keep);
+        for chunk in history[keep..].chunks(CATCH_UP_CHUNK) {
+            self.run(chunk);
+        }
+        let mut seen = history.to_vec();
+        let mut drafts = Vec::with_capacity(count);
+        for i in 0..count {
+            let q = self.sampler.distribution(&self.logits, &seen, None);
+            let token = self.sampler.draw(&q);
+            drafts.push((token, q));
+            if i + 1 < count {
+                self.run(&[token]);
+                seen.push(token);
+            }
+        }
+        drafts
+    }
+
+    fn truncate(&mut self, len: usize) {
+        self.cache.truncate(len);
+        self.tokens.truncate(len);
+    }
+
+    fn run(&mut self, tokens: &[u32]) {
+        let model = &self.model;
+        let (cache, scratch, logits, layers) = (
+            &mut self.cache,
+            &mut self.scratch,
+            &mut self.logits,
+            self.layers,
+        );
+        model.install(|| {
+            forward_first_layers::<SeedinferOps, ContiguousKv>(
+                &model.config,
+                &model.weights,
+                layers,
+                tokens,
+                cache,
+                scratch,
+                logits,
+                LogitsFor::Last,
+            )
+        });
+        self.tokens.extend_from_slice(tokens);
+        debug_assert_eq!(self.tokens.len(), self.cache.len());
     }
 }
 
@@ -70,8 +280,8 @@ pub fn prompt_lookup(history: &[u32], ngram_max: usize, max_draft: usize) -> Vec
 /// reports.
 #[derive(Default)]
 pub(crate) struct VerifiedDrafts {
-    /// Each draft with the logits after it.
-    queue: VecDeque<(u32, Vec<f32>)>,
+    /// Each draft, the distribution it was drawn from, and the logits after it.
+    queue: VecDeque<(u32, Distribution, Vec<f32>)>,
     /// Drafts to propose next (adaptive, as Hugging Face's assisted generation: two more after a pass whose
     /// drafts were all accepted, one fewer after a rejection): a pass costs more the more rows it verifies, so
     /// drafts that keep failing should stay few.
@@ -100,19 +310,29 @@ impl VerifiedDrafts {
     }
 
     /// Records a verification pass: `drafts` follow the fed token, `logits` holds the rows after each of them.
-    pub fn verified(&mut self, drafts: &[u32], logits: impl Iterator<Item = Vec<f32>>) {
-        self.queue.extend(drafts.iter().copied().zip(logits));
+    pub fn verified(
+        &mut self,
+        drafts: Vec<(u32, Distribution)>,
+        logits: impl Iterator<Item = Vec<f32>>,
+    ) {
         self.drafted += drafts.len();
         self.passes += 1;
+        self.queue
+            .extend(drafts.into_iter().zip(logits).map(|((t, q), l)| (t, q, l)));
+    }
+
+    /// The next draft and the distribution it was drawn from, if one is verified.
+    pub fn next(&self) -> Option<(u32, &Distribution)> {
+        self.queue.front().map(|(t, q, _)| (*t, q))
     }
 
     /// The logits after `token` if it is the next draft (then accepted), else `None` (every draft is stale: the
     /// caller drops them from the cache).
     pub fn accept(&mut self, token: u32) -> Option<Vec<f32>> {
         match self.queue.front() {
-            Some((draft, _)) if *draft == token => {
+            Some((draft, _, _)) if *draft == token => {
                 self.accepted += 1;
-                let logits = self.queue.pop_front().map(|(_, logits)| logits);
+                let logits = self.queue.pop_front().map(|(_, _, logits)| logits);
                 if self.queue.is_empty() {
                     self.budget += 2;
                 }
@@ -135,6 +355,13 @@ impl VerifiedDrafts {
 mod tests {
     use super::*;
 
+    fn certain(tokens: &[u32]) -> Vec<(u32, Distribution)> {
+        tokens
+            .iter()
+            .map(|&t| (t, Distribution::single(t)))
+            .collect()
+    }
+
     #[test]
     fn lookup_takes_the_longest_most_recent_match() {
         // "a b c d | a b c e | a b c" -> the 3-gram "a b c" last occurred before "e".
@@ -152,7 +379,8 @@ mod tests {
     #[test]
     fn drafts_are_accepted_in_order_until_one_differs() {
         let mut d = VerifiedDrafts::default();
-        d.verified(&[5, 6, 7], (0..3).map(|i| vec![i as f32]));
+        d.verified(certain(&[5, 6, 7]), (0..3).map(|i| vec![i as f32]));
+        assert_eq!(d.next().map(|(t, _)| t), Some(5));
         assert_eq!(d.accept(5), Some(vec![0.0]));
         assert_eq!(d.accept(9), None);
         assert_eq!(d.len(), 2);
@@ -164,12 +392,12 @@ mod tests {
     fn the_budget_grows_while_drafts_hold_and_shrinks_when_they_fail() {
         let mut d = VerifiedDrafts::default();
         assert_eq!(d.budget(10), FIRST_BUDGET);
-        d.verified(&[1, 2], (0..2).map(|_| Vec::new()));
+        d.verified(certain(&[1, 2]), (0..2).map(|_| Vec::new()));
         d.accept(1);
         d.accept(2);
         assert_eq!(d.budget(10), FIRST_BUDGET + 2);
         assert_eq!(d.budget(5), 5);
-        d.verified(&[3, 4], (0..2).map(|_| Vec::new()));
+        d.verified(certain(&[3, 4]), (0..2).map(|_| Vec::new()));
         assert_eq!(d.accept(9), None);
         assert_eq!(d.budget(10), 4);
     }

@@ -3,12 +3,13 @@
 //! them in order.
 
 use crate::error::{catch_panics, coded, to_js, Coded, CodedTask, Result};
+use crate::model::NativeModel;
 use napi::bindgen_prelude::*;
 use napi::threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode};
 use napi_derive::napi;
 use seedinfer_engine::{
-    GenerateParams, GenerationOutput, Model, PrefillStrategy, ResponseFormat, SamplingParams,
-    Session, SpeculativeParams, Stage, TokenLogprobs,
+    DraftSource, GenerateParams, GenerationOutput, Model, PrefillStrategy, ResponseFormat,
+    SamplingParams, Session, SpeculativeParams, Stage, TokenLogprobs,
 };
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -32,15 +33,61 @@ pub struct NativeGenerateOptions {
     pub top_logprobs: Option<u32>,
     /// What the output must be (absent: free text).
     pub response_format: Option<NativeResponseFormat>,
-    /// Speculative decoding with prompt-lookup drafts (absent: off).
+    /// Speculative decoding (absent: off).
     pub speculative: Option<NativeSpeculativeOptions>,
 }
 
-/// Prompt-lookup drafts: at most `max_draft_tokens` per pass, suffixes of up to `ngram` tokens looked up.
+/// Drafts from `draft`: `promptLookup` (suffixes of up to `ngram` tokens looked up), `model` (the draft model
+/// passed to `generate`) or `self` (the model's first `draft_layers` layers); at most `max_draft_tokens` per pass.
 #[napi(object)]
 pub struct NativeSpeculativeOptions {
+    pub draft: Option<String>,
+    pub draft_layers: Option<u32>,
     pub max_draft_tokens: Option<u32>,
     pub ngram: Option<u32>,
+}
+
+/// The engine's speculative settings for `options`, drafting with `draft_model` when it says `model`.
+fn speculative(
+    options: Option<NativeSpeculativeOptions>,
+    draft_model: Option<&NativeModel>,
+    layers: usize,
+) -> Result<Option<SpeculativeParams>> {
+    let Some(o) = options else {
+        return Ok(None);
+    };
+    let source = match (o.draft.as_deref(), draft_model) {
+        (None | Some("promptLookup"), None) => DraftSource::PromptLookup,
+        (Some("model"), Some(m)) => DraftSource::Model(Arc::clone(&m.inner)),
+        // Half the layers unless said.
+        (Some("self"), None) => {
+            DraftSource::FirstLayers(o.draft_layers.map_or((layers / 2).max(1), |n| n as usize))
+        }
+        (Some("model"), None) => {
+            return Err(coded(
+                "INVALID_OPTION",
+                "speculative.draft 'model' needs a draft model",
+            ))
+        }
+        (other, _) => {
+            return Err(coded(
+                "INVALID_OPTION",
+                &format!(
+                    "speculative.draft must be 'promptLookup', 'self' or a Model, got {}",
+                    other.unwrap_or("nothing with a draft model")
+                ),
+            ))
+        }
+    };
+    Ok(Some(SpeculativeParams {
+        source,
+        max_draft: o
+            .max_draft_tokens
+            .map_or(SpeculativeParams::DEFAULT_MAX_DRAFT, |k| k as usize),
+        ngram_max: o
+            .ngram
+            .map_or(SpeculativeParams::DEFAULT_NGRAM_MAX, |n| n as usize),
+    }))
 }
 
 /// What speculative decoding did: drafts verified and accepted, verification passes.
@@ -606,7 +653,7 @@ impl NativeSession {
 
     /// Starts generating on a new thread; events arrive through `on_event`.
     #[napi(
-        ts_args_type = "prompt: Uint32Array, options: NativeGenerateOptions, onEvent: (event: NativeGenerationEvent) => void, abort: NativeAbortFlag"
+        ts_args_type = "prompt: Uint32Array, options: NativeGenerateOptions, onEvent: (event: NativeGenerationEvent) => void, abort: NativeAbortFlag, draftModel?: NativeModel | undefined | null"
     )]
     pub fn generate(
         &self,
@@ -614,6 +661,7 @@ impl NativeSession {
         options: NativeGenerateOptions,
         on_event: EventSink,
         abort: &NativeAbortFlag,
+        draft_model: Option<&NativeModel>,
     ) -> Result<()> {
         if !(options.seed.is_finite() && options.seed >= 0.0) {
             return Err(coded(
@@ -626,6 +674,7 @@ impl NativeSession {
         let prefill = prefill_strategy(options.prefill, layers)?;
         prefill.validate(layers).map_err(to_js)?;
         let response_format = response_format(options.response_format)?;
+        let speculative = speculative(options.speculative, draft_model, layers)?;
         self.claim()?;
         let params = GenerateParams {
             max_tokens: options.max_tokens as usize,
@@ -645,14 +694,7 @@ impl NativeSession {
             prefill,
             logprobs: options.top_logprobs.map(|k| k as usize),
             response_format,
-            speculative: options.speculative.map(|o| SpeculativeParams {
-                max_draft: o
-                    .max_draft_tokens
-                    .map_or(SpeculativeParams::DEFAULT_MAX_DRAFT, |k| k as usize),
-                ngram_max: o
-                    .ngram
-                    .map_or(SpeculativeParams::DEFAULT_NGRAM_MAX, |n| n as usize),
-            }),
+            speculative,
         };
         let prompt = prompt.to_vec();
         let (state, busy, flag) = (
