@@ -72,7 +72,9 @@ export async function loadNodeLlamaCpp(modelPath: string, threads: number, conte
           for (let i = 0; i < t.length; i++) times.push(performance.now());
         },
       });
-      completion.dispose({ disposeSequence: false });
+      // Not disposed: a draft predictor may still be evaluating ahead for it, and a disposed completion makes it throw
+      // (node-llama-cpp 3.22.1); the next completion on the sequence clears its history anyway.
+      void completion;
       const n = times.length;
       const seconds = n > 1 ? (times[n - 1] - times[0]) / 1000 : 0;
       return { text, tokens: n, tokPerSecond: seconds > 0 ? (n - 1) / seconds : 0 };

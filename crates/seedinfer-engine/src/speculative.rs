@@ -286,6 +286,13 @@ pub(crate) struct VerifiedDrafts {
     /// drafts were all accepted, one fewer after a rejection): a pass costs more the more rows it verifies, so
     /// drafts that keep failing should stay few.
     budget: usize,
+    /// Drafts accepted since the last verification pass.
+    accepted_of_pass: usize,
+    /// Steps to decode without drafts, after passes with a single draft accepted nothing (`backoff` steps, doubling
+    /// with each such pass up to [`MAX_BACKOFF`], back to none once a draft holds): a source that keeps failing
+    /// (a poor draft model, output that copies nothing) costs little more than plain decoding.
+    pause: usize,
+    backoff: usize,
     pub drafted: usize,
     pub accepted: usize,
     pub passes: usize,
@@ -294,9 +301,16 @@ pub(crate) struct VerifiedDrafts {
 /// Drafts proposed at first.
 const FIRST_BUDGET: usize = 4;
 
+/// The longest pause of drafting, in tokens.
+const MAX_BACKOFF: usize = 32;
+
 impl VerifiedDrafts {
-    /// How many drafts to propose now, at most `max`.
+    /// How many drafts to propose now, at most `max`; 0 while drafting pauses.
     pub fn budget(&mut self, max: usize) -> usize {
+        if self.pause > 0 {
+            self.pause -= 1;
+            return 0;
+        }
         if self.budget == 0 {
             self.budget = FIRST_BUDGET;
         }
@@ -317,6 +331,7 @@ impl VerifiedDrafts {
     ) {
         self.drafted += drafts.len();
         self.passes += 1;
+        self.accepted_of_pass = 0;
         self.queue
             .extend(drafts.into_iter().zip(logits).map(|((t, q), l)| (t, q, l)));
     }
@@ -332,6 +347,8 @@ impl VerifiedDrafts {
         match self.queue.front() {
             Some((draft, _, _)) if *draft == token => {
                 self.accepted += 1;
+                self.accepted_of_pass += 1;
+                self.backoff = 0;
                 let logits = self.queue.pop_front().map(|(_, _, logits)| logits);
                 if self.queue.is_empty() {
                     self.budget += 2;
@@ -339,6 +356,10 @@ impl VerifiedDrafts {
                 logits
             }
             Some(_) => {
+                if self.accepted_of_pass == 0 && self.budget <= 1 {
+                    self.backoff = (self.backoff * 2).clamp(1, MAX_BACKOFF);
+                    self.pause = self.backoff;
+                }
                 self.budget = self.budget.saturating_sub(1).max(1);
                 None
             }
@@ -400,5 +421,38 @@ mod tests {
         d.verified(certain(&[3, 4]), (0..2).map(|_| Vec::new()));
         assert_eq!(d.accept(9), None);
         assert_eq!(d.budget(10), 4);
+    }
+
+    #[test]
+    fn drafting_pauses_longer_after_each_pass_that_accepts_nothing() {
+        let mut d = VerifiedDrafts::default();
+        let fail = |d: &mut VerifiedDrafts| {
+            let budget = d.budget(10);
+            d.verified(certain(&vec![1; budget]), (0..budget).map(|_| Vec::new()));
+            assert_eq!(d.accept(2), None);
+            d.clear();
+        };
+        // Passes of 4, 3, 2 drafts fail: no pause yet; then the pass of 1 draft fails: 1 step without drafts.
+        for _ in 0..3 {
+            fail(&mut d);
+            assert_ne!(d.budget(10), 0);
+        }
+        fail(&mut d);
+        let pauses = |d: &mut VerifiedDrafts| (0..).take_while(|_| d.budget(10) == 0).count();
+        assert_eq!(pauses(&mut d), 1);
+        // The budget() call that ended the pause proposed one draft; it fails too: 2, then 4 ... 32 steps.
+        for expected in [2, 4, 8, 16, 32, 32] {
+            d.verified(certain(&[1]), std::iter::once(Vec::new()));
+            assert_eq!(d.accept(2), None);
+            d.clear();
+            assert_eq!(pauses(&mut d), expected);
+        }
+        // A draft that holds ends the backoff.
+        d.verified(certain(&[1]), std::iter::once(Vec::new()));
+        assert!(d.accept(1).is_some());
+        assert_eq!(d.budget(10), 3);
+        d.verified(certain(&[1]), std::iter::once(Vec::new()));
+        assert_eq!(d.accept(2), None);
+        assert_ne!(d.budget(10), 0);
     }
 }

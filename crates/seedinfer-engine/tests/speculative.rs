@@ -79,7 +79,7 @@ fn drafts_from_every_source_give_the_plain_greedy_tokens() {
         ..Default::default()
     };
     for source in draft_sources(&model) {
-        let mut accepted = 0;
+        let (mut accepted, mut drafted) = (0, 0);
         for text in texts {
             let prompt = tokenizer.encode(text, true, false).expect("encodes");
             for (sampling, stop, max_tokens, context) in [
@@ -103,6 +103,7 @@ fn drafts_from_every_source_give_the_plain_greedy_tokens() {
                 let report = spec.speculative.expect("a report");
                 assert!(report.accepted <= report.drafted);
                 accepted += report.accepted;
+                drafted += report.drafted;
                 // The sessions hold the same conversation afterwards and continue alike.
                 assert_eq!(spec_session.all_tokens(), plain_session.all_tokens());
                 if plain_session.token_count() + 20 < context {
@@ -118,15 +119,17 @@ fn drafts_from_every_source_give_the_plain_greedy_tokens() {
                 }
             }
         }
-        // Truncated to one layer, stories260K drafts poorly (a few tokens accepted), yet drafts are verified.
+        // Truncated to one or two layers, stories260K drafts poorly (hardly a token accepted: drafting then pauses
+        // more and more), yet drafts are verified.
         let least = match source {
-            DraftSource::FirstLayers(1) => 1,
+            DraftSource::FirstLayers(n) if n < 3 => 0,
+            DraftSource::FirstLayers(_) => 10,
             _ => 50,
         };
-        eprintln!("{source:?}: {accepted} drafts accepted");
+        eprintln!("{source:?}: {accepted} of {drafted} drafts accepted");
         assert!(
-            accepted >= least,
-            "{source:?}: drafts were accepted: {accepted}"
+            drafted > 0 && accepted >= least,
+            "{source:?}: {accepted} of {drafted} drafts accepted"
         );
     }
 }
@@ -171,7 +174,7 @@ fn sampling_with_prompt_lookup_drafts_gives_plain_sampling_for_a_seed() {
         assert_eq!(spec.token_ids, plain.token_ids, "seed {seed}");
         accepted += spec.speculative.expect("a report").accepted;
     }
-    assert!(accepted > 100, "drafts were accepted: {accepted}");
+    assert!(accepted > 50, "drafts were accepted: {accepted}");
 }
 
 /// How often each second generated token occurs over `seeds` generations after `prompt`.
