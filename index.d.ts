@@ -515,6 +515,15 @@ export declare class Session {
    * of them (position i predicts what follows `tokenIds[0..=i]`). For evaluation against a reference.
    */
   predictNextTokens(tokenIds: ArrayLike<number>, options?: AbortOptions): Promise<number[]>;
+  /**
+   * Superposition prompting for retrieval-augmented generation (METHODS.md): appends `preamble`, then runs each
+   * document followed by a copy of `query` as a path forked after it, seeing the preamble and itself only, and
+   * continues from the path whose query is most likely (its mean log-likelihood: the saliency). Afterwards the
+   * session holds [preamble, that document, query]: call `generate` (with an empty prompt) for the answer. Documents'
+   * keys and values stay in the prefix cache, so a second query over the same preamble and documents computes
+   * little more than the query. With one document the session holds exactly the ordinary prompt.
+   */
+  superpose(options: SuperposeOptions): Promise<SuperposeResult>;
   /** Bytes of the KV blocks this session holds (blocks shared with other sessions included). */
   readonly kvBytes: number;
   /** Every token of the conversation so far (prompts and generated tokens). */
@@ -540,6 +549,33 @@ export declare class Session {
   reset(): void;
   /** Returns the session's KV blocks to the pool now (no waiting for GC). Later calls fail with `DISPOSED`. */
   dispose(): void;
+}
+
+export interface SuperposeOptions {
+  /** What every path sees first (instructions, a chat template's opening). Text gets BOS in an empty session. */
+  preamble?: string | ArrayLike<number>;
+  /** The documents, one path each (text, tokenized without BOS, or token ids). */
+  documents: (string | ArrayLike<number>)[];
+  /** The question (and whatever opens the answer, e.g. the template's assistant header), copied into every path. */
+  query: string | ArrayLike<number>;
+  /** Paths kept for the answer. Default and only value so far: 1 (the paper's choice). */
+  topK?: 1;
+  /** Path positions: `max` (every path starts where the preamble ends). Default and only value so far. */
+  positions?: 'max';
+  /** Aborting rejects with `ABORTED` between chunks; the session keeps the preamble. */
+  signal?: AbortSignal;
+}
+
+export interface SuperposeResult {
+  /** Per document, in order: the mean log-likelihood of the query's tokens after the preamble and that document. */
+  saliency: number[];
+  /** The documents whose paths the session continues from. */
+  kept: number[];
+  /** The preamble's, every document's and every query copy's tokens. */
+  promptTokens: number;
+  /** Of those, how many the prefix cache already held. */
+  reusedTokens: number;
+  timeMs: number;
 }
 
 /** Options of the calls that take only an AbortSignal (`predictNextTokens`, `save`, `loadSession`). */

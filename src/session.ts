@@ -10,6 +10,8 @@ import type {
   PrefillReport,
   ResponseFormat,
   SpeculativeOptions,
+  SuperposeOptions,
+  SuperposeResult,
 } from '../index.js';
 import type {
   NativeGenerateOptions,
@@ -69,6 +71,7 @@ const RESPONSE_FORMAT_FIELDS: Record<string, readonly string[]> = {
   grammar: ['type', 'lark'],
 };
 export const ABORT_OPTIONS = optionNames<AbortOptions>()(['signal']);
+const SUPERPOSE_OPTIONS = optionNames<SuperposeOptions>()(['preamble', 'documents', 'query', 'topK', 'positions', 'signal']);
 
 /** Checks the shape of `prefill` options; the engine checks them against the model's depth. */
 function nativePrefill(prefill: PrefillOptions | undefined): NativePrefillOptions | undefined {
@@ -497,6 +500,35 @@ export class Session {
     });
   }
 
+
+  async superpose(options: SuperposeOptions): Promise<SuperposeResult> {
+    return this.exclusive(async (inner) => {
+      if (typeof options !== 'object' || options === null) throw new SeedinferError('INVALID_OPTION', 'superpose options must be an object');
+      checkOptionNames('superpose', options, SUPERPOSE_OPTIONS);
+      if (options.topK !== undefined && options.topK !== 1) {
+        throw new SeedinferError('INVALID_OPTION', `option topK must be 1 (one path is kept so far), got ${String(options.topK)}`);
+      }
+      if (options.positions !== undefined && options.positions !== 'max') {
+        throw new SeedinferError('INVALID_OPTION', `option positions must be 'max' (the only layout so far), got ${JSON.stringify(options.positions)}`);
+      }
+      if (!Array.isArray(options.documents) || options.documents.length === 0) {
+        throw new SeedinferError('INVALID_OPTION', 'option documents must be a non-empty array');
+      }
+      // Text is tokenized without BOS, but for the preamble of an empty session; special tokens are parsed.
+      const tokens = (what: string, part: string | ArrayLike<number>, addBos: boolean) => {
+        if (typeof part === 'string') return toTokenIds(this.owner.tokenize(part, { addBos, special: true }));
+        if (part === null || typeof part !== 'object' || typeof part.length !== 'number') {
+          throw new SeedinferError('INVALID_OPTION', `option ${what} must be a string or an array of token ids`);
+        }
+        return toTokenIds(part);
+      };
+      const preamble = tokens('preamble', options.preamble ?? '', inner.tokenCount === 0);
+      const documents = options.documents.map((d, i) => tokens(`documents[${i}]`, d, false));
+      const query = tokens('query', options.query, false);
+      const r = await withAbortFlag(options.signal, 'superposition', (flag) => inner.superpose(preamble, documents, query, 1, flag));
+      return { saliency: r.saliency, kept: r.kept, promptTokens: r.promptTokens, reusedTokens: r.reusedTokens, timeMs: r.elapsedMs };
+    });
+  }
 
   reset(): void {
     this.guard(() => this.live().reset());

@@ -21,6 +21,7 @@ pub mod sampler;
 pub mod session;
 mod session_file;
 pub mod speculative;
+pub mod superposition;
 pub mod token_pruning;
 pub mod weights;
 
@@ -38,5 +39,6 @@ pub use session::{
     MAX_TOP_LOGPROBS,
 };
 pub use speculative::{DraftSource, SpeculativeParams};
+pub use superposition::SuperposeReport;
 pub use token_pruning::{PassReport, PrefillStrategy, Stage};
 pub use weights::WeightFormat;

@@ -264,7 +264,7 @@ impl Session {
     /// A pruning `strategy`, or a cache that pruning already left holes in, runs all tokens in one layer-by-layer
     /// pass instead ([`forward_pruned`]); `decode` says whether it is a decode step.
     #[allow(clippy::too_many_arguments)]
-    fn run_chunks(
+    pub(crate) fn run_chunks(
         &mut self,
         tokens: &[u32],
         abort: &AtomicBool,
@@ -395,7 +395,7 @@ impl Session {
     /// Checks `tokens` against the vocabulary and the context (keeping `reserve` positions free), then returns
     /// what must be fed: the pending tokens, if any, followed by `tokens`. A token stays pending
     /// until [`Session::run_chunks`] feeds it, so a call that fails or is aborted first leaves it in place.
-    fn feed(&self, tokens: &[u32], reserve: usize) -> Result<Vec<u32>> {
+    pub(crate) fn feed(&self, tokens: &[u32], reserve: usize) -> Result<Vec<u32>> {
         let vocab_size = self.model.config.vocab_size;
         if let Some(&id) = tokens.iter().find(|&&id| id as usize >= vocab_size) {
             return Err(EngineError::InvalidTokenId { id, vocab_size });

@@ -520,6 +520,60 @@ impl CodedTask for PredictNextTask {
     }
 }
 
+/// What superposition did: per document the query's mean log-likelihood, the kept documents, prompt tokens and
+/// how many of them the prefix cache held, and the time it took.
+#[napi(object)]
+pub struct NativeSuperposeReport {
+    pub saliency: Vec<f64>,
+    pub kept: Vec<u32>,
+    pub prompt_tokens: u32,
+    pub reused_tokens: u32,
+    pub elapsed_ms: f64,
+}
+
+pub struct SuperposeTask {
+    state: SessionState,
+    busy: Arc<AtomicBool>,
+    preamble: Vec<u32>,
+    documents: Vec<Vec<u32>>,
+    query: Vec<u32>,
+    top_k: usize,
+    abort: Arc<AtomicBool>,
+}
+
+impl CodedTask for SuperposeTask {
+    type Output = seedinfer_engine::SuperposeReport;
+    type JsValue = NativeSuperposeReport;
+
+    fn compute(&mut self) -> Result<Self::Output> {
+        let outcome = catch_panics(|| {
+            with_session(&self.state, |session| {
+                session
+                    .superpose(
+                        &self.preamble,
+                        &self.documents,
+                        &self.query,
+                        self.top_k,
+                        &self.abort,
+                    )
+                    .map_err(to_js)
+            })
+        });
+        self.busy.store(false, Ordering::Release);
+        outcome
+    }
+
+    fn resolve(&mut self, r: Self::Output) -> Result<Self::JsValue> {
+        Ok(NativeSuperposeReport {
+            saliency: r.saliency.iter().map(|&s| s as f64).collect(),
+            kept: r.kept.iter().map(|&k| k as u32).collect(),
+            prompt_tokens: r.prompt_tokens as u32,
+            reused_tokens: r.reused_tokens as u32,
+            elapsed_ms: r.elapsed_ms,
+        })
+    }
+}
+
 pub struct SaveSessionTask {
     state: SessionState,
     busy: Arc<AtomicBool>,
@@ -564,6 +618,30 @@ impl NativeSession {
             state: Arc::clone(&self.state),
             busy: Arc::clone(&self.busy),
             tokens: tokens.to_vec(),
+            abort: abort.flag(),
+        })))
+    }
+
+    /// Superposition prompting on a worker thread (`seedinfer_engine::superposition`): appends `preamble`, scores
+    /// each document + `query` path forked after it, and continues from the most salient; `abort` stops it within
+    /// one chunk (`ABORTED`; the session keeps the preamble).
+    #[napi(ts_return_type = "Promise<NativeSuperposeReport>")]
+    pub fn superpose(
+        &self,
+        preamble: Uint32Array,
+        documents: Vec<Uint32Array>,
+        query: Uint32Array,
+        top_k: u32,
+        abort: &NativeAbortFlag,
+    ) -> Result<AsyncTask<Coded<SuperposeTask>>> {
+        self.claim()?;
+        Ok(AsyncTask::new(Coded(SuperposeTask {
+            state: Arc::clone(&self.state),
+            busy: Arc::clone(&self.busy),
+            preamble: preamble.to_vec(),
+            documents: documents.iter().map(|d| d.to_vec()).collect(),
+            query: query.to_vec(),
+            top_k: top_k as usize,
             abort: abort.flag(),
         })))
     }
