@@ -1,8 +1,8 @@
 // Speculative decoding on the default model (SmolLM2-135M-Instruct): greedy output with drafts from prompt lookup,
 // from the model's first layers and from a draft model (an 8-bit copy) is plain greedy output token for token, on
 // prompts that make the model copy its input (where lookup drafts are accepted) and on ones that do not, alone and
-// next to other sessions generating; sampled output with lookup drafts is plain sampling's for a seed; bad options
-// and unusable draft models are INVALID_OPTION.
+// next to other sessions generating, and with a response format; sampled output with lookup drafts is plain
+// sampling's for a seed; bad options and unusable draft models are INVALID_OPTION.
 import test from 'ava';
 import path from 'node:path';
 import { Model, SeedinferError, ensureDefaultModel } from '../src/index.js';
@@ -76,6 +76,25 @@ test('sampled output with prompt-lookup drafts is plain sampling for a seed', as
     accepted += spec.speculative?.accepted ?? 0;
   }
   t.true(accepted >= 5, `accepted ${accepted}`);
+});
+
+test('with a response format, drafts give the plain constrained output', async (t) => {
+  const model = await modelPromise;
+  const example = '{"city": "Paris", "country": "France", "population": 2100000}';
+  const prompt = model.applyChatTemplate([{ role: 'user', content: `Answer in JSON like ${example}. What is the capital of Italy?` }]);
+  const responseFormat = {
+    type: 'json_schema' as const,
+    schema: {
+      type: 'object',
+      properties: { city: { type: 'string' }, country: { type: 'string' }, population: { type: 'integer' } },
+      required: ['city', 'country', 'population'],
+    },
+  };
+  const plain = await model.createSession().generateText(prompt, { temperature: 0, maxTokens: 64, responseFormat });
+  const spec = await model.createSession().generateText(prompt, { temperature: 0, maxTokens: 64, responseFormat, speculative: {} });
+  t.deepEqual(spec.tokenIds, plain.tokenIds);
+  t.truthy(JSON.parse(spec.text));
+  t.true((spec.speculative?.accepted ?? 0) > 0);
 });
 
 test('speculative options are checked', async (t) => {

@@ -665,9 +665,7 @@ impl Session {
         }
         if let Some(spec) = &params.speculative {
             spec.validate()?;
-            let why = if params.response_format.is_some() {
-                Some("it does not combine with responseFormat yet")
-            } else if params.prefill != PrefillStrategy::Dense {
+            let why = if params.prefill != PrefillStrategy::Dense {
                 Some("it needs the dense prefill")
             } else if self.model.numerics != Numerics::Seedinfer {
                 Some("llama.cpp's arithmetic depends on the batch, so drafts would change the output")

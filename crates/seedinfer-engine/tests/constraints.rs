@@ -1,11 +1,13 @@
 //! Constrained generation on stories260K (a real Llama checkpoint with a SentencePiece vocabulary of 512 pieces and
 //! byte fallback): every output parses and satisfies its schema, regex or grammar, greedy and sampled; a bad
 //! schema or pattern is `INVALID_OPTION` before any token; a cut output says it is incomplete; sessions with
-//! their own constraints batched together produce what they produce alone.
+//! their own constraints batched together produce what they produce alone; with speculative decoding (prompt lookup,
+//! a self-draft) a constrained output is the one plain decoding gives, token for token.
 
 use seedinfer_engine::constraint::ResponseFormat;
 use seedinfer_engine::{
-    GenerateParams, GenerationOutput, Model, SamplingParams, Session, StopReason,
+    DraftSource, GenerateParams, GenerationOutput, Model, SamplingParams, Session,
+    SpeculativeParams, StopReason,
 };
 use serde_json::{json, Value};
 use std::sync::atomic::AtomicBool;
@@ -100,6 +102,51 @@ fn json_schema_outputs_parse_and_validate() {
             serde_json::from_str(&out.text).unwrap_or_else(|e| panic!("{:?}: {e}", out.text));
         assert!(v.is_object());
     }
+}
+
+#[test]
+fn speculative_drafts_keep_constrained_outputs_exact() {
+    let model = common::stories_model();
+    // A prompt that holds JSON of the schema's shape, so prompt-lookup drafts find matches.
+    let mut prompt = vec![1];
+    prompt.extend(
+        model
+            .tokenizer
+            .encode(
+                r#"{"name": "Lily", "age": 5, "tags": ["red", "blue"]} {"name": "Tom", "age": 7, "tags": ["red"]} "#,
+                false,
+                false,
+            )
+            .expect("encodes"),
+    );
+    let mut accepted = 0;
+    for seed in [None, Some(1), Some(2), Some(3)] {
+        let format = ResponseFormat::JsonSchema {
+            schema: person_schema(),
+            strict: true,
+        };
+        let plain_params = params(format, seed, 200);
+        let plain = run(&model, &prompt, &plain_params);
+        let mut sources = vec![DraftSource::PromptLookup];
+        if seed.is_none() {
+            sources.push(DraftSource::FirstLayers(3));
+        }
+        for source in sources {
+            let spec = GenerateParams {
+                speculative: Some(SpeculativeParams {
+                    source: source.clone(),
+                    ..Default::default()
+                }),
+                ..plain_params.clone()
+            };
+            let out = run(&model, &prompt, &spec);
+            assert_eq!(out.token_ids, plain.token_ids, "{seed:?} {source:?}");
+            assert_eq!(out.stop_reason, plain.stop_reason);
+            check_person(&out.text);
+            accepted += out.speculative.expect("a report").accepted;
+        }
+    }
+    assert!(accepted > 10, "drafts were accepted: {accepted}");
 }
 
 #[test]
