@@ -131,6 +131,8 @@ export interface BatchStats {
   largest: number;
   /** Prompt tokens fed through those passes: prompts that arrived while other generations were decoding. */
   promptTokens: number;
+  /** Drafts verified in those passes: a speculative generation's step carries its drafts. */
+  verifiedTokens: number;
 }
 
 export interface ModelInfo {

@@ -31,15 +31,20 @@ test('prompt-lookup drafts give plain greedy decoding, alone and next to other g
     accepted += spec.speculative?.accepted ?? 0;
   }
   t.true(accepted > 20, `accepted ${accepted}`);
-  // Next to sessions decoding at the same time (those batch; the speculative one verifies on its own).
+  // Next to sessions decoding at the same time: the speculative one verifies its drafts in their passes.
   const prompt = model.applyChatTemplate([{ role: 'user', content: GROUNDED_TASKS[2] }]);
   const alone = await model.createSession().generateText(prompt, { temperature: 0, maxTokens: 64 });
+  const before = model.batchStats();
   const [together] = await Promise.all([
     model.createSession().generateText(prompt, { temperature: 0, maxTokens: 64, speculative: { maxDraftTokens: 6, ngram: 2 } }),
     model.createSession().generateText('Once upon a time', { temperature: 0.8, seed: 3, maxTokens: 64 }),
     model.createSession().generateText('The weather today', { temperature: 0, maxTokens: 64 }),
   ]);
   t.deepEqual(together.tokenIds, alone.tokenIds);
+  // The drafts were verified in the batcher's passes, next to the other sessions' decode steps.
+  const after = model.batchStats();
+  t.true(after.verifiedTokens - before.verifiedTokens > 0);
+  t.true(after.largest >= 2);
 });
 
 test('drafts from the first layers and from a draft model give plain greedy decoding', async (t) => {

@@ -23,12 +23,15 @@ use std::time::{Duration, Instant};
 /// How long a leader waits for the other generating sessions' steps before running the pass without them.
 const GATHER_WINDOW: Duration = Duration::from_micros(500);
 
-/// One session's step, handed to the leader: its tokens (one decode token, or a chunk of a prompt) at positions
-/// `cache.len()..` of its cache, and where the logits after the last of them go.
+/// One session's step, handed to the leader: its tokens (a decode token, a decode token and its drafts, or a
+/// chunk of a prompt) at positions `cache.len()..` of its cache, and where the logits go: after the last of them,
+/// or after each with `all_logits`.
 struct Request {
     id: u64,
     /// A generating session's decode step (the gather window waits for these), not a prompt chunk.
     decode: bool,
+    /// Logits after every token (verifying drafts), not only the last.
+    all_logits: bool,
     tokens: *const [u32],
     cache: *mut PagedKv,
     logits: *mut Vec<f32>,
@@ -62,6 +65,8 @@ pub struct BatchStats {
     pub largest: usize,
     /// Prompt tokens they computed (chunked prefill next to decode steps).
     pub prompt_tokens: u64,
+    /// Drafts verified in decode steps (speculative sessions' steps carry their drafts).
+    pub verified_tokens: u64,
 }
 
 /// Tokens one batched pass takes when none is configured.
@@ -126,14 +131,16 @@ impl Batcher {
         self.lock().stats
     }
 
-    /// Feeds `tokens` at positions `cache.len()..` and leaves the logits after the last in `logits`, in one forward
-    /// pass with the steps of any other sessions of `model` waiting at the same time. `cache` must have room
-    /// reserved for the positions. Returns `false` if the pass failed (a panic inside it), leaving `cache` without
-    /// the positions.
+    /// Feeds `tokens` at positions `cache.len()..` and leaves the logits after the last in `logits` (after each of
+    /// them, in order, with `all_logits`), in one forward pass with the steps of any other sessions of `model`
+    /// waiting at the same time. `cache` must have room reserved for the positions. Returns `false` if the pass
+    /// failed (a panic inside it), leaving `cache` without the positions.
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn step(
         &self,
         model: &Model,
         decode: bool,
+        all_logits: bool,
         tokens: &[u32],
         cache: &mut PagedKv,
         scratch: &mut Scratch,
@@ -145,6 +152,7 @@ impl Batcher {
         state.queue.push(Request {
             id,
             decode,
+            all_logits,
             tokens,
             cache,
             logits,
@@ -178,6 +186,11 @@ impl Batcher {
             state.leading = false;
             state.stats.passes += 1;
             state.stats.steps += batch.iter().filter(|r| r.decode).count() as u64;
+            state.stats.verified_tokens += batch
+                .iter()
+                .filter(|r| r.decode)
+                .map(|r| r.tokens.len() as u64 - 1)
+                .sum::<u64>();
             state.stats.prompt_tokens += batch
                 .iter()
                 .filter(|r| !r.decode)
@@ -192,11 +205,15 @@ impl Batcher {
     }
 }
 
-/// The next pass, removed from `queue`: every decode step (one token each: a running stream never waits behind a
-/// prompt), then prompt chunks oldest first while the pass stays within `budget` tokens (at least one chunk, so
-/// prompts progress however many streams decode).
+/// The next pass, removed from `queue`: every decode step (a token, with its drafts if any: a running stream never
+/// waits behind a prompt), then prompt chunks oldest first while the pass stays within `budget` tokens (at least one
+/// chunk, so prompts progress however many streams decode).
 fn take_batch(queue: &mut Vec<Request>, budget: usize) -> Vec<Request> {
-    let mut total = queue.iter().filter(|r| r.decode).count();
+    let mut total: usize = queue
+        .iter()
+        .filter(|r| r.decode)
+        .map(|r| r.tokens.len())
+        .sum();
     let mut batch = Vec::with_capacity(queue.len());
     let mut rest = Vec::new();
     let mut chunks = 0;
@@ -227,22 +244,27 @@ fn run(model: &Model, batch: &[Request], scratch: &mut Scratch) -> bool {
             .iter()
             .map(|r| unsafe { (&*r.tokens, &mut *r.cache) })
             .collect();
+        let all_rows: Vec<bool> = batch.iter().map(|r| r.all_logits).collect();
         let mut logits = Vec::new();
         model.install(|| {
             forward_sequences::<SeedinferOps, PagedKv>(
                 &model.config,
                 &model.weights,
                 &mut sequences,
+                &all_rows,
                 scratch,
                 &mut logits,
             )
         });
         let vocab_size = model.config.vocab_size;
-        for (r, row) in batch.iter().zip(logits.chunks(vocab_size)) {
+        let mut at = 0;
+        for r in batch {
+            let rows = if r.all_logits { r.tokens.len() } else { 1 };
             // SAFETY: as above.
             let out = unsafe { &mut *r.logits };
             out.clear();
-            out.extend_from_slice(row);
+            out.extend_from_slice(&logits[at..at + rows * vocab_size]);
+            at += rows * vocab_size;
         }
     }));
     outcome.is_ok()

@@ -311,11 +311,14 @@ pub fn forward_first_layers<O: Operations, C: KvStore>(
 
 /// Runs several sequences' tokens in one pass: `sequences[i]` appends its tokens (at least one) at positions
 /// `cache.len()..` of its own cache. The products read each weight once for all rows; each sequence gets the bits
-/// it gets alone. Writes the logits after each sequence's last token into `logits` (`[sequences, vocab]`).
+/// it gets alone. Writes into `logits`, sequence after sequence, the logits after each of its tokens when
+/// `all_rows[i]` (a speculative session verifying drafts), else after its last token only (`all_rows` may be
+/// empty: last tokens only).
 pub fn forward_sequences<O: Operations, C: KvStore>(
     cfg: &LlamaConfig,
     w: &LlamaWeights,
     sequences: &mut [(&[u32], &mut C)],
+    all_rows: &[bool],
     s: &mut Scratch,
     logits: &mut Vec<f32>,
 ) {
@@ -346,13 +349,19 @@ pub fn forward_sequences<O: Operations, C: KvStore>(
     for (l, layer) in w.layers.iter().enumerate() {
         layer_step_segments::<O, C>(cfg, layer, l, &mut x, &mut segments, s);
     }
-    let mut last_rows = Vec::with_capacity(segments.len() * d);
+    let mut wanted_rows = Vec::with_capacity(segments.len() * d);
     let mut end = 0;
-    for g in &mut segments {
+    for (i, g) in segments.iter_mut().enumerate() {
         g.cache.commit(g.rows);
+        let start = end;
         end += g.rows;
-        last_rows.extend_from_slice(&x[(end - 1) * d..end * d]);
+        let first = if all_rows.get(i).copied().unwrap_or(false) {
+            start
+        } else {
+            end - 1
+        };
+        wanted_rows.extend_from_slice(&x[first * d..end * d]);
     }
-    output_logits::<O>(cfg, w, &last_rows, s, logits);
+    output_logits::<O>(cfg, w, &wanted_rows, s, logits);
     s.x = x;
 }

@@ -361,7 +361,7 @@ impl Session {
             if shared {
                 if !model
                     .batcher
-                    .step(&model, false, chunk, cache, scratch, &mut logits)
+                    .step(&model, false, false, chunk, cache, scratch, &mut logits)
                 {
                     self.cache.truncate(self.tokens.len());
                     return Err(EngineError::Internal(
@@ -458,27 +458,54 @@ impl Session {
     }
 
     /// Feeds `token` and `proposal` in one pass, queueing each draft with the logits after it; `last_logits`
-    /// are those after `token`.
+    /// are those after `token`. `batched`: the pass is a decode step of the model's batcher, shared with the other
+    /// sessions decoding at the time.
     fn verify(
         &mut self,
         token: u32,
         proposal: Vec<(u32, Distribution)>,
         drafts: &mut VerifiedDrafts,
+        batched: bool,
     ) -> Result<()> {
         let mut fed = Vec::with_capacity(proposal.len() + 1);
         fed.push(token);
         fed.extend(proposal.iter().map(|(t, _)| *t));
         let vocab_size = self.model.config.vocab_size;
         let mut rows: Vec<Vec<f32>> = Vec::with_capacity(fed.len());
-        self.run_chunks(
-            &fed,
-            &AtomicBool::new(false),
-            LogitsFor::All,
-            false,
-            &PrefillStrategy::Dense,
-            true,
-            &mut |logits: &[f32]| rows.extend(logits.chunks(vocab_size).map(<[f32]>::to_vec)),
-        )?;
+        if batched {
+            let model = Arc::clone(&self.model);
+            self.cache.reserve(self.cache.len() + fed.len())?;
+            let mut logits = self.last_logits.take().unwrap_or_default();
+            if !model.batcher.step(
+                &model,
+                true,
+                true,
+                &fed,
+                &mut self.cache,
+                &mut self.scratch,
+                &mut logits,
+            ) {
+                let len = self.cache.len();
+                self.cache.truncate(len);
+                return Err(EngineError::Internal(
+                    "a batched verification step panicked".into(),
+                ));
+            }
+            rows.extend(logits.chunks(vocab_size).map(<[f32]>::to_vec));
+            self.tokens.extend_from_slice(&fed);
+            self.pending.clear();
+            self.settle_cache();
+        } else {
+            self.run_chunks(
+                &fed,
+                &AtomicBool::new(false),
+                LogitsFor::All,
+                false,
+                &PrefillStrategy::Dense,
+                true,
+                &mut |logits: &[f32]| rows.extend(logits.chunks(vocab_size).map(<[f32]>::to_vec)),
+            )?;
+        }
         let mut rows = rows.into_iter();
         self.last_logits = rows.next();
         drafts.verified(proposal, rows);
@@ -494,6 +521,7 @@ impl Session {
         if !model.batcher.step(
             &model,
             true,
+            false,
             &[token],
             &mut self.cache,
             &mut self.scratch,
@@ -576,6 +604,7 @@ impl Session {
                     &model.config,
                     &model.weights,
                     &mut sequences,
+                    &[],
                     &mut scratch,
                     &mut logits,
                 )
@@ -787,7 +816,13 @@ impl Session {
                     self.last_logits = Some(logits);
                     Ok(0)
                 } else if !proposal.is_empty() {
-                    self.verify(previous, proposal, &mut drafts).map(|()| 0)
+                    self.verify(
+                        previous,
+                        proposal,
+                        &mut drafts,
+                        batched && self.pruned.is_none(),
+                    )
+                    .map(|()| 0)
                 } else if batched && self.pruned.is_none() {
                     self.decode_batched(previous).map(|()| 0)
                 } else {

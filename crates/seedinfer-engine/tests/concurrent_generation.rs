@@ -1,11 +1,12 @@
 //! Sessions generating at the same time on one model batch their decode steps (`batcher.rs`): eight sessions on
 //! eight threads — different prompts and lengths, greedy and seeded sampling, repetition/presence/frequency
 //! penalties, log-probabilities, one aborted mid-way, one joining late (its prompt fed in chunks next to the others'
-//! decode steps) — each produce exactly the tokens they produce alone, the passes really held several sessions,
-//! and every KV block returns.
+//! decode steps), two decoding speculatively (their drafts verified in the shared passes) — each produce exactly the
+//! tokens they produce alone, the passes really held several sessions, and every KV block returns.
 
 use seedinfer_engine::{
-    GenerateParams, LoadOptions, Model, SamplingParams, Session, StopReason, TokenLogprobs,
+    DraftSource, GenerateParams, LoadOptions, Model, SamplingParams, Session, SpeculativeParams,
+    StopReason, TokenLogprobs,
 };
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Barrier};
@@ -53,6 +54,14 @@ fn requests() -> Vec<Request> {
                     sampling,
                     ignore_eos: true,
                     logprobs: (i % 2 == 0).then_some(i as usize),
+                    speculative: match i {
+                        3 => Some(SpeculativeParams::default()),
+                        6 => Some(SpeculativeParams {
+                            source: DraftSource::FirstLayers(3),
+                            ..Default::default()
+                        }),
+                        _ => None,
+                    },
                     ..Default::default()
                 },
                 abort_after: (i == 5).then_some(23),
@@ -138,6 +147,10 @@ fn concurrent_sessions_batch_and_each_gets_its_tokens_alone() {
     assert!(
         stats.largest > 1 && stats.steps > stats.passes,
         "the concurrent sessions shared passes: {stats:?}"
+    );
+    assert!(
+        stats.verified_tokens > before.verified_tokens,
+        "the speculative sessions verified drafts in the shared passes: {stats:?}"
     );
     let late = &requests[7];
     assert!(

@@ -227,6 +227,8 @@ pub struct NativeBatchStats {
     pub largest: u32,
     /// Prompt tokens fed through those passes (chunked prefill next to decode steps).
     pub prompt_tokens: f64,
+    /// Drafts verified in those passes' decode steps (speculative sessions).
+    pub verified_tokens: f64,
 }
 
 #[napi]
@@ -320,6 +322,7 @@ impl NativeModel {
             steps: s.steps as f64,
             largest: s.largest as u32,
             prompt_tokens: s.prompt_tokens as f64,
+            verified_tokens: s.verified_tokens as f64,
         }
     }
 
