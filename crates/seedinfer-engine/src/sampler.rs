@@ -298,6 +298,11 @@ impl Distribution {
         }
     }
 
+    /// Every candidate with its probability.
+    pub fn probabilities(&self) -> impl Iterator<Item = (u32, f32)> + '_ {
+        self.weighted.iter().map(|&(id, w)| (id, w / self.total))
+    }
+
     /// The probability of `token` (0 if it is not a candidate).
     pub fn probability(&self, token: u32) -> f32 {
         self.weighted
