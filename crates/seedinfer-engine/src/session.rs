@@ -473,28 +473,9 @@ impl Session {
         let vocab_size = self.model.config.vocab_size;
         let mut rows: Vec<Vec<f32>> = Vec::with_capacity(fed.len());
         if batched {
-            let model = Arc::clone(&self.model);
-            self.cache.reserve(self.cache.len() + fed.len())?;
-            let mut logits = self.last_logits.take().unwrap_or_default();
-            if !model.batcher.step(
-                &model,
-                true,
-                true,
-                &fed,
-                &mut self.cache,
-                &mut self.scratch,
-                &mut logits,
-            ) {
-                let len = self.cache.len();
-                self.cache.truncate(len);
-                return Err(EngineError::Internal(
-                    "a batched verification step panicked".into(),
-                ));
-            }
+            let logits = self.step_batched(&fed, true)?;
             rows.extend(logits.chunks(vocab_size).map(<[f32]>::to_vec));
-            self.tokens.extend_from_slice(&fed);
-            self.pending.clear();
-            self.settle_cache();
+            self.fed(&fed, Vec::new());
         } else {
             self.run_chunks(
                 &fed,
@@ -515,14 +496,23 @@ impl Session {
     /// Feeds one generated token through the model's batcher: in one forward pass with the decode steps of the
     /// other sessions generating at the same time.
     fn decode_batched(&mut self, token: u32) -> Result<()> {
+        let logits = self.step_batched(&[token], false)?;
+        self.fed(&[token], logits);
+        Ok(())
+    }
+
+    /// Runs `tokens` (a generated token, and any drafts after it) as this session's decode step in the model's
+    /// batcher and returns the logits after the last of them, or after each with `all_logits`; the caller records
+    /// the tokens ([`Session::fed`]).
+    fn step_batched(&mut self, tokens: &[u32], all_logits: bool) -> Result<Vec<f32>> {
         let model = Arc::clone(&self.model);
-        self.cache.reserve(self.cache.len() + 1)?;
+        self.cache.reserve(self.cache.len() + tokens.len())?;
         let mut logits = self.last_logits.take().unwrap_or_default();
         if !model.batcher.step(
             &model,
             true,
-            false,
-            &[token],
+            all_logits,
+            tokens,
             &mut self.cache,
             &mut self.scratch,
             &mut logits,
@@ -533,8 +523,7 @@ impl Session {
                 "a batched decode step panicked".into(),
             ));
         }
-        self.fed(&[token], logits);
-        Ok(())
+        Ok(logits)
     }
 
     /// Appends `tokens[i]` (at least one token each, after any pending generated token) to `sessions[i]`, all in

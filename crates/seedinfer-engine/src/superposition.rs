@@ -76,8 +76,6 @@ impl Session {
             path_check(document)?;
         }
         path_check(query)?;
-        let aborted = || EngineError::Aborted("superposition was aborted".into());
-        let dense = PrefillStrategy::Dense;
         // The preamble up to a block boundary runs once; each path runs the rest of it before its document, so
         // every path starts on a block boundary where the prefix cache can hand it (preamble, document) blocks.
         let block_size = self.model().kv_pool.layout().block_size;
@@ -86,37 +84,21 @@ impl Session {
             .saturating_sub(held)
             .min(preamble.len());
         let (shared, tail) = preamble.split_at(shared);
-        let (completed, mut reused, _) = self.run_chunks(
-            shared,
-            abort,
-            LogitsFor::Last,
-            true,
-            &dense,
-            false,
-            &mut |_| {},
-        )?;
-        if !completed {
-            return Err(aborted());
-        }
+        let mut reused = run_dense(self, shared, abort, LogitsFor::Last, true, &mut |_| {})?;
         let vocab_size = self.model().config.vocab_size;
         let mut saliency = Vec::with_capacity(documents.len());
         let mut best: Option<(f32, usize, Session)> = None;
         for (i, document) in documents.iter().enumerate() {
             let mut path = self.fork();
             let path_tokens: Vec<u32> = tail.iter().chain(document).copied().collect();
-            let (completed, doc_reused, _) = path.run_chunks(
+            reused += run_dense(
+                &mut path,
                 &path_tokens,
                 abort,
                 LogitsFor::Last,
                 true,
-                &dense,
-                false,
                 &mut |_| {},
             )?;
-            if !completed {
-                return Err(aborted());
-            }
-            reused += doc_reused;
             // log p(query[0]) from the logits after the document, log p(query[j]) from those after query[j - 1].
             let mut log_likelihood = 0.0f64;
             let mut scored = 0;
@@ -129,18 +111,14 @@ impl Session {
             if let Some(logits) = path.last_logits.as_deref() {
                 score(logits);
             }
-            let (completed, _, _) = path.run_chunks(
+            run_dense(
+                &mut path,
                 query,
                 abort,
                 LogitsFor::All,
                 false,
-                &dense,
-                false,
                 &mut |rows: &[f32]| rows.chunks(vocab_size).for_each(&mut score),
             )?;
-            if !completed {
-                return Err(aborted());
-            }
             let mean = (log_likelihood / query.len() as f64) as f32;
             saliency.push(mean);
             if best.as_ref().is_none_or(|(s, _, _)| mean > *s) {
@@ -160,5 +138,31 @@ impl Session {
             reused_tokens: reused,
             elapsed_ms: started.elapsed().as_secs_f64() * 1e3,
         })
+    }
+}
+
+/// Runs `tokens` through `session` densely (taking blocks from the prefix cache when `reuse`), handing each chunk's
+/// logits to `after_chunk`; returns how many tokens the prefix cache held, or `Aborted`.
+fn run_dense(
+    session: &mut Session,
+    tokens: &[u32],
+    abort: &AtomicBool,
+    logits_for: LogitsFor,
+    reuse: bool,
+    after_chunk: &mut dyn FnMut(&[f32]),
+) -> Result<usize> {
+    let (completed, reused, _) = session.run_chunks(
+        tokens,
+        abort,
+        logits_for,
+        reuse,
+        &PrefillStrategy::Dense,
+        false,
+        after_chunk,
+    )?;
+    if completed {
+        Ok(reused)
+    } else {
+        Err(EngineError::Aborted("superposition was aborted".into()))
     }
 }
