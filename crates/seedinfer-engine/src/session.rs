@@ -770,149 +770,161 @@ impl Session {
             model.numerics == Numerics::Seedinfer && decode_strategy == PrefillStrategy::Dense;
         let _generating = batched.then(|| model.batcher.generating());
         let mut drafts = VerifiedDrafts::default();
-        while out.token_ids.len() < params.max_tokens {
-            if abort.load(Ordering::Relaxed) {
-                out.stop_reason = StopReason::Aborted;
-                break;
-            }
-            if out.token_ids.is_empty() {
-                decode_started = Instant::now();
-            } else {
-                // The previous token is not yet in the cache: run it to get the next logits.
-                if self.tokens.len() - drafts.len() >= self.context_size() {
-                    out.stop_reason = StopReason::ContextFull;
+        // Every exit, an error included, leaves no unaccepted draft in the cache (see the `drop_drafts` after it).
+        let decoded: Result<()> = 'decode: {
+            while out.token_ids.len() < params.max_tokens {
+                if abort.load(Ordering::Relaxed) {
+                    out.stop_reason = StopReason::Aborted;
                     break;
                 }
-                let previous = out.token_ids[out.token_ids.len() - 1];
-                let accepted = drafts.accept(previous);
-                if accepted.is_none() {
-                    self.drop_drafts(&mut drafts);
-                }
-                let proposal = match (&accepted, &params.speculative, drafter.as_mut()) {
-                    (None, Some(spec), Some(drafter)) => {
-                        let budget = drafts.budget(spec.max_draft);
-                        self.propose(
-                            drafter,
-                            previous,
-                            budget,
-                            params.max_tokens - out.token_ids.len(),
-                        )
-                    }
-                    _ => Vec::new(),
-                };
-                let step = if let Some(logits) = accepted {
-                    // A verified draft: in the cache already, with the logits after it.
-                    self.last_logits = Some(logits);
-                    Ok(0)
-                } else if !proposal.is_empty() {
-                    self.verify(
-                        previous,
-                        proposal,
-                        &mut drafts,
-                        batched && self.pruned.is_none(),
-                    )
-                    .map(|()| 0)
-                } else if batched && self.pruned.is_none() {
-                    self.decode_batched(previous).map(|()| 0)
+                if out.token_ids.is_empty() {
+                    decode_started = Instant::now();
                 } else {
-                    self.run_chunks(
-                        &[previous],
-                        &AtomicBool::new(false),
-                        LogitsFor::Last,
-                        false,
-                        &decode_strategy,
-                        true,
-                        &mut |_| {},
-                    )
-                    .map(|(_, _, step)| step.revived)
-                };
-                match step {
-                    Ok(revived) => out.decode_revived += revived,
-                    Err(e) => {
-                        // The session keeps what was generated; the unfed last token stays pending.
-                        self.pending = vec![previous];
-                        return Err(e);
+                    // The previous token is not yet in the cache: run it to get the next logits.
+                    if self.tokens.len() - drafts.len() >= self.context_size() {
+                        out.stop_reason = StopReason::ContextFull;
+                        break;
+                    }
+                    let previous = out.token_ids[out.token_ids.len() - 1];
+                    let accepted = drafts.accept(previous);
+                    if accepted.is_none() {
+                        self.drop_drafts(&mut drafts);
+                    }
+                    let proposal = match (&accepted, &params.speculative, drafter.as_mut()) {
+                        (None, Some(spec), Some(drafter)) => {
+                            let budget = drafts.budget(spec.max_draft);
+                            self.propose(
+                                drafter,
+                                previous,
+                                budget,
+                                params.max_tokens - out.token_ids.len(),
+                            )
+                        }
+                        _ => Vec::new(),
+                    };
+                    let step = if let Some(logits) = accepted {
+                        // A verified draft: in the cache already, with the logits after it.
+                        self.last_logits = Some(logits);
+                        Ok(0)
+                    } else if !proposal.is_empty() {
+                        self.verify(
+                            previous,
+                            proposal,
+                            &mut drafts,
+                            batched && self.pruned.is_none(),
+                        )
+                        .map(|()| 0)
+                    } else if batched && self.pruned.is_none() {
+                        self.decode_batched(previous).map(|()| 0)
+                    } else {
+                        self.run_chunks(
+                            &[previous],
+                            &AtomicBool::new(false),
+                            LogitsFor::Last,
+                            false,
+                            &decode_strategy,
+                            true,
+                            &mut |_| {},
+                        )
+                        .map(|(_, _, step)| step.revived)
+                    };
+                    match step {
+                        Ok(revived) => out.decode_revived += revived,
+                        Err(e) => {
+                            // The session keeps what was generated; the unfed last token stays pending.
+                            self.pending = vec![previous];
+                            break 'decode Err(e);
+                        }
                     }
                 }
-            }
-            let logits = self
-                .last_logits
-                .as_ref()
-                .ok_or_else(|| EngineError::Internal("no logits".into()))?;
-            // Every token generated so far is in the cache here: a failure leaves nothing pending.
-            let allowed = constraint
-                .as_mut()
-                .map(TokenConstraint::allowed)
-                .transpose()?;
-            // The history the sampler sees ends at the position these logits follow (drafts after it do not count).
-            let history = &self.tokens[..self.tokens.len() - drafts.len()];
-            let token = match drafts.next() {
-                // A verified draft at this position: kept or replaced by the rule of speculative sampling.
-                Some((draft, q)) => {
-                    let p = sampler.distribution(logits, history, allowed);
-                    sampler.draw_speculative(&p, draft, q)
+                let Some(logits) = self.last_logits.as_ref() else {
+                    break 'decode Err(EngineError::Internal("no logits".into()));
+                };
+                // Every token generated so far is in the cache here: a failure leaves nothing pending.
+                let allowed = match constraint
+                    .as_mut()
+                    .map(TokenConstraint::allowed)
+                    .transpose()
+                {
+                    Ok(allowed) => allowed,
+                    Err(e) => break 'decode Err(e),
+                };
+                // The history the sampler sees ends at the position these logits follow (drafts after it do not count).
+                let history = &self.tokens[..self.tokens.len() - drafts.len()];
+                let token = match drafts.next() {
+                    // A verified draft at this position: kept or replaced by the rule of speculative sampling.
+                    Some((draft, q)) => {
+                        let p = sampler.distribution(logits, history, allowed);
+                        sampler.draw_speculative(&p, draft, q)
+                    }
+                    None => sampler.sample_allowed(logits, history, allowed),
+                };
+                if let Some(Err(e)) = constraint.as_mut().map(|c| c.advance(token)) {
+                    break 'decode Err(e);
                 }
-                None => sampler.sample_allowed(logits, history, allowed),
-            };
-            if let Some(c) = constraint.as_mut() {
-                c.advance(token)?;
-            }
-            if let Some(top) = params.logprobs {
-                out.logprobs.push(TokenLogprobs::of(logits, token, top));
-            }
-            out.token_ids.push(token);
-            if out.token_ids.len() == 1 {
-                out.timings.ttft_ms = started.elapsed().as_secs_f64() * 1e3;
-            }
-            let is_eos = !params.ignore_eos && eos.contains(&token);
-            out.text.push_str(&decoder.push(&model.tokenizer, token)?);
-            // A stop string ends the text where it begins; text that could still become one is held back.
-            let search_from = floor_char_boundary(&out.text, emitted.saturating_sub(longest_stop));
-            let stop_at = params
-                .stop
-                .iter()
-                .filter_map(|s| {
-                    out.text[search_from..]
-                        .find(s.as_str())
-                        .map(|i| search_from + i)
-                })
-                .min();
-            let visible_end = match stop_at {
-                Some(at) => at,
-                None if is_eos => out.text.len(),
-                None => out.text.len() - pending_stop_prefix(&out.text, &params.stop),
-            };
-            let fresh = &out.text[emitted.min(visible_end)..visible_end];
-            on_chunk(Chunk {
-                token_id: token,
-                text: fresh,
-                logprobs: out.logprobs.last(),
-            });
-            emitted = emitted.max(visible_end);
-            if let Some(at) = stop_at {
-                out.text.truncate(at);
-                out.stop_reason = StopReason::Stop;
-                break;
-            }
-            if is_eos {
-                out.stop_reason = StopReason::Eos;
-                break;
-            }
-            match constraint.as_mut().map(TokenConstraint::finished) {
-                Some(Err(e)) => {
-                    // The session keeps what was generated: the last token, not yet in the cache, stays pending.
-                    self.pending = vec![token];
-                    return Err(e);
+                if let Some(top) = params.logprobs {
+                    out.logprobs.push(TokenLogprobs::of(logits, token, top));
                 }
-                Some(Ok(true)) => {
-                    // The grammar is complete and only the end may follow: as if the model drew its end token.
+                out.token_ids.push(token);
+                if out.token_ids.len() == 1 {
+                    out.timings.ttft_ms = started.elapsed().as_secs_f64() * 1e3;
+                }
+                let is_eos = !params.ignore_eos && eos.contains(&token);
+                match decoder.push(&model.tokenizer, token) {
+                    Ok(text) => out.text.push_str(&text),
+                    Err(e) => break 'decode Err(e.into()),
+                }
+                // A stop string ends the text where it begins; text that could still become one is held back.
+                let search_from =
+                    floor_char_boundary(&out.text, emitted.saturating_sub(longest_stop));
+                let stop_at = params
+                    .stop
+                    .iter()
+                    .filter_map(|s| {
+                        out.text[search_from..]
+                            .find(s.as_str())
+                            .map(|i| search_from + i)
+                    })
+                    .min();
+                let visible_end = match stop_at {
+                    Some(at) => at,
+                    None if is_eos => out.text.len(),
+                    None => out.text.len() - pending_stop_prefix(&out.text, &params.stop),
+                };
+                let fresh = &out.text[emitted.min(visible_end)..visible_end];
+                on_chunk(Chunk {
+                    token_id: token,
+                    text: fresh,
+                    logprobs: out.logprobs.last(),
+                });
+                emitted = emitted.max(visible_end);
+                if let Some(at) = stop_at {
+                    out.text.truncate(at);
+                    out.stop_reason = StopReason::Stop;
+                    break;
+                }
+                if is_eos {
                     out.stop_reason = StopReason::Eos;
                     break;
                 }
-                _ => {}
+                match constraint.as_mut().map(TokenConstraint::finished) {
+                    Some(Err(e)) => {
+                        // The session keeps what was generated: the last token, not yet in the cache, stays pending.
+                        self.pending = vec![token];
+                        break 'decode Err(e);
+                    }
+                    Some(Ok(true)) => {
+                        // The grammar is complete and only the end may follow: as if the model drew its end token.
+                        out.stop_reason = StopReason::Eos;
+                        break;
+                    }
+                    _ => {}
+                }
             }
-        }
+            Ok(())
+        };
         self.drop_drafts(&mut drafts);
+        decoded?;
         if params.speculative.is_some() {
             out.speculative = Some(SpeculativeReport {
                 drafted: drafts.drafted,
