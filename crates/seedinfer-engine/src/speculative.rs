@@ -32,6 +32,13 @@ pub enum DraftSource {
     FirstLayers(usize),
 }
 
+impl DraftSource {
+    /// The self-draft when no layer count is given: the first half of the model's `layers` (at least one).
+    pub fn first_half(layers: usize) -> Self {
+        Self::FirstLayers((layers / 2).max(1))
+    }
+}
+
 impl std::fmt::Debug for DraftSource {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {

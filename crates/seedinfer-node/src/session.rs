@@ -59,10 +59,10 @@ fn speculative(
     let source = match (o.draft.as_deref(), draft_model) {
         (None | Some("promptLookup"), None) => DraftSource::PromptLookup,
         (Some("model"), Some(m)) => DraftSource::Model(Arc::clone(&m.inner)),
-        // Half the layers unless said.
-        (Some("self"), None) => {
-            DraftSource::FirstLayers(o.draft_layers.map_or((layers / 2).max(1), |n| n as usize))
-        }
+        (Some("self"), None) => o.draft_layers.map_or_else(
+            || DraftSource::first_half(layers),
+            |n| DraftSource::FirstLayers(n as usize),
+        ),
         (Some("model"), None) => {
             return Err(coded(
                 "INVALID_OPTION",
