@@ -371,13 +371,32 @@ export interface PrefillStage {
 }
 
 /**
- * Token pruning for the prefill (METHODS.md, LazyLLM and PromptDistill / FEATHER). Tokens keep their original
- * positions. Keeping every token (`keep: 1` at every stage, or `keepTokens` >= the prompt) gives exactly the
- * dense output. A pruned session cannot be saved (`session.save` rejects with `INVALID_OPTION`) until rewound
- * to before the pruned prompt.
+ * XAttention (METHODS.md): block-sparse attention for the prefill. Each query block of `blockSize` prompt rows
+ * attends only to the key blocks an antidiagonal estimate (stride `stride`) ranks highest, the first (sink) and
+ * its own (diagonal) block always, until their share of the estimated attention mass reaches `threshold`; attention
+ * over the selected blocks is exact. The query heads of a GQA group share one selection. Decode steps stay dense.
+ * `threshold: 1` computes no estimate and gives exactly the dense output.
+ */
+export interface XAttentionOptions {
+  /** Rows per antidiagonal group, 1 to 64. Default 8. */
+  stride?: number;
+  /** Rows per query and key block: a multiple of `stride` and of the KV cache's block size (32), at most 8192. Default 128. */
+  blockSize?: number;
+  /** Share of each query block's estimated attention mass to keep, in (0, 1]. Default 0.9. */
+  threshold?: number;
+}
+
+/**
+ * Token pruning for the prefill (METHODS.md, LazyLLM and PromptDistill / FEATHER), and block-sparse attention
+ * (XAttention), alone (`strategy: 'xattention'`) or with a token-pruning strategy (its `xattention` option: pruning
+ * decides which tokens a layer computes, XAttention which of their blocks each query attends to). Tokens keep their
+ * original positions. Keeping every token (`keep: 1` at every stage, or `keepTokens` >= the prompt) and
+ * `threshold: 1` give exactly the dense output. A pruned session cannot be saved (`session.save` rejects with
+ * `INVALID_OPTION`) until rewound to before the pruned prompt; a session prefilled with XAttention alone can.
  */
 export type PrefillOptions =
   | { strategy: 'dense' }
+  | ({ strategy: 'xattention' } & XAttentionOptions)
   | {
       /**
        * LazyLLM: at each stage keep the tokens the last token attends to most (probabilities averaged over all
@@ -393,6 +412,8 @@ export type PrefillOptions =
        * run several times slower than dense decode. `false` keeps the prefill's selection for the whole call.
        */
       reselectInDecode?: boolean;
+      /** Block-sparse attention over the tokens each layer computes. Default: none (dense attention). */
+      xattention?: XAttentionOptions;
     }
   | {
       /**
@@ -409,6 +430,8 @@ export type PrefillOptions =
       questionTokens?: number;
       /** Odd window width, 1 for none. Default 5. */
       pooling?: number;
+      /** Block-sparse attention over the tokens each layer computes. Default: none (dense attention). */
+      xattention?: XAttentionOptions;
     }
   | {
       /**
@@ -421,11 +444,14 @@ export type PrefillOptions =
       schedule?: PrefillStage[];
       /** Default 0.25. */
       uniformShare?: number;
+      /** Block-sparse attention over the tokens each layer computes. Default: none (dense attention). */
+      xattention?: XAttentionOptions;
     };
 
 /** What a generation's prefill computed. */
 export interface PrefillReport {
-  strategy: 'dense' | 'lazyllm' | 'promptdistill' | 'feather';
+  /** The token strategy, or `xattention` for XAttention alone. */
+  strategy: 'dense' | 'xattention' | 'lazyllm' | 'promptdistill' | 'feather';
   /** Tokens computed at each layer during the prefill (new prompt tokens plus earlier tokens revived). */
   layerTokens: number[];
   /** `layerTokens` divided by the prompt's token count: the fraction of the prompt computed at each layer. */
@@ -436,6 +462,11 @@ export interface PrefillReport {
   revivedTokens: number;
   /** Earlier tokens computed from the aux cache during this call's decode steps (LazyLLM). */
   decodeRevivedTokens: number;
+  /**
+   * XAttention: the share of the causal (query block, key block) pairs the prefill attended to, over every
+   * layer and KV head; 1 without it (or when the prompt was too short to leave any block out).
+   */
+  attentionDensity: number;
 }
 
 export interface GenerationTimings {

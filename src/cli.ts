@@ -531,8 +531,9 @@ function buildProgram(setExit: (code: number) => void): Command {
     .option('--json', 'print nothing while generating, then one JSON object with text, token ids, stop reason and timings')
     .option('--chat', "wrap the prompt as a user message in the model's chat template")
     .addOption(
-      new Option('--prefill <strategy>', 'prompt token pruning for long prompts, with its default settings (default: dense)').choices([
+      new Option('--prefill <strategy>', 'token pruning or block-sparse attention for long prompts, with default settings (default: dense)').choices([
         'dense',
+        'xattention',
         'lazyllm',
         'promptdistill',
         'feather',

@@ -33,6 +33,7 @@ export type {
   NativeSession,
   NativeSpeculativeOptions,
   NativeTimings,
+  NativeXAttentionOptions,
 } from '../native/native.js';
 
 /** The addon's exports, as napi-rs declares them. */

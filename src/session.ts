@@ -7,6 +7,7 @@ import type {
   GenerateOptions,
   GenerationResult,
   PrefillOptions,
+  XAttentionOptions,
   PrefillReport,
   ResponseFormat,
   SpeculativeOptions,
@@ -18,6 +19,7 @@ import type {
   NativeGenerationEvent,
   NativeModel,
   NativePrefillOptions,
+  NativeXAttentionOptions,
   NativePrefillReport,
   NativeResponseFormat,
   NativeSession,
@@ -34,10 +36,12 @@ type PrefillOf<S> = Extract<PrefillOptions, { strategy: S }>;
 /** Each prefill strategy's options (`strategy` included). */
 const PREFILL_OPTIONS: Record<string, readonly string[]> = {
   dense: optionNames<PrefillOf<'dense'>>()(['strategy']),
-  lazyllm: optionNames<PrefillOf<'lazyllm'>>()(['strategy', 'schedule', 'reselectInDecode']),
-  promptdistill: optionNames<PrefillOf<'promptdistill'>>()(['strategy', 'layer', 'keepTokens', 'questionTokens', 'pooling']),
-  feather: optionNames<PrefillOf<'feather'>>()(['strategy', 'schedule', 'uniformShare']),
+  xattention: optionNames<PrefillOf<'xattention'>>()(['strategy', 'stride', 'blockSize', 'threshold']),
+  lazyllm: optionNames<PrefillOf<'lazyllm'>>()(['strategy', 'schedule', 'reselectInDecode', 'xattention']),
+  promptdistill: optionNames<PrefillOf<'promptdistill'>>()(['strategy', 'layer', 'keepTokens', 'questionTokens', 'pooling', 'xattention']),
+  feather: optionNames<PrefillOf<'feather'>>()(['strategy', 'schedule', 'uniformShare', 'xattention']),
 };
+const XATTENTION_OPTIONS = optionNames<XAttentionOptions>()(['stride', 'blockSize', 'threshold']);
 const PREFILL_STRATEGIES = Object.keys(PREFILL_OPTIONS);
 export const GENERATE_OPTIONS = optionNames<GenerateOptions>()([
   'maxTokens',
@@ -84,7 +88,12 @@ function nativePrefill(prefill: PrefillOptions | undefined): NativePrefillOption
   }
   checkOptionNames(`prefill (strategy '${prefill.strategy}')`, prefill, PREFILL_OPTIONS[prefill.strategy]);
   const p = prefill as Partial<Record<string, unknown>>;
+  if (prefill.strategy === 'xattention') {
+    const { strategy: _, ...settings } = prefill;
+    return { strategy: 'dense', xattention: nativeXAttention('prefill', settings) };
+  }
   const out: NativePrefillOptions = { strategy: prefill.strategy };
+  if (p.xattention !== undefined) out.xattention = nativeXAttention('prefill.xattention', p.xattention);
   if (p.schedule !== undefined) {
     if (!Array.isArray(p.schedule)) throw new SeedinferError('INVALID_OPTION', 'option prefill.schedule must be an array of { layer, keep }');
     out.schedule = p.schedule.map((stage: unknown, i: number) => {
@@ -194,6 +203,17 @@ function draftModelOf(options: SpeculativeOptions | undefined): NativeModel | un
   return typeof draft === 'object' && draft !== null ? nativeModels.get(draft)?.() : undefined;
 }
 
+/** Checks XAttention's settings (`name` says where they were given); the engine checks them against the cache. */
+function nativeXAttention(name: string, x: unknown): NativeXAttentionOptions {
+  if (typeof x !== 'object' || x === null) throw new SeedinferError('INVALID_OPTION', `option ${name} must be an object`);
+  checkOptionNames(name, x, XATTENTION_OPTIONS);
+  const { stride, blockSize, threshold } = x as XAttentionOptions;
+  checkNumberOption(`${name}.stride`, stride, 1, 64, true);
+  checkNumberOption(`${name}.blockSize`, blockSize, 1, 8192, true);
+  checkNumberOption(`${name}.threshold`, threshold, Number.MIN_VALUE, 1);
+  return { stride, blockSize, threshold };
+}
+
 function prefillReport(r: NativePrefillReport, promptTokens: number): PrefillReport {
   return {
     strategy: r.strategy as PrefillReport['strategy'],
@@ -202,6 +222,7 @@ function prefillReport(r: NativePrefillReport, promptTokens: number): PrefillRep
     droppedTokens: r.droppedTokens,
     revivedTokens: r.revivedTokens,
     decodeRevivedTokens: r.decodeRevivedTokens,
+    attentionDensity: r.causalBlocks > 0 ? r.selectedBlocks / r.causalBlocks : 1,
   };
 }
 

@@ -5,6 +5,7 @@
 
 use crate::config::LlamaConfig;
 use crate::kv_cache::{KvStore, Positions};
+use crate::xattention::BlockMask;
 use rayon::prelude::*;
 use seedinfer_kernels::attention::{
     attend_range, attend_range_streaming, merge_into, prefetch_keys, widened, KvHead, Partial,
@@ -129,7 +130,8 @@ thread_local! {
 /// With a `mask` (token pruning: positions whose keys and values this layer lacks, or that the current selection
 /// leaves out), each block is attended over its runs of visible positions instead, folded in the same order. On a
 /// sliding-window layer a query at position p sees positions from `p + 1 - window` on ([`first_seen`]); blocks
-/// wholly before that are skipped.
+/// wholly before that are skipped. With `blocks` (XAttention), a query skips the cached blocks its query block
+/// does not attend to; the others are attended exactly as without it.
 #[allow(clippy::too_many_arguments)]
 fn attend_task<C: KvStore>(
     cfg: &LlamaConfig,
@@ -139,6 +141,7 @@ fn attend_task<C: KvStore>(
     kv_head: usize,
     positions: Positions,
     mask: Option<&[bool]>,
+    blocks: Option<&BlockMask>,
     tokens: std::ops::Range<usize>,
     heads: std::ops::Range<usize>,
     target: &AttentionOut,
@@ -176,6 +179,9 @@ fn attend_task<C: KvStore>(
             let mut t = tokens.start;
             while t < tokens.end {
                 let seen = |t: usize| {
+                    if blocks.is_some_and(|m| !m.shows(kv_head, visible(t) - 1, block_start)) {
+                        return (0, 0);
+                    }
                     let end = visible(t).min(block_start + bs).saturating_sub(block_start);
                     (first(t).saturating_sub(block_start).min(end), end)
                 };
@@ -255,7 +261,7 @@ fn first_seen(window: Option<usize>, position: usize) -> usize {
 }
 
 /// Causal attention of `tokens` new queries (at `positions`, ascending) over the cached positions of `layer` that
-/// `mask` shows (all when `None`).
+/// `mask` shows (all when `None`), and of those only the blocks `blocks` selects (XAttention; all when `None`).
 /// Prompts are split into tiles of tokens x one KV head's group; when that leaves too few tasks for the threads
 /// (a few tokens, or one decoded token), a task is one query head. Past `SPLIT_MIN_POSITIONS` cached positions a
 /// decoded token's attention is split over ranges of blocks instead ([`decode_attention_split`]). All paths give
@@ -268,6 +274,7 @@ pub(crate) fn attention<C: KvStore>(
     layer: usize,
     positions: Positions,
     mask: Option<&[bool]>,
+    blocks: Option<&BlockMask>,
     tokens: usize,
     out: &mut [f32],
     split: &mut SplitScratch,
@@ -276,7 +283,11 @@ pub(crate) fn attention<C: KvStore>(
     assert_eq!(out.len(), tokens * cfg.q_dim());
     let visible = cache.visible(positions.at(0));
     let first = first_seen(cfg.layer_window(layer), positions.at(0));
-    if tokens == 1 && mask.is_none() && visible.saturating_sub(first) >= SPLIT_MIN_POSITIONS {
+    if tokens == 1
+        && mask.is_none()
+        && blocks.is_none()
+        && visible.saturating_sub(first) >= SPLIT_MIN_POSITIONS
+    {
         return decode_attention_split(cfg, q, cache, layer, first..visible, out, split);
     }
     let tile = if tokens >= 2 * tile_tokens(group) {
@@ -306,6 +317,7 @@ pub(crate) fn attention<C: KvStore>(
                 first_head / group,
                 positions,
                 mask,
+                blocks,
                 t0..(t0 + tile).min(tokens),
                 first_head..first_head + heads_per_task,
                 &target,

@@ -159,6 +159,7 @@ impl AttentionBench {
                     0,
                     Positions::From(shape.context),
                     None,
+                    None,
                     shape.tokens,
                     out,
                     split,

@@ -101,6 +101,8 @@ pub struct OpsScratch {
     pub(crate) project: ProjectScratch,
     pub(crate) rope: RopeScratch,
     pub(crate) split: crate::attention::SplitScratch,
+    /// The running prefill's XAttention, if any (`crate::xattention`).
+    pub(crate) xattention: crate::xattention::XAttentionState,
     pub(crate) ggml: GgmlScratch,
 }
 

@@ -24,6 +24,7 @@ pub mod speculative;
 pub mod superposition;
 pub mod token_pruning;
 pub mod weights;
+pub mod xattention;
 
 pub use config::{Architecture, LlamaConfig, RopeScaling, RopeStyle};
 pub use constraint::ResponseFormat;
@@ -42,3 +43,4 @@ pub use speculative::{DraftSource, SpeculativeParams};
 pub use superposition::SuperposeReport;
 pub use token_pruning::{PassReport, PrefillStrategy, Stage};
 pub use weights::WeightFormat;
+pub use xattention::XAttention;

@@ -62,6 +62,7 @@ impl Operations for SeedinferOps {
         out: &mut [f32],
         s: &mut OpsScratch,
     ) {
+        let blocks = s.xattention.select(cfg, q, cache, layer, positions, tokens);
         attention(
             cfg,
             q,
@@ -69,6 +70,7 @@ impl Operations for SeedinferOps {
             layer,
             positions,
             mask,
+            blocks,
             tokens,
             out,
             &mut s.split,

@@ -11,6 +11,7 @@ use crate::sampler::Distribution;
 use crate::sampler::{Sampler, SamplingParams, TokenLogprobs};
 use crate::speculative::{Drafter, SpeculativeParams, VerifiedDrafts};
 use crate::token_pruning::{forward_pruned, PassReport, PrefillStrategy, PrunedPositions};
+use crate::xattention::XAttention;
 use seedinfer_tokenizer::StreamDecoder;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -28,6 +29,8 @@ pub struct GenerateParams {
     pub ignore_eos: bool,
     /// How the prompt is prefilled (and, for LazyLLM, how decode steps select tokens).
     pub prefill: PrefillStrategy,
+    /// Block-sparse attention for the prefill (`crate::xattention`), with any `prefill` strategy; `None`: dense.
+    pub xattention: Option<XAttention>,
     /// Report each generated token's log-probability with this many most likely alternatives (`None`: none).
     pub logprobs: Option<usize>,
     /// What the output must be (a JSON schema, a regex, a grammar); `None`: free text.
@@ -47,6 +50,7 @@ impl Default for GenerateParams {
             stop: Vec::new(),
             ignore_eos: false,
             prefill: PrefillStrategy::Dense,
+            xattention: None,
             logprobs: None,
             response_format: None,
             speculative: None,
@@ -341,7 +345,10 @@ impl Session {
         };
         // A prompt (logits of its last position only) fed while other sessions decode goes through the batcher in
         // small chunks, so the running streams keep their pace (`crate::batcher`); otherwise it runs alone.
-        let may_share = model.numerics == Numerics::Seedinfer && logits_for == LogitsFor::Last;
+        // (Not a prefill with XAttention: a batched pass would run with another session's scratch, dense.)
+        let may_share = model.numerics == Numerics::Seedinfer
+            && logits_for == LogitsFor::Last
+            && self.scratch.ops.xattention.active.is_none();
         let mut fed = 0;
         while fed < tokens.len() {
             if abort.load(Ordering::Relaxed) {
@@ -651,13 +658,17 @@ impl Session {
         let started = Instant::now();
         params.sampling.validate()?;
         params.prefill.validate(self.model.config.layers)?;
-        if params.prefill != PrefillStrategy::Dense && self.model.numerics != Numerics::Seedinfer {
+        if let Some(x) = &params.xattention {
+            x.validate(self.cache.block_size())?;
+        }
+        let sparse = params.prefill != PrefillStrategy::Dense || params.xattention.is_some();
+        if sparse && self.model.numerics != Numerics::Seedinfer {
             return Err(EngineError::InvalidOption(
                 "token pruning and sparse prefill are not available with numerics 'llamacpp'"
                     .into(),
             ));
         }
-        if params.prefill != PrefillStrategy::Dense && self.model.config.sliding_window.is_some() {
+        if sparse && self.model.config.sliding_window.is_some() {
             // Their scores and gathered attention do not follow the window, and the cache gives back rows outside
             // it that a pruned layer would read.
             return Err(EngineError::InvalidOption(
@@ -740,7 +751,8 @@ impl Session {
         let longest_stop = params.stop.iter().map(|s| s.len()).max().unwrap_or(0);
 
         let prefill_started = Instant::now();
-        let (completed, reused, prefill) = self.run_chunks(
+        self.scratch.ops.xattention.start(params.xattention);
+        let prefilled = self.run_chunks(
             &to_feed,
             abort,
             LogitsFor::Last,
@@ -748,9 +760,15 @@ impl Session {
             &params.prefill,
             false,
             &mut |_| {},
-        )?;
+        );
+        let (selected_blocks, causal_blocks) = self.scratch.ops.xattention.finish();
+        let (completed, reused, prefill) = prefilled?;
         out.timings.reused_prompt_tokens = reused;
-        out.prefill = prefill;
+        out.prefill = PassReport {
+            selected_blocks,
+            causal_blocks,
+            ..prefill
+        };
         // Decode steps select tokens again only under LazyLLM; otherwise they attend over what the prompt left.
         let decode_strategy = match &params.prefill {
             PrefillStrategy::LazyLlm {

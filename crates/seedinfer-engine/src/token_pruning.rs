@@ -324,6 +324,10 @@ pub struct PassReport {
     pub revived: usize,
     /// Tokens that left the batch at a selection.
     pub dropped: usize,
+    /// XAttention: query block x key block pairs the prefill attended (over layers and KV heads), and those
+    /// causal attention covers; equal (or both 0) without it.
+    pub selected_blocks: u64,
+    pub causal_blocks: u64,
 }
 
 /// Runs `tokens` through the model at positions `cache.len()..` layer by layer, with the selections of

@@ -9,7 +9,7 @@ use napi::threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode};
 use napi_derive::napi;
 use seedinfer_engine::{
     DraftSource, GenerateParams, GenerationOutput, Model, PrefillStrategy, ResponseFormat,
-    SamplingParams, Session, SpeculativeParams, Stage, TokenLogprobs,
+    SamplingParams, Session, SpeculativeParams, Stage, TokenLogprobs, XAttention,
 };
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -175,6 +175,16 @@ pub struct NativePrefillOptions {
     pub pooling: Option<u32>,
     pub uniform_share: Option<f64>,
     pub reselect_in_decode: Option<bool>,
+    /// Block-sparse prefill attention, with any strategy (`xattention` in TypeScript is `dense` with this).
+    pub xattention: Option<NativeXAttentionOptions>,
+}
+
+/// XAttention's settings; unset fields take the engine's defaults.
+#[napi(object)]
+pub struct NativeXAttentionOptions {
+    pub stride: Option<u32>,
+    pub block_size: Option<u32>,
+    pub threshold: Option<f64>,
 }
 
 /// What the prompt's prefill computed.
@@ -189,11 +199,26 @@ pub struct NativePrefillReport {
     pub revived_tokens: u32,
     /// Earlier tokens computed from the aux cache during decode steps.
     pub decode_revived_tokens: u32,
+    /// XAttention: query x key block pairs attended and those causal attention covers, over layers and KV heads.
+    pub selected_blocks: f64,
+    pub causal_blocks: f64,
+}
+
+/// The engine's XAttention settings in `options`, if any.
+fn xattention(options: Option<&NativePrefillOptions>) -> Option<XAttention> {
+    let x = options?.xattention.as_ref()?;
+    Some(XAttention {
+        stride: x.stride.map_or(XAttention::DEFAULT_STRIDE, |s| s as usize),
+        block_size: x
+            .block_size
+            .map_or(XAttention::DEFAULT_BLOCK_SIZE, |b| b as usize),
+        threshold: x.threshold.unwrap_or(XAttention::DEFAULT_THRESHOLD),
+    })
 }
 
 /// The engine's strategy for `options` on a model of `layers` layers.
 fn prefill_strategy(
-    options: Option<NativePrefillOptions>,
+    options: Option<&NativePrefillOptions>,
     layers: usize,
 ) -> Result<PrefillStrategy> {
     let Some(o) = options else {
@@ -398,7 +423,10 @@ fn to_result(
     out: GenerationOutput,
     params: &GenerateParams,
 ) -> NativeGenerationResult {
-    let strategy = params.prefill.name();
+    let strategy = match (&params.prefill, &params.xattention) {
+        (PrefillStrategy::Dense, Some(_)) => "xattention",
+        (prefill, _) => prefill.name(),
+    };
     let logprobs = params.logprobs.is_some();
     let t = out.timings;
     let prefill = NativePrefillReport {
@@ -407,6 +435,8 @@ fn to_result(
         dropped_tokens: out.prefill.dropped as u32,
         revived_tokens: out.prefill.revived as u32,
         decode_revived_tokens: out.decode_revived as u32,
+        selected_blocks: out.prefill.selected_blocks as f64,
+        causal_blocks: out.prefill.causal_blocks as f64,
     };
     let token_logprobs = logprobs.then(|| {
         out.token_ids
@@ -749,8 +779,9 @@ impl NativeSession {
         }
         let model = self.idle(|s| Ok(Arc::clone(s.model())))?;
         let layers = model.config.layers;
-        let prefill = prefill_strategy(options.prefill, layers)?;
+        let prefill = prefill_strategy(options.prefill.as_ref(), layers)?;
         prefill.validate(layers).map_err(to_js)?;
+        let xattention = xattention(options.prefill.as_ref());
         let response_format = response_format(options.response_format)?;
         let speculative = speculative(options.speculative, draft_model, layers)?;
         self.claim()?;
@@ -770,6 +801,7 @@ impl NativeSession {
             stop: options.stop,
             ignore_eos: options.ignore_eos,
             prefill,
+            xattention,
             logprobs: options.top_logprobs.map(|k| k as usize),
             response_format,
             speculative,
