@@ -36,12 +36,12 @@ type PrefillOf<S> = Extract<PrefillOptions, { strategy: S }>;
 /** Each prefill strategy's options (`strategy` included). */
 const PREFILL_OPTIONS: Record<string, readonly string[]> = {
   dense: optionNames<PrefillOf<'dense'>>()(['strategy']),
-  xattention: optionNames<PrefillOf<'xattention'>>()(['strategy', 'stride', 'blockSize', 'threshold']),
+  xattention: optionNames<PrefillOf<'xattention'>>()(['strategy', 'stride', 'blockSize', 'threshold', 'denseLastBlock']),
   lazyllm: optionNames<PrefillOf<'lazyllm'>>()(['strategy', 'schedule', 'reselectInDecode', 'xattention']),
   promptdistill: optionNames<PrefillOf<'promptdistill'>>()(['strategy', 'layer', 'keepTokens', 'questionTokens', 'pooling', 'xattention']),
   feather: optionNames<PrefillOf<'feather'>>()(['strategy', 'schedule', 'uniformShare', 'xattention']),
 };
-const XATTENTION_OPTIONS = optionNames<XAttentionOptions>()(['stride', 'blockSize', 'threshold']);
+const XATTENTION_OPTIONS = optionNames<XAttentionOptions>()(['stride', 'blockSize', 'threshold', 'denseLastBlock']);
 const PREFILL_STRATEGIES = Object.keys(PREFILL_OPTIONS);
 export const GENERATE_OPTIONS = optionNames<GenerateOptions>()([
   'maxTokens',
@@ -207,11 +207,14 @@ function draftModelOf(options: SpeculativeOptions | undefined): NativeModel | un
 function nativeXAttention(name: string, x: unknown): NativeXAttentionOptions {
   if (typeof x !== 'object' || x === null) throw new SeedinferError('INVALID_OPTION', `option ${name} must be an object`);
   checkOptionNames(name, x, XATTENTION_OPTIONS);
-  const { stride, blockSize, threshold } = x as XAttentionOptions;
+  const { stride, blockSize, threshold, denseLastBlock } = x as XAttentionOptions;
   checkNumberOption(`${name}.stride`, stride, 1, 64, true);
   checkNumberOption(`${name}.blockSize`, blockSize, 1, 8192, true);
   checkNumberOption(`${name}.threshold`, threshold, Number.MIN_VALUE, 1);
-  return { stride, blockSize, threshold };
+  if (denseLastBlock !== undefined && typeof denseLastBlock !== 'boolean') {
+    throw new SeedinferError('INVALID_OPTION', `option ${name}.denseLastBlock must be a boolean`);
+  }
+  return { stride, blockSize, threshold, denseLastBlock };
 }
 
 function prefillReport(r: NativePrefillReport, promptTokens: number): PrefillReport {

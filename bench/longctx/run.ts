@@ -1,8 +1,9 @@
-// Long-context evaluation of prefill strategies (dense, lazyllm, promptdistill, feather) on real text, against
-// dense prefill in the same run: passkey retrieval at several depths, agreement with dense (first-token KL,
-// top-1, 64-token greedy overlap), TTFT and the share of prompt tokens each layer computed. See README.md.
+// Long-context evaluation of prefill strategies (dense, lazyllm, promptdistill, feather, xattention, and a token
+// strategy with XAttention: lazyllm+xattention) on real text, against dense prefill in the same run: passkey
+// retrieval at several depths, agreement with dense (first-token KL, top-1, 64-token greedy overlap), TTFT, the share
+// of prompt tokens each layer computed and the share of attention blocks attended. See README.md.
 //
-//   npm run bench:longctx                                          # all four strategies, 1K-8K, markdown tables
+//   npm run bench:longctx                                          # every strategy, 1K-8K, markdown tables
 //   npm run bench:longctx -- --strategies dense,lazyllm --lengths 1024,2048 --samples 1 --excerpts 2 --json
 //   npm run bench:longctx -- --strategies lazyllm --schedule '[{"layer":10,"keep":0.7}]'
 import os from 'node:os';
@@ -33,14 +34,23 @@ const excerpts = Number(argument('excerpts') ?? 2);
 const seed = Number(argument('seed') ?? 1);
 const format = (argument('format') ?? 'plain') as PasskeyFormat;
 const json = process.argv.includes('--json');
-const requested = list(argument('strategies'), 'dense,lazyllm,promptdistill,feather');
+const requested = list(argument('strategies'), 'dense,lazyllm,promptdistill,feather,xattention,lazyllm+xattention');
 // Dense is the reference for speedup, KL and overlap, so it always runs.
 const strategies = requested.includes('dense') ? requested : ['dense', ...requested];
 const extraOptions = JSON.parse(argument('options') ?? '{}') as Record<string, Record<string, unknown>>;
 const schedule = argument('schedule');
 if (schedule !== undefined) extraOptions.lazyllm = { ...extraOptions.lazyllm, schedule: JSON.parse(schedule) };
-// Unknown strategies and options are the engine's to refuse: such a strategy shows as errors.
-const prefillFor = (strategy: string) => ({ strategy, ...extraOptions[strategy] }) as PrefillOptions;
+// Unknown strategies and options are the engine's to refuse: such a strategy shows as errors. `<strategy>+xattention`
+// is that strategy (with its options) with XAttention (with xattention's options).
+const prefillFor = (name: string): PrefillOptions => {
+  const [strategy, sparse] = name.split('+');
+  const options = { strategy, ...extraOptions[strategy] };
+  if (sparse === undefined) return options as PrefillOptions;
+  const { strategy: _, ...xattention } = { strategy: '', ...extraOptions.xattention };
+  return (sparse === 'xattention' ? { ...options, xattention } : { strategy: name }) as PrefillOptions;
+};
+/** The strategy `result.prefill.strategy` names for a run of `name`. */
+const reportedStrategy = (name: string) => name.split('+')[0];
 
 if (![...lengths, ...depths, samples, excerpts, threads, seed].every(Number.isFinite) || !['plain', 'chat'].includes(format)) {
   console.error('usage: bench/longctx/run.ts [--strategies a,b] [--lengths 1024,2048] [--depths 10,50,90] [--samples N]');
@@ -88,6 +98,8 @@ interface SampleRow {
   overlapFraction?: number;
   /** Mean over layers of the share of prompt tokens computed there. */
   computedFraction?: number;
+  /** Share of the causal (query block, key block) pairs attended (XAttention; 1 without it). */
+  attentionDensity?: number;
   layerTokens?: number[];
   droppedTokens?: number;
   revivedTokens?: number;
@@ -153,7 +165,8 @@ async function runTask(task: Task, strategy: string, reference: Reference | unde
     }
   };
   const describe = (result: GenerationResult) => {
-    if (result.prefill.strategy !== strategy) throw new Error(`the engine reports it ran ${result.prefill.strategy}`);
+    if (result.prefill.strategy !== reportedStrategy(strategy)) throw new Error(`the engine reports it ran ${result.prefill.strategy}`);
+    row.attentionDensity = result.prefill.attentionDensity;
     row.layerTokens = result.prefill.layerTokens;
     row.droppedTokens = result.prefill.droppedTokens;
     row.revivedTokens = result.prefill.revivedTokens;
@@ -237,6 +250,7 @@ interface SummaryRow {
   meanOverlapLeading: number | null;
   meanOverlapFraction: number | null;
   meanComputedFraction: number | null;
+  meanAttentionDensity: number | null;
   meanDecodeTokensPerSecond: number | null;
 }
 
@@ -277,6 +291,7 @@ for (const length of lengths) {
       meanOverlapLeading: agreement.length ? mean(agreement.map((r) => r.overlapLeading as number)) : null,
       meanOverlapFraction: agreement.length ? mean(agreement.map((r) => r.overlapFraction as number)) : null,
       meanComputedFraction: ok.length ? meanOrNull(ok.map((r) => r.computedFraction)) : null,
+      meanAttentionDensity: ok.length ? meanOrNull(ok.map((r) => r.attentionDensity)) : null,
       meanDecodeTokensPerSecond: agreementDecode(ok),
     });
   }
@@ -317,14 +332,14 @@ if (json) {
     const at = summary.filter((s) => s.length === length);
     console.log(`\n### ${length} tokens (prompts of ${at[0]?.promptTokens} tokens)\n`);
     console.log(
-      `| strategy | passkey % | mean TTFT ms | TTFT speedup vs dense | mean first-token KL | top-1 agree % | 64-token overlap: leading / fraction | computed token fraction | decode tok/s | errors |`,
+      `| strategy | passkey % | mean TTFT ms | TTFT speedup vs dense | mean first-token KL | top-1 agree % | 64-token overlap: leading / fraction | computed token fraction | attention block density | decode tok/s | errors |`,
     );
-    console.log(`|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|`);
+    console.log(`|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|`);
     for (const s of at) {
       const agree = (text: string) => (s.strategy === 'dense' ? 'ref' : text);
       const computed = s.meanComputedFraction === null ? 'n/a' : s.meanComputedFraction.toFixed(3);
       console.log(
-        `| ${s.strategy} | ${fixed(s.passkeyAccuracy, 0, 100)} | ${fixed(s.meanTtftMs, 0)} | ${s.ttftSpeedup === null ? 'n/a' : `${s.ttftSpeedup.toFixed(2)}×`} | ${agree(s.meanFirstTokenKl === null ? 'n/a' : s.meanFirstTokenKl.toExponential(2))} | ${agree(fixed(s.top1Agreement, 0, 100))} | ${agree(`${fixed(s.meanOverlapLeading, 1)} / ${fixed(s.meanOverlapFraction, 2)}`)} | ${computed} | ${fixed(s.meanDecodeTokensPerSecond, 1)} | ${s.errors}/${s.runs} |`,
+        `| ${s.strategy} | ${fixed(s.passkeyAccuracy, 0, 100)} | ${fixed(s.meanTtftMs, 0)} | ${s.ttftSpeedup === null ? 'n/a' : `${s.ttftSpeedup.toFixed(2)}×`} | ${agree(s.meanFirstTokenKl === null ? 'n/a' : s.meanFirstTokenKl.toExponential(2))} | ${agree(fixed(s.top1Agreement, 0, 100))} | ${agree(`${fixed(s.meanOverlapLeading, 1)} / ${fixed(s.meanOverlapFraction, 2)}`)} | ${computed} | ${fixed(s.meanAttentionDensity, 3)} | ${fixed(s.meanDecodeTokensPerSecond, 1)} | ${s.errors}/${s.runs} |`,
       );
     }
     for (const strategy of strategies) {

@@ -751,7 +751,11 @@ impl Session {
         let longest_stop = params.stop.iter().map(|s| s.len()).max().unwrap_or(0);
 
         let prefill_started = Instant::now();
-        self.scratch.ops.xattention.start(params.xattention);
+        let last_position = self.tokens.len() + to_feed.len() - 1;
+        self.scratch
+            .ops
+            .xattention
+            .start(params.xattention, last_position);
         let prefilled = self.run_chunks(
             &to_feed,
             abort,

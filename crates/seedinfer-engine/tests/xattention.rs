@@ -52,6 +52,7 @@ fn sparse(threshold: f64) -> XAttention {
         stride: 4,
         block_size: 32,
         threshold,
+        ..XAttention::default()
     }
 }
 

@@ -185,6 +185,7 @@ pub struct NativeXAttentionOptions {
     pub stride: Option<u32>,
     pub block_size: Option<u32>,
     pub threshold: Option<f64>,
+    pub dense_last_block: Option<bool>,
 }
 
 /// What the prompt's prefill computed.
@@ -213,6 +214,9 @@ fn xattention(options: Option<&NativePrefillOptions>) -> Option<XAttention> {
             .block_size
             .map_or(XAttention::DEFAULT_BLOCK_SIZE, |b| b as usize),
         threshold: x.threshold.unwrap_or(XAttention::DEFAULT_THRESHOLD),
+        dense_last_block: x
+            .dense_last_block
+            .unwrap_or(XAttention::default().dense_last_block),
     })
 }
 
