@@ -264,7 +264,44 @@ export interface ChatTemplateOptions {
 export interface SessionOptions {
   /** Tokens of context for this session (KV-cache length). Default: min(model context, 4096). */
   contextSize?: number;
+  /**
+   * Bound the session's KV cache for an endless chat or stream (METHODS.md, StreamingLLM and SirLLM): when its
+   * history would exceed `maxTokens`, it evicts tokens and goes on, memory flat. See {@link BoundedCacheOptions}.
+   */
+  kvCache?: BoundedCacheOptions;
 }
+
+/**
+ * A bounded KV cache. When the history would exceed `maxTokens`, tokens are evicted (an eighth of `maxTokens` more
+ * than needed, so the re-rotation runs once per many tokens); the kept ones stay in order and take positions
+ * `0..` again, their cached keys re-rotated. Until the history reaches `maxTokens`, everything is exactly the
+ * unbounded session's. Not with token pruning, speculative decoding, superposition or `session.save`, nor on models
+ * with sliding-window layers (`INVALID_OPTION`); a bounded session's prompt may be longer than its context.
+ */
+export type BoundedCacheOptions =
+  | {
+      /** StreamingLLM: keep the first `sinks` tokens (attention sinks) and the most recent ones. */
+      policy: 'streaming';
+      /** Most tokens held, 64 to the session's context size. */
+      maxTokens: number;
+      /** First tokens always kept, at most a quarter of `maxTokens`. Default 4. */
+      sinks?: number;
+    }
+  | {
+      /**
+       * SirLLM: keep the sinks, the `recent` latest tokens and, in between, the tokens the model found most
+       * surprising (`-log p(token | before it)` when processed; multiplied by `decay` at every eviction). Prompts
+       * then compute logits for every token (the output head for each: some prefill speed).
+       */
+      policy: 'sirllm';
+      maxTokens: number;
+      /** Default 4. */
+      sinks?: number;
+      /** Latest tokens always kept; with the sinks at most half of `maxTokens`. Default a quarter of `maxTokens`. */
+      recent?: number;
+      /** In (0, 1]: 0.7 for dialogue (default), 0.9 for games, 1 for no decay. */
+      decay?: number;
+    };
 
 export interface GenerateOptions {
   /** Most tokens to generate. Default 256. */
@@ -555,6 +592,14 @@ export declare class Session {
    * of them (position i predicts what follows `tokenIds[0..=i]`). For evaluation against a reference.
    */
   predictNextTokens(tokenIds: ArrayLike<number>, options?: AbortOptions): Promise<number[]>;
+  /**
+   * Teacher forcing: appends `tokenIds` and resolves with each one's negative log-likelihood in nats, given
+   * everything before it in the session (with a bounded cache, what it kept); NaN for a first token with nothing
+   * before it. Perplexity of a stream is `exp(mean)`.
+   */
+  scoreTokens(tokenIds: ArrayLike<number>, options?: AbortOptions): Promise<number[]>;
+  /** Tokens a bounded KV cache (`kvCache` in {@link SessionOptions}) has evicted so far. */
+  readonly evictedTokens: number;
   /**
    * Superposition prompting for retrieval-augmented generation (METHODS.md): appends `preamble`, then runs each
    * document followed by a copy of `query` as a path forked after it, seeing the preamble and itself only, and

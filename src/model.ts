@@ -22,10 +22,11 @@ import type {
   PerplexityOptions,
   PerplexityResult,
   SessionOptions,
+  BoundedCacheOptions,
   TokenizeOptions,
   ToolCall,
 } from '../index.js';
-import type { NativeKvCacheOptions, NativeResponseFormat } from './native.js';
+import type { NativeBoundedCache, NativeKvCacheOptions, NativeResponseFormat } from './native.js';
 
 /** A chat turn ready to generate (see `Model.prepareChat`). */
 export interface PreparedChat {
@@ -48,7 +49,28 @@ const KV_CACHE_OPTIONS = optionNames<KvCacheOptions>()(['dtype', 'blockSize', 'b
 const TOKENIZE_OPTIONS = optionNames<TokenizeOptions>()(['addBos', 'special']);
 const DETOKENIZE_OPTIONS = optionNames<{ skipSpecial?: boolean }>()(['skipSpecial']);
 const CHAT_TEMPLATE_OPTIONS = optionNames<ChatTemplateOptions>()(['addGenerationPrompt', 'tools']);
-const SESSION_OPTIONS = optionNames<SessionOptions>()(['contextSize']);
+const SESSION_OPTIONS = optionNames<SessionOptions>()(['contextSize', 'kvCache']);
+const BOUNDED_CACHE_OPTIONS: Record<string, readonly string[]> = {
+  streaming: optionNames<Extract<BoundedCacheOptions, { policy: 'streaming' }>>()(['policy', 'maxTokens', 'sinks']),
+  sirllm: optionNames<Extract<BoundedCacheOptions, { policy: 'sirllm' }>>()(['policy', 'maxTokens', 'sinks', 'recent', 'decay']),
+};
+
+/** Checks the shape of a session's `kvCache` bound; the engine checks it against the context size. */
+function nativeBoundedCache(kvCache: BoundedCacheOptions | undefined): NativeBoundedCache | undefined {
+  if (kvCache === undefined) return undefined;
+  const policy = (kvCache as { policy?: unknown } | null)?.policy;
+  if (typeof kvCache !== 'object' || kvCache === null || typeof policy !== 'string' || !(policy in BOUNDED_CACHE_OPTIONS)) {
+    throw new SeedinferError('INVALID_OPTION', `option kvCache.policy must be 'streaming' or 'sirllm', got ${String(policy)}`);
+  }
+  checkOptionNames(`kvCache (policy '${policy}')`, kvCache, BOUNDED_CACHE_OPTIONS[policy]);
+  const o = kvCache as Partial<Record<'maxTokens' | 'sinks' | 'recent' | 'decay', number>>;
+  if (o.maxTokens === undefined) throw new SeedinferError('INVALID_OPTION', 'option kvCache.maxTokens is required with a policy');
+  checkNumberOption('kvCache.maxTokens', o.maxTokens, 1, 0xffffffff, true);
+  checkNumberOption('kvCache.sinks', o.sinks, 0, 0xffffffff, true);
+  checkNumberOption('kvCache.recent', o.recent, 0, 0xffffffff, true);
+  checkNumberOption('kvCache.decay', o.decay, Number.MIN_VALUE, 1);
+  return { policy, maxTokens: o.maxTokens, sinks: o.sinks, recent: o.recent, decay: o.decay };
+}
 const CHAT_OPTIONS = [...GENERATE_OPTIONS, ...optionNames<Omit<ChatOptions, keyof GenerateOptions>>()(['tools', 'toolChoice', 'contextSize'])];
 const PERPLEXITY_OPTIONS = optionNames<PerplexityOptions>()(['window', 'signal']);
 
@@ -230,7 +252,7 @@ export class Model {
     const contextSize = options.contextSize ?? Math.min(this.info.contextLength, DEFAULT_CONTEXT);
     checkNumberOption('contextSize', contextSize, 1, this.info.contextLength, true);
     try {
-      return new Session(this.sessionTokenizer(), inner.createSession(contextSize));
+      return new Session(this.sessionTokenizer(), inner.createSession(contextSize, nativeBoundedCache(options.kvCache)));
     } catch (error) {
       throw toSeedinferError(error);
     }

@@ -10,6 +10,7 @@ import type { KernelFormat } from '../bench.js';
 export type {
   NativeAbortFlag,
   NativeBatchStats,
+  NativeBoundedCache,
   NativeCacheStats,
   NativeGenerateOptions,
   NativeGenerationEvent,

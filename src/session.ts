@@ -357,6 +357,10 @@ export class Session {
     return this.guard(() => this.live().kvBytes);
   }
 
+  get evictedTokens(): number {
+    return this.guard(() => this.live().evictedTokens);
+  }
+
   get tokenIds(): number[] {
     return this.guard(() => this.live().tokenIds());
   }
@@ -524,6 +528,14 @@ export class Session {
     });
   }
 
+
+  async scoreTokens(tokenIds: ArrayLike<number>, options: AbortOptions = {}): Promise<number[]> {
+    return this.exclusive((inner) => {
+      checkOptionNames('scoreTokens', options ?? {}, ABORT_OPTIONS);
+      const tokens = toTokenIds(tokenIds);
+      return withAbortFlag(options?.signal, 'the scoring', (flag) => inner.scoreTokens(tokens, flag));
+    });
+  }
 
   async superpose(options: SuperposeOptions): Promise<SuperposeResult> {
     return this.exclusive(async (inner) => {

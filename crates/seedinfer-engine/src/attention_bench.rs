@@ -4,7 +4,7 @@
 //! over ranges of blocks for a decoded token). Used by `seedinfer/bench`'s `timeAttention`.
 
 use crate::attention::{attention, SplitScratch};
-use crate::config::{Architecture, GatedActivation, LlamaConfig, RopeScaling, RopeStyle};
+use crate::config::LlamaConfig;
 use crate::error::{EngineError, Result};
 use crate::kv_cache::{KvStore, PagedKv, Positions};
 use crate::kv_pool::{BlockLayout, KvDtype, KvPool};
@@ -85,27 +85,7 @@ impl AttentionBench {
             .num_threads(threads)
             .build()
             .map_err(|e| EngineError::Internal(format!("cannot start {threads} threads: {e}")))?;
-        let cfg = LlamaConfig {
-            architecture: "llama".into(),
-            arch: Architecture::Llama,
-            hidden_size: s.heads * s.head_dim,
-            intermediate_size: s.heads * s.head_dim,
-            layers: 1,
-            heads: s.heads,
-            kv_heads: s.kv_heads,
-            head_dim: s.head_dim,
-            vocab_size: 1,
-            context_length: positions,
-            rope_theta: 10_000.0,
-            rope_scaling: RopeScaling::None,
-            rms_norm_eps: 1e-5,
-            tied_embeddings: false,
-            rope_style: RopeStyle::Half,
-            activation: GatedActivation::Silu,
-            attention_scale: 1.0 / (s.head_dim as f32).sqrt(),
-            embedding_scale: None,
-            sliding_window: None,
-        };
+        let cfg = LlamaConfig::attention_shape(1, s.heads, s.kv_heads, s.head_dim, positions);
         let mut cache = PagedKv::new(KvPool::new(layout, cache_bytes, false), positions);
         cache.reserve(positions)?;
         let mut rng = ChaCha8Rng::seed_from_u64(0x5eed);

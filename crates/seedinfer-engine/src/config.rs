@@ -444,6 +444,38 @@ fn inv_freqs(head_dim: usize, theta: f32, scaling: &RopeScaling, context: usize)
 }
 
 impl LlamaConfig {
+    /// A plain Llama of `layers` layers with the given attention shape and a hidden size of `heads * head_dim`: the
+    /// configuration of attention benchmarks and of tests that need only attention, RoPE and the cache.
+    pub(crate) fn attention_shape(
+        layers: usize,
+        heads: usize,
+        kv_heads: usize,
+        head_dim: usize,
+        context_length: usize,
+    ) -> LlamaConfig {
+        LlamaConfig {
+            architecture: "llama".into(),
+            arch: Architecture::Llama,
+            hidden_size: heads * head_dim,
+            intermediate_size: heads * head_dim,
+            layers,
+            heads,
+            kv_heads,
+            head_dim,
+            vocab_size: 1,
+            context_length,
+            rope_theta: 10_000.0,
+            rope_scaling: RopeScaling::None,
+            rms_norm_eps: 1e-5,
+            tied_embeddings: false,
+            rope_style: RopeStyle::Half,
+            activation: GatedActivation::Silu,
+            attention_scale: 1.0 / (head_dim as f32).sqrt(),
+            embedding_scale: None,
+            sliding_window: None,
+        }
+    }
+
     pub fn q_dim(&self) -> usize {
         self.heads * self.head_dim
     }

@@ -3,6 +3,7 @@
 mod attention;
 pub mod attention_bench;
 pub mod batcher;
+pub mod bounded_cache;
 pub mod config;
 pub mod constraint;
 pub mod error;
@@ -26,6 +27,7 @@ pub mod token_pruning;
 pub mod weights;
 pub mod xattention;
 
+pub use bounded_cache::{BoundedCache, SirLlm};
 pub use config::{Architecture, LlamaConfig, RopeScaling, RopeStyle};
 pub use constraint::ResponseFormat;
 pub use error::{EngineError, Result};

@@ -1,12 +1,14 @@
 //! A conversation: its KV cache, the tokens it holds, and generation with streaming text, stop strings,
 //! end-of-generation tokens and cancellation.
 
+use crate::bounded_cache::{compacted, BoundedCache};
 use crate::constraint::{ResponseFormat, TokenConstraint};
 use crate::error::{EngineError, Result};
 use crate::forward::{LogitsFor, Scratch};
 use crate::kv_cache::{KvStore, PagedKv};
 use crate::model::{Model, Numerics};
 use crate::ops_seedinfer::SeedinferOps;
+use crate::perplexity::token_nll;
 use crate::sampler::Distribution;
 use crate::sampler::{Sampler, SamplingParams, TokenLogprobs};
 use crate::speculative::{Drafter, SpeculativeParams, VerifiedDrafts};
@@ -139,6 +141,12 @@ pub struct Session {
     pub(crate) pending: Vec<u32>,
     /// Set once token pruning left some position without some layer's keys and values.
     pub(crate) pruned: Option<PrunedPositions>,
+    /// A bound on the cache (StreamingLLM or SirLLM: `crate::bounded_cache`), if any.
+    bounded: Option<BoundedCache>,
+    /// With SirLLM: each cached token's score (surprisal, decayed at each eviction), one per `tokens` entry.
+    scores: Vec<f32>,
+    /// Tokens evicted from the cache so far (bounded caches).
+    evicted: usize,
     scratch: Scratch,
 }
 
@@ -159,8 +167,96 @@ impl Session {
             last_logits: None,
             pending: Vec::new(),
             pruned: None,
+            bounded: None,
+            scores: Vec::new(),
+            evicted: 0,
             scratch: Scratch::default(),
         })
+    }
+
+    /// Bounds this session's cache (`None`: unbounded). Refused for a session with pruned positions, and on models
+    /// with sliding-window layers.
+    pub fn set_bounded_cache(&mut self, bound: Option<BoundedCache>) -> Result<()> {
+        if let Some(b) = &bound {
+            b.validate(self.context_size())?;
+            let why = if self.pruned.is_some() {
+                Some("its prompt was pruned")
+            } else if self.model.config.sliding_window.is_some() {
+                Some("the model has sliding-window layers")
+            } else {
+                None
+            };
+            if let Some(why) = why {
+                return Err(EngineError::InvalidOption(format!(
+                    "a bounded KV cache is not available for this session: {why}"
+                )));
+            }
+        }
+        self.bounded = bound;
+        self.scores.clear();
+        self.scores.resize(self.tokens.len(), 0.0);
+        Ok(())
+    }
+
+    /// The session's cache bound, if any.
+    pub fn bounded_cache(&self) -> Option<&BoundedCache> {
+        self.bounded.as_ref()
+    }
+
+    /// Tokens a bounded cache has evicted so far.
+    pub fn evicted_tokens(&self) -> usize {
+        self.evicted
+    }
+
+    /// With a bounded cache: evicts what `room` more tokens need (and some more, see `crate::bounded_cache`).
+    fn make_room(&mut self, room: usize) -> Result<()> {
+        let Some(bound) = self.bounded else {
+            return Ok(());
+        };
+        self.scores.resize(self.tokens.len(), 0.0);
+        let Some(keep) = bound.keep(self.cache.len(), room, &self.scores) else {
+            return Ok(());
+        };
+        let model = Arc::clone(&self.model);
+        let rope = &mut self.scratch.ops.rope;
+        let cache = model.install(|| compacted(&model.config, &self.cache, &keep, rope))?;
+        self.cache = cache;
+        self.evicted += self.tokens.len() - keep.len();
+        self.tokens = keep.iter().map(|&p| self.tokens[p]).collect();
+        let decay = bound.sirllm.map_or(1.0, |s| s.decay as f32);
+        self.scores = keep.iter().map(|&p| self.scores[p] * decay).collect();
+        Ok(())
+    }
+
+    /// Whether the session scores its tokens (a SirLLM bound).
+    fn scores_tokens(&self) -> bool {
+        self.bounded.is_some_and(|b| b.sirllm.is_some())
+    }
+
+    /// SirLLM: records the scores of `tokens`, just appended to the cache: each one's surprisal under the logits
+    /// before it (`first` for the first, if known; the rows of `after`, logits after each token, for the others).
+    /// A first token without logits before it (the start of a session) gets the largest score of the others.
+    fn score_fed(&mut self, tokens: &[u32], first: Option<f32>, after: &[f32]) {
+        if !self.scores_tokens() {
+            return;
+        }
+        let vocab_size = self.model.config.vocab_size;
+        if tokens.is_empty() {
+            return;
+        }
+        self.scores.resize(self.tokens.len() - tokens.len(), 0.0);
+        let start = self.scores.len();
+        self.scores.push(first.unwrap_or(0.0));
+        for (row, &t) in after.chunks_exact(vocab_size).zip(&tokens[1..]) {
+            self.scores.push(token_nll(row, t) as f32);
+        }
+        if first.is_none() {
+            let max = self.scores[start + 1..]
+                .iter()
+                .fold(0.0f32, |m, &s| m.max(s));
+            self.scores[start] = max;
+        }
+        self.scores.resize(self.tokens.len(), 0.0);
     }
 
     /// Tokens of the conversation so far, including the last generated one.
@@ -208,6 +304,9 @@ impl Session {
             last_logits: self.last_logits.clone(),
             pending: self.pending.clone(),
             pruned: self.pruned.clone(),
+            bounded: self.bounded,
+            scores: self.scores.clone(),
+            evicted: self.evicted,
             scratch: Scratch::default(),
         }
     }
@@ -251,6 +350,7 @@ impl Session {
     /// Forgets cached positions from `len` on (and token pruning's record of them).
     fn truncate_cache(&mut self, len: usize) {
         self.cache.truncate(len);
+        self.scores.truncate(len);
         if let Some(pruned) = &mut self.pruned {
             pruned.truncate(self.cache.len());
             if !pruned.has_holes() {
@@ -281,7 +381,8 @@ impl Session {
         let model = Arc::clone(&self.model);
         let vocab_size = model.config.vocab_size;
         let start = self.tokens.len();
-        let reused = if reuse && self.cache.len() == start {
+        // A bounded cache re-rotates what it keeps: its blocks are never shared through the prefix cache.
+        let reused = if reuse && self.cache.len() == start && self.bounded.is_none() {
             self.cache.adopt_prefix(tokens)
         } else {
             0
@@ -289,7 +390,13 @@ impl Session {
         self.tokens.extend_from_slice(&tokens[..reused]);
         self.pending.drain(..reused.min(self.pending.len()));
         let tokens = &tokens[reused..];
-        if let Err(e) = self.cache.reserve(self.cache.len() + tokens.len()) {
+        // A bounded cache reserves chunk by chunk, after making room.
+        let upfront = if self.bounded.is_some() {
+            0
+        } else {
+            tokens.len()
+        };
+        if let Err(e) = self.cache.reserve(self.cache.len() + upfront) {
             self.cache.truncate(start);
             self.tokens.truncate(start);
             return Err(e);
@@ -349,21 +456,31 @@ impl Session {
         let may_share = model.numerics == Numerics::Seedinfer
             && logits_for == LogitsFor::Last
             && self.scratch.ops.xattention.active.is_none();
+        // SirLLM scores every token by the logits before it.
+        let scoring = self.scores_tokens();
+        let pass_logits = if scoring { LogitsFor::All } else { logits_for };
         let mut fed = 0;
         while fed < tokens.len() {
             if abort.load(Ordering::Relaxed) {
                 completed = false;
                 break;
             }
-            let shared = may_share && model.batcher.others_decoding();
+            let shared = may_share && !scoring && model.batcher.others_decoding();
             let size = if shared {
                 model.batcher.prefill_chunk()
-            } else if logits_for == LogitsFor::All {
+            } else if pass_logits == LogitsFor::All {
                 model.logits_chunk(PREFILL_CHUNK)
             } else {
                 model.prefill_chunk(PREFILL_CHUNK)
             };
+            let size = self.bounded.map_or(size, |b| size.min(b.max_chunk()));
             let chunk = &tokens[fed..(fed + size).min(tokens.len())];
+            if self.bounded.is_some() {
+                self.make_room(chunk.len())?;
+                self.cache.reserve(self.cache.len() + chunk.len())?;
+            }
+            let first =
+                (scoring && !logits.is_empty()).then(|| token_nll(&logits, chunk[0]) as f32);
             let (cache, scratch) = (&mut self.cache, &mut self.scratch);
             if shared {
                 if !model
@@ -376,7 +493,7 @@ impl Session {
                     ));
                 }
             } else {
-                model.install(|| model.forward(chunk, cache, scratch, &mut logits, logits_for));
+                model.install(|| model.forward(chunk, cache, scratch, &mut logits, pass_logits));
             }
             fed += chunk.len();
             self.tokens.extend_from_slice(chunk);
@@ -386,7 +503,15 @@ impl Session {
                 .iter_mut()
                 .for_each(|t| *t += chunk.len());
             self.settle_cache();
-            after_chunk(&logits);
+            if scoring {
+                self.score_fed(chunk, first, &logits);
+            }
+            match (pass_logits, logits_for) {
+                (LogitsFor::All, LogitsFor::Last) => {
+                    after_chunk(&logits[logits.len() - vocab_size..])
+                }
+                _ => after_chunk(&logits),
+            }
             logits.drain(..logits.len() - vocab_size);
         }
         // Blocks reserved for tokens an abort left unfed go back to the pool.
@@ -407,7 +532,9 @@ impl Session {
         if let Some(&id) = tokens.iter().find(|&&id| id as usize >= vocab_size) {
             return Err(EngineError::InvalidTokenId { id, vocab_size });
         }
-        if self.token_count() + tokens.len() + reserve > self.context_size() {
+        if self.bounded.is_none()
+            && self.token_count() + tokens.len() + reserve > self.context_size()
+        {
             return Err(EngineError::ContextOverflow {
                 prompt: tokens.len(),
                 used: self.token_count(),
@@ -428,7 +555,9 @@ impl Session {
     /// After new positions are committed (by a dense pass): offers the full blocks to the prefix cache, then gives
     /// back the sliding-window rows no later query needs.
     fn settle_cache(&mut self) {
-        self.cache.offer_full_blocks(&self.tokens);
+        if self.bounded.is_none() {
+            self.cache.offer_full_blocks(&self.tokens);
+        }
         if self.pruned.is_none() {
             self.cache.release_out_of_window();
         }
@@ -564,9 +693,9 @@ impl Session {
                     "sessions batch together only when they belong to one model".into(),
                 ));
             }
-            if session.pruned.is_some() {
+            if session.pruned.is_some() || session.bounded.is_some() {
                 return Err(EngineError::InvalidOption(
-                    "a session whose cache token pruning left holes in runs alone".into(),
+                    "a session whose cache token pruning left holes in, or whose cache is bounded, runs alone".into(),
                 ));
             }
             let feed = session.feed(tokens, 0)?;
@@ -647,6 +776,48 @@ impl Session {
         Ok(predictions.split_off(skip.min(predictions.len())))
     }
 
+    /// Teacher forcing: appends `tokens` and returns the negative log-likelihood (nats) of each given everything
+    /// before it in the session; a first token with nothing before it gets NaN. With a bounded cache, "everything
+    /// before it" is what the cache kept. `abort` stops it between chunks with `Aborted`; the positions computed
+    /// until then stay in the session.
+    pub fn score_tokens(&mut self, tokens: &[u32], abort: &AtomicBool) -> Result<Vec<f64>> {
+        let to_feed = self.feed(tokens, 0)?;
+        let Some(&first) = to_feed.first() else {
+            return Ok(Vec::new());
+        };
+        let vocab_size = self.model.config.vocab_size;
+        let skip = to_feed.len() - tokens.len();
+        let mut nll = Vec::with_capacity(to_feed.len());
+        nll.push(
+            self.last_logits
+                .as_deref()
+                .map_or(f64::NAN, |l| token_nll(l, first)),
+        );
+        let (completed, _, _) = self.run_chunks(
+            &to_feed,
+            abort,
+            LogitsFor::All,
+            false,
+            &PrefillStrategy::Dense,
+            false,
+            &mut |logits: &[f32]| {
+                for row in logits.chunks(vocab_size) {
+                    if let Some(&next) = to_feed.get(nll.len()) {
+                        nll.push(token_nll(row, next));
+                    }
+                }
+            },
+        )?;
+        if !completed {
+            return Err(EngineError::Aborted(format!(
+                "scoring was aborted after {} of {} tokens",
+                nll.len().saturating_sub(skip + 1),
+                tokens.len()
+            )));
+        }
+        Ok(nll.split_off(skip))
+    }
+
     /// Appends `prompt` to the session and generates, calling `on_chunk` for every token.
     pub fn generate(
         &mut self,
@@ -692,9 +863,16 @@ impl Session {
                     .into(),
             ));
         }
+        if self.bounded.is_some() && params.prefill != PrefillStrategy::Dense {
+            return Err(EngineError::InvalidOption(
+                "token pruning is not available with a bounded KV cache".into(),
+            ));
+        }
         if let Some(spec) = &params.speculative {
             spec.validate()?;
-            let why = if params.prefill != PrefillStrategy::Dense {
+            let why = if self.bounded.is_some() {
+                Some("the session's KV cache is bounded")
+            } else if params.prefill != PrefillStrategy::Dense {
                 Some("it needs the dense prefill")
             } else if self.model.numerics != Numerics::Seedinfer {
                 Some("llama.cpp's arithmetic depends on the batch, so drafts would change the output")
@@ -803,11 +981,25 @@ impl Session {
                     decode_started = Instant::now();
                 } else {
                     // The previous token is not yet in the cache: run it to get the next logits.
-                    if self.tokens.len() - drafts.len() >= self.context_size() {
+                    let previous = out.token_ids[out.token_ids.len() - 1];
+                    if self.bounded.is_some() {
+                        if let Err(e) = self.make_room(1) {
+                            self.pending = vec![previous];
+                            break 'decode Err(e);
+                        }
+                    } else if self.tokens.len() - drafts.len() >= self.context_size() {
                         out.stop_reason = StopReason::ContextFull;
                         break;
                     }
-                    let previous = out.token_ids[out.token_ids.len() - 1];
+                    // SirLLM's score of the previous token: its surprisal where it was drawn.
+                    let surprisal = self
+                        .scores_tokens()
+                        .then(|| {
+                            self.last_logits
+                                .as_deref()
+                                .map(|l| token_nll(l, previous) as f32)
+                        })
+                        .flatten();
                     let accepted = drafts.accept(previous);
                     if accepted.is_none() {
                         self.drop_drafts(&mut drafts);
@@ -850,6 +1042,9 @@ impl Session {
                         )
                         .map(|(_, _, step)| step.revived)
                     };
+                    if step.is_ok() && surprisal.is_some() {
+                        self.score_fed(&[previous], surprisal, &[]);
+                    }
                     match step {
                         Ok(revived) => out.decode_revived += revived,
                         Err(e) => {

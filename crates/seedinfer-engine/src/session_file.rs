@@ -52,6 +52,11 @@ const CONFIGURATION_NAMES: [&str; 7] = [
 impl Session {
     /// Writes this session (tokens, cached keys and values, last logits) to `path`, replacing it atomically.
     pub fn save(&self, path: &Path) -> Result<()> {
+        if self.bounded_cache().is_some() {
+            return Err(EngineError::InvalidOption(
+                "a session with a bounded KV cache cannot be saved yet (its bound and SirLLM's scores are not in the file)".into(),
+            ));
+        }
         if self.pruned.is_some() {
             return Err(EngineError::InvalidOption(
                 "a session whose prompt was pruned (prefill strategy other than dense) cannot be saved: its cache lacks some layers' keys and values".into(),

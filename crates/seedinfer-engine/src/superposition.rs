@@ -46,6 +46,11 @@ impl Session {
         abort: &AtomicBool,
     ) -> Result<SuperposeReport> {
         let started = Instant::now();
+        if self.bounded_cache().is_some() {
+            return Err(EngineError::InvalidOption(
+                "superposition needs an unbounded KV cache".into(),
+            ));
+        }
         if top_k != 1 {
             return Err(EngineError::InvalidOption(format!(
                 "superposition keeps one path for now (topK 1), got {top_k}"

@@ -712,7 +712,7 @@ fn score(
 }
 
 /// Position `p`'s keys and values at `layer` (`[kv_dim]` each) as f32, int8 keys times their channel scales.
-fn read_position(
+pub(crate) fn read_position(
     cfg: &LlamaConfig,
     cache: &PagedKv,
     channels: Option<&[f32]>,

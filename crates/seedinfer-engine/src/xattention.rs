@@ -371,7 +371,6 @@ impl HeadScratch {
 mod tests {
     use super::*;
     use crate::attention::{attention, SplitScratch};
-    use crate::config::{Architecture, GatedActivation, RopeScaling, RopeStyle};
     use crate::kv_cache::ContiguousKv;
     use rand::{Rng, SeedableRng};
     use rand_chacha::ChaCha8Rng;
@@ -379,27 +378,7 @@ mod tests {
     const HEAD_DIM: usize = 16;
 
     fn config(heads: usize, kv_heads: usize) -> LlamaConfig {
-        LlamaConfig {
-            architecture: "llama".into(),
-            arch: Architecture::Llama,
-            hidden_size: heads * HEAD_DIM,
-            intermediate_size: heads * HEAD_DIM,
-            layers: 1,
-            heads,
-            kv_heads,
-            head_dim: HEAD_DIM,
-            vocab_size: 1,
-            context_length: 4096,
-            rope_theta: 10_000.0,
-            rope_scaling: RopeScaling::None,
-            rms_norm_eps: 1e-5,
-            tied_embeddings: false,
-            rope_style: RopeStyle::Half,
-            activation: GatedActivation::Silu,
-            attention_scale: 1.0 / (HEAD_DIM as f32).sqrt(),
-            embedding_scale: None,
-            sliding_window: None,
-        }
+        LlamaConfig::attention_shape(1, heads, kv_heads, HEAD_DIM, 4096)
     }
 
     /// A cache of `len` positions whose keys lean towards one of a few directions per 64-position stretch, and

@@ -5,7 +5,8 @@ use crate::session::{NativeAbortFlag, NativeSession};
 use napi::bindgen_prelude::*;
 use napi_derive::napi;
 use seedinfer_engine::{
-    KvCacheOptions, KvDtype, LoadOptions, Model, Numerics, Session, WeightFormat,
+    BoundedCache, KvCacheOptions, KvDtype, LoadOptions, Model, Numerics, Session, SirLlm,
+    WeightFormat,
 };
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -231,6 +232,47 @@ pub struct NativeBatchStats {
     pub verified_tokens: f64,
 }
 
+/// A session's bounded KV cache (StreamingLLM or SirLLM); unset fields take the engine's defaults.
+#[napi(object)]
+pub struct NativeBoundedCache {
+    /// `streaming` or `sirllm`.
+    pub policy: String,
+    pub max_tokens: u32,
+    pub sinks: Option<u32>,
+    pub recent: Option<u32>,
+    pub decay: Option<f64>,
+}
+
+fn bounded_cache(o: NativeBoundedCache) -> Result<BoundedCache> {
+    let max_tokens = o.max_tokens as usize;
+    let sirllm = match o.policy.as_str() {
+        "streaming" => None,
+        "sirllm" => Some(SirLlm {
+            recent: o
+                .recent
+                .map_or(BoundedCache::default_recent(max_tokens), |r| r as usize),
+            decay: o.decay.unwrap_or(BoundedCache::DEFAULT_DECAY),
+        }),
+        other => {
+            return Err(coded(
+                "INVALID_OPTION",
+                &format!("kvCache.policy must be 'streaming' or 'sirllm', got '{other}'"),
+            ))
+        }
+    };
+    if sirllm.is_none() && (o.recent.is_some() || o.decay.is_some()) {
+        return Err(coded(
+            "INVALID_OPTION",
+            "kvCache.recent and kvCache.decay are SirLLM's (policy 'sirllm')",
+        ));
+    }
+    Ok(BoundedCache {
+        max_tokens,
+        sinks: o.sinks.map_or(BoundedCache::DEFAULT_SINKS, |s| s as usize),
+        sirllm,
+    })
+}
+
 #[napi]
 impl NativeModel {
     #[napi]
@@ -286,11 +328,19 @@ impl NativeModel {
     }
 
     #[napi]
-    pub fn create_session(&self, context_size: u32) -> Result<NativeSession> {
+    pub fn create_session(
+        &self,
+        context_size: u32,
+        kv_cache: Option<NativeBoundedCache>,
+    ) -> Result<NativeSession> {
         if context_size == 0 {
             return Err(coded("INVALID_OPTION", "contextSize must be at least 1"));
         }
-        NativeSession::new(Arc::clone(&self.inner), context_size as usize)
+        NativeSession::new(
+            Arc::clone(&self.inner),
+            context_size as usize,
+            kv_cache.map(bounded_cache).transpose()?,
+        )
     }
 
     /// The KV-cache pool's counts.

@@ -8,8 +8,8 @@ use napi::bindgen_prelude::*;
 use napi::threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode};
 use napi_derive::napi;
 use seedinfer_engine::{
-    DraftSource, GenerateParams, GenerationOutput, Model, PrefillStrategy, ResponseFormat,
-    SamplingParams, Session, SpeculativeParams, Stage, TokenLogprobs, XAttention,
+    BoundedCache, DraftSource, GenerateParams, GenerationOutput, Model, PrefillStrategy,
+    ResponseFormat, SamplingParams, Session, SpeculativeParams, Stage, TokenLogprobs, XAttention,
 };
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -486,8 +486,13 @@ fn event(kind: &str) -> NativeGenerationEvent {
 }
 
 impl NativeSession {
-    pub(crate) fn new(model: Arc<Model>, context_size: usize) -> Result<Self> {
-        let session = Session::new(model, context_size).map_err(to_js)?;
+    pub(crate) fn new(
+        model: Arc<Model>,
+        context_size: usize,
+        bound: Option<BoundedCache>,
+    ) -> Result<Self> {
+        let mut session = Session::new(model, context_size).map_err(to_js)?;
+        session.set_bounded_cache(bound).map_err(to_js)?;
         Ok(Self::from_session(session))
     }
 
@@ -542,6 +547,34 @@ impl CodedTask for PredictNextTask {
             with_session(&self.state, |session| {
                 session
                     .predict_next(&self.tokens, &self.abort)
+                    .map_err(to_js)
+            })
+        });
+        self.busy.store(false, Ordering::Release);
+        outcome
+    }
+
+    fn resolve(&mut self, output: Self::Output) -> Result<Self::JsValue> {
+        Ok(output)
+    }
+}
+
+pub struct ScoreTokensTask {
+    state: SessionState,
+    busy: Arc<AtomicBool>,
+    tokens: Vec<u32>,
+    abort: Arc<AtomicBool>,
+}
+
+impl CodedTask for ScoreTokensTask {
+    type Output = Vec<f64>;
+    type JsValue = Vec<f64>;
+
+    fn compute(&mut self) -> Result<Self::Output> {
+        let outcome = catch_panics(|| {
+            with_session(&self.state, |session| {
+                session
+                    .score_tokens(&self.tokens, &self.abort)
                     .map_err(to_js)
             })
         });
@@ -656,6 +689,23 @@ impl NativeSession {
         })))
     }
 
+    /// Teacher forcing on a worker thread: appends `tokens` and resolves with each one's negative log-likelihood
+    /// (NaN for a first token with nothing before it); `abort` stops it between chunks (`ABORTED`).
+    #[napi(ts_return_type = "Promise<Array<number>>")]
+    pub fn score_tokens(
+        &self,
+        tokens: Uint32Array,
+        abort: &NativeAbortFlag,
+    ) -> Result<AsyncTask<Coded<ScoreTokensTask>>> {
+        self.claim()?;
+        Ok(AsyncTask::new(Coded(ScoreTokensTask {
+            state: Arc::clone(&self.state),
+            busy: Arc::clone(&self.busy),
+            tokens: tokens.to_vec(),
+            abort: abort.flag(),
+        })))
+    }
+
     /// Superposition prompting on a worker thread (`seedinfer_engine::superposition`): appends `preamble`, scores
     /// each document + `query` path forked after it, and continues from the most salient; `abort` stops it within
     /// one chunk (`ABORTED`; the session keeps the preamble).
@@ -688,6 +738,12 @@ impl NativeSession {
     #[napi(getter)]
     pub fn context_size(&self) -> Result<u32> {
         self.idle(|s| Ok(s.context_size() as u32))
+    }
+
+    /// Tokens a bounded KV cache has evicted so far (0 without a bound).
+    #[napi(getter)]
+    pub fn evicted_tokens(&self) -> Result<u32> {
+        self.idle(|s| Ok(s.evicted_tokens() as u32))
     }
 
     /// Bytes of the KV blocks the session holds (blocks shared with other sessions included).
