@@ -5,6 +5,11 @@
 // only: a plain sliding window, StreamingLLM's foil), `sirllm` (sinks + the most surprising + the latest), and
 // `dense` (an unbounded session of the model's context, for the windows that fit in it: the reference).
 //
+// Then a chat: the user states a 5-digit locker code in the first turn, then asks about `--chat-turns` passages of
+// the novel (one-sentence answers), then asks for the code. Correct if the answer has its digits. Run for dense,
+// streaming and sirllm with `--chat-samples` codes each (the fact is long evicted by StreamingLLM; SirLLM keeps
+// surprising tokens, and a random code is surprising).
+//
 //   npm run bench:streaming                                      # 20,000 tokens through a 1,024-token cache
 //   npm run bench:streaming -- --tokens 4096 --policies streaming,window --json
 import os from 'node:os';
@@ -12,7 +17,7 @@ import type { SessionOptions } from '../../index.js';
 import { Model, ensureDefaultModel } from '../../src/index.js';
 import { argument } from '../cli-args.js';
 import { loadCorpus } from './corpus.js';
-import { TokenizedCorpus } from './tasks.js';
+import { TokenizedCorpus, seededRandom } from './tasks.js';
 
 const list = (value: string | undefined, fallback: string) => (value ?? fallback).split(',').map((s) => s.trim()).filter(Boolean);
 const total = Number(argument('tokens') ?? 20_000);
@@ -22,6 +27,10 @@ const piece = Number(argument('piece') ?? 256);
 const threads = Number(argument('threads') ?? 2);
 const policies = list(argument('policies'), 'dense,streaming,window,sirllm');
 const json = process.argv.includes('--json');
+const decay = argument('decay') === undefined ? undefined : Number(argument('decay'));
+const chatTurns = Number(argument('chat-turns') ?? 10);
+const chatSamples = Number(argument('chat-samples') ?? 4);
+const chatPolicies = list(argument('chat-policies'), 'dense,streaming,sirllm');
 
 const started = Date.now();
 const progress = (line: string) => process.stderr.write(`[${((Date.now() - started) / 1000).toFixed(0).padStart(5)} s] ${line}\n`);
@@ -45,7 +54,7 @@ const sessionFor = (policy: string): SessionOptions => {
     case 'streaming':
       return { contextSize, kvCache: { policy: 'streaming', maxTokens } };
     case 'sirllm':
-      return { contextSize, kvCache: { policy: 'sirllm', maxTokens } };
+      return { contextSize, kvCache: { policy: 'sirllm', maxTokens, decay } };
     default:
       throw new Error(`unknown policy ${policy} (dense, streaming, window, sirllm)`);
   }
@@ -91,6 +100,64 @@ for (const policy of policies) {
   session.dispose();
 }
 
+interface ChatRun {
+  policy: string;
+  code: string;
+  answer: string;
+  correct: boolean;
+  /** Whether the code's digit tokens were all still in the cache, in order, when the question came. */
+  codeKept: boolean;
+  /** Tokens of the whole conversation, and how many the session's cache evicted. */
+  tokens: number;
+  evictedTokens: number;
+}
+
+/** One conversation: the code, `chatTurns` passages, the question. The session is fed each turn's new text only. */
+async function chatRecall(policy: string, sample: number): Promise<ChatRun> {
+  const random = seededRandom(1000 + sample);
+  const code = String(10000 + Math.floor(random() * 90000));
+  const options = sessionFor(policy);
+  const session = model.createSession(policy === 'dense' ? { contextSize: model.info.contextLength } : options);
+  const messages: { role: 'user' | 'assistant'; content: string }[] = [];
+  let held = '';
+  let tokens = 0;
+  const turn = async (content: string, maxTokens: number) => {
+    messages.push({ role: 'user', content });
+    const full = model.applyChatTemplate(messages, { addGenerationPrompt: true });
+    // The session holds the previous answer and its end-of-turn token; the template's newline after it comes next.
+    const delta = held === '' ? full : full.slice(held.length - 1);
+    const result = await session.generateText(delta, { maxTokens, temperature: 0 });
+    tokens += result.timings.promptTokens + result.tokenIds.length;
+    messages.push({ role: 'assistant', content: result.text });
+    held = model.applyChatTemplate(messages, { addGenerationPrompt: false });
+    return result.text;
+  };
+  await turn(`Please remember my locker code: ${code}. I will ask you for it later. Just reply OK.`, 8);
+  for (let i = 0; i < chatTurns; i++) {
+    const start = corpus.excerptStart(220, random);
+    const passage = model.detokenize(corpus.ids.slice(start, start + 220));
+    await turn(`Here is a passage from a novel:\n\n${passage}\n\nIn one sentence, what happens in it?`, 32);
+  }
+  const digits = [...code].map((d) => model.tokenize(d, { addBos: false, special: false }).at(-1));
+  let next = 0;
+  for (const id of session.tokenIds) if (id === digits[next]) next++;
+  const codeKept = next >= digits.length;
+  const answer = await turn('What is my locker code?', 16);
+  const correct = answer.replace(/\D/g, '').includes(code);
+  const run = { policy, code, answer, correct, codeKept, tokens, evictedTokens: session.evictedTokens };
+  session.dispose();
+  return run;
+}
+
+const chats: ChatRun[] = [];
+for (let sample = 0; sample < chatSamples; sample++) {
+  for (const policy of chatPolicies) {
+    const run = await chatRecall(policy, sample);
+    chats.push(run);
+    progress(`chat ${sample + 1}/${chatSamples}, ${policy}: ${run.correct ? 'recalled' : 'missed'} ${run.code} in ${JSON.stringify(run.answer)} (${run.tokens} tokens, evicted ${run.evictedTokens})`);
+  }
+}
+
 const date = new Date().toISOString();
 if (json) {
   console.log(
@@ -100,8 +167,9 @@ if (json) {
         model: modelPath,
         machine: { threads, cpus: os.cpus().length, cpuModel: os.cpus()[0]?.model },
         corpus: corpusText.origin,
-        config: { total: stream.length, maxTokens, window, piece, policies },
+        config: { total: stream.length, maxTokens, window, piece, policies, chatTurns, chatSamples, chatPolicies },
         runs,
+        chats,
       },
       null,
       2,
@@ -120,6 +188,15 @@ if (json) {
   for (const r of runs) {
     const span = (v: number[]) => `${fixed(v[1], 1)} / ${fixed(Math.max(...v), 1)} / ${fixed(v[v.length - 1], 1)}`;
     console.log(`| ${r.policy} | ${span(r.kvMiB)} | ${span(r.rssMiB)} | ${r.evictedTokens} | ${r.seconds.toFixed(1)} |`);
+  }
+  if (chats.length) {
+    console.log(`\n| chat policy | recalled | code's digits still cached | mean conversation tokens | mean evicted |`);
+    console.log(`|---|---:|---:|---:|---:|`);
+    for (const policy of chatPolicies) {
+      const of = chats.filter((c) => c.policy === policy);
+      const mean = (f: (c: ChatRun) => number) => (of.reduce((a, c) => a + f(c), 0) / of.length).toFixed(0);
+      console.log(`| ${policy} | ${of.filter((c) => c.correct).length}/${of.length} | ${of.filter((c) => c.codeKept).length}/${of.length} | ${mean((c) => c.tokens)} | ${mean((c) => c.evictedTokens)} |`);
+    }
   }
   console.log(
     `\n${modelPath.split('/').pop()}, ${threads} threads, ${os.cpus()[0]?.model}, ${corpusText.origin.source}, perplexity per ${window}-token window, cache bound ${maxTokens}, ${date.slice(0, 10)}`,
