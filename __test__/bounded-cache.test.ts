@@ -7,8 +7,8 @@ import path from 'node:path';
 import { Model, SeedinferError, ensureDefaultModel } from '../src/index.js';
 import type { GenerateOptions, SessionOptions } from '../index.js';
 import { repoRoot } from './helpers/paths.js';
+import { greedy } from './helpers/options.js';
 
-const greedy = (maxTokens: number): GenerateOptions => ({ maxTokens, temperature: 0, ignoreEos: true });
 const smol = ensureDefaultModel().then((p) => Model.load(p, { threads: 2, kvCache: { prefixCaching: false } }));
 
 async function readme(model: Model, tokens: number): Promise<number[]> {

@@ -6,8 +6,8 @@ import path from 'node:path';
 import { Model, SeedinferError, ensureDefaultModel } from '../src/index.js';
 import type { GenerateOptions } from '../index.js';
 import { repoRoot, storiesDir, storiesExpected, tempDir } from './helpers/paths.js';
+import { greedy } from './helpers/options.js';
 
-const greedy = (maxTokens: number): GenerateOptions => ({ maxTokens, temperature: 0, ignoreEos: true });
 const f32Model = Model.load(storiesDir, { threads: 2, kvCache: { dtype: 'f32', blockSize: 16 } });
 
 /** A 150-token prompt: BOS and the start of the model's own greedy story. */

@@ -6,13 +6,8 @@ import path from 'node:path';
 import { Model, SeedinferError, ensureDefaultModel } from '../src/index.js';
 import type { GenerateOptions, PrefillOptions } from '../index.js';
 import { repoRoot, storiesDir, storiesExpected, tempDir } from './helpers/paths.js';
+import { greedy } from './helpers/options.js';
 
-const greedy = (maxTokens: number, prefill?: PrefillOptions): GenerateOptions => ({
-  maxTokens,
-  temperature: 0,
-  ignoreEos: true,
-  prefill,
-});
 const smol = ensureDefaultModel().then((p) => Model.load(p, { threads: 2, kvCache: { prefixCaching: false } }));
 const stories = Model.load(storiesDir, { threads: 2, kvCache: { blockSize: 16, prefixCaching: false } });
 

@@ -478,6 +478,11 @@ impl Session {
             if self.bounded.is_some() {
                 self.make_room(chunk.len())?;
                 self.cache.reserve(self.cache.len() + chunk.len())?;
+                if fed + chunk.len() == tokens.len() {
+                    // An eviction moved the prompt's last token: XAttention's last block follows it.
+                    let last = self.cache.len() + chunk.len() - 1;
+                    self.scratch.ops.xattention.last_position = last;
+                }
             }
             let first =
                 (scoring && !logits.is_empty()).then(|| token_nll(&logits, chunk[0]) as f32);
@@ -751,29 +756,16 @@ impl Session {
     /// stops it between chunks with `Aborted`; the positions computed until then stay in the session.
     pub fn predict_next(&mut self, tokens: &[u32], abort: &AtomicBool) -> Result<Vec<u32>> {
         let to_feed = self.feed(tokens, 0)?;
-        let vocab_size = self.model.config.vocab_size;
-        let skip = to_feed.len() - tokens.len();
         let mut predictions = Vec::with_capacity(to_feed.len());
-        let (completed, _, _) = self.run_chunks(
+        self.teacher_forced(
             &to_feed,
+            tokens.len(),
             abort,
-            LogitsFor::All,
-            false,
-            &PrefillStrategy::Dense,
-            false,
-            &mut |logits: &[f32]| {
-                predictions.extend(logits.chunks(vocab_size).map(crate::sampler::argmax))
-            },
+            "the prediction",
+            &mut |_, logits| predictions.push(crate::sampler::argmax(logits)),
         )?;
-        if !completed {
-            // The positions computed before the abort stay in the session, as after an aborted generation.
-            return Err(EngineError::Aborted(format!(
-                "the prediction was aborted after {} of {} positions",
-                predictions.len().saturating_sub(skip),
-                tokens.len()
-            )));
-        }
-        Ok(predictions.split_off(skip.min(predictions.len())))
+        let skip = to_feed.len() - tokens.len();
+        Ok(predictions.split_off(skip))
     }
 
     /// Teacher forcing: appends `tokens` and returns the negative log-likelihood (nats) of each given everything
@@ -785,37 +777,62 @@ impl Session {
         let Some(&first) = to_feed.first() else {
             return Ok(Vec::new());
         };
-        let vocab_size = self.model.config.vocab_size;
-        let skip = to_feed.len() - tokens.len();
         let mut nll = Vec::with_capacity(to_feed.len());
         nll.push(
             self.last_logits
                 .as_deref()
                 .map_or(f64::NAN, |l| token_nll(l, first)),
         );
-        let (completed, _, _) = self.run_chunks(
+        self.teacher_forced(
             &to_feed,
+            tokens.len(),
+            abort,
+            "scoring",
+            &mut |i, logits| {
+                if let Some(&next) = to_feed.get(i + 1) {
+                    nll.push(token_nll(logits, next));
+                }
+            },
+        )?;
+        let skip = to_feed.len() - tokens.len();
+        Ok(nll.split_off(skip))
+    }
+
+    /// Feeds `to_feed` (pending tokens, then `asked` new ones) with logits for every position, calling
+    /// `row(i, logits)` with the logits after `to_feed[i]`. `Aborted`, naming `what`, when `abort` stopped it between
+    /// chunks; the positions computed until then stay in the session, as after an aborted generation.
+    fn teacher_forced(
+        &mut self,
+        to_feed: &[u32],
+        asked: usize,
+        abort: &AtomicBool,
+        what: &str,
+        row: &mut dyn FnMut(usize, &[f32]),
+    ) -> Result<()> {
+        let vocab_size = self.model.config.vocab_size;
+        let mut done = 0;
+        let (completed, _, _) = self.run_chunks(
+            to_feed,
             abort,
             LogitsFor::All,
             false,
             &PrefillStrategy::Dense,
             false,
             &mut |logits: &[f32]| {
-                for row in logits.chunks(vocab_size) {
-                    if let Some(&next) = to_feed.get(nll.len()) {
-                        nll.push(token_nll(row, next));
-                    }
+                for logits in logits.chunks(vocab_size) {
+                    row(done, logits);
+                    done += 1;
                 }
             },
         )?;
         if !completed {
+            let skip = to_feed.len() - asked;
             return Err(EngineError::Aborted(format!(
-                "scoring was aborted after {} of {} tokens",
-                nll.len().saturating_sub(skip + 1),
-                tokens.len()
+                "{what} was aborted after {} of {asked} positions",
+                done.saturating_sub(skip)
             )));
         }
-        Ok(nll.split_off(skip))
+        Ok(())
     }
 
     /// Appends `prompt` to the session and generates, calling `on_chunk` for every token.

@@ -113,7 +113,7 @@ impl BlockMask {
 pub(crate) struct XAttentionState {
     pub(crate) active: Option<XAttention>,
     /// The prompt's last position: its query block attends to every block.
-    last_position: usize,
+    pub(crate) last_position: usize,
     mask: Option<BlockMask>,
     /// One per KV head: the estimate for each head's group runs as its own parallel task.
     heads: Vec<HeadScratch>,

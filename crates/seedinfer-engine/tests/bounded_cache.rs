@@ -3,26 +3,17 @@
 //! a surprising token that StreamingLLM drops, forks continue alike, and what a bounded cache cannot do is refused.
 
 use seedinfer_engine::{
-    BoundedCache, DraftSource, EngineError, GenerateParams, KvCacheOptions, KvDtype, LoadOptions,
-    Model, PrefillStrategy, Session, SirLlm, SpeculativeParams, Stage,
+    BoundedCache, DraftSource, EngineError, GenerateParams, KvDtype, Model, PrefillStrategy,
+    Session, SirLlm, SpeculativeParams, Stage,
 };
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
 mod common;
-use common::{greedy, greedy_from_bos, stories_dir};
+use common::{greedy, greedy_from_bos, stories_with_cache};
 
 fn load(dtype: KvDtype) -> Arc<Model> {
-    let options = LoadOptions {
-        threads: Some(2),
-        kv_cache: KvCacheOptions {
-            dtype,
-            block_size: 16,
-            ..Default::default()
-        },
-        ..Default::default()
-    };
-    Arc::new(Model::load(&stories_dir(), &options).expect("stories260K loads"))
+    stories_with_cache(dtype)
 }
 
 fn streaming(max_tokens: usize) -> BoundedCache {
@@ -231,4 +222,29 @@ fn what_a_bounded_cache_cannot_do_is_refused() {
         assert!(invalid(s.set_bounded_cache(Some(bad))), "{bad:?}");
     }
     assert_eq!(session.token_count(), 0, "nothing was fed");
+}
+
+#[test]
+fn a_bounded_session_prefills_a_prompt_longer_than_its_bound_with_xattention() {
+    let model = load(KvDtype::F16);
+    let mut session = bounded(&model, 512, streaming(256));
+    let params = GenerateParams {
+        xattention: Some(seedinfer_engine::XAttention {
+            stride: 4,
+            block_size: 32,
+            ..Default::default()
+        }),
+        ..greedy(8)
+    };
+    let out = session
+        .generate(
+            &story(&model, 700),
+            &params,
+            &AtomicBool::new(false),
+            &mut |_| {},
+        )
+        .expect("generates");
+    assert_eq!(out.token_ids.len(), 8);
+    assert!(session.evicted_tokens() > 0 && session.token_count() <= 256);
+    assert!(out.prefill.selected_blocks < out.prefill.causal_blocks);
 }

@@ -2,29 +2,17 @@
 //! tokens at the scheduled layers, revival from the aux cache in decode (each position computed once per layer),
 //! and pruned sessions that fork, rewind and refuse to be saved.
 
-use seedinfer_engine::{
-    GenerateParams, KvCacheOptions, KvDtype, LoadOptions, Model, PrefillStrategy, Session, Stage,
-};
+use seedinfer_engine::{GenerateParams, KvDtype, Model, PrefillStrategy, Session, Stage};
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
 mod common;
-use common::{greedy, greedy_from_bos, stories_dir};
+use common::{greedy, greedy_from_bos, stories_with_cache};
 
 const LAYERS: usize = 5;
 
 fn load(dtype: KvDtype) -> Arc<Model> {
-    let options = LoadOptions {
-        threads: Some(2),
-        kv_cache: KvCacheOptions {
-            dtype,
-            block_size: 16,
-            prefix_caching: false,
-            ..Default::default()
-        },
-        ..Default::default()
-    };
-    Arc::new(Model::load(&stories_dir(), &options).expect("stories260K loads"))
+    stories_with_cache(dtype)
 }
 
 /// BOS followed by stories260K's own greedy continuation: `len` tokens of natural text.

@@ -3,27 +3,16 @@
 //! that really leaves blocks out and reports it, alone and under token pruning, and settings that are refused.
 
 use seedinfer_engine::{
-    EngineError, GenerateParams, KvCacheOptions, KvDtype, LoadOptions, Model, PrefillStrategy,
-    Session, Stage, XAttention,
+    EngineError, GenerateParams, KvDtype, Model, PrefillStrategy, Session, Stage, XAttention,
 };
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
 mod common;
-use common::{greedy, greedy_from_bos, stories_dir};
+use common::{greedy, greedy_from_bos, stories_with_cache};
 
 fn load(dtype: KvDtype) -> Arc<Model> {
-    let options = LoadOptions {
-        threads: Some(2),
-        kv_cache: KvCacheOptions {
-            dtype,
-            block_size: 16,
-            prefix_caching: false,
-            ..Default::default()
-        },
-        ..Default::default()
-    };
-    Arc::new(Model::load(&stories_dir(), &options).expect("stories260K loads"))
+    stories_with_cache(dtype)
 }
 
 /// Two of stories260K's own continuations back to back: 420 tokens of text the model knows how to continue.

@@ -503,6 +503,26 @@ impl NativeSession {
         }
     }
 
+    /// A teacher-forcing task of `run` over `tokens`, claiming the session until it ends.
+    fn teacher_forcing<T>(
+        &self,
+        tokens: Uint32Array,
+        abort: &NativeAbortFlag,
+        run: fn(&mut Session, &[u32], &AtomicBool) -> seedinfer_engine::Result<Vec<T>>,
+    ) -> Result<AsyncTask<Coded<TeacherForcingTask<T>>>>
+    where
+        T: Send + ToNapiValue + 'static,
+    {
+        self.claim()?;
+        Ok(AsyncTask::new(Coded(TeacherForcingTask {
+            state: Arc::clone(&self.state),
+            busy: Arc::clone(&self.busy),
+            tokens: tokens.to_vec(),
+            abort: abort.flag(),
+            run,
+        })))
+    }
+
     /// Runs `work` on the session unless it is generating or disposed.
     fn idle<T>(&self, work: impl FnOnce(&mut Session) -> Result<T>) -> Result<T> {
         if self.busy.load(Ordering::Acquire) {
@@ -531,51 +551,24 @@ impl NativeSession {
     }
 }
 
-pub struct PredictNextTask {
+/// Teacher forcing on a worker thread: `run` feeds `tokens` to the session and reads something off every position
+/// (the next token's argmax, or each token's negative log-likelihood).
+pub struct TeacherForcingTask<T> {
     state: SessionState,
     busy: Arc<AtomicBool>,
     tokens: Vec<u32>,
     abort: Arc<AtomicBool>,
+    run: fn(&mut Session, &[u32], &AtomicBool) -> seedinfer_engine::Result<Vec<T>>,
 }
 
-impl CodedTask for PredictNextTask {
-    type Output = Vec<u32>;
-    type JsValue = Vec<u32>;
+impl<T: Send + ToNapiValue + 'static> CodedTask for TeacherForcingTask<T> {
+    type Output = Vec<T>;
+    type JsValue = Vec<T>;
 
     fn compute(&mut self) -> Result<Self::Output> {
         let outcome = catch_panics(|| {
             with_session(&self.state, |session| {
-                session
-                    .predict_next(&self.tokens, &self.abort)
-                    .map_err(to_js)
-            })
-        });
-        self.busy.store(false, Ordering::Release);
-        outcome
-    }
-
-    fn resolve(&mut self, output: Self::Output) -> Result<Self::JsValue> {
-        Ok(output)
-    }
-}
-
-pub struct ScoreTokensTask {
-    state: SessionState,
-    busy: Arc<AtomicBool>,
-    tokens: Vec<u32>,
-    abort: Arc<AtomicBool>,
-}
-
-impl CodedTask for ScoreTokensTask {
-    type Output = Vec<f64>;
-    type JsValue = Vec<f64>;
-
-    fn compute(&mut self) -> Result<Self::Output> {
-        let outcome = catch_panics(|| {
-            with_session(&self.state, |session| {
-                session
-                    .score_tokens(&self.tokens, &self.abort)
-                    .map_err(to_js)
+                (self.run)(session, &self.tokens, &self.abort).map_err(to_js)
             })
         });
         self.busy.store(false, Ordering::Release);
@@ -679,14 +672,8 @@ impl NativeSession {
         &self,
         tokens: Uint32Array,
         abort: &NativeAbortFlag,
-    ) -> Result<AsyncTask<Coded<PredictNextTask>>> {
-        self.claim()?;
-        Ok(AsyncTask::new(Coded(PredictNextTask {
-            state: Arc::clone(&self.state),
-            busy: Arc::clone(&self.busy),
-            tokens: tokens.to_vec(),
-            abort: abort.flag(),
-        })))
+    ) -> Result<AsyncTask<Coded<TeacherForcingTask<u32>>>> {
+        self.teacher_forcing(tokens, abort, Session::predict_next)
     }
 
     /// Teacher forcing on a worker thread: appends `tokens` and resolves with each one's negative log-likelihood
@@ -696,14 +683,8 @@ impl NativeSession {
         &self,
         tokens: Uint32Array,
         abort: &NativeAbortFlag,
-    ) -> Result<AsyncTask<Coded<ScoreTokensTask>>> {
-        self.claim()?;
-        Ok(AsyncTask::new(Coded(ScoreTokensTask {
-            state: Arc::clone(&self.state),
-            busy: Arc::clone(&self.busy),
-            tokens: tokens.to_vec(),
-            abort: abort.flag(),
-        })))
+    ) -> Result<AsyncTask<Coded<TeacherForcingTask<f64>>>> {
+        self.teacher_forcing(tokens, abort, Session::score_tokens)
     }
 
     /// Superposition prompting on a worker thread (`seedinfer_engine::superposition`): appends `preamble`, scores

@@ -5,7 +5,9 @@
 use seedinfer_engine::forward::{forward, LogitsFor, Scratch};
 use seedinfer_engine::kv_cache::{KvStore, PagedKv};
 use seedinfer_engine::ops_seedinfer::SeedinferOps;
-use seedinfer_engine::{GenerateParams, Model, SamplingParams, Session};
+use seedinfer_engine::{
+    GenerateParams, KvCacheOptions, KvDtype, LoadOptions, Model, SamplingParams, Session,
+};
 use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
@@ -26,6 +28,22 @@ pub fn stories_dir() -> PathBuf {
 pub fn stories_model() -> Arc<Model> {
     let options = seedinfer_engine::LoadOptions {
         threads: Some(2),
+        ..Default::default()
+    };
+    Arc::new(Model::load(&stories_dir(), &options).expect("stories260K loads"))
+}
+
+/// stories260K loaded with two threads and a KV cache of `dtype` elements in blocks of 16 positions, without prefix
+/// caching (each session computes its whole prompt).
+pub fn stories_with_cache(dtype: KvDtype) -> Arc<Model> {
+    let options = LoadOptions {
+        threads: Some(2),
+        kv_cache: KvCacheOptions {
+            dtype,
+            block_size: 16,
+            prefix_caching: false,
+            ..Default::default()
+        },
         ..Default::default()
     };
     Arc::new(Model::load(&stories_dir(), &options).expect("stories260K loads"))
