@@ -9,8 +9,8 @@
 //!
 //! Kept tokens stay in their original order and take positions `0..len` again: their keys are re-rotated (the
 //! cache stores keys after RoPE, so each moved key's rotation is undone and its new one applied, "K-shift"), values
-//! are copied. Evictions free more than the next tokens need (an eighth of `max_tokens` extra), so a re-rotation
-//! happens once per many tokens rather than at every step. Exactness switch: while the history fits in
+//! are copied, in place (only blocks shared with a fork are copied first). Evictions free more than the next tokens
+//! need (an eighth of `max_tokens` extra), so a re-rotation happens once per many tokens rather than at every step. Exactness switch: while the history fits in
 //! `max_tokens` nothing is evicted and every result is the unbounded session's.
 
 use crate::config::LlamaConfig;
@@ -115,16 +115,15 @@ impl BoundedCache {
     }
 }
 
-/// A new cache (from the same pool, of the same capacity) holding the positions `keep` (ascending) of `cache` at
-/// positions `0..keep.len()`: values copied, keys that moved re-rotated to their new position.
-pub(crate) fn compacted(
+/// Moves the positions `keep` (ascending) of `cache` to positions `0..keep.len()`, in place: values copied, keys
+/// that moved re-rotated to their new position; then forgets the rest. Only the blocks shared with a fork are
+/// copied (copy-on-write), so an eviction needs no more memory than the cache holds.
+pub(crate) fn compact(
     cfg: &LlamaConfig,
-    cache: &PagedKv,
+    cache: &mut PagedKv,
     keep: &[usize],
     rope: &mut RopeScratch,
-) -> Result<PagedKv> {
-    let mut out = cache.empty_like();
-    out.reserve(keep.len())?;
+) -> Result<()> {
     let kv_dim = cfg.kv_dim();
     let n = keep.len();
     // Positions before the first moved one keep their rows and rotations.
@@ -133,11 +132,18 @@ pub(crate) fn compacted(
         .enumerate()
         .position(|(i, &p)| i != p)
         .unwrap_or(n);
-    let (mut keys, mut values) = (vec![0.0; n * kv_dim], vec![0.0; n * kv_dim]);
+    let moved = &keep[first_moved..];
+    let targets: Vec<usize> = (first_moved..n).collect();
+    cache.make_writable(&targets)?;
+    let (mut keys, mut values) = (
+        vec![0.0; moved.len() * kv_dim],
+        vec![0.0; moved.len() * kv_dim],
+    );
     let context = cache.context_size();
     for layer in 0..cfg.layers {
+        // Every moved row is read before any is written: a target may be another row's source.
         let channels = cache.key_channels(layer);
-        for (i, &p) in keep.iter().enumerate() {
+        for (i, &p) in moved.iter().enumerate() {
             let row = i * kv_dim..(i + 1) * kv_dim;
             read_position(
                 cfg,
@@ -149,16 +155,22 @@ pub(crate) fn compacted(
                 &mut values[row],
             );
         }
-        let moved = &mut keys[first_moved * kv_dim..];
         let table = RopeTable { layer, context };
-        let old = Positions::List(&keep[first_moved..]);
-        apply_rope(moved, cfg, table, cfg.kv_heads, old, -1.0, rope);
+        apply_rope(
+            &mut keys,
+            cfg,
+            table,
+            cfg.kv_heads,
+            Positions::List(moved),
+            -1.0,
+            rope,
+        );
         let new = Positions::From(first_moved);
-        apply_rope(moved, cfg, table, cfg.kv_heads, new, 1.0, rope);
-        out.write(layer, Positions::From(0), &keys, &values);
+        apply_rope(&mut keys, cfg, table, cfg.kv_heads, new, 1.0, rope);
+        cache.write(layer, new, &keys, &values);
     }
-    out.commit(n);
-    Ok(out)
+    cache.truncate(n);
+    Ok(())
 }
 
 #[cfg(test)]
@@ -332,21 +344,32 @@ mod compaction_tests {
         }
         cache.commit(n);
         let keep: Vec<usize> = (0..4).chain(170..300).collect();
-        let out = compacted(&cfg, &cache, &keep, &mut rope).unwrap();
-        assert_eq!(out.len(), keep.len());
-        let query: Vec<f32> = (0..HEAD_DIM).map(|_| rng.random_range(-1.0..1.0)).collect();
-        let (old_q, new_q) = (
-            rotated(&cfg, &query, n, &mut rope),
-            rotated(&cfg, &query, keep.len(), &mut rope),
-        );
         let row = |c: &PagedKv, layer: usize, p: usize| {
             let (mut k, mut v) = (vec![0.0; kv_dim], vec![0.0; kv_dim]);
             read_position(&cfg, c, None, layer, p, &mut k, &mut v);
             (k, v)
         };
+        let before: Vec<Vec<(Vec<f32>, Vec<f32>)>> = (0..2)
+            .map(|layer| keep.iter().map(|&p| row(&cache, layer, p)).collect())
+            .collect();
+        // A fork shares the blocks: compaction copies those it writes and leaves the fork's as they were.
+        let fork = cache.clone();
+        compact(&cfg, &mut cache, &keep, &mut rope).unwrap();
+        assert_eq!(cache.len(), keep.len());
+        let query: Vec<f32> = (0..HEAD_DIM).map(|_| rng.random_range(-1.0..1.0)).collect();
+        let (old_q, new_q) = (
+            rotated(&cfg, &query, n, &mut rope),
+            rotated(&cfg, &query, keep.len(), &mut rope),
+        );
         for layer in 0..2 {
             for (i, &p) in keep.iter().enumerate() {
-                let ((old_k, old_v), (new_k, new_v)) = (row(&cache, layer, p), row(&out, layer, i));
+                let ((old_k, old_v), (new_k, new_v)) =
+                    (before[layer][i].clone(), row(&cache, layer, i));
+                assert_eq!(
+                    row(&fork, layer, p),
+                    before[layer][i],
+                    "the fork keeps its rows"
+                );
                 assert_eq!(old_v, new_v, "values copied");
                 if i == p {
                     assert_eq!(old_k, new_k, "sinks untouched");

@@ -104,11 +104,6 @@ impl PagedKv {
     }
 
     /// Most positions this cache may hold (the session's context size).
-    /// An empty cache from the same pool, of the same capacity.
-    pub(crate) fn empty_like(&self) -> PagedKv {
-        PagedKv::new(self.pool.clone(), self.capacity)
-    }
-
     pub fn capacity(&self) -> usize {
         self.capacity
     }

@@ -1,7 +1,7 @@
 //! A conversation: its KV cache, the tokens it holds, and generation with streaming text, stop strings,
 //! end-of-generation tokens and cancellation.
 
-use crate::bounded_cache::{compacted, BoundedCache};
+use crate::bounded_cache::{compact, BoundedCache};
 use crate::constraint::{ResponseFormat, TokenConstraint};
 use crate::error::{EngineError, Result};
 use crate::forward::{LogitsFor, Scratch};
@@ -218,9 +218,8 @@ impl Session {
             return Ok(());
         };
         let model = Arc::clone(&self.model);
-        let rope = &mut self.scratch.ops.rope;
-        let cache = model.install(|| compacted(&model.config, &self.cache, &keep, rope))?;
-        self.cache = cache;
+        let (cache, rope) = (&mut self.cache, &mut self.scratch.ops.rope);
+        model.install(|| compact(&model.config, cache, &keep, rope))?;
         self.evicted += self.tokens.len() - keep.len();
         self.tokens = keep.iter().map(|&p| self.tokens[p]).collect();
         let decay = bound.sirllm.map_or(1.0, |s| s.decay as f32);
@@ -476,8 +475,16 @@ impl Session {
             let size = self.bounded.map_or(size, |b| size.min(b.max_chunk()));
             let chunk = &tokens[fed..(fed + size).min(tokens.len())];
             if self.bounded.is_some() {
-                self.make_room(chunk.len())?;
-                self.cache.reserve(self.cache.len() + chunk.len())?;
+                let room = self
+                    .make_room(chunk.len())
+                    .and_then(|()| self.cache.reserve(self.cache.len() + chunk.len()));
+                if let Err(e) = room {
+                    // The chunks fed so far stay, with the logits after them.
+                    if !logits.is_empty() {
+                        self.last_logits = Some(logits);
+                    }
+                    return Err(e);
+                }
                 if fed + chunk.len() == tokens.len() {
                     // An eviction moved the prompt's last token: XAttention's last block follows it.
                     let last = self.cache.len() + chunk.len() - 1;

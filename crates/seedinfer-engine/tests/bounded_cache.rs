@@ -248,3 +248,26 @@ fn a_bounded_session_prefills_a_prompt_longer_than_its_bound_with_xattention() {
     assert!(session.evicted_tokens() > 0 && session.token_count() <= 256);
     assert!(out.prefill.selected_blocks < out.prefill.causal_blocks);
 }
+
+#[test]
+fn an_eviction_needs_no_more_memory_than_the_bound() {
+    // A pool with room for the bound and two blocks more: evictions move rows in place.
+    let block_bytes = load(KvDtype::F16).kv_pool.stats().block_bytes;
+    let options = seedinfer_engine::LoadOptions {
+        threads: Some(2),
+        kv_cache: seedinfer_engine::KvCacheOptions {
+            block_size: 16,
+            budget_bytes: Some((256 / 16 + 2) * block_bytes),
+            prefix_caching: false,
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let model = Arc::new(Model::load(&common::stories_dir(), &options).expect("stories260K loads"));
+    let mut session = bounded(&model, 512, streaming(256));
+    let nll = session
+        .score_tokens(&story(&model, 1200), &AtomicBool::new(false))
+        .expect("fits in the budget");
+    assert_eq!(nll.len(), 1200);
+    assert!(session.evicted_tokens() > 900);
+}
