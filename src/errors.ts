@@ -41,6 +41,13 @@ export function checkNumberOption(name: string, value: unknown, min: number, max
   }
 }
 
+/** Throws INVALID_OPTION unless `value` is undefined or a boolean. */
+export function checkBooleanOption(name: string, value: unknown): void {
+  if (value !== undefined && typeof value !== 'boolean') {
+    throw new SeedinferError('INVALID_OPTION', `option ${name} must be a boolean`);
+  }
+}
+
 /**
  * The option names of `T`, listed in full: the compiler rejects a list that misses one of `T`'s options or names
  * one `T` lacks, so the names checked at run time follow the typings.

@@ -1,6 +1,6 @@
 // The public Model: loading from a path, a Hub id or the default model; tokenizer; chat template; sessions.
 import { BUILTIN_CHAT_TEMPLATES, compileChatTemplate } from './chat-template.js';
-import { SeedinferError, checkNumberOption, checkOptionNames, optionNames, toSeedinferError } from './errors.js';
+import { SeedinferError, checkBooleanOption, checkNumberOption, checkOptionNames, optionNames, toSeedinferError } from './errors.js';
 import { resolveModelSource } from './fetch/resolve.js';
 import { native } from './native.js';
 import { withAbortFlag } from './abort.js';
@@ -83,9 +83,7 @@ function kvCacheOptions(options: KvCacheOptions | undefined): NativeKvCacheOptio
   }
   checkNumberOption('kvCache.blockSize', options.blockSize, 8, 1024, true);
   checkNumberOption('kvCache.budgetBytes', options.budgetBytes, 1, Number.MAX_SAFE_INTEGER, true);
-  if (options.prefixCaching !== undefined && typeof options.prefixCaching !== 'boolean') {
-    throw new SeedinferError('INVALID_OPTION', 'option kvCache.prefixCaching must be a boolean');
-  }
+  checkBooleanOption('kvCache.prefixCaching', options.prefixCaching);
   return { dtype: options.dtype, blockSize: options.blockSize, budgetBytes: options.budgetBytes, prefixCaching: options.prefixCaching };
 }
 

@@ -1,7 +1,7 @@
 // Sessions (a conversation with its own KV cache) and streaming generations.
 import { withAbortFlag } from './abort.js';
 import { randomInt } from 'node:crypto';
-import { SeedinferError, checkNumberOption, checkOptionNames, optionNames, toSeedinferError, eventError } from './errors.js';
+import { SeedinferError, checkBooleanOption, checkNumberOption, checkOptionNames, optionNames, toSeedinferError, eventError } from './errors.js';
 import type {
   AbortOptions,
   GenerateOptions,
@@ -111,10 +111,8 @@ function nativePrefill(prefill: PrefillOptions | undefined): NativePrefillOption
     if (p[name] !== undefined) out[name] = p[name] as number;
   }
   checkNumberOption('prefill.uniformShare', p.uniformShare as number | undefined, 0, 1);
-  if (p.reselectInDecode !== undefined) {
-    if (typeof p.reselectInDecode !== 'boolean') throw new SeedinferError('INVALID_OPTION', 'option prefill.reselectInDecode must be a boolean');
-    out.reselectInDecode = p.reselectInDecode;
-  }
+  checkBooleanOption('prefill.reselectInDecode', p.reselectInDecode);
+  if (p.reselectInDecode !== undefined) out.reselectInDecode = p.reselectInDecode as boolean;
   if (p.uniformShare !== undefined) out.uniformShare = p.uniformShare as number;
   return out;
 }
@@ -146,9 +144,7 @@ function nativeResponseFormat(format: ResponseFormat | undefined): NativeRespons
       if (typeof schema !== 'object' || schema === null || Array.isArray(schema)) {
         throw new SeedinferError('INVALID_OPTION', 'option responseFormat.schema must be a JSON Schema object');
       }
-      if (strict !== undefined && typeof strict !== 'boolean') {
-        throw new SeedinferError('INVALID_OPTION', 'option responseFormat.strict must be a boolean');
-      }
+      checkBooleanOption('responseFormat.strict', strict);
       let json: string;
       try {
         json = JSON.stringify(schema);
@@ -211,9 +207,7 @@ function nativeXAttention(name: string, x: unknown): NativeXAttentionOptions {
   checkNumberOption(`${name}.stride`, stride, 1, 64, true);
   checkNumberOption(`${name}.blockSize`, blockSize, 1, 8192, true);
   checkNumberOption(`${name}.threshold`, threshold, Number.MIN_VALUE, 1);
-  if (denseLastBlock !== undefined && typeof denseLastBlock !== 'boolean') {
-    throw new SeedinferError('INVALID_OPTION', `option ${name}.denseLastBlock must be a boolean`);
-  }
+  checkBooleanOption(`${name}.denseLastBlock`, denseLastBlock);
   return { stride, blockSize, threshold, denseLastBlock };
 }
 
@@ -242,9 +236,7 @@ function nativeOptions(options: GenerateOptions): NativeGenerateOptions {
   checkNumberOption('presencePenalty', options.presencePenalty, -2, 2);
   checkNumberOption('frequencyPenalty', options.frequencyPenalty, -2, 2);
   checkNumberOption('topLogprobs', options.topLogprobs, 0, 20, true);
-  if (options.logprobs !== undefined && typeof options.logprobs !== 'boolean') {
-    throw new SeedinferError('INVALID_OPTION', 'option logprobs must be a boolean');
-  }
+  checkBooleanOption('logprobs', options.logprobs);
   if (options.onToken !== undefined && typeof options.onToken !== 'function') {
     throw new SeedinferError('INVALID_OPTION', 'option onToken must be a function');
   }

@@ -232,6 +232,12 @@ impl Session {
         self.bounded.is_some_and(|b| b.sirllm.is_some())
     }
 
+    /// SirLLM: the score of `token` fed after `logits` (the logits after the token before it; empty when there
+    /// are none), `None` without SirLLM or logits.
+    fn surprisal(&self, logits: &[f32], token: u32) -> Option<f32> {
+        (self.scores_tokens() && !logits.is_empty()).then(|| token_nll(logits, token) as f32)
+    }
+
     /// SirLLM: records the scores of `tokens`, just appended to the cache: each one's surprisal under the logits
     /// before it (`first` for the first, if known; the rows of `after`, logits after each token, for the others).
     /// A first token without logits before it (the start of a session) gets the largest score of the others.
@@ -491,8 +497,7 @@ impl Session {
                     self.scratch.ops.xattention.last_position = last;
                 }
             }
-            let first =
-                (scoring && !logits.is_empty()).then(|| token_nll(&logits, chunk[0]) as f32);
+            let first = self.surprisal(&logits, chunk[0]);
             let (cache, scratch) = (&mut self.cache, &mut self.scratch);
             if shared {
                 if !model
@@ -515,9 +520,7 @@ impl Session {
                 .iter_mut()
                 .for_each(|t| *t += chunk.len());
             self.settle_cache();
-            if scoring {
-                self.score_fed(chunk, first, &logits);
-            }
+            self.score_fed(chunk, first, &logits);
             match (pass_logits, logits_for) {
                 (LogitsFor::All, LogitsFor::Last) => {
                     after_chunk(&logits[logits.len() - vocab_size..])
@@ -644,8 +647,10 @@ impl Session {
     /// Feeds one generated token through the model's batcher: in one forward pass with the decode steps of the
     /// other sessions generating at the same time.
     fn decode_batched(&mut self, token: u32) -> Result<()> {
+        let first = self.surprisal(self.last_logits.as_deref().unwrap_or_default(), token);
         let logits = self.step_batched(&[token], false)?;
         self.fed(&[token], logits);
+        self.score_fed(&[token], first, &[]);
         Ok(())
     }
 
@@ -1015,15 +1020,6 @@ impl Session {
                         out.stop_reason = StopReason::ContextFull;
                         break;
                     }
-                    // SirLLM's score of the previous token: its surprisal where it was drawn.
-                    let surprisal = self
-                        .scores_tokens()
-                        .then(|| {
-                            self.last_logits
-                                .as_deref()
-                                .map(|l| token_nll(l, previous) as f32)
-                        })
-                        .flatten();
                     let accepted = drafts.accept(previous);
                     if accepted.is_none() {
                         self.drop_drafts(&mut drafts);
@@ -1066,9 +1062,6 @@ impl Session {
                         )
                         .map(|(_, _, step)| step.revived)
                     };
-                    if step.is_ok() && surprisal.is_some() {
-                        self.score_fed(&[previous], surprisal, &[]);
-                    }
                     match step {
                         Ok(revived) => out.decode_revived += revived,
                         Err(e) => {

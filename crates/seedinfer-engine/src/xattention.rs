@@ -338,12 +338,14 @@ impl HeadScratch {
             let diagonal = shape.first_query_block + qb;
             let row_scores = &self.block_scores[qb * key_blocks..][..=diagonal];
             let shown = &mut shown[qb * key_blocks..][..=diagonal];
+            if shape.dense_block == Some(diagonal) {
+                shown.fill(true);
+                selected += shown.len() as u64;
+                continue;
+            }
             let total: f64 = row_scores.iter().sum();
             shown[0] = true;
             shown[diagonal] = true;
-            if shape.dense_block == Some(diagonal) {
-                shown.fill(true);
-            }
             let mut mass = row_scores[0]
                 + if diagonal > 0 {
                     row_scores[diagonal]
