@@ -108,6 +108,34 @@ struct TaskScratch {
     /// One f16 block's keys and values widened to f32 (see [`WIDEN_MIN_QUERIES`]).
     wide_keys: Vec<f32>,
     wide_values: Vec<f32>,
+    /// The task's queries (scaled, if the block's keys are) gathered to a pruned block's key channels (ThinK), and
+    /// which channels and scaling they were gathered for.
+    gathered: Vec<f32>,
+    gathered_for: Option<(usize, bool)>,
+}
+
+impl TaskScratch {
+    /// Gathers `count` queries (`query(i)`, each `head_dim` long) to the `kept` channels into `gathered`, unless
+    /// they already are (`scaled`: whether the queries were multiplied by the key channel scales).
+    fn gather<'q>(
+        &mut self,
+        kept: &[u16],
+        scaled: bool,
+        count: usize,
+        query: impl Fn(usize) -> &'q [f32],
+    ) {
+        let key = (kept.as_ptr() as usize, scaled);
+        if self.gathered_for == Some(key) {
+            return;
+        }
+        self.gathered.clear();
+        for i in 0..count {
+            let q = query(i);
+            self.gathered
+                .extend(kept.iter().map(|&c| q[usize::from(c)]));
+        }
+        self.gathered_for = Some(key);
+    }
 }
 
 /// Queries of a task that read one f16 block before it is widened to f32 once for all of them (exact, so the same
@@ -165,6 +193,7 @@ fn attend_task<C: KvStore>(
         if let Some(channels) = channels {
             scale_queries(&mut s.scaled, (0..nq).map(query), channels);
         }
+        s.gathered_for = None;
         s.running.clear();
         s.running.resize(nq * hd, 0.0);
         s.block.resize(nq * hd, 0.0);
@@ -174,6 +203,17 @@ fn attend_task<C: KvStore>(
         let last_visible = visible(tokens.end - 1);
         for b in first(tokens.start) / bs..last_visible.div_ceil(bs) {
             let block_start = b * bs;
+            let scaled = b > 0 && channels.is_some();
+            let kept = cache.kept_channels(layer, kv_head, b);
+            if let Some(kept) = kept {
+                let scaled_queries = std::mem::take(&mut s.scaled);
+                s.gather(kept, scaled, nq, |i| match scaled {
+                    true => &scaled_queries[i * hd..(i + 1) * hd],
+                    false => query(i),
+                });
+                s.scaled = scaled_queries;
+            }
+            let width = kept.map_or(hd, <[u16]>::len);
             // Tokens see a part of the block that moves with their position (a prefix that grows, and on a
             // sliding-window layer a start that advances): runs of tokens seeing the same part share kernel calls.
             let mut t = tokens.start;
@@ -197,10 +237,12 @@ fn attend_task<C: KvStore>(
                     } else {
                         kv
                     };
-                    let scaled = (b > 0 && channels.is_some()).then_some(s.scaled.as_slice());
-                    let query = |i: usize| match scaled {
-                        Some(scaled) => &scaled[i * hd..(i + 1) * hd],
-                        None => query(i),
+                    let scaled = scaled.then_some(s.scaled.as_slice());
+                    let gathered = kept.is_some().then_some(s.gathered.as_slice());
+                    let query = |i: usize| match (gathered, scaled) {
+                        (Some(gathered), _) => &gathered[i * width..(i + 1) * width],
+                        (None, Some(scaled)) => &scaled[i * hd..(i + 1) * hd],
+                        (None, None) => query(i),
                     };
                     let first_query = (t - tokens.start) * per_token;
                     let last_query = (run_end - tokens.start) * per_token;
@@ -383,6 +425,7 @@ fn decode_attention_split<C: KvStore>(
                             let group_queries = heads.map(|h| &q[h * hd..(h + 1) * hd]);
                             scale_queries(&mut s.scaled, group_queries, channels);
                         }
+                        s.gathered_for = None;
                         for (i, (block_out, block_partials)) in range_out
                             .chunks_mut(group * hd)
                             .zip(range_partials.chunks_mut(group))
@@ -392,6 +435,17 @@ fn decode_attention_split<C: KvStore>(
                             let n = bs.min(visible - b * bs);
                             let lo = seen.start.saturating_sub(b * bs);
                             let kv = cache.head(layer, kv_head, b, n);
+                            let scaled = b > 0 && channels.is_some();
+                            let kept = cache.kept_channels(layer, kv_head, b);
+                            if let Some(kept) = kept {
+                                let scaled_queries = std::mem::take(&mut s.scaled);
+                                s.gather(kept, scaled, group, |g| match scaled {
+                                    true => &scaled_queries[g * hd..(g + 1) * hd],
+                                    false => &q[(kv_head * group + g) * hd..][..hd],
+                                });
+                                s.scaled = scaled_queries;
+                            }
+                            let width = kept.map_or(hd, <[u16]>::len);
                             if i + 1 < range_blocks {
                                 // The next block lives elsewhere in the pool: start loading its first keys.
                                 let next = bs.min(visible - (b + 1) * bs);
@@ -404,18 +458,21 @@ fn decode_attention_split<C: KvStore>(
                                 .enumerate()
                             {
                                 let head0 = kv_head * group + part * MAX_GROUP;
-                                let scaled =
-                                    (b > 0 && channels.is_some()).then_some(s.scaled.as_slice());
+                                let scaled = scaled.then_some(s.scaled.as_slice());
+                                let gathered = kept.is_some().then_some(s.gathered.as_slice());
                                 attend_queries(
                                     &kv,
                                     lo..n,
                                     scale,
-                                    |i| match scaled {
-                                        Some(scaled) => {
-                                            let g = head0 + i - kv_head * group;
-                                            &scaled[g * hd..(g + 1) * hd]
+                                    |i| {
+                                        let g = head0 + i - kv_head * group;
+                                        match (gathered, scaled) {
+                                            (Some(gathered), _) => {
+                                                &gathered[g * width..(g + 1) * width]
+                                            }
+                                            (None, Some(scaled)) => &scaled[g * hd..(g + 1) * hd],
+                                            (None, None) => &q[(head0 + i) * hd..][..hd],
                                         }
-                                        None => &q[(head0 + i) * hd..][..hd],
                                     },
                                     part_out,
                                     &mut s.scores,

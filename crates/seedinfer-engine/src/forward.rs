@@ -103,6 +103,8 @@ pub struct OpsScratch {
     pub(crate) split: crate::attention::SplitScratch,
     /// The running prefill's XAttention, if any (`crate::xattention`).
     pub(crate) xattention: crate::xattention::XAttentionState,
+    /// The queries ThinK scores key channels with, recorded while a prompt is prefilled (`crate::think`).
+    pub(crate) think: crate::think::QueryTap,
     pub(crate) ggml: GgmlScratch,
 }
 

@@ -7,6 +7,7 @@
 
 use crate::error::Result;
 use crate::kv_pool::{chain_hash, KvBlock, KvDtype, KvPool, ROOT_HASH};
+use crate::think::KeptChannels;
 use seedinfer_kernels::attention::{KvHead, KvRows};
 use std::sync::Arc;
 
@@ -65,6 +66,12 @@ pub trait KvStore: Sync {
     /// stored divided by them (int8 caches, once the first block is full). A query multiplied by them channel
     /// by channel gives those blocks the scores of the original keys.
     fn key_channels(&self, _layer: usize) -> Option<&[f32]> {
+        None
+    }
+
+    /// The key channels one layer's KV head keeps in `block`, if its keys were pruned (ThinK, `crate::think`):
+    /// [`KvStore::head`] then gives keys of those channels only, read with queries gathered to them.
+    fn kept_channels(&self, _layer: usize, _kv_head: usize, _block: usize) -> Option<&[u16]> {
         None
     }
 }
@@ -161,11 +168,14 @@ impl PagedKv {
 
     /// Forgets every position from `len` on, and the blocks that held only those. If the sliding window of a
     /// query at `len` reaches rows this cache gave back, it forgets everything: those positions must be computed
-    /// again from the start (see [`PagedKv::release_out_of_window`]).
+    /// again from the start (see [`PagedKv::release_out_of_window`]). A block whose keys were pruned (ThinK) is
+    /// never written again: a cut inside one forgets it whole.
     pub fn truncate(&mut self, len: usize) {
         let bs = self.bs();
         let len = if len < self.len && !self.window_intact(len) {
             0
+        } else if len < self.len && !len.is_multiple_of(bs) && self.block_pruned(len / bs) {
+            len / bs * bs
         } else {
             len
         };
@@ -267,6 +277,32 @@ impl PagedKv {
         }
         self.released = self.released.min(self.blocks.len());
         adopted
+    }
+
+    /// Whether block `index`'s keys were pruned (ThinK).
+    pub fn block_pruned(&self, index: usize) -> bool {
+        self.blocks.get(index).is_some_and(|b| b.pruned())
+    }
+
+    /// Whether some block's keys were pruned (ThinK).
+    pub fn has_pruned_keys(&self) -> bool {
+        self.blocks.iter().any(|b| b.pruned())
+    }
+
+    /// Prunes the keys of the full blocks `blocks` to the `kept` channels (ThinK): in place for a block only this
+    /// cache holds, else by a pruned copy (the other holders keep the original). Fails with `KV_BUDGET_EXCEEDED` if
+    /// a copy does not fit; the blocks before it stay pruned.
+    pub(crate) fn prune_keys(&mut self, blocks: &[usize], kept: &Arc<KeptChannels>) -> Result<()> {
+        for &i in blocks {
+            match Arc::get_mut(&mut self.blocks[i]) {
+                Some(block) => block.prune_keys(kept),
+                None => {
+                    let copy = self.pool.pruned_copy(&self.blocks[i], kept)?;
+                    self.blocks[i] = Arc::new(copy);
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Bytes of the blocks this cache holds (shared blocks included).
@@ -383,6 +419,10 @@ impl KvStore for PagedKv {
         self.blocks[block].head(layer, kv_head, count)
     }
 
+    fn kept_channels(&self, layer: usize, kv_head: usize, block: usize) -> Option<&[u16]> {
+        self.blocks[block].kept_channels(layer, kv_head)
+    }
+
     fn key_channels(&self, layer: usize) -> Option<&[f32]> {
         let channels = &self.key_channels[layer];
         (!channels.is_empty()).then_some(channels.as_slice())
@@ -451,12 +491,12 @@ impl KvStore for ContiguousKv {
     fn head(&self, layer: usize, kv_head: usize, block: usize, count: usize) -> KvHead<'_> {
         let span =
             block * self.block_size * self.kv_dim..(block * self.block_size + count) * self.kv_dim;
-        KvHead {
-            keys: KvRows::F32(&self.keys[layer][span.clone()]),
-            values: KvRows::F32(&self.values[layer][span]),
-            stride: self.kv_dim,
-            offset: kv_head * self.head_dim,
-            head_dim: self.head_dim,
-        }
+        KvHead::new(
+            KvRows::F32(&self.keys[layer][span.clone()]),
+            KvRows::F32(&self.values[layer][span]),
+            self.kv_dim,
+            kv_head * self.head_dim,
+            self.head_dim,
+        )
     }
 }

@@ -5,6 +5,7 @@
 //! only the cache still holds are evicted least recently used first when the budget needs room.
 
 use crate::error::{EngineError, Result};
+use crate::think::KeptChannels;
 use half::f16;
 use seedinfer_kernels::attention::{quantize_row_i8, KvHead, KvRows};
 use std::collections::HashMap;
@@ -197,6 +198,13 @@ impl BlockLayout {
         self.bytes_of(self.block_dtype(index), true)
     }
 
+    /// Bytes a block stored as `dtype` saves when its keys keep `width` channels of every layer without a sliding
+    /// window (ThinK).
+    fn pruned_key_saving(&self, dtype: KvDtype, width: usize) -> usize {
+        let rows = self.elements(false) / self.head_dim;
+        rows * (self.head_dim - width) * dtype.element_bytes()
+    }
+
     /// Bytes a token's keys and values take in this dtype.
     pub fn bytes_per_token(&self) -> usize {
         self.block_bytes() / self.block_size
@@ -271,6 +279,28 @@ impl Rows {
         }
     }
 
+    /// The rows of `groups` (each `(first row, kept channels)`, `count` rows of `head_dim` values) with only the
+    /// kept channels, one group after the other (int8 rows keep their scales: the same stored values).
+    fn gather(&self, groups: &[(usize, &[u16])], count: usize, head_dim: usize) -> Rows {
+        fn pick<T: Copy>(v: &[T], groups: &[(usize, &[u16])], count: usize, hd: usize) -> Vec<T> {
+            let mut out = Vec::with_capacity(groups.len() * count * groups[0].1.len());
+            for &(first, kept) in groups {
+                for row in v[first * hd..(first + count) * hd].chunks_exact(hd) {
+                    out.extend(kept.iter().map(|&c| row[usize::from(c)]));
+                }
+            }
+            out
+        }
+        match self {
+            Rows::F32(v) => Rows::F32(pick(v, groups, count, head_dim)),
+            Rows::F16(v) => Rows::F16(pick(v, groups, count, head_dim)),
+            Rows::Int8 { rows, scales } => Rows::Int8 {
+                rows: pick(rows, groups, count, head_dim),
+                scales: scales.clone(),
+            },
+        }
+    }
+
     /// Raw bytes of rows `first..first + count` (values, then int8 scales), for saving.
     pub(crate) fn bytes(&self, first: usize, count: usize, head_dim: usize, out: &mut Vec<u8>) {
         let span = first * head_dim..(first + count) * head_dim;
@@ -322,6 +352,8 @@ pub struct KvBlock {
     global: LayerRows,
     /// Rows of the sliding-window layers; `None` once dropped ([`KvBlock::drop_local`]) or if there are none.
     local: Option<LayerRows>,
+    /// ThinK: the key channels `global.keys` keeps, if its keys were pruned ([`KvBlock::prune_keys`]).
+    kept: Option<Arc<KeptChannels>>,
     pool: Arc<PoolShared>,
 }
 
@@ -370,6 +402,10 @@ impl KvBlock {
         key_channels: Option<&[f32]>,
     ) {
         let (hd, kv_heads) = (self.pool.layout.head_dim, self.pool.layout.kv_heads);
+        assert!(
+            self.kept.is_none(),
+            "a pruned block is never written (truncation stops before it)"
+        );
         let channels = key_channels.filter(|_| self.dtype() == KvDtype::Int8);
         // Room for one scaled key row on the stack for usual head sizes, on the heap beyond.
         let (mut stack, mut heap) = ([0.0f32; 256], Vec::new());
@@ -424,9 +460,48 @@ impl KvBlock {
 
     /// Bytes this block counts against the budget.
     pub fn bytes(&self) -> usize {
+        let layout = &self.pool.layout;
+        let full = layout.bytes_of(self.dtype(), self.local.is_some());
+        full - self
+            .kept
+            .as_ref()
+            .map_or(0, |kept| layout.pruned_key_saving(self.dtype(), kept.width))
+    }
+
+    /// Whether this block's keys were pruned (ThinK).
+    pub fn pruned(&self) -> bool {
+        self.kept.is_some()
+    }
+
+    /// The key channels one layer's KV head keeps in this block, if its keys were pruned.
+    pub fn kept_channels(&self, layer: usize, kv_head: usize) -> Option<&[u16]> {
+        self.kept.as_ref().map(|kept| kept.of(layer, kv_head))
+    }
+
+    /// This block's keys with only the `kept` channels (the rows of every layer without a sliding window).
+    fn pruned_keys(&self, kept: &KeptChannels) -> Rows {
+        let layout = &self.pool.layout;
+        let groups: Vec<(usize, &[u16])> = (0..layout.layers)
+            .filter(|&l| !layout.slots[l].0)
+            .flat_map(|l| (0..layout.kv_heads).map(move |h| (l, h)))
+            .map(|(l, h)| (layout.head_rows(l, h).1, kept.of(l, h)))
+            .collect();
+        self.global
+            .keys
+            .gather(&groups, layout.block_size, layout.head_dim)
+    }
+
+    /// Keeps only the `kept` channels of this block's keys (ThinK), giving the bytes of the others back.
+    pub(crate) fn prune_keys(&mut self, kept: &Arc<KeptChannels>) {
+        if self.kept.is_some() {
+            return;
+        }
+        let before = self.bytes();
+        self.global.keys = self.pruned_keys(kept);
+        self.kept = Some(Arc::clone(kept));
         self.pool
-            .layout
-            .bytes_of(self.dtype(), self.local.is_some())
+            .used_bytes
+            .fetch_sub(before - self.bytes(), Ordering::AcqRel);
     }
 
     /// Key channel scales of one layer from this block's first `count` keys (see `KvStore::key_channels`):
@@ -455,7 +530,12 @@ impl KvBlock {
 
     /// Makes this block a copy of `other` (copy-on-write of a shared block).
     pub(crate) fn copy_from(&mut self, other: &KvBlock) {
+        let before = self.bytes();
         self.global.clone_from(&other.global);
+        self.kept.clone_from(&other.kept);
+        self.pool
+            .used_bytes
+            .fetch_sub(before.saturating_sub(self.bytes()), Ordering::AcqRel);
         match (&mut self.local, &other.local) {
             (Some(mine), Some(theirs)) => mine.clone_from(theirs),
             (Some(_), None) => self.drop_local(),
@@ -467,12 +547,15 @@ impl KvBlock {
     pub fn head(&self, layer: usize, kv_head: usize, count: usize) -> KvHead<'_> {
         let hd = self.pool.layout.head_dim;
         let (rows, first) = self.rows(layer, kv_head);
-        KvHead {
-            keys: rows.keys.view(first, count, hd),
-            values: rows.values.view(first, count, hd),
-            stride: hd,
-            offset: 0,
-            head_dim: hd,
+        let (key_dim, keys) = match &self.kept {
+            Some(kept) => (kept.width, rows.keys.view(first, count, kept.width)),
+            None => (hd, rows.keys.view(first, count, hd)),
+        };
+        let kv = KvHead::new(keys, rows.values.view(first, count, hd), hd, 0, hd);
+        if key_dim == hd {
+            kv
+        } else {
+            kv.with_pruned_keys(keys, key_dim)
         }
     }
 
@@ -659,6 +742,7 @@ impl KvPool {
                 KvBlock {
                     global: LayerRows::new(layout, dtype, false),
                     local: with_local.then(|| LayerRows::new(layout, dtype, true)),
+                    kept: None,
                     pool: Arc::clone(&self.shared),
                 }
             })
@@ -673,8 +757,29 @@ impl KvPool {
         Some(KvBlock {
             global: block.global.clone(),
             local: None,
+            kept: block.kept.clone(),
             pool: Arc::clone(&self.shared),
         })
+    }
+
+    /// A copy of `block` with only the `kept` key channels (ThinK), for a session to hold instead of a block it
+    /// shares. Fails with `KV_BUDGET_EXCEEDED` if the budget has no room for it even after evicting.
+    pub(crate) fn pruned_copy(&self, block: &KvBlock, kept: &Arc<KeptChannels>) -> Result<KvBlock> {
+        let copy = |keys: Rows| KvBlock {
+            global: LayerRows {
+                keys,
+                values: block.global.values.clone(),
+            },
+            local: None,
+            kept: Some(Arc::clone(kept)),
+            pool: Arc::clone(&self.shared),
+        };
+        let layout = &self.shared.layout;
+        let dtype = block.dtype();
+        let needed = layout.bytes_of(dtype, false) - layout.pruned_key_saving(dtype, kept.width);
+        // The budget takes the bytes before the block exists (a dropped block gives its bytes back).
+        self.take_bytes(needed, 1)?;
+        Ok(copy(block.pruned_keys(kept)))
     }
 
     /// Counts `needed` bytes of `count` new blocks against the budget, evicting cached blocks no session uses

@@ -23,6 +23,7 @@ pub mod session;
 mod session_file;
 pub mod speculative;
 pub mod superposition;
+pub mod think;
 pub mod token_pruning;
 pub mod weights;
 pub mod xattention;
@@ -43,6 +44,7 @@ pub use session::{
 };
 pub use speculative::{DraftSource, SpeculativeParams};
 pub use superposition::SuperposeReport;
+pub use think::{Think, ThinkReport};
 pub use token_pruning::{PassReport, PrefillStrategy, Stage};
 pub use weights::WeightFormat;
 pub use xattention::XAttention;

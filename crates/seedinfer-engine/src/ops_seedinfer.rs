@@ -62,6 +62,8 @@ impl Operations for SeedinferOps {
         out: &mut [f32],
         s: &mut OpsScratch,
     ) {
+        s.think
+            .record(layer, &q[..tokens * cfg.q_dim()], cfg.q_dim());
         let blocks = s.xattention.select(cfg, q, cache, layer, positions, tokens);
         attention(
             cfg,

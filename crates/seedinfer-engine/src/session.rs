@@ -12,6 +12,7 @@ use crate::perplexity::token_nll;
 use crate::sampler::Distribution;
 use crate::sampler::{Sampler, SamplingParams, TokenLogprobs};
 use crate::speculative::{Drafter, SpeculativeParams, VerifiedDrafts};
+use crate::think::{Think, ThinkReport};
 use crate::token_pruning::{forward_pruned, PassReport, PrefillStrategy, PrunedPositions};
 use crate::xattention::XAttention;
 use seedinfer_tokenizer::StreamDecoder;
@@ -110,6 +111,8 @@ pub struct GenerationOutput {
     pub incomplete: bool,
     /// With speculative decoding: drafts verified, drafts accepted, verification passes.
     pub speculative: Option<SpeculativeReport>,
+    /// With ThinK: the blocks whose keys the end of this prefill pruned.
+    pub think: ThinkReport,
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -147,6 +150,8 @@ pub struct Session {
     scores: Vec<f32>,
     /// Tokens evicted from the cache so far (bounded caches).
     evicted: usize,
+    /// ThinK key-channel pruning at the end of each prefill (`crate::think`), if set.
+    think: Option<Think>,
     scratch: Scratch,
 }
 
@@ -170,8 +175,38 @@ impl Session {
             bounded: None,
             scores: Vec::new(),
             evicted: 0,
+            think: None,
             scratch: Scratch::default(),
         })
+    }
+
+    /// Prunes key channels at the end of every later prefill (ThinK; `None`: never). Refused on models with
+    /// sliding-window layers, with llama.cpp's numerics and with a bounded cache.
+    pub fn set_think(&mut self, think: Option<Think>) -> Result<()> {
+        if let Some(t) = &think {
+            t.validate()?;
+            let why = if self.model.config.sliding_window.is_some() {
+                Some("the model has sliding-window layers")
+            } else if self.model.numerics != Numerics::Seedinfer {
+                Some("numerics 'llamacpp' attends over whole keys only")
+            } else if self.bounded.is_some() {
+                Some("the session's KV cache is bounded (its compaction re-rotates whole keys)")
+            } else {
+                None
+            };
+            if let Some(why) = why {
+                return Err(EngineError::InvalidOption(format!(
+                    "ThinK key pruning is not available for this session: {why}"
+                )));
+            }
+        }
+        self.think = think;
+        Ok(())
+    }
+
+    /// The session's ThinK settings, if any.
+    pub fn think(&self) -> Option<&Think> {
+        self.think.as_ref()
     }
 
     /// Bounds this session's cache (`None`: unbounded). Refused for a session with pruned positions, and on models
@@ -181,6 +216,8 @@ impl Session {
             b.validate(self.context_size())?;
             let why = if self.pruned.is_some() {
                 Some("its prompt was pruned")
+            } else if self.think.is_some() || self.cache.has_pruned_keys() {
+                Some("it prunes key channels (ThinK)")
             } else if self.model.config.sliding_window.is_some() {
                 Some("the model has sliding-window layers")
             } else {
@@ -312,6 +349,7 @@ impl Session {
             bounded: self.bounded,
             scores: self.scores.clone(),
             evicted: self.evicted,
+            think: self.think,
             scratch: Scratch::default(),
         }
     }
@@ -458,9 +496,11 @@ impl Session {
         // A prompt (logits of its last position only) fed while other sessions decode goes through the batcher in
         // small chunks, so the running streams keep their pace (`crate::batcher`); otherwise it runs alone.
         // (Not a prefill with XAttention: a batched pass would run with another session's scratch, dense.)
+        // (Nor one whose queries ThinK records.)
         let may_share = model.numerics == Numerics::Seedinfer
             && logits_for == LogitsFor::Last
-            && self.scratch.ops.xattention.active.is_none();
+            && self.scratch.ops.xattention.active.is_none()
+            && !self.scratch.ops.think.recording();
         // SirLLM scores every token by the logits before it.
         let scoring = self.scores_tokens();
         let pass_logits = if scoring { LogitsFor::All } else { logits_for };
@@ -570,7 +610,9 @@ impl Session {
     /// After new positions are committed (by a dense pass): offers the full blocks to the prefix cache, then gives
     /// back the sliding-window rows no later query needs.
     fn settle_cache(&mut self) {
-        if self.bounded.is_none() {
+        // Blocks of a bounded cache are re-rotated, and ThinK prunes its blocks' keys (in place when it holds them
+        // alone): neither is offered for reuse.
+        if self.bounded.is_none() && self.think.is_none() {
             self.cache.offer_full_blocks(&self.tokens);
         }
         if self.pruned.is_none() {
@@ -892,6 +934,12 @@ impl Session {
                     .into(),
             ));
         }
+        if self.think.is_some() && sparse {
+            return Err(EngineError::InvalidOption(
+                "token pruning and sparse prefill are not available yet with ThinK key pruning"
+                    .into(),
+            ));
+        }
         if self.bounded.is_some() && params.prefill != PrefillStrategy::Dense {
             return Err(EngineError::InvalidOption(
                 "token pruning is not available with a bounded KV cache".into(),
@@ -953,6 +1001,7 @@ impl Session {
             logprobs: Vec::new(),
             incomplete: false,
             speculative: None,
+            think: ThinkReport::default(),
         };
         let mut emitted = 0usize;
         let longest_stop = params.stop.iter().map(|s| s.len()).max().unwrap_or(0);
@@ -963,6 +1012,7 @@ impl Session {
             .ops
             .xattention
             .start(params.xattention, last_position);
+        self.scratch.ops.think.start(self.think.map(|t| t.recent));
         let prefilled = self.run_chunks(
             &to_feed,
             abort,
@@ -973,7 +1023,11 @@ impl Session {
             &mut |_| {},
         );
         let (selected_blocks, causal_blocks) = self.scratch.ops.xattention.finish();
+        let queries = self.scratch.ops.think.finish();
         let (completed, reused, prefill) = prefilled?;
+        if let (Some(think), true) = (self.think, completed) {
+            out.think = crate::think::prune(&model.config, &think, &mut self.cache, &queries)?;
+        }
         out.timings.reused_prompt_tokens = reused;
         out.prefill = PassReport {
             selected_blocks,

@@ -57,6 +57,12 @@ impl Session {
                 "a session with a bounded KV cache cannot be saved yet (its bound and SirLLM's scores are not in the file)".into(),
             ));
         }
+        if self.cache.has_pruned_keys() {
+            return Err(EngineError::InvalidOption(
+                "a session whose keys ThinK pruned cannot be saved yet (the file holds whole keys)"
+                    .into(),
+            ));
+        }
         if self.pruned.is_some() {
             return Err(EngineError::InvalidOption(
                 "a session whose prompt was pruned (prefill strategy other than dense) cannot be saved: its cache lacks some layers' keys and values".into(),

@@ -832,12 +832,12 @@ impl KvStore for GatheredLayer<'_> {
     fn head(&self, _layer: usize, kv_head: usize, block: usize, count: usize) -> KvHead<'_> {
         let first = block * self.block_size();
         let span = first * self.kv_dim..(first + count) * self.kv_dim;
-        KvHead {
-            keys: KvRows::F32(&self.keys[span.clone()]),
-            values: KvRows::F32(&self.values[span]),
-            stride: self.kv_dim,
-            offset: kv_head * self.head_dim,
-            head_dim: self.head_dim,
-        }
+        KvHead::new(
+            KvRows::F32(&self.keys[span.clone()]),
+            KvRows::F32(&self.values[span]),
+            self.kv_dim,
+            kv_head * self.head_dim,
+            self.head_dim,
+        )
     }
 }

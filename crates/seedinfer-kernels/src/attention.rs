@@ -38,17 +38,59 @@ impl KvRows<'_> {
     }
 }
 
-/// One KV head's keys and values: position `p`'s key is `keys[p * stride + offset..][..head_dim]` (times the
-/// row's scale for int8). Keys and values must have the same storage type.
+/// One KV head's keys and values: position `p`'s value is `values[p * stride + offset..][..head_dim]` and its key
+/// `keys[p * key_stride + key_offset..][..key_dim]` (times the row's scale for int8). Keys usually have the values'
+/// layout ([`KvHead::new`]); pruned keys (ThinK: some channels only, [`KvHead::with_pruned_keys`]) have fewer
+/// channels, and the queries attending over them carry the same channels. Keys and values must have the same
+/// storage type.
 #[derive(Clone, Copy)]
 pub struct KvHead<'a> {
     pub keys: KvRows<'a>,
     pub values: KvRows<'a>,
-    /// Elements between consecutive positions' rows.
+    /// Elements between consecutive positions' value rows.
     pub stride: usize,
-    /// Element offset of this head inside a row.
+    /// Element offset of this head inside a value row.
     pub offset: usize,
     pub head_dim: usize,
+    /// Elements between consecutive positions' key rows.
+    pub key_stride: usize,
+    /// Element offset of this head inside a key row.
+    pub key_offset: usize,
+    /// Channels of a key row (and of the queries).
+    pub key_dim: usize,
+}
+
+impl<'a> KvHead<'a> {
+    /// Keys and values of `head_dim` channels each, rows `stride` elements apart, this head at `offset` in a row.
+    pub fn new(
+        keys: KvRows<'a>,
+        values: KvRows<'a>,
+        stride: usize,
+        offset: usize,
+        head_dim: usize,
+    ) -> Self {
+        Self {
+            keys,
+            values,
+            stride,
+            offset,
+            head_dim,
+            key_stride: stride,
+            key_offset: offset,
+            key_dim: head_dim,
+        }
+    }
+
+    /// The same values with keys of `key_dim` channels, one packed row per position.
+    pub fn with_pruned_keys(self, keys: KvRows<'a>, key_dim: usize) -> Self {
+        Self {
+            keys,
+            key_stride: key_dim,
+            key_offset: 0,
+            key_dim,
+            ..self
+        }
+    }
 }
 
 /// Quantises one row (one token, one head) to int8 with a symmetric per-row scale: returns the scale
@@ -71,13 +113,16 @@ pub fn quantize_row_i8(x: &[f32], out: &mut [i8]) -> f32 {
 /// `value` (`head_dim` long each). For reading the cache outside the fused kernel (token pruning).
 pub fn kv_rows(kv: &KvHead, p: usize, key: &mut [f32], value: &mut [f32]) {
     with_rows!(kv, |keys, values| {
-        for (rows, out) in [(keys, key), (values, value)] {
+        for (rows, row, out) in [
+            (keys, keys.key_row(kv, p), key),
+            (values, values.row(kv, p), value),
+        ] {
             let scale = if rows.scales.is_empty() {
                 1.0
             } else {
                 rows.scale(p)
             };
-            for (o, x) in out.iter_mut().zip(rows.row(kv, p)) {
+            for (o, x) in out.iter_mut().zip(row) {
                 *o = x.widen() * scale;
             }
         }
@@ -97,30 +142,30 @@ pub fn widened<'a>(
     let (KvRows::F16(k), KvRows::F16(v)) = (kv.keys, kv.values) else {
         return None;
     };
-    let hd = kv.head_dim;
-    for (source, out) in [(k, &mut *keys), (v, &mut *values)] {
-        out.resize(rows * hd, 0.0);
-        let rows_in = |p: usize| &source[p * kv.stride + kv.offset..][..hd];
+    let (hd, kd) = (kv.head_dim, kv.key_dim);
+    for (source, out, stride, offset, dim) in [
+        (k, &mut *keys, kv.key_stride, kv.key_offset, kd),
+        (v, &mut *values, kv.stride, kv.offset, hd),
+    ] {
+        out.resize(rows * dim, 0.0);
+        let rows_in = |p: usize| &source[p * stride + offset..][..dim];
         #[cfg(target_arch = "x86_64")]
-        if detected().has_avx2() && hd.is_multiple_of(8) {
+        if detected().has_avx2() && dim.is_multiple_of(8) {
             // SAFETY: `detected` reports F16C (part of the AVX2 set); rows are sliced with bounds checks.
-            unsafe {
-                crate::x86_avx2::attention::widen_f16_rows(source, kv.stride, kv.offset, hd, out)
-            };
+            unsafe { crate::x86_avx2::attention::widen_f16_rows(source, stride, offset, dim, out) };
             continue;
         }
-        for (p, row) in out.chunks_exact_mut(hd).enumerate() {
+        for (p, row) in out.chunks_exact_mut(dim).enumerate() {
             for (o, h) in row.iter_mut().zip(rows_in(p)) {
                 *o = h.to_f32();
             }
         }
     }
-    Some(KvHead {
-        keys: KvRows::F32(keys),
-        values: KvRows::F32(values),
-        stride: hd,
-        offset: 0,
-        head_dim: hd,
+    let wide = KvHead::new(KvRows::F32(keys), KvRows::F32(values), hd, 0, hd);
+    Some(if kd == hd {
+        wide
+    } else {
+        wide.with_pruned_keys(wide.keys, kd)
     })
 }
 
@@ -129,17 +174,17 @@ pub fn widened<'a>(
 pub fn prefetch_keys(kv: &KvHead, positions: Range<usize>) {
     #[cfg(target_arch = "x86_64")]
     with_rows!(kv, |keys, _values| {
-        let base = keys.data.as_ptr().wrapping_add(kv.offset);
+        let base = keys.data.as_ptr().wrapping_add(kv.key_offset);
         let end = positions
             .end
-            .min(keys.data.len().saturating_sub(kv.offset) / kv.stride.max(1));
+            .min(keys.data.len().saturating_sub(kv.key_offset) / kv.key_stride.max(1));
         // SAFETY: prefetching is only a hint and never faults; the rows are inside `keys` anyway.
         unsafe {
             crate::x86_avx2::attention::prefetch_rows(
                 base,
                 positions.start..end,
-                kv.stride,
-                kv.head_dim,
+                kv.key_stride,
+                kv.key_dim,
             )
         }
     });
@@ -182,9 +227,16 @@ impl<'a, T: KvElement> Rows<'a, T> {
         }
     }
 
+    /// Position `p`'s value row.
     #[inline(always)]
     fn row(&self, kv: &KvHead, p: usize) -> &'a [T] {
         &self.data[p * kv.stride + kv.offset..][..kv.head_dim]
+    }
+
+    /// Position `p`'s key row.
+    #[inline(always)]
+    fn key_row(&self, kv: &KvHead, p: usize) -> &'a [T] {
+        &self.data[p * kv.key_stride + kv.key_offset..][..kv.key_dim]
     }
 
     /// Scale of position `p`'s row (int8 only).
@@ -343,7 +395,7 @@ pub fn attend_range_on(
     assert_eq!(partials.len(), queries.len(), "one partial per query");
     let isa = isa.usable();
     #[cfg(target_arch = "x86_64")]
-    if isa.has_avx2() && kv.head_dim.is_multiple_of(32) {
+    if isa.has_avx2() && kv.head_dim.is_multiple_of(32) && kv.key_dim.is_multiple_of(8) {
         let kernel = if isa == Isa::Avx512 {
             crate::x86_avx512::attention::attend_range
         } else {
@@ -409,7 +461,7 @@ fn scalar_rows<T: KvElement>(
         scores.extend(positions.clone().map(|p| {
             let mut dot: f32 = query
                 .iter()
-                .zip(keys.row(kv, p))
+                .zip(keys.key_row(kv, p))
                 .map(|(a, b)| a * b.widen())
                 .sum();
             if T::SCALED {
@@ -518,9 +570,17 @@ fn check(kv: &KvHead, visible: usize, queries: &[&[f32]], outs: &[&mut [f32]]) {
     );
     let hd = kv.head_dim;
     assert!(kv.offset + hd <= kv.stride, "head inside a cache row");
+    assert!(
+        kv.key_offset + kv.key_dim <= kv.key_stride,
+        "head inside a key row"
+    );
     if visible > 0 {
-        let needed = (visible - 1) * kv.stride + kv.offset + hd;
-        for rows in [kv.keys, kv.values] {
+        let needed =
+            |stride: usize, offset: usize, dim: usize| (visible - 1) * stride + offset + dim;
+        for (rows, needed) in [
+            (kv.keys, needed(kv.key_stride, kv.key_offset, kv.key_dim)),
+            (kv.values, needed(kv.stride, kv.offset, hd)),
+        ] {
             assert!(rows.len() >= needed, "{visible} positions cached");
             if let KvRows::I8 {
                 scales,
@@ -536,7 +596,7 @@ fn check(kv: &KvHead, visible: usize, queries: &[&[f32]], outs: &[&mut [f32]]) {
         }
     }
     assert_eq!(queries.len(), outs.len(), "one output per query");
-    assert!(queries.iter().all(|q| q.len() == hd) && outs.iter().all(|o| o.len() == hd));
+    assert!(queries.iter().all(|q| q.len() == kv.key_dim) && outs.iter().all(|o| o.len() == hd));
 }
 
 #[cfg(test)]
@@ -624,13 +684,13 @@ mod tests {
         head_dim: usize,
         heads: usize,
     ) -> KvHead<'a> {
-        KvHead {
-            keys: keys.rows(head),
-            values: vals.rows(head),
-            stride: head_dim * heads,
-            offset: head * head_dim,
+        KvHead::new(
+            keys.rows(head),
+            vals.rows(head),
+            head_dim * heads,
+            head * head_dim,
             head_dim,
-        }
+        )
     }
 
     /// Normalised attention of each query over `0..visible`, written into one buffer.
@@ -811,6 +871,109 @@ mod tests {
         }
     }
 
+    /// The rows of `pruned` (`kept.len()` channels each, one head) put back at channels `kept` of `head_dim`-wide
+    /// rows, the others zero, with the same int8 row scales.
+    fn zero_filled(pruned: &Stored, kept: &[usize], head_dim: usize) -> Stored {
+        fn scatter<T: Copy + Default>(rows: &[T], kept: &[usize], head_dim: usize) -> Vec<T> {
+            rows.chunks_exact(kept.len())
+                .flat_map(|row| {
+                    let mut full = vec![T::default(); head_dim];
+                    kept.iter().zip(row).for_each(|(&c, &x)| full[c] = x);
+                    full
+                })
+                .collect()
+        }
+        match pruned {
+            Stored::F32(rows) => Stored::F32(scatter(rows, kept, head_dim)),
+            Stored::F16(rows) => Stored::F16(scatter(rows, kept, head_dim)),
+            Stored::I8 {
+                rows,
+                scales,
+                heads,
+            } => Stored::I8 {
+                rows: scatter(rows, kept, head_dim),
+                scales: scales.clone(),
+                heads: *heads,
+            },
+        }
+    }
+
+    /// Pruned keys (ThinK) attended with queries of their channels give what the full-width keys with the dropped
+    /// channels zeroed give, on every kernel (key widths of whole sixteens and of an odd number of eights, every
+    /// tail of positions), and the AVX-512 kernel gives the AVX2 bits.
+    #[test]
+    fn pruned_keys_equal_zero_filled_keys() {
+        let (head_dim, visible, group) = (64, 45, 3);
+        for dtype in DTYPES {
+            for key_dim in [40, 48, 24] {
+                // Every channel but a spread of dropped ones, in ascending order.
+                let kept: Vec<usize> = (0..head_dim)
+                    .filter(|c| (c * 7 + 3) % head_dim >= head_dim - key_dim)
+                    .collect();
+                assert_eq!(kept.len(), key_dim);
+                let full_keys = values(visible * head_dim, 5);
+                let gathered: Vec<f32> = full_keys
+                    .chunks_exact(head_dim)
+                    .flat_map(|row| kept.iter().map(|&c| row[c]))
+                    .collect();
+                let pruned_keys = Stored::new(&gathered, dtype, key_dim, 1);
+                let stored_values = Stored::new(&values(visible * head_dim, 6), dtype, head_dim, 1);
+                let zero_filled_keys = zero_filled(&pruned_keys, &kept, head_dim);
+                let dense = KvHead::new(
+                    zero_filled_keys.rows(0),
+                    stored_values.rows(0),
+                    head_dim,
+                    0,
+                    head_dim,
+                );
+                let pruned = dense.with_pruned_keys(pruned_keys.rows(0), key_dim);
+                let queries = values(group * head_dim, 7);
+                let narrow: Vec<f32> = queries
+                    .chunks_exact(head_dim)
+                    .flat_map(|q| kept.iter().map(|&c| q[c]))
+                    .collect();
+                let queries: Vec<&[f32]> = queries.chunks(head_dim).collect();
+                let narrow: Vec<&[f32]> = narrow.chunks(key_dim).collect();
+                for positions in [0..45, 3..40, 9..10, 0..8, 1..17] {
+                    let want = bits_on(Isa::Scalar, &dense, positions.clone(), &queries, false);
+                    for isa in [Isa::Scalar, Isa::Avx2, Isa::Avx512] {
+                        let got = bits_on(isa, &pruned, positions.clone(), &narrow, false);
+                        for (g, w) in got.0.iter().zip(&want.0) {
+                            let (g, w) = (f32::from_bits(*g), f32::from_bits(*w));
+                            assert!(
+                                (g - w).abs() <= 1e-5 * w.abs().max(1.0),
+                                "{dtype:?} {isa:?} key_dim={key_dim} {positions:?}: {g} vs {w}"
+                            );
+                        }
+                    }
+                    if detected() == Isa::Avx512 {
+                        for streaming in [false, true] {
+                            assert_eq!(
+                                bits_on(
+                                    Isa::Avx512,
+                                    &pruned,
+                                    positions.clone(),
+                                    &narrow,
+                                    streaming
+                                ),
+                                bits_on(Isa::Avx2, &pruned, positions.clone(), &narrow, streaming),
+                                "{dtype:?} key_dim={key_dim} {positions:?}"
+                            );
+                        }
+                    }
+                }
+                // Widening an f16 head keeps its pruned keys.
+                let (mut wide_keys, mut wide_values) = (Vec::new(), Vec::new());
+                if let Some(wide) = widened(&pruned, visible, &mut wide_keys, &mut wide_values) {
+                    assert_eq!(
+                        bits_on(Isa::Avx2, &wide, 0..visible, &narrow, false),
+                        bits_on(Isa::Avx2, &pruned, 0..visible, &narrow, false)
+                    );
+                }
+            }
+        }
+    }
+
     /// A widened f16 head gives the f16 head's bits on every kernel.
     #[test]
     fn widened_f16_rows_give_the_same_bits() {
@@ -953,13 +1116,7 @@ mod tests {
     fn keys_and_values_of_different_types_panic() {
         let keys = values(64, 1);
         let vals: Vec<f16> = values(64, 2).into_iter().map(f16::from_f32).collect();
-        let kv = KvHead {
-            keys: KvRows::F32(&keys),
-            values: KvRows::F16(&vals),
-            stride: 64,
-            offset: 0,
-            head_dim: 64,
-        };
+        let kv = KvHead::new(KvRows::F32(&keys), KvRows::F16(&vals), 64, 0, 64);
         let query = values(64, 3);
         attend(
             &kv,
@@ -975,21 +1132,21 @@ mod tests {
     #[should_panic(expected = "row scales cached")]
     fn too_few_int8_row_scales_panic() {
         let (rows, scales) = (vec![1i8; 3 * 64], vec![1.0f32; 3]);
-        let kv = KvHead {
-            keys: KvRows::I8 {
+        let kv = KvHead::new(
+            KvRows::I8 {
                 rows: &rows,
                 scales: &scales,
                 scale_stride: 1,
             },
-            values: KvRows::I8 {
+            KvRows::I8 {
                 rows: &rows,
                 scales: &scales[1..],
                 scale_stride: 1,
             },
-            stride: 64,
-            offset: 0,
-            head_dim: 64,
-        };
+            64,
+            0,
+            64,
+        );
         let query = values(64, 3);
         attend(
             &kv,
@@ -1064,13 +1221,7 @@ mod tests {
     fn one_visible_position_returns_its_value() {
         let kv_values = values(64, 5);
         let keys = values(64, 6);
-        let kv = KvHead {
-            keys: KvRows::F32(&keys),
-            values: KvRows::F32(&kv_values),
-            stride: 64,
-            offset: 0,
-            head_dim: 64,
-        };
+        let kv = KvHead::new(KvRows::F32(&keys), KvRows::F32(&kv_values), 64, 0, 64);
         let query = values(64, 7);
         let mut out = vec![0.0; 64];
         attend(&kv, 1, 0.125, &[&query], &mut [&mut out], &mut Vec::new());

@@ -77,13 +77,17 @@ pub(crate) unsafe fn sums_of_eight(v: [__m256; 8]) -> __m256 {
 /// A group's queries (`G` of them, `head_dim` floats each) and one block's rows, as the kernel steps see them.
 pub(crate) struct Block<'a, const G: usize, T> {
     pub q: [*const f32; G],
-    /// Position `start`'s key and value rows (this head's part); rows are `stride` elements apart.
+    /// Position `start`'s key and value rows (this head's part); value rows are `stride` elements apart, key rows
+    /// `key_stride`.
     pub keys: *const T,
     pub values: *const T,
     pub value_rows: Rows<'a, T>,
     pub start: usize,
     pub stride: usize,
     pub head_dim: usize,
+    pub key_stride: usize,
+    /// Channels of a key row and of a query: a multiple of 8.
+    pub key_dim: usize,
     pub count: usize,
 }
 
@@ -135,9 +139,9 @@ impl Width for Avx2 {
         };
         let mut acc = [[_mm256_setzero_ps(); 8]; G];
         for first in (0..8).step_by(pass) {
-            for c in (0..b.head_dim).step_by(8) {
+            for c in (0..b.key_dim).step_by(8) {
                 for j in first..first + pass {
-                    let key = T::load8(b.keys.add((p + j) * b.stride + c));
+                    let key = T::load8(b.keys.add((p + j) * b.key_stride + c));
                     for g in 0..G {
                         acc[g][j] = _mm256_fmadd_ps(_mm256_loadu_ps(b.q[g].add(c)), key, acc[g][j]);
                     }
@@ -284,18 +288,24 @@ pub(crate) unsafe fn group<W: Width, const G: usize, const PREFETCH: bool, T: Kv
     scores: &mut [f32],
 ) -> [Partial; G] {
     let (hd, stride, count, start) = (kv.head_dim, kv.stride, positions.len(), positions.start);
+    let (kd, key_stride) = (kv.key_dim, kv.key_stride);
     let mut q = [std::ptr::null::<f32>(); G];
     for g in 0..G {
         q[g] = queries[g].as_ptr();
     }
     let b = Block {
         q,
-        keys: key_rows.data.as_ptr().add(kv.offset + start * stride),
+        keys: key_rows
+            .data
+            .as_ptr()
+            .add(kv.key_offset + start * key_stride),
         values: value_rows.data.as_ptr().add(kv.offset + start * stride),
         value_rows,
         start,
         stride,
         head_dim: hd,
+        key_stride,
+        key_dim: kd,
         count,
     };
     let scale_v = _mm256_set1_ps(scale);
@@ -306,7 +316,7 @@ pub(crate) unsafe fn group<W: Width, const G: usize, const PREFETCH: bool, T: Kv
         // Streaming: the rows come from memory (a cached block is only a few KB, too short for the hardware prefetcher
         // to ramp up): ask for the next eight keys, and for these eight positions' values, ahead of use.
         if PREFETCH {
-            prefetch_rows(b.keys, p + 8..(p + 16).min(count), stride, hd);
+            prefetch_rows(b.keys, p + 8..(p + 16).min(count), key_stride, kd);
             prefetch_rows(b.values, p..p + 8, stride, hd);
         }
         let key_scales = if T::SCALED {
@@ -322,13 +332,21 @@ pub(crate) unsafe fn group<W: Width, const G: usize, const PREFETCH: bool, T: Kv
         p += 8;
     }
     for p in p..count {
-        let k = b.keys.add(p * stride);
+        let k = b.keys.add(p * key_stride);
         let mut acc = [[_mm256_setzero_ps(); 2]; G];
-        for c in (0..hd).step_by(16) {
+        let pairs = kd / 16 * 16;
+        for c in (0..pairs).step_by(16) {
             let (k0, k1) = (T::load8(k.add(c)), T::load8(k.add(c + 8)));
             for g in 0..G {
                 acc[g][0] = _mm256_fmadd_ps(_mm256_loadu_ps(q[g].add(c)), k0, acc[g][0]);
                 acc[g][1] = _mm256_fmadd_ps(_mm256_loadu_ps(q[g].add(c + 8)), k1, acc[g][1]);
+            }
+        }
+        if pairs < kd {
+            // Pruned keys of an odd number of eights: the last eight channels.
+            let k0 = T::load8(k.add(pairs));
+            for g in 0..G {
+                acc[g][0] = _mm256_fmadd_ps(_mm256_loadu_ps(q[g].add(pairs)), k0, acc[g][0]);
             }
         }
         let key_scale = if T::SCALED {
@@ -394,7 +412,8 @@ pub(crate) unsafe fn prefetch_rows<T>(
 }
 
 /// # Safety
-/// The CPU must have AVX2, FMA and F16C; `kv.head_dim` is a multiple of 32, `1 <= queries.len() <= MAX_GROUP`,
+/// The CPU must have AVX2, FMA and F16C; `kv.head_dim` is a multiple of 32 and `kv.key_dim` of 8,
+/// `1 <= queries.len() <= MAX_GROUP`,
 /// `scores.len() == queries.len() * positions.len()`, `partials.len() == queries.len()`, and the slices were
 /// checked by `attention::check`.
 #[allow(clippy::too_many_arguments)]

@@ -76,11 +76,11 @@ impl Width for Avx512 {
     ) {
         // Four registers of position pairs per query: at most 16 accumulators, 4 key pairs and a query chunk.
         let mut acc = [[_mm512_setzero_ps(); 4]; G];
-        for c in (0..b.head_dim).step_by(8) {
+        for c in (0..b.key_dim).step_by(8) {
             let mut keys = [_mm512_setzero_ps(); 4];
             for k in 0..4 {
-                let row = b.keys.add((p + 2 * k) * b.stride + c);
-                keys[k] = join_ps(T::load8(row), T::load8(row.add(b.stride)));
+                let row = b.keys.add((p + 2 * k) * b.key_stride + c);
+                keys[k] = join_ps(T::load8(row), T::load8(row.add(b.key_stride)));
             }
             for g in 0..G {
                 let query = twice(b.q[g].add(c));
