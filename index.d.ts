@@ -267,8 +267,27 @@ export interface SessionOptions {
   /**
    * Bound the session's KV cache for an endless chat or stream (METHODS.md, StreamingLLM and SirLLM): when its
    * history would exceed `maxTokens`, it evicts tokens and goes on, memory flat. See {@link BoundedCacheOptions}.
+   * Or prune key channels at the end of each prefill: `{ think: {} }` (METHODS.md, ThinK; see {@link ThinkOptions}).
    */
-  kvCache?: BoundedCacheOptions;
+  kvCache?: BoundedCacheOptions | { think: ThinkOptions };
+}
+
+/**
+ * ThinK key-channel pruning. At the end of each prompt's prefill, every layer's KV heads score their key channels
+ * (mean over the last `recent` queries of q_c², times mean over the cached keys of k_c²) and drop the lowest `ratio`
+ * of them; the keys of every older token are then stored with the kept channels only (the session's KV bytes
+ * shrink: `session.kvBytes`), and decoding reads them with the queries' kept channels. The latest `recent` tokens
+ * and every later one keep whole keys. Channels are dropped in whole eights (the vector kernels' step): with
+ * 64-channel heads, 0.4 drops 24 of 64. Only blocks of the KV cache that the whole recent window follows are pruned.
+ * `ratio: 0` changes nothing (the exactness switch). Not with a bounded cache, token pruning or XAttention,
+ * `numerics: 'llamacpp'`, `session.save`, nor on models with sliding-window layers (`INVALID_OPTION`). A ThinK
+ * session's blocks are not offered to the prefix cache.
+ */
+export interface ThinkOptions {
+  /** Share of key channels dropped, in [0, 1). Default 0.4. */
+  ratio?: number;
+  /** Latest tokens whose queries score the channels and whose keys stay whole, 1 to 4096. Default 32. */
+  recent?: number;
 }
 
 /**
@@ -511,6 +530,10 @@ export interface PrefillReport {
    * layer and KV head; 1 without it (or when the prompt was too short to leave any block out).
    */
   attentionDensity: number;
+  /** ThinK: KV-cache blocks whose keys the end of this prefill pruned (0 without it). */
+  prunedKeyBlocks: number;
+  /** ThinK: key channels those blocks keep per KV head (0 when none were pruned). */
+  keptKeyChannels: number;
 }
 
 export interface GenerationTimings {

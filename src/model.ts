@@ -23,10 +23,11 @@ import type {
   PerplexityResult,
   SessionOptions,
   BoundedCacheOptions,
+  ThinkOptions,
   TokenizeOptions,
   ToolCall,
 } from '../index.js';
-import type { NativeBoundedCache, NativeKvCacheOptions, NativeResponseFormat } from './native.js';
+import type { NativeBoundedCache, NativeKvCacheOptions, NativeResponseFormat, NativeThink } from './native.js';
 
 /** A chat turn ready to generate (see `Model.prepareChat`). */
 export interface PreparedChat {
@@ -55,12 +56,30 @@ const BOUNDED_CACHE_OPTIONS: Record<string, readonly string[]> = {
   sirllm: optionNames<Extract<BoundedCacheOptions, { policy: 'sirllm' }>>()(['policy', 'maxTokens', 'sinks', 'recent', 'decay']),
 };
 
+const THINK_OPTIONS = optionNames<ThinkOptions>()(['ratio', 'recent']);
+
+/** Checks the shape of a session's `kvCache` option: a bound (checked against the context size by the engine) or
+ * ThinK key pruning. */
+function nativeSessionCache(kvCache: SessionOptions['kvCache']): { bound?: NativeBoundedCache; think?: NativeThink } {
+  if (kvCache === undefined) return {};
+  if (typeof kvCache === 'object' && kvCache !== null && 'think' in kvCache) {
+    checkOptionNames('kvCache (ThinK)', kvCache, ['think']);
+    const think = kvCache.think;
+    if (typeof think !== 'object' || think === null) throw new SeedinferError('INVALID_OPTION', 'option kvCache.think must be an object');
+    checkOptionNames('kvCache.think', think, THINK_OPTIONS);
+    checkNumberOption('kvCache.think.ratio', think.ratio, 0, 1);
+    if (think.ratio === 1) throw new SeedinferError('INVALID_OPTION', 'option kvCache.think.ratio must be below 1');
+    checkNumberOption('kvCache.think.recent', think.recent, 1, 4096, true);
+    return { think: { ratio: think.ratio, recent: think.recent } };
+  }
+  return { bound: nativeBoundedCache(kvCache as BoundedCacheOptions) };
+}
+
 /** Checks the shape of a session's `kvCache` bound; the engine checks it against the context size. */
-function nativeBoundedCache(kvCache: BoundedCacheOptions | undefined): NativeBoundedCache | undefined {
-  if (kvCache === undefined) return undefined;
+function nativeBoundedCache(kvCache: BoundedCacheOptions): NativeBoundedCache {
   const policy = (kvCache as { policy?: unknown } | null)?.policy;
   if (typeof kvCache !== 'object' || kvCache === null || typeof policy !== 'string' || !(policy in BOUNDED_CACHE_OPTIONS)) {
-    throw new SeedinferError('INVALID_OPTION', `option kvCache.policy must be 'streaming' or 'sirllm', got ${String(policy)}`);
+    throw new SeedinferError('INVALID_OPTION', `option kvCache.policy must be 'streaming' or 'sirllm' (or kvCache be { think: {...} }), got ${String(policy)}`);
   }
   checkOptionNames(`kvCache (policy '${policy}')`, kvCache, BOUNDED_CACHE_OPTIONS[policy]);
   const o = kvCache as Partial<Record<'maxTokens' | 'sinks' | 'recent' | 'decay', number>>;
@@ -250,7 +269,8 @@ export class Model {
     const contextSize = options.contextSize ?? Math.min(this.info.contextLength, DEFAULT_CONTEXT);
     checkNumberOption('contextSize', contextSize, 1, this.info.contextLength, true);
     try {
-      return new Session(this.sessionTokenizer(), inner.createSession(contextSize, nativeBoundedCache(options.kvCache)));
+      const { bound, think } = nativeSessionCache(options.kvCache);
+      return new Session(this.sessionTokenizer(), inner.createSession(contextSize, bound, think));
     } catch (error) {
       throw toSeedinferError(error);
     }

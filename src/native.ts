@@ -33,6 +33,7 @@ export type {
   NativeResponseFormat,
   NativeSession,
   NativeSpeculativeOptions,
+  NativeThink,
   NativeTimings,
   NativeXAttentionOptions,
 } from '../native/native.js';

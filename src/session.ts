@@ -220,6 +220,8 @@ function prefillReport(r: NativePrefillReport, promptTokens: number): PrefillRep
     revivedTokens: r.revivedTokens,
     decodeRevivedTokens: r.decodeRevivedTokens,
     attentionDensity: r.causalBlocks > 0 ? r.selectedBlocks / r.causalBlocks : 1,
+    prunedKeyBlocks: r.prunedKeyBlocks,
+    keptKeyChannels: r.keptKeyChannels,
   };
 }
 

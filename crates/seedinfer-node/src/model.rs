@@ -5,7 +5,7 @@ use crate::session::{NativeAbortFlag, NativeSession};
 use napi::bindgen_prelude::*;
 use napi_derive::napi;
 use seedinfer_engine::{
-    BoundedCache, KvCacheOptions, KvDtype, LoadOptions, Model, Numerics, Session, SirLlm,
+    BoundedCache, KvCacheOptions, KvDtype, LoadOptions, Model, Numerics, Session, SirLlm, Think,
     WeightFormat,
 };
 use std::collections::HashMap;
@@ -243,6 +243,21 @@ pub struct NativeBoundedCache {
     pub decay: Option<f64>,
 }
 
+/// A session's ThinK key-channel pruning; unset fields take the engine's defaults.
+#[napi(object)]
+pub struct NativeThink {
+    pub ratio: Option<f64>,
+    pub recent: Option<u32>,
+}
+
+fn think(o: NativeThink) -> Think {
+    let defaults = Think::default();
+    Think {
+        ratio: o.ratio.unwrap_or(defaults.ratio),
+        recent: o.recent.map_or(defaults.recent, |r| r as usize),
+    }
+}
+
 fn bounded_cache(o: NativeBoundedCache) -> Result<BoundedCache> {
     let max_tokens = o.max_tokens as usize;
     let sirllm = match o.policy.as_str() {
@@ -332,6 +347,7 @@ impl NativeModel {
         &self,
         context_size: u32,
         kv_cache: Option<NativeBoundedCache>,
+        key_pruning: Option<NativeThink>,
     ) -> Result<NativeSession> {
         if context_size == 0 {
             return Err(coded("INVALID_OPTION", "contextSize must be at least 1"));
@@ -340,6 +356,7 @@ impl NativeModel {
             Arc::clone(&self.inner),
             context_size as usize,
             kv_cache.map(bounded_cache).transpose()?,
+            key_pruning.map(think),
         )
     }
 

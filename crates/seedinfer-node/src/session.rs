@@ -9,7 +9,8 @@ use napi::threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode};
 use napi_derive::napi;
 use seedinfer_engine::{
     BoundedCache, DraftSource, GenerateParams, GenerationOutput, Model, PrefillStrategy,
-    ResponseFormat, SamplingParams, Session, SpeculativeParams, Stage, TokenLogprobs, XAttention,
+    ResponseFormat, SamplingParams, Session, SpeculativeParams, Stage, Think, TokenLogprobs,
+    XAttention,
 };
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -203,6 +204,9 @@ pub struct NativePrefillReport {
     /// XAttention: query x key block pairs attended and those causal attention covers, over layers and KV heads.
     pub selected_blocks: f64,
     pub causal_blocks: f64,
+    /// ThinK: blocks whose keys the end of this prefill pruned, and the key channels they keep per KV head.
+    pub pruned_key_blocks: u32,
+    pub kept_key_channels: u32,
 }
 
 /// The engine's XAttention settings in `options`, if any.
@@ -441,6 +445,8 @@ fn to_result(
         decode_revived_tokens: out.decode_revived as u32,
         selected_blocks: out.prefill.selected_blocks as f64,
         causal_blocks: out.prefill.causal_blocks as f64,
+        pruned_key_blocks: out.think.pruned_blocks as u32,
+        kept_key_channels: out.think.kept_channels as u32,
     };
     let token_logprobs = logprobs.then(|| {
         out.token_ids
@@ -490,9 +496,11 @@ impl NativeSession {
         model: Arc<Model>,
         context_size: usize,
         bound: Option<BoundedCache>,
+        think: Option<Think>,
     ) -> Result<Self> {
         let mut session = Session::new(model, context_size).map_err(to_js)?;
         session.set_bounded_cache(bound).map_err(to_js)?;
+        session.set_think(think).map_err(to_js)?;
         Ok(Self::from_session(session))
     }
 
