@@ -1,7 +1,8 @@
 // Matrix-kernel speed against this machine's own limits: f32, f16, bf16, Q8_0, Q4_0, Q4_1, Q5_0 and Q5_1 weights, GEMV (1 token) and
 // GEMM (64 and 512 tokens) on the SmolLM2-135M shapes, plus one matrix over 256 MB per format (GEMV only: it is
 // the memory-bound case), at 1 and 2 threads; then the engine's attention on SmolLM2's shape (9 query heads, 3 KV
-// heads of 64) over an f16 paged cache: a decoded token at 128/512/2048 cached positions and a 512-token prompt.
+// heads of 64) over an f16 paged cache: a decoded token at 128/512/2048 cached positions, a 512-token prompt, and
+// 512-token chunks of long prompts (after 3,584 and 7,680 cached positions: the last chunk of a 4K and an 8K prompt).
 //
 //   npm run bench:kernels                 # markdown tables
 //   npm run -s bench:kernels -- --json    # only a JSON array of rows on stdout (-s: no npm banner)
@@ -25,7 +26,8 @@
 //   bandwidth and the compute peak (int8 for block formats, f32 FMA for f32/f16/bf16) measured with the same
 //   threads.
 // - Attention rows (`timeAttention`'s native bench, same batching): GB/s = cache bytes / time (a decoded token
-//   reads the whole cache), against the read bandwidth.
+//   reads the whole cache), against the read bandwidth; prompt chunks also GFLOP/s = 4·heads·head_dim·(causal
+//   query-key pairs) / time (two FMAs per pair and channel: q·k and the weighted value), against the f32 FMA peak.
 import { Bench } from 'tinybench';
 import { KERNEL_FORMATS } from '../src/bench.js';
 import { argument } from './cli-args.js';
@@ -178,9 +180,13 @@ interface AttentionRow {
   seconds: number;
   gbPerSecond: number;
   fractionOfBandwidth: number;
+  gflopsPerSecond: number;
+  fractionOfCompute: number;
 }
 const attentionRows: AttentionRow[] = [];
-const attentionCases: [number, number][] = quick ? [[512, 1]] : [[128, 1], [512, 1], [2048, 1], [0, 512]];
+const attentionCases: [number, number][] = quick
+  ? [[512, 1]]
+  : [[128, 1], [512, 1], [2048, 1], [0, 512], [3584, 512], [7680, 512]];
 for (const [context, tokens] of attentionCases) {
   for (const threads of threadCounts) {
     const shape = { heads: 9, kvHeads: 3, headDim: 64, context, tokens, dtype: 'f16', blockSize: 32 };
@@ -188,6 +194,9 @@ for (const [context, tokens] of attentionCases) {
     try {
       const seconds = await secondsPerProduct((n) => bench.run(n));
       const gbPerSecond = bench.cacheBytes / seconds / 1e9;
+      // Query i (at position context + i) sees context + i + 1 positions.
+      const pairs = tokens * context + (tokens * (tokens + 1)) / 2;
+      const gflopsPerSecond = (4 * shape.heads * shape.headDim * pairs) / seconds / 1e9;
       attentionRows.push({
         kernel: 'attention',
         context,
@@ -196,6 +205,8 @@ for (const [context, tokens] of attentionCases) {
         seconds,
         gbPerSecond,
         fractionOfBandwidth: gbPerSecond / limits.get(threads)!.readGbPerSecond,
+        gflopsPerSecond,
+        fractionOfCompute: gflopsPerSecond / limits.get(threads)!.f32Gflops,
       });
       log(`attention context=${context} t=${tokens} threads=${threads}: ${(seconds * 1e6).toFixed(1)} µs, ${gbPerSecond.toFixed(2)} GB/s`);
     } finally {
@@ -224,12 +235,15 @@ if (json) {
         `${r.gopsPerSecond.toFixed(2)} | ${pct(r.fractionOfBandwidth)} | ${pct(r.fractionOfCompute)} |`,
     );
   }
-  console.log('\n| attention (9 heads, 3 KV heads x 64, f16 cache) | tokens | threads | µs | cache GB/s | of bandwidth |');
-  console.log('|---|---:|---:|---:|---:|---:|');
+  console.log('\n| attention (9 heads, 3 KV heads x 64, f16 cache) | tokens | threads | µs | cache GB/s | of bandwidth | GFLOP/s | of f32 peak |');
+  console.log('|---|---:|---:|---:|---:|---:|---:|---:|');
   for (const r of attentionRows) {
+    const what = r.tokens === 1
+      ? `decode at ${r.context} positions`
+      : `${r.tokens}-token prompt${r.context > 0 ? ` after ${r.context}` : ''}`;
     console.log(
-      `| ${r.tokens === 1 ? `decode at ${r.context} positions` : `${r.tokens}-token prompt`} | ${r.tokens} | ${r.threads} | ` +
-        `${(r.seconds * 1e6).toFixed(1)} | ${r.gbPerSecond.toFixed(2)} | ${r.tokens === 1 ? pct(r.fractionOfBandwidth) : '—'} |`,
+      `| ${what} | ${r.tokens} | ${r.threads} | ${(r.seconds * 1e6).toFixed(1)} | ${r.gbPerSecond.toFixed(2)} | ` +
+        `${r.tokens === 1 ? pct(r.fractionOfBandwidth) : '—'} | ${r.gflopsPerSecond.toFixed(1)} | ${r.tokens === 1 ? '—' : pct(r.fractionOfCompute)} |`,
     );
   }
 }

@@ -1,7 +1,9 @@
 // Long-context evaluation of prefill strategies (dense, lazyllm, promptdistill, feather, xattention, and a token
-// strategy with XAttention: lazyllm+xattention) on real text, against dense prefill in the same run: passkey
+// strategy with XAttention: lazyllm+xattention) and of ThinK key pruning (`think`, or `think:<ratio>`: a dense
+// prefill in a session with `kvCache: { think }`) on real text, against dense prefill in the same run: passkey
 // retrieval at several depths, agreement with dense (first-token KL, top-1, 64-token greedy overlap), TTFT, the share
-// of prompt tokens each layer computed and the share of attention blocks attended. See README.md.
+// of prompt tokens each layer computed, the share of attention blocks attended, decode speed and KV bytes per token.
+// See README.md.
 //
 //   npm run bench:longctx                                          # every strategy, 1K-8K, markdown tables
 //   npm run bench:longctx -- --strategies dense,lazyllm --lengths 1024,2048 --samples 1 --excerpts 2 --json
@@ -43,6 +45,7 @@ if (schedule !== undefined) extraOptions.lazyllm = { ...extraOptions.lazyllm, sc
 // Unknown strategies and options are the engine's to refuse: such a strategy shows as errors. `<strategy>+xattention`
 // is that strategy (with its options) with XAttention (with xattention's options).
 const prefillFor = (name: string): PrefillOptions => {
+  if (thinkFor(name)) return { strategy: 'dense' };
   const [strategy, sparse] = name.split('+');
   const options = { strategy, ...extraOptions[strategy] };
   if (sparse === undefined) return options as PrefillOptions;
@@ -50,7 +53,13 @@ const prefillFor = (name: string): PrefillOptions => {
   return (sparse === 'xattention' ? { ...options, xattention } : { strategy: name }) as PrefillOptions;
 };
 /** The strategy `result.prefill.strategy` names for a run of `name`. */
-const reportedStrategy = (name: string) => name.split('+')[0];
+const reportedStrategy = (name: string) => (thinkFor(name) ? 'dense' : name.split('+')[0]);
+/** ThinK's settings for `think` (the default ratio) or `think:<ratio>`; undefined for prefill strategies. */
+function thinkFor(name: string): { ratio?: number } | undefined {
+  const [what, ratio] = name.split(':');
+  if (what !== 'think') return undefined;
+  return ratio === undefined ? {} : { ratio: Number(ratio) };
+}
 
 if (![...lengths, ...depths, samples, excerpts, threads, seed].every(Number.isFinite) || !['plain', 'chat'].includes(format)) {
   console.error('usage: bench/longctx/run.ts [--strategies a,b] [--lengths 1024,2048] [--depths 10,50,90] [--samples N]');
@@ -107,6 +116,8 @@ interface SampleRow {
   decodeRevivedTokens?: number;
   /** Decode speed of the 64-token generation (LazyLLM's revivals show here). */
   decodeTokensPerSecond?: number;
+  /** The session's KV bytes per cached token after the 64-token generation (ThinK's pruning shows here). */
+  kvBytesPerToken?: number;
   error?: string;
 }
 
@@ -153,8 +164,10 @@ async function runTask(task: Task, strategy: string, reference: Reference | unde
     strategy,
   };
   const prefill = prefillFor(strategy);
+  const think = thinkFor(strategy);
   const generate = async (maxTokens: number, afterwards?: (session: Session) => void) => {
-    const session = model.createSession({ contextSize: task.tokens.length + maxTokens });
+    const kvCache = think && { think };
+    const session = model.createSession({ contextSize: task.tokens.length + maxTokens, kvCache });
     try {
       const result = await session.generate(task.tokens, { maxTokens, temperature: 0, ignoreEos: task.kind === 'agreement', prefill })
         .result;
@@ -188,7 +201,9 @@ async function runTask(task: Task, strategy: string, reference: Reference | unde
     });
     row.ttftMs = first.timings.ttftMs;
     describe(first);
-    const full = await generate(OVERLAP_TOKENS);
+    const full = await generate(OVERLAP_TOKENS, (session) => {
+      row.kvBytesPerToken = session.kvBytes / session.tokenCount;
+    });
     row.decodeRevivedTokens = full.prefill.decodeRevivedTokens;
     row.decodeTokensPerSecond = full.timings.decodeTokensPerSecond;
     const output: Reference = { logits, tokens: full.tokenIds };
@@ -252,6 +267,7 @@ interface SummaryRow {
   meanComputedFraction: number | null;
   meanAttentionDensity: number | null;
   meanDecodeTokensPerSecond: number | null;
+  meanKvBytesPerToken: number | null;
 }
 
 /** Mean decode speed over the 64-token generations of agreement rows (dense's included). */
@@ -293,6 +309,7 @@ for (const length of lengths) {
       meanComputedFraction: ok.length ? meanOrNull(ok.map((r) => r.computedFraction)) : null,
       meanAttentionDensity: ok.length ? meanOrNull(ok.map((r) => r.attentionDensity)) : null,
       meanDecodeTokensPerSecond: agreementDecode(ok),
+      meanKvBytesPerToken: meanOrNull(ok.filter((r) => r.task === 'agreement').map((r) => r.kvBytesPerToken)),
     });
   }
 }
@@ -314,7 +331,7 @@ if (json) {
           excerpts,
           seed,
           format,
-          strategies: strategies.map(prefillFor),
+          strategies: strategies.map((name) => ({ name, prefill: prefillFor(name), think: thinkFor(name) })),
           passkeyGeneratedTokens: PASSKEY_TOKENS,
           overlapTokens: OVERLAP_TOKENS,
         },
@@ -332,14 +349,14 @@ if (json) {
     const at = summary.filter((s) => s.length === length);
     console.log(`\n### ${length} tokens (prompts of ${at[0]?.promptTokens} tokens)\n`);
     console.log(
-      `| strategy | passkey % | mean TTFT ms | TTFT speedup vs dense | mean first-token KL | top-1 agree % | 64-token overlap: leading / fraction | computed token fraction | attention block density | decode tok/s | errors |`,
+      `| strategy | passkey % | mean TTFT ms | TTFT speedup vs dense | mean first-token KL | top-1 agree % | 64-token overlap: leading / fraction | computed token fraction | attention block density | decode tok/s | KV bytes/token | errors |`,
     );
-    console.log(`|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|`);
+    console.log(`|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|`);
     for (const s of at) {
       const agree = (text: string) => (s.strategy === 'dense' ? 'ref' : text);
       const computed = s.meanComputedFraction === null ? 'n/a' : s.meanComputedFraction.toFixed(3);
       console.log(
-        `| ${s.strategy} | ${fixed(s.passkeyAccuracy, 0, 100)} | ${fixed(s.meanTtftMs, 0)} | ${s.ttftSpeedup === null ? 'n/a' : `${s.ttftSpeedup.toFixed(2)}×`} | ${agree(s.meanFirstTokenKl === null ? 'n/a' : s.meanFirstTokenKl.toExponential(2))} | ${agree(fixed(s.top1Agreement, 0, 100))} | ${agree(`${fixed(s.meanOverlapLeading, 1)} / ${fixed(s.meanOverlapFraction, 2)}`)} | ${computed} | ${fixed(s.meanAttentionDensity, 3)} | ${fixed(s.meanDecodeTokensPerSecond, 1)} | ${s.errors}/${s.runs} |`,
+        `| ${s.strategy} | ${fixed(s.passkeyAccuracy, 0, 100)} | ${fixed(s.meanTtftMs, 0)} | ${s.ttftSpeedup === null ? 'n/a' : `${s.ttftSpeedup.toFixed(2)}×`} | ${agree(s.meanFirstTokenKl === null ? 'n/a' : s.meanFirstTokenKl.toExponential(2))} | ${agree(fixed(s.top1Agreement, 0, 100))} | ${agree(`${fixed(s.meanOverlapLeading, 1)} / ${fixed(s.meanOverlapFraction, 2)}`)} | ${computed} | ${fixed(s.meanAttentionDensity, 3)} | ${fixed(s.meanDecodeTokensPerSecond, 1)} | ${fixed(s.meanKvBytesPerToken, 0)} | ${s.errors}/${s.runs} |`,
       );
     }
     for (const strategy of strategies) {
