@@ -280,8 +280,8 @@ export interface SessionOptions {
  * and every later one keep whole keys. Channels are dropped in whole eights (the vector kernels' step): with
  * 64-channel heads, 0.4 drops 24 of 64. Only blocks of the KV cache that the whole recent window follows are pruned.
  * `ratio: 0` changes nothing (the exactness switch). Not with a bounded cache, token pruning or XAttention,
- * `numerics: 'llamacpp'`, `session.save`, nor on models with sliding-window layers (`INVALID_OPTION`). A ThinK
- * session's blocks are not offered to the prefix cache.
+ * `numerics: 'llamacpp'`, nor on models with sliding-window layers (`INVALID_OPTION`). A ThinK session's blocks are
+ * not offered to the prefix cache; `session.save` keeps its pruned keys and its settings.
  */
 export interface ThinkOptions {
   /** Share of key channels dropped, in [0, 1). Default 0.4. */
@@ -294,8 +294,9 @@ export interface ThinkOptions {
  * A bounded KV cache. When the history would exceed `maxTokens`, tokens are evicted (an eighth of `maxTokens` more
  * than needed, so the re-rotation runs once per many tokens); the kept ones stay in order and take positions
  * `0..` again, their cached keys re-rotated. Until the history reaches `maxTokens`, everything is exactly the
- * unbounded session's. Not with token pruning, speculative decoding, superposition or `session.save`, nor on models
- * with sliding-window layers (`INVALID_OPTION`); a bounded session's prompt may be longer than its context.
+ * unbounded session's. Not with token pruning, speculative decoding or superposition, nor on models with
+ * sliding-window layers (`INVALID_OPTION`); a bounded session's prompt may be longer than its context. `session.save`
+ * keeps its bound, SirLLM's scores and the evicted count: a loaded session evicts as the saved one would have.
  */
 export type BoundedCacheOptions =
   | {
@@ -649,8 +650,8 @@ export declare class Session {
   /** Drops the last `tokens` tokens, as if they had never been fed or generated. */
   rewind(tokens: number): void;
   /**
-   * Writes the session (tokens, KV blocks, last logits, model fingerprint) to a versioned file, atomically.
-   * `model.loadSession(path)` continues it exactly.
+   * Writes the session (tokens, KV blocks, last logits, model fingerprint; a bounded cache's bound and scores, ThinK's
+   * settings and pruned keys) to a versioned file, atomically. `model.loadSession(path)` continues it exactly.
    */
   save(path: string, options?: AbortOptions): Promise<void>;
   /** Forgets the context. */

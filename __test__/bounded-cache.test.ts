@@ -6,7 +6,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { Model, SeedinferError, ensureDefaultModel } from '../src/index.js';
 import type { GenerateOptions, SessionOptions } from '../index.js';
-import { repoRoot } from './helpers/paths.js';
+import { repoRoot, tempDir } from './helpers/paths.js';
 import { greedy } from './helpers/options.js';
 
 const smol = ensureDefaultModel().then((p) => Model.load(p, { threads: 2, kvCache: { prefixCaching: false } }));
@@ -74,6 +74,19 @@ test('bad bounds and what a bounded cache cannot do are INVALID_OPTION', async (
     const error = await t.throwsAsync(session.generateText('Hello', { ...greedy(2), ...options }), { instanceOf: SeedinferError });
     t.is(error?.code, 'INVALID_OPTION');
   }
-  const error = await t.throwsAsync(session.save(path.join(repoRoot, 'never-written.session')), { instanceOf: SeedinferError });
-  t.is(error?.code, 'INVALID_OPTION');
+});
+
+test('a saved bounded session loads and continues as the session does', async (t) => {
+  const model = await smol;
+  const session = model.createSession({ contextSize: 512, kvCache: { policy: 'sirllm', maxTokens: 128, recent: 32 } });
+  await session.generateText(await readme(model, 200), greedy(16));
+  t.true(session.evictedTokens > 0);
+  const file = path.join(tempDir('bounded'), 'chat.session');
+  await session.save(file);
+  const loaded = await model.loadSession(file);
+  t.is(loaded.evictedTokens, session.evictedTokens);
+  t.is(loaded.kvBytes, session.kvBytes);
+  const [a, b] = [await loaded.generateText('', greedy(40)), await session.generateText('', greedy(40))];
+  t.deepEqual(a.tokenIds, b.tokenIds);
+  t.is(loaded.evictedTokens, session.evictedTokens);
 });

@@ -1,6 +1,7 @@
 // ThinK key-channel pruning through the public API (issue 24), on the default model (64-channel heads): ratio 0
 // gives the unpruned output, the default prunes the blocks before the recent window (24 of 64 key channels dropped,
-// the session's KV bytes shrink by that), and bad options and unsupported combinations are typed errors.
+// the session's KV bytes shrink by that), a saved session loads with its pruned keys, and bad options and unsupported
+// combinations are typed errors.
 import test from 'ava';
 import fs from 'node:fs';
 import path from 'node:path';
@@ -50,8 +51,19 @@ test('bad ThinK options and what ThinK cannot do are typed errors', async (t) =>
     code: 'INVALID_OPTION',
     message: /ThinK/,
   });
-  await session.generateText(await readme(model, 200), greedy(2));
+});
+
+test('a saved ThinK session loads with its pruned keys and continues as the session does', async (t) => {
+  const model = await smol;
+  const session = model.createSession({ contextSize: 512, kvCache: { think: {} } });
+  const first = await session.generateText(await readme(model, 200), greedy(4));
+  t.true(first.prefill.prunedKeyBlocks > 0);
   const file = path.join(tempDir('think'), 'session.bin');
-  await t.throwsAsync(session.save(file), { instanceOf: SeedinferError, code: 'INVALID_OPTION', message: /ThinK/ });
-  t.false(fs.existsSync(file));
+  await session.save(file);
+  const loaded = await model.loadSession(file);
+  t.is(loaded.kvBytes, session.kvBytes);
+  const next = (await readme(model, 300)).slice(200);
+  const [a, b] = [await loaded.generateText(next, greedy(12)), await session.generateText(next, greedy(12))];
+  t.deepEqual(a.tokenIds, b.tokenIds);
+  t.is(a.prefill.prunedKeyBlocks, b.prefill.prunedKeyBlocks);
 });

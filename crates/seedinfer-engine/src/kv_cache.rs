@@ -315,6 +315,22 @@ impl PagedKv {
         self.blocks.iter().map(|b| b.local_dropped()).collect()
     }
 
+    /// Per layer, the int8 key channel scales (empty until the first block is full; see `KvStore::key_channels`).
+    pub(crate) fn key_channel_scales(&self) -> &[Vec<f32>] {
+        &self.key_channels
+    }
+
+    /// Sets what [`PagedKv::key_channel_scales`] returns (a restored cache whose first block a bounded cache's
+    /// compaction changed after the scales were taken from it).
+    pub(crate) fn set_key_channel_scales(&mut self, scales: Vec<Vec<f32>>) {
+        self.key_channels = scales;
+    }
+
+    /// Per held block: the key channels it keeps, if ThinK pruned its keys.
+    pub(crate) fn kept_channels_per_block(&self) -> Vec<Option<Arc<KeptChannels>>> {
+        self.blocks.iter().map(|b| b.kept().cloned()).collect()
+    }
+
     /// Appends the stored bytes of every cached position, block by block (see `KvBlock::save`).
     pub(crate) fn save(&self, out: &mut Vec<u8>) {
         let bs = self.bs();
@@ -327,25 +343,41 @@ impl PagedKv {
     }
 
     /// Bytes [`PagedKv::save`] writes for `len` positions whose blocks gave back their sliding-window rows where
-    /// `dropped` says.
-    pub(crate) fn saved_bytes(&self, len: usize, dropped: &[bool]) -> usize {
+    /// `dropped` says and keep the key channels `kept` says (ThinK).
+    pub(crate) fn saved_bytes(
+        &self,
+        len: usize,
+        dropped: &[bool],
+        kept: &[Option<Arc<KeptChannels>>],
+    ) -> usize {
         let (layout, bs) = (self.pool.layout(), self.bs());
         (0..len.div_ceil(bs))
             .map(|i| {
                 let with_local = !dropped.get(i).copied().unwrap_or(false);
+                let key_width = match kept.get(i) {
+                    Some(Some(kept)) => kept.width,
+                    _ => layout.head_dim,
+                };
                 KvBlock::saved_bytes(
                     layout,
                     layout.block_dtype(i),
                     bs.min(len - i * bs),
                     with_local,
+                    key_width,
                 )
             })
             .sum()
     }
 
-    /// Fills an empty cache with `len` positions saved by [`PagedKv::save`] (`dropped` as in
+    /// Fills an empty cache with `len` positions saved by [`PagedKv::save`] (`dropped` and `kept` as in
     /// [`PagedKv::saved_bytes`]).
-    pub(crate) fn restore(&mut self, len: usize, dropped: &[bool], mut bytes: &[u8]) -> Result<()> {
+    pub(crate) fn restore(
+        &mut self,
+        len: usize,
+        dropped: &[bool],
+        kept: &[Option<Arc<KeptChannels>>],
+        mut bytes: &[u8],
+    ) -> Result<()> {
         self.truncate(0);
         self.reserve(len)?;
         let bs = self.bs();
@@ -358,11 +390,18 @@ impl PagedKv {
                 if dropped.get(i).copied().unwrap_or(false) {
                     block.drop_local();
                 }
+                if let Some(Some(kept)) = kept.get(i) {
+                    block.prune_keys(kept);
+                }
+                let key_width = block
+                    .kept()
+                    .map_or(self.pool.layout().head_dim, |k| k.width);
                 let size = KvBlock::saved_bytes(
                     self.pool.layout(),
                     block.dtype(),
                     count,
                     !block.local_dropped(),
+                    key_width,
                 );
                 let (this, rest) = bytes.split_at(size.min(bytes.len()));
                 block.restore(count, this);

@@ -473,6 +473,11 @@ impl KvBlock {
         self.kept.is_some()
     }
 
+    /// The key channels this block keeps, if its keys were pruned (ThinK).
+    pub(crate) fn kept(&self) -> Option<&Arc<KeptChannels>> {
+        self.kept.as_ref()
+    }
+
     /// The key channels one layer's KV head keeps in this block, if its keys were pruned.
     pub fn kept_channels(&self, layer: usize, kv_head: usize) -> Option<&[u16]> {
         self.kept.as_ref().map(|kept| kept.of(layer, kv_head))
@@ -573,42 +578,59 @@ impl KvBlock {
     /// Appends the stored bytes of positions `0..count` of every layer and head it holds (keys, then values).
     pub(crate) fn save(&self, count: usize, out: &mut Vec<u8>) {
         let layout = &self.pool.layout;
+        let key_width = self.key_width();
         for (layer, h) in Self::saved_heads(layout, self.local.is_some()) {
             let (rows, first) = self.rows(layer, h);
-            rows.keys.bytes(first, count, layout.head_dim, out);
+            rows.keys.bytes(first, count, key_width, out);
             rows.values.bytes(first, count, layout.head_dim, out);
         }
     }
 
+    /// Channels of this block's stored key rows: the head size, or the kept channels' count (ThinK).
+    fn key_width(&self) -> usize {
+        self.kept
+            .as_ref()
+            .map_or(self.pool.layout.head_dim, |kept| kept.width)
+    }
+
     /// Bytes [`KvBlock::save`] writes for `count` positions of a block stored as `dtype`, with or without its
-    /// sliding-window layers' rows: every stored byte of those positions.
+    /// sliding-window layers' rows, its keys of `key_width` channels: every stored byte of those positions.
     pub(crate) fn saved_bytes(
         layout: &BlockLayout,
         dtype: KvDtype,
         count: usize,
         with_local: bool,
+        key_width: usize,
     ) -> usize {
-        layout.bytes_of(dtype, with_local) / layout.block_size * count
+        (layout.bytes_of(dtype, with_local) - layout.pruned_key_saving(dtype, key_width))
+            / layout.block_size
+            * count
     }
 
-    /// Inverse of [`KvBlock::save`] (call [`KvBlock::drop_local`] first for a block saved without local rows).
+    /// Inverse of [`KvBlock::save`] (call [`KvBlock::drop_local`] first for a block saved without local rows, and
+    /// [`KvBlock::prune_keys`] for one saved with pruned keys).
     pub(crate) fn restore(&mut self, count: usize, bytes: &[u8]) {
         let pool = Arc::clone(&self.pool);
         let layout = &pool.layout;
         let with_local = self.local.is_some();
-        let groups = 2
-            * (layout.part_layers(false) + if with_local { layout.local_layers } else { 0 })
-            * layout.kv_heads;
-        let part = Self::saved_bytes(layout, self.dtype(), count, with_local) / groups.max(1);
-        let mut chunks = bytes.chunks_exact(part.max(1));
+        let key_width = self.key_width();
+        // One row group's bytes: its values (and int8 scales).
+        let scale_bytes = if self.dtype() == KvDtype::Int8 { 4 } else { 0 };
+        let part = |width: usize| count * (width * self.dtype().element_bytes() + scale_bytes);
+        let (key_part, value_part) = (part(key_width), part(layout.head_dim));
+        let mut rest = bytes;
         for (layer, h) in Self::saved_heads(layout, with_local) {
             let (Some(rows), first) = self.rows_mut(layer, h) else {
                 continue;
             };
-            if let (Some(k), Some(v)) = (chunks.next(), chunks.next()) {
-                rows.keys.set_bytes(first, count, layout.head_dim, k);
-                rows.values.set_bytes(first, count, layout.head_dim, v);
+            if rest.len() < key_part + value_part {
+                return;
             }
+            let (k, after) = rest.split_at(key_part);
+            let (v, after) = after.split_at(value_part);
+            rows.keys.set_bytes(first, count, key_width, k);
+            rows.values.set_bytes(first, count, layout.head_dim, v);
+            rest = after;
         }
     }
 }

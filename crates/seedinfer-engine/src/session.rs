@@ -145,13 +145,13 @@ pub struct Session {
     /// Set once token pruning left some position without some layer's keys and values.
     pub(crate) pruned: Option<PrunedPositions>,
     /// A bound on the cache (StreamingLLM or SirLLM: `crate::bounded_cache`), if any.
-    bounded: Option<BoundedCache>,
+    pub(crate) bounded: Option<BoundedCache>,
     /// With SirLLM: each cached token's score (surprisal, decayed at each eviction), one per `tokens` entry.
-    scores: Vec<f32>,
+    pub(crate) scores: Vec<f32>,
     /// Tokens evicted from the cache so far (bounded caches).
-    evicted: usize,
+    pub(crate) evicted: usize,
     /// ThinK key-channel pruning at the end of each prefill (`crate::think`), if set.
-    think: Option<Think>,
+    pub(crate) think: Option<Think>,
     scratch: Scratch,
 }
 

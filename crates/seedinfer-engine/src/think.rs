@@ -77,6 +77,33 @@ pub struct KeptChannels {
 }
 
 impl KeptChannels {
+    /// Kept channels read from a session file: per (layer, KV head), `width` distinct channels below `head_dim`
+    /// in ascending order; `None` if `index` is not that.
+    pub(crate) fn from_index(
+        width: usize,
+        layers: usize,
+        kv_heads: usize,
+        head_dim: usize,
+        index: Vec<u16>,
+    ) -> Option<Self> {
+        let valid = (1..=head_dim).contains(&width)
+            && index.len() == layers * kv_heads * width
+            && index.chunks_exact(width).all(|group| {
+                group.windows(2).all(|w| w[0] < w[1])
+                    && group.last().is_some_and(|&c| usize::from(c) < head_dim)
+            });
+        valid.then_some(Self {
+            width,
+            kv_heads,
+            index,
+        })
+    }
+
+    /// Every (layer, KV head)'s kept channels, in that order.
+    pub(crate) fn index(&self) -> &[u16] {
+        &self.index
+    }
+
     /// The kept channels of one layer's KV head.
     pub fn of(&self, layer: usize, kv_head: usize) -> &[u16] {
         let at = (layer * self.kv_heads + kv_head) * self.width;

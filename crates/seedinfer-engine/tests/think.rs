@@ -158,8 +158,31 @@ fn what_think_cannot_do_is_refused() {
         .generate(&prompt(40), &sparse, &AtomicBool::new(false), &mut |_| {})
         .expect_err("refused");
     assert!(e.to_string().contains("ThinK"), "{e}");
-    run(&mut pruning, &prompt(300), &greedy(2));
-    let path = std::env::temp_dir().join(format!("think-{}.session", std::process::id()));
-    assert!(refused(pruning.save(&path)).contains("ThinK"));
-    assert!(!path.exists());
+}
+
+/// A saved ThinK session (its pruned blocks, in their kept channels, and its settings) loads and goes on as the
+/// session does, pruning the next prompt's blocks alike; its bytes are the pruned ones.
+#[test]
+fn a_saved_think_session_continues_as_the_session_does() {
+    for dtype in [KvDtype::F16, KvDtype::Int8] {
+        let model = load(dtype);
+        let mut session = session(&model, Some(Think::default()));
+        run(&mut session, &prompt(300), &greedy(8));
+        assert!(session.kv_held_bytes() > 0);
+        let file = std::env::temp_dir().join(format!(
+            "seedinfer-think-{}-{dtype:?}.session",
+            std::process::id()
+        ));
+        session.save(&file).unwrap();
+        let mut loaded = Session::load(Arc::clone(&model), &file).unwrap();
+        std::fs::remove_file(&file).unwrap();
+        assert_eq!(loaded.think(), Some(&Think::default()));
+        assert_eq!(loaded.kv_held_bytes(), session.kv_held_bytes(), "{dtype:?}");
+        let next = prompt(150);
+        assert_eq!(
+            run(&mut loaded, &next, &greedy(16)),
+            run(&mut session, &next, &greedy(16))
+        );
+        assert_eq!(loaded.kv_held_bytes(), session.kv_held_bytes());
+    }
 }
