@@ -279,9 +279,9 @@ export interface SessionOptions {
  * shrink: `session.kvBytes`), and decoding reads them with the queries' kept channels. The latest `recent` tokens
  * and every later one keep whole keys. Channels are dropped in whole eights (the vector kernels' step): with
  * 64-channel heads, 0.4 drops 24 of 64. Only blocks of the KV cache that the whole recent window follows are pruned.
- * `ratio: 0` changes nothing (the exactness switch). Not with a bounded cache, token pruning or XAttention,
- * `numerics: 'llamacpp'`, nor on models with sliding-window layers (`INVALID_OPTION`). A ThinK session's blocks are
- * not offered to the prefix cache; `session.save` keeps its pruned keys and its settings.
+ * `ratio: 0` changes nothing (the exactness switch). Sliding-window layers (Gemma 3's local ones) keep whole keys.
+ * Not with a bounded cache, token pruning or XAttention, or `numerics: 'llamacpp'` (`INVALID_OPTION`). A ThinK
+ * session's blocks are not offered to the prefix cache; `session.save` keeps its pruned keys and its settings.
  */
 export interface ThinkOptions {
   /** Share of key channels dropped, in [0, 1). Default 0.4. */

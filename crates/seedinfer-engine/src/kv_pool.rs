@@ -479,11 +479,25 @@ impl KvBlock {
     }
 
     /// The key channels one layer's KV head keeps in this block, if its keys were pruned.
+    /// (Sliding-window layers keep whole keys: `None` for them.)
     pub fn kept_channels(&self, layer: usize, kv_head: usize) -> Option<&[u16]> {
-        self.kept.as_ref().map(|kept| kept.of(layer, kv_head))
+        let local = self.pool.layout.slots[layer].0;
+        self.kept
+            .as_ref()
+            .filter(|_| !local)
+            .map(|kept| kept.of(layer, kv_head))
     }
 
-    /// This block's keys with only the `kept` channels (the rows of every layer without a sliding window).
+    /// Channels of `layer`'s stored key rows in this block.
+    fn layer_key_width(&self, layer: usize) -> usize {
+        match self.kept_channels(layer, 0) {
+            Some(kept) => kept.len(),
+            None => self.pool.layout.head_dim,
+        }
+    }
+
+    /// This block's keys with only the `kept` channels (the rows of every layer without a sliding window: the
+    /// sliding-window layers' keep whole keys, their queries seeing a few blocks only).
     fn pruned_keys(&self, kept: &KeptChannels) -> Rows {
         let layout = &self.pool.layout;
         let groups: Vec<(usize, &[u16])> = (0..layout.layers)
@@ -552,10 +566,8 @@ impl KvBlock {
     pub fn head(&self, layer: usize, kv_head: usize, count: usize) -> KvHead<'_> {
         let hd = self.pool.layout.head_dim;
         let (rows, first) = self.rows(layer, kv_head);
-        let (key_dim, keys) = match &self.kept {
-            Some(kept) => (kept.width, rows.keys.view(first, count, kept.width)),
-            None => (hd, rows.keys.view(first, count, hd)),
-        };
+        let key_dim = self.layer_key_width(layer);
+        let keys = rows.keys.view(first, count, key_dim);
         let kv = KvHead::new(keys, rows.values.view(first, count, hd), hd, 0, hd);
         if key_dim == hd {
             kv
@@ -578,19 +590,12 @@ impl KvBlock {
     /// Appends the stored bytes of positions `0..count` of every layer and head it holds (keys, then values).
     pub(crate) fn save(&self, count: usize, out: &mut Vec<u8>) {
         let layout = &self.pool.layout;
-        let key_width = self.key_width();
         for (layer, h) in Self::saved_heads(layout, self.local.is_some()) {
             let (rows, first) = self.rows(layer, h);
-            rows.keys.bytes(first, count, key_width, out);
+            rows.keys
+                .bytes(first, count, self.layer_key_width(layer), out);
             rows.values.bytes(first, count, layout.head_dim, out);
         }
-    }
-
-    /// Channels of this block's stored key rows: the head size, or the kept channels' count (ThinK).
-    fn key_width(&self) -> usize {
-        self.kept
-            .as_ref()
-            .map_or(self.pool.layout.head_dim, |kept| kept.width)
     }
 
     /// Bytes [`KvBlock::save`] writes for `count` positions of a block stored as `dtype`, with or without its
@@ -613,13 +618,15 @@ impl KvBlock {
         let pool = Arc::clone(&self.pool);
         let layout = &pool.layout;
         let with_local = self.local.is_some();
-        let key_width = self.key_width();
         // One row group's bytes: its values (and int8 scales).
         let scale_bytes = if self.dtype() == KvDtype::Int8 { 4 } else { 0 };
-        let part = |width: usize| count * (width * self.dtype().element_bytes() + scale_bytes);
-        let (key_part, value_part) = (part(key_width), part(layout.head_dim));
+        let element = self.dtype().element_bytes();
+        let part = |width: usize| count * (width * element + scale_bytes);
+        let value_part = part(layout.head_dim);
         let mut rest = bytes;
         for (layer, h) in Self::saved_heads(layout, with_local) {
+            let key_width = self.layer_key_width(layer);
+            let key_part = part(key_width);
             let (Some(rows), first) = self.rows_mut(layer, h) else {
                 continue;
             };
@@ -792,13 +799,14 @@ impl KvPool {
                 keys,
                 values: block.global.values.clone(),
             },
-            local: None,
+            local: block.local.clone(),
             kept: Some(Arc::clone(kept)),
             pool: Arc::clone(&self.shared),
         };
         let layout = &self.shared.layout;
         let dtype = block.dtype();
-        let needed = layout.bytes_of(dtype, false) - layout.pruned_key_saving(dtype, kept.width);
+        let needed = layout.bytes_of(dtype, block.local.is_some())
+            - layout.pruned_key_saving(dtype, kept.width);
         // The budget takes the bytes before the block exists (a dropped block gives its bytes back).
         self.take_bytes(needed, 1)?;
         Ok(copy(block.pruned_keys(kept)))

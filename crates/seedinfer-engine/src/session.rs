@@ -180,14 +180,12 @@ impl Session {
         })
     }
 
-    /// Prunes key channels at the end of every later prefill (ThinK; `None`: never). Refused on models with
-    /// sliding-window layers, with llama.cpp's numerics and with a bounded cache.
+    /// Prunes key channels at the end of every later prefill (ThinK; `None`: never; sliding-window layers keep whole
+    /// keys). Refused with llama.cpp's numerics and with a bounded cache.
     pub fn set_think(&mut self, think: Option<Think>) -> Result<()> {
         if let Some(t) = &think {
             t.validate()?;
-            let why = if self.model.config.sliding_window.is_some() {
-                Some("the model has sliding-window layers")
-            } else if self.model.numerics != Numerics::Seedinfer {
+            let why = if self.model.numerics != Numerics::Seedinfer {
                 Some("numerics 'llamacpp' attends over whole keys only")
             } else if self.bounded.is_some() {
                 Some("the session's KV cache is bounded (its compaction re-rotates whole keys)")
@@ -910,12 +908,11 @@ impl Session {
                     .into(),
             ));
         }
-        if sparse && self.model.config.sliding_window.is_some() {
+        if params.prefill != PrefillStrategy::Dense && self.model.config.sliding_window.is_some() {
             // Their scores and gathered attention do not follow the window, and the cache gives back rows outside
-            // it that a pruned layer would read.
+            // it that a pruned layer would read. (XAttention is fine: its sliding-window layers stay dense.)
             return Err(EngineError::InvalidOption(
-                "token pruning and sparse prefill are not available yet on models with sliding-window layers"
-                    .into(),
+                "token pruning is not available yet on models with sliding-window layers".into(),
             ));
         }
         if params.logprobs.is_some_and(|k| k > MAX_TOP_LOGPROBS) {

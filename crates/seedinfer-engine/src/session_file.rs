@@ -315,9 +315,6 @@ impl Session {
                     s => Some(Arc::clone(sets.get(s - 1).ok_or_else(bad_sets)?)),
                 };
             }
-            if kept.iter().any(Option::is_some) && model.kv_pool.layout().has_local_layers() {
-                return Err(bad_sets());
-            }
             let f64_le = |b: &[u8]| f64::from_le_bytes(b.try_into().unwrap_or([0; 8]));
             let has_think = reader.byte().ok_or_else(short)?;
             let ratio = f64_le(reader.take(8).ok_or_else(short)?);

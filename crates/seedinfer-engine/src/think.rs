@@ -13,6 +13,8 @@
 //! zero-filled rebuild. Later prompts of the session prune the blocks they complete with channels chosen from
 //! their own queries; a block keeps the channels it was pruned with.
 //!
+//! Sliding-window layers keep whole keys (their queries see a few blocks at most; their old rows are given back).
+//!
 //! Exactness switch: `ratio = 0` drops nothing and every result is the unpruned session's.
 
 use crate::config::LlamaConfig;
@@ -186,6 +188,13 @@ pub(crate) fn prune(
     let mut index = Vec::with_capacity(layers * kv_heads * width);
     let (mut key, mut value) = (vec![0.0f32; hd], vec![0.0f32; hd]);
     for (layer, q) in queries.iter().enumerate().take(layers) {
+        if cfg.layer_window(layer).is_some() {
+            // A sliding-window layer keeps whole keys: its entries (the first channels) are never read.
+            for _ in 0..kv_heads {
+                index.extend(0..width as u16);
+            }
+            continue;
+        }
         let key_channels = cache.key_channels(layer);
         for h in 0..kv_heads {
             let query_energy = query_energy(cfg, q, h);

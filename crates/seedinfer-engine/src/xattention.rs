@@ -9,7 +9,8 @@
 //! query heads of a GQA group share one selection (their scores are summed).
 //!
 //! Attention then runs exactly, with the same kernels, over the selected blocks only (`crate::attention` skips the
-//! others entirely); decode steps stay dense. Rows are the ones a query sees (`KvStore::visible`), so under token
+//! others entirely); decode steps stay dense, and so do sliding-window layers (a query there sees its window only,
+//! already a few blocks at most: the global layers are where a long prompt's attention grows). Rows are the ones a query sees (`KvStore::visible`), so under token
 //! pruning blocks are counted over the positions a layer holds. Exactness switch: `threshold >= 1` computes no
 //! selection and gives the dense prefill's bits.
 

@@ -4,7 +4,10 @@
 //! and load, and a prefix reused from another session.
 
 use seedinfer_engine::kv_cache::PagedKv;
-use seedinfer_engine::{KvCacheOptions, KvDtype, LoadOptions, Model, Session};
+use seedinfer_engine::{
+    GenerateParams, KvCacheOptions, KvDtype, LoadOptions, Model, PrefillStrategy, Session, Stage,
+    Think, XAttention,
+};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
@@ -196,5 +199,90 @@ fn a_reused_prefix_stops_where_its_window_would_reach_rows_given_back() {
     assert_eq!(
         (out.token_ids, third.last_logits().expect("logits").to_vec()),
         fresh_greedy(&plain, &prompt, 3)
+    );
+}
+
+/// XAttention on a model with sliding-window layers: the global layer's prefill attends to the blocks its estimate
+/// selects (fewer than causal attention's), the local layers stay dense, and `threshold: 1` gives the dense tokens.
+/// Token pruning is refused there.
+#[test]
+fn xattention_prefills_the_global_layers_sparsely() {
+    let model = load(&fixture(), KvDtype::F16, false);
+    let prompt = long_prompt();
+    let sparse = |threshold| GenerateParams {
+        xattention: Some(XAttention {
+            threshold,
+            ..XAttention::default()
+        }),
+        ..greedy(12)
+    };
+    let run = |params: &GenerateParams| {
+        let mut session = Session::new(Arc::clone(&model), 4200).expect("session");
+        session
+            .generate(&prompt, params, &AtomicBool::new(false), &mut |_| {})
+            .expect("generates")
+    };
+    let dense = run(&greedy(12));
+    assert_eq!(run(&sparse(1.0)).token_ids, dense.token_ids);
+    let out = run(&sparse(0.5));
+    assert_eq!(out.token_ids.len(), 12);
+    let (selected, causal) = (out.prefill.selected_blocks, out.prefill.causal_blocks);
+    assert!(
+        causal > 0 && selected < causal,
+        "{selected} of {causal} blocks"
+    );
+    let lazy = GenerateParams {
+        prefill: PrefillStrategy::LazyLlm {
+            schedule: vec![Stage {
+                layer: 1,
+                keep: 0.5,
+            }],
+            reselect_in_decode: false,
+        },
+        ..greedy(2)
+    };
+    let mut session = Session::new(Arc::clone(&model), 4200).expect("session");
+    let e = session
+        .generate(&prompt[..40], &lazy, &AtomicBool::new(false), &mut |_| {})
+        .expect_err("refused");
+    assert_eq!(e.code(), "INVALID_OPTION");
+    assert!(e.to_string().contains("sliding-window"), "{e}");
+}
+
+/// ThinK on a model with sliding-window layers: the global layer's old keys keep half their channels (16-channel
+/// heads: λ = 0.5 keeps 8), the local layers' keys stay whole, `ratio: 0` gives the unpruned tokens, and a saved
+/// session loads and continues as the session does.
+#[test]
+fn think_prunes_the_global_layers_keys() {
+    let model = load(&fixture(), KvDtype::F16, false);
+    let prompt = long_prompt();
+    let session = |ratio| {
+        let mut session = Session::new(Arc::clone(&model), 4200).expect("session");
+        session
+            .set_think(Some(Think { ratio, recent: 32 }))
+            .expect("ThinK");
+        session
+    };
+    let (dense, _) = fresh_greedy(&model, &prompt, 12);
+    let mut exact = session(0.0);
+    assert_eq!(continue_greedy(&mut exact, &prompt, 12).0, dense);
+    let mut pruning = session(0.5);
+    let out = pruning
+        .generate(&prompt, &greedy(12), &AtomicBool::new(false), &mut |_| {})
+        .expect("generates");
+    assert_eq!(out.think.kept_channels, 8);
+    assert_eq!(out.think.pruned_blocks, (prompt.len() - 32) / 32);
+    assert!(pruning.kv_held_bytes() < exact.kv_held_bytes());
+    let file = std::env::temp_dir().join(format!(
+        "seedinfer-gemma-think-{}.session",
+        std::process::id()
+    ));
+    pruning.save(&file).expect("saves");
+    let mut loaded = Session::load(Arc::clone(&model), &file).expect("loads");
+    std::fs::remove_file(&file).expect("removes");
+    assert_eq!(loaded.kv_held_bytes(), pruning.kv_held_bytes());
+    assert_eq!(
+        continue_greedy(&mut loaded, &[5, 6, 7], 8),
+        continue_greedy(&mut pruning, &[5, 6, 7], 8)
     );
 }
