@@ -2,23 +2,18 @@
 // the unbounded output, a generation longer than the context runs with flat KV memory, scoreTokens agrees with
 // model.perplexity, and bad bounds and unsupported combinations are typed errors.
 import test from 'ava';
-import fs from 'node:fs';
 import path from 'node:path';
 import { Model, SeedinferError, ensureDefaultModel } from '../src/index.js';
 import type { GenerateOptions, SessionOptions } from '../index.js';
-import { repoRoot, tempDir } from './helpers/paths.js';
+import { tempDir } from './helpers/paths.js';
 import { greedy } from './helpers/options.js';
+import { readmeTokens } from './helpers/prompts.js';
 
 const smol = ensureDefaultModel().then((p) => Model.load(p, { threads: 2, kvCache: { prefixCaching: false } }));
 
-async function readme(model: Model, tokens: number): Promise<number[]> {
-  const text = fs.readFileSync(path.join(repoRoot, 'README.md'), 'utf8');
-  return model.tokenize(text, { addBos: true, special: false }).slice(0, tokens);
-}
-
 test('a bound the history fits in gives the unbounded output', async (t) => {
   const model = await smol;
-  const prompt = await readme(model, 200);
+  const prompt = readmeTokens(model, 200);
   const plain = await model.createSession({ contextSize: 512 }).generateText(prompt, greedy(40));
   for (const kvCache of [{ policy: 'streaming', maxTokens: 512 }, { policy: 'sirllm', maxTokens: 512 }] as const) {
     const session = model.createSession({ contextSize: 512, kvCache });
@@ -31,7 +26,7 @@ test('a bound the history fits in gives the unbounded output', async (t) => {
 test('a bounded session generates past its context with flat KV memory', async (t) => {
   const model = await smol;
   const session = model.createSession({ contextSize: 512, kvCache: { policy: 'streaming', maxTokens: 256 } });
-  const prompt = await readme(model, 600);
+  const prompt = readmeTokens(model, 600);
   const first = await session.generateText(prompt, greedy(8));
   t.is(first.tokenIds.length, 8);
   const held = session.kvBytes;
@@ -45,7 +40,7 @@ test('a bounded session generates past its context with flat KV memory', async (
 
 test('scoreTokens gives the negative log-likelihoods model.perplexity sums', async (t) => {
   const model = await smol;
-  const tokens = await readme(model, 300);
+  const tokens = readmeTokens(model, 300);
   const nll = await model.createSession().scoreTokens(tokens);
   t.is(nll.length, 300);
   t.true(Number.isNaN(nll[0]));
@@ -79,7 +74,7 @@ test('bad bounds and what a bounded cache cannot do are INVALID_OPTION', async (
 test('a saved bounded session loads and continues as the session does', async (t) => {
   const model = await smol;
   const session = model.createSession({ contextSize: 512, kvCache: { policy: 'sirllm', maxTokens: 128, recent: 32 } });
-  await session.generateText(await readme(model, 200), greedy(16));
+  await session.generateText(readmeTokens(model, 200), greedy(16));
   t.true(session.evictedTokens > 0);
   const file = path.join(tempDir('bounded'), 'chat.session');
   await session.save(file);

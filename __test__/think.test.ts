@@ -3,22 +3,17 @@
 // the session's KV bytes shrink by that), a saved session loads with its pruned keys, and bad options and unsupported
 // combinations are typed errors.
 import test from 'ava';
-import fs from 'node:fs';
 import path from 'node:path';
 import { Model, SeedinferError, ensureDefaultModel } from '../src/index.js';
-import { repoRoot, tempDir } from './helpers/paths.js';
+import { tempDir } from './helpers/paths.js';
 import { greedy } from './helpers/options.js';
+import { readmeTokens } from './helpers/prompts.js';
 
 const smol = ensureDefaultModel().then((p) => Model.load(p, { threads: 2, kvCache: { prefixCaching: false } }));
 
-async function readme(model: Model, tokens: number): Promise<number[]> {
-  const text = fs.readFileSync(path.join(repoRoot, 'README.md'), 'utf8');
-  return model.tokenize(text, { addBos: true, special: false }).slice(0, tokens);
-}
-
 test('ratio 0 gives the unpruned output; the default prunes old keys to 40 of 64 channels', async (t) => {
   const model = await smol;
-  const prompt = await readme(model, 300);
+  const prompt = readmeTokens(model, 300);
   const plainSession = model.createSession({ contextSize: 512 });
   const plain = await plainSession.generateText(prompt, greedy(12));
   const exact = await model.createSession({ contextSize: 512, kvCache: { think: { ratio: 0 } } }).generateText(prompt, greedy(12));
@@ -56,13 +51,13 @@ test('bad ThinK options and what ThinK cannot do are typed errors', async (t) =>
 test('a saved ThinK session loads with its pruned keys and continues as the session does', async (t) => {
   const model = await smol;
   const session = model.createSession({ contextSize: 512, kvCache: { think: {} } });
-  const first = await session.generateText(await readme(model, 200), greedy(4));
+  const first = await session.generateText(readmeTokens(model, 200), greedy(4));
   t.true(first.prefill.prunedKeyBlocks > 0);
   const file = path.join(tempDir('think'), 'session.bin');
   await session.save(file);
   const loaded = await model.loadSession(file);
   t.is(loaded.kvBytes, session.kvBytes);
-  const next = (await readme(model, 300)).slice(200);
+  const next = (readmeTokens(model, 300)).slice(200);
   const [a, b] = [await loaded.generateText(next, greedy(12)), await session.generateText(next, greedy(12))];
   t.deepEqual(a.tokenIds, b.tokenIds);
   t.is(a.prefill.prunedKeyBlocks, b.prefill.prunedKeyBlocks);

@@ -1,20 +1,19 @@
 // Prompt token pruning through the public API (issue 6): the exactness switch of each strategy on the default
 // model (SmolLM2), the per-layer report, revival from the aux cache in decode (stories260K), bad options, abort.
 import test from 'ava';
-import fs from 'node:fs';
 import path from 'node:path';
 import { Model, SeedinferError, ensureDefaultModel } from '../src/index.js';
 import type { GenerateOptions, PrefillOptions } from '../index.js';
-import { repoRoot, storiesDir, storiesExpected, tempDir } from './helpers/paths.js';
+import { storiesDir, storiesExpected, tempDir } from './helpers/paths.js';
 import { greedy } from './helpers/options.js';
+import { readmeTokens } from './helpers/prompts.js';
 
 const smol = ensureDefaultModel().then((p) => Model.load(p, { threads: 2, kvCache: { prefixCaching: false } }));
 const stories = Model.load(storiesDir, { threads: 2, kvCache: { blockSize: 16, prefixCaching: false } });
 
 /** About 900 tokens of real English (this repository's README) followed by a question. */
-async function readmePrompt(model: Model): Promise<number[]> {
-  const text = fs.readFileSync(path.join(repoRoot, 'README.md'), 'utf8');
-  const body = model.tokenize(text, { addBos: true, special: false }).slice(0, 900);
+function readmePrompt(model: Model): number[] {
+  const body = readmeTokens(model, 900);
   return [...body, ...model.tokenize('\n\nQuestion: what does seedinfer run? Answer:', { addBos: false, special: false })];
 }
 

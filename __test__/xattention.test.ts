@@ -2,19 +2,18 @@
 // model (alone and with LazyLLM), a sparse prefill reports the share of blocks it attended, its session stays a
 // plain one (saved, continued), and bad settings are typed errors.
 import test from 'ava';
-import fs from 'node:fs';
 import path from 'node:path';
 import { Model, SeedinferError, ensureDefaultModel } from '../src/index.js';
 import type { GenerateOptions, PrefillOptions } from '../index.js';
-import { repoRoot, tempDir } from './helpers/paths.js';
+import { tempDir } from './helpers/paths.js';
 import { greedy } from './helpers/options.js';
+import { readmeTokens } from './helpers/prompts.js';
 
 const smol = ensureDefaultModel().then((p) => Model.load(p, { threads: 2, kvCache: { prefixCaching: false } }));
 
 /** 1,000 tokens of real English (this repository's README): eight query blocks of 128. */
-async function readmePrompt(model: Model): Promise<number[]> {
-  const text = fs.readFileSync(path.join(repoRoot, 'README.md'), 'utf8');
-  return model.tokenize(text, { addBos: true, special: false }).slice(0, 1000);
+function readmePrompt(model: Model): number[] {
+  return readmeTokens(model, 1000);
 }
 
 test('xattention with threshold 1 gives the dense output, alone and with LazyLLM', async (t) => {

@@ -262,12 +262,7 @@ impl Session {
                 "{logits_len} logits for a vocabulary of {vocab}"
             )));
         }
-        let logits: Vec<f32> = reader
-            .take(logits_len * 4)
-            .ok_or_else(short)?
-            .chunks_exact(4)
-            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-            .collect();
+        let logits: Vec<f32> = reader.f32s(logits_len).ok_or_else(short)?;
         let dropped: Vec<bool> = if version == 1 {
             Vec::new()
         } else {
@@ -328,12 +323,7 @@ impl Session {
             let decay = f64_le(reader.take(8).ok_or_else(short)?);
             let evicted = reader.u64().ok_or_else(short)? as usize;
             let scores_len = reader.u32().ok_or_else(short)? as usize;
-            let scores: Vec<f32> = reader
-                .take(scores_len.min(cached) * 4)
-                .ok_or_else(short)?
-                .chunks_exact(4)
-                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-                .collect();
+            let scores: Vec<f32> = reader.f32s(scores_len.min(cached)).ok_or_else(short)?;
             let bound = (has_bound == 1).then_some(BoundedCache {
                 max_tokens,
                 sinks,
@@ -372,12 +362,7 @@ impl Session {
                         "the record of key channel scales does not fit the model".into(),
                     ));
                 }
-                let layer: Vec<f32> = reader
-                    .take(n * 4)
-                    .ok_or_else(short)?
-                    .chunks_exact(4)
-                    .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-                    .collect();
+                let layer: Vec<f32> = reader.f32s(n).ok_or_else(short)?;
                 if layer.iter().any(|s| !s.is_finite() || *s <= 0.0) {
                     return Err(invalid(
                         "a key channel scale is not a positive number".into(),
@@ -424,6 +409,17 @@ impl<'a> Reader<'a> {
         let (head, rest) = self.bytes.split_at(n);
         self.bytes = rest;
         Some(head)
+    }
+
+    /// `count` little-endian f32s.
+    fn f32s(&mut self, count: usize) -> Option<Vec<f32>> {
+        let bytes = self.take(count.checked_mul(4)?)?;
+        Some(
+            bytes
+                .chunks_exact(4)
+                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                .collect(),
+        )
     }
 
     fn byte(&mut self) -> Option<u8> {

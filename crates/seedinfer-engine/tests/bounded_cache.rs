@@ -3,14 +3,14 @@
 //! a surprising token that StreamingLLM drops, forks continue alike, and what a bounded cache cannot do is refused.
 
 use seedinfer_engine::{
-    BoundedCache, DraftSource, EngineError, GenerateParams, KvDtype, Model, PrefillStrategy,
-    Session, SirLlm, SpeculativeParams, Stage,
+    BoundedCache, DraftSource, EngineError, GenerateParams, KvDtype, Model, Session, SirLlm,
+    SpeculativeParams,
 };
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
 mod common;
-use common::{greedy, greedy_from_bos, stories_with_cache};
+use common::{greedy, greedy_from_bos, lazyllm_half_from, stories_with_cache};
 
 fn load(dtype: KvDtype) -> Arc<Model> {
     stories_with_cache(dtype)
@@ -202,13 +202,7 @@ fn what_a_bounded_cache_cannot_do_is_refused() {
     let model = load(KvDtype::F16);
     let mut session = bounded(&model, 256, streaming(128));
     let lazy = GenerateParams {
-        prefill: PrefillStrategy::LazyLlm {
-            schedule: vec![Stage {
-                layer: 1,
-                keep: 0.5,
-            }],
-            reselect_in_decode: false,
-        },
+        prefill: lazyllm_half_from(1),
         ..greedy(4)
     };
     assert!(invalid(session.generate(

@@ -5,8 +5,7 @@
 
 use seedinfer_engine::kv_cache::PagedKv;
 use seedinfer_engine::{
-    GenerateParams, KvCacheOptions, KvDtype, LoadOptions, Model, PrefillStrategy, Session, Stage,
-    Think, XAttention,
+    GenerateParams, KvCacheOptions, KvDtype, LoadOptions, Model, Session, Think, XAttention,
 };
 use serde_json::Value;
 use std::path::{Path, PathBuf};
@@ -14,7 +13,7 @@ use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
 mod common;
-use common::{chunk_plan, greedy, logits_in_chunks, paged_logits};
+use common::{chunk_plan, greedy, lazyllm_half_from, logits_in_chunks, paged_logits};
 
 fn fixture() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/architectures/gemma3")
@@ -232,13 +231,7 @@ fn xattention_prefills_the_global_layers_sparsely() {
         "{selected} of {causal} blocks"
     );
     let lazy = GenerateParams {
-        prefill: PrefillStrategy::LazyLlm {
-            schedule: vec![Stage {
-                layer: 1,
-                keep: 0.5,
-            }],
-            reselect_in_decode: false,
-        },
+        prefill: lazyllm_half_from(1),
         ..greedy(2)
     };
     let mut session = Session::new(Arc::clone(&model), 4200).expect("session");

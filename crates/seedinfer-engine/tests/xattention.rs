@@ -9,7 +9,7 @@ use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
 mod common;
-use common::{greedy, greedy_from_bos, stories_with_cache};
+use common::{greedy, greedy_from_bos, lazyllm_half_from, stories_with_cache};
 
 fn load(dtype: KvDtype) -> Arc<Model> {
     stories_with_cache(dtype)
@@ -112,13 +112,7 @@ fn a_sparse_prefill_leaves_blocks_out_alone_and_with_token_pruning() {
     );
     // Composed with token pruning: pruning picks the tokens, XAttention the blocks among those a layer holds.
     let params = GenerateParams {
-        prefill: PrefillStrategy::LazyLlm {
-            schedule: vec![Stage {
-                layer: 2,
-                keep: 0.5,
-            }],
-            reselect_in_decode: false,
-        },
+        prefill: lazyllm_half_from(2),
         xattention: Some(sparse(0.9)),
         ..greedy(16)
     };

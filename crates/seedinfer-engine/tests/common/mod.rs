@@ -6,7 +6,8 @@ use seedinfer_engine::forward::{forward, LogitsFor, Scratch};
 use seedinfer_engine::kv_cache::{KvStore, PagedKv};
 use seedinfer_engine::ops_seedinfer::SeedinferOps;
 use seedinfer_engine::{
-    GenerateParams, KvCacheOptions, KvDtype, LoadOptions, Model, SamplingParams, Session,
+    GenerateParams, KvCacheOptions, KvDtype, LoadOptions, Model, PrefillStrategy, SamplingParams,
+    Session, Stage,
 };
 use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
@@ -75,6 +76,14 @@ pub fn greedy(max_tokens: usize) -> GenerateParams {
         },
         ignore_eos: true,
         ..Default::default()
+    }
+}
+
+/// LazyLLM keeping half the prompt's tokens from `layer` on, selecting once (in the prefill).
+pub fn lazyllm_half_from(layer: usize) -> PrefillStrategy {
+    PrefillStrategy::LazyLlm {
+        schedule: vec![Stage { layer, keep: 0.5 }],
+        reselect_in_decode: false,
     }
 }
 
