@@ -781,7 +781,12 @@ impl KvPool {
     /// A copy of `block` without its sliding-window layers' rows, for a session to hold instead of a block it
     /// shares; `None` if the budget has no room for it even after evicting.
     pub(crate) fn copy_without_local(&self, block: &KvBlock) -> Option<KvBlock> {
-        let needed = self.shared.layout.part_bytes(block.dtype(), false);
+        let (layout, dtype) = (&self.shared.layout, block.dtype());
+        let saving = block
+            .kept
+            .as_ref()
+            .map_or(0, |kept| layout.pruned_key_saving(dtype, kept.width));
+        let needed = layout.part_bytes(dtype, false) - saving;
         self.take_bytes(needed, 1).ok()?;
         Some(KvBlock {
             global: block.global.clone(),
@@ -980,6 +985,42 @@ mod tests {
         let layout = BlockLayout::new(2, 1, 8, 8, KvDtype::F32, None);
         let bytes = blocks * layout.block_bytes();
         KvPool::new(layout, bytes, true)
+    }
+
+    /// Every way a block changes size (pruned in place, a pruned copy, a copy without local rows of a pruned block,
+    /// local rows given back, a copy-on-write of a pruned block) counts its bytes once: all dropped, the pool is empty.
+    #[test]
+    fn pruned_and_local_less_blocks_give_back_exactly_what_they_took() {
+        let local = [true, false, true];
+        let layout = BlockLayout::new(3, 2, 16, 8, KvDtype::F16, Some((8, &local[..])));
+        let pool = KvPool::new(layout, 1 << 20, false);
+        let kept = Arc::new(
+            KeptChannels::from_index(8, 3, 2, 16, (0..6).flat_map(|_| 0..8u16).collect())
+                .expect("valid channels"),
+        );
+        let mut blocks = pool.allocate(&[0, 1, 2]).expect("fits");
+        blocks[0].prune_keys(&kept);
+        let pruned_copy = pool.pruned_copy(&blocks[1], &kept).expect("fits");
+        let without_local = pool.copy_without_local(&blocks[0]).expect("fits");
+        assert_eq!(
+            without_local.bytes(),
+            blocks[0].bytes() - layout_local_bytes(&pool)
+        );
+        blocks[2].drop_local();
+        let mut written = pool.allocate(&[3]).expect("fits").remove(0);
+        written.copy_from(&pruned_copy);
+        assert_eq!(written.bytes(), pruned_copy.bytes());
+        let held: usize = blocks.iter().map(KvBlock::bytes).sum::<usize>()
+            + pruned_copy.bytes()
+            + without_local.bytes()
+            + written.bytes();
+        assert_eq!(pool.stats().used_bytes, held);
+        drop((blocks, pruned_copy, without_local, written));
+        assert_eq!(pool.stats().used_bytes, 0);
+    }
+
+    fn layout_local_bytes(pool: &KvPool) -> usize {
+        pool.layout().part_bytes(KvDtype::F16, true)
     }
 
     #[test]
