@@ -115,13 +115,14 @@ struct TaskScratch {
 }
 
 impl TaskScratch {
-    /// Gathers `count` queries (`query(i)`, each `head_dim` long) to the `kept` channels into `gathered`, unless
-    /// they already are (`scaled`: whether the queries were multiplied by the key channel scales).
+    /// Gathers the task's `count` queries to the `kept` channels into `gathered`, unless they already are: with
+    /// `scaled`, the ones in `scaled` (multiplied by the key channel scales, `head_dim` each), else `query(i)`.
     fn gather<'q>(
         &mut self,
         kept: &[u16],
         scaled: bool,
         count: usize,
+        head_dim: usize,
         query: impl Fn(usize) -> &'q [f32],
     ) {
         let key = (kept.as_ptr() as usize, scaled);
@@ -130,7 +131,11 @@ impl TaskScratch {
         }
         self.gathered.clear();
         for i in 0..count {
-            let q = query(i);
+            let q = if scaled {
+                &self.scaled[i * head_dim..(i + 1) * head_dim]
+            } else {
+                query(i)
+            };
             self.gathered
                 .extend(kept.iter().map(|&c| q[usize::from(c)]));
         }
@@ -206,12 +211,7 @@ fn attend_task<C: KvStore>(
             let scaled = b > 0 && channels.is_some();
             let kept = cache.kept_channels(layer, kv_head, b);
             if let Some(kept) = kept {
-                let scaled_queries = std::mem::take(&mut s.scaled);
-                s.gather(kept, scaled, nq, |i| match scaled {
-                    true => &scaled_queries[i * hd..(i + 1) * hd],
-                    false => query(i),
-                });
-                s.scaled = scaled_queries;
+                s.gather(kept, scaled, nq, hd, query);
             }
             let width = kept.map_or(hd, <[u16]>::len);
             // Tokens see a part of the block that moves with their position (a prefix that grows, and on a
@@ -438,12 +438,9 @@ fn decode_attention_split<C: KvStore>(
                             let scaled = b > 0 && channels.is_some();
                             let kept = cache.kept_channels(layer, kv_head, b);
                             if let Some(kept) = kept {
-                                let scaled_queries = std::mem::take(&mut s.scaled);
-                                s.gather(kept, scaled, group, |g| match scaled {
-                                    true => &scaled_queries[g * hd..(g + 1) * hd],
-                                    false => &q[(kv_head * group + g) * hd..][..hd],
+                                s.gather(kept, scaled, group, hd, |g| {
+                                    &q[(kv_head * group + g) * hd..][..hd]
                                 });
-                                s.scaled = scaled_queries;
                             }
                             let width = kept.map_or(hd, <[u16]>::len);
                             if i + 1 < range_blocks {

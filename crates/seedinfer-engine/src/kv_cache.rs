@@ -354,16 +354,12 @@ impl PagedKv {
         (0..len.div_ceil(bs))
             .map(|i| {
                 let with_local = !dropped.get(i).copied().unwrap_or(false);
-                let key_width = match kept.get(i) {
-                    Some(Some(kept)) => kept.width,
-                    _ => layout.head_dim,
-                };
                 KvBlock::saved_bytes(
                     layout,
                     layout.block_dtype(i),
                     bs.min(len - i * bs),
                     with_local,
-                    key_width,
+                    kept.get(i).and_then(Option::as_deref),
                 )
             })
             .sum()
@@ -393,15 +389,12 @@ impl PagedKv {
                 if let Some(Some(kept)) = kept.get(i) {
                     block.prune_keys(kept);
                 }
-                let key_width = block
-                    .kept()
-                    .map_or(self.pool.layout().head_dim, |k| k.width);
                 let size = KvBlock::saved_bytes(
                     self.pool.layout(),
                     block.dtype(),
                     count,
                     !block.local_dropped(),
-                    key_width,
+                    block.kept().map(Arc::as_ref),
                 );
                 let (this, rest) = bytes.split_at(size.min(bytes.len()));
                 block.restore(count, this);

@@ -198,11 +198,12 @@ impl BlockLayout {
         self.bytes_of(self.block_dtype(index), true)
     }
 
-    /// Bytes a block stored as `dtype` saves when its keys keep `width` channels of every layer without a sliding
-    /// window (ThinK).
-    fn pruned_key_saving(&self, dtype: KvDtype, width: usize) -> usize {
+    /// Bytes of a block stored as `dtype`, with or without its local layers' rows, whose keys keep the `kept`
+    /// channels of every layer without a sliding window (ThinK; `None`: whole keys).
+    fn stored_bytes(&self, dtype: KvDtype, with_local: bool, kept: Option<&KeptChannels>) -> usize {
         let rows = self.elements(false) / self.head_dim;
-        rows * (self.head_dim - width) * dtype.element_bytes()
+        let dropped = kept.map_or(0, |kept| self.head_dim - kept.width);
+        self.bytes_of(dtype, with_local) - rows * dropped * dtype.element_bytes()
     }
 
     /// Bytes a token's keys and values take in this dtype.
@@ -460,12 +461,9 @@ impl KvBlock {
 
     /// Bytes this block counts against the budget.
     pub fn bytes(&self) -> usize {
-        let layout = &self.pool.layout;
-        let full = layout.bytes_of(self.dtype(), self.local.is_some());
-        full - self
-            .kept
-            .as_ref()
-            .map_or(0, |kept| layout.pruned_key_saving(self.dtype(), kept.width))
+        self.pool
+            .layout
+            .stored_bytes(self.dtype(), self.local.is_some(), self.kept.as_deref())
     }
 
     /// Whether this block's keys were pruned (ThinK).
@@ -599,17 +597,15 @@ impl KvBlock {
     }
 
     /// Bytes [`KvBlock::save`] writes for `count` positions of a block stored as `dtype`, with or without its
-    /// sliding-window layers' rows, its keys of `key_width` channels: every stored byte of those positions.
+    /// sliding-window layers' rows, its keys pruned to `kept` (ThinK) or whole: every stored byte of those positions.
     pub(crate) fn saved_bytes(
         layout: &BlockLayout,
         dtype: KvDtype,
         count: usize,
         with_local: bool,
-        key_width: usize,
+        kept: Option<&KeptChannels>,
     ) -> usize {
-        (layout.bytes_of(dtype, with_local) - layout.pruned_key_saving(dtype, key_width))
-            / layout.block_size
-            * count
+        layout.stored_bytes(dtype, with_local, kept) / layout.block_size * count
     }
 
     /// Inverse of [`KvBlock::save`] (call [`KvBlock::drop_local`] first for a block saved without local rows, and
@@ -781,12 +777,10 @@ impl KvPool {
     /// A copy of `block` without its sliding-window layers' rows, for a session to hold instead of a block it
     /// shares; `None` if the budget has no room for it even after evicting.
     pub(crate) fn copy_without_local(&self, block: &KvBlock) -> Option<KvBlock> {
-        let (layout, dtype) = (&self.shared.layout, block.dtype());
-        let saving = block
-            .kept
-            .as_ref()
-            .map_or(0, |kept| layout.pruned_key_saving(dtype, kept.width));
-        let needed = layout.part_bytes(dtype, false) - saving;
+        let needed = self
+            .shared
+            .layout
+            .stored_bytes(block.dtype(), false, block.kept.as_deref());
         self.take_bytes(needed, 1).ok()?;
         Some(KvBlock {
             global: block.global.clone(),
@@ -808,10 +802,10 @@ impl KvPool {
             kept: Some(Arc::clone(kept)),
             pool: Arc::clone(&self.shared),
         };
-        let layout = &self.shared.layout;
-        let dtype = block.dtype();
-        let needed = layout.bytes_of(dtype, block.local.is_some())
-            - layout.pruned_key_saving(dtype, kept.width);
+        let needed =
+            self.shared
+                .layout
+                .stored_bytes(block.dtype(), block.local.is_some(), Some(kept));
         // The budget takes the bytes before the block exists (a dropped block gives its bytes back).
         self.take_bytes(needed, 1)?;
         Ok(copy(block.pruned_keys(kept)))
@@ -1002,10 +996,8 @@ mod tests {
         blocks[0].prune_keys(&kept);
         let pruned_copy = pool.pruned_copy(&blocks[1], &kept).expect("fits");
         let without_local = pool.copy_without_local(&blocks[0]).expect("fits");
-        assert_eq!(
-            without_local.bytes(),
-            blocks[0].bytes() - layout_local_bytes(&pool)
-        );
+        let local_bytes = pool.layout().part_bytes(KvDtype::F16, true);
+        assert_eq!(without_local.bytes(), blocks[0].bytes() - local_bytes);
         blocks[2].drop_local();
         let mut written = pool.allocate(&[3]).expect("fits").remove(0);
         written.copy_from(&pruned_copy);
@@ -1017,10 +1009,6 @@ mod tests {
         assert_eq!(pool.stats().used_bytes, held);
         drop((blocks, pruned_copy, without_local, written));
         assert_eq!(pool.stats().used_bytes, 0);
-    }
-
-    fn layout_local_bytes(pool: &KvPool) -> usize {
-        pool.layout().part_bytes(KvDtype::F16, true)
     }
 
     #[test]

@@ -263,12 +263,13 @@ impl Session {
             )));
         }
         let logits: Vec<f32> = reader.f32s(logits_len).ok_or_else(short)?;
+        let cache_blocks = cached.div_ceil(model.kv_pool.layout().block_size);
         let dropped: Vec<bool> = if version == 1 {
             Vec::new()
         } else {
             let blocks = reader.u32().ok_or_else(short)? as usize;
             let flags = reader.take(blocks).ok_or_else(short)?;
-            if blocks != cached.div_ceil(model.kv_pool.layout().block_size)
+            if blocks != cache_blocks
                 || flags.iter().any(|&f| f > 1)
                 || (flags.contains(&1) && !model.kv_pool.layout().has_local_layers())
             {
@@ -279,16 +280,15 @@ impl Session {
             }
             flags.iter().map(|&f| f == 1).collect()
         };
-        let blocks = cached.div_ceil(model.kv_pool.layout().block_size);
         let mut key_scales = None;
-        let mut kept: Vec<Option<Arc<KeptChannels>>> = vec![None; blocks];
+        let mut kept: Vec<Option<Arc<KeptChannels>>> = vec![None; cache_blocks];
         if version >= 3 {
             let c = &model.config;
             let bad_sets =
                 || invalid("the record of pruned key channels does not fit the model".into());
             let count = reader.u32().ok_or_else(short)? as usize;
             let mut sets = Vec::new();
-            for _ in 0..count.min(blocks) {
+            for _ in 0..count.min(cache_blocks) {
                 let width = reader.u32().ok_or_else(short)? as usize;
                 let n = c.layers * c.kv_heads * width.min(c.head_dim);
                 let index: Vec<u16> = reader
@@ -301,7 +301,7 @@ impl Session {
                     .ok_or_else(bad_sets)?;
                 sets.push(Arc::new(set));
             }
-            if sets.len() != count || reader.u32().ok_or_else(short)? as usize != blocks {
+            if sets.len() != count || reader.u32().ok_or_else(short)? as usize != cache_blocks {
                 return Err(bad_sets());
             }
             for k in kept.iter_mut() {
@@ -310,9 +310,8 @@ impl Session {
                     s => Some(Arc::clone(sets.get(s - 1).ok_or_else(bad_sets)?)),
                 };
             }
-            let f64_le = |b: &[u8]| f64::from_le_bytes(b.try_into().unwrap_or([0; 8]));
             let has_think = reader.byte().ok_or_else(short)?;
-            let ratio = f64_le(reader.take(8).ok_or_else(short)?);
+            let ratio = reader.f64().ok_or_else(short)?;
             let recent = reader.u32().ok_or_else(short)? as usize;
             let think = (has_think == 1).then_some(Think { ratio, recent });
             let has_bound = reader.byte().ok_or_else(short)?;
@@ -320,7 +319,7 @@ impl Session {
             let sinks = reader.u32().ok_or_else(short)? as usize;
             let has_sirllm = reader.byte().ok_or_else(short)?;
             let recent = reader.u32().ok_or_else(short)? as usize;
-            let decay = f64_le(reader.take(8).ok_or_else(short)?);
+            let decay = reader.f64().ok_or_else(short)?;
             let evicted = reader.u64().ok_or_else(short)? as usize;
             let scores_len = reader.u32().ok_or_else(short)? as usize;
             let scores: Vec<f32> = reader.f32s(scores_len.min(cached)).ok_or_else(short)?;
@@ -347,7 +346,6 @@ impl Session {
                 .map_err(|e| invalid(e.to_string()))?;
             session.scores = scores;
             session.evicted = evicted;
-            let c = &model.config;
             let layers = reader.u32().ok_or_else(short)? as usize;
             if layers != c.layers {
                 return Err(invalid(
@@ -420,6 +418,11 @@ impl<'a> Reader<'a> {
                 .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
                 .collect(),
         )
+    }
+
+    fn f64(&mut self) -> Option<f64> {
+        self.take(8)
+            .map(|b| f64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]))
     }
 
     fn byte(&mut self) -> Option<u8> {
